@@ -1,0 +1,66 @@
+"""Map external ids (strings or integers, exactly as given) to contiguous indices, once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+class IdMap:
+    """A bijection between external ids and the indices 0..n-1.
+
+    Ids keep their type: integers come back as integers, strings as strings.
+    """
+
+    def __init__(self, ids: pd.Index) -> None:
+        if not ids.is_unique:
+            raise ValueError("ids must be unique")
+        self._index = ids
+
+    @classmethod
+    def from_values(cls, values: pd.Series | np.ndarray | list) -> IdMap:
+        """Ids in order of first appearance."""
+        return cls(pd.Index(pd.unique(pd.Series(values)), dtype=_dtype_of(values)))
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __contains__(self, external_id: object) -> bool:
+        return external_id in self._index
+
+    @property
+    def ids(self) -> pd.Index:
+        return self._index
+
+    def indices(self, values: pd.Series | np.ndarray | list) -> np.ndarray:
+        """Index of each value, -1 where the id is unknown (vectorised)."""
+        return self._index.get_indexer(pd.Index(values)).astype(np.int64)
+
+    def external(self, indices: np.ndarray) -> list:
+        """External ids of ``indices``, as plain Python values (JSON-ready)."""
+        return self._index[np.asarray(indices, dtype=np.int64)].tolist()
+
+    def extend(self, values: pd.Series | np.ndarray | list) -> IdMap:
+        """A new map with the unknown ``values`` appended (existing indices unchanged)."""
+        new = pd.Index(pd.unique(pd.Series(values)))
+        new = new[~new.isin(self._index)]
+        if len(new) == 0:
+            return self
+        return IdMap(self._index.append(new))
+
+    def save(self, path: Path) -> None:
+        pq.write_table(pa.table({"id": pa.array(self._index.tolist())}), path)
+
+    @classmethod
+    def load(cls, path: Path) -> IdMap:
+        column = pq.read_table(path).column("id").to_pylist()
+        return cls(pd.Index(column, dtype=object if not column else None))
+
+
+def _dtype_of(values: pd.Series | np.ndarray | list) -> object:
+    series = pd.Series(values)
+    return series.dtype if pd.api.types.is_integer_dtype(series.dtype) else object

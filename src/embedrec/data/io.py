@@ -1,0 +1,243 @@
+"""Read and validate interactions and listings (CSV or Parquet files, or DataFrames).
+
+Every problem is a DataError naming the file, the row and the column. Nothing here drops
+rows: skipping (unknown listings, rare users) happens in ``prepare`` and is counted there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pandas._libs.parsers import STR_NA_VALUES
+
+from embedrec.data.errors import DataError
+from embedrec.data.schema import GEO_PAIRS
+
+ID_COLUMNS = ("user_id", "listing_id")
+INTERACTION_COLUMNS = ("user_id", "listing_id", "timestamp")
+DEFAULT_EVENT_WEIGHTS: dict[str, float] = {"view": 1.0, "favorite": 3.0, "contact": 5.0}
+_INTEGER_ID = r"-?(?:0|[1-9][0-9]{0,17})"
+
+Source = str | Path | pd.DataFrame
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV or Parquet file, chosen by extension.
+
+    CSV id columns that hold only canonical integers become integers; any other id (with
+    leading zeros, spaces, letters) stays the exact string from the file.
+    """
+    path = Path(path)
+    suffixes = "".join(path.suffixes[-2:]).lower()
+    if not path.exists():
+        raise DataError("file not found", file=str(path))
+    if path.is_dir():
+        raise DataError("is a directory, expected a CSV or Parquet file", file=str(path))
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            frame = pq.read_table(path).to_pandas()
+        elif path.suffix.lower() == ".csv" or suffixes.endswith((".csv.gz", ".csv.zst")):
+            frame = _read_csv(path)
+        else:
+            raise DataError("unknown file type; use a .csv or .parquet file", file=str(path))
+    except DataError:
+        raise
+    except (pa.ArrowException, pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+        raise DataError(f"cannot read the file: {exc}", file=str(path)) from None
+    except pd.errors.EmptyDataError:
+        raise DataError("the file is empty", file=str(path)) from None
+    if frame.empty:
+        raise DataError("the file holds no rows", file=str(path))
+    frame.attrs["source"] = str(path)
+    return frame
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    header = pd.read_csv(path, nrows=0).columns
+    # ids are never "missing" because they read like NA or null: they are kept as written
+    na_values = {c: ([""] if c in ID_COLUMNS else sorted(STR_NA_VALUES)) for c in header}
+    frame = pd.read_csv(
+        path,
+        dtype={c: str for c in ID_COLUMNS if c in header},
+        keep_default_na=False,
+        na_values=na_values,
+    )
+    for column in ID_COLUMNS:
+        if column in frame.columns:
+            values = frame[column].astype(object)
+            if values.notna().all() and values.str.fullmatch(_INTEGER_ID).all():
+                frame[column] = values.astype(np.int64)
+            else:
+                frame[column] = values
+    return frame
+
+
+def load_interactions(
+    source: Source, event_weights: Mapping[str, float] | None = None
+) -> pd.DataFrame:
+    """Validated interactions: user_id, listing_id, timestamp (int64 epoch seconds), weight.
+
+    ``weight`` is the event's weight (``event_weights``, default view 1, favorite 3,
+    contact 5) times the optional ``weight`` column.
+    """
+    frame, name = _frame(source)
+    _require_columns(frame, INTERACTION_COLUMNS, name)
+    for column in ID_COLUMNS:
+        _check_ids(frame[column], name, column)
+    out = pd.DataFrame({"user_id": frame["user_id"], "listing_id": frame["listing_id"]})
+    out["timestamp"] = _parse_timestamps(frame["timestamp"], name)
+    weight = np.ones(len(frame), dtype=np.float32)
+    if "event" in frame.columns:
+        weight *= _event_weights(frame["event"], event_weights or DEFAULT_EVENT_WEIGHTS, name)
+    if "weight" in frame.columns:
+        weight *= _positive_numbers(frame["weight"], name, "weight")
+    out["weight"] = weight
+    out.attrs["source"] = name
+    return out.reset_index(drop=True)
+
+
+def load_listings(source: Source) -> pd.DataFrame:
+    """Validated listings: unique, non-empty listing_id plus feature columns.
+
+    Numbers may be missing (NaN) but not infinite; lat/lon must be valid coordinates.
+    """
+    frame, name = _frame(source)
+    _require_columns(frame, ("listing_id",), name)
+    _check_ids(frame["listing_id"], name, "listing_id")
+    duplicated = frame["listing_id"].duplicated().to_numpy()
+    if duplicated.any():
+        row = int(np.flatnonzero(duplicated)[0])
+        _fail(f"duplicate listing_id {frame['listing_id'].iloc[row]!r}", name, row, "listing_id")
+    for column in frame.columns:
+        if pd.api.types.is_numeric_dtype(frame[column]) and not pd.api.types.is_bool_dtype(
+            frame[column]
+        ):
+            values = frame[column].to_numpy(dtype=np.float64, na_value=np.nan)
+            bad = np.isinf(values)
+            if bad.any():
+                row = int(np.flatnonzero(bad)[0])
+                _fail(f"non-finite number {values[row]}", name, row, column)
+    for lat, lon in GEO_PAIRS:
+        for column, limit in ((lat, 90.0), (lon, 180.0)):
+            if column in frame.columns:
+                _check_coordinate(frame[column], limit, name, column)
+    frame = frame.reset_index(drop=True)
+    frame.attrs["source"] = name
+    return frame
+
+
+def _frame(source: Source) -> tuple[pd.DataFrame, str]:
+    if isinstance(source, pd.DataFrame):
+        name = source.attrs.get("source", "<DataFrame>")
+        if source.empty:
+            raise DataError("the table holds no rows", file=name)
+        return source, name
+    frame = read_table(source)
+    return frame, str(source)
+
+
+def _fail(message: str, name: str, row: int, column: str) -> None:
+    """Raise for the 0-based position ``row``; messages count rows from 1."""
+    line = row + 2 if name.lower().endswith((".csv", ".csv.gz", ".csv.zst")) else None
+    raise DataError(message, file=name, row=row + 1, column=column, line=line)
+
+
+def _require_columns(frame: pd.DataFrame, required: tuple[str, ...], name: str) -> None:
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        have = ", ".join(map(str, frame.columns))
+        raise DataError(
+            f"missing required column(s) {', '.join(missing)} (the file has: {have})",
+            file=name,
+            column=missing[0],
+        )
+
+
+def _check_ids(ids: pd.Series, name: str, column: str) -> None:
+    bad = ids.isna().to_numpy()
+    if ids.dtype == object or pd.api.types.is_string_dtype(ids.dtype):
+        text = ids.astype(str)
+        bad = bad | (text.str.strip() == "").to_numpy()
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        _fail(f"empty {column} ({int(bad.sum())} such rows)", name, row, column)
+
+
+def _parse_timestamps(values: pd.Series, name: str) -> np.ndarray:
+    if values.isna().any():
+        _fail(
+            "missing timestamp", name, int(np.flatnonzero(values.isna().to_numpy())[0]), "timestamp"
+        )
+    if pd.api.types.is_datetime64_any_dtype(values):
+        parsed = pd.to_datetime(values, utc=True).astype("datetime64[ns, UTC]")
+        return (parsed.astype(np.int64) // 1_000_000_000).to_numpy()
+    if pd.api.types.is_numeric_dtype(values):
+        seconds = values.to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(seconds)
+        if bad.any():
+            _fail(
+                "timestamp is not a finite number", name, int(np.flatnonzero(bad)[0]), "timestamp"
+            )
+        return seconds.astype(np.int64)
+    text = values.astype(str)
+    numeric = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
+    is_number = np.isfinite(numeric)
+    parsed = pd.to_datetime(text.where(~is_number), utc=True, errors="coerce", format="ISO8601")
+    bad = parsed.isna().to_numpy() & ~is_number
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        _fail(
+            f"cannot parse timestamp {text.iloc[row]!r}: use ISO-8601 "
+            "(2026-11-01T12:30:00Z) or epoch seconds",
+            name,
+            row,
+            "timestamp",
+        )
+    seconds = parsed.astype("datetime64[ns, UTC]").astype(np.int64).to_numpy() // 1_000_000_000
+    return np.where(is_number, np.nan_to_num(numeric), seconds).astype(np.int64)
+
+
+def _event_weights(events: pd.Series, weights: Mapping[str, float], name: str) -> np.ndarray:
+    text = events.astype(str).str.strip().str.lower()
+    known = pd.Index(list(weights))
+    position = known.get_indexer(text)
+    bad = position < 0
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        _fail(
+            f"unknown event {events.iloc[row]!r}; known events: {', '.join(known)} "
+            "(set more in the config's [events] table)",
+            name,
+            row,
+            "event",
+        )
+    return np.asarray([weights[k] for k in known], dtype=np.float32)[position]
+
+
+def _positive_numbers(values: pd.Series, name: str, column: str) -> np.ndarray:
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(numbers) | (numbers < 0)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        _fail(f"{column} must be a finite number >= 0, got {values.iloc[row]!r}", name, row, column)
+    return numbers.astype(np.float32)
+
+
+def _check_coordinate(values: pd.Series, limit: float, name: str, column: str) -> None:
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    not_number = np.isnan(numbers) & values.notna().to_numpy()
+    out_of_range = np.abs(np.nan_to_num(numbers)) > limit
+    bad = not_number | out_of_range | np.isinf(numbers)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        _fail(
+            f"{column} must be a number in [-{limit:g}, {limit:g}], got {values.iloc[row]!r}",
+            name,
+            row,
+            column,
+        )

@@ -1,0 +1,130 @@
+"""Turn validated interactions into index arrays for training, counting what is skipped."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from embedrec.data.errors import DataError
+from embedrec.data.ids import IdMap
+
+
+@dataclass
+class Interactions:
+    """Interactions as index arrays, one row per (user, listing) pair.
+
+    Repeated events on the same pair are merged: weights add up, the timestamp is the last.
+    """
+
+    users: IdMap
+    listings: IdMap
+    user_idx: np.ndarray
+    listing_idx: np.ndarray
+    timestamp: np.ndarray
+    weight: np.ndarray
+    report: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.user_idx)
+
+    def subset(self, mask: np.ndarray) -> Interactions:
+        return Interactions(
+            self.users,
+            self.listings,
+            self.user_idx[mask],
+            self.listing_idx[mask],
+            self.timestamp[mask],
+            self.weight[mask],
+            dict(self.report),
+        )
+
+    def matrix(self) -> sp.csr_matrix:
+        """Users x listings binary CSR matrix of these interactions."""
+        data = np.ones(len(self), dtype=np.float32)
+        shape = (len(self.users), len(self.listings))
+        matrix = sp.csr_matrix((data, (self.user_idx, self.listing_idx)), shape=shape)
+        matrix.data[:] = 1.0
+        return matrix
+
+
+def prepare(
+    interactions: pd.DataFrame,
+    listings: pd.DataFrame | None = None,
+    min_user_interactions: int = 1,
+    min_listing_interactions: int = 1,
+) -> Interactions:
+    """Map ids to indices and merge repeated pairs.
+
+    Interactions on listings absent from ``listings``, then listings and users below the
+    minimum counts, are skipped; every skip is counted in ``report``. Raises DataError when
+    nothing is left to train on.
+    """
+    report = {"events_read": len(interactions)}
+    frame = interactions
+    if listings is not None:
+        known = pd.Index(listings["listing_id"])
+        unknown = known.get_indexer(pd.Index(frame["listing_id"])) < 0
+        report["events_skipped_unknown_listing"] = int(unknown.sum())
+        frame = frame[~unknown]
+    listing_counts = frame.groupby("listing_id", sort=False)["user_id"].transform("size")
+    rare_listing = (listing_counts < min_listing_interactions).to_numpy()
+    report["events_skipped_rare_listing"] = int(rare_listing.sum())
+    frame = frame[~rare_listing]
+    user_counts = frame.groupby("user_id", sort=False)["listing_id"].transform("size")
+    rare_user = (user_counts < min_user_interactions).to_numpy()
+    report["events_skipped_rare_user"] = int(rare_user.sum())
+    frame = frame[~rare_user]
+    if frame.empty:
+        raise DataError(
+            "no interactions left to train on after skipping "
+            + ", ".join(
+                f"{k.removeprefix('events_skipped_')}: {v}"
+                for k, v in report.items()
+                if k.startswith("events_skipped")
+            ),
+            file=interactions.attrs.get("source"),
+        )
+    users = IdMap.from_values(frame["user_id"])
+    listing_map = IdMap.from_values(frame["listing_id"])
+    user_idx = users.indices(frame["user_id"])
+    listing_idx = listing_map.indices(frame["listing_id"])
+    pair = user_idx * len(listing_map) + listing_idx
+    merged = (
+        pd.DataFrame(
+            {
+                "pair": pair,
+                "timestamp": frame["timestamp"].to_numpy(),
+                "weight": frame["weight"].to_numpy(),
+            }
+        )
+        .groupby("pair", sort=True)
+        .agg(timestamp=("timestamp", "max"), weight=("weight", "sum"))
+    )
+    pairs = merged.index.to_numpy()
+    report["events_used"] = len(frame)
+    report["pairs"] = len(merged)
+    report["users"] = len(users)
+    report["listings"] = len(listing_map)
+    return Interactions(
+        users=users,
+        listings=listing_map,
+        user_idx=pairs // len(listing_map),
+        listing_idx=pairs % len(listing_map),
+        timestamp=merged["timestamp"].to_numpy(np.int64),
+        weight=merged["weight"].to_numpy(np.float32),
+        report=report,
+    )
+
+
+def time_holdout(data: Interactions, fraction: float) -> tuple[Interactions, Interactions]:
+    """Split by time: the last ``fraction`` of interactions (by timestamp) are held out."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError("fraction must be in (0, 1)")
+    cut = np.quantile(data.timestamp, 1.0 - fraction, method="higher")
+    later = data.timestamp >= cut
+    if later.all():
+        later = data.timestamp > cut
+    return data.subset(~later), data.subset(later)

@@ -1,0 +1,133 @@
+"""Listing feature schema: which columns are features, of what kind.
+
+Types are inferred from the data (numbers: numeric; strings: categorical, or multi-valued when
+values hold ``|``; a lat/lon pair: geo) and a TOML config can override a column's type or drop
+it. The schema is saved with the model as JSON so the same columns are encoded the same way.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from embedrec.data.errors import DataError
+
+KINDS = ("numeric", "categorical", "multi", "geo")
+GEO_PAIRS = (("lat", "lon"), ("latitude", "longitude"))
+MULTI_SEPARATOR = "|"
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One listing feature: ``name``, ``kind`` (one of KINDS) and its source ``columns``.
+
+    Geo features read two columns (latitude, longitude); every other kind reads one.
+    """
+
+    name: str
+    kind: str
+    columns: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "columns": list(self.columns)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeatureSpec:
+        return cls(name=data["name"], kind=data["kind"], columns=tuple(data["columns"]))
+
+
+@dataclass
+class SchemaConfig:
+    """What a TOML config may say about listing features.
+
+    ```toml
+    [features]
+    drop = ["dealer_id"]
+    [features.types]
+    year = "categorical"
+    equipment = "multi"
+    ```
+    """
+
+    types: dict[str, str] = field(default_factory=dict)
+    drop: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> SchemaConfig:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise DataError("config file not found", file=str(path)) from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"not valid TOML: {exc}", file=str(path)) from None
+        return cls.from_mapping(data.get("features", {}), source=str(path))
+
+    @classmethod
+    def from_mapping(cls, features: dict[str, Any], source: str | None = None) -> SchemaConfig:
+        types = dict(features.get("types", {}))
+        for column, kind in types.items():
+            if kind not in KINDS:
+                raise DataError(
+                    f"unknown feature type '{kind}' for column '{column}'; "
+                    f"expected one of {', '.join(KINDS)}",
+                    file=source,
+                )
+        drop = list(features.get("drop", []))
+        return cls(types=types, drop=drop)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def infer_schema(
+    listings: pd.DataFrame, config: SchemaConfig | None = None, source: str | None = None
+) -> list[FeatureSpec]:
+    """Infer the feature specs of a listings table, applying ``config`` overrides."""
+    config = config or SchemaConfig()
+    columns = [c for c in listings.columns if c != "listing_id" and c not in config.drop]
+    unknown = [c for c in list(config.types) + config.drop if c not in listings.columns]
+    if unknown:
+        raise DataError(
+            f"config names column(s) not in the listings table: {', '.join(map(str, unknown))}",
+            file=source,
+        )
+    specs: list[FeatureSpec] = []
+    used: set[str] = set()
+    for lat, lon in GEO_PAIRS:
+        if lat in columns and lon in columns and lat not in config.types:
+            specs.append(FeatureSpec(name="geo", kind="geo", columns=(lat, lon)))
+            used.update((lat, lon))
+            break
+    for column in columns:
+        if column in used:
+            continue
+        kind = config.types.get(column) or _infer_kind(listings[column])
+        if kind is None:
+            continue
+        if kind == "geo":
+            raise DataError(
+                "a geo feature is a lat/lon (or latitude/longitude) column pair, "
+                "not a single column",
+                file=source,
+                column=column,
+            )
+        specs.append(FeatureSpec(name=str(column), kind=kind, columns=(str(column),)))
+    return specs
+
+
+def _infer_kind(series: pd.Series) -> str | None:
+    if pd.api.types.is_bool_dtype(series):
+        return "categorical"
+    if pd.api.types.is_numeric_dtype(series):
+        return "numeric"
+    if pd.api.types.is_datetime64_any_dtype(series):
+        return None  # dates describe the listing's life, not the listing; not a feature
+    sample = series.dropna().astype(str).head(1000)
+    if len(sample) and sample.str.contains(MULTI_SEPARATOR, regex=False).mean() > 0.2:
+        return "multi"
+    return "categorical"

@@ -1,0 +1,1 @@
+"""Batches, losses, optimisers and the training loop."""

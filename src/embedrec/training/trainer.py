@@ -1,0 +1,205 @@
+"""The training loop: shuffled mini-batches of (user, listing) pairs kept as tensors."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from embedrec.data.prepare import Interactions
+from embedrec.evaluation.metrics import evaluate_scorer
+from embedrec.models.base import RecModel
+from embedrec.training.losses import bpr, in_batch_softmax
+from embedrec.training.optim import RowWiseAdagrad
+
+LOSSES = ("softmax", "bpr")
+
+
+@dataclass
+class TrainConfig:
+    """Training hyper-parameters; the defaults work on the car data and on MovieLens."""
+
+    epochs: int = 30
+    batch_size: int = 2048
+    lr: float = 0.05
+    dense_lr: float = 3e-3
+    weight_decay: float = 1e-5
+    loss: str = "softmax"
+    temperature: float = 1.0
+    patience: int = 3
+    validation_users: int = 3000
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        for name in ("epochs", "batch_size", "patience"):
+            if getattr(self, name) < (0 if name == "patience" else 1):
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int = 0
+    best_score: float | None = None
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def train(
+    model: RecModel,
+    data: Interactions,
+    config: TrainConfig,
+    validation: Interactions | None = None,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+    epochs: int | None = None,
+) -> TrainResult:
+    """Train ``model`` in place; with ``validation``, stop early and keep the best epoch.
+
+    The validation metric is Recall@10 of held-out (later) interactions, ranking the full
+    catalogue with each user's training listings excluded.
+    """
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    model.to(device)
+    users = torch.as_tensor(data.user_idx, device=device)
+    listings = torch.as_tensor(data.listing_idx, device=device)
+    # a few strong events should not drown many views: weights grow with the log
+    weights = torch.as_tensor(np.log1p(data.weight), device=device)
+    counts = np.bincount(data.listing_idx, minlength=len(data.listings)).astype(np.float64)
+    log_q = torch.as_tensor(
+        np.log(np.maximum(counts, 1) / counts.sum()), dtype=torch.float32, device=device
+    )
+    sparse_params = [
+        p
+        for m in model.modules()
+        if isinstance(m, torch.nn.Embedding) and m.sparse
+        for p in m.parameters()
+    ]
+    sparse_ids = {id(p) for p in sparse_params}
+    dense_params = [p for p in model.parameters() if id(p) not in sparse_ids]
+    optimizers: list[torch.optim.Optimizer] = [
+        RowWiseAdagrad(sparse_params, lr=config.lr, weight_decay=config.weight_decay)
+    ]
+    if dense_params:
+        optimizers.append(
+            torch.optim.AdamW(dense_params, lr=config.dense_lr, weight_decay=config.weight_decay)
+        )
+    result = TrainResult()
+    best_state = None
+    bad_epochs = 0
+    started = time.perf_counter()
+    n = len(users)
+    for epoch in range(1, (epochs or config.epochs) + 1):
+        model.train()
+        order = torch.randperm(n, generator=generator).to(device)
+        total, steps = 0.0, 0
+        batches = range(0, n, config.batch_size)
+        bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not progress)
+        for start in bar:
+            batch = order[start : start + config.batch_size]
+            loss = _batch_loss(
+                model, users[batch], listings[batch], weights[batch], log_q, config, generator
+            )
+            for optimizer in optimizers:
+                optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            for optimizer in optimizers:
+                optimizer.step()
+            total += float(loss.detach())
+            steps += 1
+        bar.close()
+        entry = {
+            "epoch": epoch,
+            "loss": total / max(steps, 1),
+            "seconds": time.perf_counter() - started,
+        }
+        message = f"epoch {epoch:3d}  loss {entry['loss']:.4f}"
+        if validation is not None and len(validation):
+            score = validation_recall(model, data, validation, config)
+            entry["val_recall@10"] = score
+            message += f"  val recall@10 {score:.4f}"
+            if result.best_score is None or score > result.best_score:
+                result.best_score, result.best_epoch = score, epoch
+                best_state = copy.deepcopy(model.state_dict())
+                bad_epochs = 0
+            else:
+                bad_epochs += 1
+        else:
+            result.best_epoch = epoch
+        result.history.append(entry)
+        log(message + f"  ({entry['seconds']:.1f}s)")
+        if validation is not None and bad_epochs > config.patience:
+            log(
+                f"early stop after {bad_epochs} epochs without gain; best epoch {result.best_epoch}"
+            )
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _batch_loss(
+    model: RecModel,
+    users: torch.Tensor,
+    listings: torch.Tensor,
+    weights: torch.Tensor,
+    log_q: torch.Tensor,
+    config: TrainConfig,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    user_vectors = model.user_vectors(users)
+    listing_vectors = model.listing_vectors(listings)
+    if config.loss == "softmax":
+        return in_batch_softmax(
+            user_vectors, listing_vectors, listings, log_q[listings], weights, config.temperature
+        )
+    # bpr: a uniformly drawn listing is the negative
+    negatives = torch.randint(len(log_q), listings.shape, generator=generator).to(listings.device)
+    return bpr(
+        user_vectors, listing_vectors, model.listing_vectors(negatives), weights, config.temperature
+    )
+
+
+@torch.no_grad()
+def validation_recall(
+    model: RecModel, train_data: Interactions, validation: Interactions, config: TrainConfig
+) -> float:
+    """Recall@10 on a fixed sample of validation users (the same sample every epoch)."""
+    model.eval()
+    device = next(model.parameters()).device
+    held_out = validation.matrix()
+    seen = train_data.matrix()
+    # users first seen in the hold-out have untrained vectors: they say nothing about epochs
+    users = np.flatnonzero((np.diff(held_out.indptr) > 0) & (np.diff(seen.indptr) > 0))
+    if len(users) > config.validation_users:
+        users = np.sort(
+            np.random.default_rng(config.seed).choice(users, config.validation_users, replace=False)
+        )
+    all_listings = model.listing_vectors(torch.arange(len(train_data.listings), device=device))
+
+    def score(rows: np.ndarray) -> np.ndarray:
+        user_vectors = model.user_vectors(torch.as_tensor(users[rows], device=device))
+        return (user_vectors @ all_listings.T).cpu().numpy()
+
+    metrics = evaluate_scorer(score, seen[users], held_out[users], ks=(10,))
+    model.train()
+    return float(metrics["recall@10"])

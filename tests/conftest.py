@@ -1,0 +1,52 @@
+"""Shared fixtures: small generated data, trained once per session."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from embedrec.recommender import Recommender
+
+
+def block_data(n_users: int = 150, n_listings: int = 120, groups: int = 4, seed: int = 0):
+    """Users of group g view listings of group g: a structure any recommender must find.
+
+    Ids are strings with spaces and unicode, to check they come back exactly as given.
+    """
+    rng = np.random.default_rng(seed)
+    listing_group = np.arange(n_listings) % groups
+    user_group = rng.integers(0, groups, n_users)
+    users = np.repeat(np.arange(n_users), 12)
+    choices = rng.integers(0, n_listings // groups, len(users)) * groups + user_group[users]
+    listings = pd.DataFrame(
+        {
+            "listing_id": [f"Wagen {i} ä" for i in range(n_listings)],
+            "make": np.array(["VW", "BMW", "Audi", "Opel"])[listing_group],
+            "price": rng.integers(2_000, 60_000, n_listings),
+            "lat": 50 + listing_group + rng.normal(0, 0.1, n_listings),
+            "lon": 10 + rng.normal(0, 0.1, n_listings),
+        }
+    )
+    events = pd.DataFrame(
+        {
+            "user_id": [f"Nutzer {u} 🚗" for u in users],
+            "listing_id": listings["listing_id"].to_numpy()[choices],
+            "timestamp": 1_700_000_000 + rng.integers(0, 1_000_000, len(users)),
+            "event": rng.choice(["view", "favorite", "contact"], len(users), p=[0.85, 0.1, 0.05]),
+        }
+    )
+    return events, listings, listing_group, user_group
+
+
+@pytest.fixture(scope="session")
+def blocks():
+    return block_data()
+
+
+@pytest.fixture(scope="session")
+def fitted_mf(blocks):
+    events, listings, _, _ = blocks
+    return Recommender(model="mf", epochs=15, batch_size=256, seed=0, progress=False, log=None).fit(
+        events, listings
+    )

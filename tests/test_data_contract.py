@@ -1,0 +1,220 @@
+"""Every data-contract error names the file, the row and the column."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from embedrec.data.errors import DataError
+from embedrec.data.io import load_interactions, load_listings, read_table
+from embedrec.data.prepare import prepare
+from embedrec.data.schema import SchemaConfig, infer_schema
+
+
+def write(tmp_path, name: str, text: str):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+GOOD_EVENTS = "user_id,listing_id,timestamp,event\nu1,a,2026-01-01T10:00:00Z,view\n"
+
+
+def test_valid_interactions_parse_iso_and_epoch(tmp_path):
+    path = write(tmp_path, "events.csv", GOOD_EVENTS + "u2,b,1767261600,contact\n")
+    frame = load_interactions(path)
+    assert frame["timestamp"].tolist() == [1767261600, 1767261600]
+    assert frame["weight"].tolist() == [1.0, 5.0]
+
+
+def test_ids_come_back_exactly_as_given(tmp_path):
+    path = write(
+        tmp_path, "events.csv", "user_id,listing_id,timestamp\n007,12,1\n 7 ,13,2\nNA,12,3\n"
+    )
+    frame = load_interactions(path)
+    assert frame["user_id"].tolist() == ["007", " 7 ", "NA"]
+    assert frame["listing_id"].tolist() == [12, 13, 12]  # canonical integers stay integers
+
+
+@pytest.mark.parametrize(
+    ("text", "row", "column", "words"),
+    [
+        ("user_id,timestamp\nu1,1\n", None, "listing_id", "missing required column"),
+        ("user_id,listing_id,timestamp\nu1,a,1\n,b,2\n", 2, "user_id", "empty user_id"),
+        ("user_id,listing_id,timestamp\nu1,a,1\nu2, ,2\n", 2, "listing_id", "empty listing_id"),
+        (
+            "user_id,listing_id,timestamp\nu1,a,2026-01-01\nu2,b,yesterday\n",
+            2,
+            "timestamp",
+            "cannot parse timestamp",
+        ),
+        ("user_id,listing_id,timestamp\nu1,a,\n", 1, "timestamp", "missing timestamp"),
+        (
+            "user_id,listing_id,timestamp,event\nu1,a,1,view\nu1,b,2,purchase\n",
+            2,
+            "event",
+            "unknown event",
+        ),
+        (
+            "user_id,listing_id,timestamp,weight\nu1,a,1,1\nu1,b,2,inf\n",
+            2,
+            "weight",
+            "finite number",
+        ),
+        ("user_id,listing_id,timestamp,weight\nu1,a,1,-1\n", 1, "weight", "finite number"),
+    ],
+)
+def test_interaction_errors_name_file_row_column(tmp_path, text, row, column, words):
+    path = write(tmp_path, "events.csv", text)
+    with pytest.raises(DataError) as caught:
+        load_interactions(path)
+    error = caught.value
+    assert error.file == str(path)
+    assert error.row == row
+    assert error.column == column
+    assert words in str(error)
+    if row is not None:
+        assert f"row {row} (line {row + 1})" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("text", "row", "column", "words"),
+    [
+        ("price\n1\n", None, "listing_id", "missing required column"),
+        ("listing_id,price\na,1\na,2\n", 2, "listing_id", "duplicate listing_id"),
+        ("listing_id,price\na,1\n,2\n", 2, "listing_id", "empty listing_id"),
+        ("listing_id,price\na,1\nb,inf\n", 2, "price", "non-finite"),
+        ("listing_id,lat,lon\na,51,13\nb,95,13\n", 2, "lat", "must be a number in [-90, 90]"),
+        ("listing_id,lat,lon\na,51,13\nb,50,-181\n", 2, "lon", "[-180, 180]"),
+        ("listing_id,latitude,longitude\na,north,13\n", 1, "latitude", "must be a number"),
+    ],
+)
+def test_listing_errors_name_file_row_column(tmp_path, text, row, column, words):
+    path = write(tmp_path, "listings.csv", text)
+    with pytest.raises(DataError) as caught:
+        load_listings(path)
+    assert (caught.value.file, caught.value.row, caught.value.column) == (str(path), row, column)
+    assert words in str(caught.value)
+
+
+def test_missing_numbers_are_allowed_as_missing(tmp_path):
+    path = write(tmp_path, "listings.csv", "listing_id,price\na,1\nb,\n")
+    assert load_listings(path)["price"].isna().tolist() == [False, True]
+
+
+@pytest.mark.parametrize("content", [b"", b"user_id,listing_id,timestamp\n"])
+def test_empty_files(tmp_path, content):
+    path = tmp_path / "events.csv"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match="empty|no rows") as caught:
+        load_interactions(path)
+    assert caught.value.file == str(path)
+
+
+def test_unreadable_and_missing_files(tmp_path):
+    broken = tmp_path / "events.parquet"
+    broken.write_bytes(b"not parquet at all")
+    with pytest.raises(DataError, match="cannot read"):
+        read_table(broken)
+    with pytest.raises(DataError, match="not found"):
+        read_table(tmp_path / "absent.csv")
+    with pytest.raises(DataError, match="unknown file type"):
+        read_table(write(tmp_path, "events.json", "{}"))
+
+
+def test_parquet_errors_count_rows_without_lines(tmp_path):
+    path = tmp_path / "listings.parquet"
+    pd.DataFrame({"listing_id": ["a", "b"], "price": [1.0, np.inf]}).to_parquet(path)
+    with pytest.raises(DataError) as caught:
+        load_listings(path)
+    assert caught.value.row == 2 and caught.value.line is None
+    assert "line" not in str(caught.value)
+
+
+def test_dataframes_are_accepted_and_keep_integer_ids():
+    frame = pd.DataFrame(
+        {
+            "user_id": [1, 2],
+            "listing_id": [10, 11],
+            "timestamp": pd.to_datetime(["2026-01-01", "2026-01-02"]),
+        }
+    )
+    loaded = load_interactions(frame)
+    assert loaded["user_id"].tolist() == [1, 2]
+    assert loaded["timestamp"].tolist() == [1767225600, 1767312000]
+
+
+def test_skips_are_counted_never_silent():
+    events = load_interactions(
+        pd.DataFrame(
+            {
+                "user_id": ["u1", "u1", "u2", "u3", "u3", "u3"],
+                "listing_id": ["a", "b", "zzz", "a", "b", "c"],
+                "timestamp": [1, 2, 3, 4, 5, 6],
+            }
+        )
+    )
+    listings = pd.DataFrame({"listing_id": ["a", "b", "c"]})
+    data = prepare(events, listings, min_user_interactions=2, min_listing_interactions=2)
+    assert data.report["events_skipped_unknown_listing"] == 1
+    assert data.report["events_skipped_rare_listing"] == 1  # c has one event
+    assert data.report["events_skipped_rare_user"] == 0
+    assert data.report["events_used"] == 4
+    assert set(data.users.ids) == {"u1", "u3"}
+
+
+def test_repeated_pairs_merge_weights_and_keep_last_time():
+    events = load_interactions(
+        pd.DataFrame(
+            {
+                "user_id": ["u", "u", "u"],
+                "listing_id": ["a", "a", "b"],
+                "timestamp": [1, 9, 5],
+                "event": ["view", "contact", "view"],
+            }
+        )
+    )
+    data = prepare(events)
+    a = data.listings.indices(["a"])[0]
+    row = np.flatnonzero(data.listing_idx == a)[0]
+    assert data.weight[row] == 6.0 and data.timestamp[row] == 9
+    assert len(data) == 2
+
+
+def test_schema_inference_and_config_overrides(tmp_path):
+    listings = pd.DataFrame(
+        {
+            "listing_id": ["a", "b"],
+            "price": [1.0, 2.0],
+            "make": ["VW", "BMW"],
+            "equipment": ["nav|abs", "abs"],
+            "lat": [51.0, 52.0],
+            "lon": [13.0, 12.0],
+            "year": [2018, 2019],
+            "dealer_id": ["d1", "d2"],
+            "listed_at": pd.to_datetime(["2026-01-01", "2026-01-02"]),
+        }
+    )
+    kinds = {s.name: s.kind for s in infer_schema(listings)}
+    assert kinds == {
+        "geo": "geo",
+        "price": "numeric",
+        "make": "categorical",
+        "equipment": "multi",
+        "year": "numeric",
+        "dealer_id": "categorical",
+    }
+    config_path = write(
+        tmp_path,
+        "config.toml",
+        '[features]\ndrop = ["dealer_id"]\n[features.types]\nyear = "categorical"\n',
+    )
+    specs = infer_schema(listings, SchemaConfig.from_toml(config_path))
+    kinds = {s.name: s.kind for s in specs}
+    assert kinds["year"] == "categorical" and "dealer_id" not in kinds
+    bad = write(tmp_path, "bad.toml", '[features.types]\nyear = "color"\n')
+    with pytest.raises(DataError, match="unknown feature type 'color'"):
+        SchemaConfig.from_toml(bad)
+    with pytest.raises(DataError, match="not in the listings table"):
+        infer_schema(listings, SchemaConfig(drop=["nope"]))

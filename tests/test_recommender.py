@@ -1,0 +1,117 @@
+"""similar / recommend / save / load on small data with awkward ids."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from embedrec import BundleError, Recommender, load
+
+
+def group_of(listing_id: str) -> int:
+    return int(listing_id.split()[1]) % 4
+
+
+def test_similar_listings_come_from_the_same_group(fitted_mf, blocks):
+    _, listings, _, _ = blocks
+    queries = listings["listing_id"].tolist()[:8]
+    results = fitted_mf.similar(queries, k=5)
+    assert [r["query"] for r in results] == queries
+    same = [
+        group_of(hit["listing_id"]) == group_of(r["query"]) for r in results for hit in r["results"]
+    ]
+    assert np.mean(same) >= 0.9
+    for result in results:
+        assert result["query"] not in [hit["listing_id"] for hit in result["results"]]
+        scores = [hit["score"] for hit in result["results"]]
+        assert scores == sorted(scores, reverse=True)
+        assert {"make", "price", "lat", "lon"} <= set(result["results"][0])
+
+
+def test_recommendations_exclude_seen_and_match_the_users_group(fitted_mf, blocks):
+    events, _, _, user_group = blocks
+    user = "Nutzer 3 🚗"
+    [result] = fitted_mf.recommend([user], k=10)
+    seen = set(events.loc[events["user_id"] == user, "listing_id"])
+    found = [hit["listing_id"] for hit in result["results"]]
+    assert len(found) == 10 and not seen & set(found)
+    assert np.mean([group_of(f) == user_group[3] for f in found]) >= 0.8
+
+
+def test_unknown_ids_get_an_error_and_other_queries_still_run(fitted_mf):
+    results = fitted_mf.similar(["nope", "Wagen 1 ä"], k=3)
+    assert "unknown listing_id" in results[0]["error"]
+    assert len(results[1]["results"]) == 3
+    assert "unknown user_id" in fitted_mf.recommend(["ghost"])[0]["error"]
+
+
+def test_catalogue_restricts_results_and_reports_unknown_ids(fitted_mf, blocks):
+    _, listings, _, _ = blocks
+    today = listings.iloc[::3].copy()
+    extra = today.iloc[:1].copy()
+    extra["listing_id"] = "brand new"
+    today = pd.concat([today, extra], ignore_index=True)
+    catalogue, unknown = fitted_mf.catalogue(today)
+    assert unknown == ["brand new"]
+    allowed = set(today["listing_id"])
+    [result] = fitted_mf.similar(["Wagen 1 ä"], k=5, listings=today)
+    assert {hit["listing_id"] for hit in result["results"]} <= allowed
+
+
+def test_save_load_round_trip(fitted_mf, tmp_path):
+    path = fitted_mf.save(tmp_path / "model")
+    loaded = load(path)
+    query = ["Wagen 0 ä", "Wagen 7 ä"]
+    assert loaded.similar(query, k=5) == fitted_mf.similar(query, k=5)
+    assert loaded.recommend(["Nutzer 3 🚗"]) == fitted_mf.recommend(["Nutzer 3 🚗"])
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["format"] == "embedrec-model" and manifest["format_version"] == 1
+    assert not list(path.glob("*.pkl")) and not list(path.glob("*.pt"))
+
+
+def test_corrupt_truncated_and_foreign_directories(fitted_mf, tmp_path):
+    path = fitted_mf.save(tmp_path / "model")
+    weights = path / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="corrupt"):
+        load(path)
+    path = fitted_mf.save(tmp_path / "model")  # overwriting a model directory is allowed
+    (path / "users.parquet").unlink()
+    with pytest.raises(BundleError, match="missing"):
+        load(path)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "manifest.json").write_text('{"format": "something-else"}')
+    with pytest.raises(BundleError, match="not an embedrec model"):
+        load(foreign)
+    with pytest.raises(BundleError, match="no such model directory"):
+        load(tmp_path / "absent")
+
+
+def test_save_refuses_to_replace_a_directory_that_is_not_a_model(fitted_mf, tmp_path):
+    target = tmp_path / "precious"
+    target.mkdir()
+    (target / "notes.txt").write_text("keep me")
+    with pytest.raises(BundleError, match="not a model directory"):
+        fitted_mf.save(target)
+    assert (target / "notes.txt").read_text() == "keep me"
+
+
+def test_fit_is_deterministic(blocks):
+    events, listings, _, _ = blocks
+    params = dict(epochs=3, batch_size=256, seed=1, progress=False, log=None)
+    a = Recommender(**params).fit(events, listings).similar(["Wagen 0 ä"])
+    b = Recommender(**params).fit(events, listings).similar(["Wagen 0 ä"])
+    assert a == b
+
+
+def test_training_reports_history_and_early_stopping(fitted_mf):
+    report = fitted_mf.report_
+    assert report["best_epoch"] >= 1
+    assert all("loss" in entry for entry in report["history"])
+    assert report["best_val_recall@10"] > 0.2
