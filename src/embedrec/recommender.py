@@ -22,14 +22,23 @@ from embedrec.bundle import BundleError, read_manifest, write_bundle
 from embedrec.data.errors import DataError
 from embedrec.data.ids import IdMap
 from embedrec.data.io import DEFAULT_EVENT_WEIGHTS, load_interactions, load_listings
-from embedrec.data.prepare import Interactions, prepare, time_holdout
+from embedrec.data.prepare import Interactions, prepare, recent_listings, time_holdout
 from embedrec.data.schema import FeatureSpec, SchemaConfig, infer_schema
-from embedrec.index.exact import top_k
+from embedrec.evaluation.report import warm_cold_report
+from embedrec.features.pipeline import FeaturePipeline
+from embedrec.index.exact import top_k, top_k_of_scores
 from embedrec.models.base import RecModel
+from embedrec.models.deep import DeepHybrid
+from embedrec.models.hybrid import HybridTwoTower
 from embedrec.models.mf import MatrixFactorization
 from embedrec.training.trainer import TrainConfig, TrainResult, train
 
-MODELS: dict[str, type[RecModel]] = {"mf": MatrixFactorization}
+MODELS: dict[str, type[RecModel]] = {
+    "mf": MatrixFactorization,
+    "deep": DeepHybrid,
+    "hybrid": HybridTwoTower,
+}
+FEATURE_MODELS = ("deep", "hybrid")
 Source = str | Path | pd.DataFrame
 
 
@@ -113,6 +122,19 @@ class Recommender:
         data = prepare(
             events, listing_table, self.min_user_interactions, self.min_listing_interactions
         )
+        self.n_trained_listings_ = len(data.listings)
+        # listings without interactions get rows too: feature models can still embed them
+        data.listings = data.listings.extend(listing_table["listing_id"])
+        self.listing_table_ = _in_order(listing_table, data.listings)
+        self.pipeline_ = None
+        if self.model in FEATURE_MODELS:
+            if not self.feature_specs_:
+                raise DataError(
+                    f"model {self.model!r} needs listing features, but the listings table "
+                    "has none besides listing_id",
+                    file=listing_table.attrs.get("source"),
+                )
+            self.pipeline_ = FeaturePipeline(self.feature_specs_).fit(listing_table)
         config = self._train_config()
         result = TrainResult()
         if self.validation_fraction > 0:
@@ -121,7 +143,7 @@ class Recommender:
                 f"training on {len(fit_part):,} pairs, validating on the last "
                 f"{len(held_out):,} (time hold-out)"
             )
-            model = self._build_model(data)
+            model = self._build_model(fit_part)
             result = train(model, fit_part, config, held_out, log=log, progress=self.progress)
             if self.refit:
                 log(f"refit on all {len(data):,} pairs for {result.best_epoch} epochs")
@@ -136,7 +158,6 @@ class Recommender:
         self.users_ = data.users
         self.listings_ = data.listings
         self.seen_ = data.matrix()
-        self.listing_table_ = listing_table
         self.report_ = {
             **data.report,
             "best_epoch": result.best_epoch,
@@ -168,8 +189,32 @@ class Recommender:
         )
 
     def _build_model(self, data: Interactions) -> RecModel:
+        """A fresh model whose inputs (features, histories) come from ``data`` only."""
         torch.manual_seed(self.seed)
-        return MODELS[self.model](len(data.users), len(data.listings), dim=self.dim)
+        if self.model == "mf":
+            return MatrixFactorization(len(data.users), len(data.listings), dim=self.dim)
+        model = MODELS[self.model](
+            len(data.users),
+            len(data.listings),
+            self.n_trained_listings_,
+            self.pipeline_.to_dict(),
+            dim=self.dim,
+        )
+        self._attach_inputs(model, data)
+        return model
+
+    def _attach_inputs(
+        self,
+        model: RecModel,
+        data: Interactions | None = None,
+        histories: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        if self.pipeline_ is None:
+            return
+        model.set_catalogue(self.pipeline_.transform(self.listing_table_))
+        if isinstance(model, HybridTwoTower):
+            rows, lengths = histories or recent_listings(data, model.config["history"])
+            model.set_histories(torch.as_tensor(rows), torch.as_tensor(lengths))
 
     # ------------------------------------------------------------------ catalogue
     def catalogue(self, listings: Source | None = None) -> tuple[Catalogue, list]:
@@ -186,12 +231,56 @@ class Recommender:
 
     def _build_catalogue(self, table: pd.DataFrame) -> tuple[Catalogue, list]:
         rows = self.listings_.indices(table["listing_id"])
-        known = rows >= 0
-        unknown = table.loc[~known, "listing_id"].tolist()
-        table = table[known]
+        if self.model == "mf":
+            known = (rows >= 0) & (rows < self.n_trained_listings_)
+            unknown = table.loc[~known, "listing_id"].tolist()
+            table, rows = table[known], rows[known]
+            with torch.no_grad():
+                vectors = self.model_.listing_vectors(torch.as_tensor(rows)).numpy()
+            return Catalogue(table, vectors, rows), unknown
+        return Catalogue(table, self._embed_table(table, rows), rows), []
+
+    def _embed_table(self, table: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+        """Vectors from features (and trained ids where ``rows`` has them), in batches."""
+        self.pipeline_.transform(table.iloc[:1])  # fail early on missing feature columns
+        id_rows = torch.as_tensor(np.where(rows < self.n_trained_listings_, rows, -1))
+        out = []
         with torch.no_grad():
-            vectors = self.model_.listing_vectors(torch.as_tensor(rows[known])).numpy()
-        return Catalogue(table, vectors, rows[known]), unknown
+            for start in range(0, len(table), 65536):
+                part = table.iloc[start : start + 65536]
+                features = self.pipeline_.transform(part)
+                ids = id_rows[start : start + 65536]
+                if isinstance(self.model_, HybridTwoTower):
+                    out.append(self.model_.embed_features(features, ids).numpy())
+                else:
+                    out.append(self._deep_listing_vectors(features, ids))
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+    def _deep_listing_vectors(self, features: dict, ids: torch.Tensor) -> np.ndarray:
+        model = self.model_
+        safe = torch.where(ids >= 0, ids, torch.full_like(ids, model.n_trained_listings))
+        id_vectors = model.listing_id(safe) * (ids >= 0).unsqueeze(1)
+        both = torch.cat([id_vectors, model.features(features)], dim=1)
+        return torch.nn.functional.normalize(both, dim=1).numpy()
+
+    def embed(self, listings: Source) -> pd.DataFrame:
+        """Vectors of any listings: trained ones by id and features, new ones by features.
+
+        Returns a frame with ``listing_id`` and ``embedding`` (a float32 array per row).
+        """
+        catalogue, unknown = self.catalogue(listings)
+        if unknown:
+            raise DataError(
+                f"model {self.model!r} cannot embed listings it was not trained on "
+                f"({len(unknown)}, e.g. {unknown[0]!r}); use a feature model "
+                "(hybrid or deep)"
+            )
+        return pd.DataFrame(
+            {
+                "listing_id": catalogue.table["listing_id"].to_numpy(),
+                "embedding": list(catalogue.vectors),
+            }
+        )
 
     # ------------------------------------------------------------------ queries
     def similar(
@@ -237,13 +326,108 @@ class Recommender:
         for position in np.flatnonzero(user_rows < 0):
             out[position]["error"] = f"unknown user_id {user_ids[position]!r}"
         if len(known):
-            with torch.no_grad():
-                queries = self.model_.user_vectors(torch.as_tensor(user_rows[known])).numpy()
             exclude = self._seen_in(catalogue, user_rows[known])
-            result_rows, scores = top_k(queries, catalogue.vectors, k, exclude)
+            result_rows, scores = self._rank_users(catalogue, user_rows[known], k, exclude)
             for position, found, found_scores in zip(known, result_rows, scores, strict=True):
                 out[position]["results"] = _results(catalogue, found, found_scores)
         return out
+
+    def _rank_users(
+        self, catalogue: Catalogue, user_rows: np.ndarray, k: int, exclude: sp.csr_matrix
+    ) -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            users = torch.as_tensor(user_rows)
+            if self.model_.factorized:
+                return top_k(self.model_.user_vectors(users).numpy(), catalogue.vectors, k, exclude)
+            if (catalogue.model_rows < 0).any():
+                raise DataError(
+                    "model 'deep' scores only listings it was trained with; "
+                    "use model 'hybrid' for new listings"
+                )
+            scores = self.model_.score_matrix(users, torch.as_tensor(catalogue.model_rows))
+        return top_k_of_scores(scores.numpy(), k, exclude)
+
+    def recommend_session(
+        self, session: Sequence, k: int = 10, listings: Source | None = None
+    ) -> dict[str, Any]:
+        """Recommendations for an anonymous visitor from the listings viewed in a session.
+
+        Session listings may be new: they are looked up in the catalogue (``listings``) and
+        embedded from their features. Returns ``{"query", "results"}`` and, when some session
+        listings are unknown, ``"unknown"``; ``"error"`` when none is known.
+        """
+        catalogue, _ = self.catalogue(listings)
+        session = list(session)
+        rows = catalogue.ids.indices(session) if session else np.array([], dtype=np.int64)
+        out: dict[str, Any] = {"query": [_plain(s) for s in session]}
+        unknown = [s for s, r in zip(session, rows, strict=True) if r < 0]
+        if unknown:
+            out["unknown"] = [_plain(u) for u in unknown]
+        rows = rows[rows >= 0]
+        if len(rows) == 0:
+            out["error"] = "none of the session's listings is known"
+            return out
+        pooled = catalogue.vectors[rows].mean(axis=0, keepdims=True)
+        if isinstance(self.model_, HybridTwoTower):
+            with torch.no_grad():
+                query = self.model_.user_from(torch.as_tensor(pooled)).numpy()
+        else:
+            query = pooled / max(float(np.linalg.norm(pooled)), 1e-12)
+        exclude = sp.csr_matrix(
+            (np.ones(len(rows), np.float32), (np.zeros(len(rows)), rows)), shape=(1, len(catalogue))
+        )
+        vectors = catalogue.vectors if self.model_.factorized else catalogue.unit_vectors
+        found, scores = top_k(query, vectors, k, exclude)
+        out["results"] = _results(catalogue, found[0], scores[0])
+        return out
+
+    def evaluate(
+        self, interactions: Source, listings: Source | None = None, ks: Sequence[int] = (10, 20)
+    ) -> dict[str, Any]:
+        """Ranking metrics on held-out ``interactions`` (later than training).
+
+        Each known user's ranking of the catalogue (``listings``, or the training listings)
+        excludes what they saw in training. Reported ``overall``, for ``warm`` listings and for
+        ``cold`` ones (never seen in training, embedded from features), with ``counts`` of what
+        was evaluated and skipped.
+        """
+        catalogue, _ = self.catalogue(listings)
+        events = load_interactions(interactions, self.event_weights)
+        user_rows = self.users_.indices(events["user_id"])
+        rows = catalogue.ids.indices(events["listing_id"])
+        known = (user_rows >= 0) & (rows >= 0)
+        users, local = np.unique(user_rows[known], return_inverse=True)
+        test = sp.csr_matrix(
+            (np.ones(int(known.sum()), dtype=np.float32), (local, rows[known])),
+            shape=(len(users), len(catalogue)),
+        )
+        test.data[:] = 1.0
+        seen = self._seen_in(catalogue, users)
+        cold = (catalogue.model_rows < 0) | (catalogue.model_rows >= self.n_trained_listings_)
+
+        def score(batch: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                user_batch = torch.as_tensor(users[batch])
+                if self.model_.factorized:
+                    return self.model_.user_vectors(user_batch).numpy() @ catalogue.vectors.T
+                # the deep model scores rows of its own table; others cannot be ranked
+                scores = np.full((len(batch), len(catalogue)), -np.inf, dtype=np.float32)
+                scorable = catalogue.model_rows >= 0
+                scores[:, scorable] = self.model_.score_matrix(
+                    user_batch, torch.as_tensor(catalogue.model_rows[scorable])
+                ).numpy()
+                return scores
+
+        report = warm_cold_report(score, seen, test, cold, ks)
+        report["counts"] = {
+            "events": len(events),
+            "events_skipped_unknown_user": int((user_rows < 0).sum()),
+            "events_skipped_not_in_catalogue": int((rows < 0).sum()),
+            "users": len(users),
+            "catalogue": len(catalogue),
+            "cold_listings": int(cold.sum()),
+        }
+        return report
 
     def _seen_in(self, catalogue: Catalogue, user_rows: np.ndarray) -> sp.csr_matrix:
         """Users x catalogue rows: the listings each user interacted with."""
@@ -265,11 +449,16 @@ class Recommender:
         tensors = {f"model.{k}": v.contiguous() for k, v in self.model_.state_dict().items()}
         tensors["seen.indptr"] = torch.as_tensor(seen.indptr.astype(np.int64))
         tensors["seen.indices"] = torch.as_tensor(seen.indices.astype(np.int64))
+        if isinstance(self.model_, HybridTwoTower):
+            tensors["histories.rows"] = self.model_.histories.contiguous()
+            tensors["histories.lengths"] = self.model_.history_lengths.contiguous()
         config = {
             "model": self.model,
             "model_config": self.model_.config,
             "params": self.get_params(),
             "feature_specs": [s.to_dict() for s in self.feature_specs_],
+            "n_trained_listings": self.n_trained_listings_,
+            "pipeline": self.pipeline_.to_dict() if self.pipeline_ else None,
             "report": self.report_,
         }
         writers = {
@@ -303,7 +492,6 @@ class Recommender:
             model.load_state_dict(
                 {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
             )
-            recommender.model_ = model.eval()
             recommender.users_ = IdMap.load(directory / "users.parquet")
             recommender.listings_ = IdMap.load(directory / "listing_ids.parquet")
             indptr = tensors["seen.indptr"].numpy()
@@ -313,6 +501,15 @@ class Recommender:
                 shape=(len(recommender.users_), len(recommender.listings_)),
             )
             recommender.listing_table_ = pq.read_table(directory / "listings.parquet").to_pandas()
+            recommender.n_trained_listings_ = config["n_trained_listings"]
+            recommender.pipeline_ = (
+                FeaturePipeline.from_dict(config["pipeline"]) if config["pipeline"] else None
+            )
+            histories = None
+            if "histories.rows" in tensors:
+                histories = (tensors["histories.rows"], tensors["histories.lengths"])
+            recommender._attach_inputs(model, histories=histories)
+            recommender.model_ = model.eval()
             recommender.feature_specs_ = [FeatureSpec.from_dict(s) for s in config["feature_specs"]]
             recommender.report_ = config["report"]
             recommender.manifest_ = manifest
@@ -348,6 +545,14 @@ class Recommender:
 def load(directory: str | Path) -> Recommender:
     """Load a saved model directory."""
     return Recommender.load(directory)
+
+
+def _in_order(table: pd.DataFrame, ids: IdMap) -> pd.DataFrame:
+    """The rows of ``table`` in the order of ``ids`` (every id must be in the table)."""
+    positions = pd.Index(table["listing_id"]).get_indexer(ids.ids)
+    ordered = table.iloc[positions].reset_index(drop=True)
+    ordered.attrs = dict(table.attrs)
+    return ordered
 
 
 def _self_exclusion(query_rows: np.ndarray, n_rows: int) -> sp.csr_matrix:

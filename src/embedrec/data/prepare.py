@@ -128,3 +128,19 @@ def time_holdout(data: Interactions, fraction: float) -> tuple[Interactions, Int
     if later.all():
         later = data.timestamp > cut
     return data.subset(~later), data.subset(later)
+
+
+def recent_listings(data: Interactions, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's ``length`` most recent listing indices, newest first, padded with 0.
+
+    Returns (histories (n_users, length), lengths (n_users,)).
+    """
+    order = np.lexsort((-data.timestamp, data.user_idx))
+    users, listings = data.user_idx[order], data.listing_idx[order]
+    starts = np.searchsorted(users, users, side="left")
+    position = np.arange(len(users)) - starts
+    keep = position < length
+    histories = np.zeros((len(data.users), length), dtype=np.int64)
+    histories[users[keep], position[keep]] = listings[keep]
+    lengths = np.minimum(np.bincount(users, minlength=len(data.users)), length)
+    return histories, lengths

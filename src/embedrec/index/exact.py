@@ -20,26 +20,37 @@ def top_k(
     removes rows for every query. Returns (rows, scores), each (n_queries, k), best first;
     where fewer than k rows qualify, rows are -1 and scores -inf.
     """
-    n_queries, n_rows = len(queries), len(vectors)
+    n_queries = len(queries)
     rows_out = np.full((n_queries, k), -1, dtype=np.int64)
     scores_out = np.full((n_queries, k), -np.inf, dtype=np.float32)
-    if n_rows == 0 or k <= 0:
-        return rows_out, scores_out
-    take = min(k, n_rows)
     for start in range(0, n_queries, batch_size):
         stop = min(start + batch_size, n_queries)
         scores = queries[start:stop] @ vectors.T
         if allowed is not None:
             scores[:, ~allowed] = -np.inf
-        if exclude is not None:
-            block = exclude[start:stop].tocoo()
-            scores[block.row, block.col] = -np.inf
-        part = np.argpartition(-scores, take - 1, axis=1)[:, :take]
-        part_scores = np.take_along_axis(scores, part, axis=1)
-        order = np.argsort(-part_scores, axis=1, kind="stable")
-        best = np.take_along_axis(part, order, axis=1)
-        best_scores = np.take_along_axis(part_scores, order, axis=1)
-        valid = np.isfinite(best_scores)
-        rows_out[start:stop, :take] = np.where(valid, best, -1)
-        scores_out[start:stop, :take] = best_scores
+        block = None if exclude is None else exclude[start:stop]
+        rows_out[start:stop], scores_out[start:stop] = top_k_of_scores(scores, k, block)
+    return rows_out, scores_out
+
+
+def top_k_of_scores(
+    scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` columns of each row of ``scores`` (modified in place), as in ``top_k``."""
+    n_queries, n_rows = scores.shape
+    rows_out = np.full((n_queries, k), -1, dtype=np.int64)
+    scores_out = np.full((n_queries, k), -np.inf, dtype=np.float32)
+    if n_rows == 0 or k <= 0:
+        return rows_out, scores_out
+    if exclude is not None:
+        block = exclude.tocoo()
+        scores[block.row, block.col] = -np.inf
+    take = min(k, n_rows)
+    part = np.argpartition(-scores, take - 1, axis=1)[:, :take]
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    best = np.take_along_axis(part, order, axis=1)
+    best_scores = np.take_along_axis(part_scores, order, axis=1)
+    rows_out[:, :take] = np.where(np.isfinite(best_scores), best, -1)
+    scores_out[:, :take] = best_scores
     return rows_out, scores_out

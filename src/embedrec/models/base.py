@@ -17,12 +17,27 @@ class RecModel(nn.Module):
     """
 
     normalized: bool = False
+    factorized: bool = True  # False: scores need the pair (see pair_scores), not two vectors
 
-    def user_vectors(self, users: torch.Tensor) -> torch.Tensor:
+    def user_vectors(
+        self, users: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Vectors of user rows; ``targets`` (training only) are listings to predict."""
         raise NotImplementedError
 
     def listing_vectors(self, listings: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def pair_scores(self, users: torch.Tensor, listings: torch.Tensor) -> torch.Tensor:
+        """Score of each (user, listing) pair; shapes broadcast."""
+        return (self.user_vectors(users) * self.listing_vectors(listings)).sum(-1)
+
+    def score_matrix(self, users: torch.Tensor, listings: torch.Tensor) -> torch.Tensor:
+        """Scores of every user in ``users`` against every listing in ``listings``."""
+        return self.user_vectors(users) @ self.listing_vectors(listings).T
+
+    def refresh(self) -> None:
+        """Called when weights changed outside a step (new epoch, before validation)."""
 
     @property
     def config(self) -> dict[str, Any]:

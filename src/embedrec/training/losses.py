@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: N812
 
 
 def in_batch_softmax(
@@ -13,19 +13,23 @@ def in_batch_softmax(
     log_q: torch.Tensor,
     weights: torch.Tensor,
     temperature: float = 1.0,
+    negatives: int = 512,
 ) -> torch.Tensor:
-    """Sampled softmax where each row's negatives are the other listings in the batch.
+    """Sampled softmax whose negatives are the first ``negatives`` listings of the batch.
 
-    ``log_q`` (the log sampling frequency of each batch listing) is subtracted so that popular
-    listings, which are negatives more often, are not pushed down for being popular (Yi et al.
-    2019). Other rows holding the same listing are masked: they are not negatives.
+    Batch listings are drawn in proportion to their frequency, so ``log_q`` (the log sampling
+    frequency of each batch listing) is subtracted: popular listings, negatives more often, are
+    not pushed down for being popular (Yi et al. 2019). Sharing a fixed number of negatives
+    keeps the cost per pair constant as batches grow. A negative equal to the row's own
+    listing is masked: it is not a negative.
     """
-    logits = user_vectors @ listing_vectors.T / temperature - log_q.unsqueeze(0)
-    same = listings.unsqueeze(0) == listings.unsqueeze(1)
-    same.fill_diagonal_(False)
-    logits = logits.masked_fill(same, float("-inf"))
-    target = torch.arange(len(listings), device=logits.device)
-    losses = F.cross_entropy(logits, target, reduction="none")
+    scaled = user_vectors / temperature
+    positive = (scaled * listing_vectors).sum(dim=1) - log_q
+    n = min(negatives, len(listings))
+    logits = scaled @ listing_vectors[:n].T - log_q[:n].unsqueeze(0)
+    logits = logits.masked_fill(listings.unsqueeze(1) == listings[:n].unsqueeze(0), float("-inf"))
+    all_logits = torch.cat([positive.unsqueeze(1), logits], dim=1)
+    losses = torch.logsumexp(all_logits, dim=1) - positive
     return (losses * weights).sum() / weights.sum()
 
 

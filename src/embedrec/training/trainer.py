@@ -30,7 +30,8 @@ class TrainConfig:
     dense_lr: float = 3e-3
     weight_decay: float = 1e-5
     loss: str = "softmax"
-    temperature: float = 1.0
+    temperature: float = 0.05  # for models with L2-normalised vectors
+    negatives: int = 512  # shared by the batch; 16 per positive for unfactorised models
     patience: int = 3
     validation_users: int = 3000
     seed: int = 0
@@ -109,6 +110,7 @@ def train(
     n = len(users)
     for epoch in range(1, (epochs or config.epochs) + 1):
         model.train()
+        model.refresh()
         order = torch.randperm(n, generator=generator).to(device)
         total, steps = 0.0, 0
         batches = range(0, n, config.batch_size)
@@ -166,16 +168,33 @@ def _batch_loss(
     config: TrainConfig,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    user_vectors = model.user_vectors(users)
+    temperature = config.temperature if model.normalized else 1.0
+    if not model.factorized:
+        # no vectors to share across the batch: score each positive against sampled negatives
+        negatives = torch.randint(len(log_q), (len(listings), 16), generator=generator).to(
+            listings.device
+        )
+        candidates = torch.cat([listings.unsqueeze(1), negatives], dim=1)
+        logits = model.pair_scores(users.unsqueeze(1), candidates)
+        target = torch.zeros(len(users), dtype=torch.long, device=logits.device)
+        losses = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+        return (losses * weights).sum() / weights.sum()
+    user_vectors = model.user_vectors(users, targets=listings)
     listing_vectors = model.listing_vectors(listings)
     if config.loss == "softmax":
         return in_batch_softmax(
-            user_vectors, listing_vectors, listings, log_q[listings], weights, config.temperature
+            user_vectors,
+            listing_vectors,
+            listings,
+            log_q[listings],
+            weights,
+            temperature,
+            config.negatives,
         )
     # bpr: a uniformly drawn listing is the negative
     negatives = torch.randint(len(log_q), listings.shape, generator=generator).to(listings.device)
     return bpr(
-        user_vectors, listing_vectors, model.listing_vectors(negatives), weights, config.temperature
+        user_vectors, listing_vectors, model.listing_vectors(negatives), weights, temperature
     )
 
 
@@ -185,6 +204,7 @@ def validation_recall(
 ) -> float:
     """Recall@10 on a fixed sample of validation users (the same sample every epoch)."""
     model.eval()
+    model.refresh()
     device = next(model.parameters()).device
     held_out = validation.matrix()
     seen = train_data.matrix()
@@ -194,11 +214,14 @@ def validation_recall(
         users = np.sort(
             np.random.default_rng(config.seed).choice(users, config.validation_users, replace=False)
         )
-    all_listings = model.listing_vectors(torch.arange(len(train_data.listings), device=device))
+    all_listings = torch.arange(len(train_data.listings), device=device)
+    listing_vectors = model.listing_vectors(all_listings) if model.factorized else None
 
     def score(rows: np.ndarray) -> np.ndarray:
-        user_vectors = model.user_vectors(torch.as_tensor(users[rows], device=device))
-        return (user_vectors @ all_listings.T).cpu().numpy()
+        batch = torch.as_tensor(users[rows], device=device)
+        if listing_vectors is None:
+            return model.score_matrix(batch, all_listings).cpu().numpy()
+        return (model.user_vectors(batch) @ listing_vectors.T).cpu().numpy()
 
     metrics = evaluate_scorer(score, seen[users], held_out[users], ks=(10,))
     model.train()

@@ -1,0 +1,186 @@
+"""Top-k ranking and ranking metrics (recall, NDCG, hit rate, MRR, coverage).
+
+All functions work on one batch of users at a time: dense scores for the batch, sparse
+matrices for what to exclude and what is relevant. Nothing loops over interactions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+METRICS = ("recall", "ndcg", "hitrate", "mrr", "coverage")
+
+
+def topk_excluding(
+    scores: np.ndarray,
+    exclude: sp.spmatrix | sp.sparray | None,
+    k: int,
+    candidates: np.ndarray | None = None,
+) -> np.ndarray:
+    """Return the ``k`` best item indices per row, best first, as an int64 ``(n_batch, k)`` array.
+
+    Items stored in ``exclude`` (same shape as ``scores``), items outside ``candidates`` and
+    items scored NaN or -inf are never returned; rows with fewer than ``k`` such valid items are
+    padded with -1. Equal scores are ordered by item index, so results are deterministic.
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    scores = np.asarray(scores)
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be 2-D (n_batch, n_items), got shape {scores.shape}")
+    if exclude is not None and exclude.shape != scores.shape:
+        raise ValueError(f"exclude has shape {exclude.shape}, scores have {scores.shape}")
+    dtype = np.result_type(scores.dtype, np.float32)
+    if candidates is None:
+        return _topk(np.array(scores, dtype=dtype), exclude, k)
+    candidates = np.unique(np.asarray(candidates, dtype=np.int64))
+    if len(candidates) and (candidates[0] < 0 or candidates[-1] >= scores.shape[1]):
+        raise ValueError("candidates must be item indices in [0, n_items)")
+    sub_exclude = None if exclude is None else sp.csr_matrix(exclude)[:, candidates]
+    local = _topk(scores[:, candidates].astype(dtype, copy=False), sub_exclude, k)
+    return np.where(local >= 0, candidates[np.maximum(local, 0)], -1)
+
+
+def _topk(s: np.ndarray, exclude: sp.spmatrix | sp.sparray | None, k: int) -> np.ndarray:
+    """``topk_excluding`` on a private float copy ``s``, which it overwrites."""
+    n, m = s.shape
+    out = np.full((n, k), -1, dtype=np.int64)
+    if n == 0 or m == 0:
+        return out
+    # work on costs (negated scores): numpy's partition is far slower when the many duplicate
+    # values (zeros, excluded) sit on the high side of the cut than on the low side
+    cost = np.negative(s, out=s)
+    cost[np.isnan(cost)] = np.inf
+    if exclude is not None:
+        rows, cols = exclude.nonzero()
+        cost[rows, cols] = np.inf
+    kk = min(k, m)
+    kth = np.partition(cost, kk - 1, axis=1)[:, kk - 1][:, None]
+    selected = cost <= kth
+    # argpartition would pick arbitrary members of a tie at the cut; take the lowest indices.
+    over = np.flatnonzero(np.count_nonzero(selected, axis=1) > kk)
+    if len(over):
+        below = cost[over] < kth[over]
+        tied = cost[over] == kth[over]
+        need = kk - np.count_nonzero(below, axis=1)
+        rank = np.cumsum(tied, axis=1, dtype=np.int32)
+        selected[over] = below | (tied & (rank <= need[:, None]))
+    cols = (np.flatnonzero(selected) % m).reshape(n, kk)
+    vals = np.take_along_axis(cost, cols, axis=1)
+    order = np.argsort(vals, axis=1, kind="stable")
+    cols = np.take_along_axis(cols, order, axis=1)
+    vals = np.take_along_axis(vals, order, axis=1)
+    out[:, :kk] = np.where(vals == np.inf, -1, cols)
+    return out
+
+
+def _binary(matrix: sp.spmatrix | sp.sparray) -> sp.csr_matrix:
+    """Canonical CSR copy holding 1.0 where ``matrix`` is positive."""
+    matrix = sp.csr_matrix(matrix, copy=True)
+    matrix.sum_duplicates()
+    matrix.data = (matrix.data > 0).astype(np.float32)
+    matrix.eliminate_zeros()
+    return matrix
+
+
+def ranking_metrics(
+    topk: np.ndarray,
+    test: sp.spmatrix | sp.sparray,
+    ks: Sequence[int] = (10, 20),
+    n_items: int | None = None,
+) -> dict[str, float]:
+    """Recall, NDCG, hit rate, MRR and coverage at each k, averaged over users with test items.
+
+    ``topk`` row u holds user u's recommendations (distinct item indices, best first, -1 for
+    padding); ``test`` row u marks u's relevant items (positive entries). Recall divides hits by
+    ``min(k, |test_u|)``, NDCG uses binary gains and the ideal DCG of ``min(k, |test_u|)`` hits.
+    Coverage is the share of ``n_items`` (default ``test.shape[1]``) recommended in the top k of
+    at least one evaluated user. With no evaluated users every metric is NaN.
+    """
+    topk = np.asarray(topk, dtype=np.int64)
+    relevant = _binary(test)
+    n_users, width = relevant.shape
+    if topk.ndim != 2 or topk.shape[0] != n_users:
+        raise ValueError(f"topk has shape {topk.shape}, expected ({n_users}, K)")
+    if max(ks) > topk.shape[1]:
+        raise ValueError(f"k={max(ks)} needs at least {max(ks)} recommendations per user")
+    n_items = width if n_items is None else n_items
+    n_relevant = np.diff(relevant.indptr)
+    users = np.flatnonzero(n_relevant > 0)
+    if len(users) == 0:
+        return {f"{name}@{k}": float("nan") for k in ks for name in METRICS}
+    topk, n_relevant = topk[users], n_relevant[users]
+    hit = _is_relevant(relevant[users], topk)
+    discounts = 1.0 / np.log2(np.arange(2, topk.shape[1] + 2))
+    ideal = np.cumsum(discounts)
+    result: dict[str, float] = {}
+    for k in ks:
+        hit_k = hit[:, :k]
+        hits = hit_k.sum(axis=1)
+        cap = np.minimum(k, n_relevant)
+        first = np.argmax(hit_k, axis=1)
+        recommended = topk[:, :k]
+        result[f"recall@{k}"] = float(np.mean(hits / cap))
+        result[f"ndcg@{k}"] = float(np.mean((hit_k @ discounts[:k]) / ideal[cap - 1]))
+        result[f"hitrate@{k}"] = float(np.mean(hits > 0))
+        result[f"mrr@{k}"] = float(np.mean(np.where(hits > 0, 1.0 / (first + 1), 0.0)))
+        distinct = np.unique(recommended[recommended >= 0])
+        result[f"coverage@{k}"] = len(distinct) / n_items if n_items else float("nan")
+    return result
+
+
+def _is_relevant(relevant: sp.csr_matrix, topk: np.ndarray) -> np.ndarray:
+    """Boolean ``topk.shape`` array: is ``topk[u, j]`` stored in row u of ``relevant``."""
+    n_users, n_items = relevant.shape
+    rows = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(relevant.indptr))
+    keys = np.sort(rows * n_items + relevant.indices)
+    queries = np.arange(n_users, dtype=np.int64)[:, None] * n_items + topk
+    pos = np.minimum(np.searchsorted(keys, queries), len(keys) - 1)
+    return (topk >= 0) & (keys[pos] == queries)
+
+
+def evaluate_scorer(
+    score_fn: Callable[[np.ndarray], np.ndarray],
+    train: sp.spmatrix | sp.sparray,
+    test: sp.spmatrix | sp.sparray,
+    ks: Sequence[int] = (10, 20),
+    batch_size: int = 1024,
+    candidates: np.ndarray | None = None,
+) -> dict[str, float]:
+    """Rank items for every user with test items and return ``ranking_metrics`` plus ``users``.
+
+    ``score_fn(user_indices)`` returns ``(len(user_indices), n_items)`` scores. Each user's
+    training items are excluded from the ranking and dropped from their relevant set (they
+    could never be hit). With ``candidates``, only those items are ranked and relevant, and
+    coverage is relative to their number. Users are scored ``batch_size`` at a time.
+    """
+    train = sp.csr_matrix(train)
+    if train.shape != test.shape:
+        raise ValueError(f"train has shape {train.shape}, test has {test.shape}")
+    relevant = _binary(test)
+    relevant = relevant - relevant.multiply(_binary(train))
+    n_items = relevant.shape[1]
+    if candidates is not None:
+        candidates = np.unique(np.asarray(candidates, dtype=np.int64))
+        keep = np.zeros(n_items, dtype=np.float32)
+        keep[candidates] = 1.0
+        relevant = relevant @ sp.diags(keep)
+    relevant = _binary(relevant)
+    users = np.flatnonzero(np.diff(relevant.indptr) > 0)
+    depth = max(ks)
+    topk = np.full((len(users), depth), -1, dtype=np.int64)
+    for start in range(0, len(users), batch_size):
+        batch = users[start : start + batch_size]
+        scores = np.asarray(score_fn(batch))
+        if scores.shape != (len(batch), n_items):
+            raise ValueError(
+                f"score_fn returned shape {scores.shape}, expected {(len(batch), n_items)}"
+            )
+        topk[start : start + len(batch)] = topk_excluding(scores, train[batch], depth, candidates)
+    n_ranked = n_items if candidates is None else len(candidates)
+    result = ranking_metrics(topk, relevant[users], ks, n_items=n_ranked)
+    result["users"] = len(users)
+    return result

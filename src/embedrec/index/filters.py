@@ -1,0 +1,298 @@
+"""Query-time filters over the listing catalogue, evaluated as vectorised boolean masks.
+
+Filters come from CLI expressions (:func:`parse_filter`) or the HTTP API's JSON shape
+(:func:`filters_from_mapping`); :func:`allowed_mask` turns a list of them into one boolean
+mask over the rows of the catalogue table (all filters must hold).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+EARTH_RADIUS_KM = 6371.0088
+ID_COLUMN = "listing_id"
+GEO_COLUMNS = (("lat", "lon"), ("latitude", "longitude"))
+
+_EXPRESSION = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=|!=|<|>|=)\s*(.*?)\s*$")
+
+
+class FilterError(ValueError):
+    """A filter that cannot be parsed or applied; ``field`` names the filter field at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"filter {field!r}: {message}")
+        self.field = field
+
+
+class Filter:
+    """One condition on the catalogue; ``mask(table)`` says which rows satisfy it."""
+
+    field: str
+
+    def mask(self, table: pd.DataFrame) -> np.ndarray:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class RangeFilter(Filter):
+    """``low <= column <= high`` (bounds optional, each inclusive or strict); missing fails."""
+
+    field: str
+    low: float | None = None
+    high: float | None = None
+    low_inclusive: bool = True
+    high_inclusive: bool = True
+
+    def mask(self, table: pd.DataFrame) -> np.ndarray:
+        column = _column(table, self.field)
+        if not pd.api.types.is_numeric_dtype(column.dtype) or pd.api.types.is_bool_dtype(
+            column.dtype
+        ):
+            raise FilterError(
+                self.field,
+                f"numeric comparison on non-numeric column (dtype {column.dtype})",
+            )
+        values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        keep = ~np.isnan(values)
+        # NaN compares False, so missing values already fail; the explicit mask keeps it obvious.
+        if self.low is not None:
+            keep &= values >= self.low if self.low_inclusive else values > self.low
+        if self.high is not None:
+            keep &= values <= self.high if self.high_inclusive else values < self.high
+        return keep
+
+
+@dataclass(frozen=True)
+class SetFilter(Filter):
+    """Column value, converted to str, is (or with ``negate`` is not) one of ``values``.
+
+    Comparison is case-sensitive; rows with a missing value fail either way.
+    """
+
+    field: str
+    values: frozenset[str]
+    negate: bool = False
+
+    def mask(self, table: pd.DataFrame) -> np.ndarray:
+        return _isin_str(_column(table, self.field), self.values, self.negate)
+
+
+@dataclass(frozen=True)
+class RadiusFilter(Filter):
+    """Great-circle (haversine) distance from (lat, lon) at most ``radius_km``."""
+
+    lat: float
+    lon: float
+    radius_km: float
+    field: str = "within"
+
+    def __post_init__(self) -> None:
+        _check_point(self.field, self.lat, self.lon)
+        if not _is_number(self.radius_km) or not math.isfinite(self.radius_km):
+            raise FilterError(self.field, f"radius must be a number, got {self.radius_km!r}")
+        if self.radius_km < 0:
+            raise FilterError(self.field, f"radius must not be negative, got {self.radius_km}")
+
+    def mask(self, table: pd.DataFrame) -> np.ndarray:
+        for lat_name, lon_name in GEO_COLUMNS:
+            if lat_name in table.columns and lon_name in table.columns:
+                break
+        else:
+            raise FilterError(
+                self.field,
+                "the catalogue has no coordinates (needs columns lat/lon or latitude/longitude)",
+            )
+        lat = _numeric(table, lat_name, self.field)
+        lon = _numeric(table, lon_name, self.field)
+        return haversine_km(self.lat, self.lon, lat, lon) <= self.radius_km
+
+
+@dataclass(frozen=True)
+class ExcludeFilter(Filter):
+    """Drops the listings whose ``listing_id`` (as str) is in ``ids``."""
+
+    ids: frozenset[str]
+    field: str = "exclude"
+
+    def mask(self, table: pd.DataFrame) -> np.ndarray:
+        if ID_COLUMN not in table.columns:
+            raise FilterError(self.field, f"the catalogue has no {ID_COLUMN!r} column")
+        ids = table[ID_COLUMN]
+        return ~_isin_str(ids, self.ids, negate=False)
+
+
+def haversine_km(lat0: float, lon0: float, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    """Great-circle distance in km from one point to arrays of points (degrees)."""
+    phi0, phi = np.radians(lat0), np.radians(lat)
+    dphi = phi - phi0
+    dlam = np.radians(lon) - np.radians(lon0)
+    a = np.sin(dphi / 2) ** 2 + np.cos(phi0) * np.cos(phi) * np.sin(dlam / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
+
+
+def parse_filter(expression: str) -> Filter:
+    """Parse a CLI filter such as ``price<=25000``, ``make=Nissan,Toyota``, ``body!=van``,
+    ``within=51.05,13.74,100km`` or ``exclude=id1,id2``."""
+    match = _EXPRESSION.match(expression)
+    if match is None:
+        raise FilterError(
+            expression.strip() or "?",
+            "expected FIELD OP VALUE with OP one of <=, >=, <, >, =, != (e.g. price<=25000)",
+        )
+    field, op, raw = match.groups()
+    if not raw:
+        raise FilterError(field, f"missing value in {expression!r}")
+    if field == "within":
+        if op != "=":
+            raise FilterError(field, "use within=LAT,LON,RADIUS (e.g. within=51.05,13.74,100km)")
+        return _parse_within(raw)
+    if field == "exclude":
+        if op != "=":
+            raise FilterError(field, "use exclude=ID1,ID2")
+        return ExcludeFilter(_split_values(field, raw))
+    if op in ("=", "!="):
+        return SetFilter(field, _split_values(field, raw), negate=op == "!=")
+    value = _to_float(field, raw)
+    if op in ("<=", "<"):
+        return RangeFilter(field, high=value, high_inclusive=op == "<=")
+    return RangeFilter(field, low=value, low_inclusive=op == ">=")
+
+
+def filters_from_mapping(d: Mapping[str, Any]) -> list[Filter]:
+    """Filters from the HTTP API shape.
+
+    ``<column>_min`` / ``<column>_max`` are inclusive numeric bounds; ``near`` ([lat, lon] or
+    "lat,lon") with ``within_km`` is a radius; ``exclude`` is a list of listing ids; any other key
+    is a categorical equality (str) or set (list) on that column. Keys whose value is None are
+    ignored, so optional form fields can be sent empty.
+    """
+    items = {key: value for key, value in d.items() if value is not None}
+    filters: list[Filter] = []
+    bounds: dict[str, dict[str, float]] = {}
+    near = items.pop("near", None)
+    within = items.pop("within_km", None)
+    if (near is None) != (within is None):
+        field = "near" if near is None else "within_km"
+        raise FilterError(field, "'near' and 'within_km' must be given together")
+    if near is not None:
+        lat, lon = _parse_point("near", near)
+        filters.append(RadiusFilter(lat, lon, _to_float("within_km", within)))
+    if "exclude" in items:
+        filters.append(ExcludeFilter(_as_strings("exclude", items.pop("exclude"))))
+    for key, value in items.items():
+        base, _, side = key.rpartition("_")
+        if base and side in ("min", "max"):
+            bounds.setdefault(base, {})[side] = _to_float(key, value)
+        else:
+            filters.append(SetFilter(key, _as_strings(key, value)))
+    for column, sides in bounds.items():
+        low, high = sides.get("min"), sides.get("max")
+        if low is not None and high is not None and low > high:
+            raise FilterError(column, f"{column}_min ({low:g}) is above {column}_max ({high:g})")
+        filters.append(RangeFilter(column, low=low, high=high))
+    return filters
+
+
+def allowed_mask(filters: Iterable[Filter], table: pd.DataFrame) -> np.ndarray:
+    """Boolean mask over the rows of ``table``: True where every filter holds."""
+    keep = np.ones(len(table), dtype=bool)
+    for f in filters:
+        keep &= np.asarray(f.mask(table), dtype=bool)
+    return keep
+
+
+def _column(table: pd.DataFrame, field: str) -> pd.Series:
+    if field not in table.columns:
+        valid = ", ".join(str(c) for c in table.columns if c != ID_COLUMN)
+        raise FilterError(
+            field, f"unknown field; valid fields: {valid}, within (radius), exclude (ids)"
+        )
+    return table[field]
+
+
+def _numeric(table: pd.DataFrame, name: str, field: str) -> np.ndarray:
+    column = table[name]
+    if not pd.api.types.is_numeric_dtype(column.dtype):
+        raise FilterError(field, f"column {name!r} is not numeric (dtype {column.dtype})")
+    return column.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _isin_str(column: pd.Series, values: frozenset[str], negate: bool) -> np.ndarray:
+    # Factorize so the str conversion runs once per distinct value, not once per row.
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    hit = np.fromiter((str(u) in values for u in uniques), dtype=bool, count=len(uniques))
+    if negate:
+        hit = ~hit
+    return (codes >= 0) & hit[np.maximum(codes, 0)]
+
+
+def _split_values(field: str, raw: str) -> frozenset[str]:
+    values = frozenset(v.strip() for v in raw.split(",") if v.strip())
+    if not values:
+        raise FilterError(field, f"no values in {raw!r}")
+    return values
+
+
+def _as_strings(field: str, value: Any) -> frozenset[str]:
+    if isinstance(value, str):
+        return _split_values(field, value) if field == "exclude" else frozenset([value])
+    if isinstance(value, (list, tuple, set, frozenset)):
+        if not value:
+            raise FilterError(field, "empty list of values")
+        return frozenset(str(v) for v in value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return frozenset([str(value)])
+    raise FilterError(field, f"expected a string or a list of strings, got {value!r}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _to_float(field: str, value: Any) -> float:
+    if _is_number(value):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise FilterError(field, f"expected a number, got {value!r}") from None
+    else:
+        raise FilterError(field, f"expected a number, got {value!r}")
+    if not math.isfinite(number):
+        raise FilterError(field, f"expected a finite number, got {value!r}")
+    return number
+
+
+def _check_point(field: str, lat: Any, lon: Any) -> None:
+    if not (_is_number(lat) and _is_number(lon)) or not (math.isfinite(lat) and math.isfinite(lon)):
+        raise FilterError(field, f"coordinates must be numbers, got ({lat!r}, {lon!r})")
+    if not -90 <= lat <= 90:
+        raise FilterError(field, f"latitude {lat} outside [-90, 90]")
+    if not -180 <= lon <= 180:
+        raise FilterError(field, f"longitude {lon} outside [-180, 180]")
+
+
+def _parse_point(field: str, value: Any) -> tuple[float, float]:
+    parts = value.split(",") if isinstance(value, str) else value
+    if not isinstance(parts, (list, tuple)) or len(parts) != 2:
+        raise FilterError(field, f"expected [lat, lon] or 'lat,lon', got {value!r}")
+    lat, lon = (_to_float(field, p) for p in parts)
+    _check_point(field, lat, lon)
+    return lat, lon
+
+
+def _parse_within(raw: str) -> RadiusFilter:
+    parts = [p.strip() for p in raw.split(",")]
+    if len(parts) != 3:
+        raise FilterError("within", f"expected LAT,LON,RADIUS (e.g. 1.5,2.5,100km), got {raw!r}")
+    lat, lon = _parse_point("within", parts[:2])
+    radius = parts[2].lower().removesuffix("km").strip()
+    return RadiusFilter(lat, lon, _to_float("within", radius))

@@ -1,0 +1,104 @@
+"""The original system's hybrid: ids and listing features through dense layers to a score.
+
+Kept for comparison. Its score needs the (user, listing) pair, so recommending means scoring
+every candidate; similar listings use the listing side of the network (id + features).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from embedrec.features.pipeline import FeatureEncoder, FeaturePipeline, index_batch
+from embedrec.models.base import RecModel
+
+
+class DeepHybrid(RecModel):
+    """score(user, listing) = MLP([user id emb, listing id emb, listing features])."""
+
+    factorized = False
+
+    def __init__(
+        self,
+        n_users: int,
+        n_listings: int,
+        n_trained_listings: int,
+        pipeline: dict[str, Any],
+        dim: int = 32,
+        feature_dim: int = 16,
+        hidden: int = 128,
+    ) -> None:
+        super().__init__()
+        self._config = {
+            "n_users": n_users,
+            "n_listings": n_listings,
+            "n_trained_listings": n_trained_listings,
+            "pipeline": pipeline,
+            "dim": dim,
+            "feature_dim": feature_dim,
+            "hidden": hidden,
+        }
+        self.features = FeatureEncoder(FeaturePipeline.from_dict(pipeline), feature_dim)
+        self.n_trained_listings = n_trained_listings
+        self.user_id = nn.Embedding(n_users, dim, sparse=True)
+        self.listing_id = nn.Embedding(n_trained_listings + 1, dim, sparse=True)
+        nn.init.normal_(self.user_id.weight, std=0.05)
+        nn.init.normal_(self.listing_id.weight, std=0.05)
+        self.mlp = nn.Sequential(
+            nn.Linear(2 * dim + self.features.output_dim, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden // 2),
+            nn.ReLU(),
+            nn.Linear(hidden // 2, 1),
+        )
+        self.catalogue: dict[str, torch.Tensor] = {}
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self._config)
+
+    def set_catalogue(self, features: dict[str, torch.Tensor]) -> None:
+        self.catalogue = features
+
+    def _apply(self, fn, *args, **kwargs):  # noqa: ANN001, ANN202 - keep inputs on the device
+        super()._apply(fn, *args, **kwargs)
+        self.catalogue = {k: fn(v) for k, v in self.catalogue.items()}
+        return self
+
+    def listing_side(self, listings: torch.Tensor) -> torch.Tensor:
+        has_id = listings < self.n_trained_listings
+        ids = torch.where(has_id, listings, torch.full_like(listings, self.n_trained_listings))
+        id_vectors = self.listing_id(ids) * has_id.unsqueeze(-1)
+        flat = listings.reshape(-1)
+        features = self.features(index_batch(self.catalogue, flat))
+        features = features.reshape(*listings.shape, -1)
+        return torch.cat([id_vectors, features], dim=-1)
+
+    def listing_vectors(self, listings: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.listing_side(listings), dim=-1)
+
+    def user_vectors(
+        self, users: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.user_id(users)
+
+    def pair_scores(self, users: torch.Tensor, listings: torch.Tensor) -> torch.Tensor:
+        listing_side = self.listing_side(listings)
+        user_side = self.user_id(users).expand(*listing_side.shape[:-1], -1)
+        return self.mlp(torch.cat([user_side, listing_side], dim=-1)).squeeze(-1)
+
+    def score_matrix(self, users: torch.Tensor, listings: torch.Tensor) -> torch.Tensor:
+        """Scores of every user against every listing, without materialising pair inputs:
+        the first layer splits into a user part and a listing part that are added."""
+        first, rest = self.mlp[0], self.mlp[1:]
+        dim = self.user_id.embedding_dim
+        user_part = self.user_id(users) @ first.weight[:, :dim].T
+        listing_part = self.listing_side(listings) @ first.weight[:, dim:].T + first.bias
+        rows = []
+        for start in range(0, len(users), 64):
+            hidden = user_part[start : start + 64, None, :] + listing_part[None, :, :]
+            rows.append(rest(hidden).squeeze(-1))
+        return torch.cat(rows)

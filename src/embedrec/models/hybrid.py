@@ -1,0 +1,157 @@
+"""Two towers: listings from id + features, users from id + their recent listings.
+
+The listing tower sees the listing id only part of the time during training (id dropout), so
+a listing with few or no interactions still gets a good vector from its features alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from embedrec.features.pipeline import FeatureEncoder, FeaturePipeline, index_batch
+from embedrec.models.base import RecModel
+
+
+def _mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(inputs, hidden), nn.GELU(), nn.Linear(hidden, outputs))
+
+
+class HybridTwoTower(RecModel):
+    """Listing vector = MLP(features, id embedding); user vector = MLP(user id, history).
+
+    Both are L2-normalised, so similar listings and recommendations are dot products that a
+    vector index can serve. Listing rows at or above ``n_trained_listings`` have no trained id
+    and are embedded from features only; so is any listing passed by features.
+    """
+
+    normalized = True
+
+    def __init__(
+        self,
+        n_users: int,
+        n_listings: int,
+        n_trained_listings: int,
+        pipeline: dict[str, Any],
+        dim: int = 32,
+        feature_dim: int = 16,
+        hidden: int = 128,
+        id_dropout: float = 0.5,
+        history: int = 20,
+    ) -> None:
+        super().__init__()
+        self._config = {
+            "n_users": n_users,
+            "n_listings": n_listings,
+            "n_trained_listings": n_trained_listings,
+            "pipeline": pipeline,
+            "dim": dim,
+            "feature_dim": feature_dim,
+            "hidden": hidden,
+            "id_dropout": id_dropout,
+            "history": history,
+        }
+        self.pipeline = FeaturePipeline.from_dict(pipeline)
+        self.features = FeatureEncoder(self.pipeline, feature_dim)
+        self.n_trained_listings = n_trained_listings
+        self.id_dropout = id_dropout
+        self.listing_id = nn.Embedding(n_trained_listings + 1, dim, sparse=True)
+        self.user_id = nn.Embedding(n_users + 1, dim, sparse=True)
+        nn.init.normal_(self.listing_id.weight, std=0.05)
+        nn.init.normal_(self.user_id.weight, std=0.05)
+        self.listing_mlp = _mlp(self.features.output_dim + dim, hidden, dim)
+        self.user_mlp = _mlp(2 * dim, hidden, dim)
+        # filled by set_catalogue / set_histories; not weights, so not in the state dict
+        self.catalogue: dict[str, torch.Tensor] = {}
+        self.histories = torch.zeros((n_users, history), dtype=torch.long)
+        self.history_lengths = torch.zeros(n_users, dtype=torch.long)
+        self.cached_listings: torch.Tensor | None = None
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self._config)
+
+    # ------------------------------------------------------------------ inputs
+    def set_catalogue(self, features: dict[str, torch.Tensor]) -> None:
+        """Feature tensors of the model's listing rows (from ``pipeline.transform``)."""
+        self.catalogue = features
+        self.cached_listings = None
+
+    def set_histories(self, histories: torch.Tensor, lengths: torch.Tensor) -> None:
+        """Each user's most recent listing rows (padded) and how many are real."""
+        self.histories, self.history_lengths = histories, lengths
+        self.cached_listings = None
+
+    def _apply(self, fn, *args, **kwargs):  # noqa: ANN001, ANN202 - keep inputs on the device
+        super()._apply(fn, *args, **kwargs)
+        self.catalogue = {k: fn(v) for k, v in self.catalogue.items()}
+        self.histories, self.history_lengths = fn(self.histories), fn(self.history_lengths)
+        self.cached_listings = None
+        return self
+
+    # ------------------------------------------------------------------ towers
+    def embed_features(
+        self, features: dict[str, torch.Tensor], id_rows: torch.Tensor
+    ) -> torch.Tensor:
+        """Listing vectors from feature tensors and trained id rows (-1: no id)."""
+        has_id = (id_rows >= 0) & (id_rows < self.n_trained_listings)
+        if self.training and self.id_dropout > 0:
+            has_id &= torch.rand(id_rows.shape, device=id_rows.device) >= self.id_dropout
+        ids = torch.where(has_id, id_rows, torch.full_like(id_rows, self.n_trained_listings))
+        id_vectors = self.listing_id(ids) * has_id.unsqueeze(1)
+        hidden = torch.cat([self.features(features), id_vectors], dim=1)
+        return F.normalize(self.listing_mlp(hidden), dim=1)
+
+    def listing_vectors(self, listings: torch.Tensor) -> torch.Tensor:
+        return self.embed_features(index_batch(self.catalogue, listings), listings)
+
+    def user_vectors(
+        self, users: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        rows = self.histories[users]
+        mask = torch.arange(rows.shape[1], device=rows.device) < self.history_lengths[users, None]
+        if targets is not None:
+            # the listing being predicted must not be part of the evidence for it
+            mask &= rows != targets.unsqueeze(1)
+        return self.user_from(self.pooled_history(rows, mask), users)
+
+    def user_from(self, pooled: torch.Tensor, users: torch.Tensor | None = None) -> torch.Tensor:
+        """User vectors from pooled listing vectors and user ids (None: anonymous)."""
+        n = len(pooled)
+        if users is None:
+            users = torch.full((n,), self.user_id.num_embeddings - 1, device=pooled.device)
+        keep = users < self.user_id.num_embeddings - 1
+        if self.training and self.id_dropout > 0:
+            keep &= torch.rand(n, device=pooled.device) >= self.id_dropout / 2
+        id_vectors = self.user_id(users) * keep.unsqueeze(1)
+        return F.normalize(self.user_mlp(torch.cat([id_vectors, pooled], dim=1)), dim=1)
+
+    def pooled_history(self, rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean of the listing vectors of ``rows`` where ``mask`` (cached per epoch)."""
+        vectors = self.all_listing_vectors()[rows]
+        summed = (vectors * mask.unsqueeze(2)).sum(dim=1)
+        return summed / mask.sum(dim=1, keepdim=True).clamp(min=1)
+
+    @torch.no_grad()
+    def all_listing_vectors(self, batch_size: int = 65536) -> torch.Tensor:
+        """Listing vectors of every row, computed once and reused until ``refresh``."""
+        if self.cached_listings is None:
+            was_training = self.training
+            self.eval()
+            n = self._config["n_listings"]
+            device = self.listing_mlp[0].weight.device
+            self.cached_listings = torch.cat(
+                [
+                    self.listing_vectors(torch.arange(s, min(s + batch_size, n), device=device))
+                    for s in range(0, n, batch_size)
+                ]
+            )
+            self.train(was_training)
+        return self.cached_listings
+
+    def refresh(self) -> None:
+        """History vectors come from the listing tower as it was at the epoch's start."""
+        self.cached_listings = None

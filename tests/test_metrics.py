@@ -1,0 +1,155 @@
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from embedrec.evaluation.metrics import evaluate_scorer, ranking_metrics, topk_excluding
+
+
+def csr(rows: list[list[int]], n_items: int = 6) -> sp.csr_matrix:
+    dense = np.zeros((len(rows), n_items), dtype=np.float32)
+    for u, items in enumerate(rows):
+        dense[u, items] = 1.0
+    return sp.csr_matrix(dense)
+
+
+def test_topk_sorted_by_score_with_index_tiebreak():
+    scores = np.array([[0.1, 0.9, 0.5, 0.9, 0.0, 0.3]])
+    assert topk_excluding(scores, None, 3).tolist() == [[1, 3, 2]]
+    assert topk_excluding(scores, None, 2).tolist() == [[1, 3]]
+
+
+def test_topk_ties_at_the_cut_take_lowest_indices():
+    scores = np.array([[0.0, 1.0, 0.0, 0.0, 0.0, 0.0], [0.0] * 6])
+    assert topk_excluding(scores, None, 3).tolist() == [[1, 0, 2], [0, 1, 2]]
+
+
+def test_topk_never_returns_excluded_items():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(50, 30))
+    exclude = sp.random(50, 30, density=0.3, format="csr", random_state=1)
+    exclude.data[:] = 1.0
+    top = topk_excluding(scores, exclude, 10)
+    excluded = exclude.toarray() > 0
+    assert not excluded[np.arange(50)[:, None], top].any()
+    # the rest are exactly the best non-excluded items in order
+    masked = np.where(excluded, -np.inf, scores)
+    assert (top == np.argsort(-masked, axis=1, kind="stable")[:, :10]).all()
+
+
+def test_topk_pads_with_minus_one():
+    scores = np.array([[3.0, 2.0, 1.0], [1.0, np.nan, -np.inf]])
+    exclude = csr([[0, 2], []], n_items=3)
+    assert topk_excluding(scores, exclude, 5).tolist() == [[1, -1, -1, -1, -1], [0, -1, -1, -1, -1]]
+
+
+def test_topk_candidates_restrict_ranking():
+    scores = np.array([[0.9, 0.8, 0.7, 0.6, 0.5, 0.4]])
+    exclude = csr([[3]])
+    top = topk_excluding(scores, exclude, 3, candidates=np.array([5, 3, 1]))
+    assert top.tolist() == [[1, 5, -1]]
+
+
+def test_topk_rejects_bad_k():
+    with pytest.raises(ValueError):
+        topk_excluding(np.zeros((1, 3)), None, 0)
+
+
+# 3 users, 6 items. User 0: relevant {0, 2}, user 1: relevant {5}, user 2: nothing.
+TEST = csr([[0, 2], [5], []])
+TOPK = np.array(
+    [
+        [0, 1, 2],  # hits at ranks 1 and 3
+        [1, 2, 3],  # no hit
+        [4, 5, -1],  # not evaluated: no test items
+    ]
+)
+
+
+def test_ranking_metrics_by_hand():
+    m = ranking_metrics(TOPK, TEST, ks=(1, 3))
+    # k=1: user 0 hits 1 of min(1, 2) = 1; user 1 misses
+    assert m["recall@1"] == pytest.approx((1.0 + 0.0) / 2)
+    assert m["ndcg@1"] == pytest.approx((1.0 + 0.0) / 2)
+    assert m["hitrate@1"] == pytest.approx(0.5)
+    assert m["mrr@1"] == pytest.approx(0.5)
+    assert m["coverage@1"] == pytest.approx(2 / 6)  # items 0, 1 (user 2 not evaluated)
+    # k=3: user 0 hits 2 of 2
+    ndcg_u0 = (1 / math.log2(2) + 1 / math.log2(4)) / (1 / math.log2(2) + 1 / math.log2(3))
+    assert m["recall@3"] == pytest.approx((1.0 + 0.0) / 2)
+    assert m["ndcg@3"] == pytest.approx((ndcg_u0 + 0.0) / 2)
+    assert m["hitrate@3"] == pytest.approx(0.5)
+    assert m["mrr@3"] == pytest.approx(0.5)
+    assert m["coverage@3"] == pytest.approx(4 / 6)  # items 0, 1, 2, 3
+
+
+def test_ranking_metrics_single_test_item_late_hit():
+    test = csr([[4]])
+    m = ranking_metrics(np.array([[0, 1, 4]]), test, ks=(2, 3), n_items=10)
+    assert m["recall@2"] == 0.0 and m["mrr@2"] == 0.0 and m["ndcg@2"] == 0.0
+    assert m["recall@3"] == 1.0
+    assert m["hitrate@3"] == 1.0
+    assert m["mrr@3"] == pytest.approx(1 / 3)
+    assert m["ndcg@3"] == pytest.approx((1 / math.log2(4)) / 1.0)
+    assert m["coverage@3"] == pytest.approx(3 / 10)
+
+
+def test_ranking_metrics_recall_denominator_is_min_k_and_test_size():
+    test = csr([[0, 1, 2, 3, 4]])
+    m = ranking_metrics(np.array([[0, 5]]), test, ks=(2,))
+    assert m["recall@2"] == pytest.approx(1 / 2)
+    assert m["ndcg@2"] == pytest.approx(1.0 / (1.0 + 1 / math.log2(3)))
+
+
+def test_ranking_metrics_padding_is_never_a_hit():
+    m = ranking_metrics(np.array([[-1, -1]]), csr([[5]]), ks=(2,))
+    assert m["recall@2"] == 0.0 and m["coverage@2"] == 0.0
+
+
+def test_ranking_metrics_no_users_is_nan_and_short_topk_raises():
+    assert math.isnan(ranking_metrics(np.zeros((1, 2), int), csr([[]]), ks=(2,))["recall@2"])
+    with pytest.raises(ValueError):
+        ranking_metrics(TOPK, TEST, ks=(10,))
+
+
+def test_evaluate_scorer_excludes_train_and_batches():
+    train = csr([[1], [0, 1], [2]])
+    test = csr([[0, 2], [5], []])
+    item_scores = np.array([6.0, 5.0, 4.0, 3.0, 2.0, 1.0])
+    seen = []
+
+    def score_fn(users: np.ndarray) -> np.ndarray:
+        seen.append(users.tolist())
+        return np.tile(item_scores, (len(users), 1))
+
+    m = evaluate_scorer(score_fn, train, test, ks=(2,), batch_size=1)
+    assert seen == [[0], [1]]  # user 2 has no test items
+    assert m["users"] == 2
+    # user 0 gets [0, 2] (1 excluded): 2 hits; user 1 gets [2, 3]: none
+    assert m["recall@2"] == pytest.approx(0.5)
+    assert m["coverage@2"] == pytest.approx(3 / 6)
+
+
+def test_evaluate_scorer_candidates_restrict_ranking_and_relevance():
+    train = csr([[], []])
+    test = csr([[0, 4], [1]])
+    m = evaluate_scorer(
+        lambda u: np.tile(np.arange(6.0), (len(u), 1)), train, test, ks=(1,), candidates=[3, 4]
+    )
+    # user 1's only test item is outside the candidates; user 0 ranks [4, 3]
+    assert m["users"] == 1
+    assert m["recall@1"] == 1.0
+    assert m["coverage@1"] == pytest.approx(1 / 2)
+
+
+def test_evaluate_scorer_drops_test_items_already_in_train():
+    train = csr([[0]])
+    test = csr([[0, 1]])
+    m = evaluate_scorer(lambda u: np.tile(-np.arange(6.0), (len(u), 1)), train, test, ks=(1,))
+    assert m["recall@1"] == 1.0  # item 0 cannot be recommended, so only item 1 is relevant
+
+
+def test_evaluate_scorer_checks_score_shape():
+    with pytest.raises(ValueError, match="score_fn"):
+        evaluate_scorer(lambda u: np.zeros((len(u), 3)), csr([[]]), csr([[1]]), ks=(1,))

