@@ -97,7 +97,14 @@ def generate_cars_command(out_dir: str, size: str, seed: int) -> None:
     type=click.Path(file_okay=False),
     help="Model directory to write.",
 )
-@click.option("--model", default="mf", show_default=True, help="Model: mf.")
+@click.option(
+    "--model",
+    type=click.Choice(["hybrid", "mf", "deep"]),
+    default="hybrid",
+    show_default=True,
+    help="hybrid: two towers with listing features (cold start); mf: dot product of "
+    "id embeddings; deep: ids and features through dense layers.",
+)
 @click.option("--dim", type=int, default=32, show_default=True, help="Embedding dimensions.")
 @click.option(
     "--epochs",
@@ -182,6 +189,13 @@ def _read_config(path: str, explicit: set[str]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- queries
 def _query_options(command: Callable) -> Callable:
     command = click.option(
+        "--filter",
+        "filters",
+        multiple=True,
+        help="Repeatable: price<=25000, year>=2018, make=Nissan,Toyota, body!=van, "
+        "within=51.05,13.74,100km, exclude=ID1,ID2.",
+    )(command)
+    command = click.option(
         "--json", "as_json", is_flag=True, help="One JSON object per query, one per line."
     )(command)
     command = click.option(
@@ -201,30 +215,133 @@ def _query_options(command: Callable) -> Callable:
 @_query_options
 @_user_errors
 def similar(
-    model_dir: str, listing_ids: tuple[str, ...], k: int, listings: str | None, as_json: bool
+    model_dir: str,
+    listing_ids: tuple[str, ...],
+    k: int,
+    listings: str | None,
+    as_json: bool,
+    filters: tuple[str, ...],
 ) -> None:
     """Listings most similar to each LISTING_ID (cosine of listing embeddings)."""
     recommender = _load(model_dir)
-    queries = _match_id_types(listing_ids, recommender.listing_table_["listing_id"])
-    _warn_unknown_catalogue(recommender, listings)
-    results = recommender.similar(queries, k=k, listings=listings)
+    catalogue = _catalogue(recommender, listings)
+    queries = _match_id_types(listing_ids, catalogue.table["listing_id"])
+    results = recommender.similar(queries, k=k, filters=list(filters), catalogue=catalogue)
     _print_results(results, as_json, reference_key="similar to")
 
 
 @main.command()
 @click.argument("model_dir", type=click.Path())
-@click.argument("user_ids", nargs=-1, required=True)
+@click.argument("user_ids", nargs=-1)
+@click.option("--session", help="Comma-separated listing ids viewed by an anonymous visitor.")
 @_query_options
 @_user_errors
 def recommend(
-    model_dir: str, user_ids: tuple[str, ...], k: int, listings: str | None, as_json: bool
+    model_dir: str,
+    user_ids: tuple[str, ...],
+    session: str | None,
+    k: int,
+    listings: str | None,
+    as_json: bool,
+    filters: tuple[str, ...],
 ) -> None:
-    """Listings to recommend to each known USER_ID, excluding those they have seen."""
+    """Listings to recommend to each known USER_ID (seen ones excluded), or to a --session."""
+    if not user_ids and not session:
+        raise click.UsageError("give USER_ID(s) or --session L1,L2,...")
     recommender = _load(model_dir)
-    queries = _match_id_types(user_ids, recommender.users_.ids)
-    _warn_unknown_catalogue(recommender, listings)
-    results = recommender.recommend(queries, k=k, listings=listings)
-    _print_results(results, as_json, reference_key="for user")
+    catalogue = _catalogue(recommender, listings)
+    results = []
+    if session:
+        viewed = _match_id_types(
+            tuple(s.strip() for s in session.split(",") if s.strip()),
+            catalogue.table["listing_id"],
+        )
+        result = recommender.recommend_session(
+            viewed, k=k, filters=list(filters), catalogue=catalogue
+        )
+        if "unknown" in result:
+            click.echo(f"note: unknown session listing(s): {result['unknown']}", err=True)
+        results.append(result)
+    if user_ids:
+        queries = _match_id_types(user_ids, recommender.users_.ids)
+        results += recommender.recommend(queries, k=k, filters=list(filters), catalogue=catalogue)
+    _print_results(results, as_json, reference_key="for")
+
+
+def _catalogue(recommender, listings: str | None):  # noqa: ANN001, ANN202
+    catalogue, unknown = recommender.catalogue(listings)
+    if unknown:
+        shown = ", ".join(map(str, unknown[:5])) + (" ..." if len(unknown) > 5 else "")
+        click.echo(
+            f"note: {len(unknown):,} listing(s) in {listings} are unknown to the model "
+            f"and not searched: {shown}",
+            err=True,
+        )
+    return catalogue
+
+
+@main.command()
+@click.argument("model_dir", type=click.Path())
+@click.option(
+    "--listings",
+    required=True,
+    type=click.Path(),
+    help="Listings to embed (CSV or Parquet); new ones are embedded from features.",
+)
+@click.option(
+    "--out",
+    "out_file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Parquet file to write: listing_id, embedding.",
+)
+@_user_errors
+def embed(model_dir: str, listings: str, out_file: str) -> None:
+    """Write the embedding of every listing in --listings, without retraining."""
+    from embedrec.data.atomic import write_parquet
+
+    frame = _load(model_dir).embed(listings)
+    write_parquet(frame, out_file)
+    click.echo(
+        f"wrote {len(frame):,} vectors of {len(frame['embedding'].iloc[0])} dims to {out_file}"
+    )
+
+
+@main.command()
+@click.argument("model_dir", type=click.Path())
+@click.option(
+    "--interactions",
+    required=True,
+    type=click.Path(),
+    help="Held-out interactions (later than training), CSV or Parquet.",
+)
+@click.option("--listings", type=click.Path(), help="Catalogue to rank (default: training's).")
+@click.option("-k", "ks", default="10,20", show_default=True, help="Cut-offs, comma-separated.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_user_errors
+def evaluate(
+    model_dir: str, interactions: str, listings: str | None, ks: str, as_json: bool
+) -> None:
+    """Recall, NDCG, HitRate, MRR and coverage, overall and for warm and cold listings."""
+    cutoffs = tuple(int(k) for k in ks.split(","))
+    report = _load(model_dir).evaluate(interactions, listings=listings, ks=cutoffs)
+    if as_json:
+        click.echo(json.dumps(report, default=str))
+        return
+    click.echo(format_report(report, cutoffs))
+
+
+def format_report(report: dict, ks: tuple[int, ...]) -> str:
+    """Metrics per part (overall, warm, cold) as a plain-text table."""
+    names = ["recall", "ndcg", "hitrate", "mrr", "coverage"]
+    rows = []
+    for part in ("overall", "warm", "cold"):
+        if part in report:
+            row = {"part": part, "users": report[part]["users"]}
+            row |= {f"{n}@{k}": round(report[part][f"{n}@{k}"], 4) for k in ks for n in names}
+            rows.append(row)
+    counts = ", ".join(f"{k}: {v:,}" for k, v in report["counts"].items())
+    return format_table(rows) + "\n" + counts
 
 
 def _load(model_dir: str):  # noqa: ANN202 - the Recommender, imported lazily for a fast --help
@@ -240,19 +357,6 @@ def _match_id_types(raw: tuple[str, ...], known) -> list:  # noqa: ANN001
     if pd.api.types.is_integer_dtype(pd.Index(known).dtype):
         return [int(v) if v.lstrip("-").isdigit() else v for v in raw]
     return list(raw)
-
-
-def _warn_unknown_catalogue(recommender, listings: str | None) -> None:  # noqa: ANN001
-    if listings is None:
-        return
-    _, unknown = recommender.catalogue(listings)
-    if unknown:
-        shown = ", ".join(map(str, unknown[:5])) + (" ..." if len(unknown) > 5 else "")
-        click.echo(
-            f"note: {len(unknown):,} listing(s) in {listings} are unknown to the model "
-            f"and not searched: {shown}",
-            err=True,
-        )
 
 
 def _print_results(results: list[dict], as_json: bool, reference_key: str) -> None:
@@ -345,3 +449,121 @@ def demo(cache: str, seed: int) -> None:
         f"same segment ({origin['segment']}): {same_segment:.0%} "
         f"(random listings: {np.mean(sample['segment'] == origin['segment']):.0%})"
     )
+
+
+# ---------------------------------------------------------------------------- maps
+@main.command()
+@click.argument("model_dir", type=click.Path())
+@click.option(
+    "--out",
+    "out_file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help=".html (interactive, self-contained) or .png (static).",
+)
+@click.option(
+    "--method", type=click.Choice(["pca", "tsne", "umap"]), default="pca", show_default=True
+)
+@click.option("--color", help="Listing field to colour by (make, segment, price, region, ...).")
+@click.option(
+    "--sample",
+    type=click.IntRange(1),
+    default=50_000,
+    show_default=True,
+    help="Most listings to project.",
+)
+@click.option("--listings", type=click.Path(), help="Catalogue to draw (default: training's).")
+@click.option(
+    "--similar-to",
+    "similar_to",
+    help="Draw this listing and its neighbours on a map of Germany instead.",
+)
+@click.option(
+    "-k",
+    type=click.IntRange(1, 1000),
+    default=10,
+    show_default=True,
+    help="Neighbours for --similar-to.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@_user_errors
+def plot(
+    model_dir: str,
+    out_file: str,
+    method: str,
+    color: str | None,
+    sample: int,
+    listings: str | None,
+    similar_to: str | None,
+    k: int,
+    seed: int,
+) -> None:
+    """Map the listing embeddings in 2D (PCA, t-SNE, UMAP), or a listing's neighbours."""
+    from embedrec.viz import plot_neighbours_map, plot_projection, project
+
+    recommender = _load(model_dir)
+    catalogue = _catalogue(recommender, listings)
+    if similar_to:
+        [query_id] = _match_id_types((similar_to,), catalogue.table["listing_id"])
+        [result] = recommender.similar([query_id], k=k, catalogue=catalogue)
+        if "error" in result:
+            raise DataError(result["error"])
+        rows = catalogue.rows_of([query_id])
+        if rows[0] < 0:
+            raise DataError(f"listing {query_id!r} is not in the catalogue")
+        [query] = catalogue.fields(rows)
+        path = plot_neighbours_map(
+            query,
+            result["results"],
+            out_file,
+            title=f"{query_id} and its {k} most similar listings",
+        )
+    else:
+        live = np.flatnonzero(catalogue.live)
+        rows, coords = project(catalogue.vectors[live], method=method, sample=sample, seed=seed)
+        table = catalogue.table.iloc[live[rows]].reset_index(drop=True)
+        path = plot_projection(
+            coords,
+            table,
+            color,
+            out_file,
+            title=f"{method.upper()} of {len(rows):,} listing embeddings",
+        )
+    click.echo(f"wrote {path}")
+
+
+@main.command("inspect")
+@click.argument("model_dir", type=click.Path())
+@click.option("--listings", type=click.Path(), help="Catalogue to inspect (default: training's).")
+@click.option("-k", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option(
+    "--sample",
+    type=click.IntRange(1),
+    default=2000,
+    show_default=True,
+    help="Query listings sampled.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@_user_errors
+def inspect_command(
+    model_dir: str, listings: str | None, k: int, sample: int, as_json: bool
+) -> None:
+    """What the embeddings encode: how often neighbours share each feature, vs random pairs."""
+    from embedrec.viz import format_inspection, inspect_embeddings
+
+    catalogue = _catalogue(_load(model_dir), listings)
+    live = np.flatnonzero(catalogue.live)
+    table = catalogue.table.iloc[live].reset_index(drop=True)
+    result = inspect_embeddings(catalogue.vectors[live], table, k=k, sample=sample)
+    click.echo(json.dumps(result, default=str) if as_json else format_inspection(result))
+
+
+def _register_serve() -> None:
+    try:
+        from embedrec.serving.command import serve_command
+    except ImportError:  # the service's extra dependencies are missing
+        return
+    main.add_command(serve_command, "serve")
+
+
+_register_serve()

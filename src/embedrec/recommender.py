@@ -26,7 +26,9 @@ from embedrec.data.prepare import Interactions, prepare, recent_listings, time_h
 from embedrec.data.schema import FeatureSpec, SchemaConfig, infer_schema
 from embedrec.evaluation.report import warm_cold_report
 from embedrec.features.pipeline import FeaturePipeline
-from embedrec.index.exact import top_k, top_k_of_scores
+from embedrec.index.catalogue import Catalogue, plain
+from embedrec.index.exact import top_k_of_scores
+from embedrec.index.filters import Filter, allowed_mask, filters_from_mapping, parse_filter
 from embedrec.models.base import RecModel
 from embedrec.models.deep import DeepHybrid
 from embedrec.models.hybrid import HybridTwoTower
@@ -40,25 +42,7 @@ MODELS: dict[str, type[RecModel]] = {
 }
 FEATURE_MODELS = ("deep", "hybrid")
 Source = str | Path | pd.DataFrame
-
-
-class Catalogue:
-    """The listings a query may return, with their vectors and fields."""
-
-    def __init__(self, table: pd.DataFrame, vectors: np.ndarray, model_rows: np.ndarray):
-        self.table = table.reset_index(drop=True)
-        self.ids = IdMap(pd.Index(self.table["listing_id"]))
-        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        norms = np.linalg.norm(self.vectors, axis=1, keepdims=True)
-        self.unit_vectors = self.vectors / np.maximum(norms, 1e-12)
-        self.model_rows = model_rows  # the model's listing index of each row, -1 if none
-
-    def __len__(self) -> int:
-        return len(self.table)
-
-    def fields(self, rows: np.ndarray) -> list[dict[str, Any]]:
-        records = self.table.iloc[rows].to_dict(orient="records")
-        return [{k: _plain(v) for k, v in record.items()} for record in records]
+FilterSpec = Sequence[str | Filter] | Mapping[str, Any] | None
 
 
 class Recommender:
@@ -70,10 +54,10 @@ class Recommender:
 
     def __init__(
         self,
-        model: str = "mf",
+        model: str = "hybrid",
         dim: int = 32,
         epochs: int = 30,
-        batch_size: int = 2048,
+        batch_size: int = 4096,
         lr: float = 0.05,
         loss: str = "softmax",
         patience: int = 3,
@@ -230,15 +214,26 @@ class Recommender:
         return self._build_catalogue(load_listings(listings))
 
     def _build_catalogue(self, table: pd.DataFrame) -> tuple[Catalogue, list]:
+        vectors, rows, known = self.embed_listings(table)
+        unknown = table.loc[~known, "listing_id"].tolist()
+        catalogue = Catalogue(table[known], vectors, rows, normalized=bool(self.model_.normalized))
+        return catalogue, unknown
+
+    def embed_listings(self, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Vectors of the listings in ``table`` that the model can embed.
+
+        Returns (vectors of the embeddable rows, their model rows (-1: new), a bool mask of
+        embeddable rows). Feature models embed every row; ``mf`` only trained listings.
+        """
+        self._check_fitted()
         rows = self.listings_.indices(table["listing_id"])
         if self.model == "mf":
             known = (rows >= 0) & (rows < self.n_trained_listings_)
-            unknown = table.loc[~known, "listing_id"].tolist()
-            table, rows = table[known], rows[known]
             with torch.no_grad():
-                vectors = self.model_.listing_vectors(torch.as_tensor(rows)).numpy()
-            return Catalogue(table, vectors, rows), unknown
-        return Catalogue(table, self._embed_table(table, rows), rows), []
+                vectors = self.model_.listing_vectors(torch.as_tensor(rows[known])).numpy()
+            return vectors, rows[known], known
+        known = np.ones(len(table), dtype=bool)
+        return self._embed_table(table, rows), rows, known
 
     def _embed_table(self, table: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
         """Vectors from features (and trained ids where ``rows`` has them), in batches."""
@@ -284,71 +279,105 @@ class Recommender:
 
     # ------------------------------------------------------------------ queries
     def similar(
-        self, listing_ids: Sequence, k: int = 10, listings: Source | None = None
+        self,
+        listing_ids: Sequence,
+        k: int = 10,
+        listings: Source | None = None,
+        filters: FilterSpec = None,
+        catalogue: Catalogue | None = None,
     ) -> list[dict[str, Any]]:
         """Top-``k`` listings by cosine similarity to each query listing.
 
         One dict per query: ``{"query", "results": [{"listing_id", "score", fields...}]}``, or
-        ``{"query", "error"}`` when the listing is unknown.
+        ``{"query", "error"}`` when the listing is unknown. ``filters`` are expressions
+        (``"price<=25000"``), Filter objects or an API-style mapping.
         """
-        catalogue, _ = self.catalogue(listings)
+        catalogue = catalogue or self.catalogue(listings)[0]
+        filters = as_filters(filters)
+        listing_ids = list(listing_ids)
+        out: list[dict[str, Any]] = [{"query": plain(q)} for q in listing_ids]
+        rows = catalogue.rows_of(listing_ids)
+        model_rows = self.listings_.indices(listing_ids) if listing_ids else rows
         queries, positions = [], []
-        out: list[dict[str, Any]] = [{"query": _plain(q)} for q in listing_ids]
-        rows = catalogue.ids.indices(list(listing_ids)) if len(listing_ids) else []
-        known_rows = self.listings_.indices(list(listing_ids)) if len(listing_ids) else []
-        for position, (row, model_row) in enumerate(zip(rows, known_rows, strict=True)):
+        for position, (row, model_row) in enumerate(zip(rows, model_rows, strict=True)):
             if row >= 0:
                 queries.append(catalogue.unit_vectors[row])
-            elif model_row >= 0:
-                with torch.no_grad():
-                    vector = self.model_.listing_vectors(torch.tensor([model_row])).numpy()[0]
-                queries.append(vector / max(np.linalg.norm(vector), 1e-12))
+            elif 0 <= model_row < self._embeddable_rows():
+                vectors, _, _ = self.embed_listings(self.listing_table_.iloc[[model_row]])
+                queries.append(vectors[0])
             else:
                 out[position]["error"] = f"unknown listing_id {listing_ids[position]!r}"
                 continue
             positions.append(position)
         if positions:
-            query_rows = np.asarray([rows[p] for p in positions])
-            exclude = _self_exclusion(query_rows, len(catalogue))
-            result_rows, scores = top_k(np.stack(queries), catalogue.unit_vectors, k, exclude)
-            for position, found, found_scores in zip(positions, result_rows, scores, strict=True):
-                out[position]["results"] = _results(catalogue, found, found_scores)
+            exclude = [rows[p : p + 1][rows[p : p + 1] >= 0] for p in positions]
+            found, scores = catalogue.search(np.stack(queries), k, True, filters, exclude)
+            for position, hits, hit_scores in zip(positions, found, scores, strict=True):
+                out[position]["results"] = _results(catalogue, hits, hit_scores)
         return out
 
+    def _embeddable_rows(self) -> int:
+        return self.n_trained_listings_ if self.model == "mf" else len(self.listings_)
+
     def recommend(
-        self, user_ids: Sequence, k: int = 10, listings: Source | None = None
+        self,
+        user_ids: Sequence,
+        k: int = 10,
+        listings: Source | None = None,
+        filters: FilterSpec = None,
+        catalogue: Catalogue | None = None,
     ) -> list[dict[str, Any]]:
         """Top-``k`` listings by score for each known user, excluding listings they have seen."""
-        catalogue, _ = self.catalogue(listings)
-        user_rows = self.users_.indices(list(user_ids)) if len(user_ids) else np.array([], int)
-        out: list[dict[str, Any]] = [{"query": _plain(u)} for u in user_ids]
-        known = np.flatnonzero(user_rows >= 0)
+        catalogue = catalogue or self.catalogue(listings)[0]
+        filters = as_filters(filters)
+        user_ids = list(user_ids)
+        user_rows = self.users_.indices(user_ids) if user_ids else np.zeros(0, dtype=np.int64)
+        out: list[dict[str, Any]] = [{"query": plain(u)} for u in user_ids]
         for position in np.flatnonzero(user_rows < 0):
             out[position]["error"] = f"unknown user_id {user_ids[position]!r}"
+        known = np.flatnonzero(user_rows >= 0)
         if len(known):
-            exclude = self._seen_in(catalogue, user_rows[known])
-            result_rows, scores = self._rank_users(catalogue, user_rows[known], k, exclude)
-            for position, found, found_scores in zip(known, result_rows, scores, strict=True):
-                out[position]["results"] = _results(catalogue, found, found_scores)
+            found, scores = self._rank_users(catalogue, user_rows[known], k, filters)
+            for position, hits, hit_scores in zip(known, found, scores, strict=True):
+                out[position]["results"] = _results(catalogue, hits, hit_scores)
         return out
 
     def _rank_users(
-        self, catalogue: Catalogue, user_rows: np.ndarray, k: int, exclude: sp.csr_matrix
+        self,
+        catalogue: Catalogue,
+        user_rows: np.ndarray,
+        k: int,
+        filters: list[Filter] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
+        seen = self._seen_in(catalogue, user_rows)
         with torch.no_grad():
             users = torch.as_tensor(user_rows)
             if self.model_.factorized:
-                return top_k(self.model_.user_vectors(users).numpy(), catalogue.vectors, k, exclude)
+                queries = self.model_.user_vectors(users).numpy()
+                exclude = [
+                    seen.indices[seen.indptr[i] : seen.indptr[i + 1]] for i in range(len(user_rows))
+                ]
+                return catalogue.search(queries, k, False, filters, exclude)
             if (catalogue.model_rows < 0).any():
                 raise DataError(
                     "model 'deep' scores only listings it was trained with; "
                     "use model 'hybrid' for new listings"
                 )
             scores = self.model_.score_matrix(users, torch.as_tensor(catalogue.model_rows))
-        return top_k_of_scores(scores.numpy(), k, exclude)
+        scores = scores.numpy()
+        blocked = ~catalogue.live
+        if filters:
+            blocked |= ~allowed_mask(filters, catalogue.table)
+        scores[:, blocked] = -np.inf
+        return top_k_of_scores(scores, k, seen)
 
     def recommend_session(
-        self, session: Sequence, k: int = 10, listings: Source | None = None
+        self,
+        session: Sequence,
+        k: int = 10,
+        listings: Source | None = None,
+        filters: FilterSpec = None,
+        catalogue: Catalogue | None = None,
     ) -> dict[str, Any]:
         """Recommendations for an anonymous visitor from the listings viewed in a session.
 
@@ -356,13 +385,13 @@ class Recommender:
         embedded from their features. Returns ``{"query", "results"}`` and, when some session
         listings are unknown, ``"unknown"``; ``"error"`` when none is known.
         """
-        catalogue, _ = self.catalogue(listings)
+        catalogue = catalogue or self.catalogue(listings)[0]
         session = list(session)
-        rows = catalogue.ids.indices(session) if session else np.array([], dtype=np.int64)
-        out: dict[str, Any] = {"query": [_plain(s) for s in session]}
+        rows = catalogue.rows_of(session)
+        out: dict[str, Any] = {"query": [plain(s) for s in session]}
         unknown = [s for s, r in zip(session, rows, strict=True) if r < 0]
         if unknown:
-            out["unknown"] = [_plain(u) for u in unknown]
+            out["unknown"] = [plain(u) for u in unknown]
         rows = rows[rows >= 0]
         if len(rows) == 0:
             out["error"] = "none of the session's listings is known"
@@ -371,13 +400,10 @@ class Recommender:
         if isinstance(self.model_, HybridTwoTower):
             with torch.no_grad():
                 query = self.model_.user_from(torch.as_tensor(pooled)).numpy()
+            cosine = False
         else:
-            query = pooled / max(float(np.linalg.norm(pooled)), 1e-12)
-        exclude = sp.csr_matrix(
-            (np.ones(len(rows), np.float32), (np.zeros(len(rows)), rows)), shape=(1, len(catalogue))
-        )
-        vectors = catalogue.vectors if self.model_.factorized else catalogue.unit_vectors
-        found, scores = top_k(query, vectors, k, exclude)
+            query, cosine = pooled, True
+        found, scores = catalogue.search(query, k, cosine, as_filters(filters), [rows])
         out["results"] = _results(catalogue, found[0], scores[0])
         return out
 
@@ -394,12 +420,12 @@ class Recommender:
         catalogue, _ = self.catalogue(listings)
         events = load_interactions(interactions, self.event_weights)
         user_rows = self.users_.indices(events["user_id"])
-        rows = catalogue.ids.indices(events["listing_id"])
+        rows = catalogue.rows_of(events["listing_id"].tolist())
         known = (user_rows >= 0) & (rows >= 0)
         users, local = np.unique(user_rows[known], return_inverse=True)
         test = sp.csr_matrix(
             (np.ones(int(known.sum()), dtype=np.float32), (local, rows[known])),
-            shape=(len(users), len(catalogue)),
+            shape=(len(users), catalogue.n_rows),
         )
         test.data[:] = 1.0
         seen = self._seen_in(catalogue, users)
@@ -411,7 +437,7 @@ class Recommender:
                 if self.model_.factorized:
                     return self.model_.user_vectors(user_batch).numpy() @ catalogue.vectors.T
                 # the deep model scores rows of its own table; others cannot be ranked
-                scores = np.full((len(batch), len(catalogue)), -np.inf, dtype=np.float32)
+                scores = np.full((len(batch), catalogue.n_rows), -np.inf, dtype=np.float32)
                 scorable = catalogue.model_rows >= 0
                 scores[:, scorable] = self.model_.score_matrix(
                     user_batch, torch.as_tensor(catalogue.model_rows[scorable])
@@ -432,13 +458,14 @@ class Recommender:
     def _seen_in(self, catalogue: Catalogue, user_rows: np.ndarray) -> sp.csr_matrix:
         """Users x catalogue rows: the listings each user interacted with."""
         to_catalogue = np.full(len(self.listings_), -1, dtype=np.int64)
-        to_catalogue[catalogue.model_rows] = np.arange(len(catalogue))
+        live = np.flatnonzero(catalogue.live & (catalogue.model_rows >= 0))
+        to_catalogue[catalogue.model_rows[live]] = live
         seen = self.seen_[user_rows].tocoo()
         columns = to_catalogue[seen.col]
         keep = columns >= 0
         return sp.csr_matrix(
             (np.ones(keep.sum(), dtype=np.float32), (seen.row[keep], columns[keep])),
-            shape=(len(user_rows), len(catalogue)),
+            shape=(len(user_rows), catalogue.n_rows),
         )
 
     # ------------------------------------------------------------------ persistence
@@ -555,13 +582,13 @@ def _in_order(table: pd.DataFrame, ids: IdMap) -> pd.DataFrame:
     return ordered
 
 
-def _self_exclusion(query_rows: np.ndarray, n_rows: int) -> sp.csr_matrix:
-    """Queries x rows: each query's own listing, so it is not its own neighbour."""
-    valid = query_rows >= 0
-    return sp.csr_matrix(
-        (np.ones(valid.sum(), dtype=np.float32), (np.flatnonzero(valid), query_rows[valid])),
-        shape=(len(query_rows), n_rows),
-    )
+def as_filters(filters: FilterSpec) -> list[Filter]:
+    """Filters from expressions, Filter objects or an API-style mapping."""
+    if not filters:
+        return []
+    if isinstance(filters, Mapping):
+        return filters_from_mapping(filters)
+    return [f if isinstance(f, Filter) else parse_filter(f) for f in filters]
 
 
 def _results(catalogue: Catalogue, rows: np.ndarray, scores: np.ndarray) -> list[dict]:
@@ -571,17 +598,6 @@ def _results(catalogue: Catalogue, rows: np.ndarray, scores: np.ndarray) -> list
         {"listing_id": record.pop("listing_id"), "score": round(float(score), 6), **record}
         for record, score in zip(records, scores[keep], strict=True)
     ]
-
-
-def _plain(value: Any) -> Any:
-    """A JSON-ready Python value (numpy scalars, timestamps and NaN converted)."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, pd.Timestamp):
-        return value.isoformat()
-    if value is pd.NaT or (isinstance(value, float) and np.isnan(value)):
-        return None
-    return value
 
 
 __all__ = ["Catalogue", "DataError", "Recommender", "load"]

@@ -1,0 +1,108 @@
+"""Request and response models of the HTTP API (they make the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ListingId = str | int
+MAX_K = 1000
+
+
+class ErrorBody(BaseModel):
+    """Every error: a message and, when one parameter or field is at fault, its name."""
+
+    error: str
+    field: str | None = None
+
+
+class ListingFields(BaseModel):
+    """A listing: its id and whatever columns the listings file has."""
+
+    model_config = ConfigDict(extra="allow")
+    listing_id: ListingId
+
+
+class ListingResult(ListingFields):
+    """One result: the listing's fields, its score and, with a location, its distance."""
+
+    score: float
+    distance_km: float | None = None
+
+
+class SimilarResponse(BaseModel):
+    query: ListingId
+    results: list[ListingResult]
+
+
+class RecommendationsResponse(BaseModel):
+    query: ListingId
+    results: list[ListingResult]
+
+
+class SessionRequest(BaseModel):
+    """An anonymous visitor: the listings they viewed, most relevant last or in any order."""
+
+    model_config = ConfigDict(extra="forbid")
+    session: list[ListingId] = Field(min_length=1, max_length=MAX_K)
+    k: int = Field(10, ge=1, le=MAX_K)
+    filters: dict[str, Any] | None = Field(
+        None,
+        description="Same keys as the query parameters: price_min, make (string or list), "
+        "near ([lat, lon] or 'lat,lon') with within_km, exclude (list of ids), ...",
+        examples=[{"price_max": 30000, "fuel": ["diesel", "petrol"]}],
+    )
+
+
+class SessionResponse(BaseModel):
+    query: list[ListingId]
+    results: list[ListingResult]
+    unknown: list[ListingId] = []
+
+
+class RandomListing(BaseModel):
+    listing_id: ListingId
+
+
+class ProjectionPoint(ListingFields):
+    x: float
+    y: float
+
+
+class ProjectionResponse(BaseModel):
+    method: str
+    points: list[ProjectionPoint]
+
+
+class WriteResponse(BaseModel):
+    """A write committed to the store (``seq``: its place in the change sequence)."""
+
+    listing_id: ListingId
+    seq: int
+    created: bool = False
+    deleted: bool = False
+
+
+class ModelInfo(BaseModel):
+    model_dir: str
+    model: str
+    version: str | None = Field(None, description="embedrec version that trained the model")
+    trained_at: str | None = None
+    generation: int = Field(description="how many reloads the store has seen")
+    listings: int = Field(description="live listings in the index")
+    loaded_at: float
+    report: dict[str, Any] = Field(description="training report, evaluation figures included")
+
+
+class ReloadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model_dir: str | None = Field(None, description="default: the directory served now")
+
+
+class Health(BaseModel):
+    status: str
+    listings: int
+    generation: int
+    seq: int
+    writable: bool

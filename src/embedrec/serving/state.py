@@ -1,0 +1,320 @@
+"""What a worker serves: a loaded model, its catalogue and the API's writes applied to it.
+
+A :class:`ServingState` is built completely before it is used and is replaced as a whole on
+reload (one reference swap in :class:`StateHolder`), so a request holds one state from start
+to finish and never sees a mix of two models. Listing writes go to the store first and reach
+the catalogue through :meth:`ServingState.catch_up`, which every worker runs before a request
+whenever the store's change sequence moved: that is how workers see each other's writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from embedrec.data.errors import DataError
+from embedrec.data.io import load_listings
+from embedrec.recommender import Recommender
+from embedrec.serving.store import Change, ListingStore
+
+log = logging.getLogger("embedrec.serving")
+
+
+@dataclass
+class Settings:
+    """Start-up settings of the service (the ``embedrec serve`` flags)."""
+
+    model_dir: str
+    listings: str | None = None
+    store: str = "embedrec-store.sqlite"
+    token: str | None = None
+    max_body_bytes: int = 64 * 1024
+    # workers started by uvicorn load the model directory recorded in the store, so a worker
+    # respawned after a reload serves the reloaded model
+    follow_store: bool = False
+
+
+@dataclass
+class Embedded:
+    """A listing validated and embedded before it is written: applied without re-embedding."""
+
+    fields: dict[str, Any]
+    table: pd.DataFrame
+    vectors: np.ndarray
+    model_rows: np.ndarray
+
+
+@dataclass
+class ServingState:
+    """One model, its catalogue and the store changes applied to it (up to ``seq``)."""
+
+    recommender: Recommender
+    catalogue: Any  # embedrec.index.catalogue.Catalogue
+    model_dir: str
+    generation: int
+    seq: int = 0
+    loaded_at: float = field(default_factory=time.time)
+    skipped: dict[Any, str] = field(default_factory=dict)  # stored listings it cannot embed
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _projections: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict, repr=False)
+
+    # ------------------------------------------------------------------ ids and listings
+    @property
+    def columns(self) -> list[str]:
+        return [c for c in self.catalogue.table.columns if c != "listing_id"]
+
+    def listing_id(self, raw: str) -> Any:
+        """The id as the catalogue stores it: an int when its ids are ints, else the string."""
+        return _typed_id(raw, self.catalogue.table["listing_id"].dtype)
+
+    def user_id(self, raw: str) -> Any:
+        return _typed_id(raw, self.recommender.users_.ids.dtype)
+
+    def listing_frame(self, listing_id: Any, fields: dict[str, Any]) -> pd.DataFrame:
+        """A validated one-row listings table with the catalogue's columns and types.
+
+        Raises DataError naming the column for unknown columns or values of the wrong type;
+        columns not given are missing values.
+        """
+        table = self.catalogue.table
+        if "listing_id" in fields and fields["listing_id"] != listing_id:
+            raise DataError(
+                f"listing_id {fields['listing_id']!r} in the body differs from the path "
+                f"({listing_id!r})",
+                column="listing_id",
+            )
+        columns = {"listing_id": pd.Series([listing_id], dtype=table["listing_id"].dtype)}
+        for name in fields:
+            if name != "listing_id" and name not in table.columns:
+                raise DataError(
+                    f"unknown field; the listings have: {', '.join(self.columns)}", column=name
+                )
+        for name in self.columns:
+            columns[name] = _column(name, fields.get(name), table[name].dtype)
+        return load_listings(pd.DataFrame(columns))
+
+    def embed(self, frame: pd.DataFrame, fields: dict[str, Any] | None = None) -> Embedded:
+        """Vectors of new listings; DataError when the model cannot embed them (``mf``)."""
+        vectors, model_rows, known = self.recommender.embed_listings(frame)
+        if not known.all():
+            raise DataError(
+                f"model {self.recommender.model!r} cannot embed listings it was not trained on; "
+                "serve a feature model (hybrid or deep) to add new listings",
+                column="listing_id",
+            )
+        return Embedded(fields or {}, frame, vectors, model_rows)
+
+    # ------------------------------------------------------------------ store changes
+    def catch_up(self, store: ListingStore, ready: dict[int, Embedded] | None = None) -> None:
+        """Apply the store's changes after ``seq``; ``ready`` holds pre-embedded writes by seq."""
+        with self._lock:
+            changes = store.changes_since(self.seq)
+            if changes:
+                self._apply(changes, ready or {})
+                self.seq = changes[-1].seq
+
+    def _apply(self, changes: list[Change], ready: dict[int, Embedded]) -> None:
+        deleted = [c.listing_id for c in changes if c.fields is None]
+        if deleted:
+            self.catalogue.remove(deleted)
+        puts = [c for c in changes if c.fields is not None]
+        frames, embedded = [], []
+        for change in puts:
+            if change.seq in ready:
+                embedded.append(ready[change.seq])
+                continue
+            try:
+                frames.append(self.listing_frame(change.listing_id, change.fields))
+            except DataError as exc:  # e.g. a reloaded model with other columns
+                self._skip(change.listing_id, exc)
+        if frames:
+            try:
+                embedded.append(self.embed(pd.concat(frames, ignore_index=True)))
+            except DataError as exc:
+                for frame in frames:
+                    self._skip(frame["listing_id"].iloc[0], exc)
+        for part in embedded:
+            self.catalogue.add(part.table, part.vectors, part.model_rows)
+
+    def _skip(self, listing_id: Any, exc: Exception) -> None:
+        self.skipped[listing_id] = str(exc)
+        log.warning("stored listing %r not served by this model: %s", listing_id, exc)
+
+    # ------------------------------------------------------------------ projection
+    def projection(self, method: str, sample: int) -> dict[str, Any]:
+        """2-D coordinates of a sample of live listing vectors, computed once per model."""
+        from embedrec.viz.projection import project
+
+        key = (method, sample)
+        if key not in self._projections:
+            live = np.flatnonzero(self.catalogue.live)
+            rows, coords = project(self.catalogue.vectors[live], method, sample, seed=0)
+            records = self.catalogue.fields(live[rows])
+            points = [
+                {"x": float(x), "y": float(y), **record}
+                for (x, y), record in zip(coords, records, strict=True)
+            ]
+            self._projections[key] = {"method": method, "points": points}
+        return self._projections[key]
+
+
+def build_state(
+    model_dir: str | Path, listings: str | None, store: ListingStore, generation: int
+) -> ServingState:
+    """Load a model directory and its catalogue, then replay every stored write into it."""
+    started = time.perf_counter()
+    recommender = Recommender.load(model_dir)
+    catalogue, unknown = recommender.catalogue(listings)
+    if unknown:
+        log.warning(
+            "%d listings of %s cannot be embedded by model %r and are not served (e.g. %r)",
+            len(unknown),
+            listings,
+            recommender.model,
+            unknown[0],
+        )
+    state = ServingState(recommender, catalogue, str(model_dir), generation)
+    state.catch_up(store)
+    log.info(
+        "loaded %s: %d listings (%d stored writes replayed) in %.1fs",
+        model_dir,
+        len(catalogue),
+        state.seq,
+        time.perf_counter() - started,
+    )
+    return state
+
+
+class StateHolder:
+    """The current state, swapped atomically; keeps it in step with the store."""
+
+    def __init__(self, settings: Settings, store: ListingStore) -> None:
+        self.settings = settings
+        self.store = store
+        head = store.head()
+        model_dir = settings.model_dir
+        if settings.follow_store and head.model_dir:
+            model_dir = head.model_dir
+        self._state = build_state(model_dir, settings.listings, store, head.generation)
+        self._reload_lock = threading.Lock()
+        self._background: threading.Thread | None = None
+        self._failed_generation = -1
+
+    @property
+    def current(self) -> ServingState:
+        return self._state
+
+    def get(self) -> ServingState:
+        """The state to serve a request with, after applying other workers' changes."""
+        state = self._state
+        head = self.store.head()
+        if head.generation > state.generation and head.model_dir:
+            self._reload_in_background(head.generation, head.model_dir)
+        if head.seq > state.seq:
+            state.catch_up(self.store)
+        return state
+
+    def write(self, state: ServingState, listing_id: Any, embedded: Embedded | None) -> int:
+        """Commit a put (``embedded``) or delete to the store, then apply it; returns seq."""
+        if embedded is None:
+            seq = self.store.delete(listing_id)
+            ready = {}
+        else:
+            seq, _ = self.store.put(listing_id, embedded.fields)
+            ready = {seq: embedded}
+        state.catch_up(self.store, ready)
+        if self._state is not state:  # swapped meanwhile: the new state must see it too
+            self._state.catch_up(self.store)
+        return seq
+
+    def reload(self, model_dir: str) -> ServingState:
+        """Build a state for ``model_dir`` off to the side, record it, swap it in."""
+        with self._reload_lock:
+            state = build_state(model_dir, self.settings.listings, self.store, -1)
+            state.generation = self.store.record_reload(model_dir)
+            state.catch_up(self.store)
+            self._state = state
+        return state
+
+    def _reload_in_background(self, generation: int, model_dir: str) -> None:
+        """Another worker reloaded: build the same model here without blocking requests."""
+        if generation == self._failed_generation:
+            return
+        with self._reload_lock:
+            if self._background is not None and self._background.is_alive():
+                return
+            if self._state.generation >= generation:
+                return
+
+            def run() -> None:
+                try:
+                    state = build_state(model_dir, self.settings.listings, self.store, generation)
+                except Exception:  # noqa: BLE001 - keep serving the old model, say why
+                    log.exception("reload of %s (generation %d) failed", model_dir, generation)
+                    self._failed_generation = generation
+                    return
+                with self._reload_lock:
+                    if state.generation > self._state.generation:
+                        state.catch_up(self.store)
+                        self._state = state
+
+            self._background = threading.Thread(target=run, name="embedrec-reload", daemon=True)
+            self._background.start()
+
+
+def _typed_id(raw: str, dtype: Any) -> Any:
+    if pd.api.types.is_integer_dtype(dtype):
+        text = raw.strip()
+        if text.lstrip("-").isdigit() and len(text) < 19:
+            return int(text)
+    return raw
+
+
+def _column(name: str, value: Any, dtype: Any) -> pd.Series:
+    """One value as a one-row column of the catalogue's type; DataError when it cannot be."""
+    if value is None:
+        if pd.api.types.is_integer_dtype(dtype) or pd.api.types.is_float_dtype(dtype):
+            return pd.Series([np.nan], dtype=np.float64)
+        if isinstance(dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(dtype):
+            return pd.Series([pd.NaT], dtype=dtype)
+        return pd.Series([None], dtype=dtype if pd.api.types.is_string_dtype(dtype) else object)
+    if pd.api.types.is_bool_dtype(dtype):
+        if not isinstance(value, bool):
+            raise DataError(f"expected true or false, got {value!r}", column=name)
+        return pd.Series([value], dtype=bool)
+    if pd.api.types.is_numeric_dtype(dtype):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise DataError(f"expected a number, got {value!r}", column=name)
+        if not math.isfinite(value):
+            raise DataError(f"expected a finite number, got {value!r}", column=name)
+        if pd.api.types.is_integer_dtype(dtype) and isinstance(value, int):
+            if abs(value) >= 2**63:
+                raise DataError(f"number out of range: {value}", column=name)
+            return pd.Series([value], dtype=np.int64)
+        return pd.Series([float(value)], dtype=np.float64)
+    if isinstance(dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(dtype):
+        if not isinstance(value, str):
+            raise DataError(f"expected an ISO-8601 date-time string, got {value!r}", column=name)
+        try:
+            stamp = pd.Timestamp(value)
+            if stamp is pd.NaT:
+                raise ValueError(value)
+            tz = getattr(dtype, "tz", None)
+            if tz is not None:
+                stamp = stamp.tz_localize(tz) if stamp.tzinfo is None else stamp.tz_convert(tz)
+            elif stamp.tzinfo is not None:
+                stamp = stamp.tz_convert(None)
+            return pd.Series([stamp], dtype=dtype)
+        except (ValueError, OverflowError, TypeError):
+            raise DataError(f"cannot parse date-time {value!r}", column=name) from None
+    if not isinstance(value, str):
+        raise DataError(f"expected a string, got {value!r}", column=name)
+    return pd.Series([value], dtype=dtype if pd.api.types.is_string_dtype(dtype) else object)

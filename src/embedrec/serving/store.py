@@ -1,0 +1,143 @@
+"""The durable store of listings written through the API (SQLite, WAL, synchronous=FULL).
+
+One row per listing id holds its latest state: the JSON fields of a PUT, or NULL for a
+DELETE (a tombstone, so deleting a listing of the model's catalogue survives a restart).
+Every write takes the next value of a store-wide change sequence, so a worker that applied
+changes up to ``seq`` catches up with ``changes_since(seq)``. Reloads are recorded the same
+way (a generation number and the model directory), so every worker reloads.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS listings (
+    listing_id TEXT PRIMARY KEY,  -- json.dumps of the id, so 7 and "7" stay different
+    seq INTEGER NOT NULL,
+    fields TEXT,                  -- JSON object; NULL: deleted
+    written_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS listings_seq ON listings (seq);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
+INSERT OR IGNORE INTO meta VALUES ('seq', 0), ('generation', 0), ('model_dir', NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Change:
+    """The latest state of one listing: ``fields`` None means deleted."""
+
+    seq: int
+    listing_id: Any
+    fields: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Head:
+    """Where the store stands: last change sequence, reload generation and its model dir."""
+
+    seq: int
+    generation: int
+    model_dir: str | None
+
+
+class ListingStore:
+    """Listings written through the API; safe to share between threads and processes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # one connection per store object, serialised by a lock: SQLite calls are short
+        self._db = sqlite3.connect(
+            self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit is on disk before we answer, even if the machine loses power
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def head(self) -> Head:
+        """The current sequence and generation: one cheap query, run before each request."""
+        with self._lock:
+            rows = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        return Head(int(rows["seq"]), int(rows["generation"]), rows["model_dir"])
+
+    def put(self, listing_id: Any, fields: dict[str, Any]) -> tuple[int, bool]:
+        """Store a listing's fields; returns (seq, whether the id was new or deleted)."""
+        return self._write(listing_id, json.dumps(fields, allow_nan=False))
+
+    def delete(self, listing_id: Any) -> int:
+        """Record that a listing is gone; returns its seq."""
+        return self._write(listing_id, None)[0]
+
+    def _write(self, listing_id: Any, fields: str | None) -> tuple[int, bool]:
+        key = json.dumps(listing_id)
+        with self._lock:
+            # IMMEDIATE takes the write lock first, so sequence numbers commit in order
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                seq = self._db.execute(
+                    "UPDATE meta SET value = value + 1 WHERE key = 'seq' RETURNING value"
+                ).fetchone()[0]
+                before = self._db.execute(
+                    "SELECT fields IS NOT NULL FROM listings WHERE listing_id = ?", (key,)
+                ).fetchone()
+                self._db.execute(
+                    "INSERT INTO listings VALUES (?, ?, ?, ?) ON CONFLICT (listing_id) DO "
+                    "UPDATE SET seq = excluded.seq, fields = excluded.fields, "
+                    "written_at = excluded.written_at",
+                    (key, seq, fields, time.time()),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return int(seq), not (before and before[0])
+
+    def changes_since(self, seq: int) -> list[Change]:
+        """The latest state of every listing changed after ``seq``, in sequence order."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, listing_id, fields FROM listings WHERE seq > ? ORDER BY seq", (seq,)
+            ).fetchall()
+        return [
+            Change(int(s), json.loads(i), json.loads(f) if f is not None else None)
+            for s, i, f in rows
+        ]
+
+    def record_reload(self, model_dir: str) -> int:
+        """Record a reload so every worker applies it; returns the new generation."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                generation = self._db.execute(
+                    "UPDATE meta SET value = value + 1 WHERE key = 'generation' RETURNING value"
+                ).fetchone()[0]
+                self._db.execute("UPDATE meta SET value = ? WHERE key = 'model_dir'", (model_dir,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return int(generation)
+
+    def counts(self) -> dict[str, int]:
+        """How many stored listings are live and how many are tombstones."""
+        with self._lock:
+            live, dead = self._db.execute(
+                "SELECT count(fields), count(*) - count(fields) FROM listings"
+            ).fetchone()
+        return {"live": int(live), "deleted": int(dead)}
