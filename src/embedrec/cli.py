@@ -567,3 +567,7 @@ def _register_serve() -> None:
 
 
 _register_serve()
+
+
+if __name__ == "__main__":
+    main()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,19 @@ MODELS: dict[str, type[RecModel]] = {
 FEATURE_MODELS = ("deep", "hybrid")
 Source = str | Path | pd.DataFrame
 FilterSpec = Sequence[str | Filter] | Mapping[str, Any] | None
+
+
+@dataclass
+class EvaluationTask:
+    """What ``evaluate`` ranks: users (model rows), their training listings (``seen``) and
+    held-out ones (``test``) as users x catalogue-row matrices, and which rows are cold."""
+
+    catalogue: Catalogue
+    users: np.ndarray
+    seen: sp.csr_matrix
+    test: sp.csr_matrix
+    cold: np.ndarray
+    counts: dict[str, int]
 
 
 class Recommender:
@@ -417,6 +431,16 @@ class Recommender:
         ``cold`` ones (never seen in training, embedded from features), with ``counts`` of what
         was evaluated and skipped.
         """
+        task = self.evaluation_task(interactions, listings)
+        report = warm_cold_report(self.scorer(task), task.seen, task.test, task.cold, ks)
+        report["counts"] = task.counts
+        return report
+
+    def evaluation_task(
+        self, interactions: Source, listings: Source | None = None
+    ) -> EvaluationTask:
+        """Held-out interactions as matrices over (known users) x (catalogue rows), so that
+        any scorer (ours or a baseline) is evaluated on exactly the same task."""
         catalogue, _ = self.catalogue(listings)
         events = load_interactions(interactions, self.event_weights)
         user_rows = self.users_.indices(events["user_id"])
@@ -428,12 +452,25 @@ class Recommender:
             shape=(len(users), catalogue.n_rows),
         )
         test.data[:] = 1.0
-        seen = self._seen_in(catalogue, users)
         cold = (catalogue.model_rows < 0) | (catalogue.model_rows >= self.n_trained_listings_)
+        counts = {
+            "events": len(events),
+            "events_skipped_unknown_user": int((user_rows < 0).sum()),
+            "events_skipped_not_in_catalogue": int((rows < 0).sum()),
+            "users": len(users),
+            "catalogue": len(catalogue),
+            "cold_listings": int(cold.sum()),
+        }
+        seen = self._seen_in(catalogue, users)
+        return EvaluationTask(catalogue, users, seen, test, cold, counts)
+
+    def scorer(self, task: EvaluationTask) -> Callable[[np.ndarray], np.ndarray]:
+        """Scores of this model for rows of ``task.users``, over the task's catalogue."""
+        catalogue = task.catalogue
 
         def score(batch: np.ndarray) -> np.ndarray:
             with torch.no_grad():
-                user_batch = torch.as_tensor(users[batch])
+                user_batch = torch.as_tensor(task.users[batch])
                 if self.model_.factorized:
                     return self.model_.user_vectors(user_batch).numpy() @ catalogue.vectors.T
                 # the deep model scores rows of its own table; others cannot be ranked
@@ -444,16 +481,7 @@ class Recommender:
                 ).numpy()
                 return scores
 
-        report = warm_cold_report(score, seen, test, cold, ks)
-        report["counts"] = {
-            "events": len(events),
-            "events_skipped_unknown_user": int((user_rows < 0).sum()),
-            "events_skipped_not_in_catalogue": int((rows < 0).sum()),
-            "users": len(users),
-            "catalogue": len(catalogue),
-            "cold_listings": int(cold.sum()),
-        }
-        return report
+        return score
 
     def _seen_in(self, catalogue: Catalogue, user_rows: np.ndarray) -> sp.csr_matrix:
         """Users x catalogue rows: the listings each user interacted with."""

@@ -103,7 +103,9 @@ class HybridTwoTower(RecModel):
         ids = torch.where(has_id, id_rows, torch.full_like(id_rows, self.n_trained_listings))
         id_vectors = self.listing_id(ids) * has_id.unsqueeze(1)
         hidden = torch.cat([self.features(features), id_vectors], dim=1)
-        return F.normalize(self.listing_mlp(hidden), dim=1)
+        # the id embedding also enters directly, as in plain matrix factorisation, so warm
+        # listings keep MF's precision while the MLP carries what features say
+        return F.normalize(self.listing_mlp(hidden) + id_vectors, dim=1)
 
     def listing_vectors(self, listings: torch.Tensor) -> torch.Tensor:
         return self.embed_features(index_batch(self.catalogue, listings), listings)
@@ -127,7 +129,8 @@ class HybridTwoTower(RecModel):
         if self.training and self.id_dropout > 0:
             keep &= torch.rand(n, device=pooled.device) >= self.id_dropout / 2
         id_vectors = self.user_id(users) * keep.unsqueeze(1)
-        return F.normalize(self.user_mlp(torch.cat([id_vectors, pooled], dim=1)), dim=1)
+        hidden = torch.cat([id_vectors, pooled], dim=1)
+        return F.normalize(self.user_mlp(hidden) + id_vectors + pooled, dim=1)
 
     def pooled_history(self, rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Mean of the listing vectors of ``rows`` where ``mask`` (cached per epoch)."""

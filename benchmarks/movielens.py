@@ -1,0 +1,641 @@
+"""Recommendation quality on MovieLens-100k: embedrec's models against the usual peers.
+
+    python benchmarks/movielens.py                       # full run, ~15-25 min on 1 thread
+    python benchmarks/movielens.py --smoke               # seconds; 50 users, or synthetic data
+    python benchmarks/movielens.py --out docs/benchmarks-movielens.md --json results.json
+
+Install the peers first (the ``bench`` extra brings implicit; LightFM 1.17 does not build
+through PEP 517, so it needs a legacy build by pip 25.2, run from a throwaway location so the
+venv's own pip stays as it is):
+
+    .venv/bin/pip install -e '.[bench]'
+    .venv/bin/python -m pip install --target /tmp/pip252 pip==25.2
+    PYTHONPATH=/tmp/pip252 .venv/bin/python -m pip install \
+        --no-use-pep517 --no-build-isolation lightfm==1.17
+
+(the legacy build needs cython, numpy, scipy and setuptools already in the venv). A peer that
+is not installed is reported as such and skipped.
+
+Protocol (see ``embedrec.datasets.movielens``): positives are ratings >= 4; per user, the last
+fifth of their positives by (timestamp, item id) is the test (users with >= 5 positives), and
+validation is carved out of train by the same rule. Every method is tuned on validation only
+(a grid of at most 8 configurations, chosen by NDCG@10), refit on train with the chosen
+configuration and evaluated once on test: Recall, NDCG, HitRate and Coverage at 10 over the
+full catalogue (all 1,682 films) with training items excluded. Cold start: a fifth of the items
+with >= 5 positives (``default_rng(42)``) lose all their interactions; every user's positives
+on them are the test, ranked among those items only, which models know only by genres and
+release year. Cold runs reuse the configuration chosen on the warm validation split.
+
+Our models go through the public ``Recommender`` with ``validation_fraction=0``: its own
+early stopping holds out the globally latest interactions, which is not this protocol's
+validation, so the number of epochs is a grid parameter chosen on the protocol's validation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from threadpoolctl import threadpool_limits
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from embedrec.datasets.movielens import (  # noqa: E402
+    ProtocolSplit,
+    is_cached,
+    load_movielens_100k,
+    movielens_protocol_split,
+)
+from embedrec.evaluation import EASE, ItemKNN, Popularity, evaluate_scorer  # noqa: E402
+from embedrec.recommender import Recommender  # noqa: E402
+
+ScoreFn = Callable[[np.ndarray], np.ndarray]
+K = 10
+SELECT = f"ndcg@{K}"
+RESULTS_START = "<!-- results:start -->"
+RESULTS_END = "<!-- results:end -->"
+
+
+# ---------------------------------------------------------------------- data in index form
+@dataclass
+class Context:
+    """What every method sees: the id universe, item features and run settings."""
+
+    users: pd.Index  # every user id, sorted: row u of every matrix
+    items: pd.Index  # every film id, sorted: column i of every matrix (the full catalogue)
+    item_table: pd.DataFrame  # listing_id, genres, year in ``items`` order
+    threads: int = 1
+    seed: int = 0
+    smoke: bool = False
+    _features: sp.csr_matrix | None = field(default=None, repr=False)
+
+    def csr(self, frame: pd.DataFrame) -> sp.csr_matrix:
+        """Users x items binary matrix of ``frame``'s (user_id, listing_id) pairs."""
+        rows = self.users.get_indexer(frame["user_id"])
+        cols = self.items.get_indexer(frame["listing_id"])
+        matrix = sp.csr_matrix(
+            (np.ones(len(rows), dtype=np.float32), (rows, cols)),
+            shape=(len(self.users), len(self.items)),
+        )
+        matrix.data[:] = 1.0
+        return matrix
+
+    def feature_matrix(self) -> sp.csr_matrix:
+        """One-hot genres and release decade per item (the only cold-start information)."""
+        if self._features is None:
+            genres = self.item_table["genres"].str.get_dummies(sep="|").add_prefix("genre:")
+            decade = (self.item_table["year"] // 10 * 10).map(
+                lambda y: "decade:unknown" if pd.isna(y) else f"decade:{int(y)}"
+            )
+            onehot = pd.concat([genres, pd.get_dummies(decade)], axis=1).astype(np.float32)
+            self._features = sp.csr_matrix(onehot.to_numpy())
+        return self._features
+
+
+# ---------------------------------------------------------------------- methods
+Fit = Callable[[Context, pd.DataFrame, dict[str, Any]], ScoreFn]
+
+
+@dataclass
+class Method:
+    name: str
+    fit: Fit
+    grid: list[dict[str, Any]]
+    warm: bool = True
+    cold: bool = False
+    missing: str | None = None  # why it cannot run (a package not installed)
+
+
+def grid(**axes: list[Any]) -> list[dict[str, Any]]:
+    """Every combination of the axes' values, in order."""
+    combos: list[dict[str, Any]] = [{}]
+    for name, values in axes.items():
+        combos = [{**c, name: v} for c in combos for v in values]
+    return combos
+
+
+def fit_popularity(ctx: Context, train: pd.DataFrame, params: dict[str, Any]) -> ScoreFn:
+    return Popularity().fit(ctx.csr(train)).score
+
+
+def fit_itemknn(ctx: Context, train: pd.DataFrame, params: dict[str, Any]) -> ScoreFn:
+    return ItemKNN(**params).fit(ctx.csr(train)).score
+
+
+def fit_ease(ctx: Context, train: pd.DataFrame, params: dict[str, Any]) -> ScoreFn:
+    return EASE(**params).fit(ctx.csr(train)).score
+
+
+def _factor_scorer(users: np.ndarray, items: np.ndarray, bias: np.ndarray | None = None):
+    def score(batch: np.ndarray) -> np.ndarray:
+        scores = users[batch] @ items.T
+        return scores if bias is None else scores + bias[None, :]
+
+    return score
+
+
+def fit_als(ctx: Context, train: pd.DataFrame, params: dict[str, Any]) -> ScoreFn:
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    model = AlternatingLeastSquares(
+        **params, random_state=ctx.seed, num_threads=ctx.threads, calculate_training_loss=False
+    )
+    model.fit(ctx.csr(train), show_progress=False)
+    return _factor_scorer(np.asarray(model.user_factors), np.asarray(model.item_factors))
+
+
+def fit_bpr(ctx: Context, train: pd.DataFrame, params: dict[str, Any]) -> ScoreFn:
+    from implicit.cpu.bpr import BayesianPersonalizedRanking
+
+    model = BayesianPersonalizedRanking(**params, random_state=ctx.seed, num_threads=ctx.threads)
+    model.fit(ctx.csr(train), show_progress=False)
+    # the item factors carry the item bias in their last column, the user factors a 1 there
+    return _factor_scorer(np.asarray(model.user_factors), np.asarray(model.item_factors))
+
+
+def _fit_lightfm(
+    ctx: Context, train: pd.DataFrame, params: dict[str, Any], features: bool
+) -> ScoreFn:
+    """LightFM WARP trained on the items that have training interactions.
+
+    Item feature rows: an identity column for each trained item, plus (``features``) genres
+    and decade; rows are normalised to sum 1, as LightFM's Dataset does. Items without
+    training interactions get features only, or (no features) score -inf. Training on the
+    trained columns only keeps WARP from sampling the held-out cold items as negatives.
+    """
+    from lightfm import LightFM
+
+    matrix = ctx.csr(train)
+    trained = np.flatnonzero(np.asarray(matrix.sum(axis=0)).ravel() > 0)
+    n_items = len(ctx.items)
+    identity = sp.csr_matrix(
+        (np.ones(len(trained), dtype=np.float32), (trained, np.arange(len(trained)))),
+        shape=(n_items, len(trained)),
+    )
+    blocks = [identity, ctx.feature_matrix()] if features else [identity]
+    item_features = sp.hstack(blocks, format="csr", dtype=np.float32)
+    sums = np.asarray(item_features.sum(axis=1)).ravel()
+    item_features = sp.diags(1.0 / np.maximum(sums, 1e-12)).astype(np.float32) @ item_features
+    item_features = sp.csr_matrix(item_features, dtype=np.float32)
+    params = dict(params)
+    epochs = params.pop("epochs")
+    model = LightFM(loss="warp", random_state=ctx.seed, **params)
+    model.fit(
+        matrix[:, trained].tocoo(),
+        item_features=item_features[trained],
+        epochs=epochs,
+        num_threads=ctx.threads,
+    )
+    item_bias, item_vectors = model.get_item_representations(item_features)
+    _, user_vectors = model.get_user_representations()
+    bias = item_bias.astype(np.float32)
+    if not features:
+        known = np.zeros(n_items, dtype=bool)
+        known[trained] = True
+        bias = np.where(known, bias, -np.inf).astype(np.float32)
+    return _factor_scorer(user_vectors, item_vectors, bias)
+
+
+def fit_lightfm(ctx: Context, train: pd.DataFrame, params: dict[str, Any]) -> ScoreFn:
+    return _fit_lightfm(ctx, train, params, features=False)
+
+
+def fit_lightfm_features(ctx: Context, train: pd.DataFrame, params: dict[str, Any]) -> ScoreFn:
+    return _fit_lightfm(ctx, train, params, features=True)
+
+
+def fit_feature_profile(ctx: Context, train: pd.DataFrame, params: dict[str, Any]) -> ScoreFn:
+    """Content kNN: cosine between a user's mean training feature vector and each film's."""
+    features = ctx.feature_matrix()
+    unit = sp.diags(1.0 / np.sqrt(np.maximum(features.multiply(features).sum(1).A1, 1e-12)))
+    items = np.asarray((unit @ features).todense(), dtype=np.float32)
+    profiles = np.asarray(ctx.csr(train) @ items, dtype=np.float32)
+    profiles /= np.maximum(np.linalg.norm(profiles, axis=1, keepdims=True), 1e-12)
+    return _factor_scorer(profiles, items)
+
+
+def fit_feature_popularity(
+    ctx: Context, train: pd.DataFrame, params: dict[str, Any]
+) -> ScoreFn:
+    """Popularity predicted from features: a ridge fit of log(1 + count) on genres + decade."""
+    from sklearn.linear_model import Ridge
+
+    counts = np.asarray(ctx.csr(train).sum(axis=0)).ravel()
+    features = ctx.feature_matrix()
+    trained = counts > 0
+    model = Ridge(alpha=1.0).fit(features[trained], np.log1p(counts[trained]))
+    predicted = model.predict(features).astype(np.float32)
+    return lambda batch: np.tile(predicted, (len(batch), 1))
+
+
+def fit_recommender(model: str) -> Fit:
+    """A Fit running ``Recommender(model=...)`` and scoring with its own vectors."""
+
+    def fit(ctx: Context, train: pd.DataFrame, params: dict[str, Any]) -> ScoreFn:
+        rec = Recommender(
+            model=model,
+            validation_fraction=0.0,  # epochs are tuned on the protocol's validation split
+            seed=ctx.seed,
+            device="cpu",
+            progress=False,
+            log=None,
+            **params,
+        )
+        rec.fit(train[["user_id", "listing_id", "timestamp"]], ctx.item_table)
+        return recommender_scorer(rec, ctx)
+
+    return fit
+
+
+def recommender_scorer(rec: Recommender, ctx: Context) -> ScoreFn:
+    """Scores of context users against every context item, from a fitted Recommender.
+
+    The catalogue holds every item of ``ctx.item_table``; ``mf`` embeds only trained items, so
+    the rest score -inf (ranked last). Feature models embed never-trained items from features.
+    """
+    catalogue, _ = rec.catalogue()
+    columns = catalogue.rows_of(list(ctx.items))
+    present = np.flatnonzero(columns >= 0)
+    user_rows = rec.users_.indices(ctx.users)
+    model = rec.model_
+    factorized = model.factorized
+    vectors = catalogue.vectors[columns[present]]
+    model_rows = torch.as_tensor(catalogue.model_rows[columns[present]])
+
+    def score(batch: np.ndarray) -> np.ndarray:
+        rows = user_rows[batch]
+        if (rows < 0).any():
+            raise ValueError("a user to score has no training interactions")
+        out = np.full((len(batch), len(ctx.items)), -np.inf, dtype=np.float32)
+        with torch.no_grad():
+            users = torch.as_tensor(rows)
+            if factorized:
+                out[:, present] = model.user_vectors(users).numpy() @ vectors.T
+            else:
+                out[:, present] = model.score_matrix(users, model_rows).numpy()
+        return out
+
+    return score
+
+
+def methods(smoke: bool) -> list[Method]:
+    """Every method with its tuning grid (at most 8 configurations each)."""
+    full = not smoke
+    epochs = [20, 40] if full else [2]
+    ours = grid(dim=[32, 64] if full else [16], lr=[0.05, 0.1] if full else [0.05], epochs=epochs)
+    out = [
+        Method("popularity", fit_popularity, [{}]),
+        Method(
+            "item-kNN",
+            fit_itemknn,
+            grid(neighbours=[50, 100, 200], shrink=[0.0, 10.0]) if full else [{}],
+        ),
+        Method(
+            "EASE",
+            fit_ease,
+            grid(l2=[50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0]) if full else [{}],
+        ),
+        Method(
+            "ALS (implicit)",
+            fit_als,
+            grid(factors=[32, 64], regularization=[0.01, 0.1], alpha=[1.0, 10.0], iterations=[20])
+            if full
+            else [{"factors": 8, "iterations": 2}],
+        ),
+        Method(
+            "BPR (implicit)",
+            fit_bpr,
+            grid(factors=[32, 64], learning_rate=[0.01, 0.05], iterations=[100, 300])
+            if full
+            else [{"factors": 8, "iterations": 2}],
+        ),
+        Method(
+            "LightFM WARP",
+            fit_lightfm,
+            grid(no_components=[32, 64], learning_rate=[0.02, 0.05], epochs=[20, 50])
+            if full
+            else [{"no_components": 8, "epochs": 2}],
+        ),
+        Method(
+            "LightFM WARP + features",
+            fit_lightfm_features,
+            grid(no_components=[32, 64], learning_rate=[0.02, 0.05], epochs=[20, 50])
+            if full
+            else [{"no_components": 8, "epochs": 2}],
+            cold=True,
+        ),
+        Method("feature profile (content kNN)", fit_feature_profile, [{}], warm=False, cold=True),
+        Method("feature popularity (ridge)", fit_feature_popularity, [{}], warm=False, cold=True),
+        Method("embedrec mf", fit_recommender("mf"), ours),
+        Method("embedrec deep", fit_recommender("deep"), ours, cold=True),
+        Method("embedrec hybrid", fit_recommender("hybrid"), ours, cold=True),
+    ]
+    for method in out:
+        module = {"ALS": "implicit", "BPR": "implicit", "LightFM": "lightfm"}.get(
+            method.name.split()[0]
+        )
+        if module:
+            try:
+                __import__(module)
+            except ImportError:
+                method.missing = f"{module} is not installed (see benchmarks/movielens.py)"
+    return out
+
+
+# ---------------------------------------------------------------------- running
+def evaluate(
+    ctx: Context,
+    method: Method,
+    params: dict[str, Any],
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    candidates: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Fit on ``train`` and rank for ``test`` users (training items excluded)."""
+    torch.manual_seed(ctx.seed)
+    started = time.perf_counter()
+    score = method.fit(ctx, train, params)
+    seconds = time.perf_counter() - started
+    metrics = evaluate_scorer(score, ctx.csr(train), ctx.csr(test), ks=(K,), candidates=candidates)
+    return {**metrics, "fit_seconds": seconds}
+
+
+def tune(
+    ctx: Context, method: Method, split: ProtocolSplit, log: Callable[[str], None]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The grid point with the best validation NDCG@10 (first one on ties), and every trial."""
+    trials = []
+    for params in method.grid:
+        result = evaluate(ctx, method, params, split.valid_train, split.valid)
+        trials.append({"params": params, **result})
+        log(f"  valid {method.name:32s} {params}  ndcg@10 {result[SELECT]:.4f}")
+    best = max(range(len(trials)), key=lambda i: (trials[i][SELECT], -i))
+    return trials[best]["params"], trials
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    log = (lambda message: print(message, file=sys.stderr, flush=True)) if args.verbose else (
+        lambda message: None
+    )
+    interactions, items, source = load_data(args)
+    split = movielens_protocol_split(interactions)
+    ctx = Context(
+        users=pd.Index(np.sort(interactions["user_id"].unique())),
+        items=pd.Index(items["listing_id"].to_numpy()),
+        item_table=items.reset_index(drop=True),
+        threads=args.threads,
+        seed=args.seed,
+        smoke=args.smoke,
+    )
+    cold_columns = ctx.items.get_indexer(split.cold_items)
+    wanted = set(args.only.split(",")) if args.only else None
+    rows = []
+    for method in methods(args.smoke):
+        if wanted and not any(w.lower() in method.name.lower() for w in wanted):
+            continue
+        row: dict[str, Any] = {"name": method.name, "warm": method.warm, "cold": method.cold}
+        if method.missing:
+            row["missing"] = method.missing
+            log(f"skip {method.name}: {method.missing}")
+            rows.append(row)
+            continue
+        started = time.perf_counter()
+        if method.warm:
+            params, trials = tune(ctx, method, split, log)
+        else:
+            params, trials = method.grid[0], []
+        row.update(params=params, trials=trials)
+        if method.warm:
+            row["test"] = evaluate(ctx, method, params, split.train, split.test)
+            log(f"test  {method.name:32s} {params}  {fmt(row['test'])}")
+        if method.cold:
+            row["cold_test"] = evaluate(
+                ctx, method, params, split.cold_train, split.cold_test, candidates=cold_columns
+            )
+            log(f"cold  {method.name:32s} {params}  {fmt(row['cold_test'])}")
+        row["total_seconds"] = time.perf_counter() - started
+        rows.append(row)
+    return {
+        "source": source,
+        "counts": counts(split, ctx),
+        "rows": rows,
+        "environment": environment(args),
+        "command": "python benchmarks/movielens.py " + " ".join(sys.argv[1:]),
+    }
+
+
+def load_data(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """MovieLens-100k; in smoke mode a 50-user subset, or synthetic data when not cached."""
+    if not args.smoke:
+        interactions, items = load_movielens_100k(args.cache_dir)
+        return interactions, items, "MovieLens-100k"
+    if is_cached(args.cache_dir):
+        interactions, items = load_movielens_100k(args.cache_dir, download=False)
+        users = np.sort(interactions["user_id"].unique())[:50]
+        return interactions[interactions["user_id"].isin(users)], items, "MovieLens-100k, 50 users"
+    return (*synthetic(), "synthetic stand-in (MovieLens not cached)")
+
+
+def synthetic(n_users: int = 60, n_items: int = 80, seed: int = 0):
+    """A MovieLens-shaped stand-in: users prefer one genre, ratings 1-5, genres and years."""
+    rng = np.random.default_rng(seed)
+    genres = np.array(["Drama", "Comedy", "Action", "Horror"])
+    item_genre = rng.integers(0, len(genres), n_items)
+    items = pd.DataFrame(
+        {
+            "listing_id": np.arange(1, n_items + 1),
+            "genres": [
+                g if rng.random() < 0.5 else f"{g}|{genres[(i + 1) % len(genres)]}"
+                for i, g in zip(item_genre, genres[item_genre], strict=True)
+            ],
+            "year": rng.integers(1950, 1999, n_items).astype(np.float64),
+        }
+    )
+    user_genre = rng.integers(0, len(genres), n_users)
+    users = np.repeat(np.arange(1, n_users + 1), 25)
+    liked = rng.random(len(users)) < 0.7
+    pool = [np.flatnonzero(item_genre == g) for g in range(len(genres))]
+    chosen = np.where(
+        liked,
+        [rng.choice(pool[user_genre[u - 1]]) for u in users],
+        rng.integers(0, n_items, len(users)),
+    )
+    interactions = pd.DataFrame(
+        {
+            "user_id": users,
+            "listing_id": chosen + 1,
+            "timestamp": 880_000_000 + rng.integers(0, 10_000_000, len(users)),
+            "rating": np.where(liked, rng.integers(4, 6, len(users)), rng.integers(1, 4, len(users)))
+            .astype(np.float64),
+        }
+    ).drop_duplicates(["user_id", "listing_id"])
+    return interactions.reset_index(drop=True), items
+
+
+def counts(split: ProtocolSplit, ctx: Context) -> dict[str, int]:
+    def size(frame: pd.DataFrame) -> str:
+        return f"{len(frame):,} positives, {frame['user_id'].nunique():,} users"
+
+    return {
+        "users": len(ctx.users),
+        "items": len(ctx.items),
+        "train": size(split.train),
+        "valid_train": size(split.valid_train),
+        "valid": size(split.valid),
+        "test": size(split.test),
+        "cold_items": len(split.cold_items),
+        "cold_train": size(split.cold_train),
+        "cold_test": size(split.cold_test),
+    }
+
+
+def environment(args: argparse.Namespace) -> dict[str, str]:
+    versions = {}
+    for package in ("embedrec", "torch", "numpy", "scipy", "pandas", "implicit", "lightfm"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "python": platform.python_version(),
+        **versions,
+        "machine": f"{cpu}, {os.cpu_count()} cores visible, {args.threads} thread(s) used",
+        "os": platform.platform(),
+    }
+
+
+# ---------------------------------------------------------------------- report
+def fmt(metrics: dict[str, Any]) -> str:
+    return "  ".join(
+        f"{name} {metrics[f'{name}@{K}']:.4f}" for name in ("recall", "ndcg", "hitrate", "coverage")
+    )
+
+
+def _params(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items()) or "(none)"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The report's tables, hyper-parameters and environment as markdown."""
+    header = (
+        f"| method | Recall@{K} | NDCG@{K} | HitRate@{K} | Coverage@{K} | fit s |\n"
+        "| --- | ---: | ---: | ---: | ---: | ---: |"
+    )
+
+    def table(key: str, flag: str) -> str:
+        lines = [header]
+        for row in results["rows"]:
+            if row.get("missing") and row[flag]:
+                lines.append(f"| {row['name']} | not installed | | | | |")
+            elif key in row:
+                m = row[key]
+                lines.append(
+                    f"| {row['name']} | {m[f'recall@{K}']:.4f} | {m[f'ndcg@{K}']:.4f} | "
+                    f"{m[f'hitrate@{K}']:.4f} | {m[f'coverage@{K}']:.4f} | "
+                    f"{m['fit_seconds']:.1f} |"
+                )
+        return "\n".join(lines)
+
+    c = results["counts"]
+    tuned = [
+        f"| {row['name']} | {len(row['trials'])} | {_params(row['params'])} | "
+        f"{max(t[SELECT] for t in row['trials']):.4f} |"
+        for row in results["rows"]
+        if row.get("trials")
+    ]
+    env = results["environment"]
+    return "\n".join(
+        [
+            f"Data: {results['source']}; {c['users']:,} users, {c['items']:,} films. "
+            f"Warm: train {c['train']}; test {c['test']} (validation: {c['valid_train']} to "
+            f"fit, {c['valid']} to score). Cold: {c['cold_items']} cold films; train "
+            f"{c['cold_train']}; test {c['cold_test']}.",
+            "",
+            "### Warm split (full catalogue, training items excluded)",
+            "",
+            table("test", "warm"),
+            "",
+            f"### Cold-start split (ranked among the {c['cold_items']} cold films only)",
+            "",
+            table("cold_test", "cold"),
+            "",
+            "fit s: seconds to fit on the (cold) training split with the chosen configuration,"
+            " scoring excluded.",
+            "",
+            "### Chosen hyper-parameters (best validation NDCG@10)",
+            "",
+            "| method | configs tried | chosen | validation NDCG@10 |",
+            "| --- | ---: | --- | ---: |",
+            *tuned,
+            "",
+            "### Environment",
+            "",
+            f"- command: `{results['command'].strip()}`",
+            f"- machine: {env['machine']}; {env['os']}",
+            "- versions: "
+            + ", ".join(f"{k} {v}" for k, v in env.items() if k not in ("machine", "os")),
+        ]
+    )
+
+
+def write_report(path: Path, body: str) -> None:
+    """Put ``body`` between the results markers of ``path``, keeping the text around them."""
+    block = f"{RESULTS_START}\n{body}\n{RESULTS_END}"
+    if path.exists():
+        text = path.read_text(encoding="utf-8")
+        if RESULTS_START in text and RESULTS_END in text:
+            before, rest = text.split(RESULTS_START, 1)
+            after = rest.split(RESULTS_END, 1)[1]
+            path.write_text(before + block + after, encoding="utf-8")
+            return
+    path.write_text(f"## MovieLens-100k\n\n{block}\n", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny run in seconds (no download)")
+    parser.add_argument("--out", type=Path, help="markdown file to write the results into")
+    parser.add_argument("--json", type=Path, help="also write every trial as JSON here")
+    parser.add_argument("--cache-dir", help="data cache (default $EMBEDREC_CACHE or ~/.cache)")
+    parser.add_argument("--only", help="comma-separated substrings of method names to run")
+    parser.add_argument("--threads", type=int, default=1, help="threads for every method")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", dest="verbose", action="store_false")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", module="implicit")
+    with threadpool_limits(args.threads):
+        results = run(args)
+    report = markdown(results)
+    print(report)
+    if args.out:
+        write_report(args.out, report)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,427 @@
+"""The HTTP API: thin routes over the Recommender and its Catalogue.
+
+``create_app(settings)`` builds the application; ``app_from_env()`` builds it from
+``EMBEDREC_*`` environment variables, for uvicorn's ``--factory`` with several workers.
+"""
+
+
+import hmac
+import logging
+import math
+import os
+import random
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import Body, Depends, FastAPI, Query, Request, Response
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from embedrec import __version__
+from embedrec.bundle import BundleError
+from embedrec.data.errors import DataError
+from embedrec.index.filters import GEO_COLUMNS, FilterError, allowed_mask, filters_from_mapping
+from embedrec.serving import schemas as s
+from embedrec.serving.metrics import CONTENT_TYPE, BodyTooLarge, Metrics, MetricsAndLimits
+from embedrec.serving.state import ServingState, Settings, StateHolder
+from embedrec.serving.store import ListingStore
+
+log = logging.getLogger("embedrec.serving")
+STATIC = Path(__file__).parent / "static"
+ERRORS = {code: {"model": s.ErrorBody} for code in (401, 403, 404, 413, 422)}
+PLACEHOLDER = (
+    "<!doctype html><title>embedrec</title><h1>embedrec</h1>"
+    "<p>The explorer page is not installed. The API is described at "
+    '<a href="/docs">/docs</a> (<a href="/openapi.json">openapi.json</a>).</p>'
+)
+# query parameters that are not filters
+NOT_FILTERS = {"k"}
+SINGLE_VALUED = {"near", "within_km"}
+
+
+class ApiError(Exception):
+    """An error answer: HTTP status, message and the parameter or field at fault."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.field = status, message, field
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The service for ``settings``: loads the model, replays the store, defines the routes."""
+    _limit_threads()
+    store = ListingStore(settings.store)
+    holder = StateHolder(settings, store)
+    metrics = Metrics()
+    if settings.token is None:
+        log.warning("no API token (EMBEDREC_API_TOKEN or --token-file): serving read-only")
+    app = FastAPI(
+        title="embedrec",
+        version=__version__,
+        summary="Similar listings, recommendations and cold-start listings over HTTP.",
+        responses={422: {"model": s.ErrorBody}},
+    )
+    app.state.holder = holder
+    bearer = HTTPBearer(auto_error=False, description="the API token set at start-up")
+    _add_error_handlers(app)
+
+    def state() -> ServingState:
+        return holder.get()
+
+    State = Annotated[ServingState, Depends(state)]
+
+    def writer(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
+        if settings.token is None:
+            raise ApiError(
+                403,
+                "writes are disabled: the server was started without an API token "
+                "(set EMBEDREC_API_TOKEN or --token-file)",
+                "Authorization",
+            )
+        given = credentials.credentials if credentials else ""
+        if not hmac.compare_digest(given.encode(), settings.token.encode()):
+            raise ApiError(401, "missing or wrong bearer token", "Authorization")
+
+    Writer = Depends(writer)
+    K = Annotated[int, Query(ge=1, le=s.MAX_K, description="number of results")]
+    Id = Annotated[str, PathParam(min_length=1, max_length=256)]
+
+    # ------------------------------------------------------------------ reads
+    @app.get("/v1/listings/{listing_id}/similar", responses=ERRORS)
+    def similar(
+        request: Request,
+        listing_id: Id,
+        st: State,
+        k: K = 10,
+        price_min: float | None = None,
+        price_max: float | None = None,
+        make: Annotated[list[str] | None, Query()] = None,
+        body: Annotated[list[str] | None, Query()] = None,
+        near: Annotated[str | None, Query(description="lat,lon")] = None,
+        within_km: float | None = None,
+        exclude: Annotated[str | None, Query(description="id1,id2")] = None,
+    ) -> s.SimilarResponse:
+        """Listings most similar to one listing. Any listing column filters, e.g. ``fuel=diesel``
+        (repeated or comma-separated for sets) or ``year_min=2018``."""
+        filters = _filters(st, _query_mapping(request))
+        query = st.listing_id(listing_id)
+        (answer,) = st.recommender.similar([query], k, filters=filters, catalogue=st.catalogue)
+        if "error" in answer:
+            raise ApiError(404, answer["error"], "listing_id")
+        origin = _near(filters) or _location(st, query)
+        return s.SimilarResponse(query=query, results=_distances(answer["results"], origin))
+
+    @app.get("/v1/users/{user_id}/recommendations", responses=ERRORS)
+    def recommendations(
+        request: Request,
+        user_id: Id,
+        st: State,
+        k: K = 10,
+        price_min: float | None = None,
+        price_max: float | None = None,
+        make: Annotated[list[str] | None, Query()] = None,
+        body: Annotated[list[str] | None, Query()] = None,
+        near: Annotated[str | None, Query(description="lat,lon")] = None,
+        within_km: float | None = None,
+        exclude: Annotated[str | None, Query(description="id1,id2")] = None,
+    ) -> s.RecommendationsResponse:
+        """Listings for a known user, excluding those they have seen; filters as for similar."""
+        filters = _filters(st, _query_mapping(request))
+        query = st.user_id(user_id)
+        (answer,) = st.recommender.recommend([query], k, filters=filters, catalogue=st.catalogue)
+        if "error" in answer:
+            raise ApiError(404, answer["error"], "user_id")
+        return s.RecommendationsResponse(
+            query=query, results=_distances(answer["results"], _near(filters))
+        )
+
+    @app.post("/v1/recommendations", responses=ERRORS)
+    def session_recommendations(request_body: s.SessionRequest, st: State) -> s.SessionResponse:
+        """Listings for an anonymous visitor, from the listings viewed in their session."""
+        filters = _filters(st, request_body.filters or {})
+        session = [st.listing_id(str(i)) for i in request_body.session]
+        answer = st.recommender.recommend_session(
+            session, request_body.k, filters=filters, catalogue=st.catalogue
+        )
+        if "error" in answer:
+            raise ApiError(404, answer["error"], "session")
+        return s.SessionResponse(
+            query=answer["query"],
+            results=_distances(answer["results"], _near(filters)),
+            unknown=answer.get("unknown", []),
+        )
+
+    @app.get("/v1/listings:random", responses=ERRORS)
+    @app.get("/v1/random-listing", responses=ERRORS)
+    def random_listing(st: State) -> s.RandomListing:
+        """A random live listing id."""
+        return s.RandomListing(listing_id=_random_live(st))
+
+    @app.get("/v1/listings/{listing_id}", responses=ERRORS)
+    def get_listing(listing_id: Id, st: State) -> s.ListingFields:
+        """A live listing's fields."""
+        return s.ListingFields(**_fields(st, st.listing_id(listing_id)))
+
+    @app.get("/v1/projection", responses=ERRORS)
+    def projection(
+        st: State,
+        method: Annotated[str, Query(pattern="^pca$")] = "pca",
+        sample: Annotated[int, Query(ge=3, le=100_000)] = 5000,
+    ) -> s.ProjectionResponse:
+        """2-D PCA coordinates of a sample of listing vectors (cached per model)."""
+        return s.ProjectionResponse(**st.projection(method, sample))
+
+    @app.get("/v1/model")
+    def model_info(st: State) -> s.ModelInfo:
+        """The served model: version, training date and its evaluation figures."""
+        return _model_info(st)
+
+    @app.get("/healthz")
+    def healthz(st: State) -> s.Health:
+        return s.Health(
+            status="ok",
+            listings=len(st.catalogue),
+            generation=st.generation,
+            seq=st.seq,
+            writable=settings.token is not None,
+        )
+
+    @app.get("/metrics", response_class=Response)
+    def prometheus(st: State) -> Response:
+        text = metrics.render(len(st.catalogue), st.seq, st.generation)
+        return Response(text, media_type=CONTENT_TYPE)
+
+    # ------------------------------------------------------------------ writes
+    @app.put("/v1/listings/{listing_id}", dependencies=[Writer], responses=ERRORS)
+    def put_listing(
+        listing_id: Id,
+        fields: Annotated[dict[str, Any], Body(examples=[{"make": "Nissan", "price": 23221}])],
+        response: Response,
+        st: State,
+    ) -> s.WriteResponse:
+        """Add or replace a listing; it is embedded from its features and searchable at once."""
+        typed = st.listing_id(listing_id)
+        embedded = st.embed(st.listing_frame(typed, fields), fields)
+        created = st.catalogue.rows_of([typed])[0] < 0
+        seq = holder.write(st, typed, embedded)
+        response.status_code = 201 if created else 200
+        return s.WriteResponse(listing_id=typed, seq=seq, created=created)
+
+    @app.delete("/v1/listings/{listing_id}", dependencies=[Writer], responses=ERRORS)
+    def delete_listing(listing_id: Id, st: State) -> s.WriteResponse:
+        """Remove a listing (sold): it is no longer returned."""
+        typed = st.listing_id(listing_id)
+        if not (st.catalogue.rows_of([typed]) >= 0).any():
+            raise ApiError(404, f"unknown listing_id {typed!r}", "listing_id")
+        seq = holder.write(st, typed, None)
+        return s.WriteResponse(listing_id=typed, seq=seq, deleted=True)
+
+    @app.post("/v1/admin/reload", dependencies=[Writer], responses=ERRORS)
+    def reload(request_body: s.ReloadRequest | None = None) -> s.ModelInfo:
+        """Load a model directory (default: the one served) and swap it in atomically."""
+        model_dir = (request_body.model_dir if request_body else None) or holder.current.model_dir
+        try:
+            new = holder.reload(model_dir)
+        except BundleError as exc:
+            raise ApiError(422, str(exc), "model_dir") from None
+        return _model_info(new)
+
+    # ------------------------------------------------------------------ explorer page
+    if STATIC.is_dir():
+        app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> Response:
+        page = STATIC / "index.html"
+        return FileResponse(page) if page.is_file() else HTMLResponse(PLACEHOLDER)
+
+    app.add_middleware(MetricsAndLimits, metrics=metrics, max_body=settings.max_body_bytes)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The app configured by EMBEDREC_* variables (uvicorn workers start it this way)."""
+    return create_app(settings_from_env())
+
+
+def settings_from_env() -> Settings:
+    env = os.environ
+    return Settings(
+        model_dir=env["EMBEDREC_MODEL_DIR"],
+        listings=env.get("EMBEDREC_LISTINGS") or None,
+        store=env.get("EMBEDREC_STORE", "embedrec-store.sqlite"),
+        token=env.get("EMBEDREC_API_TOKEN") or None,
+        max_body_bytes=int(env.get("EMBEDREC_MAX_BODY_BYTES", 64 * 1024)),
+        follow_store=env.get("EMBEDREC_FOLLOW_STORE") == "1",
+    )
+
+
+# ---------------------------------------------------------------------- helpers
+def _query_mapping(request: Request) -> dict[str, Any]:
+    """Filter mapping from query parameters: sets repeated or comma-separated."""
+    mapping: dict[str, Any] = {}
+    for key, value in request.query_params.multi_items():
+        if key in NOT_FILTERS:
+            continue
+        if key in SINGLE_VALUED or key.endswith(("_min", "_max")):
+            if key in mapping:
+                raise ApiError(422, "given more than once", key)
+            mapping[key] = value
+        else:
+            mapping.setdefault(key, []).extend(v.strip() for v in value.split(",") if v.strip())
+    return mapping
+
+
+def _filters(st: ServingState, mapping: dict[str, Any]) -> list:
+    """Parsed filters, checked against the catalogue's columns before any search."""
+    if not isinstance(mapping, dict):
+        raise ApiError(422, "filters must be an object", "filters")
+    filters = filters_from_mapping(mapping)
+    allowed_mask(filters, st.catalogue.table.iloc[:0])  # raises FilterError naming the field
+    return filters
+
+
+def _near(filters: list) -> tuple[float, float] | None:
+    for f in filters:
+        if getattr(f, "radius_km", None) is not None:
+            return f.lat, f.lon
+    return None
+
+
+def _location(st: ServingState, listing_id: Any) -> tuple[float, float] | None:
+    row = st.catalogue.rows_of([listing_id])
+    if row[0] < 0:
+        return None
+    record = st.catalogue.fields(row)[0]
+    for lat, lon in GEO_COLUMNS:
+        if record.get(lat) is not None and record.get(lon) is not None:
+            return float(record[lat]), float(record[lon])
+    return None
+
+
+def _distances(results: list[dict], origin: tuple[float, float] | None) -> list[dict]:
+    """Adds ``distance_km`` (great-circle) from ``origin`` to results with coordinates."""
+    if origin is None:
+        return results
+    lat0, lon0 = map(math.radians, origin)
+    for result in results:
+        for lat_name, lon_name in GEO_COLUMNS:
+            lat, lon = result.get(lat_name), result.get(lon_name)
+            if lat is not None and lon is not None:
+                result["distance_km"] = round(_haversine(lat0, lon0, lat, lon), 3)
+                break
+    return results
+
+
+def _haversine(lat0: float, lon0: float, lat: float, lon: float) -> float:
+    # per result scalar maths: the vectorised haversine_km costs more for ten points
+    lat, lon = math.radians(lat), math.radians(lon)
+    a = math.sin((lat - lat0) / 2) ** 2 + math.cos(lat0) * math.cos(lat) * math.sin(
+        (lon - lon0) / 2
+    ) ** 2
+    return 2 * 6371.0088 * math.asin(math.sqrt(min(1.0, max(0.0, a))))
+
+
+def _fields(st: ServingState, listing_id: Any) -> dict[str, Any]:
+    row = st.catalogue.rows_of([listing_id])
+    if row[0] < 0:
+        raise ApiError(404, f"unknown listing_id {listing_id!r}", "listing_id")
+    return st.catalogue.fields(row)[0]
+
+
+def _random_live(st: ServingState) -> Any:
+    live = st.catalogue.live
+    if not live.any():
+        raise ApiError(404, "the catalogue is empty", None)
+    for _ in range(32):  # rejection sampling: O(1) while most rows are live
+        row = random.randrange(len(live))
+        if live[row]:
+            break
+    else:
+        row = int(np.random.default_rng().choice(np.flatnonzero(live)))
+    return st.catalogue.fields(np.array([row]))[0]["listing_id"]
+
+
+def _model_info(st: ServingState) -> s.ModelInfo:
+    rec = st.recommender
+    manifest = getattr(rec, "manifest_", {}) or {}
+    return s.ModelInfo(
+        model_dir=st.model_dir,
+        model=rec.model,
+        version=manifest.get("embedrec_version"),
+        trained_at=manifest.get("trained_at") or rec.report_.get("trained_at"),
+        generation=st.generation,
+        listings=len(st.catalogue),
+        loaded_at=st.loaded_at,
+        report=_finite(rec.report_),
+    )
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: such figures become null."""
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, np.generic):
+        return _finite(value.item())
+    return value
+
+
+def _limit_threads() -> None:
+    """One thread per request computation: parallelism comes from requests and workers."""
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(1)
+    except ImportError:  # pragma: no cover - faiss is a dependency
+        pass
+
+
+def _error(status: int, message: str, field: str | None, headers: dict | None = None):
+    return JSONResponse({"error": message, "field": field}, status_code=status, headers=headers)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return _error(exc.status, exc.message, exc.field, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        location = [str(part) for part in first.get("loc", ()) if part not in ("query", "path")]
+        field = ".".join(location) or None
+        message = first.get("msg", "invalid request")
+        return _error(422, f"{field}: {message}" if field else message, field)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), None, getattr(exc, "headers", None))
+
+    @app.exception_handler(FilterError)
+    async def filter_error(_: Request, exc: FilterError) -> JSONResponse:
+        return _error(422, str(exc), exc.field)
+
+    @app.exception_handler(DataError)
+    async def data_error(_: Request, exc: DataError) -> JSONResponse:
+        return _error(422, exc.message if exc.column else str(exc), exc.column)
+
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(_: Request, exc: BodyTooLarge) -> JSONResponse:
+        return _error(413, "request body too large", "body")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error in %s %s", request.method, request.url.path)
+        return _error(500, f"internal error ({type(exc).__name__})", None)

@@ -1,0 +1,110 @@
+"""The ``embedrec serve`` command (registered in embedrec.cli; runnable as
+``python -m embedrec.serving.command``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from embedrec.bundle import BundleError, read_manifest
+from embedrec.data.errors import DataError
+
+TOKEN_VARIABLE = "EMBEDREC_API_TOKEN"
+
+
+@click.command("serve", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model_dir", type=click.Path(file_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Processes."
+)
+@click.option(
+    "--store",
+    default="embedrec-store.sqlite",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="SQLite file keeping the listings written through the API.",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help=f"File holding the API token for writes (or set {TOKEN_VARIABLE}). "
+    "Without a token the server is read-only.",
+)
+@click.option(
+    "--listings",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Listings file to serve instead of the training listings (new ones embedded from "
+    "their features).",
+)
+@click.option("--log-level", default="info", show_default=True)
+def serve_command(
+    model_dir: str,
+    host: str,
+    port: int,
+    workers: int,
+    store: str,
+    token_file: str | None,
+    listings: str | None,
+    log_level: str,
+) -> None:
+    """Serve MODEL_DIR over HTTP: similar listings, recommendations, listing writes."""
+    import uvicorn
+
+    from embedrec.serving.app import create_app
+    from embedrec.serving.state import Settings
+    from embedrec.serving.store import ListingStore
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    token = os.environ.get(TOKEN_VARIABLE) or None
+    if token_file:
+        token = Path(token_file).read_text().strip() or None
+    if token is None:
+        click.echo(
+            f"warning: no API token ({TOKEN_VARIABLE} or --token-file): read-only, "
+            "PUT/DELETE/reload answer 403",
+            err=True,
+        )
+    settings = Settings(
+        model_dir=model_dir,
+        listings=listings,
+        store=store,
+        token=token,
+    )
+    try:
+        if workers == 1:
+            app = create_app(settings)
+            uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+            return
+        read_manifest(model_dir)  # fail here, not in every worker
+        # the workers load what the store names: this model now, a reloaded one later
+        ListingStore(store).record_reload(str(model_dir))
+        os.environ.update(
+            EMBEDREC_MODEL_DIR=str(model_dir),
+            EMBEDREC_STORE=str(store),
+            EMBEDREC_LISTINGS=listings or "",
+            EMBEDREC_FOLLOW_STORE="1",
+        )
+        if token:
+            os.environ[TOKEN_VARIABLE] = token
+        uvicorn.run(
+            "embedrec.serving.app:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+            access_log=False,
+        )
+    except (BundleError, DataError, OSError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    serve_command()

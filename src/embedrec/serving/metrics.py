@@ -1,0 +1,134 @@
+"""Prometheus metrics: requests and latency per endpoint, index and store size.
+
+Each worker process keeps its own counters (a scrape reaches one worker); the ``worker``
+label is the process id so scrapes of different workers can be told apart.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+# latency buckets in seconds: most reads take about a millisecond, reloads seconds
+BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    """The service's metrics in a registry of their own (several apps may share a process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        worker = ("worker",)
+        self.requests = Counter(
+            "embedrec_requests",
+            "HTTP requests by endpoint, method and status",
+            ("endpoint", "method", "status", *worker),
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "embedrec_request_seconds",
+            "Request latency by endpoint",
+            ("endpoint", "method", *worker),
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.listings = Gauge(
+            "embedrec_index_listings", "Live listings in the index", worker, registry=self.registry
+        )
+        self.seq = Gauge(
+            "embedrec_store_seq", "Last store change applied", worker, registry=self.registry
+        )
+        self.generation = Gauge(
+            "embedrec_model_generation", "Reload generation served", worker, registry=self.registry
+        )
+        self.worker = str(os.getpid())
+
+    def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        self.requests.labels(endpoint, method, str(status), self.worker).inc()
+        self.latency.labels(endpoint, method, self.worker).observe(seconds)
+
+    def render(self, listings: int, seq: int, generation: int) -> bytes:
+        self.listings.labels(self.worker).set(listings)
+        self.seq.labels(self.worker).set(seq)
+        self.generation.labels(self.worker).set(generation)
+        return generate_latest(self.registry)
+
+
+class MetricsAndLimits:
+    """ASGI middleware: times every request by route and refuses bodies over ``max_body``."""
+
+    def __init__(self, app: Callable, metrics: Metrics, max_body: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body = max_body
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_status(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            declared = _content_length(scope)
+            if declared is not None and declared > self.max_body:
+                await _too_large(send_status, self.max_body)
+            else:
+                await self.app(scope, self._limited(receive), send_status)
+        finally:
+            # the route template, not the path: one series per endpoint, not per listing
+            endpoint = getattr(scope.get("route"), "path", None) or "unmatched"
+            seconds = time.perf_counter() - started
+            self.metrics.observe(endpoint, scope["method"], status["code"], seconds)
+
+    def _limited(self, receive: Callable) -> Callable:
+        """Counts body bytes of chunked requests, which carry no Content-Length."""
+        seen = 0
+
+        async def wrapped() -> dict[str, Any]:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    raise BodyTooLarge
+            return message
+
+        return wrapped
+
+
+class BodyTooLarge(Exception):
+    """A chunked body grew past the limit (turned into 413 by the app's handler)."""
+
+
+def _content_length(scope: dict) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _too_large(send: Callable, limit: int) -> None:
+    body = b'{"error":"request body larger than %d bytes","field":"body"}' % limit
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

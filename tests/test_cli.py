@@ -1,0 +1,138 @@
+"""The embedrec command as users run it: a real process for errors, CliRunner for the rest."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from embedrec.cli import main
+
+COMMANDS = ["generate", "generate cars", "train", "similar", "recommend", "embed", "evaluate",
+            "plot", "inspect", "demo"]
+
+
+def run(*args: str) -> str:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="session")
+def cars(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cars")
+    run("generate", "cars", "--out", str(out), "--size", "tiny", "--seed", "3")
+    return out
+
+
+@pytest.fixture(scope="session")
+def model_dir(cars, tmp_path_factory):
+    out = tmp_path_factory.mktemp("models") / "hybrid"
+    run("train", "--interactions", str(cars / "interactions.parquet"), "--listings",
+        str(cars / "listings.parquet"), "--out", str(out), "--epochs", "4")
+    return out
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command):
+    assert "Usage:" in run(*command.split(), "--help")
+
+
+def test_generate_is_deterministic(cars, tmp_path):
+    run("generate", "cars", "--out", str(tmp_path), "--size", "tiny", "--seed", "3")
+    for name in ("listings", "interactions", "users"):
+        a = pd.read_parquet(cars / f"{name}.parquet")
+        b = pd.read_parquet(tmp_path / f"{name}.parquet")
+        pd.testing.assert_frame_equal(a, b)
+
+
+def test_similar_json_one_line_per_query_and_unknown_ids(model_dir):
+    output = run("similar", str(model_dir), "qashqai-dresden", "no such car", "-k", "4", "--json")
+    lines = [json.loads(line) for line in output.strip().splitlines()]
+    assert [line["query"] for line in lines] == ["qashqai-dresden", "no such car"]
+    assert len(lines[0]["results"]) == 4
+    assert {"listing_id", "score", "make", "price", "city"} <= set(lines[0]["results"][0])
+    assert "unknown listing_id" in lines[1]["error"]
+
+
+def test_filters_apply(model_dir):
+    output = run("similar", str(model_dir), "qashqai-dresden", "-k", "5", "--json",
+                 "--filter", "price<=15000", "--filter", "make=Volkswagen,Opel")
+    results = json.loads(output)["results"]
+    assert results and all(r["price"] <= 15000 and r["make"] in ("Volkswagen", "Opel")
+                           for r in results)
+
+
+def test_recommend_users_and_sessions(model_dir, cars):
+    user = pd.read_parquet(cars / "interactions.parquet")["user_id"].iloc[0]
+    output = run("recommend", str(model_dir), user, "ghost", "--json", "-k", "3")
+    known, unknown = (json.loads(line) for line in output.strip().splitlines())
+    assert len(known["results"]) == 3 and "unknown user_id" in unknown["error"]
+    output = run("recommend", str(model_dir), "--session", "qashqai-dresden", "--json")
+    session = json.loads(output)
+    assert session["query"] == ["qashqai-dresden"] and len(session["results"]) == 10
+    assert "qashqai-dresden" not in [r["listing_id"] for r in session["results"]]
+
+
+def test_catalogue_with_new_listings_is_embedded_and_searchable(model_dir, cars, tmp_path):
+    listings = pd.read_parquet(cars / "listings.parquet")
+    new = listings[listings["listing_id"] == "qashqai-dresden"].copy()
+    new["listing_id"] = "brand new Qashqai ü"
+    catalogue = pd.concat([listings.iloc[:200], new], ignore_index=True)
+    path = tmp_path / "today.csv"
+    catalogue.to_csv(path, index=False)
+    output = run("similar", str(model_dir), "brand new Qashqai ü", "--listings", str(path),
+                 "--json", "-k", "3")
+    result = json.loads(output)
+    assert len(result["results"]) == 3
+    allowed = set(catalogue["listing_id"])
+    assert {r["listing_id"] for r in result["results"]} <= allowed
+    out = tmp_path / "vectors.parquet"
+    run("embed", str(model_dir), "--listings", str(path), "--out", str(out))
+    table = pq.read_table(out)
+    assert table.num_rows == len(catalogue)
+    assert len(table.column("embedding")[0]) == 32
+
+
+def test_evaluate_reports_warm_and_cold(model_dir, cars):
+    output = run("evaluate", str(model_dir), "--interactions", str(cars / "interactions.parquet"),
+                 "--json")
+    report = json.loads(output)
+    assert {"overall", "warm", "counts"} <= set(report)
+    assert report["counts"]["events"] > 0
+
+
+def test_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path, cars):
+    bad = tmp_path / "events.csv"
+    bad.write_text("user_id,listing_id,timestamp\nu1,L1,2026-01-01\nu2,L2,someday\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "embedrec.cli", "train", "--interactions", str(bad),
+         "--listings", str(cars / "listings.parquet"), "--out", str(tmp_path / "m")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"{bad}, row 2 (line 3), column 'timestamp'" in result.stderr
+
+
+def test_corrupt_model_directory_is_a_clear_error(tmp_path):
+    (tmp_path / "manifest.json").write_text("{not json")
+    result = subprocess.run([sys.executable, "-m", "embedrec.cli", "similar", str(tmp_path), "x"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "corrupt manifest" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_plot_and_inspect(model_dir, tmp_path):
+    run("plot", str(model_dir), "--out", str(tmp_path / "map.png"), "--color", "segment")
+    assert (tmp_path / "map.png").read_bytes()[:4] == b"\x89PNG"
+    run("plot", str(model_dir), "--out", str(tmp_path / "near.html"), "--similar-to",
+        "qashqai-dresden")
+    assert "Qashqai" in (tmp_path / "near.html").read_text()
+    report = json.loads(run("inspect", str(model_dir), "--json", "--sample", "200"))
+    assert "make" in report["categorical"]
