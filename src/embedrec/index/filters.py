@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-EARTH_RADIUS_KM = 6371.0088
+from embedrec.geo import haversine_km  # noqa: F401 - part of this module's API
+
 ID_COLUMN = "listing_id"
 GEO_COLUMNS = (("lat", "lon"), ("latitude", "longitude"))
 
@@ -126,15 +127,6 @@ class ExcludeFilter(Filter):
             raise FilterError(self.field, f"the catalogue has no {ID_COLUMN!r} column")
         ids = table[ID_COLUMN]
         return ~_isin_str(ids, self.ids, negate=False)
-
-
-def haversine_km(lat0: float, lon0: float, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
-    """Great-circle distance in km from one point to arrays of points (degrees)."""
-    phi0, phi = np.radians(lat0), np.radians(lat)
-    dphi = phi - phi0
-    dlam = np.radians(lon) - np.radians(lon0)
-    a = np.sin(dphi / 2) ** 2 + np.cos(phi0) * np.cos(phi) * np.sin(dlam / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
 
 
 def parse_filter(expression: str) -> Filter:

@@ -39,7 +39,7 @@ class HybridTwoTower(RecModel):
         dim: int = 32,
         feature_dim: int = 16,
         hidden: int = 128,
-        id_dropout: float = 0.5,
+        id_dropout: float = 0.3,
         history: int = 20,
     ) -> None:
         super().__init__()

@@ -30,7 +30,7 @@ class TrainConfig:
     dense_lr: float = 3e-3
     weight_decay: float = 1e-5
     loss: str = "softmax"
-    temperature: float = 0.05  # for models with L2-normalised vectors
+    temperature: float = 0.1  # for models with L2-normalised vectors
     negatives: int = 512  # shared by the batch; 16 per positive for unfactorised models
     patience: int = 3
     validation_users: int = 3000

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from embedrec.geo import haversine_km  # noqa: F401 - part of this module's API
+
 # Fields shown on hover, in this order, when the table has them.
 HOVER_FIELDS = (
     "listing_id",
@@ -109,14 +111,6 @@ def plot_neighbours_map(
     else:
         _map_png(query, nb, km, diffs, out, title)
     return out
-
-
-def haversine_km(lat1: Any, lon1: Any, lat2: Any, lon2: Any) -> np.ndarray:
-    """Great-circle distance in km between points given in degrees (broadcasts)."""
-    p1, p2 = np.radians(lat1), np.radians(lat2)
-    dp, dl = p2 - p1, np.radians(np.asarray(lon2) - np.asarray(lon1))
-    a = np.sin(dp / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
-    return 2 * 6371.0088 * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
 
 
 # --- shared helpers -----------------------------------------------------------------------
