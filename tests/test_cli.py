@@ -13,8 +13,18 @@ from click.testing import CliRunner
 
 from embedrec.cli import main
 
-COMMANDS = ["generate", "generate cars", "train", "similar", "recommend", "embed", "evaluate",
-            "plot", "inspect", "demo"]
+COMMANDS = [
+    "generate",
+    "generate cars",
+    "train",
+    "similar",
+    "recommend",
+    "embed",
+    "evaluate",
+    "plot",
+    "inspect",
+    "demo",
+]
 
 
 def run(*args: str) -> str:
@@ -33,8 +43,17 @@ def cars(tmp_path_factory):
 @pytest.fixture(scope="session")
 def model_dir(cars, tmp_path_factory):
     out = tmp_path_factory.mktemp("models") / "hybrid"
-    run("train", "--interactions", str(cars / "interactions.parquet"), "--listings",
-        str(cars / "listings.parquet"), "--out", str(out), "--epochs", "4")
+    run(
+        "train",
+        "--interactions",
+        str(cars / "interactions.parquet"),
+        "--listings",
+        str(cars / "listings.parquet"),
+        "--out",
+        str(out),
+        "--epochs",
+        "4",
+    )
     return out
 
 
@@ -61,11 +80,22 @@ def test_similar_json_one_line_per_query_and_unknown_ids(model_dir):
 
 
 def test_filters_apply(model_dir):
-    output = run("similar", str(model_dir), "qashqai-dresden", "-k", "5", "--json",
-                 "--filter", "price<=15000", "--filter", "make=Volkswagen,Opel")
+    output = run(
+        "similar",
+        str(model_dir),
+        "qashqai-dresden",
+        "-k",
+        "5",
+        "--json",
+        "--filter",
+        "price<=15000",
+        "--filter",
+        "make=Volkswagen,Opel",
+    )
     results = json.loads(output)["results"]
-    assert results and all(r["price"] <= 15000 and r["make"] in ("Volkswagen", "Opel")
-                           for r in results)
+    assert results and all(
+        r["price"] <= 15000 and r["make"] in ("Volkswagen", "Opel") for r in results
+    )
 
 
 def test_recommend_users_and_sessions(model_dir, cars):
@@ -86,8 +116,16 @@ def test_catalogue_with_new_listings_is_embedded_and_searchable(model_dir, cars,
     catalogue = pd.concat([listings.iloc[:200], new], ignore_index=True)
     path = tmp_path / "today.csv"
     catalogue.to_csv(path, index=False)
-    output = run("similar", str(model_dir), "brand new Qashqai ü", "--listings", str(path),
-                 "--json", "-k", "3")
+    output = run(
+        "similar",
+        str(model_dir),
+        "brand new Qashqai ü",
+        "--listings",
+        str(path),
+        "--json",
+        "-k",
+        "3",
+    )
     result = json.loads(output)
     assert len(result["results"]) == 3
     allowed = set(catalogue["listing_id"])
@@ -100,8 +138,9 @@ def test_catalogue_with_new_listings_is_embedded_and_searchable(model_dir, cars,
 
 
 def test_evaluate_reports_warm_and_cold(model_dir, cars):
-    output = run("evaluate", str(model_dir), "--interactions", str(cars / "interactions.parquet"),
-                 "--json")
+    output = run(
+        "evaluate", str(model_dir), "--interactions", str(cars / "interactions.parquet"), "--json"
+    )
     report = json.loads(output)
     assert {"overall", "warm", "counts"} <= set(report)
     assert report["counts"]["events"] > 0
@@ -111,9 +150,21 @@ def test_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path, cars):
     bad = tmp_path / "events.csv"
     bad.write_text("user_id,listing_id,timestamp\nu1,L1,2026-01-01\nu2,L2,someday\n")
     result = subprocess.run(
-        [sys.executable, "-m", "embedrec.cli", "train", "--interactions", str(bad),
-         "--listings", str(cars / "listings.parquet"), "--out", str(tmp_path / "m")],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "embedrec.cli",
+            "train",
+            "--interactions",
+            str(bad),
+            "--listings",
+            str(cars / "listings.parquet"),
+            "--out",
+            str(tmp_path / "m"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
@@ -122,8 +173,12 @@ def test_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path, cars):
 
 def test_corrupt_model_directory_is_a_clear_error(tmp_path):
     (tmp_path / "manifest.json").write_text("{not json")
-    result = subprocess.run([sys.executable, "-m", "embedrec.cli", "similar", str(tmp_path), "x"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "embedrec.cli", "similar", str(tmp_path), "x"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "corrupt manifest" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -131,8 +186,14 @@ def test_corrupt_model_directory_is_a_clear_error(tmp_path):
 def test_plot_and_inspect(model_dir, tmp_path):
     run("plot", str(model_dir), "--out", str(tmp_path / "map.png"), "--color", "segment")
     assert (tmp_path / "map.png").read_bytes()[:4] == b"\x89PNG"
-    run("plot", str(model_dir), "--out", str(tmp_path / "near.html"), "--similar-to",
-        "qashqai-dresden")
+    run(
+        "plot",
+        str(model_dir),
+        "--out",
+        str(tmp_path / "near.html"),
+        "--similar-to",
+        "qashqai-dresden",
+    )
     assert "Qashqai" in (tmp_path / "near.html").read_text()
     report = json.loads(run("inspect", str(model_dir), "--json", "--sample", "200"))
     assert "make" in report["categorical"]

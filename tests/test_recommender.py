@@ -115,3 +115,65 @@ def test_training_reports_history_and_early_stopping(fitted_mf):
     assert report["best_epoch"] >= 1
     assert all("loss" in entry for entry in report["history"])
     assert report["best_val_recall@10"] > 0.2
+
+
+@pytest.fixture(scope="module")
+def fitted_hybrid(blocks):
+    events, listings, _, _ = blocks
+    return Recommender(
+        model="hybrid", epochs=12, batch_size=256, seed=0, progress=False, log=None
+    ).fit(events, listings)
+
+
+def test_hybrid_embeds_unseen_listings_from_features(fitted_hybrid, blocks):
+    _, listings, _, _ = blocks
+    # a new listing whose features (make, location) are those of group 2
+    new = listings.iloc[[2]].copy()
+    new["listing_id"] = "neu eingestellt"
+    catalogue = pd.concat([listings, new], ignore_index=True)
+    [result] = fitted_hybrid.similar(["neu eingestellt"], k=10, listings=catalogue)
+    groups = [group_of(hit["listing_id"]) for hit in result["results"]]
+    assert np.mean([g == 2 for g in groups]) >= 0.8
+    vectors = fitted_hybrid.embed(catalogue)
+    assert len(vectors) == len(catalogue)
+    assert np.allclose(np.linalg.norm(np.stack(vectors["embedding"]), axis=1), 1.0, atol=1e-5)
+
+
+def test_new_listing_ranks_high_for_the_right_users(fitted_hybrid, blocks):
+    _, listings, _, user_group = blocks
+    new = listings.iloc[[1]].copy()  # features of group 1
+    new["listing_id"] = "frisch"
+    catalogue = pd.concat([listings, new], ignore_index=True)
+    users = [f"Nutzer {u} 🚗" for u in range(60)]
+    results = fitted_hybrid.recommend(users, k=len(catalogue), listings=catalogue)
+    rank = np.array([[hit["listing_id"] for hit in r["results"]].index("frisch") for r in results])
+    in_group = user_group[:60] == 1
+    assert rank[in_group].mean() < 0.5 * rank[~in_group].mean()
+
+
+def test_session_recommendations_follow_the_session(fitted_hybrid):
+    session = ["Wagen 3 ä", "Wagen 7 ä", "Wagen 11 ä"]  # group 3
+    result = fitted_hybrid.recommend_session(session, k=10)
+    found = [hit["listing_id"] for hit in result["results"]]
+    assert not set(found) & set(session)
+    assert np.mean([group_of(f) == 3 for f in found]) >= 0.8
+    partly = fitted_hybrid.recommend_session(["Wagen 3 ä", "nie gesehen"], k=5)
+    assert partly["unknown"] == ["nie gesehen"] and len(partly["results"]) == 5
+    assert "error" in fitted_hybrid.recommend_session(["nie gesehen"])
+
+
+def test_hybrid_and_deep_round_trip(fitted_hybrid, blocks, tmp_path):
+    loaded = load(fitted_hybrid.save(tmp_path / "hybrid"))
+    assert loaded.similar(["Wagen 5 ä"]) == fitted_hybrid.similar(["Wagen 5 ä"])
+    events, listings, _, _ = blocks
+    deep = Recommender(model="deep", epochs=3, batch_size=256, progress=False, log=None)
+    deep.fit(events, listings)
+    again = load(deep.save(tmp_path / "deep"))
+    assert again.recommend(["Nutzer 3 🚗"]) == deep.recommend(["Nutzer 3 🚗"])
+
+
+def test_filters_in_library_calls(fitted_mf):
+    [result] = fitted_mf.similar(["Wagen 0 ä"], k=5, filters=["make=BMW"])
+    assert result["results"] and all(hit["make"] == "BMW" for hit in result["results"])
+    [result] = fitted_mf.recommend(["Nutzer 3 🚗"], k=5, filters={"price_max": 20000})
+    assert all(hit["price"] <= 20000 for hit in result["results"])

@@ -267,9 +267,7 @@ class Recommender:
 
     def _deep_listing_vectors(self, features: dict, ids: torch.Tensor) -> np.ndarray:
         model = self.model_
-        safe = torch.where(ids >= 0, ids, torch.full_like(ids, model.n_trained_listings))
-        id_vectors = model.listing_id(safe) * (ids >= 0).unsqueeze(1)
-        both = torch.cat([id_vectors, model.features(features)], dim=1)
+        both = torch.cat([model.listing_ids(ids), model.features(features)], dim=1)
         return torch.nn.functional.normalize(both, dim=1).numpy()
 
     def embed(self, listings: Source) -> pd.DataFrame:

@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embedrec.features.pipeline import FeatureEncoder, FeaturePipeline, index_batch
-from embedrec.models.base import RecModel
+from embedrec.features.pipeline import index_batch
+from embedrec.models.feature_model import FeatureModel
 
 
-class DeepHybrid(RecModel):
+class DeepHybrid(FeatureModel):
     """score(user, listing) = MLP([user id emb, listing id emb, listing features])."""
 
     factorized = False
@@ -31,22 +31,19 @@ class DeepHybrid(RecModel):
         feature_dim: int = 16,
         hidden: int = 128,
     ) -> None:
-        super().__init__()
-        self._config = {
-            "n_users": n_users,
-            "n_listings": n_listings,
-            "n_trained_listings": n_trained_listings,
-            "pipeline": pipeline,
-            "dim": dim,
-            "feature_dim": feature_dim,
-            "hidden": hidden,
-        }
-        self.features = FeatureEncoder(FeaturePipeline.from_dict(pipeline), feature_dim)
-        self.n_trained_listings = n_trained_listings
+        super().__init__(
+            {
+                "n_users": n_users,
+                "n_listings": n_listings,
+                "n_trained_listings": n_trained_listings,
+                "pipeline": pipeline,
+                "dim": dim,
+                "feature_dim": feature_dim,
+                "hidden": hidden,
+            }
+        )
         self.user_id = nn.Embedding(n_users, dim, sparse=True)
-        self.listing_id = nn.Embedding(n_trained_listings + 1, dim, sparse=True)
         nn.init.normal_(self.user_id.weight, std=0.05)
-        nn.init.normal_(self.listing_id.weight, std=0.05)
         self.mlp = nn.Sequential(
             nn.Linear(2 * dim + self.features.output_dim, hidden),
             nn.ReLU(),
@@ -54,24 +51,9 @@ class DeepHybrid(RecModel):
             nn.ReLU(),
             nn.Linear(hidden // 2, 1),
         )
-        self.catalogue: dict[str, torch.Tensor] = {}
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return dict(self._config)
-
-    def set_catalogue(self, features: dict[str, torch.Tensor]) -> None:
-        self.catalogue = features
-
-    def _apply(self, fn, *args, **kwargs):  # noqa: ANN001, ANN202 - keep inputs on the device
-        super()._apply(fn, *args, **kwargs)
-        self.catalogue = {k: fn(v) for k, v in self.catalogue.items()}
-        return self
 
     def listing_side(self, listings: torch.Tensor) -> torch.Tensor:
-        has_id = listings < self.n_trained_listings
-        ids = torch.where(has_id, listings, torch.full_like(listings, self.n_trained_listings))
-        id_vectors = self.listing_id(ids) * has_id.unsqueeze(-1)
+        id_vectors = self.listing_ids(listings)
         flat = listings.reshape(-1)
         features = self.features(index_batch(self.catalogue, flat))
         features = features.reshape(*listings.shape, -1)

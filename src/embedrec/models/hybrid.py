@@ -12,15 +12,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embedrec.features.pipeline import FeatureEncoder, FeaturePipeline, index_batch
-from embedrec.models.base import RecModel
+from embedrec.features.pipeline import index_batch
+from embedrec.models.feature_model import FeatureModel
 
 
 def _mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(inputs, hidden), nn.GELU(), nn.Linear(hidden, outputs))
 
 
-class HybridTwoTower(RecModel):
+class HybridTwoTower(FeatureModel):
     """Listing vector = MLP(features, id embedding); user vector = MLP(user id, history).
 
     Both are L2-normalised, so similar listings and recommendations are dot products that a
@@ -42,42 +42,31 @@ class HybridTwoTower(RecModel):
         id_dropout: float = 0.3,
         history: int = 20,
     ) -> None:
-        super().__init__()
-        self._config = {
-            "n_users": n_users,
-            "n_listings": n_listings,
-            "n_trained_listings": n_trained_listings,
-            "pipeline": pipeline,
-            "dim": dim,
-            "feature_dim": feature_dim,
-            "hidden": hidden,
-            "id_dropout": id_dropout,
-            "history": history,
-        }
-        self.pipeline = FeaturePipeline.from_dict(pipeline)
-        self.features = FeatureEncoder(self.pipeline, feature_dim)
-        self.n_trained_listings = n_trained_listings
+        super().__init__(
+            {
+                "n_users": n_users,
+                "n_listings": n_listings,
+                "n_trained_listings": n_trained_listings,
+                "pipeline": pipeline,
+                "dim": dim,
+                "feature_dim": feature_dim,
+                "hidden": hidden,
+                "id_dropout": id_dropout,
+                "history": history,
+            }
+        )
         self.id_dropout = id_dropout
-        self.listing_id = nn.Embedding(n_trained_listings + 1, dim, sparse=True)
         self.user_id = nn.Embedding(n_users + 1, dim, sparse=True)
-        nn.init.normal_(self.listing_id.weight, std=0.05)
         nn.init.normal_(self.user_id.weight, std=0.05)
         self.listing_mlp = _mlp(self.features.output_dim + dim, hidden, dim)
         self.user_mlp = _mlp(2 * dim, hidden, dim)
-        # filled by set_catalogue / set_histories; not weights, so not in the state dict
-        self.catalogue: dict[str, torch.Tensor] = {}
+        # inputs set by set_histories; not weights, so not in the state dict
         self.histories = torch.zeros((n_users, history), dtype=torch.long)
         self.history_lengths = torch.zeros(n_users, dtype=torch.long)
         self.cached_listings: torch.Tensor | None = None
 
-    @property
-    def config(self) -> dict[str, Any]:
-        return dict(self._config)
-
-    # ------------------------------------------------------------------ inputs
     def set_catalogue(self, features: dict[str, torch.Tensor]) -> None:
-        """Feature tensors of the model's listing rows (from ``pipeline.transform``)."""
-        self.catalogue = features
+        super().set_catalogue(features)
         self.cached_listings = None
 
     def set_histories(self, histories: torch.Tensor, lengths: torch.Tensor) -> None:
@@ -87,7 +76,6 @@ class HybridTwoTower(RecModel):
 
     def _apply(self, fn, *args, **kwargs):  # noqa: ANN001, ANN202 - keep inputs on the device
         super()._apply(fn, *args, **kwargs)
-        self.catalogue = {k: fn(v) for k, v in self.catalogue.items()}
         self.histories, self.history_lengths = fn(self.histories), fn(self.history_lengths)
         self.cached_listings = None
         return self
@@ -97,11 +85,10 @@ class HybridTwoTower(RecModel):
         self, features: dict[str, torch.Tensor], id_rows: torch.Tensor
     ) -> torch.Tensor:
         """Listing vectors from feature tensors and trained id rows (-1: no id)."""
-        has_id = (id_rows >= 0) & (id_rows < self.n_trained_listings)
+        keep = None
         if self.training and self.id_dropout > 0:
-            has_id &= torch.rand(id_rows.shape, device=id_rows.device) >= self.id_dropout
-        ids = torch.where(has_id, id_rows, torch.full_like(id_rows, self.n_trained_listings))
-        id_vectors = self.listing_id(ids) * has_id.unsqueeze(1)
+            keep = torch.rand(id_rows.shape, device=id_rows.device) >= self.id_dropout
+        id_vectors = self.listing_ids(id_rows, keep)
         hidden = torch.cat([self.features(features), id_vectors], dim=1)
         # the id embedding also enters directly, as in plain matrix factorisation, so warm
         # listings keep MF's precision while the MLP carries what features say
