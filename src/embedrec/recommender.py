@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 import torch
 from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
 
 from embedrec import __version__
 from embedrec.bundle import BundleError, read_manifest, write_bundle
@@ -112,14 +113,18 @@ class Recommender:
             raise ValueError(f"unknown model {self.model!r}; choose from {', '.join(MODELS)}")
         log = self.log or (lambda _message: None)
         started = time.perf_counter()
+        steps = tqdm(total=4, desc="loading", unit="step", disable=not self.progress, leave=False)
         listing_table = load_listings(listings)
+        steps.update()
         events = load_interactions(interactions, self.event_weights)
+        steps.update()
         self.feature_specs_ = infer_schema(
             listing_table, self.schema, listing_table.attrs.get("source")
         )
         data = prepare(
             events, listing_table, self.min_user_interactions, self.min_listing_interactions
         )
+        steps.update()
         self.n_trained_listings_ = len(data.listings)
         # listings without interactions get rows too: feature models can still embed them
         data.listings = data.listings.extend(listing_table["listing_id"])
@@ -133,6 +138,8 @@ class Recommender:
                     file=listing_table.attrs.get("source"),
                 )
             self.pipeline_ = FeaturePipeline(self.feature_specs_).fit(listing_table)
+        steps.update()
+        steps.close()
         config = self._train_config()
         result = TrainResult()
         if self.validation_fraction > 0:

@@ -20,6 +20,10 @@ class Catalogue:
     gets a new row). ``model_rows`` is each row's listing index in the model, -1 for listings
     the model never saw. Cosine searches use unit vectors; dot-product searches the raw ones
     (the same index when the model's vectors are already normalised).
+
+    The hot paths of a server (fields of a few rows, filters, single adds) cost time in the
+    rows they touch, not in the catalogue's size: fields come from per-column arrays, added
+    rows live apart from the base table, and vectors grow in amortised buffers.
     """
 
     def __init__(
@@ -31,50 +35,92 @@ class Catalogue:
         exact_below: int = 50_000,
     ) -> None:
         self._lock = threading.RLock()
-        self._tables = [table.reset_index(drop=True)]
-        self._table: pd.DataFrame | None = self._tables[0]
-        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        self.unit_vectors = _unit(self.vectors)
-        self.model_rows = np.asarray(model_rows, dtype=np.int64)
+        self._base = table.reset_index(drop=True)
+        self._columns = {c: self._base[c].to_numpy() for c in self._base.columns}
+        self._added: list[pd.DataFrame] = []
+        self._added_table: pd.DataFrame | None = None
+        self._added_records: list[dict[str, Any]] = []
+        self._added_rows: dict[Any, int] = {}  # ids added after construction -> newest row
+        self._row_of = pd.Index(self._base["listing_id"])
+        self._n = len(self._base)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self._vectors = vectors
+        self._unit = _unit(vectors)
+        self._model_rows = np.asarray(model_rows, dtype=np.int64)
+        self._live = np.ones(self._n, dtype=bool)
         self.normalized = normalized
-        self.live = np.ones(len(self.vectors), dtype=bool)
-        self._row_of = pd.Index(self._tables[0]["listing_id"])
-        self._added: dict[Any, int] = {}  # ids added after construction -> their newest row
         self._exact_below = exact_below
         self._indexes: dict[bool, VectorIndex] = {}
 
-    # ------------------------------------------------------------------ lookups
+    # ------------------------------------------------------------------ views
     def __len__(self) -> int:
         return int(self.live.sum())
 
     @property
     def n_rows(self) -> int:
-        return len(self.vectors)
+        return self._n
+
+    @property
+    def vectors(self) -> np.ndarray:
+        return self._vectors[: self._n]
+
+    @property
+    def unit_vectors(self) -> np.ndarray:
+        return self._unit[: self._n]
+
+    @property
+    def model_rows(self) -> np.ndarray:
+        return self._model_rows[: self._n]
+
+    @property
+    def live(self) -> np.ndarray:
+        return self._live[: self._n]
+
+    @property
+    def schema(self) -> pd.DataFrame:
+        """An empty frame with the catalogue's columns and dtypes."""
+        return self._base.iloc[:0]
 
     @property
     def table(self) -> pd.DataFrame:
-        """Fields of every row (removed rows included, in row order)."""
-        with self._lock:
-            if self._table is None:
-                self._table = pd.concat(self._tables, ignore_index=True)
-                self._tables = [self._table]
-            return self._table
+        """Fields of every row (removed rows included, in row order). Builds a frame: for
+        bulk work, not for per-request paths."""
+        added = self._added_frame()
+        if added is None:
+            return self._base
+        return pd.concat([self._base, added], ignore_index=True)
 
+    def _added_frame(self) -> pd.DataFrame | None:
+        with self._lock:
+            if self._added and self._added_table is None:
+                frame = pd.concat(self._added, ignore_index=True)
+                self._added_table = frame.reindex(columns=self._base.columns)
+            return self._added_table if self._added else None
+
+    # ------------------------------------------------------------------ lookups
     def rows_of(self, ids: Sequence) -> np.ndarray:
         """Row of each id, -1 where the id is unknown or removed."""
-        if len(ids) == 0:
+        ids = list(ids)
+        if not ids:
             return np.zeros(0, dtype=np.int64)
-        rows = self._row_of.get_indexer(pd.Index(list(ids))).astype(np.int64)
-        if self._added:
+        rows = self._row_of.get_indexer(pd.Index(ids)).astype(np.int64)
+        if self._added_rows:
             for position, listing_id in enumerate(ids):
-                rows[position] = self._added.get(listing_id, rows[position])
+                rows[position] = self._added_rows.get(listing_id, rows[position])
         found = rows >= 0
         rows[found & ~self.live[np.maximum(rows, 0)]] = -1
         return rows
 
     def fields(self, rows: np.ndarray) -> list[dict[str, Any]]:
-        records = self.table.iloc[rows].to_dict(orient="records")
-        return [{k: plain(v) for k, v in record.items()} for record in records]
+        """Each row's fields as a JSON-ready dict."""
+        base = len(self._base)
+        out = []
+        for row in np.asarray(rows, dtype=np.int64).tolist():
+            if row < base:
+                out.append({c: plain(values[row]) for c, values in self._columns.items()})
+            else:
+                out.append(dict(self._added_records[row - base]))
+        return out
 
     # ------------------------------------------------------------------ search
     def index(self, cosine: bool) -> VectorIndex:
@@ -90,6 +136,14 @@ class Catalogue:
                 self._indexes[key] = index
             return self._indexes[key]
 
+    def allowed(self, filters: Sequence[Filter]) -> np.ndarray:
+        """Rows passing every filter (base table and added rows evaluated apart)."""
+        mask = allowed_mask(filters, self._base)
+        added = self._added_frame()
+        if added is not None:
+            mask = np.concatenate([mask, allowed_mask(filters, added)])
+        return mask[: self._n]
+
     def search(
         self,
         queries: np.ndarray,
@@ -102,8 +156,8 @@ class Catalogue:
         index = self.index(cosine)
         allowed = None
         if filters:
-            allowed = allowed_mask(filters, self.table)
-            if len(allowed) < index.n_rows:  # rows added since the table snapshot
+            allowed = self.allowed(filters)
+            if len(allowed) < index.n_rows:  # rows added between the two reads
                 allowed = np.pad(allowed, (0, index.n_rows - len(allowed)))
         queries = _unit(queries) if cosine else np.asarray(queries, dtype=np.float32)
         return index.search(queries, k, allowed, exclude)
@@ -114,18 +168,41 @@ class Catalogue:
         with self._lock:
             self.remove(table["listing_id"].tolist())
             vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-            start = self.n_rows
-            rows = np.arange(start, start + len(vectors))
-            self.vectors = np.concatenate([self.vectors, vectors])
-            self.unit_vectors = np.concatenate([self.unit_vectors, _unit(vectors)])
-            self.model_rows = np.concatenate([self.model_rows, np.asarray(model_rows)])
-            self.live = np.concatenate([self.live, np.ones(len(vectors), dtype=bool)])
-            self._tables.append(table.reset_index(drop=True))
-            self._table = None
-            self._added.update(zip(table["listing_id"].tolist(), rows.tolist(), strict=True))
+            start, count = self._n, len(vectors)
+            self._reserve(start + count)
+            stop = start + count
+            self._vectors[start:stop] = vectors
+            self._unit[start:stop] = _unit(vectors)
+            self._model_rows[start:stop] = np.asarray(model_rows, dtype=np.int64)
+            self._live[start:stop] = True
+            table = table.reset_index(drop=True)
+            self._added.append(table)
+            self._added_table = None
+            self._added_records += [
+                {c: plain(v) for c, v in record.items()}
+                for record in table.to_dict(orient="records")
+            ]
+            rows = np.arange(start, stop)
+            self._added_rows.update(zip(table["listing_id"].tolist(), rows.tolist(), strict=True))
             for cosine, index in self._indexes.items():
                 index.add(_unit(vectors) if cosine else vectors)
+            self._n = stop
             return rows
+
+    def _reserve(self, size: int) -> None:
+        """Grow the buffers geometrically, so n single adds cost O(n) copies in all."""
+        capacity = len(self._vectors)
+        if size <= capacity:
+            return
+        capacity = max(size, int(capacity * 1.5) + 16)
+
+        def grow(array: np.ndarray) -> np.ndarray:
+            bigger = np.zeros((capacity, *array.shape[1:]), dtype=array.dtype)
+            bigger[: self._n] = array[: self._n]
+            return bigger
+
+        self._vectors, self._unit = grow(self._vectors), grow(self._unit)
+        self._model_rows, self._live = grow(self._model_rows), grow(self._live)
 
     def remove(self, ids: Sequence) -> int:
         """Hide listings by id; returns how many were live."""
@@ -134,7 +211,7 @@ class Catalogue:
             rows = rows[rows >= 0]
             if len(rows) == 0:
                 return 0
-            self.live[rows] = False
+            self._live[rows] = False
             for index in self._indexes.values():
                 index.remove(rows)
             return len(rows)
@@ -147,11 +224,15 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
 
 
 def plain(value: Any) -> Any:
-    """A JSON-ready Python value (numpy scalars, timestamps and NaN converted)."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, pd.Timestamp):
-        return value.isoformat()
-    if value is pd.NaT or (isinstance(value, float) and np.isnan(value)):
+    """A JSON-ready Python value (numpy scalars, timestamps and missing values converted)."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, list | tuple | dict):
+        return value
+    if pd.isna(value):
         return None
+    if isinstance(value, pd.Timestamp | np.datetime64):
+        return pd.Timestamp(value).isoformat()
+    if isinstance(value, np.generic):
+        return value.item()
     return value

@@ -4,7 +4,6 @@
 ``EMBEDREC_*`` environment variables, for uvicorn's ``--factory`` with several workers.
 """
 
-
 import hmac
 import logging
 import math
@@ -27,7 +26,7 @@ from embedrec.bundle import BundleError
 from embedrec.data.errors import DataError
 from embedrec.index.filters import GEO_COLUMNS, FilterError, allowed_mask, filters_from_mapping
 from embedrec.serving import schemas as s
-from embedrec.serving.metrics import CONTENT_TYPE, BodyTooLarge, Metrics, MetricsAndLimits
+from embedrec.serving.metrics import CONTENT_TYPE, Metrics, MetricsAndLimits
 from embedrec.serving.state import ServingState, Settings, StateHolder
 from embedrec.serving.store import ListingStore
 
@@ -70,12 +69,13 @@ def create_app(settings: Settings) -> FastAPI:
     bearer = HTTPBearer(auto_error=False, description="the API token set at start-up")
     _add_error_handlers(app)
 
-    def state() -> ServingState:
+    async def state() -> ServingState:
+        # async: a sync dependency would cost each request an extra trip to the thread pool
         return holder.get()
 
     State = Annotated[ServingState, Depends(state)]
 
-    def writer(
+    async def writer(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> None:
         if settings.token is None:
@@ -176,7 +176,10 @@ def create_app(settings: Settings) -> FastAPI:
         sample: Annotated[int, Query(ge=3, le=100_000)] = 5000,
     ) -> s.ProjectionResponse:
         """2-D PCA coordinates of a sample of listing vectors (cached per model)."""
-        return s.ProjectionResponse(**st.projection(method, sample))
+        try:
+            return s.ProjectionResponse(**st.projection(method, sample))
+        except ValueError as exc:  # e.g. fewer than three live listings
+            raise ApiError(422, str(exc), "sample") from None
 
     @app.get("/v1/model")
     def model_info(st: State) -> s.ModelInfo:
@@ -284,7 +287,7 @@ def _filters(st: ServingState, mapping: dict[str, Any]) -> list:
     if not isinstance(mapping, dict):
         raise ApiError(422, "filters must be an object", "filters")
     filters = filters_from_mapping(mapping)
-    allowed_mask(filters, st.catalogue.table.iloc[:0])  # raises FilterError naming the field
+    allowed_mask(filters, st.catalogue.schema)  # raises FilterError naming the field
     return filters
 
 
@@ -323,9 +326,10 @@ def _distances(results: list[dict], origin: tuple[float, float] | None) -> list[
 def _haversine(lat0: float, lon0: float, lat: float, lon: float) -> float:
     # per result scalar maths: the vectorised haversine_km costs more for ten points
     lat, lon = math.radians(lat), math.radians(lon)
-    a = math.sin((lat - lat0) / 2) ** 2 + math.cos(lat0) * math.cos(lat) * math.sin(
-        (lon - lon0) / 2
-    ) ** 2
+    a = (
+        math.sin((lat - lat0) / 2) ** 2
+        + math.cos(lat0) * math.cos(lat) * math.sin((lon - lon0) / 2) ** 2
+    )
     return 2 * 6371.0088 * math.asin(math.sqrt(min(1.0, max(0.0, a))))
 
 
@@ -416,10 +420,6 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DataError)
     async def data_error(_: Request, exc: DataError) -> JSONResponse:
         return _error(422, exc.message if exc.column else str(exc), exc.column)
-
-    @app.exception_handler(BodyTooLarge)
-    async def too_large(_: Request, exc: BodyTooLarge) -> JSONResponse:
-        return _error(413, "request body too large", "body")
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

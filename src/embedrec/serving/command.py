@@ -100,6 +100,8 @@ def serve_command(
             workers=workers,
             log_level=log_level,
             access_log=False,
+            # a worker answers the supervisor's health check only once its model is loaded
+            timeout_worker_healthcheck=600,
         )
     except (BundleError, DataError, OSError) as exc:
         click.echo(f"error: {exc}", err=True)

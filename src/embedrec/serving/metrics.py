@@ -84,32 +84,50 @@ class MetricsAndLimits:
             declared = _content_length(scope)
             if declared is not None and declared > self.max_body:
                 await _too_large(send_status, self.max_body)
+            elif declared is None and scope["method"] in ("POST", "PUT", "PATCH"):
+                body = await self._read_limited(receive)
+                if body is None:
+                    await _too_large(send_status, self.max_body)
+                else:
+                    await self.app(scope, _replay(body, receive), send_status)
             else:
-                await self.app(scope, self._limited(receive), send_status)
+                await self.app(scope, receive, send_status)
         finally:
             # the route template, not the path: one series per endpoint, not per listing
             endpoint = getattr(scope.get("route"), "path", None) or "unmatched"
             seconds = time.perf_counter() - started
             self.metrics.observe(endpoint, scope["method"], status["code"], seconds)
 
-    def _limited(self, receive: Callable) -> Callable:
-        """Counts body bytes of chunked requests, which carry no Content-Length."""
-        seen = 0
+    async def _read_limited(self, receive: Callable) -> bytes | None:
+        """The whole body of a chunked request (no Content-Length), None when too large.
 
-        async def wrapped() -> dict[str, Any]:
-            nonlocal seen
+        Read here because FastAPI turns errors raised while it reads a body into 400.
+        """
+        chunks, size = [], 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_body:
-                    raise BodyTooLarge
-            return message
+            if message["type"] != "http.request":
+                return b"".join(chunks)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
-        return wrapped
 
+def _replay(body: bytes, receive: Callable) -> Callable:
+    sent = False
 
-class BodyTooLarge(Exception):
-    """A chunked body grew past the limit (turned into 413 by the app's handler)."""
+    async def replay() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
 
 
 def _content_length(scope: dict) -> int | None:
@@ -128,7 +146,10 @@ async def _too_large(send: Callable, limit: int) -> None:
         {
             "type": "http.response.start",
             "status": 413,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(body)),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})

@@ -69,11 +69,11 @@ class ServingState:
     # ------------------------------------------------------------------ ids and listings
     @property
     def columns(self) -> list[str]:
-        return [c for c in self.catalogue.table.columns if c != "listing_id"]
+        return [c for c in self.catalogue.schema.columns if c != "listing_id"]
 
     def listing_id(self, raw: str) -> Any:
         """The id as the catalogue stores it: an int when its ids are ints, else the string."""
-        return _typed_id(raw, self.catalogue.table["listing_id"].dtype)
+        return _typed_id(raw, self.catalogue.schema["listing_id"].dtype)
 
     def user_id(self, raw: str) -> Any:
         return _typed_id(raw, self.recommender.users_.ids.dtype)
@@ -84,14 +84,20 @@ class ServingState:
         Raises DataError naming the column for unknown columns or values of the wrong type;
         columns not given are missing values.
         """
-        table = self.catalogue.table
+        table = self.catalogue.schema
         if "listing_id" in fields and fields["listing_id"] != listing_id:
             raise DataError(
                 f"listing_id {fields['listing_id']!r} in the body differs from the path "
                 f"({listing_id!r})",
                 column="listing_id",
             )
-        columns = {"listing_id": pd.Series([listing_id], dtype=table["listing_id"].dtype)}
+        id_dtype = table["listing_id"].dtype
+        if pd.api.types.is_integer_dtype(id_dtype) and not isinstance(listing_id, int):
+            raise DataError(
+                f"listing ids of this catalogue are integers, got {listing_id!r}",
+                column="listing_id",
+            )
+        columns = {"listing_id": pd.Series([listing_id], dtype=id_dtype)}
         for name in fields:
             if name != "listing_id" and name not in table.columns:
                 raise DataError(

@@ -1,0 +1,396 @@
+"""Load test of ``embedrec serve``: throughput and latency, a soak, and SIGKILL durability.
+
+    python benchmarks/serving.py                  # small data and 1M listings, workers 1 and 2
+    python benchmarks/serving.py --smoke          # tiny data, a few requests (seconds)
+    python benchmarks/serving.py --soak-seconds 600
+
+The server runs as its own process tree; the load comes from a second process (an async
+httpx client, closed loop with ``--concurrency`` requests in flight). Results go to
+``--out`` (docs/serving.md) with the machine, the versions and the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import platform
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TOKEN = "bench-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------- server
+class Server:
+    """``python -m embedrec.serving.command`` on a free loopback port."""
+
+    def __init__(self, model: Path, store: Path, workers: int, listings: Path | None) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [sys.executable, "-m", "embedrec.serving.command", str(model), "--port",
+                   str(self.port), "--store", str(store), "--workers", str(workers),
+                   "--log-level", "warning"]  # fmt: skip
+        if listings:
+            command += ["--listings", str(listings)]
+        env = {**os.environ, "EMBEDREC_API_TOKEN": TOKEN}
+        self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+        self.started = time.perf_counter()
+        self.workers = workers
+        self._wait()
+        self.startup_s = time.perf_counter() - self.started
+
+    def _wait(self) -> None:
+        import httpx
+
+        deadline = time.monotonic() + 900
+        seen: set[str] = set()
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("the server died while starting")
+            try:
+                # every worker must be up: a fresh connection lands on any of them
+                text = httpx.get(f"{self.url}/metrics", timeout=5).text
+                seen |= {x.split('worker="')[1].split('"')[0] for x in text.splitlines()
+                         if 'worker="' in x}  # fmt: skip
+                if len(seen) >= self.workers:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("the server did not start")
+
+    def rss_mb(self) -> float:
+        import psutil
+
+        parent = psutil.Process(self.process.pid)
+        procs = [parent, *parent.children(recursive=True)]
+        return sum(p.memory_info().rss for p in procs) / 2**20
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        import psutil
+
+        if sig == signal.SIGKILL:  # the whole tree, as a crash would
+            for child in psutil.Process(self.process.pid).children(recursive=True):
+                child.kill()
+        self.process.send_signal(sig)
+        self.process.wait(60)
+
+
+# ---------------------------------------------------------------------- load client
+def client_run(config: dict[str, Any]) -> dict[str, Any]:
+    """Runs in a second process: closed-loop (or fixed-rate) requests, latencies in ms."""
+    return asyncio.run(_client(config))
+
+
+async def _client(config: dict[str, Any]) -> dict[str, Any]:
+    import httpx
+
+    rng = random.Random(config.get("seed", 0))
+    ids, users = config["ids"], config["users"]
+    scenario, rate = config["scenario"], config.get("rate")
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    written: list[str] = []
+    stop_at = time.perf_counter() + config["seconds"]
+    limits = httpx.Limits(max_connections=config["concurrency"])
+    counter = [0]
+
+    def request() -> tuple[str, str, dict[str, Any]]:
+        kind = scenario
+        if scenario == "mixed":
+            kind = rng.choices(["similar", "recommend", "put", "delete"], [70, 10, 15, 5])[0]
+            if kind == "delete" and not written:
+                kind = "put"
+        if kind == "similar":
+            return "GET", f"/v1/listings/{rng.choice(ids)}/similar", {}
+        if kind == "recommend":
+            return "GET", f"/v1/users/{rng.choice(users)}/recommendations", {}
+        if kind == "delete":
+            return "DELETE", f"/v1/listings/{written.pop(rng.randrange(len(written)))}", {}
+        counter[0] += 1
+        new = f"bench-{config.get('seed', 0)}-{counter[0]}"
+        written.append(new)
+        body = {"make": rng.choice(["Nissan", "BMW", "Skoda"]), "model": "X",
+                "year": rng.randint(2005, 2024), "price": rng.randint(2000, 60000),
+                "lat": 50 + rng.random() * 3, "lon": 8 + rng.random() * 5}  # fmt: skip
+        return "PUT", f"/v1/listings/{new}", {"json": body, "headers": AUTH}
+
+    async with httpx.AsyncClient(base_url=config["url"], limits=limits, timeout=30) as client:
+
+        async def worker(slot: int) -> None:
+            next_at = time.perf_counter()
+            while time.perf_counter() < stop_at:
+                if rate:  # fixed rate: each slot sends every concurrency/rate seconds
+                    next_at += config["concurrency"] / rate
+                    await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+                method, path, kwargs = request()
+                started = time.perf_counter()
+                try:
+                    answer = await client.request(method, path, **kwargs)
+                    status = answer.status_code
+                except httpx.HTTPError as exc:
+                    status = type(exc).__name__
+                latencies.append((time.perf_counter() - started) * 1000)
+                if status not in (200, 201):
+                    errors[str(status)] = errors.get(str(status), 0) + 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(i) for i in range(config["concurrency"])))
+        elapsed = time.perf_counter() - started
+    values = np.asarray(latencies) if latencies else np.zeros(1)
+    return {
+        "requests": len(latencies),
+        "rps": len(latencies) / elapsed,
+        "p50_ms": float(np.percentile(values, 50)),
+        "p99_ms": float(np.percentile(values, 99)),
+        "errors": errors,
+    }
+
+
+def load(config: dict[str, Any]) -> dict[str, Any]:
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(client_run, (config,))
+
+
+# ---------------------------------------------------------------------- data
+def prepare(work: Path, size: str, epochs: int) -> tuple[Path, Path]:
+    from embedrec.datasets.cars import generate_cars
+    from embedrec.recommender import Recommender
+
+    data, model = work / f"cars-{size}", work / f"model-{size}"
+    if not (data / "listings.parquet").exists():
+        generate_cars(data, size=size, seed=0, progress=False)
+    if not (model / "manifest.json").exists():
+        Recommender(model="hybrid", epochs=epochs, progress=False, log=None).fit(
+            data / "interactions.parquet", data / "listings.parquet"
+        ).save(model)
+    return data, model
+
+
+def million(data: Path, n: int) -> Path:
+    """n listings resampled from the small data: new ids, jittered prices and places."""
+    import pandas as pd
+
+    out = data.parent / f"listings-{n}.parquet"
+    if out.exists():
+        return out
+    rng = np.random.default_rng(0)
+    base = pd.read_parquet(data / "listings.parquet")
+    table = base.iloc[rng.integers(0, len(base), n)].reset_index(drop=True)
+    table["listing_id"] = [f"M{i:07d}" for i in range(n)]
+    table["price"] = (table["price"] * rng.uniform(0.9, 1.1, n)).round().astype(np.int64)
+    table["lat"] = (table["lat"] + rng.normal(0, 0.05, n)).clip(-90, 90)
+    table["lon"] = (table["lon"] + rng.normal(0, 0.05, n)).clip(-180, 180)
+    table.to_parquet(out, index=False)
+    return out
+
+
+def ids_of(listings: Path, data: Path, n: int = 20000) -> tuple[list[str], list[str]]:
+    import pandas as pd
+
+    ids = pd.read_parquet(listings, columns=["listing_id"])["listing_id"]
+    users = pd.read_parquet(data / "interactions.parquet", columns=["user_id"])["user_id"]
+    rng = np.random.default_rng(1)
+    return (
+        [str(i) for i in ids.iloc[rng.integers(0, len(ids), n)]],
+        [str(u) for u in users.drop_duplicates().sample(min(n, users.nunique()), random_state=1)],
+    )
+
+
+# ---------------------------------------------------------------------- scenarios
+def throughput(server: Server, ids, users, seconds: float, concurrency: int) -> dict[str, Any]:
+    out = {}
+    for scenario in ("similar", "recommend", "put"):
+        config = {"url": server.url, "scenario": scenario, "seconds": seconds,
+                  "concurrency": concurrency, "ids": ids, "users": users}  # fmt: skip
+        load({**config, "seconds": min(2.0, seconds)})  # warm-up (indexes, caches)
+        out[scenario] = load(config)
+        print(f"  {scenario:<10} {json.dumps(out[scenario])}", flush=True)
+    return out
+
+
+def soak(server: Server, ids, users, seconds: float, rate: float) -> dict[str, Any]:
+    before = server.rss_mb()
+    config = {"url": server.url, "scenario": "mixed", "seconds": seconds, "rate": rate,
+              "concurrency": 16, "ids": ids, "users": users, "seed": 7}  # fmt: skip
+    result = load(config)
+    result.update(rss_start_mb=round(before, 1), rss_end_mb=round(server.rss_mb(), 1))
+    return result
+
+
+def durability(model: Path, work: Path, listings: Path | None) -> dict[str, Any]:
+    """PUT bursts, SIGKILL the server mid-burst, restart: count the acknowledged writes."""
+    import httpx
+
+    store = work / "durability.sqlite"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{store}{suffix}").unlink(missing_ok=True)
+    server = Server(model, store, 1, listings)
+    acked: list[str] = []
+    body = {"make": "Nissan", "model": "Qashqai", "year": 2018, "price": 23221}
+
+    def burst(slot: int) -> None:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            for i in range(100_000):
+                try:
+                    answer = client.put(f"/v1/listings/k{slot}-{i}", json=body, headers=AUTH)
+                except httpx.TransportError:
+                    return
+                if answer.status_code == 201:
+                    acked.append(f"k{slot}-{i}")
+
+    threads = [threading.Thread(target=burst, args=(s,)) for s in range(8)]
+    for thread in threads:
+        thread.start()
+    while len(acked) < 50:  # kill in the middle of the burst
+        time.sleep(0.05)
+    server.stop(signal.SIGKILL)
+    for thread in threads:
+        thread.join()
+    server = Server(model, store, 1, listings)
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        found = sum(client.get(f"/v1/listings/{i}").status_code == 200 for i in acked)
+    server.stop()
+    return {"acknowledged": len(acked), "found_after_restart": found}
+
+
+# ---------------------------------------------------------------------- report
+def versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    names = ("embedrec", "fastapi", "uvicorn", "starlette", "pydantic", "torch", "numpy",
+             "faiss-cpu", "httpx")  # fmt: skip
+    out = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except Exception:  # noqa: BLE001
+            out[name] = "?"
+    return out
+
+
+def machine() -> str:
+    cpu = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return f"{platform.platform()}, {os.cpu_count()} CPUs ({cpu}), load average {load:.1f}"
+
+
+def report(args: argparse.Namespace, results: dict[str, Any]) -> str:
+    lines = [
+        "## Benchmark",
+        "",
+        f"Command: `{' '.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}`  ",
+        f"Machine: {machine()}  ",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()) + "  ",
+        f"Load: a second process, async httpx, {args.concurrency} requests in flight, "
+        f"{args.seconds:g} s per scenario after a warm-up. Latency is measured by the client "
+        "(it shares the machine's cores with the server).",
+        "",
+        "| catalogue | workers | endpoint | requests | req/s | p50 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in results["throughput"]:
+        for endpoint, r in row["results"].items():
+            lines.append(
+                f"| {row['catalogue']} | {row['workers']} | {endpoint} | {r['requests']} | "
+                f"{r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+                f"{sum(r['errors'].values())} {r['errors'] or ''} |"
+            )
+    lines += ["", "Start-up (model load, catalogue embedding, index build):", ""]
+    lines += [f"- {r['catalogue']}, {r['workers']} worker(s): {r['startup_s']:.1f} s"
+              for r in results["throughput"]]  # fmt: skip
+    if "soak" in results:
+        s = results["soak"]
+        lines += ["", f"### Soak ({args.soak_seconds:g} s at {args.soak_rate:g} req/s; 70% "
+                  "similar, 10% recommendations, 15% PUT, 5% DELETE)", "",
+                  f"requests {s['requests']}, errors {s['errors'] or 0}, p50 {s['p50_ms']:.1f} "
+                  f"ms, p99 {s['p99_ms']:.1f} ms, RSS {s['rss_start_mb']} MB at start, "
+                  f"{s['rss_end_mb']} MB at end"]  # fmt: skip
+    d = results["durability"]
+    lines += ["", "### SIGKILL during a burst of writes", "",
+              f"{d['acknowledged']} PUTs acknowledged before the kill, "
+              f"{d['found_after_restart']} found after the restart."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny data, seconds")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "serving.md")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/embedrec-serving-bench"))
+    parser.add_argument("--listings", type=int, default=1_000_000, help="large catalogue size")
+    parser.add_argument("--seconds", type=float, default=15.0, help="per scenario")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--soak-seconds", type=float, default=0.0)
+    parser.add_argument("--soak-rate", type=float, default=200.0)
+    parser.add_argument("--data", type=Path, help="generated car data to reuse")
+    parser.add_argument("--model", type=Path, help="trained hybrid model to reuse")
+    args = parser.parse_args()
+    if args.smoke:
+        args.seconds, args.concurrency, args.workers = 0.5, 4, "1"
+        args.work = args.work.with_name(args.work.name + "-smoke")
+        args.soak_seconds = args.soak_seconds or 2.0
+        args.soak_rate = 20.0
+    args.work.mkdir(parents=True, exist_ok=True)
+    if args.data and args.model:
+        data, model = args.data, args.model
+    else:
+        data, model = prepare(args.work, "tiny" if args.smoke else "small", 2 if args.smoke else 5)
+    catalogues = [("training listings", None)]
+    if not args.smoke:
+        catalogues.append((f"{args.listings:,} listings", million(data, args.listings)))
+    results: dict[str, Any] = {"throughput": []}
+    for name, listings in catalogues:
+        ids, users = ids_of(listings or data / "listings.parquet", data)
+        for workers in map(int, args.workers.split(",")):
+            store = args.work / f"store-{workers}-{len(results['throughput'])}.sqlite"
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{store}{suffix}").unlink(missing_ok=True)
+            print(f"{name}, {workers} worker(s)", flush=True)
+            server = Server(model, store, workers, listings)
+            try:
+                row = {"catalogue": name, "workers": workers, "startup_s": server.startup_s}
+                row["results"] = throughput(server, ids, users, args.seconds, args.concurrency)
+                results["throughput"].append(row)
+                if args.soak_seconds and listings is catalogues[-1][1] and workers == 1:
+                    results["soak"] = soak(server, ids, users, args.soak_seconds, args.soak_rate)
+                    print(f"  soak {json.dumps(results['soak'])}", flush=True)
+            finally:
+                server.stop()
+    results["durability"] = durability(model, args.work, None)
+    print(f"durability {json.dumps(results['durability'])}", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    text = report(args, results)
+    marker = "<!-- benchmark results: written by benchmarks/serving.py -->"
+    if args.out.exists() and marker in args.out.read_text():
+        text = args.out.read_text().split(marker)[0] + marker + "\n\n" + text
+    args.out.write_text(text)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

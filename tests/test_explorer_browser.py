@@ -1,0 +1,236 @@
+"""The explorer page (``embedrec serve`` at ``/``) in headless Chromium, end to end.
+
+A real server process on a loopback port serves a hybrid model trained on the tiny car data;
+the page must search a listing, follow a neighbour, draw the map and the projection, show a
+user's recommendations, log no console errors and request nothing outside the server.
+
+Needs Debian's Chromium (`apt-get install chromium`) and Playwright for Python
+(`pip install playwright`; `playwright install` is not needed, the system browser is used).
+Screenshots go to test-output/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from embedrec.recommender import Recommender
+
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="Playwright missing: pip install playwright"
+)
+CHROMIUM = Path("/usr/bin/chromium")
+EXECUTABLE = str(CHROMIUM) if CHROMIUM.exists() else shutil.which("chromium")
+if EXECUTABLE is None:
+    pytest.skip("Chromium missing: apt-get install chromium", allow_module_level=True)
+
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SHOTS = Path(__file__).resolve().parents[1] / "test-output"
+QUERY = "qashqai-dresden"
+K = 10
+TIMEOUT_MS = 15_000
+
+# Pixels of a canvas that differ from its top-left (background) pixel.
+DRAWN_PIXELS_JS = """selector => {
+    const canvas = document.querySelector(selector);
+    const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+    let drawn = 0;
+    for (let i = 0; i < data.length; i += 4) {
+        if (data[i] !== data[0] || data[i + 1] !== data[1] || data[i + 2] !== data[2]) drawn++;
+    }
+    return drawn;
+}"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """A hybrid model trained on the tiny car data (which has the listing qashqai-dresden)."""
+    from embedrec.datasets.cars import generate_cars
+
+    cars = tmp_path_factory.mktemp("explorer-cars")
+    generate_cars(cars, size="tiny", seed=0, progress=False)
+    out = tmp_path_factory.mktemp("explorer-model") / "hybrid"
+    Recommender(model="hybrid", epochs=2, progress=False, log=None).fit(
+        cars / "interactions.parquet", cars / "listings.parquet"
+    ).save(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(model_dir, tmp_path_factory):
+    """``embedrec serve MODEL_DIR`` on a free loopback port; yields its base URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    store = tmp_path_factory.mktemp("explorer-store") / "store.sqlite"
+    env = {k: v for k, v in os.environ.items() if k != "EMBEDREC_API_TOKEN"}
+    command = [sys.executable, "-m", "embedrec.cli", "serve", str(model_dir), "--port", str(port)]
+    command += ["--store", str(store), "--log-level", "warning"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"server died: {process.stderr.read().decode()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=5) as answer:
+                    if answer.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("server did not start in 60 s")
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def a_user(model_dir: Path) -> str:
+    """A user the model knows (the bundle lists them in users.parquet)."""
+    import pandas as pd
+
+    return str(pd.read_parquet(model_dir / "users.parquet").iloc[0, 0])
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=EXECUTABLE, args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+def rows(page) -> list[str]:
+    return page.eval_on_selector_all("#results tbody tr", "rs => rs.map(r => r.dataset.listingId)")
+
+
+def wait_for_query(page, query: str) -> None:
+    page.wait_for_function(
+        "q => document.body.dataset.state !== 'loading'"
+        " && document.querySelector('#results').dataset.query === q",
+        arg=query,
+        timeout=TIMEOUT_MS,
+    )
+    assert page.evaluate("document.body.dataset.state") == "ready", page.inner_text("#status")
+
+
+def test_explorer_page(server, model_dir, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    # Everything comes from the server itself: any other request fails the test.
+    outside: list[str] = []
+
+    def only_local(route):
+        if route.request.url.startswith(server + "/"):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_local)
+    SHOTS.mkdir(exist_ok=True)
+
+    page.goto(server + "/")
+    assert page.title() == "embedrec explorer"
+
+    # Search a listing: k neighbours, not the query itself.
+    page.fill("#query-id", QUERY)
+    page.fill("#k", str(K))
+    page.click("button[type=submit]")
+    wait_for_query(page, QUERY)
+    first = rows(page)
+    assert len(first) == K and QUERY not in first
+    assert QUERY in page.inner_text("#query-card")
+    assert "Nissan Qashqai" in page.inner_text("#query-card")
+
+    # The map: the base map's cities and a marker for the query and each neighbour.
+    page.wait_for_function(f"document.querySelector('#map').dataset.markers === '{K + 1}'")
+    assert int(page.get_attribute("#map", "data-cities")) > 0
+    assert page.evaluate(DRAWN_PIXELS_JS, "#map") > 500
+    # The projection: every tiny listing, the query and its neighbours highlighted.
+    page.wait_for_function("+document.querySelector('#projection').dataset.points > 0")
+    assert int(page.get_attribute("#projection", "data-points")) >= 100
+    assert int(page.get_attribute("#projection", "data-highlighted")) == K + 1
+    assert page.evaluate(DRAWN_PIXELS_JS, "#projection") > 1000
+    page.screenshot(path=str(SHOTS / "explorer-listing.png"), full_page=True)
+
+    # Click the third neighbour: it becomes the query, with its own neighbours.
+    chosen = first[2]
+    page.click("#results tbody tr:nth-child(3) td:nth-child(3)")
+    wait_for_query(page, chosen)
+    second = rows(page)
+    assert len(second) == K and chosen not in second and second != first
+    assert page.url.endswith(f"#listing={chosen}&k={K}")
+    assert chosen in page.inner_text("#query-card")
+    assert int(page.get_attribute("#map", "data-markers")) == K + 1
+    assert int(page.get_attribute("#projection", "data-highlighted")) == K + 1
+    page.screenshot(path=str(SHOTS / "explorer-neighbour.png"), full_page=True)
+
+    # Back in history: the first query again.
+    page.go_back()
+    wait_for_query(page, QUERY)
+    assert rows(page) == first
+
+    # A user's recommendations.
+    user = a_user(model_dir)
+    page.check("input[name=mode][value=user]")
+    page.fill("#query-id", user)
+    page.click("button[type=submit]")
+    wait_for_query(page, user)
+    recommended = rows(page)
+    assert len(recommended) == K
+    assert user in page.inner_text("#query-card")
+    assert int(page.get_attribute("#map", "data-markers")) == K
+    assert int(page.get_attribute("#projection", "data-highlighted")) == K
+    page.screenshot(path=str(SHOTS / "explorer-user.png"), full_page=True)
+
+    # A random listing.
+    page.click("#random")
+    page.wait_for_function(
+        "location.hash.startsWith('#listing=') && document.body.dataset.state === 'ready'"
+        " && document.querySelector('#results').dataset.query"
+        "   === new URLSearchParams(location.hash.slice(1)).get('listing')"
+    )
+    assert len(rows(page)) == K
+
+    assert not errors, errors
+    assert not outside, outside
+
+    # An unknown listing: a message, an empty table, and the page still works.
+    page.check("input[name=mode][value=listing]")
+    page.fill("#query-id", "no-such-listing")
+    page.click("button[type=submit]")
+    page.wait_for_function("document.body.dataset.state === 'error'")
+    assert "no-such-listing" in page.inner_text("#status")
+    assert rows(page) == []
+    page.close()

@@ -1,0 +1,391 @@
+"""``embedrec serve`` end to end: a real server process, spoken to over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from embedrec.recommender import Recommender
+
+TOKEN = "test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+USER = "U0000001"
+NEW_CAR = {"make": "Nissan", "model": "Qashqai", "year": 2018, "price": 23221, "lat": 51.05,
+           "lon": 13.74}  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """``python -m embedrec.serving.command MODEL ...`` on a free loopback port."""
+
+    def __init__(self, model: Path, store: Path, *args: str, token: str | None = TOKEN) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if k != "EMBEDREC_API_TOKEN"}
+        if token:
+            env["EMBEDREC_API_TOKEN"] = token
+        command = [sys.executable, "-m", "embedrec.serving.command", str(model)]
+        command += ["--port", str(self.port), "--store", str(store), "--log-level", "warning"]
+        self.process = subprocess.Popen(
+            [*command, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server died: {self.process.stderr.read().decode()[-2000:]}")
+            try:
+                if self.client.get("/healthz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError("server did not start in 60 s")
+
+    def get(self, path: str, **kwargs) -> httpx.Response:
+        return self.client.get(path, **kwargs)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        self.client.close()
+        if self.process.poll() is None:
+            # the process group: with --workers the workers must go too
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+# test_serving_schema imports these fixtures too: made once per process all the same
+_MADE: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="session")
+def cars(tmp_path_factory) -> Path:
+    from embedrec.datasets.cars import generate_cars
+
+    if "cars" not in _MADE:
+        _MADE["cars"] = tmp_path_factory.mktemp("cars")
+        generate_cars(_MADE["cars"], size="tiny", seed=0, progress=False)
+    return _MADE["cars"]
+
+
+@pytest.fixture(scope="session")
+def model_dir(cars, tmp_path_factory) -> Path:
+    """A hybrid model (embeds new listings from features), trained once."""
+    if "model" not in _MADE:
+        _MADE["model"] = tmp_path_factory.mktemp("models") / "hybrid"
+        Recommender(model="hybrid", epochs=2, progress=False, log=None).fit(
+            cars / "interactions.parquet", cars / "listings.parquet"
+        ).save(_MADE["model"])
+    return _MADE["model"]
+
+
+@pytest.fixture(scope="module")
+def server(model_dir, tmp_path_factory):
+    running = Server(model_dir, tmp_path_factory.mktemp("store") / "store.sqlite")
+    yield running
+    running.stop()
+
+
+def some_ids(server: Server, n: int = 3) -> list[str]:
+    return [server.get("/v1/random-listing").json()["listing_id"] for _ in range(n)]
+
+
+# ---------------------------------------------------------------------- reads
+def test_similar_with_filters_and_distance(server):
+    listing = some_ids(server, 1)[0]
+    plain = server.get(f"/v1/listings/{listing}/similar", params={"k": 5}).json()
+    assert plain["query"] == listing and len(plain["results"]) == 5
+    assert all(r["listing_id"] != listing for r in plain["results"])
+    assert all("score" in r and "make" in r and r["distance_km"] >= 0 for r in plain["results"])
+    params = [("k", 20), ("price_max", 30000), ("fuel", "diesel"), ("fuel", "petrol"),
+              ("body", "suv,sedan"), ("exclude", plain["results"][0]["listing_id"])]  # fmt: skip
+    filtered = server.get(f"/v1/listings/{listing}/similar", params=params).json()["results"]
+    assert filtered, "some diesel/petrol suv/sedan below 30k exists in the tiny data"
+    for result in filtered:
+        assert result["price"] <= 30000 and result["fuel"] in ("diesel", "petrol")
+        assert result["body"] in ("suv", "sedan")
+        assert result["listing_id"] != plain["results"][0]["listing_id"]
+    near = server.get(
+        f"/v1/listings/{listing}/similar",
+        params={"near": "52.52,13.40", "within_km": 300, "k": 50},
+    ).json()["results"]
+    assert all(r["distance_km"] <= 300 for r in near)
+
+
+def test_user_recommendations_exclude_seen(server, cars):
+    import pandas as pd
+
+    events = pd.read_parquet(cars / "interactions.parquet")
+    user = events["user_id"].iloc[0]
+    seen = set(events.loc[events["user_id"] == user, "listing_id"])
+    answer = server.get(f"/v1/users/{user}/recommendations", params={"k": 30})
+    assert answer.status_code == 200
+    results = answer.json()["results"]
+    assert len(results) == 30 and not seen & {r["listing_id"] for r in results}
+    cheap = server.get(f"/v1/users/{user}/recommendations", params={"price_max": 15000}).json()
+    assert all(r["price"] <= 15000 for r in cheap["results"])
+
+
+def test_session_recommendations(server):
+    session = some_ids(server, 3)
+    body = {"session": [*session, "no-such-listing"], "k": 7, "filters": {"price_max": 40000}}
+    answer = server.client.post("/v1/recommendations", json=body).json()
+    assert answer["unknown"] == ["no-such-listing"] and len(answer["results"]) == 7
+    assert not set(session) & {r["listing_id"] for r in answer["results"]}
+    assert all(r["price"] <= 40000 for r in answer["results"])
+    none_known = server.client.post("/v1/recommendations", json={"session": ["nope"]})
+    assert none_known.status_code == 404 and none_known.json()["field"] == "session"
+
+
+def test_listing_random_projection_model_health_metrics(server):
+    listing = some_ids(server, 1)[0]
+    assert server.get(f"/v1/listings/{listing}").json()["listing_id"] == listing
+    assert "listing_id" in server.get("/v1/listings:random").json()
+    points = server.get("/v1/projection", params={"sample": 50}).json()["points"]
+    assert len(points) == 50 and {"listing_id", "x", "y", "make", "price", "city"} <= set(points[0])
+    info = server.get("/v1/model").json()
+    assert (
+        info["model"] == "hybrid" and info["trained_at"] and "best_val_recall@10" in info["report"]
+    )
+    assert server.get("/healthz").json()["listings"] == info["listings"] > 0
+    metrics = server.get("/metrics").text
+    assert 'embedrec_requests_total{endpoint="/v1/listings/{listing_id}/similar"' in metrics
+    assert "embedrec_request_seconds_bucket" in metrics and "embedrec_index_listings" in metrics
+    schema = server.get("/openapi.json").json()
+    assert "/v1/listings/{listing_id}/similar" in schema["paths"]
+    assert server.get("/").status_code == 200
+
+
+# ---------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    ("path", "params", "status", "field"),
+    [
+        ("/v1/listings/no-such/similar", {}, 404, "listing_id"),
+        ("/v1/users/no-such/recommendations", {}, 404, "user_id"),
+        ("/v1/listings/no-such", {}, 404, "listing_id"),
+        ("/v1/listings/{id}/similar", {"k": 0}, 422, "k"),
+        ("/v1/listings/{id}/similar", {"k": 1001}, 422, "k"),
+        ("/v1/listings/{id}/similar", {"k": "ten"}, 422, "k"),
+        ("/v1/listings/{id}/similar", {"colour": "red"}, 422, "colour"),
+        ("/v1/listings/{id}/similar", {"price_min": "cheap"}, 422, "price_min"),
+        ("/v1/listings/{id}/similar", {"price_min": 9, "price_max": 1}, 422, "price"),
+        ("/v1/listings/{id}/similar", {"make_min": 3}, 422, "make"),
+        ("/v1/listings/{id}/similar", {"near": "91,0", "within_km": 5}, 422, "near"),
+        ("/v1/listings/{id}/similar", {"near": "fifty,13", "within_km": 5}, 422, "near"),
+        ("/v1/listings/{id}/similar", {"near": "50,13"}, 422, "within_km"),
+        ("/v1/listings/{id}/similar", {"make": ""}, 422, "make"),
+        ("/v1/projection", {"method": "tsne"}, 422, "method"),
+        ("/v1/projection", {"sample": 0}, 422, "sample"),
+    ],
+)
+def test_bad_reads(server, path, params, status, field):
+    path = path.replace("{id}", some_ids(server, 1)[0])
+    answer = server.get(path, params=params)
+    assert answer.status_code == status, answer.text
+    assert answer.json()["field"] == field and answer.json()["error"]
+
+
+def test_bad_writes(server):
+    put = server.client.put
+    assert put("/v1/listings/x", json=NEW_CAR).status_code == 401
+    wrong = put("/v1/listings/x", json=NEW_CAR, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and wrong.json()["field"] == "Authorization"
+    assert server.client.delete("/v1/listings/x").status_code == 401
+    assert server.client.post("/v1/admin/reload").status_code == 401
+    for body, field in [
+        ({"colour": "red"}, "colour"),
+        ({"make": 5}, "make"),
+        ({"price": "cheap"}, "price"),
+        ({"lat": 95.0, "lon": 0.0}, "lat"),
+        ({"listed_at": "yesterday"}, "listed_at"),
+        ({"listing_id": "other"}, "listing_id"),
+    ]:
+        answer = put("/v1/listings/x", json=body, headers=AUTH)
+        assert answer.status_code == 422 and answer.json()["field"] == field, answer.text
+    assert put("/v1/listings/x", json=[1, 2], headers=AUTH).status_code == 422
+    huge = put("/v1/listings/x", json={"model": "x" * 70_000}, headers=AUTH)
+    assert huge.status_code == 413 and huge.json()["field"] == "body"
+    chunked = put(
+        "/v1/listings/x", content=iter([b'{"model": "', b"x" * 70_000, b'"}']), headers=AUTH
+    )
+    assert chunked.status_code == 413
+    assert server.client.delete("/v1/listings/never-there", headers=AUTH).status_code == 404
+    assert server.get("/no/such/route").json()["error"]
+    reload = server.client.post("/v1/admin/reload", json={"model_dir": "/nope"}, headers=AUTH)
+    assert reload.status_code == 422 and reload.json()["field"] == "model_dir"
+
+
+# ---------------------------------------------------------------------- writes
+def test_put_is_searchable_at_once_and_delete_hides_it(server):
+    assert server.get("/v1/listings/some-new-car/similar").status_code == 404
+    car = {**NEW_CAR, "city": "Testhausen"}  # a city no other listing has
+    created = server.client.put("/v1/listings/some-new-car", json=car, headers=AUTH)
+    assert created.status_code == 201 and created.json()["created"]
+    assert server.get("/v1/listings/some-new-car").json()["model"] == "Qashqai"
+    similar = server.get("/v1/listings/some-new-car/similar", params={"k": 3}).json()["results"]
+    assert len(similar) == 3 and all(r["distance_km"] >= 0 for r in similar)
+    # it is returned at once: for another listing, a user and a session
+    only_new = {"city": "Testhausen"}
+    other = similar[0]["listing_id"]
+    back = server.get(f"/v1/listings/{other}/similar", params=only_new).json()["results"]
+    assert [r["listing_id"] for r in back] == ["some-new-car"]
+    user = server.get(f"/v1/users/{USER}/recommendations", params=only_new).json()["results"]
+    assert [r["listing_id"] for r in user] == ["some-new-car"]
+    session = {"session": [other], "filters": only_new}
+    answer = server.client.post("/v1/recommendations", json=session).json()["results"]
+    assert [r["listing_id"] for r in answer] == ["some-new-car"]
+    replaced = server.client.put(
+        "/v1/listings/some-new-car", json={**car, "price": 1}, headers=AUTH
+    )
+    assert replaced.status_code == 200 and not replaced.json()["created"]
+    assert server.get("/v1/listings/some-new-car").json()["price"] == 1
+    assert server.client.delete("/v1/listings/some-new-car", headers=AUTH).status_code == 200
+    assert server.get("/v1/listings/some-new-car").status_code == 404
+    back = server.get(f"/v1/listings/{other}/similar", params=only_new).json()["results"]
+    assert back == []
+
+
+def test_writes_survive_restart_and_sigkill(model_dir, tmp_path):
+    store = tmp_path / "store.sqlite"
+    first = Server(model_dir, store)
+    victim = some_ids(first, 1)[0]
+    assert first.client.put("/v1/listings/kept", json=NEW_CAR, headers=AUTH).status_code == 201
+    assert first.client.delete(f"/v1/listings/{victim}", headers=AUTH).status_code == 200
+    acknowledged: list[str] = []
+
+    def burst(worker: int) -> None:
+        with httpx.Client(base_url=first.url, timeout=10) as client:
+            for i in range(10_000):
+                try:
+                    answer = client.put(f"/v1/listings/b{worker}-{i}", json=NEW_CAR, headers=AUTH)
+                except httpx.TransportError:
+                    return
+                if answer.status_code == 201:
+                    acknowledged.append(f"b{worker}-{i}")
+
+    threads = [threading.Thread(target=burst, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    while len(acknowledged) < 40:
+        time.sleep(0.01)
+    first.stop(signal.SIGKILL)  # in the middle of the burst
+    for thread in threads:
+        thread.join()
+    # restarted without a token: read-only, and every acknowledged write is back
+    second = Server(model_dir, store, token=None)
+    try:
+        assert second.get("/v1/listings/kept").json()["make"] == "Nissan"
+        assert second.get(f"/v1/listings/{victim}").status_code == 404
+        missing = [i for i in acknowledged if second.get(f"/v1/listings/{i}").status_code != 200]
+        assert not missing, f"{len(missing)} of {len(acknowledged)} acknowledged writes lost"
+        refused = second.client.put("/v1/listings/x", json=NEW_CAR, headers=AUTH)
+        assert refused.status_code == 403
+    finally:
+        second.stop()
+
+
+def test_reads_during_reload_all_succeed(server, model_dir):
+    ids = some_ids(server, 5)
+    stop = threading.Event()
+
+    def read(worker: int) -> list[int]:
+        statuses = []
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            while not stop.is_set():
+                listing = ids[len(statuses) % len(ids)]
+                statuses.append(client.get(f"/v1/listings/{listing}/similar").status_code)
+        return statuses
+
+    generation = server.get("/v1/model").json()["generation"]
+    with ThreadPoolExecutor(4) as pool:
+        readers = [pool.submit(read, w) for w in range(4)]
+        for _ in range(2):
+            answer = server.client.post("/v1/admin/reload", json={}, headers=AUTH)
+            assert answer.status_code == 200
+        stop.set()
+        statuses = [s for r in readers for s in r.result()]
+    assert statuses and set(statuses) == {200}
+    assert server.get("/v1/model").json()["generation"] == generation + 2
+
+
+def worker_of(client: httpx.Client) -> str:
+    """The pid of the worker serving this (kept-alive) connection."""
+    line = next(x for x in client.get("/metrics").text.splitlines() if 'worker="' in x)
+    return line.split('worker="')[1].split('"')[0]
+
+
+def test_workers_see_each_others_writes(model_dir, tmp_path):
+    server = Server(model_dir, tmp_path / "store.sqlite", "--workers", "2")
+    clients: dict[str, httpx.Client] = {}
+    try:
+        # connections are spread over the workers by the kernel: open some until both answer
+        for _ in range(64):
+            client = httpx.Client(base_url=server.url, timeout=30)
+            clients.setdefault(worker_of(client), client)
+            if len(clients) == 2:
+                break
+        assert len(clients) == 2, "both workers answer"
+        one, other = clients.values()
+        for i, (writer, reader) in enumerate([(one, other), (other, one)] * 5):
+            assert writer.put(f"/v1/listings/w{i}", json=NEW_CAR, headers=AUTH).status_code == 201
+            assert reader.get(f"/v1/listings/w{i}").status_code == 200, "write not visible"
+            assert writer.delete(f"/v1/listings/w{i}", headers=AUTH).status_code == 200
+            assert reader.get(f"/v1/listings/w{i}").status_code == 404, "delete not visible"
+        generation = one.get("/v1/model").json()["generation"]
+        assert one.post("/v1/admin/reload", json={}, headers=AUTH).status_code == 200
+        deadline = time.monotonic() + 30  # the other worker reloads in the background
+        while other.get("/v1/model").json()["generation"] == generation:
+            assert time.monotonic() < deadline, "the other worker did not reload"
+            time.sleep(0.2)
+    finally:
+        for client in clients.values():
+            client.close()
+        server.stop()
+
+
+def test_mf_model_refuses_new_listings(cars, tmp_path):
+    model = tmp_path / "mf"
+    Recommender(model="mf", epochs=1, progress=False, log=None).fit(
+        cars / "interactions.parquet", cars / "listings.parquet"
+    ).save(model)
+    server = Server(model, tmp_path / "store.sqlite")
+    try:
+        answer = server.client.put("/v1/listings/new", json=NEW_CAR, headers=AUTH)
+        assert answer.status_code == 422 and "cannot embed" in answer.json()["error"]
+        assert server.get(f"/v1/listings/{some_ids(server, 1)[0]}/similar").status_code == 200
+    finally:
+        server.stop()
+
+
+def test_benchmark_smoke(cars, model_dir, tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "serving.md"
+    script = root / "benchmarks" / "serving.py"
+    command = [sys.executable, str(script), "--smoke", "--out", str(out), "--work", str(tmp_path)]
+    command += ["--data", str(cars), "--model", str(model_dir)]
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = out.read_text()
+    assert "similar" in text and "p99" in text
