@@ -72,9 +72,10 @@ class Recommender:
         model: str = "hybrid",
         dim: int = 32,
         epochs: int = 30,
-        batch_size: int = 4096,
+        batch_size: int | None = None,
         lr: float = 0.05,
         loss: str = "softmax",
+        logq_scale: float = 1.0,
         patience: int = 3,
         validation_fraction: float = 0.1,
         refit: bool = True,
@@ -93,6 +94,7 @@ class Recommender:
         self.batch_size = batch_size
         self.lr = lr
         self.loss = loss
+        self.logq_scale = logq_scale
         self.patience = patience
         self.validation_fraction = validation_fraction
         self.refit = refit
@@ -140,7 +142,7 @@ class Recommender:
             self.pipeline_ = FeaturePipeline(self.feature_specs_).fit(listing_table)
         steps.update()
         steps.close()
-        config = self._train_config()
+        config = self._train_config(len(data))
         result = TrainResult()
         if self.validation_fraction > 0:
             fit_part, held_out = time_holdout(data, self.validation_fraction)
@@ -182,12 +184,15 @@ class Recommender:
         self._catalogue = None
         return self
 
-    def _train_config(self) -> TrainConfig:
+    def _train_config(self, n_pairs: int) -> TrainConfig:
+        # unset: at least ~64 steps an epoch on small data, at most 4096 pairs a step
+        batch_size = self.batch_size or min(4096, max(256, n_pairs // 64))
         return TrainConfig(
             epochs=self.epochs,
-            batch_size=self.batch_size,
+            batch_size=batch_size,
             lr=self.lr,
             loss=self.loss,
+            logq_scale=self.logq_scale,
             patience=self.patience,
             seed=self.seed,
             device=self.device,
@@ -584,6 +589,7 @@ class Recommender:
             "dim",
             "epochs",
             "batch_size",
+            "logq_scale",
             "lr",
             "loss",
             "patience",

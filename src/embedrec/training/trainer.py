@@ -30,6 +30,9 @@ class TrainConfig:
     dense_lr: float = 3e-3
     weight_decay: float = 1e-5
     loss: str = "softmax"
+    # 1 removes popularity from the sampled softmax (Yi et al. 2019); above 1 keeps some of
+    # it, which pays where popular items are what users want (MovieLens: 1.5 was best)
+    logq_scale: float = 1.0
     temperature: float = 0.1  # for models with L2-normalised vectors
     negatives: int = 512  # shared by the batch; 16 per positive for unfactorised models
     patience: int = 3
@@ -85,7 +88,7 @@ def train(
     # a few strong events should not drown many views: weights grow with the log
     weights = torch.as_tensor(np.log1p(data.weight), device=device)
     counts = np.bincount(data.listing_idx, minlength=len(data.listings)).astype(np.float64)
-    log_q = torch.as_tensor(
+    log_q = config.logq_scale * torch.as_tensor(
         np.log(np.maximum(counts, 1) / counts.sum()), dtype=torch.float32, device=device
     )
     sparse_params = [
