@@ -19,7 +19,7 @@ is not installed is reported as such and skipped.
 Protocol (see ``embedrec.datasets.movielens``): positives are ratings >= 4; per user, the last
 fifth of their positives by (timestamp, item id) is the test (users with >= 5 positives), and
 validation is carved out of train by the same rule. Every method is tuned on validation only
-(a grid of at most 8 configurations, chosen by NDCG@10), refit on train with the chosen
+(a grid of 6 to 8 configurations, chosen by NDCG@10), refit on train with the chosen
 configuration and evaluated once on test: Recall, NDCG, HitRate and Coverage at 10 over the
 full catalogue (all 1,682 films) with training items excluded. Cold start: a fifth of the items
 with >= 5 positives (``default_rng(42)``) lose all their interactions; every user's positives
@@ -228,9 +228,7 @@ def fit_feature_profile(ctx: Context, train: pd.DataFrame, params: dict[str, Any
     return _factor_scorer(profiles, items)
 
 
-def fit_feature_popularity(
-    ctx: Context, train: pd.DataFrame, params: dict[str, Any]
-) -> ScoreFn:
+def fit_feature_popularity(ctx: Context, train: pd.DataFrame, params: dict[str, Any]) -> ScoreFn:
     """Popularity predicted from features: a ridge fit of log(1 + count) on genres + decade."""
     from sklearn.linear_model import Ridge
 
@@ -295,8 +293,13 @@ def recommender_scorer(rec: Recommender, ctx: Context) -> ScoreFn:
 def methods(smoke: bool) -> list[Method]:
     """Every method with its tuning grid (at most 8 configurations each)."""
     full = not smoke
-    epochs = [20, 40] if full else [2]
-    ours = grid(dim=[32, 64] if full else [16], lr=[0.05, 0.1] if full else [0.05], epochs=epochs)
+    # batch_size 512 rather than the default 2048: with ~36k training pairs the default makes
+    # only ~18 steps an epoch (validation NDCG@10 of hybrid: 0.086 at 2048, 0.121 at 512)
+    ours = (
+        grid(dim=[32, 64], epochs=[10, 20, 40], batch_size=[512])
+        if full
+        else [{"dim": 16, "epochs": 2, "batch_size": 256}]
+    )
     out = [
         Method("popularity", fit_popularity, [{}]),
         Method(
@@ -388,8 +391,10 @@ def tune(
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    log = (lambda message: print(message, file=sys.stderr, flush=True)) if args.verbose else (
-        lambda message: None
+    log = (
+        (lambda message: print(message, file=sys.stderr, flush=True))
+        if args.verbose
+        else (lambda message: None)
     )
     interactions, items, source = load_data(args)
     split = movielens_protocol_split(interactions)
@@ -479,8 +484,9 @@ def synthetic(n_users: int = 60, n_items: int = 80, seed: int = 0):
             "user_id": users,
             "listing_id": chosen + 1,
             "timestamp": 880_000_000 + rng.integers(0, 10_000_000, len(users)),
-            "rating": np.where(liked, rng.integers(4, 6, len(users)), rng.integers(1, 4, len(users)))
-            .astype(np.float64),
+            "rating": np.where(
+                liked, rng.integers(4, 6, len(users)), rng.integers(1, 4, len(users))
+            ).astype(np.float64),
         }
     ).drop_duplicates(["user_id", "listing_id"])
     return interactions.reset_index(drop=True), items
