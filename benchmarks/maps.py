@@ -37,13 +37,14 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path)
     parser.add_argument("--data", type=Path, default=Path.home() / ".cache" / "embedrec")
     parser.add_argument("--out", type=Path, default=Path("docs"))
+    parser.add_argument("--epochs", type=int, default=12, help="as in `embedrec demo`")
     args = parser.parse_args()
     if args.model_dir is None:
         data_dir = args.data / "cars-small-seed0"
         if not (data_dir / "interactions.parquet").exists():
             generate_cars(data_dir, size="small", seed=0, progress=False)
         args.model_dir = args.data / "model-small-seed0"
-        Recommender(progress=False, log=None).fit(
+        Recommender(epochs=args.epochs, progress=False, log=None).fit(
             data_dir / "interactions.parquet", data_dir / "listings.parquet"
         ).save(args.model_dir)
     recommender = load(args.model_dir)

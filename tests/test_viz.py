@@ -201,3 +201,12 @@ def test_inspect_neighbours_exact(data):
     full[np.arange(3), q] = -np.inf
     np.testing.assert_array_equal(idx, np.argsort(-full, axis=1)[:, :5])
     assert (np.diff(sim, axis=1) <= 0).all()
+
+
+def test_projection_png_with_many_categories(data, tmp_path):
+    """More categories than one qualitative palette holds (16 German states, say)."""
+    vectors, table = data
+    rows, coords = project(vectors, "pca")
+    many = table.iloc[rows].reset_index(drop=True).assign(state=[f"s{i % 16}" for i in rows])
+    out = plot_projection(coords, many, "state", tmp_path / "states.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -159,10 +159,15 @@ def _colour_groups(table: pd.DataFrame, color: str | None) -> list[tuple[str, np
 
 
 def _palette(k: int) -> list[str]:
-    from plotly.colors import qualitative
+    """``k`` distinct colours as hex strings, which both Plotly and matplotlib accept."""
+    from plotly.colors import qualitative, unlabel_rgb
 
     colours = qualitative.D3 + qualitative.Set2 + qualitative.Dark2
-    return [colours[i % len(colours)] for i in range(k)]
+    as_hex = [
+        c if c.startswith("#") else "#{:02x}{:02x}{:02x}".format(*map(int, unlabel_rgb(c)))
+        for c in colours
+    ]
+    return [as_hex[i % len(as_hex)] for i in range(k)]
 
 
 def _hover(table: pd.DataFrame, extra: str | None) -> tuple[np.ndarray, str]:
