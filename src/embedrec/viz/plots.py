@@ -104,7 +104,14 @@ def plot_neighbours_map(
     lat = nb["lat"].to_numpy(float) if len(nb) else np.empty(0)
     lon = nb["lon"].to_numpy(float) if len(nb) else np.empty(0)
     km = haversine_km(float(query["lat"]), float(query["lon"]), lat, lon)
-    fields = [key for key in query if key not in _MAP_SKIP]
+    # ids, dates and '|'-lists differ almost always and drown the differences that matter
+    fields = [
+        key
+        for key, value in query.items()
+        if key not in _MAP_SKIP
+        and not key.endswith(("_id", "_at"))
+        and not (isinstance(value, str) and "|" in value)
+    ]
     diffs = _differences(query, nb, fields)
     if out.suffix.lower() == ".html":
         _map_html(query, nb, km, diffs, fields, out, title)
