@@ -1,0 +1,21 @@
+"""The training-at-scale benchmark runs end to end on tiny data and prints its tables."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "train_scale.py"
+
+
+def test_benchmark_scale_smoke() -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--smoke"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "| events | rows | pyarrow read s |" in done.stdout
+    assert "| events | model | train pairs |" in done.stdout
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| all | embedrec ")]
+    assert len(rows) == 2  # mf and hybrid always run; the peers only where installed
+    assert not any("failed" in row for row in rows)
