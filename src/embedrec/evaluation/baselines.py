@@ -7,8 +7,8 @@ Each has ``fit(train) -> self`` and ``score(users) -> float32 (len(users), n_ite
 from __future__ import annotations
 
 import numpy as np
-import scipy.linalg
 import scipy.sparse as sp
+import torch
 
 
 def _as_csr(train: sp.spmatrix | sp.sparray) -> sp.csr_matrix:
@@ -140,7 +140,8 @@ class EASE(_Fitted):
             )
         gram = _dense_gram(x)
         gram[np.diag_indices(n_items)] += self.l2
-        p = scipy.linalg.inv(gram, overwrite_a=True, check_finite=False)
+        # torch's LAPACK: scipy's OpenBLAS crashed here beside torch's OpenMP runtime
+        p = torch.linalg.inv(torch.from_numpy(gram)).numpy()
         p /= -np.diag(p)[None, :]
         p[np.diag_indices(n_items)] = 0.0
         self.weights = p.astype(np.float32)
