@@ -356,10 +356,14 @@ def _neighbours_section(fitted: dict, task, reference: Recommender) -> list[str]
     knn_rows = np.where(found >= 0, to_catalogue[np.maximum(found, 0)], -1)
     rows_of["item-kNN, warm"] = (warm_rows, _shares(catalogue.table, warm_rows, knn_rows))
     for name, rec in fitted.items():
-        own = rec.catalogue(task.catalogue.table)[0] if rec is not reference else catalogue
-        rows_of[f"{name}, warm"] = (warm_rows, neighbour_quality(rec, own, warm_rows))
+        own = rec.catalogue(catalogue.table)[0] if rec is not reference else catalogue
+        ids = catalogue.table["listing_id"].to_numpy()
+        own_warm = own.rows_of(ids[warm_rows].tolist())
+        own_warm = own_warm[own_warm >= 0]
+        rows_of[f"{name}, warm"] = (own_warm, neighbour_quality(rec, own, own_warm))
         if name != "mf":
-            rows_of[f"{name}, cold"] = (cold_rows, neighbour_quality(rec, own, cold_rows))
+            own_cold = own.rows_of(ids[cold_rows].tolist())
+            rows_of[f"{name}, cold"] = (own_cold, neighbour_quality(rec, own, own_cold))
     for name, (rows, shares) in rows_of.items():
         lines.append(
             f"| {name} | {len(rows):,} | {shares['within_100km']:.0%} | "
