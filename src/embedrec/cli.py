@@ -14,11 +14,11 @@ from typing import Any
 import click
 import numpy as np
 
-from embedrec.bundle import BundleError
 from embedrec.data.errors import DataError
 from embedrec.data.schema import SchemaConfig
 
-USER_ERRORS = (DataError, BundleError, FileNotFoundError)
+# DataError and BundleError are ValueErrors; library calls raise ValueError for bad arguments
+USER_ERRORS = (ValueError, FileNotFoundError)
 
 
 def _user_errors(command: Callable) -> Callable:
@@ -29,9 +29,6 @@ def _user_errors(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except USER_ERRORS as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
-        except ValueError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
 
