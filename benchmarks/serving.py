@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import platform
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,6 +33,7 @@ import numpy as np
 TOKEN = "bench-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ROOT = Path(__file__).resolve().parents[1]
+CLIENTS = {"wrk": "wrk, one thread, a Lua script", "httpx": "async httpx"}
 
 
 # ---------------------------------------------------------------------- server
@@ -168,6 +170,60 @@ def load(config: dict[str, Any]) -> dict[str, Any]:
         return pool.apply(client_run, (config,))
 
 
+# wrk (C, one thread) spends far less CPU per request than a Python client, which matters when
+# client and server share two cores; each scenario is a Lua script over the same ids.
+WRK_SCRIPT = """
+local ids, users, n, scenario, prefix = {}, {}, 0
+function init(args)
+  scenario, prefix = args[1], args[4]
+  for line in io.lines(args[2]) do ids[#ids + 1] = line end
+  for line in io.lines(args[3]) do users[#users + 1] = line end
+  math.randomseed(#prefix)
+end
+local makes = {"Nissan", "BMW", "Skoda"}
+function request()
+  if scenario == "similar" then
+    return wrk.format("GET", "/v1/listings/" .. ids[math.random(#ids)] .. "/similar")
+  elseif scenario == "recommend" then
+    return wrk.format("GET", "/v1/users/" .. users[math.random(#users)] .. "/recommendations")
+  end
+  n = n + 1
+  local body = string.format(
+    '{"make":"%s","model":"X","year":%d,"price":%d,"lat":%.4f,"lon":%.4f}',
+    makes[math.random(3)], math.random(2005, 2024), math.random(2000, 60000),
+    50 + math.random() * 3, 8 + math.random() * 5)
+  return wrk.format("PUT", "/v1/listings/" .. prefix .. n, {
+    ["Authorization"] = "Bearer %(token)s", ["Content-Type"] = "application/json"}, body)
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK {"requests": %%d, "seconds": %%f, "p50_ms": %%f, "p99_ms": %%f, "status": %%d, '
+    .. '"socket": %%d}\n', summary.requests, summary.duration / 1e6,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000, e.status,
+    e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+def wrk_load(config: dict[str, Any], work: Path) -> dict[str, Any]:
+    """One scenario driven by ``wrk`` (closed loop, ``concurrency`` connections)."""
+    script, ids, users = work / "load.lua", work / "ids.txt", work / "users.txt"
+    script.write_text(WRK_SCRIPT % {"token": TOKEN})
+    ids.write_text("\n".join(config["ids"]))
+    users.write_text("\n".join(config["users"]))
+    prefix = f"wrk-{time.time_ns()}-"
+    command = ["wrk", "-t1", f"-c{config['concurrency']}", f"-d{config['seconds']:g}s",
+               "--latency", "-s", str(script), config["url"], "--", config["scenario"],
+               str(ids), str(users), prefix]  # fmt: skip
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    line = next(x for x in output.splitlines() if x.startswith("WRK "))
+    result = json.loads(line[4:])
+    errors = {k: result.pop(k) for k in ("status", "socket") if result[k]}
+    result.pop("socket", None), result.pop("status", None)
+    return {**result, "rps": result["requests"] / result["seconds"], "errors": errors}
+
+
 # ---------------------------------------------------------------------- data
 def prepare(work: Path, size: str, epochs: int) -> tuple[Path, Path]:
     from embedrec.datasets.cars import generate_cars
@@ -214,13 +270,16 @@ def ids_of(listings: Path, data: Path, n: int = 20000) -> tuple[list[str], list[
 
 
 # ---------------------------------------------------------------------- scenarios
-def throughput(server: Server, ids, users, seconds: float, concurrency: int) -> dict[str, Any]:
+def throughput(
+    server: Server, ids, users, seconds: float, concurrency: int, client: str, work: Path
+) -> dict[str, Any]:
     out = {}
     for scenario in ("similar", "recommend", "put"):
         config = {"url": server.url, "scenario": scenario, "seconds": seconds,
                   "concurrency": concurrency, "ids": ids, "users": users}  # fmt: skip
-        load({**config, "seconds": min(2.0, seconds)})  # warm-up (indexes, caches)
-        out[scenario] = load(config)
+        run = (lambda c: wrk_load(c, work)) if client == "wrk" else load
+        run({**config, "seconds": min(2.0, seconds)})  # warm-up (caches, first allocations)
+        out[scenario] = run(config)
         print(f"  {scenario:<10} {json.dumps(out[scenario])}", flush=True)
     return out
 
@@ -305,9 +364,9 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> str:
         f"Command: `{' '.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}`  ",
         f"Machine: {machine()}  ",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()) + "  ",
-        f"Load: a second process, async httpx, {args.concurrency} requests in flight, "
-        f"{args.seconds:g} s per scenario after a warm-up. Latency is measured by the client "
-        "(it shares the machine's cores with the server).",
+        f"Load: a second process ({CLIENTS[args.client]}), {args.concurrency} connections, "
+        f"closed loop, {args.seconds:g} s per scenario after a 2 s warm-up; latency measured by "
+        "the client, which shares the machine's cores with the server.",
         "",
         "| catalogue | workers | endpoint | requests | req/s | p50 ms | p99 ms | errors |",
         "|---|---|---|---|---|---|---|---|",
@@ -324,13 +383,15 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> str:
               for r in results["throughput"]]  # fmt: skip
     if "soak" in results:
         s = results["soak"]
-        lines += ["", f"### Soak ({args.soak_seconds:g} s at {args.soak_rate:g} req/s; 70% "
-                  "similar, 10% recommendations, 15% PUT, 5% DELETE)", "",
+        lines += ["", f"### Soak ({args.soak_seconds:g} s at {args.soak_rate:g} req/s, "
+                  f"{results['throughput'][-1]['catalogue']}, {args.soak_workers} worker(s); "
+                  "70% similar, 10% recommendations, 15% PUT, 5% DELETE)", "",
                   f"requests {s['requests']}, errors {s['errors'] or 0}, p50 {s['p50_ms']:.1f} "
                   f"ms, p99 {s['p99_ms']:.1f} ms, RSS {s['rss_start_mb']} MB at start, "
                   f"{s['rss_end_mb']} MB at end"]  # fmt: skip
     d = results["durability"]
     lines += ["", "### SIGKILL during a burst of writes", "",
+              f"{results['throughput'][-1]['catalogue']}, 8 threads writing: "
               f"{d['acknowledged']} PUTs acknowledged before the kill, "
               f"{d['found_after_restart']} found after the restart."]  # fmt: skip
     return "\n".join(lines) + "\n"
@@ -343,10 +404,13 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/embedrec-serving-bench"))
     parser.add_argument("--listings", type=int, default=1_000_000, help="large catalogue size")
     parser.add_argument("--seconds", type=float, default=15.0, help="per scenario")
-    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--concurrency", type=int, default=8, help="connections in flight")
+    parser.add_argument("--client", choices=("auto", "wrk", "httpx"), default="auto",
+                        help="load generator (auto: wrk when installed)")  # fmt: skip
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--soak-seconds", type=float, default=0.0)
     parser.add_argument("--soak-rate", type=float, default=200.0)
+    parser.add_argument("--soak-workers", type=int, default=2)
     parser.add_argument("--data", type=Path, help="generated car data to reuse")
     parser.add_argument("--model", type=Path, help="trained hybrid model to reuse")
     args = parser.parse_args()
@@ -354,7 +418,9 @@ def main() -> None:
         args.seconds, args.concurrency, args.workers = 0.5, 4, "1"
         args.work = args.work.with_name(args.work.name + "-smoke")
         args.soak_seconds = args.soak_seconds or 2.0
-        args.soak_rate = 20.0
+        args.soak_rate, args.soak_workers, args.client = 20.0, 1, "httpx"
+    if args.client == "auto":
+        args.client = "wrk" if shutil.which("wrk") else "httpx"
     args.work.mkdir(parents=True, exist_ok=True)
     if args.data and args.model:
         data, model = args.data, args.model
@@ -374,14 +440,17 @@ def main() -> None:
             server = Server(model, store, workers, listings)
             try:
                 row = {"catalogue": name, "workers": workers, "startup_s": server.startup_s}
-                row["results"] = throughput(server, ids, users, args.seconds, args.concurrency)
+                row["results"] = throughput(
+                    server, ids, users, args.seconds, args.concurrency, args.client, args.work
+                )
                 results["throughput"].append(row)
-                if args.soak_seconds and listings is catalogues[-1][1] and workers == 1:
+                last = listings is catalogues[-1][1]
+                if args.soak_seconds and last and workers == args.soak_workers:
                     results["soak"] = soak(server, ids, users, args.soak_seconds, args.soak_rate)
                     print(f"  soak {json.dumps(results['soak'])}", flush=True)
             finally:
                 server.stop()
-    results["durability"] = durability(model, args.work, None)
+    results["durability"] = durability(model, args.work, catalogues[-1][1])
     print(f"durability {json.dumps(results['durability'])}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     text = report(args, results)

@@ -362,3 +362,33 @@ def test_bad_arguments(ivf, queries):
     with pytest.raises(ValueError):
         VectorIndex().build(np.full((3, 2), np.nan, dtype=np.float32))
     assert ivf.search(queries[:2], 0)[0].shape == (2, 0)
+
+
+def test_catalogue_lookups_follow_adds_and_removes():
+    from embedrec.index.catalogue import Catalogue
+
+    table = pd.DataFrame(
+        {
+            "listing_id": ["a", "b", "c"],
+            "price": [1.0, np.nan, 3.0],
+            "listed_at": pd.to_datetime(["2026-01-01", None, "2026-01-03"], utc=True),
+        }
+    )
+    vectors = np.eye(3, 4, dtype=np.float32)
+    catalogue = Catalogue(table, vectors, np.array([0, 1, -1]))
+    assert catalogue.rows_of(["c", "x", "a"]).tolist() == [2, -1, 0]
+    assert catalogue.rows_of_model_rows(np.array([1, 0, 5, -1])).tolist() == [1, 0, -1, -1]
+    assert catalogue.fields(np.array([1, 0])) == [
+        {"listing_id": "b", "price": None, "listed_at": None},
+        {"listing_id": "a", "price": 1.0, "listed_at": "2026-01-01T00:00:00+00:00"},
+    ]
+    # replacing "b" moves model row 1 to the new row; removing "a" unmaps model row 0
+    new = pd.DataFrame(
+        {"listing_id": ["b"], "price": [2.0], "listed_at": pd.to_datetime([None], utc=True)}
+    )
+    (row,) = catalogue.add(new, np.ones((1, 4), np.float32), np.array([1]))
+    catalogue.remove(["a"])
+    assert row == 3 and len(catalogue) == 2
+    assert catalogue.rows_of(["a", "b"]).tolist() == [-1, 3]
+    assert catalogue.rows_of_model_rows(np.array([0, 1])).tolist() == [-1, 3]
+    assert catalogue.fields(np.array([3]))[0]["price"] == 2.0

@@ -263,14 +263,16 @@ class Recommender:
 
     def _embed_table(self, table: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
         """Vectors from features (and trained ids where ``rows`` has them), in batches."""
-        self.pipeline_.transform(table.iloc[:1])  # fail early on missing feature columns
+        batch = 65536
+        if len(table) > batch:  # fail before the first batch on missing feature columns
+            self.pipeline_.transform(table.iloc[:1])
         id_rows = torch.as_tensor(np.where(rows < self.n_trained_listings_, rows, -1))
         out = []
         with torch.no_grad():
-            for start in range(0, len(table), 65536):
-                part = table.iloc[start : start + 65536]
+            for start in range(0, len(table), batch):
+                part = table.iloc[start : start + batch]
                 features = self.pipeline_.transform(part)
-                ids = id_rows[start : start + 65536]
+                ids = id_rows[start : start + batch]
                 if isinstance(self.model_, HybridTwoTower):
                     out.append(self.model_.embed_features(features, ids).numpy())
                 else:
@@ -316,7 +318,7 @@ class Recommender:
         ``{"query", "error"}`` when the listing is unknown. ``filters`` are expressions
         (``"price<=25000"``), Filter objects or an API-style mapping.
         """
-        catalogue = catalogue or self.catalogue(listings)[0]
+        catalogue = catalogue if catalogue is not None else self.catalogue(listings)[0]
         filters = as_filters(filters)
         listing_ids = list(listing_ids)
         out: list[dict[str, Any]] = [{"query": plain(q)} for q in listing_ids]
@@ -352,7 +354,7 @@ class Recommender:
         catalogue: Catalogue | None = None,
     ) -> list[dict[str, Any]]:
         """Top-``k`` listings by score for each known user, excluding listings they have seen."""
-        catalogue = catalogue or self.catalogue(listings)[0]
+        catalogue = catalogue if catalogue is not None else self.catalogue(listings)[0]
         filters = as_filters(filters)
         user_ids = list(user_ids)
         user_rows = self.users_.indices(user_ids) if user_ids else np.zeros(0, dtype=np.int64)
@@ -409,7 +411,7 @@ class Recommender:
         embedded from their features. Returns ``{"query", "results"}`` and, when some session
         listings are unknown, ``"unknown"``; ``"error"`` when none is known.
         """
-        catalogue = catalogue or self.catalogue(listings)[0]
+        catalogue = catalogue if catalogue is not None else self.catalogue(listings)[0]
         session = list(session)
         rows = catalogue.rows_of(session)
         out: dict[str, Any] = {"query": [plain(s) for s in session]}
@@ -495,11 +497,8 @@ class Recommender:
 
     def _seen_in(self, catalogue: Catalogue, user_rows: np.ndarray) -> sp.csr_matrix:
         """Users x catalogue rows: the listings each user interacted with."""
-        to_catalogue = np.full(len(self.listings_), -1, dtype=np.int64)
-        live = np.flatnonzero(catalogue.live & (catalogue.model_rows >= 0))
-        to_catalogue[catalogue.model_rows[live]] = live
         seen = self.seen_[user_rows].tocoo()
-        columns = to_catalogue[seen.col]
+        columns = catalogue.rows_of_model_rows(seen.col)
         keep = columns >= 0
         return sp.csr_matrix(
             (np.ones(keep.sum(), dtype=np.float32), (seen.row[keep], columns[keep])),

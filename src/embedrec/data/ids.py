@@ -19,7 +19,7 @@ class IdMap:
     def __init__(self, ids: pd.Index) -> None:
         if not ids.is_unique:
             raise ValueError("ids must be unique")
-        self._index = ids
+        self._index = id_index(ids)
 
     @classmethod
     def from_values(cls, values: pd.Series | np.ndarray | list) -> IdMap:
@@ -38,7 +38,7 @@ class IdMap:
 
     def indices(self, values: pd.Series | np.ndarray | list) -> np.ndarray:
         """Index of each value, -1 where the id is unknown (vectorised)."""
-        return self._index.get_indexer(pd.Index(values)).astype(np.int64)
+        return positions(self._index, values)
 
     def external(self, indices: np.ndarray) -> list:
         """External ids of ``indices``, as plain Python values (JSON-ready)."""
@@ -58,7 +58,38 @@ class IdMap:
     @classmethod
     def load(cls, path: Path) -> IdMap:
         column = pq.read_table(path).column("id").to_pylist()
-        return cls(pd.Index(column, dtype=object if not column else None))
+        return cls(id_index(column))
+
+
+def id_index(values: pd.Index | pd.Series | np.ndarray | list) -> pd.Index:
+    """Ids as an index that looks values up quickly: int64 for integer ids, else objects.
+
+    pandas 3 reads strings as Arrow-backed ``str``; looking up a Python list in such an index
+    (or strings in an object index) converts the whole index on every call, 70 ms at 1M ids,
+    so every id index and every lookup uses the same two dtypes.
+    """
+    index = pd.Index(values)
+    if pd.api.types.is_integer_dtype(index.dtype):
+        return index.astype(np.int64)
+    return index.astype(object)
+
+
+def positions(index: pd.Index, values: pd.Index | pd.Series | np.ndarray | list) -> np.ndarray:
+    """Position of each value in ``index`` (an :func:`id_index`), -1 where absent."""
+    if len(values) <= 16:  # a request's few ids: hash lookups, not get_indexer's overhead
+        return np.fromiter((_position(index, v) for v in values), np.int64, len(values))
+    if index.dtype == object:  # no dtype inference over the values
+        query = pd.Index(np.asarray(values, dtype=object), dtype=object)
+        return index.get_indexer(query).astype(np.int64)
+    return index.get_indexer(id_index(values)).astype(np.int64)
+
+
+def _position(index: pd.Index, value: object) -> int:
+    try:
+        position = index.get_loc(value)
+    except (KeyError, TypeError, ValueError):
+        return -1
+    return position if isinstance(position, int) else -1
 
 
 def _dtype_of(values: pd.Series | np.ndarray | list) -> object:

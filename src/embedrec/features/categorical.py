@@ -61,6 +61,8 @@ class CategoricalEncoder:
         self.spec = spec
         self.min_count = min_count
         self.vocabulary: list[str] = []
+        # the vocabulary's hash table, built once: serving embeds listings one at a time
+        self._index: pd.Index | None = None
 
     @property
     def key(self) -> str:
@@ -76,12 +78,15 @@ class CategoricalEncoder:
         counts = pd.Series(np.bincount(codes[codes >= 0], minlength=len(text)), index=text)
         counts = counts[counts.index != ""].groupby(level=0).sum()
         self.vocabulary = sorted(counts.index[counts >= self.min_count].tolist())
+        self._index = None
         return self
 
     def transform(self, listings: pd.DataFrame) -> dict[str, np.ndarray]:
         """``{name}.idx``: int32 row per listing (0 missing, 1 unknown, 2+ vocabulary)."""
         codes, text = factorize_strings(listings[self.spec.columns[0]])
-        rows = lookup(pd.Index(self.vocabulary, dtype=object), text, N_RESERVED, UNKNOWN)
+        if self._index is None:
+            self._index = pd.Index(self.vocabulary, dtype=object)
+        rows = lookup(self._index, text, N_RESERVED, UNKNOWN)
         rows[text == ""] = MISSING
         rows = np.append(rows, np.int32(MISSING))  # code -1 (NaN) picks this last entry
         return {self.key: rows[codes]}

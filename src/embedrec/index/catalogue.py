@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from embedrec.data.ids import id_index, positions
 from embedrec.index.filters import Filter, allowed_mask
 from embedrec.index.vector_index import VectorIndex
 
@@ -36,25 +37,29 @@ class Catalogue:
     ) -> None:
         self._lock = threading.RLock()
         self._base = table.reset_index(drop=True)
-        self._columns = {c: self._base[c].to_numpy() for c in self._base.columns}
+        self._columns = {c: _json_column(self._base[c]) for c in self._base.columns}
+        self._schema = self._base.iloc[:0]
+        self.id_dtype = self._base["listing_id"].dtype
         self._added: list[pd.DataFrame] = []
         self._added_table: pd.DataFrame | None = None
         self._added_records: list[dict[str, Any]] = []
         self._added_rows: dict[Any, int] = {}  # ids added after construction -> newest row
-        self._row_of = pd.Index(self._base["listing_id"])
+        self._row_of = id_index(self._base["listing_id"])
         self._n = len(self._base)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self._vectors = vectors
         self._unit = _unit(vectors)
         self._model_rows = np.asarray(model_rows, dtype=np.int64)
         self._live = np.ones(self._n, dtype=bool)
+        self._n_live = self._n
         self.normalized = normalized
         self._exact_below = exact_below
         self._indexes: dict[bool, VectorIndex] = {}
+        self._row_of_model: np.ndarray | None = None  # model row -> live row, built on demand
 
     # ------------------------------------------------------------------ views
     def __len__(self) -> int:
-        return int(self.live.sum())
+        return self._n_live
 
     @property
     def n_rows(self) -> int:
@@ -79,7 +84,7 @@ class Catalogue:
     @property
     def schema(self) -> pd.DataFrame:
         """An empty frame with the catalogue's columns and dtypes."""
-        return self._base.iloc[:0]
+        return self._schema
 
     @property
     def table(self) -> pd.DataFrame:
@@ -103,7 +108,7 @@ class Catalogue:
         ids = list(ids)
         if not ids:
             return np.zeros(0, dtype=np.int64)
-        rows = self._row_of.get_indexer(pd.Index(ids)).astype(np.int64)
+        rows = positions(self._row_of, ids)
         if self._added_rows:
             for position, listing_id in enumerate(ids):
                 rows[position] = self._added_rows.get(listing_id, rows[position])
@@ -111,16 +116,41 @@ class Catalogue:
         rows[found & ~self.live[np.maximum(rows, 0)]] = -1
         return rows
 
+    def rows_of_model_rows(self, model_rows: np.ndarray) -> np.ndarray:
+        """Live row holding each model row (a listing the model knows), -1 where none."""
+        model_rows = np.asarray(model_rows, dtype=np.int64)
+        with self._lock:
+            if self._row_of_model is None:
+                self._row_of_model = np.zeros(0, dtype=np.int64)
+                self._map_model_rows(np.flatnonzero(self.live))
+            inverse = self._row_of_model
+        out = np.full(len(model_rows), -1, dtype=np.int64)
+        inside = (model_rows >= 0) & (model_rows < len(inverse))
+        out[inside] = inverse[model_rows[inside]]
+        return out
+
+    def _map_model_rows(self, rows: np.ndarray) -> None:
+        model_rows = self._model_rows[rows]
+        rows, model_rows = rows[model_rows >= 0], model_rows[model_rows >= 0]
+        if len(model_rows) and model_rows.max() >= len(self._row_of_model):
+            grown = np.full(int(model_rows.max()) + 1, -1, dtype=np.int64)
+            grown[: len(self._row_of_model)] = self._row_of_model
+            self._row_of_model = grown
+        self._row_of_model[model_rows] = rows
+
     def fields(self, rows: np.ndarray) -> list[dict[str, Any]]:
         """Each row's fields as a JSON-ready dict."""
+        rows = np.asarray(rows, dtype=np.int64)
         base = len(self._base)
-        out = []
-        for row in np.asarray(rows, dtype=np.int64).tolist():
-            if row < base:
-                out.append({c: plain(values[row]) for c, values in self._columns.items()})
-            else:
-                out.append(dict(self._added_records[row - base]))
-        return out
+        in_base = rows[rows < base]
+        # column by column: one vectorised conversion per column, not one per value
+        values = [convert(column[in_base]) for column, convert in self._columns.values()]
+        names = list(self._columns)
+        records = iter([dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)])
+        return [
+            next(records) if row < base else dict(self._added_records[row - base])
+            for row in rows.tolist()
+        ]
 
     # ------------------------------------------------------------------ search
     def index(self, cosine: bool) -> VectorIndex:
@@ -175,6 +205,7 @@ class Catalogue:
             self._unit[start:stop] = _unit(vectors)
             self._model_rows[start:stop] = np.asarray(model_rows, dtype=np.int64)
             self._live[start:stop] = True
+            self._n_live += count
             table = table.reset_index(drop=True)
             self._added.append(table)
             self._added_table = None
@@ -187,6 +218,8 @@ class Catalogue:
             for cosine, index in self._indexes.items():
                 index.add(_unit(vectors) if cosine else vectors)
             self._n = stop
+            if self._row_of_model is not None:
+                self._map_model_rows(rows)
             return rows
 
     def _reserve(self, size: int) -> None:
@@ -208,10 +241,14 @@ class Catalogue:
         """Hide listings by id; returns how many were live."""
         with self._lock:
             rows = self.rows_of(list(ids))
-            rows = rows[rows >= 0]
+            rows = np.unique(rows[rows >= 0])
             if len(rows) == 0:
                 return 0
             self._live[rows] = False
+            self._n_live -= len(rows)
+            if self._row_of_model is not None:
+                gone = self._model_rows[rows]
+                self._row_of_model[gone[gone >= 0]] = -1
             for index in self._indexes.values():
                 index.remove(rows)
             return len(rows)
@@ -221,6 +258,33 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
     return vectors / np.maximum(norms, 1e-12)
+
+
+def _json_column(series: pd.Series) -> tuple[np.ndarray, Callable[[np.ndarray], list]]:
+    """A column's values and the function turning a slice of them into JSON-ready values."""
+    if pd.api.types.is_datetime64_any_dtype(series.dtype):
+        # ISO 8601 strings made per slice by NumPy (pandas Timestamps cost ~10 us each)
+        aware = getattr(series.dtype, "tz", None) is not None
+        values = (series.dt.tz_convert("UTC").dt.tz_localize(None) if aware else series).to_numpy()
+        suffix = "+00:00" if aware else ""
+
+        def iso(v: np.ndarray) -> list:
+            # whole seconds as Timestamp.isoformat writes them, finer units where present
+            whole = (v.astype("datetime64[s]") == v) | np.isnat(v)
+            text = np.datetime_as_string(v, unit="s" if whole.all() else "auto").tolist()
+            return [None if t == "NaT" else t + suffix for t in text]
+
+        return values, iso
+    exact = pd.api.types.is_bool_dtype(series.dtype) or pd.api.types.is_integer_dtype(series.dtype)
+    if exact and not series.hasnans:
+        return series.to_numpy(), np.ndarray.tolist
+    if pd.api.types.is_float_dtype(series.dtype) and isinstance(series.dtype, np.dtype):
+
+        def floats(v: np.ndarray) -> list:
+            return [None if x != x else x for x in v.tolist()]  # NaN is missing
+
+        return series.to_numpy(), floats
+    return series.to_numpy(dtype=object), lambda v: [x if type(x) is str else plain(x) for x in v]
 
 
 def plain(value: Any) -> Any:

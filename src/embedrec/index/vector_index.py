@@ -501,7 +501,9 @@ def _exclusions(exclude: Sequence[np.ndarray] | None, m: int, n: int) -> list[np
 def _drop_excluded(rows, scores, excl, k):
     out_rows, out_scores = _empty(len(rows), k)
     for i, e in enumerate(excl):
-        keep = (rows[i] >= 0) & ~np.isin(rows[i], e)
+        # a few exclusions (the usual case) compare directly; np.isin costs more to set up
+        dropped = (rows[i][:, None] == e).any(axis=1) if len(e) <= 64 else np.isin(rows[i], e)
+        keep = (rows[i] >= 0) & ~dropped
         r, s = rows[i][keep][:k], scores[i][keep][:k]
         out_rows[i, : len(r)], out_scores[i, : len(s)] = r, s
     return out_rows, out_scores

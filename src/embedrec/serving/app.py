@@ -95,7 +95,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     # ------------------------------------------------------------------ reads
     @app.get("/v1/listings/{listing_id}/similar", responses=ERRORS)
-    def similar(
+    async def similar(
         request: Request,
         listing_id: Id,
         st: State,

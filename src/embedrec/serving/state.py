@@ -73,7 +73,7 @@ class ServingState:
 
     def listing_id(self, raw: str) -> Any:
         """The id as the catalogue stores it: an int when its ids are ints, else the string."""
-        return _typed_id(raw, self.catalogue.schema["listing_id"].dtype)
+        return _typed_id(raw, self.catalogue.id_dtype)
 
     def user_id(self, raw: str) -> Any:
         return _typed_id(raw, self.recommender.users_.ids.dtype)
@@ -187,6 +187,9 @@ def build_state(
             recommender.model,
             unknown[0],
         )
+    # built now, not by the first requests: at 1M listings that takes tens of seconds
+    for cosine in (True, False):
+        catalogue.index(cosine)
     state = ServingState(recommender, catalogue, str(model_dir), generation)
     state.catch_up(store)
     log.info(
