@@ -5,7 +5,10 @@
 
 Vectors are synthetic but shaped like trained embeddings: a mixture of Gaussians on the unit
 sphere (a few hundred clusters of very different sizes and spreads), L2-normalised. Queries are
-fresh draws from the same mixture, not indexed rows. Prints a markdown report.
+fresh draws from the same mixture, not indexed rows. With ``--trained`` they are the unit listing
+vectors of a hybrid model instead (trained on the ``small`` car data, embedding listings resampled
+from it, as ``benchmarks/serving.py`` does), and the queries are held-out listings. Prints a
+markdown report.
 """
 
 from __future__ import annotations
@@ -43,6 +46,19 @@ def clustered_vectors(n: int, dim: int, n_clusters: int, seed: int) -> np.ndarra
     return x
 
 
+def trained_vectors(n: int, work: Path, seed: int) -> np.ndarray:
+    """Unit listing vectors of ``n`` listings from a trained hybrid model, shuffled."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from serving import million, prepare
+
+    from embedrec import Recommender
+
+    data, model = prepare(work, "small", 5)
+    catalogue, _ = Recommender.load(model).catalogue(million(data, n))
+    x = np.ascontiguousarray(catalogue.unit_vectors, dtype=np.float32)
+    return x[np.random.default_rng(seed).permutation(len(x))]
+
+
 def exact_top_k(queries: np.ndarray, x: np.ndarray, k: int, mask: np.ndarray | None):
     """Ground truth: brute-force top-k over the allowed rows (faiss.knn is BLAS-backed)."""
     rows = np.arange(len(x)) if mask is None else np.flatnonzero(mask)
@@ -56,6 +72,16 @@ def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
     return float(hits.sum() / max(valid.sum(), 1))
 
 
+DATA = {
+    False: "32-dim synthetic clustered vectors (mixture of Gaussians on the unit sphere, "
+    "Dirichlet-sized clusters, L2-normalised) mimicking trained embeddings; queries are fresh "
+    "draws from the same mixture.",
+    True: "unit listing vectors of a `hybrid` model (dim 32) trained 5 epochs on the `small` car "
+    "data, embedding listings resampled from it with jittered prices and places "
+    "(`benchmarks/serving.py`'s catalogue); queries are held-out listings of the same kind.",
+}
+
+
 def run(args: argparse.Namespace) -> str:
     k = 10
     lines = [
@@ -66,9 +92,7 @@ def run(args: argparse.Namespace) -> str:
         f"- Machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs",
         f"- Python {platform.python_version()}, numpy {np.__version__}, faiss {faiss.__version__}",
-        f"- Data: {args.dim}-dim synthetic clustered vectors (mixture of Gaussians on the unit "
-        "sphere, Dirichlet-sized clusters, L2-normalised) mimicking trained embeddings; queries "
-        "are fresh draws from the same mixture.",
+        f"- Data: {DATA[bool(args.trained)]}",
         f"- Build uses {faiss.omp_get_max_threads()} OpenMP threads; latency is single-query, "
         f"in-process through `VectorIndex.search`, faiss.omp_set_num_threads(1), "
         f"{args.queries} queries one at a time. Recall@10 is against exact search over the "
@@ -82,10 +106,18 @@ def run(args: argparse.Namespace) -> str:
         "|---|---:|---:|---:|---|---:|---|---:|---:|---:|",
     ]
     build_threads = faiss.omp_get_max_threads()
+    pool = (
+        trained_vectors(max(args.sizes) + args.queries, args.work, args.seed)
+        if args.trained
+        else None
+    )
     for n in args.sizes:
-        clusters = max(8, min(args.clusters, n // 50))
-        data = clustered_vectors(n + args.queries, args.dim, clusters, args.seed)
-        x, queries = data[:n], data[n:]
+        if pool is not None:  # the first n rows are indexed, the last rows are the queries
+            x, queries = pool[:n], pool[len(pool) - args.queries :]
+        else:
+            clusters = max(8, min(args.clusters, n // 50))
+            data = clustered_vectors(n + args.queries, args.dim, clusters, args.seed)
+            x, queries = data[:n], data[n:]
         rng = np.random.default_rng(args.seed + 1)
         category = rng.integers(0, 100, n)
         filters = {
@@ -139,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="also write the markdown here")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
+    parser.add_argument("--trained", action="store_true", help="a trained model's vectors")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/embedrec-serving-bench"),
+                        help="with --trained: where the car data and model are kept")  # fmt: skip
     args = parser.parse_args(argv)
     if args.smoke:
         args.sizes, args.queries, args.exact_below = "3000", 50, 1000

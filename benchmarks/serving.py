@@ -193,13 +193,13 @@ function request()
     makes[math.random(3)], math.random(2005, 2024), math.random(2000, 60000),
     50 + math.random() * 3, 8 + math.random() * 5)
   return wrk.format("PUT", "/v1/listings/" .. prefix .. n, {
-    ["Authorization"] = "Bearer %(token)s", ["Content-Type"] = "application/json"}, body)
+    ["Authorization"] = "Bearer TOKEN", ["Content-Type"] = "application/json"}, body)
 end
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
-    'WRK {"requests": %%d, "seconds": %%f, "p50_ms": %%f, "p99_ms": %%f, "status": %%d, '
-    .. '"socket": %%d}\n', summary.requests, summary.duration / 1e6,
+    'WRK {"requests": %d, "seconds": %f, "p50_ms": %f, "p99_ms": %f, "status": %d, '
+    .. '"socket": %d}\\n', summary.requests, summary.duration / 1e6,
     latency:percentile(50) / 1000, latency:percentile(99) / 1000, e.status,
     e.connect + e.read + e.write + e.timeout))
 end
@@ -209,7 +209,7 @@ end
 def wrk_load(config: dict[str, Any], work: Path) -> dict[str, Any]:
     """One scenario driven by ``wrk`` (closed loop, ``concurrency`` connections)."""
     script, ids, users = work / "load.lua", work / "ids.txt", work / "users.txt"
-    script.write_text(WRK_SCRIPT % {"token": TOKEN})
+    script.write_text(WRK_SCRIPT.replace("TOKEN", TOKEN))
     ids.write_text("\n".join(config["ids"]))
     users.write_text("\n".join(config["users"]))
     prefix = f"wrk-{time.time_ns()}-"

@@ -63,7 +63,7 @@ class ServingState:
     seq: int = 0
     loaded_at: float = field(default_factory=time.time)
     skipped: dict[Any, str] = field(default_factory=dict)  # stored listings it cannot embed
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _projections: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ ids and listings
@@ -233,13 +233,16 @@ class StateHolder:
 
     def write(self, state: ServingState, listing_id: Any, embedded: Embedded | None) -> int:
         """Commit a put (``embedded``) or delete to the store, then apply it; returns seq."""
-        if embedded is None:
-            seq = self.store.delete(listing_id)
-            ready = {}
-        else:
-            seq, _ = self.store.put(listing_id, embedded.fields)
-            ready = {seq: embedded}
-        state.catch_up(self.store, ready)
+        # under the state's lock, so that no other request of this worker applies the change
+        # first and embeds the listing a second time
+        with state._lock:
+            if embedded is None:
+                seq = self.store.delete(listing_id)
+                ready = {}
+            else:
+                seq, _ = self.store.put(listing_id, embedded.fields)
+                ready = {seq: embedded}
+            state.catch_up(self.store, ready)
         if self._state is not state:  # swapped meanwhile: the new state must see it too
             self._state.catch_up(self.store)
         return seq

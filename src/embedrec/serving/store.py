@@ -54,26 +54,30 @@ class ListingStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # one connection per store object, serialised by a lock: SQLite calls are short
-        self._db = sqlite3.connect(
-            self.path, timeout=30.0, isolation_level=None, check_same_thread=False
-        )
-        self._lock = threading.Lock()
+        # Two connections, each serialised by its own lock: reads (one before every request)
+        # must not wait for a write's fsync, and in WAL mode they need not.
+        self._db, self._lock = self._connect(), threading.Lock()
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: a commit is on disk before we answer, even if the machine loses power
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA busy_timeout=30000")
             self._db.executescript(_SCHEMA)
+        self._reader, self._read_lock = self._connect(), threading.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA busy_timeout=30000")
+        return db
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
             self._db.close()
+            self._reader.close()
 
     def head(self) -> Head:
         """The current sequence and generation: one cheap query, run before each request."""
-        with self._lock:
-            rows = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        with self._read_lock:
+            rows = dict(self._reader.execute("SELECT key, value FROM meta").fetchall())
         return Head(int(rows["seq"]), int(rows["generation"]), rows["model_dir"])
 
     def put(self, listing_id: Any, fields: dict[str, Any]) -> tuple[int, bool]:
@@ -110,8 +114,8 @@ class ListingStore:
 
     def changes_since(self, seq: int) -> list[Change]:
         """The latest state of every listing changed after ``seq``, in sequence order."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._read_lock:
+            rows = self._reader.execute(
                 "SELECT seq, listing_id, fields FROM listings WHERE seq > ? ORDER BY seq", (seq,)
             ).fetchall()
         return [
@@ -136,8 +140,8 @@ class ListingStore:
 
     def counts(self) -> dict[str, int]:
         """How many stored listings are live and how many are tombstones."""
-        with self._lock:
-            live, dead = self._db.execute(
+        with self._read_lock:
+            live, dead = self._reader.execute(
                 "SELECT count(fields), count(*) - count(fields) FROM listings"
             ).fetchone()
         return {"live": int(live), "deleted": int(dead)}
