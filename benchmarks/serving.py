@@ -124,7 +124,8 @@ async def _client(config: dict[str, Any]) -> dict[str, Any]:
         if kind == "recommend":
             return "GET", f"/v1/users/{rng.choice(users)}/recommendations", {}
         if kind == "delete":
-            return "DELETE", f"/v1/listings/{written.pop(rng.randrange(len(written)))}", {}
+            listing = written.pop(rng.randrange(len(written)))
+            return "DELETE", f"/v1/listings/{listing}", {"headers": AUTH}
         counter[0] += 1
         new = f"bench-{config.get('seed', 0)}-{counter[0]}"
         written.append(new)
@@ -317,7 +318,8 @@ def durability(model: Path, work: Path, listings: Path | None) -> dict[str, Any]
     threads = [threading.Thread(target=burst, args=(s,)) for s in range(8)]
     for thread in threads:
         thread.start()
-    while len(acked) < 50:  # kill in the middle of the burst
+    started = time.perf_counter()
+    while time.perf_counter() - started < 5 or len(acked) < 50:  # kill in the middle of it
         time.sleep(0.05)
     server.stop(signal.SIGKILL)
     for thread in threads:

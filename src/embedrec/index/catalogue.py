@@ -100,6 +100,7 @@ class Catalogue:
             if self._added and self._added_table is None:
                 frame = pd.concat(self._added, ignore_index=True)
                 self._added_table = frame.reindex(columns=self._base.columns)
+                self._added = [self._added_table]  # one frame, not one per add (memory)
             return self._added_table if self._added else None
 
     # ------------------------------------------------------------------ lookups
@@ -209,6 +210,8 @@ class Catalogue:
             table = table.reset_index(drop=True)
             self._added.append(table)
             self._added_table = None
+            if len(self._added) > 64:  # a one-row frame per PUT costs ~40 KB: merge them
+                self._added_frame()
             self._added_records += [
                 {c: plain(v) for c, v in record.items()}
                 for record in table.to_dict(orient="records")
