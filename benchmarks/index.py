@@ -6,8 +6,8 @@
 Vectors are synthetic but shaped like trained embeddings: a mixture of Gaussians on the unit
 sphere (a few hundred clusters of very different sizes and spreads), L2-normalised. Queries are
 fresh draws from the same mixture, not indexed rows. With ``--trained`` they are the unit listing
-vectors of a hybrid model instead (trained on the ``small`` car data, embedding listings resampled
-from it, as ``benchmarks/serving.py`` does), and the queries are held-out listings. Prints a
+vectors of a hybrid model trained on the ``large`` car data instead (``common.py``), and the
+queries are new listings embedded from their features. Prints a
 markdown report.
 """
 
@@ -46,17 +46,20 @@ def clustered_vectors(n: int, dim: int, n_clusters: int, seed: int) -> np.ndarra
     return x
 
 
-def trained_vectors(n: int, work: Path, seed: int) -> np.ndarray:
-    """Unit listing vectors of ``n`` listings from a trained hybrid model, shuffled."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from serving import million, prepare
+def trained_vectors(work: Path, queries: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors of the large marketplace's 1M listings (shuffled) from a trained hybrid
+    model, and of ``queries`` new listings to search with (see ``common.py``)."""
+    from common import large_model, new_listings
 
     from embedrec import Recommender
 
-    data, model = prepare(work, "small", 5)
-    catalogue, _ = Recommender.load(model).catalogue(million(data, n))
+    model, listings, _ = large_model(work)
+    rec = Recommender.load(model)
+    catalogue, _ = rec.catalogue(listings)
     x = np.ascontiguousarray(catalogue.unit_vectors, dtype=np.float32)
-    return x[np.random.default_rng(seed).permutation(len(x))]
+    query_vectors, _, _ = rec.embed_listings(new_listings(listings, queries, seed))
+    query_vectors /= np.linalg.norm(query_vectors, axis=1, keepdims=True)
+    return x[np.random.default_rng(seed).permutation(len(x))], query_vectors
 
 
 def exact_top_k(queries: np.ndarray, x: np.ndarray, k: int, mask: np.ndarray | None):
@@ -76,9 +79,10 @@ DATA = {
     False: "32-dim synthetic clustered vectors (mixture of Gaussians on the unit sphere, "
     "Dirichlet-sized clusters, L2-normalised) mimicking trained embeddings; queries are fresh "
     "draws from the same mixture.",
-    True: "unit listing vectors of a `hybrid` model (dim 32) trained 5 epochs on the `small` car "
-    "data, embedding listings resampled from it with jittered prices and places "
-    "(`benchmarks/serving.py`'s catalogue); queries are held-out listings of the same kind.",
+    True: "unit listing vectors of a `hybrid` model (dim 32) trained on the first 1M events of "
+    "the `large` car data (238k listings known by id, the other 762k embedded from features); "
+    "a size of N is the first N of the 1M listings in a seeded shuffle; queries are new "
+    "listings (random listings with new ids, prices and places moved; `common.py`).",
 }
 
 
@@ -106,14 +110,10 @@ def run(args: argparse.Namespace) -> str:
         "|---|---:|---:|---:|---|---:|---|---:|---:|---:|",
     ]
     build_threads = faiss.omp_get_max_threads()
-    pool = (
-        trained_vectors(max(args.sizes) + args.queries, args.work, args.seed)
-        if args.trained
-        else None
-    )
+    trained = trained_vectors(args.work, args.queries, args.seed) if args.trained else None
     for n in args.sizes:
-        if pool is not None:  # the first n rows are indexed, the last rows are the queries
-            x, queries = pool[:n], pool[len(pool) - args.queries :]
+        if trained is not None:  # the first n listings of the shuffled catalogue
+            x, queries = trained[0][:n], trained[1]
         else:
             clusters = max(8, min(args.clusters, n // 50))
             data = clustered_vectors(n + args.queries, args.dim, clusters, args.seed)

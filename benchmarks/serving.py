@@ -4,8 +4,11 @@
     python benchmarks/serving.py --smoke          # tiny data, a few requests (seconds)
     python benchmarks/serving.py --soak-seconds 600
 
-The server runs as its own process tree; the load comes from a second process (an async
-httpx client, closed loop with ``--concurrency`` requests in flight). Results go to
+Two catalogues: the ``small`` car data with a hybrid model trained on it, and the 1,000,000
+listings of the ``large`` car data with a hybrid model trained on its first 1M events
+(``common.py``). The server runs as its own process tree; the load comes from a second process:
+``wrk`` when installed (closed loop, ``--concurrency`` connections), else an async httpx client.
+The soak (fixed rate, mixed reads and writes) and the SIGKILL test use httpx. Results go to
 ``--out`` (docs/serving.md) with the machine, the versions and the command.
 """
 
@@ -240,29 +243,11 @@ def prepare(work: Path, size: str, epochs: int) -> tuple[Path, Path]:
     return data, model
 
 
-def million(data: Path, n: int) -> Path:
-    """n listings resampled from the small data: new ids, jittered prices and places."""
-    import pandas as pd
-
-    out = data.parent / f"listings-{n}.parquet"
-    if out.exists():
-        return out
-    rng = np.random.default_rng(0)
-    base = pd.read_parquet(data / "listings.parquet")
-    table = base.iloc[rng.integers(0, len(base), n)].reset_index(drop=True)
-    table["listing_id"] = [f"M{i:07d}" for i in range(n)]
-    table["price"] = (table["price"] * rng.uniform(0.9, 1.1, n)).round().astype(np.int64)
-    table["lat"] = (table["lat"] + rng.normal(0, 0.05, n)).clip(-90, 90)
-    table["lon"] = (table["lon"] + rng.normal(0, 0.05, n)).clip(-180, 180)
-    table.to_parquet(out, index=False)
-    return out
-
-
-def ids_of(listings: Path, data: Path, n: int = 20000) -> tuple[list[str], list[str]]:
+def ids_of(listings: Path, interactions: Path, n: int = 20000) -> tuple[list[str], list[str]]:
     import pandas as pd
 
     ids = pd.read_parquet(listings, columns=["listing_id"])["listing_id"]
-    users = pd.read_parquet(data / "interactions.parquet", columns=["user_id"])["user_id"]
+    users = pd.read_parquet(interactions, columns=["user_id"])["user_id"]
     rng = np.random.default_rng(1)
     return (
         [str(i) for i in ids.iloc[rng.integers(0, len(ids), n)]],
@@ -404,7 +389,6 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny data, seconds")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "serving.md")
     parser.add_argument("--work", type=Path, default=Path("/tmp/embedrec-serving-bench"))
-    parser.add_argument("--listings", type=int, default=1_000_000, help="large catalogue size")
     parser.add_argument("--seconds", type=float, default=15.0, help="per scenario")
     parser.add_argument("--concurrency", type=int, default=8, help="connections in flight")
     parser.add_argument("--client", choices=("auto", "wrk", "httpx"), default="auto",
@@ -414,7 +398,7 @@ def main() -> None:
     parser.add_argument("--soak-rate", type=float, default=200.0)
     parser.add_argument("--soak-workers", type=int, default=2)
     parser.add_argument("--data", type=Path, help="generated car data to reuse")
-    parser.add_argument("--model", type=Path, help="trained hybrid model to reuse")
+    parser.add_argument("--model", type=Path, help="hybrid model trained on --data to reuse")
     args = parser.parse_args()
     if args.smoke:
         args.seconds, args.concurrency, args.workers = 0.5, 4, "1"
@@ -428,12 +412,18 @@ def main() -> None:
         data, model = args.data, args.model
     else:
         data, model = prepare(args.work, "tiny" if args.smoke else "small", 2 if args.smoke else 5)
-    catalogues = [("training listings", None)]
+    # (name, model, listings to serve (None: the training ones), its users' interactions)
+    catalogues = [(f"{'tiny' if args.smoke else 'small'} data", model, None, None)]
     if not args.smoke:
-        catalogues.append((f"{args.listings:,} listings", million(data, args.listings)))
+        from common import large_model
+
+        large, listings, interactions = large_model(args.work)
+        catalogues.append(("1,000,000 listings (large data)", large, listings, interactions))
     results: dict[str, Any] = {"throughput": []}
-    for name, listings in catalogues:
-        ids, users = ids_of(listings or data / "listings.parquet", data)
+    for name, model, listings, interactions in catalogues:
+        ids, users = ids_of(
+            listings or data / "listings.parquet", interactions or data / "interactions.parquet"
+        )
         for workers in map(int, args.workers.split(",")):
             store = args.work / f"store-{workers}-{len(results['throughput'])}.sqlite"
             for suffix in ("", "-wal", "-shm"):
@@ -446,13 +436,13 @@ def main() -> None:
                     server, ids, users, args.seconds, args.concurrency, args.client, args.work
                 )
                 results["throughput"].append(row)
-                last = listings is catalogues[-1][1]
+                last = name == catalogues[-1][0]
                 if args.soak_seconds and last and workers == args.soak_workers:
                     results["soak"] = soak(server, ids, users, args.soak_seconds, args.soak_rate)
                     print(f"  soak {json.dumps(results['soak'])}", flush=True)
             finally:
                 server.stop()
-    results["durability"] = durability(model, args.work, catalogues[-1][1])
+    results["durability"] = durability(model, args.work, listings)
     print(f"durability {json.dumps(results['durability'])}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     text = report(args, results)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from embedrec.geo import haversine_km  # noqa: F401 - part of this module's API
+from embedrec.geo import EARTH_RADIUS_KM, haversine_km
 
 ID_COLUMN = "listing_id"
 GEO_COLUMNS = (("lat", "lon"), ("latitude", "longitude"))
@@ -60,7 +61,7 @@ class RangeFilter(Filter):
                 self.field,
                 f"numeric comparison on non-numeric column (dtype {column.dtype})",
             )
-        values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        values = _numeric(table, self.field, self.field)
         keep = ~np.isnan(values)
         # NaN compares False, so missing values already fail; the explicit mask keeps it obvious.
         if self.low is not None:
@@ -82,7 +83,8 @@ class SetFilter(Filter):
     negate: bool = False
 
     def mask(self, table: pd.DataFrame) -> np.ndarray:
-        return _isin_str(_column(table, self.field), self.values, self.negate)
+        _column(table, self.field)  # an unknown field is an error
+        return _isin_str(table, self.field, self.values, self.negate)
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,20 @@ class RadiusFilter(Filter):
             )
         lat = _numeric(table, lat_name, self.field)
         lon = _numeric(table, lon_name, self.field)
-        return haversine_km(self.lat, self.lon, lat, lon) <= self.radius_km
+        # Distances only inside a box that holds the circle: a point within r km lies within
+        # r/R radians of latitude and, unless the circle reaches a pole, within
+        # asin(sin(r/R) / cos(lat0)) of longitude.
+        angle = self.radius_km / EARTH_RADIUS_KM
+        near = np.abs(lat - self.lat) <= math.degrees(angle) + 1e-9
+        cos_lat = math.cos(math.radians(self.lat))
+        if angle < math.pi / 2 and math.sin(angle) < cos_lat:
+            width = math.degrees(math.asin(math.sin(angle) / cos_lat)) + 1e-9
+            if self.lon - width >= -180 and self.lon + width <= 180:  # no wrap at 180 degrees
+                near &= np.abs(lon - self.lon) <= width
+        rows = np.flatnonzero(near)
+        keep = np.zeros(len(lat), dtype=bool)
+        keep[rows] = haversine_km(self.lat, self.lon, lat[rows], lon[rows]) <= self.radius_km
+        return keep
 
 
 @dataclass(frozen=True)
@@ -125,8 +140,7 @@ class ExcludeFilter(Filter):
     def mask(self, table: pd.DataFrame) -> np.ndarray:
         if ID_COLUMN not in table.columns:
             raise FilterError(self.field, f"the catalogue has no {ID_COLUMN!r} column")
-        ids = table[ID_COLUMN]
-        return ~_isin_str(ids, self.ids, negate=False)
+        return ~_isin_str(table, ID_COLUMN, self.ids, negate=False)
 
 
 def parse_filter(expression: str) -> Filter:
@@ -209,17 +223,42 @@ def _column(table: pd.DataFrame, field: str) -> pd.Series:
     return table[field]
 
 
+# Columns of large tables converted once (float arrays, factorised codes) and kept as long as
+# the table lives: a catalogue answers many filtered queries over the same, unchanged table.
+# Tables are taken as immutable, which the catalogue's are.
+_CACHED_ROWS = 10_000
+_cache: dict[int, dict[Any, Any]] = {}
+
+
+def _cached(table: pd.DataFrame, key: Any, compute: Any) -> Any:
+    if len(table) < _CACHED_ROWS:
+        return compute()
+    entry = _cache.get(id(table))
+    if entry is None:
+        entry = _cache[id(table)] = {}
+        weakref.finalize(table, _cache.pop, id(table), None)
+    if key not in entry:
+        entry[key] = compute()
+    return entry[key]
+
+
 def _numeric(table: pd.DataFrame, name: str, field: str) -> np.ndarray:
     column = table[name]
     if not pd.api.types.is_numeric_dtype(column.dtype):
         raise FilterError(field, f"column {name!r} is not numeric (dtype {column.dtype})")
-    return column.to_numpy(dtype=np.float64, na_value=np.nan)
+    return _cached(
+        table, ("float", name), lambda: column.to_numpy(dtype=np.float64, na_value=np.nan)
+    )
 
 
-def _isin_str(column: pd.Series, values: frozenset[str], negate: bool) -> np.ndarray:
-    # Factorize so the str conversion runs once per distinct value, not once per row.
-    codes, uniques = pd.factorize(column, use_na_sentinel=True)
-    hit = np.fromiter((str(u) in values for u in uniques), dtype=bool, count=len(uniques))
+def _isin_str(table: pd.DataFrame, name: str, values: frozenset[str], negate: bool) -> np.ndarray:
+    # Factorized so that the str conversion runs once per distinct value, not once per row.
+    def factorize() -> tuple[np.ndarray, list[str]]:
+        codes, uniques = pd.factorize(table[name], use_na_sentinel=True)
+        return codes, [str(u) for u in uniques]
+
+    codes, uniques = _cached(table, ("codes", name), factorize)
+    hit = np.fromiter((u in values for u in uniques), dtype=bool, count=len(uniques))
     if negate:
         hit = ~hit
     return (codes >= 0) & hit[np.maximum(codes, 0)]
