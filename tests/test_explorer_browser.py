@@ -12,7 +12,6 @@ Screenshots go to test-output/.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -22,26 +21,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from browser import SHOTS, launch, require
 
 from embedrec.recommender import Recommender
 
-sync_api = pytest.importorskip(
-    "playwright.sync_api", reason="Playwright missing: pip install playwright"
-)
-CHROMIUM = Path("/usr/bin/chromium")
-EXECUTABLE = str(CHROMIUM) if CHROMIUM.exists() else shutil.which("chromium")
-if EXECUTABLE is None:
-    pytest.skip("Chromium missing: apt-get install chromium", allow_module_level=True)
-
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-SHOTS = Path(__file__).resolve().parents[1] / "test-output"
+require()
 QUERY = "qashqai-dresden"
 K = 10
 TIMEOUT_MS = 15_000
@@ -121,10 +105,7 @@ def a_user(model_dir: Path) -> str:
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=EXECUTABLE, args=ARGS)
-        yield chromium
-        chromium.close()
+    yield from launch()
 
 
 def rows(page) -> list[str]:

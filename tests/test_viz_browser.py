@@ -6,35 +6,17 @@ Needs Debian's Chromium (`apt-get install chromium`) and Playwright for Python
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from browser import SHOTS, launch, require
 from test_viz import _neighbour_dicts, synthetic
 
 from embedrec.viz import plot_neighbours_map, plot_projection, project
 
-CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = Path(__file__).resolve().parents[1] / "test-output"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    # WebGL (Plotly's scattergl) through the software rasteriser, as there is no GPU.
-    "--enable-unsafe-swiftshader",
-    "--use-angle=swiftshader",
-]
-
-sync_api = pytest.importorskip(
-    "playwright.sync_api", reason="Playwright missing: pip install playwright"
-)
+require()
 pytest.importorskip("plotly")
-if not CHROMIUM.exists() and shutil.which("chromium") is None:
-    pytest.skip("Chromium missing: apt-get install chromium", allow_module_level=True)
 
 # Points in the traces named in `names` (prefix match; null = all), read from the rendered
 # graph div. Plotly ships arrays base64-encoded, so gd.data[i].x may be an {dtype, bdata}
@@ -50,11 +32,7 @@ COUNT_JS = """names => {
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as p:
-        exe = str(CHROMIUM) if CHROMIUM.exists() else shutil.which("chromium")
-        b = p.chromium.launch(executable_path=exe, args=ARGS)
-        yield b
-        b.close()
+    yield from launch()
 
 
 def _open(browser, html: Path, shot: str):

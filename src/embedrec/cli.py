@@ -374,18 +374,18 @@ def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
     if not rows:
         return "(no results)"
     columns = columns or [c for c in rows[0] if not c.endswith("_at")][:10]
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    cells = [[_cell(row.get(c), c) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
     return "\n".join(lines)
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, column: str) -> str:
     if isinstance(value, float):
         return f"{value:.3f}" if abs(value) < 100 else f"{value:,.0f}"
-    if isinstance(value, int) and abs(value) >= 10_000:
-        return f"{value:,}"
+    if isinstance(value, int) and not isinstance(value, bool) and column != "year":
+        return f"{value:,}"  # 8,500 and 23,221 in one price column, but a year stays 2018
     return "" if value is None else str(value)
 
 

@@ -303,6 +303,20 @@ class Recommender:
             }
         )
 
+    def warm_up(self, catalogue: Catalogue) -> None:
+        """Build now what the first queries on ``catalogue`` would otherwise build.
+
+        The vector index, the map from model rows to catalogue rows and, for ``hybrid``, the
+        listing vectors its user tower pools: at 1M listings several seconds, which a server
+        should spend before it answers, not inside its first requests.
+        """
+        self._check_fitted()
+        for cosine in (True, False):
+            catalogue.index(cosine)
+        catalogue.rows_of_model_rows(np.zeros(0, dtype=np.int64))
+        if isinstance(self.model_, HybridTwoTower):
+            self.model_.all_listing_vectors()
+
     # ------------------------------------------------------------------ queries
     def similar(
         self,

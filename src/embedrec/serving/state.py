@@ -187,9 +187,7 @@ def build_state(
             recommender.model,
             unknown[0],
         )
-    # built now, not by the first requests: at 1M listings that takes tens of seconds
-    for cosine in (True, False):
-        catalogue.index(cosine)
+    recommender.warm_up(catalogue)
     state = ServingState(recommender, catalogue, str(model_dir), generation)
     state.catch_up(store)
     log.info(
