@@ -131,7 +131,6 @@ async def _client(config: dict[str, Any]) -> dict[str, Any]:
             return "DELETE", f"/v1/listings/{listing}", {"headers": AUTH}
         counter[0] += 1
         new = f"bench-{config.get('seed', 0)}-{counter[0]}"
-        written.append(new)
         body = {"make": rng.choice(["Nissan", "BMW", "Skoda"]), "model": "X",
                 "year": rng.randint(2005, 2024), "price": rng.randint(2000, 60000),
                 "lat": 50 + rng.random() * 3, "lon": 8 + rng.random() * 5}  # fmt: skip
@@ -155,6 +154,8 @@ async def _client(config: dict[str, Any]) -> dict[str, Any]:
                 latencies.append((time.perf_counter() - started) * 1000)
                 if status not in (200, 201):
                     errors[str(status)] = errors.get(str(status), 0) + 1
+                elif method == "PUT":  # deletable once acknowledged, not while in flight
+                    written.append(path.rsplit("/", 1)[1])
 
         started = time.perf_counter()
         await asyncio.gather(*(worker(i) for i in range(config["concurrency"])))
@@ -344,15 +345,16 @@ def machine() -> str:
     return f"{platform.platform()}, {os.cpu_count()} CPUs ({cpu}), load average {load:.1f}"
 
 
-def report(args: argparse.Namespace, results: dict[str, Any]) -> str:
+def report(results: dict[str, Any]) -> str:
+    t = results["throughput_config"]
     lines = [
         "## Benchmark",
         "",
-        f"Command: `{' '.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}`  ",
+        "Commands: " + ", ".join(f"`{c}`" for c in results["commands"]) + "  ",
         f"Machine: {machine()}  ",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()) + "  ",
-        f"Load: a second process ({CLIENTS[args.client]}), {args.concurrency} connections, "
-        f"closed loop, {args.seconds:g} s per scenario after a 2 s warm-up; latency measured by "
+        f"Load: a second process ({CLIENTS[t['client']]}), {t['concurrency']} connections, "
+        f"closed loop, {t['seconds']:g} s per scenario after a 2 s warm-up; latency measured by "
         "the client, which shares the machine's cores with the server.",
         "",
         "| catalogue | workers | endpoint | requests | req/s | p50 ms | p99 ms | errors |",
@@ -370,15 +372,16 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> str:
               for r in results["throughput"]]  # fmt: skip
     if "soak" in results:
         s = results["soak"]
-        lines += ["", f"### Soak ({args.soak_seconds:g} s at {args.soak_rate:g} req/s, "
-                  f"{results['throughput'][-1]['catalogue']}, {args.soak_workers} worker(s); "
+        c = results["soak_config"]
+        lines += ["", f"### Soak ({c['seconds']:g} s at {c['rate']:g} req/s, "
+                  f"{c['catalogue']}, {c['workers']} worker(s); "
                   "70% similar, 10% recommendations, 15% PUT, 5% DELETE)", "",
                   f"requests {s['requests']}, errors {s['errors'] or 0}, p50 {s['p50_ms']:.1f} "
                   f"ms, p99 {s['p99_ms']:.1f} ms, RSS {s['rss_start_mb']} MB at start, "
                   f"{s['rss_end_mb']} MB at end"]  # fmt: skip
     d = results["durability"]
     lines += ["", "### SIGKILL during a burst of writes", "",
-              f"{results['throughput'][-1]['catalogue']}, 8 threads writing: "
+              f"{d['catalogue']}, 8 threads writing: "
               f"{d['acknowledged']} PUTs acknowledged before the kill, "
               f"{d['found_after_restart']} found after the restart."]  # fmt: skip
     return "\n".join(lines) + "\n"
@@ -397,6 +400,11 @@ def main() -> None:
     parser.add_argument("--soak-seconds", type=float, default=0.0)
     parser.add_argument("--soak-rate", type=float, default=200.0)
     parser.add_argument("--soak-workers", type=int, default=2)
+    parser.add_argument(
+        "--parts",
+        default="throughput,soak,durability",
+        help="what to run; results of other parts are kept from earlier runs",
+    )
     parser.add_argument("--data", type=Path, help="generated car data to reuse")
     parser.add_argument("--model", type=Path, help="hybrid model trained on --data to reuse")
     args = parser.parse_args()
@@ -419,33 +427,54 @@ def main() -> None:
 
         large, listings, interactions = large_model(args.work)
         catalogues.append(("1,000,000 listings (large data)", large, listings, interactions))
-    results: dict[str, Any] = {"throughput": []}
+    # results of earlier runs are kept, so that one part (--parts soak) can be run again
+    saved = args.work / "results.json"
+    results: dict[str, Any] = json.loads(saved.read_text()) if saved.exists() else {}
+    command = " ".join(["python benchmarks/serving.py", *sys.argv[1:]])
+    parts = set(args.parts.split(","))
+    throughput_rows = []
     for name, model, listings, interactions in catalogues:
         ids, users = ids_of(
             listings or data / "listings.parquet", interactions or data / "interactions.parquet"
         )
         for workers in map(int, args.workers.split(",")):
-            store = args.work / f"store-{workers}-{len(results['throughput'])}.sqlite"
+            last = name == catalogues[-1][0]
+            soaks = "soak" in parts and args.soak_seconds and last and workers == args.soak_workers
+            if "throughput" not in parts and not soaks:
+                continue
+            store = args.work / f"store-{workers}-{len(throughput_rows)}.sqlite"
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{store}{suffix}").unlink(missing_ok=True)
             print(f"{name}, {workers} worker(s)", flush=True)
             server = Server(model, store, workers, listings)
             try:
-                row = {"catalogue": name, "workers": workers, "startup_s": server.startup_s}
-                row["results"] = throughput(
-                    server, ids, users, args.seconds, args.concurrency, args.client, args.work
-                )
-                results["throughput"].append(row)
-                last = name == catalogues[-1][0]
-                if args.soak_seconds and last and workers == args.soak_workers:
+                if "throughput" in parts:
+                    row = {"catalogue": name, "workers": workers, "startup_s": server.startup_s}
+                    row["results"] = throughput(
+                        server, ids, users, args.seconds, args.concurrency, args.client, args.work
+                    )
+                    throughput_rows.append(row)
+                if soaks:
                     results["soak"] = soak(server, ids, users, args.soak_seconds, args.soak_rate)
+                    results["soak_config"] = {"seconds": args.soak_seconds, "rate": args.soak_rate,
+                                              "workers": workers, "catalogue": name}  # fmt: skip
                     print(f"  soak {json.dumps(results['soak'])}", flush=True)
             finally:
                 server.stop()
-    results["durability"] = durability(model, args.work, listings)
-    print(f"durability {json.dumps(results['durability'])}", flush=True)
+    if "throughput" in parts:
+        results["throughput"] = throughput_rows
+        results["throughput_config"] = {"client": args.client, "seconds": args.seconds,
+                                        "concurrency": args.concurrency}  # fmt: skip
+    if "durability" in parts:
+        results["durability"] = {**durability(model, args.work, listings), "catalogue": name}
+        print(f"durability {json.dumps(results['durability'])}", flush=True)
+    results["commands"] = [*results.get("commands", [])[-2:], command]
+    saved.write_text(json.dumps(results, indent=1))
+    if not all(key in results for key in ("throughput", "durability")):
+        print(f"results so far in {saved}; run the other parts for a report")
+        return
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    text = report(args, results)
+    text = report(results)
     marker = "<!-- benchmark results: written by benchmarks/serving.py -->"
     if args.out.exists() and marker in args.out.read_text():
         text = args.out.read_text().split(marker)[0] + marker + "\n\n" + text
