@@ -91,17 +91,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     Writer = Depends(writer)
     K = Annotated[int, Query(ge=1, le=s.MAX_K, description="number of results")]
-    Id = Annotated[str, PathParam(min_length=1, max_length=256)]
 
-    # ------------------------------------------------------------------ reads
-    # async: served on the event loop. The search takes about a millisecond, less than the
-    # hop to the thread pool and back costs the hottest endpoint under load.
-    @app.get("/v1/listings/{listing_id}/similar", responses=ERRORS)
-    async def similar(
+    async def query_filters(
         request: Request,
-        listing_id: Id,
         st: State,
-        k: K = 10,
         price_min: float | None = None,
         price_max: float | None = None,
         make: Annotated[list[str] | None, Query()] = None,
@@ -109,10 +102,23 @@ def create_app(settings: Settings) -> FastAPI:
         near: Annotated[str | None, Query(description="lat,lon")] = None,
         within_km: float | None = None,
         exclude: Annotated[str | None, Query(description="id1,id2")] = None,
+    ) -> list:
+        # the named parameters document the common filters in the OpenAPI schema; any other
+        # listing column filters too, so the filters are read from the whole query string
+        return _filters(st, _query_mapping(request))
+
+    QueryFilters = Annotated[list, Depends(query_filters)]
+    Id = Annotated[str, PathParam(min_length=1, max_length=256)]
+
+    # ------------------------------------------------------------------ reads
+    # async: served on the event loop. The search takes about a millisecond, less than the
+    # hop to the thread pool and back costs the hottest endpoint under load.
+    @app.get("/v1/listings/{listing_id}/similar", responses=ERRORS)
+    async def similar(
+        listing_id: Id, st: State, filters: QueryFilters, k: K = 10
     ) -> s.SimilarResponse:
         """Listings most similar to one listing. Any listing column filters, e.g. ``fuel=diesel``
         (repeated or comma-separated for sets) or ``year_min=2018``."""
-        filters = _filters(st, _query_mapping(request))
         query = st.listing_id(listing_id)
         (answer,) = st.recommender.similar([query], k, filters=filters, catalogue=st.catalogue)
         if "error" in answer:
@@ -122,20 +128,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/v1/users/{user_id}/recommendations", responses=ERRORS)
     def recommendations(
-        request: Request,
-        user_id: Id,
-        st: State,
-        k: K = 10,
-        price_min: float | None = None,
-        price_max: float | None = None,
-        make: Annotated[list[str] | None, Query()] = None,
-        body: Annotated[list[str] | None, Query()] = None,
-        near: Annotated[str | None, Query(description="lat,lon")] = None,
-        within_km: float | None = None,
-        exclude: Annotated[str | None, Query(description="id1,id2")] = None,
+        user_id: Id, st: State, filters: QueryFilters, k: K = 10
     ) -> s.RecommendationsResponse:
         """Listings for a known user, excluding those they have seen; filters as for similar."""
-        filters = _filters(st, _query_mapping(request))
         query = st.user_id(user_id)
         (answer,) = st.recommender.recommend([query], k, filters=filters, catalogue=st.catalogue)
         if "error" in answer:
