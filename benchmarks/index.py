@@ -1,14 +1,14 @@
 """Benchmark the filtered vector index: build time, recall@10 against exact search, latency.
 
     python benchmarks/index.py [--sizes 100000,1000000] [--kinds ivf,hnsw] [--out FILE]
+    python benchmarks/index.py --trained    # a trained model's vectors (docs/index-benchmark.md)
     python benchmarks/index.py --smoke      # tiny sizes, seconds; used by CI
 
 Vectors are synthetic but shaped like trained embeddings: a mixture of Gaussians on the unit
 sphere (a few hundred clusters of very different sizes and spreads), L2-normalised. Queries are
 fresh draws from the same mixture, not indexed rows. With ``--trained`` they are the unit listing
 vectors of a hybrid model trained on the ``large`` car data instead (``common.py``), and the
-queries are new listings embedded from their features. Prints a
-markdown report.
+queries are new listings embedded from their features. Prints a markdown report.
 """
 
 from __future__ import annotations

@@ -197,3 +197,14 @@ def test_plot_and_inspect(model_dir, tmp_path):
     assert "Qashqai" in (tmp_path / "near.html").read_text()
     report = json.loads(run("inspect", str(model_dir), "--json", "--sample", "200"))
     assert "make" in report["categorical"]
+
+
+def test_result_tables_separate_thousands_except_years():
+    from embedrec.cli import format_table
+
+    text = format_table(
+        [{"price": 8500, "year": 2018, "mileage_km": 123456}, {"price": 23221, "year": 2021}],
+        ["price", "year", "mileage_km"],
+    )
+    assert "8,500" in text and "23,221" in text and "123,456" in text
+    assert "2018" in text and "2,018" not in text

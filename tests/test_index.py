@@ -392,3 +392,30 @@ def test_catalogue_lookups_follow_adds_and_removes():
     assert catalogue.rows_of(["a", "b"]).tolist() == [-1, 3]
     assert catalogue.rows_of_model_rows(np.array([0, 1])).tolist() == [-1, 3]
     assert catalogue.fields(np.array([3]))[0]["price"] == 2.0
+
+
+@pytest.mark.parametrize(
+    "lat, lon, radius_km",
+    [
+        (51.05, 13.74, 100),
+        (51.05, 13.74, 5),
+        (89.9, 0, 50),
+        (0, 179.9, 300),
+        (-60, -170, 2000),
+        (50, 10, 20000),
+    ],  # fmt: skip
+)
+def test_radius_filter_matches_haversine_on_a_large_table(lat, lon, radius_km):
+    from embedrec.geo import haversine_km
+
+    rng = np.random.default_rng(3)
+    # above the size whose columns are cached, with points over the whole globe
+    table = pd.DataFrame(
+        {"lat": rng.uniform(-90, 90, 30_000), "lon": rng.uniform(-180, 180, 30_000)}
+    )
+    table.loc[::97, "lat"] = np.nan
+    expected = haversine_km(lat, lon, table["lat"].to_numpy(), table["lon"].to_numpy())
+    expected = expected <= radius_km
+    for _ in range(2):  # the second call reads the cached columns
+        mask = allowed_mask([RadiusFilter(lat, lon, radius_km)], table)
+        assert (mask == expected).all()

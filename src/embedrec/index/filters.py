@@ -207,7 +207,11 @@ def filters_from_mapping(d: Mapping[str, Any]) -> list[Filter]:
 
 
 def allowed_mask(filters: Iterable[Filter], table: pd.DataFrame) -> np.ndarray:
-    """Boolean mask over the rows of ``table``: True where every filter holds."""
+    """Boolean mask over the rows of ``table``: True where every filter holds.
+
+    Columns of tables with 10,000 rows or more are converted once and cached for the table's
+    lifetime, so such a table must not be changed in place between calls.
+    """
     keep = np.ones(len(table), dtype=bool)
     for f in filters:
         keep &= np.asarray(f.mask(table), dtype=bool)
