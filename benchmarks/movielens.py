@@ -300,6 +300,15 @@ def methods(smoke: bool) -> list[Method]:
         if full
         else [{"dim": 16, "epochs": 2, "batch_size": 256}]
     )
+    # hybrid: a softmax over all 1,682 films (negatives_from="catalogue") keeps popularity,
+    # which the batch's logQ-corrected negatives remove; its L2-normalised vectors need the
+    # temperature tuned with it (validation NDCG@10 at 20 epochs: 0.112 with batch negatives,
+    # 0.122 with the catalogue at temperature 0.1, 0.138 at 0.3)
+    hybrid = (
+        grid(negatives_from=["catalogue"], temperature=[0.1, 0.3], epochs=[10, 20, 40])
+        if full
+        else [{"dim": 16, "epochs": 2, "batch_size": 256, "negatives_from": "catalogue"}]
+    )
     out = [
         Method("popularity", fit_popularity, [{}]),
         Method(
@@ -345,7 +354,7 @@ def methods(smoke: bool) -> list[Method]:
         Method("feature popularity (ridge)", fit_feature_popularity, [{}], warm=False, cold=True),
         Method("embedrec mf", fit_recommender("mf"), ours),
         Method("embedrec deep", fit_recommender("deep"), ours, cold=True),
-        Method("embedrec hybrid", fit_recommender("hybrid"), ours, cold=True),
+        Method("embedrec hybrid", fit_recommender("hybrid"), hybrid, cold=True),
     ]
     for method in out:
         module = {"ALS": "implicit", "BPR": "implicit", "LightFM": "lightfm"}.get(

@@ -76,6 +76,8 @@ class Recommender:
         lr: float = 0.05,
         loss: str = "softmax",
         logq_scale: float = 1.0,
+        temperature: float = 0.1,
+        negatives_from: str = "batch",
         patience: int = 3,
         validation_fraction: float = 0.1,
         refit: bool = True,
@@ -95,6 +97,8 @@ class Recommender:
         self.lr = lr
         self.loss = loss
         self.logq_scale = logq_scale
+        self.temperature = temperature
+        self.negatives_from = negatives_from
         self.patience = patience
         self.validation_fraction = validation_fraction
         self.refit = refit
@@ -193,6 +197,8 @@ class Recommender:
             lr=self.lr,
             loss=self.loss,
             logq_scale=self.logq_scale,
+            temperature=self.temperature,
+            negatives_from=self.negatives_from,
             patience=self.patience,
             seed=self.seed,
             device=self.device,
@@ -603,6 +609,8 @@ class Recommender:
             "epochs",
             "batch_size",
             "logq_scale",
+            "temperature",
+            "negatives_from",
             "lr",
             "loss",
             "patience",

@@ -33,6 +33,29 @@ def in_batch_softmax(
     return (losses * weights).sum() / weights.sum()
 
 
+def sampled_softmax(
+    user_vectors: torch.Tensor,
+    listing_vectors: torch.Tensor,
+    listings: torch.Tensor,
+    negative_vectors: torch.Tensor,
+    negatives: torch.Tensor,
+    weights: torch.Tensor,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Softmax over the positive and negatives drawn uniformly (or all listings).
+
+    A uniform proposal needs no correction, so the scores keep popularity: a listing many
+    users want is scored up for all of them. A negative equal to the row's listing is masked.
+    """
+    scaled = user_vectors / temperature
+    positive = (scaled * listing_vectors).sum(dim=1)
+    logits = scaled @ negative_vectors.T
+    logits = logits.masked_fill(listings.unsqueeze(1) == negatives.unsqueeze(0), float("-inf"))
+    all_logits = torch.cat([positive.unsqueeze(1), logits], dim=1)
+    losses = torch.logsumexp(all_logits, dim=1) - positive
+    return (losses * weights).sum() / weights.sum()
+
+
 def bpr(
     user_vectors: torch.Tensor,
     positive_vectors: torch.Tensor,

@@ -14,10 +14,11 @@ from tqdm.auto import tqdm
 from embedrec.data.prepare import Interactions
 from embedrec.evaluation.metrics import evaluate_scorer
 from embedrec.models.base import RecModel
-from embedrec.training.losses import bpr, in_batch_softmax
+from embedrec.training.losses import bpr, in_batch_softmax, sampled_softmax
 from embedrec.training.optim import RowWiseAdagrad
 
 LOSSES = ("softmax", "bpr")
+NEGATIVE_SOURCES = ("batch", "catalogue")
 
 
 @dataclass
@@ -35,6 +36,9 @@ class TrainConfig:
     logq_scale: float = 1.0
     temperature: float = 0.1  # for models with L2-normalised vectors
     negatives: int = 512  # shared by the batch; 16 per positive for unfactorised models
+    # "batch": the batch's own listings (popularity-corrected by logQ); "catalogue": drawn
+    # uniformly from trained listings, every one of them when there are at most `negatives`
+    negatives_from: str = "batch"
     patience: int = 3
     validation_users: int = 3000
     seed: int = 0
@@ -43,7 +47,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        for name in ("epochs", "batch_size", "patience"):
+        if self.negatives_from not in NEGATIVE_SOURCES:
+            raise ValueError(
+                f"negatives_from must be one of {', '.join(NEGATIVE_SOURCES)}, "
+                f"got {self.negatives_from!r}"
+            )
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
+        for name in ("epochs", "batch_size", "negatives", "patience"):
             if getattr(self, name) < (0 if name == "patience" else 1):
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
@@ -91,6 +102,9 @@ def train(
     log_q = config.logq_scale * torch.as_tensor(
         np.log(np.maximum(counts, 1) / counts.sum()), dtype=torch.float32, device=device
     )
+    # negatives come from listings someone interacted with: a listing known only by its
+    # features must not learn that its features are a negative
+    trained = torch.as_tensor(np.flatnonzero(counts), device=device)
     sparse_params = [
         p
         for m in model.modules()
@@ -121,7 +135,14 @@ def train(
         for start in bar:
             batch = order[start : start + config.batch_size]
             loss = _batch_loss(
-                model, users[batch], listings[batch], weights[batch], log_q, config, generator
+                model,
+                users[batch],
+                listings[batch],
+                weights[batch],
+                log_q,
+                trained,
+                config,
+                generator,
             )
             for optimizer in optimizers:
                 optimizer.zero_grad(set_to_none=True)
@@ -168,6 +189,7 @@ def _batch_loss(
     listings: torch.Tensor,
     weights: torch.Tensor,
     log_q: torch.Tensor,
+    trained: torch.Tensor,
     config: TrainConfig,
     generator: torch.Generator,
 ) -> torch.Tensor:
@@ -184,6 +206,20 @@ def _batch_loss(
         return (losses * weights).sum() / weights.sum()
     user_vectors = model.user_vectors(users, targets=listings)
     listing_vectors = model.listing_vectors(listings)
+    if config.loss == "softmax" and config.negatives_from == "catalogue":
+        negatives = trained
+        if len(trained) > config.negatives:
+            drawn = torch.randint(len(trained), (config.negatives,), generator=generator)
+            negatives = trained[drawn.to(trained.device)]
+        return sampled_softmax(
+            user_vectors,
+            listing_vectors,
+            listings,
+            model.listing_vectors(negatives),
+            negatives,
+            weights,
+            temperature,
+        )
     if config.loss == "softmax":
         return in_batch_softmax(
             user_vectors,

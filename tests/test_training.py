@@ -1,0 +1,94 @@
+"""The training loop's negatives: from the batch or from the whole catalogue."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from embedrec.recommender import Recommender
+from embedrec.training.losses import sampled_softmax
+
+
+def test_sampled_softmax_masks_the_positive_among_negatives():
+    users = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    positives = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    listings = torch.tensor([3, 4])
+    negatives = torch.tensor([3, 7])  # row 0's own listing is among the negatives
+    negative_vectors = torch.tensor([[1.0, 0.0], [0.5, 0.5]])
+    loss = sampled_softmax(users, positives, listings, negative_vectors, negatives, torch.ones(2))
+    # row 0: logits [1 (positive), 0.5]; row 1: [1, 0 (listing 3), 0.5]
+    expected = (np.log(np.exp(1) + np.exp(0.5)) - 1 + np.log(np.exp(1) + 1 + np.exp(0.5)) - 1) / 2
+    assert float(loss) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("model", ["mf", "hybrid"])
+def test_catalogue_negatives_learn_the_groups(blocks, model):
+    events, listings, listing_group, _ = blocks
+    rec = Recommender(
+        model=model,
+        epochs=12,
+        batch_size=256,
+        negatives_from="catalogue",
+        temperature=0.3,
+        seed=0,
+        progress=False,
+        log=None,
+    ).fit(events, listings)
+    results = rec.similar(["Wagen 0 ä", "Wagen 1 ä"], k=10)
+    for query, group in zip(results, (0, 1), strict=True):
+        found = [int(r["listing_id"].split()[1]) for r in query["results"]]
+        assert np.mean(listing_group[found] == group) >= 0.8
+    assert rec.get_params()["negatives_from"] == "catalogue"
+
+
+@pytest.mark.parametrize("negatives", [16, 512])
+def test_negatives_are_trained_listings_all_of_them_when_few(blocks, monkeypatch, negatives):
+    """16 negatives for 120 trained listings are drawn; 512 means every trained listing."""
+    events, listings, _, _ = blocks
+    drawn: list[torch.Tensor] = []
+
+    def spy(*args, **kwargs):
+        drawn.append(args[4])
+        return sampled_softmax(*args, **kwargs)
+
+    monkeypatch.setattr("embedrec.training.trainer.sampled_softmax", spy)
+    original_config = Recommender._train_config
+    monkeypatch.setattr(
+        Recommender,
+        "_train_config",
+        lambda self, n: replace(original_config(self, n), negatives=negatives),
+    )
+    # a listing without interactions must never be a negative: its features would learn
+    # that they are unwanted
+    extra = listings.iloc[:1].assign(listing_id="Neu 1")
+    rec = Recommender(
+        model="hybrid",
+        epochs=1,
+        batch_size=256,
+        negatives_from="catalogue",
+        validation_fraction=0,
+        progress=False,
+        log=None,
+    ).fit(events, pd.concat([listings, extra]))
+    untrained = rec.listings_.indices(["Neu 1"])[0]
+    assert drawn and all(len(d) == min(negatives, 120) for d in drawn)
+    assert all((d != untrained).all() for d in drawn)
+    if negatives == 512:
+        assert sorted(drawn[0].tolist()) == [r for r in range(121) if r != untrained]
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"negatives_from": "everything"}, "negatives_from must be one of batch, catalogue"),
+        ({"temperature": 0.0}, "temperature must be positive"),
+    ],
+)
+def test_bad_training_settings_are_named(blocks, params, message):
+    events, listings, _, _ = blocks
+    with pytest.raises(ValueError, match=message):
+        Recommender(progress=False, log=None, **params).fit(events, listings)
