@@ -16,6 +16,7 @@ from embedrec.index.filters import (
     RangeFilter,
     SetFilter,
     allowed_mask,
+    allowed_rows,
     filters_from_mapping,
     parse_filter,
 )
@@ -419,3 +420,101 @@ def test_radius_filter_matches_haversine_on_a_large_table(lat, lon, radius_km):
     for _ in range(2):  # the second call reads the cached columns
         mask = allowed_mask([RadiusFilter(lat, lon, radius_km)], table)
         assert (mask == expected).all()
+        rows = allowed_rows([RadiusFilter(lat, lon, radius_km)], table, limit=len(table))
+        assert rows.tolist() == np.flatnonzero(expected).tolist()
+
+
+@pytest.fixture(scope="module")
+def large_table() -> pd.DataFrame:
+    """Above the size whose columns get sorted indexes; with missing values in each column."""
+    rng = np.random.default_rng(5)
+    n = 40_000
+    table = pd.DataFrame(
+        {
+            "listing_id": [f"L{i}" for i in range(n)],
+            "make": rng.choice(["Nissan", "VW", "BMW", "Dacia"], n, p=[0.01, 0.5, 0.3, 0.19]),
+            "price": rng.integers(1_000, 60_000, n).astype(float),
+            "lat": rng.uniform(47, 55, n),
+            "lon": rng.uniform(6, 15, n),
+        }
+    )
+    table.loc[::101, "price"] = np.nan
+    table.loc[::89, "make"] = None
+    return table
+
+
+@pytest.mark.parametrize(
+    "expressions",
+    [
+        ["price<=1500"],
+        ["price<1500", "price>1200"],
+        ["price>=59500"],
+        ["make=Nissan"],
+        ["make=Nissan,Dacia", "price<=30000"],
+        ["within=51.05,13.74,30km"],
+        ["within=51.05,13.74,100km", "make!=VW", "exclude=L5,L17,L40"],
+        ["make=Tesla"],
+        ["price<=0"],
+    ],
+)
+def test_rows_from_indexes_equal_the_mask(large_table, expressions):
+    filters = [parse_filter(e) for e in expressions]
+    expected = np.flatnonzero(allowed_mask(filters, large_table))
+    for _ in range(2):  # the second call reads the cached indexes
+        rows = allowed_rows(filters, large_table, limit=len(large_table))
+        assert rows is not None and rows.dtype.kind == "i"
+        assert rows.tolist() == expected.tolist()
+
+
+def test_unselective_filters_fall_back_to_the_mask(large_table):
+    # no index narrows "make!=VW" or a wide price range to 5,000 rows
+    assert allowed_rows([parse_filter("make!=VW")], large_table, limit=5_000) is None
+    assert allowed_rows([parse_filter("price>=2000")], large_table, limit=5_000) is None
+    # an unknown field is still named, whichever path is taken
+    with pytest.raises(FilterError, match="colour"):
+        allowed_rows([parse_filter("colour=red")], large_table, limit=5_000)
+
+
+def test_search_with_rows_equals_search_with_mask(ivf, queries):
+    mask = np.zeros(ivf.n_rows, dtype=bool)
+    mask[::50] = True  # 160 rows: below filter_exact_below
+    mask[::7] |= np.arange(ivf.n_rows)[::7] > 6000  # and more, to take the index path
+    for allowed in (mask, np.flatnonzero(mask)[:150]):
+        as_mask = np.zeros(ivf.n_rows, dtype=bool)
+        as_mask[allowed] = True
+        by_rows = ivf.search(queries, 10, allowed=np.flatnonzero(as_mask))
+        by_mask = ivf.search(queries, 10, allowed=as_mask)
+        assert (by_rows[0] == by_mask[0]).all()
+        assert np.allclose(by_rows[1], by_mask[1])
+    shuffled = np.random.default_rng(0).permutation(np.flatnonzero(mask))
+    assert (
+        ivf.search(queries, 5, allowed=shuffled)[0] == ivf.search(queries, 5, allowed=mask)[0]
+    ).all()
+    with pytest.raises(ValueError, match="allowed rows must lie in"):
+        ivf.search(queries, 5, allowed=np.array([ivf.n_rows]))
+
+
+def test_catalogue_filtered_search_through_indexes_with_adds_and_removes(large_table):
+    from embedrec.index.catalogue import Catalogue
+
+    rng = np.random.default_rng(8)
+    vectors = rng.standard_normal((len(large_table), 8)).astype(np.float32)
+    catalogue = Catalogue(large_table, vectors, np.arange(len(large_table)), exact_below=10_000)
+    new = large_table.iloc[:3].assign(listing_id=["N1", "N2", "N3"], make="Nissan", price=1234.0)
+    catalogue.add(new, rng.standard_normal((3, 8)).astype(np.float32), np.full(3, -1))
+    nissans = large_table.index[large_table["make"] == "Nissan"]
+    catalogue.remove([large_table["listing_id"][nissans[0]], "N2"])
+    filters = [parse_filter("make=Nissan"), parse_filter("price<=30000")]
+    # the same query answered from a mask over the whole catalogue: the reference
+    mask = catalogue.allowed(filters) & catalogue.live
+    assert (
+        catalogue.allowed(filters, few=5_000).tolist()
+        == np.flatnonzero(catalogue.allowed(filters)).tolist()
+    )
+    query = rng.standard_normal((1, 8)).astype(np.float32)
+    rows, scores = catalogue.search(query, 10, False, filters)
+    every = np.flatnonzero(mask)
+    best = every[np.argsort(-(catalogue.vectors[every] @ query[0]), kind="stable")[:10]]
+    assert set(rows[0].tolist()) == set(best.tolist())
+    assert "N2" not in set(catalogue.table["listing_id"].to_numpy()[rows[0]])
+    assert len(every) > 10 and (rows[0] >= 0).all()

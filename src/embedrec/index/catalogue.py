@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from embedrec.data.ids import id_index, positions
-from embedrec.index.filters import Filter, allowed_mask
+from embedrec.index.filters import Filter, allowed_mask, allowed_rows
 from embedrec.index.vector_index import VectorIndex
 
 
@@ -167,13 +167,20 @@ class Catalogue:
                 self._indexes[key] = index
             return self._indexes[key]
 
-    def allowed(self, filters: Sequence[Filter]) -> np.ndarray:
-        """Rows passing every filter (base table and added rows evaluated apart)."""
-        mask = allowed_mask(filters, self._base)
+    def allowed(self, filters: Sequence[Filter], few: int = 0) -> np.ndarray:
+        """Rows passing every filter (base table and added rows evaluated apart): ascending
+        row numbers when an index narrows them to at most ``few`` rows, else a mask."""
         added = self._added_frame()
+        rows = allowed_rows(filters, self._base, few) if few else None
+        if rows is None:
+            mask = allowed_mask(filters, self._base)
+            if added is not None:
+                mask = np.concatenate([mask, allowed_mask(filters, added)])
+            return mask[: self._n]
         if added is not None:
-            mask = np.concatenate([mask, allowed_mask(filters, added)])
-        return mask[: self._n]
+            extra = np.flatnonzero(allowed_mask(filters, added)) + len(self._base)
+            rows = np.concatenate([rows, extra])
+        return rows[rows < self._n]
 
     def search(
         self,
@@ -187,8 +194,8 @@ class Catalogue:
         index = self.index(cosine)
         allowed = None
         if filters:
-            allowed = self.allowed(filters)
-            if len(allowed) < index.n_rows:  # rows added between the two reads
+            allowed = self.allowed(filters, few=index.filter_exact_below)
+            if allowed.dtype == bool and len(allowed) < index.n_rows:  # rows added meanwhile
                 allowed = np.pad(allowed, (0, index.n_rows - len(allowed)))
         queries = _unit(queries) if cosine else np.asarray(queries, dtype=np.float32)
         return index.search(queries, k, allowed, exclude)

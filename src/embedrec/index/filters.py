@@ -2,7 +2,9 @@
 
 Filters come from CLI expressions (:func:`parse_filter`) or the HTTP API's JSON shape
 (:func:`filters_from_mapping`); :func:`allowed_mask` turns a list of them into one boolean
-mask over the rows of the catalogue table (all filters must hold).
+mask over the rows of the catalogue table (all filters must hold). On large tables,
+:func:`allowed_rows` answers a selective filter from a sorted index of its column instead, in
+time that grows with the rows it keeps rather than with the catalogue.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +35,10 @@ class FilterError(ValueError):
         self.field = field
 
 
+# How many rows an index says may pass a filter, and a function returning them, ascending.
+Candidates = tuple[int, Callable[[], np.ndarray]]
+
+
 class Filter:
     """One condition on the catalogue; ``mask(table)`` says which rows satisfy it."""
 
@@ -40,6 +46,14 @@ class Filter:
 
     def mask(self, table: pd.DataFrame) -> np.ndarray:
         raise NotImplementedError
+
+    def holds(self, table: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+        """Whether the filter holds at ``rows``; costs O(len(rows)) where overridden."""
+        return self.mask(table)[rows]
+
+    def candidates(self, table: pd.DataFrame) -> Candidates | None:
+        """Rows that may pass, from a cached sorted index; None without one."""
+        return None
 
 
 @dataclass(frozen=True)
@@ -53,6 +67,27 @@ class RangeFilter(Filter):
     high_inclusive: bool = True
 
     def mask(self, table: pd.DataFrame) -> np.ndarray:
+        return self._test(self._values(table))
+
+    def holds(self, table: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+        return self._test(self._values(table)[rows])
+
+    def candidates(self, table: pd.DataFrame) -> Candidates | None:
+        values = self._values(table)
+        if len(table) < _CACHED_ROWS:
+            return None
+        ordered, order = _cached(table, ("sorted", self.field), lambda: _sorted(values))
+        start, stop = 0, np.searchsorted(ordered, np.inf, side="right")  # NaN sorts last
+        if self.low is not None:
+            side = "left" if self.low_inclusive else "right"
+            start = np.searchsorted(ordered, self.low, side=side)
+        if self.high is not None:
+            side = "right" if self.high_inclusive else "left"
+            stop = np.searchsorted(ordered, self.high, side=side)
+        stop = max(start, stop)
+        return int(stop - start), lambda: np.sort(order[start:stop])
+
+    def _values(self, table: pd.DataFrame) -> np.ndarray:
         column = _column(table, self.field)
         if not pd.api.types.is_numeric_dtype(column.dtype) or pd.api.types.is_bool_dtype(
             column.dtype
@@ -61,7 +96,9 @@ class RangeFilter(Filter):
                 self.field,
                 f"numeric comparison on non-numeric column (dtype {column.dtype})",
             )
-        values = _numeric(table, self.field, self.field)
+        return _numeric(table, self.field, self.field)
+
+    def _test(self, values: np.ndarray) -> np.ndarray:
         keep = ~np.isnan(values)
         # NaN compares False, so missing values already fail; the explicit mask keeps it obvious.
         if self.low is not None:
@@ -86,6 +123,26 @@ class SetFilter(Filter):
         _column(table, self.field)  # an unknown field is an error
         return _isin_str(table, self.field, self.values, self.negate)
 
+    def holds(self, table: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+        _column(table, self.field)
+        return _isin_str(table, self.field, self.values, self.negate, rows)
+
+    def candidates(self, table: pd.DataFrame) -> Candidates | None:
+        _column(table, self.field)
+        if self.negate or len(table) < _CACHED_ROWS:
+            return None  # "not one of" keeps most rows: no index narrows it
+        codes, uniques = _codes(table, self.field)
+        order, starts = _cached(table, ("postings", self.field), lambda: _postings(codes))
+        hit = [c for c, u in enumerate(uniques) if u in self.values]
+        count = sum(int(starts[c + 1] - starts[c]) for c in hit)
+
+        def rows() -> np.ndarray:
+            # each value's rows are ascending (stable sort); several values need a merge
+            parts = [order[starts[c] : starts[c + 1]] for c in hit]
+            return parts[0] if len(parts) == 1 else np.sort(np.concatenate(parts or [order[:0]]))
+
+        return count, rows
+
 
 @dataclass(frozen=True)
 class RadiusFilter(Filter):
@@ -104,6 +161,24 @@ class RadiusFilter(Filter):
             raise FilterError(self.field, f"radius must not be negative, got {self.radius_km}")
 
     def mask(self, table: pd.DataFrame) -> np.ndarray:
+        return self._test(*self._coordinates(table))
+
+    def holds(self, table: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+        lat, lon = self._coordinates(table)
+        return self._test(lat[rows], lon[rows])
+
+    def candidates(self, table: pd.DataFrame) -> Candidates | None:
+        lat, _ = self._coordinates(table)
+        if len(table) < _CACHED_ROWS:
+            return None
+        # the band of latitudes the circle spans: a superset that ``holds`` then narrows
+        ordered, order = _cached(table, ("sorted latitude",), lambda: _sorted(lat))
+        band = math.degrees(self.radius_km / EARTH_RADIUS_KM) + 1e-9
+        start = np.searchsorted(ordered, self.lat - band, side="left")
+        stop = np.searchsorted(ordered, self.lat + band, side="right")
+        return int(stop - start), lambda: np.sort(order[start:stop])
+
+    def _coordinates(self, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         for lat_name, lon_name in GEO_COLUMNS:
             if lat_name in table.columns and lon_name in table.columns:
                 break
@@ -112,8 +187,9 @@ class RadiusFilter(Filter):
                 self.field,
                 "the catalogue has no coordinates (needs columns lat/lon or latitude/longitude)",
             )
-        lat = _numeric(table, lat_name, self.field)
-        lon = _numeric(table, lon_name, self.field)
+        return _numeric(table, lat_name, self.field), _numeric(table, lon_name, self.field)
+
+    def _test(self, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
         # Distances only inside a box that holds the circle: a point within r km lies within
         # r/R radians of latitude and, unless the circle reaches a pole, within
         # asin(sin(r/R) / cos(lat0)) of longitude.
@@ -138,9 +214,12 @@ class ExcludeFilter(Filter):
     field: str = "exclude"
 
     def mask(self, table: pd.DataFrame) -> np.ndarray:
+        return self.holds(table, None)
+
+    def holds(self, table: pd.DataFrame, rows: np.ndarray | None) -> np.ndarray:
         if ID_COLUMN not in table.columns:
             raise FilterError(self.field, f"the catalogue has no {ID_COLUMN!r} column")
-        return ~_isin_str(table, ID_COLUMN, self.ids, negate=False)
+        return ~_isin_str(table, ID_COLUMN, self.ids, negate=False, rows=rows)
 
 
 def parse_filter(expression: str) -> Filter:
@@ -218,6 +297,27 @@ def allowed_mask(filters: Iterable[Filter], table: pd.DataFrame) -> np.ndarray:
     return keep
 
 
+def allowed_rows(filters: Iterable[Filter], table: pd.DataFrame, limit: int) -> np.ndarray | None:
+    """Ascending rows of ``table`` where every filter holds, or None when no filter's index
+    narrows them to at most ``limit`` candidates (then use :func:`allowed_mask`).
+
+    The most selective indexed filter gives the candidates; every filter is then checked on
+    those rows only, so the cost follows the rows kept, not the size of the table.
+    """
+    filters = list(filters)
+    best: Candidates | None = None
+    for f in filters:
+        found = f.candidates(table)
+        if found is not None and found[0] <= limit and (best is None or found[0] < best[0]):
+            best = found
+    if best is None:
+        return None
+    rows = best[1]()
+    for f in filters:
+        rows = rows[f.holds(table, rows)]
+    return rows
+
+
 def _column(table: pd.DataFrame, field: str) -> pd.Series:
     if field not in table.columns:
         valid = ", ".join(str(c) for c in table.columns if c != ID_COLUMN)
@@ -255,17 +355,45 @@ def _numeric(table: pd.DataFrame, name: str, field: str) -> np.ndarray:
     )
 
 
-def _isin_str(table: pd.DataFrame, name: str, values: frozenset[str], negate: bool) -> np.ndarray:
-    # Factorized so that the str conversion runs once per distinct value, not once per row.
+def _codes(table: pd.DataFrame, name: str) -> tuple[np.ndarray, list[str]]:
+    """Factorised column (-1: missing) and its values as str: str() runs once per value."""
+
     def factorize() -> tuple[np.ndarray, list[str]]:
         codes, uniques = pd.factorize(table[name], use_na_sentinel=True)
         return codes, [str(u) for u in uniques]
 
-    codes, uniques = _cached(table, ("codes", name), factorize)
+    return _cached(table, ("codes", name), factorize)
+
+
+def _isin_str(
+    table: pd.DataFrame,
+    name: str,
+    values: frozenset[str],
+    negate: bool,
+    rows: np.ndarray | None = None,
+) -> np.ndarray:
+    """Whether the column's value (as str) is in ``values``, at ``rows`` (None: all rows);
+    with ``negate``, whether it is not. A missing value fails either way."""
+    codes, uniques = _codes(table, name)
+    if rows is not None:
+        codes = codes[rows]
     hit = np.fromiter((u in values for u in uniques), dtype=bool, count=len(uniques))
     if negate:
         hit = ~hit
     return (codes >= 0) & hit[np.maximum(codes, 0)]
+
+
+def _sorted(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A column's values in ascending order (NaN last) and the rows they come from."""
+    order = np.argsort(values, kind="stable")
+    return values[order], order
+
+
+def _postings(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows grouped by code, ascending within each (``order``), and where each code starts."""
+    order = np.argsort(codes, kind="stable")
+    starts = np.searchsorted(codes[order], np.arange(codes.max(initial=-1) + 2))
+    return order, starts
 
 
 def _split_values(field: str, raw: str) -> frozenset[str]:

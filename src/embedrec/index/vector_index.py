@@ -297,9 +297,10 @@ class VectorIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` rows by inner product for each query.
 
-        ``allowed`` is a boolean mask over all rows (a filter); ``exclude`` gives, per query,
-        rows to drop. Removed rows are never returned. Returns (rows int64, scores float32),
-        each (m, k), best first, padded with -1 / -inf where fewer rows qualify.
+        ``allowed`` (a filter) is a boolean mask over all rows or an array of row numbers;
+        ``exclude`` gives, per query, rows to drop. Removed rows are never returned. Returns
+        (rows int64, scores float32), each (m, k), best first, padded with -1 / -inf where
+        fewer rows qualify.
         """
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if q.ndim == 1:
@@ -313,22 +314,34 @@ class VectorIndex:
                 raise ValueError(f"queries must be (m, {self.dim}), got {q.shape}")
             if k <= 0 or n == 0 or m == 0:
                 return _empty(m, max(k, 0))
-            keep = None
+            keep = None  # the rows a filter keeps, as a mask or as ascending row numbers
             if allowed is not None:
-                allowed = np.asarray(allowed, dtype=bool)
-                if allowed.shape != (n,):
-                    raise ValueError(f"allowed must be a mask of {n} rows, got {allowed.shape}")
-                keep = allowed & self._live[:n] if self._n_deleted else allowed
+                keep = self._live_allowed(np.asarray(allowed), n)
             elif self._n_deleted and self._resolved != "ivf":
                 keep = self._live[:n]
             excl = _exclusions(exclude, m, n)
             if self._index is None:
-                return _exact(q, self._buffer[:n], keep, k, excl)
-            n_keep = n - self._n_deleted if keep is None else int(np.count_nonzero(keep))
+                return _exact(q, self._buffer[:n], _as_rows(keep), k, excl)
+            n_keep = n - self._n_deleted if keep is None else _count(keep)
             breadth = self._breadth(max(n_keep, 1) / n)
             if allowed is not None and self._filter_is_exact(n_keep):
-                return _exact(q, self._buffer[:n], keep, k, excl)
-            return self._approximate(q, k, keep, excl, breadth, n, n_keep)
+                return _exact(q, self._buffer[:n], _as_rows(keep), k, excl)
+            mask = None if keep is None else _as_mask(keep, n)
+            return self._approximate(q, k, mask, excl, breadth, n, n_keep)
+
+    def _live_allowed(self, allowed: np.ndarray, n: int) -> np.ndarray:
+        """The live part of a filter given as a boolean mask or as row numbers."""
+        if allowed.dtype == bool:
+            if allowed.shape != (n,):
+                raise ValueError(f"allowed must be a mask of {n} rows, got {allowed.shape}")
+            return allowed & self._live[:n] if self._n_deleted else allowed
+        if not (np.issubdtype(allowed.dtype, np.integer) and allowed.ndim == 1):
+            raise ValueError(f"allowed must be a boolean mask or row numbers, got {allowed.dtype}")
+        if len(allowed) and (allowed.min() < 0 or allowed.max() >= n):
+            raise ValueError(f"allowed rows must lie in [0, {n})")
+        # callers usually pass ascending rows: checking is far cheaper than np.unique's sort
+        rows = allowed if (np.diff(allowed) > 0).all() else np.unique(allowed)
+        return rows[self._live[rows]] if self._n_deleted else rows
 
     def filter_path(self, n_allowed: int) -> str:
         """``"exact"`` or ``"index"``: how a filter keeping ``n_allowed`` rows is searched."""
@@ -373,7 +386,7 @@ class VectorIndex:
             redo = short[(rows[short] >= 0).sum(axis=1) < need]
             if len(redo):
                 sub_excl = [excl[i] for i in redo] if excl else None
-                r, s = _exact(q[redo], self._buffer[:n], keep, k, sub_excl)
+                r, s = _exact(q[redo], self._buffer[:n], _as_rows(keep), k, sub_excl)
                 rows[redo], scores[redo] = r, s
         return rows, scores
 
@@ -509,11 +522,27 @@ def _drop_excluded(rows, scores, excl, k):
     return out_rows, out_scores
 
 
-def _exact(q, vectors, keep, k, excl):
-    """Exact top-k over the rows of ``vectors`` where ``keep`` holds (all rows when None)."""
+def _count(keep: np.ndarray) -> int:
+    return int(np.count_nonzero(keep)) if keep.dtype == bool else len(keep)
+
+
+def _as_rows(keep: np.ndarray | None) -> np.ndarray | None:
+    return np.flatnonzero(keep) if keep is not None and keep.dtype == bool else keep
+
+
+def _as_mask(keep: np.ndarray, n: int) -> np.ndarray:
+    if keep.dtype == bool:
+        return keep
+    mask = np.zeros(n, dtype=bool)
+    mask[keep] = True
+    return mask
+
+
+def _exact(q, vectors, rows, k, excl):
+    """Exact top-k over ``rows`` of ``vectors`` (all rows when None)."""
     m = len(q)
-    rows = None if keep is None else np.flatnonzero(keep)
-    candidates = vectors if rows is None else vectors[rows]
+    # np.take copies the rows twice as fast as fancy indexing
+    candidates = vectors if rows is None else np.take(vectors, rows, axis=0)
     if len(candidates) == 0:
         return _empty(m, k)
     fetch = min(len(candidates), k + (max(len(e) for e in excl) if excl else 0))
