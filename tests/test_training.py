@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -56,12 +54,6 @@ def test_negatives_are_trained_listings_all_of_them_when_few(blocks, monkeypatch
         return sampled_softmax(*args, **kwargs)
 
     monkeypatch.setattr("embedrec.training.trainer.sampled_softmax", spy)
-    original_config = Recommender._train_config
-    monkeypatch.setattr(
-        Recommender,
-        "_train_config",
-        lambda self, n: replace(original_config(self, n), negatives=negatives),
-    )
     # a listing without interactions must never be a negative: its features would learn
     # that they are unwanted
     extra = listings.iloc[:1].assign(listing_id="Neu 1")
@@ -70,6 +62,7 @@ def test_negatives_are_trained_listings_all_of_them_when_few(blocks, monkeypatch
         epochs=1,
         batch_size=256,
         negatives_from="catalogue",
+        negatives=negatives,
         validation_fraction=0,
         progress=False,
         log=None,

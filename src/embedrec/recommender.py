@@ -78,6 +78,7 @@ class Recommender:
         logq_scale: float = 1.0,
         temperature: float = 0.1,
         negatives_from: str = "batch",
+        negatives: int = 512,
         patience: int = 3,
         validation_fraction: float = 0.1,
         refit: bool = True,
@@ -99,6 +100,7 @@ class Recommender:
         self.logq_scale = logq_scale
         self.temperature = temperature
         self.negatives_from = negatives_from
+        self.negatives = negatives
         self.patience = patience
         self.validation_fraction = validation_fraction
         self.refit = refit
@@ -199,6 +201,7 @@ class Recommender:
             logq_scale=self.logq_scale,
             temperature=self.temperature,
             negatives_from=self.negatives_from,
+            negatives=self.negatives,
             patience=self.patience,
             seed=self.seed,
             device=self.device,
@@ -611,6 +614,7 @@ class Recommender:
             "logq_scale",
             "temperature",
             "negatives_from",
+            "negatives",
             "lr",
             "loss",
             "patience",
