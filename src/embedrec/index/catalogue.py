@@ -168,8 +168,8 @@ class Catalogue:
             return self._indexes[key]
 
     def allowed(self, filters: Sequence[Filter], few: int = 0) -> np.ndarray:
-        """Rows passing every filter (base table and added rows evaluated apart): ascending
-        row numbers when an index narrows them to at most ``few`` rows, else a mask."""
+        """Rows passing every filter (base table and added rows evaluated apart): row numbers
+        when a column index narrows them to at most ``few`` candidates, else a mask."""
         added = self._added_frame()
         rows = allowed_rows(filters, self._base, few) if few else None
         if rows is None:
@@ -194,7 +194,10 @@ class Catalogue:
         index = self.index(cosine)
         allowed = None
         if filters:
-            allowed = self.allowed(filters, few=index.filter_exact_below)
+            # candidates from a column index are checked row by row: up to an eighth of the
+            # catalogue that costs less than evaluating every filter over every row
+            few = max(index.filter_exact_below, len(self._base) // 8)
+            allowed = self.allowed(filters, few=few)
             if allowed.dtype == bool and len(allowed) < index.n_rows:  # rows added meanwhile
                 allowed = np.pad(allowed, (0, index.n_rows - len(allowed)))
         queries = _unit(queries) if cosine else np.asarray(queries, dtype=np.float32)

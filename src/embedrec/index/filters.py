@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from embedrec.geo import EARTH_RADIUS_KM, haversine_km
+from embedrec.geo import EARTH_RADIUS_KM
 
 ID_COLUMN = "listing_id"
 GEO_COLUMNS = (("lat", "lon"), ("latitude", "longitude"))
@@ -35,8 +35,10 @@ class FilterError(ValueError):
         self.field = field
 
 
-# How many rows an index says may pass a filter, and a function returning them, ascending.
-Candidates = tuple[int, Callable[[], np.ndarray]]
+# What a column index says of a filter: how many rows may pass, a function returning them
+# (each once, in no particular order: sorting 10,000 row numbers costs more than searching
+# their vectors) and whether exactly those pass (False: a superset, checked row by row).
+Candidates = tuple[int, Callable[[], np.ndarray], bool]
 
 
 class Filter:
@@ -52,7 +54,7 @@ class Filter:
         return self.mask(table)[rows]
 
     def candidates(self, table: pd.DataFrame) -> Candidates | None:
-        """Rows that may pass, from a cached sorted index; None without one."""
+        """Rows that may pass (a superset), from a cached sorted index; None without one."""
         return None
 
 
@@ -85,7 +87,7 @@ class RangeFilter(Filter):
             side = "right" if self.high_inclusive else "left"
             stop = np.searchsorted(ordered, self.high, side=side)
         stop = max(start, stop)
-        return int(stop - start), lambda: np.sort(order[start:stop])
+        return int(stop - start), lambda: order[start:stop], True
 
     def _values(self, table: pd.DataFrame) -> np.ndarray:
         column = _column(table, self.field)
@@ -136,12 +138,8 @@ class SetFilter(Filter):
         hit = [c for c, u in enumerate(uniques) if u in self.values]
         count = sum(int(starts[c + 1] - starts[c]) for c in hit)
 
-        def rows() -> np.ndarray:
-            # each value's rows are ascending (stable sort); several values need a merge
-            parts = [order[starts[c] : starts[c + 1]] for c in hit]
-            return parts[0] if len(parts) == 1 else np.sort(np.concatenate(parts or [order[:0]]))
-
-        return count, rows
+        parts = [(starts[c], starts[c + 1]) for c in hit]
+        return count, lambda: np.concatenate([order[:0], *(order[a:b] for a, b in parts)]), True
 
 
 @dataclass(frozen=True)
@@ -161,22 +159,61 @@ class RadiusFilter(Filter):
             raise FilterError(self.field, f"radius must not be negative, got {self.radius_km}")
 
     def mask(self, table: pd.DataFrame) -> np.ndarray:
-        return self._test(*self._coordinates(table))
+        lat, lon = self._coordinates(table)
+        box = self._box()
+        # distances only inside a box that holds the circle
+        if box is None:  # only the latitude bound holds
+            height = math.degrees(self.radius_km / EARTH_RADIUS_KM) + 1e-9
+            near = np.abs(lat - self.lat) <= height
+        else:
+            (lat_low, lat_high), (lon_low, lon_high) = box
+            near = (lat >= lat_low) & (lat <= lat_high) & (lon >= lon_low) & (lon <= lon_high)
+        rows = np.flatnonzero(near)
+        keep = np.zeros(len(lat), dtype=bool)
+        keep[rows] = self._within(_unit_points(table, lat, lon)[rows])
+        return keep
 
     def holds(self, table: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
-        lat, lon = self._coordinates(table)
-        return self._test(lat[rows], lon[rows])
+        return self._within(_unit_points(table, *self._coordinates(table))[rows])
 
     def candidates(self, table: pd.DataFrame) -> Candidates | None:
-        lat, _ = self._coordinates(table)
-        if len(table) < _CACHED_ROWS:
+        lat, lon = self._coordinates(table)
+        box = self._box()
+        if box is None or len(table) < _CACHED_ROWS:
             return None
-        # the band of latitudes the circle spans: a superset that ``holds`` then narrows
-        ordered, order = _cached(table, ("sorted latitude",), lambda: _sorted(lat))
-        band = math.degrees(self.radius_km / EARTH_RADIUS_KM) + 1e-9
-        start = np.searchsorted(ordered, self.lat - band, side="left")
-        stop = np.searchsorted(ordered, self.lat + band, side="right")
-        return int(stop - start), lambda: np.sort(order[start:stop])
+
+        def grid() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            order, starts = _postings(_cells(lat, lon), _N_CELLS)
+            return order, starts, _unit_points(table, lat, lon)[order]
+
+        # rows grouped by grid cell, cells numbered row-major: the cells a box covers in one
+        # row of latitude are one contiguous run of the grouped rows (and of their points)
+        order, starts, points = _cached(table, ("geo cells",), grid)
+        (lat_low, lat_high), (lon_low, lon_high) = box
+        first, last = _cell_index(lon_low, 180.0), _cell_index(lon_high, 180.0)
+        runs = [
+            (starts[i * _LON_CELLS + first], starts[i * _LON_CELLS + last + 1])
+            for i in range(_cell_index(lat_low, 90.0), _cell_index(lat_high, 90.0) + 1)
+        ]
+        count = sum(int(stop - start) for start, stop in runs)
+
+        def rows() -> np.ndarray:
+            parts = [order[a:b][self._within(points[a:b])] for a, b in runs]
+            return np.concatenate([order[:0], *parts])
+
+        return count, rows, True
+
+    def _box(self) -> tuple[tuple[float, float], tuple[float, float]] | None:
+        """(lat, lon) bounds holding the circle; None where it reaches a pole or wraps."""
+        angle = self.radius_km / EARTH_RADIUS_KM
+        cos_lat = math.cos(math.radians(self.lat))
+        if angle >= math.pi / 2 or math.sin(angle) >= cos_lat:
+            return None
+        height = math.degrees(angle) + 1e-9
+        width = math.degrees(math.asin(math.sin(angle) / cos_lat)) + 1e-9
+        if self.lon - width < -180 or self.lon + width > 180:
+            return None
+        return (self.lat - height, self.lat + height), (self.lon - width, self.lon + width)
 
     def _coordinates(self, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         for lat_name, lon_name in GEO_COLUMNS:
@@ -189,21 +226,12 @@ class RadiusFilter(Filter):
             )
         return _numeric(table, lat_name, self.field), _numeric(table, lon_name, self.field)
 
-    def _test(self, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
-        # Distances only inside a box that holds the circle: a point within r km lies within
-        # r/R radians of latitude and, unless the circle reaches a pole, within
-        # asin(sin(r/R) / cos(lat0)) of longitude.
-        angle = self.radius_km / EARTH_RADIUS_KM
-        near = np.abs(lat - self.lat) <= math.degrees(angle) + 1e-9
-        cos_lat = math.cos(math.radians(self.lat))
-        if angle < math.pi / 2 and math.sin(angle) < cos_lat:
-            width = math.degrees(math.asin(math.sin(angle) / cos_lat)) + 1e-9
-            if self.lon - width >= -180 and self.lon + width <= 180:  # no wrap at 180 degrees
-                near &= np.abs(lon - self.lon) <= width
-        rows = np.flatnonzero(near)
-        keep = np.zeros(len(lat), dtype=bool)
-        keep[rows] = haversine_km(self.lat, self.lon, lat[rows], lon[rows]) <= self.radius_km
-        return keep
+    def _within(self, points: np.ndarray) -> np.ndarray:
+        """Whether unit vectors on the sphere lie within the radius: the great-circle
+        distance is at most r exactly when the cosine of the angle is at least cos(r / R)."""
+        centre = _unit_points(None, np.array([self.lat]), np.array([self.lon]))[0]
+        angle = min(self.radius_km / EARTH_RADIUS_KM, math.pi)
+        return points @ centre >= math.cos(angle) - 1e-12
 
 
 @dataclass(frozen=True)
@@ -298,23 +326,26 @@ def allowed_mask(filters: Iterable[Filter], table: pd.DataFrame) -> np.ndarray:
 
 
 def allowed_rows(filters: Iterable[Filter], table: pd.DataFrame, limit: int) -> np.ndarray | None:
-    """Ascending rows of ``table`` where every filter holds, or None when no filter's index
-    narrows them to at most ``limit`` candidates (then use :func:`allowed_mask`).
+    """Rows of ``table`` where every filter holds (each once, in no particular order), or None
+    when no filter's index narrows them to at most ``limit`` candidates (then use
+    :func:`allowed_mask`).
 
     The most selective indexed filter gives the candidates; every filter is then checked on
     those rows only, so the cost follows the rows kept, not the size of the table.
     """
     filters = list(filters)
-    best: Candidates | None = None
+    best: tuple[Filter, Candidates] | None = None
     for f in filters:
         found = f.candidates(table)
-        if found is not None and found[0] <= limit and (best is None or found[0] < best[0]):
-            best = found
+        if found is not None and found[0] <= limit and (best is None or found[0] < best[1][0]):
+            best = f, found
     if best is None:
         return None
-    rows = best[1]()
+    chosen, (_, fetch, exact) = best
+    rows = fetch()
     for f in filters:
-        rows = rows[f.holds(table, rows)]
+        if f is not chosen or not exact:
+            rows = rows[f.holds(table, rows)]
     return rows
 
 
@@ -383,16 +414,47 @@ def _isin_str(
     return (codes >= 0) & hit[np.maximum(codes, 0)]
 
 
+# The grid of the radius filter's index: cells of a quarter degree (about 28 x 18 km in
+# Germany), so a 100 km circle's box covers a few dozen cells in eight runs.
+_CELL_DEGREES = 0.25
+_LON_CELLS = int(360 / _CELL_DEGREES) + 1
+_N_CELLS = (int(180 / _CELL_DEGREES) + 1) * _LON_CELLS
+
+
+def _cell_index(degrees: float | np.ndarray, offset: float) -> Any:
+    return np.floor((np.asarray(degrees) + offset) / _CELL_DEGREES).astype(np.int64)
+
+
+def _cells(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    """Grid cell of each point, row-major by latitude; -1 where a coordinate is missing."""
+    valid = ~(np.isnan(lat) | np.isnan(lon))
+    cells = np.full(len(lat), -1, dtype=np.int64)
+    cells[valid] = _cell_index(lat[valid], 90.0) * _LON_CELLS + _cell_index(lon[valid], 180.0)
+    return cells
+
+
+def _unit_points(table: pd.DataFrame | None, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    """Points as unit vectors (x, y, z), cached per table; NaN where a coordinate is missing."""
+
+    def compute() -> np.ndarray:
+        phi, lam = np.radians(lat), np.radians(lon)
+        return np.stack([np.cos(phi) * np.cos(lam), np.cos(phi) * np.sin(lam), np.sin(phi)], 1)
+
+    return compute() if table is None else _cached(table, ("unit points",), compute)
+
+
 def _sorted(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A column's values in ascending order (NaN last) and the rows they come from."""
     order = np.argsort(values, kind="stable")
     return values[order], order
 
 
-def _postings(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows grouped by code, ascending within each (``order``), and where each code starts."""
+def _postings(codes: np.ndarray, n_codes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Rows grouped by code (``order``) and where each code's group starts (codes from 0 to
+    ``n_codes`` - 1, by default the largest present; -1, missing, sorts before all)."""
     order = np.argsort(codes, kind="stable")
-    starts = np.searchsorted(codes[order], np.arange(codes.max(initial=-1) + 2))
+    n_codes = codes.max(initial=-1) + 1 if n_codes is None else n_codes
+    starts = np.searchsorted(codes[order], np.arange(n_codes + 1))
     return order, starts
 
 

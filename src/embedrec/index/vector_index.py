@@ -297,7 +297,8 @@ class VectorIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` rows by inner product for each query.
 
-        ``allowed`` (a filter) is a boolean mask over all rows or an array of row numbers;
+        ``allowed`` (a filter) is a boolean mask over all rows or an array of row numbers (each
+        at most once, any order);
         ``exclude`` gives, per query, rows to drop. Removed rows are never returned. Returns
         (rows int64, scores float32), each (m, k), best first, padded with -1 / -inf where
         fewer rows qualify.
@@ -326,11 +327,10 @@ class VectorIndex:
             breadth = self._breadth(max(n_keep, 1) / n)
             if allowed is not None and self._filter_is_exact(n_keep):
                 return _exact(q, self._buffer[:n], _as_rows(keep), k, excl)
-            mask = None if keep is None else _as_mask(keep, n)
-            return self._approximate(q, k, mask, excl, breadth, n, n_keep)
+            return self._approximate(q, k, keep, excl, breadth, n, n_keep)
 
     def _live_allowed(self, allowed: np.ndarray, n: int) -> np.ndarray:
-        """The live part of a filter given as a boolean mask or as row numbers."""
+        """The live part of a filter given as a boolean mask or as distinct row numbers."""
         if allowed.dtype == bool:
             if allowed.shape != (n,):
                 raise ValueError(f"allowed must be a mask of {n} rows, got {allowed.shape}")
@@ -339,9 +339,7 @@ class VectorIndex:
             raise ValueError(f"allowed must be a boolean mask or row numbers, got {allowed.dtype}")
         if len(allowed) and (allowed.min() < 0 or allowed.max() >= n):
             raise ValueError(f"allowed rows must lie in [0, {n})")
-        # callers usually pass ascending rows: checking is far cheaper than np.unique's sort
-        rows = allowed if (np.diff(allowed) > 0).all() else np.unique(allowed)
-        return rows[self._live[rows]] if self._n_deleted else rows
+        return allowed[self._live[allowed]] if self._n_deleted else allowed
 
     def filter_path(self, n_allowed: int) -> str:
         """``"exact"`` or ``"index"``: how a filter keeping ``n_allowed`` rows is searched."""
@@ -364,7 +362,7 @@ class VectorIndex:
         params = selector = bits = None
         if keep is not None or breadth != self.nprobe:
             if keep is not None:
-                bits = np.packbits(keep, bitorder="little")
+                bits = np.packbits(_as_mask(keep, n), bitorder="little")
                 selector = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits))
             if self._resolved == "ivf":
                 params = faiss.SearchParametersIVF(sel=selector, nprobe=breadth)
