@@ -16,4 +16,5 @@ def test_benchmark_index_smoke() -> None:
     assert done.returncode == 0, done.stderr
     assert "| kind | rows | build s |" in done.stdout
     table = [line for line in done.stdout.splitlines() if line.startswith("| ivf |")]
-    assert len(table) == 3
+    assert len(table) == 4  # no filter, a category, a price range, a random 30%
+    assert all(row.split("|")[8].strip() == "1.0000" for row in table[1:])  # filters: exact
