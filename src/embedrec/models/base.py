@@ -28,6 +28,11 @@ class RecModel(nn.Module):
     def listing_vectors(self, listings: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def catalogue_vectors(self, n_listings: int) -> torch.Tensor:
+        """Vectors of listing rows 0 .. n_listings - 1; a model may serve them from a cache."""
+        device = next(self.parameters()).device
+        return self.listing_vectors(torch.arange(n_listings, device=device))
+
     def pair_scores(self, users: torch.Tensor, listings: torch.Tensor) -> torch.Tensor:
         """Score of each (user, listing) pair; shapes broadcast."""
         return (self.user_vectors(users) * self.listing_vectors(listings)).sum(-1)

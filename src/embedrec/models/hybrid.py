@@ -142,6 +142,9 @@ class HybridTwoTower(FeatureModel):
             self.train(was_training)
         return self.cached_listings
 
+    def catalogue_vectors(self, n_listings: int) -> torch.Tensor:
+        return self.all_listing_vectors()[:n_listings]
+
     def refresh(self) -> None:
         """History vectors come from the listing tower as it was at the epoch's start."""
         self.cached_listings = None

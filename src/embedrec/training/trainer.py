@@ -125,9 +125,11 @@ def train(
     bad_epochs = 0
     started = time.perf_counter()
     n = len(users)
+    validated = False
     for epoch in range(1, (epochs or config.epochs) + 1):
         model.train()
-        model.refresh()
+        if not validated:  # a validation refreshed the model after the last step
+            model.refresh()
         order = torch.randperm(n, generator=generator).to(device)
         total, steps = 0.0, 0
         batches = range(0, n, config.batch_size)
@@ -158,7 +160,8 @@ def train(
             "seconds": time.perf_counter() - started,
         }
         message = f"epoch {epoch:3d}  loss {entry['loss']:.4f}"
-        if validation is not None and len(validation):
+        validated = validation is not None and len(validation) > 0
+        if validated:
             score = validation_recall(model, data, validation, config)
             entry["val_recall@10"] = score
             message += f"  val recall@10 {score:.4f}"
@@ -254,7 +257,7 @@ def validation_recall(
     if len(users) > sample:
         users = np.sort(np.random.default_rng(config.seed).choice(users, sample, replace=False))
     all_listings = torch.arange(len(train_data.listings), device=device)
-    listing_vectors = model.listing_vectors(all_listings) if model.factorized else None
+    listing_vectors = model.catalogue_vectors(len(all_listings)) if model.factorized else None
 
     def score(rows: np.ndarray) -> np.ndarray:
         batch = torch.as_tensor(users[rows], device=device)
