@@ -172,6 +172,24 @@ def test_hybrid_and_deep_round_trip(fitted_hybrid, blocks, tmp_path):
     assert again.recommend(["Nutzer 3 🚗"]) == deep.recommend(["Nutzer 3 🚗"])
 
 
+def test_hybrid_without_user_ids_recommends_from_history(blocks, tmp_path):
+    events, listings, _, user_group = blocks
+    rec = Recommender(
+        model="hybrid", user_ids=False, epochs=12, batch_size=256, progress=False, log=None
+    ).fit(events, listings)
+    assert rec.model_.user_id is None  # nothing learned per user
+    users = [f"Nutzer {u} 🚗" for u in range(20)]
+    results = rec.recommend(users, k=10)
+    hits = [group_of(h["listing_id"]) == user_group[u] for u, r in enumerate(results)
+            for h in r["results"]]  # fmt: skip
+    assert np.mean(hits) >= 0.8
+    again = load(rec.save(tmp_path / "no-user-ids"))
+    assert again.get_params()["user_ids"] is False
+    assert again.recommend(users[:3]) == rec.recommend(users[:3])
+    with pytest.raises(ValueError, match="user_ids=False needs model 'hybrid'"):
+        Recommender(model="mf", user_ids=False).fit(events, listings)
+
+
 def test_filters_in_library_calls(fitted_mf):
     [result] = fitted_mf.similar(["Wagen 0 ä"], k=5, filters=["make=BMW"])
     assert result["results"] and all(hit["make"] == "BMW" for hit in result["results"])

@@ -79,6 +79,7 @@ class Recommender:
         temperature: float = 0.1,
         negatives_from: str = "batch",
         negatives: int = 512,
+        user_ids: bool = True,
         patience: int = 3,
         validation_fraction: float = 0.1,
         refit: bool = True,
@@ -101,6 +102,7 @@ class Recommender:
         self.temperature = temperature
         self.negatives_from = negatives_from
         self.negatives = negatives
+        self.user_ids = user_ids
         self.patience = patience
         self.validation_fraction = validation_fraction
         self.refit = refit
@@ -119,6 +121,8 @@ class Recommender:
         ``listings`` (listing_id plus features). Returns self."""
         if self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}; choose from {', '.join(MODELS)}")
+        if not self.user_ids and self.model != "hybrid":
+            raise ValueError("user_ids=False needs model 'hybrid' (users are their listings)")
         log = self.log or (lambda _message: None)
         started = time.perf_counter()
         steps = tqdm(total=4, desc="loading", unit="step", disable=not self.progress, leave=False)
@@ -212,12 +216,14 @@ class Recommender:
         torch.manual_seed(self.seed)
         if self.model == "mf":
             return MatrixFactorization(len(data.users), len(data.listings), dim=self.dim)
+        options = {} if self.user_ids else {"user_ids": False}
         model = MODELS[self.model](
             len(data.users),
             len(data.listings),
             self.n_trained_listings_,
             self.pipeline_.to_dict(),
             dim=self.dim,
+            **options,
         )
         self._attach_inputs(model, data)
         return model
@@ -615,6 +621,7 @@ class Recommender:
             "temperature",
             "negatives_from",
             "negatives",
+            "user_ids",
             "lr",
             "loss",
             "patience",

@@ -21,7 +21,8 @@ def _mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
 
 
 class HybridTwoTower(FeatureModel):
-    """Listing vector = MLP(features, id embedding); user vector = MLP(user id, history).
+    """Listing vector = MLP(features, id embedding); user vector = MLP(user id, history), or
+    MLP(history) alone with ``user_ids=False``.
 
     Both are L2-normalised, so similar listings and recommendations are dot products that a
     vector index can serve. Listing rows at or above ``n_trained_listings`` have no trained id
@@ -41,6 +42,7 @@ class HybridTwoTower(FeatureModel):
         hidden: int = 128,
         id_dropout: float = 0.3,
         history: int = 20,
+        user_ids: bool = True,
     ) -> None:
         super().__init__(
             {
@@ -53,13 +55,17 @@ class HybridTwoTower(FeatureModel):
                 "hidden": hidden,
                 "id_dropout": id_dropout,
                 "history": history,
+                "user_ids": user_ids,
             }
         )
         self.id_dropout = id_dropout
-        self.user_id = nn.Embedding(n_users + 1, dim, sparse=True)
-        nn.init.normal_(self.user_id.weight, std=0.05)
+        # without user ids a user is the listings they viewed: nothing per user to overfit,
+        # and a new user or an anonymous session is embedded exactly like a known user
+        self.user_id = nn.Embedding(n_users + 1, dim, sparse=True) if user_ids else None
+        if self.user_id is not None:
+            nn.init.normal_(self.user_id.weight, std=0.05)
         self.listing_mlp = _mlp(self.features.output_dim + dim, hidden, dim)
-        self.user_mlp = _mlp(2 * dim, hidden, dim)
+        self.user_mlp = _mlp((2 if user_ids else 1) * dim, hidden, dim)
         # inputs set by set_histories; not weights, so not in the state dict
         self.histories = torch.zeros((n_users, history), dtype=torch.long)
         self.history_lengths = torch.zeros(n_users, dtype=torch.long)
@@ -109,6 +115,8 @@ class HybridTwoTower(FeatureModel):
 
     def user_from(self, pooled: torch.Tensor, users: torch.Tensor | None = None) -> torch.Tensor:
         """User vectors from pooled listing vectors and user ids (None: anonymous)."""
+        if self.user_id is None:
+            return F.normalize(self.user_mlp(pooled) + pooled, dim=1)
         n = len(pooled)
         if users is None:
             users = torch.full((n,), self.user_id.num_embeddings - 1, device=pooled.device)
