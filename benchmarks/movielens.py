@@ -303,8 +303,8 @@ def methods(smoke: bool) -> list[Method]:
     # hybrid: a softmax over all 1,682 films (negatives_from="catalogue", more negatives than
     # films) keeps popularity, which the batch's logQ-corrected negatives remove; its
     # L2-normalised vectors need the temperature tuned with it; a user id embedding overfits
-    # ~40 films a user (validation NDCG@10, 10 epochs: 0.127 with batch negatives at 0.1,
-    # 0.136 with all films at 0.3, 0.150 at 0.2 without user ids)
+    # ~40 films a user (validation NDCG@10 at 10 epochs: 0.127 with all films at temperature
+    # 0.1, 0.136 at 0.3, 0.150 at 0.2 without user ids; batch negatives, 20 epochs: 0.112)
     hybrid = (
         grid(
             negatives_from=["catalogue"],
@@ -394,14 +394,20 @@ def evaluate(
 
 
 def tune(
-    ctx: Context, method: Method, split: ProtocolSplit, log: Callable[[str], None]
+    ctx: Context,
+    method: Method,
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    log: Callable[[str], None],
+    candidates: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The grid point with the best validation NDCG@10 (first one on ties), and every trial."""
     trials = []
     for params in method.grid:
-        result = evaluate(ctx, method, params, split.valid_train, split.valid)
+        result = evaluate(ctx, method, params, train, valid, candidates=candidates)
         trials.append({"params": params, **result})
-        log(f"  valid {method.name:32s} {params}  ndcg@10 {result[SELECT]:.4f}")
+        kind = "valid" if candidates is None else "cold valid"
+        log(f"  {kind} {method.name:32s} {params}  ndcg@10 {result[SELECT]:.4f}")
     best = max(range(len(trials)), key=lambda i: (trials[i][SELECT], -i))
     return trials[best]["params"], trials
 
@@ -423,6 +429,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         smoke=args.smoke,
     )
     cold_columns = ctx.items.get_indexer(split.cold_items)
+    cold_valid_columns = ctx.items.get_indexer(split.cold_valid_items)
     wanted = set(args.only.split(",")) if args.only else None
     rows = []
     for method in methods(args.smoke):
@@ -436,18 +443,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             continue
         started = time.perf_counter()
         if method.warm:
-            params, trials = tune(ctx, method, split, log)
+            params, trials = tune(ctx, method, split.valid_train, split.valid, log)
         else:
             params, trials = method.grid[0], []
         row.update(params=params, trials=trials)
+        cold_params = params
+        if method.cold and method.warm:
+            # cold runs are tuned on cold items too: films drawn from the cold training split
+            # by the same rule, ranked among themselves
+            cold_params, cold_trials = tune(
+                ctx, method, split.cold_valid_train, split.cold_valid, log, cold_valid_columns
+            )
+            row.update(cold_params=cold_params, cold_trials=cold_trials)
         if method.warm:
             row["test"] = evaluate(ctx, method, params, split.train, split.test)
             log(f"test  {method.name:32s} {params}  {fmt(row['test'])}")
         if method.cold:
             row["cold_test"] = evaluate(
-                ctx, method, params, split.cold_train, split.cold_test, candidates=cold_columns
+                ctx, method, cold_params, split.cold_train, split.cold_test, candidates=cold_columns
             )
-            log(f"cold  {method.name:32s} {params}  {fmt(row['cold_test'])}")
+            log(f"cold  {method.name:32s} {cold_params}  {fmt(row['cold_test'])}")
         row["total_seconds"] = time.perf_counter() - started
         rows.append(row)
     return {
@@ -522,6 +537,9 @@ def counts(split: ProtocolSplit, ctx: Context) -> dict[str, int]:
         "cold_items": len(split.cold_items),
         "cold_train": size(split.cold_train),
         "cold_test": size(split.cold_test),
+        "cold_valid_items": len(split.cold_valid_items),
+        "cold_valid_train": size(split.cold_valid_train),
+        "cold_valid": size(split.cold_valid),
     }
 
 
@@ -587,13 +605,21 @@ def markdown(results: dict[str, Any]) -> str:
         for row in results["rows"]
         if row.get("trials")
     ]
+    cold_tuned = [
+        f"| {row['name']} | {len(row['cold_trials'])} | {_params(row['cold_params'])} | "
+        f"{max(t[SELECT] for t in row['cold_trials']):.4f} |"
+        for row in results["rows"]
+        if row.get("cold_trials")
+    ]
     env = results["environment"]
     return "\n".join(
         [
             f"Data: {results['source']}; {c['users']:,} users, {c['items']:,} films. "
             f"Warm: train {c['train']}; test {c['test']} (validation: {c['valid_train']} to "
             f"fit, {c['valid']} to score). Cold: {c['cold_items']} cold films; train "
-            f"{c['cold_train']}; test {c['cold_test']}.",
+            f"{c['cold_train']}; test {c['cold_test']} (validation: {c['cold_valid_items']} "
+            f"cold films of that train, {c['cold_valid_train']} to fit, {c['cold_valid']} to "
+            "score).",
             "",
             "### Warm split (full catalogue, training items excluded)",
             "",
@@ -611,6 +637,12 @@ def markdown(results: dict[str, Any]) -> str:
             "| method | configs tried | chosen | validation NDCG@10 |",
             "| --- | ---: | --- | ---: |",
             *tuned,
+            "",
+            "Cold runs, tuned on the cold validation split (ranked among its cold films):",
+            "",
+            "| method | configs tried | chosen | cold validation NDCG@10 |",
+            "| --- | ---: | --- | ---: |",
+            *cold_tuned,
             "",
             "### Environment",
             "",

@@ -136,6 +136,12 @@ def test_protocol_split_cold_items() -> None:
     on_cold = positives[positives["listing_id"].isin(split.cold_items)]
     dropped = on_cold[~on_cold["user_id"].isin(split.cold_train["user_id"])]
     assert len(split.cold_train) + len(split.cold_test) + len(dropped) == len(positives)
+    # the cold validation split is the same rule applied to the cold training split
+    assert np.array_equal(split.cold_valid_items, cold_items_of(split.cold_train))
+    assert not set(split.cold_valid_items) & set(split.cold_items)
+    assert not split.cold_valid_train["listing_id"].isin(split.cold_valid_items).any()
+    assert split.cold_valid["listing_id"].isin(split.cold_valid_items).all()
+    assert len(split.cold_valid_train) + len(split.cold_valid) <= len(split.cold_train)
 
 
 def test_benchmark_smoke_runs_on_synthetic_data(tmp_path: Path) -> None:

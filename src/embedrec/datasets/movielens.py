@@ -144,7 +144,9 @@ class ProtocolSplit:
 
     Warm: ``train`` / ``test``, and for tuning ``valid_train`` / ``valid`` carved out of
     ``train`` by the same rule. Cold: ``cold_train`` (every positive not on a cold item),
-    ``cold_test`` (positives on ``cold_items`` of users who are in ``cold_train``).
+    ``cold_test`` (positives on ``cold_items`` of users who are in ``cold_train``), and for
+    tuning ``cold_valid_train`` / ``cold_valid`` / ``cold_valid_items``, drawn from
+    ``cold_train`` by the same rule.
     """
 
     train: pd.DataFrame
@@ -154,6 +156,9 @@ class ProtocolSplit:
     cold_train: pd.DataFrame
     cold_test: pd.DataFrame
     cold_items: np.ndarray
+    cold_valid_train: pd.DataFrame
+    cold_valid: pd.DataFrame
+    cold_valid_items: np.ndarray
 
 
 def positives(interactions: pd.DataFrame, threshold: float = POSITIVE_RATING) -> pd.DataFrame:
@@ -184,10 +189,27 @@ def movielens_protocol_split(interactions: pd.DataFrame, rated: bool = True) -> 
     frame = positives(interactions) if rated else interactions
     train, test = per_user_split(frame, TEST_FRACTION, MIN_POSITIVES)
     valid_train, valid = per_user_split(train, TEST_FRACTION, MIN_POSITIVES)
+    cold_train, cold_test, cold_items = cold_split(frame)
+    cold_valid_train, cold_valid, cold_valid_items = cold_split(cold_train)
+    return ProtocolSplit(
+        train,
+        valid_train,
+        valid,
+        test,
+        cold_train,
+        cold_test,
+        cold_items,
+        cold_valid_train,
+        cold_valid,
+        cold_valid_items,
+    )
+
+
+def cold_split(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """(positives not on cold items, positives on them, the cold items) by ``cold_items_of``."""
     cold_items = cold_items_of(frame)
     on_cold = frame["listing_id"].isin(cold_items).to_numpy()
-    cold_train = frame[~on_cold]
-    cold_test = frame[on_cold]
+    train, test = frame[~on_cold], frame[on_cold]
     # a user with no training positive has no vector in any model: nothing to rank for them
-    cold_test = cold_test[cold_test["user_id"].isin(cold_train["user_id"].unique()).to_numpy()]
-    return ProtocolSplit(train, valid_train, valid, test, cold_train, cold_test, cold_items)
+    test = test[test["user_id"].isin(train["user_id"].unique()).to_numpy()]
+    return train, test, cold_items

@@ -28,9 +28,7 @@ def in_batch_softmax(
     n = min(negatives, len(listings))
     logits = scaled @ listing_vectors[:n].T - log_q[:n].unsqueeze(0)
     logits = logits.masked_fill(listings.unsqueeze(1) == listings[:n].unsqueeze(0), float("-inf"))
-    all_logits = torch.cat([positive.unsqueeze(1), logits], dim=1)
-    losses = torch.logsumexp(all_logits, dim=1) - positive
-    return (losses * weights).sum() / weights.sum()
+    return _softmax_loss(positive, logits, weights)
 
 
 def sampled_softmax(
@@ -51,6 +49,13 @@ def sampled_softmax(
     positive = (scaled * listing_vectors).sum(dim=1)
     logits = scaled @ negative_vectors.T
     logits = logits.masked_fill(listings.unsqueeze(1) == negatives.unsqueeze(0), float("-inf"))
+    return _softmax_loss(positive, logits, weights)
+
+
+def _softmax_loss(
+    positive: torch.Tensor, logits: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """Weighted mean cross-entropy of each positive logit against it and its negatives."""
     all_logits = torch.cat([positive.unsqueeze(1), logits], dim=1)
     losses = torch.logsumexp(all_logits, dim=1) - positive
     return (losses * weights).sum() / weights.sum()
