@@ -216,7 +216,7 @@ class Recommender:
         torch.manual_seed(self.seed)
         if self.model == "mf":
             return MatrixFactorization(len(data.users), len(data.listings), dim=self.dim)
-        options = {} if self.user_ids else {"user_ids": False}
+        options = {"user_ids": self.user_ids} if self.model == "hybrid" else {}
         model = MODELS[self.model](
             len(data.users),
             len(data.listings),

@@ -135,11 +135,9 @@ class SetFilter(Filter):
             return None  # "not one of" keeps most rows: no index narrows it
         codes, uniques = _codes(table, self.field)
         order, starts = _cached(table, ("postings", self.field), lambda: _postings(codes))
-        hit = [c for c, u in enumerate(uniques) if u in self.values]
-        count = sum(int(starts[c + 1] - starts[c]) for c in hit)
-
-        parts = [(starts[c], starts[c + 1]) for c in hit]
-        return count, lambda: np.concatenate([order[:0], *(order[a:b] for a, b in parts)]), True
+        runs = [(starts[c], starts[c + 1]) for c, u in enumerate(uniques) if u in self.values]
+        count = sum(int(stop - start) for start, stop in runs)
+        return count, lambda: np.concatenate([order[:0], *(order[a:b] for a, b in runs)]), True
 
 
 @dataclass(frozen=True)

@@ -298,10 +298,9 @@ class VectorIndex:
         """Top-``k`` rows by inner product for each query.
 
         ``allowed`` (a filter) is a boolean mask over all rows or an array of row numbers (each
-        at most once, any order);
-        ``exclude`` gives, per query, rows to drop. Removed rows are never returned. Returns
-        (rows int64, scores float32), each (m, k), best first, padded with -1 / -inf where
-        fewer rows qualify.
+        at most once, any order); ``exclude`` gives, per query, rows to drop. Removed rows are
+        never returned. Returns (rows int64, scores float32), each (m, k), best first, padded
+        with -1 / -inf where fewer rows qualify.
         """
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if q.ndim == 1:
@@ -315,7 +314,7 @@ class VectorIndex:
                 raise ValueError(f"queries must be (m, {self.dim}), got {q.shape}")
             if k <= 0 or n == 0 or m == 0:
                 return _empty(m, max(k, 0))
-            keep = None  # the rows a filter keeps, as a mask or as ascending row numbers
+            keep = None  # the rows a filter keeps, as a mask or as row numbers
             if allowed is not None:
                 keep = self._live_allowed(np.asarray(allowed), n)
             elif self._n_deleted and self._resolved != "ivf":

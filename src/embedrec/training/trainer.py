@@ -36,8 +36,9 @@ class TrainConfig:
     logq_scale: float = 1.0
     temperature: float = 0.1  # for models with L2-normalised vectors
     negatives: int = 512  # shared by the batch; 16 per positive for unfactorised models
-    # "batch": the batch's own listings (popularity-corrected by logQ); "catalogue": drawn
-    # uniformly from trained listings, every one of them when there are at most `negatives`
+    # softmax negatives. "batch": the batch's own listings (popularity-corrected by logQ);
+    # "catalogue": drawn uniformly from trained listings, all of them when there are at most
+    # `negatives` (BPR always draws one uniformly per positive)
     negatives_from: str = "batch"
     patience: int = 3
     validation_users: int = 3000
