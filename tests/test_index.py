@@ -496,6 +496,8 @@ def test_search_with_rows_equals_search_with_mask(ivf, queries):
     ).all()
     with pytest.raises(ValueError, match="allowed rows must lie in"):
         ivf.search(queries, 5, allowed=np.array([ivf.n_rows]))
+    with pytest.raises(ValueError, match="boolean mask or row numbers"):
+        ivf.search(queries, 5, allowed=np.array([0.5, 1.5]))
 
 
 def test_catalogue_filtered_search_through_indexes_with_adds_and_removes(large_table):

@@ -85,3 +85,15 @@ def test_bad_training_settings_are_named(blocks, params, message):
     events, listings, _, _ = blocks
     with pytest.raises(ValueError, match=message):
         Recommender(progress=False, log=None, **params).fit(events, listings)
+
+
+def test_hybrid_catalogue_vectors_are_its_listing_vectors(blocks):
+    """Validation reads the hybrid's cached vectors: they must be the listing tower's own."""
+    events, listings, _, _ = blocks
+    rec = Recommender(model="hybrid", epochs=2, batch_size=256, progress=False, log=None)
+    model = rec.fit(events, listings).model_.eval()
+    n = len(rec.listings_)
+    with torch.no_grad():
+        expected = model.listing_vectors(torch.arange(n))
+    model.refresh()
+    assert torch.allclose(model.catalogue_vectors(n), expected, atol=1e-6)

@@ -227,7 +227,10 @@ class RadiusFilter(Filter):
     def _within(self, points: np.ndarray) -> np.ndarray:
         """Whether unit vectors on the sphere lie within the radius: the great-circle
         distance is at most r exactly when the cosine of the angle is at least cos(r / R)."""
-        centre = _unit_points(None, np.array([self.lat]), np.array([self.lon]))[0]
+        phi, lam = math.radians(self.lat), math.radians(self.lon)
+        centre = np.array(
+            [math.cos(phi) * math.cos(lam), math.cos(phi) * math.sin(lam), math.sin(phi)]
+        )
         angle = min(self.radius_km / EARTH_RADIUS_KM, math.pi)
         return points @ centre >= math.cos(angle) - 1e-12
 
@@ -431,14 +434,14 @@ def _cells(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     return cells
 
 
-def _unit_points(table: pd.DataFrame | None, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+def _unit_points(table: pd.DataFrame, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     """Points as unit vectors (x, y, z), cached per table; NaN where a coordinate is missing."""
 
     def compute() -> np.ndarray:
         phi, lam = np.radians(lat), np.radians(lon)
         return np.stack([np.cos(phi) * np.cos(lam), np.cos(phi) * np.sin(lam), np.sin(phi)], 1)
 
-    return compute() if table is None else _cached(table, ("unit points",), compute)
+    return _cached(table, ("unit points",), compute)
 
 
 def _sorted(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
