@@ -38,6 +38,18 @@ def test_topk_never_returns_excluded_items():
     assert (top == np.argsort(-masked, axis=1, kind="stable")[:, :10]).all()
 
 
+def test_topk_equals_a_full_stable_sort_when_most_scores_tie():
+    # few distinct scores (as popularity gives) put ties at the cut in most rows
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 4, size=(40, 200)).astype(np.float32)
+    scores[rng.random(scores.shape) < 0.1] = np.nan
+    exclude = sp.random(40, 200, density=0.2, format="csr", random_state=2)
+    exclude.data[:] = 1.0
+    masked = np.where((exclude.toarray() > 0) | np.isnan(scores), -np.inf, scores)
+    expected = np.argsort(-masked, axis=1, kind="stable")[:, :15]
+    assert (topk_excluding(scores, exclude, 15) == expected).all()
+
+
 def test_topk_pads_with_minus_one():
     scores = np.array([[3.0, 2.0, 1.0], [1.0, np.nan, -np.inf]])
     exclude = csr([[0, 2], []], n_items=3)

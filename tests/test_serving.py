@@ -165,6 +165,7 @@ def test_listing_random_projection_model_health_metrics(server):
         info["model"] == "hybrid" and info["trained_at"] and "best_val_recall@10" in info["report"]
     )
     assert server.get("/healthz").json()["listings"] == info["listings"] > 0
+    assert server.get(f"/v1/listings/{listing}/similar").status_code == 200
     metrics = server.get("/metrics").text
     assert 'embedrec_requests_total{endpoint="/v1/listings/{listing_id}/similar"' in metrics
     assert "embedrec_request_seconds_bucket" in metrics and "embedrec_index_listings" in metrics

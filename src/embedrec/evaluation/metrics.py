@@ -6,10 +6,12 @@ matrices for what to exclude and what is relevant. Nothing loops over interactio
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 
 METRICS = ("recall", "ndcg", "hitrate", "mrr", "coverage")
 
@@ -50,31 +52,40 @@ def _topk(s: np.ndarray, exclude: sp.spmatrix | sp.sparray | None, k: int) -> np
     out = np.full((n, k), -1, dtype=np.int64)
     if n == 0 or m == 0:
         return out
-    # work on costs (negated scores): numpy's partition is far slower when the many duplicate
-    # values (zeros, excluded) sit on the high side of the cut than on the low side
-    cost = np.negative(s, out=s)
-    cost[np.isnan(cost)] = np.inf
+    scores = torch.from_numpy(s).nan_to_num_(nan=-np.inf, posinf=np.inf, neginf=-np.inf)
     if exclude is not None:
         rows, cols = exclude.nonzero()
-        cost[rows, cols] = np.inf
+        s[rows, cols] = -np.inf
     kk = min(k, m)
-    kth = np.partition(cost, kk - 1, axis=1)[:, kk - 1][:, None]
-    selected = cost <= kth
-    # argpartition would pick arbitrary members of a tie at the cut; take the lowest indices.
-    over = np.flatnonzero(np.count_nonzero(selected, axis=1) > kk)
-    if len(over):
-        below = cost[over] < kth[over]
-        tied = cost[over] == kth[over]
-        need = kk - np.count_nonzero(below, axis=1)
-        rank = np.cumsum(tied, axis=1, dtype=np.int32)
-        selected[over] = below | (tied & (rank <= need[:, None]))
-    cols = (np.flatnonzero(selected) % m).reshape(n, kk)
-    vals = np.take_along_axis(cost, cols, axis=1)
-    order = np.argsort(vals, axis=1, kind="stable")
+    # torch's top-k is one multi-threaded pass, ~10x faster than numpy's partition here. It
+    # picks arbitrary members of a tie at the cut, so take one more: where it equals the k-th,
+    # those rows are redone with ties going to the lowest indices
+    values, cols = torch.topk(scores, min(kk + 1, m), dim=1)
+    tied = np.zeros(n, dtype=bool)
+    if kk < m:
+        tied = ((values[:, kk] == values[:, kk - 1]) & (values[:, kk] > -np.inf)).numpy()
+    values, cols = values[:, :kk].numpy(), cols[:, :kk].numpy()
+    redo = np.flatnonzero(tied)
+    if len(redo):
+        kth = torch.from_numpy(values[redo, -1])
+        cols[redo] = _lowest_index_topk(scores[redo], kth, kk).numpy()
+        values[redo] = np.take_along_axis(s[redo], cols[redo], axis=1)
+    order = np.lexsort((cols, -values), axis=1)
     cols = np.take_along_axis(cols, order, axis=1)
-    vals = np.take_along_axis(vals, order, axis=1)
-    out[:, :kk] = np.where(vals == np.inf, -1, cols)
+    values = np.take_along_axis(values, order, axis=1)
+    out[:, :kk] = np.where(values == -np.inf, -1, cols)
     return out
+
+
+def _lowest_index_topk(scores: torch.Tensor, kth: torch.Tensor, k: int) -> torch.Tensor:
+    """Columns of the ``k`` best scores per row (unordered), ties at ``kth`` to lowest indices."""
+    m = scores.shape[1]
+    # one key orders everything: above the cut first, then tied columns by index, then the rest
+    position = -torch.arange(m, dtype=torch.float32 if m <= 2**24 else torch.float64)
+    cut = kth.unsqueeze(1)
+    key = torch.where(scores == cut, position, -math.inf)
+    key = key.masked_fill_(scores > cut, math.inf)
+    return torch.topk(key, k, dim=1, sorted=False).indices
 
 
 def _binary(matrix: sp.spmatrix | sp.sparray) -> sp.csr_matrix:
