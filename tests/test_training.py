@@ -97,3 +97,25 @@ def test_hybrid_catalogue_vectors_are_its_listing_vectors(blocks):
         expected = model.listing_vectors(torch.arange(n))
     model.refresh()
     assert torch.allclose(model.catalogue_vectors(n), expected, atol=1e-6)
+
+
+def test_hybrid_user_vectors_leave_the_target_out_of_the_history(blocks):
+    """Cached history sums give the mean of the user's other recent listings' vectors."""
+    events, listings, _, _ = blocks
+    rec = Recommender(model="hybrid", epochs=1, batch_size=256, progress=False, log=None)
+    model = rec.fit(events, listings).model_.eval()
+    users = torch.arange(len(model.history_lengths))
+    lengths = model.history_lengths
+    targets = model.histories[users, 0]  # each user's own first history listing
+    vectors = model.all_listing_vectors()
+    with torch.no_grad():
+        got = model.user_vectors(users, targets=targets)
+        for user in range(0, len(users), 7):
+            rows = model.histories[user, : lengths[user]]
+            others = rows[rows != targets[user]]
+            pooled = vectors[others].mean(dim=0) if len(others) else torch.zeros(vectors.shape[1])
+            expected = model.user_from(pooled.unsqueeze(0), users[user : user + 1])[0]
+            assert torch.allclose(got[user], expected, atol=1e-5)
+            # training reads the same sums from its per-epoch cache
+            assert torch.allclose(model.history_sums()[user], vectors[rows].sum(dim=0), atol=1e-5)
+    assert (lengths > 1).any() and (targets >= 0).all()

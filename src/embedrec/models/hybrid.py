@@ -70,20 +70,21 @@ class HybridTwoTower(FeatureModel):
         self.histories = torch.zeros((n_users, history), dtype=torch.long)
         self.history_lengths = torch.zeros(n_users, dtype=torch.long)
         self.cached_listings: torch.Tensor | None = None
+        self.cached_history_sums: torch.Tensor | None = None
 
     def set_catalogue(self, features: dict[str, torch.Tensor]) -> None:
         super().set_catalogue(features)
-        self.cached_listings = None
+        self.refresh()
 
     def set_histories(self, histories: torch.Tensor, lengths: torch.Tensor) -> None:
         """Each user's most recent listing rows (padded) and how many are real."""
         self.histories, self.history_lengths = histories, lengths
-        self.cached_listings = None
+        self.refresh()
 
     def _apply(self, fn, *args, **kwargs):  # noqa: ANN001, ANN202 - keep inputs on the device
         super()._apply(fn, *args, **kwargs)
         self.histories, self.history_lengths = fn(self.histories), fn(self.history_lengths)
-        self.cached_listings = None
+        self.refresh()
         return self
 
     # ------------------------------------------------------------------ towers
@@ -106,12 +107,27 @@ class HybridTwoTower(FeatureModel):
     def user_vectors(
         self, users: torch.Tensor, targets: torch.Tensor | None = None
     ) -> torch.Tensor:
-        rows = self.histories[users]
-        mask = torch.arange(rows.shape[1], device=rows.device) < self.history_lengths[users, None]
+        counts = self.history_lengths[users]
+        # training reads sums cached per epoch; serving sums on demand: no per-user cache
+        sums = self.history_sums()[users] if self.training else self._summed_history(users)
         if targets is not None:
             # the listing being predicted must not be part of the evidence for it
-            mask &= rows != targets.unsqueeze(1)
-        return self.user_from(self.pooled_history(rows, mask), users)
+            rows, real = self._history(users)
+            dropped = ((rows == targets.unsqueeze(1)) & real).sum(dim=1)
+            sums = sums - dropped.unsqueeze(1) * self.all_listing_vectors()[targets]
+            counts = counts - dropped
+        pooled = sums / counts.clamp(min=1).unsqueeze(1)
+        return self.user_from(pooled, users)
+
+    def _history(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Users' history rows and which of them are real (not padding)."""
+        rows = self.histories[users]
+        positions = torch.arange(rows.shape[1], device=rows.device)
+        return rows, positions < self.history_lengths[users].unsqueeze(1)
+
+    def _summed_history(self, users: torch.Tensor) -> torch.Tensor:
+        rows, real = self._history(users)
+        return (self.all_listing_vectors()[rows] * real.unsqueeze(2)).sum(dim=1)
 
     def user_from(self, pooled: torch.Tensor, users: torch.Tensor | None = None) -> torch.Tensor:
         """User vectors from pooled listing vectors and user ids (None: anonymous)."""
@@ -127,11 +143,23 @@ class HybridTwoTower(FeatureModel):
         hidden = torch.cat([id_vectors, pooled], dim=1)
         return F.normalize(self.user_mlp(hidden) + id_vectors + pooled, dim=1)
 
-    def pooled_history(self, rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Mean of the listing vectors of ``rows`` where ``mask`` (cached per epoch)."""
-        vectors = self.all_listing_vectors()[rows]
-        summed = (vectors * mask.unsqueeze(2)).sum(dim=1)
-        return summed / mask.sum(dim=1, keepdim=True).clamp(min=1)
+    @torch.no_grad()
+    def history_sums(self, batch_size: int = 65536) -> torch.Tensor:
+        """Each user's summed history vectors, cached with the listing vectors.
+
+        A training step then reads one row per user instead of ``history`` listing vectors.
+        """
+        if self.cached_history_sums is None:
+            n = len(self.histories)
+            device = self.histories.device
+            self.cached_history_sums = torch.cat(
+                [
+                    self._summed_history(torch.arange(s, min(s + batch_size, n), device=device))
+                    for s in range(0, n, batch_size)
+                ]
+                or [self.all_listing_vectors()[:0]]
+            )
+        return self.cached_history_sums
 
     @torch.no_grad()
     def all_listing_vectors(self, batch_size: int = 65536) -> torch.Tensor:
@@ -156,3 +184,4 @@ class HybridTwoTower(FeatureModel):
     def refresh(self) -> None:
         """History vectors come from the listing tower as it was at the epoch's start."""
         self.cached_listings = None
+        self.cached_history_sums = None
