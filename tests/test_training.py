@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from embedrec.recommender import Recommender
-from embedrec.training.losses import sampled_softmax
+from embedrec.training.losses import in_batch_softmax, sampled_softmax
 
 
 def test_sampled_softmax_masks_the_positive_among_negatives():
@@ -21,6 +21,20 @@ def test_sampled_softmax_masks_the_positive_among_negatives():
     # row 0: logits [1 (positive), 0.5]; row 1: [1, 0 (listing 3), 0.5]
     expected = (np.log(np.exp(1) + np.exp(0.5)) - 1 + np.log(np.exp(1) + 1 + np.exp(0.5)) - 1) / 2
     assert float(loss) == pytest.approx(expected, rel=1e-6)
+
+
+def test_in_batch_softmax_masks_every_repeat_of_a_rows_listing():
+    """Listings repeat in a batch: each repeat among the negatives is masked, nothing else."""
+    gen = torch.Generator().manual_seed(0)
+    users, vectors = torch.randn(64, 8, generator=gen), torch.randn(64, 8, generator=gen)
+    listings = torch.randint(0, 10, (64,), generator=gen)  # many repeats
+    log_q, weights = torch.randn(64, generator=gen), torch.rand(64, generator=gen)
+    loss = in_batch_softmax(users, vectors, listings, log_q, weights, temperature=0.5, negatives=20)
+    positive = (users * vectors).sum(dim=1) / 0.5 - log_q
+    logits = users @ vectors[:20].T / 0.5 - log_q[:20]
+    logits[listings.unsqueeze(1) == listings[:20].unsqueeze(0)] = float("-inf")
+    rows = torch.logsumexp(torch.cat([positive.unsqueeze(1), logits], dim=1), dim=1) - positive
+    assert float(loss) == pytest.approx(float((rows * weights).sum() / weights.sum()), rel=1e-5)
 
 
 @pytest.mark.parametrize("model", ["mf", "hybrid"])

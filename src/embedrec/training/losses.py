@@ -26,9 +26,8 @@ def in_batch_softmax(
     scaled = user_vectors / temperature
     positive = (scaled * listing_vectors).sum(dim=1) - log_q
     n = min(negatives, len(listings))
-    logits = scaled @ listing_vectors[:n].T - log_q[:n].unsqueeze(0)
-    logits = logits.masked_fill(listings.unsqueeze(1) == listings[:n].unsqueeze(0), float("-inf"))
-    return _softmax_loss(positive, logits, weights)
+    logits = torch.addmm(-log_q[:n].unsqueeze(0), scaled, listing_vectors[:n].T)
+    return _softmax_loss(positive, _mask_own(logits, listings, listings[:n]), weights)
 
 
 def sampled_softmax(
@@ -47,17 +46,34 @@ def sampled_softmax(
     """
     scaled = user_vectors / temperature
     positive = (scaled * listing_vectors).sum(dim=1)
-    logits = scaled @ negative_vectors.T
-    logits = logits.masked_fill(listings.unsqueeze(1) == negatives.unsqueeze(0), float("-inf"))
+    logits = _mask_own(scaled @ negative_vectors.T, listings, negatives)
     return _softmax_loss(positive, logits, weights)
+
+
+def _mask_own(
+    logits: torch.Tensor, listings: torch.Tensor, negatives: torch.Tensor
+) -> torch.Tensor:
+    """Set ``logits[i, j]`` to -inf where negative j is row i's own listing.
+
+    The few such pairs are found by binary search in the sorted negatives and set in place,
+    instead of comparing and rewriting the whole batch x negatives matrix.
+    """
+    ordered, order = torch.sort(negatives)
+    first = torch.searchsorted(ordered, listings)
+    count = torch.searchsorted(ordered, listings, right=True) - first
+    rows = torch.repeat_interleave(torch.arange(len(listings), device=listings.device), count)
+    # the j-th match of a row sits j places after its first match in sorted order
+    starts = torch.cumsum(count, dim=0) - count
+    offsets = torch.arange(len(rows), device=rows.device) - starts[rows]
+    columns = order[first[rows] + offsets]
+    return logits.index_put_((rows, columns), logits.new_tensor(float("-inf")))
 
 
 def _softmax_loss(
     positive: torch.Tensor, logits: torch.Tensor, weights: torch.Tensor
 ) -> torch.Tensor:
     """Weighted mean cross-entropy of each positive logit against it and its negatives."""
-    all_logits = torch.cat([positive.unsqueeze(1), logits], dim=1)
-    losses = torch.logsumexp(all_logits, dim=1) - positive
+    losses = torch.logaddexp(positive, torch.logsumexp(logits, dim=1)) - positive
     return (losses * weights).sum() / weights.sum()
 
 
