@@ -93,12 +93,25 @@ def test_negatives_are_trained_listings_all_of_them_when_few(blocks, monkeypatch
     [
         ({"negatives_from": "everything"}, "negatives_from must be one of batch, catalogue"),
         ({"temperature": 0.0}, "temperature must be positive"),
+        ({"precision": "fp8"}, "precision must be one of fp32, bf16"),
     ],
 )
 def test_bad_training_settings_are_named(blocks, params, message):
     events, listings, _, _ = blocks
     with pytest.raises(ValueError, match=message):
         Recommender(progress=False, log=None, **params).fit(events, listings)
+
+
+def test_bf16_training_learns_what_fp32_learns(blocks):
+    events, listings, listing_group, _ = blocks
+    for precision in ("fp32", "bf16"):
+        rec = Recommender(
+            model="hybrid", epochs=8, batch_size=256, precision=precision, progress=False, log=None
+        ).fit(events, listings)
+        query = rec.similar(["Wagen 0 ä"], k=10)[0]["results"]
+        found = [int(r["listing_id"].split()[1]) for r in query]
+        assert np.mean(listing_group[found] == 0) >= 0.8
+    assert rec.get_params()["precision"] == "bf16"
 
 
 def test_hybrid_catalogue_vectors_are_its_listing_vectors(blocks):

@@ -80,6 +80,7 @@ class Recommender:
         negatives_from: str = "batch",
         negatives: int = 512,
         user_ids: bool = True,
+        precision: str = "fp32",
         patience: int = 3,
         validation_fraction: float = 0.1,
         refit: bool = True,
@@ -103,6 +104,7 @@ class Recommender:
         self.negatives_from = negatives_from
         self.negatives = negatives
         self.user_ids = user_ids
+        self.precision = precision
         self.patience = patience
         self.validation_fraction = validation_fraction
         self.refit = refit
@@ -206,6 +208,7 @@ class Recommender:
             temperature=self.temperature,
             negatives_from=self.negatives_from,
             negatives=self.negatives,
+            precision=self.precision,
             patience=self.patience,
             seed=self.seed,
             device=self.device,
@@ -622,6 +625,7 @@ class Recommender:
             "negatives_from",
             "negatives",
             "user_ids",
+            "precision",
             "lr",
             "loss",
             "patience",
