@@ -1,6 +1,6 @@
 """Training at scale: load time, epoch time, time to the best validation score and peak memory.
 
-    python benchmarks/train_scale.py [--sizes 1M,5M,all] [--models mf,hybrid,als,bpr,lightfm]
+    python benchmarks/train_scale.py [--sizes 1M,5M,all] [--models mf,hybrid,hybrid-bf16,als,...]
         [--budget-seconds 600] [--out docs/benchmarks-scale.md]
     python benchmarks/train_scale.py --smoke          # tiny data, seconds; prints the table
 
@@ -43,12 +43,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 DEFAULT_DATA = Path.home() / ".cache" / "embedrec" / "cars-large-seed0"
-OURS = ("mf", "hybrid")
+OURS = ("mf", "hybrid", "hybrid-bf16")
 PEERS = ("als", "bpr", "lightfm")
 PEER_MODULES = {"als": "implicit", "bpr": "implicit", "lightfm": "lightfm"}
 NAMES = {
     "mf": "embedrec mf",
     "hybrid": "embedrec hybrid",
+    "hybrid-bf16": "embedrec hybrid, bf16",
     "als": "implicit ALS",
     "bpr": "implicit BPR",
     "lightfm": "LightFM WARP + features",
@@ -188,7 +189,8 @@ class Tracker:
 
 
 def child_ours(spec: dict[str, Any]) -> dict[str, Any]:
-    """Fit ``mf`` or ``hybrid`` through the Recommender, timing each epoch and validation.
+    """Fit ``mf`` or ``hybrid`` (``hybrid-bf16``: with ``precision="bf16"``) through the
+    Recommender, timing each epoch and validation.
 
     The trainer's ``validation_recall`` and the recommender's ``train`` are wrapped (not
     changed) to see when training starts, where each epoch ends and to enforce the budget.
@@ -227,7 +229,8 @@ def child_ours(spec: dict[str, Any]) -> dict[str, Any]:
             return dataclasses.replace(config, validation_users=spec["val_users"])
 
     rec = Sampled(
-        model=spec["model"],
+        model=spec["model"].removesuffix("-bf16"),
+        precision="bf16" if spec["model"].endswith("-bf16") else "fp32",
         epochs=spec["max_epochs"],
         patience=spec["patience"],
         validation_fraction=0.1,
@@ -770,7 +773,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--val-users", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--profile", choices=OURS, help="also profile 50 steps on the 1st size")
+    parser.add_argument(
+        "--profile", choices=("mf", "hybrid"), help="also profile 50 steps on the 1st size"
+    )
     parser.add_argument("--results", help="JSON-lines results (default: DATA_DIR/...)")
     parser.add_argument("--out", default="docs/benchmarks-scale.md")
     parser.add_argument("--report-only", action="store_true", help="rewrite --out from results")
