@@ -144,7 +144,7 @@ class HybridTwoTower(FeatureModel):
         return F.normalize(self.user_mlp(hidden) + id_vectors + pooled, dim=1)
 
     @torch.no_grad()
-    def history_sums(self, batch_size: int = 65536) -> torch.Tensor:
+    def history_sums(self, batch_size: int = 16384) -> torch.Tensor:
         """Each user's summed history vectors, cached with the listing vectors.
 
         A training step then reads one row per user instead of ``history`` listing vectors.
