@@ -171,6 +171,36 @@ def test_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path, cars):
     assert f"{bad}, row 2 (line 3), column 'timestamp'" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ('negatives_from = "everything"', "negatives_from must be one of batch, catalogue"),
+        ('model = "mf"\nuser_ids = false', "user_ids=False needs model 'hybrid'"),
+        ('epochs = "ten"', "epochs"),
+    ],
+)
+def test_bad_config_setting_names_the_file(tmp_path, cars, setting, message):
+    config = tmp_path / "train.toml"
+    config.write_text(f"[train]\n{setting}\n")
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--interactions",
+            str(cars / "interactions.parquet"),
+            "--listings",
+            str(cars / "listings.parquet"),
+            "--config",
+            str(config),
+            "--out",
+            str(tmp_path / "m"),
+        ],
+    )
+    assert result.exit_code == 2
+    assert f"{config}: [train]: " in result.output and message in result.output
+    assert not (tmp_path / "m").exists()
+
+
 def test_corrupt_model_directory_is_a_clear_error(tmp_path):
     (tmp_path / "manifest.json").write_text("{not json")
     result = subprocess.run(

@@ -180,6 +180,10 @@ def _read_config(path: str, explicit: set[str]) -> dict[str, Any]:
             f"known: {', '.join(sorted(allowed))}",
             file=path,
         )
+    try:
+        Recommender(**params).check_params()
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"[train]: {exc}", file=path) from None
     return params
 
 

@@ -121,10 +121,7 @@ class Recommender:
     def fit(self, interactions: Source, listings: Source) -> Recommender:
         """Train on ``interactions`` (user_id, listing_id, timestamp[, event, weight]) and
         ``listings`` (listing_id plus features). Returns self."""
-        if self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}; choose from {', '.join(MODELS)}")
-        if not self.user_ids and self.model != "hybrid":
-            raise ValueError("user_ids=False needs model 'hybrid' (users are their listings)")
+        self.check_params()
         log = self.log or (lambda _message: None)
         started = time.perf_counter()
         steps = tqdm(total=4, desc="loading", unit="step", disable=not self.progress, leave=False)
@@ -195,6 +192,14 @@ class Recommender:
             )
         self._catalogue = None
         return self
+
+    def check_params(self) -> None:
+        """Raise ValueError naming the first bad parameter; ``fit`` calls it before any work."""
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; choose from {', '.join(MODELS)}")
+        if not self.user_ids and self.model != "hybrid":
+            raise ValueError("user_ids=False needs model 'hybrid' (users are their listings)")
+        self._train_config(1)  # TrainConfig checks the training settings
 
     def _train_config(self, n_pairs: int) -> TrainConfig:
         # unset: at least ~64 steps an epoch on small data, at most 4096 pairs a step
