@@ -6,6 +6,7 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from numbers import Integral, Real
 
 import numpy as np
 import torch
@@ -20,6 +21,8 @@ from embedrec.training.optim import RowWiseAdagrad
 LOSSES = ("softmax", "bpr")
 NEGATIVE_SOURCES = ("batch", "catalogue")
 PRECISIONS = ("fp32", "bf16")
+WHOLE_NUMBERS = ("epochs", "batch_size", "negatives", "patience", "validation_users", "seed")
+NUMBERS = ("lr", "dense_lr", "weight_decay", "logq_scale", "temperature")
 
 
 @dataclass
@@ -51,6 +54,12 @@ class TrainConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        for name in WHOLE_NUMBERS + NUMBERS:
+            value = getattr(self, name)
+            whole = name in WHOLE_NUMBERS
+            if isinstance(value, bool) or not isinstance(value, Integral if whole else Real):
+                kind = "a whole number" if whole else "a number"
+                raise ValueError(f"{name} must be {kind}, got {value!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.negatives_from not in NEGATIVE_SOURCES:
