@@ -112,6 +112,12 @@ def test_bf16_training_learns_what_fp32_learns(blocks):
         found = [int(r["listing_id"].split()[1]) for r in query]
         assert np.mean(listing_group[found] == 0) >= 0.8
     assert rec.get_params()["precision"] == "bf16"
+    # the per-epoch caches are computed in full precision even when a bf16 step asks first
+    model = rec.model_.train()
+    full = model.all_listing_vectors().clone()
+    model.refresh()
+    with torch.autocast("cpu", torch.bfloat16):
+        assert torch.allclose(model.all_listing_vectors(), full, atol=1e-6)
 
 
 def test_hybrid_catalogue_vectors_are_its_listing_vectors(blocks):

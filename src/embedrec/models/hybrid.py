@@ -169,12 +169,15 @@ class HybridTwoTower(FeatureModel):
             self.eval()
             n = self._config["n_listings"]
             device = self.listing_mlp[0].weight.device
-            self.cached_listings = torch.cat(
-                [
-                    self.listing_vectors(torch.arange(s, min(s + batch_size, n), device=device))
-                    for s in range(0, n, batch_size)
-                ]
-            )
+            # full precision even when first asked for inside a bf16 training step: the cache
+            # is the same whichever call builds it (a validation or a step)
+            with torch.autocast(device.type, enabled=False):
+                self.cached_listings = torch.cat(
+                    [
+                        self.listing_vectors(torch.arange(s, min(s + batch_size, n), device=device))
+                        for s in range(0, n, batch_size)
+                    ]
+                )
             self.train(was_training)
         return self.cached_listings
 
