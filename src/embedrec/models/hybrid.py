@@ -94,7 +94,8 @@ class HybridTwoTower(FeatureModel):
         """Listing vectors from feature tensors and trained id rows (-1: no id)."""
         keep = None
         if self.training and self.id_dropout > 0:
-            keep = torch.rand(id_rows.shape, device=id_rows.device) >= self.id_dropout
+            # drawn by the CPU generator on every device, so a CUDA run drops the same ids
+            keep = torch.rand(id_rows.shape).to(id_rows.device) >= self.id_dropout
         id_vectors = self.listing_ids(id_rows, keep)
         hidden = torch.cat([self.features(features), id_vectors], dim=1)
         # the id embedding also enters directly, as in plain matrix factorisation, so warm
@@ -138,7 +139,7 @@ class HybridTwoTower(FeatureModel):
             users = torch.full((n,), self.user_id.num_embeddings - 1, device=pooled.device)
         keep = users < self.user_id.num_embeddings - 1
         if self.training and self.id_dropout > 0:
-            keep &= torch.rand(n, device=pooled.device) >= self.id_dropout / 2
+            keep &= torch.rand(n).to(pooled.device) >= self.id_dropout / 2
         id_vectors = self.user_id(users) * keep.unsqueeze(1)
         hidden = torch.cat([id_vectors, pooled], dim=1)
         return F.normalize(self.user_mlp(hidden) + id_vectors + pooled, dim=1)
