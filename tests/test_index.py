@@ -500,6 +500,19 @@ def test_search_with_rows_equals_search_with_mask(ivf, queries):
         ivf.search(queries, 5, allowed=np.array([0.5, 1.5]))
 
 
+def test_filtered_exact_search_one_query_at_a_time_equals_a_batch(ivf, queries):
+    # under 20 queries the kept rows are scored in place; a batch copies them out for BLAS
+    rows = np.random.default_rng(3).permutation(ivf.n_rows)[:150]  # any order
+    exclude = [rows[i : i + 3] for i in range(len(queries))]
+    batch = ivf.search(queries, 10, allowed=rows, exclude=exclude)
+    assert ivf.filter_path(len(rows)) == "exact"
+    for i in range(len(queries)):
+        one = ivf.search(queries[i], 10, allowed=rows, exclude=exclude[i : i + 1])
+        np.testing.assert_array_equal(one[0][0], batch[0][i])
+        np.testing.assert_allclose(one[1][0], batch[1][i], rtol=1e-5)
+        assert set(one[0][0]) <= set(rows) and not set(one[0][0]) & set(exclude[i])
+
+
 def test_catalogue_filtered_search_through_indexes_with_adds_and_removes(large_table):
     from embedrec.index.catalogue import Catalogue
 

@@ -90,14 +90,6 @@ class RangeFilter(Filter):
         return int(stop - start), lambda: order[start:stop], True
 
     def _values(self, table: pd.DataFrame) -> np.ndarray:
-        column = _column(table, self.field)
-        if not pd.api.types.is_numeric_dtype(column.dtype) or pd.api.types.is_bool_dtype(
-            column.dtype
-        ):
-            raise FilterError(
-                self.field,
-                f"numeric comparison on non-numeric column (dtype {column.dtype})",
-            )
         return _numeric(table, self.field, self.field)
 
     def _test(self, values: np.ndarray) -> np.ndarray:
@@ -122,15 +114,15 @@ class SetFilter(Filter):
     negate: bool = False
 
     def mask(self, table: pd.DataFrame) -> np.ndarray:
-        _column(table, self.field)  # an unknown field is an error
+        _check_field(table, self.field)
         return _isin_str(table, self.field, self.values, self.negate)
 
     def holds(self, table: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
-        _column(table, self.field)
+        _check_field(table, self.field)
         return _isin_str(table, self.field, self.values, self.negate, rows)
 
     def candidates(self, table: pd.DataFrame) -> Candidates | None:
-        _column(table, self.field)
+        _check_field(table, self.field)
         if self.negate or len(table) < _CACHED_ROWS:
             return None  # "not one of" keeps most rows: no index narrows it
         codes, uniques = _codes(table, self.field)
@@ -350,13 +342,13 @@ def allowed_rows(filters: Iterable[Filter], table: pd.DataFrame, limit: int) -> 
     return rows
 
 
-def _column(table: pd.DataFrame, field: str) -> pd.Series:
+def _check_field(table: pd.DataFrame, field: str) -> None:
+    """Raise FilterError for a field the table has no column for (cheap: no column taken)."""
     if field not in table.columns:
         valid = ", ".join(str(c) for c in table.columns if c != ID_COLUMN)
         raise FilterError(
             field, f"unknown field; valid fields: {valid}, within (radius), exclude (ids)"
         )
-    return table[field]
 
 
 # Columns of large tables converted once (float arrays, factorised codes) and kept as long as
@@ -379,12 +371,18 @@ def _cached(table: pd.DataFrame, key: Any, compute: Any) -> Any:
 
 
 def _numeric(table: pd.DataFrame, name: str, field: str) -> np.ndarray:
-    column = table[name]
-    if not pd.api.types.is_numeric_dtype(column.dtype):
-        raise FilterError(field, f"column {name!r} is not numeric (dtype {column.dtype})")
-    return _cached(
-        table, ("float", name), lambda: column.to_numpy(dtype=np.float64, na_value=np.nan)
-    )
+    """The column as float64 (NaN: missing), checked and converted once per table: taking a
+    column out of a frame costs more than a selective filter's whole search."""
+
+    def convert() -> np.ndarray:
+        _check_field(table, name)
+        column = table[name]
+        dtype = column.dtype
+        if not pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
+            raise FilterError(field, f"numeric comparison on non-numeric column {name!r} ({dtype})")
+        return column.to_numpy(dtype=np.float64, na_value=np.nan)
+
+    return _cached(table, ("float", name), convert)
 
 
 def _codes(table: pd.DataFrame, name: str) -> tuple[np.ndarray, list[str]]:
