@@ -570,6 +570,7 @@ _FEW_QUERIES = 20
 
 def _knn_of_rows(q, vectors, rows, k):
     """faiss's top-k by inner product over ``rows`` of ``vectors``, read in place."""
+    q = np.ascontiguousarray(q, dtype=np.float32)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     scores = np.empty((len(q), k), dtype=np.float32)
