@@ -94,6 +94,8 @@ def test_negatives_are_trained_listings_all_of_them_when_few(blocks, monkeypatch
         ({"negatives_from": "everything"}, "negatives_from must be one of batch, catalogue"),
         ({"temperature": 0.0}, "temperature must be positive"),
         ({"precision": "fp8"}, "precision must be one of fp32, bf16"),
+        ({"device": "gpu"}, "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
+        ({"device": "cuda:64"}, "device 'cuda:64': this machine has [0-9]+ CUDA device"),
     ],
 )
 def test_bad_training_settings_are_named(blocks, params, message):

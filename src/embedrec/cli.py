@@ -117,7 +117,12 @@ def generate_cars_command(out_dir: str, size: str, seed: int) -> None:
     help="TOML: [train] parameters, [events] weights, [features] types and drops.",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="auto (CUDA when available), cpu, cuda or cuda:N.",
+)
 @_user_errors
 def train(
     interactions: str,

@@ -35,7 +35,7 @@ from embedrec.models.base import RecModel
 from embedrec.models.deep import DeepHybrid
 from embedrec.models.hybrid import HybridTwoTower
 from embedrec.models.mf import MatrixFactorization
-from embedrec.training.trainer import TrainConfig, TrainResult, train
+from embedrec.training.trainer import TrainConfig, TrainResult, resolve_device, train
 
 MODELS: dict[str, type[RecModel]] = {
     "mf": MatrixFactorization,
@@ -200,6 +200,7 @@ class Recommender:
         if not self.user_ids and self.model != "hybrid":
             raise ValueError("user_ids=False needs model 'hybrid' (users are their listings)")
         self._train_config(1)  # TrainConfig checks the training settings
+        resolve_device(self.device)
 
     def _train_config(self, n_pairs: int) -> TrainConfig:
         # unset: at least ~64 steps an epoch on small data, at most 4096 pairs a step

@@ -90,9 +90,24 @@ class TrainResult:
 
 
 def resolve_device(device: str) -> torch.device:
+    """The torch device for ``device``: "auto" (CUDA when available), "cpu", "cuda" or
+    "cuda:N". Raises ValueError for any other name or a CUDA device this machine lacks."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        resolved = None
+    if resolved is None or resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if resolved.type == "cuda":
+        available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (resolved.index or 0) >= available:
+            raise ValueError(
+                f"device {device!r}: this machine has {available} CUDA device(s) usable by "
+                f"torch {torch.__version__}; use 'auto' or 'cpu'"
+            )
+    return resolved
 
 
 def train(
