@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import torch
 
 from embedrec.evaluation.metrics import evaluate_scorer, ranking_metrics, topk_excluding
 
@@ -48,6 +49,24 @@ def test_topk_equals_a_full_stable_sort_when_most_scores_tie():
     masked = np.where((exclude.toarray() > 0) | np.isnan(scores), -np.inf, scores)
     expected = np.argsort(-masked, axis=1, kind="stable")[:, :15]
     assert (topk_excluding(scores, exclude, 15) == expected).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.int64])
+def test_topk_of_a_tensor_equals_topk_of_the_array(dtype):
+    # a tensor is ranked where it lies (on a GPU during training); the answer must not change
+    rng = np.random.default_rng(4)
+    scores = rng.integers(0, 6, size=(30, 120)).astype(np.float32)
+    if dtype.is_floating_point:
+        scores[rng.random(scores.shape) < 0.05] = np.nan
+    exclude = sp.random(30, 120, density=0.1, format="csr", random_state=5)
+    exclude.data[:] = 1.0
+    tensor = torch.from_numpy(scores).to(dtype)
+    array = tensor.to(torch.float32).numpy() if dtype == torch.bfloat16 else tensor.numpy()
+    before = tensor.clone()
+    for candidates in (None, np.arange(0, 120, 3)):
+        expected = topk_excluding(array, exclude, 12, candidates)
+        assert (topk_excluding(tensor, exclude, 12, candidates) == expected).all()
+    torch.testing.assert_close(tensor, before, rtol=0, atol=0, equal_nan=True)  # untouched
 
 
 def test_topk_pads_with_minus_one():
@@ -160,6 +179,17 @@ def test_evaluate_scorer_drops_test_items_already_in_train():
     test = csr([[0, 1]])
     m = evaluate_scorer(lambda u: np.tile(-np.arange(6.0), (len(u), 1)), train, test, ks=(1,))
     assert m["recall@1"] == 1.0  # item 0 cannot be recommended, so only item 1 is relevant
+
+
+def test_evaluate_scorer_takes_tensors():
+    train = csr([[1], [0, 1], [2]])
+    test = csr([[0, 2], [5], []])
+    scores = np.array([6.0, 5.0, 4.0, 3.0, 2.0, 1.0])
+    as_array = evaluate_scorer(lambda u: np.tile(scores, (len(u), 1)), train, test, ks=(2,))
+    as_tensor = evaluate_scorer(
+        lambda u: torch.from_numpy(np.tile(scores, (len(u), 1))), train, test, ks=(2,)
+    )
+    assert as_tensor == as_array
 
 
 def test_evaluate_scorer_checks_score_shape():

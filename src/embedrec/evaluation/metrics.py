@@ -17,7 +17,7 @@ METRICS = ("recall", "ndcg", "hitrate", "mrr", "coverage")
 
 
 def topk_excluding(
-    scores: np.ndarray,
+    scores: np.ndarray | torch.Tensor,
     exclude: sp.spmatrix | sp.sparray | None,
     k: int,
     candidates: np.ndarray | None = None,
@@ -27,35 +27,54 @@ def topk_excluding(
     Items stored in ``exclude`` (same shape as ``scores``), items outside ``candidates`` and
     items scored NaN or -inf are never returned; rows with fewer than ``k`` such valid items are
     padded with -1. Equal scores are ordered by item index, so results are deterministic.
+    ``scores`` may be a torch tensor on any device: the ranking then runs there, and only the
+    top ``k`` come back.
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    scores = np.asarray(scores)
-    if scores.ndim != 2:
-        raise ValueError(f"scores must be 2-D (n_batch, n_items), got shape {scores.shape}")
-    if exclude is not None and exclude.shape != scores.shape:
-        raise ValueError(f"exclude has shape {exclude.shape}, scores have {scores.shape}")
-    dtype = np.result_type(scores.dtype, np.float32)
+    if not isinstance(scores, torch.Tensor):
+        scores = np.asarray(scores)
+    shape = tuple(scores.shape)
+    if len(shape) != 2:
+        raise ValueError(f"scores must be 2-D (n_batch, n_items), got shape {shape}")
+    if exclude is not None and exclude.shape != shape:
+        raise ValueError(f"exclude has shape {exclude.shape}, scores have {shape}")
+    if candidates is not None:
+        candidates = np.unique(np.asarray(candidates, dtype=np.int64))
+        if len(candidates) and (candidates[0] < 0 or candidates[-1] >= shape[1]):
+            raise ValueError("candidates must be item indices in [0, n_items)")
+        exclude = None if exclude is None else sp.csr_matrix(exclude)[:, candidates]
+    local = _topk(_private_copy(scores, candidates), exclude, k)
     if candidates is None:
-        return _topk(np.array(scores, dtype=dtype), exclude, k)
-    candidates = np.unique(np.asarray(candidates, dtype=np.int64))
-    if len(candidates) and (candidates[0] < 0 or candidates[-1] >= scores.shape[1]):
-        raise ValueError("candidates must be item indices in [0, n_items)")
-    sub_exclude = None if exclude is None else sp.csr_matrix(exclude)[:, candidates]
-    local = _topk(scores[:, candidates].astype(dtype, copy=False), sub_exclude, k)
+        return local
     return np.where(local >= 0, candidates[np.maximum(local, 0)], -1)
 
 
-def _topk(s: np.ndarray, exclude: sp.spmatrix | sp.sparray | None, k: int) -> np.ndarray:
-    """``topk_excluding`` on a private float copy ``s``, which it overwrites."""
-    n, m = s.shape
+def _private_copy(scores: np.ndarray | torch.Tensor, columns: np.ndarray | None) -> torch.Tensor:
+    """Float scores (at least float32) of ``columns`` (None: all) as a tensor ``_topk`` may
+    overwrite, on the device the scores are on."""
+    if isinstance(scores, torch.Tensor):
+        dtype = torch.promote_types(scores.dtype, torch.float32)
+        if columns is not None:
+            return scores.detach()[:, torch.as_tensor(columns, device=scores.device)].to(dtype)
+        return scores.detach().to(dtype, copy=True)
+    dtype = np.result_type(scores.dtype, np.float32)
+    if columns is not None:
+        return torch.from_numpy(scores[:, columns].astype(dtype, copy=False))
+    return torch.from_numpy(np.array(scores, dtype=dtype))
+
+
+def _topk(scores: torch.Tensor, exclude: sp.spmatrix | sp.sparray | None, k: int) -> np.ndarray:
+    """``topk_excluding`` on a private float tensor ``scores``, which it overwrites."""
+    n, m = scores.shape
     out = np.full((n, k), -1, dtype=np.int64)
     if n == 0 or m == 0:
         return out
-    scores = torch.from_numpy(s).nan_to_num_(nan=-np.inf, posinf=np.inf, neginf=-np.inf)
+    device = scores.device
+    scores.nan_to_num_(nan=-math.inf, posinf=math.inf, neginf=-math.inf)
     if exclude is not None:
         rows, cols = exclude.nonzero()
-        s[rows, cols] = -np.inf
+        scores[torch.from_numpy(rows).to(device), torch.from_numpy(cols).to(device)] = -math.inf
     kk = min(k, m)
     # torch's top-k is one multi-threaded pass, ~10x faster than numpy's partition here. It
     # picks arbitrary members of a tie at the cut, so take one more: where it equals the k-th,
@@ -63,13 +82,15 @@ def _topk(s: np.ndarray, exclude: sp.spmatrix | sp.sparray | None, k: int) -> np
     values, cols = torch.topk(scores, min(kk + 1, m), dim=1)
     tied = np.zeros(n, dtype=bool)
     if kk < m:
-        tied = ((values[:, kk] == values[:, kk - 1]) & (values[:, kk] > -np.inf)).numpy()
-    values, cols = values[:, :kk].numpy(), cols[:, :kk].numpy()
+        tied = ((values[:, kk] == values[:, kk - 1]) & (values[:, kk] > -math.inf)).cpu().numpy()
+    values, cols = values[:, :kk], cols[:, :kk]
     redo = np.flatnonzero(tied)
     if len(redo):
-        kth = torch.from_numpy(values[redo, -1])
-        cols[redo] = _lowest_index_topk(scores[redo], kth, kk).numpy()
-        values[redo] = np.take_along_axis(s[redo], cols[redo], axis=1)
+        redo_rows = torch.from_numpy(redo).to(device)
+        kth = values[redo_rows, -1]
+        cols[redo_rows] = _lowest_index_topk(scores[redo_rows], kth, kk)
+        values[redo_rows] = torch.gather(scores[redo_rows], 1, cols[redo_rows])
+    values, cols = values.cpu().numpy(), cols.cpu().numpy()
     order = np.lexsort((cols, -values), axis=1)
     cols = np.take_along_axis(cols, order, axis=1)
     values = np.take_along_axis(values, order, axis=1)
@@ -81,7 +102,8 @@ def _lowest_index_topk(scores: torch.Tensor, kth: torch.Tensor, k: int) -> torch
     """Columns of the ``k`` best scores per row (unordered), ties at ``kth`` to lowest indices."""
     m = scores.shape[1]
     # one key orders everything: above the cut first, then tied columns by index, then the rest
-    position = -torch.arange(m, dtype=torch.float32 if m <= 2**24 else torch.float64)
+    dtype = torch.float32 if m <= 2**24 else torch.float64
+    position = -torch.arange(m, dtype=dtype, device=scores.device)
     cut = kth.unsqueeze(1)
     key = torch.where(scores == cut, position, -math.inf)
     key = key.masked_fill_(scores > cut, math.inf)
@@ -163,7 +185,8 @@ def evaluate_scorer(
 ) -> dict[str, float]:
     """Rank items for every user with test items and return ``ranking_metrics`` plus ``users``.
 
-    ``score_fn(user_indices)`` returns ``(len(user_indices), n_items)`` scores. Each user's
+    ``score_fn(user_indices)`` returns ``(len(user_indices), n_items)`` scores (an array, or a
+    torch tensor on any device, ranked where it lies). Each user's
     training items are excluded from the ranking and dropped from their relevant set (they
     could never be hit). With ``candidates``, only those items are ranked and relevant, and
     coverage is relative to their number. Users are scored ``batch_size`` at a time.
@@ -185,10 +208,12 @@ def evaluate_scorer(
     topk = np.full((len(users), depth), -1, dtype=np.int64)
     for start in range(0, len(users), batch_size):
         batch = users[start : start + batch_size]
-        scores = np.asarray(score_fn(batch))
-        if scores.shape != (len(batch), n_items):
+        scores = score_fn(batch)
+        if not isinstance(scores, torch.Tensor):
+            scores = np.asarray(scores)
+        if tuple(scores.shape) != (len(batch), n_items):
             raise ValueError(
-                f"score_fn returned shape {scores.shape}, expected {(len(batch), n_items)}"
+                f"score_fn returned shape {tuple(scores.shape)}, expected {(len(batch), n_items)}"
             )
         topk[start : start + len(batch)] = topk_excluding(scores, train[batch], depth, candidates)
     n_ranked = n_items if candidates is None else len(candidates)

@@ -294,11 +294,12 @@ def validation_recall(
     all_listings = torch.arange(len(train_data.listings), device=device)
     listing_vectors = model.catalogue_vectors(len(all_listings)) if model.factorized else None
 
-    def score(rows: np.ndarray) -> np.ndarray:
+    def score(rows: np.ndarray) -> torch.Tensor:
+        # ranked on the model's device: only each user's top 10 travel back
         batch = torch.as_tensor(users[rows], device=device)
         if listing_vectors is None:
-            return model.score_matrix(batch, all_listings).cpu().numpy()
-        return (model.user_vectors(batch) @ listing_vectors.T).cpu().numpy()
+            return model.score_matrix(batch, all_listings)
+        return model.user_vectors(batch) @ listing_vectors.T
 
     # scores of one batch of users are users x listings floats: keep a batch near 256 MB
     batch_size = max(16, min(1024, 2**26 // max(len(train_data.listings), 1)))
