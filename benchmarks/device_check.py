@@ -8,7 +8,7 @@ Each model is fitted through the Recommender with the same seed on each device (
 the last 10% of pairs by time, no refit). Negatives, shuffles and dropout masks come from CPU
 generators, so both runs see the same batches; what may differ is the arithmetic (summation
 order, fused kernels). The table compares, per model: the largest relative difference of an
-epoch's loss, the validation Recall@10 of the last epoch, the largest absolute difference of
+epoch's loss, the best validation Recall@10, the largest absolute difference of
 a listing vector, and how many of each user's top 10 recommendations agree.
 """
 
