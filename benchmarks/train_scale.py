@@ -166,8 +166,9 @@ class Tracker:
     def start(self) -> None:
         self.train_started = self.mark = time.perf_counter()
 
-    def validated(self, validation_started: float, score: float) -> bool:
-        """Record an epoch whose validation began at ``validation_started``; True to stop."""
+    def validated(self, validation_started: float, score: float, error: float) -> bool:
+        """Record an epoch whose validation began at ``validation_started``, its Recall@10 and
+        that score's standard error; True to stop."""
         now = time.perf_counter()
         self.epochs.append(
             {
@@ -175,6 +176,7 @@ class Tracker:
                 "val_s": now - validation_started,
                 "elapsed_s": now - self.train_started,
                 "recall@10": score,
+                "recall@10_se": error,
             }
         )
         self.mark = now
@@ -209,13 +211,13 @@ def child_ours(spec: dict[str, Any]) -> dict[str, Any]:
         tracker.start()
         return original_train(model, data, config, *args, **kwargs)
 
-    def validation_recall(*args: Any, **kwargs: Any) -> float:
+    def validation_recall(*args: Any, **kwargs: Any) -> tuple[float, float]:
         started = time.perf_counter()
-        score = original_validation(*args, **kwargs)
-        tracker.validated(started, score)
+        score, error = original_validation(*args, **kwargs)
+        tracker.validated(started, score, error)
         if tracker.over_budget():
             raise BudgetExceeded
-        return score
+        return score, error
 
     recommender_module.train = train
     trainer_module.validation_recall = validation_recall
@@ -354,6 +356,8 @@ def child_peer(spec: dict[str, Any]) -> dict[str, Any]:
         def vectors() -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
             return np.asarray(model.user_factors), np.asarray(model.item_factors), None
 
+    # users scored per batch as in embedrec's trainer: ~256 MB of scores, not 1,024 rows
+    batch_size = max(16, min(1024, 2**26 // max(seen.shape[1], 1)))
     tracker = Tracker(spec["budget_s"], spec["patience"])
     tracker.start()
     setup_s = tracker.train_started - started
@@ -362,9 +366,12 @@ def child_peer(spec: dict[str, Any]) -> dict[str, Any]:
         epoch(number)
         validation_started = time.perf_counter()
         score = factor_scorer(users, *vectors())
-        metrics = evaluate_scorer(score, seen[users], held[users], ks=(10,))
+        metrics = evaluate_scorer(
+            score, seen[users], held[users], (10,), batch_size, standard_errors=True
+        )
         print(f"epoch {number:3d}  val recall@10 {metrics['recall@10']:.4f}", file=sys.stderr)
-        if tracker.validated(validation_started, float(metrics["recall@10"])):
+        recall, error = float(metrics["recall@10"]), float(metrics["recall@10_se"])
+        if tracker.validated(validation_started, recall, error):
             stopped = "patience"
             break
         if tracker.over_budget():
@@ -478,6 +485,17 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
     scores = [e["recall@10"] for e in epochs]
     best = int(np.argmax(scores))  # the first of equal scores, as the trainer keeps it
     per_epoch = float(np.median([e["train_s"] for e in epochs]))
+    settled = {}
+    if "recall@10_se" in epochs[best]:
+        # the one-standard-error rule: the first epoch not measurably below the best, since
+        # where a flat curve peaks is up to the validation sample's noise
+        level = scores[best] - epochs[best]["recall@10_se"]
+        first = next(i for i, score in enumerate(scores) if score >= level)
+        settled = {
+            "settled_epoch": first + 1,
+            "settled_recall@10": scores[first],
+            "wall_s_to_settled": float(epochs[first]["elapsed_s"] - epochs[first]["val_s"]),
+        }
     return {
         **result,
         "epochs_run": len(epochs),
@@ -488,6 +506,8 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
         "best_recall@10": scores[best],
         "train_s_to_best": float(sum(e["train_s"] for e in epochs[: best + 1])),
         "wall_s_to_best": float(epochs[best]["elapsed_s"] - epochs[best]["val_s"]),
+        "best_recall@10_se": epochs[best].get("recall@10_se"),
+        **settled,
     }
 
 
@@ -753,6 +773,17 @@ def targets(
                 f"- {size}: wall time until hybrid matches LightFM's best R@10 ({level:.4f}): "
                 f"{when} (LightFM needed {peer['wall_s_to_best']:.0f} s)"
             )
+            if "settled_epoch" in ours and "settled_epoch" in peer:
+                ok = ours["wall_s_to_settled"] < peer["wall_s_to_settled"]
+                out.append(
+                    f"- {size}: hybrid gets within one standard error of its best faster than "
+                    f"LightFM: {verdict(ok)} (epoch {ours['settled_epoch']} after "
+                    f"{ours['wall_s_to_settled']:.0f} s, R@10 {ours['settled_recall@10']:.4f}, "
+                    f"best {ours['best_recall@10']:.4f} ± {ours['best_recall@10_se']:.4f}; "
+                    f"LightFM epoch {peer['settled_epoch']} after "
+                    f"{peer['wall_s_to_settled']:.0f} s, R@10 {peer['settled_recall@10']:.4f}, "
+                    f"best {peer['best_recall@10']:.4f} ± {peer['best_recall@10_se']:.4f})"
+                )
     return out
 
 

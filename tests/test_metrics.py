@@ -115,6 +115,22 @@ def test_ranking_metrics_by_hand():
     assert m["coverage@3"] == pytest.approx(4 / 6)  # items 0, 1, 2, 3
 
 
+def test_ranking_metrics_standard_errors_by_hand():
+    m = ranking_metrics(TOPK, TEST, ks=(1, 3), standard_errors=True)
+    plain = ranking_metrics(TOPK, TEST, ks=(1, 3))
+    assert {k: v for k, v in m.items() if not k.endswith("_se")} == plain
+    # two users scoring 1 and 0: sample standard deviation sqrt(0.5), over sqrt(2) users
+    assert m["recall@1_se"] == pytest.approx(0.5)
+    assert m["hitrate@3_se"] == pytest.approx(0.5)
+    ndcg_u0 = (1 / math.log2(2) + 1 / math.log2(4)) / (1 / math.log2(2) + 1 / math.log2(3))
+    assert m["ndcg@3_se"] == pytest.approx(np.std([ndcg_u0, 0.0], ddof=1) / math.sqrt(2))
+    assert "coverage@3_se" not in m
+    one_user = ranking_metrics(np.array([[4, 0]]), csr([[4]]), ks=(2,), standard_errors=True)
+    assert one_user["recall@2"] == 1.0 and math.isnan(one_user["recall@2_se"])
+    nobody = ranking_metrics(np.zeros((1, 2), int), csr([[]]), ks=(2,), standard_errors=True)
+    assert math.isnan(nobody["mrr@2_se"]) and math.isnan(nobody["coverage@2"])
+
+
 def test_ranking_metrics_single_test_item_late_hit():
     test = csr([[4]])
     m = ranking_metrics(np.array([[0, 1, 4]]), test, ks=(2, 3), n_items=10)
@@ -160,6 +176,8 @@ def test_evaluate_scorer_excludes_train_and_batches():
     # user 0 gets [0, 2] (1 excluded): 2 hits; user 1 gets [2, 3]: none
     assert m["recall@2"] == pytest.approx(0.5)
     assert m["coverage@2"] == pytest.approx(3 / 6)
+    with_se = evaluate_scorer(score_fn, train, test, ks=(2,), standard_errors=True)
+    assert with_se["recall@2"] == m["recall@2"] and with_se["recall@2_se"] == pytest.approx(0.5)
 
 
 def test_evaluate_scorer_candidates_restrict_ranking_and_relevance():

@@ -14,6 +14,8 @@ import scipy.sparse as sp
 import torch
 
 METRICS = ("recall", "ndcg", "hitrate", "mrr", "coverage")
+# averaged over users, so each has a standard error; coverage is one number for all users
+PER_USER_METRICS = ("recall", "ndcg", "hitrate", "mrr")
 
 
 def topk_excluding(
@@ -124,6 +126,7 @@ def ranking_metrics(
     test: sp.spmatrix | sp.sparray,
     ks: Sequence[int] = (10, 20),
     n_items: int | None = None,
+    standard_errors: bool = False,
 ) -> dict[str, float]:
     """Recall, NDCG, hit rate, MRR and coverage at each k, averaged over users with test items.
 
@@ -132,6 +135,10 @@ def ranking_metrics(
     ``min(k, |test_u|)``, NDCG uses binary gains and the ideal DCG of ``min(k, |test_u|)`` hits.
     Coverage is the share of ``n_items`` (default ``test.shape[1]``) recommended in the top k of
     at least one evaluated user. With no evaluated users every metric is NaN.
+
+    With ``standard_errors``, each per-user mean also gets its standard error under
+    ``"<metric>@<k>_se"`` (sample standard deviation over users / sqrt(users); NaN for one
+    user): differences between two scores much smaller than that are noise.
     """
     topk = np.asarray(topk, dtype=np.int64)
     relevant = _binary(test)
@@ -144,7 +151,8 @@ def ranking_metrics(
     n_relevant = np.diff(relevant.indptr)
     users = np.flatnonzero(n_relevant > 0)
     if len(users) == 0:
-        return {f"{name}@{k}": float("nan") for k in ks for name in METRICS}
+        names = [*METRICS, *(f"{m}_se" for m in PER_USER_METRICS if standard_errors)]
+        return {_key(name, k): float("nan") for k in ks for name in names}
     topk, n_relevant = topk[users], n_relevant[users]
     hit = _is_relevant(relevant[users], topk)
     discounts = 1.0 / np.log2(np.arange(2, topk.shape[1] + 2))
@@ -156,13 +164,27 @@ def ranking_metrics(
         cap = np.minimum(k, n_relevant)
         first = np.argmax(hit_k, axis=1)
         recommended = topk[:, :k]
-        result[f"recall@{k}"] = float(np.mean(hits / cap))
-        result[f"ndcg@{k}"] = float(np.mean((hit_k @ discounts[:k]) / ideal[cap - 1]))
-        result[f"hitrate@{k}"] = float(np.mean(hits > 0))
-        result[f"mrr@{k}"] = float(np.mean(np.where(hits > 0, 1.0 / (first + 1), 0.0)))
+        per_user = {
+            "recall": hits / cap,
+            "ndcg": (hit_k @ discounts[:k]) / ideal[cap - 1],
+            "hitrate": (hits > 0).astype(np.float64),
+            "mrr": np.where(hits > 0, 1.0 / (first + 1), 0.0),
+        }
+        for name, values in per_user.items():
+            result[f"{name}@{k}"] = float(np.mean(values))
         distinct = np.unique(recommended[recommended >= 0])
         result[f"coverage@{k}"] = len(distinct) / n_items if n_items else float("nan")
+        if standard_errors:
+            for name, values in per_user.items():
+                spread = np.std(values, ddof=1) if len(values) > 1 else float("nan")
+                result[_key(f"{name}_se", k)] = float(spread / math.sqrt(len(values)))
     return result
+
+
+def _key(name: str, k: int) -> str:
+    """``recall`` -> ``recall@10``; ``recall_se`` -> ``recall@10_se``."""
+    metric, _, suffix = name.partition("_")
+    return f"{metric}@{k}" + (f"_{suffix}" if suffix else "")
 
 
 def _is_relevant(relevant: sp.csr_matrix, topk: np.ndarray) -> np.ndarray:
@@ -182,6 +204,7 @@ def evaluate_scorer(
     ks: Sequence[int] = (10, 20),
     batch_size: int = 1024,
     candidates: np.ndarray | None = None,
+    standard_errors: bool = False,
 ) -> dict[str, float]:
     """Rank items for every user with test items and return ``ranking_metrics`` plus ``users``.
 
@@ -190,6 +213,7 @@ def evaluate_scorer(
     training items are excluded from the ranking and dropped from their relevant set (they
     could never be hit). With ``candidates``, only those items are ranked and relevant, and
     coverage is relative to their number. Users are scored ``batch_size`` at a time.
+    ``standard_errors`` adds each mean's standard error (see ``ranking_metrics``).
     """
     train = sp.csr_matrix(train)
     if train.shape != test.shape:
@@ -217,6 +241,8 @@ def evaluate_scorer(
             )
         topk[start : start + len(batch)] = topk_excluding(scores, train[batch], depth, candidates)
     n_ranked = n_items if candidates is None else len(candidates)
-    result = ranking_metrics(topk, relevant[users], ks, n_items=n_ranked)
+    result = ranking_metrics(
+        topk, relevant[users], ks, n_items=n_ranked, standard_errors=standard_errors
+    )
     result["users"] = len(users)
     return result

@@ -197,9 +197,9 @@ def train(
         message = f"epoch {epoch:3d}  loss {entry['loss']:.4f}"
         validated = validation is not None and len(validation) > 0
         if validated:
-            score = validation_recall(model, data, validation, config)
-            entry["val_recall@10"] = score
-            message += f"  val recall@10 {score:.4f}"
+            score, error = validation_recall(model, data, validation, config)
+            entry["val_recall@10"], entry["val_recall@10_se"] = score, error
+            message += f"  val recall@10 {score:.4f} (se {error:.4f})"
             if result.best_score is None or score > result.best_score:
                 result.best_score, result.best_epoch = score, epoch
                 best_state = copy.deepcopy(model.state_dict())
@@ -278,8 +278,9 @@ def _batch_loss(
 @torch.no_grad()
 def validation_recall(
     model: RecModel, train_data: Interactions, validation: Interactions, config: TrainConfig
-) -> float:
-    """Recall@10 on a fixed sample of validation users (the same sample every epoch)."""
+) -> tuple[float, float]:
+    """Recall@10 on a fixed sample of validation users (the same sample every epoch), and its
+    standard error over those users."""
     model.eval()
     model.refresh()
     device = next(model.parameters()).device
@@ -303,6 +304,8 @@ def validation_recall(
 
     # scores of one batch of users are users x listings floats: keep a batch near 256 MB
     batch_size = max(16, min(1024, 2**26 // max(len(train_data.listings), 1)))
-    metrics = evaluate_scorer(score, seen[users], held_out[users], ks=(10,), batch_size=batch_size)
+    metrics = evaluate_scorer(
+        score, seen[users], held_out[users], ks=(10,), batch_size=batch_size, standard_errors=True
+    )
     model.train()
-    return float(metrics["recall@10"])
+    return float(metrics["recall@10"]), float(metrics["recall@10_se"])
