@@ -389,7 +389,14 @@ def evaluate(
     started = time.perf_counter()
     score = method.fit(ctx, train, params)
     seconds = time.perf_counter() - started
-    metrics = evaluate_scorer(score, ctx.csr(train), ctx.csr(test), ks=(K,), candidates=candidates)
+    metrics = evaluate_scorer(
+        score,
+        ctx.csr(train),
+        ctx.csr(test),
+        ks=(K,),
+        candidates=candidates,
+        standard_errors=True,
+    )
     return {**metrics, "fit_seconds": seconds}
 
 
@@ -573,6 +580,10 @@ def fmt(metrics: dict[str, Any]) -> str:
     )
 
 
+def _with_error(metrics: dict[str, Any], name: str) -> str:
+    return f"{metrics[f'{name}@{K}']:.4f} ± {metrics[f'{name}@{K}_se']:.4f}"
+
+
 def _params(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in params.items()) or "(none)"
 
@@ -592,7 +603,7 @@ def markdown(results: dict[str, Any]) -> str:
             elif key in row:
                 m = row[key]
                 lines.append(
-                    f"| {row['name']} | {m[f'recall@{K}']:.4f} | {m[f'ndcg@{K}']:.4f} | "
+                    f"| {row['name']} | {_with_error(m, 'recall')} | {_with_error(m, 'ndcg')} | "
                     f"{m[f'hitrate@{K}']:.4f} | {m[f'coverage@{K}']:.4f} | "
                     f"{m['fit_seconds']:.1f} |"
                 )
@@ -629,8 +640,8 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             table("cold_test", "cold"),
             "",
-            "fit s: seconds to fit on the (cold) training split with the chosen configuration,"
-            " scoring excluded.",
+            "Recall and NDCG: mean over test users ± its standard error. fit s: seconds to fit"
+            " on the (cold) training split with the chosen configuration, scoring excluded.",
             "",
             "### Chosen hyper-parameters (best validation NDCG@10)",
             "",

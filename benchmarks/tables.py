@@ -36,6 +36,11 @@ TABLES = (
     ),
     ("Training at scale: loading", "benchmarks-scale.md", "## Loading the interactions (Parquet)"),
     ("Training at scale: events, time and memory", "benchmarks-scale.md", "## Training"),
+    (
+        "Training at scale: time to the best score, larger validation samples",
+        "benchmarks-scale.md",
+        "## Validation sample size and time to best",
+    ),
     ("Training on a GPU", "benchmarks-scale.md", "## On a GPU (CUDA)"),
     ("Vector index", "index-benchmark.md", "# Vector index benchmark"),
     ("Filters on the real catalogue", "index-benchmark.md", "## Filters on the real catalogue"),

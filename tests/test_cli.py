@@ -137,13 +137,40 @@ def test_catalogue_with_new_listings_is_embedded_and_searchable(model_dir, cars,
     assert len(table.column("embedding")[0]) == 32
 
 
-def test_evaluate_reports_warm_and_cold(model_dir, cars):
-    output = run(
-        "evaluate", str(model_dir), "--interactions", str(cars / "interactions.parquet"), "--json"
-    )
-    report = json.loads(output)
+@pytest.fixture(scope="session")
+def time_split(cars, tmp_path_factory):
+    """A model trained on the first 80% of events and the later 20% to evaluate it on."""
+    out = tmp_path_factory.mktemp("split")
+    events = pd.read_parquet(cars / "interactions.parquet").sort_values("timestamp")
+    cut = int(len(events) * 0.8)
+    events.iloc[:cut].to_parquet(out / "early.parquet")
+    events.iloc[cut:].to_parquet(out / "late.parquet")
+    listings = str(cars / "listings.parquet")
+    early = str(out / "early.parquet")
+    run("train", "--interactions", early, "--listings", listings, "--out", str(out / "model"))
+    return out / "model", out / "late.parquet"
+
+
+def test_evaluate_reports_warm_and_cold(time_split):
+    model, late = time_split
+    report = json.loads(run("evaluate", str(model), "--interactions", str(late), "--json"))
     assert {"overall", "warm", "counts"} <= set(report)
-    assert report["counts"]["events"] > 0
+    assert report["counts"]["events"] > 0 and report["overall"]["users"] > 10
+    assert 0 < report["overall"]["recall@10"] < 1
+    assert 0 < report["overall"]["recall@10_se"] < report["overall"]["recall@10"]
+
+
+def test_evaluate_prints_every_metric_with_its_standard_error(time_split):
+    model, late = time_split
+    output = run("evaluate", str(model), "--interactions", str(late), "-k", "5,20")
+    lines = output.splitlines()
+    assert lines[0].split()[:3] == ["metric", "overall", "warm"]
+    rows = {line.split()[0]: line for line in lines[1:]}
+    for k in (5, 20):
+        for name in ("recall", "ndcg", "hitrate", "mrr"):
+            assert f"{name}@{k}" in rows and "±" in rows[f"{name}@{k}"]
+        assert f"coverage@{k}" in rows and "±" not in rows[f"coverage@{k}"]
+    assert "events:" in lines[-1]
 
 
 def test_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path, cars):

@@ -115,6 +115,8 @@ def test_training_reports_history_and_early_stopping(fitted_mf):
     assert report["best_epoch"] >= 1
     assert all("loss" in entry for entry in report["history"])
     assert report["best_val_recall@10"] > 0.2
+    validated = [entry for entry in report["history"] if "val_recall@10" in entry]
+    assert validated and all(0 < entry["val_recall@10_se"] < 0.2 for entry in validated)
 
 
 @pytest.fixture(scope="module")

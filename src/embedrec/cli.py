@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import sys
 import tomllib
@@ -338,16 +339,20 @@ def evaluate(
 
 
 def format_report(report: dict, ks: tuple[int, ...]) -> str:
-    """Metrics per part (overall, warm, cold) as a plain-text table."""
-    names = ["recall", "ndcg", "hitrate", "mrr", "coverage"]
-    rows = []
-    for part in ("overall", "warm", "cold"):
-        if part in report:
-            row = {"part": part, "users": report[part]["users"]}
-            row |= {f"{n}@{k}": round(report[part][f"{n}@{k}"], 4) for k in ks for n in names}
+    """One row per metric, one column per part (overall, warm, cold); per-user means with
+    their standard error, so a reader sees which differences are noise."""
+    parts = [part for part in ("overall", "warm", "cold") if part in report]
+    rows = [{"metric": "users", **{part: f"{report[part]['users']:,}" for part in parts}}]
+    for k in ks:
+        for name in ("recall", "ndcg", "hitrate", "mrr", "coverage"):
+            row = {"metric": f"{name}@{k}"}
+            for part in parts:
+                value, error = report[part][f"{name}@{k}"], report[part].get(f"{name}@{k}_se")
+                shown = error is not None and math.isfinite(error)
+                row[part] = f"{value:.4f}" + (f" ± {error:.4f}" if shown else "")
             rows.append(row)
     counts = ", ".join(f"{k}: {v:,}" for k, v in report["counts"].items())
-    return format_table(rows) + "\n" + counts
+    return format_table(rows, ["metric", *parts]) + "\n" + counts
 
 
 def _load(model_dir: str):  # noqa: ANN202 - the Recommender, imported lazily for a fast --help

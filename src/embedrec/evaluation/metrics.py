@@ -151,8 +151,11 @@ def ranking_metrics(
     n_relevant = np.diff(relevant.indptr)
     users = np.flatnonzero(n_relevant > 0)
     if len(users) == 0:
-        names = [*METRICS, *(f"{m}_se" for m in PER_USER_METRICS if standard_errors)]
-        return {_key(name, k): float("nan") for k in ks for name in names}
+        errors = PER_USER_METRICS if standard_errors else ()
+        return {
+            **{f"{name}@{k}": float("nan") for k in ks for name in METRICS},
+            **{f"{name}@{k}_se": float("nan") for k in ks for name in errors},
+        }
     topk, n_relevant = topk[users], n_relevant[users]
     hit = _is_relevant(relevant[users], topk)
     discounts = 1.0 / np.log2(np.arange(2, topk.shape[1] + 2))
@@ -177,14 +180,8 @@ def ranking_metrics(
         if standard_errors:
             for name, values in per_user.items():
                 spread = np.std(values, ddof=1) if len(values) > 1 else float("nan")
-                result[_key(f"{name}_se", k)] = float(spread / math.sqrt(len(values)))
+                result[f"{name}@{k}_se"] = float(spread / math.sqrt(len(values)))
     return result
-
-
-def _key(name: str, k: int) -> str:
-    """``recall`` -> ``recall@10``; ``recall_se`` -> ``recall@10_se``."""
-    metric, _, suffix = name.partition("_")
-    return f"{metric}@{k}" + (f"_{suffix}" if suffix else "")
 
 
 def _is_relevant(relevant: sp.csr_matrix, topk: np.ndarray) -> np.ndarray:

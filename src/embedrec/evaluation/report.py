@@ -16,16 +16,19 @@ def warm_cold_report(
     test: sp.csr_matrix,
     cold: np.ndarray,
     ks: Sequence[int] = (10, 20),
+    standard_errors: bool = True,
 ) -> dict[str, dict[str, float]]:
     """Metrics of ``score_fn`` three ways.
 
     ``overall`` ranks the whole catalogue; ``warm`` ranks only listings seen in training and
     counts only those as relevant; ``cold`` does the same for listings training never saw
     (``cold`` is a bool per catalogue row), which is the cold-start task: the new listings a
-    user will interact with, among all new listings.
+    user will interact with, among all new listings. Per-user means come with their standard
+    errors (``"recall@10_se"``) unless ``standard_errors`` is False.
     """
-    report = {"overall": evaluate_scorer(score_fn, seen, test, ks)}
+    options = {"ks": ks, "standard_errors": standard_errors}
+    report = {"overall": evaluate_scorer(score_fn, seen, test, **options)}
     for name, rows in (("warm", np.flatnonzero(~cold)), ("cold", np.flatnonzero(cold))):
         if len(rows):
-            report[name] = evaluate_scorer(score_fn, seen, test, ks, candidates=rows)
+            report[name] = evaluate_scorer(score_fn, seen, test, candidates=rows, **options)
     return report
