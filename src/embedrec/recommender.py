@@ -479,7 +479,8 @@ class Recommender:
         Each known user's ranking of the catalogue (``listings``, or the training listings)
         excludes what they saw in training. Reported ``overall``, for ``warm`` listings and for
         ``cold`` ones (never seen in training, embedded from features), with ``counts`` of what
-        was evaluated and skipped.
+        was evaluated and skipped. Each metric averaged over users comes with its standard
+        error (``"recall@10_se"``).
         """
         task = self.evaluation_task(interactions, listings)
         report = warm_cold_report(self.scorer(task), task.seen, task.test, task.cold, ks)
