@@ -26,6 +26,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from report_page import write_generated  # noqa: E402
+
 from embedrec.index.filters import allowed_mask, allowed_rows, parse_filter  # noqa: E402
 from embedrec.index.vector_index import VectorIndex  # noqa: E402
 
@@ -281,8 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     report = run(args)
     print(report)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report)
+        write_generated(args.out, report)
     return 0
 
 

@@ -54,6 +54,8 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from report_page import write_generated  # noqa: E402
+
 from embedrec.datasets.movielens import (  # noqa: E402
     ProtocolSplit,
     is_cached,
@@ -665,19 +667,6 @@ def markdown(results: dict[str, Any]) -> str:
     )
 
 
-def write_report(path: Path, body: str) -> None:
-    """Put ``body`` between the results markers of ``path``, keeping the text around them."""
-    block = f"{RESULTS_START}\n{body}\n{RESULTS_END}"
-    if path.exists():
-        text = path.read_text(encoding="utf-8")
-        if RESULTS_START in text and RESULTS_END in text:
-            before, rest = text.split(RESULTS_START, 1)
-            after = rest.split(RESULTS_END, 1)[1]
-            path.write_text(before + block + after, encoding="utf-8")
-            return
-    path.write_text(f"## MovieLens-100k\n\n{block}\n", encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny run in seconds (no download)")
@@ -696,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
     report = markdown(results)
     print(report)
     if args.out:
-        write_report(args.out, report)
+        write_generated(args.out, report, RESULTS_START, RESULTS_END)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
     return 0

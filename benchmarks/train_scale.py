@@ -41,6 +41,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from report_page import write_generated
 
 DEFAULT_DATA = Path.home() / ".cache" / "embedrec" / "cars-large-seed0"
 OURS = ("mf", "hybrid", "hybrid-bf16")
@@ -847,7 +848,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(body)
     if args.out:
-        Path(args.out).write_text(body)
+        write_generated(Path(args.out), body)
         log(f"wrote {args.out}")
     return 0
 
