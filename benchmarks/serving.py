@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from report_page import write_generated
 
 TOKEN = "bench-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -473,12 +474,7 @@ def main() -> None:
     if not all(key in results for key in ("throughput", "durability")):
         print(f"results so far in {saved}; run the other parts for a report")
         return
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    text = report(results)
-    marker = "<!-- benchmark results: written by benchmarks/serving.py -->"
-    if args.out.exists() and marker in args.out.read_text():
-        text = args.out.read_text().split(marker)[0] + marker + "\n\n" + text
-    args.out.write_text(text)
+    write_generated(args.out, report(results))
     print(f"wrote {args.out}")
 
 

@@ -42,6 +42,7 @@ def test_the_pages_in_docs_have_their_markers() -> None:
     for name, start in [
         ("benchmarks-scale.md", START),
         ("index-benchmark.md", START),
+        ("serving.md", START),
         ("benchmarks-movielens.md", "<!-- results:start -->"),
     ]:
         text = (ROOT / "docs" / name).read_text()
