@@ -1,6 +1,7 @@
 """Car marketplace evaluation: our models against baselines on a global time split.
 
     python benchmarks/evaluation.py [--size small] [--seed 0] [--out docs/evaluation.md]
+    python benchmarks/evaluation.py --movielens-only     # rewrites only the MovieLens part
 
 Trains on everything before the last week and evaluates on the last week, where many
 listings are new. The catalogue at test time is every listing active in that week; listings
@@ -20,8 +21,10 @@ import numpy as np
 import pandas as pd
 import scipy
 import torch
+from report_page import write_generated
 
 from embedrec import Recommender, __version__
+from embedrec.data.atomic import write_atomic
 from embedrec.datasets.cars import generate_cars
 from embedrec.datasets.geography import haversine_km
 from embedrec.evaluation import EASE, ItemKNN, Popularity
@@ -30,6 +33,9 @@ from embedrec.evaluation.report import warm_cold_report
 from embedrec.recommender import EvaluationTask
 
 KS = (10, 20)
+# the page's two generated parts, each rewritten only by the run that measures it
+CARS = ("<!-- generated:cars:start -->", "<!-- generated:cars:end -->")
+MOVIELENS = ("<!-- generated:movielens:start -->", "<!-- generated:movielens:end -->")
 WEEK = pd.Timedelta(days=7)
 
 
@@ -44,18 +50,22 @@ def split_by_week(data_dir: Path) -> tuple[pd.DataFrame, ...]:
     return train, test, known, active
 
 
-def feature_matrix(table: pd.DataFrame) -> np.ndarray:
-    """One-hot categories plus standardised numbers and coordinates, L2-normalised rows."""
+def feature_matrices(known: pd.DataFrame, catalogue: pd.DataFrame) -> tuple[np.ndarray, ...]:
+    """One-hot categories plus standardised numbers and coordinates, L2-normalised rows, for
+    both tables in one feature space: the categories of either, the known table's scales."""
+    both = pd.concat([known, catalogue], ignore_index=True)
     parts = [
-        pd.get_dummies(table[c].astype(str)).to_numpy(np.float32)
+        pd.get_dummies(both[c].astype(str)).to_numpy(np.float32)
         for c in ("make", "model", "segment", "body", "fuel", "transmission")
     ]
     for column in ("price", "year", "mileage_km", "power_kw", "lat", "lon"):
-        values = table[column].to_numpy(np.float64)
+        values = both[column].to_numpy(np.float64)
         values = np.log1p(values) if column in ("price", "mileage_km") else values
-        parts.append(((values - values.mean()) / (values.std() + 1e-9))[:, None] * 0.5)
+        reference = values[: len(known)]
+        parts.append(((values - reference.mean()) / (reference.std() + 1e-9))[:, None] * 0.5)
     matrix = np.hstack(parts).astype(np.float32)
-    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix[: len(known)], matrix[len(known) :]
 
 
 def baseline_scorer(model, task):  # noqa: ANN001, ANN201
@@ -91,9 +101,7 @@ def aligned_scorer(rec: Recommender, task):  # noqa: ANN001, ANN201
 
 def feature_scorer(rec: Recommender, task):  # noqa: ANN001, ANN201
     """Cold baseline: a user's profile is the mean feature vector of what they saw."""
-    table = task.catalogue.table
-    catalogue_features = feature_matrix(table)
-    known_features = feature_matrix(rec.listing_table_)
+    known_features, catalogue_features = feature_matrices(rec.listing_table_, task.catalogue.table)
     profiles = rec.seen_[task.users] @ known_features[: rec.seen_.shape[1]]
 
     def score(batch: np.ndarray) -> np.ndarray:
@@ -229,8 +237,8 @@ def main() -> None:
     if not (data_dir / "interactions.parquet").exists():
         generate_cars(data_dir, size=args.size, seed=args.seed, progress=False)
     if args.movielens_only:
-        lines = movielens_section(args.models.split(","), args.seed)
-        print("\n".join(lines))
+        lines = movielens_section(args.models.split(","), args.seed) + _made_by()
+        write_page(args.out, {MOVIELENS: lines})
         return
     train, test, known, active = split_by_week(data_dir)
     lines = [f"# Evaluation on the car marketplace ({args.size}, seed {args.seed})", ""]
@@ -276,13 +284,22 @@ def main() -> None:
                 "cold": evaluate_scorer(scorer, task.seen, task.test, KS, candidates=cold_rows)
             }
     lines += _metrics_table(results, task)
-    lines += _neighbours_section(fitted, task, reference)
+    lines += _neighbours_section(fitted, task, reference) + _made_by()
+    blocks = {CARS: lines}
     if not args.skip_movielens:
-        lines += movielens_section(args.models.split(","), args.seed)
-    lines += _footer(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        blocks[MOVIELENS] = movielens_section(args.models.split(","), args.seed) + _made_by()
+    write_page(args.out, blocks)
+
+
+def write_page(path: Path, blocks: dict[tuple[str, str], list[str]]) -> None:
+    """Print the measured parts and rewrite them in ``path``; a new page gets both parts'
+    markers, so that a later run of either part finds its place."""
+    if not path.exists():
+        skeleton = "\n\n".join(f"{start}\n{end}" for start, end in (CARS, MOVIELENS)) + "\n"
+        write_atomic(path, lambda temporary: temporary.write_text(skeleton, encoding="utf-8"))
+    for (start, end), lines in blocks.items():
+        print("\n".join(lines))
+        write_generated(path, "\n".join(lines), start, end)
 
 
 def _row(result: dict) -> str:
@@ -331,8 +348,8 @@ def _metrics_table(results: dict, task) -> list[str]:  # noqa: ANN001
 def _neighbours_section(fitted: dict, task, reference: Recommender) -> list[str]:  # noqa: ANN001
     catalogue = task.catalogue
     rng = np.random.default_rng(0)
-    warm_rows = rng.choice(np.flatnonzero(~task.cold), 1000, replace=False)
-    cold_rows = np.flatnonzero(task.cold)
+    warm_rows, cold_rows = np.flatnonzero(~task.cold), np.flatnonzero(task.cold)
+    warm_rows = rng.choice(warm_rows, min(1000, len(warm_rows)), replace=False)
     cold_rows = rng.choice(cold_rows, min(1000, len(cold_rows)), replace=False)
     lines = [
         "## Similar listings",
@@ -372,15 +389,13 @@ def _neighbours_section(fitted: dict, task, reference: Recommender) -> list[str]
     return lines + [""]
 
 
-def _footer(args: argparse.Namespace) -> list[str]:
+def _made_by() -> list[str]:
+    command = " ".join(["python benchmarks/evaluation.py", *sys.argv[1:]])
     return [
-        "## How this was made",
-        "",
-        f"`python benchmarks/evaluation.py --size {args.size} --seed {args.seed}` on "
-        f"{platform.platform()}, {platform.processor() or platform.machine()}, "
-        f"Python {platform.python_version()}, torch {torch.__version__}, "
-        f"numpy {np.__version__}, pandas {pd.__version__}, scipy {scipy.__version__}, "
-        f"embedrec {__version__}; default hyper-parameters.",
+        f"Produced by `{command}` on {platform.platform()}, "
+        f"{platform.processor() or platform.machine()}, Python {platform.python_version()}, "
+        f"torch {torch.__version__}, numpy {np.__version__}, pandas {pd.__version__}, "
+        f"scipy {scipy.__version__}, embedrec {__version__}.",
     ]
 
 

@@ -43,6 +43,8 @@ def test_the_pages_in_docs_have_their_markers() -> None:
         ("benchmarks-scale.md", START),
         ("index-benchmark.md", START),
         ("serving.md", START),
+        ("evaluation.md", "<!-- generated:cars:start -->"),
+        ("evaluation.md", "<!-- generated:movielens:start -->"),
         ("benchmarks-movielens.md", "<!-- results:start -->"),
     ]:
         text = (ROOT / "docs" / name).read_text()
