@@ -233,13 +233,13 @@ def main() -> None:
     parser.add_argument("--skip-movielens", action="store_true")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
-    data_dir = args.data / f"cars-{args.size}-seed{args.seed}"
-    if not (data_dir / "interactions.parquet").exists():
-        generate_cars(data_dir, size=args.size, seed=args.seed, progress=False)
     if args.movielens_only:
         lines = movielens_section(args.models.split(","), args.seed) + _made_by()
         write_page(args.out, {MOVIELENS: lines})
         return
+    data_dir = args.data / f"cars-{args.size}-seed{args.seed}"
+    if not (data_dir / "interactions.parquet").exists():
+        generate_cars(data_dir, size=args.size, seed=args.seed, progress=False)
     train, test, known, active = split_by_week(data_dir)
     lines = [f"# Evaluation on the car marketplace ({args.size}, seed {args.seed})", ""]
     results: dict[str, dict] = {}

@@ -357,8 +357,6 @@ def child_peer(spec: dict[str, Any]) -> dict[str, Any]:
         def vectors() -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
             return np.asarray(model.user_factors), np.asarray(model.item_factors), None
 
-    # users scored per batch as in embedrec's trainer: ~256 MB of scores, not 1,024 rows
-    batch_size = max(16, min(1024, 2**26 // max(seen.shape[1], 1)))
     tracker = Tracker(spec["budget_s"], spec["patience"])
     tracker.start()
     setup_s = tracker.train_started - started
@@ -367,9 +365,7 @@ def child_peer(spec: dict[str, Any]) -> dict[str, Any]:
         epoch(number)
         validation_started = time.perf_counter()
         score = factor_scorer(users, *vectors())
-        metrics = evaluate_scorer(
-            score, seen[users], held[users], (10,), batch_size, standard_errors=True
-        )
+        metrics = evaluate_scorer(score, seen[users], held[users], ks=(10,), standard_errors=True)
         print(f"epoch {number:3d}  val recall@10 {metrics['recall@10']:.4f}", file=sys.stderr)
         recall, error = float(metrics["recall@10"]), float(metrics["recall@10_se"])
         if tracker.validated(validation_started, recall, error):

@@ -180,6 +180,28 @@ def test_evaluate_scorer_excludes_train_and_batches():
     assert with_se["recall@2"] == m["recall@2"] and with_se["recall@2_se"] == pytest.approx(0.5)
 
 
+def test_evaluate_scorer_batches_users_to_bound_memory(monkeypatch):
+    import embedrec.evaluation.metrics as metrics
+
+    n_users, n_items = 100, 50
+    test = sp.csr_matrix(np.ones((n_users, n_items), dtype=np.float32))
+    sizes = []
+
+    def score_fn(users: np.ndarray) -> np.ndarray:
+        sizes.append(len(users))
+        return np.zeros((len(users), n_items), dtype=np.float32)
+
+    monkeypatch.setattr(metrics, "SCORES_PER_BATCH", 20 * n_items)
+    evaluate_scorer(score_fn, sp.csr_matrix((n_users, n_items)), test, ks=(1,))
+    assert sizes == [20] * 5  # 20 users' scores fit the budget
+    monkeypatch.setattr(metrics, "SCORES_PER_BATCH", n_items)
+    sizes.clear()
+    evaluate_scorer(score_fn, sp.csr_matrix((n_users, n_items)), test, ks=(1,))
+    assert sizes == [16] * 6 + [4]  # never fewer than 16 users a batch
+    with pytest.raises(ValueError, match="batch_size"):
+        evaluate_scorer(score_fn, sp.csr_matrix((n_users, n_items)), test, batch_size=0)
+
+
 def test_evaluate_scorer_candidates_restrict_ranking_and_relevance():
     train = csr([[], []])
     test = csr([[0, 4], [1]])

@@ -341,10 +341,12 @@ def evaluate(
 def format_report(report: dict, ks: tuple[int, ...]) -> str:
     """One row per metric, one column per part (overall, warm, cold); per-user means with
     their standard error, so a reader sees which differences are noise."""
+    from embedrec.evaluation.metrics import METRICS
+
     parts = [part for part in ("overall", "warm", "cold") if part in report]
     rows = [{"metric": "users", **{part: f"{report[part]['users']:,}" for part in parts}}]
     for k in ks:
-        for name in ("recall", "ndcg", "hitrate", "mrr", "coverage"):
+        for name in METRICS:
             row = {"metric": f"{name}@{k}"}
             for part in parts:
                 value, error = report[part][f"{name}@{k}"], report[part].get(f"{name}@{k}_se")

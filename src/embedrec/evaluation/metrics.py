@@ -16,6 +16,8 @@ import torch
 METRICS = ("recall", "ndcg", "hitrate", "mrr", "coverage")
 # averaged over users, so each has a standard error; coverage is one number for all users
 PER_USER_METRICS = ("recall", "ndcg", "hitrate", "mrr")
+# scores held at once when users are batched automatically: 2**26 floats, 256 MB in float32
+SCORES_PER_BATCH = 2**26
 
 
 def topk_excluding(
@@ -199,7 +201,7 @@ def evaluate_scorer(
     train: sp.spmatrix | sp.sparray,
     test: sp.spmatrix | sp.sparray,
     ks: Sequence[int] = (10, 20),
-    batch_size: int = 1024,
+    batch_size: int | None = None,
     candidates: np.ndarray | None = None,
     standard_errors: bool = False,
 ) -> dict[str, float]:
@@ -209,7 +211,9 @@ def evaluate_scorer(
     torch tensor on any device, ranked where it lies). Each user's
     training items are excluded from the ranking and dropped from their relevant set (they
     could never be hit). With ``candidates``, only those items are ranked and relevant, and
-    coverage is relative to their number. Users are scored ``batch_size`` at a time.
+    coverage is relative to their number. Users are scored ``batch_size`` at a time; by default
+    as many as keep a batch's scores near ``SCORES_PER_BATCH`` floats (16 to 1,024 users), so
+    memory stays bounded however large the catalogue.
     ``standard_errors`` adds each mean's standard error (see ``ranking_metrics``).
     """
     train = sp.csr_matrix(train)
@@ -226,6 +230,10 @@ def evaluate_scorer(
     relevant = _binary(relevant)
     users = np.flatnonzero(np.diff(relevant.indptr) > 0)
     depth = max(ks)
+    if batch_size is None:
+        batch_size = max(16, min(1024, SCORES_PER_BATCH // max(n_items, 1)))
+    elif batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     topk = np.full((len(users), depth), -1, dtype=np.int64)
     for start in range(0, len(users), batch_size):
         batch = users[start : start + batch_size]

@@ -302,10 +302,6 @@ def validation_recall(
             return model.score_matrix(batch, all_listings)
         return model.user_vectors(batch) @ listing_vectors.T
 
-    # scores of one batch of users are users x listings floats: keep a batch near 256 MB
-    batch_size = max(16, min(1024, 2**26 // max(len(train_data.listings), 1)))
-    metrics = evaluate_scorer(
-        score, seen[users], held_out[users], ks=(10,), batch_size=batch_size, standard_errors=True
-    )
+    metrics = evaluate_scorer(score, seen[users], held_out[users], ks=(10,), standard_errors=True)
     model.train()
     return float(metrics["recall@10"]), float(metrics["recall@10_se"])
