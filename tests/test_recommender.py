@@ -177,7 +177,13 @@ def test_hybrid_and_deep_round_trip(fitted_hybrid, blocks, tmp_path):
 def test_hybrid_without_user_ids_recommends_from_history(blocks, tmp_path):
     events, listings, _, user_group = blocks
     rec = Recommender(
-        model="hybrid", user_ids=False, epochs=12, batch_size=256, progress=False, log=None
+        model="hybrid",
+        user_ids=False,
+        history_gradient=True,
+        epochs=12,
+        batch_size=256,
+        progress=False,
+        log=None,
     ).fit(events, listings)
     assert rec.model_.user_id is None  # nothing learned per user
     users = [f"Nutzer {u} 🚗" for u in range(20)]
@@ -187,9 +193,12 @@ def test_hybrid_without_user_ids_recommends_from_history(blocks, tmp_path):
     assert np.mean(hits) >= 0.8
     again = load(rec.save(tmp_path / "no-user-ids"))
     assert again.get_params()["user_ids"] is False
+    assert again.model_.history_gradient and again.get_params()["history_gradient"]
     assert again.recommend(users[:3]) == rec.recommend(users[:3])
     with pytest.raises(ValueError, match="user_ids=False needs model 'hybrid'"):
         Recommender(model="mf", user_ids=False).fit(events, listings)
+    with pytest.raises(ValueError, match="history_gradient=True needs model 'hybrid'"):
+        Recommender(model="deep", history_gradient=True).fit(events, listings)
 
 
 def test_filters_in_library_calls(fitted_mf):

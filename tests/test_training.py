@@ -134,23 +134,43 @@ def test_hybrid_catalogue_vectors_are_its_listing_vectors(blocks):
     assert torch.allclose(model.catalogue_vectors(n), expected, atol=1e-6)
 
 
-def test_hybrid_user_vectors_leave_the_target_out_of_the_history(blocks):
-    """Cached history sums give the mean of the user's other recent listings' vectors."""
+def test_hybrid_trains_each_pair_on_what_its_user_viewed_before_it(blocks):
+    """A training pair's user vector pools the listings its user viewed just before it (none
+    for a user's first pair); outside training a user is their most recent listings."""
     events, listings, _, _ = blocks
     rec = Recommender(model="hybrid", epochs=1, batch_size=256, progress=False, log=None)
     model = rec.fit(events, listings).model_.eval()
-    users = torch.arange(len(model.history_lengths))
-    lengths = model.history_lengths
-    targets = model.histories[users, 0]  # each user's own first history listing
+    length = model.histories.shape[1]
+    users = torch.tensor([0, 0, 0, 1, 1] + [2] * (length + 3))
+    sequence = (torch.arange(len(users)) * 7) % len(rec.listings_)
+    model.set_training_pairs(users, sequence)
     vectors = model.all_listing_vectors()
     with torch.no_grad():
-        got = model.user_vectors(users, targets=targets)
-        for user in range(0, len(users), 7):
-            rows = model.histories[user, : lengths[user]]
-            others = rows[rows != targets[user]]
-            pooled = vectors[others].mean(dim=0) if len(others) else torch.zeros(vectors.shape[1])
-            expected = model.user_from(pooled.unsqueeze(0), users[user : user + 1])[0]
-            assert torch.allclose(got[user], expected, atol=1e-5)
-            # training reads the same sums from its per-epoch cache
-            assert torch.allclose(model.history_sums()[user], vectors[rows].sum(dim=0), atol=1e-5)
-    assert (lengths > 1).any() and (targets >= 0).all()
+        got = model.user_vectors(users, torch.arange(len(users)))
+        for pair, user in enumerate(users.tolist()):
+            start = int((users < user).sum())
+            previous = sequence[max(start, pair - length) : pair]
+            pooled = vectors[previous].mean(dim=0) if len(previous) else torch.zeros(32)
+            expected = model.user_from(pooled.unsqueeze(0), users[pair : pair + 1])[0]
+            assert torch.allclose(got[pair], expected, atol=1e-5)
+        known = torch.arange(len(model.history_lengths))
+        rows = model.histories[3, : model.history_lengths[3]]
+        expected = model.user_from(vectors[rows].mean(dim=0, keepdim=True), known[3:4])[0]
+        assert torch.allclose(model.user_vectors(known)[3], expected, atol=1e-5)
+    assert model.history_lengths[3] > 1
+
+
+@pytest.mark.parametrize("history_gradient", [False, True])
+def test_hybrid_history_gradient_reaches_the_history_listings(blocks, history_gradient):
+    """With ``history_gradient`` the listings in a pair's history learn from it; without, the
+    history is read from the per-epoch cache and only the user side learns."""
+    events, listings, _, _ = blocks
+    rec = Recommender(model="hybrid", epochs=1, batch_size=256, progress=False, log=None)
+    model = rec.fit(events, listings).model_.train()
+    model.history_gradient = history_gradient
+    model.zero_grad(set_to_none=True)
+    users = torch.tensor([0, 0])
+    model.set_training_pairs(users, torch.tensor([5, 9]))
+    model.user_vectors(users[1:], torch.tensor([1])).sum().backward()
+    gradient = model.listing_mlp[0].weight.grad  # only the listing tower's path reaches it
+    assert (gradient is not None and bool(gradient.abs().sum() > 0)) == history_gradient

@@ -80,6 +80,7 @@ class Recommender:
         negatives_from: str = "batch",
         negatives: int = 512,
         user_ids: bool = True,
+        history_gradient: bool = False,
         precision: str = "fp32",
         patience: int = 3,
         validation_fraction: float = 0.1,
@@ -104,6 +105,7 @@ class Recommender:
         self.negatives_from = negatives_from
         self.negatives = negatives
         self.user_ids = user_ids
+        self.history_gradient = history_gradient
         self.precision = precision
         self.patience = patience
         self.validation_fraction = validation_fraction
@@ -199,6 +201,8 @@ class Recommender:
             raise ValueError(f"unknown model {self.model!r}; choose from {', '.join(MODELS)}")
         if not self.user_ids and self.model != "hybrid":
             raise ValueError("user_ids=False needs model 'hybrid' (users are their listings)")
+        if self.history_gradient and self.model != "hybrid":
+            raise ValueError("history_gradient=True needs model 'hybrid'")
         self._train_config(1)  # TrainConfig checks the training settings
         resolve_device(self.device)
 
@@ -225,7 +229,11 @@ class Recommender:
         torch.manual_seed(self.seed)
         if self.model == "mf":
             return MatrixFactorization(len(data.users), len(data.listings), dim=self.dim)
-        options = {"user_ids": self.user_ids} if self.model == "hybrid" else {}
+        options = (
+            {"user_ids": self.user_ids, "history_gradient": self.history_gradient}
+            if self.model == "hybrid"
+            else {}
+        )
         model = MODELS[self.model](
             len(data.users),
             len(data.listings),
@@ -632,6 +640,7 @@ class Recommender:
             "negatives_from",
             "negatives",
             "user_ids",
+            "history_gradient",
             "precision",
             "lr",
             "loss",

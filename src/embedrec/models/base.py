@@ -19,11 +19,13 @@ class RecModel(nn.Module):
     normalized: bool = False
     factorized: bool = True  # False: scores need the pair (see pair_scores), not two vectors
 
-    def user_vectors(
-        self, users: torch.Tensor, targets: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Vectors of user rows; ``targets`` (training only) are listings to predict."""
+    def user_vectors(self, users: torch.Tensor, pairs: torch.Tensor | None = None) -> torch.Tensor:
+        """Vectors of user rows; ``pairs`` (training only): the positions of the batch's pairs
+        in the order given to ``set_training_pairs``."""
         raise NotImplementedError
+
+    def set_training_pairs(self, users: torch.Tensor | None, listings: torch.Tensor | None) -> None:
+        """The training pairs, ordered by user and then time (None when training ends)."""
 
     def listing_vectors(self, listings: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -62,9 +62,7 @@ class DeepHybrid(FeatureModel):
     def listing_vectors(self, listings: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.listing_side(listings), dim=-1)
 
-    def user_vectors(
-        self, users: torch.Tensor, targets: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def user_vectors(self, users: torch.Tensor, pairs: torch.Tensor | None = None) -> torch.Tensor:
         return self.user_id(users)
 
     def pair_scores(self, users: torch.Tensor, listings: torch.Tensor) -> torch.Tensor:

@@ -43,6 +43,7 @@ class HybridTwoTower(FeatureModel):
         id_dropout: float = 0.3,
         history: int = 20,
         user_ids: bool = True,
+        history_gradient: bool = False,
     ) -> None:
         super().__init__(
             {
@@ -56,9 +57,11 @@ class HybridTwoTower(FeatureModel):
                 "id_dropout": id_dropout,
                 "history": history,
                 "user_ids": user_ids,
+                "history_gradient": history_gradient,
             }
         )
         self.id_dropout = id_dropout
+        self.history_gradient = history_gradient
         # without user ids a user is the listings they viewed: nothing per user to overfit,
         # and a new user or an anonymous session is embedded exactly like a known user
         self.user_id = nn.Embedding(n_users + 1, dim, sparse=True) if user_ids else None
@@ -70,7 +73,8 @@ class HybridTwoTower(FeatureModel):
         self.histories = torch.zeros((n_users, history), dtype=torch.long)
         self.history_lengths = torch.zeros(n_users, dtype=torch.long)
         self.cached_listings: torch.Tensor | None = None
-        self.cached_history_sums: torch.Tensor | None = None
+        self.sequence: torch.Tensor | None = None
+        self.sequence_starts: torch.Tensor | None = None
 
     def set_catalogue(self, features: dict[str, torch.Tensor]) -> None:
         super().set_catalogue(features)
@@ -84,6 +88,8 @@ class HybridTwoTower(FeatureModel):
     def _apply(self, fn, *args, **kwargs):  # noqa: ANN001, ANN202 - keep inputs on the device
         super()._apply(fn, *args, **kwargs)
         self.histories, self.history_lengths = fn(self.histories), fn(self.history_lengths)
+        if self.sequence is not None:
+            self.sequence, self.sequence_starts = fn(self.sequence), fn(self.sequence_starts)
         self.refresh()
         return self
 
@@ -105,30 +111,42 @@ class HybridTwoTower(FeatureModel):
     def listing_vectors(self, listings: torch.Tensor) -> torch.Tensor:
         return self.embed_features(index_batch(self.catalogue, listings), listings)
 
-    def user_vectors(
-        self, users: torch.Tensor, targets: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        counts = self.history_lengths[users]
-        # training reads sums cached per epoch; serving sums on demand: no per-user cache
-        sums = self.history_sums()[users] if self.training else self._summed_history(users)
-        if targets is not None:
-            # the listing being predicted must not be part of the evidence for it
-            rows, real = self._history(users)
-            dropped = ((rows == targets.unsqueeze(1)) & real).sum(dim=1)
-            sums = sums - dropped.unsqueeze(1) * self.all_listing_vectors()[targets]
-            counts = counts - dropped
-        pooled = sums / counts.clamp(min=1).unsqueeze(1)
+    def set_training_pairs(self, users: torch.Tensor | None, listings: torch.Tensor | None) -> None:
+        # a training pair's history is what its user viewed just before it: the model learns
+        # to predict the next listing from the previous ones, which is what it is asked later
+        self.sequence = listings
+        self.sequence_starts = None
+        if users is not None:
+            every_user = torch.arange(len(self.histories), device=users.device)
+            self.sequence_starts = torch.searchsorted(users, every_user)
+
+    def user_vectors(self, users: torch.Tensor, pairs: torch.Tensor | None = None) -> torch.Tensor:
+        rows, real = self._history(users) if pairs is None else self._previous(users, pairs)
+        if self.training and self.history_gradient:
+            # the history's listings learn from the pairs they predict: the tower runs once
+            # per distinct listing in the batch's histories
+            distinct, inverse = torch.unique(rows, return_inverse=True)
+            vectors = self.listing_vectors(distinct)[inverse]
+        else:
+            vectors = self.all_listing_vectors()[rows]
+        weights = real.unsqueeze(2).to(vectors.dtype)
+        pooled = (vectors * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
         return self.user_from(pooled, users)
 
     def _history(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Users' history rows and which of them are real (not padding)."""
+        """Users' most recent listing rows and which of them are real (not padding)."""
         rows = self.histories[users]
         positions = torch.arange(rows.shape[1], device=rows.device)
         return rows, positions < self.history_lengths[users].unsqueeze(1)
 
-    def _summed_history(self, users: torch.Tensor) -> torch.Tensor:
-        rows, real = self._history(users)
-        return (self.all_listing_vectors()[rows] * real.unsqueeze(2)).sum(dim=1)
+    def _previous(
+        self, users: torch.Tensor, pairs: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The listing rows each training pair's user viewed before it, newest first."""
+        back = torch.arange(1, self.histories.shape[1] + 1, device=pairs.device)
+        positions = pairs.unsqueeze(1) - back
+        real = positions >= self.sequence_starts[users].unsqueeze(1)
+        return self.sequence[positions.clamp(min=0)], real
 
     def user_from(self, pooled: torch.Tensor, users: torch.Tensor | None = None) -> torch.Tensor:
         """User vectors from pooled listing vectors and user ids (None: anonymous)."""
@@ -143,24 +161,6 @@ class HybridTwoTower(FeatureModel):
         id_vectors = self.user_id(users) * keep.unsqueeze(1)
         hidden = torch.cat([id_vectors, pooled], dim=1)
         return F.normalize(self.user_mlp(hidden) + id_vectors + pooled, dim=1)
-
-    @torch.no_grad()
-    def history_sums(self, batch_size: int = 16384) -> torch.Tensor:
-        """Each user's summed history vectors, cached with the listing vectors.
-
-        A training step then reads one row per user instead of ``history`` listing vectors.
-        """
-        if self.cached_history_sums is None:
-            n = len(self.histories)
-            device = self.histories.device
-            self.cached_history_sums = torch.cat(
-                [
-                    self._summed_history(torch.arange(s, min(s + batch_size, n), device=device))
-                    for s in range(0, n, batch_size)
-                ]
-                or [self.all_listing_vectors()[:0]]
-            )
-        return self.cached_history_sums
 
     @torch.no_grad()
     def all_listing_vectors(self, batch_size: int = 65536) -> torch.Tensor:
@@ -186,6 +186,5 @@ class HybridTwoTower(FeatureModel):
         return self.all_listing_vectors()[:n_listings]
 
     def refresh(self) -> None:
-        """History vectors come from the listing tower as it was at the epoch's start."""
+        """Forget the cached listing vectors: the listing tower changed."""
         self.cached_listings = None
-        self.cached_history_sums = None

@@ -27,9 +27,7 @@ class MatrixFactorization(RecModel):
         nn.init.normal_(self.user_embedding.weight, std=init_std)
         nn.init.normal_(self.listing_embedding.weight, std=init_std)
 
-    def user_vectors(
-        self, users: torch.Tensor, targets: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def user_vectors(self, users: torch.Tensor, pairs: torch.Tensor | None = None) -> torch.Tensor:
         return self.user_embedding(users)
 
     def listing_vectors(self, listings: torch.Tensor) -> torch.Tensor:

@@ -128,10 +128,13 @@ def train(
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     model.to(device)
-    users = torch.as_tensor(data.user_idx, device=device)
-    listings = torch.as_tensor(data.listing_idx, device=device)
+    # pairs in time order per user: a model may read what a user viewed before a pair
+    by_time = np.lexsort((data.listing_idx, data.timestamp, data.user_idx))
+    users = torch.as_tensor(data.user_idx[by_time], device=device)
+    listings = torch.as_tensor(data.listing_idx[by_time], device=device)
     # a few strong events should not drown many views: weights grow with the log
-    weights = torch.as_tensor(np.log1p(data.weight), device=device)
+    weights = torch.as_tensor(np.log1p(data.weight[by_time]), device=device)
+    model.set_training_pairs(users, listings)
     counts = np.bincount(data.listing_idx, minlength=len(data.listings)).astype(np.float64)
     log_q = config.logq_scale * torch.as_tensor(
         np.log(np.maximum(counts, 1) / counts.sum()), dtype=torch.float32, device=device
@@ -173,6 +176,7 @@ def train(
             with torch.autocast(device.type, torch.bfloat16, enabled=config.precision == "bf16"):
                 loss = _batch_loss(
                     model,
+                    batch,
                     users[batch],
                     listings[batch],
                     weights[batch],
@@ -215,6 +219,7 @@ def train(
                 f"early stop after {bad_epochs} epochs without gain; best epoch {result.best_epoch}"
             )
             break
+    model.set_training_pairs(None, None)
     if best_state is not None:
         model.load_state_dict(best_state)
     result.seconds = time.perf_counter() - started
@@ -223,6 +228,7 @@ def train(
 
 def _batch_loss(
     model: RecModel,
+    pairs: torch.Tensor,
     users: torch.Tensor,
     listings: torch.Tensor,
     weights: torch.Tensor,
@@ -242,7 +248,7 @@ def _batch_loss(
         target = torch.zeros(len(users), dtype=torch.long, device=logits.device)
         losses = torch.nn.functional.cross_entropy(logits, target, reduction="none")
         return (losses * weights).sum() / weights.sum()
-    user_vectors = model.user_vectors(users, targets=listings)
+    user_vectors = model.user_vectors(users, pairs)
     listing_vectors = model.listing_vectors(listings)
     if config.loss == "softmax" and config.negatives_from == "catalogue":
         negatives = trained
