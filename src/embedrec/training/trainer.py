@@ -229,8 +229,8 @@ def train(
 def time_order(data: Interactions) -> torch.Tensor:
     """Pair indices ordered by user, then timestamp, then listing (``np.lexsort``'s order).
 
-    Three stable torch sorts, which run on every core: 16M pairs in about 2 s, where
-    ``np.lexsort`` took 10 s on this machine's two cores.
+    Three stable torch sorts, which run on every core: 16M pairs in 3.2 s, where
+    ``np.lexsort`` took 9.3 s on this machine's two cores.
     """
     order = torch.arange(len(data))
     for key in (data.listing_idx, data.timestamp, data.user_idx):
