@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from embedrec.data.prepare import Interactions
+from embedrec.data.prepare import Interactions, recent_listings
 from embedrec.recommender import Recommender
 from embedrec.training.losses import in_batch_softmax, sampled_softmax
-from embedrec.training.trainer import time_order
+from embedrec.training.trainer import TrainConfig, time_order, train
 
 
 def test_sampled_softmax_masks_the_positive_among_negatives():
@@ -191,6 +191,53 @@ def test_time_order_is_lexsorts_order_by_user_time_listing():
     )
     expected = np.lexsort((data.listing_idx, data.timestamp, data.user_idx))
     assert np.array_equal(time_order(data).numpy(), expected)
+
+
+def test_training_that_raises_releases_the_time_ordered_pairs(blocks):
+    events, listings, _, _ = blocks
+    model = Recommender(model="hybrid", epochs=1, batch_size=256, progress=False, log=None)
+    model = model.fit(events, listings).model_
+    rng = np.random.default_rng(0)
+    n_users, n_listings = len(model.histories), model.n_trained_listings
+    data = Interactions(
+        users=range(n_users),
+        listings=range(n_listings),
+        user_idx=rng.integers(0, n_users, 500),
+        listing_idx=rng.integers(0, n_listings, 500),
+        timestamp=rng.integers(0, 100, 500),
+        weight=np.ones(500, dtype=np.float32),
+    )
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first_epoch(message: str) -> None:
+        raise Stop(message)
+
+    with pytest.raises(Stop, match="epoch   1"):
+        train(model, data, TrainConfig(epochs=3, batch_size=64), log=stop_after_first_epoch)
+    assert model.sequence is None and model.sequence_starts is None
+
+
+def test_serving_history_is_what_training_shows_a_users_next_pair():
+    """Same-time views at the edge of the history window are kept and ordered alike."""
+    rng = np.random.default_rng(1)
+    n = 2000
+    data = Interactions(
+        users=range(40),
+        listings=None,
+        user_idx=rng.integers(0, 40, n),
+        listing_idx=rng.integers(0, 300, n),
+        timestamp=rng.integers(0, 10, n),  # many ties within a user
+        weight=np.ones(n, dtype=np.float32),
+    )
+    histories, lengths = recent_listings(data, 6)
+    order = time_order(data).numpy()
+    users, listings = data.user_idx[order], data.listing_idx[order]
+    for user in range(40):
+        newest_first = listings[users == user][::-1][:6]
+        assert lengths[user] == len(newest_first)
+        assert np.array_equal(histories[user, : len(newest_first)], newest_first)
 
 
 def test_hybrid_learns_what_comes_next_not_what_came_before():

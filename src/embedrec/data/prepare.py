@@ -135,7 +135,9 @@ def recent_listings(data: Interactions, length: int) -> tuple[np.ndarray, np.nda
 
     Returns (histories (n_users, length), lengths (n_users,)).
     """
-    order = np.lexsort((-data.timestamp, data.user_idx))
+    # newest first, ties broken as training breaks them (the reverse of user, time, listing):
+    # a user is served the history that training showed for their next pair
+    order = np.lexsort((-data.listing_idx, -data.timestamp, data.user_idx))
     users, listings = data.user_idx[order], data.listing_idx[order]
     starts = np.searchsorted(users, users, side="left")
     position = np.arange(len(users)) - starts

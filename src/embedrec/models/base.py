@@ -18,6 +18,9 @@ class RecModel(nn.Module):
 
     normalized: bool = False
     factorized: bool = True  # False: scores need the pair (see pair_scores), not two vectors
+    # True: a training pair's user vector reads what the user viewed before it, so training
+    # hands over the pairs in time order (set_training_pairs)
+    sequential: bool = False
 
     def user_vectors(self, users: torch.Tensor, pairs: torch.Tensor | None = None) -> torch.Tensor:
         """Vectors of user rows; ``pairs`` (training only): the positions of the batch's pairs

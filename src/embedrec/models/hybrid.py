@@ -30,6 +30,7 @@ class HybridTwoTower(FeatureModel):
     """
 
     normalized = True
+    sequential = True
 
     def __init__(
         self,

@@ -128,13 +128,12 @@ def train(
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     model.to(device)
-    # pairs in time order per user: a model may read what a user viewed before a pair
-    by_time = time_order(data).numpy()
-    users = torch.as_tensor(data.user_idx[by_time], device=device)
-    listings = torch.as_tensor(data.listing_idx[by_time], device=device)
+    # a model that reads what a user viewed before a pair gets each user's pairs in time order
+    order = time_order(data).numpy() if model.sequential else slice(None)
+    users = torch.as_tensor(data.user_idx[order], device=device)
+    listings = torch.as_tensor(data.listing_idx[order], device=device)
     # a few strong events should not drown many views: weights grow with the log
-    weights = torch.as_tensor(np.log1p(data.weight[by_time]), device=device)
-    model.set_training_pairs(users, listings)
+    weights = torch.as_tensor(np.log1p(data.weight[order]), device=device)
     counts = np.bincount(data.listing_idx, minlength=len(data.listings)).astype(np.float64)
     log_q = config.logq_scale * torch.as_tensor(
         np.log(np.maximum(counts, 1) / counts.sum()), dtype=torch.float32, device=device
@@ -165,69 +164,85 @@ def train(
     best_state = None
     bad_epochs = 0
     started = time.perf_counter()
-    n = len(users)
     validated = False
-    for epoch in range(1, (epochs or config.epochs) + 1):
-        model.train()
-        if not validated:  # a validation refreshed the model after the last step
-            model.refresh()
-        order = torch.randperm(n, generator=generator).to(device)
-        total, steps = 0.0, 0
-        batches = range(0, n, config.batch_size)
-        bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not progress)
-        for start in bar:
-            batch = order[start : start + config.batch_size]
-            with torch.autocast(device.type, torch.bfloat16, enabled=config.precision == "bf16"):
-                loss = _batch_loss(
-                    model,
-                    batch,
-                    users[batch],
-                    listings[batch],
-                    weights[batch],
-                    log_q,
-                    trained,
-                    config,
-                    generator,
-                )
-            for optimizer in optimizers:
-                optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            for optimizer in optimizers:
-                optimizer.step()
-            total += float(loss.detach())
-            steps += 1
-        bar.close()
-        entry = {
-            "epoch": epoch,
-            "loss": total / max(steps, 1),
-            "seconds": time.perf_counter() - started,
-        }
-        message = f"epoch {epoch:3d}  loss {entry['loss']:.4f}"
-        validated = validation is not None and len(validation) > 0
-        if validated:
-            score, error = validation_recall(model, data, validation, config)
-            entry["val_recall@10"], entry["val_recall@10_se"] = score, error
-            message += f"  val recall@10 {score:.4f} (se {error:.4f})"
-            if result.best_score is None or score > result.best_score:
-                result.best_score, result.best_epoch = score, epoch
-                best_state = copy.deepcopy(model.state_dict())
-                bad_epochs = 0
+    model.set_training_pairs(users, listings)
+    try:
+        for epoch in range(1, (epochs or config.epochs) + 1):
+            if not validated:  # a validation refreshed the model after the last step
+                model.refresh()
+            pairs = (users, listings, weights)
+            bar = f"epoch {epoch}" if progress else None
+            loss = _epoch(model, optimizers, pairs, log_q, trained, config, generator, bar)
+            entry = {"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - started}
+            message = f"epoch {epoch:3d}  loss {loss:.4f}"
+            validated = validation is not None and len(validation) > 0
+            if validated:
+                score, error = validation_recall(model, data, validation, config)
+                entry["val_recall@10"], entry["val_recall@10_se"] = score, error
+                message += f"  val recall@10 {score:.4f} (se {error:.4f})"
+                if result.best_score is None or score > result.best_score:
+                    result.best_score, result.best_epoch = score, epoch
+                    best_state = copy.deepcopy(model.state_dict())
+                    bad_epochs = 0
+                else:
+                    bad_epochs += 1
             else:
-                bad_epochs += 1
-        else:
-            result.best_epoch = epoch
-        result.history.append(entry)
-        log(message + f"  ({entry['seconds']:.1f}s)")
-        if validation is not None and bad_epochs > config.patience:
-            log(
-                f"early stop after {bad_epochs} epochs without gain; best epoch {result.best_epoch}"
-            )
-            break
-    model.set_training_pairs(None, None)
+                result.best_epoch = epoch
+            result.history.append(entry)
+            log(message + f"  ({entry['seconds']:.1f}s)")
+            if validation is not None and bad_epochs > config.patience:
+                log(
+                    f"early stop after {bad_epochs} epochs without gain; "
+                    f"best epoch {result.best_epoch}"
+                )
+                break
+    finally:
+        model.set_training_pairs(None, None)
     if best_state is not None:
         model.load_state_dict(best_state)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _epoch(
+    model: RecModel,
+    optimizers: list[torch.optim.Optimizer],
+    pairs: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    log_q: torch.Tensor,
+    trained: torch.Tensor,
+    config: TrainConfig,
+    generator: torch.Generator,
+    bar: str | None,
+) -> float:
+    """One pass over the shuffled pairs (users, listings, weights), with a progress bar named
+    ``bar`` (None: none); returns the mean loss."""
+    users, listings, weights = pairs
+    model.train()
+    order = torch.randperm(len(users), generator=generator).to(users.device)
+    total, steps = 0.0, 0
+    batches = range(0, len(users), config.batch_size)
+    for start in tqdm(batches, desc=bar, unit="batch", leave=False, disable=bar is None):
+        batch = order[start : start + config.batch_size]
+        with torch.autocast(users.device.type, torch.bfloat16, enabled=config.precision == "bf16"):
+            loss = _batch_loss(
+                model,
+                batch,
+                users[batch],
+                listings[batch],
+                weights[batch],
+                log_q,
+                trained,
+                config,
+                generator,
+            )
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for optimizer in optimizers:
+            optimizer.step()
+        total += float(loss.detach())
+        steps += 1
+    return total / max(steps, 1)
 
 
 def time_order(data: Interactions) -> torch.Tensor:
