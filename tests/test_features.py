@@ -12,7 +12,6 @@ import torch
 from embedrec.data.errors import DataError
 from embedrec.data.schema import FeatureSpec
 from embedrec.features import FeatureEncoder, FeaturePipeline, index_batch
-from embedrec.features.categorical import RowLookup
 
 SPECS = [
     FeatureSpec("make", "categorical", ("make",)),
@@ -248,22 +247,6 @@ def test_feature_encoder_shape_finite_and_gradients_flow(pipeline):
     for name, parameter in encoder.named_parameters():
         assert parameter.grad is not None, name
         assert parameter.grad.abs().sum() > 0, name
-
-
-def test_row_lookup_matches_embedding_values_gradients_and_weights():
-    torch.manual_seed(0)
-    lookup = RowLookup(50, 4)
-    reference = torch.nn.Embedding(50, 4)
-    reference.load_state_dict(lookup.state_dict())  # the same weights, saved the same way
-    rows = torch.tensor([[3, 3], [0, 49], [7, 3]], dtype=torch.int32)  # repeats accumulate
-    upstream = torch.randn(3, 2, 4)
-    for module in (lookup, reference):
-        out = module(rows)
-        assert out.shape == (3, 2, 4)
-        (out * upstream).sum().backward()
-    assert torch.equal(lookup(rows), reference(rows))
-    assert torch.allclose(lookup.weight.grad, reference.weight.grad, atol=1e-6)
-    assert lookup.weight.grad[3].abs().sum() > 0
 
 
 def test_index_batch_selects_rows(pipeline):

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from embedrec.data.schema import FeatureSpec
-from embedrec.features.categorical import RowLookup, init_embedding
+from embedrec.features.categorical import init_embedding
 from embedrec.features.numeric import to_float
 
 MISSING = 0
@@ -125,7 +125,7 @@ class GeoEmbedding(nn.Module):
     def __init__(self, name: str, level_rows: list[int], dim: int) -> None:
         super().__init__()
         self.keys = (f"{name}.cells", f"{name}.coords", f"{name}.missing")
-        self.levels = nn.ModuleList(init_embedding(RowLookup(n, dim)) for n in level_rows)
+        self.levels = nn.ModuleList(init_embedding(nn.Embedding(n, dim)) for n in level_rows)
         self.linear = nn.Linear(3, dim)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

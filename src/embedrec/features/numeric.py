@@ -17,7 +17,7 @@ from torch import nn
 
 from embedrec.data.errors import DataError
 from embedrec.data.schema import FeatureSpec
-from embedrec.features.categorical import RowLookup, init_embedding
+from embedrec.features.categorical import init_embedding
 
 CLIP_QUANTILES = (0.01, 0.99)
 _MISSING_TEXT = {"", "nan", "na", "n/a", "null", "none", "-"}
@@ -136,7 +136,7 @@ class NumericEmbedding(nn.Module):
         super().__init__()
         self.keys = (f"{name}.value", f"{name}.missing", f"{name}.bucket")
         self.linear = nn.Linear(2, dim)
-        self.buckets = init_embedding(RowLookup(n_bucket_rows, dim))
+        self.buckets = init_embedding(nn.Embedding(n_bucket_rows, dim))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         value, missing, bucket = (batch[k] for k in self.keys)

@@ -28,7 +28,8 @@ class RecModel(nn.Module):
         raise NotImplementedError
 
     def set_training_pairs(self, users: torch.Tensor | None, listings: torch.Tensor | None) -> None:
-        """The training pairs, ordered by user and then time (None when training ends)."""
+        """The training pairs (None when training ends); a ``sequential`` model gets each
+        user's pairs together, ordered by time, then listing."""
 
     def listing_vectors(self, listings: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
