@@ -162,12 +162,12 @@ def train(
     bad_epochs = 0
     started = time.perf_counter()
     validated = False
+    pairs = (users, listings, weights)
     model.set_training_pairs(users, listings)
     try:
         for epoch in range(1, (epochs or config.epochs) + 1):
             if not validated:  # a validation refreshed the model after the last step
                 model.refresh()
-            pairs = (users, listings, weights)
             bar = f"epoch {epoch}" if progress else None
             loss = _epoch(model, optimizers, pairs, log_q, trained, config, generator, bar)
             entry = {"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - started}
