@@ -168,8 +168,8 @@ def train(
         for epoch in range(1, (epochs or config.epochs) + 1):
             if not validated:  # a validation refreshed the model after the last step
                 model.refresh()
-            bar = f"epoch {epoch}" if progress else None
-            loss = _epoch(model, optimizers, pairs, log_q, trained, config, generator, bar)
+            label = f"epoch {epoch}" if progress else None
+            loss = _epoch(model, optimizers, pairs, log_q, trained, config, generator, label)
             entry = {"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - started}
             message = f"epoch {epoch:3d}  loss {loss:.4f}"
             validated = validation is not None and len(validation) > 0
@@ -209,16 +209,18 @@ def _epoch(
     trained: torch.Tensor,
     config: TrainConfig,
     generator: torch.Generator,
-    bar: str | None,
+    progress_label: str | None,
 ) -> float:
-    """One pass over the shuffled pairs (users, listings, weights), with a progress bar named
-    ``bar`` (None: none); returns the mean loss."""
+    """One pass over the shuffled pairs (users, listings, weights), with a progress bar
+    labelled ``progress_label`` (None: no bar); returns the mean loss."""
     users, listings, weights = pairs
     model.train()
     order = torch.randperm(len(users), generator=generator).to(users.device)
     total, steps = 0.0, 0
     batches = range(0, len(users), config.batch_size)
-    for start in tqdm(batches, desc=bar, unit="batch", leave=False, disable=bar is None):
+    for start in tqdm(
+        batches, desc=progress_label, unit="batch", leave=False, disable=progress_label is None
+    ):
         batch = order[start : start + config.batch_size]
         with torch.autocast(users.device.type, torch.bfloat16, enabled=config.precision == "bf16"):
             loss = _batch_loss(
