@@ -233,6 +233,7 @@ def child_ours(spec: dict[str, Any]) -> dict[str, Any]:
 
     rec = Sampled(
         model=spec["model"].removesuffix("-bf16"),
+        seed=spec["seed"],
         precision="bf16" if spec["model"].endswith("-bf16") else "fp32",
         epochs=spec["max_epochs"],
         patience=spec["patience"],
@@ -508,15 +509,28 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def read_results(path: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
-    """The latest record per (kind, size, model)."""
+def read_results(path: Path, seed: int = 0) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """The latest record per (kind, size, model) trained with ``seed`` (loads: any)."""
     latest: dict[tuple[str, str, str], dict[str, Any]] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                record = json.loads(line)
-                latest[(record["kind"], record["size"], record.get("model", ""))] = record
+    for record in _records(path):
+        if record["kind"] != "fit" or record.get("seed", 0) == seed:
+            latest[(record["kind"], record["size"], record.get("model", ""))] = record
     return latest
+
+
+def read_seeds(path: Path) -> dict[tuple[str, str], dict[int, dict[str, Any]]]:
+    """The latest fit per (size, model) and training seed, seeds in ascending order."""
+    runs: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    for record in _records(path):
+        if record["kind"] == "fit" and record.get("epochs"):
+            runs.setdefault((record["size"], record["model"]), {})[record.get("seed", 0)] = record
+    return {key: dict(sorted(by_seed.items())) for key, by_seed in runs.items()}
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def append_result(path: Path, record: dict[str, Any]) -> None:
@@ -542,8 +556,8 @@ def run(args: argparse.Namespace) -> int:
         "val_users": args.val_users,
         "threads": args.threads,
         "dim": 32,
-        "seed": 0,
     }
+    seeds = [int(s) for s in args.seeds.split(",")]
     timeout = args.budget_seconds + args.setup_timeout
     for n in sizes:
         events, listings, n_events = subset(paths, n, data_dir / "subsets")
@@ -553,15 +567,19 @@ def run(args: argparse.Namespace) -> int:
             log(f"{size}: load")
             result = run_child({"kind": "load", **base}, timeout)
             append_result(results, {"kind": "load", "size": size, "n_events": n_events, **result})
-        for model in models:
-            if not installed(model):
-                log(f"{size}: {model} skipped ({PEER_MODULES[model]} not installed)")
-                continue
-            log(f"{size}: {model}")
-            spec = {"kind": "fit", "model": model, **base, **common}
-            result = summarise(run_child(spec, timeout))
-            record = {"kind": "fit", "size": size, "model": model, "n_events": n_events}
-            append_result(results, {**record, "max_epochs": args.max_epochs, **result})
+        for seed in seeds:
+            for model in models:
+                if not installed(model):
+                    log(f"{size}: {model} skipped ({PEER_MODULES[model]} not installed)")
+                    continue
+                log(f"{size}: {model}, seed {seed}")
+                spec = {"kind": "fit", "model": model, "seed": seed, **base, **common}
+                result = summarise(run_child(spec, timeout))
+                record = {"kind": "fit", "size": size, "model": model, "seed": seed}
+                append_result(
+                    results,
+                    {**record, "n_events": n_events, "max_epochs": args.max_epochs, **result},
+                )
         if args.profile and n == sizes[0]:
             log(f"{size}: profile {args.profile}")
             spec = {"kind": "profile", "model": args.profile, "steps": 50, **base}
@@ -610,8 +628,10 @@ def render(
     command: str,
     threads: int,
     budget_s: float,
+    seeds: dict[tuple[str, str], dict[int, dict[str, Any]]] | None = None,
 ) -> str:
-    """The markdown report: load table, training table (peers side by side), targets."""
+    """The markdown report: load table, training table (peers side by side), targets, and
+    time to best over training seeds where ``seeds`` (``read_seeds``) holds several."""
     sizes, models = list(sizes), list(models)
     loads = [results.get(("load", s, "")) for s in sizes]
     lines = [
@@ -687,6 +707,7 @@ def render(
                     f"| {stopped} |"
                 )
     lines += ["", "## Targets (this machine)", "", *targets(results, sizes, models)]
+    lines += seed_section(seeds or {}, sizes, models)
     profiles = [r for k, r in results.items() if k[0] == "profile" and "table" in r]
     for record in profiles:
         lines += [
@@ -700,6 +721,64 @@ def render(
             "```",
         ]
     return "\n".join(lines) + "\n"
+
+
+def seed_section(
+    seeds: dict[tuple[str, str], dict[int, dict[str, Any]]], sizes: list[str], models: list[str]
+) -> list[str]:
+    """Time to best per training seed and its median, for each (size, model) fitted with more
+    than one seed: where a flat curve peaks moves from seed to seed."""
+    repeated = [(s, m) for s in sizes for m in models if len(seeds.get((s, m), {})) > 1]
+    if not repeated:
+        return []
+    lines = [
+        "",
+        "## Time to best over training seeds",
+        "",
+        "Each seed changes initialisation, shuffling and sampling (LightFM's Hogwild threads "
+        "add their own run-to-run differences); the validation users are the same for every "
+        "seed and model.",
+        "",
+        "| events | model | seed | Recall@10 by epoch | best ± se (epoch) | to best s (wall) "
+        "| within 1 SE: epoch (wall) | stopped |",
+        "|---|---|---:|---|---:|---:|---:|---|",
+    ]
+    medians = {}
+    for size, model in repeated:
+        runs = seeds[(size, model)]
+        for seed, record in runs.items():
+            scores = [e["recall@10"] for e in record["epochs"]]
+            curve = ", ".join(
+                f"**{v:.4f}**" if i + 1 == record["best_epoch"] else f"{v:.4f}"
+                for i, v in enumerate(scores)
+            )
+            error = record.get("best_recall@10_se")
+            best = fmt(record["best_recall@10"], 4) + (f" ± {error:.4f}" if error else "")
+            settled = (
+                f"{record['settled_epoch']} ({record['wall_s_to_settled']:.0f} s)"
+                if "settled_epoch" in record
+                else "–"
+            )
+            lines.append(
+                f"| {size} | {NAMES[model]} | {seed} | {curve} | {best} ({record['best_epoch']}) "
+                f"| {fmt(record['wall_s_to_best'], 0)} | {settled} | {record['stopped']} |"
+            )
+        medians[(size, model)] = float(np.median([r["wall_s_to_best"] for r in runs.values()]))
+    lines.append("")
+    for (size, model), median in medians.items():
+        walls = ", ".join(f"{r['wall_s_to_best']:.0f}" for r in seeds[(size, model)].values())
+        lines.append(
+            f"- {size}, {NAMES[model]}: median wall time to best {median:.0f} s (seeds: {walls})"
+        )
+    for size in sizes:
+        ours, peer = medians.get((size, "hybrid")), medians.get((size, "lightfm"))
+        if ours is not None and peer is not None:
+            verdict = "met" if ours < peer else "**not met**"
+            lines.append(
+                f"- {size}: hybrid's median time to best below LightFM WARP + features': "
+                f"{verdict} ({ours:.0f} s vs {peer:.0f} s, ratio {ours / peer:.2f})"
+            )
+    return lines
 
 
 def targets(
@@ -800,6 +879,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-epochs", type=int, default=30)
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--val-users", type=int, default=2000)
+    parser.add_argument(
+        "--seeds", default="0", help="training seeds, each model fitted once per seed (1,2,3)"
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument(
         "--profile", choices=("mf", "hybrid"), help="also profile 50 steps on the 1st size"
@@ -841,6 +923,7 @@ def main(argv: list[str] | None = None) -> int:
             command.strip(),
             args.threads,
             args.budget_seconds,
+            read_seeds(Path(args.results)),
         )
     print(body)
     if args.out:

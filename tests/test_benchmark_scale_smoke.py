@@ -21,3 +21,17 @@ def test_benchmark_scale_smoke() -> None:
     assert not any("failed" in row for row in rows)
     if "| all | LightFM WARP + features |" in done.stdout:
         assert "hybrid gets within one standard error of its best" in done.stdout
+
+
+def test_benchmark_scale_smoke_reports_time_to_best_over_seeds() -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--smoke", "--models", "mf", "--seeds", "0,1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "## Time to best over training seeds" in done.stdout
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| all | embedrec mf |")]
+    assert [row.split("|")[3].strip() for row in rows[1:]] == ["0", "1"]
+    assert "- all, embedrec mf: median wall time to best" in done.stdout

@@ -10,7 +10,7 @@ import torch
 from embedrec.data.prepare import Interactions, recent_listings
 from embedrec.recommender import Recommender
 from embedrec.training.losses import in_batch_softmax, sampled_softmax
-from embedrec.training.trainer import TrainConfig, time_order, train
+from embedrec.training.trainer import TrainConfig, time_order, train, validation_recall
 
 
 def test_sampled_softmax_masks_the_positive_among_negatives():
@@ -217,6 +217,34 @@ def test_training_that_raises_releases_the_time_ordered_pairs(blocks):
     with pytest.raises(Stop, match="epoch   1"):
         train(model, data, TrainConfig(epochs=3, batch_size=64), log=stop_after_first_epoch)
     assert model.sequence is None and model.sequence_starts is None
+
+
+def test_validation_users_do_not_depend_on_the_training_seed(fitted_mf):
+    """Runs with different seeds are compared on the same validation users."""
+    model = fitted_mf.model_
+    rng = np.random.default_rng(0)
+    n_users, n_listings = (
+        m.num_embeddings for m in (model.user_embedding, model.listing_embedding)
+    )
+
+    def pairs(n: int) -> Interactions:
+        return Interactions(
+            users=range(n_users),
+            listings=range(n_listings),
+            user_idx=rng.integers(0, n_users, n),
+            listing_idx=rng.integers(0, n_listings, n),
+            timestamp=np.zeros(n, dtype=np.int64),
+            weight=np.ones(n, dtype=np.float32),
+        )
+
+    seen, held_out = pairs(2000), pairs(400)
+    scores = {
+        seed: validation_recall(model, seen, held_out, TrainConfig(seed=seed, validation_users=30))
+        for seed in (0, 1, 7)
+    }
+    assert scores[0] == scores[1] == scores[7]
+    # a sample of 30 of the ~250 users with held-out pairs: another draw would score otherwise
+    assert scores[0] != validation_recall(model, seen, held_out, TrainConfig(validation_users=60))
 
 
 def test_serving_history_is_what_training_shows_a_users_next_pair():

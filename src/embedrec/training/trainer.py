@@ -23,6 +23,7 @@ NEGATIVE_SOURCES = ("batch", "catalogue")
 PRECISIONS = ("fp32", "bf16")
 WHOLE_NUMBERS = ("epochs", "batch_size", "negatives", "patience", "validation_users", "seed")
 NUMBERS = ("lr", "dense_lr", "weight_decay", "logq_scale", "temperature")
+VALIDATION_SEED = 0  # draws the validation users; fixed, unlike the training seed
 
 
 @dataclass
@@ -316,8 +317,9 @@ def _batch_loss(
 def validation_recall(
     model: RecModel, train_data: Interactions, validation: Interactions, config: TrainConfig
 ) -> tuple[float, float]:
-    """Recall@10 on a fixed sample of validation users (the same sample every epoch), and its
-    standard error over those users."""
+    """Recall@10 on a fixed sample of validation users, and its standard error over those
+    users. The sample is the same every epoch and whatever the training seed, so that runs
+    with different seeds are compared on the same users."""
     model.eval()
     model.refresh()
     device = next(model.parameters()).device
@@ -328,7 +330,7 @@ def validation_recall(
     # an unfactorised model scores every (user, listing) pair through its MLP: fewer users
     sample = config.validation_users if model.factorized else config.validation_users // 6
     if len(users) > sample:
-        users = np.sort(np.random.default_rng(config.seed).choice(users, sample, replace=False))
+        users = np.sort(np.random.default_rng(VALIDATION_SEED).choice(users, sample, replace=False))
     all_listings = torch.arange(len(train_data.listings), device=device)
     listing_vectors = model.catalogue_vectors(len(all_listings)) if model.factorized else None
 
