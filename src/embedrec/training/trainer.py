@@ -130,47 +130,20 @@ def train(
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     model.to(device)
-    # a model that reads what a user viewed before a pair gets each user's pairs in time order
-    order = time_order(data).numpy() if model.sequential else slice(None)
-    users = torch.as_tensor(data.user_idx[order], device=device)
-    listings = torch.as_tensor(data.listing_idx[order], device=device)
-    # a few strong events should not drown many views: weights grow with the log
-    weights = torch.as_tensor(np.log1p(data.weight[order]), device=device)
-    counts = np.bincount(data.listing_idx, minlength=len(data.listings)).astype(np.float64)
-    log_q = config.logq_scale * torch.as_tensor(
-        np.log(np.maximum(counts, 1) / counts.sum()), dtype=torch.float32, device=device
-    )
-    # negatives come from listings someone interacted with: a listing known only by its
-    # features must not learn that its features are a negative
-    trained = torch.as_tensor(np.flatnonzero(counts), device=device)
-    sparse_params = [
-        p
-        for m in model.modules()
-        if isinstance(m, torch.nn.Embedding) and m.sparse
-        for p in m.parameters()
-    ]
-    sparse_ids = {id(p) for p in sparse_params}
-    dense_params = [p for p in model.parameters() if id(p) not in sparse_ids]
-    optimizers: list[torch.optim.Optimizer] = [
-        RowWiseAdagrad(sparse_params, lr=config.lr, weight_decay=config.weight_decay)
-    ]
-    if dense_params:
-        optimizers.append(
-            torch.optim.AdamW(dense_params, lr=config.dense_lr, weight_decay=config.weight_decay)
-        )
+    pairs, log_q, trained = training_pairs(model, data, config, device)
+    optimizers = make_optimizers(model, config)
     result = TrainResult()
     best_state = None
     bad_epochs = 0
     started = time.perf_counter()
     validated = False
-    pairs = (users, listings, weights)
-    model.set_training_pairs(users, listings)
+    model.set_training_pairs(pairs[0], pairs[1])
     try:
         for epoch in range(1, (epochs or config.epochs) + 1):
             if not validated:  # a validation refreshed the model after the last step
                 model.refresh()
             label = f"epoch {epoch}" if progress else None
-            loss = _epoch(model, optimizers, pairs, log_q, trained, config, generator, label)
+            loss = train_epoch(model, optimizers, pairs, log_q, trained, config, generator, label)
             entry = {"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - started}
             message = f"epoch {epoch:3d}  loss {loss:.4f}"
             validated = validation is not None and len(validation) > 0
@@ -202,7 +175,48 @@ def train(
     return result
 
 
-def _epoch(
+def training_pairs(
+    model: RecModel, data: Interactions, config: TrainConfig, device: torch.device
+) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """The pairs as tensors on ``device``: (users, listings, weights), in time order for a
+    sequential model; each listing's log sampling frequency (logQ, scaled); trained listings."""
+    # a model that reads what a user viewed before a pair gets each user's pairs in time order
+    order = time_order(data).numpy() if model.sequential else slice(None)
+    users = torch.as_tensor(data.user_idx[order], device=device)
+    listings = torch.as_tensor(data.listing_idx[order], device=device)
+    # a few strong events should not drown many views: weights grow with the log
+    weights = torch.as_tensor(np.log1p(data.weight[order]), device=device)
+    counts = np.bincount(data.listing_idx, minlength=len(data.listings)).astype(np.float64)
+    log_q = config.logq_scale * torch.as_tensor(
+        np.log(np.maximum(counts, 1) / counts.sum()), dtype=torch.float32, device=device
+    )
+    # negatives come from listings someone interacted with: a listing known only by its
+    # features must not learn that its features are a negative
+    trained = torch.as_tensor(np.flatnonzero(counts), device=device)
+    return (users, listings, weights), log_q, trained
+
+
+def make_optimizers(model: RecModel, config: TrainConfig) -> list[torch.optim.Optimizer]:
+    """Row-wise Adagrad for the sparse embedding tables, AdamW for every other weight."""
+    sparse_params = [
+        p
+        for m in model.modules()
+        if isinstance(m, torch.nn.Embedding) and m.sparse
+        for p in m.parameters()
+    ]
+    sparse_ids = {id(p) for p in sparse_params}
+    dense_params = [p for p in model.parameters() if id(p) not in sparse_ids]
+    optimizers: list[torch.optim.Optimizer] = [
+        RowWiseAdagrad(sparse_params, lr=config.lr, weight_decay=config.weight_decay)
+    ]
+    if dense_params:
+        optimizers.append(
+            torch.optim.AdamW(dense_params, lr=config.dense_lr, weight_decay=config.weight_decay)
+        )
+    return optimizers
+
+
+def train_epoch(
     model: RecModel,
     optimizers: list[torch.optim.Optimizer],
     pairs: tuple[torch.Tensor, torch.Tensor, torch.Tensor],

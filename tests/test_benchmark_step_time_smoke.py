@@ -1,0 +1,35 @@
+"""The step-time benchmark builds each variant from the same pairs and times it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "step_time.py"
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), "--smoke", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_step_time_smoke_times_every_variant() -> None:
+    done = run("--variants", "default;hidden=64,negatives=64;precision=bf16")
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")][1:]
+    assert [row.split("|")[1].strip() for row in rows] == [
+        "default",
+        "hidden=64,negatives=64",
+        "precision=bf16",
+    ]
+    assert rows[0].endswith("| +0% |")
+    assert all(len(row.split("|")[3].split(",")) == 2 for row in rows)  # two rounds each
+
+
+def test_step_time_names_a_bad_variant() -> None:
+    done = run("--variants", "default;wings=2")
+    assert done.returncode != 0
+    assert "hybrid: " in done.stderr and "wings" in done.stderr
+    assert "Traceback" not in done.stderr
