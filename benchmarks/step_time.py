@@ -103,7 +103,10 @@ def measure(args: argparse.Namespace, events: Path, listings: Path) -> list[dict
     runs = []
     for text in variants:
         model_options, settings = parse_variant(text)
-        config = dataclasses.replace(base, **settings)
+        try:
+            config = dataclasses.replace(base, **settings)
+        except ValueError as error:  # TrainConfig names the setting
+            raise SystemExit(f"variant {text!r}: {error}") from None
         model = build(rec, data, model_options)
         pairs, log_q, trained = training_pairs(model, data, config, torch.device("cpu"))
         model.set_training_pairs(pairs[0], pairs[1])

@@ -257,14 +257,6 @@ def child_ours(spec: dict[str, Any]) -> dict[str, Any]:
     return {**pairs, "setup_s": setup_s, "epochs": tracker.epochs, "stopped": stopped}
 
 
-def validation_users(seen: Any, held_out: Any, n: int, seed: int = 0) -> np.ndarray:
-    """The trainer's sample: users with training and held-out pairs, ``n`` of them at most."""
-    users = np.flatnonzero((np.diff(held_out.indptr) > 0) & (np.diff(seen.indptr) > 0))
-    if len(users) > n:
-        users = np.sort(np.random.default_rng(seed).choice(users, n, replace=False))
-    return users
-
-
 def item_features(table: Any) -> Any:
     """LightFM item features: an identity column per listing plus make, segment, body, price
     bucket (deciles) and region, rows normalised to sum 1 as LightFM's Dataset does."""
@@ -307,6 +299,7 @@ def child_peer(spec: dict[str, Any]) -> dict[str, Any]:
     from embedrec.data.io import load_interactions, load_listings
     from embedrec.data.prepare import prepare, time_holdout
     from embedrec.evaluation.metrics import evaluate_scorer
+    from embedrec.training.trainer import validation_sample
 
     warnings.filterwarnings("ignore")
     started = time.perf_counter()
@@ -316,7 +309,7 @@ def child_peer(spec: dict[str, Any]) -> dict[str, Any]:
     data.listings = data.listings.extend(listing_table["listing_id"])
     fit_part, held_out = time_holdout(data, 0.1)
     seen, held = fit_part.matrix(), held_out.matrix()
-    users = validation_users(seen, held, spec["val_users"])
+    users = validation_sample(seen, held, spec["val_users"])
     threads = spec["threads"]
     model_name = spec["model"]
     if model_name == "lightfm":
@@ -560,7 +553,6 @@ def run(args: argparse.Namespace) -> int:
         "threads": args.threads,
         "dim": 32,
     }
-    seeds = [int(s) for s in args.seeds.split(",")]
     timeout = args.budget_seconds + args.setup_timeout
     for n in sizes:
         events, listings, n_events = subset(paths, n, data_dir / "subsets")
@@ -570,7 +562,7 @@ def run(args: argparse.Namespace) -> int:
             log(f"{size}: load")
             result = run_child({"kind": "load", **base}, timeout)
             append_result(results, {"kind": "load", "size": size, "n_events": n_events, **result})
-        for seed in seeds:
+        for seed in args.seeds:
             for model in models:
                 if not installed(model):
                     log(f"{size}: {model} skipped ({PEER_MODULES[model]} not installed)")
@@ -869,6 +861,19 @@ def targets(
 # --------------------------------------------------------------------------- main
 
 
+def seed_list(text: str) -> list[int]:
+    """``"0,1,2"`` -> [0, 1, 2]; anything else is an argparse error that names the option."""
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected whole numbers joined by commas: {text!r}"
+        ) from None
+    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"expected distinct seeds of 0 or more: {text!r}")
+    return seeds
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -883,7 +888,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--val-users", type=int, default=2000)
     parser.add_argument(
-        "--seeds", default="0", help="training seeds, each model fitted once per seed (1,2,3)"
+        "--seeds",
+        type=seed_list,
+        default=[0],
+        help="training seeds, each model fitted once per seed (1,2,3)",
     )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument(

@@ -35,3 +35,15 @@ def test_benchmark_scale_smoke_reports_time_to_best_over_seeds() -> None:
     rows = [line for line in done.stdout.splitlines() if line.startswith("| all | embedrec mf |")]
     assert [row.split("|")[3].strip() for row in rows[1:]] == ["0", "1"]
     assert "- all, embedrec mf: median wall time to best" in done.stdout
+
+
+def test_benchmark_scale_names_bad_seeds() -> None:
+    for seeds, message in (("1,x", "whole numbers"), ("1,1", "distinct seeds")):
+        done = subprocess.run(
+            [sys.executable, str(SCRIPT), "--smoke", "--seeds", seeds],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2
+        assert f"argument --seeds: expected {message}" in done.stderr

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from numbers import Integral, Real
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
@@ -327,6 +328,16 @@ def _batch_loss(
     )
 
 
+def validation_sample(seen: sp.csr_matrix, held_out: sp.csr_matrix, n: int) -> np.ndarray:
+    """Sorted rows of at most ``n`` users with pairs in both matrices, drawn with
+    ``VALIDATION_SEED``: the same users every epoch, whatever the training seed."""
+    # users first seen in the hold-out have untrained vectors: they say nothing about epochs
+    users = np.flatnonzero((np.diff(held_out.indptr) > 0) & (np.diff(seen.indptr) > 0))
+    if len(users) > n:
+        users = np.sort(np.random.default_rng(VALIDATION_SEED).choice(users, n, replace=False))
+    return users
+
+
 @torch.no_grad()
 def validation_recall(
     model: RecModel, train_data: Interactions, validation: Interactions, config: TrainConfig
@@ -339,12 +350,9 @@ def validation_recall(
     device = next(model.parameters()).device
     held_out = validation.matrix()
     seen = train_data.matrix()
-    # users first seen in the hold-out have untrained vectors: they say nothing about epochs
-    users = np.flatnonzero((np.diff(held_out.indptr) > 0) & (np.diff(seen.indptr) > 0))
     # an unfactorised model scores every (user, listing) pair through its MLP: fewer users
     sample = config.validation_users if model.factorized else config.validation_users // 6
-    if len(users) > sample:
-        users = np.sort(np.random.default_rng(VALIDATION_SEED).choice(users, sample, replace=False))
+    users = validation_sample(seen, held_out, sample)
     all_listings = torch.arange(len(train_data.listings), device=device)
     listing_vectors = model.catalogue_vectors(len(all_listings)) if model.factorized else None
 
