@@ -46,6 +46,16 @@ TABLES = (
         "benchmarks-scale.md",
         "### Time to best over training seeds (20M)",
     ),
+    (
+        "Training at scale: seed-averaged validation curves (20M)",
+        "benchmarks-scale.md",
+        "#### Seed-averaged validation curves (20M)",
+    ),
+    (
+        "Training at scale: seed-averaged validation curves (1M and 5M)",
+        "benchmarks-scale.md",
+        "#### Seed-averaged validation curves (1M and 5M)",
+    ),
     ("Training on a GPU", "benchmarks-scale.md", "## On a GPU (CUDA)"),
     ("Vector index", "index-benchmark.md", "# Vector index benchmark"),
     ("Filters on the real catalogue", "index-benchmark.md", "## Filters on the real catalogue"),

@@ -33,8 +33,11 @@ def test_benchmark_scale_smoke_reports_time_to_best_over_seeds() -> None:
     assert done.returncode == 0, done.stderr
     assert "## Time to best over training seeds" in done.stdout
     rows = [line for line in done.stdout.splitlines() if line.startswith("| all | embedrec mf |")]
-    assert [row.split("|")[3].strip() for row in rows[1:]] == ["0", "1"]
+    # the main table's row, one row per seed, then the seed-averaged curve over both
+    assert [row.split("|")[3].strip() for row in rows[1:]] == ["0", "1", "2"]
     assert "- all, embedrec mf: median wall time to best" in done.stdout
+    assert "### Seed-averaged validation curves" in done.stdout
+    assert "(1) | " in rows[-1]  # --smoke runs one epoch: the curve peaks there
 
 
 def test_benchmark_scale_names_bad_seeds() -> None:
