@@ -471,6 +471,11 @@ def installed(model: str) -> bool:
     return True
 
 
+def within_one_se(scores: list[float], best: int, error: float) -> int:
+    """The one-standard-error rule: index of the first score at least ``scores[best] - error``."""
+    return next(i for i, score in enumerate(scores) if score >= scores[best] - error)
+
+
 def summarise(result: dict[str, Any]) -> dict[str, Any]:
     """Epoch timings -> s/epoch, samples/s, best epoch and the time it took to reach it."""
     epochs = result.get("epochs") or []
@@ -483,8 +488,7 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
     if "recall@10_se" in epochs[best]:
         # the one-standard-error rule: the first epoch not measurably below the best, since
         # where a flat curve peaks is up to the validation sample's noise
-        level = scores[best] - epochs[best]["recall@10_se"]
-        first = next(i for i, score in enumerate(scores) if score >= level)
+        first = within_one_se(scores, best, epochs[best]["recall@10_se"])
         settled = {
             "settled_epoch": first + 1,
             "settled_recall@10": scores[first],
@@ -718,6 +722,10 @@ def render(
     return "\n".join(lines) + "\n"
 
 
+def verdict(ok: bool | None) -> str:
+    return "not measured" if ok is None else ("met" if ok else "**not met**")
+
+
 def curve_text(scores: list[float], best: int) -> str:
     """Scores by epoch, the one at index ``best`` in bold."""
     return ", ".join(f"**{v:.4f}**" if i == best else f"{v:.4f}" for i, v in enumerate(scores))
@@ -770,10 +778,9 @@ def seed_section(
     for size in sizes:
         ours, peer = medians.get((size, "hybrid")), medians.get((size, "lightfm"))
         if ours is not None and peer is not None:
-            verdict = "met" if ours < peer else "**not met**"
             lines.append(
                 f"- {size}: hybrid's median time to best below LightFM WARP + features': "
-                f"{verdict} ({ours:.0f} s vs {peer:.0f} s, ratio {ours / peer:.2f})"
+                f"{verdict(ours < peer)} ({ours:.0f} s vs {peer:.0f} s, ratio {ours / peer:.2f})"
             )
     return lines + mean_curve_section(seeds, repeated)
 
@@ -791,7 +798,7 @@ def mean_curve(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"scores": scores, "best": best, "wall_s_to_best": walls[best]}
     if all("recall@10_se" in e for e in epochs[best]):
         error = float(np.mean([e["recall@10_se"] for e in epochs[best]]))
-        settled = next(i for i, score in enumerate(scores) if score >= scores[best] - error)
+        settled = within_one_se(scores, best, error)
         out.update(error=error, settled=settled, wall_s_to_settled=walls[settled])
     return out
 
@@ -828,10 +835,10 @@ def mean_curve_section(
         ours, peer = curves.get((size, "hybrid")), curves.get((size, "lightfm"))
         if ours is None or peer is None:
             continue
-        verdict = "met" if ours["wall_s_to_best"] < peer["wall_s_to_best"] else "**not met**"
+        ok = ours["wall_s_to_best"] < peer["wall_s_to_best"]
         lines.append(
             f"- {size}: hybrid's seed-averaged curve peaks before LightFM WARP + features': "
-            f"{verdict} (epoch {ours['best'] + 1} after {ours['wall_s_to_best']:.0f} s vs "
+            f"{verdict(ok)} (epoch {ours['best'] + 1} after {ours['wall_s_to_best']:.0f} s vs "
             f"epoch {peer['best'] + 1} after {peer['wall_s_to_best']:.0f} s)"
         )
         if "settled" in ours and "settled" in peer:
@@ -839,7 +846,7 @@ def mean_curve_section(
             lines.append(
                 f"- {size}: hybrid's seed-averaged curve gets within one standard error of its "
                 "peak before LightFM's: "
-                f"{'met' if ok else '**not met**'} (epoch {ours['settled'] + 1} after "
+                f"{verdict(ok)} (epoch {ours['settled'] + 1} after "
                 f"{ours['wall_s_to_settled']:.0f} s vs epoch {peer['settled'] + 1} after "
                 f"{peer['wall_s_to_settled']:.0f} s)"
             )
@@ -850,9 +857,6 @@ def targets(
     results: dict[tuple[str, str, str], dict[str, Any]], sizes: list[str], models: list[str]
 ) -> list[str]:
     """Met / not met / not measured for each target, with the numbers behind it."""
-
-    def verdict(ok: bool | None) -> str:
-        return "not measured" if ok is None else ("met" if ok else "**not met**")
 
     out = []
     load = results.get(("load", sizes[-1], "")) if sizes else None

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "train_scale.py"
 
 
@@ -50,3 +52,24 @@ def test_benchmark_scale_names_bad_seeds() -> None:
         )
         assert done.returncode == 2
         assert f"argument --seeds: expected {message}" in done.stderr
+
+
+def test_mean_curve_averages_the_epochs_every_seed_ran() -> None:
+    sys.path.insert(0, str(SCRIPT.parent))
+    from train_scale import mean_curve
+
+    def run(scores: list[float], epoch_s: float) -> dict:
+        return {
+            "epochs": [
+                {"recall@10": v, "recall@10_se": 0.05, "elapsed_s": (i + 1) * epoch_s, "val_s": 1}
+                for i, v in enumerate(scores)
+            ]
+        }
+
+    # seed 1's fourth epoch is beyond seed 0's run: left out, though it would be the peak
+    curve = mean_curve({0: run([0.1, 0.3, 0.4], 10.0), 1: run([0.2, 0.4, 0.38, 0.9], 20.0)})
+    assert curve["scores"] == pytest.approx([0.15, 0.35, 0.39])
+    assert curve["best"] == 2 and curve["wall_s_to_best"] == pytest.approx(44.0)
+    # the seeds' mean standard error (0.05), not divided by their number: 0.35 is within it
+    assert curve["error"] == pytest.approx(0.05)
+    assert curve["settled"] == 1 and curve["wall_s_to_settled"] == pytest.approx(29.0)
