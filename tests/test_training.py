@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from embedrec.data.prepare import Interactions, recent_listings
+from embedrec.models.hybrid import HybridTwoTower
 from embedrec.recommender import Recommender
 from embedrec.training.losses import in_batch_softmax, sampled_softmax
 from embedrec.training.trainer import TrainConfig, time_order, train, validation_recall
@@ -303,3 +304,32 @@ def test_hybrid_learns_what_comes_next_not_what_came_before():
         ranked = [r["listing_id"] for r in results]
         next_first += ranked.index(f"{trio:02d}0") < ranked.index(f"{trio:02d}2")
     assert next_first >= 0.9 * trios
+
+
+def test_hybrid_history_cache_is_refreshed_at_epochs_and_as_steps_double(blocks, monkeypatch):
+    """Histories read cached listing vectors: besides at every epoch, the cache is rebuilt
+    whenever the steps taken double from 64, so early steps do not pool an untrained tower."""
+    events, listings, _, _ = blocks
+    steps, refreshed = [0], []
+
+    def counting_loss(*args, **kwargs):
+        steps[0] += 1
+        return in_batch_softmax(*args, **kwargs)
+
+    original = HybridTwoTower.refresh
+
+    def recording_refresh(self):
+        refreshed.append(steps[0])
+        original(self)
+
+    monkeypatch.setattr("embedrec.training.trainer.in_batch_softmax", counting_loss)
+    monkeypatch.setattr(HybridTwoTower, "refresh", recording_refresh)
+    Recommender(
+        model="hybrid", epochs=3, batch_size=16, validation_fraction=0, progress=False, log=None
+    ).fit(events, listings)
+    per_epoch = steps[0] // 3
+    assert steps[0] == 3 * per_epoch and per_epoch > 64
+    epochs = {0, per_epoch, 2 * per_epoch, 3 * per_epoch}
+    doublings = [64 << i for i in range(8) if 64 << i <= steps[0]]
+    assert sorted(set(refreshed) - epochs) == [s for s in doublings if s not in epochs]
+    assert epochs <= set(refreshed) and len(doublings) >= 2

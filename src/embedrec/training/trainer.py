@@ -25,6 +25,7 @@ PRECISIONS = ("fp32", "bf16")
 WHOLE_NUMBERS = ("epochs", "batch_size", "negatives", "patience", "validation_users", "seed")
 NUMBERS = ("lr", "dense_lr", "weight_decay", "logq_scale", "temperature")
 VALIDATION_SEED = 0  # draws the validation users; fixed, unlike the training seed
+FIRST_REFRESH_STEP = 64
 
 
 @dataclass
@@ -138,13 +139,16 @@ def train(
     bad_epochs = 0
     started = time.perf_counter()
     validated = False
+    steps = 0
     model.set_training_pairs(pairs[0], pairs[1])
     try:
         for epoch in range(1, (epochs or config.epochs) + 1):
             if not validated:  # a validation refreshed the model after the last step
                 model.refresh()
             label = f"epoch {epoch}" if progress else None
-            loss = train_epoch(model, optimizers, pairs, log_q, trained, config, generator, label)
+            loss, steps = train_epoch(
+                model, optimizers, pairs, log_q, trained, config, generator, label, steps
+            )
             entry = {"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - started}
             message = f"epoch {epoch:3d}  loss {loss:.4f}"
             validated = validation is not None and len(validation) > 0
@@ -226,9 +230,11 @@ def train_epoch(
     config: TrainConfig,
     generator: torch.Generator,
     progress_label: str | None,
-) -> float:
+    steps_before: int = 0,
+) -> tuple[float, int]:
     """One pass over the shuffled pairs (users, listings, weights), with a progress bar
-    labelled ``progress_label`` (None: no bar); returns the mean loss."""
+    labelled ``progress_label`` (None: no bar), after ``steps_before`` steps of earlier
+    epochs; returns the mean loss and the steps taken so far."""
     users, listings, weights = pairs
     model.train()
     order = torch.randperm(len(users), generator=generator).to(users.device)
@@ -257,7 +263,23 @@ def train_epoch(
             optimizer.step()
         total += float(loss.detach())
         steps += 1
-    return total / max(steps, 1)
+        if refresh_due(steps_before + steps):
+            model.refresh()
+    return total / max(steps, 1), steps_before + steps
+
+
+def refresh_due(step: int) -> bool:
+    """Whether a model's cached listing vectors are refreshed after training step ``step``.
+
+    Besides at every epoch, they are refreshed whenever the steps taken double, from
+    ``FIRST_REFRESH_STEP``: histories read the cache, and in the first epoch a cache of the
+    untrained tower made them noise. A refresh runs the listing tower over the catalogue
+    (about 2 s for 440k listings on two cores), two to seven times in the first epoch on
+    1M-20M car events. There, with refreshes from step 16, the first epoch's validation
+    Recall@10 went from 0.0051-0.0061 to 0.0073 at 1M events and from 0.0039 to 0.0050 at 5M;
+    without user ids, from 0.0016 to 0.0052.
+    """
+    return step >= FIRST_REFRESH_STEP and step & (step - 1) == 0
 
 
 def time_order(data: Interactions) -> torch.Tensor:
