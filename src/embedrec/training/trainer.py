@@ -274,10 +274,10 @@ def refresh_due(step: int) -> bool:
     Besides at every epoch, they are refreshed whenever the steps taken double, from
     ``FIRST_REFRESH_STEP``: histories read the cache, and in the first epoch a cache of the
     untrained tower made them noise. A refresh runs the listing tower over the catalogue
-    (about 2 s for 440k listings on two cores), two to seven times in the first epoch on
-    1M-20M car events. There, with refreshes from step 16, the first epoch's validation
-    Recall@10 went from 0.0051-0.0061 to 0.0073 at 1M events and from 0.0039 to 0.0050 at 5M;
-    without user ids, from 0.0016 to 0.0052.
+    (about 2 s for 440k listings on two cores), two to six times in the first epoch on
+    1M-20M car events. There the first epoch's validation Recall@10 went from 0.0051-0.0061
+    to 0.0064-0.0071 at 1M events and from 0.0038-0.0039 to 0.0048 at 5M; without user ids,
+    from 0.0016 to 0.0052 (docs/benchmarks-scale.md).
     """
     return step >= FIRST_REFRESH_STEP and step & (step - 1) == 0
 
