@@ -276,8 +276,8 @@ def refresh_due(step: int) -> bool:
     untrained tower made them noise. A refresh runs the listing tower over the catalogue
     (about 2 s for 440k listings on two cores), two to six times in the first epoch on
     1M-20M car events. There the first epoch's validation Recall@10 went from 0.0051-0.0061
-    to 0.0064-0.0071 at 1M events and from 0.0038-0.0039 to 0.0048 at 5M; without user ids,
-    from 0.0016 to 0.0052 (docs/benchmarks-scale.md).
+    to 0.0064-0.0071 at 1M events and from 0.0038-0.0039 to 0.0048 at 5M; without user ids
+    (refreshes from step 16), from 0.0016 to 0.0052 (docs/benchmarks-scale.md).
     """
     return step >= FIRST_REFRESH_STEP and step & (step - 1) == 0
 
