@@ -42,6 +42,8 @@ from embedrec.training.trainer import (
 )
 
 CONFIG_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
+# timed steps count as steps of a late epoch, where no early refresh of the cache falls
+LATE_STEP = 3 << 30
 
 
 def parse_variant(text: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -131,10 +133,8 @@ def measure(args: argparse.Namespace, events: Path, listings: Path) -> list[dict
             head = (users[:n], listings_[:n], weights[:n])
             model, optimizers, config = run["model"], run["optimizers"], run["config"]
             started = time.perf_counter()
-            # counted as steps of a late epoch, where no early refresh of the cache falls
-            late = 3 << 30
             train_epoch(
-                model, optimizers, head, log_q, trained, config, run["generator"], None, late
+                model, optimizers, head, log_q, trained, config, run["generator"], None, LATE_STEP
             )
             if timed:
                 run["ms"].append((time.perf_counter() - started) / -(-n // config.batch_size) * 1e3)
