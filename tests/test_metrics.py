@@ -6,6 +6,7 @@ import scipy.sparse as sp
 import torch
 
 from embedrec.evaluation.metrics import evaluate_scorer, ranking_metrics, topk_excluding
+from embedrec.index.exact import top_k
 
 
 def csr(rows: list[list[int]], n_items: int = 6) -> sp.csr_matrix:
@@ -49,6 +50,17 @@ def test_topk_equals_a_full_stable_sort_when_most_scores_tie():
     masked = np.where((exclude.toarray() > 0) | np.isnan(scores), -np.inf, scores)
     expected = np.argsort(-masked, axis=1, kind="stable")[:, :15]
     assert (topk_excluding(scores, exclude, 15) == expected).all()
+
+
+def test_exact_search_ranks_ties_like_the_evaluation():
+    # recommend() ranks with top_k; a tie must not be ordered differently there
+    queries = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=np.float32)
+    vectors = np.array([[1, 1], [1, 0], [0, 1], [1, 0], [0, 1], [1, 1]], dtype=np.float32)
+    exclude = sp.csr_matrix(([1.0, 1.0], ([0, 2], [1, 5])), shape=(3, 6))
+    rows, scores = top_k(queries, vectors, 3, exclude)
+    assert rows.tolist() == [[0, 3, 5], [0, 2, 4], [0, 1, 2]]
+    assert (rows == topk_excluding(queries @ vectors.T, exclude, 3)).all()
+    assert scores[2].tolist() == [2.0, 1.0, 1.0]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.int64])

@@ -13,6 +13,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from embedrec.index.exact import top_k_of_scores
+
 METRICS = ("recall", "ndcg", "hitrate", "mrr", "coverage")
 # averaged over users, so each has a standard error; coverage is one number for all users
 PER_USER_METRICS = ("recall", "ndcg", "hitrate", "mrr")
@@ -48,15 +50,15 @@ def topk_excluding(
         if len(candidates) and (candidates[0] < 0 or candidates[-1] >= shape[1]):
             raise ValueError("candidates must be item indices in [0, n_items)")
         exclude = None if exclude is None else sp.csr_matrix(exclude)[:, candidates]
-    local = _topk(_private_copy(scores, candidates), exclude, k)
+    local = top_k_of_scores(_private_copy(scores, candidates), k, exclude)[0]
     if candidates is None:
         return local
     return np.where(local >= 0, candidates[np.maximum(local, 0)], -1)
 
 
 def _private_copy(scores: np.ndarray | torch.Tensor, columns: np.ndarray | None) -> torch.Tensor:
-    """Float scores (at least float32) of ``columns`` (None: all) as a tensor ``_topk`` may
-    overwrite, on the device the scores are on."""
+    """Float scores (at least float32) of ``columns`` (None: all) as a tensor ``top_k_of_scores``
+    may overwrite, on the device the scores are on."""
     if isinstance(scores, torch.Tensor):
         dtype = torch.promote_types(scores.dtype, torch.float32)
         if columns is not None:
@@ -66,52 +68,6 @@ def _private_copy(scores: np.ndarray | torch.Tensor, columns: np.ndarray | None)
     if columns is not None:
         return torch.from_numpy(scores[:, columns].astype(dtype, copy=False))
     return torch.from_numpy(np.array(scores, dtype=dtype))
-
-
-def _topk(scores: torch.Tensor, exclude: sp.spmatrix | sp.sparray | None, k: int) -> np.ndarray:
-    """``topk_excluding`` on a private float tensor ``scores``, which it overwrites."""
-    n, m = scores.shape
-    out = np.full((n, k), -1, dtype=np.int64)
-    if n == 0 or m == 0:
-        return out
-    device = scores.device
-    scores.nan_to_num_(nan=-math.inf, posinf=math.inf, neginf=-math.inf)
-    if exclude is not None:
-        rows, cols = exclude.nonzero()
-        scores[torch.from_numpy(rows).to(device), torch.from_numpy(cols).to(device)] = -math.inf
-    kk = min(k, m)
-    # torch's top-k is one multi-threaded pass, ~10x faster than numpy's partition here. It
-    # picks arbitrary members of a tie at the cut, so take one more: where it equals the k-th,
-    # those rows are redone with ties going to the lowest indices
-    values, cols = torch.topk(scores, min(kk + 1, m), dim=1)
-    tied = np.zeros(n, dtype=bool)
-    if kk < m:
-        tied = ((values[:, kk] == values[:, kk - 1]) & (values[:, kk] > -math.inf)).cpu().numpy()
-    values, cols = values[:, :kk], cols[:, :kk]
-    redo = np.flatnonzero(tied)
-    if len(redo):
-        redo_rows = torch.from_numpy(redo).to(device)
-        kth = values[redo_rows, -1]
-        cols[redo_rows] = _lowest_index_topk(scores[redo_rows], kth, kk)
-        values[redo_rows] = torch.gather(scores[redo_rows], 1, cols[redo_rows])
-    values, cols = values.cpu().numpy(), cols.cpu().numpy()
-    order = np.lexsort((cols, -values), axis=1)
-    cols = np.take_along_axis(cols, order, axis=1)
-    values = np.take_along_axis(values, order, axis=1)
-    out[:, :kk] = np.where(values == -np.inf, -1, cols)
-    return out
-
-
-def _lowest_index_topk(scores: torch.Tensor, kth: torch.Tensor, k: int) -> torch.Tensor:
-    """Columns of the ``k`` best scores per row (unordered), ties at ``kth`` to lowest indices."""
-    m = scores.shape[1]
-    # one key orders everything: above the cut first, then tied columns by index, then the rest
-    dtype = torch.float32 if m <= 2**24 else torch.float64
-    position = -torch.arange(m, dtype=dtype, device=scores.device)
-    cut = kth.unsqueeze(1)
-    key = torch.where(scores == cut, position, -math.inf)
-    key = key.masked_fill_(scores > cut, math.inf)
-    return torch.topk(key, k, dim=1, sorted=False).indices
 
 
 def _binary(matrix: sp.spmatrix | sp.sparray) -> sp.csr_matrix:

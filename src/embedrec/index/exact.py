@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import scipy.sparse as sp
+import torch
 
 
 def top_k(
@@ -34,23 +37,57 @@ def top_k(
 
 
 def top_k_of_scores(
-    scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None
+    scores: np.ndarray | torch.Tensor, k: int, exclude: sp.spmatrix | sp.sparray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Best ``k`` columns of each row of ``scores`` (modified in place), as in ``top_k``."""
-    n_queries, n_rows = scores.shape
-    rows_out = np.full((n_queries, k), -1, dtype=np.int64)
-    scores_out = np.full((n_queries, k), -np.inf, dtype=np.float32)
-    if n_rows == 0 or k <= 0:
+    """Best ``k`` columns of each row of ``scores`` (float, modified in place), as in ``top_k``.
+
+    Columns stored in ``exclude`` and columns scored NaN or -inf are never returned. Equal
+    scores go to the lowest column first, also at the cut, so results are deterministic; the
+    evaluation ranks with this same function. A torch tensor is ranked on its device.
+    """
+    scores = torch.from_numpy(scores) if isinstance(scores, np.ndarray) else scores
+    n, m = scores.shape
+    rows_out = np.full((n, max(k, 0)), -1, dtype=np.int64)
+    scores_out = np.full((n, max(k, 0)), -np.inf, dtype=np.float32)
+    if n == 0 or m == 0 or k <= 0:
         return rows_out, scores_out
+    device = scores.device
+    scores.nan_to_num_(nan=-math.inf, posinf=math.inf, neginf=-math.inf)
     if exclude is not None:
-        block = exclude.tocoo()
-        scores[block.row, block.col] = -np.inf
-    take = min(k, n_rows)
-    part = np.argpartition(-scores, take - 1, axis=1)[:, :take]
-    part_scores = np.take_along_axis(scores, part, axis=1)
-    order = np.argsort(-part_scores, axis=1, kind="stable")
-    best = np.take_along_axis(part, order, axis=1)
-    best_scores = np.take_along_axis(part_scores, order, axis=1)
-    rows_out[:, :take] = np.where(np.isfinite(best_scores), best, -1)
-    scores_out[:, :take] = best_scores
+        block = sp.coo_matrix(exclude)
+        rows = torch.from_numpy(block.row.astype(np.int64)).to(device)
+        scores[rows, torch.from_numpy(block.col.astype(np.int64)).to(device)] = -math.inf
+    kk = min(k, m)
+    # torch's top-k is one multi-threaded pass, ~10x faster than numpy's partition here. It
+    # picks arbitrary members of a tie at the cut, so take one more: where it equals the k-th,
+    # those rows are redone with ties going to the lowest indices
+    values, cols = torch.topk(scores, min(kk + 1, m), dim=1)
+    tied = np.zeros(n, dtype=bool)
+    if kk < m:
+        tied = ((values[:, kk] == values[:, kk - 1]) & (values[:, kk] > -math.inf)).cpu().numpy()
+    values, cols = values[:, :kk], cols[:, :kk]
+    redo = np.flatnonzero(tied)
+    if len(redo):
+        redo_rows = torch.from_numpy(redo).to(device)
+        kth = values[redo_rows, -1]
+        cols[redo_rows] = _lowest_index_topk(scores[redo_rows], kth, kk)
+        values[redo_rows] = torch.gather(scores[redo_rows], 1, cols[redo_rows])
+    values, cols = values.cpu().numpy(), cols.cpu().numpy()
+    order = np.lexsort((cols, -values), axis=1)
+    cols = np.take_along_axis(cols, order, axis=1)
+    values = np.take_along_axis(values, order, axis=1)
+    rows_out[:, :kk] = np.where(values == -np.inf, -1, cols)
+    scores_out[:, :kk] = values
     return rows_out, scores_out
+
+
+def _lowest_index_topk(scores: torch.Tensor, kth: torch.Tensor, k: int) -> torch.Tensor:
+    """Columns of the ``k`` best scores per row (unordered), ties at ``kth`` to lowest indices."""
+    m = scores.shape[1]
+    # one key orders everything: above the cut first, then tied columns by index, then the rest
+    dtype = torch.float32 if m <= 2**24 else torch.float64
+    position = -torch.arange(m, dtype=dtype, device=scores.device)
+    cut = kth.unsqueeze(1)
+    key = torch.where(scores == cut, position, -math.inf)
+    key = key.masked_fill_(scores > cut, math.inf)
+    return torch.topk(key, k, dim=1, sorted=False).indices
