@@ -283,11 +283,18 @@ def item_features(table: Any) -> Any:
 def factor_scorer(
     users: np.ndarray, user_vectors: np.ndarray, listing_vectors: np.ndarray, bias: Any
 ) -> Callable[[np.ndarray], np.ndarray]:
-    """Scores of rows of ``users`` over every listing: dot products plus the item bias."""
+    """Scores of rows of ``users`` over every listing: dot products plus the item bias, in one
+    block reused for every batch, as embedrec's trainer validates."""
+    blocks: list[np.ndarray] = []
 
     def score(rows: np.ndarray) -> np.ndarray:
-        scores = user_vectors[users[rows]] @ listing_vectors.T
-        return scores if bias is None else scores + bias[None, :]
+        if not blocks or len(blocks[0]) < len(rows):
+            dtype = np.result_type(user_vectors, listing_vectors)
+            blocks[:] = [np.empty((len(rows), len(listing_vectors)), dtype=dtype)]
+        scores = np.matmul(user_vectors[users[rows]], listing_vectors.T, out=blocks[0][: len(rows)])
+        if bias is not None:
+            scores += bias[None, :]
+        return scores
 
     return score
 

@@ -244,6 +244,29 @@ def test_evaluate_scorer_takes_tensors():
     assert as_tensor == as_array
 
 
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_evaluate_scorer_with_a_scorer_that_reuses_its_block(as_tensor):
+    # the trainer's validation writes every batch into one block; the ranking works on its
+    # own reused copy, so the scorer's block is never changed and a short last batch is right
+    rng = np.random.default_rng(5)
+    n_users, n_items = 23, 40
+    item_scores = rng.normal(size=(n_users, n_items)).astype(np.float32)
+    train = sp.random(n_users, n_items, density=0.2, format="csr", random_state=6)
+    test = sp.random(n_users, n_items, density=0.2, format="csr", random_state=7)
+    block = np.empty((5, n_items), dtype=np.float32)
+    written = []
+
+    def reusing(users: np.ndarray) -> np.ndarray | torch.Tensor:
+        out = block[: len(users)]
+        out[...] = item_scores[users]
+        written.append(out.copy())
+        return torch.from_numpy(out) if as_tensor else out
+
+    fresh = evaluate_scorer(lambda u: item_scores[u].copy(), train, test, batch_size=5)
+    assert evaluate_scorer(reusing, train, test, batch_size=5) == fresh
+    assert (block[: len(written[-1])] == written[-1]).all()  # ranked a copy, not the block
+
+
 def test_evaluate_scorer_checks_score_shape():
     with pytest.raises(ValueError, match="score_fn"):
         evaluate_scorer(lambda u: np.zeros((len(u), 3)), csr([[]]), csr([[1]]), ks=(1,))

@@ -27,6 +27,8 @@ def topk_excluding(
     exclude: sp.spmatrix | sp.sparray | None,
     k: int,
     candidates: np.ndarray | None = None,
+    *,
+    workspace: torch.Tensor | None = None,
 ) -> np.ndarray:
     """Return the ``k`` best item indices per row, best first, as an int64 ``(n_batch, k)`` array.
 
@@ -34,7 +36,10 @@ def topk_excluding(
     items scored NaN or -inf are never returned; rows with fewer than ``k`` such valid items are
     padded with -1. Equal scores are ordered by item index, so results are deterministic.
     ``scores`` may be a torch tensor on any device: the ranking then runs there, and only the
-    top ``k`` come back.
+    top ``k`` come back. ``scores`` are not modified: the ranking overwrites a copy, made in
+    ``workspace`` when given (a tensor at least as large, of the copy's dtype and device;
+    ``evaluate_scorer`` reuses one for every batch, which saves allocating and faulting in a
+    fresh block each time).
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
@@ -50,24 +55,45 @@ def topk_excluding(
         if len(candidates) and (candidates[0] < 0 or candidates[-1] >= shape[1]):
             raise ValueError("candidates must be item indices in [0, n_items)")
         exclude = None if exclude is None else sp.csr_matrix(exclude)[:, candidates]
-    local = top_k_of_scores(_private_copy(scores, candidates), k, exclude)[0]
+    local = top_k_of_scores(_private_copy(scores, candidates, workspace), k, exclude)[0]
     if candidates is None:
         return local
     return np.where(local >= 0, candidates[np.maximum(local, 0)], -1)
 
 
-def _private_copy(scores: np.ndarray | torch.Tensor, columns: np.ndarray | None) -> torch.Tensor:
-    """Float scores (at least float32) of ``columns`` (None: all) as a tensor ``top_k_of_scores``
-    may overwrite, on the device the scores are on."""
+def _working_type(scores: np.ndarray | torch.Tensor) -> tuple[torch.dtype, torch.device]:
+    """The dtype (at least float32) and device the ranking of ``scores`` runs in."""
     if isinstance(scores, torch.Tensor):
-        dtype = torch.promote_types(scores.dtype, torch.float32)
+        return torch.promote_types(scores.dtype, torch.float32), scores.device
+    array_dtype = np.result_type(scores.dtype, np.float32)
+    return torch.from_numpy(np.empty(0, array_dtype)).dtype, torch.device("cpu")
+
+
+def _private_copy(
+    scores: np.ndarray | torch.Tensor, columns: np.ndarray | None, workspace: torch.Tensor | None
+) -> torch.Tensor:
+    """Scores of ``columns`` (None: all) in their working type as a tensor ``top_k_of_scores``
+    may overwrite: a view of ``workspace`` where it fits, else a new tensor."""
+    dtype, device = _working_type(scores)
+    n, m = scores.shape
+    if isinstance(scores, torch.Tensor):
+        scores = scores.detach()
+    fits = workspace is not None and columns is None and workspace.shape[0] >= n
+    if fits and (workspace.dtype, workspace.device, workspace.shape[1]) == (dtype, device, m):
+        target = workspace[:n]
+        if isinstance(scores, torch.Tensor):
+            target.copy_(scores)
+        else:
+            target.numpy()[...] = scores
+        return target
+    if isinstance(scores, torch.Tensor):
         if columns is not None:
-            return scores.detach()[:, torch.as_tensor(columns, device=scores.device)].to(dtype)
-        return scores.detach().to(dtype, copy=True)
-    dtype = np.result_type(scores.dtype, np.float32)
+            return scores[:, torch.as_tensor(columns, device=device)].to(dtype)
+        return scores.to(dtype, copy=True)
+    array_dtype = torch.empty(0, dtype=dtype).numpy().dtype
     if columns is not None:
-        return torch.from_numpy(scores[:, columns].astype(dtype, copy=False))
-    return torch.from_numpy(np.array(scores, dtype=dtype))
+        return torch.from_numpy(scores[:, columns].astype(array_dtype, copy=False))
+    return torch.from_numpy(np.array(scores, dtype=array_dtype))
 
 
 def _binary(matrix: sp.spmatrix | sp.sparray) -> sp.csr_matrix:
@@ -191,6 +217,7 @@ def evaluate_scorer(
     elif batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     topk = np.full((len(users), depth), -1, dtype=np.int64)
+    workspace = None
     for start in range(0, len(users), batch_size):
         batch = users[start : start + batch_size]
         scores = score_fn(batch)
@@ -200,7 +227,12 @@ def evaluate_scorer(
             raise ValueError(
                 f"score_fn returned shape {tuple(scores.shape)}, expected {(len(batch), n_items)}"
             )
-        topk[start : start + len(batch)] = topk_excluding(scores, train[batch], depth, candidates)
+        if workspace is None and candidates is None:
+            dtype, device = _working_type(scores)
+            workspace = torch.empty((batch_size, n_items), dtype=dtype, device=device)
+        topk[start : start + len(batch)] = topk_excluding(
+            scores, train[batch], depth, candidates, workspace=workspace
+        )
     n_ranked = n_items if candidates is None else len(candidates)
     result = ranking_metrics(
         topk, relevant[users], ks, n_items=n_ranked, standard_errors=standard_errors
