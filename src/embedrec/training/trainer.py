@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from embedrec.data.prepare import Interactions
 from embedrec.evaluation.metrics import evaluate_scorer
+from embedrec.index.exact import dot_scores
 from embedrec.models.base import RecModel
 from embedrec.training.losses import bpr, in_batch_softmax, sampled_softmax
 from embedrec.training.optim import RowWiseAdagrad
@@ -388,7 +389,7 @@ def validation_recall(
         # one block for every batch: a fresh one each time made validation a third slower
         if not blocks or len(blocks[0]) < len(rows):
             blocks[:] = [torch.empty((len(rows), len(listing_vectors)), device=device)]
-        return torch.mm(model.user_vectors(batch), listing_vectors.T, out=blocks[0][: len(rows)])
+        return dot_scores(model.user_vectors(batch), listing_vectors, blocks[0][: len(rows)])
 
     metrics = evaluate_scorer(score, seen[users], held_out[users], ks=(10,), standard_errors=True)
     model.train()
