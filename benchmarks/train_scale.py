@@ -282,19 +282,26 @@ def item_features(table: Any) -> Any:
 
 def factor_scorer(
     users: np.ndarray, user_vectors: np.ndarray, listing_vectors: np.ndarray, bias: Any
-) -> Callable[[np.ndarray], np.ndarray]:
+) -> Callable[[np.ndarray], Any]:
     """Scores of rows of ``users`` over every listing: dot products plus the item bias, in one
-    block reused for every batch, as embedrec's trainer validates."""
-    blocks: list[np.ndarray] = []
+    block reused for every batch and computed as embedrec's trainer validates (``dot_scores``).
+    """
+    import torch
 
-    def score(rows: np.ndarray) -> np.ndarray:
+    from embedrec.index.exact import dot_scores
+
+    def tensor(array: np.ndarray) -> Any:
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+    queries, vectors = tensor(user_vectors), tensor(listing_vectors)
+    item_bias = None if bias is None else tensor(bias)
+    blocks: list[Any] = []
+
+    def score(rows: np.ndarray) -> Any:
         if not blocks or len(blocks[0]) < len(rows):
-            dtype = np.result_type(user_vectors, listing_vectors)
-            blocks[:] = [np.empty((len(rows), len(listing_vectors)), dtype=dtype)]
-        scores = np.matmul(user_vectors[users[rows]], listing_vectors.T, out=blocks[0][: len(rows)])
-        if bias is not None:
-            scores += bias[None, :]
-        return scores
+            blocks[:] = [torch.empty((len(rows), len(vectors)), dtype=vectors.dtype)]
+        scores = dot_scores(queries[users[rows]], vectors, blocks[0][: len(rows)])
+        return scores if item_bias is None else scores.add_(item_bias)
 
     return score
 

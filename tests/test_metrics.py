@@ -63,6 +63,18 @@ def test_exact_search_ranks_ties_like_the_evaluation():
     assert scores[2].tolist() == [2.0, 1.0, 1.0]
 
 
+def test_dot_scores_fill_every_chunk(monkeypatch):
+    import embedrec.index.exact as exact
+
+    monkeypatch.setattr(exact, "DOT_CHUNK", 7)  # 30 vectors: four full chunks and a short one
+    rng = np.random.default_rng(8)
+    queries = torch.from_numpy(rng.normal(size=(4, 5)).astype(np.float32))
+    vectors = torch.from_numpy(rng.normal(size=(30, 5)).astype(np.float32))
+    out = torch.full((4, 30), float("nan"))
+    assert exact.dot_scores(queries, vectors, out) is out
+    torch.testing.assert_close(out, queries @ vectors.T)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.int64])
 def test_topk_of_a_tensor_equals_topk_of_the_array(dtype):
     # a tensor is ranked where it lies (on a GPU during training); the answer must not change
