@@ -283,27 +283,18 @@ def item_features(table: Any) -> Any:
 def factor_scorer(
     users: np.ndarray, user_vectors: np.ndarray, listing_vectors: np.ndarray, bias: Any
 ) -> Callable[[np.ndarray], Any]:
-    """Scores of rows of ``users`` over every listing: dot products plus the item bias, in one
-    block reused for every batch and computed as embedrec's trainer validates (``dot_scores``).
-    """
+    """Scores of rows of ``users`` over every listing: dot products plus the item bias,
+    computed as embedrec's trainer validates (``dot_scorer``)."""
     import torch
 
-    from embedrec.index.exact import dot_scores
+    from embedrec.index.exact import dot_scorer
 
     def tensor(array: np.ndarray) -> Any:
         return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
-    queries, vectors = tensor(user_vectors), tensor(listing_vectors)
-    item_bias = None if bias is None else tensor(bias)
-    blocks: list[Any] = []
-
-    def score(rows: np.ndarray) -> Any:
-        if not blocks or len(blocks[0]) < len(rows):
-            blocks[:] = [torch.empty((len(rows), len(vectors)), dtype=vectors.dtype)]
-        scores = dot_scores(queries[users[rows]], vectors, blocks[0][: len(rows)])
-        return scores if item_bias is None else scores.add_(item_bias)
-
-    return score
+    queries = tensor(user_vectors)
+    dots = dot_scorer(tensor(listing_vectors), None if bias is None else tensor(bias))
+    return lambda rows: dots(queries[users[rows]])
 
 
 def child_peer(spec: dict[str, Any]) -> dict[str, Any]:

@@ -75,6 +75,22 @@ def test_dot_scores_fill_every_chunk(monkeypatch):
     torch.testing.assert_close(out, queries @ vectors.T)
 
 
+def test_dot_scorer_reuses_one_block_and_adds_the_bias():
+    from embedrec.index.exact import dot_scorer
+
+    rng = np.random.default_rng(9)
+    vectors = torch.from_numpy(rng.normal(size=(12, 3)).astype(np.float32))
+    bias = torch.from_numpy(rng.normal(size=12).astype(np.float32))
+    queries = torch.from_numpy(rng.normal(size=(5, 3)).astype(np.float32))
+    score = dot_scorer(vectors, bias)
+    first = score(queries)
+    torch.testing.assert_close(first, queries @ vectors.T + bias)
+    shorter = score(queries[:2])  # a short last batch: a view of the same block
+    assert shorter.data_ptr() == first.data_ptr()
+    torch.testing.assert_close(shorter, queries[:2] @ vectors.T + bias)
+    torch.testing.assert_close(dot_scorer(vectors)(queries), queries @ vectors.T)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.int64])
 def test_topk_of_a_tensor_equals_topk_of_the_array(dtype):
     # a tensor is ranked where it lies (on a GPU during training); the answer must not change

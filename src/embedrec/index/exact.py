@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import scipy.sparse as sp
@@ -48,6 +49,27 @@ def dot_scores(queries: torch.Tensor, vectors: torch.Tensor, out: torch.Tensor) 
         stop = min(start + DOT_CHUNK, len(vectors))
         out[:, start:stop] = queries @ vectors[start:stop].T
     return out
+
+
+def dot_scorer(
+    vectors: torch.Tensor, bias: torch.Tensor | None = None
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``queries -> queries @ vectors.T (+ bias)`` by ``dot_scores``, into one block that is
+    reused (and grown when needed) for every call: the result is overwritten by the next call.
+
+    A fresh block a call is mapped and faulted in again: for 152 queries x 440k vectors the
+    product took 215 ms into a new 268 MB block against 134 ms into a reused one.
+    """
+    blocks: list[torch.Tensor] = []
+
+    def score(queries: torch.Tensor) -> torch.Tensor:
+        if not blocks or len(blocks[0]) < len(queries):
+            shape = (len(queries), len(vectors))
+            blocks[:] = [torch.empty(shape, dtype=vectors.dtype, device=vectors.device)]
+        scores = dot_scores(queries, vectors, blocks[0][: len(queries)])
+        return scores if bias is None else scores.add_(bias)
+
+    return score
 
 
 def top_k_of_scores(

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from embedrec.data.prepare import Interactions
 from embedrec.evaluation.metrics import evaluate_scorer
-from embedrec.index.exact import dot_scores
+from embedrec.index.exact import dot_scorer
 from embedrec.models.base import RecModel
 from embedrec.training.losses import bpr, in_batch_softmax, sampled_softmax
 from embedrec.training.optim import RowWiseAdagrad
@@ -379,17 +379,14 @@ def validation_recall(
     all_listings = torch.arange(len(train_data.listings), device=device)
     listing_vectors = model.catalogue_vectors(len(all_listings)) if model.factorized else None
 
-    blocks: list[torch.Tensor] = []
+    dots = None if listing_vectors is None else dot_scorer(listing_vectors)
 
     def score(rows: np.ndarray) -> torch.Tensor:
         # ranked on the model's device: only each user's top 10 travel back
         batch = torch.as_tensor(users[rows], device=device)
-        if listing_vectors is None:
+        if dots is None:
             return model.score_matrix(batch, all_listings)
-        # one block for every batch: a fresh one each time made validation a third slower
-        if not blocks or len(blocks[0]) < len(rows):
-            blocks[:] = [torch.empty((len(rows), len(listing_vectors)), device=device)]
-        return dot_scores(model.user_vectors(batch), listing_vectors, blocks[0][: len(rows)])
+        return dots(model.user_vectors(batch))
 
     metrics = evaluate_scorer(score, seen[users], held_out[users], ks=(10,), standard_errors=True)
     model.train()
