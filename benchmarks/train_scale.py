@@ -237,7 +237,7 @@ def child_ours(spec: dict[str, Any]) -> dict[str, Any]:
     rec = Sampled(
         model=spec["model"].removesuffix("-bf16"),
         seed=spec["seed"],
-        precision="bf16" if spec["model"].endswith("-bf16") else "fp32",
+        precision="bf16" if spec["model"].endswith("-bf16") else "auto",
         epochs=spec["max_epochs"],
         patience=spec["patience"],
         validation_fraction=0.1,

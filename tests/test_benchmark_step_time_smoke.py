@@ -38,5 +38,5 @@ def test_step_time_names_a_bad_variant() -> None:
 def test_step_time_names_a_bad_training_setting() -> None:
     done = run("--variants", "default;precision=fp8")
     assert done.returncode != 0
-    assert "variant 'precision=fp8': precision must be one of fp32, bf16" in done.stderr
+    assert "variant 'precision=fp8': precision must be one of auto, fp32, bf16" in done.stderr
     assert "Traceback" not in done.stderr

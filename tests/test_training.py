@@ -11,7 +11,13 @@ from embedrec.data.prepare import Interactions, recent_listings
 from embedrec.models.hybrid import HybridTwoTower
 from embedrec.recommender import Recommender
 from embedrec.training.losses import in_batch_softmax, sampled_softmax
-from embedrec.training.trainer import TrainConfig, time_order, train, validation_recall
+from embedrec.training.trainer import (
+    TrainConfig,
+    bf16_steps,
+    time_order,
+    train,
+    validation_recall,
+)
 
 
 def test_sampled_softmax_masks_the_positive_among_negatives():
@@ -38,6 +44,35 @@ def test_in_batch_softmax_masks_every_repeat_of_a_rows_listing():
     logits[listings.unsqueeze(1) == listings[:20].unsqueeze(0)] = float("-inf")
     rows = torch.logsumexp(torch.cat([positive.unsqueeze(1), logits], dim=1), dim=1) - positive
     assert float(loss) == pytest.approx(float((rows * weights).sum() / weights.sum()), rel=1e-5)
+
+
+def test_softmax_loss_gradients_match_autograd_of_logsumexp():
+    """The hand-written backward against autograd through ``logsumexp``, in float64; a row
+    whose negatives are all masked keeps finite gradients (autograd's give NaN there)."""
+    gen = torch.Generator().manual_seed(0)
+    users = torch.randn(40, 8, dtype=torch.float64, generator=gen, requires_grad=True)
+    vectors = torch.randn(40, 8, dtype=torch.float64, generator=gen, requires_grad=True)
+    listings = torch.randint(0, 12, (40,), generator=gen)
+    log_q = torch.randn(40, dtype=torch.float64, generator=gen)
+    weights = torch.rand(40, dtype=torch.float64, generator=gen)
+
+    def reference(users, vectors):
+        positive = (users * vectors).sum(dim=1) / 0.5 - log_q
+        logits = users @ vectors[:16].T / 0.5 - log_q[:16]
+        logits = logits.masked_fill(listings.unsqueeze(1) == listings[:16], float("-inf"))
+        rows = torch.logaddexp(positive, torch.logsumexp(logits, dim=1)) - positive
+        return (rows * weights).sum() / weights.sum()
+
+    args = (listings, log_q, weights, 0.5, 16)
+    fused = torch.autograd.grad(in_batch_softmax(users, vectors, *args), (users, vectors))
+    expected = torch.autograd.grad(reference(users, vectors), (users, vectors))
+    for got, want in zip(fused, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    # one listing everywhere: every negative is the row's own listing
+    same = torch.zeros(40, dtype=torch.long)
+    loss = in_batch_softmax(users, vectors, same, log_q, weights, 0.5, 16)
+    assert float(loss.detach()) == pytest.approx(0.0, abs=1e-12)
+    assert all(torch.isfinite(g).all() for g in torch.autograd.grad(loss, (users, vectors)))
 
 
 @pytest.mark.parametrize("model", ["mf", "hybrid"])
@@ -96,7 +131,7 @@ def test_negatives_are_trained_listings_all_of_them_when_few(blocks, monkeypatch
     [
         ({"negatives_from": "everything"}, "negatives_from must be one of batch, catalogue"),
         ({"temperature": 0.0}, "temperature must be positive"),
-        ({"precision": "fp8"}, "precision must be one of fp32, bf16"),
+        ({"precision": "fp8"}, "precision must be one of auto, fp32, bf16"),
         ({"device": "gpu"}, "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
         ({"device": "cuda:64"}, "device 'cuda:64': this machine has [0-9]+ CUDA device"),
     ],
@@ -105,6 +140,17 @@ def test_bad_training_settings_are_named(blocks, params, message):
     events, listings, _, _ = blocks
     with pytest.raises(ValueError, match=message):
         Recommender(progress=False, log=None, **params).fit(events, listings)
+
+
+@pytest.mark.parametrize(("avx512_bf16", "amx"), [(True, False), (False, True), (False, False)])
+def test_auto_precision_is_bf16_only_on_a_cpu_with_bf16_instructions(monkeypatch, avx512_bf16, amx):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    assert bf16_steps("auto", torch.device("cpu")) == (avx512_bf16 or amx)
+    assert not bf16_steps("auto", torch.device("cuda"))
+    assert bf16_steps("bf16", torch.device("cpu")) and bf16_steps("bf16", torch.device("cuda"))
+    assert not bf16_steps("fp32", torch.device("cpu"))
+    assert Recommender().get_params()["precision"] == "auto"
 
 
 def test_bf16_training_learns_what_fp32_learns(blocks):

@@ -81,7 +81,7 @@ class Recommender:
         negatives: int = 512,
         user_ids: bool = True,
         history_gradient: bool = False,
-        precision: str = "fp32",
+        precision: str = "auto",
         patience: int = 3,
         validation_fraction: float = 0.1,
         refit: bool = True,

@@ -73,8 +73,40 @@ def _softmax_loss(
     positive: torch.Tensor, logits: torch.Tensor, weights: torch.Tensor
 ) -> torch.Tensor:
     """Weighted mean cross-entropy of each positive logit against it and its negatives."""
-    losses = torch.logaddexp(positive, torch.logsumexp(logits, dim=1)) - positive
-    return (losses * weights).sum() / weights.sum()
+    # at least float32: bf16 logits (autocast) would round the exponentials
+    dtype = torch.promote_types(torch.promote_types(positive.dtype, logits.dtype), torch.float32)
+    return _SoftmaxLoss.apply(positive.to(dtype), logits.to(dtype), weights.to(dtype))
+
+
+class _SoftmaxLoss(torch.autograd.Function):
+    """``log(exp(positive) + sum(exp(logits))) - positive``, weighted mean over rows.
+
+    Written out because the batch x negatives block is most of a step's element-wise work:
+    ``logsumexp`` and ``logaddexp`` with their backward pass over it about eight times and
+    allocate a new block each time. Here the forward keeps one block of ``exp(logits - max)``
+    and the backward scales it in place into the gradient: five passes, one allocation.
+    """
+
+    @staticmethod
+    def forward(ctx, positive, logits, weights):  # noqa: ANN001, ANN205 - autograd's signature
+        top = torch.maximum(logits.amax(dim=1), positive)
+        exps = torch.sub(logits, top.unsqueeze(1)).exp_()
+        positive_exp = (positive - top).exp()
+        sums = exps.sum(dim=1).add_(positive_exp)
+        total = weights.sum()
+        ctx.save_for_backward(exps, sums, positive_exp, weights, total)
+        losses = sums.log() + top - positive
+        return (losses * weights).sum() / total
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        exps, sums, positive_exp, weights, total = ctx.saved_tensors
+        scale = weights * (grad / total)
+        # the saved block is used once: it becomes the gradient in place
+        grad_logits = exps.mul_((scale / sums).unsqueeze(1))
+        grad_positive = scale * (positive_exp / sums - 1)
+        return grad_positive, grad_logits, None
 
 
 def bpr(
