@@ -1,7 +1,7 @@
 """Training-step time of model variants, measured side by side in one process.
 
     python benchmarks/step_time.py [--size 5M] [--steps 100] [--rounds 3]
-        [--variants "default;hidden=64;feature_dim=8;precision=bf16"]
+        [--variants "default;precision=fp32;hidden=64;feature_dim=8"]
     python benchmarks/step_time.py --smoke          # tiny data, seconds
 
 One setup (load, prepare, features) on the ``large`` car data or its first N events (as
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=str(DEFAULT_DATA))
     parser.add_argument("--size", default="5M", help="first N events, or all")
     parser.add_argument("--model", default="hybrid", choices=("mf", "hybrid"))
-    parser.add_argument("--variants", default="default;hidden=64;feature_dim=8;precision=bf16")
+    parser.add_argument("--variants", default="default;precision=fp32;hidden=64;feature_dim=8")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=4096)
