@@ -153,6 +153,32 @@ def test_auto_precision_is_bf16_only_on_a_cpu_with_bf16_instructions(monkeypatch
     assert Recommender().get_params()["precision"] == "auto"
 
 
+def test_auto_precision_trains_exactly_as_the_precision_it_picks(blocks, monkeypatch):
+    """ "auto" reaches the training steps: its losses are bf16's on a CPU reported to have
+    bf16 instructions and fp32's on one without, to the last bit (CPU training is
+    deterministic)."""
+    events, listings, _, _ = blocks
+
+    def losses(precision: str) -> list[float]:
+        rec = Recommender(
+            model="hybrid",
+            epochs=2,
+            batch_size=256,
+            validation_fraction=0,
+            precision=precision,
+            progress=False,
+            log=None,
+        ).fit(events, listings)
+        return [entry["loss"] for entry in rec.report_["history"]]
+
+    fp32, bf16 = losses("fp32"), losses("bf16")
+    assert fp32 != bf16
+    for supported, expected in ((True, bf16), (False, fp32)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda s=supported: s)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+        assert losses("auto") == expected
+
+
 def test_bf16_training_learns_what_fp32_learns(blocks):
     events, listings, listing_group, _ = blocks
     for precision in ("fp32", "bf16"):
