@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import os
 import platform
@@ -226,21 +225,14 @@ def child_ours(spec: dict[str, Any]) -> dict[str, Any]:
     recommender_module.train = train
     trainer_module.validation_recall = validation_recall
 
-    class Sampled(Recommender):
-        """The Recommender, validating on ``val_users`` users like the peers."""
-
-        def _train_config(self, *args: Any, **kwargs: Any) -> Any:
-            # pass-through arguments: the signature of this private hook has changed before
-            config = super()._train_config(*args, **kwargs)
-            return dataclasses.replace(config, validation_users=spec["val_users"])
-
-    rec = Sampled(
+    rec = Recommender(
         model=spec["model"].removesuffix("-bf16"),
         seed=spec["seed"],
         precision="bf16" if spec["model"].endswith("-bf16") else "auto",
         epochs=spec["max_epochs"],
         patience=spec["patience"],
         validation_fraction=0.1,
+        validation_users=spec["val_users"],  # the same users as the peers'
         refit=False,
         progress=False,
         log=lambda message: print(message, file=sys.stderr, flush=True),

@@ -10,6 +10,7 @@ import torch
 from embedrec.data.prepare import Interactions, recent_listings
 from embedrec.models.hybrid import HybridTwoTower
 from embedrec.recommender import Recommender
+from embedrec.training import trainer as trainer_module
 from embedrec.training.losses import in_batch_softmax, sampled_softmax
 from embedrec.training.trainer import (
     TrainConfig,
@@ -17,6 +18,7 @@ from embedrec.training.trainer import (
     time_order,
     train,
     validation_recall,
+    validation_sample,
 )
 
 
@@ -132,6 +134,7 @@ def test_negatives_are_trained_listings_all_of_them_when_few(blocks, monkeypatch
         ({"negatives_from": "everything"}, "negatives_from must be one of batch, catalogue"),
         ({"temperature": 0.0}, "temperature must be positive"),
         ({"precision": "fp8"}, "precision must be one of auto, fp32, bf16"),
+        ({"validation_users": 0}, "validation_users must be positive"),
         ({"device": "gpu"}, "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
         ({"device": "cuda:64"}, "device 'cuda:64': this machine has [0-9]+ CUDA device"),
     ],
@@ -320,6 +323,28 @@ def test_validation_users_do_not_depend_on_the_training_seed(fitted_mf):
     assert scores[0] == scores[1] == scores[7]
     # another sample scores differently, so equal scores above mean the same 30 users
     assert scores[0] != other_sample
+
+
+def test_recommender_validates_on_as_many_users_as_asked(blocks, monkeypatch):
+    events, listings, _, _ = blocks
+    asked = []
+
+    def recording(seen, held_out, n):
+        asked.append(n)
+        return validation_sample(seen, held_out, n)
+
+    monkeypatch.setattr(trainer_module, "validation_sample", recording)
+    rec = Recommender(
+        model="mf",
+        epochs=2,
+        batch_size=256,
+        validation_users=40,
+        refit=False,
+        progress=False,
+        log=None,
+    ).fit(events, listings)
+    assert asked == [40, 40]
+    assert rec.get_params()["validation_users"] == 40
 
 
 def test_serving_history_is_what_training_shows_a_users_next_pair():

@@ -84,6 +84,7 @@ class Recommender:
         precision: str = "auto",
         patience: int = 3,
         validation_fraction: float = 0.1,
+        validation_users: int = 3000,
         refit: bool = True,
         min_user_interactions: int = 1,
         min_listing_interactions: int = 1,
@@ -109,6 +110,7 @@ class Recommender:
         self.precision = precision
         self.patience = patience
         self.validation_fraction = validation_fraction
+        self.validation_users = validation_users
         self.refit = refit
         self.min_user_interactions = min_user_interactions
         self.min_listing_interactions = min_listing_interactions
@@ -220,6 +222,7 @@ class Recommender:
             negatives=self.negatives,
             precision=self.precision,
             patience=self.patience,
+            validation_users=self.validation_users,
             seed=self.seed,
             device=self.device,
         )
@@ -646,6 +649,7 @@ class Recommender:
             "loss",
             "patience",
             "validation_fraction",
+            "validation_users",
             "refit",
             "min_user_interactions",
             "min_listing_interactions",

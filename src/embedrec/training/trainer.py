@@ -79,7 +79,7 @@ class TrainConfig:
             )
         if not self.temperature > 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
-        for name in ("epochs", "batch_size", "negatives", "patience"):
+        for name in ("epochs", "batch_size", "negatives", "patience", "validation_users"):
             if getattr(self, name) < (0 if name == "patience" else 1):
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
@@ -387,7 +387,7 @@ def validation_recall(
     held_out = validation.matrix()
     seen = train_data.matrix()
     # an unfactorised model scores every (user, listing) pair through its MLP: fewer users
-    sample = config.validation_users if model.factorized else config.validation_users // 6
+    sample = config.validation_users if model.factorized else max(1, config.validation_users // 6)
     users = validation_sample(seen, held_out, sample)
     all_listings = torch.arange(len(train_data.listings), device=device)
     listing_vectors = model.catalogue_vectors(len(all_listings)) if model.factorized else None
