@@ -37,34 +37,19 @@ TABLES = (
     ("Training at scale: loading", "benchmarks-scale.md", "## Loading the interactions (Parquet)"),
     ("Training at scale: events, time and memory", "benchmarks-scale.md", "## Training"),
     (
-        "Training at scale: time to the best score, larger validation samples",
-        "benchmarks-scale.md",
-        "## Validation sample size and time to best",
-    ),
-    (
-        "Training at scale: time to the best score over training seeds (20M)",
-        "benchmarks-scale.md",
-        "### Time to best over training seeds (20M)",
-    ),
-    (
-        "Training at scale: seed-averaged validation curves (20M)",
-        "benchmarks-scale.md",
-        "#### Seed-averaged validation curves (20M)",
-    ),
-    (
-        "Training at scale: seed-averaged validation curves (1M and 5M)",
-        "benchmarks-scale.md",
-        "#### Seed-averaged validation curves (1M and 5M)",
-    ),
-    (
-        "Training at scale: seed-averaged curves with the history cache refreshed as steps double",
-        "benchmarks-scale.md",
-        "#### Seed-averaged validation curves with the refresh",
-    ),
-    (
-        "Training at scale: 1M side by side again, with the faster validation",
+        "Training at scale: 1M side by side, with the faster validation",
         "benchmarks-scale.md",
         "### 1M side by side again, with the faster validation",
+    ),
+    (
+        "Training at scale: 5M per seed, with bf16 steps",
+        "benchmarks-scale.md",
+        "#### 5M per seed, with bf16 steps",
+    ),
+    (
+        "Training at scale: 20M per seed, with bf16 steps",
+        "benchmarks-scale.md",
+        "#### 20M per seed, with bf16 steps",
     ),
     ("Training on a GPU", "benchmarks-scale.md", "## On a GPU (CUDA)"),
     ("Vector index", "index-benchmark.md", "# Vector index benchmark"),
