@@ -325,7 +325,14 @@ def test_validation_users_do_not_depend_on_the_training_seed(fitted_mf):
     assert scores[0] != other_sample
 
 
-def test_recommender_validates_on_as_many_users_as_asked(blocks, monkeypatch):
+@pytest.mark.parametrize(
+    ("model", "validation_users", "sampled"),
+    # an unfactorised model scores a sixth as many users, and never none
+    [("mf", 40, 40), ("deep", 60, 10), ("deep", 5, 1)],
+)
+def test_recommender_validates_on_as_many_users_as_asked(
+    blocks, monkeypatch, model, validation_users, sampled
+):
     events, listings, _, _ = blocks
     asked = []
 
@@ -335,16 +342,17 @@ def test_recommender_validates_on_as_many_users_as_asked(blocks, monkeypatch):
 
     monkeypatch.setattr(trainer_module, "validation_sample", recording)
     rec = Recommender(
-        model="mf",
+        model=model,
         epochs=2,
         batch_size=256,
-        validation_users=40,
+        validation_users=validation_users,
         refit=False,
         progress=False,
         log=None,
     ).fit(events, listings)
-    assert asked == [40, 40]
-    assert rec.get_params()["validation_users"] == 40
+    assert asked == [sampled, sampled]
+    assert rec.get_params()["validation_users"] == validation_users
+    assert all(entry["val_recall@10"] >= 0 for entry in rec.report_["history"])
 
 
 def test_serving_history_is_what_training_shows_a_users_next_pair():
