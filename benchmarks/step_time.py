@@ -4,23 +4,22 @@
         [--variants "default;precision=fp32;hidden=64;feature_dim=8"]
     python benchmarks/step_time.py --smoke          # tiny data, seconds
 
-One setup (load, prepare, features) on the ``large`` car data or its first N events (as
-``train_scale.py`` makes them), then every variant's model is built from the same pairs and
-trained for ``--steps`` steps per round with the trainer's own epoch loop, the variants taking
-turns for ``--rounds`` rounds. Timings from separate processes on a shared 2-core machine vary by
-±15%; interleaved rounds and the median per variant make small differences readable.
+Each variant is a ``Recommender`` fitted on the ``large`` car data or its first N events (as
+``train_scale.py`` makes them) up to the point where ``fit`` hands its model and pairs to the
+trainer; then the variants train for ``--steps`` steps per round with the trainer's own epoch
+loop, taking turns for ``--rounds`` rounds. Timings from separate processes on a shared 2-core
+machine vary by ±15%; interleaved rounds and the median per variant make small differences
+readable.
 
-A variant is ``key=value`` pairs joined by commas: keys of ``TrainConfig`` (``precision``,
-``negatives``, ``batch_size``, ...) change the training settings, any other key is passed to the
-model (``hidden``, ``feature_dim``, ``history``, ...); ``default`` is the model as shipped.
+A variant is ``key=value`` pairs joined by commas, each a ``Recommender`` parameter
+(``hidden``, ``feature_dim``, ``precision``, ``negatives``, ...); ``default`` is the model as
+shipped.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
-import functools
 import shlex
 import sys
 import tempfile
@@ -35,81 +34,67 @@ from train_scale import DEFAULT_DATA, ensure_data, parse_size, subset
 import embedrec.recommender as recommender_module
 from embedrec import Recommender
 from embedrec.training.trainer import (
-    TrainConfig,
     make_optimizers,
     train_epoch,
     training_pairs,
 )
 
-CONFIG_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
 # timed steps count as steps of a late epoch, where no early refresh of the cache falls
 LATE_STEP = 3 << 30
+PARAMETERS = set(Recommender().get_params())
 
 
-def parse_variant(text: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``"hidden=64,precision=bf16"`` -> (model options, training settings)."""
-    model_options: dict[str, Any] = {}
-    settings: dict[str, Any] = {}
+def parse_variant(text: str) -> dict[str, Any]:
+    """``"hidden=64,precision=bf16"`` -> Recommender parameters."""
+    params: dict[str, Any] = {}
     if text.strip() == "default":
-        return model_options, settings
+        return params
     for part in text.split(","):
         key, sep, value = part.partition("=")
         key, value = key.strip(), value.strip()
         if not sep or not key:
             raise SystemExit(f"variant {text!r}: expected key=value pairs, got {part!r}")
+        if key not in PARAMETERS:
+            raise SystemExit(f"variant {text!r}: Recommender has no parameter {key!r}")
         with contextlib.suppress(ValueError):
             value = float(value) if "." in value else int(value)
-        (settings if key in CONFIG_KEYS else model_options)[key] = value
-    return model_options, settings
+        params[key] = value
+    return params
 
 
 class SetupDone(Exception):
-    """Raised by the intercepted ``train`` once the pairs and the first model exist."""
+    """Raised by the intercepted ``train`` once the pairs and the model exist."""
 
 
-def prepared(events: Path, listings: Path, model: str, batch_size: int) -> tuple[Any, Any, Any]:
-    """(recommender, training pairs, config) as ``Recommender.fit`` hands them to ``train``."""
+def prepared(events: Path, listings: Path, params: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """(model, training pairs, config) as ``Recommender(**params).fit`` hands them to ``train``."""
     captured: dict[str, Any] = {}
 
-    def capture(_model: Any, data: Any, config: Any, *args: Any, **kwargs: Any) -> None:
-        captured.update(data=data, config=config)
+    def capture(model: Any, data: Any, config: Any, *args: Any, **kwargs: Any) -> None:
+        captured.update(model=model, data=data, config=config)
         raise SetupDone
 
-    rec = Recommender(model=model, batch_size=batch_size, progress=False, log=None)
     original = recommender_module.train
     recommender_module.train = capture
     try:
+        rec = Recommender(progress=False, log=None, **params)
+        rec.check_params()
         with contextlib.suppress(SetupDone):
             rec.fit(events, listings)
     finally:
         recommender_module.train = original
-    return rec, captured["data"], captured["config"]
-
-
-def build(rec: Recommender, data: Any, model_options: dict[str, Any]) -> Any:
-    """The recommender's model for ``data``, with ``model_options`` passed to its class."""
-    name = rec.model
-    original = recommender_module.MODELS[name]
-    recommender_module.MODELS[name] = functools.partial(original, **model_options)
-    try:
-        return rec._build_model(data)
-    except TypeError as error:  # an option the model does not take
-        raise SystemExit(f"{name}: {error}") from None
-    finally:
-        recommender_module.MODELS[name] = original
+    return captured["model"], captured["data"], captured["config"]
 
 
 def measure(args: argparse.Namespace, events: Path, listings: Path) -> list[dict[str, Any]]:
-    rec, data, base = prepared(events, listings, args.model, args.batch_size)
     variants = [v.strip() for v in args.variants.split(";") if v.strip()]
     runs = []
     for text in variants:
-        model_options, settings = parse_variant(text)
+        params = {"model": args.model, "batch_size": args.batch_size, **parse_variant(text)}
         try:
-            config = dataclasses.replace(base, **settings)
-        except ValueError as error:  # TrainConfig names the setting
+            model, data, config = prepared(events, listings, params)
+        except ValueError as error:  # check_params names the parameter
             raise SystemExit(f"variant {text!r}: {error}") from None
-        model = build(rec, data, model_options)
         pairs, log_q, trained = training_pairs(model, data, config, torch.device("cpu"))
         model.set_training_pairs(pairs[0], pairs[1])
         runs.append(

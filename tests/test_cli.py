@@ -203,6 +203,7 @@ def test_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path, cars):
     [
         ('negatives_from = "everything"', "negatives_from must be one of batch, catalogue"),
         ('model = "mf"\nuser_ids = false', "user_ids=False needs model 'hybrid'"),
+        ('model = "mf"\nhidden = 64', "hidden=64 needs model 'deep' or 'hybrid'"),
         ('epochs = "ten"', "epochs must be a whole number, got 'ten'"),
     ],
 )

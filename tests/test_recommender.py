@@ -201,6 +201,31 @@ def test_hybrid_without_user_ids_recommends_from_history(blocks, tmp_path):
         Recommender(model="deep", history_gradient=True).fit(events, listings)
 
 
+@pytest.mark.parametrize(
+    ("model", "params"),
+    [
+        ("hybrid", {"hidden": 24, "feature_dim": 4, "history": 3, "id_dropout": 0.0}),
+        ("deep", {"hidden": 24, "feature_dim": 4}),
+    ],
+)
+def test_model_size_parameters_reach_the_network_and_the_saved_model(
+    blocks, tmp_path, model, params
+):
+    events, listings, _, _ = blocks
+    rec = Recommender(
+        model=model, epochs=1, batch_size=256, progress=False, log=None, **params
+    ).fit(events, listings)
+    first_layer = rec.model_.listing_mlp[0] if model == "hybrid" else rec.model_.mlp[0]
+    assert first_layer.out_features == 24
+    assert rec.model_.features.output_dim == 4 * len(rec.pipeline_.encoders)
+    if model == "hybrid":
+        assert rec.model_.histories.shape[1] == 3 and rec.model_.id_dropout == 0.0
+    again = load(rec.save(tmp_path / model))
+    assert {k: again.get_params()[k] for k in params} == params
+    assert {k: again.model_.config[k] for k in params} == params
+    assert again.recommend(["Nutzer 3 🚗"]) == rec.recommend(["Nutzer 3 🚗"])
+
+
 def test_filters_in_library_calls(fitted_mf):
     [result] = fitted_mf.similar(["Wagen 0 ä"], k=5, filters=["make=BMW"])
     assert result["results"] and all(hit["make"] == "BMW" for hit in result["results"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -43,6 +44,15 @@ MODELS: dict[str, type[RecModel]] = {
     "hybrid": HybridTwoTower,
 }
 FEATURE_MODELS = ("deep", "hybrid")
+# parameters that only some models read: set for another model, they are an error, not ignored
+MODEL_ONLY_PARAMS = {
+    "hidden": FEATURE_MODELS,
+    "feature_dim": FEATURE_MODELS,
+    "history": ("hybrid",),
+    "id_dropout": ("hybrid",),
+    "user_ids": ("hybrid",),
+    "history_gradient": ("hybrid",),
+}
 Source = str | Path | pd.DataFrame
 FilterSpec = Sequence[str | Filter] | Mapping[str, Any] | None
 
@@ -79,6 +89,10 @@ class Recommender:
         temperature: float = 0.1,
         negatives_from: str = "batch",
         negatives: int = 512,
+        hidden: int = 128,
+        feature_dim: int = 16,
+        history: int = 20,
+        id_dropout: float = 0.3,
         user_ids: bool = True,
         history_gradient: bool = False,
         precision: str = "auto",
@@ -105,6 +119,10 @@ class Recommender:
         self.temperature = temperature
         self.negatives_from = negatives_from
         self.negatives = negatives
+        self.hidden = hidden
+        self.feature_dim = feature_dim
+        self.history = history
+        self.id_dropout = id_dropout
         self.user_ids = user_ids
         self.history_gradient = history_gradient
         self.precision = precision
@@ -201,10 +219,18 @@ class Recommender:
         """Raise ValueError naming the first bad parameter; ``fit`` calls it before any work."""
         if self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}; choose from {', '.join(MODELS)}")
-        if not self.user_ids and self.model != "hybrid":
-            raise ValueError("user_ids=False needs model 'hybrid' (users are their listings)")
-        if self.history_gradient and self.model != "hybrid":
-            raise ValueError("history_gradient=True needs model 'hybrid'")
+        defaults = inspect.signature(Recommender).parameters
+        for name, models in MODEL_ONLY_PARAMS.items():
+            value = getattr(self, name)
+            if self.model not in models and value != defaults[name].default:
+                needs = " or ".join(repr(m) for m in models)
+                raise ValueError(f"{name}={value!r} needs model {needs}")
+        for name in ("hidden", "feature_dim", "history"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not 0 <= self.id_dropout < 1:
+            raise ValueError(f"id_dropout must be in [0, 1), got {self.id_dropout!r}")
         self._train_config(1)  # TrainConfig checks the training settings
         resolve_device(self.device)
 
@@ -232,11 +258,14 @@ class Recommender:
         torch.manual_seed(self.seed)
         if self.model == "mf":
             return MatrixFactorization(len(data.users), len(data.listings), dim=self.dim)
-        options = (
-            {"user_ids": self.user_ids, "history_gradient": self.history_gradient}
-            if self.model == "hybrid"
-            else {}
-        )
+        options: dict[str, Any] = {"feature_dim": self.feature_dim, "hidden": self.hidden}
+        if self.model == "hybrid":
+            options.update(
+                history=self.history,
+                id_dropout=self.id_dropout,
+                user_ids=self.user_ids,
+                history_gradient=self.history_gradient,
+            )
         model = MODELS[self.model](
             len(data.users),
             len(data.listings),
@@ -642,6 +671,10 @@ class Recommender:
             "temperature",
             "negatives_from",
             "negatives",
+            "hidden",
+            "feature_dim",
+            "history",
+            "id_dropout",
             "user_ids",
             "history_gradient",
             "precision",
