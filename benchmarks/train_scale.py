@@ -1,6 +1,6 @@
 """Training at scale: load time, epoch time, time to the best validation score and peak memory.
 
-    python benchmarks/train_scale.py [--sizes 1M,5M,all] [--models mf,hybrid,hybrid-bf16,als,...]
+    python benchmarks/train_scale.py [--sizes 1M,5M,all] [--models mf,hybrid,als,...]
         [--budget-seconds 600] [--seeds 0,1,2] [--out docs/benchmarks-scale.md]
     python benchmarks/train_scale.py --smoke          # tiny data, seconds; prints the table
 
@@ -46,13 +46,12 @@ import pyarrow.parquet as pq
 from report_page import write_generated
 
 DEFAULT_DATA = Path.home() / ".cache" / "embedrec" / "cars-large-seed0"
-OURS = ("mf", "hybrid", "hybrid-bf16")
+OURS = ("mf", "hybrid")
 PEERS = ("als", "bpr", "lightfm")
 PEER_MODULES = {"als": "implicit", "bpr": "implicit", "lightfm": "lightfm"}
 NAMES = {
     "mf": "embedrec mf",
     "hybrid": "embedrec hybrid",
-    "hybrid-bf16": "embedrec hybrid, bf16",
     "als": "implicit ALS",
     "bpr": "implicit BPR",
     "lightfm": "LightFM WARP + features",
@@ -194,8 +193,7 @@ class Tracker:
 
 
 def child_ours(spec: dict[str, Any]) -> dict[str, Any]:
-    """Fit ``mf`` or ``hybrid`` (``hybrid-bf16``: with ``precision="bf16"``) through the
-    Recommender, timing each epoch and validation.
+    """Fit ``mf`` or ``hybrid`` through the Recommender, timing each epoch and validation.
 
     The trainer's ``validation_recall`` and the recommender's ``train`` are wrapped (not
     changed) to see when training starts, where each epoch ends and to enforce the budget.
@@ -226,9 +224,8 @@ def child_ours(spec: dict[str, Any]) -> dict[str, Any]:
     trainer_module.validation_recall = validation_recall
 
     rec = Recommender(
-        model=spec["model"].removesuffix("-bf16"),
+        model=spec["model"],
         seed=spec["seed"],
-        precision="bf16" if spec["model"].endswith("-bf16") else "auto",
         epochs=spec["max_epochs"],
         patience=spec["patience"],
         validation_fraction=0.1,
@@ -574,7 +571,13 @@ def run(args: argparse.Namespace) -> int:
                 record = {"kind": "fit", "size": size, "model": model, "seed": seed}
                 append_result(
                     results,
-                    {**record, "n_events": n_events, "max_epochs": args.max_epochs, **result},
+                    {
+                        **record,
+                        "n_events": n_events,
+                        "max_epochs": args.max_epochs,
+                        "val_users": args.val_users,
+                        **result,
+                    },
                 )
         if args.profile and n == sizes[0]:
             log(f"{size}: profile {args.profile}")
@@ -609,6 +612,14 @@ def environment(threads: int) -> list[str]:
     ]
 
 
+def auto_precision() -> str:
+    import torch
+
+    from embedrec.training.trainer import bf16_steps
+
+    return "bf16" if bf16_steps("auto", torch.device("cpu")) else "fp32"
+
+
 def fmt(value: Any, digits: int = 1) -> str:
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return "–"
@@ -630,6 +641,8 @@ def render(
     time to best over training seeds where ``seeds`` (``read_seeds``) holds several."""
     sizes, models = list(sizes), list(models)
     loads = [results.get(("load", s, "")) for s in sizes]
+    counts = {r.get("val_users") for k, r in results.items() if k[0] == "fit" and k[1] in sizes}
+    sample = f"{counts.pop():,} " if len(counts) == 1 and None not in counts else ""
     lines = [
         "# Training at scale",
         "",
@@ -645,11 +658,12 @@ def render(
         "a size of N events is its first N events in time order, with the listings they name.",
         "- Protocol (all models): pairs merged by embedrec's `prepare`; the last 10% of pairs by "
         "time held out; after each epoch (iteration) Recall@10 over the full catalogue, training "
-        "listings excluded, on one fixed sample of validation users (`evaluate_scorer`); stop "
-        f"after patience+1 epochs without gain, at the epoch cap, or after {budget_s:.0f} s of "
-        "wall time. Dimension 32 for every model; library defaults otherwise (ours: softmax "
-        "loss, batch 4096; implicit ALS/BPR; LightFM WARP, identity + make, segment, body, "
-        "price decile, region item features).",
+        f"listings excluded, on one fixed sample of {sample}validation users (`evaluate_scorer`); "
+        f"stop after patience+1 epochs without gain, at the epoch cap, or after {budget_s:.0f} s "
+        "of wall time. Dimension 32 for every model; library defaults otherwise (ours: softmax "
+        f'loss, batch 4096, `precision="auto"`: {auto_precision()} steps on this CPU; '
+        "implicit ALS/BPR; LightFM WARP, identity + make, segment, body, price decile, region "
+        "item features).",
         "- s/epoch: median training time of an epoch, validation excluded; samples/s: training "
         "pairs / s/epoch; to best: training time summed up to the best epoch (train) and wall "
         "time from the start of training to the end of that epoch, earlier validations "
