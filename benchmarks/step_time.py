@@ -77,10 +77,8 @@ def prepared(events: Path, listings: Path, params: dict[str, Any]) -> tuple[Any,
     original = recommender_module.train
     recommender_module.train = capture
     try:
-        rec = Recommender(progress=False, log=None, **params)
-        rec.check_params()
         with contextlib.suppress(SetupDone):
-            rec.fit(events, listings)
+            Recommender(progress=False, log=None, **params).fit(events, listings)
     finally:
         recommender_module.train = original
     return captured["model"], captured["data"], captured["config"]

@@ -229,8 +229,13 @@ class Recommender:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not 0 <= self.id_dropout < 1:
-            raise ValueError(f"id_dropout must be in [0, 1), got {self.id_dropout!r}")
+        dropout = self.id_dropout
+        if (
+            isinstance(dropout, bool)
+            or not isinstance(dropout, int | float)
+            or not 0 <= dropout < 1
+        ):
+            raise ValueError(f"id_dropout must be a number in [0, 1), got {dropout!r}")
         self._train_config(1)  # TrainConfig checks the training settings
         resolve_device(self.device)
 
