@@ -243,7 +243,14 @@ def child_ours(spec: dict[str, Any]) -> dict[str, Any]:
     setup_s = tracker.train_started - started
     if stopped is None:
         stopped = "max epochs" if len(tracker.epochs) >= spec["max_epochs"] else "patience"
-    return {**pairs, "setup_s": setup_s, "epochs": tracker.epochs, "stopped": stopped}
+    bf16 = trainer_module.bf16_steps(rec.precision, trainer_module.resolve_device(rec.device))
+    return {
+        **pairs,
+        "setup_s": setup_s,
+        "epochs": tracker.epochs,
+        "stopped": stopped,
+        "bf16_steps": bf16,
+    }
 
 
 def item_features(table: Any) -> Any:
@@ -612,14 +619,6 @@ def environment(threads: int) -> list[str]:
     ]
 
 
-def auto_precision() -> str:
-    import torch
-
-    from embedrec.training.trainer import bf16_steps
-
-    return "bf16" if bf16_steps("auto", torch.device("cpu")) else "fp32"
-
-
 def fmt(value: Any, digits: int = 1) -> str:
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return "–"
@@ -643,6 +642,10 @@ def render(
     loads = [results.get(("load", s, "")) for s in sizes]
     counts = {r.get("val_users") for k, r in results.items() if k[0] == "fit" and k[1] in sizes}
     sample = f"{counts.pop():,} " if len(counts) == 1 and None not in counts else ""
+    steps = {r.get("bf16_steps") for k, r in results.items() if k[0] == "fit" and k[2] in OURS}
+    precision = ""
+    if len(steps) == 1 and None not in steps:
+        precision = f": {'bf16' if steps.pop() else 'fp32'} steps"
     lines = [
         "# Training at scale",
         "",
@@ -661,7 +664,7 @@ def render(
         f"listings excluded, on one fixed sample of {sample}validation users (`evaluate_scorer`); "
         f"stop after patience+1 epochs without gain, at the epoch cap, or after {budget_s:.0f} s "
         "of wall time. Dimension 32 for every model; library defaults otherwise (ours: softmax "
-        f'loss, batch 4096, `precision="auto"`: {auto_precision()} steps on this CPU; '
+        f'loss, batch 4096, `precision="auto"`{precision}; '
         "implicit ALS/BPR; LightFM WARP, identity + make, segment, body, price decile, region "
         "item features).",
         "- s/epoch: median training time of an epoch, validation excluded; samples/s: training "

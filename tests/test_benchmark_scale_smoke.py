@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,9 @@ def test_benchmark_scale_smoke() -> None:
     rows = [line for line in done.stdout.splitlines() if line.startswith("| all | embedrec ")]
     assert len(rows) == 2  # mf and hybrid always run; peers where installed
     assert not any("failed" in row for row in rows)
+    # the protocol names what the runs recorded: their validation users and our step precision
+    assert "one fixed sample of 200 validation users" in done.stdout
+    assert re.search(r'`precision="auto"`: (bf16|fp32) steps;', done.stdout)
     if "| all | LightFM WARP + features |" in done.stdout:
         assert "hybrid gets within one standard error of its best" in done.stdout
 
