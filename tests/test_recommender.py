@@ -226,6 +226,27 @@ def test_model_size_parameters_reach_the_network_and_the_saved_model(
     assert again.recommend(["Nutzer 3 🚗"]) == rec.recommend(["Nutzer 3 🚗"])
 
 
+def test_numpy_numbers_are_accepted_and_saved_as_json_numbers(blocks, tmp_path):
+    # parameters read from a NumPy grid or a DataFrame of configurations
+    events, listings, _, _ = blocks
+    params = {
+        "epochs": np.int64(1),
+        "batch_size": np.int64(256),
+        "lr": np.float64(0.05),
+        "hidden": np.int64(24),
+        "history": np.int32(3),
+        "id_dropout": np.float32(0.25),
+        "user_ids": np.bool_(True),
+    }
+    rec = Recommender(progress=False, log=None, **params).fit(events, listings)
+    assert rec.model_.listing_mlp[0].out_features == 24
+    saved = json.loads((rec.save(tmp_path / "m") / "config.json").read_text())
+    assert {k: saved["params"][k] for k in params} == {k: v.item() for k, v in params.items()}
+    assert saved["model_config"]["hidden"] == 24 and saved["model_config"]["history"] == 3
+    again = load(tmp_path / "m")
+    assert again.recommend(["Nutzer 3 🚗"]) == rec.recommend(["Nutzer 3 🚗"])
+
+
 def test_filters_in_library_calls(fitted_mf):
     [result] = fitted_mf.similar(["Wagen 0 ä"], k=5, filters=["make=BMW"])
     assert result["results"] and all(hit["make"] == "BMW" for hit in result["results"])

@@ -20,6 +20,16 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 
 
+def json_text(value: Any) -> str:
+    """``value`` as indented JSON; NumPy numbers (a parameter taken from an array or a
+    DataFrame) are written as JSON numbers, anything else unknown as its string."""
+
+    def plain(item: Any) -> Any:
+        return item.item() if hasattr(item, "item") and hasattr(item, "dtype") else str(item)
+
+    return json.dumps(value, indent=2, default=plain)
+
+
 class BundleError(ValueError):
     """A model directory that is missing, corrupt, truncated or not ours."""
 
@@ -37,7 +47,7 @@ def write_bundle(
             write(staging / name)
             checksums[name] = _sha256(staging / name)
         manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta, "files": checksums}
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+        (staging / MANIFEST).write_text(json_text(manifest))
         _fsync_dir(staging)
         if target.exists():
             if not (target / MANIFEST).exists() and any(target.iterdir()):

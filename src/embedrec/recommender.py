@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from embedrec import __version__
-from embedrec.bundle import BundleError, read_manifest, write_bundle
+from embedrec.bundle import BundleError, json_text, read_manifest, write_bundle
 from embedrec.data.errors import DataError
 from embedrec.data.ids import IdMap
 from embedrec.data.io import DEFAULT_EVENT_WEIGHTS, load_interactions, load_listings
@@ -227,14 +228,10 @@ class Recommender:
                 raise ValueError(f"{name}={value!r} needs model {needs}")
         for name in ("hidden", "feature_dim", "history"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         dropout = self.id_dropout
-        if (
-            isinstance(dropout, bool)
-            or not isinstance(dropout, int | float)
-            or not 0 <= dropout < 1
-        ):
+        if isinstance(dropout, bool) or not isinstance(dropout, Real) or not 0 <= dropout < 1:
             raise ValueError(f"id_dropout must be a number in [0, 1), got {dropout!r}")
         self._train_config(1)  # TrainConfig checks the training settings
         resolve_device(self.device)
@@ -611,7 +608,7 @@ class Recommender:
         }
         writers = {
             "weights.safetensors": lambda p: save_file(tensors, str(p)),
-            "config.json": lambda p: p.write_text(json.dumps(config, indent=2, default=str)),
+            "config.json": lambda p: p.write_text(json_text(config)),
             "users.parquet": self.users_.save,
             "listing_ids.parquet": self.listings_.save,
             "listings.parquet": lambda p: pq.write_table(
