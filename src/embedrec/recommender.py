@@ -97,6 +97,7 @@ class Recommender:
         user_ids: bool = True,
         history_gradient: bool = False,
         precision: str = "auto",
+        workers: int = 1,
         patience: int = 3,
         validation_fraction: float = 0.1,
         validation_users: int = 3000,
@@ -127,6 +128,7 @@ class Recommender:
         self.user_ids = user_ids
         self.history_gradient = history_gradient
         self.precision = precision
+        self.workers = workers
         self.patience = patience
         self.validation_fraction = validation_fraction
         self.validation_users = validation_users
@@ -249,6 +251,7 @@ class Recommender:
             negatives_from=self.negatives_from,
             negatives=self.negatives,
             precision=self.precision,
+            workers=self.workers,
             patience=self.patience,
             validation_users=self.validation_users,
             seed=self.seed,
@@ -680,6 +683,7 @@ class Recommender:
             "user_ids",
             "history_gradient",
             "precision",
+            "workers",
             "lr",
             "loss",
             "patience",

@@ -50,6 +50,10 @@ class RecModel(nn.Module):
     def refresh(self) -> None:
         """Called when weights changed outside a step (new epoch, before validation)."""
 
+    def fill_cache(self) -> None:
+        """Compute what training steps read from a cache now, not in the first step: worker
+        processes forked afterwards share it instead of each computing its own."""
+
     @property
     def config(self) -> dict[str, Any]:
         raise NotImplementedError

@@ -188,6 +188,9 @@ class HybridTwoTower(FeatureModel):
     def catalogue_vectors(self, n_listings: int) -> torch.Tensor:
         return self.all_listing_vectors()[:n_listings]
 
+    def fill_cache(self) -> None:
+        self.all_listing_vectors()
+
     def refresh(self) -> None:
         """Forget the cached listing vectors: the listing tower changed."""
         self.cached_listings = None
