@@ -33,6 +33,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -140,9 +141,39 @@ def peak_rss_gb() -> float:
 
 
 def memory_gb(record: dict[str, Any]) -> float:
-    """A fit's peak memory: its process's peak RSS, plus its largest worker's if it had any
-    (an upper bound: both count the memory they share)."""
-    return record["peak_rss_gb"] + record.get("workers_peak_rss_gb", 0.0)
+    """A fit's peak memory: its process's peak RSS, or, when worker processes trained with
+    it, the larger of that and the peak of their summed proportional set sizes."""
+    return max(record["peak_rss_gb"], record.get("peak_pss_gb", 0.0))
+
+
+def proportional_set_gb(pid: int) -> float:
+    """``pid``'s proportional set size: its private memory plus its share of pages that it
+    shares with other processes (Linux)."""
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        for line in rollup:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024 / GB
+    return 0.0
+
+
+class MemorySampler(threading.Thread):
+    """Samples the summed proportional set sizes of this process and its children (workers
+    share the weights and data with it: their RSS would count them again) every
+    ``every_s`` seconds; reading them costs about 0.1 s a process for 5 GB."""
+
+    def __init__(self, every_s: float = 15.0) -> None:
+        super().__init__(daemon=True)
+        self.every_s, self.peak_gb, self.done = every_s, 0.0, threading.Event()
+
+    def run(self) -> None:
+        pid = os.getpid()
+        while not self.done.wait(self.every_s):
+            with contextlib.suppress(OSError, ValueError):
+                with open(f"/proc/{pid}/task/{pid}/children") as children:
+                    pids = [int(child) for child in children.read().split()]
+                if pids:  # only while workers run: the parent alone is its RSS
+                    total = sum(proportional_set_gb(p) for p in [pid, *pids])
+                    self.peak_gb = max(self.peak_gb, total)
 
 
 def child_load(spec: dict[str, Any]) -> dict[str, Any]:
@@ -444,15 +475,15 @@ def child_main(spec: dict[str, Any]) -> None:
     elif kind == "profile":
         result = child_profile(spec)
     elif spec["model"] in OURS:
+        sampler = MemorySampler()
+        sampler.start()
         result = child_ours(spec)
+        sampler.done.set()
+        if sampler.peak_gb:
+            result["peak_pss_gb"] = sampler.peak_gb
     else:
         result = child_peer(spec)
     result["peak_rss_gb"] = peak_rss_gb()
-    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / GB
-    if workers:
-        # the largest worker process's peak; it counts the weights and data it shares with
-        # this process again, so the two added are an upper bound on the memory in use
-        result["workers_peak_rss_gb"] = workers
     print(json.dumps(result), flush=True)
 
 
@@ -690,8 +721,9 @@ def render(
         "pairs / s/epoch; to best: training time summed up to the best epoch (train) and wall "
         "time from the start of training to the end of that epoch, earlier validations "
         "included (wall); setup: load + prepare + features + model before the first epoch; "
-        "peak RSS: `ru_maxrss` of the child process that did it all (with 2 workers, plus the "
-        "larger worker's: an upper bound, as both count the weights and data they share).",
+        "peak RSS: `ru_maxrss` of the child process that did it all; with 2 workers, the larger "
+        "of that and the peak sum of the processes' proportional set sizes, sampled every 15 s "
+        "(the workers share weights and data with it, which their RSS would count again).",
         "",
         "## Loading the interactions (Parquet)",
         "",

@@ -135,6 +135,8 @@ def test_negatives_are_trained_listings_all_of_them_when_few(blocks, monkeypatch
         ({"temperature": 0.0}, "temperature must be positive"),
         ({"precision": "fp8"}, "precision must be one of auto, fp32, bf16"),
         ({"validation_users": 0}, "validation_users must be positive"),
+        ({"workers": 0}, "workers must be positive"),
+        ({"workers": 1.5}, "workers must be a whole number, got 1.5"),
         ({"hidden": 0}, "hidden must be a positive integer, got 0"),
         ({"feature_dim": 2.5}, "feature_dim must be a positive integer, got 2.5"),
         ({"history": True}, "history must be a positive integer, got True"),

@@ -92,14 +92,7 @@ class TrainConfig:
             )
         if not self.temperature > 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
-        for name in (
-            "epochs",
-            "batch_size",
-            "negatives",
-            "workers",
-            "patience",
-            "validation_users",
-        ):
+        for name in (n for n in WHOLE_NUMBERS if n != "seed"):
             if getattr(self, name) < (0 if name == "patience" else 1):
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
@@ -281,8 +274,12 @@ def train_epoch(
     bf16 = bf16_steps(config.precision, users.device)
     n_batches = -(-len(users) // config.batch_size)
     workers = min(config.workers, n_batches)
-    seeds = [int(torch.randint(2**62, (1,), generator=generator)) for _ in range(workers)]
-    generators = [generator] if workers == 1 else [torch.Generator().manual_seed(s) for s in seeds]
+    parallel = workers > 1
+    seeds: list[int] = []
+    generators = [generator]  # one process draws from it alone, as before workers existed
+    if parallel:
+        seeds = [int(torch.randint(2**62, (1,), generator=generator)) for _ in range(workers)]
+        generators = [torch.Generator().manual_seed(s) for s in seeds]
 
     def step(index: int, worker: int) -> float:
         batch = order[index * config.batch_size : (index + 1) * config.batch_size]
@@ -309,7 +306,7 @@ def train_epoch(
             model.refresh()
         return float(loss.detach())
 
-    if workers == 1:
+    if not parallel:
         batches = tqdm(
             range(n_batches),
             desc=progress_label,
