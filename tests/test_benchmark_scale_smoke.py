@@ -20,13 +20,18 @@ def test_benchmark_scale_smoke() -> None:
     assert "| events | rows | pyarrow read s |" in done.stdout
     assert "| events | model | train pairs |" in done.stdout
     rows = [line for line in done.stdout.splitlines() if line.startswith("| all | embedrec ")]
-    assert len(rows) == 2  # mf and hybrid always run; peers where installed
+    # mf, hybrid and hybrid with two worker processes always run; peers where installed
+    assert [row.split("|")[2].strip() for row in rows] == [
+        "embedrec mf",
+        "embedrec hybrid",
+        "embedrec hybrid, 2 workers",
+    ]
     assert not any("failed" in row for row in rows)
     # the protocol names what the runs recorded: their validation users and our step precision
     assert "one fixed sample of 200 validation users" in done.stdout
     assert re.search(r'`precision="auto"`: (bf16|fp32) steps;', done.stdout)
     if "| all | LightFM WARP + features |" in done.stdout:
-        assert "hybrid gets within one standard error of its best" in done.stdout
+        assert "embedrec hybrid, 2 workers gets within one standard error" in done.stdout
 
 
 def test_benchmark_scale_smoke_reports_time_to_best_over_seeds() -> None:
