@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from embedrec import Recommender, load
-from embedrec.training.parallel import run_workers, shared_zeros
+from embedrec.training.parallel import run_workers, shared_zeros, to_shared
 from embedrec.training.trainer import refresh_due
 
 
@@ -39,6 +39,13 @@ def test_each_batch_runs_once_in_its_workers_turn_and_writes_reach_the_parent():
     assert total == sum(range(1, 8))
     # worker w takes the batches w, w + 2, ... of the range
     assert written.tolist() == [0, 1, 2, 1, 2, 1, 2, 1]
+
+
+def test_shared_copies_keep_shape_dtype_and_values():
+    for tensor in (torch.arange(6.0).view(2, 3), torch.tensor(4.0), torch.zeros(0, 8)):
+        shared = to_shared(tensor)
+        assert shared.shape == tensor.shape and shared.dtype == tensor.dtype
+        assert torch.equal(shared, tensor)
 
 
 def test_a_failing_worker_stops_training_with_its_error():

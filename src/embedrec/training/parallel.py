@@ -1,9 +1,10 @@
 """Hogwild training: worker processes take turns through an epoch's batches on shared weights.
 
-Two one-thread processes on this project's 2-core machine took 22-23 ms per hybrid step
-together, against 30-36 ms for one process with two threads: the small kernels of a step
-leave cores idle that a second process fills. Workers update the weights without locks (as
-LightFM and implicit's BPR do with threads), so a run is not reproducible bit for bit.
+On a 2-core machine two one-thread processes took 24.2 ms per hybrid step together, against
+34.7 ms for one process with two threads (5M car events; a 20M epoch took 106 s instead of
+150-164 s): the small kernels of a step leave cores idle that a second process fills.
+Workers update the weights without locks (as LightFM and implicit's BPR do with threads), so
+a run is not reproducible bit for bit.
 
 Weights and optimizer state live in anonymous shared memory that forked workers inherit, not
 in ``/dev/shm``, which containers often cap at 64 MB.
@@ -29,8 +30,9 @@ def fork_available() -> bool:
 
 def shared_zeros(n: int, dtype: torch.dtype) -> torch.Tensor:
     """A zero tensor in anonymous shared memory: forked processes see each other's writes."""
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    buffer = mmap.mmap(-1, max(n * itemsize, 1))
+    if n == 0:  # nothing to share; frombuffer refuses an empty buffer
+        return torch.zeros(0, dtype=dtype)
+    buffer = mmap.mmap(-1, n * torch.empty((), dtype=dtype).element_size())
     return torch.frombuffer(buffer, dtype=dtype, count=n)
 
 

@@ -64,8 +64,8 @@ class TrainConfig:
     # "auto": bf16 where the CPU has those instructions, fp32 elsewhere
     precision: str = "auto"
     # processes training at once on shared weights (Hogwild, see training/parallel.py): on 2
-    # cores, 2 workers took 1.35-1.55x as many steps a second as one; CPU only, and a run
-    # with more than one is not reproducible bit for bit
+    # cores, 2 workers took 30% less time a step than one; CPU only, and a run with more than
+    # one is not reproducible bit for bit
     workers: int = 1
     patience: int = 3
     validation_users: int = 3000
