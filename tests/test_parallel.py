@@ -28,6 +28,18 @@ def test_two_workers_learn_the_groups(blocks, tmp_path, model):
     assert again.similar(["Wagen 0 ä"], k=5) == rec.similar(["Wagen 0 ä"], k=5)
 
 
+def test_workers_without_fork_are_refused_before_any_work(blocks, monkeypatch):
+    # as on a system whose processes cannot be started by fork
+    monkeypatch.setattr("embedrec.training.trainer.fork_available", lambda: False)
+    events, listings, _, _ = blocks
+    rec = Recommender(workers=2, progress=False, log=None)
+    with pytest.raises(ValueError, match="workers=2 needs the CPU and processes started by fork"):
+        rec.check_params()
+    with pytest.raises(ValueError, match="fork is not available"):
+        rec.fit(events, listings)
+    assert not hasattr(rec, "model_")
+
+
 def test_each_batch_runs_once_in_its_workers_turn_and_writes_reach_the_parent():
     written = shared_zeros(8, torch.int64)
 

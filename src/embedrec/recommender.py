@@ -37,7 +37,13 @@ from embedrec.models.base import RecModel
 from embedrec.models.deep import DeepHybrid
 from embedrec.models.hybrid import HybridTwoTower
 from embedrec.models.mf import MatrixFactorization
-from embedrec.training.trainer import TrainConfig, TrainResult, resolve_device, train
+from embedrec.training.trainer import (
+    TrainConfig,
+    TrainResult,
+    check_workers,
+    resolve_device,
+    train,
+)
 
 MODELS: dict[str, type[RecModel]] = {
     "mf": MatrixFactorization,
@@ -236,7 +242,7 @@ class Recommender:
         if isinstance(dropout, bool) or not isinstance(dropout, Real) or not 0 <= dropout < 1:
             raise ValueError(f"id_dropout must be a number in [0, 1), got {dropout!r}")
         self._train_config(1)  # TrainConfig checks the training settings
-        resolve_device(self.device)
+        check_workers(self.workers, resolve_device(self.device))
 
     def _train_config(self, n_pairs: int) -> TrainConfig:
         # unset: at least ~64 steps an epoch on small data, at most 4096 pairs a step

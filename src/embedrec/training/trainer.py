@@ -140,6 +140,16 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
+def check_workers(workers: int, device: torch.device) -> None:
+    """Raise ValueError unless ``workers`` processes can train on ``device`` here."""
+    if workers > 1 and (device.type != "cpu" or not fork_available()):
+        raise ValueError(
+            f"workers={workers} needs the CPU and processes started by fork (Linux); "
+            f"here the device is {device} and fork is "
+            f"{'available' if fork_available() else 'not available'}"
+        )
+
+
 def train(
     model: RecModel,
     data: Interactions,
@@ -155,12 +165,7 @@ def train(
     catalogue with each user's training listings excluded.
     """
     device = resolve_device(config.device)
-    if config.workers > 1 and (device.type != "cpu" or not fork_available()):
-        raise ValueError(
-            f"workers={config.workers} needs the CPU and processes started by fork (Linux); "
-            f"here the device is {device} and fork is "
-            f"{'available' if fork_available() else 'not available'}"
-        )
+    check_workers(config.workers, device)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     model.to(device)
