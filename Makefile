@@ -1,11 +1,12 @@
-# Two commands: `make demo` and `make test`. Both create .venv when it is missing.
+# Two commands: `make demo` and `make test` (`make test-fast`: without the slow, server and
+# browser tests). All create .venv when it is missing.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # A pinned CPU wheel: an unpinned torch pulls a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: demo test lint install install-dev clean
+.PHONY: demo test test-fast lint install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +31,11 @@ demo: install
 test: install-dev
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/pytest
+
+# the unit tests alone: no benchmark smoke runs, HTTP servers or browsers (markers in pyproject)
+test-fast: install-dev
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/pytest -m "not slow and not server and not browser"
 
 lint: install-dev
 	$(BIN)/ruff check src tests benchmarks

@@ -24,7 +24,7 @@ def large_model(work: Path, events: str = "1M", epochs: int = 3) -> tuple[Path, 
     model = work / f"model-large-{events}"
     if not (model / "manifest.json").exists():
         print(f"training hybrid on the first {events} events of the large car data", flush=True)
-        rec = Recommender(model="hybrid", epochs=epochs, refit=False, progress=False, log=None)
+        rec = Recommender(model="hybrid", epochs=epochs, refit=False, progress=False)
         rec.fit(interactions, trained_listings).save(model)
     return model, paths["listings"], interactions
 

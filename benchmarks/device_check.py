@@ -38,7 +38,6 @@ def fit(model: str, device: str, data_dir: Path, epochs: int) -> tuple[Recommend
         refit=False,
         device=device,
         progress=False,
-        log=None,
         seed=0,
     )
     started = time.perf_counter()
@@ -49,10 +48,10 @@ def fit(model: str, device: str, data_dir: Path, epochs: int) -> tuple[Recommend
 def compare(model: str, devices: list[str], data_dir: Path, epochs: int) -> dict[str, Any]:
     (first, first_s), (second, second_s) = (fit(model, d, data_dir, epochs) for d in devices)
     losses = [np.array([h["loss"] for h in rec.report_["history"]]) for rec in (first, second)]
-    vectors = [rec.catalogue()[0].vectors for rec in (first, second)]
+    vectors = [rec.retriever().catalogue.vectors for rec in (first, second)]
     users = first.users_.ids[:500]
     tops = [
-        [[hit["listing_id"] for hit in row["results"]] for row in rec.recommend(users, k=10)]
+        [answer.ids for answer in rec.recommend(users, k=10)]
         for rec in (first, second)
     ]
     agree = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(*tops, strict=True)])

@@ -30,7 +30,8 @@ from embedrec.datasets.geography import haversine_km
 from embedrec.evaluation import EASE, ItemKNN, Popularity
 from embedrec.evaluation.metrics import evaluate_scorer
 from embedrec.evaluation.report import warm_cold_report
-from embedrec.recommender import EvaluationTask
+from embedrec.retrieval.evaluation import EvaluationTask
+from embedrec.retrieval.evaluation import scorer as model_scorer
 
 KS = (10, 20)
 # the page's two generated parts, each rewritten only by the run that measures it
@@ -85,11 +86,12 @@ def baseline_scorer(model, task):  # noqa: ANN001, ANN201
 def aligned_scorer(rec: Recommender, task):  # noqa: ANN001, ANN201
     """Scores of any fitted Recommender on ``task``'s catalogue rows (-inf where it cannot
     embed a listing), so that every model is ranked on the same task."""
-    own, _ = rec.catalogue(task.catalogue.table)
+    retriever = rec.retriever(task.catalogue.table)
+    own = retriever.catalogue
     position = own.rows_of(task.catalogue.table["listing_id"].tolist())
     scorable = position >= 0
     users = rec.users_.indices(task.user_ids)
-    inner = rec.scorer(EvaluationTask(own, users, None, None, None, {}))
+    inner = model_scorer(retriever, EvaluationTask(own, users, None, None, None, {}))
 
     def score(batch: np.ndarray) -> np.ndarray:
         out = np.full((len(batch), len(position)), -np.inf, dtype=np.float32)
@@ -182,7 +184,7 @@ def movielens_section(models: list[str], seed: int) -> list[str]:
     reference = None
     for name in models:
         started = time.perf_counter()
-        rec = Recommender(model=name, seed=seed, progress=False, log=None).fit(split.train, items)
+        rec = Recommender(model=name, seed=seed, progress=False).fit(split.train, items)
         seconds = time.perf_counter() - started
         if reference is None:
             reference = rec
@@ -248,7 +250,7 @@ def main() -> None:
     for name in args.models.split(","):
         started = time.perf_counter()
         rec = Recommender(
-            model=name, epochs=args.epochs, seed=args.seed, progress=False, log=None
+            model=name, epochs=args.epochs, seed=args.seed, progress=False
         ).fit(train, known)
         seconds = time.perf_counter() - started
         fitted[name] = rec
@@ -373,7 +375,7 @@ def _neighbours_section(fitted: dict, task, reference: Recommender) -> list[str]
     knn_rows = np.where(found >= 0, to_catalogue[np.maximum(found, 0)], -1)
     rows_of["item-kNN, warm"] = (warm_rows, _shares(catalogue.table, warm_rows, knn_rows))
     for name, rec in fitted.items():
-        own = rec.catalogue(catalogue.table)[0] if rec is not reference else catalogue
+        own = rec.retriever(catalogue.table).catalogue if rec is not reference else catalogue
         ids = catalogue.table["listing_id"].to_numpy()
         own_warm = own.rows_of(ids[warm_rows].tolist())
         own_warm = own_warm[own_warm >= 0]

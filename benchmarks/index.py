@@ -28,7 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from report_page import write_generated  # noqa: E402
 
-from embedrec.index.filters import allowed_mask, allowed_rows, parse_filter  # noqa: E402
+from embedrec.index.filters import (  # noqa: E402
+    FilterCache,
+    allowed_mask,
+    allowed_rows,
+    parse_filter,
+)
 from embedrec.index.vector_index import VectorIndex  # noqa: E402
 
 
@@ -58,10 +63,10 @@ def trained_vectors(work: Path, queries: int, seed: int) -> tuple[np.ndarray, np
     from embedrec import Recommender
 
     model, listings, _ = large_model(work)
-    rec = Recommender.load(model)
-    catalogue, _ = rec.catalogue(listings)
+    retriever = Recommender.load(model).retriever(listings)
+    catalogue = retriever.catalogue
     x = np.ascontiguousarray(catalogue.unit_vectors, dtype=np.float32)
-    query_vectors, _, _ = rec.embed_listings(new_listings(listings, queries, seed))
+    query_vectors, _, _ = retriever.embed_listings(new_listings(listings, queries, seed))
     query_vectors /= np.linalg.norm(query_vectors, axis=1, keepdims=True)
     return x[np.random.default_rng(seed).permutation(len(x))], query_vectors
 
@@ -87,12 +92,14 @@ def listing_table(n: int, rng: np.random.Generator) -> pd.DataFrame:
     )
 
 
-def filtered_search(index: VectorIndex, table: pd.DataFrame, filters, q: np.ndarray, k: int):
+def filtered_search(
+    index: VectorIndex, table: pd.DataFrame, cache: FilterCache, filters, q: np.ndarray, k: int
+):
     """What the catalogue does for a filtered query: the filter's rows, then the search."""
     allowed = None
     if filters is not None:
-        allowed = allowed_rows(filters, table, index.filter_exact_below)
-        allowed = allowed_mask(filters, table) if allowed is None else allowed
+        allowed = allowed_rows(filters, table, index.filter_exact_below, cache)
+        allowed = allowed_mask(filters, table, cache) if allowed is None else allowed
     return index.search(q, k, allowed=allowed)[0]
 
 
@@ -149,6 +156,7 @@ def run(args: argparse.Namespace) -> str:
             x, queries = data[:n], data[n:]
         rng = np.random.default_rng(args.seed + 1)
         table = listing_table(n, rng)
+        cache = FilterCache()  # the table's converted columns, as a catalogue keeps them
         filters = {name: [parse_filter(name)] for name in ("category=c7", "price<=999", "u<0.3")}
         filters = {"none": None, **filters}
         masks = {name: None if f is None else allowed_mask(f, table) for name, f in filters.items()}
@@ -162,12 +170,12 @@ def run(args: argparse.Namespace) -> str:
             faiss.omp_set_num_threads(1)
             n_q = min(len(queries), args.exact_queries if kind == "exact" else len(queries))
             for name, fs in filters.items():
-                filtered_search(index, table, fs, queries[:5], k)  # warm-up, column indexes
+                filtered_search(index, table, cache, fs, queries[:5], k)  # warm-up, indexes
                 found = np.empty((n_q, k), dtype=np.int64)
                 latency = np.empty(n_q)
                 for i in range(n_q):
                     t0 = time.perf_counter()
-                    found[i] = filtered_search(index, table, fs, queries[i : i + 1], k)[0]
+                    found[i] = filtered_search(index, table, cache, fs, queries[i : i + 1], k)[0]
                     latency[i] = time.perf_counter() - t0
                 mask = masks[name]
                 kept = 1.0 if mask is None else mask.mean()
@@ -205,11 +213,11 @@ def catalogue_filters(work: Path, n_queries: int, seed: int) -> list[str]:
     from embedrec import Recommender
 
     model, listings, _ = large_model(work)
-    rec = Recommender.load(model)
-    catalogue, _ = rec.catalogue(listings)
-    rec.warm_up(catalogue)
+    retriever = Recommender.load(model).retriever(listings)
+    retriever.warm_up()
+    catalogue = retriever.catalogue
     index = catalogue.index(True)
-    queries, _, _ = rec.embed_listings(new_listings(listings, n_queries, seed))
+    queries, _, _ = retriever.embed_listings(new_listings(listings, n_queries, seed))
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     faiss.omp_set_num_threads(1)
     lines = [

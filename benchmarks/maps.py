@@ -44,11 +44,11 @@ def main() -> None:
         if not (data_dir / "interactions.parquet").exists():
             generate_cars(data_dir, size="small", seed=0, progress=False)
         args.model_dir = args.data / "model-small-seed0"
-        Recommender(epochs=args.epochs, progress=False, log=None).fit(
+        Recommender(epochs=args.epochs, progress=False).fit(
             data_dir / "interactions.parquet", data_dir / "listings.parquet"
         ).save(args.model_dir)
     recommender = load(args.model_dir)
-    catalogue, _ = recommender.catalogue()
+    catalogue = recommender.retriever().catalogue
     table, vectors = catalogue.table, catalogue.vectors
     args.out.mkdir(parents=True, exist_ok=True)
     timings = []
@@ -83,7 +83,7 @@ def main() -> None:
         "qashqai-neighbours.png",
         lambda: plot_neighbours_map(
             query,
-            result["results"],
+            [hit.to_dict() for hit in result.hits],
             args.out / "qashqai-neighbours.png",
             title="2018 Nissan Qashqai, Dresden, and its 10 most similar listings",
         ),

@@ -252,7 +252,6 @@ def fit_recommender(model: str) -> Fit:
             seed=ctx.seed,
             device="cpu",
             progress=False,
-            log=None,
             **params,
         )
         rec.fit(train[["user_id", "listing_id", "timestamp"]], ctx.item_table)
@@ -267,26 +266,19 @@ def recommender_scorer(rec: Recommender, ctx: Context) -> ScoreFn:
     The catalogue holds every item of ``ctx.item_table``; ``mf`` embeds only trained items, so
     the rest score -inf (ranked last). Feature models embed never-trained items from features.
     """
-    catalogue, _ = rec.catalogue()
+    catalogue = rec.retriever().catalogue
     columns = catalogue.rows_of(list(ctx.items))
     present = np.flatnonzero(columns >= 0)
     user_rows = rec.users_.indices(ctx.users)
-    model = rec.model_
-    factorized = model.factorized
     vectors = catalogue.vectors[columns[present]]
-    model_rows = torch.as_tensor(catalogue.model_rows[columns[present]])
+    model_rows = catalogue.model_rows[columns[present]]
 
     def score(batch: np.ndarray) -> np.ndarray:
         rows = user_rows[batch]
         if (rows < 0).any():
             raise ValueError("a user to score has no training interactions")
         out = np.full((len(batch), len(ctx.items)), -np.inf, dtype=np.float32)
-        with torch.no_grad():
-            users = torch.as_tensor(rows)
-            if factorized:
-                out[:, present] = model.user_vectors(users).numpy() @ vectors.T
-            else:
-                out[:, present] = model.score_matrix(users, model_rows).numpy()
+        out[:, present] = rec.model_.score_listings(rows, vectors, model_rows, strict=False)
         return out
 
     return score

@@ -239,7 +239,7 @@ def prepare(work: Path, size: str, epochs: int) -> tuple[Path, Path]:
     if not (data / "listings.parquet").exists():
         generate_cars(data, size=size, seed=0, progress=False)
     if not (model / "manifest.json").exists():
-        Recommender(model="hybrid", epochs=epochs, progress=False, log=None).fit(
+        Recommender(model="hybrid", epochs=epochs, progress=False).fit(
             data / "interactions.parquet", data / "listings.parquet"
         ).save(model)
     return data, model

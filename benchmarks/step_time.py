@@ -29,9 +29,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from train_scale import DEFAULT_DATA, ensure_data, parse_size, subset
+from train_scale import DEFAULT_DATA, ensure_data, parse_size, prepared, subset
 
-import embedrec.recommender as recommender_module
 from embedrec import Recommender
 from embedrec.training.trainer import (
     make_optimizers,
@@ -60,28 +59,6 @@ def parse_variant(text: str) -> dict[str, Any]:
             value = float(value) if "." in value else int(value)
         params[key] = value
     return params
-
-
-class SetupDone(Exception):
-    """Raised by the intercepted ``train`` once the pairs and the model exist."""
-
-
-def prepared(events: Path, listings: Path, params: dict[str, Any]) -> tuple[Any, Any, Any]:
-    """(model, training pairs, config) as ``Recommender(**params).fit`` hands them to ``train``."""
-    captured: dict[str, Any] = {}
-
-    def capture(model: Any, data: Any, config: Any, *args: Any, **kwargs: Any) -> None:
-        captured.update(model=model, data=data, config=config)
-        raise SetupDone
-
-    original = recommender_module.train
-    recommender_module.train = capture
-    try:
-        with contextlib.suppress(SetupDone):
-            Recommender(progress=False, log=None, **params).fit(events, listings)
-    finally:
-        recommender_module.train = original
-    return captured["model"], captured["data"], captured["config"]
 
 
 def measure(args: argparse.Namespace, events: Path, listings: Path) -> list[dict[str, Any]]:

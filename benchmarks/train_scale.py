@@ -67,10 +67,6 @@ ITEM_FEATURES = ("make", "segment", "body", "price_bucket", "region")
 GB = 1024**3
 
 
-class BudgetExceeded(Exception):
-    """Raised after an epoch once the wall-clock budget is spent."""
-
-
 # --------------------------------------------------------------------------- data
 
 
@@ -197,16 +193,17 @@ def child_load(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 class Tracker:
-    """Per-epoch timings and scores, the stopping rule and the wall-clock budget."""
+    """Per-epoch timings and scores of a peer's run, with the trainer's own stopping rule
+    (``EarlyStopping``) and the wall-clock budget."""
 
     def __init__(self, budget_s: float, patience: int) -> None:
+        from embedrec.training.trainer import EarlyStopping
+
         self.budget_s = budget_s
-        self.patience = patience
+        self.stopping = EarlyStopping(patience)
         self.epochs: list[dict[str, float]] = []
         self.train_started = 0.0
         self.mark = 0.0
-        self.bad = 0
-        self.best: float | None = None
 
     def start(self) -> None:
         self.train_started = self.mark = time.perf_counter()
@@ -225,46 +222,43 @@ class Tracker:
             }
         )
         self.mark = now
-        if self.best is None or score > self.best:
-            self.best, self.bad = score, 0
-        else:
-            self.bad += 1
-        return self.bad > self.patience
+        self.stopping.update(score)
+        return self.stopping.stop
 
     def over_budget(self) -> bool:
         return time.perf_counter() - self.train_started > self.budget_s
 
 
+# the Recommender's reasons to stop, in this report's words
+STOPPED = {"epochs": "max epochs", "patience": "patience", "time budget": "budget"}
+
+
 def child_ours(spec: dict[str, Any]) -> dict[str, Any]:
-    """Fit ``mf`` or ``hybrid`` through the Recommender, timing each epoch and validation.
+    """Fit ``mf`` or ``hybrid`` through the Recommender, timing each epoch and validation
+    with a callback; the budget is the Recommender's ``time_budget``."""
+    import logging
 
-    The trainer's ``validation_recall`` and the recommender's ``train`` are wrapped (not
-    changed) to see when training starts, where each epoch ends and to enforce the budget.
-    """
-    import embedrec.recommender as recommender_module
-    import embedrec.training.trainer as trainer_module
     from embedrec import Recommender
+    from embedrec.training.trainer import bf16_steps, resolve_device
 
-    tracker = Tracker(spec["budget_s"], spec["patience"])
-    original_train = recommender_module.train
-    original_validation = trainer_module.validation_recall
-    pairs: dict[str, int] = {}
+    logging.basicConfig(stream=sys.stderr, format="%(message)s")
+    logging.getLogger("embedrec").setLevel(logging.INFO)
+    epochs: list[dict[str, float]] = []
+    timing = {"started": 0.0}
 
-    def train(model: Any, data: Any, config: Any, *args: Any, **kwargs: Any) -> Any:
-        pairs.update(train_pairs=len(data), listings=len(data.listings), users=len(data.users))
-        tracker.start()
-        return original_train(model, data, config, *args, **kwargs)
-
-    def validation_recall(*args: Any, **kwargs: Any) -> tuple[float, float]:
-        started = time.perf_counter()
-        score, error = original_validation(*args, **kwargs)
-        tracker.validated(started, score, error)
-        if tracker.over_budget():
-            raise BudgetExceeded
-        return score, error
-
-    recommender_module.train = train
-    trainer_module.validation_recall = validation_recall
+    def record(epoch: int, metrics: dict[str, float], elapsed: float) -> None:
+        if not epochs:  # the first epoch ends ``elapsed`` seconds after training started
+            timing["started"] = time.perf_counter() - elapsed
+        previous = epochs[-1]["elapsed_s"] if epochs else 0.0
+        epochs.append(
+            {
+                "train_s": elapsed - previous - metrics["validation_seconds"],
+                "val_s": metrics["validation_seconds"],
+                "elapsed_s": elapsed,
+                "recall@10": metrics["val_recall@10"],
+                "recall@10_se": metrics["val_recall@10_se"],
+            }
+        )
 
     model, workers = OUR_MODELS[spec["model"]]
     rec = Recommender(
@@ -276,26 +270,35 @@ def child_ours(spec: dict[str, Any]) -> dict[str, Any]:
         validation_fraction=0.1,
         validation_users=spec["val_users"],  # the same users as the peers'
         refit=False,
+        time_budget=spec["budget_s"],
         progress=False,
-        log=lambda message: print(message, file=sys.stderr, flush=True),
     )
     started = time.perf_counter()
-    stopped = None
-    try:
-        rec.fit(spec["events"], spec["listings"])
-    except BudgetExceeded:
-        stopped = "budget"
-    setup_s = tracker.train_started - started
-    if stopped is None:
-        stopped = "max epochs" if len(tracker.epochs) >= spec["max_epochs"] else "patience"
-    bf16 = trainer_module.bf16_steps(rec.precision, trainer_module.resolve_device(rec.device))
+    rec.fit(spec["events"], spec["listings"], callbacks=[record])
+    report = rec.report_
     return {
-        **pairs,
-        "setup_s": setup_s,
-        "epochs": tracker.epochs,
-        "stopped": stopped,
-        "bf16_steps": bf16,
+        "train_pairs": report["pairs"] - report["validation_pairs"],
+        "listings": len(rec.listings_),
+        "users": len(rec.users_),
+        "setup_s": timing["started"] - started,
+        "epochs": epochs,
+        "stopped": STOPPED[report["stopped"]],
+        "bf16_steps": bf16_steps(rec.precision, resolve_device(rec.device)),
     }
+
+
+def prepared(events: Path, listings: Path, params: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """(model, training pairs, config) as ``Recommender(**params).fit`` hands them to its
+    first training run (the part before the time hold-out), through fit's public steps."""
+    from embedrec import Recommender
+    from embedrec.data.prepare import time_holdout
+
+    rec = Recommender(progress=False, **params)
+    rec.check_params()
+    training = rec.prepare(events, listings)
+    fit_part, _ = time_holdout(training.data, rec.validation_fraction)
+    model = rec.build_model(training, fit_part)
+    return model, fit_part, rec.train_config(len(training.data))
 
 
 def item_features(table: Any) -> Any:
@@ -328,7 +331,7 @@ def factor_scorer(
     computed as embedrec's trainer validates (``dot_scorer``)."""
     import torch
 
-    from embedrec.index.exact import dot_scorer
+    from embedrec.ranking import dot_scorer
 
     def tensor(array: np.ndarray) -> Any:
         return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
@@ -342,17 +345,16 @@ def child_peer(spec: dict[str, Any]) -> dict[str, Any]:
     """Fit a peer one epoch (iteration) at a time, validating like embedrec's trainer."""
     from threadpoolctl import threadpool_limits
 
-    from embedrec.data.io import load_interactions, load_listings
-    from embedrec.data.prepare import prepare, time_holdout
+    from embedrec import Recommender
+    from embedrec.data.prepare import time_holdout
     from embedrec.evaluation.metrics import evaluate_scorer
     from embedrec.training.trainer import validation_sample
 
     warnings.filterwarnings("ignore")
     started = time.perf_counter()
-    # the same pairs, catalogue and hold-out as Recommender.fit builds
-    listing_table = load_listings(spec["listings"])
-    data = prepare(load_interactions(spec["events"]), listing_table)
-    data.listings = data.listings.extend(listing_table["listing_id"])
+    # the same pairs, catalogue and hold-out as Recommender.fit builds, by fit's own steps
+    prepared = Recommender(model="mf", progress=False).prepare(spec["events"], spec["listings"])
+    data = prepared.data
     fit_part, held_out = time_holdout(data, 0.1)
     seen, held = fit_part.matrix(), held_out.matrix()
     users = validation_sample(seen, held, spec["val_users"])
@@ -361,8 +363,7 @@ def child_peer(spec: dict[str, Any]) -> dict[str, Any]:
     if model_name == "lightfm":
         from lightfm import LightFM
 
-        positions = listing_table.set_index("listing_id").index.get_indexer(data.listings.ids)
-        features = item_features(listing_table.iloc[positions].reset_index(drop=True))
+        features = item_features(prepared.listings)
         coo = seen.tocoo()
         model = LightFM(no_components=spec["dim"], loss="warp", random_state=spec["seed"])
 
@@ -432,39 +433,28 @@ def child_profile(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    import embedrec.recommender as recommender_module
-    import embedrec.training.trainer as trainer_module
-    from embedrec import Recommender
+    from embedrec.training.trainer import make_optimizers, train_epoch, training_pairs
 
-    original_loss = trainer_module._batch_loss
-    steps = {"n": 0}
-
-    class Enough(Exception):
-        pass
-
-    def batch_loss(*args: Any, **kwargs: Any) -> Any:
-        steps["n"] += 1
-        if steps["n"] > spec["steps"]:
-            raise Enough
-        return original_loss(*args, **kwargs)
-
-    trainer_module._batch_loss = batch_loss
-    original_train = recommender_module.train
-    timing: dict[str, float] = {}
-
-    def train(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        with profile(activities=[ProfilerActivity.CPU]) as prof, contextlib.suppress(Enough):
-            original_train(*args, **kwargs)
-        timing["steps_s"] = time.perf_counter() - started
-        timing["table"] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
-        raise Enough
-
-    recommender_module.train = train
-    rec = Recommender(model=spec["model"], epochs=1, refit=False, progress=False, log=None)
-    with contextlib.suppress(Enough):
-        rec.fit(spec["events"], spec["listings"])
-    return {"steps": spec["steps"], "threads": torch.get_num_threads(), **timing}
+    model, data, config = prepared(spec["events"], spec["listings"], {"model": spec["model"]})
+    (users, listings, weights), log_q, trained = training_pairs(
+        model, data, config, torch.device("cpu")
+    )
+    model.set_training_pairs(users, listings)
+    # the first pairs in training order, so that histories are the real ones
+    n = min(len(users), spec["steps"] * config.batch_size)
+    head = (users[:n], listings[:n], weights[:n])
+    optimizers = make_optimizers(model, config)
+    started = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        train_epoch(
+            model, optimizers, head, log_q, trained, config, torch.Generator().manual_seed(0), None
+        )
+    return {
+        "steps": spec["steps"],
+        "threads": torch.get_num_threads(),
+        "steps_s": time.perf_counter() - started,
+        "table": prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15),
+    }
 
 
 def child_main(spec: dict[str, Any]) -> None:

@@ -47,6 +47,6 @@ def blocks():
 @pytest.fixture(scope="session")
 def fitted_mf(blocks):
     events, listings, _, _ = blocks
-    return Recommender(model="mf", epochs=15, batch_size=256, seed=0, progress=False, log=None).fit(
+    return Recommender(model="mf", epochs=15, batch_size=256, seed=0, progress=False).fit(
         events, listings
     )

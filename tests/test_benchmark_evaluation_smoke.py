@@ -6,6 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "evaluation.py"
 CARS = ("<!-- generated:cars:start -->", "<!-- generated:cars:end -->")
 MOVIELENS = ("<!-- generated:movielens:start -->", "<!-- generated:movielens:end -->")

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "step_time.py"
 
 
@@ -15,6 +17,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_step_time_smoke_times_every_variant() -> None:
     done = run("--variants", "default;hidden=64,negatives=64;precision=bf16")
     assert done.returncode == 0, done.stderr

@@ -26,6 +26,7 @@ from browser import SHOTS, launch, require
 from embedrec.recommender import Recommender
 
 require()
+pytestmark = [pytest.mark.browser, pytest.mark.server]
 QUERY = "qashqai-dresden"
 K = 10
 TIMEOUT_MS = 15_000
@@ -56,7 +57,7 @@ def model_dir(tmp_path_factory) -> Path:
     cars = tmp_path_factory.mktemp("explorer-cars")
     generate_cars(cars, size="tiny", seed=0, progress=False)
     out = tmp_path_factory.mktemp("explorer-model") / "hybrid"
-    Recommender(model="hybrid", epochs=2, progress=False, log=None).fit(
+    Recommender(model="hybrid", epochs=2, progress=False).fit(
         cars / "interactions.parquet", cars / "listings.parquet"
     ).save(out)
     return out

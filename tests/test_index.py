@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from embedrec.index.exact import top_k
 from embedrec.index.filters import (
     ExcludeFilter,
+    FilterCache,
     FilterError,
     RadiusFilter,
     RangeFilter,
@@ -21,6 +21,7 @@ from embedrec.index.filters import (
     parse_filter,
 )
 from embedrec.index.vector_index import VectorIndex
+from embedrec.ranking import top_k
 
 N, DIM = 8000, 16
 
@@ -417,10 +418,11 @@ def test_radius_filter_matches_haversine_on_a_large_table(lat, lon, radius_km):
     table.loc[::97, "lat"] = np.nan
     expected = haversine_km(lat, lon, table["lat"].to_numpy(), table["lon"].to_numpy())
     expected = expected <= radius_km
+    cache = FilterCache()
     for _ in range(2):  # the second call reads the cached columns
-        mask = allowed_mask([RadiusFilter(lat, lon, radius_km)], table)
+        mask = allowed_mask([RadiusFilter(lat, lon, radius_km)], table, cache)
         assert (mask == expected).all()
-        rows = allowed_rows([RadiusFilter(lat, lon, radius_km)], table, limit=len(table))
+        rows = allowed_rows([RadiusFilter(lat, lon, radius_km)], table, len(table), cache)
         # the grid index serves circles that neither reach a pole nor cross 180 degrees;
         # the others fall back to the mask
         assert rows is not None or (lat, lon) != (51.05, 13.74)
@@ -464,10 +466,13 @@ def large_table() -> pd.DataFrame:
 def test_rows_from_indexes_equal_the_mask(large_table, expressions):
     filters = [parse_filter(e) for e in expressions]
     expected = np.flatnonzero(allowed_mask(filters, large_table))
-    for _ in range(2):  # the second call reads the cached indexes
-        rows = allowed_rows(filters, large_table, limit=len(large_table))
+    cache = FilterCache()
+    # without a cache (indexes built for the call), then building and reading the cache
+    for cached in (None, cache, cache):
+        rows = allowed_rows(filters, large_table, limit=len(large_table), cache=cached)
         assert rows is not None and rows.dtype.kind == "i"
         assert sorted(rows.tolist()) == expected.tolist()
+    assert (allowed_mask(filters, large_table, cache) == allowed_mask(filters, large_table)).all()
 
 
 def test_unselective_filters_fall_back_to_the_mask(large_table):
@@ -477,6 +482,53 @@ def test_unselective_filters_fall_back_to_the_mask(large_table):
     # an unknown field is still named, whichever path is taken
     with pytest.raises(FilterError, match="colour"):
         allowed_rows([parse_filter("colour=red")], large_table, limit=5_000)
+
+
+def test_filter_cache_is_bounded_and_holds_one_table(large_table):
+    cache = FilterCache(max_entries=3)
+    for expression in ("price<=1500", "make=Nissan", "lat>=50", "make=VW"):
+        allowed_rows([parse_filter(expression)], large_table, len(large_table), cache)
+    assert len(cache) == 3
+    # a cache of one table answering for another would answer with the first one's columns
+    with pytest.raises(ValueError, match="one table"):
+        allowed_mask([parse_filter("price<=1500")], large_table.copy(), cache)
+
+
+def test_filter_cache_shared_by_threads_computes_each_entry_once(large_table):
+    cache, calls, started = FilterCache(), [], threading.Barrier(8)
+
+    def compute() -> object:
+        calls.append(1)
+        return object()
+
+    def get(_: int) -> object:
+        started.wait()
+        return cache.get(large_table, ("key",), compute)
+
+    threads = [threading.Thread(target=get, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len(calls) == 1
+
+    expressions = ["price<=1500", "make=Nissan,Dacia", "within=51.05,13.74,30km", "price>59000"]
+    shared, failures = FilterCache(), []
+
+    def check(expression: str) -> None:
+        filters = [parse_filter(expression)]
+        expected = np.flatnonzero(allowed_mask(filters, large_table))
+        for _ in range(3):
+            rows = allowed_rows(filters, large_table, len(large_table), shared)
+            if rows is None or sorted(rows.tolist()) != expected.tolist():
+                failures.append(expression)
+
+    threads = [threading.Thread(target=check, args=(e,)) for e in expressions * 2]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not failures
 
 
 def test_search_with_rows_equals_search_with_mask(ivf, queries):

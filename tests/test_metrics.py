@@ -6,7 +6,7 @@ import scipy.sparse as sp
 import torch
 
 from embedrec.evaluation.metrics import evaluate_scorer, ranking_metrics, topk_excluding
-from embedrec.index.exact import top_k
+from embedrec.ranking import top_k
 
 
 def csr(rows: list[list[int]], n_items: int = 6) -> sp.csr_matrix:
@@ -64,19 +64,19 @@ def test_exact_search_ranks_ties_like_the_evaluation():
 
 
 def test_dot_scores_fill_every_chunk(monkeypatch):
-    import embedrec.index.exact as exact
+    import embedrec.ranking as ranking
 
-    monkeypatch.setattr(exact, "DOT_CHUNK", 7)  # 30 vectors: four full chunks and a short one
+    monkeypatch.setattr(ranking, "DOT_CHUNK", 7)  # 30 vectors: four full chunks and a short one
     rng = np.random.default_rng(8)
     queries = torch.from_numpy(rng.normal(size=(4, 5)).astype(np.float32))
     vectors = torch.from_numpy(rng.normal(size=(30, 5)).astype(np.float32))
     out = torch.full((4, 30), float("nan"))
-    assert exact.dot_scores(queries, vectors, out) is out
+    assert ranking.dot_scores(queries, vectors, out) is out
     torch.testing.assert_close(out, queries @ vectors.T)
 
 
 def test_dot_scorer_reuses_one_block_and_adds_the_bias():
-    from embedrec.index.exact import dot_scorer
+    from embedrec.ranking import dot_scorer
 
     rng = np.random.default_rng(9)
     vectors = torch.from_numpy(rng.normal(size=(12, 3)).astype(np.float32))

@@ -144,6 +144,7 @@ def test_protocol_split_cold_items() -> None:
     assert len(split.cold_valid_train) + len(split.cold_valid) <= len(split.cold_train)
 
 
+@pytest.mark.slow
 def test_benchmark_smoke_runs_on_synthetic_data(tmp_path: Path) -> None:
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "movielens.py"
     out = tmp_path / "report.md"

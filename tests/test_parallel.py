@@ -18,10 +18,10 @@ from embedrec.training.trainer import refresh_due
 def test_two_workers_learn_the_groups(blocks, tmp_path, model):
     events, listings, listing_group, _ = blocks
     rec = Recommender(
-        model=model, epochs=8, batch_size=128, workers=2, progress=False, log=None
+        model=model, epochs=8, batch_size=128, workers=2, progress=False
     ).fit(events, listings)
     for query, group in zip(rec.similar(["Wagen 0 ä", "Wagen 1 ä"], k=10), (0, 1), strict=True):
-        found = [int(r["listing_id"].split()[1]) for r in query["results"]]
+        found = [int(r.listing_id.split()[1]) for r in query.hits]
         assert np.mean(listing_group[found] == group) >= 0.8
     again = load(rec.save(tmp_path / model))
     assert again.get_params()["workers"] == 2
@@ -32,7 +32,7 @@ def test_workers_without_fork_are_refused_before_any_work(blocks, monkeypatch):
     # as on a system whose processes cannot be started by fork
     monkeypatch.setattr("embedrec.training.trainer.fork_available", lambda: False)
     events, listings, _, _ = blocks
-    rec = Recommender(workers=2, progress=False, log=None)
+    rec = Recommender(workers=2, progress=False)
     with pytest.raises(ValueError, match="workers=2 needs the CPU and processes started by fork"):
         rec.check_params()
     with pytest.raises(ValueError, match="fork is not available"):
@@ -47,7 +47,7 @@ def test_each_batch_runs_once_in_its_workers_turn_and_writes_reach_the_parent():
         written[batch] = worker + 1
         return float(batch)
 
-    total = run_workers(step, range(1, 8), 2, [0, 1], None)
+    total = run_workers(step, range(1, 8), 2, None)
     assert total == sum(range(1, 8))
     # worker w takes the batches w, w + 2, ... of the range
     assert written.tolist() == [0, 1, 2, 1, 2, 1, 2, 1]

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from embedrec import BundleError, Recommender, load
+from embedrec.retrieval import UnknownListingError, UnknownUserError
 
 
 def group_of(listing_id: str) -> int:
@@ -19,16 +20,16 @@ def test_similar_listings_come_from_the_same_group(fitted_mf, blocks):
     _, listings, _, _ = blocks
     queries = listings["listing_id"].tolist()[:8]
     results = fitted_mf.similar(queries, k=5)
-    assert [r["query"] for r in results] == queries
+    assert [r.query for r in results] == queries
     same = [
-        group_of(hit["listing_id"]) == group_of(r["query"]) for r in results for hit in r["results"]
+        group_of(hit.listing_id) == group_of(r.query) for r in results for hit in r.hits
     ]
     assert np.mean(same) >= 0.9
     for result in results:
-        assert result["query"] not in [hit["listing_id"] for hit in result["results"]]
-        scores = [hit["score"] for hit in result["results"]]
+        assert result.query not in [hit.listing_id for hit in result.hits]
+        scores = [hit.score for hit in result.hits]
         assert scores == sorted(scores, reverse=True)
-        assert {"make", "price", "lat", "lon"} <= set(result["results"][0])
+        assert {"make", "price", "lat", "lon"} <= set(result.hits[0].fields)
 
 
 def test_recommendations_exclude_seen_and_match_the_users_group(fitted_mf, blocks):
@@ -36,16 +37,18 @@ def test_recommendations_exclude_seen_and_match_the_users_group(fitted_mf, block
     user = "Nutzer 3 🚗"
     [result] = fitted_mf.recommend([user], k=10)
     seen = set(events.loc[events["user_id"] == user, "listing_id"])
-    found = [hit["listing_id"] for hit in result["results"]]
+    found = [hit.listing_id for hit in result.hits]
     assert len(found) == 10 and not seen & set(found)
     assert np.mean([group_of(f) == user_group[3] for f in found]) >= 0.8
 
 
-def test_unknown_ids_get_an_error_and_other_queries_still_run(fitted_mf):
-    results = fitted_mf.similar(["nope", "Wagen 1 ä"], k=3)
-    assert "unknown listing_id" in results[0]["error"]
-    assert len(results[1]["results"]) == 3
-    assert "unknown user_id" in fitted_mf.recommend(["ghost"])[0]["error"]
+def test_unknown_ids_raise_a_named_error_naming_every_unknown_id(fitted_mf):
+    with pytest.raises(UnknownListingError, match="unknown listing_id 'nope', 'nix'") as error:
+        fitted_mf.similar(["nope", "Wagen 1 ä", "nix"], k=3)
+    assert error.value.ids == ["nope", "nix"] and error.value.kind == "listing_id"
+    assert len(fitted_mf.similar(["Wagen 1 ä"], k=3)[0].hits) == 3
+    with pytest.raises(UnknownUserError, match="unknown user_id 'ghost'"):
+        fitted_mf.recommend(["ghost"])
 
 
 def test_catalogue_restricts_results_and_reports_unknown_ids(fitted_mf, blocks):
@@ -54,11 +57,10 @@ def test_catalogue_restricts_results_and_reports_unknown_ids(fitted_mf, blocks):
     extra = today.iloc[:1].copy()
     extra["listing_id"] = "brand new"
     today = pd.concat([today, extra], ignore_index=True)
-    catalogue, unknown = fitted_mf.catalogue(today)
-    assert unknown == ["brand new"]
+    assert fitted_mf.retriever(today).unknown == ["brand new"]
     allowed = set(today["listing_id"])
     [result] = fitted_mf.similar(["Wagen 1 ä"], k=5, listings=today)
-    assert {hit["listing_id"] for hit in result["results"]} <= allowed
+    assert {hit.listing_id for hit in result.hits} <= allowed
 
 
 def test_save_load_round_trip(fitted_mf, tmp_path):
@@ -102,9 +104,10 @@ def test_save_refuses_to_replace_a_directory_that_is_not_a_model(fitted_mf, tmp_
     assert (target / "notes.txt").read_text() == "keep me"
 
 
+@pytest.mark.slow
 def test_fit_is_deterministic(blocks):
     events, listings, _, _ = blocks
-    params = dict(epochs=3, batch_size=256, seed=1, progress=False, log=None)
+    params = dict(epochs=3, batch_size=256, seed=1, progress=False)
     a = Recommender(**params).fit(events, listings).similar(["Wagen 0 ä"])
     b = Recommender(**params).fit(events, listings).similar(["Wagen 0 ä"])
     assert a == b
@@ -123,7 +126,7 @@ def test_training_reports_history_and_early_stopping(fitted_mf):
 def fitted_hybrid(blocks):
     events, listings, _, _ = blocks
     return Recommender(
-        model="hybrid", epochs=12, batch_size=256, seed=0, progress=False, log=None
+        model="hybrid", epochs=12, batch_size=256, seed=0, progress=False
     ).fit(events, listings)
 
 
@@ -134,7 +137,7 @@ def test_hybrid_embeds_unseen_listings_from_features(fitted_hybrid, blocks):
     new["listing_id"] = "neu eingestellt"
     catalogue = pd.concat([listings, new], ignore_index=True)
     [result] = fitted_hybrid.similar(["neu eingestellt"], k=10, listings=catalogue)
-    groups = [group_of(hit["listing_id"]) for hit in result["results"]]
+    groups = [group_of(hit.listing_id) for hit in result.hits]
     assert np.mean([g == 2 for g in groups]) >= 0.8
     vectors = fitted_hybrid.embed(catalogue)
     assert len(vectors) == len(catalogue)
@@ -148,7 +151,7 @@ def test_new_listing_ranks_high_for_the_right_users(fitted_hybrid, blocks):
     catalogue = pd.concat([listings, new], ignore_index=True)
     users = [f"Nutzer {u} 🚗" for u in range(60)]
     results = fitted_hybrid.recommend(users, k=len(catalogue), listings=catalogue)
-    rank = np.array([[hit["listing_id"] for hit in r["results"]].index("frisch") for r in results])
+    rank = np.array([[hit.listing_id for hit in r.hits].index("frisch") for r in results])
     in_group = user_group[:60] == 1
     assert rank[in_group].mean() < 0.5 * rank[~in_group].mean()
 
@@ -156,24 +159,27 @@ def test_new_listing_ranks_high_for_the_right_users(fitted_hybrid, blocks):
 def test_session_recommendations_follow_the_session(fitted_hybrid):
     session = ["Wagen 3 ä", "Wagen 7 ä", "Wagen 11 ä"]  # group 3
     result = fitted_hybrid.recommend_session(session, k=10)
-    found = [hit["listing_id"] for hit in result["results"]]
+    found = [hit.listing_id for hit in result.hits]
     assert not set(found) & set(session)
     assert np.mean([group_of(f) == 3 for f in found]) >= 0.8
     partly = fitted_hybrid.recommend_session(["Wagen 3 ä", "nie gesehen"], k=5)
-    assert partly["unknown"] == ["nie gesehen"] and len(partly["results"]) == 5
-    assert "error" in fitted_hybrid.recommend_session(["nie gesehen"])
+    assert partly.unknown == ["nie gesehen"] and len(partly.hits) == 5
+    with pytest.raises(UnknownListingError, match="none of the session's listings is known"):
+        fitted_hybrid.recommend_session(["nie gesehen"])
 
 
+@pytest.mark.slow
 def test_hybrid_and_deep_round_trip(fitted_hybrid, blocks, tmp_path):
     loaded = load(fitted_hybrid.save(tmp_path / "hybrid"))
     assert loaded.similar(["Wagen 5 ä"]) == fitted_hybrid.similar(["Wagen 5 ä"])
     events, listings, _, _ = blocks
-    deep = Recommender(model="deep", epochs=3, batch_size=256, progress=False, log=None)
+    deep = Recommender(model="deep", epochs=3, batch_size=256, progress=False)
     deep.fit(events, listings)
     again = load(deep.save(tmp_path / "deep"))
     assert again.recommend(["Nutzer 3 🚗"]) == deep.recommend(["Nutzer 3 🚗"])
 
 
+@pytest.mark.slow
 def test_hybrid_without_user_ids_recommends_from_history(blocks, tmp_path):
     events, listings, _, user_group = blocks
     rec = Recommender(
@@ -183,13 +189,12 @@ def test_hybrid_without_user_ids_recommends_from_history(blocks, tmp_path):
         epochs=12,
         batch_size=256,
         progress=False,
-        log=None,
     ).fit(events, listings)
     assert rec.model_.user_id is None  # nothing learned per user
     users = [f"Nutzer {u} 🚗" for u in range(20)]
     results = rec.recommend(users, k=10)
-    hits = [group_of(h["listing_id"]) == user_group[u] for u, r in enumerate(results)
-            for h in r["results"]]  # fmt: skip
+    hits = [group_of(h.listing_id) == user_group[u] for u, r in enumerate(results)
+            for h in r.hits]  # fmt: skip
     assert np.mean(hits) >= 0.8
     again = load(rec.save(tmp_path / "no-user-ids"))
     assert again.get_params()["user_ids"] is False
@@ -213,7 +218,7 @@ def test_model_size_parameters_reach_the_network_and_the_saved_model(
 ):
     events, listings, _, _ = blocks
     rec = Recommender(
-        model=model, epochs=1, batch_size=256, progress=False, log=None, **params
+        model=model, epochs=1, batch_size=256, progress=False, **params
     ).fit(events, listings)
     first_layer = rec.model_.listing_mlp[0] if model == "hybrid" else rec.model_.mlp[0]
     assert first_layer.out_features == 24
@@ -238,7 +243,7 @@ def test_numpy_numbers_are_accepted_and_saved_as_json_numbers(blocks, tmp_path):
         "id_dropout": np.float32(0.25),
         "user_ids": np.bool_(True),
     }
-    rec = Recommender(progress=False, log=None, **params).fit(events, listings)
+    rec = Recommender(progress=False, **params).fit(events, listings)
     assert rec.model_.listing_mlp[0].out_features == 24
     saved = json.loads((rec.save(tmp_path / "m") / "config.json").read_text())
     assert {k: saved["params"][k] for k in params} == {k: v.item() for k, v in params.items()}
@@ -249,6 +254,6 @@ def test_numpy_numbers_are_accepted_and_saved_as_json_numbers(blocks, tmp_path):
 
 def test_filters_in_library_calls(fitted_mf):
     [result] = fitted_mf.similar(["Wagen 0 ä"], k=5, filters=["make=BMW"])
-    assert result["results"] and all(hit["make"] == "BMW" for hit in result["results"])
+    assert result.hits and all(hit.fields["make"] == "BMW" for hit in result.hits)
     [result] = fitted_mf.recommend(["Nutzer 3 🚗"], k=5, filters={"price_max": 20000})
-    assert all(hit["price"] <= 20000 for hit in result["results"])
+    assert all(hit.fields["price"] <= 20000 for hit in result.hits)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import socket
@@ -17,11 +18,22 @@ import pytest
 
 from embedrec.recommender import Recommender
 
+pytestmark = pytest.mark.server
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 USER = "U0000001"
 NEW_CAR = {"make": "Nissan", "model": "Qashqai", "year": 2018, "price": 23221, "lat": 51.05,
            "lon": 13.74}  # fmt: skip
+
+
+BERLIN = {"lat": 52.52, "lon": 13.40}
+
+
+def great_circle_km(a: dict, b: dict) -> float:
+    """Haversine distance between two records with lat and lon, on a 6371.0088 km sphere."""
+    (p1, l1), (p2, l2) = ((math.radians(x["lat"]), math.radians(x["lon"])) for x in (a, b))
+    h = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin((l2 - l1) / 2) ** 2
+    return 2 * 6371.0088 * math.asin(math.sqrt(h))
 
 
 def free_port() -> int:
@@ -90,7 +102,7 @@ def model_dir(cars, tmp_path_factory) -> Path:
     """A hybrid model (embeds new listings from features), trained once."""
     if "model" not in _MADE:
         _MADE["model"] = tmp_path_factory.mktemp("models") / "hybrid"
-        Recommender(model="hybrid", epochs=2, progress=False, log=None).fit(
+        Recommender(model="hybrid", epochs=2, progress=False).fit(
             cars / "interactions.parquet", cars / "listings.parquet"
         ).save(_MADE["model"])
     return _MADE["model"]
@@ -113,7 +125,11 @@ def test_similar_with_filters_and_distance(server):
     plain = server.get(f"/v1/listings/{listing}/similar", params={"k": 5}).json()
     assert plain["query"] == listing and len(plain["results"]) == 5
     assert all(r["listing_id"] != listing for r in plain["results"])
-    assert all("score" in r and "make" in r and r["distance_km"] >= 0 for r in plain["results"])
+    assert all("score" in r and "make" in r for r in plain["results"])
+    # distances: great-circle kilometres from the query listing, rounded to metres
+    origin = server.get(f"/v1/listings/{listing}").json()
+    for r in plain["results"]:
+        assert r["distance_km"] == pytest.approx(great_circle_km(origin, r), abs=1e-3)
     params = [("k", 20), ("price_max", 30000), ("fuel", "diesel"), ("fuel", "petrol"),
               ("body", "suv,sedan"), ("exclude", plain["results"][0]["listing_id"])]  # fmt: skip
     filtered = server.get(f"/v1/listings/{listing}/similar", params=params).json()["results"]
@@ -126,7 +142,9 @@ def test_similar_with_filters_and_distance(server):
         f"/v1/listings/{listing}/similar",
         params={"near": "52.52,13.40", "within_km": 300, "k": 50},
     ).json()["results"]
-    assert all(r["distance_km"] <= 300 for r in near)
+    assert near and all(r["distance_km"] <= 300 for r in near)
+    for r in near:  # from the point asked about, not from the query listing
+        assert r["distance_km"] == pytest.approx(great_circle_km(BERLIN, r), abs=1e-3)
 
 
 def test_user_recommendations_exclude_seen(server, cars):
@@ -241,7 +259,9 @@ def test_put_is_searchable_at_once_and_delete_hides_it(server):
     assert created.status_code == 201 and created.json()["created"]
     assert server.get("/v1/listings/some-new-car").json()["model"] == "Qashqai"
     similar = server.get("/v1/listings/some-new-car/similar", params={"k": 3}).json()["results"]
-    assert len(similar) == 3 and all(r["distance_km"] >= 0 for r in similar)
+    assert len(similar) == 3
+    for r in similar:
+        assert r["distance_km"] == pytest.approx(great_circle_km(car, r), abs=1e-3)
     # it is returned at once: for another listing, a user and a session
     only_new = {"city": "Testhausen"}
     other = similar[0]["listing_id"]
@@ -284,11 +304,15 @@ def test_writes_survive_restart_and_sigkill(model_dir, tmp_path):
     threads = [threading.Thread(target=burst, args=(w,)) for w in range(4)]
     for thread in threads:
         thread.start()
-    while len(acknowledged) < 40:
-        time.sleep(0.01)
-    first.stop(signal.SIGKILL)  # in the middle of the burst
-    for thread in threads:
-        thread.join()
+    try:
+        deadline = time.monotonic() + 60
+        while len(acknowledged) < 40:
+            assert time.monotonic() < deadline, f"only {len(acknowledged)} PUTs in 60 s"
+            time.sleep(0.01)
+    finally:
+        first.stop(signal.SIGKILL)  # in the middle of the burst
+        for thread in threads:
+            thread.join()
     # restarted without a token: read-only, and every acknowledged write is back
     second = Server(model_dir, store, token=None)
     try:
@@ -363,7 +387,7 @@ def test_workers_see_each_others_writes(model_dir, tmp_path):
 
 def test_mf_model_refuses_new_listings(cars, tmp_path):
     model = tmp_path / "mf"
-    Recommender(model="mf", epochs=1, progress=False, log=None).fit(
+    Recommender(model="mf", epochs=1, progress=False).fit(
         cars / "interactions.parquet", cars / "listings.parquet"
     ).save(model)
     server = Server(model, tmp_path / "store.sqlite")
@@ -375,6 +399,7 @@ def test_mf_model_refuses_new_listings(cars, tmp_path):
         server.stop()
 
 
+@pytest.mark.slow
 def test_benchmark_smoke(cars, model_dir, tmp_path):
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "serving.md"

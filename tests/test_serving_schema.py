@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 AUTH, Server = serving.AUTH, serving.Server
 cars, model_dir = serving.cars, serving.model_dir  # the session fixtures, made once
 
+pytestmark = pytest.mark.server
 EXAMPLES = 25  # per operation: keeps the run to seconds
 
 

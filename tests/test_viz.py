@@ -191,12 +191,12 @@ def test_inspect_encoded_vs_noise(data):
 
 
 def test_inspect_neighbours_exact(data):
-    from embedrec.viz.inspect import _neighbours
+    from embedrec.ranking import neighbours
 
     vectors, _ = data
     x = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     q = np.array([0, 7, 499])
-    idx, sim = _neighbours(x, q, 5)
+    idx, sim = neighbours(x, q, 5, max_scores=len(x))  # one query a batch
     full = x[q] @ x.T
     full[np.arange(3), q] = -np.inf
     np.testing.assert_array_equal(idx, np.argsort(-full, axis=1)[:, :5])

@@ -17,6 +17,7 @@ from embedrec.viz import plot_neighbours_map, plot_projection, project
 
 require()
 pytest.importorskip("plotly")
+pytestmark = pytest.mark.browser
 
 # Points in the traces named in `names` (prefix match; null = all), read from the rendered
 # graph div. Plotly ships arrays base64-encoded, so gd.data[i].x may be an {dtype, bdata}

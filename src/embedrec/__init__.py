@@ -1,9 +1,19 @@
 """embedrec: neural-network embeddings of marketplace listings."""
 
-__version__ = "0.1.0"
+from embedrec.bundle import BundleError
+from embedrec.data.errors import DataError
+from embedrec.recommender import Recommender, load
+from embedrec.retrieval import Hit, Results, Retriever, UnknownIdError
+from embedrec.version import __version__
 
-from embedrec.bundle import BundleError  # noqa: E402
-from embedrec.data.errors import DataError  # noqa: E402
-from embedrec.recommender import Recommender, load  # noqa: E402
-
-__all__ = ["BundleError", "DataError", "Recommender", "__version__", "load"]
+__all__ = [
+    "BundleError",
+    "DataError",
+    "Hit",
+    "Recommender",
+    "Results",
+    "Retriever",
+    "UnknownIdError",
+    "__version__",
+    "load",
+]

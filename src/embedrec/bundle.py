@@ -8,26 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from embedrec.data.atomic import replace_directory
+from embedrec.data.jsonable import json_text
+
 FORMAT = "embedrec-model"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-
-
-def json_text(value: Any) -> str:
-    """``value`` as indented JSON; NumPy numbers (a parameter taken from an array or a
-    DataFrame) are written as JSON numbers, anything else unknown as its string."""
-
-    def plain(item: Any) -> Any:
-        return item.item() if hasattr(item, "item") and hasattr(item, "dtype") else str(item)
-
-    return json.dumps(value, indent=2, default=plain)
 
 
 class BundleError(ValueError):
@@ -38,30 +28,20 @@ def write_bundle(
     target: str | Path, writers: dict[str, Callable[[Path], None]], meta: dict[str, Any]
 ) -> Path:
     """Write a model directory: ``writers`` maps file names to functions writing that file."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+
+    def write(staging: Path) -> None:
         checksums = {}
-        for name, write in writers.items():
-            write(staging / name)
+        for name, write_file in writers.items():
+            write_file(staging / name)
             checksums[name] = _sha256(staging / name)
         manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta, "files": checksums}
         (staging / MANIFEST).write_text(json_text(manifest))
-        _fsync_dir(staging)
-        if target.exists():
-            if not (target / MANIFEST).exists() and any(target.iterdir()):
-                raise BundleError(f"{target} exists and is not a model directory; not replacing it")
-            retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-            os.replace(target, retired / "model")
-            os.replace(staging, target)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return target
+
+    def check_existing(target: Path) -> None:
+        if not (target / MANIFEST).exists() and any(target.iterdir()):
+            raise BundleError(f"{target} exists and is not a model directory; not replacing it")
+
+    return replace_directory(target, write, check_existing)
 
 
 def read_manifest(directory: str | Path) -> dict[str, Any]:
@@ -83,7 +63,11 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
             f"{directory}: model format version {manifest.get('format_version')} is not "
             f"supported by this embedrec (reads version {FORMAT_VERSION}); retrain the model"
         )
-    for name, expected in manifest.get("files", {}).items():
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        # without a list of checksums nothing can be verified: refuse, do not trust it
+        raise BundleError(f"{directory}: manifest lists no files with checksums (corrupt?)")
+    for name, expected in files.items():
         file = directory / name
         if not file.exists():
             raise BundleError(f"{directory}: file {name} is missing (truncated copy?)")
@@ -98,9 +82,3 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _fsync_dir(directory: Path) -> None:
-    for file in directory.iterdir():
-        with open(file, "rb") as handle:
-            os.fsync(handle.fileno())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import os
 import sys
@@ -16,10 +17,33 @@ import click
 import numpy as np
 
 from embedrec.data.errors import DataError
+from embedrec.data.ids import parse_id
 from embedrec.data.schema import SchemaConfig
+from embedrec.models.registry import MODELS
+from embedrec.recommender import Recommender
+from embedrec.retrieval.results import Results, UnknownIdError
+from embedrec.retrieval.retriever import Retriever
 
 # DataError and BundleError are ValueErrors; library calls raise ValueError for bad arguments
-USER_ERRORS = (ValueError, FileNotFoundError)
+USER_ERRORS = (ValueError, FileNotFoundError, UnknownIdError)
+# the one source of the training defaults the options show
+DEFAULTS = Recommender.defaults()
+
+
+class ModelChoice(click.Choice):
+    """The registered models, read when the option is parsed: a model registered after
+    import (``embedrec.models.register``) is a valid choice too."""
+
+    def __init__(self) -> None:
+        super().__init__(list(MODELS))
+
+    @property
+    def choices(self) -> list[str]:
+        return list(MODELS)
+
+    @choices.setter
+    def choices(self, _: Any) -> None:
+        pass
 
 
 def _user_errors(command: Callable) -> Callable:
@@ -40,6 +64,14 @@ def _user_errors(command: Callable) -> Callable:
 @click.version_option(package_name="embedrec")
 def main() -> None:
     """Embeddings of marketplace listings: similar listings, recommendations, cold start."""
+    log_to_stderr()
+
+
+def log_to_stderr(level: int = logging.INFO) -> None:
+    """The library's messages (``logging.getLogger("embedrec")``) as plain lines on stderr;
+    other libraries' only from warnings up. ``serve`` replaces this with timestamped lines."""
+    logging.basicConfig(format="%(message)s", stream=sys.stderr)
+    logging.getLogger("embedrec").setLevel(level)
 
 
 # ---------------------------------------------------------------------------- generate
@@ -69,7 +101,7 @@ def generate_cars_command(out_dir: str, size: str, seed: int) -> None:
     """A German used-car marketplace: listings, users and their interactions."""
     from embedrec.datasets.cars import generate_cars
 
-    paths = generate_cars(out_dir, size=size, seed=seed, progress=True)
+    paths = generate_cars(out_dir, size=size, seed=seed, progress=None)
     for name, path in paths.items():
         click.echo(f"{name:<13} {path}")
 
@@ -97,17 +129,19 @@ def generate_cars_command(out_dir: str, size: str, seed: int) -> None:
 )
 @click.option(
     "--model",
-    type=click.Choice(["hybrid", "mf", "deep"]),
-    default="hybrid",
+    type=ModelChoice(),
+    default=DEFAULTS["model"],
     show_default=True,
     help="hybrid: two towers with listing features (cold start); mf: dot product of "
     "id embeddings; deep: ids and features through dense layers.",
 )
-@click.option("--dim", type=int, default=32, show_default=True, help="Embedding dimensions.")
+@click.option(
+    "--dim", type=int, default=DEFAULTS["dim"], show_default=True, help="Embedding dimensions."
+)
 @click.option(
     "--epochs",
     type=int,
-    default=30,
+    default=DEFAULTS["epochs"],
     show_default=True,
     help="Most epochs; early stopping usually ends sooner.",
 )
@@ -117,10 +151,10 @@ def generate_cars_command(out_dir: str, size: str, seed: int) -> None:
     type=click.Path(),
     help="TOML: [train] parameters, [events] weights, [features] types and drops.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=DEFAULTS["seed"], show_default=True)
 @click.option(
     "--device",
-    default="auto",
+    default=DEFAULTS["device"],
     show_default=True,
     help="auto (CUDA when available), cpu, cuda or cuda:N.",
 )
@@ -137,8 +171,6 @@ def train(
     device: str,
 ) -> None:
     """Train a model and save it as a directory."""
-    from embedrec.recommender import Recommender
-
     params: dict[str, Any] = {
         "model": model,
         "dim": dim,
@@ -176,9 +208,7 @@ def _read_config(path: str, explicit: set[str]) -> dict[str, Any]:
         params["event_weights"] = data["events"]
     if "features" in data:
         params["schema"] = SchemaConfig.from_mapping(data["features"], source=path)
-    from embedrec.recommender import Recommender
-
-    allowed = set(Recommender().get_params())
+    allowed = set(DEFAULTS)
     unknown = set(params) - allowed - {"schema"}
     if unknown:
         raise DataError(
@@ -230,11 +260,13 @@ def similar(
     filters: tuple[str, ...],
 ) -> None:
     """Listings most similar to each LISTING_ID (cosine of listing embeddings)."""
-    recommender = _load(model_dir)
-    catalogue = _catalogue(recommender, listings)
-    queries = _match_id_types(listing_ids, catalogue.table["listing_id"])
-    results = recommender.similar(queries, k=k, filters=list(filters), catalogue=catalogue)
-    _print_results(results, as_json, reference_key="similar to")
+    retriever = _retriever(_load(model_dir), listings)
+    queries = [parse_id(v, retriever.catalogue.id_dtype) for v in listing_ids]
+    answers = [
+        _answer(lambda q=query: retriever.similar([q], k, list(filters))[0], query)
+        for query in queries
+    ]
+    _print_results(answers, as_json, reference_key="similar to")
 
 
 @main.command()
@@ -255,28 +287,35 @@ def recommend(
     """Listings to recommend to each known USER_ID (seen ones excluded), or to a --session."""
     if not user_ids and not session:
         raise click.UsageError("give USER_ID(s) or --session L1,L2,...")
-    recommender = _load(model_dir)
-    catalogue = _catalogue(recommender, listings)
-    results = []
+    retriever = _retriever(_load(model_dir), listings)
+    answers = []
     if session:
-        viewed = _match_id_types(
-            tuple(s.strip() for s in session.split(",") if s.strip()),
-            catalogue.table["listing_id"],
+        id_dtype = retriever.catalogue.id_dtype
+        viewed = [parse_id(s.strip(), id_dtype) for s in session.split(",") if s.strip()]
+        answer = _answer(lambda: retriever.recommend_session(viewed, k, list(filters)), viewed)
+        if "unknown" in answer:
+            click.echo(f"note: unknown session listing(s): {answer['unknown']}", err=True)
+        answers.append(answer)
+    for user in user_ids:
+        query = parse_id(user, retriever.users.ids.dtype)
+        answers.append(
+            _answer(lambda q=query: retriever.recommend([q], k, list(filters))[0], query)
         )
-        result = recommender.recommend_session(
-            viewed, k=k, filters=list(filters), catalogue=catalogue
-        )
-        if "unknown" in result:
-            click.echo(f"note: unknown session listing(s): {result['unknown']}", err=True)
-        results.append(result)
-    if user_ids:
-        queries = _match_id_types(user_ids, recommender.users_.ids)
-        results += recommender.recommend(queries, k=k, filters=list(filters), catalogue=catalogue)
-    _print_results(results, as_json, reference_key="for")
+    _print_results(answers, as_json, reference_key="for")
 
 
-def _catalogue(recommender, listings: str | None):  # noqa: ANN001, ANN202
-    catalogue, unknown = recommender.catalogue(listings)
+def _answer(run: Callable[[], Results], query: Any) -> dict:
+    """One query's ``--json`` object: its results, or the error an unknown id gives, so
+    that the other queries still run."""
+    try:
+        return run().to_dict()
+    except UnknownIdError as exc:
+        return {"query": query, "error": str(exc)}
+
+
+def _retriever(recommender: Recommender, listings: str | None) -> Retriever:
+    retriever = recommender.retriever(listings)
+    unknown = retriever.unknown
     if unknown:
         shown = ", ".join(map(str, unknown[:5])) + (" ..." if len(unknown) > 5 else "")
         click.echo(
@@ -284,7 +323,7 @@ def _catalogue(recommender, listings: str | None):  # noqa: ANN001, ANN202
             f"and not searched: {shown}",
             err=True,
         )
-    return catalogue
+    return retriever
 
 
 @main.command()
@@ -357,19 +396,8 @@ def format_report(report: dict, ks: tuple[int, ...]) -> str:
     return format_table(rows, ["metric", *parts]) + "\n" + counts
 
 
-def _load(model_dir: str):  # noqa: ANN202 - the Recommender, imported lazily for a fast --help
-    from embedrec.recommender import Recommender
-
+def _load(model_dir: str) -> Recommender:
     return Recommender.load(model_dir)
-
-
-def _match_id_types(raw: tuple[str, ...], known) -> list:  # noqa: ANN001
-    """Command-line ids are text; integer ids in the model are matched as integers."""
-    import pandas as pd
-
-    if pd.api.types.is_integer_dtype(pd.Index(known).dtype):
-        return [int(v) if v.lstrip("-").isdigit() else v for v in raw]
-    return list(raw)
 
 
 def _print_results(results: list[dict], as_json: bool, reference_key: str) -> None:
@@ -425,7 +453,7 @@ def demo(cache: str, seed: int) -> None:
     data_dir = Path(cache) / f"cars-small-seed{seed}"
     if not (data_dir / "interactions.parquet").exists():
         click.echo(f"generating the small car marketplace in {data_dir}")
-        generate_cars(data_dir, size="small", seed=seed, progress=True)
+        generate_cars(data_dir, size="small", seed=seed, progress=None)
     else:
         click.echo(f"using cached car data in {data_dir}")
     # ten epochs reach the plateau on the small data, and the demo skips the refit on the
@@ -436,6 +464,7 @@ def demo(cache: str, seed: int) -> None:
     recommender.save(Path(cache) / f"model-small-seed{seed}")
     query = "qashqai-dresden"
     [result] = recommender.similar([query], k=10)
+    result = result.to_dict()
     table = recommender.listing_table_
     origin = table.loc[table["listing_id"] == query].iloc[0]
     rows = result["results"]
@@ -516,20 +545,18 @@ def plot(
     """Map the listing embeddings in 2D (PCA, t-SNE, UMAP), or a listing's neighbours."""
     from embedrec.viz import plot_neighbours_map, plot_projection, project
 
-    recommender = _load(model_dir)
-    catalogue = _catalogue(recommender, listings)
+    retriever = _retriever(_load(model_dir), listings)
+    catalogue = retriever.catalogue
     if similar_to:
-        [query_id] = _match_id_types((similar_to,), catalogue.table["listing_id"])
-        [result] = recommender.similar([query_id], k=k, catalogue=catalogue)
-        if "error" in result:
-            raise DataError(result["error"])
+        query_id = parse_id(similar_to, catalogue.id_dtype)
+        [result] = retriever.similar([query_id], k)
         rows = catalogue.rows_of([query_id])
         if rows[0] < 0:
             raise DataError(f"listing {query_id!r} is not in the catalogue")
         [query] = catalogue.fields(rows)
         path = plot_neighbours_map(
             query,
-            result["results"],
+            [hit.to_dict() for hit in result.hits],
             out_file,
             title=f"{query_id} and its {k} most similar listings",
         )
@@ -566,7 +593,7 @@ def inspect_command(
     """What the embeddings encode: how often neighbours share each feature, vs random pairs."""
     from embedrec.viz import format_inspection, inspect_embeddings
 
-    catalogue = _catalogue(_load(model_dir), listings)
+    catalogue = _retriever(_load(model_dir), listings).catalogue
     live = np.flatnonzero(catalogue.live)
     table = catalogue.table.iloc[live].reset_index(drop=True)
     result = inspect_embeddings(catalogue.vectors[live], table, k=k, sample=sample)

@@ -1,10 +1,14 @@
-"""Atomic file writes: a temporary file in the target's folder, then a rename."""
+"""Atomic writes: files and directories are built under a temporary name beside their target
+and renamed into place, so a reader or a crash sees the old version or the new, never a mix."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -17,16 +21,78 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(temporary_path)`` and move the result to ``path``; a crash leaves no
     partial file behind and keeps any previous file intact."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    with replacing(path) as (temporary,):
+        write(temporary)
     return path
+
+
+@contextmanager
+def replacing(*targets: str | Path) -> Iterator[list[Path]]:
+    """Temporary paths beside ``targets``, one each, to write; on leaving the block without an
+    error each is flushed to disk and renamed onto its target, else all are removed.
+
+    Several targets are renamed together at the end, so files that belong together (a data
+    set's tables) are all written before the first one is replaced.
+    """
+    targets = [Path(t) for t in targets]
+    for target in targets:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    # A random name the writer creates, so the file gets the usual permissions (mkstemp's
+    # are owner-only), and ending in the target's suffix, so that writers choosing a format
+    # by suffix (np.save, savefig) write the file as named.
+    temporaries = [
+        target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp{target.suffix}")
+        for target in targets
+    ]
+    try:
+        yield list(temporaries)
+        for temporary in temporaries:
+            _fsync(temporary)
+        for temporary, target in zip(temporaries, targets, strict=True):
+            os.replace(temporary, target)
+    finally:
+        for temporary in temporaries:
+            temporary.unlink(missing_ok=True)
+
+
+def replace_directory(
+    target: str | Path,
+    write: Callable[[Path], None],
+    check_existing: Callable[[Path], None] | None = None,
+) -> Path:
+    """Build a directory with ``write(staging)`` under a temporary name beside ``target``,
+    flush its files to disk and rename it to ``target``.
+
+    An existing ``target`` is moved aside and deleted only after the new one is in place, so
+    a crash leaves the old directory or the new one; ``check_existing(target)`` may raise to
+    refuse replacing it (nothing is changed then).
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        write(staging)
+        for file in sorted(staging.rglob("*")):
+            if file.is_file():
+                _fsync(file)
+        if target.exists():
+            if check_existing is not None:
+                check_existing(target)
+            retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+            os.replace(target, retired / target.name)
+            os.replace(staging, target)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
 
 
 def write_parquet(frame: pd.DataFrame, path: str | Path) -> Path:

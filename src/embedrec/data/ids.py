@@ -2,12 +2,37 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+# The one spelling of an integer that names an integer id: ASCII digits, no leading zero, no
+# sign but "-", no spaces (int() also reads " 003 ", "+3", "1_000" and other scripts' digits).
+_CANONICAL_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*)")
+_INT64 = range(-(2**63), 2**63)
+_INT64_CHARACTERS = len(str(-(2**63)))
+
+
+def parse_id(raw: str, dtype: Any) -> int | str:
+    """An id typed in by a user (command line, URL path) as the catalogue stores its ids.
+
+    For integer ids (``dtype``) a canonical ASCII integer within int64 becomes an int; any
+    other text stays the string, so it matches no integer id (unknown, never a different one).
+    """
+    if (
+        pd.api.types.is_integer_dtype(dtype)
+        and len(raw) <= _INT64_CHARACTERS  # before int(), which refuses 4,300 digits and more
+        and _CANONICAL_INTEGER.fullmatch(raw)
+    ):
+        number = int(raw)
+        if number in _INT64:
+            return number
+    return raw
 
 
 class IdMap:

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from pandas._libs.parsers import STR_NA_VALUES
 
 from embedrec.data.errors import DataError
-from embedrec.data.schema import GEO_PAIRS
+from embedrec.geo import LAT_LON_COLUMNS
 
 ID_COLUMNS = ("user_id", "listing_id")
 INTERACTION_COLUMNS = ("user_id", "listing_id", "timestamp")
@@ -122,7 +122,7 @@ def load_listings(source: Source) -> pd.DataFrame:
             if bad.any():
                 row = int(np.flatnonzero(bad)[0])
                 _fail(f"non-finite number {values[row]}", name, row, column)
-    for lat, lon in GEO_PAIRS:
+    for lat, lon in LAT_LON_COLUMNS:
         for column, limit in ((lat, 90.0), (lon, 180.0)):
             if column in frame.columns:
                 _check_coordinate(frame[column], limit, name, column)

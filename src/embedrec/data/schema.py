@@ -15,9 +15,9 @@ from typing import Any
 import pandas as pd
 
 from embedrec.data.errors import DataError
+from embedrec.geo import LAT_LON_COLUMNS
 
 KINDS = ("numeric", "categorical", "multi", "geo")
-GEO_PAIRS = (("lat", "lon"), ("latitude", "longitude"))
 MULTI_SEPARATOR = "|"
 
 
@@ -98,7 +98,7 @@ def infer_schema(
         )
     specs: list[FeatureSpec] = []
     used: set[str] = set()
-    for lat, lon in GEO_PAIRS:
+    for lat, lon in LAT_LON_COLUMNS:
         if lat in columns and lon in columns and lat not in config.types:
             specs.append(FeatureSpec(name="geo", kind="geo", columns=(lat, lon)))
             used.update((lat, lon))

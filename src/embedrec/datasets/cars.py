@@ -16,8 +16,6 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from embedrec.data.atomic import replacing
 from embedrec.datasets.car_catalog import (
     CATALOG,
     FUEL_WEIGHTS,
@@ -75,7 +74,7 @@ S = len(SEGMENTS)  # segment index S means "any segment"
 
 
 def generate_cars(
-    out_dir: str | Path, size: str = "small", seed: int = 0, progress: bool = True
+    out_dir: str | Path, size: str = "small", seed: int = 0, progress: bool | None = None
 ) -> dict[str, Path]:
     """Write listings.parquet, interactions.parquet and users.parquet into ``out_dir``.
 
@@ -90,7 +89,9 @@ def generate_cars(
     out.mkdir(parents=True, exist_ok=True)
     cities = load_cities()
     rng_listings, rng_users = (np.random.default_rng([seed, k]) for k in (1, 2))
-    steps = tqdm(total=4, desc=f"cars {size}: listings", disable=not progress, leave=False)
+    # None: bars only on a terminal (a log file would fill with carriage-return updates)
+    disable = None if progress is None else not progress
+    steps = tqdm(total=4, desc=f"cars {size}: listings", disable=disable, leave=False)
     listings = _make_listings(rng_listings, spec.listings, cities)
     steps.update()
     steps.set_description(f"cars {size}: users")
@@ -102,11 +103,8 @@ def generate_cars(
     steps.update()
     steps.set_description(f"cars {size}: write")
     paths = {name: out / f"{name}.parquet" for name in ("listings", "interactions", "users")}
-    tmp = {
-        name: path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        for name, path in paths.items()
-    }
-    try:
+    with replacing(*paths.values()) as temporaries:
+        tmp = dict(zip(paths, temporaries, strict=True))
         pq.write_table(_listings_table(listings, cities), tmp["listings"])
         pq.write_table(_users_table(users, cities), tmp["users"])
         steps.update()
@@ -115,11 +113,6 @@ def generate_cars(
         _write_interactions(
             tmp["interactions"], seed, spec, sessions, users, listings, cells, dist, progress
         )
-        for name, path in paths.items():
-            os.replace(tmp[name], path)
-    finally:
-        for path in tmp.values():
-            path.unlink(missing_ok=True)
     return paths
 
 
@@ -331,7 +324,7 @@ class _Cells:
 
 def _write_interactions(
     path: Path, seed: int, spec: Size, sessions: dict, users: dict, ls: dict, cells: _Cells,
-    dist: np.ndarray, progress: bool,
+    dist: np.ndarray, progress: bool | None,
 ) -> None:  # fmt: skip
     n_listings = len(ls["model"])
     listing_ids = pa.array([QASHQAI_ID] + [f"L{i:07d}" for i in range(1, n_listings)])
@@ -346,7 +339,12 @@ def _write_interactions(
     )
     n = len(sessions["t"])
     held = [np.empty(0, np.int64)] * 4  # events not yet written: later than the next session
-    bar = tqdm(total=spec.events, desc="interactions", unit="ev", disable=not progress)
+    bar = tqdm(
+        total=spec.events,
+        desc="interactions",
+        unit="ev",
+        disable=None if progress is None else not progress,
+    )
     with pq.ParquetWriter(path, schema) as writer:
         for i, lo in enumerate(range(0, n, spec.chunk_sessions)):
             chunk = {k: v[lo : lo + spec.chunk_sessions] for k, v in sessions.items()}

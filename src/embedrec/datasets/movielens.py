@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from embedrec.data.atomic import write_atomic
 from embedrec.data.split import per_user_split
 
 RECBOLE_REQUIREMENT = "recbole==1.2.1"
@@ -75,10 +76,9 @@ def download_movielens_100k(cache_dir: str | Path | None = None) -> Path:
             )
         with zipfile.ZipFile(wheels[0]) as wheel:
             for name in FILES:
-                # write then rename, so an interrupted unpack never looks like a cached file
-                partial = target / f".{name}.partial"
-                partial.write_bytes(wheel.read(MEMBER_DIR + name))
-                partial.replace(target / name)
+                # atomic, so an interrupted unpack never looks like a cached file
+                data = wheel.read(MEMBER_DIR + name)
+                write_atomic(target / name, lambda path, data=data: path.write_bytes(data))
     return target
 
 

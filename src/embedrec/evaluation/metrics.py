@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from embedrec.index.exact import top_k_of_scores
+from embedrec.ranking import top_k_of_scores
 
 METRICS = ("recall", "ndcg", "hitrate", "mrr", "coverage")
 # averaged over users, so each has a standard error; coverage is one number for all users

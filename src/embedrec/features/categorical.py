@@ -45,7 +45,8 @@ def lookup(vocabulary: pd.Index, text: np.ndarray, offset: int, unknown: int) ->
 
 def init_embedding(embedding: nn.Embedding) -> nn.Embedding:
     """Small initial rows so summed and concatenated features start on a similar scale."""
-    nn.init.normal_(embedding.weight, std=0.1)
+    embedding.init_std = 0.1  # what models.base.initialize draws from
+    nn.init.normal_(embedding.weight, std=embedding.init_std)
     if embedding.padding_idx is not None:
         with torch.no_grad():
             embedding.weight[embedding.padding_idx].zero_()

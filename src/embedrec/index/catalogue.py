@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from embedrec.data.ids import id_index, positions
-from embedrec.index.filters import Filter, allowed_mask, allowed_rows
+from embedrec.data.jsonable import plain
+from embedrec.index.filters import Filter, FilterCache, allowed_mask, allowed_rows
 from embedrec.index.vector_index import VectorIndex
 
 
@@ -42,6 +43,9 @@ class Catalogue:
         self.id_dtype = self._base["listing_id"].dtype
         self._added: list[pd.DataFrame] = []
         self._added_table: pd.DataFrame | None = None
+        # filters' converted columns, each cache living as long as its table
+        self._base_cache = FilterCache()
+        self._added_cache = FilterCache()
         self._added_records: list[dict[str, Any]] = []
         self._added_rows: dict[Any, int] = {}  # ids added after construction -> newest row
         self._row_of = id_index(self._base["listing_id"])
@@ -96,12 +100,16 @@ class Catalogue:
         return pd.concat([self._base, added], ignore_index=True)
 
     def _added_frame(self) -> pd.DataFrame | None:
+        return self._added_with_cache()[0]
+
+    def _added_with_cache(self) -> tuple[pd.DataFrame | None, FilterCache]:
         with self._lock:
             if self._added and self._added_table is None:
                 frame = pd.concat(self._added, ignore_index=True)
                 self._added_table = frame.reindex(columns=self._base.columns)
                 self._added = [self._added_table]  # one frame, not one per add (memory)
-            return self._added_table if self._added else None
+                self._added_cache = FilterCache()
+            return (self._added_table if self._added else None), self._added_cache
 
     # ------------------------------------------------------------------ lookups
     def rows_of(self, ids: Sequence) -> np.ndarray:
@@ -170,15 +178,15 @@ class Catalogue:
     def allowed(self, filters: Sequence[Filter], few: int = 0) -> np.ndarray:
         """Rows passing every filter (base table and added rows evaluated apart): row numbers
         when a column index narrows them to at most ``few`` candidates, else a mask."""
-        added = self._added_frame()
-        rows = allowed_rows(filters, self._base, few) if few else None
+        added, added_cache = self._added_with_cache()
+        rows = allowed_rows(filters, self._base, few, self._base_cache) if few else None
         if rows is None:
-            mask = allowed_mask(filters, self._base)
+            mask = allowed_mask(filters, self._base, self._base_cache)
             if added is not None:
-                mask = np.concatenate([mask, allowed_mask(filters, added)])
+                mask = np.concatenate([mask, allowed_mask(filters, added, added_cache)])
             return mask[: self._n]
         if added is not None:
-            extra = np.flatnonzero(allowed_mask(filters, added)) + len(self._base)
+            extra = np.flatnonzero(allowed_mask(filters, added, added_cache)) + len(self._base)
             rows = np.concatenate([rows, extra])
         return rows[rows < self._n]
 
@@ -298,18 +306,3 @@ def _json_column(series: pd.Series) -> tuple[np.ndarray, Callable[[np.ndarray], 
 
         return series.to_numpy(), floats
     return series.to_numpy(dtype=object), lambda v: [x if type(x) is str else plain(x) for x in v]
-
-
-def plain(value: Any) -> Any:
-    """A JSON-ready Python value (numpy scalars, timestamps and missing values converted)."""
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, list | tuple | dict):
-        return value
-    if pd.isna(value):
-        return None
-    if isinstance(value, pd.Timestamp | np.datetime64):
-        return pd.Timestamp(value).isoformat()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value

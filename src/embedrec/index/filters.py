@@ -4,14 +4,17 @@ Filters come from CLI expressions (:func:`parse_filter`) or the HTTP API's JSON 
 (:func:`filters_from_mapping`); :func:`allowed_mask` turns a list of them into one boolean
 mask over the rows of the catalogue table (all filters must hold). On large tables,
 :func:`allowed_rows` answers a selective filter from a sorted index of its column instead, in
-time that grows with the rows it keeps rather than with the catalogue.
+time that grows with the rows it keeps rather than with the catalogue. Converted columns and
+indexes are kept in a :class:`FilterCache` that the table's owner holds and passes in.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,10 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from embedrec.geo import EARTH_RADIUS_KM
+from embedrec.geo import EARTH_RADIUS_KM, LAT_LON_COLUMNS
 
 ID_COLUMN = "listing_id"
-GEO_COLUMNS = (("lat", "lon"), ("latitude", "longitude"))
 
 _EXPRESSION = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=|!=|<|>|=)\s*(.*?)\s*$")
 
@@ -42,19 +44,28 @@ Candidates = tuple[int, Callable[[], np.ndarray], bool]
 
 
 class Filter:
-    """One condition on the catalogue; ``mask(table)`` says which rows satisfy it."""
+    """One condition on the catalogue; ``mask(table)`` says which rows satisfy it.
+
+    Each method takes an optional :class:`FilterCache` of ``table``: without one, columns are
+    converted and indexes built anew on every call.
+    """
 
     field: str
 
-    def mask(self, table: pd.DataFrame) -> np.ndarray:
+    def mask(self, table: pd.DataFrame, cache: FilterCache | None = None) -> np.ndarray:
         raise NotImplementedError
 
-    def holds(self, table: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+    def holds(
+        self, table: pd.DataFrame, rows: np.ndarray, cache: FilterCache | None = None
+    ) -> np.ndarray:
         """Whether the filter holds at ``rows``; costs O(len(rows)) where overridden."""
-        return self.mask(table)[rows]
+        return self.mask(table, cache)[rows]
 
-    def candidates(self, table: pd.DataFrame) -> Candidates | None:
-        """Rows that may pass (a superset), from a cached sorted index; None without one."""
+    def candidates(
+        self, table: pd.DataFrame, cache: FilterCache | None = None
+    ) -> Candidates | None:
+        """Rows that may pass (a superset), from a sorted index of a large table; None where
+        no index narrows the filter."""
         return None
 
 
@@ -68,17 +79,21 @@ class RangeFilter(Filter):
     low_inclusive: bool = True
     high_inclusive: bool = True
 
-    def mask(self, table: pd.DataFrame) -> np.ndarray:
-        return self._test(self._values(table))
+    def mask(self, table: pd.DataFrame, cache: FilterCache | None = None) -> np.ndarray:
+        return self._test(self._values(table, cache))
 
-    def holds(self, table: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
-        return self._test(self._values(table)[rows])
+    def holds(
+        self, table: pd.DataFrame, rows: np.ndarray, cache: FilterCache | None = None
+    ) -> np.ndarray:
+        return self._test(self._values(table, cache)[rows])
 
-    def candidates(self, table: pd.DataFrame) -> Candidates | None:
-        values = self._values(table)
+    def candidates(
+        self, table: pd.DataFrame, cache: FilterCache | None = None
+    ) -> Candidates | None:
+        values = self._values(table, cache)
         if len(table) < _CACHED_ROWS:
             return None
-        ordered, order = _cached(table, ("sorted", self.field), lambda: _sorted(values))
+        ordered, order = _cached(cache, table, ("sorted", self.field), lambda: _sorted(values))
         start, stop = 0, np.searchsorted(ordered, np.inf, side="right")  # NaN sorts last
         if self.low is not None:
             side = "left" if self.low_inclusive else "right"
@@ -89,8 +104,8 @@ class RangeFilter(Filter):
         stop = max(start, stop)
         return int(stop - start), lambda: order[start:stop], True
 
-    def _values(self, table: pd.DataFrame) -> np.ndarray:
-        return _numeric(table, self.field, self.field)
+    def _values(self, table: pd.DataFrame, cache: FilterCache | None) -> np.ndarray:
+        return _numeric(table, self.field, self.field, cache)
 
     def _test(self, values: np.ndarray) -> np.ndarray:
         keep = ~np.isnan(values)
@@ -113,20 +128,24 @@ class SetFilter(Filter):
     values: frozenset[str]
     negate: bool = False
 
-    def mask(self, table: pd.DataFrame) -> np.ndarray:
+    def mask(self, table: pd.DataFrame, cache: FilterCache | None = None) -> np.ndarray:
         _check_field(table, self.field)
-        return _isin_str(table, self.field, self.values, self.negate)
+        return _isin_str(table, self.field, self.values, self.negate, cache)
 
-    def holds(self, table: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+    def holds(
+        self, table: pd.DataFrame, rows: np.ndarray, cache: FilterCache | None = None
+    ) -> np.ndarray:
         _check_field(table, self.field)
-        return _isin_str(table, self.field, self.values, self.negate, rows)
+        return _isin_str(table, self.field, self.values, self.negate, cache, rows)
 
-    def candidates(self, table: pd.DataFrame) -> Candidates | None:
+    def candidates(
+        self, table: pd.DataFrame, cache: FilterCache | None = None
+    ) -> Candidates | None:
         _check_field(table, self.field)
         if self.negate or len(table) < _CACHED_ROWS:
             return None  # "not one of" keeps most rows: no index narrows it
-        codes, uniques = _codes(table, self.field)
-        order, starts = _cached(table, ("postings", self.field), lambda: _postings(codes))
+        codes, uniques = _codes(table, self.field, cache)
+        order, starts = _cached(cache, table, ("postings", self.field), lambda: _postings(codes))
         runs = [(starts[c], starts[c + 1]) for c, u in enumerate(uniques) if u in self.values]
         count = sum(int(stop - start) for start, stop in runs)
         return count, lambda: np.concatenate([order[:0], *(order[a:b] for a, b in runs)]), True
@@ -148,8 +167,8 @@ class RadiusFilter(Filter):
         if self.radius_km < 0:
             raise FilterError(self.field, f"radius must not be negative, got {self.radius_km}")
 
-    def mask(self, table: pd.DataFrame) -> np.ndarray:
-        lat, lon = self._coordinates(table)
+    def mask(self, table: pd.DataFrame, cache: FilterCache | None = None) -> np.ndarray:
+        lat, lon = self._coordinates(table, cache)
         box = self._box()
         # distances only inside a box that holds the circle
         if box is None:  # only the latitude bound holds
@@ -160,25 +179,29 @@ class RadiusFilter(Filter):
             near = (lat >= lat_low) & (lat <= lat_high) & (lon >= lon_low) & (lon <= lon_high)
         rows = np.flatnonzero(near)
         keep = np.zeros(len(lat), dtype=bool)
-        keep[rows] = self._within(_unit_points(table, lat, lon)[rows])
+        keep[rows] = self._within(_unit_points(table, lat, lon, cache)[rows])
         return keep
 
-    def holds(self, table: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
-        return self._within(_unit_points(table, *self._coordinates(table))[rows])
+    def holds(
+        self, table: pd.DataFrame, rows: np.ndarray, cache: FilterCache | None = None
+    ) -> np.ndarray:
+        return self._within(_unit_points(table, *self._coordinates(table, cache), cache)[rows])
 
-    def candidates(self, table: pd.DataFrame) -> Candidates | None:
-        lat, lon = self._coordinates(table)
+    def candidates(
+        self, table: pd.DataFrame, cache: FilterCache | None = None
+    ) -> Candidates | None:
+        lat, lon = self._coordinates(table, cache)
         box = self._box()
         if box is None or len(table) < _CACHED_ROWS:
             return None
 
         def grid() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             order, starts = _postings(_cells(lat, lon), _N_CELLS)
-            return order, starts, _unit_points(table, lat, lon)[order]
+            return order, starts, _unit_points(table, lat, lon, cache)[order]
 
         # rows grouped by grid cell, cells numbered row-major: the cells a box covers in one
         # row of latitude are one contiguous run of the grouped rows (and of their points)
-        order, starts, points = _cached(table, ("geo cells",), grid)
+        order, starts, points = _cached(cache, table, ("geo cells",), grid)
         (lat_low, lat_high), (lon_low, lon_high) = box
         first, last = _cell_index(lon_low, 180.0), _cell_index(lon_high, 180.0)
         runs = [
@@ -205,8 +228,10 @@ class RadiusFilter(Filter):
             return None
         return (self.lat - height, self.lat + height), (self.lon - width, self.lon + width)
 
-    def _coordinates(self, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        for lat_name, lon_name in GEO_COLUMNS:
+    def _coordinates(
+        self, table: pd.DataFrame, cache: FilterCache | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        for lat_name, lon_name in LAT_LON_COLUMNS:
             if lat_name in table.columns and lon_name in table.columns:
                 break
         else:
@@ -214,7 +239,8 @@ class RadiusFilter(Filter):
                 self.field,
                 "the catalogue has no coordinates (needs columns lat/lon or latitude/longitude)",
             )
-        return _numeric(table, lat_name, self.field), _numeric(table, lon_name, self.field)
+        lat = _numeric(table, lat_name, self.field, cache)
+        return lat, _numeric(table, lon_name, self.field, cache)
 
     def _within(self, points: np.ndarray) -> np.ndarray:
         """Whether unit vectors on the sphere lie within the radius: the great-circle
@@ -234,13 +260,15 @@ class ExcludeFilter(Filter):
     ids: frozenset[str]
     field: str = "exclude"
 
-    def mask(self, table: pd.DataFrame) -> np.ndarray:
-        return self.holds(table, None)
+    def mask(self, table: pd.DataFrame, cache: FilterCache | None = None) -> np.ndarray:
+        return self.holds(table, None, cache)
 
-    def holds(self, table: pd.DataFrame, rows: np.ndarray | None) -> np.ndarray:
+    def holds(
+        self, table: pd.DataFrame, rows: np.ndarray | None, cache: FilterCache | None = None
+    ) -> np.ndarray:
         if ID_COLUMN not in table.columns:
             raise FilterError(self.field, f"the catalogue has no {ID_COLUMN!r} column")
-        return ~_isin_str(table, ID_COLUMN, self.ids, negate=False, rows=rows)
+        return ~_isin_str(table, ID_COLUMN, self.ids, False, cache, rows)
 
 
 def parse_filter(expression: str) -> Filter:
@@ -306,30 +334,35 @@ def filters_from_mapping(d: Mapping[str, Any]) -> list[Filter]:
     return filters
 
 
-def allowed_mask(filters: Iterable[Filter], table: pd.DataFrame) -> np.ndarray:
+def allowed_mask(
+    filters: Iterable[Filter], table: pd.DataFrame, cache: FilterCache | None = None
+) -> np.ndarray:
     """Boolean mask over the rows of ``table``: True where every filter holds.
 
-    Columns of tables with 10,000 rows or more are converted once and cached for the table's
-    lifetime, so such a table must not be changed in place between calls.
+    With a ``cache``, the columns of a table of 10,000 rows or more are converted once and
+    kept there, so such a table must not be changed in place while its cache is in use.
     """
     keep = np.ones(len(table), dtype=bool)
     for f in filters:
-        keep &= np.asarray(f.mask(table), dtype=bool)
+        keep &= np.asarray(f.mask(table, cache), dtype=bool)
     return keep
 
 
-def allowed_rows(filters: Iterable[Filter], table: pd.DataFrame, limit: int) -> np.ndarray | None:
+def allowed_rows(
+    filters: Iterable[Filter], table: pd.DataFrame, limit: int, cache: FilterCache | None = None
+) -> np.ndarray | None:
     """Rows of ``table`` where every filter holds (each once, in no particular order), or None
     when no filter's index narrows them to at most ``limit`` candidates (then use
     :func:`allowed_mask`).
 
     The most selective indexed filter gives the candidates; every filter is then checked on
-    those rows only, so the cost follows the rows kept, not the size of the table.
+    those rows only, so the cost follows the rows kept, not the size of the table, once the
+    indexes are built: pass the table's ``cache`` to build them once.
     """
     filters = list(filters)
     best: tuple[Filter, Candidates] | None = None
     for f in filters:
-        found = f.candidates(table)
+        found = f.candidates(table, cache)
         if found is not None and found[0] <= limit and (best is None or found[0] < best[1][0]):
             best = f, found
     if best is None:
@@ -338,7 +371,7 @@ def allowed_rows(filters: Iterable[Filter], table: pd.DataFrame, limit: int) -> 
     rows = fetch()
     for f in filters:
         if f is not chosen or not exact:
-            rows = rows[f.holds(table, rows)]
+            rows = rows[f.holds(table, rows, cache)]
     return rows
 
 
@@ -351,27 +384,66 @@ def _check_field(table: pd.DataFrame, field: str) -> None:
         )
 
 
-# Columns of large tables converted once (float arrays, factorised codes) and kept as long as
-# the table lives: a catalogue answers many filtered queries over the same, unchanged table.
-# Tables are taken as immutable, which the catalogue's are.
+# Columns of tables this large are converted once into a FilterCache (float arrays, factorised
+# codes, sorted indexes); smaller ones cost less to convert than to look up.
 _CACHED_ROWS = 10_000
-_cache: dict[int, dict[Any, Any]] = {}
 
 
-def _cached(table: pd.DataFrame, key: Any, compute: Any) -> Any:
-    if len(table) < _CACHED_ROWS:
+class FilterCache:
+    """Columns of one table converted for filtering, and the indexes built on them.
+
+    A catalogue answers many filtered queries over the same, unchanged table: the table's
+    owner keeps one cache with it and passes it to :func:`allowed_mask` and
+    :func:`allowed_rows`. The table must not change in place while the cache is in use. Safe
+    to share between threads: each entry is computed once, by the first thread that needs it,
+    while other entries stay readable; at most ``max_entries`` are kept (least recently used
+    go first; one per column and kind, so a catalogue's usual filters all stay).
+    """
+
+    def __init__(self, max_entries: int = 64) -> None:
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be at least 1, got {max_entries}")
+        self.max_entries = max_entries
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[Any, Any] = OrderedDict()
+        self._computing: dict[Any, threading.Lock] = {}
+        self._table: weakref.ref[pd.DataFrame] | None = None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, table: pd.DataFrame, key: Any, compute: Callable[[], Any]) -> Any:
+        """The entry ``key`` of ``table``, computed by ``compute()`` if not kept."""
+        with self._lock:
+            if self._table is None:
+                self._table = weakref.ref(table)
+            elif self._table() is not table:
+                raise ValueError("a FilterCache holds the columns of one table, not of another")
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key]
+            computing = self._computing.setdefault(key, threading.Lock())
+        with computing:
+            with self._lock:
+                if key in self._entries:  # computed by the thread this one waited for
+                    return self._entries[key]
+            value = compute()
+            with self._lock:
+                self._entries[key] = value
+                while len(self._entries) > self.max_entries:
+                    self._entries.popitem(last=False)
+                self._computing.pop(key, None)
+        return value
+
+
+def _cached(cache: FilterCache | None, table: pd.DataFrame, key: Any, compute: Any) -> Any:
+    if cache is None or len(table) < _CACHED_ROWS:
         return compute()
-    entry = _cache.get(id(table))
-    if entry is None:
-        entry = _cache[id(table)] = {}
-        weakref.finalize(table, _cache.pop, id(table), None)
-    if key not in entry:
-        entry[key] = compute()
-    return entry[key]
+    return cache.get(table, key, compute)
 
 
-def _numeric(table: pd.DataFrame, name: str, field: str) -> np.ndarray:
-    """The column as float64 (NaN: missing), checked and converted once per table: taking a
+def _numeric(table: pd.DataFrame, name: str, field: str, cache: FilterCache | None) -> np.ndarray:
+    """The column as float64 (NaN: missing), checked and converted once per cache: taking a
     column out of a frame costs more than a selective filter's whole search."""
 
     def convert() -> np.ndarray:
@@ -382,17 +454,19 @@ def _numeric(table: pd.DataFrame, name: str, field: str) -> np.ndarray:
             raise FilterError(field, f"numeric comparison on non-numeric column {name!r} ({dtype})")
         return column.to_numpy(dtype=np.float64, na_value=np.nan)
 
-    return _cached(table, ("float", name), convert)
+    return _cached(cache, table, ("float", name), convert)
 
 
-def _codes(table: pd.DataFrame, name: str) -> tuple[np.ndarray, list[str]]:
+def _codes(
+    table: pd.DataFrame, name: str, cache: FilterCache | None
+) -> tuple[np.ndarray, list[str]]:
     """Factorised column (-1: missing) and its values as str: str() runs once per value."""
 
     def factorize() -> tuple[np.ndarray, list[str]]:
         codes, uniques = pd.factorize(table[name], use_na_sentinel=True)
         return codes, [str(u) for u in uniques]
 
-    return _cached(table, ("codes", name), factorize)
+    return _cached(cache, table, ("codes", name), factorize)
 
 
 def _isin_str(
@@ -400,11 +474,12 @@ def _isin_str(
     name: str,
     values: frozenset[str],
     negate: bool,
+    cache: FilterCache | None,
     rows: np.ndarray | None = None,
 ) -> np.ndarray:
     """Whether the column's value (as str) is in ``values``, at ``rows`` (None: all rows);
     with ``negate``, whether it is not. A missing value fails either way."""
-    codes, uniques = _codes(table, name)
+    codes, uniques = _codes(table, name, cache)
     if rows is not None:
         codes = codes[rows]
     hit = np.fromiter((u in values for u in uniques), dtype=bool, count=len(uniques))
@@ -432,14 +507,16 @@ def _cells(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     return cells
 
 
-def _unit_points(table: pd.DataFrame, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
-    """Points as unit vectors (x, y, z), cached per table; NaN where a coordinate is missing."""
+def _unit_points(
+    table: pd.DataFrame, lat: np.ndarray, lon: np.ndarray, cache: FilterCache | None
+) -> np.ndarray:
+    """Points as unit vectors (x, y, z); NaN where a coordinate is missing."""
 
     def compute() -> np.ndarray:
         phi, lam = np.radians(lat), np.radians(lon)
         return np.stack([np.cos(phi) * np.cos(lam), np.cos(phi) * np.sin(lam), np.sin(phi)], 1)
 
-    return _cached(table, ("unit points",), compute)
+    return _cached(cache, table, ("unit points",), compute)
 
 
 def _sorted(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -19,6 +17,9 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+
+from embedrec.data.atomic import write_atomic
+from embedrec.ranking import drop_excluded, empty_result, search_rows
 
 KINDS = ("auto", "exact", "ivf", "hnsw")
 FORMAT_VERSION = 1
@@ -206,7 +207,7 @@ class VectorIndex:
         queries = x[picked]
         # Each sampled row is left out of its own answers, so it acts like an unseen query
         # from the data's distribution (the row itself would be a trivially easy hit).
-        _, exact = faiss.knn(queries, x, k + 1, metric=faiss.METRIC_INNER_PRODUCT)
+        exact, _ = search_rows(queries, x, k + 1)
         truth = _without_self(exact, picked, k)
         # Held-out rows read ~0.003 more optimistic than fresh queries (measured at 1M rows)
         # and a few hundred queries carry about as much noise: aim halfway to perfect recall.
@@ -313,7 +314,7 @@ class VectorIndex:
             if q.ndim != 2 or (n and q.shape[1] != self.dim):
                 raise ValueError(f"queries must be (m, {self.dim}), got {q.shape}")
             if k <= 0 or n == 0 or m == 0:
-                return _empty(m, max(k, 0))
+                return empty_result(m, max(k, 0))
             keep = None  # the rows a filter keeps, as a mask or as row numbers
             if allowed is not None:
                 keep = self._live_allowed(np.asarray(allowed), n)
@@ -321,11 +322,11 @@ class VectorIndex:
                 keep = self._live[:n]
             excl = _exclusions(exclude, m, n)
             if self._index is None:
-                return _exact(q, self._buffer[:n], _as_rows(keep), k, excl)
+                return search_rows(q, self._buffer[:n], k, _as_rows(keep), excl)
             n_keep = n - self._n_deleted if keep is None else _count(keep)
             breadth = self._breadth(max(n_keep, 1) / n)
             if allowed is not None and self._filter_is_exact(n_keep):
-                return _exact(q, self._buffer[:n], _as_rows(keep), k, excl)
+                return search_rows(q, self._buffer[:n], k, _as_rows(keep), excl)
             return self._approximate(q, k, keep, excl, breadth, n, n_keep)
 
     def _live_allowed(self, allowed: np.ndarray, n: int) -> np.ndarray:
@@ -370,7 +371,7 @@ class VectorIndex:
         scores, rows = self._index.search(q, fetch, params=params)
         del params, selector, bits  # the selector reads ``bits``: keep both alive until here
         if excl:
-            rows, scores = _drop_excluded(rows, scores, excl, k)
+            rows, scores = drop_excluded(rows, scores, excl, k)
         else:
             rows, scores = rows[:, :k], scores[:, :k]
         rows = rows.astype(np.int64, copy=False)
@@ -383,7 +384,7 @@ class VectorIndex:
             redo = short[(rows[short] >= 0).sum(axis=1) < need]
             if len(redo):
                 sub_excl = [excl[i] for i in redo] if excl else None
-                r, s = _exact(q[redo], self._buffer[:n], _as_rows(keep), k, sub_excl)
+                r, s = search_rows(q[redo], self._buffer[:n], k, _as_rows(keep), sub_excl)
                 rows[redo], scores[redo] = r, s
         return rows, scores
 
@@ -399,15 +400,11 @@ class VectorIndex:
         directory.mkdir(parents=True, exist_ok=True)
         with self._lock.read():
             n = self._n
-            _atomic_write(directory / _VECTORS, lambda f: np.save(f, self._buffer[:n]))
+            write_atomic(directory / _VECTORS, lambda path: np.save(path, self._buffer[:n]))
             if self._index is not None:
-                path = directory / _FAISS
-                tmp = _temp_path(path)
-                try:
-                    faiss.write_index(self._index, str(tmp))
-                    os.replace(tmp, path)
-                finally:
-                    tmp.unlink(missing_ok=True)
+                write_atomic(
+                    directory / _FAISS, lambda path: faiss.write_index(self._index, str(path))
+                )
             elif (directory / _FAISS).exists():
                 (directory / _FAISS).unlink()
             meta = {
@@ -428,7 +425,7 @@ class VectorIndex:
                 "deleted_rows": np.flatnonzero(~self._live[:n]).tolist(),
             }
             text = json.dumps(meta, indent=1)
-            _atomic_write(directory / _META, lambda f: f.write(text.encode()))
+            write_atomic(directory / _META, lambda path: path.write_bytes(text.encode()))
 
     @classmethod
     def load(cls, directory: Path | str, mmap: bool = True) -> VectorIndex:
@@ -484,10 +481,6 @@ def _as_matrix(vectors: np.ndarray) -> np.ndarray:
     return x
 
 
-def _empty(m: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    return np.full((m, k), -1, dtype=np.int64), np.full((m, k), -np.inf, dtype=np.float32)
-
-
 def _recall(found: np.ndarray, truth: np.ndarray) -> float:
     valid = truth >= 0
     hits = (found[:, :, None] == truth[:, None, :]).any(axis=1) & valid
@@ -508,17 +501,6 @@ def _exclusions(exclude: Sequence[np.ndarray] | None, m: int, n: int) -> list[np
     return out if any(len(e) for e in out) else None
 
 
-def _drop_excluded(rows, scores, excl, k):
-    out_rows, out_scores = _empty(len(rows), k)
-    for i, e in enumerate(excl):
-        # a few exclusions (the usual case) compare directly; np.isin costs more to set up
-        dropped = (rows[i][:, None] == e).any(axis=1) if len(e) <= 64 else np.isin(rows[i], e)
-        keep = (rows[i] >= 0) & ~dropped
-        r, s = rows[i][keep][:k], scores[i][keep][:k]
-        out_rows[i, : len(r)], out_scores[i, : len(s)] = r, s
-    return out_rows, out_scores
-
-
 def _count(keep: np.ndarray) -> int:
     return int(np.count_nonzero(keep)) if keep.dtype == bool else len(keep)
 
@@ -533,77 +515,3 @@ def _as_mask(keep: np.ndarray, n: int) -> np.ndarray:
     mask = np.zeros(n, dtype=bool)
     mask[keep] = True
     return mask
-
-
-def _exact(q, vectors, rows, k, excl):
-    """Exact top-k over ``rows`` of ``vectors`` (all rows when None)."""
-    m = len(q)
-    n_candidates = len(vectors) if rows is None else len(rows)
-    if n_candidates == 0:
-        return _empty(m, k)
-    fetch = min(n_candidates, k + (max(len(e) for e in excl) if excl else 0))
-    if rows is not None and m < _FEW_QUERIES:
-        scores, found = _knn_of_rows(q, vectors, rows, fetch)
-    else:
-        # np.take copies the rows twice as fast as fancy indexing
-        candidates = vectors if rows is None else np.take(vectors, rows, axis=0)
-        # faiss.knn scores fewer than 20 queries with SIMD loops instead of BLAS: numpy's
-        # threaded BLAS took 25 ms instead of 0.3 ms for one query on a busy two-core machine.
-        scores, found = faiss.knn(
-            q, np.ascontiguousarray(candidates), fetch, metric=faiss.METRIC_INNER_PRODUCT
-        )
-        found = found.astype(np.int64, copy=False)
-        if rows is not None:
-            found = np.where(found >= 0, rows[np.maximum(found, 0)], -1)
-    if excl:
-        return _drop_excluded(found, scores, excl, k)
-    out_rows, out_scores = _empty(m, k)
-    out_rows[:, :fetch] = found[:, :k]
-    out_scores[:, :fetch] = np.where(found[:, :k] >= 0, scores[:, :k], -np.inf)
-    return out_rows, out_scores
-
-
-# Below this many queries, scoring the kept rows where they lie beats copying them out first
-# (1% of 1M rows, one query: 0.10 instead of 0.15 ms); above it, the copy buys BLAS.
-_FEW_QUERIES = 20
-
-
-def _knn_of_rows(q, vectors, rows, k):
-    """faiss's top-k by inner product over ``rows`` of ``vectors``, read in place."""
-    q = np.ascontiguousarray(q, dtype=np.float32)
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    rows = np.ascontiguousarray(rows, dtype=np.int64)
-    scores = np.empty((len(q), k), dtype=np.float32)
-    found = np.empty((len(q), k), dtype=np.int64)
-    faiss.knn_inner_products_by_idx(
-        faiss.swig_ptr(q),
-        faiss.swig_ptr(vectors),
-        faiss.swig_ptr(rows),
-        vectors.shape[1],
-        len(q),
-        len(vectors),
-        len(rows),
-        k,
-        faiss.swig_ptr(scores),
-        faiss.swig_ptr(found),
-        0,  # every query scans the same rows
-    )
-    return scores, found
-
-
-def _temp_path(path: Path) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(name)
-
-
-def _atomic_write(path: Path, write) -> None:
-    tmp = _temp_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

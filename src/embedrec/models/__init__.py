@@ -1,6 +1,19 @@
-"""Torch modules that turn users and listings into vectors."""
+"""Torch modules that turn users and listings into vectors, all behind one contract."""
 
-from embedrec.models.base import RecModel
-from embedrec.models.mf import MatrixFactorization
+from embedrec.models.base import (
+    ColdListingsUnsupportedError,
+    FeaturesUnsupportedError,
+    ModelShape,
+    RecModel,
+)
+from embedrec.models.registry import MODELS, model_class, register
 
-__all__ = ["MatrixFactorization", "RecModel"]
+__all__ = [
+    "MODELS",
+    "ColdListingsUnsupportedError",
+    "FeaturesUnsupportedError",
+    "ModelShape",
+    "RecModel",
+    "model_class",
+    "register",
+]

@@ -1,38 +1,126 @@
-"""The small interface every model shares."""
+"""The contract every model implements, so that nothing above ``models/`` asks which it holds.
+
+A model answers five questions: the vectors of its trained listings, the vectors of listings
+given by their fields (a model without features raises :class:`FeaturesUnsupportedError` for
+listings it has no trained id for), a user's vector from the user's id and from a session of
+listings, and the extra state it saves beside its weights. A new model is one file with a
+subclass plus one line in ``models/registry.py``.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from dataclasses import dataclass
+from numbers import Integral
+from typing import Any, ClassVar
 
+import numpy as np
+import pandas as pd
 import torch
 from torch import nn
+
+from embedrec.data.errors import DataError
+from embedrec.data.prepare import Interactions
+
+
+class FeaturesUnsupportedError(DataError):
+    """A model that reads no listing features was asked for a listing it was not trained on."""
+
+
+class ColdListingsUnsupportedError(DataError):
+    """A model that scores (user, listing) pairs was asked to rank listings it never saw."""
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the data fixes about a model: its table sizes and the fitted feature encoders."""
+
+    n_users: int
+    n_listings: int  # listing rows: trained listings first, then listings known by features
+    n_trained_listings: int
+    pipeline: dict[str, Any] | None  # FeaturePipeline.to_dict(); None without features
 
 
 class RecModel(nn.Module):
     """A model scores a user and a listing by the dot product of their vectors.
 
-    ``normalized`` says whether the vectors are L2-normalised (then training divides scores by
-    a temperature). Subclasses name their constructor arguments in ``config`` so that a saved
-    model can be rebuilt from JSON.
+    Class attributes describe the model to the estimator and the trainer:
+
+    - ``needs_features``: the model reads listing features (fit refuses a table without any);
+    - ``hyperparameters``: the ``Recommender`` parameters the model reads besides ``dim``;
+      set for another model, they are an error, not ignored;
+    - ``normalized``: vectors are L2-normalised (training divides scores by a temperature);
+    - ``factorized``: False when a score needs the pair (``pair_scores``), not two vectors;
+    - ``sequential``: a training pair's user vector reads what the user viewed before it,
+      so training hands over the pairs in time order (``set_training_pairs``).
+
+    Subclasses name their constructor arguments in ``config`` so that a saved model can be
+    rebuilt from JSON. Random draws during training (dropout masks) come from
+    ``self.generator``, which the trainer sets; nothing reads torch's global generator.
     """
 
-    normalized: bool = False
-    factorized: bool = True  # False: scores need the pair (see pair_scores), not two vectors
-    # True: a training pair's user vector reads what the user viewed before it, so training
-    # hands over the pairs in time order (set_training_pairs)
-    sequential: bool = False
+    needs_features: ClassVar[bool] = False
+    hyperparameters: ClassVar[tuple[str, ...]] = ()
+    normalized: ClassVar[bool] = False
+    factorized: ClassVar[bool] = True
+    sequential: ClassVar[bool] = False
+    generator: torch.Generator | None = None
+    n_trained_listings: int  # listing rows 0 .. n - 1 have trained ids
 
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def create(
+        cls, shape: ModelShape, params: dict[str, Any], generator: torch.Generator
+    ) -> RecModel:
+        """A fresh model for ``shape`` with the estimator's ``params`` (``dim`` and
+        ``hyperparameters``), its weights drawn from ``generator``."""
+        # layers draw default weights from torch's global generator while they are built;
+        # those draws are replaced below, and the global state is restored as it was
+        with torch.random.fork_rng(devices=[]):
+            model = cls.from_shape(shape, **{k: params[k] for k in ("dim", *cls.hyperparameters)})
+        initialize(model, generator)
+        return model
+
+    @classmethod
+    def from_shape(cls, shape: ModelShape, **params: Any) -> RecModel:
+        raise NotImplementedError
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> None:
+        """Raise ValueError naming the first bad value among ``dim`` and the
+        ``hyperparameters`` in ``params``."""
+        positive_int("dim", params["dim"])
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments: ``type(model)(**model.config)`` rebuilds the model."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ inputs and state
+    def set_inputs(self, listings: pd.DataFrame, data: Interactions | None) -> None:
+        """Inputs that are not weights: the fields of the model's listing rows (in row order)
+        and, at training time, the interactions (``None`` when restored by ``load_state``)."""
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        """Tensors saved beside the weights (inputs that training derived from data)."""
+        return {}
+
+    def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore what ``extra_state`` returned; called after ``set_inputs``."""
+
+    # ------------------------------------------------------------------ training
     def user_vectors(self, users: torch.Tensor, pairs: torch.Tensor | None = None) -> torch.Tensor:
         """Vectors of user rows; ``pairs`` (training only): the positions of the batch's pairs
         in the order given to ``set_training_pairs``."""
         raise NotImplementedError
 
+    def listing_vectors(self, listings: torch.Tensor) -> torch.Tensor:
+        """Vectors of listing rows."""
+        raise NotImplementedError
+
     def set_training_pairs(self, users: torch.Tensor | None, listings: torch.Tensor | None) -> None:
         """The training pairs (None when training ends); a ``sequential`` model gets each
         user's pairs together, ordered by time, then listing."""
-
-    def listing_vectors(self, listings: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
 
     def catalogue_vectors(self, n_listings: int) -> torch.Tensor:
         """Vectors of listing rows 0 .. n_listings - 1; a model may serve them from a cache."""
@@ -44,16 +132,92 @@ class RecModel(nn.Module):
         return (self.user_vectors(users) * self.listing_vectors(listings)).sum(-1)
 
     def score_matrix(self, users: torch.Tensor, listings: torch.Tensor) -> torch.Tensor:
-        """Scores of every user in ``users`` against every listing in ``listings``."""
+        """Scores of every user in ``users`` against every listing row in ``listings``."""
         return self.user_vectors(users) @ self.listing_vectors(listings).T
 
     def refresh(self) -> None:
         """Called when weights changed outside a step (new epoch, before validation)."""
 
     def fill_cache(self) -> None:
-        """Compute what training steps read from a cache now, not in the first step: worker
-        processes forked afterwards share it instead of each computing its own."""
+        """Compute now what later calls read from a cache (training steps, the first query):
+        worker processes forked afterwards share it, and a server pays before it answers."""
 
-    @property
-    def config(self) -> dict[str, Any]:
-        raise NotImplementedError
+    # ------------------------------------------------------------------ serving
+    def embeddable(self, rows: np.ndarray) -> np.ndarray:
+        """Which listings (by model row, -1: not in the model) this model can embed: without
+        features, only the listings it was trained on."""
+        return (rows >= 0) & (rows < self.n_trained_listings)
+
+    @torch.no_grad()
+    def embed_listings(self, listings: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+        """Vectors of listings given by their fields and model rows (-1: not in the model).
+
+        Raises FeaturesUnsupportedError for a listing the model cannot embed (see
+        ``embeddable``)."""
+        if not self.embeddable(rows).all():
+            raise FeaturesUnsupportedError(
+                f"model {type(self).__name__} reads no listing features and cannot embed "
+                "listings it was not trained on; use a feature model (hybrid or deep)"
+            )
+        return self.listing_vectors(torch.as_tensor(rows)).numpy()
+
+    @torch.no_grad()
+    def query_vectors(self, users: np.ndarray) -> np.ndarray | None:
+        """Vectors whose dot products with listing vectors rank the listings for these user
+        rows, or None when a score needs the pair (then ``score_listings`` ranks)."""
+        return self.user_vectors(torch.as_tensor(users)).numpy()
+
+    @torch.no_grad()
+    def session_vector(self, listing_vectors: np.ndarray) -> tuple[np.ndarray, bool]:
+        """The query for an anonymous visitor who viewed these listings, and whether it is
+        searched by cosine (True) or by dot product."""
+        return listing_vectors.mean(axis=0, keepdims=True), True
+
+    @torch.no_grad()
+    def score_listings(
+        self, users: np.ndarray, vectors: np.ndarray, rows: np.ndarray, strict: bool = True
+    ) -> np.ndarray:
+        """Scores of user rows against listings given by their vectors and model rows.
+
+        A model that scores pairs needs the listing's model row: with ``strict`` a listing
+        without one raises ColdListingsUnsupportedError, else it scores minus infinity."""
+        query = self.query_vectors(users)
+        return query @ vectors.T
+
+
+def positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def initialize(module: nn.Module, generator: torch.Generator) -> None:
+    """Draw every weight of ``module`` from ``generator``, with PyTorch's default
+    distributions, except embeddings: N(0, ``init_std``) where a layer sets it."""
+    with torch.no_grad():
+        for layer in module.modules():
+            if isinstance(layer, nn.Linear):
+                bound = 1 / math.sqrt(layer.in_features) if layer.in_features else 0.0
+                layer.weight.uniform_(-bound, bound, generator=generator)
+                if layer.bias is not None:
+                    layer.bias.uniform_(-bound, bound, generator=generator)
+            elif isinstance(layer, nn.Embedding):
+                layer.weight.normal_(0.0, getattr(layer, "init_std", 1.0), generator=generator)
+                if layer.padding_idx is not None:
+                    layer.weight[layer.padding_idx].zero_()
+
+
+def embedding(rows: int, dim: int, std: float, **options: Any) -> nn.Embedding:
+    """An embedding table whose rows ``initialize`` draws from N(0, ``std``)."""
+    table = nn.Embedding(rows, dim, **options)
+    table.init_std = std
+    nn.init.normal_(table.weight, std=std)
+    if table.padding_idx is not None:
+        with torch.no_grad():
+            table.weight[table.padding_idx].zero_()
+    return table
+
+
+def dropout_keep(shape: tuple[int, ...], rate: float, generator: torch.Generator | None):
+    """A mask keeping each entry with probability 1 - ``rate``, drawn on the CPU (so a CUDA
+    run drops the same entries as a CPU run)."""
+    return torch.rand(shape, generator=generator) >= rate

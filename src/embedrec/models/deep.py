@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from embedrec.features.pipeline import index_batch
+from embedrec.models.base import ColdListingsUnsupportedError, embedding
 from embedrec.models.feature_model import FeatureModel
+
+USER_BLOCK = 64  # users scored at once: bounds the (users, listings, hidden) block
 
 
 class DeepHybrid(FeatureModel):
@@ -27,9 +31,9 @@ class DeepHybrid(FeatureModel):
         n_listings: int,
         n_trained_listings: int,
         pipeline: dict[str, Any],
-        dim: int = 32,
-        feature_dim: int = 16,
-        hidden: int = 128,
+        dim: int,
+        feature_dim: int,
+        hidden: int,
     ) -> None:
         super().__init__(
             {
@@ -42,8 +46,7 @@ class DeepHybrid(FeatureModel):
                 "hidden": hidden,
             }
         )
-        self.user_id = nn.Embedding(n_users, dim, sparse=True)
-        nn.init.normal_(self.user_id.weight, std=0.05)
+        self.user_id = embedding(n_users, dim, 0.05, sparse=True)
         self.mlp = nn.Sequential(
             nn.Linear(2 * dim + self.features.output_dim, hidden),
             nn.ReLU(),
@@ -62,6 +65,12 @@ class DeepHybrid(FeatureModel):
     def listing_vectors(self, listings: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.listing_side(listings), dim=-1)
 
+    def vectors_from_features(
+        self, features: dict[str, torch.Tensor], id_rows: torch.Tensor
+    ) -> torch.Tensor:
+        both = torch.cat([self.listing_ids(id_rows), self.features(features)], dim=1)
+        return F.normalize(both, dim=1)
+
     def user_vectors(self, users: torch.Tensor, pairs: torch.Tensor | None = None) -> torch.Tensor:
         return self.user_id(users)
 
@@ -78,7 +87,26 @@ class DeepHybrid(FeatureModel):
         user_part = self.user_id(users) @ first.weight[:, :dim].T
         listing_part = self.listing_side(listings) @ first.weight[:, dim:].T + first.bias
         rows = []
-        for start in range(0, len(users), 64):
-            hidden = user_part[start : start + 64, None, :] + listing_part[None, :, :]
+        for start in range(0, len(users), USER_BLOCK):
+            hidden = user_part[start : start + USER_BLOCK, None, :] + listing_part[None, :, :]
             rows.append(rest(hidden).squeeze(-1))
         return torch.cat(rows)
+
+    def query_vectors(self, users: np.ndarray) -> None:
+        return None  # a score needs the pair: score_listings ranks
+
+    @torch.no_grad()
+    def score_listings(
+        self, users: np.ndarray, vectors: np.ndarray, rows: np.ndarray, strict: bool = True
+    ) -> np.ndarray:
+        scorable = rows >= 0
+        if strict and not scorable.all():
+            raise ColdListingsUnsupportedError(
+                "model 'deep' scores only listings it was trained with; "
+                "use model 'hybrid' for new listings"
+            )
+        scores = np.full((len(users), len(rows)), -np.inf, dtype=np.float32)
+        scores[:, scorable] = self.score_matrix(
+            torch.as_tensor(users), torch.as_tensor(rows[scorable])
+        ).numpy()
+        return scores

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import torch
-from torch import nn
 
+from embedrec.data.prepare import Interactions
 from embedrec.features.pipeline import FeatureEncoder, FeaturePipeline
-from embedrec.models.base import RecModel
+from embedrec.models.base import RecModel, embedding, positive_int
+
+EMBED_BATCH = 65536  # listings embedded per forward pass: bounds memory on large tables
 
 
 class FeatureModel(RecModel):
@@ -19,19 +23,36 @@ class FeatureModel(RecModel):
     model's listing rows; it is an input, not a weight, so it is not in the state dict.
     """
 
+    needs_features = True
+    hyperparameters: tuple[str, ...] = ("feature_dim", "hidden")
+
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()
         self._config = config
         self.pipeline = FeaturePipeline.from_dict(config["pipeline"])
         self.features = FeatureEncoder(self.pipeline, config["feature_dim"])
         self.n_trained_listings = config["n_trained_listings"]
-        self.listing_id = nn.Embedding(self.n_trained_listings + 1, config["dim"], sparse=True)
-        nn.init.normal_(self.listing_id.weight, std=0.05)
+        self.listing_id = embedding(self.n_trained_listings + 1, config["dim"], 0.05, sparse=True)
         self.catalogue: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def from_shape(cls, shape: Any, **params: Any) -> FeatureModel:
+        return cls(
+            shape.n_users, shape.n_listings, shape.n_trained_listings, shape.pipeline, **params
+        )
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> None:
+        super().check_params(params)
+        for name in ("feature_dim", "hidden"):
+            positive_int(name, params[name])
 
     @property
     def config(self) -> dict[str, Any]:
         return dict(self._config)
+
+    def set_inputs(self, listings: pd.DataFrame, data: Interactions | None) -> None:
+        self.set_catalogue(self.pipeline.transform(listings))
 
     def set_catalogue(self, features: dict[str, torch.Tensor]) -> None:
         """Feature tensors of the model's listing rows (from ``pipeline.transform``)."""
@@ -44,6 +65,29 @@ class FeatureModel(RecModel):
             has_id &= keep
         safe = torch.where(has_id, rows, torch.full_like(rows, self.n_trained_listings))
         return self.listing_id(safe) * has_id.unsqueeze(-1)
+
+    def embeddable(self, rows: np.ndarray) -> np.ndarray:
+        return np.ones(len(rows), dtype=bool)  # every listing has features
+
+    def vectors_from_features(
+        self, features: dict[str, torch.Tensor], id_rows: torch.Tensor
+    ) -> torch.Tensor:
+        """Listing vectors from feature tensors and trained id rows (-1: no id)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def embed_listings(self, listings: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+        if len(listings) > EMBED_BATCH:  # fail before the first batch on missing columns
+            self.pipeline.transform(listings.iloc[:1])
+        id_rows = torch.as_tensor(np.where(rows < self.n_trained_listings, rows, -1))
+        out = [
+            self.vectors_from_features(
+                self.pipeline.transform(listings.iloc[start : start + EMBED_BATCH]),
+                id_rows[start : start + EMBED_BATCH],
+            ).numpy()
+            for start in range(0, max(len(listings), 1), EMBED_BATCH)
+        ]
+        return np.concatenate(out)
 
     def _apply(self, fn, *args, **kwargs):  # noqa: ANN001, ANN202 - keep inputs on the device
         super()._apply(fn, *args, **kwargs)

@@ -6,13 +6,18 @@ a listing with few or no interactions still gets a good vector from its features
 
 from __future__ import annotations
 
+from numbers import Real
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from embedrec.data.prepare import Interactions, recent_listings
 from embedrec.features.pipeline import index_batch
+from embedrec.models.base import dropout_keep, embedding, positive_int
 from embedrec.models.feature_model import FeatureModel
 
 
@@ -31,6 +36,14 @@ class HybridTwoTower(FeatureModel):
 
     normalized = True
     sequential = True
+    hyperparameters = (
+        "feature_dim",
+        "hidden",
+        "id_dropout",
+        "history",
+        "user_ids",
+        "history_gradient",
+    )
 
     def __init__(
         self,
@@ -38,13 +51,13 @@ class HybridTwoTower(FeatureModel):
         n_listings: int,
         n_trained_listings: int,
         pipeline: dict[str, Any],
-        dim: int = 32,
-        feature_dim: int = 16,
-        hidden: int = 128,
-        id_dropout: float = 0.3,
-        history: int = 20,
-        user_ids: bool = True,
-        history_gradient: bool = False,
+        dim: int,
+        feature_dim: int,
+        hidden: int,
+        id_dropout: float,
+        history: int,
+        user_ids: bool,
+        history_gradient: bool,
     ) -> None:
         super().__init__(
             {
@@ -65,9 +78,7 @@ class HybridTwoTower(FeatureModel):
         self.history_gradient = history_gradient
         # without user ids a user is the listings they viewed: nothing per user to overfit,
         # and a new user or an anonymous session is embedded exactly like a known user
-        self.user_id = nn.Embedding(n_users + 1, dim, sparse=True) if user_ids else None
-        if self.user_id is not None:
-            nn.init.normal_(self.user_id.weight, std=0.05)
+        self.user_id = embedding(n_users + 1, dim, 0.05, sparse=True) if user_ids else None
         self.listing_mlp = _mlp(self.features.output_dim + dim, hidden, dim)
         self.user_mlp = _mlp((2 if user_ids else 1) * dim, hidden, dim)
         # inputs set by set_histories; not weights, so not in the state dict
@@ -77,9 +88,29 @@ class HybridTwoTower(FeatureModel):
         self.sequence: torch.Tensor | None = None
         self.sequence_starts: torch.Tensor | None = None
 
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> None:
+        super().check_params(params)
+        positive_int("history", params["history"])
+        rate = params["id_dropout"]
+        if isinstance(rate, bool) or not isinstance(rate, Real) or not 0 <= rate < 1:
+            raise ValueError(f"id_dropout must be a number in [0, 1), got {rate!r}")
+
     def set_catalogue(self, features: dict[str, torch.Tensor]) -> None:
         super().set_catalogue(features)
         self.refresh()
+
+    def set_inputs(self, listings: pd.DataFrame, data: Interactions | None) -> None:
+        super().set_inputs(listings, data)
+        if data is not None:
+            rows, lengths = recent_listings(data, self._config["history"])
+            self.set_histories(torch.as_tensor(rows), torch.as_tensor(lengths))
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        return {"histories.rows": self.histories, "histories.lengths": self.history_lengths}
+
+    def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.set_histories(tensors["histories.rows"], tensors["histories.lengths"])
 
     def set_histories(self, histories: torch.Tensor, lengths: torch.Tensor) -> None:
         """Each user's most recent listing rows (padded) and how many are real."""
@@ -95,14 +126,13 @@ class HybridTwoTower(FeatureModel):
         return self
 
     # ------------------------------------------------------------------ towers
-    def embed_features(
+    def vectors_from_features(
         self, features: dict[str, torch.Tensor], id_rows: torch.Tensor
     ) -> torch.Tensor:
-        """Listing vectors from feature tensors and trained id rows (-1: no id)."""
         keep = None
         if self.training and self.id_dropout > 0:
-            # drawn by the CPU generator on every device, so a CUDA run drops the same ids
-            keep = torch.rand(id_rows.shape).to(id_rows.device) >= self.id_dropout
+            keep = dropout_keep(id_rows.shape, self.id_dropout, self.generator)
+            keep = keep.to(id_rows.device)
         id_vectors = self.listing_ids(id_rows, keep)
         hidden = torch.cat([self.features(features), id_vectors], dim=1)
         # the id embedding also enters directly, as in plain matrix factorisation, so warm
@@ -110,7 +140,7 @@ class HybridTwoTower(FeatureModel):
         return F.normalize(self.listing_mlp(hidden) + id_vectors, dim=1)
 
     def listing_vectors(self, listings: torch.Tensor) -> torch.Tensor:
-        return self.embed_features(index_batch(self.catalogue, listings), listings)
+        return self.vectors_from_features(index_batch(self.catalogue, listings), listings)
 
     def set_training_pairs(self, users: torch.Tensor | None, listings: torch.Tensor | None) -> None:
         # a training pair's history is what its user viewed just before it: the model learns
@@ -160,7 +190,7 @@ class HybridTwoTower(FeatureModel):
             users = torch.full((n,), self.user_id.num_embeddings - 1, device=pooled.device)
         keep = users < self.user_id.num_embeddings - 1
         if self.training and self.id_dropout > 0:
-            keep &= torch.rand(n).to(pooled.device) >= self.id_dropout / 2
+            keep &= dropout_keep((n,), self.id_dropout / 2, self.generator).to(pooled.device)
         id_vectors = self.user_id(users) * keep.unsqueeze(1)
         hidden = torch.cat([id_vectors, pooled], dim=1)
         return F.normalize(self.user_mlp(hidden) + id_vectors + pooled, dim=1)
@@ -184,6 +214,12 @@ class HybridTwoTower(FeatureModel):
                 )
             self.train(was_training)
         return self.cached_listings
+
+    @torch.no_grad()
+    def session_vector(self, listing_vectors: np.ndarray) -> tuple[np.ndarray, bool]:
+        # the user tower of an anonymous user: no id, the session's listings as history
+        pooled = listing_vectors.mean(axis=0, keepdims=True)
+        return self.user_from(torch.as_tensor(pooled)).numpy(), False
 
     def catalogue_vectors(self, n_listings: int) -> torch.Tensor:
         return self.all_listing_vectors()[:n_listings]

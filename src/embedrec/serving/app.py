@@ -5,8 +5,8 @@
 """
 
 import hmac
+import inspect
 import logging
-import math
 import os
 import random
 from pathlib import Path
@@ -21,14 +21,18 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from embedrec import __version__
 from embedrec.bundle import BundleError
 from embedrec.data.errors import DataError
-from embedrec.index.filters import GEO_COLUMNS, FilterError, allowed_mask, filters_from_mapping
+from embedrec.data.jsonable import plain
+from embedrec.geo import LAT_LON_COLUMNS, distance_km
+from embedrec.index.filters import FilterError, allowed_mask, filters_from_mapping
+from embedrec.retrieval.results import Results, UnknownIdError
 from embedrec.serving import schemas as s
+from embedrec.serving.filter_params import filter_parameters
 from embedrec.serving.metrics import CONTENT_TYPE, Metrics, MetricsAndLimits
 from embedrec.serving.state import ServingState, Settings, StateHolder
 from embedrec.serving.store import ListingStore
+from embedrec.version import __version__
 
 log = logging.getLogger("embedrec.serving")
 STATIC = Path(__file__).parent / "static"
@@ -54,8 +58,7 @@ class ApiError(Exception):
 def create_app(settings: Settings) -> FastAPI:
     """The service for ``settings``: loads the model, replays the store, defines the routes."""
     store = ListingStore(settings.store)
-    holder = StateHolder(settings, store)  # all cores for embedding the catalogue
-    _limit_threads()
+    holder = StateHolder(settings, store)
     metrics = Metrics()
     if settings.token is None:
         log.warning("no API token (EMBEDREC_API_TOKEN or --token-file): serving read-only")
@@ -92,20 +95,19 @@ def create_app(settings: Settings) -> FastAPI:
     Writer = Depends(writer)
     K = Annotated[int, Query(ge=1, le=s.MAX_K, description="number of results")]
 
-    async def query_filters(
-        request: Request,
-        st: State,
-        price_min: float | None = None,
-        price_max: float | None = None,
-        make: Annotated[list[str] | None, Query()] = None,
-        body: Annotated[list[str] | None, Query()] = None,
-        near: Annotated[str | None, Query(description="lat,lon")] = None,
-        within_km: float | None = None,
-        exclude: Annotated[str | None, Query(description="id1,id2")] = None,
-    ) -> list:
-        # the named parameters document the common filters in the OpenAPI schema; any other
-        # listing column filters too, so the filters are read from the whole query string
+    async def query_filters(request: Request, st: State, **documented: Any) -> list:
+        # the filters are read from the whole query string: any listing column filters, the
+        # parameters in the signature below only document the served catalogue's columns
         return _filters(st, _query_mapping(request))
+
+    positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    query_filters.__signature__ = inspect.Signature(
+        [
+            inspect.Parameter("request", positional, annotation=Request),
+            inspect.Parameter("st", positional, annotation=State),
+            *filter_parameters(holder.current.catalogue.schema, reserved=NOT_FILTERS),
+        ]
+    )
 
     QueryFilters = Annotated[list, Depends(query_filters)]
     Id = Annotated[str, PathParam(min_length=1, max_length=256)]
@@ -120,11 +122,9 @@ def create_app(settings: Settings) -> FastAPI:
         """Listings most similar to one listing. Any listing column filters, e.g. ``fuel=diesel``
         (repeated or comma-separated for sets) or ``year_min=2018``."""
         query = st.listing_id(listing_id)
-        (answer,) = st.recommender.similar([query], k, filters=filters, catalogue=st.catalogue)
-        if "error" in answer:
-            raise ApiError(404, answer["error"], "listing_id")
+        (answer,) = st.retriever.similar([query], k, filters)
         origin = _near(filters) or _location(st, query)
-        return s.SimilarResponse(query=query, results=_distances(answer["results"], origin))
+        return s.SimilarResponse(query=query, results=_distances(answer, origin))
 
     @app.get("/v1/users/{user_id}/recommendations", responses=ERRORS)
     def recommendations(
@@ -132,27 +132,22 @@ def create_app(settings: Settings) -> FastAPI:
     ) -> s.RecommendationsResponse:
         """Listings for a known user, excluding those they have seen; filters as for similar."""
         query = st.user_id(user_id)
-        (answer,) = st.recommender.recommend([query], k, filters=filters, catalogue=st.catalogue)
-        if "error" in answer:
-            raise ApiError(404, answer["error"], "user_id")
-        return s.RecommendationsResponse(
-            query=query, results=_distances(answer["results"], _near(filters))
-        )
+        (answer,) = st.retriever.recommend([query], k, filters)
+        return s.RecommendationsResponse(query=query, results=_distances(answer, _near(filters)))
 
     @app.post("/v1/recommendations", responses=ERRORS)
     def session_recommendations(request_body: s.SessionRequest, st: State) -> s.SessionResponse:
         """Listings for an anonymous visitor, from the listings viewed in their session."""
         filters = _filters(st, request_body.filters or {})
         session = [st.listing_id(str(i)) for i in request_body.session]
-        answer = st.recommender.recommend_session(
-            session, request_body.k, filters=filters, catalogue=st.catalogue
-        )
-        if "error" in answer:
-            raise ApiError(404, answer["error"], "session")
+        try:
+            answer = st.retriever.recommend_session(session, request_body.k, filters)
+        except UnknownIdError as exc:
+            raise ApiError(404, str(exc), "session") from None
         return s.SessionResponse(
-            query=answer["query"],
-            results=_distances(answer["results"], _near(filters)),
-            unknown=answer.get("unknown", []),
+            query=answer.query,
+            results=_distances(answer, _near(filters)),
+            unknown=answer.unknown,
         )
 
     @app.get("/v1/listings:random", responses=ERRORS)
@@ -247,8 +242,28 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 def app_from_env() -> FastAPI:
-    """The app configured by EMBEDREC_* variables (uvicorn workers start it this way)."""
-    return create_app(settings_from_env())
+    """The app configured by EMBEDREC_* variables (uvicorn workers start it this way), in a
+    process set up for serving by :func:`limit_threads`."""
+    if not logging.getLogger().handlers:  # a fresh worker process: its messages to stderr
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    app = create_app(settings_from_env())  # with all cores while the catalogue is embedded
+    limit_threads()
+    return app
+
+
+def limit_threads() -> None:
+    """One thread per request computation: parallelism comes from requests and workers.
+
+    A second torch or OpenMP thread only adds wake-ups for the tensors of one request (a GELU
+    over 128 numbers took 7 ms with two threads under load). This changes the whole process,
+    so only a server's own start-up calls it (``embedrec serve``, :func:`app_from_env`),
+    never :func:`create_app`, which a program may call in-process.
+    """
+    import faiss
+    import torch
+
+    faiss.omp_set_num_threads(1)
+    torch.set_num_threads(1)
 
 
 def settings_from_env() -> Settings:
@@ -300,34 +315,25 @@ def _location(st: ServingState, listing_id: Any) -> tuple[float, float] | None:
     if row[0] < 0:
         return None
     record = st.catalogue.fields(row)[0]
-    for lat, lon in GEO_COLUMNS:
+    for lat, lon in LAT_LON_COLUMNS:
         if record.get(lat) is not None and record.get(lon) is not None:
             return float(record[lat]), float(record[lon])
     return None
 
 
-def _distances(results: list[dict], origin: tuple[float, float] | None) -> list[dict]:
-    """Adds ``distance_km`` (great-circle) from ``origin`` to results with coordinates."""
+def _distances(answer: Results, origin: tuple[float, float] | None) -> list[dict]:
+    """The answer's results as JSON objects, with ``distance_km`` (great-circle) from
+    ``origin`` where a result has coordinates."""
+    results = [hit.to_dict() for hit in answer.hits]
     if origin is None:
         return results
-    lat0, lon0 = map(math.radians, origin)
     for result in results:
-        for lat_name, lon_name in GEO_COLUMNS:
+        for lat_name, lon_name in LAT_LON_COLUMNS:
             lat, lon = result.get(lat_name), result.get(lon_name)
             if lat is not None and lon is not None:
-                result["distance_km"] = round(_haversine(lat0, lon0, lat, lon), 3)
+                result["distance_km"] = round(distance_km(*origin, lat, lon), 3)
                 break
     return results
-
-
-def _haversine(lat0: float, lon0: float, lat: float, lon: float) -> float:
-    # per result scalar maths: the vectorised haversine_km costs more for ten points
-    lat, lon = math.radians(lat), math.radians(lon)
-    a = (
-        math.sin((lat - lat0) / 2) ** 2
-        + math.cos(lat0) * math.cos(lat) * math.sin((lon - lon0) / 2) ** 2
-    )
-    return 2 * 6371.0088 * math.asin(math.sqrt(min(1.0, max(0.0, a))))
 
 
 def _fields(st: ServingState, listing_id: Any) -> dict[str, Any]:
@@ -361,34 +367,8 @@ def _model_info(st: ServingState) -> s.ModelInfo:
         generation=st.generation,
         listings=len(st.catalogue),
         loaded_at=st.loaded_at,
-        report=_finite(rec.report_),
+        report=plain(rec.report_),  # JSON has no NaN: null
     )
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN or infinity: such figures become null."""
-    if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, np.generic):
-        return _finite(value.item())
-    return value
-
-
-def _limit_threads() -> None:
-    """One thread per request computation: parallelism comes from requests and workers.
-
-    A second torch or OpenMP thread only adds wake-ups for the tensors of one request (a GELU
-    over 128 numbers took 7 ms with two threads under load).
-    """
-    import faiss
-    import torch
-
-    faiss.omp_set_num_threads(1)
-    torch.set_num_threads(1)
 
 
 def _error(status: int, message: str, field: str | None, headers: dict | None = None):
@@ -412,6 +392,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error(exc.status_code, str(exc.detail), None, getattr(exc, "headers", None))
+
+    @app.exception_handler(UnknownIdError)
+    async def unknown_id(_: Request, exc: UnknownIdError) -> JSONResponse:
+        return _error(404, str(exc), exc.kind)
 
     @app.exception_handler(FilterError)
     async def filter_error(_: Request, exc: FilterError) -> JSONResponse:

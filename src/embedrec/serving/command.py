@@ -56,11 +56,13 @@ def serve_command(
     """Serve MODEL_DIR over HTTP: similar listings, recommendations, listing writes."""
     import uvicorn
 
-    from embedrec.serving.app import create_app
+    from embedrec.serving.app import create_app, limit_threads
     from embedrec.serving.state import Settings
     from embedrec.serving.store import ListingStore
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s", force=True
+    )
     token = os.environ.get(TOKEN_VARIABLE) or None
     if token_file:
         token = Path(token_file).read_text().strip() or None
@@ -78,7 +80,8 @@ def serve_command(
     )
     try:
         if workers == 1:
-            app = create_app(settings)
+            app = create_app(settings)  # with all cores while the catalogue is embedded
+            limit_threads()
             uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
             return
         read_manifest(model_dir)  # fail here, not in every worker

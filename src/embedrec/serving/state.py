@@ -21,8 +21,11 @@ import numpy as np
 import pandas as pd
 
 from embedrec.data.errors import DataError
+from embedrec.data.ids import parse_id
 from embedrec.data.io import load_listings
+from embedrec.index.catalogue import Catalogue
 from embedrec.recommender import Recommender
+from embedrec.retrieval.retriever import Retriever
 from embedrec.serving.store import Change, ListingStore
 
 log = logging.getLogger("embedrec.serving")
@@ -57,7 +60,7 @@ class ServingState:
     """One model, its catalogue and the store changes applied to it (up to ``seq``)."""
 
     recommender: Recommender
-    catalogue: Any  # embedrec.index.catalogue.Catalogue
+    retriever: Retriever
     model_dir: str
     generation: int
     seq: int = 0
@@ -68,15 +71,19 @@ class ServingState:
 
     # ------------------------------------------------------------------ ids and listings
     @property
+    def catalogue(self) -> Catalogue:
+        return self.retriever.catalogue
+
+    @property
     def columns(self) -> list[str]:
         return [c for c in self.catalogue.schema.columns if c != "listing_id"]
 
     def listing_id(self, raw: str) -> Any:
         """The id as the catalogue stores it: an int when its ids are ints, else the string."""
-        return _typed_id(raw, self.catalogue.id_dtype)
+        return parse_id(raw, self.catalogue.id_dtype)
 
     def user_id(self, raw: str) -> Any:
-        return _typed_id(raw, self.recommender.users_.ids.dtype)
+        return parse_id(raw, self.retriever.users.ids.dtype)
 
     def listing_frame(self, listing_id: Any, fields: dict[str, Any]) -> pd.DataFrame:
         """A validated one-row listings table with the catalogue's columns and types.
@@ -109,7 +116,7 @@ class ServingState:
 
     def embed(self, frame: pd.DataFrame, fields: dict[str, Any] | None = None) -> Embedded:
         """Vectors of new listings; DataError when the model cannot embed them (``mf``)."""
-        vectors, model_rows, known = self.recommender.embed_listings(frame)
+        vectors, model_rows, known = self.retriever.embed_listings(frame)
         if not known.all():
             raise DataError(
                 f"model {self.recommender.model!r} cannot embed listings it was not trained on; "
@@ -178,7 +185,8 @@ def build_state(
     """Load a model directory and its catalogue, then replay every stored write into it."""
     started = time.perf_counter()
     recommender = Recommender.load(model_dir)
-    catalogue, unknown = recommender.catalogue(listings)
+    retriever = recommender.retriever(listings)
+    unknown = retriever.unknown
     if unknown:
         log.warning(
             "%d listings of %s cannot be embedded by model %r and are not served (e.g. %r)",
@@ -187,13 +195,13 @@ def build_state(
             recommender.model,
             unknown[0],
         )
-    recommender.warm_up(catalogue)
-    state = ServingState(recommender, catalogue, str(model_dir), generation)
+    retriever.warm_up()
+    state = ServingState(recommender, retriever, str(model_dir), generation)
     state.catch_up(store)
     log.info(
         "loaded %s: %d listings (%d stored writes replayed) in %.1fs",
         model_dir,
-        len(catalogue),
+        len(retriever.catalogue),
         state.seq,
         time.perf_counter() - started,
     )
@@ -278,14 +286,6 @@ class StateHolder:
 
             self._background = threading.Thread(target=run, name="embedrec-reload", daemon=True)
             self._background.start()
-
-
-def _typed_id(raw: str, dtype: Any) -> Any:
-    if pd.api.types.is_integer_dtype(dtype):
-        text = raw.strip()
-        if text.lstrip("-").isdigit() and len(text) < 19:
-            return int(text)
-    return raw
 
 
 def _column(name: str, value: Any, dtype: Any) -> pd.Series:

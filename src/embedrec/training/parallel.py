@@ -67,13 +67,14 @@ def run_workers(
     step: Callable[[int, int], float],
     batches: range,
     workers: int,
-    seeds: list[int],
     progress_label: str | None,
+    disable_progress: bool | None = None,
 ) -> float:
     """Run ``step(batch, worker)`` for every batch number in ``batches`` in ``workers``
-    forked processes, worker w taking ``batches[w::workers]`` and seeding torch with
-    ``seeds[w]``; returns the sum of the losses ``step`` returned. A worker that fails stops
-    the others, and its error is raised here."""
+    forked processes, worker w taking ``batches[w::workers]``; returns the sum of the losses
+    ``step`` returned. A worker that fails stops the others, and its error is raised here.
+    ``step`` draws its random numbers from generators it is given per worker, not from
+    torch's global one."""
     counts = shared_zeros(workers, torch.int64)
     losses = shared_zeros(workers, torch.float64)
     context = multiprocessing.get_context("fork")
@@ -87,7 +88,6 @@ def run_workers(
                 step,
                 worker,
                 batches[worker::workers],
-                seeds[worker],
                 threads,
                 counts,
                 losses,
@@ -104,7 +104,7 @@ def run_workers(
         desc=progress_label,
         unit="batch",
         leave=False,
-        disable=progress_label is None,
+        disable=disable_progress,
     )
     try:
         while any(p.is_alive() for p in processes):
@@ -137,10 +137,9 @@ def _raise_failure(processes: list, receivers: list) -> None:
             )
 
 
-def _work(step, worker, batches, seed, threads, counts, losses, errors) -> None:  # noqa: ANN001
+def _work(step, worker, batches, threads, counts, losses, errors) -> None:  # noqa: ANN001
     try:
         torch.set_num_threads(threads)
-        torch.manual_seed(seed)
         for batch in batches:
             losses[worker] += step(batch, worker)
             counts[worker] += 1

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import copy
+import logging
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from numbers import Integral, Real
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -15,97 +15,54 @@ from tqdm.auto import tqdm
 
 from embedrec.data.prepare import Interactions
 from embedrec.evaluation.metrics import evaluate_scorer
-from embedrec.index.exact import dot_scorer
 from embedrec.models.base import RecModel
+from embedrec.ranking import dot_scorer
+from embedrec.training.config import TrainConfig
 from embedrec.training.losses import bpr, in_batch_softmax, sampled_softmax
 from embedrec.training.optim import RowWiseAdagrad
 from embedrec.training.parallel import fork_available, run_workers, share_weights, unshare_weights
 
-LOSSES = ("softmax", "bpr")
-NEGATIVE_SOURCES = ("batch", "catalogue")
-PRECISIONS = ("auto", "fp32", "bf16")
-WHOLE_NUMBERS = (
-    "epochs",
-    "batch_size",
-    "negatives",
-    "workers",
-    "patience",
-    "validation_users",
-    "seed",
-)
-NUMBERS = ("lr", "dense_lr", "weight_decay", "logq_scale", "temperature")
 VALIDATION_SEED = 0  # draws the validation users; fixed, unlike the training seed
 FIRST_REFRESH_STEP = 64
-
-
-@dataclass
-class TrainConfig:
-    """Training hyper-parameters; the defaults work on the car data and on MovieLens."""
-
-    epochs: int = 30
-    batch_size: int = 2048
-    lr: float = 0.05
-    dense_lr: float = 3e-3
-    weight_decay: float = 1e-5
-    loss: str = "softmax"
-    # 1 removes popularity from the sampled softmax (Yi et al. 2019); above 1 keeps some of
-    # it, which pays where popular items are what users want (MovieLens: 1.5 was best)
-    logq_scale: float = 1.0
-    temperature: float = 0.1  # for models with L2-normalised vectors
-    negatives: int = 512  # shared by the batch; 16 per positive for unfactorised models
-    # softmax negatives. "batch": the batch's own listings (popularity-corrected by logQ);
-    # "catalogue": drawn uniformly from trained listings, all of them when there are at most
-    # `negatives` (BPR always draws one uniformly per positive)
-    negatives_from: str = "batch"
-    # "bf16": matrix products of the training steps in bfloat16 (autocast), the rest and the
-    # weights in fp32. On a CPU with bf16 instructions (AVX512-BF16, AMX) a hybrid step on 5M
-    # car events took 22% less time with the same validation recall; without them autocast
-    # emulates bf16 and is slower, and on a GPU it brought nothing at these batch sizes.
-    # "auto": bf16 where the CPU has those instructions, fp32 elsewhere
-    precision: str = "auto"
-    # processes training at once on shared weights (Hogwild, see training/parallel.py): on 2
-    # cores, 2 workers took 30% less time a step than one; CPU only, and a run with more than
-    # one is not reproducible bit for bit
-    workers: int = 1
-    patience: int = 3
-    validation_users: int = 3000
-    seed: int = 0
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        for name in WHOLE_NUMBERS + NUMBERS:
-            value = getattr(self, name)
-            whole = name in WHOLE_NUMBERS
-            if isinstance(value, bool) or not isinstance(value, Integral if whole else Real):
-                kind = "a whole number" if whole else "a number"
-                raise ValueError(f"{name} must be {kind}, got {value!r}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        if self.negatives_from not in NEGATIVE_SOURCES:
-            raise ValueError(
-                f"negatives_from must be one of {', '.join(NEGATIVE_SOURCES)}, "
-                f"got {self.negatives_from!r}"
-            )
-        if self.precision not in PRECISIONS:
-            raise ValueError(
-                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
-            )
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}")
-        for name in (n for n in WHOLE_NUMBERS if n != "seed"):
-            if getattr(self, name) < (0 if name == "patience" else 1):
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+logger = logging.getLogger(__name__)
+# called after each epoch with its number, its metrics and the seconds since training
+# started; returning True stops training after that epoch
+Callback = Callable[[int, dict[str, float], float], bool | None]
 
 
 @dataclass
 class TrainResult:
+    """What a training run did: its best epoch (the last one without validation) and that
+    epoch's validation score, one history entry per epoch, its wall time, and why it
+    stopped: ``"epochs"``, ``"patience"``, ``"time budget"`` or ``"callback"``."""
+
     best_epoch: int = 0
     best_score: float | None = None
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    stopped: str = "epochs"
+
+
+class EarlyStopping:
+    """The stopping rule: a run stops after ``patience`` epochs in a row without a higher
+    validation score than the best so far (ties are no gain)."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.best: float | None = None
+        self.bad_epochs = 0
+
+    def update(self, score: float) -> bool:
+        """Record an epoch's score; True when it is the best so far."""
+        if self.best is None or score > self.best:
+            self.best, self.bad_epochs = score, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def stop(self) -> bool:
+        return self.bad_epochs > self.patience
 
 
 def bf16_steps(precision: str, device: torch.device) -> bool:
@@ -155,25 +112,29 @@ def train(
     data: Interactions,
     config: TrainConfig,
     validation: Interactions | None = None,
-    log: Callable[[str], None] = print,
-    progress: bool = True,
+    callbacks: Sequence[Callback] = (),
+    progress: bool | None = None,
     epochs: int | None = None,
 ) -> TrainResult:
-    """Train ``model`` in place; with ``validation``, stop early and keep the best epoch.
+    """Train ``model`` in place for ``epochs`` (default ``config.epochs``) epochs.
 
-    The validation metric is Recall@10 of held-out (later) interactions, ranking the full
-    catalogue with each user's training listings excluded.
+    With ``validation`` (later interactions), each epoch is scored by Recall@10 of the
+    held-out pairs, ranking the full catalogue with each user's training listings excluded;
+    training stops after ``config.patience`` epochs without gain and the best epoch's
+    weights are restored. It also stops after the epoch that passes ``config.time_budget``
+    and when a callback returns True. ``progress``: a bar per epoch (None: on a terminal).
+    Every random draw comes from a generator seeded with ``config.seed``.
     """
     device = resolve_device(config.device)
     check_workers(config.workers, device)
-    torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
+    model.generator = generator
     model.to(device)
     pairs, log_q, trained = training_pairs(model, data, config, device)
     optimizers = make_optimizers(model, config)
     result = TrainResult()
     best_state = None
-    bad_epochs = 0
+    stopping = EarlyStopping(config.patience)
     started = time.perf_counter()
     validated = False
     steps = 0
@@ -182,32 +143,43 @@ def train(
         for epoch in range(1, (epochs or config.epochs) + 1):
             if not validated:  # a validation refreshed the model after the last step
                 model.refresh()
-            label = f"epoch {epoch}" if progress else None
+            label = f"epoch {epoch}"
             loss, steps = train_epoch(
-                model, optimizers, pairs, log_q, trained, config, generator, label, steps
+                model, optimizers, pairs, log_q, trained, config, generator, label, steps, progress
             )
             entry = {"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - started}
             message = f"epoch {epoch:3d}  loss {loss:.4f}"
             validated = validation is not None and len(validation) > 0
             if validated:
+                validation_started = time.perf_counter()
                 score, error = validation_recall(model, data, validation, config)
                 entry["val_recall@10"], entry["val_recall@10_se"] = score, error
+                entry["validation_seconds"] = time.perf_counter() - validation_started
                 message += f"  val recall@10 {score:.4f} (se {error:.4f})"
-                if result.best_score is None or score > result.best_score:
+                if stopping.update(score):
                     result.best_score, result.best_epoch = score, epoch
                     best_state = copy.deepcopy(model.state_dict())
-                    bad_epochs = 0
-                else:
-                    bad_epochs += 1
             else:
                 result.best_epoch = epoch
             result.history.append(entry)
-            log(message + f"  ({entry['seconds']:.1f}s)")
-            if validation is not None and bad_epochs > config.patience:
-                log(
-                    f"early stop after {bad_epochs} epochs without gain; "
-                    f"best epoch {result.best_epoch}"
+            elapsed = time.perf_counter() - started
+            logger.info("%s  (%.1fs)", message, entry["seconds"])
+            metrics = {k: v for k, v in entry.items() if k not in ("epoch", "seconds")}
+            stop = [bool(callback(epoch, metrics, elapsed)) for callback in callbacks]
+            if validated and stopping.stop:
+                result.stopped = "patience"
+                logger.info(
+                    "early stop after %d epochs without gain; best epoch %d",
+                    stopping.bad_epochs,
+                    result.best_epoch,
                 )
+            elif config.time_budget is not None and elapsed > config.time_budget:
+                result.stopped = "time budget"
+                logger.info("time budget of %.0fs spent after epoch %d", config.time_budget, epoch)
+            elif any(stop):
+                result.stopped = "callback"
+                logger.info("stopped by a callback after epoch %d", epoch)
+            if result.stopped != "epochs":
                 break
     finally:
         model.set_training_pairs(None, None)
@@ -248,9 +220,11 @@ def make_optimizers(model: RecModel, config: TrainConfig) -> list[torch.optim.Op
     ]
     sparse_ids = {id(p) for p in sparse_params}
     dense_params = [p for p in model.parameters() if id(p) not in sparse_ids]
-    optimizers: list[torch.optim.Optimizer] = [
-        RowWiseAdagrad(sparse_params, lr=config.lr, weight_decay=config.weight_decay)
-    ]
+    optimizers: list[torch.optim.Optimizer] = []
+    if sparse_params:
+        optimizers.append(
+            RowWiseAdagrad(sparse_params, lr=config.lr, weight_decay=config.weight_decay)
+        )
     if dense_params:
         optimizers.append(
             torch.optim.AdamW(dense_params, lr=config.dense_lr, weight_decay=config.weight_decay)
@@ -268,11 +242,13 @@ def train_epoch(
     generator: torch.Generator,
     progress_label: str | None,
     steps_before: int = 0,
+    progress: bool | None = None,
 ) -> tuple[float, int]:
     """One pass over the shuffled pairs (users, listings, weights), with a progress bar
-    labelled ``progress_label`` (None: no bar), after ``steps_before`` steps of earlier
-    epochs; returns the mean loss and the steps taken so far. With ``config.workers`` above 1
-    the batches are shared out among that many worker processes (``parallel``)."""
+    labelled ``progress_label`` (shown when ``progress``; None: on a terminal), after
+    ``steps_before`` steps of earlier epochs; returns the mean loss and the steps taken so
+    far. With ``config.workers`` above 1 the batches are shared out among that many worker
+    processes (``parallel``). Random draws of worker w come from its own generator."""
     users, listings, weights = pairs
     model.train()
     order = torch.randperm(len(users), generator=generator).to(users.device)
@@ -287,6 +263,7 @@ def train_epoch(
         generators = [torch.Generator().manual_seed(s) for s in seeds]
 
     def step(index: int, worker: int) -> float:
+        model.generator = generators[worker]
         batch = order[index * config.batch_size : (index + 1) * config.batch_size]
         with torch.autocast(users.device.type, torch.bfloat16, enabled=bf16):
             loss = _batch_loss(
@@ -317,7 +294,7 @@ def train_epoch(
             desc=progress_label,
             unit="batch",
             leave=False,
-            disable=progress_label is None,
+            disable=show_progress(progress, progress_label),
         )
         total = sum(step(index, 0) for index in batches)
     else:
@@ -332,11 +309,24 @@ def train_epoch(
         share_weights(params, states)
         model.fill_cache()
         try:
-            total += run_workers(step, range(first, n_batches), workers, seeds, progress_label)
+            total += run_workers(
+                step,
+                range(first, n_batches),
+                workers,
+                progress_label,
+                show_progress(progress, progress_label),
+            )
         finally:
             unshare_weights(params, states)
         model.refresh()  # the workers' caches stayed in the workers
     return total / max(n_batches, 1), steps_before + n_batches
+
+
+def show_progress(progress: bool | None, label: str | None) -> bool | None:
+    """tqdm's ``disable`` for a bar: None (a terminal decides) unless set, off without label."""
+    if label is None:
+        return True
+    return None if progress is None else not progress
 
 
 def refresh_due(after: int, upto: int) -> bool:

@@ -8,11 +8,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from embedrec.geo import LAT_LON_COLUMNS
+from embedrec.ranking import neighbours
 from embedrec.viz.plots import haversine_km
 from embedrec.viz.projection import normalise
 
 ID_COLUMNS = {"id", "listing_id", "dealer_id", "user_id", "seller_id"}
-GEO_COLUMNS = {"lat", "lon", "latitude", "longitude"}
+GEO_COLUMNS = {name for pair in LAT_LON_COLUMNS for name in pair}
 RADII_KM = (50, 100, 200)
 # A '|'-separated column (equipment) is a set when this share of its values hold a '|'.
 SET_SHARE = 0.2
@@ -52,7 +54,7 @@ def inspect_embeddings(
     table = table.reset_index(drop=True)
     rng = np.random.default_rng(seed)
     queries = np.sort(rng.choice(n, size=min(sample, n), replace=False))
-    nbrs, sims = _neighbours(x, queries, k)
+    nbrs, sims = neighbours(x, queries, k)
     q_nb = np.repeat(queries, k)
     nb = nbrs.ravel()
     # Random partners: a uniform non-zero offset guarantees j != i.
@@ -111,24 +113,6 @@ def inspect_embeddings(
     return result
 
 
-def _neighbours(x: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k by cosine for the query rows, in batches bounded to ~64 MB of scores."""
-    n = len(x)
-    batch = max(1, min(len(queries), 2**24 // n))
-    idx = np.empty((len(queries), k), np.int64)
-    sim = np.empty((len(queries), k), np.float32)
-    for start in range(0, len(queries), batch):
-        q = queries[start : start + batch]
-        s = x[q] @ x.T
-        s[np.arange(len(q)), q] = -np.inf
-        part = np.argpartition(-s, k - 1, axis=1)[:, :k]
-        ps = np.take_along_axis(s, part, axis=1)
-        order = np.argsort(-ps, axis=1, kind="stable")
-        idx[start : start + batch] = np.take_along_axis(part, order, axis=1)
-        sim[start : start + batch] = np.take_along_axis(ps, order, axis=1)
-    return idx, sim
-
-
 def _column_kind(table: pd.DataFrame, col: str) -> tuple[str | None, str]:
     s = table[col]
     name = col.lower()
@@ -169,8 +153,8 @@ def _is_numeric(s: pd.Series) -> bool:
 
 def _geo_columns(table: pd.DataFrame) -> tuple[str | None, str | None]:
     cols = {str(c).lower(): c for c in table.columns}
-    lat = cols.get("lat", cols.get("latitude"))
-    lon = cols.get("lon", cols.get("longitude"))
+    lat = next((cols[la] for la, _ in LAT_LON_COLUMNS if la in cols), None)
+    lon = next((cols[lo] for _, lo in LAT_LON_COLUMNS if lo in cols), None)
     return lat, lon
 
 

@@ -7,15 +7,14 @@ open them); PNG files are static matplotlib figures. Files are written atomicall
 from __future__ import annotations
 
 import functools
-import os
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from embedrec.data.atomic import write_atomic
 from embedrec.geo import haversine_km  # noqa: F401 - part of this module's API
 
 # Fields shown on hover, in this order, when the table has them.
@@ -128,20 +127,6 @@ def _check_suffix(out: Path) -> None:
         raise ValueError(f"output must end in .html or .png, got {out.name!r}")
 
 
-def _atomic_write(out: Path, write: Callable[[Path], None]) -> None:
-    """Write via a temporary file in the target folder, then os.replace: readers never see
-    a half-written figure."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=out.suffix, dir=out.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _is_numeric(series: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
 
@@ -199,7 +184,7 @@ def _hover(table: pd.DataFrame, extra: str | None) -> tuple[np.ndarray, str]:
 
 def _write_plotly(fig: Any, out: Path) -> None:
     # include_plotlyjs=True embeds the whole library: the file opens with no network.
-    _atomic_write(
+    write_atomic(
         out,
         lambda p: fig.write_html(
             p, include_plotlyjs=True, full_html=True, config={"displaylogo": False}
@@ -218,7 +203,7 @@ def _new_figure(figsize: tuple[float, float]) -> tuple[Any, Any]:
 
 
 def _write_png(fig: Any, out: Path) -> None:
-    _atomic_write(out, lambda p: fig.savefig(p, format="png", bbox_inches="tight"))
+    write_atomic(out, lambda p: fig.savefig(p, format="png", bbox_inches="tight"))
 
 
 # --- projection ---------------------------------------------------------------------------

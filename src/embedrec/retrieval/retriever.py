@@ -1,0 +1,250 @@
+"""Retrieval over a catalogue: similar listings, recommendations, sessions, embeddings.
+
+A :class:`Retriever` joins a fitted model to a :class:`~embedrec.index.catalogue.Catalogue`
+(the listings a query may return, with their vectors, fields, filters and vector index). It
+asks the model only what every model answers (see ``models/base.py``), so it never decides by
+model type. Queries return :class:`Results` and raise :class:`UnknownIdError` for ids that
+nobody knows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from embedrec.data.errors import DataError
+from embedrec.data.ids import IdMap
+from embedrec.data.jsonable import plain
+from embedrec.index.catalogue import Catalogue
+from embedrec.index.filters import Filter, filters_from_mapping, parse_filter
+from embedrec.models.base import RecModel
+from embedrec.ranking import top_k_of_scores
+from embedrec.retrieval.results import Hit, Results, UnknownListingError, UnknownUserError
+
+FilterSpec = Sequence[str | Filter] | Mapping[str, Any] | None
+
+
+def embed_table(
+    model: RecModel, listing_ids: IdMap, table: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Vectors of the listings in ``table`` that ``model`` can embed.
+
+    Returns (vectors of the embeddable rows, their model rows (-1: new), a bool mask of the
+    embeddable rows of ``table``): a feature model embeds every row, others only the listings
+    they were trained on.
+    """
+    rows = listing_ids.indices(table["listing_id"])
+    known = model.embeddable(rows)
+    vectors = model.embed_listings(table[known] if not known.all() else table, rows[known])
+    return vectors, rows[known], known
+
+
+class Retriever:
+    """Similar listings, recommendations and session recommendations over ``catalogue``.
+
+    Parameters
+    ----------
+    model : RecModel
+        The fitted model (in eval mode).
+    catalogue : Catalogue
+        The listings queries may return, with their vectors.
+    users, listing_ids : IdMap
+        The model's user and listing rows.
+    seen : scipy.sparse.csr_matrix
+        Users x model listing rows: what each user interacted with in training; excluded
+        from their recommendations.
+    listings : pandas.DataFrame
+        Fields of the model's listing rows, in row order: a query listing outside the
+        catalogue is embedded from them.
+    name : str
+        The model's name, for messages.
+    unknown : list
+        Ids of the listings given for the catalogue that the model cannot embed.
+    """
+
+    def __init__(
+        self,
+        model: RecModel,
+        catalogue: Catalogue,
+        users: IdMap,
+        listing_ids: IdMap,
+        seen: sp.csr_matrix,
+        listings: pd.DataFrame,
+        name: str = "",
+        unknown: list | None = None,
+    ) -> None:
+        self.model = model
+        self.catalogue = catalogue
+        self.users = users
+        self.listing_ids = listing_ids
+        self.seen = seen
+        self.listings = listings
+        self.name = name
+        self.unknown = unknown or []
+
+    @classmethod
+    def build(
+        cls,
+        model: RecModel,
+        users: IdMap,
+        listing_ids: IdMap,
+        seen: sp.csr_matrix,
+        listings: pd.DataFrame,
+        catalogue: pd.DataFrame | None = None,
+        name: str = "",
+    ) -> Retriever:
+        """A retriever over ``catalogue`` (a listings table; default: the model's own)."""
+        table = listings if catalogue is None else catalogue
+        vectors, rows, known = embed_table(model, listing_ids, table)
+        unknown = table.loc[~known, "listing_id"].tolist()
+        searchable = Catalogue(table[known], vectors, rows, normalized=bool(model.normalized))
+        return cls(model, searchable, users, listing_ids, seen, listings, name, unknown)
+
+    # ------------------------------------------------------------------ queries
+    def similar(
+        self, listing_ids: Sequence, k: int = 10, filters: FilterSpec = None
+    ) -> list[Results]:
+        """Top-``k`` listings by cosine similarity to each query listing.
+
+        A query listing outside the catalogue but known to the model is embedded from its
+        training fields. Raises UnknownListingError, naming every unknown id, before any
+        search. ``filters`` are expressions (``"price<=25000"``), Filter objects or an
+        API-style mapping (``{"price_max": 25000}``).
+        """
+        ids = list(listing_ids)
+        catalogue = self.catalogue
+        rows = catalogue.rows_of(ids)
+        model_rows = self.listing_ids.indices(ids) if ids else rows
+        outside = np.flatnonzero(rows < 0)
+        embeddable = (model_rows[outside] >= 0) & self.model.embeddable(model_rows[outside])
+        if not embeddable.all():
+            raise UnknownListingError([ids[p] for p in outside[~embeddable]])
+        queries = np.zeros((len(ids), catalogue.vectors.shape[1]), dtype=np.float32)
+        inside = rows >= 0
+        queries[inside] = catalogue.unit_vectors[rows[inside]]
+        if len(outside):
+            model_outside = model_rows[outside]
+            queries[outside] = self.model.embed_listings(
+                self.listings.iloc[model_outside], model_outside
+            )
+        exclude = [rows[p : p + 1][rows[p : p + 1] >= 0] for p in range(len(ids))]
+        found, scores = catalogue.search(queries, k, True, as_filters(filters), exclude)
+        return [self._results(q, f, s) for q, f, s in zip(ids, found, scores, strict=True)]
+
+    def recommend(
+        self, user_ids: Sequence, k: int = 10, filters: FilterSpec = None
+    ) -> list[Results]:
+        """Top-``k`` listings for each known user, excluding listings they have seen.
+
+        Raises UnknownUserError naming every unknown user, before any ranking."""
+        ids = list(user_ids)
+        user_rows = self.users.indices(ids) if ids else np.zeros(0, dtype=np.int64)
+        if (user_rows < 0).any():
+            raise UnknownUserError([u for u, r in zip(ids, user_rows, strict=True) if r < 0])
+        if not ids:
+            return []
+        found, scores = self.rank_users(user_rows, k, as_filters(filters))
+        return [self._results(q, f, s) for q, f, s in zip(ids, found, scores, strict=True)]
+
+    def recommend_session(
+        self, session: Sequence, k: int = 10, filters: FilterSpec = None
+    ) -> Results:
+        """Recommendations for an anonymous visitor from the listings viewed in a session.
+
+        Session listings are looked up in the catalogue (new ones there were embedded from
+        their features). Unknown ones are listed in ``Results.unknown``; when none is known,
+        UnknownListingError.
+        """
+        session = list(session)
+        rows = self.catalogue.rows_of(session)
+        unknown = [plain(s) for s, r in zip(session, rows, strict=True) if r < 0]
+        rows = rows[rows >= 0]
+        if len(rows) == 0:
+            raise UnknownListingError(session, "none of the session's listings is known")
+        query, cosine = self.model.session_vector(self.catalogue.vectors[rows])
+        found, scores = self.catalogue.search(query, k, cosine, as_filters(filters), [rows])
+        hits = self._results(None, found[0], scores[0]).hits
+        return Results([plain(s) for s in session], hits, unknown)
+
+    def rank_users(
+        self, user_rows: np.ndarray, k: int, filters: Sequence[Filter] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Catalogue rows and scores of the top ``k`` for model user rows, seen excluded."""
+        catalogue = self.catalogue
+        seen = self.seen_in(user_rows)
+        queries = self.model.query_vectors(user_rows)
+        if queries is not None:  # searchable by dot product: the vector index ranks
+            exclude = [
+                seen.indices[seen.indptr[i] : seen.indptr[i + 1]]
+                for i in range(len(seen.indptr) - 1)
+            ]
+            return catalogue.search(queries, k, False, filters, exclude)
+        scores = self.model.score_listings(user_rows, catalogue.vectors, catalogue.model_rows)
+        blocked = ~catalogue.live
+        if filters:
+            blocked |= ~catalogue.allowed(filters)
+        scores[:, blocked] = -np.inf
+        return top_k_of_scores(scores, k, seen)
+
+    def seen_in(self, user_rows: np.ndarray) -> sp.csr_matrix:
+        """Users x catalogue rows: the listings each user interacted with in training."""
+        seen = self.seen[user_rows].tocoo()
+        columns = self.catalogue.rows_of_model_rows(seen.col)
+        keep = columns >= 0
+        return sp.csr_matrix(
+            (np.ones(keep.sum(), dtype=np.float32), (seen.row[keep], columns[keep])),
+            shape=(len(user_rows), self.catalogue.n_rows),
+        )
+
+    # ------------------------------------------------------------------ vectors
+    def embed(self) -> pd.DataFrame:
+        """The vector of every catalogue listing: a frame with ``listing_id`` and
+        ``embedding`` (a float32 array per row). DataError when the model could not embed
+        some of the listings given for the catalogue."""
+        if self.unknown:
+            raise DataError(
+                f"model {self.name!r} cannot embed listings it was not trained on "
+                f"({len(self.unknown)}, e.g. {self.unknown[0]!r}); use a feature model "
+                "(hybrid or deep)"
+            )
+        return pd.DataFrame(
+            {
+                "listing_id": self.catalogue.table["listing_id"].to_numpy(),
+                "embedding": list(self.catalogue.vectors),
+            }
+        )
+
+    def embed_listings(self, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``embed_table`` with this retriever's model (vectors, model rows, embeddable)."""
+        return embed_table(self.model, self.listing_ids, table)
+
+    def warm_up(self) -> None:
+        """Build now what the first queries would otherwise build: the vector indexes, the
+        map from model rows to catalogue rows and the model's caches. At 1M listings several
+        seconds, which a server should spend before it answers, not in its first requests."""
+        for cosine in (True, False):
+            self.catalogue.index(cosine)
+        self.catalogue.rows_of_model_rows(np.zeros(0, dtype=np.int64))
+        self.model.fill_cache()
+
+    def _results(self, query: Any, rows: np.ndarray, scores: np.ndarray) -> Results:
+        keep = rows >= 0
+        records = self.catalogue.fields(rows[keep])
+        hits = [
+            Hit(record.pop("listing_id"), round(float(score), 6), record)
+            for record, score in zip(records, scores[keep], strict=True)
+        ]
+        return Results(plain(query), hits)
+
+
+def as_filters(filters: FilterSpec) -> list[Filter]:
+    """Filters from expressions, Filter objects or an API-style mapping."""
+    if not filters:
+        return []
+    if isinstance(filters, Mapping):
+        return filters_from_mapping(filters)
+    return [f if isinstance(f, Filter) else parse_filter(f) for f in filters]

@@ -1,0 +1,108 @@
+"""The data preparation that ``Recommender.fit`` runs, public so that benchmarks and other
+training drivers start from exactly what fit trains on."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from embedrec.data.errors import DataError
+from embedrec.data.ids import IdMap
+from embedrec.data.io import load_interactions, load_listings
+from embedrec.data.prepare import Interactions, prepare
+from embedrec.data.schema import FeatureSpec, SchemaConfig, infer_schema
+from embedrec.features.pipeline import FeaturePipeline
+from embedrec.models.base import ModelShape
+
+logger = logging.getLogger(__name__)
+Source = str | pd.DataFrame | object  # a path (str or Path) or a DataFrame
+
+
+@dataclass
+class TrainingData:
+    """Interactions and listings as a model trains on them.
+
+    ``data`` holds every kept (user, listing) pair; its listing rows are the trained
+    listings first (``n_trained_listings``), then listings known only by their features.
+    ``listings`` is the listings table in that row order. ``pipeline`` holds the feature
+    encoders fitted on it (None for a model without features).
+    """
+
+    data: Interactions
+    listings: pd.DataFrame
+    n_trained_listings: int
+    feature_specs: list[FeatureSpec]
+    pipeline: FeaturePipeline | None
+
+    def shape(self) -> ModelShape:
+        """Table sizes and encoders for a model of this data."""
+        return ModelShape(
+            n_users=len(self.data.users),
+            n_listings=len(self.data.listings),
+            n_trained_listings=self.n_trained_listings,
+            pipeline=self.pipeline.to_dict() if self.pipeline is not None else None,
+        )
+
+
+def prepare_training_data(
+    interactions: Source,
+    listings: Source,
+    event_weights: Mapping[str, float] | None = None,
+    schema: SchemaConfig | None = None,
+    min_user_interactions: int = 1,
+    min_listing_interactions: int = 1,
+    features_for: str | None = None,
+    progress: bool | None = None,
+) -> TrainingData:
+    """Load and validate both tables, map ids, skip (and count) what cannot be trained on,
+    and fit the feature encoders for the model named ``features_for`` (None: a model without
+    features). Raises DataError naming the file, row and column of bad input, or when that
+    model needs features and the listings have none."""
+    steps = tqdm(
+        total=4,
+        desc="loading",
+        unit="step",
+        leave=False,
+        disable=None if progress is None else not progress,
+    )
+    listing_table = load_listings(listings)
+    steps.update()
+    events = load_interactions(interactions, event_weights)
+    steps.update()
+    specs = infer_schema(listing_table, schema, listing_table.attrs.get("source"))
+    data = prepare(events, listing_table, min_user_interactions, min_listing_interactions)
+    steps.update()
+    n_trained = len(data.listings)
+    # listings without interactions get rows too: feature models can still embed them
+    data.listings = data.listings.extend(listing_table["listing_id"])
+    pipeline = None
+    if features_for is not None:
+        if not specs:
+            raise DataError(
+                f"model {features_for!r} needs listing features, but the listings table has "
+                "none besides listing_id",
+                file=listing_table.attrs.get("source"),
+            )
+        pipeline = FeaturePipeline(specs).fit(listing_table)
+    steps.update()
+    steps.close()
+    skipped = {k: v for k, v in data.report.items() if k.startswith("events_skipped") and v}
+    if skipped:
+        logger.info(
+            "skipped: %s",
+            ", ".join(f"{v:,} {k.removeprefix('events_skipped_')}" for k, v in skipped.items()),
+        )
+    ordered = in_order(listing_table, data.listings)
+    return TrainingData(data, ordered, n_trained, specs, pipeline)
+
+
+def in_order(table: pd.DataFrame, ids: IdMap) -> pd.DataFrame:
+    """The rows of ``table`` in the order of ``ids`` (every id must be in the table)."""
+    positions = pd.Index(table["listing_id"]).get_indexer(ids.ids)
+    ordered = table.iloc[positions].reset_index(drop=True)
+    ordered.attrs = dict(table.attrs)
+    return ordered

@@ -1,0 +1,205 @@
+"""The model directory format: a manifest with format, version and a checksum per file.
+
+A directory is read only when everything the manifest promises holds: our format, the one
+version this embedrec reads, and every listed file present with the checksum it was written
+with. Writes replace a model directory whole or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedrec.bundle import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    BundleError,
+    json_text,
+    read_manifest,
+    write_bundle,
+)
+
+FILES = {"weights.bin": b"\x00\x01\x02 weights", "ids.txt": "Wagen 1 ä\n".encode()}
+
+
+def writers(files: dict[str, bytes] = FILES):
+    return {name: (lambda path, data=data: path.write_bytes(data)) for name, data in files.items()}
+
+
+def bundle(tmp_path: Path, name: str = "model", meta: dict | None = None) -> Path:
+    return write_bundle(tmp_path / name, writers(), meta or {"model": "mf", "dim": 8})
+
+
+def edit_manifest(directory: Path, change) -> None:
+    manifest = json.loads((directory / MANIFEST).read_text())
+    change(manifest)
+    (directory / MANIFEST).write_text(json.dumps(manifest))
+
+
+def test_round_trip_records_format_meta_and_a_sha256_per_file(tmp_path):
+    directory = bundle(tmp_path, "sub/dir/model")  # parents are created
+    assert directory == tmp_path / "sub/dir/model"
+    assert sorted(p.name for p in directory.iterdir()) == sorted([MANIFEST, *FILES])
+    manifest = read_manifest(directory)
+    assert manifest["format"] == FORMAT == "embedrec-model"
+    assert manifest["format_version"] == FORMAT_VERSION == 1
+    assert manifest["model"] == "mf" and manifest["dim"] == 8
+    assert manifest["files"] == {
+        name: hashlib.sha256(data).hexdigest() for name, data in FILES.items()
+    }
+    for name, data in FILES.items():
+        assert (directory / name).read_bytes() == data
+    # the checksums are those of a file read in blocks: a file over one block reads the same
+    big = b"x" * ((1 << 20) + 5)
+    directory = write_bundle(tmp_path / "big", writers({"big.bin": big}), {})
+    assert read_manifest(directory)["files"] == {"big.bin": hashlib.sha256(big).hexdigest()}
+
+
+def test_meta_cannot_replace_the_checksums(tmp_path):
+    directory = write_bundle(tmp_path / "model", writers(), {"files": {}})
+    assert set(read_manifest(directory)["files"]) == set(FILES)
+
+
+@pytest.mark.parametrize("version", [FORMAT_VERSION + 1, 0, "1", None])
+def test_another_format_version_is_refused(tmp_path, version):
+    directory = bundle(tmp_path)
+    edit_manifest(directory, lambda m: m.update(format_version=version))
+    with pytest.raises(BundleError, match="format version") as error:
+        read_manifest(directory)
+    message = str(error.value)
+    assert str(directory) in message and f"reads version {FORMAT_VERSION}" in message
+    assert "retrain" in message
+
+
+def test_a_manifest_without_a_format_version_is_refused(tmp_path):
+    directory = bundle(tmp_path)
+    edit_manifest(directory, lambda m: m.pop("format_version"))
+    with pytest.raises(BundleError, match="format version None is not supported"):
+        read_manifest(directory)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda m: m.pop("files"),
+        lambda m: m.update(files={}),
+        lambda m: m.update(files=None),
+        lambda m: m.update(files=["weights.bin"]),
+    ],
+    ids=["no files", "empty files", "files null", "files a list"],
+)
+def test_a_manifest_without_checksums_is_refused(tmp_path, change):
+    # it would verify nothing: a directory whose files were swapped would load
+    directory = bundle(tmp_path)
+    edit_manifest(directory, change)
+    (directory / "weights.bin").write_bytes(b"swapped")
+    with pytest.raises(BundleError, match="lists no files") as error:
+        read_manifest(directory)
+    assert str(directory) in str(error.value)
+
+
+def test_a_changed_file_fails_its_checksum(tmp_path):
+    directory = bundle(tmp_path)
+    data = bytearray((directory / "weights.bin").read_bytes())
+    data[3] ^= 0x01  # one bit
+    (directory / "weights.bin").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"file weights\.bin is corrupt \(checksum mismatch\)"):
+        read_manifest(directory)
+
+
+def test_a_changed_checksum_is_a_mismatch_too(tmp_path):
+    directory = bundle(tmp_path)
+    edit_manifest(directory, lambda m: m["files"].update({"ids.txt": "0" * 64}))
+    with pytest.raises(BundleError, match=r"file ids\.txt is corrupt"):
+        read_manifest(directory)
+
+
+def test_a_missing_file_is_named(tmp_path):
+    directory = bundle(tmp_path)
+    (directory / "ids.txt").unlink()
+    with pytest.raises(BundleError, match=r"file ids\.txt is missing \(truncated copy\?\)") as e:
+        read_manifest(directory)
+    assert str(e.value).startswith(f"{directory}: ")
+
+
+def test_foreign_and_broken_manifests(tmp_path):
+    directory = bundle(tmp_path)
+    edit_manifest(directory, lambda m: m.update(format="another-model"))
+    with pytest.raises(BundleError, match="not an embedrec model directory .foreign manifest."):
+        read_manifest(directory)
+    (directory / MANIFEST).write_text("[1, 2]")  # JSON, but not an object
+    with pytest.raises(BundleError, match="foreign manifest"):
+        read_manifest(directory)
+    (directory / MANIFEST).write_text('{"format": "embedrec-model", ')
+    with pytest.raises(BundleError, match="corrupt manifest") as error:
+        read_manifest(directory)
+    assert str(directory / MANIFEST) in str(error.value)
+    (directory / MANIFEST).write_bytes(b"\xff\xfe\x00not text")
+    with pytest.raises(BundleError, match="corrupt manifest"):
+        read_manifest(directory)
+
+
+def test_absent_directories_and_files(tmp_path):
+    with pytest.raises(BundleError, match="no such model directory"):
+        read_manifest(tmp_path / "absent")
+    a_file = tmp_path / "model.bin"
+    a_file.write_bytes(b"")
+    with pytest.raises(BundleError, match="no such model directory"):
+        read_manifest(a_file)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(BundleError, match=r"not an embedrec model directory \(no manifest\.json\)"):
+        read_manifest(empty)
+
+
+def test_rewriting_replaces_the_model_whole_and_leaves_no_temporaries(tmp_path):
+    bundle(tmp_path)
+    directory = write_bundle(
+        tmp_path / "model", writers({"other.bin": b"new"}), {"model": "hybrid"}
+    )
+    assert sorted(p.name for p in directory.iterdir()) == [MANIFEST, "other.bin"]
+    assert read_manifest(directory)["model"] == "hybrid"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_an_empty_directory_may_become_a_model(tmp_path):
+    (tmp_path / "model").mkdir()
+    directory = bundle(tmp_path)
+    assert read_manifest(directory)["model"] == "mf"
+
+
+def test_a_directory_that_is_not_a_model_is_never_replaced(tmp_path):
+    target = tmp_path / "precious"
+    target.mkdir()
+    (target / "notes.txt").write_text("keep me")
+    with pytest.raises(BundleError, match="exists and is not a model directory; not replacing"):
+        write_bundle(target, writers(), {})
+    assert [p.name for p in target.iterdir()] == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["precious"]  # staging removed
+
+
+def test_a_failing_writer_leaves_the_old_model_and_no_temporaries(tmp_path):
+    directory = bundle(tmp_path)
+
+    def fail(path: Path) -> None:
+        path.write_bytes(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_bundle(directory, {"weights.bin": fail}, {"model": "hybrid"})
+    assert read_manifest(directory)["model"] == "mf"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_json_text_writes_numpy_numbers_as_numbers_and_the_rest_as_text(tmp_path):
+    value = {"dim": np.int64(32), "lr": np.float32(0.5), "path": tmp_path, "ok": True}
+    text = json_text(value)
+    assert json.loads(text) == {"dim": 32, "lr": 0.5, "path": str(tmp_path), "ok": True}
+    assert text.startswith('{\n  "dim": 32,')  # indented
+    directory = write_bundle(tmp_path / "model", writers(), {"dim": np.int64(32)})
+    assert read_manifest(directory)["dim"] == 32

@@ -1,0 +1,108 @@
+"""The Recommender as a scikit-learn estimator, and the seams of its training."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+
+from embedrec import Recommender
+from embedrec.training.trainer import EarlyStopping
+
+
+def test_params_come_from_the_signature_and_clone_works():
+    rec = Recommender(model="mf", dim=8, event_weights={"view": 1.0, "buy": 9.0})
+    params = rec.get_params()
+    assert set(params) == set(Recommender.defaults())
+    assert params["dim"] == 8 and params["event_weights"] == {"view": 1.0, "buy": 9.0}
+    copy = clone(rec)
+    assert copy is not rec and copy.get_params() == params
+    assert copy.set_params(dim=16, epochs=2) is copy
+    assert (copy.dim, copy.epochs, rec.dim) == (16, 2, 8)
+    with pytest.raises(ValueError, match="nope"):
+        copy.set_params(nope=1)
+
+
+def test_one_source_of_defaults_for_the_cli_and_the_trainer():
+    from embedrec.cli import train as train_command
+
+    defaults = Recommender.defaults()
+    options = {p.name: p.default for p in train_command.params}
+    for name in ("model", "dim", "epochs", "seed", "device"):
+        assert options[name] == defaults[name]
+    config = Recommender().train_config(10_000)
+    for name in ("epochs", "lr", "patience", "validation_users", "negatives", "temperature"):
+        assert getattr(config, name) == defaults[name]
+
+
+def test_callbacks_see_every_epoch_and_can_stop_training(blocks):
+    events, listings, _, _ = blocks
+    seen = []
+
+    def stop_at_two(epoch: int, metrics: dict, elapsed: float) -> bool:
+        seen.append((epoch, set(metrics), elapsed))
+        return epoch == 2
+
+    rec = Recommender(model="mf", epochs=10, batch_size=256, refit=False, progress=False)
+    rec.fit(events, listings, callbacks=[stop_at_two])
+    assert [epoch for epoch, _, _ in seen] == [1, 2]
+    assert {"loss", "val_recall@10", "val_recall@10_se", "validation_seconds"} <= seen[0][1]
+    assert 0 < seen[0][2] <= seen[1][2]
+    assert rec.report_["stopped"] == "callback" and len(rec.report_["history"]) == 2
+
+
+def test_a_time_budget_ends_training_after_the_epoch_that_passes_it(blocks):
+    events, listings, _, _ = blocks
+    rec = Recommender(
+        model="mf", epochs=10, batch_size=256, refit=False, time_budget=1e-6, progress=False
+    ).fit(events, listings)
+    assert rec.report_["stopped"] == "time budget" and len(rec.report_["history"]) == 1
+    with pytest.raises(ValueError, match="time_budget must be a positive number"):
+        Recommender(time_budget=0).check_params()
+
+
+def test_the_stopping_rule_counts_epochs_without_gain():
+    rule = EarlyStopping(patience=1)
+    assert [rule.update(s) for s in (0.2, 0.3, 0.3)] == [True, True, False]
+    assert not rule.stop
+    rule.update(0.1)
+    assert rule.stop and rule.best == 0.3
+
+
+def test_public_preparation_is_what_fit_trains_on(blocks):
+    events, listings, _, _ = blocks
+    rec = Recommender(model="hybrid", epochs=1, batch_size=256, progress=False)
+    prepared = rec.prepare(events, listings)
+    assert prepared.n_trained_listings == len(listings)
+    assert list(prepared.listings["listing_id"]) == list(prepared.data.listings.ids)
+    model = rec.build_model(prepared, prepared.data)
+    again = rec.build_model(prepared, prepared.data)
+    # weights come from the seed alone
+    for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_fit_leaves_global_random_state_alone(blocks):
+    events, listings, _, _ = blocks
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    numpy_state = np.random.get_state()[1].copy()
+    Recommender(model="hybrid", epochs=1, batch_size=256, progress=False).fit(events, listings)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert np.array_equal(np.random.get_state()[1], numpy_state)
+
+
+def test_messages_go_through_logging_and_bars_stay_off_without_a_terminal(blocks, caplog, capsys):
+    events, listings, _, _ = blocks
+    with caplog.at_level(logging.INFO, logger="embedrec"):
+        Recommender(model="mf", epochs=2, batch_size=256).fit(events, listings)
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("embedrec")]
+    assert any(m.startswith("training on") for m in messages)
+    assert any(m.startswith("epoch   1") for m in messages)
+    assert any(m.startswith("refit on all") for m in messages)
+    out, err = capsys.readouterr()
+    assert not sys.stderr.isatty() and "\r" not in err and "epoch" not in out

@@ -1,0 +1,342 @@
+"""Reading interactions and listings (data/io.py): what a user's broken file turns into.
+
+Every problem is a DataError that names the file (and the row and column where there is
+one), never a bare parser, decoder or NumPy exception.
+"""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from embedrec.data.errors import DataError
+from embedrec.data.io import load_interactions, load_listings, read_table
+
+HEADER = "user_id,listing_id,timestamp\n"
+
+
+def write(tmp_path, name: str, text: str, encoding: str = "utf-8"):
+    path = tmp_path / name
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def located(error: DataError) -> tuple:
+    return error.file, error.row, error.column, error.line
+
+
+# ------------------------------------------------------------------ timestamps
+@pytest.mark.parametrize("bad", [np.inf, -np.inf])
+def test_an_infinite_numeric_timestamp_names_row_and_column(bad):
+    frame = pd.DataFrame(
+        {"user_id": ["u", "u", "v"], "listing_id": ["a", "b", "a"], "timestamp": [1.0, 2.0, bad]}
+    )
+    with pytest.raises(DataError, match="timestamp is not a finite number") as caught:
+        load_interactions(frame)
+    assert located(caught.value) == ("<DataFrame>", 3, "timestamp", None)
+    assert str(caught.value).startswith("<DataFrame>, row 3, column 'timestamp': ")
+
+
+def test_an_infinite_timestamp_in_a_csv_names_its_line(tmp_path):
+    path = write(tmp_path, "events.csv", HEADER + "u,a,1\nu,b,inf\n")
+    with pytest.raises(DataError, match="not a finite number") as caught:
+        load_interactions(path)
+    assert located(caught.value) == (str(path), 2, "timestamp", 3)
+    assert f"{path}, row 2 (line 3), column 'timestamp'" in str(caught.value)
+
+
+def test_a_nan_timestamp_is_a_missing_timestamp():
+    frame = pd.DataFrame({"user_id": ["u", "v"], "listing_id": ["a", "a"], "timestamp": [1, None]})
+    frame.attrs["source"] = "events from memory"
+    with pytest.raises(DataError, match="missing timestamp") as caught:
+        load_interactions(frame)
+    assert located(caught.value) == ("events from memory", 2, "timestamp", None)
+
+
+def test_numeric_timestamps_are_whole_epoch_seconds():
+    frame = pd.DataFrame(
+        {"user_id": ["u"] * 3, "listing_id": ["a", "b", "c"], "timestamp": [1.9, 2.0, 1e9]}
+    )
+    loaded = load_interactions(frame)
+    assert loaded["timestamp"].tolist() == [1, 2, 1_000_000_000]
+    assert loaded["timestamp"].dtype == np.int64
+
+
+def test_text_timestamps_mix_iso_and_epoch_seconds(tmp_path):
+    path = write(
+        tmp_path,
+        "events.csv",
+        HEADER + "u,a,2026-01-01T00:00:00Z\nu,b,1767225600\nu,c,2026-01-01T01:00:00+01:00\n",
+    )
+    assert load_interactions(path)["timestamp"].tolist() == [1767225600] * 3
+
+
+def test_timezone_aware_and_naive_datetimes_are_utc():
+    berlin = pd.to_datetime(["2026-01-01T01:00:00", "2026-01-01T02:00:00"]).tz_localize(
+        "Europe/Berlin"
+    )
+    naive = pd.to_datetime(["2026-01-01T00:00:00", "2026-01-01T01:00:00"])
+    for stamps in (berlin, naive):
+        frame = pd.DataFrame({"user_id": ["u", "u"], "listing_id": ["a", "b"], "timestamp": stamps})
+        assert load_interactions(frame)["timestamp"].tolist() == [1767225600, 1767229200]
+
+
+def test_an_unparseable_text_timestamp_is_quoted():
+    frame = pd.DataFrame(
+        {"user_id": ["u", "u"], "listing_id": ["a", "b"], "timestamp": ["1767225600", "soon"]}
+    )
+    with pytest.raises(DataError, match="cannot parse timestamp 'soon': use ISO-8601") as caught:
+        load_interactions(frame)
+    assert (caught.value.row, caught.value.column) == (2, "timestamp")
+
+
+# ------------------------------------------------------------------ files that do not parse
+def test_a_latin1_csv_is_a_data_error_naming_the_file(tmp_path):
+    path = write(tmp_path, "listings.csv", "listing_id,make\na,Citroën\nb,Müller\n", "latin-1")
+    with pytest.raises(DataError, match="cannot read the file") as caught:
+        load_listings(path)
+    assert caught.value.file == str(path)
+    assert str(caught.value).startswith(f"{path}: cannot read the file: ")
+    assert "utf-8" in str(caught.value)  # the decoder's reason is kept
+
+
+def test_a_latin1_header_is_a_data_error_too(tmp_path):
+    path = write(
+        tmp_path, "events.csv", "user_id,listing_id,timestamp,Straße\nu,a,1,x\n", "latin-1"
+    )
+    with pytest.raises(DataError, match="cannot read the file") as caught:
+        load_interactions(path)
+    assert caught.value.file == str(path)
+
+
+def test_unbalanced_quotes_are_a_data_error_naming_the_file(tmp_path):
+    path = write(tmp_path, "events.csv", HEADER + 'u,a,1\nu,"b,2\nv,c,3\n')
+    with pytest.raises(DataError, match="cannot read the file") as caught:
+        load_interactions(path)
+    assert caught.value.file == str(path)
+
+
+def test_a_row_with_too_many_fields_is_a_data_error_naming_the_file(tmp_path):
+    path = write(tmp_path, "events.csv", HEADER + "u,a,1\nu,b,2,view,extra\n")
+    with pytest.raises(DataError, match="cannot read the file") as caught:
+        load_interactions(path)
+    assert caught.value.file == str(path)
+    assert "Expected 3 fields" in str(caught.value)  # the parser says where
+
+
+def test_a_corrupt_parquet_file_is_a_data_error(tmp_path):
+    path = tmp_path / "listings.parquet"
+    path.write_bytes(b"PAR1 but nothing else")
+    with pytest.raises(DataError, match="cannot read the file") as caught:
+        load_listings(path)
+    assert caught.value.file == str(path)
+
+
+def test_a_corrupt_gzip_csv_is_a_data_error(tmp_path):
+    path = tmp_path / "events.csv.gz"
+    path.write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(DataError, match="cannot read the file") as caught:
+        load_interactions(path)
+    assert caught.value.file == str(path)
+
+
+def test_file_kinds_by_extension(tmp_path):
+    frame = pd.DataFrame({"listing_id": ["a", "b"], "price": [1.0, 2.0]})
+    frame.to_parquet(tmp_path / "listings.parquet")
+    frame.to_parquet(tmp_path / "listings.PQ")
+    with gzip.open(tmp_path / "listings.csv.gz", "wt") as handle:
+        handle.write("listing_id,price\na,1\nb,2\n")
+    write(tmp_path, "listings.CSV", "listing_id,price\na,1\nb,2\n")
+    for name in ("listings.parquet", "listings.PQ", "listings.csv.gz", "listings.CSV"):
+        table = read_table(tmp_path / name)
+        assert table["listing_id"].tolist() == ["a", "b"], name
+        assert table["price"].tolist() == [1.0, 2.0], name
+        assert table.attrs["source"] == str(tmp_path / name)
+    for name in ("listings.txt", "listings.csv.bz2", "listings"):
+        path = write(tmp_path, name, "listing_id\na\n")
+        with pytest.raises(DataError, match="unknown file type; use a .csv or .parquet") as e:
+            read_table(path)
+        assert e.value.file == str(path)
+
+
+def test_a_directory_is_not_a_file(tmp_path):
+    folder = tmp_path / "events.csv"
+    folder.mkdir()
+    with pytest.raises(DataError, match="is a directory, expected a CSV or Parquet file") as e:
+        load_interactions(folder)
+    assert e.value.file == str(folder)
+
+
+def test_empty_tables(tmp_path):
+    empty_parquet = tmp_path / "listings.parquet"
+    pd.DataFrame({"listing_id": pd.Series([], dtype=str)}).to_parquet(empty_parquet)
+    with pytest.raises(DataError, match="the file holds no rows"):
+        load_listings(empty_parquet)
+    with pytest.raises(DataError, match="the file is empty"):
+        load_listings(write(tmp_path, "listings.csv", ""))
+    frame = pd.DataFrame({"listing_id": []})
+    with pytest.raises(DataError, match="the table holds no rows") as caught:
+        load_listings(frame)
+    assert caught.value.file == "<DataFrame>"
+
+
+# ------------------------------------------------------------------ ids
+def test_csv_ids_are_integers_only_when_every_one_is_canonical(tmp_path):
+    path = write(tmp_path, "events.csv", HEADER + "-3,0,1\n12,999999999999999999,2\n")
+    loaded = load_interactions(path)
+    assert loaded["user_id"].tolist() == [-3, 12] and loaded["user_id"].dtype == np.int64
+    assert loaded["listing_id"].tolist() == [0, 999_999_999_999_999_999]
+    # 19 digits may not fit an int64, "+5" and "1.0" are not how an integer is written
+    for odd in ("1000000000000000000", "+5", "1.0", "05", "-0x"):
+        path = write(tmp_path, "odd.csv", HEADER + f"u,{odd},1\nu,7,2\n")
+        assert load_interactions(path)["listing_id"].tolist() == [odd, "7"], odd
+
+
+def test_na_words_are_ids_but_missing_numbers(tmp_path):
+    path = write(tmp_path, "listings.csv", "listing_id,price,make\nNA,n/a,NULL\nnull,1,VW\n")
+    listings = load_listings(path)
+    assert listings["listing_id"].tolist() == ["NA", "null"]
+    assert listings["price"].isna().tolist() == [True, False]
+    assert listings["make"].isna().tolist() == [True, False]
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_a_blank_listing_id_in_a_frame_is_named(blank):
+    frame = pd.DataFrame({"listing_id": ["a", blank, None], "price": [1, 2, 3]})
+    with pytest.raises(DataError, match=r"empty listing_id \(2 such rows\)") as caught:
+        load_listings(frame)
+    assert (caught.value.row, caught.value.column) == (2, "listing_id")
+
+
+def test_a_missing_numeric_id_is_named():
+    frame = pd.DataFrame({"user_id": [1.0, np.nan], "listing_id": [1, 2], "timestamp": [1, 2]})
+    with pytest.raises(DataError, match=r"empty user_id \(1 such rows\)") as caught:
+        load_interactions(frame)
+    assert (caught.value.row, caught.value.column) == (2, "user_id")
+
+
+def test_missing_columns_are_listed_with_those_the_file_has(tmp_path):
+    path = write(tmp_path, "events.csv", "user,item,when\nu,a,1\n")
+    with pytest.raises(DataError) as caught:
+        load_interactions(path)
+    message = str(caught.value)
+    assert "missing required column(s) user_id, listing_id, timestamp" in message
+    assert "(the file has: user, item, when)" in message
+    assert caught.value.column == "user_id"
+
+
+# ------------------------------------------------------------------ weights
+def test_weights_multiply_the_event_weight_by_the_weight_column():
+    frame = pd.DataFrame(
+        {
+            "user_id": ["u"] * 4,
+            "listing_id": ["a", "b", "c", "d"],
+            "timestamp": [1, 2, 3, 4],
+            "event": [" View", "FAVORITE ", "contact", "view"],
+            "weight": [2.0, 0.5, 0.0, 1.0],
+        }
+    )
+    assert load_interactions(frame)["weight"].tolist() == [2.0, 1.5, 0.0, 1.0]
+    custom = load_interactions(frame, {"view": 0.5, "favorite": 1.0, "contact": 4.0})
+    assert custom["weight"].tolist() == [1.0, 0.5, 0.0, 0.5]
+    assert custom["weight"].dtype == np.float32
+    plain = load_interactions(frame.drop(columns=["event", "weight"]))
+    assert plain["weight"].tolist() == [1.0] * 4
+
+
+def test_unknown_events_name_the_known_ones():
+    frame = pd.DataFrame(
+        {
+            "user_id": ["u", "u"],
+            "listing_id": ["a", "b"],
+            "timestamp": [1, 2],
+            "event": ["view", "buy"],
+        }
+    )
+    with pytest.raises(DataError) as caught:
+        load_interactions(frame, {"view": 1.0, "call": 2.0})
+    assert "unknown event 'buy'; known events: view, call" in str(caught.value)
+    assert (caught.value.row, caught.value.column) == (2, "event")
+
+
+@pytest.mark.parametrize("bad", ["x", -0.5, np.nan, np.inf])
+def test_a_weight_must_be_a_finite_number_at_least_zero(bad):
+    frame = pd.DataFrame(
+        {"user_id": ["u", "u"], "listing_id": ["a", "b"], "timestamp": [1, 2], "weight": [1, bad]}
+    )
+    with pytest.raises(DataError, match="weight must be a finite number >= 0, got") as caught:
+        load_interactions(frame)
+    assert (caught.value.row, caught.value.column) == (2, "weight")
+
+
+def test_the_result_is_the_four_columns_with_a_fresh_index():
+    frame = pd.DataFrame(
+        {"user_id": ["u", "v"], "listing_id": ["a", "b"], "timestamp": [5, 6], "extra": [1, 2]},
+        index=[10, 20],
+    )
+    loaded = load_interactions(frame)
+    assert list(loaded.columns) == ["user_id", "listing_id", "timestamp", "weight"]
+    assert loaded.index.tolist() == [0, 1]
+    assert loaded.attrs["source"] == "<DataFrame>"
+
+
+# ------------------------------------------------------------------ listings
+def test_listing_numbers_may_be_missing_but_not_infinite():
+    frame = pd.DataFrame(
+        {
+            "listing_id": ["a", "b", "c"],
+            "price": [1.0, np.nan, -np.inf],
+            "sold": [True, False, True],
+        }
+    )
+    with pytest.raises(DataError, match="non-finite number -inf") as caught:
+        load_listings(frame)
+    assert (caught.value.row, caught.value.column) == (3, "price")
+    fine = load_listings(frame.iloc[:2])
+    assert fine["price"].isna().tolist() == [False, True]
+
+
+def test_nullable_integer_columns_with_missing_values_are_accepted():
+    frame = pd.DataFrame({"listing_id": ["a", "b"], "year": pd.array([2019, None], dtype="Int64")})
+    assert load_listings(frame)["year"].isna().tolist() == [False, True]
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "words"),
+    [
+        ("lat", 90.5, "lat must be a number in [-90, 90], got 90.5"),
+        ("lat", -91.0, "lat must be a number in [-90, 90]"),
+        ("lon", 180.5, "lon must be a number in [-180, 180], got 180.5"),
+        ("lon", "east", "lon must be a number in [-180, 180], got 'east'"),
+    ],
+)
+def test_coordinates_must_be_on_the_globe(column, value, words):
+    frame = pd.DataFrame({"listing_id": ["a", "b"], "lat": [51.0, 52.0], "lon": [13.0, 12.0]})
+    frame[column] = frame[column].astype(object)
+    frame.loc[1, column] = value
+    with pytest.raises(DataError) as caught:
+        load_listings(frame)
+    assert words in str(caught.value)
+    assert (caught.value.row, caught.value.column) == (2, column)
+
+
+def test_coordinates_at_the_limits_and_missing_are_valid():
+    frame = pd.DataFrame(
+        {
+            "listing_id": ["a", "b", "c"],
+            "latitude": [90.0, -90.0, None],
+            "longitude": [180.0, -180.0, None],
+        }
+    )
+    assert len(load_listings(frame)) == 3
+
+
+def test_listings_get_a_fresh_index_and_keep_their_columns():
+    frame = pd.DataFrame({"listing_id": ["a", "b"], "price": [1, 2]}, index=[5, 7])
+    loaded = load_listings(frame)
+    assert loaded.index.tolist() == [0, 1]
+    assert list(loaded.columns) == ["listing_id", "price"]
+    assert loaded.attrs["source"] == "<DataFrame>"
