@@ -44,19 +44,28 @@ class ModelShape:
 class RecModel(nn.Module):
     """A model scores a user and a listing by the dot product of their vectors.
 
-    Class attributes describe the model to the estimator and the trainer:
-
-    - ``needs_features``: the model reads listing features (fit refuses a table without any);
-    - ``hyperparameters``: the ``Recommender`` parameters the model reads besides ``dim``;
-      set for another model, they are an error, not ignored;
-    - ``normalized``: vectors are L2-normalised (training divides scores by a temperature);
-    - ``factorized``: False when a score needs the pair (``pair_scores``), not two vectors;
-    - ``sequential``: a training pair's user vector reads what the user viewed before it,
-      so training hands over the pairs in time order (``set_training_pairs``).
-
     Subclasses name their constructor arguments in ``config`` so that a saved model can be
     rebuilt from JSON. Random draws during training (dropout masks) come from
     ``self.generator``, which the trainer sets; nothing reads torch's global generator.
+
+    Attributes
+    ----------
+    needs_features : bool
+        The model reads listing features: fit refuses a listings table without any.
+    hyperparameters : tuple of str
+        The ``Recommender`` parameters the model reads besides ``dim``; set for another
+        model, they are an error, not ignored.
+    normalized : bool
+        Vectors are L2-normalised (training divides scores by a temperature).
+    factorized : bool
+        False when a score needs the pair (``pair_scores``), not two vectors.
+    sequential : bool
+        A training pair's user vector reads what the user viewed before it, so training
+        hands over the pairs in time order (``set_training_pairs``).
+    n_trained_listings : int
+        Listing rows 0 .. n - 1 have trained ids; later rows are known by features only.
+    generator : torch.Generator or None
+        Where training-time random draws come from.
     """
 
     needs_features: ClassVar[bool] = False
@@ -65,7 +74,7 @@ class RecModel(nn.Module):
     factorized: ClassVar[bool] = True
     sequential: ClassVar[bool] = False
     generator: torch.Generator | None = None
-    n_trained_listings: int  # listing rows 0 .. n - 1 have trained ids
+    n_trained_listings: int
 
     # ------------------------------------------------------------------ construction
     @classmethod

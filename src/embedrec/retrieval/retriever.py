@@ -116,9 +116,11 @@ class Retriever:
         API-style mapping (``{"price_max": 25000}``).
         """
         ids = list(listing_ids)
+        if not ids:
+            return []
         catalogue = self.catalogue
         rows = catalogue.rows_of(ids)
-        model_rows = self.listing_ids.indices(ids) if ids else rows
+        model_rows = self.listing_ids.indices(ids)
         outside = np.flatnonzero(rows < 0)
         embeddable = (model_rows[outside] >= 0) & self.model.embeddable(model_rows[outside])
         if not embeddable.all():

@@ -178,6 +178,25 @@ def create_app(settings: Settings) -> FastAPI:
         """The served model: version, training date and its evaluation figures."""
         return _model_info(st)
 
+    @app.get("/healthz/live")
+    async def live() -> s.Liveness:
+        """The process answers (for a load balancer's or an orchestrator's liveness probe)."""
+        return s.Liveness(status="alive")
+
+    @app.get("/healthz/ready")
+    def ready(st: State) -> s.Readiness:
+        """Ready to serve: the model is loaded, its index built and the store's writes applied
+        (the app is created only once its index is built). Says so when a reload recorded in
+        the store failed here, while the model before it is served."""
+        return s.Readiness(
+            status="ready",
+            model_dir=st.model_dir,
+            generation=st.generation,
+            seq=st.seq,
+            listings=len(st.catalogue),
+            reload_error=holder.reload_error,
+        )
+
     @app.get("/healthz")
     def healthz(st: State) -> s.Health:
         return s.Health(

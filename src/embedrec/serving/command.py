@@ -16,6 +16,16 @@ from embedrec.data.errors import DataError
 TOKEN_VARIABLE = "EMBEDREC_API_TOKEN"
 
 
+def _store_path(value: str) -> str:
+    from embedrec.serving.store import check_store_location
+
+    try:
+        check_store_location(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
 @click.command("serve", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model_dir", type=click.Path(file_okay=False))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
@@ -28,6 +38,7 @@ TOKEN_VARIABLE = "EMBEDREC_API_TOKEN"
     default="embedrec-store.sqlite",
     show_default=True,
     type=click.Path(dir_okay=False),
+    callback=lambda _ctx, _param, value: _store_path(value),
     help="SQLite file keeping the listings written through the API.",
 )
 @click.option(

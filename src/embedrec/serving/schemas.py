@@ -100,6 +100,22 @@ class ReloadRequest(BaseModel):
     model_dir: str | None = Field(None, description="default: the directory served now")
 
 
+class Liveness(BaseModel):
+    status: str = Field(description="always 'alive': the process answers")
+
+
+class Readiness(BaseModel):
+    status: str = Field(description="'ready': the index is built and the store caught up")
+    model_dir: str
+    generation: int
+    seq: int = Field(description="the last store change applied")
+    listings: int
+    reload_error: str | None = Field(
+        None, description="why the last reload recorded in the store failed here; the model "
+        "served is the one before it"
+    )
+
+
 class Health(BaseModel):
     status: str
     listings: int

@@ -13,6 +13,7 @@ import logging
 import math
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,9 @@ from embedrec.retrieval.retriever import Retriever
 from embedrec.serving.store import Change, ListingStore
 
 log = logging.getLogger("embedrec.serving")
+# projections kept per model: each distinct ``sample`` value costs up to 100k points' fields,
+# so a client asking for many values must not grow the server without bound
+PROJECTIONS_KEPT = 4
 
 
 @dataclass
@@ -67,7 +71,9 @@ class ServingState:
     loaded_at: float = field(default_factory=time.time)
     skipped: dict[Any, str] = field(default_factory=dict)  # stored listings it cannot embed
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
-    _projections: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict, repr=False)
+    _projections: OrderedDict[tuple[str, int], dict[str, Any]] = field(
+        default_factory=OrderedDict, repr=False
+    )
 
     # ------------------------------------------------------------------ ids and listings
     @property
@@ -163,20 +169,28 @@ class ServingState:
 
     # ------------------------------------------------------------------ projection
     def projection(self, method: str, sample: int) -> dict[str, Any]:
-        """2-D coordinates of a sample of live listing vectors, computed once per model."""
+        """2-D coordinates of a sample of live listing vectors; the last few answers are
+        kept (``PROJECTIONS_KEPT``), computed outside the lock that writes take."""
         from embedrec.viz.projection import project
 
         key = (method, sample)
-        if key not in self._projections:
-            live = np.flatnonzero(self.catalogue.live)
-            rows, coords = project(self.catalogue.vectors[live], method, sample, seed=0)
-            records = self.catalogue.fields(live[rows])
-            points = [
-                {"x": float(x), "y": float(y), **record}
-                for (x, y), record in zip(coords, records, strict=True)
-            ]
-            self._projections[key] = {"method": method, "points": points}
-        return self._projections[key]
+        with self._lock:
+            if key in self._projections:
+                self._projections.move_to_end(key)
+                return self._projections[key]
+        live = np.flatnonzero(self.catalogue.live)
+        rows, coords = project(self.catalogue.vectors[live], method, sample, seed=0)
+        records = self.catalogue.fields(live[rows])
+        points = [
+            {"x": float(x), "y": float(y), **record}
+            for (x, y), record in zip(coords, records, strict=True)
+        ]
+        answer = {"method": method, "points": points}
+        with self._lock:
+            self._projections[key] = answer
+            while len(self._projections) > PROJECTIONS_KEPT:
+                self._projections.popitem(last=False)  # the least recently asked for
+        return answer
 
 
 def build_state(
@@ -222,6 +236,7 @@ class StateHolder:
         self._reload_lock = threading.Lock()
         self._background: threading.Thread | None = None
         self._failed_generation = -1
+        self.reload_error: str | None = None  # the last failed reload, for readiness
 
     @property
     def current(self) -> ServingState:
@@ -275,9 +290,10 @@ class StateHolder:
             def run() -> None:
                 try:
                     state = build_state(model_dir, self.settings.listings, self.store, generation)
-                except Exception:  # noqa: BLE001 - keep serving the old model, say why
+                except Exception as exc:  # noqa: BLE001 - keep serving the old model, say why
                     log.exception("reload of %s (generation %d) failed", model_dir, generation)
                     self._failed_generation = generation
+                    self.reload_error = f"generation {generation} ({model_dir}): {exc}"
                     return
                 with self._reload_lock:
                     if state.generation > self._state.generation:

@@ -10,6 +10,7 @@ way (a generation number and the model directory), so every worker reloads.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -48,10 +49,26 @@ class Head:
     model_dir: str | None
 
 
+# "postgresql://...", "s3://...": a URL, not a file name (a Windows drive "C:\\" is no URL)
+URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def check_store_location(location: str | Path) -> None:
+    """Raise ValueError for a store location that is not a file path: a URL would otherwise
+    become a SQLite file under a folder named after its scheme."""
+    found = URL.match(str(location))
+    if found:
+        raise ValueError(
+            f"store {str(location)!r}: {found.group(1)}:// stores are not supported; "
+            "give the path of a SQLite file"
+        )
+
+
 class ListingStore:
     """Listings written through the API; safe to share between threads and processes."""
 
     def __init__(self, path: str | Path) -> None:
+        check_store_location(path)
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Two connections, each serialised by its own lock: reads (one before every request)

@@ -1,0 +1,72 @@
+"""The service against what a hostile or careless client tries, in process (FastAPI's
+TestClient over the real app): bounded projection cache, store locations that are not
+files, and the health endpoints a load balancer probes."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+from conftest import block_data
+from fastapi.testclient import TestClient
+
+from embedrec import Recommender
+from embedrec.cli import main
+from embedrec.serving.app import create_app
+from embedrec.serving.state import PROJECTIONS_KEPT, Settings
+from embedrec.serving.store import ListingStore
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    events, listings, _, _ = block_data()
+    path = tmp_path_factory.mktemp("hardening") / "model"
+    Recommender(model="hybrid", epochs=1, batch_size=256, progress=False).fit(
+        events, listings
+    ).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def client(model, tmp_path_factory):
+    store = tmp_path_factory.mktemp("store") / "store.sqlite"
+    app = create_app(Settings(model_dir=str(model), store=str(store), token="t"))
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def test_projections_kept_are_bounded_whatever_samples_a_client_asks_for(client):
+    holder = client.app.state.holder
+    for sample in range(3, 3 + 3 * PROJECTIONS_KEPT):
+        answer = client.get("/v1/projection", params={"sample": sample})
+        assert answer.status_code == 200 and len(answer.json()["points"]) == sample
+    kept = holder.current._projections
+    assert len(kept) == PROJECTIONS_KEPT
+    # the most recently asked for are kept, and asking again answers from the cache
+    newest = 3 + 3 * PROJECTIONS_KEPT - 1
+    assert ("pca", newest) in kept
+    first = kept[("pca", newest)]
+    assert client.get("/v1/projection", params={"sample": newest}).json() == first
+
+
+def test_health_probes(client):
+    assert client.get("/healthz/live").json() == {"status": "alive"}
+    ready = client.get("/healthz/ready")
+    assert ready.status_code == 200
+    body = ready.json()
+    assert body["status"] == "ready" and body["listings"] == 120 and body["reload_error"] is None
+    car = {"make": "VW", "price": 9000, "lat": 50.0, "lon": 10.0}
+    put = client.put("/v1/listings/neu", json=car, headers={"Authorization": "Bearer t"})
+    assert put.status_code == 201
+    after = client.get("/healthz/ready").json()
+    assert after["seq"] == put.json()["seq"] and after["listings"] == 121
+
+
+@pytest.mark.parametrize("location", ["postgresql://user@127.0.0.1:5432/db", "s3://bucket/x"])
+def test_a_store_url_is_refused_not_taken_for_a_file(model, tmp_path, monkeypatch, location):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["serve", str(model), "--store", location])
+    assert result.exit_code == 2
+    assert "stores are not supported; give the path of a SQLite file" in result.output
+    assert not any(tmp_path.iterdir())  # no folder named after the scheme
+    with pytest.raises(ValueError, match="stores are not supported"):
+        ListingStore(location)
