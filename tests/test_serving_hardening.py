@@ -70,3 +70,14 @@ def test_a_store_url_is_refused_not_taken_for_a_file(model, tmp_path, monkeypatc
     assert not any(tmp_path.iterdir())  # no folder named after the scheme
     with pytest.raises(ValueError, match="stores are not supported"):
         ListingStore(location)
+
+
+def test_a_worker_falls_back_to_its_own_model_when_the_reloaded_one_is_gone(model, tmp_path):
+    store_path = tmp_path / "store.sqlite"
+    ListingStore(store_path).record_reload(str(tmp_path / "deleted-since"))
+    settings = Settings(model_dir=str(model), store=str(store_path), follow_store=True)
+    with TestClient(create_app(settings)) as client:
+        ready = client.get("/healthz/ready").json()
+        assert ready["model_dir"] == str(model)
+        assert "deleted-since" in ready["reload_error"]
+        assert client.get("/v1/listings/Wagen 0 ä/similar").status_code == 200

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from embedrec.bundle import BundleError
 from embedrec.data.errors import DataError
 from embedrec.data.ids import parse_id
 from embedrec.data.io import load_listings
@@ -228,15 +229,22 @@ class StateHolder:
     def __init__(self, settings: Settings, store: ListingStore) -> None:
         self.settings = settings
         self.store = store
-        head = store.head()
-        model_dir = settings.model_dir
-        if settings.follow_store and head.model_dir:
-            model_dir = head.model_dir
-        self._state = build_state(model_dir, settings.listings, store, head.generation)
         self._reload_lock = threading.Lock()
         self._background: threading.Thread | None = None
         self._failed_generation = -1
         self.reload_error: str | None = None  # the last failed reload, for readiness
+        head = store.head()
+        if settings.follow_store and head.model_dir and head.model_dir != settings.model_dir:
+            try:
+                self._state = build_state(head.model_dir, settings.listings, store, head.generation)
+                return
+            except (BundleError, DataError, OSError) as exc:
+                # a worker started after the reloaded model's directory went away serves the
+                # command line's model instead of failing its start again and again
+                log.error("cannot load %s, recorded by a reload: %s", head.model_dir, exc)
+                self._failed_generation = head.generation
+                self.reload_error = f"generation {head.generation} ({head.model_dir}): {exc}"
+        self._state = build_state(settings.model_dir, settings.listings, store, head.generation)
 
     @property
     def current(self) -> ServingState:
