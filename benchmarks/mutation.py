@@ -10,9 +10,10 @@ scratch folder, whose pyproject gets a ``[tool.mutmut]`` section naming that mod
 the test files that exercise it (those of ``MODULES`` the checkout has), run without the
 ``slow``, ``server`` and ``browser`` tests. ``mutmut run --max-children 1`` (one worker: the
 machine is shared) then changes one operator, constant or call at a time and runs the tests
-that reach the changed function; ``mutmut export-cicd-stats`` gives the counts. A mutant is
-killed when a test fails or runs past mutmut's time limit; a mutant in code no selected test
-reaches ("no tests") counts as survived. The table goes between markers in ``--out``, one
+that reach the changed function; ``mutmut results --all true`` gives each mutant's fate. A
+mutant is killed when a test fails or runs past mutmut's time limit; a mutant in code no
+selected test reaches ("no tests") counts as survived. ``--sample trainer=80`` runs a fixed
+random sample of a module's mutants instead of all (a score then estimates the module's). The table goes between markers in ``--out``, one
 block per ``--label``, so the "before" and "after" tables sit side by side and a rerun
 replaces only its own.
 """
@@ -23,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import shutil
 import subprocess
 import sys
@@ -52,6 +54,9 @@ MODULES = {
     "store": ("serving/store.py", ["tests/test_store.py"]),
 }
 PLACEHOLDER = "tests/test_mutation_placeholder.py"  # where a checkout has no test for a module
+KILLED = ("killed", "timeout")  # a test failed, or the tests ran past mutmut's time limit
+TIMEOUT_MARGIN_S = 20.0
+SAMPLE_SEED = 0
 
 
 def mutmut_section(module: str, tests: list[str]) -> str:
@@ -61,13 +66,34 @@ def mutmut_section(module: str, tests: list[str]) -> str:
         "pytest_add_cli_args": ["-p", "no:cacheprovider", "-m", FAST],
         "pytest_add_cli_args_test_selection": tests,
         "use_git_change_detection": False,
+        # mutmut times a mutant's tests without their fixtures (a model fitted once per
+        # session is fitted again for every mutant): without a margin, slow fixtures count as
+        # killed by timeout
+        "timeout_constant": TIMEOUT_MARGIN_S,
+        "timeout_multiplier": 5.0,
     }
     lines = ["", "[tool.mutmut]"]
     lines += [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
     return "\n".join(lines) + "\n"
 
 
-def measure(source: Path, name: str, work: Path, log) -> dict:  # noqa: ANN001
+def mutmut(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mutmut", *args], cwd=folder, capture_output=True, text=True
+    )
+
+
+def statuses(folder: Path) -> dict[str, str]:
+    """Each mutant's status as ``mutmut results --all true`` prints it."""
+    out = {}
+    for line in mutmut(folder, "results", "--all", "true").stdout.splitlines():
+        name, _, status = line.strip().rpartition(": ")
+        if name:
+            out[name] = status
+    return out
+
+
+def measure(source: Path, name: str, work: Path, sample: int | None, log) -> dict:  # noqa: ANN001
     module, wanted = MODULES[name]
     folder = work / name
     if folder.exists():
@@ -84,33 +110,38 @@ def measure(source: Path, name: str, work: Path, log) -> dict:  # noqa: ANN001
     )
     log(f"{name}: mutating src/embedrec/{module} with {', '.join(tests) or 'no test file'}")
     started = time.perf_counter()
-    command = [sys.executable, "-m", "mutmut", "run", "--max-children", "1"]
-    done = subprocess.run(command, cwd=folder, capture_output=True, text=True)
+    chosen: list[str] = []
+    if sample:
+        # the first mutant of each function: creates every mutant and the test statistics
+        done = mutmut(folder, "run", "--max-children", "1", "*__mutmut_1")
+        every = sorted(statuses(folder)) if done.returncode == 0 else []
+        chosen = sorted(random.Random(SAMPLE_SEED).sample(every, min(sample, len(every))))
+        log(f"{name}: a fixed sample of {len(chosen)} of its {len(every)} mutants")
+        if not chosen:
+            (work / f"{name}.log").write_text(done.stdout + done.stderr)
+            raise SystemExit(f"{name}: mutmut created no mutants; see {work}/{name}.log")
+    done = mutmut(folder, "run", "--max-children", "1", *chosen)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         (work / f"{name}.log").write_text(done.stdout + done.stderr)
         raise SystemExit(f"{name}: mutmut failed (exit {done.returncode}); see {work}/{name}.log")
-    subprocess.run(
-        [sys.executable, "-m", "mutmut", "export-cicd-stats"],
-        cwd=folder,
-        check=True,
-        capture_output=True,
+    status = statuses(folder)
+    every_mutant = len(status)
+    if chosen:
+        status = {m: status[m] for m in chosen}
+    (work / f"{name}-survivors.txt").write_text(
+        "".join(f"{m}: {s}\n" for m, s in sorted(status.items()) if s not in KILLED)
     )
-    stats = json.loads((folder / "mutants" / "mutmut-cicd-stats.json").read_text())
-    results = subprocess.run(
-        [sys.executable, "-m", "mutmut", "results"], cwd=folder, capture_output=True, text=True
-    ).stdout
-    (work / f"{name}-survivors.txt").write_text(results)
-    killed = int(stats["killed"]) + int(stats["timeout"])
-    total = int(stats["total"]) - int(stats.get("skipped", 0))
+    killed = sum(s in KILLED for s in status.values())
+    total = sum(s != "skipped" for s in status.values())
     row = {
         "module": f"src/embedrec/{module}",
         "tests": tests,
         "killed": killed,
-        "timeout": int(stats["timeout"]),
         "survived": total - killed,
-        "no_tests": int(stats["no_tests"]),
+        "no_tests": sum(s == "no tests" for s in status.values()),
         "total": total,
+        "mutants": every_mutant,
         "seconds": round(seconds),
     }
     log(
@@ -141,15 +172,21 @@ def render(rows: list[dict], label: str, command: str, source: str) -> str:
         f"one mutmut worker; Python {platform.python_version()}; {versions}",
         f'- Tests: the files named per module, run with `-m "{FAST}"`',
         "",
-        "| module | tests | killed | survived | of which no test reaches | total | score | time |",
+        "| module | tests | killed | survived | of which no test reaches | run | score | time |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         tests = ", ".join(Path(t).name for t in r["tests"]) or "none"
-        score = 100 * r["killed"] / max(r["total"], 1)
+        share = r["killed"] / max(r["total"], 1)
+        score = f"{100 * share:.0f}%"
+        run = str(r["total"])
+        if r["total"] < r["mutants"]:  # a sample: the score with its standard error
+            error = 100 * (share * (1 - share) / max(r["total"], 1)) ** 0.5
+            score += f" ± {error:.0f}"
+            run += f" of {r['mutants']} (sample)"
         out.append(
             f"| {r['module']} | {tests} | {r['killed']} | {r['survived']} | {r['no_tests']} | "
-            f"{r['total']} | {score:.0f}% | {r['seconds']} s |"
+            f"{run} | {score} | {r['seconds']} s |"
         )
     return "\n".join(out) + "\n"
 
@@ -176,6 +213,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--modules", default=",".join(MODULES), help="comma-separated names")
     parser.add_argument("--source", default=str(ROOT), help="checkout whose code and tests run")
     parser.add_argument("--label", default="after", help="names this run's table in --out")
+    parser.add_argument("--sample", default="", help="NAME=COUNT,...: mutants sampled")
     parser.add_argument(
         "--describe", help="what --source holds, for the page (default: this checkout)"
     )
@@ -183,7 +221,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", default=str(ROOT / "docs" / "mutation.md"), help="'-': print")
     args = parser.parse_args(argv)
     args.modules = [m.strip() for m in args.modules.split(",") if m.strip()]
-    unknown = [m for m in args.modules if m not in MODULES]
+    try:
+        args.sample = {
+            name.strip(): int(count)
+            for name, count in (part.split("=") for part in args.sample.split(",") if part)
+        }
+    except ValueError:
+        parser.error(f"--sample: expected NAME=COUNT,..., got {args.sample!r}")
+    unknown = [m for m in [*args.modules, *args.sample] if m not in MODULES]
     if unknown:
         parser.error(f"unknown module(s) {', '.join(unknown)}; choose from {', '.join(MODULES)}")
     return args
@@ -209,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     source = Path(args.source).resolve()
     with tempfile.TemporaryDirectory(prefix="mutation-") as scratch:
         work = Path(args.work) if args.work else Path(scratch)
-        rows = [measure(source, name, work, log) for name in args.modules]
+        rows = [measure(source, name, work, args.sample.get(name), log) for name in args.modules]
     shown = args.describe or (
         "this checkout" if source == ROOT else "another checkout (`--source`)"
     )

@@ -1,8 +1,9 @@
 """Listing feature schema: which columns are features, of what kind.
 
-Types are inferred from the data (numbers: numeric; strings: categorical, or multi-valued when
-values hold ``|``; a lat/lon pair: geo) and a TOML config can override a column's type or drop
-it. The schema is saved with the model as JSON so the same columns are encoded the same way.
+Types are inferred from the data (numbers: numeric; strings: categorical, multi-valued when
+values hold ``|``, or free text when they are long and mostly unique; a lat/lon pair: geo) and
+a TOML config can override a column's type or drop it. The schema is saved with the model as
+JSON so the same columns are encoded the same way.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pandas as pd
 from embedrec.data.errors import DataError
 from embedrec.geo import LAT_LON_COLUMNS
 
-KINDS = ("numeric", "categorical", "multi", "geo")
+KINDS = ("numeric", "categorical", "multi", "geo", "text")
 MULTI_SEPARATOR = "|"
 
 
@@ -130,4 +131,15 @@ def _infer_kind(series: pd.Series) -> str | None:
     sample = series.dropna().astype(str).head(1000)
     if len(sample) and sample.str.contains(MULTI_SEPARATOR, regex=False).mean() > 0.2:
         return "multi"
+    if _looks_like_text(sample):
+        return "text"
     return "categorical"
+
+
+def _looks_like_text(sample: pd.Series) -> bool:
+    """Titles and descriptions: several words, and mostly unique, so that a category per
+    value would learn nothing (a make or a city repeats; a title rarely does)."""
+    if len(sample) < 20:
+        return False
+    words = sample.str.split().str.len()
+    return bool(words.median() >= 3 and sample.nunique() / len(sample) > 0.5)

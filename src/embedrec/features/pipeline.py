@@ -20,6 +20,7 @@ from embedrec.features.categorical import CategoricalEncoder
 from embedrec.features.geo import DEFAULT_CELL_KM, GeoEncoder
 from embedrec.features.multi_valued import MultiValuedEncoder
 from embedrec.features.numeric import NumericEncoder
+from embedrec.features.text import TextEncoder
 
 FORMAT_VERSION = 1
 
@@ -38,6 +39,7 @@ ENCODERS: dict[str, Any] = {
     "multi": MultiValuedEncoder,
     "numeric": NumericEncoder,
     "geo": GeoEncoder,
+    "text": TextEncoder,
 }
 
 
@@ -61,6 +63,7 @@ class FeaturePipeline:
             "multi": {"min_count": min_count, "max_tokens": max_tokens},
             "numeric": {"n_buckets": n_buckets},
             "geo": {"cell_km": cell_km},
+            "text": {},
         }
         self.encoders: list[Encoder] = []
         for spec in specs:

@@ -1,0 +1,139 @@
+"""Free text (titles, descriptions): hashed words and character n-grams, pooled.
+
+No vocabulary and no downloaded model: each lower-cased word and each character trigram of a
+word (with ``<`` and ``>`` marking its ends, as fastText does) is hashed into one of
+``n_buckets`` embedding rows, and a listing's vector is the mean of its rows. Words carry
+meaning ("qashqai", "navi"); trigrams let a misspelt or inflected word ("navigation",
+"navigationssystem") share rows with the spelling training saw, so text never seen in
+training still lands near related listings. Row 1 is the learned "no text" row.
+
+Everything runs on distinct texts with Arrow's string kernels and pandas' vectorised hash,
+not in a Python loop per listing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from torch import nn
+
+from embedrec.data.schema import FeatureSpec
+from embedrec.features.categorical import factorize_strings, init_embedding
+
+PAD = 0
+EMPTY = 1
+N_RESERVED = 2
+WORD = r"[^\p{L}\p{N}]+"  # separators: anything but letters and digits, in any script
+NGRAM = 3
+# per text: the first characters and tokens kept, which bounds memory whatever a seller writes
+MAX_CHARS = 2000
+MAX_WORD_NGRAMS = 16
+
+
+def _tokens(text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(text index, token string) per word and per character trigram of each word, in text
+    order: words first, then their trigrams."""
+    arrow = pc.utf8_slice_codeunits(pa.array(text, type=pa.large_string()), 0, MAX_CHARS)
+    words = pc.split_pattern_regex(pc.utf8_lower(arrow), WORD)
+    owner = pc.list_parent_indices(words).to_numpy().astype(np.int64)
+    flat = pc.list_flatten(words)
+    keep = pc.greater(pc.utf8_length(flat), 0).to_numpy(zero_copy_only=False)
+    owner, flat = owner[keep], flat.filter(pa.array(keep))
+    lt, gt, w = (pa.scalar(t, pa.large_string()) for t in ("<", ">", "w:"))
+    empty = pa.scalar("", pa.large_string())
+    marked = pc.binary_join_element_wise(lt, flat, gt, empty)
+    lengths = pc.utf8_length(marked).to_numpy()
+    owners = [owner]
+    tokens = [pc.binary_join_element_wise(w, flat, empty).to_numpy(zero_copy_only=False)]
+    # trigram k of every word long enough to have one: one vectorised slice per position
+    for start in range(min(MAX_WORD_NGRAMS, int(lengths.max(initial=0)) - NGRAM + 1)):
+        has = lengths >= start + NGRAM
+        grams = pc.utf8_slice_codeunits(marked.filter(pa.array(has)), start, start + NGRAM)
+        owners.append(owner[has])
+        tokens.append(grams.to_numpy(zero_copy_only=False))
+    owner = np.concatenate(owners)
+    order = np.argsort(owner, kind="stable")
+    return owner[order], np.concatenate(tokens)[order]
+
+
+def _positions(owner: np.ndarray) -> np.ndarray:
+    """Rank of each token within its text, for non-decreasing ``owner``."""
+    if len(owner) == 0:
+        return np.empty(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+    return np.arange(len(owner)) - np.repeat(starts, np.diff(np.r_[starts, len(owner)]))
+
+
+class TextEncoder:
+    """Maps free text to padded rows of hashed token buckets (nothing to learn at fit time
+    but the width: the most tokens a training text has, capped at ``max_tokens``)."""
+
+    kind = "text"
+
+    def __init__(
+        self, spec: FeatureSpec, *, n_buckets: int = 1 << 17, max_tokens: int = 256
+    ) -> None:
+        self.spec = spec
+        self.n_buckets = n_buckets
+        self.max_tokens = max_tokens
+        self.width = 1
+
+    @property
+    def key(self) -> str:
+        return f"{self.spec.name}.tokens"
+
+    def _rows(self, listings: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        codes, text = factorize_strings(listings[self.spec.columns[0]])
+        owner, tokens = _tokens(text)
+        buckets = pd.util.hash_array(tokens.astype(object)) % np.uint64(self.n_buckets)
+        return codes, owner, buckets.astype(np.int64) + N_RESERVED
+
+    def fit(self, listings: pd.DataFrame) -> TextEncoder:
+        _, owner, _ = self._rows(listings)
+        longest = int(np.bincount(owner).max()) if len(owner) else 1
+        self.width = max(1, min(self.max_tokens, longest))
+        return self
+
+    def transform(self, listings: pd.DataFrame) -> dict[str, np.ndarray]:
+        """``{name}.tokens``: int32 [n, width]; 0 padding, 1 no text, 2+ hashed buckets."""
+        codes, owner, rows = self._rows(listings)
+        position = _positions(owner)
+        keep = position < self.width
+        n_texts = int(codes.max()) + 1 if len(codes) else 0
+        # one extra all-empty row at the end, picked by code -1 (missing)
+        matrix = np.full((n_texts + 1, self.width), PAD, dtype=np.int32)
+        matrix[:, 0] = EMPTY
+        matrix[owner[keep], position[keep]] = rows[keep]
+        return {self.key: matrix[codes]}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n_buckets": self.n_buckets, "max_tokens": self.max_tokens, "width": self.width}
+
+    @classmethod
+    def from_dict(cls, spec: FeatureSpec, data: dict[str, Any]) -> TextEncoder:
+        encoder = cls(spec, n_buckets=int(data["n_buckets"]), max_tokens=int(data["max_tokens"]))
+        encoder.width = int(data["width"])
+        return encoder
+
+    def module(self, dim: int) -> nn.Module:
+        return TextEmbedding(self.key, N_RESERVED + self.n_buckets, dim)
+
+
+class TextEmbedding(nn.Module):
+    """``batch[key]`` (int [n, width], 0 = padding) -> mean of the token rows [n, dim]."""
+
+    def __init__(self, key: str, n_rows: int, dim: int) -> None:
+        super().__init__()
+        self.key = key
+        # sparse: a step touches the rows of its batch's tokens, not the 131k-row table
+        self.embedding = init_embedding(nn.Embedding(n_rows, dim, padding_idx=PAD, sparse=True))
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        idx = batch[self.key]
+        count = (idx != PAD).sum(dim=1, keepdim=True).clamp(min=1)
+        return self.embedding(idx).sum(dim=1) / count

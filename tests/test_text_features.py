@@ -1,0 +1,94 @@
+"""Free-text listing features: hashed words and character trigrams, pooled."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from conftest import block_data
+
+from embedrec import Recommender, load
+from embedrec.data.schema import FeatureSpec, SchemaConfig, infer_schema
+from embedrec.features.pipeline import FeaturePipeline
+from embedrec.features.text import EMPTY, N_RESERVED, PAD, TextEncoder
+
+SPEC = FeatureSpec(name="title", kind="text", columns=("title",))
+
+
+def encode(titles: list, fit_on: list | None = None, **options) -> np.ndarray:
+    encoder = TextEncoder(SPEC, **options).fit(pd.DataFrame({"title": fit_on or titles}))
+    return encoder.transform(pd.DataFrame({"title": titles}))["title.tokens"]
+
+
+def test_words_and_trigrams_are_hashed_to_buckets_and_missing_text_is_its_own_row():
+    rows = encode(["Nissan Qashqai navi", "", None, "   ", "nissan QASHQAI Navi"])
+    # three words, then the trigrams of <nissan>, <qashqai>, <navi>: 6 + 7 + 4
+    assert (rows[0] >= N_RESERVED).sum() == 3 + 6 + 7 + 4
+    assert rows[0].tolist() == rows[4].tolist()  # case does not matter
+    for empty in rows[1:4]:
+        assert empty[0] == EMPTY and (empty[1:] == PAD).all()
+
+
+def test_unseen_and_misspelt_words_share_trigram_rows_with_seen_ones():
+    fit = ["navigation leather seats", "diesel automatic"]
+    seen, misspelt, unrelated = encode(
+        ["navigation", "navigaton", "xylophone"], fit_on=fit, max_tokens=64
+    )
+    shared = set(seen[seen >= N_RESERVED]) & set(misspelt[misspelt >= N_RESERVED])
+    assert len(shared) >= 4  # <na, nav, avi, vig, iga, gat ...
+    assert not set(seen[seen >= N_RESERVED]) & set(unrelated[unrelated >= N_RESERVED])
+
+
+def test_non_latin_and_very_long_text_are_bounded_and_deterministic():
+    cyrillic = "Москва автомобиль 2018 года"
+    long_text = "sehr gepflegt " * 5000
+    rows = encode([cyrillic, long_text], max_tokens=64)
+    assert rows.shape == (2, 64) and (rows[0, :4] >= N_RESERVED).all()
+    again = encode([cyrillic, long_text], max_tokens=64)
+    assert np.array_equal(rows, again)  # a stable hash: the same rows in every process
+    assert rows.max() < N_RESERVED + (1 << 17)
+
+
+def test_text_columns_are_inferred_and_can_be_set_in_the_config():
+    rng = np.random.default_rng(0)
+    words = np.array(["gepflegt", "scheckheft", "navi", "leder", "unfallfrei", "garage"])
+    listings = pd.DataFrame(
+        {
+            "listing_id": [f"L{i}" for i in range(200)],
+            "description": [" ".join(rng.choice(words, 5)) + f" {i}" for i in range(200)],
+            "make": rng.choice(["VW", "BMW"], 200),
+        }
+    )
+    kinds = {spec.name: spec.kind for spec in infer_schema(listings)}
+    assert kinds == {"description": "text", "make": "categorical"}
+    forced = infer_schema(listings, SchemaConfig(types={"make": "text"}))
+    assert {spec.name: spec.kind for spec in forced}["make"] == "text"
+
+
+def test_a_model_with_a_text_column_embeds_unseen_listings_from_their_text(tmp_path):
+    events, listings, listing_group, _ = block_data()
+    brands = ["Volkswagen Golf", "BMW Dreier", "Audi Avant", "Opel Astra"]
+    listings = listings.drop(columns=["make", "lat", "lon", "price"]).assign(
+        title=[f"{brands[g]} gepflegt Nr {i}" for i, g in enumerate(listing_group)]
+    )
+    rec = Recommender(model="hybrid", epochs=10, batch_size=256, progress=False)
+    rec.fit(events, listings)
+    assert [s.kind for s in rec.feature_specs_] == ["text"]
+    new = pd.DataFrame({"listing_id": ["neu"], "title": ["BMW Dreier Touring, sehr gepflegt"]})
+    catalogue = pd.concat([listings, new], ignore_index=True)
+    [answer] = rec.similar(["neu"], k=10, listings=catalogue)
+    groups = [listing_group[int(i.split()[1])] for i in answer.ids]
+    assert np.mean(np.array(groups) == 1) >= 0.8  # the BMW group
+    again = load(rec.save(tmp_path / "model"))
+    assert again.similar(["neu"], k=10, listings=catalogue) == [answer]
+    vectors = again.embed(catalogue)
+    assert len(vectors) == len(catalogue)
+
+
+def test_the_text_table_learns_through_sparse_gradients():
+    pipeline = FeaturePipeline([SPEC]).fit(pd.DataFrame({"title": ["a b c", "d e"]}))
+    module = pipeline.encoders[0].module(4)
+    batch = {k: v.long() for k, v in pipeline.transform(pd.DataFrame({"title": ["a b"]})).items()}
+    module(batch).sum().backward()
+    assert module.embedding.weight.grad.is_sparse
+    assert torch.all(module.embedding.weight.grad.coalesce().indices() >= N_RESERVED)
