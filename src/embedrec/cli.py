@@ -392,7 +392,22 @@ def format_report(report: dict, ks: tuple[int, ...]) -> str:
                 shown = error is not None and math.isfinite(error)
                 row[part] = f"{value:.4f}" + (f" ± {error:.4f}" if shown else "")
             rows.append(row)
-    counts = ", ".join(f"{k}: {v:,}" for k, v in report["counts"].items())
+    # similar@k: the next listing viewed in a session is among the first one's k similar
+    similar = report.get("similar", {})
+    for k in ks:
+        row = {"metric": f"similar@{k}"}
+        for part in parts:
+            value = similar.get(part, {}).get(f"hit@{k}", math.nan)
+            error = similar.get(part, {}).get(f"hit@{k}_se", math.nan)
+            row[part] = (f"{value:.4f}" if math.isfinite(value) else "-") + (
+                f" ± {error:.4f}" if math.isfinite(error) else ""
+            )
+        rows.append(row)
+    counts = {**report["counts"]}
+    for part in ("warm", "cold"):
+        if part in similar:
+            counts[f"similar_pairs_{part}"] = similar[part]["pairs"]
+    counts = ", ".join(f"{k}: {v:,}" for k, v in counts.items())
     return format_table(rows, ["metric", *parts]) + "\n" + counts
 
 

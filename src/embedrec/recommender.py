@@ -30,7 +30,12 @@ from embedrec.evaluation.report import warm_cold_report
 from embedrec.features.pipeline import FeaturePipeline
 from embedrec.models.base import RecModel
 from embedrec.models.registry import MODELS, model_class, readers
-from embedrec.retrieval.evaluation import EvaluationTask, evaluation_task, scorer
+from embedrec.retrieval.evaluation import (
+    EvaluationTask,
+    evaluation_task,
+    scorer,
+    similar_by_behaviour,
+)
 from embedrec.retrieval.results import Results
 from embedrec.retrieval.retriever import FilterSpec, Retriever
 from embedrec.training.config import TrainConfig
@@ -384,12 +389,16 @@ class Recommender(BaseEstimator):
         excludes what they saw in training. Reported ``overall``, for ``warm`` listings and for
         ``cold`` ones (never seen in training, embedded from features), with ``counts`` of what
         was evaluated and skipped. Each metric averaged over users comes with its standard
-        error (``"recall@10_se"``).
+        error (``"recall@10_se"``). ``similar`` judges similar listings by behaviour: how often
+        the next listing a visitor viewed in a session is among the first one's k similar
+        listings (``hit@k``), for warm and cold first listings.
         """
         retriever = self.retriever(listings)
-        task = self.evaluation_task(interactions, retriever=retriever)
+        events = load_interactions(interactions, self.event_weights or DEFAULT_EVENT_WEIGHTS)
+        task = evaluation_task(retriever, events)
         report = warm_cold_report(scorer(retriever, task), task.seen, task.test, task.cold, ks)
         report["counts"] = task.counts
+        report["similar"] = similar_by_behaviour(retriever, events, ks)
         return report
 
     def evaluation_task(

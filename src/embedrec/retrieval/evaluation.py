@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,9 @@ import scipy.sparse as sp
 
 from embedrec.index.catalogue import Catalogue
 from embedrec.retrieval.retriever import Retriever
+
+# two views further apart than this belong to different visits
+SESSION_GAP_SECONDS = 30 * 60
 
 
 @dataclass
@@ -64,3 +68,56 @@ def scorer(retriever: Retriever, task: EvaluationTask) -> Callable[[np.ndarray],
         )
 
     return score
+
+
+def next_view_pairs(
+    events: pd.DataFrame, session_gap: float = SESSION_GAP_SECONDS
+) -> tuple[np.ndarray, np.ndarray]:
+    """(first listing, next listing) ids of consecutive views in one visitor's session: the
+    same user, at most ``session_gap`` seconds apart, two different listings."""
+    order = np.lexsort((events["timestamp"].to_numpy(), events["user_id"].to_numpy()))
+    users = events["user_id"].to_numpy()[order]
+    times = events["timestamp"].to_numpy()[order]
+    listings = events["listing_id"].to_numpy()[order]
+    gaps = times[1:] - times[:-1]
+    seconds = gaps / np.timedelta64(1, "s") if times.dtype.kind in "mM" else gaps
+    same = (users[1:] == users[:-1]) & (seconds <= session_gap) & (listings[1:] != listings[:-1])
+    return listings[:-1][same], listings[1:][same]
+
+
+def similar_by_behaviour(
+    retriever: Retriever,
+    events: pd.DataFrame,
+    ks: Sequence[int] = (10,),
+    session_gap: float = SESSION_GAP_SECONDS,
+) -> dict[str, Any]:
+    """How often the next listing a visitor viewed in a session is among the first one's
+    ``k`` similar listings: ``hit@k`` for each k in ``ks`` with its standard error over
+    pairs, over all pairs and for warm and for cold first listings (never seen in training),
+    with both listings in the catalogue.
+
+    This judges similar listings by behaviour ("people who looked at this also looked at"),
+    not by proxies such as distance or segment."""
+    catalogue = retriever.catalogue
+    first, then = next_view_pairs(events, session_gap)
+    rows, next_rows = catalogue.rows_of(first.tolist()), catalogue.rows_of(then.tolist())
+    inside = (rows >= 0) & (next_rows >= 0)
+    rows, next_rows = rows[inside], next_rows[inside]
+    queries, query_of_pair = np.unique(rows, return_inverse=True)
+    itself = [queries[i : i + 1] for i in range(len(queries))]
+    found, _ = catalogue.search(catalogue.unit_vectors[queries], max(ks), True, exclude=itself)
+    found = found[query_of_pair]
+    trained = retriever.model.n_trained_listings
+    model_rows = catalogue.model_rows[rows]
+    cold = (model_rows < 0) | (model_rows >= trained)
+    report = {"pairs_read": len(first), "pairs_outside_catalogue": int((~inside).sum())}
+    out: dict[str, Any] = {"counts": report}
+    for name, part in (("overall", np.ones_like(cold)), ("warm", ~cold), ("cold", cold)):
+        n = int(part.sum())
+        out[name] = {"pairs": n}
+        for k in ks:
+            hit = (found[part, :k] == next_rows[part, None]).any(axis=1)
+            rate = float(hit.mean()) if n else float("nan")
+            error = float(np.sqrt(rate * (1 - rate) / n)) if n > 1 else float("nan")
+            out[name] |= {f"hit@{k}": rate, f"hit@{k}_se": error}
+    return out
