@@ -15,6 +15,7 @@ from torch import nn
 from embedrec.data.io import load_interactions, load_listings
 from embedrec.data.prepare import prepare
 from embedrec.models.mf import MatrixFactorization
+from embedrec.recommender import Recommender
 from embedrec.training.optim import RowWiseAdagrad
 from embedrec.training.trainer import (
     TrainConfig,
@@ -28,11 +29,18 @@ from embedrec.training.trainer import (
 )
 
 CPU = torch.device("cpu")
+# the Recommender's defaults (their one source) for 131,072 pairs: batches of 2,048
+DEFAULTS = Recommender().train_config(131_072).to_dict()
+
+
+def settings_of(**settings) -> TrainConfig:
+    """A TrainConfig with the Recommender's defaults but ``settings``."""
+    return TrainConfig(**(DEFAULTS | settings))
 
 
 # ------------------------------------------------------------------ settings
 def test_the_defaults_and_their_dict():
-    config = TrainConfig()
+    config = settings_of()
     settings = config.to_dict()
     assert settings["epochs"] == 30 and settings["batch_size"] == 2048
     assert settings["loss"] == "softmax" and settings["negatives_from"] == "batch"
@@ -64,12 +72,12 @@ def test_the_defaults_and_their_dict():
 )
 def test_bad_settings_are_named(settings, message):
     with pytest.raises(ValueError) as error:
-        TrainConfig(**settings)
+        settings_of(**settings)
     assert str(error.value) == message
 
 
 def test_edge_settings_are_accepted():
-    config = TrainConfig(
+    config = settings_of(
         epochs=1,
         batch_size=1,
         negatives=1,
@@ -84,7 +92,7 @@ def test_edge_settings_are_accepted():
         precision="bf16",
     )
     assert config.patience == 0 and config.seed == -5 and config.lr == 1
-    assert TrainConfig(epochs=np.int64(3)).epochs == 3  # NumPy whole numbers count
+    assert settings_of(epochs=np.int64(3)).epochs == 3  # NumPy whole numbers count
 
 
 # ------------------------------------------------------------------ devices
@@ -146,7 +154,7 @@ def test_training_pairs_weights_popularity_and_trained_listings():
     data = small_data()
     model = MatrixFactorization(len(data.users), len(data.listings), dim=4)
     (users, listings, weights), log_q, trained = training_pairs(
-        model, data, TrainConfig(logq_scale=1.5), CPU
+        model, data, settings_of(logq_scale=1.5), CPU
     )
     assert users.tolist() == data.user_idx.tolist()
     assert listings.tolist() == data.listing_idx.tolist()
@@ -162,7 +170,7 @@ def test_training_pairs_weights_popularity_and_trained_listings():
 def test_a_sequential_model_gets_each_users_pairs_in_time_order():
     data = small_data()
     model = SequentialMF(len(data.users), len(data.listings), dim=4)
-    (users, listings, _), _, _ = training_pairs(model, data, TrainConfig(), CPU)
+    (users, listings, _), _, _ = training_pairs(model, data, settings_of(), CPU)
     ids = data.listings.ids
     pairs = [
         (data.users.ids[u], ids[i]) for u, i in zip(users.tolist(), listings.tolist(), strict=True)
@@ -171,7 +179,7 @@ def test_a_sequential_model_gets_each_users_pairs_in_time_order():
 
 
 def test_sparse_tables_get_row_wise_adagrad_and_dense_weights_adamw():
-    config = TrainConfig(lr=0.2, dense_lr=0.01, weight_decay=0.5)
+    config = settings_of(lr=0.2, dense_lr=0.01, weight_decay=0.5)
     only_sparse = MatrixFactorization(3, 4, dim=4)
     [adagrad] = make_optimizers(only_sparse, config)
     assert isinstance(adagrad, RowWiseAdagrad)
@@ -221,10 +229,10 @@ def test_validation_recall_is_recall_at_ten_of_the_held_out_pairs():
             model.user_embedding.weight[user, target] = 1.0 if hit else -5.0
     users = data.users.indices(list(range(n_users)))
     assert users.tolist() == [0, 1, 2, 3]
-    score, error = validation_recall(model, fit_part, held_out, TrainConfig())
+    score, error = validation_recall(model, fit_part, held_out, settings_of())
     assert score == pytest.approx(0.75)
     assert error == pytest.approx(np.std([1, 1, 1, 0], ddof=1) / 2)
-    one_user = dataclasses.replace(TrainConfig(), validation_users=1)
+    one_user = dataclasses.replace(settings_of(), validation_users=1)
     assert validation_recall(model, fit_part, held_out, one_user)[0] in (0.0, 1.0)
 
 
@@ -234,7 +242,7 @@ def test_bpr_and_catalogue_negatives_train_too():
         torch.manual_seed(0)
         model = MatrixFactorization(len(data.users), len(data.listings), dim=4)
         before = model.listing_embedding.weight.detach().clone()
-        config = TrainConfig(epochs=3, batch_size=4, device="cpu", **settings)
+        config = settings_of(epochs=3, batch_size=4, device="cpu", **settings)
         result = train(model, data, config, progress=False)
         losses = [entry["loss"] for entry in result.history]
         assert len(losses) == 3 and all(np.isfinite(losses)) and all(v > 0 for v in losses)
@@ -255,5 +263,5 @@ def test_bpr_negatives_are_listings_with_pairs():
     torch.manual_seed(0)
     model = MatrixFactorization(len(data.users), len(data.listings), dim=4)
     before = model.listing_embedding.weight.detach().clone()
-    train(model, data, TrainConfig(epochs=3, batch_size=4, device="cpu", loss="bpr"))
+    train(model, data, settings_of(epochs=3, batch_size=4, device="cpu", loss="bpr"))
     assert torch.equal(model.listing_embedding.weight.detach()[3], before[3])
