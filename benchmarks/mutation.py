@@ -13,9 +13,9 @@ machine is shared) then changes one operator, constant or call at a time and run
 that reach the changed function; ``mutmut results --all true`` gives each mutant's fate. A
 mutant is killed when a test fails or runs past mutmut's time limit; a mutant in code no
 selected test reaches ("no tests") counts as survived. ``--sample trainer=80`` runs a fixed
-random sample of a module's mutants instead of all (a score then estimates the module's). The table goes between markers in ``--out``, one
-block per ``--label``, so the "before" and "after" tables sit side by side and a rerun
-replaces only its own.
+random sample of a module's mutants instead of all (a score then estimates the module's).
+The table goes between markers in ``--out``, one block per ``--label``, so the "before" and
+"after" tables sit side by side and a rerun replaces only its own.
 """
 
 from __future__ import annotations
