@@ -26,6 +26,26 @@ class Catalogue:
     The hot paths of a server (fields of a few rows, filters, single adds) cost time in the
     rows they touch, not in the catalogue's size: fields come from per-column arrays, added
     rows live apart from the base table, and vectors grow in amortised buffers.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The listings' fields, ``listing_id`` first; one row per vector.
+    vectors : numpy.ndarray
+        float32 [n, dim], the listings' vectors in ``table``'s order.
+    model_rows : numpy.ndarray
+        Each row's listing row in the model, -1 for listings it never saw.
+    normalized : bool
+        The vectors are unit length already: cosine and dot-product search share an index.
+    exact_below : int
+        Below this many rows the vector index searches exactly, above approximately.
+
+    Attributes
+    ----------
+    id_dtype : dtype
+        The dtype of ``listing_id``: ids given as text are parsed to it.
+    normalized : bool
+        As given.
     """
 
     def __init__(
