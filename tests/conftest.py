@@ -50,3 +50,18 @@ def fitted_mf(blocks):
     return Recommender(model="mf", epochs=15, batch_size=256, seed=0, progress=False).fit(
         events, listings
     )
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """A throwaway PostgreSQL server on a free loopback port for the session (tests/postgres.py:
+    initdb in a temporary folder, as the postgres user when run as root). Tests that need it
+    skip, saying why, only where PostgreSQL cannot be had."""
+    import postgres
+
+    reason = postgres.unavailable()
+    if reason:
+        pytest.skip(reason)
+    cluster = postgres.Cluster()
+    yield cluster
+    cluster.close()

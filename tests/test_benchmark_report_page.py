@@ -43,6 +43,7 @@ def test_the_pages_in_docs_have_their_markers() -> None:
         ("benchmarks-scale.md", START),
         ("index-benchmark.md", START),
         ("serving.md", START),
+        ("serving.md", "<!-- replicas:start -->"),
         ("evaluation.md", "<!-- generated:cars:start -->"),
         ("evaluation.md", "<!-- generated:movielens:start -->"),
         ("benchmarks-movielens.md", "<!-- results:start -->"),

@@ -60,6 +60,7 @@ def test_benchmark_scale_smoke_reports_time_to_best_over_seeds() -> None:
     assert "(1) | " in rows[-1]  # --smoke runs one epoch: the curve peaks there
 
 
+@pytest.mark.slow
 def test_benchmark_scale_names_bad_seeds() -> None:
     for seeds, message in (("1,x", "whole numbers"), ("1,1", "distinct seeds")):
         done = subprocess.run(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # each test runs the benchmark script
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "step_time.py"
 
 
@@ -17,7 +18,6 @@ def run(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.slow
 def test_step_time_smoke_times_every_variant() -> None:
     done = run("--variants", "default;hidden=64,negatives=64;precision=bf16")
     assert done.returncode == 0, done.stderr

@@ -70,6 +70,7 @@ def test_generate_is_deterministic(cars, tmp_path):
         pd.testing.assert_frame_equal(a, b)
 
 
+@pytest.mark.slow
 def test_similar_json_one_line_per_query_and_unknown_ids(model_dir):
     output = run("similar", str(model_dir), "qashqai-dresden", "no such car", "-k", "4", "--json")
     lines = [json.loads(line) for line in output.strip().splitlines()]
@@ -79,6 +80,7 @@ def test_similar_json_one_line_per_query_and_unknown_ids(model_dir):
     assert "unknown listing_id" in lines[1]["error"]
 
 
+@pytest.mark.slow
 def test_filters_apply(model_dir):
     output = run(
         "similar",
@@ -98,6 +100,7 @@ def test_filters_apply(model_dir):
     )
 
 
+@pytest.mark.slow
 def test_recommend_users_and_sessions(model_dir, cars):
     user = pd.read_parquet(cars / "interactions.parquet")["user_id"].iloc[0]
     output = run("recommend", str(model_dir), user, "ghost", "--json", "-k", "3")
@@ -109,6 +112,7 @@ def test_recommend_users_and_sessions(model_dir, cars):
     assert "qashqai-dresden" not in [r["listing_id"] for r in session["results"]]
 
 
+@pytest.mark.slow
 def test_catalogue_with_new_listings_is_embedded_and_searchable(model_dir, cars, tmp_path):
     listings = pd.read_parquet(cars / "listings.parquet")
     new = listings[listings["listing_id"] == "qashqai-dresden"].copy()
@@ -151,6 +155,7 @@ def time_split(cars, tmp_path_factory):
     return out / "model", out / "late.parquet"
 
 
+@pytest.mark.slow
 def test_evaluate_reports_warm_and_cold(time_split):
     model, late = time_split
     report = json.loads(run("evaluate", str(model), "--interactions", str(late), "--json"))
@@ -160,6 +165,7 @@ def test_evaluate_reports_warm_and_cold(time_split):
     assert 0 < report["overall"]["recall@10_se"] < report["overall"]["recall@10"]
 
 
+@pytest.mark.slow
 def test_evaluate_prints_every_metric_with_its_standard_error(time_split):
     model, late = time_split
     output = run("evaluate", str(model), "--interactions", str(late), "-k", "5,20")
@@ -173,6 +179,7 @@ def test_evaluate_prints_every_metric_with_its_standard_error(time_split):
     assert "events:" in lines[-1]
 
 
+@pytest.mark.slow
 def test_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path, cars):
     bad = tmp_path / "events.csv"
     bad.write_text("user_id,listing_id,timestamp\nu1,L1,2026-01-01\nu2,L2,someday\n")
@@ -229,6 +236,7 @@ def test_bad_config_setting_names_the_file(tmp_path, cars, setting, message):
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.slow
 def test_corrupt_model_directory_is_a_clear_error(tmp_path):
     (tmp_path / "manifest.json").write_text("{not json")
     result = subprocess.run(
@@ -241,6 +249,7 @@ def test_corrupt_model_directory_is_a_clear_error(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_plot_and_inspect(model_dir, tmp_path):
     run("plot", str(model_dir), "--out", str(tmp_path / "map.png"), "--color", "segment")
     assert (tmp_path / "map.png").read_bytes()[:4] == b"\x89PNG"

@@ -4,6 +4,8 @@ files, and the health endpoints a load balancer probes."""
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from click.testing import CliRunner
 from conftest import block_data
@@ -13,7 +15,7 @@ from embedrec import Recommender
 from embedrec.cli import main
 from embedrec.serving.app import create_app
 from embedrec.serving.state import PROJECTIONS_KEPT, Settings
-from embedrec.serving.store import ListingStore
+from embedrec.serving.store import ListingStore, open_store
 
 
 @pytest.fixture(scope="module")
@@ -61,15 +63,39 @@ def test_health_probes(client):
     assert after["seq"] == put.json()["seq"] and after["listings"] == 121
 
 
-@pytest.mark.parametrize("location", ["postgresql://user@127.0.0.1:5432/db", "s3://bucket/x"])
+@pytest.mark.parametrize("location", ["mysql://user@127.0.0.1:3306/db", "s3://bucket/x"])
 def test_a_store_url_is_refused_not_taken_for_a_file(model, tmp_path, monkeypatch, location):
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, ["serve", str(model), "--store", location])
     assert result.exit_code == 2
-    assert "stores are not supported; give the path of a SQLite file" in result.output
+    assert "stores are not supported; give the path of a SQLite file or a postgresql://" in (
+        result.output
+    )
     assert not any(tmp_path.iterdir())  # no folder named after the scheme
     with pytest.raises(ValueError, match="stores are not supported"):
         ListingStore(location)
+    with pytest.raises(ValueError, match="stores are not supported"):
+        open_store(location)
+
+
+def test_a_postgresql_url_is_no_sqlite_file_and_an_unreachable_one_fails_clearly(
+    model, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    location = f"postgresql://nobody:secret@127.0.0.1:{unused_port()}/db"
+    with pytest.raises(ValueError, match="open_store opens postgresql:// stores"):
+        ListingStore(location)
+    result = CliRunner().invoke(main, ["serve", str(model), "--store", location])
+    assert result.exit_code == 2
+    assert "PostgreSQL store postgresql://nobody:***@127.0.0.1" in result.output
+    assert "is unavailable" in result.output and "secret" not in result.output
+    assert not any(tmp_path.iterdir())
+
+
+def unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # closed again: nothing listens there
 
 
 def test_a_worker_falls_back_to_its_own_model_when_the_reloaded_one_is_gone(model, tmp_path):

@@ -255,10 +255,12 @@ class Catalogue:
                 for record in table.to_dict(orient="records")
             ]
             rows = np.arange(start, stop)
-            self._added_rows.update(zip(table["listing_id"].tolist(), rows.tolist(), strict=True))
             for cosine, index in self._indexes.items():
                 index.add(_unit(vectors) if cosine else vectors)
             self._n = stop
+            # the ids last: readers take no lock, and one that finds a new id must find its
+            # row inside ``live`` and ``vectors`` (a follower thread adds while requests read)
+            self._added_rows.update(zip(table["listing_id"].tolist(), rows.tolist(), strict=True))
             if self._row_of_model is not None:
                 self._map_model_rows(rows)
             return rows

@@ -9,6 +9,8 @@ import inspect
 import logging
 import os
 import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,12 +33,15 @@ from embedrec.serving import schemas as s
 from embedrec.serving.filter_params import filter_parameters
 from embedrec.serving.metrics import CONTENT_TYPE, Metrics, MetricsAndLimits
 from embedrec.serving.state import ServingState, Settings, StateHolder
-from embedrec.serving.store import ListingStore
+from embedrec.serving.store import StoreUnavailable, open_store
 from embedrec.version import __version__
 
 log = logging.getLogger("embedrec.serving")
 STATIC = Path(__file__).parent / "static"
 ERRORS = {code: {"model": s.ErrorBody} for code in (401, 403, 404, 413, 422)}
+# writes, reloads: 503 (with Retry-After) while the store cannot be reached
+WRITE_ERRORS = {**ERRORS, 503: {"model": s.ErrorBody}}
+RETRY_AFTER_S = 2
 PLACEHOLDER = (
     "<!doctype html><title>embedrec</title><h1>embedrec</h1>"
     "<p>The explorer page is not installed. The API is described at "
@@ -57,16 +62,28 @@ class ApiError(Exception):
 
 def create_app(settings: Settings) -> FastAPI:
     """The service for ``settings``: loads the model, replays the store, defines the routes."""
-    store = ListingStore(settings.store)
-    holder = StateHolder(settings, store)
+    store = open_store(settings.store)
+    try:
+        holder = StateHolder(settings, store)
+    except BaseException:
+        store.close()
+        raise
     metrics = Metrics()
     if settings.token is None:
         log.warning("no API token (EMBEDREC_API_TOKEN or --token-file): serving read-only")
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        holder.close()  # the follower thread, if any, before its store's connections
+        store.close()
+
     app = FastAPI(
         title="embedrec",
         version=__version__,
         summary="Similar listings, recommendations and cold-start listings over HTTP.",
         responses={422: {"model": s.ErrorBody}},
+        lifespan=lifespan,
     )
     app.state.holder = holder
     bearer = HTTPBearer(auto_error=False, description="the API token set at start-up")
@@ -183,18 +200,24 @@ def create_app(settings: Settings) -> FastAPI:
         """The process answers (for a load balancer's or an orchestrator's liveness probe)."""
         return s.Liveness(status="alive")
 
-    @app.get("/healthz/ready")
-    def ready(st: State) -> s.Readiness:
+    @app.get("/healthz/ready", responses={503: {"model": s.Readiness}})
+    def ready(st: State, response: Response) -> s.Readiness:
         """Ready to serve: the model is loaded, its index built and the store's writes applied
-        (the app is created only once its index is built). Says so when a reload recorded in
-        the store failed here, while the model before it is served."""
+        (the app is created only once its index is built; with PostgreSQL, 503 ``catching
+        up`` until the follower listens and has applied the store's changes). Says so when a
+        reload recorded in the store failed here, while the model before it is served, and
+        when the store cannot be reached (reads are still answered: still ready)."""
+        caught_up = holder.caught_up.is_set()
+        if not caught_up:
+            response.status_code = 503
         return s.Readiness(
-            status="ready",
+            status="ready" if caught_up else "catching up",
             model_dir=st.model_dir,
             generation=st.generation,
             seq=st.seq,
             listings=len(st.catalogue),
             reload_error=holder.reload_error,
+            store_error=holder.store_error,
         )
 
     @app.get("/healthz")
@@ -213,7 +236,7 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(text, media_type=CONTENT_TYPE)
 
     # ------------------------------------------------------------------ writes
-    @app.put("/v1/listings/{listing_id}", dependencies=[Writer], responses=ERRORS)
+    @app.put("/v1/listings/{listing_id}", dependencies=[Writer], responses=WRITE_ERRORS)
     def put_listing(
         listing_id: Id,
         fields: Annotated[dict[str, Any], Body(examples=[{"make": "Nissan", "price": 23221}])],
@@ -228,7 +251,7 @@ def create_app(settings: Settings) -> FastAPI:
         response.status_code = 201 if created else 200
         return s.WriteResponse(listing_id=typed, seq=seq, created=created)
 
-    @app.delete("/v1/listings/{listing_id}", dependencies=[Writer], responses=ERRORS)
+    @app.delete("/v1/listings/{listing_id}", dependencies=[Writer], responses=WRITE_ERRORS)
     def delete_listing(listing_id: Id, st: State) -> s.WriteResponse:
         """Remove a listing (sold): it is no longer returned."""
         typed = st.listing_id(listing_id)
@@ -237,12 +260,30 @@ def create_app(settings: Settings) -> FastAPI:
         seq = holder.write(st, typed, None)
         return s.WriteResponse(listing_id=typed, seq=seq, deleted=True)
 
-    @app.post("/v1/admin/reload", dependencies=[Writer], responses=ERRORS)
+    @app.post("/v1/admin/reload", dependencies=[Writer], responses=WRITE_ERRORS)
     def reload(request_body: s.ReloadRequest | None = None) -> s.ModelInfo:
-        """Load a model directory (default: the one served) and swap it in atomically."""
+        """Load a model directory (default: the one served) and swap it in atomically; the
+        reload is recorded in the store, so every worker and replica loads it too."""
         model_dir = (request_body.model_dir if request_body else None) or holder.current.model_dir
         try:
             new = holder.reload(model_dir)
+        except BundleError as exc:
+            raise ApiError(422, str(exc), "model_dir") from None
+        return _model_info(new)
+
+    @app.post(
+        "/v1/admin/rollback",
+        dependencies=[Writer],
+        responses={**WRITE_ERRORS, 409: {"model": s.ErrorBody}},
+    )
+    def rollback() -> s.ModelInfo:
+        """Serve the model directory served before the current one again: a reload of it,
+        recorded in the store, so every worker and replica follows. A second rollback undoes
+        the first; 409 when no earlier model directory is known."""
+        try:
+            new = holder.rollback()
+        except LookupError as exc:
+            raise ApiError(409, str(exc), None) from None
         except BundleError as exc:
             raise ApiError(422, str(exc), "model_dir") from None
         return _model_info(new)
@@ -415,6 +456,11 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(UnknownIdError)
     async def unknown_id(_: Request, exc: UnknownIdError) -> JSONResponse:
         return _error(404, str(exc), exc.kind)
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(_: Request, exc: StoreUnavailable) -> JSONResponse:
+        # reads go on from memory; a write is refused before it is acknowledged: retry it
+        return _error(503, str(exc), None, {"Retry-After": str(RETRY_AFTER_S)})
 
     @app.exception_handler(FilterError)
     async def filter_error(_: Request, exc: FilterError) -> JSONResponse:

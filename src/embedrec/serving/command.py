@@ -20,9 +20,11 @@ def _store_path(value: str) -> str:
     from embedrec.serving.store import check_store_location
 
     try:
-        check_store_location(value)
+        kind = check_store_location(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+    if kind == "sqlite" and Path(value).is_dir():
+        raise click.BadParameter(f"{value!r} is a directory; give the path of a SQLite file")
     return value
 
 
@@ -37,9 +39,9 @@ def _store_path(value: str) -> str:
     "--store",
     default="embedrec-store.sqlite",
     show_default=True,
-    type=click.Path(dir_okay=False),
     callback=lambda _ctx, _param, value: _store_path(value),
-    help="SQLite file keeping the listings written through the API.",
+    help="Where the listings written through the API are kept: a SQLite file (one host), or "
+    "postgresql://USER@HOST:PORT/DB shared by several replicas (docs/serving.md).",
 )
 @click.option(
     "--token-file",
@@ -69,7 +71,7 @@ def serve_command(
 
     from embedrec.serving.app import create_app, limit_threads
     from embedrec.serving.state import Settings
-    from embedrec.serving.store import ListingStore
+    from embedrec.serving.store import StoreUnavailable, open_store
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s", force=True
@@ -96,8 +98,14 @@ def serve_command(
             uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
             return
         read_manifest(model_dir)  # fail here, not in every worker
-        # the workers load what the store names: this model now, a reloaded one later
-        ListingStore(store).record_reload(str(model_dir))
+        opened = open_store(store)  # an unreachable database, too, fails here
+        try:
+            if not opened.listens:
+                # the workers load what the store names: this model now, a reloaded one
+                # later (a shared PostgreSQL store keeps naming the replicas' model)
+                opened.record_reload(str(model_dir))
+        finally:
+            opened.close()
         os.environ.update(
             EMBEDREC_MODEL_DIR=str(model_dir),
             EMBEDREC_STORE=str(store),
@@ -117,7 +125,7 @@ def serve_command(
             # a worker answers the supervisor's health check only once its model is loaded
             timeout_worker_healthcheck=600,
         )
-    except (BundleError, DataError, OSError) as exc:
+    except (BundleError, DataError, OSError, StoreUnavailable) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
 

@@ -114,6 +114,11 @@ class Readiness(BaseModel):
         None, description="why the last reload recorded in the store failed here; the model "
         "served is the one before it"
     )
+    store_error: str | None = Field(
+        None,
+        description="why the store cannot be reached now: reads are answered from memory, "
+        "writes answer 503 until it is back",
+    )
 
 
 class Health(BaseModel):

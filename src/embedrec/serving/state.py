@@ -3,12 +3,16 @@
 A :class:`ServingState` is built completely before it is used and is replaced as a whole on
 reload (one reference swap in :class:`StateHolder`), so a request holds one state from start
 to finish and never sees a mix of two models. Listing writes go to the store first and reach
-the catalogue through :meth:`ServingState.catch_up`, which every worker runs before a request
-whenever the store's change sequence moved: that is how workers see each other's writes.
+the catalogue through :meth:`ServingState.catch_up`: that is how workers and replicas see each
+other's writes. With a SQLite store every worker runs it before a request whenever the store's
+change sequence moved; with a PostgreSQL store a follower thread per process runs it whenever
+the database announces a change (LISTEN/NOTIFY), so requests never wait for the database and
+reads go on being answered while it is away.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -28,12 +32,17 @@ from embedrec.data.io import load_listings
 from embedrec.index.catalogue import Catalogue
 from embedrec.recommender import Recommender
 from embedrec.retrieval.retriever import Retriever
-from embedrec.serving.store import Change, ListingStore
+from embedrec.serving.store import Change, Head, Store, StoreUnavailable
 
 log = logging.getLogger("embedrec.serving")
 # projections kept per model: each distinct ``sample`` value costs up to 100k points' fields,
 # so a client asking for many values must not grow the server without bound
 PROJECTIONS_KEPT = 4
+# the follower thread (PostgreSQL): how long one wait for an announcement lasts, how often it
+# checks the store's head anyway, and how long it waits before reconnecting to a store away
+FOLLOW_WAIT_S = 1.0
+FOLLOW_POLL_S = 5.0
+FOLLOW_RETRY_S = 1.0
 
 
 @dataclass
@@ -133,7 +142,7 @@ class ServingState:
         return Embedded(fields or {}, frame, vectors, model_rows)
 
     # ------------------------------------------------------------------ store changes
-    def catch_up(self, store: ListingStore, ready: dict[int, Embedded] | None = None) -> None:
+    def catch_up(self, store: Store, ready: dict[int, Embedded] | None = None) -> None:
         """Apply the store's changes after ``seq``; ``ready`` holds pre-embedded writes by seq."""
         with self._lock:
             changes = store.changes_since(self.seq)
@@ -195,7 +204,7 @@ class ServingState:
 
 
 def build_state(
-    model_dir: str | Path, listings: str | None, store: ListingStore, generation: int
+    model_dir: str | Path, listings: str | None, store: Store, generation: int
 ) -> ServingState:
     """Load a model directory and its catalogue, then replay every stored write into it."""
     started = time.perf_counter()
@@ -224,35 +233,61 @@ def build_state(
 
 
 class StateHolder:
-    """The current state, swapped atomically; keeps it in step with the store."""
+    """The current state, swapped atomically; keeps it in step with the store.
 
-    def __init__(self, settings: Settings, store: ListingStore) -> None:
+    With a store that announces changes (``store.listens``: PostgreSQL, shared by replicas)
+    the holder follows the store's model (the first replica records its command line's model
+    as generation 1) and a background thread applies other processes' writes and reloads;
+    call :meth:`close` to stop it. Otherwise :meth:`get` checks the store before each request.
+    """
+
+    def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
         self._reload_lock = threading.Lock()
         self._background: threading.Thread | None = None
         self._failed_generation = -1
         self.reload_error: str | None = None  # the last failed reload, for readiness
-        head = store.head()
-        if settings.follow_store and head.model_dir and head.model_dir != settings.model_dir:
+        self.store_error: str | None = None  # why the store cannot be reached now
+        # caught up once the follower has listened and applied the store's changes (at once
+        # for a store without a follower: each request catches up)
+        self.caught_up = threading.Event()
+        self._stop = threading.Event()
+        self._follower: threading.Thread | None = None
+        follow = settings.follow_store or store.listens
+        head = store.record_first(settings.model_dir) if store.listens else store.head()
+        self._state = self._initial_state(head, follow)
+        if store.listens:
+            self._follower = threading.Thread(
+                target=self._follow, name="embedrec-follower", daemon=True
+            )
+            self._follower.start()
+        else:
+            self.caught_up.set()
+
+    def _initial_state(self, head: Head, follow: bool) -> ServingState:
+        settings, store = self.settings, self.store
+        if follow and head.model_dir and head.model_dir != settings.model_dir:
             try:
-                self._state = build_state(head.model_dir, settings.listings, store, head.generation)
-                return
+                return build_state(head.model_dir, settings.listings, store, head.generation)
             except (BundleError, DataError, OSError) as exc:
                 # a worker started after the reloaded model's directory went away serves the
                 # command line's model instead of failing its start again and again
                 log.error("cannot load %s, recorded by a reload: %s", head.model_dir, exc)
                 self._failed_generation = head.generation
                 self.reload_error = f"generation {head.generation} ({head.model_dir}): {exc}"
-        self._state = build_state(settings.model_dir, settings.listings, store, head.generation)
+        return build_state(settings.model_dir, settings.listings, store, head.generation)
 
     @property
     def current(self) -> ServingState:
         return self._state
 
     def get(self) -> ServingState:
-        """The state to serve a request with, after applying other workers' changes."""
+        """The state to serve a request with, after applying other workers' changes (with a
+        follower thread: as applied so far, without asking the store)."""
         state = self._state
+        if self._follower is not None:
+            return state
         head = self.store.head()
         if head.generation > state.generation and head.model_dir:
             self._reload_in_background(head.generation, head.model_dir)
@@ -271,9 +306,16 @@ class StateHolder:
             else:
                 seq, _ = self.store.put(listing_id, embedded.fields)
                 ready = {seq: embedded}
-            state.catch_up(self.store, ready)
+            try:
+                state.catch_up(self.store, ready)
+            except StoreUnavailable as exc:
+                # committed, so acknowledged all the same; the follower applies it once the
+                # store is back
+                log.warning("write %d committed, not yet applied here: %s", seq, exc)
+                return seq
         if self._state is not state:  # swapped meanwhile: the new state must see it too
-            self._state.catch_up(self.store)
+            with contextlib.suppress(StoreUnavailable):
+                self._state.catch_up(self.store)
         return seq
 
     def reload(self, model_dir: str) -> ServingState:
@@ -281,9 +323,70 @@ class StateHolder:
         with self._reload_lock:
             state = build_state(model_dir, self.settings.listings, self.store, -1)
             state.generation = self.store.record_reload(model_dir)
-            state.catch_up(self.store)
+            with contextlib.suppress(StoreUnavailable):  # recorded: the follower goes on
+                state.catch_up(self.store)
             self._state = state
+            self.reload_error = None
         return state
+
+    def rollback(self) -> ServingState:
+        """Reload the model directory served before the current one (recorded in the store,
+        else the command line's): every worker and replica follows, as for a reload. A second
+        rollback undoes the first. LookupError when there is nothing to go back to."""
+        head = self.store.head()
+        current = head.model_dir or self._state.model_dir
+        target = self.store.previous_model_dir()
+        if target is None and self.settings.model_dir != current:
+            target = self.settings.model_dir
+        if target is None:
+            raise LookupError(
+                f"no model directory before {current!r} is recorded in the store: "
+                "nothing to roll back to"
+            )
+        log.info("rolling back from %s to %s", current, target)
+        return self.reload(target)
+
+    # ------------------------------------------------------------------ following the store
+    def _follow(self) -> None:
+        """The follower thread: wait for the store to announce a change, then catch up by
+        sequence number (also after every reconnect, so nothing announced meanwhile is
+        missed); reconnect every FOLLOW_RETRY_S while the store is away."""
+        next_poll = 0.0
+        while not self._stop.is_set():
+            try:
+                woke = self.store.wait(FOLLOW_WAIT_S)
+                if self._stop.is_set():
+                    return
+                if woke or time.monotonic() >= next_poll:
+                    self.sync()
+                    next_poll = time.monotonic() + FOLLOW_POLL_S
+                if self.store_error is not None:
+                    log.warning("store back: %s; caught up to seq %d", self.store.describe(),
+                                self._state.seq)  # fmt: skip
+                    self.store_error = None
+                self.caught_up.set()
+            except StoreUnavailable as exc:
+                if self.store_error is None:
+                    log.warning("%s; reads are answered from memory, writes refused", exc)
+                self.store_error = str(exc)
+                self._stop.wait(FOLLOW_RETRY_S)
+            except Exception:  # noqa: BLE001 - the follower must outlive any one failure
+                log.exception("following the store failed; trying again")
+                self._stop.wait(FOLLOW_RETRY_S)
+
+    def sync(self) -> None:
+        """Apply the store's new changes and start a reload it recorded (follower thread)."""
+        head = self.store.head()
+        if head.generation > self._state.generation and head.model_dir:
+            self._reload_in_background(head.generation, head.model_dir)
+        if head.seq > self._state.seq:
+            self._state.catch_up(self.store)
+
+    def close(self) -> None:
+        """Stop the follower thread, if any (the store is closed by its owner)."""
+        self._stop.set()
+        if self._follower is not None and self._follower is not threading.current_thread():
+            self._follower.join(FOLLOW_WAIT_S + 30)
 
     def _reload_in_background(self, generation: int, model_dir: str) -> None:
         """Another worker reloaded: build the same model here without blocking requests."""
@@ -298,6 +401,9 @@ class StateHolder:
             def run() -> None:
                 try:
                     state = build_state(model_dir, self.settings.listings, self.store, generation)
+                except StoreUnavailable as exc:  # not the model's fault: tried again later
+                    log.warning("reload of %s waits for the store: %s", model_dir, exc)
+                    return
                 except Exception as exc:  # noqa: BLE001 - keep serving the old model, say why
                     log.exception("reload of %s (generation %d) failed", model_dir, generation)
                     self._failed_generation = generation
@@ -305,8 +411,11 @@ class StateHolder:
                     return
                 with self._reload_lock:
                     if state.generation > self._state.generation:
-                        state.catch_up(self.store)
+                        with contextlib.suppress(StoreUnavailable):
+                            state.catch_up(self.store)
                         self._state = state
+                        self.reload_error = None
+                        log.info("now serving %s (generation %d)", model_dir, generation)
 
             self._background = threading.Thread(target=run, name="embedrec-reload", daemon=True)
             self._background.start()

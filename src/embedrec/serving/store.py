@@ -123,7 +123,8 @@ def check_store_location(location: str | Path) -> str:
 
 def redact(location: str) -> str:
     """A store location fit for messages and logs: a password in a URL replaced by ***."""
-    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*):[^@/?#]*@", r"\1:***@", location)
+    location = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*):[^@/?#]*@", r"\1:***@", location)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", location)
 
 
 def open_store(location: str | Path) -> Store:

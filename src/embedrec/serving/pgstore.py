@@ -1,0 +1,336 @@
+"""The listing store in PostgreSQL, shared by the replicas of a service on several hosts.
+
+Same interface and meaning as the SQLite :class:`~embedrec.serving.store.ListingStore`:
+
+- ``embedrec_listings``: one row per listing id (``json.dumps`` of the id, so 7 and "7" stay
+  apart), its last change sequence and its JSON fields (NULL: a tombstone);
+- ``embedrec_counters``: the store-wide change sequence (``seq``) and reload ``generation``.
+  A write increments ``seq`` in its own transaction: the row lock it takes is held until the
+  commit, so writes commit in sequence order and a reader that has seen ``seq`` N has seen
+  every change up to N. Catching up by sequence number therefore misses nothing;
+- ``embedrec_reloads``: every recorded reload (generation, model directory), for rollbacks.
+
+Each committed write or reload sends ``NOTIFY embedrec_changes`` (the payload is the new seq,
+for logs only). :meth:`PostgresStore.wait` blocks on a LISTEN connection of its own; the
+serving layer's follower thread then catches up with ``changes_since`` (by seq, never from
+the payload), and on every new connection too, so a reconnect misses nothing either.
+
+Connection failures raise :class:`~embedrec.serving.store.StoreUnavailable`. A connection
+found broken is replaced on the next call; a statement that failed on a stale connection
+before its transaction was committed is retried once on a fresh one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from typing import Any
+
+from embedrec.serving.store import Change, Head, StoreUnavailable, redact
+
+CHANNEL = "embedrec_changes"
+CONNECT_TIMEOUT_S = 5
+# a statement waiting longer (on a lock held by a stuck writer, say) fails with 503
+STATEMENT_TIMEOUT_MS = 30_000
+
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS embedrec_listings (
+        listing_id text PRIMARY KEY,  -- json.dumps of the id, so 7 and "7" stay different
+        seq bigint NOT NULL,
+        fields text,                  -- JSON object; NULL: deleted
+        written_at timestamptz NOT NULL DEFAULT now()
+    )""",
+    "CREATE INDEX IF NOT EXISTS embedrec_listings_seq ON embedrec_listings (seq)",
+    "CREATE TABLE IF NOT EXISTS embedrec_counters (name text PRIMARY KEY, value bigint NOT NULL)",
+    "INSERT INTO embedrec_counters VALUES ('seq', 0), ('generation', 0) ON CONFLICT DO NOTHING",
+    """CREATE TABLE IF NOT EXISTS embedrec_reloads (
+        generation bigint PRIMARY KEY,
+        model_dir text NOT NULL,
+        recorded_at timestamptz NOT NULL DEFAULT now()
+    )""",
+]
+# replicas starting together create the tables one after the other (any fixed number)
+_SCHEMA_LOCK = 0x656D6265_64726563 >> 1
+
+_HEAD = """
+SELECT s.value, g.value, r.model_dir
+FROM embedrec_counters s
+JOIN embedrec_counters g ON g.name = 'generation'
+LEFT JOIN embedrec_reloads r ON r.generation = g.value
+WHERE s.name = 'seq'
+"""
+
+
+def _psycopg():  # noqa: ANN202 - the module, imported when a PostgreSQL store is opened
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - a dependency of embedrec
+        raise RuntimeError(
+            "a postgresql:// store needs psycopg 3: pip install 'psycopg[binary]'"
+        ) from None
+    return psycopg
+
+
+class PostgresStore:
+    """Listings written through the API in PostgreSQL; safe to share between threads,
+    processes and hosts. ``location`` is a libpq URL, ``postgresql://USER@HOST:PORT/DB``."""
+
+    listens = True
+
+    def __init__(self, location: str) -> None:
+        self._pg = _psycopg()
+        self.location = location
+        # as for SQLite: writes on one connection, reads on another, each with its lock, and
+        # the LISTEN connection used by the follower thread alone
+        self._lock, self._read_lock = threading.Lock(), threading.Lock()
+        self._db: Any = None
+        self._reader: Any = None
+        self._listener: Any = None
+        self._closed = False
+        with self._lock:
+            db = self._writer()
+            try:
+                with db.transaction():
+                    db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                    for statement in _SCHEMA:
+                        db.execute(statement)
+            except self._pg.OperationalError as exc:
+                self._drop("_db")
+                raise self._unavailable(exc) from None
+
+    # ------------------------------------------------------------------ connections
+    def describe(self) -> str:
+        return f"PostgreSQL store {redact(self.location)}"
+
+    def _connect(self) -> Any:
+        if self._closed:
+            raise StoreUnavailable(f"{self.describe()} is closed")
+        try:
+            return self._pg.connect(
+                self.location,
+                autocommit=True,
+                connect_timeout=CONNECT_TIMEOUT_S,
+                application_name="embedrec",
+                options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+                # a peer that vanished without closing the connection is noticed in ~20 s
+                keepalives=1,
+                keepalives_idle=10,
+                keepalives_interval=3,
+                keepalives_count=3,
+            )
+        except self._pg.Error as exc:
+            raise self._unavailable(exc) from None
+
+    def _unavailable(self, exc: Exception) -> StoreUnavailable:
+        cause = " ".join(str(exc).split()) or type(exc).__name__
+        return StoreUnavailable(f"{self.describe()} is unavailable: {cause}")
+
+    def _writer(self) -> Any:
+        if self._db is None or self._db.closed:
+            self._db = self._connect()
+        return self._db
+
+    def _read_connection(self) -> Any:
+        if self._reader is None or self._reader.closed:
+            self._reader = self._connect()
+        return self._reader
+
+    def _drop(self, name: str) -> None:
+        connection = getattr(self, name)
+        setattr(self, name, None)
+        if connection is not None:
+            with contextlib.suppress(Exception):  # closing a broken connection
+                connection.close()
+
+    def _lost(self, exc: Exception) -> bool:
+        """Whether ``exc`` says the connection (or the server) is gone, not the statement."""
+        return isinstance(exc, self._pg.OperationalError | self._pg.InterfaceError)
+
+    def close(self) -> None:
+        self._closed = True
+        with self._lock, self._read_lock:
+            self._drop("_db")
+            self._drop("_reader")
+        self._drop("_listener")
+
+    # ------------------------------------------------------------------ reads
+    def _read(self, query: str, params: tuple = ()) -> list[tuple]:
+        with self._read_lock:
+            fresh = self._reader is None or self._reader.closed
+            for attempt in range(2):
+                db = self._read_connection()
+                try:
+                    return db.execute(query, params).fetchall()
+                except self._pg.Error as exc:
+                    if not self._lost(exc):
+                        raise
+                    self._drop("_reader")
+                    # reads are safe to repeat: once, on a fresh connection, when the old
+                    # one had gone stale (a restarted server)
+                    if fresh or attempt:
+                        raise self._unavailable(exc) from None
+                    fresh = True
+        raise AssertionError("unreachable")
+
+    def head(self) -> Head:
+        """The current sequence, generation and the generation's model directory."""
+        seq, generation, model_dir = self._read(_HEAD)[0]
+        return Head(int(seq), int(generation), model_dir)
+
+    def changes_since(self, seq: int) -> list[Change]:
+        """The latest state of every listing changed after ``seq``, in sequence order."""
+        rows = self._read(
+            "SELECT seq, listing_id, fields FROM embedrec_listings WHERE seq > %s ORDER BY seq",
+            (seq,),
+        )
+        return [
+            Change(int(s), json.loads(i), json.loads(f) if f is not None else None)
+            for s, i, f in rows
+        ]
+
+    def counts(self) -> dict[str, int]:
+        """How many stored listings are live and how many are tombstones."""
+        live, dead = self._read(
+            "SELECT count(fields), count(*) - count(fields) FROM embedrec_listings"
+        )[0]
+        return {"live": int(live), "deleted": int(dead)}
+
+    def previous_model_dir(self) -> str | None:
+        """The newest recorded model directory other than the current one, or None."""
+        rows = self._read(
+            "SELECT r.model_dir FROM embedrec_reloads r WHERE r.model_dir IS DISTINCT FROM ("
+            "SELECT c.model_dir FROM embedrec_reloads c JOIN embedrec_counters g "
+            "ON g.name = 'generation' AND c.generation = g.value) "
+            "ORDER BY r.generation DESC LIMIT 1"
+        )
+        return rows[0][0] if rows else None
+
+    # ------------------------------------------------------------------ writes
+    def _transaction(self, body: Any) -> Any:
+        """Run ``body(connection)`` in a transaction on the write connection and commit it.
+
+        On a lost connection before the commit nothing was written: a stale connection (the
+        server restarted since its last use) is replaced and the transaction run once more.
+        A connection lost during the commit leaves the outcome unknown: StoreUnavailable says
+        so, and the client's retry (PUT and DELETE are idempotent) settles it.
+        """
+        with self._lock:
+            fresh = self._db is None or self._db.closed
+            for attempt in range(2):
+                db = self._writer()
+                committing = False
+                try:
+                    db.execute("BEGIN")
+                    result = body(db)
+                    committing = True
+                    db.execute("COMMIT")
+                    return result
+                except self._pg.Error as exc:
+                    if not self._lost(exc):
+                        try:
+                            db.execute("ROLLBACK")
+                        except self._pg.Error:
+                            self._drop("_db")
+                        raise
+                    self._drop("_db")
+                    if committing:
+                        raise StoreUnavailable(
+                            f"{self.describe()}: the connection was lost while committing, so "
+                            f"the write may or may not be stored; repeat it "
+                            f"({' '.join(str(exc).split())})"
+                        ) from None
+                    if fresh or attempt:
+                        raise self._unavailable(exc) from None
+                    fresh = True
+                except BaseException:
+                    self._drop("_db")  # interrupted mid-transaction: start afresh
+                    raise
+        raise AssertionError("unreachable")
+
+    def put(self, listing_id: Any, fields: dict[str, Any]) -> tuple[int, bool]:
+        """Store a listing's fields; returns (seq, whether the id was new or deleted)."""
+        return self._write(listing_id, json.dumps(fields, allow_nan=False))
+
+    def delete(self, listing_id: Any) -> int:
+        """Record that a listing is gone; returns its seq."""
+        return self._write(listing_id, None)[0]
+
+    def _write(self, listing_id: Any, fields: str | None) -> tuple[int, bool]:
+        key = json.dumps(listing_id)
+
+        def body(db: Any) -> tuple[int, bool]:
+            # the counter row stays locked until COMMIT: writes commit in sequence order
+            seq = db.execute(
+                "UPDATE embedrec_counters SET value = value + 1 WHERE name = 'seq' RETURNING value"
+            ).fetchone()[0]
+            before = db.execute(
+                "SELECT fields IS NOT NULL FROM embedrec_listings WHERE listing_id = %s",
+                (key,),
+            ).fetchone()
+            db.execute(
+                "INSERT INTO embedrec_listings (listing_id, seq, fields) VALUES (%s, %s, %s) "
+                "ON CONFLICT (listing_id) DO UPDATE SET seq = excluded.seq, "
+                "fields = excluded.fields, written_at = now()",
+                (key, seq, fields),
+            )
+            db.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(seq)))
+            return int(seq), not (before and before[0])
+
+        return self._transaction(body)
+
+    def record_reload(self, model_dir: str) -> int:
+        """Record a reload so every replica applies it; returns the new generation."""
+        return self._record(model_dir, only_first=False) or 0
+
+    def record_first(self, model_dir: str) -> Head:
+        """Record ``model_dir`` as generation 1 if the store has no reload yet (the first
+        replica of a new store names the model all follow); returns the head after."""
+        self._record(model_dir, only_first=True)
+        return self.head()
+
+    def _record(self, model_dir: str, only_first: bool) -> int | None:
+        def body(db: Any) -> int | None:
+            row = db.execute(
+                "UPDATE embedrec_counters SET value = value + 1 WHERE name = 'generation' "
+                + ("AND value = 0 " if only_first else "")
+                + "RETURNING value"
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute(
+                "INSERT INTO embedrec_reloads (generation, model_dir) VALUES (%s, %s) "
+                "ON CONFLICT (generation) DO UPDATE SET model_dir = excluded.model_dir, "
+                "recorded_at = now()",
+                (row[0], model_dir),
+            )
+            db.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"generation {row[0]}"))
+            return int(row[0])
+
+        return self._transaction(body)
+
+    # ------------------------------------------------------------------ announcements
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for another process's change; True when one was announced,
+        or when the LISTEN connection is new (changes may have been made while there was
+        none: the caller catches up by seq either way). Called by one thread only."""
+        if self._listener is None or self._listener.closed:
+            listener = self._connect()
+            try:
+                listener.execute(f"LISTEN {CHANNEL}")
+            except self._pg.Error as exc:
+                listener.close()
+                raise self._unavailable(exc) from None
+            self._listener = listener
+            return True
+        try:
+            woke = False
+            for _ in self._listener.notifies(timeout=timeout, stop_after=1):
+                woke = True
+            if woke:  # a burst of writes: one catch-up for all that arrived
+                for _ in self._listener.notifies(timeout=0):
+                    pass
+            return woke
+        except self._pg.Error as exc:
+            self._drop("_listener")
+            raise self._unavailable(exc) from None
