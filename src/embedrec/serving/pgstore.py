@@ -27,7 +27,7 @@ import json
 import threading
 from typing import Any
 
-from embedrec.serving.store import Change, Head, StoreUnavailable, redact
+from embedrec.serving.store import Change, Head, ReloadRecords, StoreUnavailable, redact
 
 CHANNEL = "embedrec_changes"
 CONNECT_TIMEOUT_S = 5
@@ -72,7 +72,7 @@ def _psycopg():  # noqa: ANN202 - the module, imported when a PostgreSQL store i
     return psycopg
 
 
-class PostgresStore:
+class PostgresStore(ReloadRecords):
     """Listings written through the API in PostgreSQL; safe to share between threads,
     processes and hosts. ``location`` is a libpq URL, ``postgresql://USER@HOST:PORT/DB``."""
 
@@ -278,16 +278,6 @@ class PostgresStore:
             return int(seq), not (before and before[0])
 
         return self._transaction(body)
-
-    def record_reload(self, model_dir: str) -> int:
-        """Record a reload so every replica applies it; returns the new generation."""
-        return self._record(model_dir, only_first=False) or 0
-
-    def record_first(self, model_dir: str) -> Head:
-        """Record ``model_dir`` as generation 1 if the store has no reload yet (the first
-        replica of a new store names the model all follow); returns the head after."""
-        self._record(model_dir, only_first=True)
-        return self.head()
 
     def _record(self, model_dir: str, only_first: bool) -> int | None:
         def body(db: Any) -> int | None:

@@ -136,7 +136,22 @@ def open_store(location: str | Path) -> Store:
     return ListingStore(location)
 
 
-class ListingStore:
+class ReloadRecords:
+    """``record_reload`` and ``record_first`` for a back-end that implements ``_record`` (one
+    transaction bumping the generation, optionally only from 0) and ``head``."""
+
+    def record_reload(self, model_dir: str) -> int:
+        """Record a reload so every worker and replica applies it; returns the generation."""
+        return self._record(model_dir, only_first=False) or 0
+
+    def record_first(self, model_dir: str) -> Head:
+        """Record ``model_dir`` as generation 1 if the store has no reload yet (the first
+        server of a shared store names the model all follow); returns the head after."""
+        self._record(model_dir, only_first=True)
+        return self.head()
+
+
+class ListingStore(ReloadRecords):
     """Listings written through the API in a SQLite file; safe to share between threads and
     the processes of one host."""
 
@@ -226,16 +241,6 @@ class ListingStore:
             Change(int(s), json.loads(i), json.loads(f) if f is not None else None)
             for s, i, f in rows
         ]
-
-    def record_reload(self, model_dir: str) -> int:
-        """Record a reload so every worker applies it; returns the new generation."""
-        return self._record(model_dir, only_first=False) or 0
-
-    def record_first(self, model_dir: str) -> Head:
-        """Record ``model_dir`` as generation 1 if the store has no reload yet (the first
-        server of a shared store names the model all follow); returns the head after."""
-        self._record(model_dir, only_first=True)
-        return self.head()
 
     def _record(self, model_dir: str, only_first: bool) -> int | None:
         with self._lock:
