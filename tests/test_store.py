@@ -109,27 +109,6 @@ def test_reloads_count_generations_and_keep_the_model_directory(store):
     assert store.head() == Head(seq=0, generation=2, model_dir="models/v3")
 
 
-def test_reopening_the_file_keeps_everything(tmp_path):
-    path = tmp_path / "store.sqlite"
-    first = ListingStore(path)
-    first.put(7, CAR)
-    first.put("7", {**CAR, "price": 1})
-    first.put("gone", CAR)
-    first.delete("gone")
-    first.record_reload("models/v2")
-    before = first.changes_since(0)
-    first.close()
-    again = ListingStore(path)
-    try:
-        assert again.head() == Head(seq=4, generation=1, model_dir="models/v2")
-        assert again.changes_since(0) == before
-        assert again.counts() == {"live": 2, "deleted": 1}
-        assert again.put("gone", CAR) == (5, True)  # numbering goes on; the tombstone held
-        assert again.put(7, CAR) == (6, False)
-    finally:
-        again.close()
-
-
 def test_two_stores_on_one_file_see_each_others_writes(tmp_path):
     # as two server worker processes do
     one, other = ListingStore(tmp_path / "s.sqlite"), ListingStore(tmp_path / "s.sqlite")

@@ -27,7 +27,7 @@ import json
 import threading
 from typing import Any
 
-from embedrec.serving.store import Change, Head, ReloadRecords, StoreUnavailable, redact
+from embedrec.serving.store import Change, Head, StoreBase, StoreUnavailable, redact
 
 CHANNEL = "embedrec_changes"
 CONNECT_TIMEOUT_S = 5
@@ -72,7 +72,7 @@ def _psycopg():  # noqa: ANN202 - the module, imported when a PostgreSQL store i
     return psycopg
 
 
-class PostgresStore(ReloadRecords):
+class PostgresStore(StoreBase):
     """Listings written through the API in PostgreSQL; safe to share between threads,
     processes and hosts. ``location`` is a libpq URL, ``postgresql://USER@HOST:PORT/DB``."""
 
@@ -247,14 +247,6 @@ class PostgresStore(ReloadRecords):
                     self._drop("_db")  # interrupted mid-transaction: start afresh
                     raise
         raise AssertionError("unreachable")
-
-    def put(self, listing_id: Any, fields: dict[str, Any]) -> tuple[int, bool]:
-        """Store a listing's fields; returns (seq, whether the id was new or deleted)."""
-        return self._write(listing_id, json.dumps(fields, allow_nan=False))
-
-    def delete(self, listing_id: Any) -> int:
-        """Record that a listing is gone; returns its seq."""
-        return self._write(listing_id, None)[0]
 
     def _write(self, listing_id: Any, fields: str | None) -> tuple[int, bool]:
         key = json.dumps(listing_id)

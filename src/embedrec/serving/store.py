@@ -136,9 +136,18 @@ def open_store(location: str | Path) -> Store:
     return ListingStore(location)
 
 
-class ReloadRecords:
-    """``record_reload`` and ``record_first`` for a back-end that implements ``_record`` (one
-    transaction bumping the generation, optionally only from 0) and ``head``."""
+class StoreBase:
+    """What both back-ends share, on top of their ``_write`` (one transaction storing a
+    listing's JSON fields, or None for a delete, under the next sequence number), ``_record``
+    (one bumping the reload generation, optionally only from 0) and ``head``."""
+
+    def put(self, listing_id: Any, fields: dict[str, Any]) -> tuple[int, bool]:
+        """Store a listing's fields; returns (seq, whether the id was new or deleted)."""
+        return self._write(listing_id, json.dumps(fields, allow_nan=False))
+
+    def delete(self, listing_id: Any) -> int:
+        """Record that a listing is gone; returns its seq."""
+        return self._write(listing_id, None)[0]
 
     def record_reload(self, model_dir: str) -> int:
         """Record a reload so every worker and replica applies it; returns the generation."""
@@ -151,7 +160,7 @@ class ReloadRecords:
         return self.head()
 
 
-class ListingStore(ReloadRecords):
+class ListingStore(StoreBase):
     """Listings written through the API in a SQLite file; safe to share between threads and
     the processes of one host."""
 
@@ -198,14 +207,6 @@ class ListingStore(ReloadRecords):
         with self._read_lock:
             rows = dict(self._reader.execute("SELECT key, value FROM meta").fetchall())
         return Head(int(rows["seq"]), int(rows["generation"]), rows["model_dir"])
-
-    def put(self, listing_id: Any, fields: dict[str, Any]) -> tuple[int, bool]:
-        """Store a listing's fields; returns (seq, whether the id was new or deleted)."""
-        return self._write(listing_id, json.dumps(fields, allow_nan=False))
-
-    def delete(self, listing_id: Any) -> int:
-        """Record that a listing is gone; returns its seq."""
-        return self._write(listing_id, None)[0]
 
     def _write(self, listing_id: Any, fields: str | None) -> tuple[int, bool]:
         key = json.dumps(listing_id)
