@@ -103,8 +103,16 @@ def present(source: Path, test: str) -> bool:
 
 
 def mutmut(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    # mutmut forks a process per mutant from one that ran the tests: a fork after OpenMP
+    # started its threads (any torch computation) hangs at the child's first parallel step,
+    # so torch runs on one thread here
+    threads = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "mutmut", *args], cwd=folder, capture_output=True, text=True
+        [sys.executable, "-m", "mutmut", *args],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **threads},
     )
 
 

@@ -72,6 +72,7 @@ def test_another_format_version_is_refused(tmp_path, version):
     with pytest.raises(BundleError, match="format version") as error:
         read_manifest(directory)
     message = str(error.value)
+    assert f"model format version {version} is not supported" in message
     assert str(directory) in message and f"reads version {FORMAT_VERSION}" in message
     assert "retrain" in message
 
