@@ -20,6 +20,9 @@ from embedrec import Recommender, load
 from embedrec.cli import main
 from embedrec.models import MODELS, FeaturesUnsupportedError, ModelShape, RecModel, register
 
+# trains models: seconds each
+pytestmark = pytest.mark.slow
+
 
 class PriceAwareMF(RecModel):
     """Matrix factorisation whose listing vector adds a learned vector per price band: a

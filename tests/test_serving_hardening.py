@@ -17,6 +17,9 @@ from embedrec.serving.app import create_app
 from embedrec.serving.state import PROJECTIONS_KEPT, Settings
 from embedrec.serving.store import ListingStore, open_store
 
+# trains models: seconds each
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):

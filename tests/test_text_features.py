@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from conftest import block_data
 
@@ -11,6 +12,9 @@ from embedrec import Recommender, load
 from embedrec.data.schema import FeatureSpec, SchemaConfig, infer_schema
 from embedrec.features.pipeline import FeaturePipeline
 from embedrec.features.text import EMPTY, N_RESERVED, PAD, TextEncoder
+
+# trains models: seconds each
+pytestmark = pytest.mark.slow
 
 SPEC = FeatureSpec(name="title", kind="text", columns=("title",))
 
