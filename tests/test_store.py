@@ -29,18 +29,6 @@ def test_a_new_store_is_empty_at_sequence_zero(store, tmp_path):
     assert store.counts() == {"live": 0, "deleted": 0}
 
 
-def test_integer_and_string_ids_are_different_listings(store):
-    assert store.put(7, {**CAR, "price": 1}) == (1, True)
-    assert store.put("7", {**CAR, "price": 2}) == (2, True)
-    assert store.put("07", {**CAR, "price": 3}) == (3, True)
-    changes = store.changes_since(0)
-    assert [(c.listing_id, c.fields["price"]) for c in changes] == [(7, 1), ("7", 2), ("07", 3)]
-    assert type(changes[0].listing_id) is int and type(changes[1].listing_id) is str
-    store.delete(7)
-    assert [(c.listing_id, c.fields) for c in store.changes_since(3)] == [(7, None)]
-    assert store.counts() == {"live": 2, "deleted": 1}
-
-
 def test_each_write_takes_the_next_sequence_number(store):
     seqs = [
         store.put("a", CAR)[0],
