@@ -1,11 +1,17 @@
-"""Property-based requests generated from the live server's OpenAPI schema: never a 500."""
+"""Property-based requests generated from the live server's OpenAPI schema, on a model with
+string listing ids and one with integer ids: never a 500."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pandas as pd
 import pytest
 import schemathesis
 import test_serving as serving
 from hypothesis import HealthCheck, given, settings
+
+from embedrec import Recommender
 
 AUTH, Server = serving.AUTH, serving.Server
 cars, model_dir = serving.cars, serving.model_dir  # the session fixtures, made once
@@ -15,8 +21,25 @@ EXAMPLES = 25  # per operation: keeps the run to seconds
 
 
 @pytest.fixture(scope="module")
+def integer_id_model(cars, tmp_path_factory) -> Path:
+    """The car data with listing ids renumbered as integers: ids parse differently there."""
+    folder = tmp_path_factory.mktemp("integer-ids")
+    listings = pd.read_parquet(cars / "listings.parquet")
+    events = pd.read_parquet(cars / "interactions.parquet")
+    number = {listing: 1000 + i for i, listing in enumerate(listings["listing_id"])}
+    listings["listing_id"] = listings["listing_id"].map(number).astype("int64")
+    events["listing_id"] = events["listing_id"].map(number).astype("int64")
+    model = folder / "model"
+    Recommender(model="hybrid", epochs=1, progress=False).fit(events, listings).save(model)
+    return model
+
+
+@pytest.fixture(scope="module", params=["string ids", "integer ids"])
 def live(request, tmp_path_factory):
-    model = request.getfixturevalue("model_dir")
+    if request.param == "string ids":
+        model = request.getfixturevalue("model_dir")
+    else:
+        model = request.getfixturevalue("integer_id_model")
     running = Server(model, tmp_path_factory.mktemp("schema") / "store.sqlite")
     yield running
     running.stop()

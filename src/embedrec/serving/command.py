@@ -14,6 +14,7 @@ from embedrec.bundle import BundleError, read_manifest
 from embedrec.data.errors import DataError
 
 TOKEN_VARIABLE = "EMBEDREC_API_TOKEN"
+WORKER_HEALTHCHECK_S = 30
 
 
 def _store_path(value: str) -> str:
@@ -122,8 +123,10 @@ def serve_command(
             workers=workers,
             log_level=log_level,
             access_log=False,
-            # a worker answers the supervisor's health check only once its model is loaded
-            timeout_worker_healthcheck=600,
+            # a dead worker is replaced at once; this bounds how long one that is alive but
+            # hung (not answering the supervisor's ping, which a loading worker still
+            # answers from its own thread) serves nobody before it is killed and replaced
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
         )
     except (BundleError, DataError, OSError, StoreUnavailable) as exc:
         click.echo(f"error: {exc}", err=True)

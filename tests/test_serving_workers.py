@@ -1,0 +1,106 @@
+"""``embedrec serve`` as an orchestrator sees it: a worker killed outright, or hung, is
+replaced by a working one; SIGTERM to the parent stops the whole server; and a reload does
+not stall the reads answered meanwhile."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import httpx
+import pandas as pd
+import pytest
+import test_serving as serving
+
+Server, worker_of = serving.Server, serving.worker_of
+cars, model_dir = serving.cars, serving.model_dir  # the session fixtures, made once
+
+pytestmark = pytest.mark.server
+
+
+def workers_answering(url: str, tries: int = 64) -> set[str]:
+    """The worker pids that answer new connections (the kernel spreads them)."""
+    seen: set[str] = set()
+    for _ in range(tries):
+        try:
+            with httpx.Client(base_url=url, timeout=10) as client:
+                seen.add(worker_of(client))
+        except httpx.TransportError:
+            continue
+        if len(seen) == 2:
+            break
+    return seen
+
+
+def test_killed_and_hung_workers_are_replaced_and_sigterm_stops_the_server(model_dir, tmp_path):
+    server = Server(model_dir, tmp_path / "store.sqlite", "--workers", "2")
+    try:
+        before = workers_answering(server.url)
+        assert len(before) == 2
+        victim = int(sorted(before)[0])
+        os.kill(victim, signal.SIGKILL)
+        # a generous bound for a loaded CI machine; replacement takes seconds (docs/serving.md)
+        deadline = time.monotonic() + 90
+        while True:
+            after = workers_answering(server.url)
+            if len(after) == 2 and str(victim) not in after:
+                break
+            assert time.monotonic() < deadline, f"worker {victim} not replaced: {after}"
+            time.sleep(0.5)
+        # a hung worker (stopped: alive, answering nothing) is killed and replaced after the
+        # supervisor's health-check timeout, not left holding its share of connections
+        hung = int(sorted(after)[0])
+        os.kill(hung, signal.SIGSTOP)
+        deadline = time.monotonic() + 30 + 90
+        while True:
+            after = workers_answering(server.url)
+            if len(after) == 2 and str(hung) not in after:
+                break
+            assert time.monotonic() < deadline, f"hung worker {hung} not replaced: {after}"
+            time.sleep(1)
+        answer = server.get("/v1/random-listing")
+        assert answer.status_code == 200
+        listing = answer.json()["listing_id"]
+        assert server.get(f"/v1/listings/{listing}/similar").status_code == 200
+        children = [int(pid) for pid in after]
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(30)  # raises TimeoutExpired if SIGTERM did not stop it
+        for pid in children:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+    finally:
+        server.stop()
+
+
+def test_reads_are_answered_while_a_reload_builds_the_next_model(cars, model_dir, tmp_path):
+    # enough listings that building the next state (embedding all of them) takes a while
+    listings = pd.read_parquet(cars / "listings.parquet")
+    copies = [listings.assign(listing_id=listings["listing_id"] + f"-{k}") for k in range(50)]
+    many = tmp_path / "listings.parquet"
+    pd.concat(copies, ignore_index=True).to_parquet(many)
+    server = Server(model_dir, tmp_path / "store.sqlite", "--listings", str(many))
+    try:
+        listing = server.get("/v1/random-listing").json()["listing_id"]
+        finished: list[str] = []
+
+        def reload() -> None:
+            answer = httpx.post(
+                f"{server.url}/v1/admin/reload", json={}, headers=serving.AUTH, timeout=300
+            )
+            finished.append(str(answer.status_code))
+
+        reloading = threading.Thread(target=reload)
+        reloading.start()
+        answered_meanwhile = 0
+        while reloading.is_alive():
+            assert server.get("/healthz/live").status_code == 200
+            assert server.get(f"/v1/listings/{listing}/similar").status_code == 200
+            answered_meanwhile += reloading.is_alive()
+        reloading.join()
+        assert finished == ["200"]
+        # the event loop never waited for the reload: reads went on while it built
+        assert answered_meanwhile >= 3
+    finally:
+        server.stop()
