@@ -2,6 +2,7 @@
 
     python benchmarks/evaluation.py [--size small] [--seed 0] [--out docs/evaluation.md]
     python benchmarks/evaluation.py --movielens-only     # rewrites only the MovieLens part
+    python benchmarks/evaluation.py --text-on-off --seeds 0,1,2   # only the text on/off part
 
 Trains on everything before the last week and evaluates on the last week, where many
 listings are new. The catalogue at test time is every listing active in that week; listings
@@ -15,10 +16,12 @@ import argparse
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import scipy
 import torch
 from report_page import write_generated
@@ -37,6 +40,8 @@ KS = (10, 20)
 # the page's two generated parts, each rewritten only by the run that measures it
 CARS = ("<!-- generated:cars:start -->", "<!-- generated:cars:end -->")
 MOVIELENS = ("<!-- generated:movielens:start -->", "<!-- generated:movielens:end -->")
+TEXT = ("<!-- generated:text:start -->", "<!-- generated:text:end -->")
+TEXT_COLUMNS = ["title", "description"]
 WEEK = pd.Timedelta(days=7)
 
 
@@ -171,6 +176,79 @@ def _shares(table: pd.DataFrame, rows: np.ndarray, found: np.ndarray) -> dict:
     }
 
 
+def car_data(data: Path, size: str, seed: int) -> Path:
+    """The generated car data of ``size`` and ``seed`` under ``data``, generated when missing
+    or when made by a generator without the text columns."""
+    data_dir = data / f"cars-{size}-seed{seed}"
+    listings = data_dir / "listings.parquet"
+    if not (data_dir / "interactions.parquet").exists() or not set(TEXT_COLUMNS) <= set(
+        pq.read_schema(listings).names
+    ):
+        generate_cars(data_dir, size=size, seed=seed, progress=False)
+    return data_dir
+
+
+def text_section(
+    data: Path, size: str, seeds: list[int], models: list[str], epochs: int, publish: Callable
+) -> None:
+    """Each feature model with and without the listings' title and description, on the same
+    split and catalogue, per seed (data and training). ``publish`` gets the table of the
+    medians after every seed, so that a run stopped early keeps the seeds it finished."""
+    runs: dict[tuple[str, bool], list[dict]] = {(m, t): [] for m in models for t in (True, False)}
+    for done, seed in enumerate(seeds, start=1):
+        train, test, known, active = split_by_week(car_data(data, size, seed))
+        task = None
+        for (model, text), reports in runs.items():
+            started = time.perf_counter()
+            listings = known if text else known.drop(columns=TEXT_COLUMNS)
+            # no refit on the held-out tenth (as in `embedrec demo`): half the fit time, and
+            # both arms are fitted alike
+            rec = Recommender(model=model, epochs=epochs, seed=seed, refit=False, progress=False)
+            rec.fit(train, listings)
+            seconds = time.perf_counter() - started
+            if task is None:  # the same test users and catalogue for every run of this seed
+                task = rec.evaluation_task(test, active)
+                task.user_ids = rec.users_.external(task.users)
+            score = aligned_scorer(rec, task)
+            report = warm_cold_report(score, task.seen, task.test, task.cold, KS)
+            reports.append({**report, "fit_seconds": seconds})
+            print(f"text {seed} {model} {text}", _row(report), f"{seconds:.0f}s", file=sys.stderr)
+        publish(_text_table(runs, seeds[:done], size, epochs, task.counts))
+
+
+def _text_table(runs: dict, seeds: list[int], size: str, epochs: int, counts: dict) -> list[str]:
+    lines = [
+        "## Text features on and off",
+        "",
+        f"The same global time split ({size} data), once with the listings' `title` and "
+        "`description` (free text, hashed words and character trigrams) and once without them "
+        f"(the two columns dropped); {epochs} epochs with early stopping, without the refit on "
+        "the held-out tenth (as `embedrec demo`), other settings as above. Median "
+        f"over {len(seeds)} seed(s) ({', '.join(map(str, seeds))}: data and training); the "
+        f"last seed's test: {counts['users']:,} users, {counts['catalogue']:,} listings, "
+        f"{counts['cold_listings']:,} of them cold. `cold` ranks only the listings first seen "
+        "in the test week, which the models know by their features alone.",
+        "",
+        "| model | text | cold Recall@10 | cold NDCG@10 | warm Recall@10 | warm NDCG@10 | "
+        "Recall@10 | NDCG@10 | cold Recall@10 per seed | fit s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (model, text), reports in runs.items():
+
+        def median(part: str, key: str, reports: list[dict] = reports) -> str:
+            return f"{np.median([r[part][key] for r in reports]):.4f}"
+
+        per_seed = " / ".join(f"{r['cold']['recall@10']:.4f}" for r in reports)
+        lines.append(
+            f"| {model} | {'on' if text else 'off'} | {median('cold', 'recall@10')} | "
+            f"{median('cold', 'ndcg@10')} | {median('warm', 'recall@10')} | "
+            f"{median('warm', 'ndcg@10')} | {median('overall', 'recall@10')} | "
+            f"{median('overall', 'ndcg@10')} | {per_seed} | "
+            f"{np.median([r['fit_seconds'] for r in reports]):.0f} |"
+        )
+    return lines + [""]
+
+
 def movielens_section(models: list[str], seed: int) -> list[str]:
     """Every model with default hyper-parameters and the baselines on MovieLens-100k."""
     from embedrec.datasets.movielens import load_movielens_100k, movielens_protocol_split
@@ -233,25 +311,41 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--movielens-only", action="store_true")
     parser.add_argument("--skip-movielens", action="store_true")
+    parser.add_argument(
+        "--text-on-off",
+        action="store_true",
+        help="only the text on/off table: --text-models with and without title and description",
+    )
+    parser.add_argument("--seeds", default="0", help="seeds of --text-on-off, comma-separated")
+    parser.add_argument("--text-models", default="hybrid")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
+    if args.text_on_off:
+        seeds = [int(s) for s in args.seeds.split(",")]
+        models = args.text_models.split(",")
+        text_section(
+            args.data,
+            args.size,
+            seeds,
+            models,
+            args.epochs,
+            lambda lines: write_page(args.out, {TEXT: lines + _made_by()}),
+        )
+        return
     if args.movielens_only:
         lines = movielens_section(args.models.split(","), args.seed) + _made_by()
         write_page(args.out, {MOVIELENS: lines})
         return
-    data_dir = args.data / f"cars-{args.size}-seed{args.seed}"
-    if not (data_dir / "interactions.parquet").exists():
-        generate_cars(data_dir, size=args.size, seed=args.seed, progress=False)
-    train, test, known, active = split_by_week(data_dir)
+    train, test, known, active = split_by_week(car_data(args.data, args.size, args.seed))
     lines = [f"# Evaluation on the car marketplace ({args.size}, seed {args.seed})", ""]
     results: dict[str, dict] = {}
     fitted: dict[str, Recommender] = {}
     task = None
     for name in args.models.split(","):
         started = time.perf_counter()
-        rec = Recommender(
-            model=name, epochs=args.epochs, seed=args.seed, progress=False
-        ).fit(train, known)
+        rec = Recommender(model=name, epochs=args.epochs, seed=args.seed, progress=False).fit(
+            train, known
+        )
         seconds = time.perf_counter() - started
         fitted[name] = rec
         if task is None:  # the first model must embed every listing (a feature model)
@@ -297,7 +391,8 @@ def write_page(path: Path, blocks: dict[tuple[str, str], list[str]]) -> None:
     """Print the measured parts and rewrite them in ``path``; a new page gets both parts'
     markers, so that a later run of either part finds its place."""
     if not path.exists():
-        skeleton = "\n\n".join(f"{start}\n{end}" for start, end in (CARS, MOVIELENS)) + "\n"
+        parts = (CARS, TEXT, MOVIELENS)
+        skeleton = "\n\n".join(f"{start}\n{end}" for start, end in parts) + "\n"
         write_atomic(path, lambda temporary: temporary.write_text(skeleton, encoding="utf-8"))
     for (start, end), lines in blocks.items():
         print("\n".join(lines))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,8 @@ from embedrec.bundle import (
     FORMAT,
     FORMAT_VERSION,
     MANIFEST,
+    MAX_MANIFEST_BYTES,
+    MODEL_FILES,
     BundleError,
     json_text,
     read_manifest,
@@ -204,3 +208,85 @@ def test_json_text_writes_numpy_numbers_as_numbers_and_the_rest_as_text(tmp_path
     assert text.startswith('{\n  "dim": 32,')  # indented
     directory = write_bundle(tmp_path / "model", writers(), {"dim": np.int64(32)})
     assert read_manifest(directory)["dim"] == 32
+
+
+# ---------------------------------------------------------------------- a hostile manifest
+def checksum(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("name", ["../secret.txt", "/SECRET", "sub/weights.bin", "..", MANIFEST])
+def test_a_manifest_naming_a_path_is_refused_and_the_path_never_read(tmp_path, name):
+    directory = bundle(tmp_path)
+    secret = b"not the model's"
+    (tmp_path / "secret.txt").write_bytes(secret)
+    target = str(tmp_path / "secret.txt") if name == "/SECRET" else name
+    edit_manifest(directory, lambda m: m["files"].update({target: checksum(secret)}))
+    with pytest.raises(BundleError, match="not a file of the model") as error:
+        read_manifest(directory)
+    assert str(directory) in str(error.value)
+
+
+def test_a_model_directory_lists_exactly_the_model_files(tmp_path):
+    files = {name: name.encode() for name in sorted(MODEL_FILES)}
+    directory = write_bundle(tmp_path / "model", writers(files), {"model": "mf"})
+    assert set(read_manifest(directory, MODEL_FILES)["files"]) == MODEL_FILES
+    (directory / "extra.bin").write_bytes(b"x")
+    edit_manifest(directory, lambda m: m["files"].update({"extra.bin": checksum(b"x")}))
+    with pytest.raises(BundleError, match=r"lists 'extra.bin' and omits nothing; a model"):
+        read_manifest(directory, MODEL_FILES)
+    edit_manifest(directory, lambda m: [m["files"].pop(n) for n in ("extra.bin", "users.parquet")])
+    with pytest.raises(BundleError, match=r"omits 'users.parquet'"):
+        read_manifest(directory, MODEL_FILES)
+
+
+def test_checksums_must_be_sha256_digests(tmp_path):
+    directory = bundle(tmp_path)
+    edit_manifest(directory, lambda m: m["files"].update({"ids.txt": None}))
+    with pytest.raises(BundleError, match="no sha256 checksum for ids.txt"):
+        read_manifest(directory)
+
+
+def test_a_symbolic_link_is_not_followed(tmp_path):
+    directory = bundle(tmp_path)
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(FILES["weights.bin"])  # the very bytes the checksum expects
+    (directory / "weights.bin").unlink()
+    (directory / "weights.bin").symlink_to(outside)
+    with pytest.raises(BundleError, match=r"weights\.bin is not a regular file"):
+        read_manifest(directory)
+    (directory / MANIFEST).rename(tmp_path / "manifest-elsewhere.json")
+    (directory / MANIFEST).symlink_to(tmp_path / "manifest-elsewhere.json")
+    with pytest.raises(BundleError, match=r"manifest\.json is not a regular file"):
+        read_manifest(directory)
+
+
+@pytest.mark.parametrize("name", ["weights.bin", MANIFEST])
+def test_a_fifo_is_refused_at_once_not_waited_on(tmp_path, name):
+    directory = bundle(tmp_path)
+    (directory / name).unlink()
+    os.mkfifo(directory / name)  # opening it to read would wait for a writer forever
+    outcome: list[BaseException] = []
+    reader = threading.Thread(target=lambda: outcome.append(_error_of(read_manifest, directory)))
+    reader.daemon = True  # without the check it never returns: the test must still end
+    reader.start()
+    reader.join(30)
+    assert not reader.is_alive(), "read_manifest waits on a FIFO"
+    assert isinstance(outcome[0], BundleError)
+    assert f"{name} is not a regular file" in str(outcome[0])
+
+
+def test_a_huge_manifest_is_not_read_into_memory(tmp_path):
+    directory = bundle(tmp_path)
+    with open(directory / MANIFEST, "ab") as handle:
+        handle.write(b" " * (MAX_MANIFEST_BYTES + 1))
+    with pytest.raises(BundleError, match="corrupt manifest .over 1048576 bytes."):
+        read_manifest(directory)
+
+
+def _error_of(function, *args) -> BaseException | None:
+    try:
+        function(*args)
+    except BaseException as exc:  # noqa: BLE001 - handed to the test thread to assert on
+        return exc
+    return None

@@ -4,14 +4,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from embedrec.data.schema import infer_schema
 from embedrec.datasets.car_catalog import CATALOG, MAKES, SEGMENTS, find_model
 from embedrec.datasets.cars import QASHQAI_ID, SIZES, generate_cars
 from embedrec.datasets.geography import haversine_km, load_cities
 
 LISTING_COLUMNS = [
-    "listing_id", "make", "model", "segment", "body", "fuel", "transmission", "power_kw",
-    "year", "mileage_km", "price", "equipment", "city", "region", "lat", "lon", "dealer_id",
-    "listed_at", "sold_at",
+    "listing_id", "title", "make", "model", "segment", "body", "fuel", "transmission",
+    "power_kw", "year", "mileage_km", "price", "equipment", "description", "city", "region",
+    "lat", "lon", "dealer_id", "listed_at", "sold_at",
 ]  # fmt: skip
 USER_COLUMNS = [
     "user_id", "city", "region", "lat", "lon", "radius_km", "budget_eur",
@@ -93,6 +94,43 @@ def test_the_dresden_qashqai(tiny):
     assert CATALOG[find_model("Nissan", "Qashqai")].segment == "compact_suv"
     on_it = events[events["listing_id"] == QASHQAI_ID]
     assert len(on_it) >= 30 and on_it["user_id"].nunique() >= 10
+
+
+def test_titles_and_descriptions_describe_the_listing(tiny):
+    listings = tiny["listings"]
+    title, text = listings["title"].str.lower(), listings["description"]
+    make = listings["make"].str.lower()
+    short = make.replace({"volkswagen": "vw", "mercedes-benz": "mercedes"})
+    names = zip(title, make, short, listings["model"].str.lower(), strict=True)
+    assert all((m in t or s in t) and model in t for t, m, s, model in names)
+    words = text.str.split().str.len()
+    assert words.between(2, 60).all() and text.str.count(r"[.!]").between(1, 8).all()
+    says_year = [str(y) in d for y, d in zip(listings["year"], text, strict=True)]
+    assert np.mean(says_year) > 0.7
+    # noise: varied phrasing and German words, typos, not a template filled in
+    assert text.str.contains("Baujahr|Ausstattung|Farbe|EZ ").mean() > 0.3
+    assert text.str.contains("wiht|accidnet|Sitzheitzung|gelaufn|maintaned|Autmatik|kn").any()
+    assert listings["title"].nunique() > 0.9 * len(listings)
+    everything = pd.concat([listings["title"], text])
+    assert not everything.str.contains(r"L\d{7}|qashqai-dresden").any()  # no listing ids
+    kinds = {spec.name: spec.kind for spec in infer_schema(listings)}
+    assert kinds["title"] == kinds["description"] == "text"
+
+
+def test_the_text_says_which_listings_draw_views(tiny):
+    """Condition words follow the latent appeal, which the structured columns do not show:
+    listings described as well kept are viewed more often per day on sale."""
+    listings, events = tiny["listings"], tiny["interactions"]
+    views = events[events["event"] == "view"].groupby("listing_id").size()
+    views = views.reindex(listings["listing_id"], fill_value=0).to_numpy()
+    start, end = END - pd.Timedelta(weeks=10), END
+    on_sale = listings["sold_at"].fillna(end).clip(upper=end) - listings["listed_at"].clip(start)
+    rate = views / np.maximum(on_sale.dt.total_seconds().to_numpy() / 86_400, 1)
+    text = listings["description"]
+    good = text.str.contains("Scheckheftgepflegt|Full service|garage kept|well maintained")
+    bad = text.str.contains("scratches|unrund|Hagelschaden|abgelaufen|damage|brakes")
+    assert good.sum() >= 50 and bad.sum() >= 50
+    assert rate[good.to_numpy()].mean() > 1.25 * rate[bad.to_numpy()].mean()
 
 
 def test_referential_integrity_and_activity(tiny):

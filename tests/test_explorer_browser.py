@@ -113,12 +113,22 @@ def rows(page) -> list[str]:
     return page.eval_on_selector_all("#results tbody tr", "rs => rs.map(r => r.dataset.listingId)")
 
 
+def wait_until(page, predicate: str, arg: object = None) -> None:
+    """Poll a JavaScript function until it returns true. Not ``page.wait_for_function``: that
+    compiles its predicate with eval in the page, which the page's Content-Security-Policy
+    forbids, while ``page.evaluate`` goes through the DevTools protocol."""
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while not page.evaluate(predicate, arg):
+        assert time.monotonic() < deadline, f"timed out waiting for {predicate}"
+        page.wait_for_timeout(50)
+
+
 def wait_for_query(page, query: str) -> None:
-    page.wait_for_function(
+    wait_until(
+        page,
         "q => document.body.dataset.state !== 'loading'"
         " && document.querySelector('#results').dataset.query === q",
-        arg=query,
-        timeout=TIMEOUT_MS,
+        query,
     )
     assert page.evaluate("document.body.dataset.state") == "ready", page.inner_text("#status")
 
@@ -142,7 +152,10 @@ def test_explorer_page(server, model_dir, browser):
     page.route("**/*", only_local)
     SHOTS.mkdir(exist_ok=True)
 
-    page.goto(server + "/")
+    # under the strict Content-Security-Policy it is served with: a violation would be logged
+    # to the console as an error and fail the test below
+    policy = page.goto(server + "/").headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "unsafe" not in policy
     assert page.title() == "embedrec explorer"
 
     # Search a listing: k neighbours, not the query itself.
@@ -156,11 +169,11 @@ def test_explorer_page(server, model_dir, browser):
     assert "Nissan Qashqai" in page.inner_text("#query-card")
 
     # The map: the base map's cities and a marker for the query and each neighbour.
-    page.wait_for_function(f"document.querySelector('#map').dataset.markers === '{K + 1}'")
+    wait_until(page, f"() => document.querySelector('#map').dataset.markers === '{K + 1}'")
     assert int(page.get_attribute("#map", "data-cities")) > 0
     assert page.evaluate(DRAWN_PIXELS_JS, "#map") > 500
     # The projection: every tiny listing, the query and its neighbours highlighted.
-    page.wait_for_function("+document.querySelector('#projection').dataset.points > 0")
+    wait_until(page, "() => +document.querySelector('#projection').dataset.points > 0")
     assert int(page.get_attribute("#projection", "data-points")) >= 100
     assert int(page.get_attribute("#projection", "data-highlighted")) == K + 1
     assert page.evaluate(DRAWN_PIXELS_JS, "#projection") > 1000
@@ -198,10 +211,11 @@ def test_explorer_page(server, model_dir, browser):
 
     # A random listing.
     page.click("#random")
-    page.wait_for_function(
-        "location.hash.startsWith('#listing=') && document.body.dataset.state === 'ready'"
+    wait_until(
+        page,
+        "() => location.hash.startsWith('#listing=') && document.body.dataset.state === 'ready'"
         " && document.querySelector('#results').dataset.query"
-        "   === new URLSearchParams(location.hash.slice(1)).get('listing')"
+        "   === new URLSearchParams(location.hash.slice(1)).get('listing')",
     )
     assert len(rows(page)) == K
 
@@ -212,7 +226,7 @@ def test_explorer_page(server, model_dir, browser):
     page.check("input[name=mode][value=listing]")
     page.fill("#query-id", "no-such-listing")
     page.click("button[type=submit]")
-    page.wait_for_function("document.body.dataset.state === 'error'")
+    wait_until(page, "() => document.body.dataset.state === 'error'")
     assert "no-such-listing" in page.inner_text("#status")
     assert rows(page) == []
     page.close()

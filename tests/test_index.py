@@ -423,11 +423,9 @@ def test_radius_filter_matches_haversine_on_a_large_table(lat, lon, radius_km):
         mask = allowed_mask([RadiusFilter(lat, lon, radius_km)], table, cache)
         assert (mask == expected).all()
         rows = allowed_rows([RadiusFilter(lat, lon, radius_km)], table, len(table), cache)
-        # the grid index serves circles that neither reach a pole nor cross 180 degrees;
-        # the others fall back to the mask
-        assert rows is not None or (lat, lon) != (51.05, 13.74)
-        if rows is not None:
-            assert sorted(rows.tolist()) == np.flatnonzero(expected).tolist()
+        # the grid serves every circle, those reaching a pole or crossing 180 degrees too
+        assert rows is not None
+        assert sorted(rows.tolist()) == np.flatnonzero(expected).tolist()
 
 
 @pytest.fixture(scope="module")
@@ -589,3 +587,138 @@ def test_catalogue_filtered_search_through_indexes_with_adds_and_removes(large_t
     assert set(rows[0].tolist()) == set(best.tolist())
     assert "N2" not in set(catalogue.table["listing_id"].to_numpy()[rows[0]])
     assert len(every) > 10 and (rows[0] >= 0).all()
+
+
+def brute_force(catalogue, filters, query: np.ndarray, k: int) -> np.ndarray:
+    """The reference: every filter as a mask over every row, live rows, exact scores."""
+    every = np.flatnonzero(allowed_mask(filters, catalogue.table) & catalogue.live)
+    scores = catalogue.unit_vectors[every] @ (query / np.linalg.norm(query))
+    return every[np.argsort(-scores, kind="stable")[:k]]
+
+
+def test_catalogue_radius_search_through_the_grid_with_adds_and_removes(large_table):
+    from embedrec.index.catalogue import Catalogue
+    from embedrec.index.grid import OrderedRows
+
+    rng = np.random.default_rng(11)
+    table = large_table.assign(dealer=rng.integers(0, 8_000, len(large_table)).astype(str))
+    vectors = rng.standard_normal((len(table), 8)).astype(np.float32)
+    catalogue = Catalogue(table, vectors, np.arange(len(table)), exact_below=10_000)
+    queries = rng.standard_normal((25, 8)).astype(np.float32)
+    cases = [
+        ["within=51.05,13.74,100km"],
+        ["within=51.05,13.74,100km", "make=Nissan,BMW"],
+        ["within=51.05,13.74,150km", "make=BMW", "price>=5000", "price<=40000"],
+        ["within=51.05,13.74,100km", "exclude=L1,L2,L3,N1"],
+        ["exclude=L1,L2,L3,L4,L5,L6,L7,L8,L9,L10", "make!=VW"],
+        ["exclude=L1,N2"],
+        ["dealer=17,4242"],
+    ]
+
+    def agree() -> None:
+        for expressions in cases:
+            filters = [parse_filter(e) for e in expressions]
+            found, _ = catalogue.search(queries[:2], 10, True, filters)
+            batch, _ = catalogue.search(queries, 10, True, filters)  # 20+ queries: BLAS
+            for i, q in enumerate(queries[:2]):
+                expected = brute_force(catalogue, filters, q, 10).tolist()
+                assert found[i][found[i] >= 0].tolist() == expected, expressions
+                assert batch[i][batch[i] >= 0].tolist() == expected, expressions
+
+    agree()
+    radius = [parse_filter("within=51.05,13.74,100km")]
+    assert isinstance(catalogue.allowed(radius, few=10_000, ordered=True), OrderedRows)
+    # after the grid and the ordered vectors exist: rows removed, added inside the circle,
+    # replaced (the old row dies, the new one is added), some named by exclude=
+    near = np.flatnonzero(allowed_mask(radius, table))
+    catalogue.remove(table["listing_id"].to_numpy()[near[:40]].tolist())
+    new = table.iloc[near[40:43]].assign(listing_id=["N1", "N2", "N3"], make="Nissan")
+    catalogue.add(new, queries[:3] * 3, np.full(3, -1))  # close to the queries: they rank
+    assert (catalogue.search(queries[:1], 10, True, radius)[0][0] >= len(table)).any()
+    agree()
+    catalogue.remove(["N3", "L1"])
+    agree()
+
+
+def test_ordered_rows_search_equals_search_by_rows(data, queries):
+    from embedrec.index.grid import OrderedRows
+
+    index = VectorIndex(exact_below=1000, filter_exact_below=200).build(data[:6000])
+    index.add(data[6000:])
+    order = np.random.default_rng(4).permutation(6000)
+    positions = np.sort(np.random.default_rng(5).choice(6000, 900, replace=False))
+    allowed = OrderedRows(order, positions, np.arange(6000, 6100))
+    exclude = [order[positions[i : i + 4]] for i in range(len(queries))]
+    for _ in range(2):  # the second time after removals: the ordered copy follows them
+        by_rows = index.search(queries, 10, allowed.rows(), exclude)
+        by_order = index.search(queries, 10, allowed, exclude)
+        one = index.search(queries[:1], 10, allowed, exclude[:1])
+        np.testing.assert_array_equal(by_order[0], by_rows[0])
+        np.testing.assert_allclose(by_order[1], by_rows[1], rtol=1e-5)
+        np.testing.assert_array_equal(one[0][0], by_rows[0][0])
+        index.remove(np.concatenate([by_rows[0][:, 0], [6001, 6002]]))
+    with pytest.raises(ValueError, match="must lie in"):
+        index.search(queries, 5, OrderedRows(order, positions, np.array([10**6])))
+
+
+def test_catalogue_unselective_filters_checked_on_the_unfiltered_best_rows(
+    large_table, monkeypatch
+):
+    from embedrec.index import catalogue as catalogue_module
+    from embedrec.index.catalogue import Catalogue
+
+    rng = np.random.default_rng(12)
+    red = np.arange(len(large_table)) % 2000 == 0  # 20 rows
+    table = large_table.assign(colour=np.where(red, "red", "blue"))
+    vectors = rng.standard_normal((len(table), 8)).astype(np.float32)
+    # an exact index, so that any path must give the reference's answers exactly; filters
+    # keeping more than 100 rows (and a fifth of them) are checked after the search
+    catalogue = Catalogue(table, vectors, np.arange(len(table)), exact_below=10**6)
+    catalogue.index(True).filter_exact_below = 100
+    queries = rng.standard_normal((3, 8)).astype(np.float32)
+    calls = {"post": [], "filtered": []}
+    post_filtered, filtered = catalogue_module.post_filtered, Catalogue._filtered
+
+    def spy_post(*args):
+        found = post_filtered(*args)
+        calls["post"].append(found[2].tolist())
+        return found
+
+    def spy_filtered(self, index, q, *args):
+        calls["filtered"].append(len(q))
+        return filtered(self, index, q, *args)
+
+    monkeypatch.setattr(catalogue_module, "post_filtered", spy_post)
+    monkeypatch.setattr(Catalogue, "_filtered", spy_filtered)
+
+    def agree(expressions: list[str], k: int) -> None:
+        calls["post"].clear(), calls["filtered"].clear()
+        filters = [parse_filter(e) for e in expressions]
+        found, _ = catalogue.search(queries, k, True, filters)
+        for i, q in enumerate(queries):
+            expected = brute_force(catalogue, filters, q, k).tolist()
+            assert found[i][found[i] >= 0].tolist() == expected, expressions
+            assert (found[i][len(expected) :] == -1).all()
+
+    agree(["price<=40000"], 10)  # two thirds pass: the first unfiltered rows hold k
+    assert calls == {"post": [[]], "filtered": []}
+    agree(["make!=Nissan", "price>=2000", "exclude=L1,L2"], 10)
+    assert calls == {"post": [[]], "filtered": []}
+    # a negated filter is taken to keep most rows; here 20 pass: the search widens
+    # until they are found, and with k above 20 every query falls back to the filter first
+    agree(["colour!=blue"], 10)
+    assert calls == {"post": [[]], "filtered": []}
+    agree(["colour!=blue"], 25)
+    assert calls == {"post": [[0, 1, 2]], "filtered": [3]}
+    agree(["price<=30000"], 10)
+    agree(["make=Nissan"], 10)  # 1%: the rows from the column's index, not checked after
+    assert calls == {"post": [], "filtered": [3]}
+    # added rows are checked in the added part, removed ones never come back
+    new = table.iloc[:4].assign(listing_id=["N1", "N2", "N3", "N4"], colour="red")
+    near = np.vstack([queries, rng.standard_normal((1, 8))]).astype(np.float32)
+    catalogue.add(new, near, np.full(4, -1))  # close to the queries: they rank first
+    catalogue.remove(["N2", table["listing_id"][0]])
+    agree(["colour!=blue"], 10)
+    agree(["price<=40000"], 10)
+    agree(["colour!=blue"], 25)
+    assert catalogue.search(queries, 0, True, [parse_filter("price<=40000")])[0].shape == (3, 0)

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from embedrec.data.errors import DataError
+from embedrec.data.ids import MAX_ID_LENGTH, id_problem, invalid_ids
 from embedrec.data.io import load_interactions, load_listings, read_table
 
 HEADER = "user_id,listing_id,timestamp\n"
@@ -340,3 +341,59 @@ def test_listings_get_a_fresh_index_and_keep_their_columns():
     assert loaded.index.tolist() == [0, 1]
     assert list(loaded.columns) == ["listing_id", "price"]
     assert loaded.attrs["source"] == "<DataFrame>"
+
+
+# ------------------------------------------------------------------ the id rules
+@pytest.mark.parametrize(
+    ("bad", "words"),
+    [
+        ("a/b", "contains '/'"),
+        ("x" * (MAX_ID_LENGTH + 1), f"is longer than {MAX_ID_LENGTH} characters"),
+        ("tab\there", "contains the control character U+0009"),
+    ],
+    ids=["slash", "too long", "tab"],
+)
+def test_a_csv_id_breaking_the_rules_is_named_by_file_row_and_column(tmp_path, bad, words):
+    path = write(tmp_path, "listings.csv", f"listing_id,price\nok,1\n{bad},2\nok2,3\n")
+    with pytest.raises(DataError) as caught:
+        load_listings(path)
+    error = caught.value
+    assert (error.file, error.row, error.line, error.column) == (str(path), 2, 3, "listing_id")
+    assert words in str(error) and "(1 such rows)" in str(error)
+
+
+@pytest.mark.parametrize("bad", ["nul\x00", "\x7fdel", "c1\x85", "line\nbreak", "cr\r"])
+def test_control_characters_in_parquet_ids_are_refused(tmp_path, bad):
+    path = tmp_path / "events.parquet"
+    pd.DataFrame(
+        {"user_id": ["u1", "u2", bad], "listing_id": ["a", "b", "c"], "timestamp": [1, 2, 3]}
+    ).to_parquet(path)
+    with pytest.raises(DataError, match="contains the control character U[+]00") as caught:
+        load_interactions(path)
+    assert (caught.value.file, caught.value.row, caught.value.column) == (str(path), 3, "user_id")
+
+
+def test_ids_within_the_rules_load_as_given(tmp_path):
+    fine = ["Wagen 1 ä", " 7 ", "a\\b", "x" * MAX_ID_LENGTH, "🚗", "a:b?c#d%2F", "NA"]
+    frame = pd.DataFrame({"listing_id": fine, "price": range(len(fine))})
+    assert load_listings(frame)["listing_id"].tolist() == fine
+
+
+def test_the_column_check_and_the_single_id_check_agree_on_every_character():
+    # the column is judged by Arrow's regular expressions, a request's id by Python's
+    characters = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    for ids in (characters, [f"a{c}b" for c in characters]):
+        column = invalid_ids(pd.Series(ids, dtype=object))
+        single = np.array([id_problem(i) is not None for i in ids])
+        assert np.array_equal(column, single)
+    refused = {c for c, bad in zip(characters, column, strict=True) if bad}
+    assert refused == {chr(c) for c in [*range(0x20), *range(0x7F, 0xA0)]} | {"/"}
+    # a slice of a column, several Arrow chunks, missing values and no rows at all
+    ids = pd.Series(["ok", "a/b", "\x85", "fine", None, "x" * 257, " ", "é\x7f"], dtype="str")
+    expected = [False, True, True, False, True, True, True, True]
+    assert invalid_ids(ids).tolist() == expected
+    assert invalid_ids(ids.iloc[2:]).tolist() == expected[2:]
+    assert invalid_ids(pd.concat([ids.iloc[3:], ids.iloc[:3]])).tolist() == [
+        *expected[3:], *expected[:3]
+    ]  # fmt: skip
+    assert invalid_ids(pd.Series([], dtype=object)).tolist() == []

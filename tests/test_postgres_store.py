@@ -353,7 +353,8 @@ def test_a_reload_reaches_every_replica_and_a_rollback_returns_both(replicas, tm
     one, other = replicas
     before = one.get("/v1/model").json()
     assert before == {**other.get("/v1/model").json(), "loaded_at": before["loaded_at"]}
-    v2 = shutil.copytree(before["model_dir"], tmp_path / "v2")  # a new model version
+    # a new model version, beside the first: under the model root (MODEL_DIR's parent)
+    v2 = shutil.copytree(before["model_dir"], Path(before["model_dir"]).with_name(tmp_path.name))
     answer = one.client.post("/v1/admin/reload", json={"model_dir": str(v2)}, headers=AUTH)
     assert answer.status_code == 200 and answer.json()["model_dir"] == str(v2)
     generation = answer.json()["generation"]
@@ -477,7 +478,7 @@ def test_replicas_benchmark_smoke(model_dir, pg_url, tmp_path):
     out = tmp_path / "serving.md"
     command = [sys.executable, str(script), "--smoke", "--model", str(model_dir)]
     command += ["--store", pg_url, "--out", str(out), "--work", str(tmp_path)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=420)
     assert done.returncode == 0, done.stderr[-3000:]
     text = out.read_text()
     assert "<!-- replicas:start -->" in text and "delay p50 ms" in text

@@ -221,7 +221,7 @@ def test_bad_reads(server, path, params, status, field):
     assert answer.json()["field"] == field and answer.json()["error"]
 
 
-def test_bad_writes(server):
+def test_bad_writes(server, model_dir):
     put = server.client.put
     assert put("/v1/listings/x", json=NEW_CAR).status_code == 401
     wrong = put("/v1/listings/x", json=NEW_CAR, headers={"Authorization": "Bearer nope"})
@@ -248,7 +248,11 @@ def test_bad_writes(server):
     assert server.client.delete("/v1/listings/never-there", headers=AUTH).status_code == 404
     assert server.get("/no/such/route").json()["error"]
     reload = server.client.post("/v1/admin/reload", json={"model_dir": "/nope"}, headers=AUTH)
-    assert reload.status_code == 422 and reload.json()["field"] == "model_dir"
+    assert reload.status_code == 403 and reload.json()["field"] == "model_dir"  # not --model-root
+    not_a_model = server.client.post(
+        "/v1/admin/reload", json={"model_dir": str(model_dir.parent / "nope")}, headers=AUTH
+    )
+    assert not_a_model.status_code == 422 and not_a_model.json()["field"] == "model_dir"
 
 
 # ---------------------------------------------------------------------- writes

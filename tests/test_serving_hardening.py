@@ -1,19 +1,30 @@
 """The service against what a hostile or careless client tries, in process (FastAPI's
 TestClient over the real app): bounded projection cache, store locations that are not
-files, and the health endpoints a load balancer probes."""
+files, the health endpoints a load balancer probes; reloads confined to the model root, the
+token checked before the body is parsed, ids the store cannot hold, the explorer page's
+Content-Security-Policy, deleted listings, and the token kept out of workers' environment."""
 
 from __future__ import annotations
 
+import hashlib
+import html.parser
+import json
+import os
+import shutil
 import socket
+import time
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from conftest import block_data
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from embedrec import Recommender
+from embedrec.bundle import MANIFEST
 from embedrec.cli import main
-from embedrec.serving.app import create_app
+from embedrec.serving.app import OUTSIDE_MODEL_ROOT, STATIC, create_app
 from embedrec.serving.state import PROJECTIONS_KEPT, Settings
 from embedrec.serving.store import ListingStore, open_store
 
@@ -110,3 +121,245 @@ def test_a_worker_falls_back_to_its_own_model_when_the_reloaded_one_is_gone(mode
         assert ready["model_dir"] == str(model)
         assert "deleted-since" in ready["reload_error"]
         assert client.get("/v1/listings/Wagen 0 ä/similar").status_code == 200
+
+
+# ---------------------------------------------------------------------- issue: a hostile client
+AUTH = {"Authorization": "Bearer t"}
+WRITES = {("PUT", "/v1/listings/x"), ("DELETE", "/v1/listings/x"),
+          ("POST", "/v1/admin/reload"), ("POST", "/v1/admin/rollback")}  # fmt: skip
+CAR = {"make": "VW", "price": 9000, "lat": 50.0, "lon": 10.0}
+
+
+@pytest.fixture
+def fresh(model, tmp_path):
+    """An app of its own (its own store) for a test that writes or reloads."""
+    settings = Settings(model_dir=str(model), store=str(tmp_path / "store.sqlite"), token="t")
+    app = create_app(settings)
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def test_reloads_outside_the_model_root_are_refused_alike_whether_or_not_the_path_exists(
+    fresh, model, tmp_path
+):
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(model, outside)  # a valid model, but not under the model root
+    (model.parent / "escape").symlink_to(outside)
+    answers = [
+        fresh.post("/v1/admin/reload", json={"model_dir": path}, headers=AUTH)
+        for path in [
+            str(outside),
+            str(tmp_path / "no-such-directory"),
+            "/etc",
+            "/no/such/path",
+            f"{model}/../../{tmp_path.name}/elsewhere",
+            str(model.parent / "escape"),  # a link inside the root to a directory outside
+            "relative/../../x",
+            "nul\x00byte",
+        ]
+    ]
+    for answer in answers:
+        assert answer.status_code == 403
+        assert answer.json() == {"error": OUTSIDE_MODEL_ROOT, "field": "model_dir"}
+    assert fresh.get("/v1/model").json()["model_dir"] == str(model)
+    (model.parent / "escape").unlink()
+
+
+def test_a_reload_of_a_model_whose_manifest_names_other_files_is_refused(fresh, model):
+    # inside the model root: the manifest names a file outside the directory, with its checksum
+    tampered = shutil.copytree(model, model.parent / "tampered")
+    secret = model.parent / "secret.txt"
+    secret.write_text("not a model file")
+    manifest = json.loads((tampered / MANIFEST).read_text())
+    manifest["files"]["../secret.txt"] = hashlib.sha256(secret.read_bytes()).hexdigest()
+    (tampered / MANIFEST).write_text(json.dumps(manifest))
+    answer = fresh.post("/v1/admin/reload", json={"model_dir": str(tampered)}, headers=AUTH)
+    assert answer.status_code == 422 and answer.json()["field"] == "model_dir"
+    assert "not a file of the model" in answer.json()["error"]
+    # a file of the model replaced by a link to a copy of itself elsewhere: not followed
+    manifest["files"].pop("../secret.txt")
+    (tampered / MANIFEST).write_text(json.dumps(manifest))
+    (tampered / "users.parquet").rename(secret)
+    (tampered / "users.parquet").symlink_to(secret)
+    answer = fresh.post("/v1/admin/reload", json={"model_dir": str(tampered)}, headers=AUTH)
+    assert answer.status_code == 422 and "users.parquet is not a regular file" in answer.text
+    # a clean copy under the root is reloaded
+    good = shutil.copytree(model, model.parent / "good")
+    answer = fresh.post("/v1/admin/reload", json={"model_dir": str(good)}, headers=AUTH)
+    assert answer.status_code == 200 and answer.json()["model_dir"] == str(good)
+    for path in (tampered, good):
+        shutil.rmtree(path)
+    secret.unlink()
+
+
+def write_routes(app) -> list[tuple[str, str]]:
+    """(method, path) of every route that needs the token, path parameters filled in."""
+    routes = []
+    for route in app.routes:
+        if isinstance(route, APIRoute) and any(
+            d.call.__name__ == "writer" for d in route.dependant.dependencies
+        ):
+            path = route.path_format.format(**{p: "x" for p in route.param_convertors})
+            routes += [(method, path) for method in sorted(route.methods)]
+    return routes
+
+
+def test_the_token_is_checked_before_the_body_is_parsed(client):
+    routes = write_routes(client.app)
+    assert set(routes) >= WRITES
+    broken = {"content": b'{"make": ', "headers": {"Content-Type": "application/json"}}
+    for method, path in routes:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic t"}):
+            answer = client.request(
+                method, path, content=broken["content"], headers={**broken["headers"], **headers}
+            )
+            assert answer.status_code == 401, (method, path, headers, answer.text)
+            assert answer.json() == {"error": "missing or wrong bearer token",
+                                     "field": "Authorization"}  # fmt: skip
+            assert answer.headers["WWW-Authenticate"] == "Bearer"
+    # with the token the body is parsed as before
+    answer = client.put("/v1/listings/x", content=broken["content"],
+                        headers={**broken["headers"], **AUTH})  # fmt: skip
+    assert answer.status_code == 422
+
+
+def test_a_read_only_server_refuses_a_broken_write_as_read_only(model, tmp_path):
+    app = create_app(Settings(model_dir=str(model), store=str(tmp_path / "s.sqlite")))
+    with TestClient(app) as client:
+        for method, path in write_routes(app):
+            answer = client.request(method, path, content=b"[", headers=AUTH)
+            assert answer.status_code == 403, (method, path, answer.text)
+            assert answer.json()["field"] == "Authorization"
+            assert "writes are disabled" in answer.json()["error"]
+
+
+@pytest.mark.parametrize("bad", ["a%00b", "line%0Abreak", "del%7F", "c1%C2%85"])
+def test_a_listing_id_with_a_control_character_cannot_be_written(client, bad):
+    answer = client.put(f"/v1/listings/{bad}", json=CAR, headers=AUTH)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["field"] == "listing_id"
+    assert "contains the control character" in answer.json()["error"]
+    assert client.get(f"/v1/listings/{bad}").status_code == 404
+    assert client.delete(f"/v1/listings/{bad}", headers=AUTH).status_code == 404
+
+
+def test_a_listing_id_over_256_characters_is_refused(client):
+    answer = client.put(f"/v1/listings/{'x' * 257}", json=CAR, headers=AUTH)
+    assert answer.status_code == 422 and answer.json()["field"] == "listing_id"
+    assert client.put(f"/v1/listings/{'x' * 256}", json=CAR, headers=AUTH).status_code == 201
+    assert client.delete(f"/v1/listings/{'x' * 256}", headers=AUTH).status_code == 200
+
+
+def test_a_deleted_listing_leaves_the_projection_and_has_no_similar_listings(fresh):
+    victim = "Wagen 5 ä"
+    before = fresh.get("/v1/projection").json()["points"]
+    assert victim in {p["listing_id"] for p in before} and len(before) == 120
+    assert fresh.get(f"/v1/listings/{victim}/similar").status_code == 200
+    assert fresh.delete(f"/v1/listings/{victim}", headers=AUTH).status_code == 200
+    after = fresh.get("/v1/projection").json()["points"]
+    assert victim not in {p["listing_id"] for p in after} and len(after) == 119
+    similar = fresh.get(f"/v1/listings/{victim}/similar")
+    assert similar.status_code == 404
+    assert similar.json() == {"error": f"unknown listing_id {victim!r}", "field": "listing_id"}
+    # put back, it is shown and answered again
+    assert fresh.put(f"/v1/listings/{victim}", json=CAR, headers=AUTH).status_code == 201
+    assert victim in {p["listing_id"] for p in fresh.get("/v1/projection").json()["points"]}
+    assert fresh.get(f"/v1/listings/{victim}/similar").status_code == 200
+
+
+class _Page(html.parser.HTMLParser):
+    """What a Content-Security-Policy without 'unsafe-inline' would block in a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inline: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        names = {name for name, _ in attrs}
+        if tag == "style" or (tag == "script" and "src" not in names):
+            self.inline.append(tag)
+        self.inline += [name for name in names if name == "style" or name.startswith("on")]
+
+
+def test_the_explorer_page_is_served_with_a_strict_content_security_policy(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "embedrec explorer" in page.text
+    policy = dict(
+        part.strip().split(" ", 1) for part in page.headers["Content-Security-Policy"].split(";")
+    )
+    assert policy["default-src"] == "'none'"
+    assert policy["script-src"] == policy["style-src"] == policy["connect-src"] == "'self'"
+    assert policy["frame-ancestors"] == "'none'" and policy["base-uri"] == "'none'"
+    assert "unsafe" not in page.headers["Content-Security-Policy"]
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    assert page.headers["Referrer-Policy"] == "no-referrer"
+    assert page.headers["X-Frame-Options"] == "DENY"
+    # the page works under it: no inline script, style or event handler
+    parser = _Page()
+    parser.feed((STATIC / "index.html").read_text())
+    assert parser.inline == []
+
+
+def test_a_world_readable_token_file_is_warned_about(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret\n")
+    for mode, warned in ((0o644, True), (0o640, True), (0o600, False)):
+        token_file.chmod(mode)
+        # no model there: the command stops after reading the token
+        result = CliRunner().invoke(
+            main, ["serve", str(tmp_path / "absent"), "--token-file", str(token_file)]
+        )
+        assert result.exit_code == 2
+        warning = f"warning: token file {token_file} is accessible to group or others"
+        assert (warning in result.output) is warned, result.output
+        assert (f"chmod 600 {token_file}" in result.output) is warned
+        assert "s3cret" not in result.output
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes started by ``pid``, and theirs (Linux: from /proc)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
+
+
+@pytest.mark.server
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux's /proc")
+def test_workers_read_the_token_file_and_never_hold_the_token_in_their_environment(model, tmp_path):
+    import test_serving as serving
+
+    token = "token-from-a-file-" + os.urandom(8).hex()
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
+    server = serving.Server(
+        model, tmp_path / "store.sqlite", "--workers", "2", "--token-file", str(token_file),
+        token=None,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while len(workers := descendants(server.process.pid)) < 2:
+            assert time.monotonic() < deadline, "two workers"
+            time.sleep(0.2)
+        for pid in [server.process.pid, *workers]:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+            assert token.encode() not in environ, f"the token is in the environment of {pid}"
+        # every worker read the file: each connection (a worker of its own, or not) writes
+        for i in range(8):
+            with serving.httpx.Client(base_url=server.url, timeout=30) as one:
+                auth = {"Authorization": f"Bearer {token}"}
+                assert one.put(f"/v1/listings/w{i}", json=CAR, headers=auth).status_code == 201
+                assert one.delete(f"/v1/listings/w{i}").status_code == 401
+    finally:
+        server.stop()

@@ -10,6 +10,7 @@ from conftest import block_data
 
 from embedrec import Recommender, load
 from embedrec.data.schema import FeatureSpec, SchemaConfig, infer_schema
+from embedrec.datasets.cars import generate_cars
 from embedrec.features.pipeline import FeaturePipeline
 from embedrec.features.text import EMPTY, N_RESERVED, PAD, TextEncoder
 
@@ -96,3 +97,30 @@ def test_the_text_table_learns_through_sparse_gradients():
     module(batch).sum().backward()
     assert module.embedding.weight.grad.is_sparse
     assert torch.all(module.embedding.weight.grad.coalesce().indices() >= N_RESERVED)
+
+
+@pytest.fixture(scope="module")
+def cars(tmp_path_factory) -> dict[str, pd.DataFrame]:
+    paths = generate_cars(tmp_path_factory.mktemp("cars"), size="tiny", seed=0, progress=False)
+    return {name: pd.read_parquet(path) for name, path in paths.items()}
+
+
+@pytest.mark.parametrize("model", ["hybrid", "deep"])
+def test_car_titles_and_descriptions_are_read_and_embed_unseen_listings(cars, model, tmp_path):
+    listings = cars["listings"]
+    rec = Recommender(model=model, epochs=2, seed=0, progress=False)
+    rec.fit(cars["interactions"], listings)
+    kinds = {spec.name: spec.kind for spec in rec.feature_specs_}
+    assert kinds["title"] == kinds["description"] == "text"
+    # the Qashqai published again under new ids: as it is, and with another description
+    same = listings.iloc[[0]].assign(listing_id="neu")
+    worse = same.assign(listing_id="neu-schaden", description="Motor läuft unrund. Export only.")
+    catalogue = pd.concat([listings, same, worse], ignore_index=True)
+    again = load(rec.save(tmp_path / "model"))
+    vectors = again.embed(catalogue).set_index("listing_id")["embedding"]
+    assert len(vectors) == len(catalogue)
+    before = rec.embed(catalogue).set_index("listing_id")["embedding"]
+    np.testing.assert_allclose(np.stack(vectors.to_numpy()), np.stack(before.to_numpy()))
+    assert not np.allclose(vectors["neu"], vectors["neu-schaden"])  # the text is read
+    [answer] = again.similar(["neu"], k=5, listings=catalogue)
+    assert len(answer.ids) == 5 and "neu" not in answer.ids

@@ -21,6 +21,7 @@ from embedrec.data.ids import parse_id
 from embedrec.data.schema import SchemaConfig
 from embedrec.models.registry import MODELS
 from embedrec.recommender import Recommender
+from embedrec.retrieval.batch import CHUNK_SIZE, torchrun_rank
 from embedrec.retrieval.results import Results, UnknownIdError
 from embedrec.retrieval.retriever import Retriever
 
@@ -107,18 +108,34 @@ def generate_cars_command(out_dir: str, size: str, seed: int) -> None:
 
 
 # ---------------------------------------------------------------------------- train
+def _window_options(command: Callable) -> Callable:
+    command = click.option(
+        "--until",
+        help="Only events before this ISO date or time (exclusive; UTC unless it says).",
+    )(command)
+    return click.option(
+        "--since",
+        help="Only events at or after this ISO date or time (2026-11-01, 2026-11-01T12:00Z); "
+        "partitions and row groups outside the window are not read.",
+    )(command)
+
+
+# a file, a folder of Parquet files (date=2026-11-01/ folders become columns), a glob, a URI
+SOURCES = "CSV or Parquet file, folder of Parquet files, glob, or s3://, gs://, file:// URI"
+
+
 @main.command()
 @click.option(
     "--interactions",
     required=True,
     type=click.Path(),
-    help="CSV or Parquet: user_id, listing_id, timestamp[, event, weight].",
+    help=f"{SOURCES}: user_id, listing_id, timestamp[, event, weight].",
 )
 @click.option(
     "--listings",
     required=True,
     type=click.Path(),
-    help="CSV or Parquet: listing_id plus feature columns.",
+    help=f"{SOURCES}: listing_id plus feature columns.",
 )
 @click.option(
     "--out",
@@ -158,6 +175,7 @@ def generate_cars_command(out_dir: str, size: str, seed: int) -> None:
     show_default=True,
     help="auto (CUDA when available), cpu, cuda or cuda:N.",
 )
+@_window_options
 @_user_errors
 def train(
     interactions: str,
@@ -169,6 +187,8 @@ def train(
     config_file: str | None,
     seed: int,
     device: str,
+    since: str | None,
+    until: str | None,
 ) -> None:
     """Train a model and save it as a directory."""
     params: dict[str, Any] = {
@@ -180,7 +200,7 @@ def train(
     }
     if config_file:
         params.update(_read_config(config_file, explicit=_explicit_flags()))
-    recommender = Recommender(**params).fit(interactions, listings)
+    recommender = Recommender(**params).fit(interactions, listings, since=since, until=until)
     path = recommender.save(out_dir)
     click.echo(f"saved {path}")
 
@@ -246,21 +266,83 @@ def _query_options(command: Callable) -> Callable:
     return command
 
 
+def _batch_options(command: Callable) -> Callable:
+    command = click.option(
+        "--chunk-size",
+        type=click.IntRange(1),
+        default=CHUNK_SIZE,
+        show_default=True,
+        help="Queries ranked at once with --out: memory grows with it.",
+    )(command)
+    command = click.option(
+        "--out",
+        "out_file",
+        type=click.Path(),
+        help="Parquet file for the top k of every query; under torchrun (RANK, WORLD_SIZE) a "
+        "directory of part-RANK.parquet files.",
+    )(command)
+    return command
+
+
+def _check_batch(
+    everything: bool, flag: str, ids: tuple, out_file: str | None, **other: Any
+) -> tuple[int, int] | None:
+    """Usage errors of a batch output, found before the model loads; the torchrun rank."""
+    if not everything:
+        if out_file:
+            raise click.UsageError(f"--out writes the answers of {flag}; give {flag} too")
+        return None
+    if ids:
+        raise click.UsageError(f"{flag} ranks every query; give no ids with it")
+    if not out_file:
+        raise click.UsageError(f"{flag} needs --out FILE.parquet")
+    for option, value in other.items():
+        if value:
+            raise click.UsageError(f"{option} does not go with {flag}")
+    part = torchrun_rank()
+    if part is None and Path(out_file).is_dir():
+        raise click.UsageError(f"--out {out_file} is a directory; give a file name")
+    return part
+
+
+def _write_batch(
+    write: Callable[..., Any], out_file: str, part: tuple[int, int] | None, **options: Any
+) -> None:
+    written = write(out_file, part=part, **options)
+    share = f" (rank {part[0]} of {part[1]})" if part else ""
+    click.echo(
+        f"wrote {written.rows:,} rows for {written.queries:,} queries{share} to {written.path}"
+    )
+
+
 @main.command()
 @click.argument("model_dir", type=click.Path())
-@click.argument("listing_ids", nargs=-1, required=True)
+@click.argument("listing_ids", nargs=-1)
+@click.option("--all", "all_listings", is_flag=True, help="Every catalogue listing; needs --out.")
+@_batch_options
 @_query_options
 @_user_errors
 def similar(
     model_dir: str,
     listing_ids: tuple[str, ...],
+    all_listings: bool,
+    out_file: str | None,
+    chunk_size: int,
     k: int,
     listings: str | None,
     as_json: bool,
     filters: tuple[str, ...],
 ) -> None:
-    """Listings most similar to each LISTING_ID (cosine of listing embeddings)."""
+    """Listings most similar to each LISTING_ID (cosine of listing embeddings), or to every
+    listing (--all --out FILE.parquet: query_id, rank, listing_id, score)."""
+    if not listing_ids and not all_listings:
+        raise click.UsageError("give LISTING_ID(s) or --all --out FILE.parquet")
+    part = _check_batch(all_listings, "--all", listing_ids, out_file, **{"--json": as_json})
     retriever = _retriever(_load(model_dir), listings)
+    if all_listings:
+        options = {"k": k, "filters": filters, "chunk_size": chunk_size}
+        _write_batch(retriever.similar_all, out_file, part, **options)
+        return
     queries = [parse_id(v, retriever.catalogue.id_dtype) for v in listing_ids]
     answers = [
         _answer(lambda q=query: retriever.similar([q], k, list(filters))[0], query)
@@ -273,21 +355,34 @@ def similar(
 @click.argument("model_dir", type=click.Path())
 @click.argument("user_ids", nargs=-1)
 @click.option("--session", help="Comma-separated listing ids viewed by an anonymous visitor.")
+@click.option("--all-users", is_flag=True, help="Every known user; needs --out.")
+@_batch_options
 @_query_options
 @_user_errors
 def recommend(
     model_dir: str,
     user_ids: tuple[str, ...],
     session: str | None,
+    all_users: bool,
+    out_file: str | None,
+    chunk_size: int,
     k: int,
     listings: str | None,
     as_json: bool,
     filters: tuple[str, ...],
 ) -> None:
-    """Listings to recommend to each known USER_ID (seen ones excluded), or to a --session."""
-    if not user_ids and not session:
-        raise click.UsageError("give USER_ID(s) or --session L1,L2,...")
+    """Listings to recommend to each known USER_ID (seen ones excluded), to a --session, or
+    to every user (--all-users --out FILE.parquet: user_id, rank, listing_id, score)."""
+    if not user_ids and not session and not all_users:
+        raise click.UsageError("give USER_ID(s), --session L1,L2,... or --all-users --out FILE")
+    part = _check_batch(
+        all_users, "--all-users", user_ids, out_file, **{"--session": session, "--json": as_json}
+    )
     retriever = _retriever(_load(model_dir), listings)
+    if all_users:
+        options = {"k": k, "filters": filters, "chunk_size": chunk_size}
+        _write_batch(retriever.recommend_all, out_file, part, **options)
+        return
     answers = []
     if session:
         id_dtype = retriever.catalogue.id_dtype
@@ -359,18 +454,27 @@ def embed(model_dir: str, listings: str, out_file: str) -> None:
     "--interactions",
     required=True,
     type=click.Path(),
-    help="Held-out interactions (later than training), CSV or Parquet.",
+    help=f"Held-out interactions (later than training): {SOURCES}.",
 )
 @click.option("--listings", type=click.Path(), help="Catalogue to rank (default: training's).")
 @click.option("-k", "ks", default="10,20", show_default=True, help="Cut-offs, comma-separated.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_window_options
 @_user_errors
 def evaluate(
-    model_dir: str, interactions: str, listings: str | None, ks: str, as_json: bool
+    model_dir: str,
+    interactions: str,
+    listings: str | None,
+    ks: str,
+    as_json: bool,
+    since: str | None,
+    until: str | None,
 ) -> None:
     """Recall, NDCG, HitRate, MRR and coverage, overall and for warm and cold listings."""
     cutoffs = tuple(int(k) for k in ks.split(","))
-    report = _load(model_dir).evaluate(interactions, listings=listings, ks=cutoffs)
+    report = _load(model_dir).evaluate(
+        interactions, listings=listings, ks=cutoffs, since=since, until=until
+    )
     if as_json:
         click.echo(json.dumps(report, default=str))
         return

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from sklearn.base import BaseEstimator
 
-from embedrec.bundle import BundleError, read_manifest, write_bundle
+from embedrec.bundle import MODEL_FILES, BundleError, read_manifest, write_bundle
 from embedrec.data.ids import IdMap
 from embedrec.data.io import DEFAULT_EVENT_WEIGHTS, load_interactions, load_listings
 from embedrec.data.jsonable import json_text
@@ -239,17 +239,26 @@ class Recommender(BaseEstimator):
 
     # ------------------------------------------------------------------ fitting
     def fit(
-        self, interactions: Source, listings: Source, callbacks: Sequence[Callback] = ()
+        self,
+        interactions: Source,
+        listings: Source,
+        callbacks: Sequence[Callback] = (),
+        since: object = None,
+        until: object = None,
     ) -> Recommender:
         """Train on ``interactions`` (user_id, listing_id, timestamp[, event, weight]) and
-        ``listings`` (listing_id plus features): files (CSV, Parquet) or DataFrames.
+        ``listings`` (listing_id plus features): DataFrames, CSV or Parquet files, folders of
+        Parquet files (Hive partitions become columns), globs or URIs (``s3://``, ``gs://``,
+        ``file://``).
 
         ``callbacks`` are called after every epoch as ``callback(epoch, metrics, elapsed)``
-        and stop training by returning True. Returns self.
+        and stop training by returning True. ``since`` and ``until`` (ISO dates or times)
+        train on the events with since <= timestamp < until; what lies outside is not read
+        where partitions or Parquet statistics tell. Returns self.
         """
         self.check_params()
         started = time.perf_counter()
-        prepared = self.prepare(interactions, listings)
+        prepared = self.prepare(interactions, listings, since=since, until=until)
         data = prepared.data
         config = self.train_config(len(data))
         refit_epochs, validation_pairs = None, 0
@@ -297,7 +306,9 @@ class Recommender(BaseEstimator):
         self._retriever = None
         return self
 
-    def prepare(self, interactions: Source, listings: Source) -> TrainingData:
+    def prepare(
+        self, interactions: Source, listings: Source, since: object = None, until: object = None
+    ) -> TrainingData:
         """The data preparation ``fit`` runs: load, validate, map ids, count what is skipped
         and fit the feature encoders the chosen model needs."""
         chosen = model_class(self.model)
@@ -310,6 +321,8 @@ class Recommender(BaseEstimator):
             self.min_listing_interactions,
             features_for=self.model if chosen.needs_features else None,
             progress=self.progress,
+            since=since,
+            until=until,
         )
 
     def build_model(self, prepared: TrainingData, data: Interactions) -> RecModel:
@@ -381,7 +394,12 @@ class Recommender(BaseEstimator):
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(
-        self, interactions: Source, listings: Source | None = None, ks: Sequence[int] = (10, 20)
+        self,
+        interactions: Source,
+        listings: Source | None = None,
+        ks: Sequence[int] = (10, 20),
+        since: object = None,
+        until: object = None,
     ) -> dict[str, Any]:
         """Ranking metrics on held-out ``interactions`` (later than training).
 
@@ -391,10 +409,12 @@ class Recommender(BaseEstimator):
         was evaluated and skipped. Each metric averaged over users comes with its standard
         error (``"recall@10_se"``). ``similar`` judges similar listings by behaviour: how often
         the next listing a visitor viewed in a session is among the first one's k similar
-        listings (``hit@k``), for warm and cold first listings.
+        listings (``hit@k``), for warm and cold first listings. ``since`` and ``until``
+        evaluate the events in that window only, as in ``fit``.
         """
         retriever = self.retriever(listings)
-        events = load_interactions(interactions, self.event_weights or DEFAULT_EVENT_WEIGHTS)
+        weights = self.event_weights or DEFAULT_EVENT_WEIGHTS
+        events = load_interactions(interactions, weights, since=since, until=until)
         task = evaluation_task(retriever, events)
         report = warm_cold_report(scorer(retriever, task), task.seen, task.test, task.cold, ks)
         report["counts"] = task.counts
@@ -406,11 +426,14 @@ class Recommender(BaseEstimator):
         interactions: Source,
         listings: Source | None = None,
         retriever: Retriever | None = None,
+        since: object = None,
+        until: object = None,
     ) -> EvaluationTask:
         """Held-out interactions as matrices over (known users) x (catalogue rows), so that
         any scorer (ours or a baseline) is evaluated on exactly the same task."""
         retriever = retriever or self.retriever(listings)
-        events = load_interactions(interactions, self.event_weights or DEFAULT_EVENT_WEIGHTS)
+        weights = self.event_weights or DEFAULT_EVENT_WEIGHTS
+        events = load_interactions(interactions, weights, since=since, until=until)
         return evaluation_task(retriever, events)
 
     # ------------------------------------------------------------------ persistence
@@ -451,7 +474,7 @@ class Recommender(BaseEstimator):
     def load(cls, directory: str | Path) -> Recommender:
         """Load a model directory written by ``save``, checking format and checksums."""
         directory = Path(directory)
-        manifest = read_manifest(directory)
+        manifest = read_manifest(directory, MODEL_FILES)
         try:
             config = json.loads((directory / "config.json").read_text())
             tensors = load_file(str(directory / "weights.safetensors"))

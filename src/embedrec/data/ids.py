@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 # The one spelling of an integer that names an integer id: ASCII digits, no leading zero, no
@@ -16,6 +17,11 @@ import pyarrow.parquet as pq
 _CANONICAL_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*)")
 _INT64 = range(-(2**63), 2**63)
 _INT64_CHARACTERS = len(str(-(2**63)))
+# The rules for string ids. "/" cannot be addressed in a URL path; control characters (Unicode
+# category Cc: NUL, line breaks, DEL, C1) break logs, terminals and PostgreSQL text. A column
+# (invalid_ids) and one id (id_problem) are judged alike: tests compare them on every character.
+MAX_ID_LENGTH = 256
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f/]")
 
 
 def parse_id(raw: str, dtype: Any) -> int | str:
@@ -33,6 +39,48 @@ def parse_id(raw: str, dtype: Any) -> int | str:
         if number in _INT64:
             return number
     return raw
+
+
+def id_problem(text: str) -> str | None:
+    """Why ``text`` cannot be a string id, or None when it can (see :func:`invalid_ids`)."""
+    if not text.strip():
+        return "is empty"
+    if len(text) > MAX_ID_LENGTH:
+        return f"is longer than {MAX_ID_LENGTH} characters"
+    found = _FORBIDDEN.search(text)
+    if found is None:
+        return None
+    if found.group() == "/":
+        return "contains '/'"
+    return f"contains the control character U+{ord(found.group()):04X}"
+
+
+def invalid_ids(text: pd.Series) -> np.ndarray:
+    """Mask of the string ids that break the rules of :func:`id_problem`, over the whole
+    column at once: Arrow kernels and NumPy over the UTF-8 bytes, not a Python call per row."""
+    values = pa.array(text.astype("string[pyarrow]"))
+    chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+    masks = [_invalid_chunk(chunk) for chunk in chunks]
+    return np.concatenate(masks) if masks else np.zeros(0, dtype=bool)
+
+
+def _invalid_chunk(chunk: pa.Array) -> np.ndarray:
+    if not pa.types.is_large_string(chunk.type):
+        chunk = chunk.cast(pa.large_string())
+    _, offset_buffer, data_buffer = chunk.buffers()
+    offsets = np.frombuffer(offset_buffer, dtype=np.int64)[chunk.offset :][: len(chunk) + 1]
+    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer else np.zeros(0, np.uint8)
+    data = data[offsets[0] : offsets[-1]]
+    # "/", C0 controls and DEL are single bytes in UTF-8; the C1 controls U+0080-U+009F are
+    # 0xC2 followed by 0x80-0x9F (0xC2 is only ever a lead byte). Much faster than a regex.
+    forbidden = (data < 0x20) | (data == 0x7F) | (data == 0x2F)
+    forbidden[:-1] |= (data[:-1] == 0xC2) & (data[1:] >= 0x80) & (data[1:] <= 0x9F)
+    rows = np.zeros(len(chunk), dtype=bool)
+    hits = np.flatnonzero(forbidden) + offsets[0]
+    rows[np.searchsorted(offsets, hits, side="right") - 1] = True
+    too_long = pc.greater(pc.utf8_length(chunk), MAX_ID_LENGTH)
+    blank = pc.equal(pc.binary_length(pc.utf8_trim_whitespace(chunk)), 0)
+    return rows | pc.or_(too_long, blank).fill_null(True).to_numpy(zero_copy_only=False)
 
 
 class IdMap:

@@ -1,12 +1,16 @@
-"""Read and validate interactions and listings (CSV or Parquet files, or DataFrames).
+"""Read and validate interactions and listings: CSV files, DataFrames, or Parquet as a
+file, a folder (Hive partitions become columns), a glob or a URI (``sources.py``).
 
-Every problem is a DataError naming the file, the row and the column. Nothing here drops
-rows: skipping (unknown listings, rare users) happens in ``prepare`` and is counted there.
+Every problem is a DataError naming the file, the row within that file and the column.
+Nothing here drops bad rows: skipping (unknown listings, rare users) happens in ``prepare``
+and is counted there. A time window (``since``, ``until``) keeps the events inside it; the
+count of rows read is kept in the frame's ``attrs``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +20,11 @@ import pyarrow.parquet as pq
 from pandas._libs.parsers import STR_NA_VALUES
 
 from embedrec.data.errors import DataError
+from embedrec.data.ids import MAX_ID_LENGTH, id_problem, invalid_ids
+from embedrec.data.sources import Dataset, Piece, Window, is_dataset
 from embedrec.geo import LAT_LON_COLUMNS
+
+logger = logging.getLogger(__name__)
 
 ID_COLUMNS = ("user_id", "listing_id")
 INTERACTION_COLUMNS = ("user_id", "listing_id", "timestamp")
@@ -24,6 +32,8 @@ DEFAULT_EVENT_WEIGHTS: dict[str, float] = {"view": 1.0, "favorite": 3.0, "contac
 _INTEGER_ID = r"-?(?:0|[1-9][0-9]{0,17})"
 
 Source = str | Path | pd.DataFrame
+# rows of interactions validated at a time: few fixed costs, and a bounded pandas copy
+CHUNK_ROWS = 1 << 18
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -78,14 +88,96 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 
 def load_interactions(
-    source: Source, event_weights: Mapping[str, float] | None = None
+    source: Source,
+    event_weights: Mapping[str, float] | None = None,
+    since: object = None,
+    until: object = None,
 ) -> pd.DataFrame:
     """Validated interactions: user_id, listing_id, timestamp (int64 epoch seconds), weight.
 
     ``weight`` is the event's weight (``event_weights``, default view 1, favorite 3,
-    contact 5) times the optional ``weight`` column.
+    contact 5) times the optional ``weight`` column. ``since`` and ``until`` (ISO dates or
+    times, UTC unless they say otherwise) keep the events with since <= timestamp < until;
+    Parquet outside the window is not read where partitions or row-group statistics tell.
+    ``attrs`` holds ``rows_read`` (rows read, in the window or not) and ``files_read``.
     """
-    frame, name = _frame(source)
+    weights = event_weights or DEFAULT_EVENT_WEIGHTS
+    window = Window.parse(since, until)
+    if isinstance(source, pd.DataFrame) or not is_dataset(source):
+        frame, name = _frame(source)
+        out, rows = _interactions(frame, name, weights), len(frame)
+        files = 0 if isinstance(source, pd.DataFrame) else 1
+        out = out[window.mask(out["timestamp"].to_numpy())] if window else out
+    else:
+        out, name, rows, files = _read_interactions(source, weights, window)
+    if out.empty:
+        raise DataError(f"no events {window.describe()} ({rows:,} rows read)", file=name)
+    out = out.reset_index(drop=True)
+    out.attrs.update(source=name, rows_read=rows, files_read=files)
+    if window:
+        logger.info(
+            "read %s events %s (%s rows read from %s file(s))",
+            f"{len(out):,}",
+            window.describe(),
+            f"{rows:,}",
+            f"{files:,}",
+        )
+    return out
+
+
+def _read_interactions(
+    source: str | Path, weights: Mapping[str, float], window: Window
+) -> tuple[pd.DataFrame, str, int, int]:
+    """Chunk by chunk, so that only the four validated columns of each are kept."""
+    dataset = Dataset.open(source, window)
+    parts, rows, files, chunk = [], 0, set(), []
+
+    def flush() -> None:
+        part = _validated(chunk, lambda frame: _interactions(frame, dataset.name, weights))
+        parts.append(part[window.mask(part["timestamp"].to_numpy())] if window else part)
+        chunk.clear()
+
+    for piece in dataset.pieces(INTERACTION_COLUMNS, ("event", "weight"), window):
+        chunk.append(piece)
+        rows += piece.batch.num_rows
+        files.add(piece.file)
+        # small files give small batches; validating them together saves the fixed costs
+        if sum(p.batch.num_rows for p in chunk) >= CHUNK_ROWS:
+            flush()
+    if chunk:
+        flush()
+    if rows == 0 and not window:
+        raise DataError(_no_rows(dataset), file=dataset.name)
+    empty = pd.DataFrame({c: pd.Series(dtype=np.int64) for c in INTERACTION_COLUMNS})
+    out = pd.concat(parts, ignore_index=True) if parts else empty
+    return out, dataset.name, rows, len(files)
+
+
+def _no_rows(dataset: Dataset) -> str:
+    n = len(dataset.files)
+    return "the file holds no rows" if n == 1 else f"the {n} files hold no rows"
+
+
+def _validated(
+    pieces: list[Piece], validate: Callable[[pd.DataFrame], pd.DataFrame]
+) -> pd.DataFrame:
+    """``validate`` on the pieces as one frame; an error names the file of its row and
+    counts the row from the start of that file."""
+    sizes = np.array([piece.batch.num_rows for piece in pieces], dtype=np.int64)
+    frame = pa.Table.from_batches([piece.batch for piece in pieces]).to_pandas()
+    try:
+        return validate(frame)
+    except DataError as exc:
+        if exc.row is None:
+            raise
+        piece = int(np.searchsorted(np.cumsum(sizes), exc.row - 1, side="right"))
+        row = exc.row - int(sizes[:piece].sum()) + pieces[piece].offset
+        raise DataError(exc.message, file=pieces[piece].file, row=row, column=exc.column) from None
+
+
+def _interactions(
+    frame: pd.DataFrame, name: str, event_weights: Mapping[str, float]
+) -> pd.DataFrame:
     _require_columns(frame, INTERACTION_COLUMNS, name)
     for column in ID_COLUMNS:
         _check_ids(frame[column], name, column)
@@ -93,12 +185,11 @@ def load_interactions(
     out["timestamp"] = _parse_timestamps(frame["timestamp"], name)
     weight = np.ones(len(frame), dtype=np.float32)
     if "event" in frame.columns:
-        weight *= _event_weights(frame["event"], event_weights or DEFAULT_EVENT_WEIGHTS, name)
+        weight *= _event_weights(frame["event"], event_weights, name)
     if "weight" in frame.columns:
         weight *= _positive_numbers(frame["weight"], name, "weight")
     out["weight"] = weight
-    out.attrs["source"] = name
-    return out.reset_index(drop=True)
+    return out
 
 
 def load_listings(source: Source) -> pd.DataFrame:
@@ -106,7 +197,19 @@ def load_listings(source: Source) -> pd.DataFrame:
 
     Numbers may be missing (NaN) but not infinite; lat/lon must be valid coordinates.
     """
-    frame, name = _frame(source)
+    if isinstance(source, pd.DataFrame) or not is_dataset(source):
+        frame, name = _frame(source)
+        return _listings(frame, name)
+    dataset = Dataset.open(source)
+    pieces = list(dataset.pieces(("listing_id",)))
+    sizes = np.array([piece.batch.num_rows for piece in pieces], dtype=np.int64)
+    if sizes.sum() == 0:
+        raise DataError(_no_rows(dataset), file=dataset.name)
+    # one frame: a duplicate may sit in another file than its first
+    return _validated(pieces, lambda frame: _listings(frame, dataset.name))
+
+
+def _listings(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     _require_columns(frame, ("listing_id",), name)
     _check_ids(frame["listing_id"], name, "listing_id")
     duplicated = frame["listing_id"].duplicated().to_numpy()
@@ -160,12 +263,26 @@ def _require_columns(frame: pd.DataFrame, required: tuple[str, ...], name: str) 
 
 def _check_ids(ids: pd.Series, name: str, column: str) -> None:
     bad = ids.isna().to_numpy()
+    invalid = np.zeros(len(ids), dtype=bool)
     if ids.dtype == object or pd.api.types.is_string_dtype(ids.dtype):
         text = ids.astype(str)
-        bad = bad | (text.str.strip() == "").to_numpy()
+        invalid = invalid_ids(text) & ~bad
+        blank = (text.str.strip() == "").to_numpy() if invalid.any() else invalid
+        bad, invalid = bad | blank, invalid & ~blank
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         _fail(f"empty {column} ({int(bad.sum())} such rows)", name, row, column)
+    if invalid.any():
+        row = int(np.flatnonzero(invalid)[0])
+        value = str(ids.iloc[row])
+        shown = repr(value if len(value) <= 40 else value[:40] + "...")
+        _fail(
+            f"{column} {shown} {id_problem(value)} ({int(invalid.sum())} such rows); ids "
+            f"have 1 to {MAX_ID_LENGTH} characters, no '/' and no control characters",
+            name,
+            row,
+            column,
+        )
 
 
 def _parse_timestamps(values: pd.Series, name: str) -> np.ndarray:

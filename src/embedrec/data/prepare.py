@@ -63,6 +63,9 @@ def prepare(
     nothing is left to train on.
     """
     report = {"events_read": len(interactions)}
+    # a time window or Parquet source says how much was read besides the events kept
+    read = ("rows_read", "files_read")
+    report |= {k: int(interactions.attrs[k]) for k in read if k in interactions.attrs}
     frame = interactions
     if listings is not None:
         known = pd.Index(listings["listing_id"])

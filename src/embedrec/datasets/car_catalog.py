@@ -138,6 +138,45 @@ CATALOG: tuple[CarModel, ...] = (
 
 MAKES: tuple[str, ...] = tuple(dict.fromkeys(m.make for m in CATALOG))
 
+# Words of listing titles: each make's petrol and diesel engine badges, and its trim lines
+# from base to top (hybrids and EVs carry a fuel word instead of a badge).
+# fmt: off
+ENGINES: dict[str, tuple[str, str]] = {
+    "Volkswagen": ("TSI", "TDI"), "BMW": ("i", "d"), "Mercedes-Benz": ("CGI", "CDI"),
+    "Audi": ("TFSI", "TDI"), "Opel": ("Turbo", "CDTI"), "Skoda": ("TSI", "TDI"),
+    "Ford": ("EcoBoost", "TDCi"), "Toyota": ("VVT-i", "D-4D"), "Renault": ("TCe", "dCi"),
+    "Seat": ("TSI", "TDI"), "Hyundai": ("T-GDI", "CRDi"), "Kia": ("T-GDI", "CRDi"),
+    "Fiat": ("FireFly", "MultiJet"), "Nissan": ("DIG-T", "dCi"), "Tesla": ("", ""),
+    "Porsche": ("", "Diesel"), "Mazda": ("Skyactiv-G", "Skyactiv-D"), "Volvo": ("T4", "D4"),
+    "Dacia": ("TCe", "dCi"), "Peugeot": ("PureTech", "BlueHDi"), "Mini": ("", "D"),
+    "Citroën": ("PureTech", "BlueHDi"),
+}
+TRIMS: dict[str, tuple[str, str, str]] = {
+    "Volkswagen": ("Trendline", "Comfortline", "Highline R-Line"),
+    "BMW": ("Advantage", "Sport Line", "M Sport"),
+    "Mercedes-Benz": ("Style", "Avantgarde", "AMG Line"),
+    "Audi": ("Basis", "Advanced", "S line"),
+    "Opel": ("Edition", "Elegance", "GS Line"),
+    "Skoda": ("Active", "Ambition", "Style L&K"),
+    "Ford": ("Trend", "Titanium", "ST-Line X"),
+    "Toyota": ("Comfort", "Team D", "Lounge"),
+    "Renault": ("Life", "Zen", "Intens"),
+    "Seat": ("Reference", "Style", "FR"),
+    "Hyundai": ("Pure", "Trend", "Prime"),
+    "Kia": ("Edition 7", "Vision", "GT-Line"),
+    "Fiat": ("Pop", "Lounge", "Sport"),
+    "Nissan": ("Visia", "N-Connecta", "Tekna+"),
+    "Tesla": ("Standard Range", "Long Range", "Performance"),
+    "Porsche": ("Basis", "S", "GTS"),
+    "Mazda": ("Prime-Line", "Exclusive-Line", "Homura"),
+    "Volvo": ("Core", "Plus", "Ultimate"),
+    "Dacia": ("Essential", "Comfort", "Prestige"),
+    "Peugeot": ("Active", "Allure", "GT"),
+    "Mini": ("Classic", "Yours", "John Cooper Works"),
+    "Citroën": ("Feel", "Shine", "C-Series"),
+}
+# fmt: on
+
 
 def find_model(make: str, model: str) -> int:
     """Index of ``make model`` in CATALOG; KeyError if the catalog lacks it."""

@@ -4,7 +4,9 @@
 
 * the same ``(size, seed)`` gives byte-identical tables; another seed gives other data;
 * listings of real makes and models (``car_catalog``) at dealers in real German cities
-  (``geography``), priced by age and mileage, each with ``listed_at`` and ``sold_at``;
+  (``geography``), priced by age and mileage, each with ``listed_at`` and ``sold_at``, and a
+  ``title`` and ``description`` as sellers write them (``car_text``), whose trim and condition
+  words follow the listing's latent appeal;
 * users living in cities in proportion to population, each with a search radius, a budget,
   preferred segments and makes, browsing in sessions over 10 weeks ending 2026-11-01 UTC;
   the listings they see are active at the time, mostly within their radius, and weighted by
@@ -34,6 +36,7 @@ from embedrec.datasets.car_catalog import (
     SEGMENTS,
     find_model,
 )
+from embedrec.datasets.car_text import listing_texts
 from embedrec.datasets.geography import Cities, load_cities
 
 
@@ -88,7 +91,8 @@ def generate_cars(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cities = load_cities()
-    rng_listings, rng_users = (np.random.default_rng([seed, k]) for k in (1, 2))
+    # the text has a stream of its own, so the other columns are those of data made without it
+    rng_listings, rng_users, rng_text = (np.random.default_rng([seed, k]) for k in (1, 2, 4))
     # None: bars only on a terminal (a log file would fill with carriage-return updates)
     disable = None if progress is None else not progress
     steps = tqdm(total=4, desc=f"cars {size}: listings", disable=disable, leave=False)
@@ -105,7 +109,10 @@ def generate_cars(
     paths = {name: out / f"{name}.parquet" for name in ("listings", "interactions", "users")}
     with replacing(*paths.values()) as temporaries:
         tmp = dict(zip(paths, temporaries, strict=True))
-        pq.write_table(_listings_table(listings, cities), tmp["listings"])
+        texts = listing_texts(rng_text, listings, [item for item, _ in EQUIPMENT])
+        pq.write_table(_listings_table(listings, cities, texts), tmp["listings"])
+        del texts  # hand the text's memory back before the interactions, the peak
+        pa.default_memory_pool().release_unused()
         pq.write_table(_users_table(users, cities), tmp["users"])
         steps.update()
         steps.close()
@@ -200,7 +207,9 @@ def _make_listings(rng: np.random.Generator, n: int, cities: Cities) -> dict[str
     }  # fmt: skip
 
 
-def _listings_table(ls: dict[str, np.ndarray], cities: Cities) -> pa.Table:
+def _listings_table(
+    ls: dict[str, np.ndarray], cities: Cities, texts: tuple[pa.Array, pa.Array]
+) -> pa.Table:
     n = len(ls["model"])
     ids = [f"L{i:07d}" for i in range(n)]
     ids[0] = QASHQAI_ID
@@ -209,6 +218,7 @@ def _listings_table(ls: dict[str, np.ndarray], cities: Cities) -> pa.Table:
     model = pa.array(ls["model"])
     return pa.table({
         "listing_id": pa.array(ids),
+        "title": texts[0],
         "make": cat["make"].take(model),
         "model": cat["model"].take(model),
         "segment": cat["segment"].take(model),
@@ -220,6 +230,7 @@ def _listings_table(ls: dict[str, np.ndarray], cities: Cities) -> pa.Table:
         "mileage_km": pa.array(ls["mileage"], pa.int64()),
         "price": pa.array(ls["price"], pa.int64()),
         "equipment": _join_flags(ls["equipment"], [item for item, _ in EQUIPMENT]),
+        "description": texts[1],
         "city": pa.array(cities.name[ls["city"]].tolist()),
         "region": pa.array(cities.region[ls["city"]].tolist()),
         "lat": pa.array(np.round(ls["lat"], 5)),

@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import faiss
 import numpy as np
 import pandas as pd
 
 from embedrec.data.ids import id_index, positions
 from embedrec.data.jsonable import plain
-from embedrec.index.filters import Filter, FilterCache, allowed_mask, allowed_rows
+from embedrec.index.filters import (
+    ExcludeFilter,
+    Filter,
+    FilterCache,
+    allowed_mask,
+    allowed_selection,
+)
+from embedrec.index.grid import OrderedRows
+from embedrec.index.postfilter import POST_FILTER_SHARE, estimated_share, post_filtered
 from embedrec.index.vector_index import VectorIndex
+
+# added rows are merged into one table again once they exceed a 64th of it (and 2,048 rows)
+MERGE_MIN_ROWS = 2048
+MERGE_SHARE = 64
+# rows of removed or replaced listings are dropped (a new catalogue) once they exceed a
+# quarter of the live ones (and 256 rows): memory and filter cost follow the live listings
+COMPACT_MIN_DEAD = 256
+COMPACT_SHARE = 0.25
 
 
 class Catalogue:
@@ -57,19 +75,13 @@ class Catalogue:
         exact_below: int = 50_000,
     ) -> None:
         self._lock = threading.RLock()
-        self._base = table.reset_index(drop=True)
-        self._columns = {c: _json_column(self._base[c]) for c in self._base.columns}
-        self._schema = self._base.iloc[:0]
-        self.id_dtype = self._base["listing_id"].dtype
-        self._added: list[pd.DataFrame] = []
-        self._added_table: pd.DataFrame | None = None
-        # filters' converted columns, each cache living as long as its table
-        self._base_cache = FilterCache()
-        self._added_cache = FilterCache()
-        self._added_records: list[dict[str, Any]] = []
+        base = table.reset_index(drop=True)
+        self._schema = base.iloc[:0]
+        self.id_dtype = base["listing_id"].dtype
+        self._fields = _Fields(base)
         self._added_rows: dict[Any, int] = {}  # ids added after construction -> newest row
-        self._row_of = id_index(self._base["listing_id"])
-        self._n = len(self._base)
+        self._row_of = id_index(base["listing_id"])
+        self._n = len(base)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self._vectors = vectors
         self._unit = _unit(vectors)
@@ -114,22 +126,12 @@ class Catalogue:
     def table(self) -> pd.DataFrame:
         """Fields of every row (removed rows included, in row order). Builds a frame: for
         bulk work, not for per-request paths."""
-        added = self._added_frame()
-        if added is None:
-            return self._base
-        return pd.concat([self._base, added], ignore_index=True)
+        return self._fields.table()
 
-    def _added_frame(self) -> pd.DataFrame | None:
-        return self._added_with_cache()[0]
-
-    def _added_with_cache(self) -> tuple[pd.DataFrame | None, FilterCache]:
-        with self._lock:
-            if self._added and self._added_table is None:
-                frame = pd.concat(self._added, ignore_index=True)
-                self._added_table = frame.reindex(columns=self._base.columns)
-                self._added = [self._added_table]  # one frame, not one per add (memory)
-                self._added_cache = FilterCache()
-            return (self._added_table if self._added else None), self._added_cache
+    @property
+    def n_dead(self) -> int:
+        """Rows of removed or replaced listings, kept until :meth:`compacted`."""
+        return self._n - self._n_live
 
     # ------------------------------------------------------------------ lookups
     def rows_of(self, ids: Sequence) -> np.ndarray:
@@ -170,15 +172,15 @@ class Catalogue:
     def fields(self, rows: np.ndarray) -> list[dict[str, Any]]:
         """Each row's fields as a JSON-ready dict."""
         rows = np.asarray(rows, dtype=np.int64)
-        base = len(self._base)
+        part = self._fields  # once: a merge swaps in another
+        base = len(part.base)
         in_base = rows[rows < base]
         # column by column: one vectorised conversion per column, not one per value
-        values = [convert(column[in_base]) for column, convert in self._columns.values()]
-        names = list(self._columns)
+        values = [convert(column[in_base]) for column, convert in part.columns.values()]
+        names = list(part.columns)
         records = iter([dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)])
         return [
-            next(records) if row < base else dict(self._added_records[row - base])
-            for row in rows.tolist()
+            next(records) if row < base else dict(part.records[row - base]) for row in rows.tolist()
         ]
 
     # ------------------------------------------------------------------ search
@@ -195,18 +197,29 @@ class Catalogue:
                 self._indexes[key] = index
             return self._indexes[key]
 
-    def allowed(self, filters: Sequence[Filter], few: int = 0) -> np.ndarray:
+    def allowed(
+        self, filters: Sequence[Filter], few: int = 0, ordered: bool = False
+    ) -> np.ndarray | OrderedRows:
         """Rows passing every filter (base table and added rows evaluated apart): row numbers
-        when a column index narrows them to at most ``few`` candidates, else a mask."""
-        added, added_cache = self._added_with_cache()
-        rows = allowed_rows(filters, self._base, few, self._base_cache) if few else None
+        when a column index narrows them to at most ``few`` candidates, else a mask. With
+        ``ordered``, rows a radius filter's grid found come as :class:`OrderedRows`."""
+        part = self._fields
+        base = part.base
+        added, added_cache = part.added()
+        rows = allowed_selection(filters, base, few, part.cache) if few else None
+        if isinstance(rows, OrderedRows):
+            extra = np.zeros(0, dtype=np.int64)
+            if added is not None:
+                extra = np.flatnonzero(allowed_mask(filters, added, added_cache)) + len(base)
+            rows = OrderedRows(rows.order, rows.positions, extra[extra < self._n])
+            return rows if ordered else rows.rows()
         if rows is None:
-            mask = allowed_mask(filters, self._base, self._base_cache)
+            mask = allowed_mask(filters, base, part.cache)
             if added is not None:
                 mask = np.concatenate([mask, allowed_mask(filters, added, added_cache)])
             return mask[: self._n]
         if added is not None:
-            extra = np.flatnonzero(allowed_mask(filters, added, added_cache)) + len(self._base)
+            extra = np.flatnonzero(allowed_mask(filters, added, added_cache)) + len(base)
             rows = np.concatenate([rows, extra])
         return rows[rows < self._n]
 
@@ -220,16 +233,84 @@ class Catalogue:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` rows per query that pass every filter, minus each query's ``exclude``."""
         index = self.index(cosine)
-        allowed = None
-        if filters:
-            # candidates from a column index are checked row by row: up to an eighth of the
-            # catalogue that costs less than evaluating every filter over every row
-            few = max(index.filter_exact_below, len(self._base) // 8)
-            allowed = self.allowed(filters, few=few)
-            if allowed.dtype == bool and len(allowed) < index.n_rows:  # rows added meanwhile
-                allowed = np.pad(allowed, (0, index.n_rows - len(allowed)))
         queries = _unit(queries) if cosine else np.asarray(queries, dtype=np.float32)
+        if not filters:
+            return index.search(queries, k, None, exclude)
+        queries = np.atleast_2d(queries)
+        filters, exclude = self._excluded(filters, exclude, len(queries))
+        if not filters:
+            return index.search(queries, k, None, exclude)
+        part = self._fields
+        share = estimated_share(filters, part.base, part.cache)
+        if share < POST_FILTER_SHARE or share * self._n <= index.filter_exact_below:
+            return self._filtered(index, queries, k, filters, exclude)
+        # most rows pass: the filters are checked on the unfiltered search's best rows
+        rows, scores, short = post_filtered(
+            lambda n: index.search(queries, n, None, exclude),
+            lambda found: self._passes(filters, found),
+            k,
+            share,
+        )
+        if len(short):
+            excluded = None if exclude is None else [exclude[i] for i in short]
+            rows[short], scores[short] = self._filtered(index, queries[short], k, filters, excluded)
+        return rows, scores
+
+    def _filtered(
+        self,
+        index: VectorIndex,
+        queries: np.ndarray,
+        k: int,
+        filters: Sequence[Filter],
+        exclude: Sequence[np.ndarray] | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The search with the filters' rows found first."""
+        # candidates from a column index are checked row by row: up to an eighth of the
+        # catalogue that costs less than evaluating every filter over every row
+        few = max(index.filter_exact_below, self._n // 8)
+        allowed = self.allowed(filters, few=few, ordered=True)
+        unpadded = not isinstance(allowed, OrderedRows) and allowed.dtype == bool
+        if unpadded and len(allowed) < index.n_rows:  # rows added meanwhile
+            allowed = np.pad(allowed, (0, index.n_rows - len(allowed)))
         return index.search(queries, k, allowed, exclude)
+
+    def _passes(self, filters: Sequence[Filter], rows: np.ndarray) -> np.ndarray:
+        """Whether every filter holds at each of ``rows`` (-1: no), in time in their number."""
+        part = self._fields
+        base = len(part.base)
+        passes = np.zeros(len(rows), dtype=bool)
+        kept = np.flatnonzero((rows >= 0) & (rows < base))
+        for f in filters:
+            kept = kept[f.holds(part.base, rows[kept], part.cache)]
+        passes[kept] = True
+        later = np.flatnonzero(rows >= base)
+        added, added_cache = part.added()
+        if len(later) and added is not None:
+            mask = allowed_mask(filters, added, added_cache)
+            inside = later[rows[later] - base < len(mask)]
+            passes[inside] = mask[rows[inside] - base]
+        return passes
+
+    def _excluded(
+        self, filters: Sequence[Filter], exclude: Sequence[np.ndarray] | None, m: int
+    ) -> tuple[list[Filter], Sequence[np.ndarray] | None]:
+        """The filters without their exclusions of a few ids, which join each query's
+        ``exclude`` as rows: found by id, they cost no pass over the catalogue."""
+        drops = [f for f in filters if isinstance(f, ExcludeFilter) and len(f.ids) <= _FEW_IDS]
+        if not drops:
+            return list(filters), exclude
+        part = self._fields
+        rows = [f.rows(part.base, part.cache) for f in drops]
+        added, added_cache = part.added()
+        if added is not None:
+            dropped = ~allowed_mask(drops, added, added_cache)
+            rows.append(np.flatnonzero(dropped) + len(part.base))
+        named = np.concatenate(rows)
+        if exclude is None:
+            exclude = [named] * m
+        else:
+            exclude = [np.concatenate([np.ravel(e).astype(np.int64), named]) for e in exclude]
+        return [f for f in filters if all(f is not d for d in drops)], exclude
 
     # ------------------------------------------------------------------ changes
     def add(self, table: pd.DataFrame, vectors: np.ndarray, model_rows: np.ndarray) -> np.ndarray:
@@ -246,17 +327,15 @@ class Catalogue:
             self._live[start:stop] = True
             self._n_live += count
             table = table.reset_index(drop=True)
-            self._added.append(table)
-            self._added_table = None
-            if len(self._added) > 64:  # a one-row frame per PUT costs ~40 KB: merge them
-                self._added_frame()
-            self._added_records += [
-                {c: plain(v) for c, v in record.items()}
-                for record in table.to_dict(orient="records")
-            ]
+            self._fields.append(table)
+            if self._fields.n_added > max(MERGE_MIN_ROWS, len(self._fields.base) // MERGE_SHARE):
+                # one table again (O(rows), every base/64 adds): filters over the added part
+                # cost time in its size, which must not grow with the number of writes
+                self._fields = _Fields(self._fields.table())
             rows = np.arange(start, stop)
-            for cosine, index in self._indexes.items():
-                index.add(_unit(vectors) if cosine else vectors)
+            with _one_thread():
+                for cosine, index in self._indexes.items():
+                    index.add(_unit(vectors) if cosine else vectors)
             self._n = stop
             # the ids last: readers take no lock, and one that finds a new id must find its
             # row inside ``live`` and ``vectors`` (a follower thread adds while requests read)
@@ -292,9 +371,100 @@ class Catalogue:
             if self._row_of_model is not None:
                 gone = self._model_rows[rows]
                 self._row_of_model[gone[gone >= 0]] = -1
-            for index in self._indexes.values():
-                index.remove(rows)
+            with _one_thread():
+                for index in self._indexes.values():
+                    index.remove(rows)
             return len(rows)
+
+    # ------------------------------------------------------------------ compaction
+    def compaction_due(self) -> bool:
+        """Whether dead rows (removed or replaced listings) exceed the share of live ones
+        that :meth:`compacted` should drop (``COMPACT_SHARE``, at least ``COMPACT_MIN_DEAD``)."""
+        return self.n_dead > max(COMPACT_MIN_DEAD, COMPACT_SHARE * self._n_live)
+
+    def compacted(self) -> Catalogue:
+        """A new catalogue of the live rows only (in row order), its vector indexes built.
+
+        O(live rows). Row numbers change, so the owner swaps the new catalogue in for new
+        requests while requests in flight finish on this one, which stays as it is: rows are
+        never renumbered under a reader. Compacting when :meth:`compaction_due` keeps the cost
+        amortised: at most one live-sized rebuild per ``COMPACT_SHARE`` x live writes.
+        """
+        with self._lock:
+            live = np.flatnonzero(self.live)
+            table = self.table.iloc[live]
+            vectors, model_rows = self.vectors[live], self.model_rows[live]
+            kinds = list(self._indexes)
+        fresh = Catalogue(table, vectors, model_rows, self.normalized, self._exact_below)
+        for cosine in kinds:  # the indexes this one had, built before anyone asks
+            fresh.index(cosine)
+        if self._row_of_model is not None:
+            fresh.rows_of_model_rows(np.zeros(0, dtype=np.int64))
+        return fresh
+
+
+# Exclusions of up to this many ids are dropped from the top answers (found by id, fetching
+# that many more) instead of being evaluated over every row.
+_FEW_IDS = 1_000
+
+
+class _Fields:
+    """The rows' fields: a base table (converted per column for :meth:`Catalogue.fields`,
+    with its filter cache) and the rows added since, as frames and JSON-ready records.
+
+    Readers take the catalogue's current ``_Fields`` once and use that object throughout: a
+    merge swaps in a new one and leaves the old one intact for them.
+    """
+
+    def __init__(self, base: pd.DataFrame) -> None:
+        self.base = base.reset_index(drop=True)
+        self.columns = {c: _json_column(self.base[c]) for c in self.base.columns}
+        self.cache = FilterCache()  # filters' converted columns, living as long as the table
+        self.records: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._frames: list[pd.DataFrame] = []
+        self._added: tuple[pd.DataFrame | None, FilterCache] = (None, FilterCache())
+
+    @property
+    def n_added(self) -> int:
+        return len(self.records)
+
+    def append(self, table: pd.DataFrame) -> None:
+        records = [{c: plain(v) for c, v in r.items()} for r in table.to_dict(orient="records")]
+        with self._lock:
+            self._frames.append(table)
+            self._added = (None, FilterCache())
+            if len(self._frames) > 64:  # a one-row frame per PUT costs ~40 KB: merge them
+                self._frames = [pd.concat(self._frames, ignore_index=True)]
+        # the records last: a reader that finds a row past the base finds its record
+        self.records += records
+
+    def added(self) -> tuple[pd.DataFrame | None, FilterCache]:
+        """The added rows as one frame (None: none) with its filter cache."""
+        with self._lock:
+            if self._frames and self._added[0] is None:
+                frame = pd.concat(self._frames, ignore_index=True)
+                frame = frame.reindex(columns=self.base.columns)
+                self._frames = [frame]  # one frame, not one per add (memory)
+                self._added = (frame, FilterCache())
+            return self._added
+
+    def table(self) -> pd.DataFrame:
+        added = self.added()[0]
+        return self.base if added is None else pd.concat([self.base, added], ignore_index=True)
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """faiss on one OpenMP thread for a few rows: an IVF add or removal of one row took 10 ms
+    with two threads on a busy machine (waking the team), 0.1 ms with one. The setting is the
+    calling thread's own (a request thread does not inherit the main thread's)."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:

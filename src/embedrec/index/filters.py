@@ -17,12 +17,13 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
-from embedrec.geo import EARTH_RADIUS_KM, LAT_LON_COLUMNS
+from embedrec.geo import EARTH_RADIUS_KM, LAT_LON_COLUMNS, haversine_km
+from embedrec.index.grid import Grid, OrderedRows, circle_box, in_box, run_positions
 
 ID_COLUMN = "listing_id"
 
@@ -39,8 +40,13 @@ class FilterError(ValueError):
 
 # What a column index says of a filter: how many rows may pass, a function returning them
 # (each once, in no particular order: sorting 10,000 row numbers costs more than searching
-# their vectors) and whether exactly those pass (False: a superset, checked row by row).
-Candidates = tuple[int, Callable[[], np.ndarray], bool]
+# their vectors), whether exactly those pass (False: a superset, checked row by row) and the
+# order they are given in: None for row numbers, else a permutation of the rows (the grid's)
+# that the function returns positions in.
+# A function given the order may take ``check``: positions -> those of them (as indices into
+# the positions) that the other filters keep, evaluated before its own costlier test.
+Candidates = tuple[int, Callable[..., np.ndarray], bool, "np.ndarray | None"]
+Check = Callable[[np.ndarray], np.ndarray]
 
 
 class Filter:
@@ -51,6 +57,8 @@ class Filter:
     """
 
     field: str
+    # the relative cost of checking a row: other filters are checked cheapest first
+    check_cost: ClassVar[int] = 1
 
     def mask(self, table: pd.DataFrame, cache: FilterCache | None = None) -> np.ndarray:
         raise NotImplementedError
@@ -61,11 +69,29 @@ class Filter:
         """Whether the filter holds at ``rows``; costs O(len(rows)) where overridden."""
         return self.mask(table, cache)[rows]
 
+    def holds_ordered(
+        self,
+        table: pd.DataFrame,
+        order: np.ndarray,
+        positions: np.ndarray,
+        cache: FilterCache | None = None,
+    ) -> np.ndarray:
+        """Whether the filter holds at rows ``order[positions]``, ``order`` being the table's
+        grid order; overridden where a column kept in that order reads faster."""
+        return self.holds(table, order[positions], cache)
+
     def candidates(
         self, table: pd.DataFrame, cache: FilterCache | None = None
     ) -> Candidates | None:
         """Rows that may pass (a superset), from a sorted index of a large table; None where
         no index narrows the filter."""
+        return None
+
+    def grid_positions(
+        self, table: pd.DataFrame, order: np.ndarray, cache: FilterCache | None = None
+    ) -> np.ndarray | None:
+        """Positions in the grid's ``order`` of exactly the rows that pass, ascending, from an
+        index of a large table; None where no index gives them."""
         return None
 
 
@@ -87,6 +113,16 @@ class RangeFilter(Filter):
     ) -> np.ndarray:
         return self._test(self._values(table, cache)[rows])
 
+    def holds_ordered(
+        self,
+        table: pd.DataFrame,
+        order: np.ndarray,
+        positions: np.ndarray,
+        cache: FilterCache | None = None,
+    ) -> np.ndarray:
+        values = _in_order(table, ("float", self.field), self._values(table, cache), order, cache)
+        return self._test(values[positions])
+
     def candidates(
         self, table: pd.DataFrame, cache: FilterCache | None = None
     ) -> Candidates | None:
@@ -102,19 +138,20 @@ class RangeFilter(Filter):
             side = "right" if self.high_inclusive else "left"
             stop = np.searchsorted(ordered, self.high, side=side)
         stop = max(start, stop)
-        return int(stop - start), lambda: order[start:stop], True
+        return int(stop - start), lambda: order[start:stop], True, None
 
     def _values(self, table: pd.DataFrame, cache: FilterCache | None) -> np.ndarray:
         return _numeric(table, self.field, self.field, cache)
 
     def _test(self, values: np.ndarray) -> np.ndarray:
-        keep = ~np.isnan(values)
-        # NaN compares False, so missing values already fail; the explicit mask keeps it obvious.
+        # NaN (missing) compares False with any bound, so a bound alone makes it fail
+        keep = None
         if self.low is not None:
-            keep &= values >= self.low if self.low_inclusive else values > self.low
+            keep = values >= self.low if self.low_inclusive else values > self.low
         if self.high is not None:
-            keep &= values <= self.high if self.high_inclusive else values < self.high
-        return keep
+            high = values <= self.high if self.high_inclusive else values < self.high
+            keep = high if keep is None else keep & high
+        return ~np.isnan(values) if keep is None else keep
 
 
 @dataclass(frozen=True)
@@ -138,17 +175,43 @@ class SetFilter(Filter):
         _check_field(table, self.field)
         return _isin_str(table, self.field, self.values, self.negate, cache, rows)
 
+    def holds_ordered(
+        self,
+        table: pd.DataFrame,
+        order: np.ndarray,
+        positions: np.ndarray,
+        cache: FilterCache | None = None,
+    ) -> np.ndarray:
+        _check_field(table, self.field)
+        codes = _in_order(table, ("codes", self.field), _codes(table, self.field, cache).codes,
+                          order, cache)[positions]  # fmt: skip
+        return _isin_str(table, self.field, self.values, self.negate, cache, codes=codes)
+
     def candidates(
         self, table: pd.DataFrame, cache: FilterCache | None = None
     ) -> Candidates | None:
         _check_field(table, self.field)
         if self.negate or len(table) < _CACHED_ROWS:
             return None  # "not one of" keeps most rows: no index narrows it
-        codes, uniques = _codes(table, self.field, cache)
-        order, starts = _cached(cache, table, ("postings", self.field), lambda: _postings(codes))
-        runs = [(starts[c], starts[c + 1]) for c, u in enumerate(uniques) if u in self.values]
-        count = sum(int(stop - start) for start, stop in runs)
-        return count, lambda: np.concatenate([order[:0], *(order[a:b] for a, b in runs)]), True
+        count, fetch = _rows_of_values(table, self.field, self.values, cache)
+        return count, fetch, True, None
+
+    def grid_positions(
+        self, table: pd.DataFrame, order: np.ndarray, cache: FilterCache | None = None
+    ) -> np.ndarray | None:
+        if self.negate or len(table) < _CACHED_ROWS:
+            return None
+        column = _codes(table, self.field, cache)
+        codes = _in_order(table, ("codes", self.field), column.codes, order, cache)
+        # per value, its rows' positions in the grid's order, ascending (a stable sort)
+        by_value, starts = _cached(
+            cache, table, ("grid postings", self.field), lambda: _postings(codes, column.n_values)
+        )
+        wanted = column.of(self.values).astype(np.int64).tolist()
+        found = np.concatenate(
+            [by_value[:0], *(by_value[starts[c] : starts[c + 1]] for c in wanted)]
+        )
+        return np.sort(found) if len(wanted) > 1 else found
 
 
 @dataclass(frozen=True)
@@ -159,6 +222,7 @@ class RadiusFilter(Filter):
     lon: float
     radius_km: float
     field: str = "within"
+    check_cost: ClassVar[int] = 4  # three coordinates gathered per row, and a product
 
     def __post_init__(self) -> None:
         _check_point(self.field, self.lat, self.lon)
@@ -169,64 +233,108 @@ class RadiusFilter(Filter):
 
     def mask(self, table: pd.DataFrame, cache: FilterCache | None = None) -> np.ndarray:
         lat, lon = self._coordinates(table, cache)
-        box = self._box()
         # distances only inside a box that holds the circle
-        if box is None:  # only the latitude bound holds
-            height = math.degrees(self.radius_km / EARTH_RADIUS_KM) + 1e-9
-            near = np.abs(lat - self.lat) <= height
-        else:
-            (lat_low, lat_high), (lon_low, lon_high) = box
-            near = (lat >= lat_low) & (lat <= lat_high) & (lon >= lon_low) & (lon <= lon_high)
-        rows = np.flatnonzero(near)
+        rows = np.flatnonzero(in_box(lat, lon, circle_box(self.lat, self.lon, self.radius_km)))
         keep = np.zeros(len(lat), dtype=bool)
-        keep[rows] = self._within(_unit_points(table, lat, lon, cache)[rows])
+        points = _unit_points(table, lat, lon, cache)[rows]
+        keep[rows] = self._within(points, lambda i: (lat[rows[i]], lon[rows[i]]))
         return keep
 
     def holds(
         self, table: pd.DataFrame, rows: np.ndarray, cache: FilterCache | None = None
     ) -> np.ndarray:
-        return self._within(_unit_points(table, *self._coordinates(table, cache), cache)[rows])
+        lat, lon = self._coordinates(table, cache)
+        points = np.take(_unit_points(table, lat, lon, cache), rows, axis=0)
+        return self._within(points, lambda i: (lat[rows[i]], lon[rows[i]]))
+
+    def holds_ordered(
+        self,
+        table: pd.DataFrame,
+        order: np.ndarray,
+        positions: np.ndarray,
+        cache: FilterCache | None = None,
+    ) -> np.ndarray:
+        lat, lon = self._coordinates(table, cache)
+        points = _grid(table, lat, lon, cache).points  # in ``order``: the grid's
+        return self._within(points[positions], _ordered_coordinates(lat, lon, order, positions))
 
     def candidates(
         self, table: pd.DataFrame, cache: FilterCache | None = None
     ) -> Candidates | None:
+        if len(table) < _CACHED_ROWS:
+            return None
         lat, lon = self._coordinates(table, cache)
-        box = self._box()
-        if box is None or len(table) < _CACHED_ROWS:
-            return None
+        grid = _grid(table, lat, lon, cache)
+        box = circle_box(self.lat, self.lon, self.radius_km)
+        first, last, _ = grid.runs(box)  # the count alone: cells are asked about if fetched
 
-        def grid() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            order, starts = _postings(_cells(lat, lon), _N_CELLS)
-            return order, starts, _unit_points(table, lat, lon, cache)[order]
+        def fetch(check: Check | None = None, within: np.ndarray | None = None) -> np.ndarray:
+            first, last, whole = grid.runs(box, self._covers)
+            if check is None and within is None:
+                # the whole cells' rows as they lie, then the edge cells' rows that pass:
+                # no position of the box made, tested or copied for nothing
+                near = run_positions(first[~whole], last[~whole])
+                coordinates = _ordered_coordinates(lat, lon, grid.order, near)
+                keep = self._within(np.take(grid.points, near, axis=0), coordinates)
+                return np.concatenate([run_positions(first[whole], last[whole]), near[keep]])
+            if within is None:
+                positions = run_positions(first, last)
+                sure = np.repeat(whole, last - first)
+            else:  # only rows at these positions (ascending): each cell's share of them
+                low, high = np.searchsorted(within, first), np.searchsorted(within, last)
+                positions = within[run_positions(low, high)]
+                sure = np.repeat(whole, high - low)
+            if check is not None:  # the other filters first: the distance on fewer rows
+                picked = check(positions)
+                positions, sure = positions[picked], sure[picked]
+            # rows in cells the circle covers pass as they are; the others by their distance
+            edge = np.flatnonzero(~sure)
+            near = positions[edge]
+            coordinates = _ordered_coordinates(lat, lon, grid.order, near)
+            # np.take gathers rows several times faster than fancy indexing
+            sure[edge] = self._within(np.take(grid.points, near, axis=0), coordinates)
+            return positions[sure]
 
-        # rows grouped by grid cell, cells numbered row-major: the cells a box covers in one
-        # row of latitude are one contiguous run of the grouped rows (and of their points)
-        order, starts, points = _cached(cache, table, ("geo cells",), grid)
-        (lat_low, lat_high), (lon_low, lon_high) = box
-        first, last = _cell_index(lon_low, 180.0), _cell_index(lon_high, 180.0)
-        runs = [
-            (starts[i * _LON_CELLS + first], starts[i * _LON_CELLS + last + 1])
-            for i in range(_cell_index(lat_low, 90.0), _cell_index(lat_high, 90.0) + 1)
-        ]
-        count = sum(int(stop - start) for start, stop in runs)
+        return int((last - first).sum()), fetch, True, grid.order
 
-        def rows() -> np.ndarray:
-            parts = [order[a:b][self._within(points[a:b])] for a, b in runs]
-            return np.concatenate([order[:0], *parts])
+    def _covers(
+        self, lat_low: np.ndarray, lat_high: np.ndarray, lon_low: np.ndarray, lon_high: np.ndarray
+    ) -> np.ndarray:
+        """Whether the circle holds each cell whole, with a metre to spare. On a sphere a
+        cell's farthest point from the centre is a corner, unless the cell holds the point
+        opposite the centre: circles of up to a quarter of the globe's circumference only."""
+        if self.radius_km > math.pi / 2 * EARTH_RADIUS_KM:
+            return np.zeros(len(lat_low), dtype=bool)
+        corners = np.concatenate([lat_low, lat_low, lat_high, lat_high])
+        sides = np.concatenate([lon_low, lon_high, lon_low, lon_high])
+        farthest = haversine_km(self.lat, self.lon, corners, sides).reshape(4, -1).max(axis=0)
+        return farthest <= self.radius_km - _COVER_MARGIN_KM
 
-        return count, rows, True
+    def _within(
+        self, points: np.ndarray, coordinates: Callable[[np.ndarray], tuple[np.ndarray, ...]]
+    ) -> np.ndarray:
+        """Whether points, as unit vectors, lie within the radius: the great-circle distance
+        (haversine, as ``geo.haversine_km``) at most ``radius_km``. ``coordinates(i)`` gives
+        the (lat, lon) of points ``i``.
 
-    def _box(self) -> tuple[tuple[float, float], tuple[float, float]] | None:
-        """(lat, lon) bounds holding the circle; None where it reaches a pole or wraps."""
-        angle = self.radius_km / EARTH_RADIUS_KM
-        cos_lat = math.cos(math.radians(self.lat))
-        if angle >= math.pi / 2 or math.sin(angle) >= cos_lat:
-            return None
-        height = math.degrees(angle) + 1e-9
-        width = math.degrees(math.asin(math.sin(angle) / cos_lat)) + 1e-9
-        if self.lon - width < -180 or self.lon + width > 180:
-            return None
-        return (self.lat - height, self.lat + height), (self.lon - width, self.lon + width)
+        The cosine of the angle to the centre decides all but the points within rounding of
+        the edge (in the band, up to ~300 m from the centre of a zero radius, well under a
+        metre at 100 km); those few are decided by the distance itself, so every path that
+        calls this keeps exactly the same points."""
+        phi, lam = math.radians(self.lat), math.radians(self.lon)
+        centre = np.array(
+            [math.cos(phi) * math.cos(lam), math.cos(phi) * math.sin(lam), math.sin(phi)]
+        )
+        edge = math.cos(min(self.radius_km / EARTH_RADIUS_KM, math.pi))
+        # three columns, not a BLAS product: on a busy machine waking BLAS threads for one
+        # query's rows cost milliseconds
+        cosines = points[:, 0] * centre[0] + points[:, 1] * centre[1] + points[:, 2] * centre[2]
+        keep = cosines >= edge + _COSINE_BAND
+        unsure = np.flatnonzero(np.abs(cosines - edge) < _COSINE_BAND)  # NaN: neither
+        if len(unsure):
+            lat, lon = coordinates(unsure)
+            keep[unsure] = haversine_km(self.lat, self.lon, lat, lon) <= self.radius_km
+        return keep
 
     def _coordinates(
         self, table: pd.DataFrame, cache: FilterCache | None
@@ -242,16 +350,6 @@ class RadiusFilter(Filter):
         lat = _numeric(table, lat_name, self.field, cache)
         return lat, _numeric(table, lon_name, self.field, cache)
 
-    def _within(self, points: np.ndarray) -> np.ndarray:
-        """Whether unit vectors on the sphere lie within the radius: the great-circle
-        distance is at most r exactly when the cosine of the angle is at least cos(r / R)."""
-        phi, lam = math.radians(self.lat), math.radians(self.lon)
-        centre = np.array(
-            [math.cos(phi) * math.cos(lam), math.cos(phi) * math.sin(lam), math.sin(phi)]
-        )
-        angle = min(self.radius_km / EARTH_RADIUS_KM, math.pi)
-        return points @ centre >= math.cos(angle) - 1e-12
-
 
 @dataclass(frozen=True)
 class ExcludeFilter(Filter):
@@ -266,9 +364,18 @@ class ExcludeFilter(Filter):
     def holds(
         self, table: pd.DataFrame, rows: np.ndarray | None, cache: FilterCache | None = None
     ) -> np.ndarray:
+        self._check(table)
+        return ~_isin_str(table, ID_COLUMN, self.ids, False, cache, rows)
+
+    def rows(self, table: pd.DataFrame, cache: FilterCache | None = None) -> np.ndarray:
+        """The rows this filter drops, found from the ids it names: a few ids cost a few
+        look-ups, not a pass over the table."""
+        self._check(table)
+        return _rows_of_values(table, ID_COLUMN, self.ids, cache)[1]()
+
+    def _check(self, table: pd.DataFrame) -> None:
         if ID_COLUMN not in table.columns:
             raise FilterError(self.field, f"the catalogue has no {ID_COLUMN!r} column")
-        return ~_isin_str(table, ID_COLUMN, self.ids, False, cache, rows)
 
 
 def parse_filter(expression: str) -> Filter:
@@ -359,20 +466,55 @@ def allowed_rows(
     those rows only, so the cost follows the rows kept, not the size of the table, once the
     indexes are built: pass the table's ``cache`` to build them once.
     """
+    found = allowed_selection(filters, table, limit, cache)
+    return found.rows() if isinstance(found, OrderedRows) else found
+
+
+def allowed_selection(
+    filters: Iterable[Filter], table: pd.DataFrame, limit: int, cache: FilterCache | None = None
+) -> OrderedRows | np.ndarray | None:
+    """As :func:`allowed_rows`, but rows a radius filter's grid gives stay positions in the
+    grid's order (:class:`~embedrec.index.grid.OrderedRows`): the other filters read their
+    columns in that order, and a vector index its vectors."""
     filters = list(filters)
     best: tuple[Filter, Candidates] | None = None
+    grid: tuple[Filter, Candidates] | None = None
+    share: dict[int, float] = {}  # by id(filter): the share of rows it may keep
     for f in filters:
         found = f.candidates(table, cache)
+        share[id(f)] = 1.0 if found is None else found[0] / max(len(table), 1)
         if found is not None and found[0] <= limit and (best is None or found[0] < best[1][0]):
             best = f, found
+        if found is not None and found[0] <= limit and found[3] is not None:
+            grid = f, found
     if best is None:
         return None
-    chosen, (_, fetch, exact) = best
-    rows = fetch()
-    for f in filters:
-        if f is not chosen or not exact:
-            rows = rows[f.holds(table, rows, cache)]
-    return rows
+    within, source = None, None
+    if grid is not None and best[1][0] > _FEW_CANDIDATES:
+        # a radius with a set filter: the set's rows in the grid's order, cut to the circle's
+        # cells by binary search, cost time in the rows both keep, not in either's rows
+        for f in sorted(filters, key=lambda f: share[id(f)]):
+            within = f.grid_positions(table, grid[1][3], cache)
+            if within is not None:
+                best, source = grid, f
+                break
+    chosen, (_, fetch, exact, order) = best
+    # the others by the rows they may keep times their cost a row: the fewest rows soonest
+    others = [f for f in filters if (f is not chosen or not exact) and f is not source]
+    others.sort(key=lambda f: share[id(f)] * f.check_cost)
+    if order is None:
+        found = fetch()
+        for f in others:
+            found = found[f.holds(table, found, cache)]
+        return found
+
+    def check(positions: np.ndarray) -> np.ndarray:
+        picked = np.arange(len(positions))
+        for f in others:
+            picked = picked[f.holds_ordered(table, order, positions[picked], cache)]
+        return picked
+
+    return OrderedRows(order, fetch(check if others else None, within))
 
 
 def _check_field(table: pd.DataFrame, field: str) -> None:
@@ -383,6 +525,16 @@ def _check_field(table: pd.DataFrame, field: str) -> None:
             field, f"unknown field; valid fields: {valid}, within (radius), exclude (ids)"
         )
 
+
+# A radius filter decides by the cosine of the angle to its centre where that is at least
+# this far from the cosine of the radius (float64 rounding is ~1e-16), else by the distance.
+_COSINE_BAND = 1e-9
+# A cell counts as inside a circle when its farthest corner is this much inside the edge: far
+# more than the rounding of a point's cell or of the distances.
+_COVER_MARGIN_KM = 1e-3
+# Up to this many candidate rows are checked one by one, without the grid's help.
+_FEW_CANDIDATES = 2048
+GRID = ("geo cells",)  # the FilterCache key of a table's grid
 
 # Columns of tables this large are converted once into a FilterCache (float arrays, factorised
 # codes, sorted indexes); smaller ones cost less to convert than to look up.
@@ -457,16 +609,31 @@ def _numeric(table: pd.DataFrame, name: str, field: str, cache: FilterCache | No
     return _cached(cache, table, ("float", name), convert)
 
 
-def _codes(
-    table: pd.DataFrame, name: str, cache: FilterCache | None
-) -> tuple[np.ndarray, list[str]]:
-    """Factorised column (-1: missing) and its values as str: str() runs once per value."""
+def _codes(table: pd.DataFrame, name: str, cache: FilterCache | None) -> _Codes:
+    """The column factorised (-1: missing) with a lookup from each value as str to its codes:
+    str() runs once per distinct value, and a filter looks up only the values it names."""
 
-    def factorize() -> tuple[np.ndarray, list[str]]:
+    def factorize() -> _Codes:
         codes, uniques = pd.factorize(table[name], use_na_sentinel=True)
-        return codes, [str(u) for u in uniques]
+        lookup: dict[str, list[int]] = {}
+        for code, value in enumerate(uniques):  # distinct values may print alike (1, "1")
+            lookup.setdefault(str(value), []).append(code)
+        small = np.int32 if len(uniques) < 2**31 else np.int64  # half the bytes to read
+        return _Codes(codes.astype(small), lookup, len(uniques))
 
     return _cached(cache, table, ("codes", name), factorize)
+
+
+@dataclass(frozen=True)
+class _Codes:
+    codes: np.ndarray
+    lookup: dict[str, list[int]]
+    n_values: int
+
+    def of(self, values: Iterable[str]) -> np.ndarray:
+        """The codes of ``values`` (those the column holds), ascending."""
+        found = sorted(c for v in values for c in self.lookup.get(v, ()))
+        return np.array(found, dtype=self.codes.dtype)
 
 
 def _isin_str(
@@ -476,35 +643,66 @@ def _isin_str(
     negate: bool,
     cache: FilterCache | None,
     rows: np.ndarray | None = None,
+    codes: np.ndarray | None = None,
 ) -> np.ndarray:
     """Whether the column's value (as str) is in ``values``, at ``rows`` (None: all rows);
-    with ``negate``, whether it is not. A missing value fails either way."""
-    codes, uniques = _codes(table, name, cache)
-    if rows is not None:
-        codes = codes[rows]
-    hit = np.fromiter((u in values for u in uniques), dtype=bool, count=len(uniques))
+    with ``negate``, whether it is not. A missing value fails either way. ``codes``: the
+    column's codes to test, instead of those at ``rows``."""
+    column = _codes(table, name, cache)
+    wanted = column.of(values)
+    if codes is None:
+        codes = column.codes if rows is None else column.codes[rows]
+    if column.n_values > 8 * len(codes):
+        # many distinct values (ids, dealers) and few rows: compare with the wanted codes
+        hit = np.isin(codes, wanted)
+        return (codes >= 0) & ~hit if negate else hit
+    # a table of every code's answer, one more slot (False) for -1, the missing value
+    table_of = np.zeros(column.n_values + 1, dtype=bool)
+    table_of[wanted] = True
     if negate:
-        hit = ~hit
-    return (codes >= 0) & hit[np.maximum(codes, 0)]
+        table_of[:-1] = ~table_of[:-1]
+    return table_of[codes]
 
 
-# The grid of the radius filter's index: cells of a quarter degree (about 28 x 18 km in
-# Germany), so a 100 km circle's box covers a few dozen cells in eight runs.
-_CELL_DEGREES = 0.25
-_LON_CELLS = int(360 / _CELL_DEGREES) + 1
-_N_CELLS = (int(180 / _CELL_DEGREES) + 1) * _LON_CELLS
+def _rows_of_values(
+    table: pd.DataFrame, name: str, values: Iterable[str], cache: FilterCache | None
+) -> tuple[int, Callable[[], np.ndarray]]:
+    """How many rows hold one of ``values`` (as str) in column ``name``, and a function
+    returning them; from the column's postings, looking up only the values named."""
+    column = _codes(table, name, cache)
+    order, starts = _cached(cache, table, ("postings", name), lambda: _postings(column.codes))
+    wanted = column.of(values).astype(np.int64)
+    first, last = starts[wanted], starts[wanted + 1]
+    count = int((last - first).sum())
+    runs = list(zip(first.tolist(), last.tolist(), strict=True))
+    return count, lambda: np.concatenate([order[:0], *(order[a:b] for a, b in runs)])
 
 
-def _cell_index(degrees: float | np.ndarray, offset: float) -> Any:
-    return np.floor((np.asarray(degrees) + offset) / _CELL_DEGREES).astype(np.int64)
+def _ordered_coordinates(
+    lat: np.ndarray, lon: np.ndarray, order: np.ndarray, positions: np.ndarray
+) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """(lat, lon) of some of the rows at ``positions`` in ``order``; the rows looked up only
+    for those few (the points near a circle's edge)."""
+
+    def coordinates(i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rows = order[positions[i]]
+        return lat[rows], lon[rows]
+
+    return coordinates
 
 
-def _cells(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
-    """Grid cell of each point, row-major by latitude; -1 where a coordinate is missing."""
-    valid = ~(np.isnan(lat) | np.isnan(lon))
-    cells = np.full(len(lat), -1, dtype=np.int64)
-    cells[valid] = _cell_index(lat[valid], 90.0) * _LON_CELLS + _cell_index(lon[valid], 180.0)
-    return cells
+def _grid(table: pd.DataFrame, lat: np.ndarray, lon: np.ndarray, cache: FilterCache | None) -> Grid:
+    return _cached(
+        cache, table, GRID, lambda: Grid.build(lat, lon, _unit_points(table, lat, lon, cache))
+    )
+
+
+def _in_order(
+    table: pd.DataFrame, key: Any, values: np.ndarray, order: np.ndarray, cache: FilterCache | None
+) -> np.ndarray:
+    """A column's ``values`` in the grid's ``order`` (cached): read at a radius filter's
+    positions nearly in sequence instead of scattered over the column."""
+    return _cached(cache, table, ("grid order", key), lambda: values[order])
 
 
 def _unit_points(

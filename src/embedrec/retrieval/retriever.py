@@ -9,12 +9,15 @@ nobody knows.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import scipy.sparse as sp
+from tqdm.auto import tqdm
 
 from embedrec.data.errors import DataError
 from embedrec.data.ids import IdMap
@@ -22,10 +25,29 @@ from embedrec.data.jsonable import plain
 from embedrec.index.catalogue import Catalogue
 from embedrec.index.filters import Filter, filters_from_mapping, parse_filter
 from embedrec.models.base import RecModel
-from embedrec.ranking import top_k_of_scores
+from embedrec.ranking import empty_result, top_k_of_scores
+from embedrec.retrieval.batch import (
+    CHUNK_SIZE,
+    chunk_starts,
+    hits_schema,
+    hits_table,
+    id_type,
+    output_path,
+    write_chunks,
+)
 from embedrec.retrieval.results import Hit, Results, UnknownListingError, UnknownUserError
 
 FilterSpec = Sequence[str | Filter] | Mapping[str, Any] | None
+# a model that scores pairs ranks users in blocks of at most this many scores (64 MB)
+MAX_SCORES = 2**24
+
+
+class Written(NamedTuple):
+    """What a batch output wrote: the file, the queries ranked and the rows written."""
+
+    path: Path
+    queries: int
+    rows: int
 
 
 def embed_table(
@@ -185,12 +207,20 @@ class Retriever:
                 for i in range(len(seen.indptr) - 1)
             ]
             return catalogue.search(queries, k, False, filters, exclude)
-        scores = self.model.score_listings(user_rows, catalogue.vectors, catalogue.model_rows)
         blocked = ~catalogue.live
         if filters:
             blocked |= ~catalogue.allowed(filters)
-        scores[:, blocked] = -np.inf
-        return top_k_of_scores(scores, k, seen)
+        # in blocks, so that ranking all users holds one block of scores, not users x listings
+        step = max(1, MAX_SCORES // max(catalogue.n_rows, 1))
+        found, scores = empty_result(len(user_rows), k)
+        for start in range(0, len(user_rows), step):
+            stop = start + step
+            block = self.model.score_listings(
+                user_rows[start:stop], catalogue.vectors, catalogue.model_rows
+            )
+            block[:, blocked] = -np.inf
+            found[start:stop], scores[start:stop] = top_k_of_scores(block, k, seen[start:stop])
+        return found, scores
 
     def seen_in(self, user_rows: np.ndarray) -> sp.csr_matrix:
         """Users x catalogue rows: the listings each user interacted with in training."""
@@ -201,6 +231,89 @@ class Retriever:
             (np.ones(keep.sum(), dtype=np.float32), (seen.row[keep], columns[keep])),
             shape=(len(user_rows), self.catalogue.n_rows),
         )
+
+    # ------------------------------------------------------------------ batch outputs
+    def recommend_all(
+        self,
+        out: str | Path,
+        k: int = 10,
+        filters: FilterSpec = None,
+        chunk_size: int = CHUNK_SIZE,
+        part: tuple[int, int] | None = None,
+        progress: bool | None = None,
+    ) -> Written:
+        """The top ``k`` of every user, as :meth:`recommend` answers each (seen listings
+        excluded, ``filters`` applied), written to the Parquet file ``out`` as rows
+        ``user_id, rank, listing_id, score``, ``chunk_size`` users at a time. ``part=(rank,
+        world_size)`` ranks this process's share into ``out/part-{rank:05d}.parquet``
+        (``retrieval/batch.py``). ``progress``: a bar on stderr (None: on a terminal)."""
+        parsed = as_filters(filters)
+        users = self.users.ids.to_numpy()
+        return self._write_all(
+            out,
+            "user_id",
+            users,
+            np.arange(len(users)),
+            k,
+            chunk_size,
+            part,
+            progress,
+            lambda rows: self.rank_users(rows, k, parsed),
+        )
+
+    def similar_all(
+        self,
+        out: str | Path,
+        k: int = 10,
+        filters: FilterSpec = None,
+        chunk_size: int = CHUNK_SIZE,
+        part: tuple[int, int] | None = None,
+        progress: bool | None = None,
+    ) -> Written:
+        """The ``k`` most similar listings to every catalogue listing, as :meth:`similar`
+        answers each (the listing itself excluded, ``filters`` applied), written as rows
+        ``query_id, rank, listing_id, score``; otherwise as :meth:`recommend_all`."""
+        parsed = as_filters(filters)
+        catalogue = self.catalogue
+        live = np.flatnonzero(catalogue.live)
+        ids = catalogue.table["listing_id"].to_numpy()[live]
+
+        def rank(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            own = [rows[i : i + 1] for i in range(len(rows))]
+            return catalogue.search(catalogue.unit_vectors[rows], k, True, parsed, own)
+
+        return self._write_all(out, "query_id", ids, live, k, chunk_size, part, progress, rank)
+
+    def _write_all(
+        self,
+        out: str | Path,
+        column: str,
+        query_ids: np.ndarray,
+        query_rows: np.ndarray,
+        k: int,
+        chunk_size: int,
+        part: tuple[int, int] | None,
+        progress: bool | None,
+        rank: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    ) -> Written:
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        starts = chunk_starts(len(query_rows), chunk_size, *(part or (0, 1)))
+        path = output_path(out, part)
+        listing_ids = self.catalogue.table["listing_id"].to_numpy()
+        schema = hits_schema(column, id_type(query_ids), id_type(listing_ids))
+        n = sum(min(chunk_size, len(query_rows) - s) for s in starts)
+
+        def chunks() -> Iterator[pa.Table]:
+            disable = None if progress is None else not progress
+            with tqdm(total=n, unit=column.split("_")[0], disable=disable) as bar:
+                for start in starts:
+                    stop = start + chunk_size
+                    found, scores = rank(query_rows[start:stop])
+                    bar.update(len(found))
+                    yield hits_table(schema, query_ids[start:stop], found, scores, listing_ids)
+
+        return Written(path, n, write_chunks(path, schema, chunks()))
 
     # ------------------------------------------------------------------ vectors
     def embed(self) -> pd.DataFrame:

@@ -9,7 +9,7 @@ import inspect
 import logging
 import os
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,7 +19,9 @@ from fastapi import Body, Depends, FastAPI, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -32,7 +34,7 @@ from embedrec.retrieval.results import Results, UnknownIdError
 from embedrec.serving import schemas as s
 from embedrec.serving.filter_params import filter_parameters
 from embedrec.serving.metrics import CONTENT_TYPE, Metrics, MetricsAndLimits
-from embedrec.serving.state import ServingState, Settings, StateHolder
+from embedrec.serving.state import BatchError, ServingState, Settings, StateHolder
 from embedrec.serving.store import StoreUnavailable, open_store
 from embedrec.version import __version__
 
@@ -46,6 +48,18 @@ PLACEHOLDER = (
     "<!doctype html><title>embedrec</title><h1>embedrec</h1>"
     "<p>The explorer page is not installed. The API is described at "
     '<a href="/docs">/docs</a> (<a href="/openapi.json">openapi.json</a>).</p>'
+)
+# the explorer page loads its script, styles and data from this server only, and is never framed
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+OUTSIDE_MODEL_ROOT = (
+    "reloads are limited to model directories under the server's model root (--model-root)"
 )
 # query parameters that are not filters
 NOT_FILTERS = {"k"}
@@ -88,6 +102,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.holder = holder
     bearer = HTTPBearer(auto_error=False, description="the API token set at start-up")
     _add_error_handlers(app)
+    model_root = os.path.realpath(settings.model_root or Path(settings.model_dir).parent)
 
     async def state() -> ServingState:
         # async: a sync dependency would cost each request an extra trip to the thread pool
@@ -95,9 +110,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     State = Annotated[ServingState, Depends(state)]
 
-    async def writer(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> None:
+    def check_token(given: str) -> None:
         if settings.token is None:
             raise ApiError(
                 403,
@@ -105,11 +118,17 @@ def create_app(settings: Settings) -> FastAPI:
                 "(set EMBEDREC_API_TOKEN or --token-file)",
                 "Authorization",
             )
-        given = credentials.credentials if credentials else ""
         if not hmac.compare_digest(given.encode(), settings.token.encode()):
             raise ApiError(401, "missing or wrong bearer token", "Authorization")
 
+    async def writer(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
+        check_token(credentials.credentials if credentials else "")
+
     Writer = Depends(writer)
+    # routes defined from here on check the token of a write before FastAPI reads its body
+    app.router.route_class = _token_first_route(writer, check_token)
     K = Annotated[int, Query(ge=1, le=s.MAX_K, description="number of results")]
 
     async def query_filters(request: Request, st: State, **documented: Any) -> list:
@@ -139,6 +158,8 @@ def create_app(settings: Settings) -> FastAPI:
         """Listings most similar to one listing. Any listing column filters, e.g. ``fuel=diesel``
         (repeated or comma-separated for sets) or ``year_min=2018``."""
         query = st.listing_id(listing_id)
+        if st.catalogue.rows_of([query])[0] < 0:  # removed: not embedded from training fields
+            raise ApiError(404, f"unknown listing_id {query!r}", "listing_id")
         (answer,) = st.retriever.similar([query], k, filters)
         origin = _near(filters) or _location(st, query)
         return s.SimilarResponse(query=query, results=_distances(answer, origin))
@@ -251,6 +272,17 @@ def create_app(settings: Settings) -> FastAPI:
         response.status_code = 201 if created else 200
         return s.WriteResponse(listing_id=typed, seq=seq, created=created)
 
+    @app.post("/v1/listings:batch", dependencies=[Writer], responses=WRITE_ERRORS)
+    def put_listings(request_body: s.BatchRequest, st: State) -> s.BatchResponse:
+        """Add or replace up to 1,000 listings in one transaction, all or none: the batch is
+        validated and embedded as a whole first, and a 422 names every bad listing (``errors``:
+        index and field)."""
+        typed, fields = _batch_items(st, request_body.listings)
+        embedded = st.embed(st.listing_table(list(zip(typed, fields, strict=True))), fields)
+        created = int((st.catalogue.rows_of(typed) < 0).sum())
+        results = holder.write_many(st, typed, embedded)
+        return s.BatchResponse(count=len(results), created=created, seqs=[q for q, _ in results])
+
     @app.delete("/v1/listings/{listing_id}", dependencies=[Writer], responses=WRITE_ERRORS)
     def delete_listing(listing_id: Id, st: State) -> s.WriteResponse:
         """Remove a listing (sold): it is no longer returned."""
@@ -264,7 +296,11 @@ def create_app(settings: Settings) -> FastAPI:
     def reload(request_body: s.ReloadRequest | None = None) -> s.ModelInfo:
         """Load a model directory (default: the one served) and swap it in atomically; the
         reload is recorded in the store, so every worker and replica loads it too."""
-        model_dir = (request_body.model_dir if request_body else None) or holder.current.model_dir
+        requested = request_body.model_dir if request_body else None
+        if requested and not _under(requested, model_root):
+            # the same answer whether or not the path exists: no probing of the file system
+            raise ApiError(403, OUTSIDE_MODEL_ROOT, "model_dir")
+        model_dir = requested or holder.current.model_dir
         try:
             new = holder.reload(model_dir)
         except BundleError as exc:
@@ -295,9 +331,16 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> Response:
         page = STATIC / "index.html"
-        return FileResponse(page) if page.is_file() else HTMLResponse(PLACEHOLDER)
+        if page.is_file():
+            return FileResponse(page, headers=PAGE_HEADERS)
+        return HTMLResponse(PLACEHOLDER, headers=PAGE_HEADERS)
 
-    app.add_middleware(MetricsAndLimits, metrics=metrics, max_body=settings.max_body_bytes)
+    app.add_middleware(
+        MetricsAndLimits,
+        metrics=metrics,
+        max_body=settings.max_body_bytes,
+        larger={"/v1/listings:batch": max(settings.max_batch_bytes, settings.max_body_bytes)},
+    )
     return app
 
 
@@ -319,26 +362,82 @@ def limit_threads() -> None:
     so only a server's own start-up calls it (``embedrec serve``, :func:`app_from_env`),
     never :func:`create_app`, which a program may call in-process.
     """
-    import faiss
     import torch
 
-    faiss.omp_set_num_threads(1)
+    from embedrec.index.vector_index import set_search_threads
+
+    set_search_threads(1)
     torch.set_num_threads(1)
 
 
 def settings_from_env() -> Settings:
     env = os.environ
+    token_file = env.get("EMBEDREC_TOKEN_FILE")
     return Settings(
         model_dir=env["EMBEDREC_MODEL_DIR"],
         listings=env.get("EMBEDREC_LISTINGS") or None,
         store=env.get("EMBEDREC_STORE", "embedrec-store.sqlite"),
-        token=env.get("EMBEDREC_API_TOKEN") or None,
+        # a token file is read by each worker: the token itself stays out of the environment
+        token=read_token_file(token_file) if token_file else env.get("EMBEDREC_API_TOKEN") or None,
+        model_root=env.get("EMBEDREC_MODEL_ROOT") or None,
         max_body_bytes=int(env.get("EMBEDREC_MAX_BODY_BYTES", 64 * 1024)),
         follow_store=env.get("EMBEDREC_FOLLOW_STORE") == "1",
     )
 
 
+def read_token_file(path: str) -> str | None:
+    """The API token: the first line of ``path``, stripped; None when it is empty."""
+    lines = Path(path).read_text().splitlines()
+    return (lines[0].strip() if lines else "") or None
+
+
 # ---------------------------------------------------------------------- helpers
+def _batch_items(st: ServingState, items: list[dict[str, Any]]) -> tuple[list, list[dict]]:
+    """Each item's typed id and fields; BatchError naming every item without a usable id."""
+    typed, fields, errors = [], [], []
+    for index, item in enumerate(items):
+        raw = item.get("listing_id")
+        if isinstance(raw, bool) or not isinstance(raw, str | int) or not 0 < len(str(raw)) <= 256:
+            errors.append((index, "listing_id", "a string or integer id (1-256 characters)"))
+            continue
+        typed.append(st.listing_id(str(raw)))
+        fields.append({k: v for k, v in item.items() if k != "listing_id"})
+    if errors:
+        raise BatchError(errors)
+    return typed, fields
+
+
+def _token_first_route(writer: Callable, check_token: Callable[[str], None]) -> type[APIRoute]:
+    """Routes that check the bearer token of a write (a route depending on ``writer``) before
+    FastAPI reads the body: a wrong token answers 401, whatever the body holds."""
+
+    class TokenFirstRoute(APIRoute):
+        def get_route_handler(self) -> Callable:
+            handler = super().get_route_handler()
+            if not any(d.call is writer for d in self.dependant.dependencies):
+                return handler
+
+            async def token_first(request: Request) -> Response:
+                scheme, credentials = get_authorization_scheme_param(
+                    request.headers.get("Authorization")
+                )
+                check_token(credentials if scheme.lower() == "bearer" else "")
+                return await handler(request)
+
+            return token_first
+
+    return TokenFirstRoute
+
+
+def _under(path: str, root: str) -> bool:
+    """Whether ``path``, symbolic links resolved, is ``root`` or inside it."""
+    try:
+        real = os.path.realpath(path)
+    except (OSError, ValueError):  # e.g. a NUL byte
+        return False
+    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+
+
 def _query_mapping(request: Request) -> dict[str, Any]:
     """Filter mapping from query parameters: sets repeated or comma-separated."""
     mapping: dict[str, Any] = {}
@@ -371,10 +470,11 @@ def _near(filters: list) -> tuple[float, float] | None:
 
 
 def _location(st: ServingState, listing_id: Any) -> tuple[float, float] | None:
-    row = st.catalogue.rows_of([listing_id])
+    catalogue = st.catalogue  # once: a compaction swaps in another, with other row numbers
+    row = catalogue.rows_of([listing_id])
     if row[0] < 0:
         return None
-    record = st.catalogue.fields(row)[0]
+    record = catalogue.fields(row)[0]
     for lat, lon in LAT_LON_COLUMNS:
         if record.get(lat) is not None and record.get(lon) is not None:
             return float(record[lat]), float(record[lon])
@@ -397,14 +497,16 @@ def _distances(answer: Results, origin: tuple[float, float] | None) -> list[dict
 
 
 def _fields(st: ServingState, listing_id: Any) -> dict[str, Any]:
-    row = st.catalogue.rows_of([listing_id])
+    catalogue = st.catalogue  # once: a compaction swaps in another, with other row numbers
+    row = catalogue.rows_of([listing_id])
     if row[0] < 0:
         raise ApiError(404, f"unknown listing_id {listing_id!r}", "listing_id")
-    return st.catalogue.fields(row)[0]
+    return catalogue.fields(row)[0]
 
 
 def _random_live(st: ServingState) -> Any:
-    live = st.catalogue.live
+    catalogue = st.catalogue  # once: a compaction swaps in another, with other row numbers
+    live = catalogue.live
     if not live.any():
         raise ApiError(404, "the catalogue is empty", None)
     for _ in range(32):  # rejection sampling: O(1) while most rows are live
@@ -413,7 +515,7 @@ def _random_live(st: ServingState) -> Any:
             break
     else:
         row = int(np.random.default_rng().choice(np.flatnonzero(live)))
-    return st.catalogue.fields(np.array([row]))[0]["listing_id"]
+    return catalogue.fields(np.array([row]))[0]["listing_id"]
 
 
 def _model_info(st: ServingState) -> s.ModelInfo:
@@ -465,6 +567,13 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(FilterError)
     async def filter_error(_: Request, exc: FilterError) -> JSONResponse:
         return _error(422, str(exc), exc.field)
+
+    @app.exception_handler(BatchError)
+    async def batch_error(_: Request, exc: BatchError) -> JSONResponse:
+        errors = [{"index": i, "field": f, "error": m} for i, f, m in exc.errors]
+        index, field, _ = exc.errors[0]
+        where = f"listings.{index}" + (f".{field}" if field else "")
+        return JSONResponse({"error": exc.message, "field": where, "errors": errors}, 422)
 
     @app.exception_handler(DataError)
     async def data_error(_: Request, exc: DataError) -> JSONResponse:

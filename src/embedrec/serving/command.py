@@ -10,10 +10,11 @@ from pathlib import Path
 
 import click
 
-from embedrec.bundle import BundleError, read_manifest
+from embedrec.bundle import MODEL_FILES, BundleError, read_manifest
 from embedrec.data.errors import DataError
 
 TOKEN_VARIABLE = "EMBEDREC_API_TOKEN"
+TOKEN_FILE_VARIABLE = "EMBEDREC_TOKEN_FILE"
 WORKER_HEALTHCHECK_S = 30
 
 
@@ -51,6 +52,12 @@ def _store_path(value: str) -> str:
     "Without a token the server is read-only.",
 )
 @click.option(
+    "--model-root",
+    type=click.Path(exists=True, file_okay=False),
+    help="POST /v1/admin/reload loads only model directories under this directory (symbolic "
+    "links resolved); others answer 403. Default: the parent directory of MODEL_DIR.",
+)
+@click.option(
     "--listings",
     type=click.Path(exists=True, dir_okay=False),
     help="Listings file to serve instead of the training listings (new ones embedded from "
@@ -64,13 +71,14 @@ def serve_command(
     workers: int,
     store: str,
     token_file: str | None,
+    model_root: str | None,
     listings: str | None,
     log_level: str,
 ) -> None:
     """Serve MODEL_DIR over HTTP: similar listings, recommendations, listing writes."""
     import uvicorn
 
-    from embedrec.serving.app import create_app, limit_threads
+    from embedrec.serving.app import create_app, limit_threads, read_token_file
     from embedrec.serving.state import Settings
     from embedrec.serving.store import StoreUnavailable, open_store
 
@@ -79,18 +87,22 @@ def serve_command(
     )
     token = os.environ.get(TOKEN_VARIABLE) or None
     if token_file:
-        token = Path(token_file).read_text().strip() or None
+        token_file = os.path.abspath(token_file)  # the workers may start elsewhere
+        _warn_if_others_can_read(token_file)
+        token = read_token_file(token_file)
     if token is None:
         click.echo(
             f"warning: no API token ({TOKEN_VARIABLE} or --token-file): read-only, "
             "PUT/DELETE/reload answer 403",
             err=True,
         )
+    model_root = os.path.realpath(model_root or Path(model_dir).parent)
     settings = Settings(
         model_dir=model_dir,
         listings=listings,
         store=store,
         token=token,
+        model_root=model_root,
     )
     try:
         if workers == 1:
@@ -98,7 +110,7 @@ def serve_command(
             limit_threads()
             uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
             return
-        read_manifest(model_dir)  # fail here, not in every worker
+        read_manifest(model_dir, MODEL_FILES)  # fail here, not in every worker
         opened = open_store(store)  # an unreachable database, too, fails here
         try:
             if not opened.listens:
@@ -112,9 +124,14 @@ def serve_command(
             EMBEDREC_STORE=str(store),
             EMBEDREC_LISTINGS=listings or "",
             EMBEDREC_FOLLOW_STORE="1",
+            EMBEDREC_MODEL_ROOT=model_root,
         )
-        if token:
-            os.environ[TOKEN_VARIABLE] = token
+        # each worker reads the token file itself: the token is not copied into the
+        # environment, where any process of the user could read it in /proc/PID/environ
+        if token_file:
+            os.environ[TOKEN_FILE_VARIABLE] = token_file
+        else:
+            os.environ.pop(TOKEN_FILE_VARIABLE, None)
         uvicorn.run(
             "embedrec.serving.app:app_from_env",
             factory=True,
@@ -131,6 +148,16 @@ def serve_command(
     except (BundleError, DataError, OSError, StoreUnavailable) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+
+
+def _warn_if_others_can_read(token_file: str) -> None:
+    mode = os.stat(token_file).st_mode
+    if mode & 0o077:
+        click.echo(
+            f"warning: token file {token_file} is accessible to group or others (mode "
+            f"{mode & 0o777:o}); restrict it: chmod 600 {token_file}",
+            err=True,
+        )
 
 
 if __name__ == "__main__":

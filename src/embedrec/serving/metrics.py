@@ -63,10 +63,13 @@ class Metrics:
 class MetricsAndLimits:
     """ASGI middleware: times every request by route and refuses bodies over ``max_body``."""
 
-    def __init__(self, app: Callable, metrics: Metrics, max_body: int) -> None:
+    def __init__(
+        self, app: Callable, metrics: Metrics, max_body: int, larger: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body = max_body
+        self.larger = larger or {}  # paths allowed bodies over max_body (bulk writes)
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -81,13 +84,14 @@ class MetricsAndLimits:
             await send(message)
 
         try:
+            limit = self.larger.get(scope["path"], self.max_body)
             declared = _content_length(scope)
-            if declared is not None and declared > self.max_body:
-                await _too_large(send_status, self.max_body)
+            if declared is not None and declared > limit:
+                await _too_large(send_status, limit)
             elif declared is None and scope["method"] in ("POST", "PUT", "PATCH"):
-                body = await self._read_limited(receive)
+                body = await self._read_limited(receive, limit)
                 if body is None:
-                    await _too_large(send_status, self.max_body)
+                    await _too_large(send_status, limit)
                 else:
                     await self.app(scope, _replay(body, receive), send_status)
             else:
@@ -98,7 +102,7 @@ class MetricsAndLimits:
             seconds = time.perf_counter() - started
             self.metrics.observe(endpoint, scope["method"], status["code"], seconds)
 
-    async def _read_limited(self, receive: Callable) -> bytes | None:
+    async def _read_limited(self, receive: Callable, limit: int) -> bytes | None:
         """The whole body of a chunked request (no Content-Length), None when too large.
 
         Read here because FastAPI turns errors raised while it reads a body into 400.
@@ -110,7 +114,7 @@ class MetricsAndLimits:
                 return b"".join(chunks)
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body:
+            if size > limit:
                 return None
             chunks.append(chunk)
             if not message.get("more_body", False):

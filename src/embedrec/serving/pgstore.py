@@ -3,7 +3,8 @@
 Same interface and meaning as the SQLite :class:`~embedrec.serving.store.ListingStore`:
 
 - ``embedrec_listings``: one row per listing id (``json.dumps`` of the id, so 7 and "7" stay
-  apart), its last change sequence and its JSON fields (NULL: a tombstone);
+  apart), its last change sequence, its JSON fields (NULL: a tombstone) and its vector
+  (float32 bytes) tagged with the model that embedded it;
 - ``embedrec_counters``: the store-wide change sequence (``seq``) and reload ``generation``.
   A write increments ``seq`` in its own transaction: the row lock it takes is held until the
   commit, so writes commit in sequence order and a reader that has seen ``seq`` N has seen
@@ -23,11 +24,19 @@ before its transaction was committed is retried once on a fresh one.
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 from typing import Any
 
-from embedrec.serving.store import Change, Head, StoreBase, StoreUnavailable, redact
+from embedrec.serving.store import (
+    Change,
+    Head,
+    Row,
+    StoreBase,
+    StoreUnavailable,
+    assign,
+    changes_of,
+    redact,
+)
 
 CHANNEL = "embedrec_changes"
 CONNECT_TIMEOUT_S = 5
@@ -41,6 +50,9 @@ _SCHEMA = [
         fields text,                  -- JSON object; NULL: deleted
         written_at timestamptz NOT NULL DEFAULT now()
     )""",
+    # a store written before vectors were kept gets their columns; its rows stay
+    "ALTER TABLE embedrec_listings ADD COLUMN IF NOT EXISTS vector bytea",
+    "ALTER TABLE embedrec_listings ADD COLUMN IF NOT EXISTS vector_model text",
     "CREATE INDEX IF NOT EXISTS embedrec_listings_seq ON embedrec_listings (seq)",
     "CREATE TABLE IF NOT EXISTS embedrec_counters (name text PRIMARY KEY, value bigint NOT NULL)",
     "INSERT INTO embedrec_counters VALUES ('seq', 0), ('generation', 0) ON CONFLICT DO NOTHING",
@@ -79,6 +91,7 @@ class PostgresStore(StoreBase):
     listens = True
 
     def __init__(self, location: str) -> None:
+        super().__init__()
         self._pg = _psycopg()
         self.location = location
         # as for SQLite: writes on one connection, reads on another, each with its lock, and
@@ -181,13 +194,11 @@ class PostgresStore(StoreBase):
     def changes_since(self, seq: int) -> list[Change]:
         """The latest state of every listing changed after ``seq``, in sequence order."""
         rows = self._read(
-            "SELECT seq, listing_id, fields FROM embedrec_listings WHERE seq > %s ORDER BY seq",
+            "SELECT seq, listing_id, fields, vector, vector_model FROM embedrec_listings "
+            "WHERE seq > %s ORDER BY seq",
             (seq,),
         )
-        return [
-            Change(int(s), json.loads(i), json.loads(f) if f is not None else None)
-            for s, i, f in rows
-        ]
+        return changes_of(rows)
 
     def counts(self) -> dict[str, int]:
         """How many stored listings are live and how many are tombstones."""
@@ -248,26 +259,35 @@ class PostgresStore(StoreBase):
                     raise
         raise AssertionError("unreachable")
 
-    def _write(self, listing_id: Any, fields: str | None) -> tuple[int, bool]:
-        key = json.dumps(listing_id)
+    def _write_rows(self, rows: list[Row]) -> list[tuple[int, bool]]:
+        keys = list({row[0]: None for row in rows})
 
-        def body(db: Any) -> tuple[int, bool]:
+        def body(db: Any) -> list[tuple[int, bool]]:
             # the counter row stays locked until COMMIT: writes commit in sequence order
-            seq = db.execute(
-                "UPDATE embedrec_counters SET value = value + 1 WHERE name = 'seq' RETURNING value"
+            last = db.execute(
+                "UPDATE embedrec_counters SET value = value + %s WHERE name = 'seq' "
+                "RETURNING value",
+                (len(rows),),
             ).fetchone()[0]
-            before = db.execute(
-                "SELECT fields IS NOT NULL FROM embedrec_listings WHERE listing_id = %s",
-                (key,),
-            ).fetchone()
-            db.execute(
-                "INSERT INTO embedrec_listings (listing_id, seq, fields) VALUES (%s, %s, %s) "
-                "ON CONFLICT (listing_id) DO UPDATE SET seq = excluded.seq, "
-                "fields = excluded.fields, written_at = now()",
-                (key, seq, fields),
+            live = dict(
+                db.execute(
+                    "SELECT listing_id, fields IS NOT NULL FROM embedrec_listings "
+                    "WHERE listing_id = ANY(%s)",
+                    (keys,),
+                ).fetchall()
             )
-            db.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(seq)))
-            return int(seq), not (before and before[0])
+            params = assign(int(last) - len(rows) + 1, rows, live)
+            with db.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO embedrec_listings (listing_id, seq, fields, vector, "
+                    "vector_model) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (listing_id) DO "
+                    "UPDATE SET seq = excluded.seq, fields = excluded.fields, "
+                    "vector = excluded.vector, vector_model = excluded.vector_model, "
+                    "written_at = now()",
+                    [(k, q, f, v, m) for k, q, f, v, m, _ in params],
+                )
+            db.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(last)))
+            return [(q, new) for _, q, _, _, _, new in params]
 
         return self._transaction(body)
 

@@ -8,13 +8,24 @@ from pydantic import BaseModel, ConfigDict, Field
 
 ListingId = str | int
 MAX_K = 1000
+MAX_BATCH = 1000  # listings in one POST /v1/listings:batch
+
+
+class ItemError(BaseModel):
+    """One bad listing of a batch: its position in ``listings``, the field and why."""
+
+    index: int
+    field: str | None = None
+    error: str
 
 
 class ErrorBody(BaseModel):
-    """Every error: a message and, when one parameter or field is at fault, its name."""
+    """Every error: a message and, when one parameter or field is at fault, its name; a
+    batch write names every bad listing in ``errors``."""
 
     error: str
     field: str | None = None
+    errors: list[ItemError] | None = None
 
 
 class ListingFields(BaseModel):
@@ -84,6 +95,26 @@ class WriteResponse(BaseModel):
     deleted: bool = False
 
 
+class BatchRequest(BaseModel):
+    """Listings to add or replace together: each an object with ``listing_id`` and the
+    columns of the listings file, as the body of a PUT."""
+
+    model_config = ConfigDict(extra="forbid")
+    listings: list[dict[str, Any]] = Field(
+        min_length=1,
+        max_length=MAX_BATCH,
+        examples=[[{"listing_id": "L1", "make": "Nissan", "price": 23221}]],
+    )
+
+
+class BatchResponse(BaseModel):
+    """The batch committed in one transaction: ``seqs`` in the order of ``listings``."""
+
+    count: int
+    created: int = Field(description="how many listings were new (the others replaced)")
+    seqs: list[int]
+
+
 class ModelInfo(BaseModel):
     model_dir: str
     model: str
@@ -111,8 +142,9 @@ class Readiness(BaseModel):
     seq: int = Field(description="the last store change applied")
     listings: int
     reload_error: str | None = Field(
-        None, description="why the last reload recorded in the store failed here; the model "
-        "served is the one before it"
+        None,
+        description="why the last reload recorded in the store failed here; the model "
+        "served is the one before it",
     )
     store_error: str | None = Field(
         None,

@@ -13,6 +13,9 @@ reads go on being answered while it is away.
 from __future__ import annotations
 
 import contextlib
+import copy
+import hashlib
+import json
 import logging
 import math
 import threading
@@ -32,7 +35,7 @@ from embedrec.data.io import load_listings
 from embedrec.index.catalogue import Catalogue
 from embedrec.recommender import Recommender
 from embedrec.retrieval.retriever import Retriever
-from embedrec.serving.store import Change, Head, Store, StoreUnavailable
+from embedrec.serving.store import Change, Head, Store, StoreUnavailable, Write
 
 log = logging.getLogger("embedrec.serving")
 # projections kept per model: each distinct ``sample`` value costs up to 100k points' fields,
@@ -54,6 +57,10 @@ class Settings:
     store: str = "embedrec-store.sqlite"
     token: str | None = None
     max_body_bytes: int = 64 * 1024
+    # POST /v1/listings:batch: up to schemas.MAX_BATCH listings in a body of at most this
+    max_batch_bytes: int = 4 * 1024 * 1024
+    # POST /v1/admin/reload loads only directories under it (None: MODEL_DIR's parent)
+    model_root: str | None = None
     # workers started by uvicorn load the model directory recorded in the store, so a worker
     # respawned after a reload serves the reloaded model
     follow_store: bool = False
@@ -61,12 +68,38 @@ class Settings:
 
 @dataclass
 class Embedded:
-    """A listing validated and embedded before it is written: applied without re-embedding."""
+    """Listings validated and embedded before they are written: applied without
+    re-embedding. ``fields`` is one listing's fields, or a list of them (one per row)."""
 
-    fields: dict[str, Any]
+    fields: dict[str, Any] | list[dict[str, Any]]
     table: pd.DataFrame
     vectors: np.ndarray
     model_rows: np.ndarray
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return self.fields if isinstance(self.fields, list) else [self.fields]
+
+
+class BatchError(DataError):
+    """Listings of a batch that cannot be written: ``errors`` holds (index, field, message)
+    for every bad item, so that one answer names them all."""
+
+    def __init__(self, errors: list[tuple[int, str | None, str]]) -> None:
+        self.errors = errors
+        index, field_name, message = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        super().__init__(f"listing {index}: {message}{more}", column=field_name)
+
+
+def model_tag(recommender: Recommender) -> str | None:
+    """What a stored vector is tagged with: a hash of the model's manifest, which holds the
+    checksums of its files (None for a model not loaded from a directory: never shared)."""
+    manifest = getattr(recommender, "manifest_", None)
+    if not manifest:
+        return None
+    text = json.dumps(manifest, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 @dataclass
@@ -78,12 +111,14 @@ class ServingState:
     model_dir: str
     generation: int
     seq: int = 0
+    model_tag: str | None = None  # vectors stored with this tag are applied as they are
     loaded_at: float = field(default_factory=time.time)
     skipped: dict[Any, str] = field(default_factory=dict)  # stored listings it cannot embed
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _projections: OrderedDict[tuple[str, int], dict[str, Any]] = field(
         default_factory=OrderedDict, repr=False
     )
+    _projections_seq: int = field(default=0, repr=False)  # the seq they were computed at
 
     # ------------------------------------------------------------------ ids and listings
     @property
@@ -107,28 +142,71 @@ class ServingState:
         Raises DataError naming the column for unknown columns or values of the wrong type;
         columns not given are missing values.
         """
-        table = self.catalogue.schema
-        if "listing_id" in fields and fields["listing_id"] != listing_id:
-            raise DataError(
-                f"listing_id {fields['listing_id']!r} in the body differs from the path "
-                f"({listing_id!r})",
-                column="listing_id",
-            )
-        id_dtype = table["listing_id"].dtype
-        if pd.api.types.is_integer_dtype(id_dtype) and not isinstance(listing_id, int):
-            raise DataError(
-                f"listing ids of this catalogue are integers, got {listing_id!r}",
-                column="listing_id",
-            )
-        columns = {"listing_id": pd.Series([listing_id], dtype=id_dtype)}
-        for name in fields:
-            if name != "listing_id" and name not in table.columns:
-                raise DataError(
-                    f"unknown field; the listings have: {', '.join(self.columns)}", column=name
-                )
-        for name in self.columns:
-            columns[name] = _column(name, fields.get(name), table[name].dtype)
-        return load_listings(pd.DataFrame(columns))
+        try:
+            return self.listing_table([(listing_id, fields)])
+        except BatchError as exc:
+            _, column, message = exc.errors[0]
+            raise DataError(message, column=column) from None
+
+    def listing_table(
+        self, items: list[tuple[Any, dict[str, Any]]], validated: bool = False
+    ) -> pd.DataFrame:
+        """A validated listings table of (id, fields) items, one row each, with the
+        catalogue's columns and types. BatchError names every bad item (index and field);
+        an id given twice is an error too. ``validated``: the items passed ``load_listings``
+        in a worker of the same model (stored with its vectors), so only their types are
+        checked here (load_listings' fixed cost was most of a write's validation)."""
+        schema = self.catalogue.schema
+        id_dtype = schema["listing_id"].dtype
+        integer_ids = pd.api.types.is_integer_dtype(id_dtype)
+        names, errors = self.columns, []
+        dtypes = [schema[name].dtype for name in names]  # once: a column lookup costs ~50 us
+        values: dict[str, list] = {name: [] for name in names}
+        ids, seen = [], {}
+        for index, (listing_id, fields) in enumerate(items):
+            try:
+                if "listing_id" in fields and fields["listing_id"] != listing_id:
+                    raise DataError(
+                        f"listing_id {fields['listing_id']!r} in the body differs from the "
+                        f"path ({listing_id!r})",
+                        column="listing_id",
+                    )
+                if integer_ids and (
+                    not isinstance(listing_id, int) or isinstance(listing_id, bool)
+                ):
+                    raise DataError(
+                        f"listing ids of this catalogue are integers, got {listing_id!r}",
+                        column="listing_id",
+                    )
+                if listing_id in seen:
+                    raise DataError(
+                        f"listing_id {listing_id!r} is also item {seen[listing_id]}",
+                        column="listing_id",
+                    )
+                for name in fields:
+                    if name != "listing_id" and name not in schema.columns:
+                        raise DataError(
+                            f"unknown field; the listings have: {', '.join(names)}", column=name
+                        )
+                row = [_value(n, fields.get(n), t) for n, t in zip(names, dtypes, strict=True)]
+            except DataError as exc:
+                errors.append((index, exc.column, exc.message))
+                continue
+            seen[listing_id] = index
+            ids.append(listing_id)
+            for name, value in zip(names, row, strict=True):
+                values[name].append(value)
+        if errors:
+            raise BatchError(errors)
+        columns = {"listing_id": pd.Series(ids, dtype=id_dtype)}
+        for name, dtype in zip(names, dtypes, strict=True):
+            columns[name] = _series(values[name], dtype)
+        if validated:
+            return pd.DataFrame(columns)
+        try:
+            return load_listings(pd.DataFrame(columns))
+        except DataError as exc:  # coordinates and finiteness, checked column by column
+            raise BatchError([((exc.row or 1) - 1, exc.column, exc.message)]) from None
 
     def embed(self, frame: pd.DataFrame, fields: dict[str, Any] | None = None) -> Embedded:
         """Vectors of new listings; DataError when the model cannot embed them (``mf``)."""
@@ -139,39 +217,79 @@ class ServingState:
                 "serve a feature model (hybrid or deep) to add new listings",
                 column="listing_id",
             )
-        return Embedded(fields or {}, frame, vectors, model_rows)
+        return Embedded({} if fields is None else fields, frame, vectors, model_rows)
 
     # ------------------------------------------------------------------ store changes
-    def catch_up(self, store: Store, ready: dict[int, Embedded] | None = None) -> None:
-        """Apply the store's changes after ``seq``; ``ready`` holds pre-embedded writes by seq."""
+    def catch_up(self, store: Store, ready: dict[int, tuple[Embedded, int]] | None = None) -> None:
+        """Apply the store's changes after ``seq``; ``ready`` holds pre-embedded writes by seq
+        (the listing's Embedded and its row there)."""
         with self._lock:
             changes = store.changes_since(self.seq)
             if changes:
                 self._apply(changes, ready or {})
                 self.seq = changes[-1].seq
+                if self.catalogue.compaction_due():
+                    self._compact()
 
-    def _apply(self, changes: list[Change], ready: dict[int, Embedded]) -> None:
+    def _apply(self, changes: list[Change], ready: dict[int, tuple[Embedded, int]]) -> None:
         deleted = [c.listing_id for c in changes if c.fields is None]
         if deleted:
             self.catalogue.remove(deleted)
-        puts = [c for c in changes if c.fields is not None]
-        frames, embedded = [], []
-        for change in puts:
-            if change.seq in ready:
-                embedded.append(ready[change.seq])
+        mine: dict[int, tuple[Embedded, list[int]]] = {}  # id(Embedded) -> it and its rows
+        stored, others = [], []
+        for change in changes:
+            if change.fields is None:
                 continue
+            if change.seq in ready:
+                part, row = ready[change.seq]
+                mine.setdefault(id(part), (part, []))[1].append(row)
+            elif self._reusable(change):
+                stored.append(change)
+            else:
+                others.append(change)
+        for part, rows in mine.values():
+            whole = rows == list(range(len(part.table)))
+            table = part.table if whole else part.table.iloc[rows]
+            self.catalogue.add(table, part.vectors[rows], part.model_rows[rows])
+        if stored:  # embedded by a worker of the same model: its vectors, not ours
+            try:
+                items = [(c.listing_id, c.fields) for c in stored]
+                table = self.listing_table(items, validated=True)
+                vectors = np.stack([np.frombuffer(c.vector, dtype="<f4") for c in stored])
+                model_rows = self.retriever.listing_ids.indices(table["listing_id"])
+                self.catalogue.add(table, vectors, model_rows)
+            except DataError:  # one by one below, so that only the bad ones are skipped
+                others = stored + others
+        frames = []
+        for change in others:
             try:
                 frames.append(self.listing_frame(change.listing_id, change.fields))
             except DataError as exc:  # e.g. a reloaded model with other columns
                 self._skip(change.listing_id, exc)
         if frames:
             try:
-                embedded.append(self.embed(pd.concat(frames, ignore_index=True)))
+                part = self.embed(pd.concat(frames, ignore_index=True))
             except DataError as exc:
                 for frame in frames:
                     self._skip(frame["listing_id"].iloc[0], exc)
-        for part in embedded:
-            self.catalogue.add(part.table, part.vectors, part.model_rows)
+            else:
+                self.catalogue.add(part.table, part.vectors, part.model_rows)
+
+    def _reusable(self, change: Change) -> bool:
+        """Whether the change's stored vector came from this model and fits the catalogue."""
+        if change.vector is None or self.model_tag is None or change.vector_model != self.model_tag:
+            return False
+        return len(change.vector) == 4 * self.catalogue.vectors.shape[1]
+
+    def _compact(self) -> None:
+        """Swap in a catalogue without the rows of replaced and deleted listings; requests in
+        flight keep the retriever (and catalogue) they started with."""
+        started, before = time.perf_counter(), self.catalogue.n_rows
+        retriever = copy.copy(self.retriever)
+        retriever.catalogue = self.catalogue.compacted()
+        self.retriever = retriever
+        log.info("catalogue compacted from %d to %d rows in %.2fs", before,
+                 retriever.catalogue.n_rows, time.perf_counter() - started)  # fmt: skip
 
     def _skip(self, listing_id: Any, exc: Exception) -> None:
         self.skipped[listing_id] = str(exc)
@@ -180,23 +298,31 @@ class ServingState:
     # ------------------------------------------------------------------ projection
     def projection(self, method: str, sample: int) -> dict[str, Any]:
         """2-D coordinates of a sample of live listing vectors; the last few answers are
-        kept (``PROJECTIONS_KEPT``), computed outside the lock that writes take."""
+        kept (``PROJECTIONS_KEPT``) until the next store change, computed outside the lock
+        that writes take."""
         from embedrec.viz.projection import project
 
         key = (method, sample)
         with self._lock:
+            if self._projections_seq != self.seq:  # a removed listing must not be shown
+                self._projections.clear()
+                self._projections_seq = self.seq
+            seq = self.seq
             if key in self._projections:
                 self._projections.move_to_end(key)
                 return self._projections[key]
-        live = np.flatnonzero(self.catalogue.live)
-        rows, coords = project(self.catalogue.vectors[live], method, sample, seed=0)
-        records = self.catalogue.fields(live[rows])
+        catalogue = self.catalogue  # once: a compaction swaps in another
+        live = np.flatnonzero(catalogue.live)
+        rows, coords = project(catalogue.vectors[live], method, sample, seed=0)
+        records = catalogue.fields(live[rows])
         points = [
             {"x": float(x), "y": float(y), **record}
             for (x, y), record in zip(coords, records, strict=True)
         ]
         answer = {"method": method, "points": points}
         with self._lock:
+            if self.seq != seq:  # changed meanwhile: answered, not kept
+                return answer
             self._projections[key] = answer
             while len(self._projections) > PROJECTIONS_KEPT:
                 self._projections.popitem(last=False)  # the least recently asked for
@@ -220,7 +346,9 @@ def build_state(
             unknown[0],
         )
     retriever.warm_up()
-    state = ServingState(recommender, retriever, str(model_dir), generation)
+    state = ServingState(
+        recommender, retriever, str(model_dir), generation, model_tag=model_tag(recommender)
+    )
     state.catch_up(store)
     log.info(
         "loaded %s: %d listings (%d stored writes replayed) in %.1fs",
@@ -297,26 +425,38 @@ class StateHolder:
 
     def write(self, state: ServingState, listing_id: Any, embedded: Embedded | None) -> int:
         """Commit a put (``embedded``) or delete to the store, then apply it; returns seq."""
-        # under the state's lock, so that no other request of this worker applies the change
-        # first and embeds the listing a second time
-        with state._lock:
-            if embedded is None:
-                seq = self.store.delete(listing_id)
-                ready = {}
-            else:
-                seq, _ = self.store.put(listing_id, embedded.fields)
-                ready = {seq: embedded}
-            try:
-                state.catch_up(self.store, ready)
-            except StoreUnavailable as exc:
-                # committed, so acknowledged all the same; the follower applies it once the
-                # store is back
-                log.warning("write %d committed, not yet applied here: %s", seq, exc)
-                return seq
+        return self.write_many(state, [listing_id], embedded)[0][0]
+
+    def write_many(
+        self, state: ServingState, ids: list[Any], embedded: Embedded | None
+    ) -> list[tuple[int, bool]]:
+        """Commit puts of ``embedded``'s rows (``ids`` in its order) or deletes of ``ids``, in
+        one transaction, then apply them; returns (seq, new) per id.
+
+        The vectors are stored with the model's tag, so other workers apply them without
+        embedding again. The commit runs outside the state's lock: writes of concurrent
+        requests are committed together (``Store.put_many``'s group commit).
+        """
+        if embedded is None:
+            writes = [Write(i, None) for i in ids]
+        else:
+            rows = zip(ids, embedded.records, embedded.vectors, strict=True)
+            writes = [Write(i, f, v, state.model_tag) for i, f, v in rows]
+        results = self.store.put_many(writes)
+        ready = {}
+        if embedded is not None:
+            ready = {seq: (embedded, row) for row, (seq, _) in enumerate(results)}
+        try:
+            state.catch_up(self.store, ready)
+        except StoreUnavailable as exc:
+            # committed, so acknowledged all the same; the follower applies it once the
+            # store is back
+            log.warning("write %d committed, not yet applied here: %s", results[-1][0], exc)
+            return results
         if self._state is not state:  # swapped meanwhile: the new state must see it too
             with contextlib.suppress(StoreUnavailable):
                 self._state.catch_up(self.store)
-        return seq
+        return results
 
     def reload(self, model_dir: str) -> ServingState:
         """Build a state for ``model_dir`` off to the side, record it, swap it in."""
@@ -421,18 +561,30 @@ class StateHolder:
             self._background.start()
 
 
-def _column(name: str, value: Any, dtype: Any) -> pd.Series:
-    """One value as a one-row column of the catalogue's type; DataError when it cannot be."""
+def _series(values: list, dtype: Any) -> pd.Series:
+    """Values checked by :func:`_value` as a column (None: missing) of the catalogue's type,
+    or of the type pandas gives a one-value column (ints with a missing one: float)."""
+    missing = any(v is None for v in values)
+    if pd.api.types.is_bool_dtype(dtype):
+        return pd.Series(values, dtype=object if missing else bool)
+    if pd.api.types.is_numeric_dtype(dtype):
+        if not missing and all(type(v) is int for v in values):
+            return pd.Series(values, dtype=np.int64)
+        return pd.Series([np.nan if v is None else v for v in values], dtype=np.float64)
+    if isinstance(dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(dtype):
+        return pd.Series([pd.NaT if v is None else v for v in values], dtype=dtype)
+    return pd.Series(values, dtype=dtype if pd.api.types.is_string_dtype(dtype) else object)
+
+
+def _value(name: str, value: Any, dtype: Any) -> Any:
+    """One value checked against the column's type (None: missing); DataError when it cannot
+    be stored there."""
     if value is None:
-        if pd.api.types.is_integer_dtype(dtype) or pd.api.types.is_float_dtype(dtype):
-            return pd.Series([np.nan], dtype=np.float64)
-        if isinstance(dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(dtype):
-            return pd.Series([pd.NaT], dtype=dtype)
-        return pd.Series([None], dtype=dtype if pd.api.types.is_string_dtype(dtype) else object)
+        return None
     if pd.api.types.is_bool_dtype(dtype):
         if not isinstance(value, bool):
             raise DataError(f"expected true or false, got {value!r}", column=name)
-        return pd.Series([value], dtype=bool)
+        return value
     if pd.api.types.is_numeric_dtype(dtype):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise DataError(f"expected a number, got {value!r}", column=name)
@@ -441,8 +593,8 @@ def _column(name: str, value: Any, dtype: Any) -> pd.Series:
         if pd.api.types.is_integer_dtype(dtype) and isinstance(value, int):
             if abs(value) >= 2**63:
                 raise DataError(f"number out of range: {value}", column=name)
-            return pd.Series([value], dtype=np.int64)
-        return pd.Series([float(value)], dtype=np.float64)
+            return value
+        return float(value)
     if isinstance(dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(dtype):
         if not isinstance(value, str):
             raise DataError(f"expected an ISO-8601 date-time string, got {value!r}", column=name)
@@ -455,9 +607,10 @@ def _column(name: str, value: Any, dtype: Any) -> pd.Series:
                 stamp = stamp.tz_localize(tz) if stamp.tzinfo is None else stamp.tz_convert(tz)
             elif stamp.tzinfo is not None:
                 stamp = stamp.tz_convert(None)
-            return pd.Series([stamp], dtype=dtype)
+            pd.Series([stamp], dtype=dtype)  # out of the dtype's range raises here
+            return stamp
         except (ValueError, OverflowError, TypeError):
             raise DataError(f"cannot parse date-time {value!r}", column=name) from None
     if not isinstance(value, str):
         raise DataError(f"expected a string, got {value!r}", column=name)
-    return pd.Series([value], dtype=dtype if pd.api.types.is_string_dtype(dtype) else object)
+    return value

@@ -11,6 +11,12 @@ rollback), so every worker reloads.
 workers check the head before each request. ``serving/pgstore.py``'s ``PostgresStore`` keeps
 it in PostgreSQL, shared by replicas on several hosts, which LISTEN for the changes of the
 others. :func:`open_store` picks the back-end from the ``--store`` location.
+
+A put may carry the listing's vector (raw float32 bytes, never pickled) with the tag of the
+model that embedded it, so that workers and replicas serving the same model apply it
+without embedding the listing again. Writes that arrive while a commit is in flight are
+committed together in the next transaction (one fsync for all), and each is acknowledged
+only once its transaction has committed.
 """
 
 from __future__ import annotations
@@ -20,16 +26,21 @@ import re
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+import numpy as np
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS listings (
     listing_id TEXT PRIMARY KEY,  -- json.dumps of the id, so 7 and "7" stay different
     seq INTEGER NOT NULL,
     fields TEXT,                  -- JSON object; NULL: deleted
-    written_at REAL NOT NULL
+    written_at REAL NOT NULL,
+    vector BLOB,                  -- float32 bytes embedded by vector_model; NULL: none
+    vector_model TEXT
 );
 CREATE INDEX IF NOT EXISTS listings_seq ON listings (seq);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
@@ -53,6 +64,22 @@ class Change:
     seq: int
     listing_id: Any
     fields: dict[str, Any] | None
+    vector: bytes | None = None  # float32, embedded by the model tagged ``vector_model``
+    vector_model: str | None = None
+
+
+@dataclass(frozen=True)
+class Write:
+    """One listing write: ``fields`` None deletes; ``vector`` as embedded by ``model``."""
+
+    listing_id: Any
+    fields: dict[str, Any] | None
+    vector: np.ndarray | None = None
+    model: str | None = None
+
+
+# one stored row: key (JSON id), JSON fields or None, vector bytes or None, model tag
+Row = tuple[str, str | None, bytes | None, str | None]
 
 
 @dataclass(frozen=True)
@@ -82,7 +109,15 @@ class Store(Protocol):
 
     def head(self) -> Head: ...
 
-    def put(self, listing_id: Any, fields: dict[str, Any]) -> tuple[int, bool]: ...
+    def put(
+        self,
+        listing_id: Any,
+        fields: dict[str, Any],
+        vector: np.ndarray | None = None,
+        model: str | None = None,
+    ) -> tuple[int, bool]: ...
+
+    def put_many(self, writes: Sequence[Write]) -> list[tuple[int, bool]]: ...
 
     def delete(self, listing_id: Any) -> int: ...
 
@@ -137,17 +172,34 @@ def open_store(location: str | Path) -> Store:
 
 
 class StoreBase:
-    """What both back-ends share, on top of their ``_write`` (one transaction storing a
-    listing's JSON fields, or None for a delete, under the next sequence number), ``_record``
-    (one bumping the reload generation, optionally only from 0) and ``head``."""
+    """What both back-ends share, on top of their ``_write_rows`` (one transaction storing
+    rows under the next sequence numbers, returning (seq, new) per row), ``_record`` (one
+    bumping the reload generation, optionally only from 0) and ``head``."""
 
-    def put(self, listing_id: Any, fields: dict[str, Any]) -> tuple[int, bool]:
-        """Store a listing's fields; returns (seq, whether the id was new or deleted)."""
-        return self._write(listing_id, json.dumps(fields, allow_nan=False))
+    def __init__(self) -> None:
+        self._commits = GroupCommit(self._write_rows)
+
+    def put(
+        self,
+        listing_id: Any,
+        fields: dict[str, Any],
+        vector: np.ndarray | None = None,
+        model: str | None = None,
+    ) -> tuple[int, bool]:
+        """Store a listing's fields (and its vector as embedded by ``model``); returns (seq,
+        whether the id was new or deleted)."""
+        return self.put_many([Write(listing_id, fields, vector, model)])[0]
+
+    def put_many(self, writes: Sequence[Write]) -> list[tuple[int, bool]]:
+        """Store several writes in one transaction, all or none; (seq, new) for each."""
+        return self._commits.commit([_row(w) for w in writes])
 
     def delete(self, listing_id: Any) -> int:
         """Record that a listing is gone; returns its seq."""
-        return self._write(listing_id, None)[0]
+        return self.put_many([Write(listing_id, None)])[0][0]
+
+    def _write_rows(self, rows: list[Row]) -> list[tuple[int, bool]]:
+        raise NotImplementedError
 
     def record_reload(self, model_dir: str) -> int:
         """Record a reload so every worker and replica applies it; returns the generation."""
@@ -158,6 +210,97 @@ class StoreBase:
         server of a shared store names the model all follow); returns the head after."""
         self._record(model_dir, only_first=True)
         return self.head()
+
+
+def _row(write: Write) -> Row:
+    fields = None if write.fields is None else json.dumps(write.fields, allow_nan=False)
+    vector = None
+    if write.vector is not None and write.fields is not None:
+        vector = np.ascontiguousarray(write.vector, dtype="<f4").tobytes()
+    return json.dumps(write.listing_id), fields, vector, write.model if vector else None
+
+
+def changes_of(rows: Sequence[tuple]) -> list[Change]:
+    """Changes from (seq, key, fields, vector, vector_model) rows as both back-ends read them."""
+    return [
+        Change(
+            int(s),
+            json.loads(i),
+            None if f is None else json.loads(f),
+            None if v is None else bytes(v),
+            m,
+        )  # fmt: skip
+        for s, i, f, v, m in rows
+    ]
+
+
+def assign(first_seq: int, rows: Sequence[Row], live: dict[str, bool]) -> list[tuple]:
+    """Sequence numbers and "new" flags for ``rows`` written in order, given whether each key
+    was live before (``live``, updated): the parameters (key, seq, fields, vector, model,
+    new) of each row's upsert."""
+    out = []
+    for offset, (key, fields, vector, model) in enumerate(rows):
+        out.append((key, first_seq + offset, fields, vector, model, not live.get(key, False)))
+        live[key] = fields is not None
+    return out
+
+
+class GroupCommit:
+    """Commits writes that arrive while another commit is in flight together, in one
+    transaction (one fsync) run by the first of them; each caller returns once its own
+    writes have committed, with their results, or raises the commit's error."""
+
+    def __init__(self, write: Callable[[list[Row]], list[tuple[int, bool]]]) -> None:
+        self._write = write
+        self._cond = threading.Condition()
+        self._queue: list[_Pending] = []
+        self._busy = False
+
+    def commit(self, rows: list[Row]) -> list[tuple[int, bool]]:
+        mine = _Pending(rows)
+        with self._cond:
+            self._queue.append(mine)
+            while not mine.done and self._busy:
+                self._cond.wait()
+            if mine.done:
+                return mine.outcome()
+            self._busy = True  # this caller commits the queue, its own writes included
+            group, self._queue = self._queue, []
+        try:
+            self._run(group)
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+        return mine.outcome()
+
+    def _run(self, group: list[_Pending]) -> None:
+        try:
+            results = self._write([row for pending in group for row in pending.rows])
+        except BaseException as exc:
+            if len(group) == 1 or isinstance(exc, StoreUnavailable):
+                for pending in group:
+                    pending.error, pending.done = exc, True
+                return
+            for pending in group:  # one caller's bad write must not fail the others
+                self._run([pending])
+            return
+        start = 0
+        for pending in group:
+            pending.results = results[start : start + len(pending.rows)]
+            pending.done, start = True, start + len(pending.rows)
+
+
+class _Pending:
+    def __init__(self, rows: list[Row]) -> None:
+        self.rows, self.done = rows, False
+        self.results: list[tuple[int, bool]] = []
+        self.error: BaseException | None = None
+
+    def outcome(self) -> list[tuple[int, bool]]:
+        if self.error is not None:
+            raise self.error
+        return self.results
 
 
 class ListingStore(StoreBase):
@@ -172,6 +315,7 @@ class ListingStore(StoreBase):
                 f"store {redact(str(path))!r}: ListingStore keeps a SQLite file; "
                 "open_store opens postgresql:// stores"
             )
+        super().__init__()
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Two connections, each serialised by its own lock: reads (one before every request)
@@ -182,6 +326,7 @@ class ListingStore(StoreBase):
             # FULL: a commit is on disk before we answer, even if the machine loses power
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            self._add_vector_columns()
         self._reader, self._read_lock = self._connect(), threading.Lock()
 
     def _connect(self) -> sqlite3.Connection:
@@ -208,40 +353,61 @@ class ListingStore(StoreBase):
             rows = dict(self._reader.execute("SELECT key, value FROM meta").fetchall())
         return Head(int(rows["seq"]), int(rows["generation"]), rows["model_dir"])
 
-    def _write(self, listing_id: Any, fields: str | None) -> tuple[int, bool]:
-        key = json.dumps(listing_id)
+    def _add_vector_columns(self) -> None:
+        """A store written before vectors were kept gets their columns; its rows stay."""
+        self._db.execute("BEGIN IMMEDIATE")  # workers starting together: one adds them
+        try:
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(listings)")}
+            for name, kind in (("vector", "BLOB"), ("vector_model", "TEXT")):
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE listings ADD COLUMN {name} {kind}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def _write_rows(self, rows: list[Row]) -> list[tuple[int, bool]]:
+        keys = list({row[0]: None for row in rows})
         with self._lock:
             # IMMEDIATE takes the write lock first, so sequence numbers commit in order
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                seq = self._db.execute(
-                    "UPDATE meta SET value = value + 1 WHERE key = 'seq' RETURNING value"
+                last = self._db.execute(
+                    "UPDATE meta SET value = value + ? WHERE key = 'seq' RETURNING value",
+                    (len(rows),),
                 ).fetchone()[0]
-                before = self._db.execute(
-                    "SELECT fields IS NOT NULL FROM listings WHERE listing_id = ?", (key,)
-                ).fetchone()
-                self._db.execute(
-                    "INSERT INTO listings VALUES (?, ?, ?, ?) ON CONFLICT (listing_id) DO "
-                    "UPDATE SET seq = excluded.seq, fields = excluded.fields, "
-                    "written_at = excluded.written_at",
-                    (key, seq, fields, time.time()),
+                live: dict[str, bool] = {}
+                for start in range(0, len(keys), 500):  # SQLite's limit on parameters
+                    chunk = keys[start : start + 500]
+                    live.update(self._db.execute(
+                        "SELECT listing_id, fields IS NOT NULL FROM listings WHERE listing_id "
+                        f"IN ({','.join('?' * len(chunk))})", chunk
+                    ).fetchall())  # fmt: skip
+                params = assign(int(last) - len(rows) + 1, rows, live)
+                now = time.time()
+                self._db.executemany(
+                    "INSERT INTO listings (listing_id, seq, fields, written_at, vector, "
+                    "vector_model) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (listing_id) DO "
+                    "UPDATE SET seq = excluded.seq, fields = excluded.fields, written_at = "
+                    "excluded.written_at, vector = excluded.vector, "
+                    "vector_model = excluded.vector_model",
+                    [(k, q, f, now, v, m) for k, q, f, v, m, _ in params],
                 )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        return int(seq), not (before and before[0])
+        return [(q, new) for _, q, _, _, _, new in params]
 
     def changes_since(self, seq: int) -> list[Change]:
         """The latest state of every listing changed after ``seq``, in sequence order."""
         with self._read_lock:
             rows = self._reader.execute(
-                "SELECT seq, listing_id, fields FROM listings WHERE seq > ? ORDER BY seq", (seq,)
+                "SELECT seq, listing_id, fields, vector, vector_model FROM listings "
+                "WHERE seq > ? ORDER BY seq",
+                (seq,),
             ).fetchall()
-        return [
-            Change(int(s), json.loads(i), json.loads(f) if f is not None else None)
-            for s, i, f in rows
-        ]
+        return changes_of(rows)
 
     def _record(self, model_dir: str, only_first: bool) -> int | None:
         with self._lock:

@@ -57,11 +57,14 @@ def prepare_training_data(
     min_listing_interactions: int = 1,
     features_for: str | None = None,
     progress: bool | None = None,
+    since: object = None,
+    until: object = None,
 ) -> TrainingData:
     """Load and validate both tables, map ids, skip (and count) what cannot be trained on,
     and fit the feature encoders for the model named ``features_for`` (None: a model without
-    features). Raises DataError naming the file, row and column of bad input, or when that
-    model needs features and the listings have none."""
+    features). ``since``/``until`` keep the interactions in that time window. Raises
+    DataError naming the file, row and column of bad input, or when that model needs
+    features and the listings have none."""
     steps = tqdm(
         total=4,
         desc="loading",
@@ -71,7 +74,7 @@ def prepare_training_data(
     )
     listing_table = load_listings(listings)
     steps.update()
-    events = load_interactions(interactions, event_weights)
+    events = load_interactions(interactions, event_weights, since=since, until=until)
     steps.update()
     specs = infer_schema(listing_table, schema, listing_table.attrs.get("source"))
     data = prepare(events, listing_table, min_user_interactions, min_listing_interactions)
