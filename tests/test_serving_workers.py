@@ -34,6 +34,17 @@ def workers_answering(url: str, tries: int = 64) -> set[str]:
     return seen
 
 
+def replaced(url: str, gone: int, within_s: float) -> set[str]:
+    """The two workers answering once ``gone`` is no longer one of them."""
+    deadline = time.monotonic() + within_s
+    while True:
+        answering = workers_answering(url)
+        if len(answering) == 2 and str(gone) not in answering:
+            return answering
+        assert time.monotonic() < deadline, f"worker {gone} not replaced: {answering}"
+        time.sleep(0.5)
+
+
 def test_killed_and_hung_workers_are_replaced_and_sigterm_stops_the_server(model_dir, tmp_path):
     server = Server(model_dir, tmp_path / "store.sqlite", "--workers", "2")
     try:
@@ -42,24 +53,12 @@ def test_killed_and_hung_workers_are_replaced_and_sigterm_stops_the_server(model
         victim = int(sorted(before)[0])
         os.kill(victim, signal.SIGKILL)
         # a generous bound for a loaded CI machine; replacement takes seconds (docs/serving.md)
-        deadline = time.monotonic() + 90
-        while True:
-            after = workers_answering(server.url)
-            if len(after) == 2 and str(victim) not in after:
-                break
-            assert time.monotonic() < deadline, f"worker {victim} not replaced: {after}"
-            time.sleep(0.5)
+        after = replaced(server.url, victim, within_s=90)
         # a hung worker (stopped: alive, answering nothing) is killed and replaced after the
         # supervisor's health-check timeout, not left holding its share of connections
         hung = int(sorted(after)[0])
         os.kill(hung, signal.SIGSTOP)
-        deadline = time.monotonic() + 30 + 90
-        while True:
-            after = workers_answering(server.url)
-            if len(after) == 2 and str(hung) not in after:
-                break
-            assert time.monotonic() < deadline, f"hung worker {hung} not replaced: {after}"
-            time.sleep(1)
+        after = replaced(server.url, hung, within_s=30 + 90)
         answer = server.get("/v1/random-listing")
         assert answer.status_code == 200
         listing = answer.json()["listing_id"]
