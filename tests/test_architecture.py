@@ -19,7 +19,8 @@ LAYERS = [
     {"recommender"},
     {"viz"},
     {"serving"},
-    {"cli", "__init__", "__main__"},
+    {"cli", "__init__"},
+    {"__main__"},  # python -m embedrec: the command line
 ]
 
 

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import tomllib
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from embedrec.recommender import Recommender
 from embedrec.retrieval.batch import CHUNK_SIZE, torchrun_rank
 from embedrec.retrieval.results import Results, UnknownIdError
 from embedrec.retrieval.retriever import Retriever
+from embedrec.training.distributed import finish_distributed
 
 # DataError and BundleError are ValueErrors; library calls raise ValueError for bad arguments
 USER_ERRORS = (ValueError, FileNotFoundError, UnknownIdError)
@@ -175,6 +177,30 @@ SOURCES = "CSV or Parquet file, folder of Parquet files, glob, or s3://, gs://, 
     show_default=True,
     help="auto (CUDA when available), cpu, cuda or cuda:N.",
 )
+@click.option(
+    "--checkpoint-every",
+    type=click.IntRange(1),
+    help="Also checkpoint every N steps (a checkpoint follows every epoch in OUT.checkpoints).",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the stopped run from its last checkpoint in OUT.checkpoints (a run that "
+    "torchrun restarts after losing a rank does so by itself).",
+)
+@click.option(
+    "--nproc",
+    type=click.IntRange(1),
+    help="Train data-parallel in N processes on this host (torchrun --standalone "
+    "--nproc_per_node N); across hosts, launch with torchrun itself.",
+)
+@click.option(
+    "--init-from",
+    "init_from",
+    type=click.Path(),
+    help="Model directory to continue, e.g. nightly on the last day (--since): its vectors "
+    "and encoders are kept, new users, listings and values get rows. Same model settings.",
+)
 @_window_options
 @_user_errors
 def train(
@@ -187,10 +213,19 @@ def train(
     config_file: str | None,
     seed: int,
     device: str,
+    checkpoint_every: int | None,
+    resume: bool,
+    nproc: int | None,
+    init_from: str | None,
     since: str | None,
     until: str | None,
 ) -> None:
-    """Train a model and save it as a directory."""
+    """Train a model and save it as a directory.
+
+    Under torchrun (``torchrun --nproc_per_node N -m embedrec train ...``) every process
+    trains on its share of the users and the first one writes the model."""
+    if nproc is not None and not os.environ.get("WORLD_SIZE"):
+        _relaunch_with_torchrun(nproc)
     params: dict[str, Any] = {
         "model": model,
         "dim": dim,
@@ -200,9 +235,42 @@ def train(
     }
     if config_file:
         params.update(_read_config(config_file, explicit=_explicit_flags()))
-    recommender = Recommender(**params).fit(interactions, listings, since=since, until=until)
-    path = recommender.save(out_dir)
-    click.echo(f"saved {path}")
+    rank = (torchrun_rank() or (0, 1))[0]
+    if rank != 0:  # the first rank speaks for the run
+        logging.getLogger("embedrec").setLevel(logging.WARNING)
+        params["progress"] = False
+    checkpoints = Path(out_dir).with_name(Path(out_dir).name + ".checkpoints")
+    # torchrun --max-restarts restarts every rank after one is lost: go on where it stopped
+    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+    recommender = Recommender(**params).fit(
+        interactions,
+        listings,
+        since=since,
+        until=until,
+        init_from=init_from,
+        checkpoint_dir=checkpoints,
+        checkpoint_every=checkpoint_every,
+        resume=resume or (restarted and (checkpoints / "latest.json").is_file()),
+    )
+    if rank == 0:
+        path = recommender.save(out_dir)
+        shutil.rmtree(checkpoints, ignore_errors=True)  # the model holds what they did
+        click.echo(f"saved {path}")
+    finish_distributed()
+
+
+def _relaunch_with_torchrun(nproc: int) -> None:
+    """Run this same command under torchrun's launcher, in ``nproc`` processes."""
+    arguments, skip = [], False
+    for argument in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif argument == "--nproc":
+            skip = True
+        elif not argument.startswith("--nproc="):
+            arguments.append(argument)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    os.execv(sys.executable, [*launcher, f"--nproc_per_node={nproc}", "-m", "embedrec", *arguments])
 
 
 def _explicit_flags() -> set[str]:

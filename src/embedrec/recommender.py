@@ -24,7 +24,7 @@ from embedrec.bundle import MODEL_FILES, BundleError, read_manifest, write_bundl
 from embedrec.data.ids import IdMap
 from embedrec.data.io import DEFAULT_EVENT_WEIGHTS, load_interactions, load_listings
 from embedrec.data.jsonable import json_text
-from embedrec.data.prepare import Interactions, time_holdout
+from embedrec.data.prepare import Interactions
 from embedrec.data.schema import FeatureSpec, SchemaConfig
 from embedrec.evaluation.report import warm_cold_report
 from embedrec.features.pipeline import FeaturePipeline
@@ -38,9 +38,13 @@ from embedrec.retrieval.evaluation import (
 )
 from embedrec.retrieval.results import Results
 from embedrec.retrieval.retriever import FilterSpec, Retriever
+from embedrec.training.checkpoint import Checkpoints
 from embedrec.training.config import TrainConfig
+from embedrec.training.distributed import Group, launched
+from embedrec.training.phases import run_phases
 from embedrec.training.preparation import TrainingData, prepare_training_data
-from embedrec.training.trainer import Callback, check_workers, resolve_device, train
+from embedrec.training.trainer import Callback, check_workers, resolve_device
+from embedrec.training.warm_start import WarmStart, carry_over, check_architecture, continue_from
 from embedrec.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -245,6 +249,10 @@ class Recommender(BaseEstimator):
         callbacks: Sequence[Callback] = (),
         since: object = None,
         until: object = None,
+        init_from: str | Path | Recommender | None = None,
+        checkpoint_dir: str | Path | None = None,
+        checkpoint_every: int | None = None,
+        resume: bool = False,
     ) -> Recommender:
         """Train on ``interactions`` (user_id, listing_id, timestamp[, event, weight]) and
         ``listings`` (listing_id plus features): DataFrames, CSV or Parquet files, folders of
@@ -255,35 +263,51 @@ class Recommender(BaseEstimator):
         and stop training by returning True. ``since`` and ``until`` (ISO dates or times)
         train on the events with since <= timestamp < until; what lies outside is not read
         where partitions or Parquet statistics tell. Returns self.
+
+        ``init_from`` (a model directory or a fitted Recommender) continues that model, as a
+        nightly update does on the last day's events: its users, listings and learned vectors
+        keep their rows, new users, listings and category values get fresh rows, and its
+        feature encoders are kept (new values appended). Its model and the settings the model
+        reads (``dim``, ``hidden``, ...) must equal this Recommender's, else ValueError names
+        the first that differs: ``sklearn.base.clone(old)`` has them. Validation, early
+        stopping and the refit run on the new events, each run starting from the old weights.
+
+        ``checkpoint_dir``: a checkpoint there after every epoch (and every
+        ``checkpoint_every`` steps); ``resume`` continues from its last one. Launched by
+        ``torchrun`` with several processes, fit trains data-parallel: each process reads the
+        events of its own users and every process ends with the same model.
         """
         self.check_params()
+        if (checkpoint_every is not None or resume) and checkpoint_dir is None:
+            raise ValueError("checkpoint_every and resume need a checkpoint_dir")
+        group = Group.join(resolve_device(self.device)) if launched() else None
+        previous = None if init_from is None else self._previous(init_from)
         started = time.perf_counter()
-        prepared = self.prepare(interactions, listings, since=since, until=until)
+        prepared = self.prepare(interactions, listings, since=since, until=until, group=group)
+        if previous is not None:
+            source = None if isinstance(init_from, Recommender) else str(init_from)
+            prepared = continue_from(previous, prepared, source)
         data = prepared.data
         config = self.train_config(len(data))
-        refit_epochs, validation_pairs = None, 0
-        if self.validation_fraction > 0:
-            fit_part, held_out = time_holdout(data, self.validation_fraction)
-            logger.info(
-                "training on %s pairs, validating on the last %s (time hold-out)",
-                f"{len(fit_part):,}",
-                f"{len(held_out):,}",
+        checkpoints = None
+        if checkpoint_dir is not None:
+            checkpoints = Checkpoints(
+                checkpoint_dir, self._fingerprint(data, group), checkpoint_every, group
             )
-            validation_pairs = len(held_out)
-            model = self.build_model(prepared, fit_part)
-            result = train(model, fit_part, config, held_out, callbacks, self.progress)
-            if self.refit:
-                logger.info(
-                    "refit on all %s pairs for %d epochs", f"{len(data):,}", result.best_epoch
-                )
-                model = self.build_model(prepared, data)
-                refitted = train(
-                    model, data, config, None, callbacks, self.progress, epochs=result.best_epoch
-                )
-                refit_epochs = len(refitted.history)
-        else:
-            model = self.build_model(prepared, data)
-            result = train(model, data, config, None, callbacks, self.progress)
+        outcome = run_phases(
+            data,
+            config,
+            lambda pairs: self.build_model(prepared, pairs),
+            self.validation_fraction,
+            self.refit,
+            callbacks,
+            self.progress,
+            group,
+            checkpoints,
+            resume,
+        )
+        model, result = outcome.model, outcome.result
+        validation_pairs, refit_epochs = outcome.validation_pairs, outcome.refit_epochs
         self.model_ = model.cpu().eval()
         self.users_ = data.users
         self.listings_ = data.listings
@@ -302,15 +326,32 @@ class Recommender(BaseEstimator):
             "history": result.history,
             "train_seconds": round(time.perf_counter() - started, 2),
             "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "init_from": None,
         }
+        if isinstance(prepared, WarmStart):
+            self.seen_ = prepared.seen(self.seen_)
+            self.report_ |= prepared.report()
         self._retriever = None
         return self
 
+    def _previous(self, init_from: str | Path | Recommender) -> Recommender:
+        """The fitted model a warm start continues, once its architecture is checked."""
+        previous = init_from if isinstance(init_from, Recommender) else Recommender.load(init_from)
+        previous._check_fitted()
+        check_architecture(previous.get_params(), self.get_params())
+        return previous
+
     def prepare(
-        self, interactions: Source, listings: Source, since: object = None, until: object = None
+        self,
+        interactions: Source,
+        listings: Source,
+        since: object = None,
+        until: object = None,
+        group: Group | None = None,
     ) -> TrainingData:
         """The data preparation ``fit`` runs: load, validate, map ids, count what is skipped
-        and fit the feature encoders the chosen model needs."""
+        and fit the feature encoders the chosen model needs (``group``: this rank's share of
+        a distributed run)."""
         chosen = model_class(self.model)
         return prepare_training_data(
             interactions,
@@ -323,14 +364,30 @@ class Recommender(BaseEstimator):
             progress=self.progress,
             since=since,
             until=until,
+            group=group,
         )
+
+    def _fingerprint(self, data: Interactions, group: Group | None) -> dict[str, Any]:
+        """What a checkpoint must share with this fit to be resumed by it."""
+        changeable = ("epochs", "time_budget", "progress", "device")
+        params = {k: v for k, v in self.get_params().items() if k not in changeable}
+        pairs = len(data) if group is None else group.total(len(data))
+        return params | {
+            "users": len(data.users),
+            "listings": len(data.listings),
+            "pairs": pairs,
+            "ranks": 1 if group is None else group.world,
+        }
 
     def build_model(self, prepared: TrainingData, data: Interactions) -> RecModel:
         """A fresh model of ``prepared``'s shape, with its weights drawn from ``seed`` and its
-        inputs (histories) taken from ``data`` only (the training part of a hold-out)."""
+        inputs (histories) taken from ``data`` only (the training part of a hold-out); for a
+        warm start, with the old model's weights and inputs carried over."""
         generator = torch.Generator().manual_seed(self.seed)
         model = model_class(self.model).create(prepared.shape(), self.get_params(), generator)
         model.set_inputs(prepared.listings, data)
+        if isinstance(prepared, WarmStart):
+            carry_over(model, prepared)
         return model
 
     # ------------------------------------------------------------------ queries

@@ -134,6 +134,14 @@ class IdMap:
         return cls(id_index(column))
 
 
+def shard_of(ids: pd.Series, shards: int) -> np.ndarray:
+    """The shard (0..shards-1) of each id, by a hash that is the same in every process and on
+    every machine (pandas' SipHash with its fixed key), so each user's events meet on one
+    rank whichever file they come from."""
+    hashes = pd.util.hash_pandas_object(pd.Series(ids).reset_index(drop=True), index=False)
+    return (hashes.to_numpy() % np.uint64(shards)).astype(np.int64)
+
+
 def id_index(values: pd.Index | pd.Series | np.ndarray | list) -> pd.Index:
     """Ids as an index that looks values up quickly: int64 for integer ids, else objects.
 

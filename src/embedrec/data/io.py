@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from pandas._libs.parsers import STR_NA_VALUES
 
 from embedrec.data.errors import DataError
-from embedrec.data.ids import MAX_ID_LENGTH, id_problem, invalid_ids
+from embedrec.data.ids import MAX_ID_LENGTH, id_problem, invalid_ids, shard_of
 from embedrec.data.sources import Dataset, Piece, Window, is_dataset
 from embedrec.geo import LAT_LON_COLUMNS
 
@@ -92,6 +92,7 @@ def load_interactions(
     event_weights: Mapping[str, float] | None = None,
     since: object = None,
     until: object = None,
+    shard: tuple[int, int] | None = None,
 ) -> pd.DataFrame:
     """Validated interactions: user_id, listing_id, timestamp (int64 epoch seconds), weight.
 
@@ -100,17 +101,26 @@ def load_interactions(
     times, UTC unless they say otherwise) keep the events with since <= timestamp < until;
     Parquet outside the window is not read where partitions or row-group statistics tell.
     ``attrs`` holds ``rows_read`` (rows read, in the window or not) and ``files_read``.
+    ``shard`` = (k, n) keeps only the events of the users in shard k of n (``shard_of``), chunk
+    by chunk, so that a process of a distributed run holds only its own part.
     """
     weights = event_weights or DEFAULT_EVENT_WEIGHTS
     window = Window.parse(since, until)
+
+    def kept(part: pd.DataFrame) -> pd.DataFrame:
+        mask = window.mask(part["timestamp"].to_numpy()) if window else None
+        if shard is not None:
+            mine = shard_of(part["user_id"], shard[1]) == shard[0]
+            mask = mine if mask is None else mask & mine
+        return part if mask is None else part[mask]
+
     if isinstance(source, pd.DataFrame) or not is_dataset(source):
         frame, name = _frame(source)
-        out, rows = _interactions(frame, name, weights), len(frame)
+        out, rows = kept(_interactions(frame, name, weights)), len(frame)
         files = 0 if isinstance(source, pd.DataFrame) else 1
-        out = out[window.mask(out["timestamp"].to_numpy())] if window else out
     else:
-        out, name, rows, files = _read_interactions(source, weights, window)
-    if out.empty:
+        out, name, rows, files = _read_interactions(source, weights, window, kept)
+    if out.empty and shard is None:
         raise DataError(f"no events {window.describe()} ({rows:,} rows read)", file=name)
     out = out.reset_index(drop=True)
     out.attrs.update(source=name, rows_read=rows, files_read=files)
@@ -126,7 +136,10 @@ def load_interactions(
 
 
 def _read_interactions(
-    source: str | Path, weights: Mapping[str, float], window: Window
+    source: str | Path,
+    weights: Mapping[str, float],
+    window: Window,
+    kept: Callable[[pd.DataFrame], pd.DataFrame],
 ) -> tuple[pd.DataFrame, str, int, int]:
     """Chunk by chunk, so that only the four validated columns of each are kept."""
     dataset = Dataset.open(source, window)
@@ -134,7 +147,7 @@ def _read_interactions(
 
     def flush() -> None:
         part = _validated(chunk, lambda frame: _interactions(frame, dataset.name, weights))
-        parts.append(part[window.mask(part["timestamp"].to_numpy())] if window else part)
+        parts.append(kept(part))
         chunk.clear()
 
     for piece in dataset.pieces(INTERACTION_COLUMNS, ("event", "weight"), window):

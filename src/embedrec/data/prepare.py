@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -50,17 +51,34 @@ class Interactions:
         return matrix
 
 
+class Combine(Protocol):
+    """How the processes of a distributed run, each holding the events of its own users,
+    agree on what depends on all events."""
+
+    def ids(self, local: pd.Index) -> pd.Index:
+        """The union of every process's ids, in one order that every process gets."""
+
+    def counts(self, local: pd.Series) -> pd.Series:
+        """Counts per id (the index) summed over every process."""
+
+    def total(self, local: int) -> int:
+        """A number summed over every process."""
+
+
 def prepare(
     interactions: pd.DataFrame,
     listings: pd.DataFrame | None = None,
     min_user_interactions: int = 1,
     min_listing_interactions: int = 1,
+    combine: Combine | None = None,
 ) -> Interactions:
     """Map ids to indices and merge repeated pairs.
 
     Interactions on listings absent from ``listings``, then listings and users below the
     minimum counts, are skipped; every skip is counted in ``report``. Raises DataError when
-    nothing is left to train on.
+    nothing is left to train on. With ``combine`` (a distributed run whose processes each
+    hold whole users), listing counts and the id maps span every process, so that indices
+    mean the same listing and user everywhere; ``report`` counts this process's events.
     """
     report = {"events_read": len(interactions)}
     # a time window or Parquet source says how much was read besides the events kept
@@ -72,7 +90,11 @@ def prepare(
         unknown = known.get_indexer(pd.Index(frame["listing_id"])) < 0
         report["events_skipped_unknown_listing"] = int(unknown.sum())
         frame = frame[~unknown]
-    listing_counts = frame.groupby("listing_id", sort=False)["user_id"].transform("size")
+    if combine is None:
+        listing_counts = frame.groupby("listing_id", sort=False)["user_id"].transform("size")
+    else:
+        counts = combine.counts(frame["listing_id"].value_counts())
+        listing_counts = frame["listing_id"].map(counts)
     rare_listing = (listing_counts < min_listing_interactions).to_numpy()
     report["events_skipped_rare_listing"] = int(rare_listing.sum())
     frame = frame[~rare_listing]
@@ -80,7 +102,8 @@ def prepare(
     rare_user = (user_counts < min_user_interactions).to_numpy()
     report["events_skipped_rare_user"] = int(rare_user.sum())
     frame = frame[~rare_user]
-    if frame.empty:
+    left = len(frame) if combine is None else combine.total(len(frame))
+    if left == 0:
         raise DataError(
             "no interactions left to train on after skipping "
             + ", ".join(
@@ -90,8 +113,12 @@ def prepare(
             ),
             file=interactions.attrs.get("source"),
         )
-    users = IdMap.from_values(frame["user_id"])
-    listing_map = IdMap.from_values(frame["listing_id"])
+    if combine is None:
+        users = IdMap.from_values(frame["user_id"])
+        listing_map = IdMap.from_values(frame["listing_id"])
+    else:
+        users = IdMap(combine.ids(pd.Index(pd.unique(frame["user_id"]))))
+        listing_map = IdMap(combine.ids(pd.Index(pd.unique(frame["listing_id"]))))
     user_idx = users.indices(frame["user_id"])
     listing_idx = listing_map.indices(frame["listing_id"])
     pair = user_idx * len(listing_map) + listing_idx
@@ -122,11 +149,15 @@ def prepare(
     )
 
 
-def time_holdout(data: Interactions, fraction: float) -> tuple[Interactions, Interactions]:
-    """Split by time: the last ``fraction`` of interactions (by timestamp) are held out."""
+def time_holdout(
+    data: Interactions, fraction: float, cut: int | None = None
+) -> tuple[Interactions, Interactions]:
+    """Split by time: the last ``fraction`` of interactions (by timestamp) are held out, or
+    those from ``cut`` on when given (a distributed run's cut, the same on every process)."""
     if not 0.0 < fraction < 1.0:
         raise ValueError("fraction must be in (0, 1)")
-    cut = np.quantile(data.timestamp, 1.0 - fraction, method="higher")
+    if cut is None:
+        cut = np.quantile(data.timestamp, 1.0 - fraction, method="higher")
     later = data.timestamp >= cut
     if later.all():
         later = data.timestamp > cut

@@ -75,12 +75,28 @@ class CategoricalEncoder:
 
     def fit(self, listings: pd.DataFrame) -> CategoricalEncoder:
         """Keep the values seen at least ``min_count`` times, sorted."""
+        self.vocabulary = self._frequent(listings)
+        self._index = None
+        return self
+
+    def extend(self, listings: pd.DataFrame) -> int:
+        """Append the values of ``listings`` seen at least ``min_count`` times and not yet in
+        the vocabulary, sorted among themselves; returns how many were added.
+
+        Known values keep their rows, so a model continued from this one (warm start) keeps
+        what it learned for them and only the appended rows are new.
+        """
+        known = set(self.vocabulary)
+        added = [value for value in self._frequent(listings) if value not in known]
+        self.vocabulary = [*self.vocabulary, *added]
+        self._index = None
+        return len(added)
+
+    def _frequent(self, listings: pd.DataFrame) -> list[str]:
         codes, text = factorize_strings(listings[self.spec.columns[0]])
         counts = pd.Series(np.bincount(codes[codes >= 0], minlength=len(text)), index=text)
         counts = counts[counts.index != ""].groupby(level=0).sum()
-        self.vocabulary = sorted(counts.index[counts >= self.min_count].tolist())
-        self._index = None
-        return self
+        return sorted(counts.index[counts >= self.min_count].tolist())
 
     def transform(self, listings: pd.DataFrame) -> dict[str, np.ndarray]:
         """``{name}.idx``: int32 row per listing (0 missing, 1 unknown, 2+ vocabulary)."""

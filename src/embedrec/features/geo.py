@@ -70,6 +70,12 @@ class GeoEncoder:
         self.cells = [np.unique(keys[:, level]) for level in range(len(self.cell_km))]
         return self
 
+    def extend(self, listings: pd.DataFrame) -> int:
+        """Nothing changes: the cells are sorted keys whose positions are embedding rows, and
+        the scaling is what the weights learned; a listing in a new fine cell still reads its
+        coarse cells. Returns 0 (no cells added)."""
+        return 0
+
     def transform(self, listings: pd.DataFrame) -> dict[str, np.ndarray]:
         """``.cells`` int32 [n, levels] (0 missing, 1 unknown, 2+ cell), coarse level first;
         ``.coords`` float32 [n, 2] normalised (lat, lon) within +-5, 0 if missing;

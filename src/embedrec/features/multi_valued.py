@@ -88,14 +88,33 @@ class MultiValuedEncoder:
 
     def fit(self, listings: pd.DataFrame) -> MultiValuedEncoder:
         """Keep tokens found in at least ``min_count`` listings; width = longest list (capped)."""
+        self.vocabulary, self.width = self._frequent(listings)
+        return self
+
+    def extend(self, listings: pd.DataFrame) -> int:
+        """Append the tokens of ``listings`` found in at least ``min_count`` listings and not
+        yet in the vocabulary, sorted among themselves, and widen the rows to their longest
+        list (capped); returns how many tokens were added.
+
+        Known tokens keep their rows, so a model continued from this one (warm start) keeps
+        what it learned for them; wider rows only add padding, which pooling ignores.
+        """
+        frequent, width = self._frequent(listings)
+        known = set(self.vocabulary)
+        added = [token for token in frequent if token not in known]
+        self.vocabulary = [*self.vocabulary, *added]
+        self.width = max(self.width, width)
+        return len(added)
+
+    def _frequent(self, listings: pd.DataFrame) -> tuple[list[str], int]:
+        """The tokens kept from ``listings``, sorted, and the width their longest list needs."""
         codes, text = factorize_strings(listings[self.spec.columns[0]])
         cells, token, tokens = _tokens(text)
         listings_per_cell = np.bincount(codes[codes >= 0], minlength=len(text))
         counts = np.bincount(token, weights=listings_per_cell[cells], minlength=len(tokens))
-        self.vocabulary = sorted(tokens[(counts >= self.min_count) & (tokens != "")].tolist())
+        frequent = sorted(tokens[(counts >= self.min_count) & (tokens != "")].tolist())
         longest = int(np.bincount(cells).max()) if len(cells) else 1
-        self.width = max(1, min(self.max_tokens, longest))
-        return self
+        return frequent, max(1, min(self.max_tokens, longest))
 
     def transform(self, listings: pd.DataFrame) -> dict[str, np.ndarray]:
         """``{name}.idx``: int32 [n, width]; 0 padding, 1 empty, 2 unknown, 3+ vocabulary."""

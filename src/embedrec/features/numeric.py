@@ -85,6 +85,11 @@ class NumericEncoder:
         self.edges = [float(e) for e in np.unique(np.quantile(x, inner))]
         return self
 
+    def extend(self, listings: pd.DataFrame) -> int:
+        """Nothing changes: a model continued from this one (warm start) must read values
+        on the scale its weights learned. Returns 0 (no values added)."""
+        return 0
+
     def _scale(self, x: np.ndarray) -> np.ndarray:
         return np.log1p(np.maximum(x, 0.0)) if self.log else x
 

@@ -29,6 +29,7 @@ class Encoder(Protocol):
     spec: FeatureSpec
 
     def fit(self, listings: pd.DataFrame) -> Encoder: ...
+    def extend(self, listings: pd.DataFrame) -> int: ...
     def transform(self, listings: pd.DataFrame) -> dict[str, np.ndarray]: ...
     def to_dict(self) -> dict[str, Any]: ...
     def module(self, dim: int) -> nn.Module: ...
@@ -92,6 +93,17 @@ class FeaturePipeline:
             encoder.fit(listings)
         self.fitted = True
         return self
+
+    def extend(self, listings: pd.DataFrame) -> int:
+        """Grow the fitted encoders for ``listings`` without refitting them, for a model that
+        continues a trained one (warm start): categorical and multi-valued values not seen
+        before are appended (known values keep their rows), while numeric scaling, geo cells
+        and text hashing stay as fitted, so the old weights keep their meaning. Returns the
+        number of values added."""
+        if not self.fitted:
+            raise RuntimeError("FeaturePipeline.extend called before fit")
+        self._check_columns(listings)
+        return sum(encoder.extend(listings) for encoder in self.encoders)
 
     def transform(self, listings: pd.DataFrame) -> dict[str, torch.Tensor]:
         """Tensors for every listing row, in row order: int32 indices, float32 values.

@@ -94,10 +94,19 @@ class TextEncoder:
         return codes, owner, buckets.astype(np.int64) + N_RESERVED
 
     def fit(self, listings: pd.DataFrame) -> TextEncoder:
+        self.width = self._width(listings)
+        return self
+
+    def extend(self, listings: pd.DataFrame) -> int:
+        """Widen the rows to the longest text of ``listings`` (capped); the hashing is fixed,
+        so every token keeps its row. Returns 0: text has no vocabulary to grow."""
+        self.width = max(self.width, self._width(listings))
+        return 0
+
+    def _width(self, listings: pd.DataFrame) -> int:
         _, owner, _ = self._rows(listings)
         longest = int(np.bincount(owner).max()) if len(owner) else 1
-        self.width = max(1, min(self.max_tokens, longest))
-        return self
+        return max(1, min(self.max_tokens, longest))
 
     def transform(self, listings: pd.DataFrame) -> dict[str, np.ndarray]:
         """``{name}.tokens``: int32 [n, width]; 0 padding, 1 no text, 2+ hashed buckets."""

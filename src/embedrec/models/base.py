@@ -64,6 +64,10 @@ class RecModel(nn.Module):
         hands over the pairs in time order (``set_training_pairs``).
     n_trained_listings : int
         Listing rows 0 .. n - 1 have trained ids; later rows are known by features only.
+    id_tables : dict of str to str
+        State-dict entries with one row per user (``"users"``) or per trained listing
+        (``"listings"``), in row order, possibly followed by placeholder rows: a warm start
+        copies the old ids' rows into them.
     generator : torch.Generator or None
         Where training-time random draws come from.
     """
@@ -73,6 +77,7 @@ class RecModel(nn.Module):
     normalized: ClassVar[bool] = False
     factorized: ClassVar[bool] = True
     sequential: ClassVar[bool] = False
+    id_tables: ClassVar[dict[str, str]] = {}
     generator: torch.Generator | None = None
     n_trained_listings: int
 
@@ -116,6 +121,12 @@ class RecModel(nn.Module):
 
     def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
         """Restore what ``extra_state`` returned; called after ``set_inputs``."""
+
+    def continue_inputs(self, previous: RecModel) -> None:
+        """Warm start, after ``set_inputs`` on the new data: keep the inputs that
+        ``previous`` (a trained model of this class, whose user and trained listing rows
+        are the first rows of this one) derived from earlier data, where the new data alone
+        would forget them."""
 
     # ------------------------------------------------------------------ training
     def user_vectors(self, users: torch.Tensor, pairs: torch.Tensor | None = None) -> torch.Tensor:

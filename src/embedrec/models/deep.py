@@ -24,6 +24,7 @@ class DeepHybrid(FeatureModel):
     """score(user, listing) = MLP([user id emb, listing id emb, listing features])."""
 
     factorized = False
+    id_tables = {**FeatureModel.id_tables, "user_id.weight": "users"}
 
     def __init__(
         self,

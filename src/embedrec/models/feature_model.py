@@ -25,6 +25,7 @@ class FeatureModel(RecModel):
 
     needs_features = True
     hyperparameters: tuple[str, ...] = ("feature_dim", "hidden")
+    id_tables = {"listing_id.weight": "listings"}
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()

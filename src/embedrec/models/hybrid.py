@@ -17,8 +17,35 @@ from torch import nn
 
 from embedrec.data.prepare import Interactions, recent_listings
 from embedrec.features.pipeline import index_batch
-from embedrec.models.base import dropout_keep, embedding, positive_int
+from embedrec.models.base import RecModel, dropout_keep, embedding, positive_int
 from embedrec.models.feature_model import FeatureModel
+
+
+def continued_histories(
+    rows: np.ndarray, lengths: np.ndarray, old_rows: np.ndarray, old_lengths: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Histories (newest first, padded with 0) of new data followed by those of old data for
+    the old users, the first rows; a listing in both counts once, where it is newest.
+
+    Vectorised over users: the two histories side by side, the real entries moved to the
+    front in their order by a stable sort, then cut to the width.
+    """
+    n_old, width = old_rows.shape
+    position = np.arange(width)
+    new_real = position < lengths[:n_old, None]
+    old_real = position < old_lengths[:, None]
+    # (user, listing) keys: an old entry the new history holds too is dropped
+    n_keys = int(max(rows.max(initial=0), old_rows.max(initial=0))) + 1
+    user = np.arange(n_old, dtype=np.int64)[:, None]
+    old_real &= ~np.isin(user * n_keys + old_rows, (user * n_keys + rows[:n_old])[new_real])
+    both = np.concatenate([rows[:n_old], old_rows], axis=1)
+    real = np.concatenate([new_real, old_real], axis=1)
+    order = np.argsort(~real, axis=1, kind="stable")[:, :width]
+    merged_lengths = np.minimum(real.sum(axis=1), width)
+    merged = np.where(position < merged_lengths[:, None], np.take_along_axis(both, order, 1), 0)
+    out_rows, out_lengths = rows.copy(), lengths.copy()
+    out_rows[:n_old], out_lengths[:n_old] = merged, merged_lengths
+    return out_rows, out_lengths
 
 
 def _mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
@@ -44,6 +71,8 @@ class HybridTwoTower(FeatureModel):
         "user_ids",
         "history_gradient",
     )
+    # no user_id table without user ids: a warm start copies only the tables a model has
+    id_tables = {**FeatureModel.id_tables, "user_id.weight": "users"}
 
     def __init__(
         self,
@@ -111,6 +140,17 @@ class HybridTwoTower(FeatureModel):
 
     def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
         self.set_histories(tensors["histories.rows"], tensors["histories.lengths"])
+
+    def continue_inputs(self, previous: RecModel) -> None:
+        # a user absent from the new data keeps the history the old model read, and one
+        # present reads the new listings first, then the old ones
+        rows, lengths = continued_histories(
+            self.histories.numpy(),
+            self.history_lengths.numpy(),
+            previous.histories.numpy(),
+            previous.history_lengths.numpy(),
+        )
+        self.set_histories(torch.as_tensor(rows), torch.as_tensor(lengths))
 
     def set_histories(self, histories: torch.Tensor, lengths: torch.Tensor) -> None:
         """Each user's most recent listing rows (padded) and how many are real."""

@@ -14,6 +14,8 @@ class MatrixFactorization(RecModel):
     listings seen in training have vectors, and an anonymous session is the mean of its
     listings' vectors, searched by cosine."""
 
+    id_tables = {"user_embedding.weight": "users", "listing_embedding.weight": "listings"}
+
     def __init__(
         self,
         n_users: int,

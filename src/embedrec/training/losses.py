@@ -23,11 +23,37 @@ def in_batch_softmax(
     keeps the cost per pair constant as batches grow. A negative equal to the row's own
     listing is masked: it is not a negative.
     """
+    n = min(negatives, len(listings))
+    return shared_negatives_softmax(
+        user_vectors,
+        listing_vectors,
+        listings,
+        log_q,
+        listing_vectors[:n],
+        listings[:n],
+        log_q[:n],
+        weights,
+        temperature,
+    )
+
+
+def shared_negatives_softmax(
+    user_vectors: torch.Tensor,
+    listing_vectors: torch.Tensor,
+    listings: torch.Tensor,
+    log_q: torch.Tensor,
+    negative_vectors: torch.Tensor,
+    negatives: torch.Tensor,
+    negative_log_q: torch.Tensor,
+    weights: torch.Tensor,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """``in_batch_softmax`` with the shared negatives given: in a distributed run, the first
+    listings of every rank's batch."""
     scaled = user_vectors / temperature
     positive = (scaled * listing_vectors).sum(dim=1) - log_q
-    n = min(negatives, len(listings))
-    logits = torch.addmm(-log_q[:n].unsqueeze(0), scaled, listing_vectors[:n].T)
-    return _softmax_loss(positive, _mask_own(logits, listings, listings[:n]), weights)
+    logits = torch.addmm(-negative_log_q.unsqueeze(0), scaled, negative_vectors.T)
+    return _softmax_loss(positive, _mask_own(logits, listings, negatives), weights)
 
 
 def sampled_softmax(

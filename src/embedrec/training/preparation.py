@@ -17,6 +17,7 @@ from embedrec.data.prepare import Interactions, prepare
 from embedrec.data.schema import FeatureSpec, SchemaConfig, infer_schema
 from embedrec.features.pipeline import FeaturePipeline
 from embedrec.models.base import ModelShape
+from embedrec.training.distributed import Group
 
 logger = logging.getLogger(__name__)
 Source = str | pd.DataFrame | object  # a path (str or Path) or a DataFrame
@@ -59,12 +60,16 @@ def prepare_training_data(
     progress: bool | None = None,
     since: object = None,
     until: object = None,
+    group: Group | None = None,
 ) -> TrainingData:
     """Load and validate both tables, map ids, skip (and count) what cannot be trained on,
     and fit the feature encoders for the model named ``features_for`` (None: a model without
     features). ``since``/``until`` keep the interactions in that time window. Raises
     DataError naming the file, row and column of bad input, or when that model needs
-    features and the listings have none."""
+    features and the listings have none.
+
+    In a distributed run (``group``) each rank keeps the events of its own users, and the id
+    maps span every rank; an error on any rank is raised on every rank, naming that rank."""
     steps = tqdm(
         total=4,
         desc="loading",
@@ -72,12 +77,31 @@ def prepare_training_data(
         leave=False,
         disable=None if progress is None else not progress,
     )
-    listing_table = load_listings(listings)
-    steps.update()
-    events = load_interactions(interactions, event_weights, since=since, until=until)
-    steps.update()
-    specs = infer_schema(listing_table, schema, listing_table.attrs.get("source"))
-    data = prepare(events, listing_table, min_user_interactions, min_listing_interactions)
+    failure: Exception | None = None
+    try:
+        listing_table = load_listings(listings)
+        steps.update()
+        shard = None if group is None else (group.rank, group.world)
+        events = load_interactions(interactions, event_weights, since, until, shard)
+        steps.update()
+        specs = infer_schema(listing_table, schema, listing_table.attrs.get("source"))
+    except (DataError, OSError) as exc:
+        if group is None:
+            raise
+        failure = exc
+    if group is not None:
+        # every rank learns of a failed one here, before the collectives of ``prepare``
+        message = group.first_error(None if failure is None else str(failure))
+        if message is not None:
+            raise DataError(message) from None
+    data = prepare(events, listing_table, min_user_interactions, min_listing_interactions, group)
+    if group is not None:
+        message = group.first_error(
+            None if len(data) else "no training pairs on this rank: fewer users than ranks?"
+        )
+        if message is not None:
+            raise DataError(message)
+        data.report = summed_report(data.report, group)
     steps.update()
     n_trained = len(data.listings)
     # listings without interactions get rows too: feature models can still embed them
@@ -101,6 +125,19 @@ def prepare_training_data(
         )
     ordered = in_order(listing_table, data.listings)
     return TrainingData(data, ordered, n_trained, specs, pipeline)
+
+
+# counts of a rank's own events; the rest (users and listings: the maps of every rank, rows
+# and files read) are the same on every rank
+SUMMED = ("events_read", "events_used", "pairs")
+
+
+def summed_report(report: dict[str, int], group: Group) -> dict[str, int]:
+    """A rank's report with its event and user counts summed over every rank."""
+    return {
+        key: group.total(value) if key in SUMMED or key.startswith("events_skipped") else value
+        for key, value in report.items()
+    }
 
 
 def in_order(table: pd.DataFrame, ids: IdMap) -> pd.DataFrame:

@@ -1,0 +1,210 @@
+"""Checkpoints of a training run, to resume it after a stop or a lost rank.
+
+A checkpoint holds the weights, the optimizers' state, the best epoch's weights so far, the
+position in the data (phase, epoch, batch within the epoch) and every rank's random state:
+enough for a resumed run to draw the same shuffles, negatives and dropout masks as the run
+that stopped. Tensors go in safetensors, the rest in JSON; nothing is pickled.
+
+Layout: ``DIR/step-000000123/{tensors.safetensors,state.json}`` written under a temporary
+name and renamed, then ``DIR/latest.json`` (atomic) names it, then older ones are removed.
+A crash at any point leaves the previous checkpoint readable.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from embedrec.data.atomic import replace_directory, write_atomic
+from embedrec.training.distributed import Group
+
+POINTER = "latest.json"
+FORMAT = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed here: missing, or from another run."""
+
+
+@dataclass
+class Position:
+    """Where a run stands: ``batch`` batches of epoch ``epoch`` done (0: the epoch has not
+    started; the epochs before it are complete), after ``steps`` steps of this phase."""
+
+    phase: str
+    epoch: int
+    batch: int
+    steps: int
+
+
+@dataclass
+class Snapshot:
+    """A checkpoint as read back."""
+
+    position: Position
+    weights: dict[str, torch.Tensor]
+    best_weights: dict[str, torch.Tensor] | None
+    optimizers: list[dict]
+    generator_states: dict[str, torch.Tensor]  # "epoch" and "now", this rank's
+    state: dict[str, Any] = field(default_factory=dict)  # history, early stopping, ...
+
+
+class Checkpoints:
+    """Writes and finds the checkpoints of one run in ``directory``.
+
+    ``every_steps``: also within epochs, every that many steps. ``fingerprint``: what must
+    match for a checkpoint to be resumed (the settings and the data's sizes); another run's
+    checkpoint is refused with a message saying what differs.
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        fingerprint: dict[str, Any],
+        every_steps: int | None = None,
+        group: Group | None = None,
+    ) -> None:
+        if every_steps is not None and every_steps < 1:
+            raise ValueError(f"checkpoint every_steps must be positive, got {every_steps}")
+        self.directory = Path(directory)
+        self.fingerprint = json.loads(json.dumps(fingerprint, default=str))
+        self.every_steps = every_steps
+        self.group = group
+        # what a later phase must know of an earlier one (the refit, the fit's best epoch)
+        self.carry: dict[str, Any] = {}
+
+    @property
+    def rank(self) -> int:
+        return self.group.rank if self.group else 0
+
+    def due(self, steps: int) -> bool:
+        return self.every_steps is not None and steps % self.every_steps == 0
+
+    def exists(self) -> bool:
+        return (self.directory / POINTER).is_file()
+
+    # ------------------------------------------------------------------ writing
+    def save(
+        self,
+        position: Position,
+        model: torch.nn.Module,
+        optimizers: list[torch.optim.Optimizer],
+        generator_states: dict[str, torch.Tensor],
+        best_weights: dict[str, torch.Tensor] | None,
+        state: dict[str, Any],
+    ) -> None:
+        """Write a checkpoint (every rank calls this; rank 0 writes, with every rank's
+        random state) and wait until it is in place."""
+        tensors: dict[str, torch.Tensor] = {}
+        for name, value in generator_states.items():
+            every = self.group.gather(value) if self.group else value
+            for rank, part in enumerate(every.view(-1, value.numel())):
+                tensors[f"rng.{rank}.{name}"] = part.clone()
+        if self.rank == 0:
+            tensors |= _prefixed("model.", model.state_dict())
+            if best_weights is not None:
+                tensors |= _prefixed("best.", best_weights)
+            optimizer_meta = []
+            for i, optimizer in enumerate(optimizers):
+                saved = optimizer.state_dict()
+                meta: dict[str, Any] = {"param_groups": saved["param_groups"], "state": {}}
+                for param, values in saved["state"].items():
+                    for key, value in values.items():
+                        if isinstance(value, torch.Tensor):
+                            tensors[f"optimizer.{i}.{param}.{key}"] = value
+                        else:
+                            meta["state"].setdefault(str(param), {})[key] = value
+                optimizer_meta.append(meta)
+            document = {
+                "format": FORMAT,
+                "fingerprint": self.fingerprint,
+                "position": position.__dict__,
+                "optimizers": optimizer_meta,
+                "best": best_weights is not None,
+                "state": state | self.carry,
+            }
+            self._write(position, tensors, document)
+        if self.group:
+            self.group.barrier()
+
+    def _write(self, position: Position, tensors: dict, document: dict) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = f"{position.phase}-{position.epoch:05d}-{position.steps:09d}"
+
+        def write(folder: Path) -> None:
+            folder.mkdir(parents=True, exist_ok=True)
+            contiguous = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+            save_file(contiguous, str(folder / "tensors.safetensors"))
+            (folder / "state.json").write_text(json.dumps(document))
+
+        replace_directory(self.directory / name, write)
+        write_atomic(
+            self.directory / POINTER, lambda p: p.write_text(json.dumps({"checkpoint": name}))
+        )
+        for old in self.directory.iterdir():
+            if old.is_dir() and old.name != name and not old.name.startswith("."):
+                shutil.rmtree(old, ignore_errors=True)
+
+    # ------------------------------------------------------------------ reading
+    def latest(self) -> Snapshot:
+        """The last checkpoint, for this rank. Raises CheckpointError when there is none or
+        it belongs to another run."""
+        pointer = self.directory / POINTER
+        if not pointer.is_file():
+            raise CheckpointError(f"no checkpoint to resume in {self.directory}")
+        folder = self.directory / json.loads(pointer.read_text())["checkpoint"]
+        document = json.loads((folder / "state.json").read_text())
+        if document.get("format") != FORMAT:
+            raise CheckpointError(f"{folder}: checkpoint format {document.get('format')}")
+        different = sorted(
+            key
+            for key in set(self.fingerprint) | set(document["fingerprint"])
+            if self.fingerprint.get(key) != document["fingerprint"].get(key)
+        )
+        if different:
+            shown = ", ".join(
+                f"{k}: {document['fingerprint'].get(k)!r} there, {self.fingerprint.get(k)!r} now"
+                for k in different
+            )
+            raise CheckpointError(f"{folder} is the checkpoint of another run ({shown})")
+        tensors = load_file(str(folder / "tensors.safetensors"))
+        optimizers = []
+        for i, meta in enumerate(document["optimizers"]):
+            state: dict[int, dict[str, Any]] = {}
+            prefix = f"optimizer.{i}."
+            for key, value in tensors.items():
+                if key.startswith(prefix):
+                    param, name = key[len(prefix) :].split(".", 1)
+                    state.setdefault(int(param), {})[name] = value
+            for param, values in meta["state"].items():
+                state.setdefault(int(param), {}).update(values)
+            optimizers.append({"state": state, "param_groups": meta["param_groups"]})
+        return Snapshot(
+            position=Position(**document["position"]),
+            weights=_unprefixed("model.", tensors),
+            best_weights=_unprefixed("best.", tensors) if document["best"] else None,
+            optimizers=optimizers,
+            generator_states={
+                name: tensors[f"rng.{self.rank}.{name}"] for name in ("epoch", "now")
+            },
+            state=document["state"],
+        )
+
+    def remove(self) -> None:
+        """Remove the run's checkpoints (once its model is saved)."""
+        if self.rank == 0:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _prefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {prefix + k: v for k, v in tensors.items()}
+
+
+def _unprefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}

@@ -1,0 +1,212 @@
+"""Data-parallel training over torch.distributed, in processes launched by ``torchrun``.
+
+Each process (rank) holds the events of its own users (a stable hash of user_id, so that a
+user's history, which the hybrid reads, stays whole on one rank) and keeps a full copy of the
+weights. The id maps and listing counts are agreed in one pass over every rank's ids; the
+listings table is small next to the events and every rank reads it and fits the same
+encoders from it. ``DistributedDataParallel`` sums the gradients after each step (sparse
+embedding gradients included, which the gloo backend all-reduces as sparse tensors; NCCL
+does too), and in-batch negatives come from every rank's batch.
+
+Nothing here pickles: ids and messages cross between ranks as Arrow or UTF-8 bytes in
+tensors.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+import torch.distributed as dist
+
+# how long a rank waits in a collective for the others (loading, a validation, rank 0 saving
+# the model) before the run fails instead of hanging; EMBEDREC_DISTRIBUTED_TIMEOUT overrides
+DEFAULT_TIMEOUT_S = 900
+QUANTILE_POINTS = 10_001  # per rank, to agree on the validation time cut
+
+
+def launched() -> bool:
+    """Whether this process is one of several started by torchrun (WORLD_SIZE above 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def finish_distributed() -> None:
+    """Wait for every rank (the first may still be writing the model), then leave the run."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+@dataclass
+class Group:
+    """This process's place in a distributed run and the collectives training needs."""
+
+    rank: int
+    world: int
+    device: torch.device
+    # in-batch negatives are gathered on a group of their own: its collectives run inside
+    # the backward pass, beside DDP's gradient buckets on the default group
+    negatives_group: object = None
+
+    @classmethod
+    def join(cls, device: torch.device) -> Group:
+        """Join the run torchrun started (its environment names the rendezvous): gloo on
+        the CPU, NCCL on CUDA, one GPU per rank (LOCAL_RANK)."""
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        timeout = datetime.timedelta(
+            seconds=float(os.environ.get("EMBEDREC_DISTRIBUTED_TIMEOUT", DEFAULT_TIMEOUT_S))
+        )
+        if not dist.is_initialized():
+            backend = "nccl" if device.type == "cuda" else "gloo"
+            dist.init_process_group(backend, timeout=timeout, device_id=None)
+        return cls(dist.get_rank(), dist.get_world_size(), device, dist.new_group())
+
+    @property
+    def leader(self) -> bool:
+        return self.rank == 0
+
+    # ---------------------------------------------------------------- numbers
+    def sum(self, values: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+        """``values`` summed over every rank (a new array or tensor)."""
+        if isinstance(values, np.ndarray):
+            return self.sum(torch.from_numpy(values.copy())).numpy()
+        out = values.detach().clone().to(self._wire)
+        dist.all_reduce(out)
+        return out.to(values.device)
+
+    def max(self, value: int) -> int:
+        out = torch.tensor([value], dtype=torch.int64, device=self._wire)
+        dist.all_reduce(out, op=dist.ReduceOp.MAX)
+        return int(out.item())
+
+    def total(self, local: int) -> int:
+        return int(self.sum(torch.tensor([local], dtype=torch.int64)).item())
+
+    def quantile(self, values: np.ndarray, q: float) -> int:
+        """About the ``q`` quantile of every rank's ``values`` together, the same number on
+        every rank: from each rank's quantiles at ``QUANTILE_POINTS`` points, weighted by
+        its count."""
+        points = np.linspace(0.0, 1.0, QUANTILE_POINTS)
+        local = np.quantile(values, points) if len(values) else np.zeros(QUANTILE_POINTS)
+        counts = self.gather(torch.tensor([len(values)], dtype=torch.float64))
+        every = self.gather(torch.as_tensor(local, dtype=torch.float64)).numpy()
+        weights = np.repeat(counts.numpy() / QUANTILE_POINTS, QUANTILE_POINTS)
+        order = np.argsort(every, kind="stable")
+        cumulative = np.cumsum(weights[order])
+        at = np.searchsorted(cumulative, q * cumulative[-1])
+        return int(every[order][min(at, len(order) - 1)])
+
+    # ---------------------------------------------------------------- tensors
+    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Every rank's ``tensor`` (same shape on every rank), concatenated in rank order."""
+        parts = [torch.empty_like(tensor, device=self._wire) for _ in range(self.world)]
+        dist.all_gather(parts, tensor.to(self._wire))
+        return torch.cat(parts).to(tensor.device)
+
+    def gather_with_grad(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Like ``gather``, and the gradient of each rank's part flows back to that rank
+        (summed over the ranks that used it)."""
+        return _GatherWithGrad.apply(tensor, self)
+
+    # ---------------------------------------------------------------- ids and messages
+    def ids(self, local: pd.Index) -> pd.Index:
+        """The union of every rank's ids, sorted: the same index on every rank."""
+        parts = [_ids_from_bytes(b) for b in self._gather_bytes(_ids_to_bytes(local))]
+        union = pd.Index(np.concatenate([np.asarray(p, dtype=object) for p in parts]))
+        if all(pd.api.types.is_integer_dtype(p.dtype) for p in parts if len(p)):
+            union = union.astype(np.int64)
+        return union.unique().sort_values()
+
+    def counts(self, local: pd.Series) -> pd.Series:
+        everything = self.ids(pd.Index(local.index))
+        values = local.reindex(everything, fill_value=0).to_numpy(np.int64)
+        return pd.Series(self.sum(values), index=everything)
+
+    def first_error(self, message: str | None) -> str | None:
+        """The first rank's error message (prefixed with its rank) when any rank has one:
+        every rank learns of it and stops with it, instead of waiting for the failed one."""
+        messages = self._gather_bytes((message or "").encode())
+        for rank, text in enumerate(messages):
+            if text:
+                return f"rank {rank}: {text.decode()}"
+        return None
+
+    def barrier(self) -> None:
+        dist.barrier()
+
+    def _gather_bytes(self, payload: bytes) -> list[bytes]:
+        size = torch.tensor([len(payload)], dtype=torch.int64)
+        sizes = self.gather(size).tolist()
+        longest = max(max(sizes), 1)
+        buffer = torch.zeros(longest, dtype=torch.uint8)
+        if payload:
+            buffer[: len(payload)] = torch.frombuffer(bytearray(payload), dtype=torch.uint8)
+        every = self.gather(buffer).view(self.world, longest)
+        return [bytes(every[r, : sizes[r]].numpy()) for r in range(self.world)]
+
+    @property
+    def _wire(self) -> torch.device:
+        # NCCL moves CUDA tensors only; gloo moves CPU tensors
+        return self.device if self.device.type == "cuda" else torch.device("cpu")
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather whose backward sums every rank's gradient and keeps this rank's rows (an
+    all-reduce: gloo has no reduce-scatter), on the negatives' own process group."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, group: Group) -> torch.Tensor:  # noqa: ANN001
+        ctx.group, ctx.rows = group, len(tensor)
+        wire = tensor.detach().contiguous().to(group._wire)
+        parts = [torch.empty_like(wire) for _ in range(group.world)]
+        dist.all_gather(parts, wire, group=group.negatives_group)
+        return torch.cat(parts).to(tensor.device)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN205 - autograd's signature
+        group = ctx.group
+        summed = grad.contiguous().to(group._wire)
+        dist.all_reduce(summed, group=group.negatives_group)
+        mine = summed[group.rank * ctx.rows : (group.rank + 1) * ctx.rows]
+        return mine.to(grad.device), None
+
+
+def _ids_to_bytes(ids: pd.Index) -> bytes:
+    values = ids.to_numpy()
+    array = pa.array(values.tolist() if values.dtype == object else values)
+    sink = pa.BufferOutputStream()
+    table = pa.table({"id": array})
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _ids_from_bytes(payload: bytes) -> pd.Index:
+    table = pa.ipc.open_stream(pa.py_buffer(payload)).read_all()
+    column = table.column("id")
+    if pa.types.is_integer(column.type):
+        return pd.Index(column.to_numpy(), dtype=np.int64)
+    return pd.Index(column.to_pylist(), dtype=object)
+
+
+def combine_standard_errors(counts: np.ndarray, means: np.ndarray, errors: np.ndarray) -> tuple:
+    """The mean and its standard error over every user, from each rank's number of users,
+    mean and standard error (sample standard deviation / sqrt(n))."""
+    n = counts.sum()
+    if n == 0:
+        return 0.0, float("nan")
+    mean = float((counts * means).sum() / n)
+    variance_terms = np.where(counts > 1, np.nan_to_num(errors) ** 2 * counts * (counts - 1), 0)
+    squares = (variance_terms + counts * means**2).sum()
+    if n < 2:
+        return mean, float("nan")
+    variance = max(0.0, (squares - n * mean**2) / (n - 1))
+    return mean, math.sqrt(variance / n)

@@ -1,0 +1,179 @@
+"""Warm start: continue a trained model on new interactions (the nightly update).
+
+The new window's :class:`TrainingData` is remapped onto the old model's rows: old users keep
+their rows and new users follow; old trained listings keep theirs, then come the listings
+trained for the first time, then those known only by their features. So every table of the
+old model is a prefix of the new one's, and the new model is a fresh one (new rows drawn from
+the seed as usual) with the old rows copied in. The feature encoders are the old ones, grown
+by the new categorical values (``FeaturePipeline.extend``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from embedrec.data.ids import IdMap
+from embedrec.data.prepare import Interactions
+from embedrec.data.schema import FeatureSpec
+from embedrec.features.pipeline import FeaturePipeline
+from embedrec.models.base import RecModel
+from embedrec.models.registry import model_class
+from embedrec.training.preparation import TrainingData, in_order
+
+logger = logging.getLogger(__name__)
+
+
+class Fitted(Protocol):
+    """What a warm start reads of a fitted ``Recommender`` (which lives a layer above)."""
+
+    model_: RecModel
+    users_: IdMap
+    listings_: IdMap
+    listing_table_: pd.DataFrame
+    n_trained_listings_: int
+    seen_: sp.csr_matrix
+    feature_specs_: list[FeatureSpec]
+    pipeline_: FeaturePipeline | None
+
+
+@dataclass
+class WarmStart(TrainingData):
+    """Training data laid out on the rows of a fitted model that it continues.
+
+    ``previous`` is that model's network, ``previous_rows`` its user rows and trained listing
+    rows (``"users"``, ``"listings"``: the first rows here), ``previous_seen`` what its users
+    saw; all taken when the warm start is prepared, so a Recommender may continue itself.
+    ``source`` names the model in the report (its directory, or None for one in memory);
+    ``added`` counts the users, listings and feature values it did not know.
+    """
+
+    previous: RecModel
+    previous_rows: dict[str, int]
+    previous_seen: sp.csr_matrix
+    source: str | None
+    added: dict[str, int]
+
+    def seen(self, new: sp.csr_matrix) -> sp.csr_matrix:
+        """``new`` (users x listings seen in the new data) joined with what the old model's
+        users saw before, so recommendations keep excluding it."""
+        old = self.previous_seen.tocsr().astype(np.float32)
+        old.resize(new.shape)  # old users and trained listings are the first rows
+        joined = (old + new).tocsr()
+        joined.data[:] = 1.0
+        return joined
+
+    def report(self) -> dict[str, Any]:
+        """The report entries of this warm start."""
+        return {"init_from": self.source, **self.added}
+
+
+def check_architecture(previous: dict[str, Any], params: dict[str, Any]) -> None:
+    """Raise ValueError naming the first setting that fixes the model (its name, ``dim``,
+    its hyperparameters) in which ``params`` differ from ``previous``, the parameters of the
+    model to continue."""
+    names = ("model", "dim", *model_class(previous["model"]).hyperparameters)
+    for name in names:
+        value = previous[name]
+        if params[name] != value:
+            raise ValueError(
+                f"init_from: {name}={params[name]!r} differs from the model it continues "
+                f"({name}={value!r}); a warm start keeps the model's architecture"
+            )
+
+
+def continue_from(previous: Fitted, prepared: TrainingData, source: str | None) -> WarmStart:
+    """``prepared`` (the new window, its ids mapped on its own) remapped onto the rows of
+    ``previous``, with the old listings' fields where the new table lacks them and the old
+    feature encoders grown by the new values. ``source`` names ``previous`` in the report."""
+    new = prepared.data
+    n_new_trained = prepared.n_trained_listings
+    users = previous.users_.extend(new.users.ids)
+    old_ids = previous.listings_.ids
+    old_trained = previous.n_trained_listings_
+    trained = IdMap(old_ids[:old_trained]).extend(new.listings.ids[:n_new_trained])
+    listings = trained.extend(old_ids[old_trained:]).extend(new.listings.ids[n_new_trained:])
+    # index arrays through small lookup tables: one gather per pair, no loop over pairs
+    user_rows = users.indices(new.users.ids)
+    listing_rows = listings.indices(new.listings.ids)
+    data = Interactions(
+        users,
+        listings,
+        user_rows[new.user_idx],
+        listing_rows[new.listing_idx],
+        new.timestamp,
+        new.weight,
+        dict(new.report),
+    )
+    # fields from the new table; a listing it lacks keeps the fields the old model had
+    kept = previous.listing_table_
+    kept = kept[new.listings.indices(kept["listing_id"]) < 0]
+    table = pd.concat([prepared.listings, kept], ignore_index=True)
+    table.attrs = dict(prepared.listings.attrs)
+    table = in_order(table, listings)
+    pipeline = None
+    new_values = 0
+    if previous.pipeline_ is not None:
+        pipeline = FeaturePipeline.from_dict(previous.pipeline_.to_dict())
+        new_values = pipeline.extend(table)
+    added = {
+        "new_users": len(users) - len(previous.users_),
+        "new_listings": len(listings) - len(previous.listings_),
+        "new_category_values": new_values,
+    }
+    logger.info(
+        "warm start from %s: %s new users, %s new listings, %s new category values",
+        source or "a model in memory",
+        *(f"{v:,}" for v in added.values()),
+    )
+    return WarmStart(
+        data,
+        table,
+        len(trained),
+        previous.feature_specs_,
+        pipeline,
+        previous=previous.model_,
+        previous_rows={"users": len(previous.users_), "listings": old_trained},
+        previous_seen=previous.seen_,
+        source=source,
+        added=added,
+    )
+
+
+def carry_over(model: RecModel, prepared: WarmStart) -> None:
+    """Copy what ``prepared.previous`` learned into ``model``, a fresh model of the same
+    class and of ``prepared``'s shape whose inputs are set: the old ids' rows of the id
+    tables, the old values' rows of the feature tables (which only grew at the end), every
+    other weight as it is, then the inputs the model carries over (``continue_inputs``).
+    New rows keep their fresh initial values."""
+    old_state = prepared.previous.state_dict()
+    state = model.state_dict()
+    if set(old_state) != set(state):
+        raise ValueError(
+            "init_from: the old model's weights differ from this model's: "
+            f"{sorted(set(old_state) ^ set(state))}"
+        )
+    with torch.no_grad():
+        for name, target in state.items():
+            old = old_state[name]
+            if name in model.id_tables:
+                rows = prepared.previous_rows[model.id_tables[name]]
+            elif target.shape == old.shape:
+                target.copy_(old)
+                continue
+            else:
+                rows = len(old)  # a feature table whose vocabulary grew at the end
+            if target.shape[1:] != old.shape[1:] or len(target) < rows or len(old) < rows:
+                raise ValueError(
+                    f"init_from: weight {name} has shape {tuple(old.shape)} in the old model "
+                    f"and {tuple(target.shape)} here"
+                )
+            target[:rows] = old[:rows]
+    model.continue_inputs(prepared.previous)
+    model.refresh()

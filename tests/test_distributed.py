@@ -1,0 +1,289 @@
+"""Data-parallel training over torch.distributed: the gradients of a step, torchrun on one
+host and on two faked nodes, a rank killed mid-run, and bad input on every rank."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from conftest import block_data
+from safetensors.torch import load_file, save_file
+
+from embedrec.recommender import Recommender, load
+from embedrec.training.distributed import Group
+from embedrec.training.trainer import data_parallel
+
+BATCH = 48  # per rank; one process takes both ranks' batches
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def step_inputs(batch_size: int):
+    """A hybrid model on block data, its training pairs and a step's settings."""
+    events, listings, *_ = block_data(n_users=60, n_listings=40)
+    recommender = Recommender(
+        model="hybrid",
+        dim=8,
+        hidden=16,
+        feature_dim=4,
+        id_dropout=0.0,
+        batch_size=batch_size,
+        negatives=4 * BATCH,
+        device="cpu",
+        progress=False,
+    )
+    prepared = recommender.prepare(events, listings)
+    data = prepared.data
+    model = recommender.build_model(prepared, data)
+    config = recommender.train_config(len(data))
+    counts = np.bincount(data.listing_idx, minlength=len(data.listings))
+    log_q = torch.as_tensor(np.log(np.maximum(counts, 1) / counts.sum()), dtype=torch.float32)
+    trained = torch.as_tensor(np.flatnonzero(counts))
+    rows = torch.arange(2 * BATCH)  # the pairs of one global batch, in rank order
+    pairs = (
+        torch.as_tensor(data.user_idx)[rows],
+        torch.as_tensor(data.listing_idx)[rows],
+        torch.as_tensor(np.log1p(data.weight))[rows] * (1 + rows % 3),  # uneven weights
+    )
+    return model, data, config, log_q, trained, rows, pairs
+
+
+def gradients(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {
+        name: (p.grad.to_dense() if p.grad.is_sparse else p.grad).clone()
+        for name, p in model.named_parameters()
+        if p.grad is not None
+    }
+
+
+def rank_step(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    group = Group(rank, 2, torch.device("cpu"), dist.new_group())
+    model, data, config, log_q, trained, rows, (users, listings, weights) = step_inputs(BATCH)
+    model.set_training_pairs(torch.as_tensor(data.user_idx), torch.as_tensor(data.listing_idx))
+    model.refresh()
+    model.train()
+    mine = slice(rank * BATCH, (rank + 1) * BATCH)
+    step = data_parallel(model, group)  # kept: its reducer sums the gradients in backward
+    loss = step(
+        rows[mine],
+        users[mine],
+        listings[mine],
+        weights[mine],
+        log_q,
+        trained,
+        config,
+        torch.Generator().manual_seed(0),
+        group,
+    )
+    loss.backward()
+    save_file(gradients(model), f"{out}/rank{rank}.safetensors")
+    dist.destroy_process_group()
+
+
+def test_two_ranks_at_batch_b_give_the_gradients_of_one_process_at_2b(tmp_path):
+    mp.start_processes(rank_step, args=(free_port(), str(tmp_path)), nprocs=2, start_method="fork")
+    model, data, config, log_q, trained, rows, (users, listings, weights) = step_inputs(2 * BATCH)
+    model.set_training_pairs(torch.as_tensor(data.user_idx), torch.as_tensor(data.listing_idx))
+    model.refresh()
+    model.train()
+    loss = data_parallel(model, None)(
+        rows, users, listings, weights, log_q, trained, config, torch.Generator(), None
+    )
+    loss.backward()
+    expected = gradients(model)
+    assert config.negatives >= 2 * BATCH  # every listing of the global batch is a negative
+    for rank in (0, 1):
+        got = load_file(str(tmp_path / f"rank{rank}.safetensors"))
+        assert set(got) == set(expected)
+        for name, value in expected.items():
+            torch.testing.assert_close(got[name], value, rtol=1e-4, atol=1e-6, msg=name)
+    # the listing ids' gradients come through the gathered negatives too
+    assert any("listing" in name and value.abs().sum() > 0 for name, value in expected.items())
+
+
+# ------------------------------------------------------------------ torchrun, end to end
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Block data as a dataset partitioned by day, and its listings."""
+    root = tmp_path_factory.mktemp("dataset")
+    events, listings, *_ = block_data(n_users=120, n_listings=60)
+    events["date"] = pd.to_datetime(events["timestamp"], unit="s").dt.strftime("%Y-%m-%d")
+    pq.write_to_dataset(
+        pa.Table.from_pandas(events, preserve_index=False), root / "events", ["date"]
+    )
+    listings.to_parquet(root / "listings.parquet")
+    return root
+
+
+def torchrun(*arguments: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", *arguments]
+
+
+def train_arguments(dataset: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "-m",
+        "embedrec",
+        "train",
+        "--interactions",
+        str(dataset / "events"),
+        "--listings",
+        str(dataset / "listings.parquet"),
+        "--out",
+        str(out),
+        "--epochs",
+        "3",
+        "--dim",
+        "8",
+        "--device",
+        "cpu",
+        *extra,
+    ]
+
+
+def environment() -> dict[str, str]:
+    return os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def answers_similar(model_dir: Path) -> None:
+    """The model loads and answers ``embedrec similar`` as a user would call it."""
+    listing = load(model_dir).listings_.ids[0]
+    run = subprocess.run(
+        [sys.executable, "-m", "embedrec", "similar", str(model_dir), listing, "-k", "5", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert len(json.loads(run.stdout)["results"]) == 5
+    report = json.loads((model_dir / "config.json").read_text())["report"]
+    assert report["users"] == 120  # every rank's users, summed
+
+
+def test_torchrun_standalone_trains_on_a_partitioned_dataset(dataset, tmp_path):
+    out = tmp_path / "model"
+    command = torchrun("--standalone", "--nproc_per_node=2", *train_arguments(dataset, out))
+    run = subprocess.run(command, capture_output=True, text=True, env=environment(), timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "val recall@10" in run.stderr
+    answers_similar(out)
+    assert not (tmp_path / "model.checkpoints").exists()  # removed once the model is saved
+
+
+def test_two_nodes_faked_with_c10d_rendezvous(dataset, tmp_path):
+    out = tmp_path / "model"
+    port = free_port()
+    launchers = [
+        subprocess.Popen(
+            torchrun(
+                "--nnodes=2",
+                f"--node_rank={node}",
+                "--nproc_per_node=1",
+                "--rdzv_backend=c10d",
+                f"--rdzv_endpoint=127.0.0.1:{port}",
+                "--rdzv_id=embedrec-test",
+                *train_arguments(dataset, out),
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=environment(),
+        )
+        for node in (0, 1)
+    ]
+    outputs = [launcher.communicate(timeout=300)[0] for launcher in launchers]
+    assert [launcher.returncode for launcher in launchers] == [0, 0], outputs
+    answers_similar(out)
+
+
+def test_a_killed_rank_restarts_and_finishes_from_its_checkpoint(dataset, tmp_path):
+    out = tmp_path / "model"
+    checkpoints = tmp_path / "model.checkpoints"
+    config = tmp_path / "train.toml"
+    # many small steps: the rank is killed well before the end
+    config.write_text("[train]\nbatch_size = 32\nepochs = 12\npatience = 20\n")
+    command = torchrun(
+        "--standalone",
+        "--nproc_per_node=2",
+        "--max-restarts=1",
+        *train_arguments(dataset, out, "--config", str(config), "--checkpoint-every", "5"),
+    )
+    launcher = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=environment(),
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (checkpoints / "latest.json").exists():
+        assert launcher.poll() is None and time.monotonic() < deadline, "no checkpoint written"
+        time.sleep(0.05)
+    ranks = children(launcher.pid)
+    assert len(ranks) == 2
+    os.kill(ranks[1], signal.SIGKILL)
+    output = launcher.communicate(timeout=300)[0]
+    assert launcher.returncode == 0, output[-3000:]
+    assert "resumed at epoch" in output
+    answers_similar(out)
+
+
+def children(pid: int) -> list[int]:
+    """The processes ``pid`` started (torchrun's ranks), by /proc."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return sorted(found)
+
+
+# ------------------------------------------------------------------ bad input on every rank
+@pytest.mark.parametrize(
+    ("interactions", "message"),
+    [
+        ("{root}/events/date=2099-01-01", "not found"),
+        ("{root}/corrupt", "corrupt"),
+        ("nosuch://bucket/events", "nosuch"),
+    ],
+)
+def test_bad_input_stops_every_rank_with_one_line(dataset, tmp_path, interactions, message):
+    corrupt = dataset / "corrupt" / "date=2026-01-01"
+    corrupt.mkdir(parents=True, exist_ok=True)
+    (corrupt / "part-0.parquet").write_bytes(b"PAR1 this is not parquet PAR1")
+    arguments = train_arguments(dataset, tmp_path / "model")
+    arguments[arguments.index("--interactions") + 1] = interactions.format(root=dataset)
+    started = time.monotonic()
+    run = subprocess.run(
+        torchrun("--standalone", "--nproc_per_node=2", *arguments),
+        capture_output=True,
+        text=True,
+        env=environment(),
+        timeout=120,
+    )
+    assert run.returncode != 0
+    assert time.monotonic() - started < 60
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error: ")]
+    assert errors, run.stderr[-3000:]
+    assert all(message in line.lower() for line in errors), errors
+    # torchrun's launcher reports the failed ranks with its own traceback; none from ours
+    frames = [line for line in run.stderr.splitlines() if line.strip().startswith("File ")]
+    assert not [frame for frame in frames if "embedrec" in frame], frames
