@@ -1,13 +1,16 @@
-"""``embedrec serve`` as an orchestrator sees it: a worker killed outright, or hung, is
-replaced by a working one; SIGTERM to the parent stops the whole server; and a reload does
-not stall the reads answered meanwhile."""
+"""``embedrec serve`` as an orchestrator sees it: a burst of new connections is shared by the
+workers; a worker killed outright, or hung, is replaced by a working one; SIGTERM to the
+parent stops the whole server; and a reload does not stall the reads answered meanwhile."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
+from collections import Counter
+from pathlib import Path
 
 import httpx
 import pandas as pd
@@ -43,6 +46,72 @@ def replaced(url: str, gone: int, within_s: float) -> set[str]:
             return answering
         assert time.monotonic() < deadline, f"worker {gone} not replaced: {answering}"
         time.sleep(0.5)
+
+
+def test_new_connections_are_shared_by_the_workers_whichever_is_awake(model_dir, tmp_path):
+    server = Server(model_dir, tmp_path / "store.sqlite", "--workers", "2")
+    try:
+        deadline = time.monotonic() + 90  # the second worker may still be loading
+        while len(workers := workers_answering(server.url)) < 2:
+            assert time.monotonic() < deadline, "the second worker never answered"
+            time.sleep(0.5)
+        awake, busy = (int(pid) for pid in sorted(workers))
+        # a burst of connections arrives while one worker is busy (here: stopped): on one
+        # shared listening socket the other accepted all of them and kept them, however long
+        # they lived; on a socket per worker each waits in its own worker's queue
+        os.kill(busy, signal.SIGSTOP)
+        try:
+            connections = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(100)]
+            for connection in connections:
+                connection.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            time.sleep(1)  # time enough for the awake worker to accept all it can
+        finally:
+            os.kill(busy, signal.SIGCONT)
+        served: Counter[str] = Counter()
+        for connection in connections:
+            with connection, connection.makefile("rb") as answer:
+                text = answer.read().decode()
+            served[text.split('worker="')[1].split('"')[0]] += 1
+        # the kernel hashes each connection to a worker: 100 fair coin flips fall below 25
+        # on one side about once in 3 million runs
+        assert served.keys() == {str(awake), str(busy)}, served
+        assert min(served.values()) >= 25, served
+    finally:
+        server.stop()
+
+
+def test_workers_map_one_copy_of_the_listings_and_still_take_writes(
+    cars, model_dir, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # where the copy is written
+    listings = str(cars / "listings.parquet")
+    server = Server(model_dir, tmp_path / "store.sqlite", "--workers", "2", "--listings", listings)
+    clients: dict[str, httpx.Client] = {}
+    try:
+        deadline = time.monotonic() + 90
+        while len(clients) < 2:
+            assert time.monotonic() < deadline, f"only workers {set(clients)} answered"
+            client = httpx.Client(base_url=server.url, timeout=30)
+            worker = worker_of(client)
+            if clients.setdefault(worker, client) is not client:
+                client.close()
+        cache = tmp_path / "cache" / "embedrec" / "serving"
+        files = [*cache.glob("catalogue-*.arrow"), *cache.glob("catalogue-*.npy")]
+        assert len(files) == 3, files  # the table, the vectors, their model rows
+        for worker in clients:  # each worker maps the same files, holding no copy of its own
+            mapped = Path(f"/proc/{worker}/maps").read_text()
+            assert all(str(f) in mapped for f in files), worker
+        created = clients[min(clients)].put(
+            "/v1/listings/shared-1", json=serving.NEW_CAR, headers=serving.AUTH
+        )
+        assert created.status_code == 201
+        for client in clients.values():  # the files stay as they were; each worker has it
+            assert client.get("/v1/listings/shared-1").json()["make"] == "Nissan"
+            assert client.get("/v1/listings/shared-1/similar").status_code == 200
+    finally:
+        for client in clients.values():
+            client.close()
+        server.stop()
 
 
 def test_killed_and_hung_workers_are_replaced_and_sigterm_stops_the_server(model_dir, tmp_path):

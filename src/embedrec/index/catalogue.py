@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -10,6 +11,7 @@ from typing import Any
 import faiss
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from embedrec.data.ids import id_index, positions
 from embedrec.data.jsonable import plain
@@ -31,6 +33,9 @@ MERGE_SHARE = 64
 # quarter of the live ones (and 256 rows): memory and filter cost follow the live listings
 COMPACT_MIN_DEAD = 256
 COMPACT_SHARE = 0.25
+# a string column with at most one distinct value per this many rows is kept as codes into its
+# distinct values (see _json_column)
+FEW_VALUES_SHARE = 8
 
 
 class Catalogue:
@@ -176,7 +181,7 @@ class Catalogue:
         base = len(part.base)
         in_base = rows[rows < base]
         # column by column: one vectorised conversion per column, not one per value
-        values = [convert(column[in_base]) for column, convert in part.columns.values()]
+        values = [take(in_base) for take in part.columns.values()]
         names = list(part.columns)
         records = iter([dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)])
         return [
@@ -473,28 +478,75 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(norms, 1e-12)
 
 
-def _json_column(series: pd.Series) -> tuple[np.ndarray, Callable[[np.ndarray], list]]:
-    """A column's values and the function turning a slice of them into JSON-ready values."""
+def _json_column(series: pd.Series) -> Callable[[np.ndarray], list]:
+    """The function giving a column's JSON-ready values at an array of rows."""
+    if isinstance(series.dtype, pd.StringDtype) and series.dtype.storage == "pyarrow":
+        # one Python string per row held ~1 GB per worker for the text columns of 1M listings:
+        # a column of few values (make, fuel, city) keeps each value once and codes per row,
+        # one of many values (ids, titles) is decoded from its Arrow buffers row by row
+        codes, uniques = pd.factorize(series, use_na_sentinel=False)
+        codes = codes.astype(np.int32)  # half the default intp
+        if len(uniques) <= len(series) // FEW_VALUES_SHARE:
+            values = np.array([plain(v) for v in uniques], dtype=object)
+            return lambda rows: values[codes[rows]].tolist()
+        strings = pa.array(series.array)
+        chunks = strings.chunks if isinstance(strings, pa.ChunkedArray) else [strings]
+        if all(pa.types.is_string(c.type) or pa.types.is_large_string(c.type) for c in chunks):
+            return _ArrowStrings(chunks)
     if pd.api.types.is_datetime64_any_dtype(series.dtype):
         # ISO 8601 strings made per slice by NumPy (pandas Timestamps cost ~10 us each)
         aware = getattr(series.dtype, "tz", None) is not None
         values = (series.dt.tz_convert("UTC").dt.tz_localize(None) if aware else series).to_numpy()
         suffix = "+00:00" if aware else ""
 
-        def iso(v: np.ndarray) -> list:
+        def iso(rows: np.ndarray) -> list:
+            v = values[rows]
             # whole seconds as Timestamp.isoformat writes them, finer units where present
             whole = (v.astype("datetime64[s]") == v) | np.isnat(v)
             text = np.datetime_as_string(v, unit="s" if whole.all() else "auto").tolist()
             return [None if t == "NaT" else t + suffix for t in text]
 
-        return values, iso
+        return iso
     exact = pd.api.types.is_bool_dtype(series.dtype) or pd.api.types.is_integer_dtype(series.dtype)
     if exact and not series.hasnans:
-        return series.to_numpy(), np.ndarray.tolist
+        values = series.to_numpy()
+        return lambda rows: values[rows].tolist()
     if pd.api.types.is_float_dtype(series.dtype) and isinstance(series.dtype, np.dtype):
+        values = series.to_numpy()
 
-        def floats(v: np.ndarray) -> list:
-            return [None if x != x else x for x in v.tolist()]  # NaN is missing
+        def floats(rows: np.ndarray) -> list:
+            return [None if x != x else x for x in values[rows].tolist()]  # NaN is missing
 
-        return series.to_numpy(), floats
-    return series.to_numpy(dtype=object), lambda v: [x if type(x) is str else plain(x) for x in v]
+        return floats
+    values = series.to_numpy(dtype=object)
+    return lambda rows: [x if type(x) is str else plain(x) for x in values[rows]]
+
+
+class _ArrowStrings:
+    """A string column's values at given rows, decoded from its Arrow buffers on demand (the
+    buffers are the table's own: nothing is held per row)."""
+
+    def __init__(self, chunks: list[pa.Array]) -> None:
+        self._starts = np.cumsum([0, *(len(c) for c in chunks)]).tolist()
+        # per chunk: its value offsets and bytes as memoryviews (indexing one gives a Python
+        # int, ~3x faster than a NumPy scalar), its validity (None: no missing value)
+        self._parts: list[tuple[memoryview, memoryview, np.ndarray | None]] = []
+        for chunk in chunks:
+            _, offsets, data = chunk.buffers()
+            width = "q" if pa.types.is_large_string(chunk.type) else "i"
+            offsets = memoryview(offsets).cast(width)[chunk.offset : chunk.offset + len(chunk) + 1]
+            valid = chunk.is_valid().to_numpy(zero_copy_only=False) if chunk.null_count else None
+            self._parts.append((offsets, memoryview(data if data is not None else b""), valid))
+
+    def __call__(self, rows: np.ndarray) -> list:
+        out: list = []
+        starts, parts = self._starts, self._parts
+        for row in rows.tolist():
+            chunk = bisect.bisect_right(starts, row) - 1
+            offsets, data, valid = parts[chunk]
+            i = row - starts[chunk]
+            if valid is not None and not valid[i]:
+                out.append(None)
+            else:
+                out.append(str(data[offsets[i] : offsets[i + 1]], "utf-8"))
+        return out

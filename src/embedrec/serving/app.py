@@ -382,6 +382,7 @@ def settings_from_env() -> Settings:
         model_root=env.get("EMBEDREC_MODEL_ROOT") or None,
         max_body_bytes=int(env.get("EMBEDREC_MAX_BODY_BYTES", 64 * 1024)),
         follow_store=env.get("EMBEDREC_FOLLOW_STORE") == "1",
+        cache_dir=env.get("EMBEDREC_CACHE_DIR") or None,
     )
 
 

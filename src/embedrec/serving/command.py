@@ -81,6 +81,7 @@ def serve_command(
     from embedrec.serving.app import create_app, limit_threads, read_token_file
     from embedrec.serving.state import Settings
     from embedrec.serving.store import StoreUnavailable, open_store
+    from embedrec.serving.workers import run_workers
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s", force=True
@@ -125,6 +126,8 @@ def serve_command(
             EMBEDREC_LISTINGS=listings or "",
             EMBEDREC_FOLLOW_STORE="1",
             EMBEDREC_MODEL_ROOT=model_root,
+            # the workers map one copy of the --listings catalogue (serving/shared.py)
+            EMBEDREC_CACHE_DIR=str(_cache_dir()),
         )
         # each worker reads the token file itself: the token is not copied into the
         # environment, where any process of the user could read it in /proc/PID/environ
@@ -132,7 +135,7 @@ def serve_command(
             os.environ[TOKEN_FILE_VARIABLE] = token_file
         else:
             os.environ.pop(TOKEN_FILE_VARIABLE, None)
-        uvicorn.run(
+        config = uvicorn.Config(
             "embedrec.serving.app:app_from_env",
             factory=True,
             host=host,
@@ -145,9 +148,15 @@ def serve_command(
             # answers from its own thread) serves nobody before it is killed and replaced
             timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
         )
+        run_workers(config)  # each worker accepts on a socket of its own (SO_REUSEPORT)
     except (BundleError, DataError, OSError, StoreUnavailable) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "embedrec" / "serving"
 
 
 def _warn_if_others_can_read(token_file: str) -> None:

@@ -35,6 +35,7 @@ from embedrec.data.io import load_listings
 from embedrec.index.catalogue import Catalogue
 from embedrec.recommender import Recommender
 from embedrec.retrieval.retriever import Retriever
+from embedrec.serving.shared import shared_retriever
 from embedrec.serving.store import Change, Head, Store, StoreUnavailable, Write
 
 log = logging.getLogger("embedrec.serving")
@@ -64,6 +65,9 @@ class Settings:
     # workers started by uvicorn load the model directory recorded in the store, so a worker
     # respawned after a reload serves the reloaded model
     follow_store: bool = False
+    # where workers share the --listings catalogue's table and vectors (serving/shared.py);
+    # None: each process loads and embeds its own
+    cache_dir: str | None = None
 
 
 @dataclass
@@ -330,12 +334,25 @@ class ServingState:
 
 
 def build_state(
-    model_dir: str | Path, listings: str | None, store: Store, generation: int
+    model_dir: str | Path,
+    listings: str | None,
+    store: Store,
+    generation: int,
+    cache_dir: str | None = None,
 ) -> ServingState:
-    """Load a model directory and its catalogue, then replay every stored write into it."""
+    """Load a model directory and its catalogue, then replay every stored write into it;
+    with ``cache_dir``, the catalogue of ``listings`` is the one all workers map."""
     started = time.perf_counter()
     recommender = Recommender.load(model_dir)
-    retriever = recommender.retriever(listings)
+    tag = model_tag(recommender)
+    retriever: Retriever | None = None
+    if listings and cache_dir and tag:
+        try:
+            retriever = shared_retriever(recommender, listings, cache_dir, tag)
+        except OSError as exc:  # e.g. a read-only home directory: served all the same
+            log.warning("cannot share the catalogue in %s (%s): loading it here", cache_dir, exc)
+    if retriever is None:
+        retriever = recommender.retriever(listings)
     unknown = retriever.unknown
     if unknown:
         log.warning(
@@ -346,9 +363,7 @@ def build_state(
             unknown[0],
         )
     retriever.warm_up()
-    state = ServingState(
-        recommender, retriever, str(model_dir), generation, model_tag=model_tag(recommender)
-    )
+    state = ServingState(recommender, retriever, str(model_dir), generation, model_tag=tag)
     state.catch_up(store)
     log.info(
         "loaded %s: %d listings (%d stored writes replayed) in %.1fs",
@@ -397,14 +412,18 @@ class StateHolder:
         settings, store = self.settings, self.store
         if follow and head.model_dir and head.model_dir != settings.model_dir:
             try:
-                return build_state(head.model_dir, settings.listings, store, head.generation)
+                return build_state(
+                    head.model_dir, settings.listings, store, head.generation, settings.cache_dir
+                )
             except (BundleError, DataError, OSError) as exc:
                 # a worker started after the reloaded model's directory went away serves the
                 # command line's model instead of failing its start again and again
                 log.error("cannot load %s, recorded by a reload: %s", head.model_dir, exc)
                 self._failed_generation = head.generation
                 self.reload_error = f"generation {head.generation} ({head.model_dir}): {exc}"
-        return build_state(settings.model_dir, settings.listings, store, head.generation)
+        return build_state(
+            settings.model_dir, settings.listings, store, head.generation, settings.cache_dir
+        )
 
     @property
     def current(self) -> ServingState:
@@ -461,7 +480,9 @@ class StateHolder:
     def reload(self, model_dir: str) -> ServingState:
         """Build a state for ``model_dir`` off to the side, record it, swap it in."""
         with self._reload_lock:
-            state = build_state(model_dir, self.settings.listings, self.store, -1)
+            state = build_state(
+                model_dir, self.settings.listings, self.store, -1, self.settings.cache_dir
+            )
             state.generation = self.store.record_reload(model_dir)
             with contextlib.suppress(StoreUnavailable):  # recorded: the follower goes on
                 state.catch_up(self.store)
@@ -540,7 +561,13 @@ class StateHolder:
 
             def run() -> None:
                 try:
-                    state = build_state(model_dir, self.settings.listings, self.store, generation)
+                    state = build_state(
+                        model_dir,
+                        self.settings.listings,
+                        self.store,
+                        generation,
+                        self.settings.cache_dir,
+                    )
                 except StoreUnavailable as exc:  # not the model's fault: tried again later
                     log.warning("reload of %s waits for the store: %s", model_dir, exc)
                     return
