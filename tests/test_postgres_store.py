@@ -192,6 +192,25 @@ def test_a_write_wakes_another_process_listening(pg_url):
         other.close()
 
 
+def test_a_replica_opens_the_store_while_another_is_inside_a_write(pg_url):
+    """A replica (re)starting mid-traffic takes no lock a writer holds: once the schema
+    exists, opening the store waits for nobody (it used to run ALTER TABLE and insert the
+    counters, and deadlocked with a write holding the 'seq' row)."""
+    import psycopg
+
+    open_store(pg_url).close()  # the schema exists, as with replicas already running
+    with psycopg.connect(pg_url) as writer:
+        # what a write holds until its COMMIT: the counter row and the listings table
+        writer.execute("UPDATE embedrec_counters SET value = value + 1 WHERE name = 'seq'")
+        writer.execute("SELECT count(*) FROM embedrec_listings").fetchone()
+        with ThreadPoolExecutor(1) as pool:
+            opening = pool.submit(open_store, pg_url)
+            late = opening.result(timeout=DEADLINE_S)  # before the write commits
+            assert late.head().seq == 0  # the open write is not visible yet
+        writer.rollback()
+    late.close()
+
+
 def test_database_restart_store_reconnects_and_keeps_everything(pg_url, postgres_cluster):
     store = open_store(pg_url)
     try:

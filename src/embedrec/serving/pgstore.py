@@ -44,6 +44,10 @@ CONNECT_TIMEOUT_S = 5
 STATEMENT_TIMEOUT_MS = 30_000
 
 _SCHEMA = [
+    # the counters first: a writer locks the 'seq' row and then the listings table, so
+    # creating them in the other order could deadlock with a running replica's write
+    "CREATE TABLE IF NOT EXISTS embedrec_counters (name text PRIMARY KEY, value bigint NOT NULL)",
+    "INSERT INTO embedrec_counters VALUES ('seq', 0), ('generation', 0) ON CONFLICT DO NOTHING",
     """CREATE TABLE IF NOT EXISTS embedrec_listings (
         listing_id text PRIMARY KEY,  -- json.dumps of the id, so 7 and "7" stay different
         seq bigint NOT NULL,
@@ -54,14 +58,22 @@ _SCHEMA = [
     "ALTER TABLE embedrec_listings ADD COLUMN IF NOT EXISTS vector bytea",
     "ALTER TABLE embedrec_listings ADD COLUMN IF NOT EXISTS vector_model text",
     "CREATE INDEX IF NOT EXISTS embedrec_listings_seq ON embedrec_listings (seq)",
-    "CREATE TABLE IF NOT EXISTS embedrec_counters (name text PRIMARY KEY, value bigint NOT NULL)",
-    "INSERT INTO embedrec_counters VALUES ('seq', 0), ('generation', 0) ON CONFLICT DO NOTHING",
     """CREATE TABLE IF NOT EXISTS embedrec_reloads (
         generation bigint PRIMARY KEY,
         model_dir text NOT NULL,
         recorded_at timestamptz NOT NULL DEFAULT now()
     )""",
 ]
+# whether the schema above is complete: then a replica joining a running store takes no
+# table lock at all (ALTER TABLE would lock the listings table even when it changes nothing)
+_SCHEMA_COMPLETE = """
+SELECT (SELECT count(*) FROM information_schema.columns
+        WHERE table_schema = current_schema() AND table_name = 'embedrec_listings'
+        AND column_name IN ('vector', 'vector_model')) = 2
+   AND to_regclass('embedrec_listings_seq') IS NOT NULL
+   AND to_regclass('embedrec_reloads') IS NOT NULL
+   AND (SELECT count(*) FROM embedrec_counters WHERE name IN ('seq', 'generation')) = 2
+"""
 # replicas starting together create the tables one after the other (any fixed number)
 _SCHEMA_LOCK = 0x656D6265_64726563 >> 1
 
@@ -104,13 +116,19 @@ class PostgresStore(StoreBase):
         with self._lock:
             db = self._writer()
             try:
-                with db.transaction():
-                    db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-                    for statement in _SCHEMA:
-                        db.execute(statement)
+                if not self._schema_complete(db):
+                    with db.transaction():
+                        db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                        for statement in _SCHEMA:
+                            db.execute(statement)
             except self._pg.OperationalError as exc:
                 self._drop("_db")
                 raise self._unavailable(exc) from None
+
+    def _schema_complete(self, db: Any) -> bool:
+        if db.execute("SELECT to_regclass('embedrec_counters')").fetchone()[0] is None:
+            return False
+        return bool(db.execute(_SCHEMA_COMPLETE).fetchone()[0])
 
     # ------------------------------------------------------------------ connections
     def describe(self) -> str:

@@ -195,7 +195,8 @@ def train(
                 epoch_state = resume.generator_states["epoch"]
             label = f"epoch {epoch}"
             on_step = None
-            if checkpoints is not None and checkpoints.every_steps:
+            # Hogwild's steps run in worker processes: its checkpoints follow epochs only
+            if checkpoints is not None and checkpoints.every_steps and config.workers == 1:
 
                 def on_step(batch: int, done: int, epoch=epoch, state=epoch_state) -> None:  # noqa: ANN001
                     if checkpoints.due(done):

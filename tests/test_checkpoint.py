@@ -1,0 +1,76 @@
+"""Checkpoints: a stopped fit resumed from its last checkpoint ends with the model of a fit
+that never stopped; another run's checkpoint is refused."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import block_data
+
+from embedrec.recommender import Recommender
+from embedrec.training.checkpoint import CheckpointError
+
+
+class Stop(Exception):
+    """Stands for a crash after an epoch's checkpoint."""
+
+
+def settings(**changes: object) -> dict:
+    return {"model": "hybrid", "dim": 8, "epochs": 4, "patience": 10, "device": "cpu"} | changes
+
+
+@pytest.fixture(scope="module")
+def data():
+    events, listings, *_ = block_data(n_users=80, n_listings=40)
+    return events, listings
+
+
+def stop_at(epoch: int):
+    def callback(number: int, metrics: dict, elapsed: float) -> None:
+        if number == epoch:
+            raise Stop
+
+    return callback
+
+
+@pytest.mark.parametrize("stopped_in", ["fit", "refit"])
+def test_a_resumed_fit_ends_with_the_weights_of_one_that_never_stopped(data, tmp_path, stopped_in):
+    events, listings = data
+    whole = Recommender(**settings()).fit(events, listings)
+    checkpoints = tmp_path / "checkpoints"
+    first = Recommender(**settings())
+    # after the fit phase's second epoch, or the refit's first (the fit phase runs 4)
+    calls = {"n": 0}
+
+    def callback(number: int, metrics: dict, elapsed: float) -> None:
+        calls["n"] += 1
+        if calls["n"] == (2 if stopped_in == "fit" else 5):
+            raise Stop
+
+    with pytest.raises(Stop):
+        first.fit(events, listings, callbacks=[callback], checkpoint_dir=checkpoints)
+    assert (checkpoints / "latest.json").exists()
+    resumed = Recommender(**settings()).fit(
+        events, listings, checkpoint_dir=checkpoints, resume=True
+    )
+    assert resumed.report_["best_epoch"] == whole.report_["best_epoch"]
+    assert len(resumed.report_["history"]) == len(whole.report_["history"])
+    for name, value in whole.model_.state_dict().items():
+        torch.testing.assert_close(resumed.model_.state_dict()[name], value, msg=name)
+
+
+def test_another_runs_checkpoint_is_refused(data, tmp_path):
+    events, listings = data
+    checkpoints = tmp_path / "checkpoints"
+    with pytest.raises(Stop):
+        Recommender(**settings()).fit(
+            events, listings, callbacks=[stop_at(1)], checkpoint_dir=checkpoints
+        )
+    with pytest.raises(CheckpointError, match="dim: 8 there, 16 now"):
+        Recommender(**settings(dim=16)).fit(
+            events, listings, checkpoint_dir=checkpoints, resume=True
+        )
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        Recommender(**settings()).fit(
+            events, listings, checkpoint_dir=tmp_path / "empty", resume=True
+        )
