@@ -50,10 +50,7 @@ def compare(model: str, devices: list[str], data_dir: Path, epochs: int) -> dict
     losses = [np.array([h["loss"] for h in rec.report_["history"]]) for rec in (first, second)]
     vectors = [rec.retriever().catalogue.vectors for rec in (first, second)]
     users = first.users_.ids[:500]
-    tops = [
-        [answer.ids for answer in rec.recommend(users, k=10)]
-        for rec in (first, second)
-    ]
+    tops = [[answer.ids for answer in rec.recommend(users, k=10)] for rec in (first, second)]
     agree = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(*tops, strict=True)])
     return {
         "model": model,

@@ -17,9 +17,9 @@ from embedrec.training.trainer import refresh_due
 @pytest.mark.parametrize("model", ["mf", "hybrid"])
 def test_two_workers_learn_the_groups(blocks, tmp_path, model):
     events, listings, listing_group, _ = blocks
-    rec = Recommender(
-        model=model, epochs=8, batch_size=128, workers=2, progress=False
-    ).fit(events, listings)
+    rec = Recommender(model=model, epochs=8, batch_size=128, workers=2, progress=False).fit(
+        events, listings
+    )
     for query, group in zip(rec.similar(["Wagen 0 ä", "Wagen 1 ä"], k=10), (0, 1), strict=True):
         found = [int(r.listing_id.split()[1]) for r in query.hits]
         assert np.mean(listing_group[found] == group) >= 0.8

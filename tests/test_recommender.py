@@ -21,9 +21,7 @@ def test_similar_listings_come_from_the_same_group(fitted_mf, blocks):
     queries = listings["listing_id"].tolist()[:8]
     results = fitted_mf.similar(queries, k=5)
     assert [r.query for r in results] == queries
-    same = [
-        group_of(hit.listing_id) == group_of(r.query) for r in results for hit in r.hits
-    ]
+    same = [group_of(hit.listing_id) == group_of(r.query) for r in results for hit in r.hits]
     assert np.mean(same) >= 0.9
     for result in results:
         assert result.query not in [hit.listing_id for hit in result.hits]
@@ -125,9 +123,9 @@ def test_training_reports_history_and_early_stopping(fitted_mf):
 @pytest.fixture(scope="module")
 def fitted_hybrid(blocks):
     events, listings, _, _ = blocks
-    return Recommender(
-        model="hybrid", epochs=12, batch_size=256, seed=0, progress=False
-    ).fit(events, listings)
+    return Recommender(model="hybrid", epochs=12, batch_size=256, seed=0, progress=False).fit(
+        events, listings
+    )
 
 
 def test_hybrid_embeds_unseen_listings_from_features(fitted_hybrid, blocks):
@@ -217,9 +215,9 @@ def test_model_size_parameters_reach_the_network_and_the_saved_model(
     blocks, tmp_path, model, params
 ):
     events, listings, _, _ = blocks
-    rec = Recommender(
-        model=model, epochs=1, batch_size=256, progress=False, **params
-    ).fit(events, listings)
+    rec = Recommender(model=model, epochs=1, batch_size=256, progress=False, **params).fit(
+        events, listings
+    )
     first_layer = rec.model_.listing_mlp[0] if model == "hybrid" else rec.model_.mlp[0]
     assert first_layer.out_features == 24
     assert rec.model_.features.output_dim == 4 * len(rec.pipeline_.encoders)

@@ -450,9 +450,9 @@ def test_hybrid_history_cache_is_refreshed_at_epochs_and_as_steps_double(blocks,
 
     monkeypatch.setattr("embedrec.training.trainer.in_batch_softmax", counting_loss)
     monkeypatch.setattr(HybridTwoTower, "refresh", recording_refresh)
-    Recommender(
-        model="hybrid", epochs=3, batch_size=16, validation_fraction=0, progress=False
-    ).fit(events, listings)
+    Recommender(model="hybrid", epochs=3, batch_size=16, validation_fraction=0, progress=False).fit(
+        events, listings
+    )
     per_epoch = steps[0] // 3
     assert steps[0] == 3 * per_epoch and per_epoch > 64
     epochs = {0, per_epoch, 2 * per_epoch, 3 * per_epoch}

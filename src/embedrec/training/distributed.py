@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime
 import math
 import os
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +44,29 @@ def finish_distributed() -> None:
         dist.destroy_process_group()
 
 
+def _this_attempt(store: dist.Store) -> dist.Store:
+    """``store`` with keys of this attempt only, where torchrun may restart the ranks.
+
+    torchrun's agent keeps one store for all its restarts, so ranks that re-join after a
+    lost one find the keys the old ranks left (their gloo addresses) and may wait on a dead
+    peer: pytorch/pytorch#135712. One agent numbers its restarts the same for every rank;
+    agents on several hosts need not, and there the launchers need
+    TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 (a fresh store at every restart), which we say."""
+    shared = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    if not shared or int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) == 0:
+        return store
+    if int(os.environ.get("GROUP_WORLD_SIZE", "1")) > 1:
+        if os.environ.get("RANK") == "0":
+            print(
+                "warning: torchrun --max-restarts across hosts needs "
+                "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in every launcher's environment, or "
+                "restarted ranks may wait on the lost ones (pytorch/pytorch#135712)",
+                file=sys.stderr,
+            )
+        return store
+    return dist.PrefixStore(f"embedrec/attempt-{os.environ['TORCHELASTIC_RESTART_COUNT']}", store)
+
+
 @dataclass
 class Group:
     """This process's place in a distributed run and the collectives training needs."""
@@ -66,7 +90,14 @@ class Group:
         )
         if not dist.is_initialized():
             backend = "nccl" if device.type == "cuda" else "gloo"
-            dist.init_process_group(backend, timeout=timeout, device_id=None)
+            store, rank, world = next(dist.rendezvous("env://", timeout=timeout))
+            dist.init_process_group(
+                backend,
+                store=_this_attempt(store),
+                rank=rank,
+                world_size=world,
+                timeout=timeout,
+            )
         return cls(dist.get_rank(), dist.get_world_size(), device, dist.new_group())
 
     @property
