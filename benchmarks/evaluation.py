@@ -3,11 +3,15 @@
     python benchmarks/evaluation.py [--size small] [--seed 0] [--out docs/evaluation.md]
     python benchmarks/evaluation.py --movielens-only     # rewrites only the MovieLens part
     python benchmarks/evaluation.py --text-on-off --seeds 0,1,2   # only the text on/off part
+    python benchmarks/evaluation.py --similar --epochs 12   # only similar listings by behaviour
+    python benchmarks/evaluation.py --similar --smoke --size tiny   # the same in seconds
 
 Trains on everything before the last week and evaluates on the last week, where many
 listings are new. The catalogue at test time is every listing active in that week; listings
 first seen in it are cold. Also measures the neighbours of warm and cold listings against the
-structure users shop by: distance, segment and price.
+structure users shop by: distance, segment and price. ``--similar`` judges similar listings
+by behaviour instead (the next listing viewed in a session) against item-kNN on co-views and
+LightFM (``similar_listings.py``).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ KS = (10, 20)
 CARS = ("<!-- generated:cars:start -->", "<!-- generated:cars:end -->")
 MOVIELENS = ("<!-- generated:movielens:start -->", "<!-- generated:movielens:end -->")
 TEXT = ("<!-- generated:text:start -->", "<!-- generated:text:end -->")
+SIMILAR = ("<!-- generated:similar:start -->", "<!-- generated:similar:end -->")
 TEXT_COLUMNS = ["title", "description"]
 WEEK = pd.Timedelta(days=7)
 
@@ -318,8 +323,27 @@ def main() -> None:
     )
     parser.add_argument("--seeds", default="0", help="seeds of --text-on-off, comma-separated")
     parser.add_argument("--text-models", default="hybrid")
+    parser.add_argument(
+        "--similar",
+        action="store_true",
+        help="only similar listings judged by behaviour: --similar-models against item-kNN "
+        "on co-views and LightFM, tuned on a validation week",
+    )
+    parser.add_argument("--similar-models", default="hybrid,mf")
+    parser.add_argument(
+        "--smoke", action="store_true", help="with --similar: tiny grids, 1 epoch (seconds)"
+    )
     args = parser.parse_args()
     torch.manual_seed(args.seed)
+    if args.similar:
+        from similar_listings import similar_section
+
+        split = split_by_week(car_data(args.data, args.size, args.seed))
+        models = args.similar_models.split(",")
+        epochs = 1 if args.smoke else args.epochs
+        lines = similar_section(split, models, epochs, args.seed, args.smoke, WEEK)
+        write_page(args.out, {SIMILAR: lines + _made_by()})
+        return
     if args.text_on_off:
         seeds = [int(s) for s in args.seeds.split(",")]
         models = args.text_models.split(",")
@@ -391,7 +415,7 @@ def write_page(path: Path, blocks: dict[tuple[str, str], list[str]]) -> None:
     """Print the measured parts and rewrite them in ``path``; a new page gets both parts'
     markers, so that a later run of either part finds its place."""
     if not path.exists():
-        parts = (CARS, TEXT, MOVIELENS)
+        parts = (CARS, SIMILAR, TEXT, MOVIELENS)
         skeleton = "\n\n".join(f"{start}\n{end}" for start, end in parts) + "\n"
         write_atomic(path, lambda temporary: temporary.write_text(skeleton, encoding="utf-8"))
     for (start, end), lines in blocks.items():

@@ -176,7 +176,9 @@ def test_evaluate_prints_every_metric_with_its_standard_error(time_split):
         for name in ("recall", "ndcg", "hitrate", "mrr"):
             assert f"{name}@{k}" in rows and "±" in rows[f"{name}@{k}"]
         assert f"coverage@{k}" in rows and "±" not in rows[f"coverage@{k}"]
-    assert "events:" in lines[-1]
+        # similar listings judged by the next view in a session, with their error too
+        assert f"similar@{k}" in rows and "±" in rows[f"similar@{k}"]
+    assert "events:" in lines[-1] and "similar_pairs_warm:" in lines[-1]
 
 
 @pytest.mark.slow

@@ -51,3 +51,16 @@ def test_evaluate_reports_it_for_warm_and_cold_listings(fitted_mf, blocks):
     assert {"hit@5", "hit@10", "pairs"} <= set(similar["warm"])
     assert similar["warm"]["hit@5"] <= similar["warm"]["hit@10"]
     assert similar["counts"]["pairs_read"] >= similar["warm"]["pairs"]
+
+
+def test_next_view_pairs_read_datetimes_with_a_time_zone():
+    seconds = [0, 60, 4000]
+    for stamps in (
+        pd.to_datetime(seconds, unit="s", utc=True),
+        pd.to_datetime(seconds, unit="s"),
+        pd.to_datetime(seconds, unit="s", utc=True).as_unit("s"),
+    ):
+        events = pd.DataFrame({"user_id": ["a"] * 3, "listing_id": ["1", "2", "3"]})
+        events["timestamp"] = stamps
+        first, then = next_view_pairs(events, session_gap=1800)
+        assert list(zip(first, then, strict=True)) == [("1", "2")]

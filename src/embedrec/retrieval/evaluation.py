@@ -75,12 +75,16 @@ def next_view_pairs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(first listing, next listing) ids of consecutive views in one visitor's session: the
     same user, at most ``session_gap`` seconds apart, two different listings."""
-    order = np.lexsort((events["timestamp"].to_numpy(), events["user_id"].to_numpy()))
+    stamps = pd.Series(events["timestamp"])
+    if isinstance(stamps.dtype, pd.DatetimeTZDtype) or stamps.dtype.kind == "M":
+        # datetimes (time-zone aware or not, any resolution) as float seconds
+        stamps = pd.to_datetime(stamps, utc=True)
+        stamps = (stamps - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
+    order = np.lexsort((stamps.to_numpy(), events["user_id"].to_numpy()))
     users = events["user_id"].to_numpy()[order]
-    times = events["timestamp"].to_numpy()[order]
+    times = stamps.to_numpy()[order]
     listings = events["listing_id"].to_numpy()[order]
-    gaps = times[1:] - times[:-1]
-    seconds = gaps / np.timedelta64(1, "s") if times.dtype.kind in "mM" else gaps
+    seconds = times[1:] - times[:-1]
     same = (users[1:] == users[:-1]) & (seconds <= session_gap) & (listings[1:] != listings[:-1])
     return listings[:-1][same], listings[1:][same]
 
