@@ -11,6 +11,7 @@ from conftest import block_data
 from embedrec import Recommender, load
 from embedrec.data.schema import FeatureSpec, SchemaConfig, infer_schema
 from embedrec.datasets.cars import generate_cars
+from embedrec.features import text as text_module
 from embedrec.features.pipeline import FeaturePipeline
 from embedrec.features.text import EMPTY, N_RESERVED, PAD, TextEncoder
 
@@ -52,6 +53,20 @@ def test_non_latin_and_very_long_text_are_bounded_and_deterministic():
     again = encode([cyrillic, long_text], max_tokens=64)
     assert np.array_equal(rows, again)  # a stable hash: the same rows in every process
     assert rows.max() < N_RESERVED + (1 << 17)
+
+
+def test_a_catalogue_is_tokenised_in_chunks_with_the_same_rows(monkeypatch):
+    rng = np.random.default_rng(0)
+    words = ["navi", "leder", "Qashqai", "Москва", "x", "sehr-gepflegt", "", "2018"]
+    titles = [" ".join(rng.choice(words, rng.integers(0, 12))) for _ in range(300)]
+    titles += [None, "navi " * 40, titles[0]]  # missing, long, a repeated text
+    whole = encode(titles, max_tokens=256)
+    monkeypatch.setattr(text_module, "TEXTS_PER_CHUNK", 7)
+    assert np.array_equal(encode(titles, max_tokens=256), whole)
+    # the width is the most tokens a text has, counted without making the tokens
+    longest = max(int((row != PAD).sum()) for row in whole)
+    width = TextEncoder(SPEC).fit(pd.DataFrame({"title": titles})).width
+    assert width == longest == 40 + 40 * 4  # "navi " * 40: 40 words, 4 trigrams each
 
 
 def test_text_columns_are_inferred_and_can_be_set_in_the_config():

@@ -33,17 +33,33 @@ NGRAM = 3
 # per text: the first characters and tokens kept, which bounds memory whatever a seller writes
 MAX_CHARS = 2000
 MAX_WORD_NGRAMS = 16
+# distinct texts tokenised at a time: tokens are Python strings for the hash, so a whole
+# catalogue's at once would take gigabytes
+TEXTS_PER_CHUNK = 20_000
 
 
-def _tokens(text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(text index, token string) per word and per character trigram of each word, in text
-    order: words first, then their trigrams."""
+def _words(text: np.ndarray) -> tuple[np.ndarray, pa.Array]:
+    """(text index, lower-cased word) of every non-empty word of each text."""
     arrow = pc.utf8_slice_codeunits(pa.array(text, type=pa.large_string()), 0, MAX_CHARS)
     words = pc.split_pattern_regex(pc.utf8_lower(arrow), WORD)
     owner = pc.list_parent_indices(words).to_numpy().astype(np.int64)
     flat = pc.list_flatten(words)
     keep = pc.greater(pc.utf8_length(flat), 0).to_numpy(zero_copy_only=False)
-    owner, flat = owner[keep], flat.filter(pa.array(keep))
+    return owner[keep], flat.filter(pa.array(keep))
+
+
+def _token_counts(text: np.ndarray) -> np.ndarray:
+    """How many tokens ``_tokens`` gives each text, without making them."""
+    owner, flat = _words(text)
+    marked_lengths = pc.utf8_length(flat).to_numpy().astype(np.int64) + 2  # "<" word ">"
+    grams = np.clip(marked_lengths - NGRAM + 1, 0, MAX_WORD_NGRAMS)
+    return np.bincount(owner, weights=1 + grams, minlength=len(text)).astype(np.int64)
+
+
+def _tokens(text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(text index, token string) per word and per character trigram of each word, in text
+    order: words first, then their trigrams."""
+    owner, flat = _words(text)
     lt, gt, w = (pa.scalar(t, pa.large_string()) for t in ("<", ">", "w:"))
     empty = pa.scalar("", pa.large_string())
     marked = pc.binary_join_element_wise(lt, flat, gt, empty)
@@ -59,6 +75,11 @@ def _tokens(text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     owner = np.concatenate(owners)
     order = np.argsort(owner, kind="stable")
     return owner[order], np.concatenate(tokens)[order]
+
+
+def _chunks(text: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """(offset, texts) of at most ``TEXTS_PER_CHUNK`` texts at a time."""
+    return [(i, text[i : i + TEXTS_PER_CHUNK]) for i in range(0, len(text), TEXTS_PER_CHUNK)]
 
 
 def _positions(owner: np.ndarray) -> np.ndarray:
@@ -87,11 +108,11 @@ class TextEncoder:
     def key(self) -> str:
         return f"{self.spec.name}.tokens"
 
-    def _rows(self, listings: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        codes, text = factorize_strings(listings[self.spec.columns[0]])
+    def _buckets(self, text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(text index, embedding row) of every token of ``text``."""
         owner, tokens = _tokens(text)
         buckets = pd.util.hash_array(tokens.astype(object)) % np.uint64(self.n_buckets)
-        return codes, owner, buckets.astype(np.int64) + N_RESERVED
+        return owner, buckets.astype(np.int64) + N_RESERVED
 
     def fit(self, listings: pd.DataFrame) -> TextEncoder:
         self.width = self._width(listings)
@@ -104,20 +125,21 @@ class TextEncoder:
         return 0
 
     def _width(self, listings: pd.DataFrame) -> int:
-        _, owner, _ = self._rows(listings)
-        longest = int(np.bincount(owner).max()) if len(owner) else 1
+        _, text = factorize_strings(listings[self.spec.columns[0]])
+        longest = max((int(_token_counts(part).max()) for _, part in _chunks(text)), default=0)
         return max(1, min(self.max_tokens, longest))
 
     def transform(self, listings: pd.DataFrame) -> dict[str, np.ndarray]:
         """``{name}.tokens``: int32 [n, width]; 0 padding, 1 no text, 2+ hashed buckets."""
-        codes, owner, rows = self._rows(listings)
-        position = _positions(owner)
-        keep = position < self.width
-        n_texts = int(codes.max()) + 1 if len(codes) else 0
+        codes, text = factorize_strings(listings[self.spec.columns[0]])
         # one extra all-empty row at the end, picked by code -1 (missing)
-        matrix = np.full((n_texts + 1, self.width), PAD, dtype=np.int32)
+        matrix = np.full((len(text) + 1, self.width), PAD, dtype=np.int32)
         matrix[:, 0] = EMPTY
-        matrix[owner[keep], position[keep]] = rows[keep]
+        for offset, part in _chunks(text):
+            owner, rows = self._buckets(part)
+            position = _positions(owner)
+            keep = position < self.width
+            matrix[offset + owner[keep], position[keep]] = rows[keep]
         return {self.key: matrix[codes]}
 
     def to_dict(self) -> dict[str, Any]:
