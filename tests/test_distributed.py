@@ -291,3 +291,25 @@ def test_bad_input_stops_every_rank_with_one_line(dataset, tmp_path):
         frames = [line for line in stderr.splitlines() if line.strip().startswith("File ")]
         assert not [frame for frame in frames if "embedrec" in frame], frames
     assert time.monotonic() - started < 90
+
+
+# ------------------------------------------------------------------ restarts and the store
+def test_each_restart_on_one_host_gets_keys_of_its_own(monkeypatch, capsys):
+    from embedrec.training.distributed import _this_attempt
+
+    store = dist.HashStore()
+    store.set("rank_1", "the lost rank's address")
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "True")
+    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "3")
+    monkeypatch.setenv("GROUP_WORLD_SIZE", "1")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    restarted = _this_attempt(store)
+    assert not restarted.check(["rank_1"])
+    restarted.set("rank_1", "new")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "2")
+    assert not _this_attempt(store).check(["rank_1"])  # the next restart sees neither
+    # several hosts: no common restart count, so the store is left alone and rank 0 warns
+    monkeypatch.setenv("GROUP_WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert _this_attempt(store) is store
+    assert "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1" in capsys.readouterr().err
