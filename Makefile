@@ -28,9 +28,11 @@ install-dev: $(VENV)/.installed-dev
 demo: install
 	$(BIN)/embedrec demo
 
+# two processes (pytest-xdist), a test file to each in turn: about 11 minutes on 2 cores
+# instead of 20; the files' module fixtures stay in one process
 test: install-dev
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 # the unit tests alone: no benchmark smoke runs, HTTP servers or browsers (markers in pyproject)
 test-fast: install-dev

@@ -65,3 +65,15 @@ def postgres_cluster():
     cluster = postgres.Cluster()
     yield cluster
     cluster.close()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Under pytest-xdist two workers share the cores: each keeps torch to one thread, so they
+    # do not fight over them. (OMP_NUM_THREADS stays as it is: tests of the server's thread
+    # settings need the machine's default.)
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
