@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import torch
@@ -38,6 +39,9 @@ EPOCH_LINE = re.compile(
     r"epoch\s+(\d+)\s+loss\s+([\d.]+)(?:\s+val recall@10 ([\d.]+) \(se ([\d.]+)\))?"
 )
 DENSE_BYTES = 4
+# the runs timed against each other: no early stop, no refit on the validation days
+SCALE_CONFIG = {"patience": 100, "refit": False}
+TEST_USERS = 5_000
 
 
 def sh(*command: str, env: dict | None = None, timeout: float = 7200) -> tuple[str, float, dict]:
@@ -103,10 +107,13 @@ def partitioned(work: Path, days: int, smoke: bool) -> tuple[Path, Path, list[st
     """The car data as ``events/date=YYYY-MM-DD/part-0.parquet`` for its last ``days`` days,
     its listings, and the days in order."""
     size = "tiny" if smoke else "large"
-    source = CACHE / f"cars-{size}-seed0"
+    # the large data is cached across runs; the tiny one stays in the run's own folder
+    source = (work if smoke else CACHE) / f"cars-{size}-seed0"
     if not (source / "interactions.parquet").exists():
         subprocess.run(
-            ["embedrec", "generate", "cars", "--out", str(source), "--size", size], check=True
+            [sys.executable, "-m", "embedrec", "generate", "cars", "--out", str(source)]
+            + ["--size", size],
+            check=True,
         )
     root = work / f"{size}-last-{days}-days"
     if not (root / "done").exists():
@@ -164,39 +171,60 @@ def train(events: Path, listings: Path, out: Path, ranks: int, config: dict, *ex
 
 
 def communication(model_dir: Path, batch: int, negatives: int, ranks: int) -> dict:
-    """Bytes a rank sends per step, from the model's tables: DDP's ring all-reduce of the
-    dense gradients, the sparse id-table gradients (each rank's rows gathered by every
-    other), and the gathered negatives with their gradients."""
-    from safetensors import safe_open
+    """Bytes a rank sends per step, from the trained model: DDP's ring all-reduce of the dense
+    parameters' gradients; the sparse tables' gradients, which gloo all-gathers (every rank
+    receives the rows each other rank touched: the distinct rows of a batch of training
+    pairs, counted on one); and the gathered negatives with their gradients."""
+    from embedrec.recommender import load
 
-    dense = sparse_dim = 0
-    with safe_open(str(model_dir / "weights.safetensors"), "pt") as weights:
-        for name in weights.keys():  # noqa: SIM118 - safe_open has no items()
-            shape = weights.get_slice(name).get_shape()
-            if name.endswith("_id.weight") or "embedding" in name and "features" not in name:
-                sparse_dim = shape[1]
-            else:
-                dense += int(np.prod(shape))
-    ring = 2 * (ranks - 1) / ranks
-    dense_bytes = ring * dense * DENSE_BYTES
-    # a step's user and listing rows: at most one each per pair of the batch
-    sparse_bytes = (ranks - 1) * 2 * batch * (sparse_dim * DENSE_BYTES + 8)
+    recommender = load(model_dir)
+    model = recommender.model_
+    tables = [m for m in model.modules() if isinstance(m, torch.nn.Embedding) and m.sparse]
+    in_tables = {id(t.weight) for t in tables}
+    dense = sum(p.numel() for p in model.parameters() if id(p) not in in_tables)
+    # a batch of training pairs: its users, listings and the listings' feature rows
+    rng = np.random.default_rng(0)
+    seen = recommender.seen_.tocoo()
+    picked = rng.choice(len(seen.row), size=min(batch, len(seen.row)), replace=False)
+    listings = torch.as_tensor(seen.col[picked])
+    sparse_bytes, sparse_rows = 0, 0
+    for table in tables:
+        key = getattr(table, "key", None) or getattr(_owner(model, table), "key", None)
+        if key is None:  # the user and listing id tables: a row per distinct id
+            rows = len(np.unique(seen.row[picked] if table is model.user_id else seen.col[picked]))
+        else:
+            rows = len(torch.unique(model.catalogue[key][listings]))
+        sparse_rows += rows
+        sparse_bytes += rows * (table.embedding_dim * DENSE_BYTES + 8)
+    dim = model.listing_id.embedding_dim
     share = -(-negatives // ranks)
-    negatives_bytes = (ranks - 1) * share * (sparse_dim * DENSE_BYTES + 8) + 2 * (
+    negatives_bytes = (ranks - 1) * share * (dim * DENSE_BYTES + 8) + 2 * (
         ranks - 1
-    ) / ranks * ranks * share * sparse_dim * DENSE_BYTES
+    ) / ranks * ranks * share * dim * DENSE_BYTES
+    dense_bytes = 2 * (ranks - 1) / ranks * dense * DENSE_BYTES
     return {
         "dense_parameters": dense,
-        "dim": sparse_dim,
+        "sparse_tables": len(tables),
+        "sparse_rows": sparse_rows,
+        "sparse_per_rank": sparse_bytes,
         "dense": dense_bytes,
-        "sparse": sparse_bytes,
+        "sparse": (ranks - 1) * sparse_bytes,
         "negatives": negatives_bytes,
-        "total": dense_bytes + sparse_bytes + negatives_bytes,
+        "total": dense_bytes + (ranks - 1) * sparse_bytes + negatives_bytes,
     }
 
 
+def _owner(model: torch.nn.Module, table: torch.nn.Embedding) -> torch.nn.Module | None:
+    """The module that holds ``table`` as its attribute (a feature's embedding keeps its
+    column name there)."""
+    for module in model.modules():
+        if any(child is table for child in module.children()):
+            return module
+    return None
+
+
 def scale(events: Path, listings: Path, work: Path, epochs: int) -> str:
-    config = {"epochs": epochs, "patience": 100, "refit": False}
+    config = {**SCALE_CONFIG, "epochs": epochs}
     runs = {r: train(events, listings, work / f"scale-{r}", r, config) for r in (1, 2)}
     one, two = runs[1], runs[2]
     rate_one = one["pairs"] / one["epoch_seconds"]
@@ -226,10 +254,12 @@ def scale(events: Path, listings: Path, work: Path, epochs: int) -> str:
         f"2 ranks {two['recall']:.4f} (se {two['recall_se']:.4f}); difference "
         f"{abs(two['recall'] - one['recall']):.4f}.",
         f"- Bytes a rank sends per step with 2 ranks (batch {batch_two} per rank, from the "
-        f"model's tables): dense gradients {comm['dense'] / 1e6:.2f} MB "
-        f"({comm['dense_parameters']:,} parameters, ring all-reduce), sparse id-table "
-        f"gradients at most {comm['sparse'] / 1e6:.2f} MB, gathered negatives and their "
-        f"gradients {comm['negatives'] / 1e6:.2f} MB: **{comm['total'] / 1e6:.2f} MB**.",
+        f"trained model and a batch of its training pairs): dense gradients "
+        f"{comm['dense'] / 1e6:.2f} MB ({comm['dense_parameters']:,} parameters, ring "
+        f"all-reduce), sparse gradients {comm['sparse'] / 1e6:.2f} MB "
+        f"({comm['sparse_rows']:,} rows of {comm['sparse_tables']} tables, all-gathered), "
+        f"gathered negatives and their gradients {comm['negatives'] / 1e6:.2f} MB: "
+        f"**{comm['total'] / 1e6:.2f} MB**.",
         "",
         projection(one, comm, batch, batch_two),
     ]
@@ -247,7 +277,7 @@ def projection(one: dict, comm: dict, batch: int, batch_per_rank: int) -> str:
     for nodes in (8, 32):
         ring = 2 * (nodes - 1) / nodes
         dense = ring * comm["dense_parameters"] * DENSE_BYTES
-        sparse = (nodes - 1) * 2 * batch_per_rank * (comm["dim"] * DENSE_BYTES + 8)
+        sparse = (nodes - 1) * comm["sparse_per_rank"]
         seconds = (dense + sparse + comm["negatives"]) / bandwidth + latency
         steps = -(-1_000_000_000 // (nodes * batch_per_rank))
         compute = step_seconds * batch_per_rank / batch
@@ -269,7 +299,7 @@ def projection(one: dict, comm: dict, batch: int, batch_per_rank: int) -> str:
 
 
 def hogwild(events: Path, listings: Path, work: Path, epochs: int, ddp: dict) -> str:
-    config = {"epochs": epochs, "patience": 100, "refit": False, "workers": 2}
+    config = {**SCALE_CONFIG, "epochs": epochs, "workers": 2}
     run = train(events, listings, work / "hogwild", 1, config, "--seed", "0")
     # Hogwild splits the process's threads among its workers: two workers of one thread
     ratio = run["epoch_seconds"] / ddp["epoch_seconds"]
@@ -290,19 +320,19 @@ def hogwild(events: Path, listings: Path, work: Path, epochs: int, ddp: dict) ->
 
 def warm(events: Path, listings: Path, work: Path, days: list[str], epochs: int) -> str:
     """All days but the last two, then the second-to-last through --init-from, against a
-    full retrain on all days but the last; Recall@10 on the last day."""
+    full retrain on all days but the last; Recall@10 on the last day, for a sample of its
+    users (ranking 1M listings for every user of a day takes a quarter of an hour a model)."""
     from embedrec.recommender import load
 
     last, update_day = days[-1], days[-2]
-    config = {"epochs": epochs, "patience": 100}
+    config = {**SCALE_CONFIG, "epochs": epochs}
     base = train(events, listings, work / "warm-base", 1, config, "--until", update_day)
-    start = time.perf_counter()
-    train(
+    update = train(
         events, listings, work / "warm-updated", 1, config, "--since", update_day,
         "--until", last, "--init-from", str(work / "warm-base"),
     )  # fmt: skip
-    update_seconds = time.perf_counter() - start
     full = train(events, listings, work / "warm-full", 1, config, "--until", last)
+    test, test_users = _test_sample(events, last, work / "warm-test.parquet", TEST_USERS)
     rows = []
     models = {
         "full retrain": "warm-full",
@@ -310,21 +340,50 @@ def warm(events: Path, listings: Path, work: Path, days: list[str], epochs: int)
         "before the update": "warm-base",
     }
     for name, model in models.items():
-        metrics = load(work / model).evaluate(events, since=last)["overall"]
+        metrics = load(work / model).evaluate(test)["overall"]
         rows.append((name, metrics["recall@10"], metrics.get("recall@10_se", float("nan"))))
+    # a run's time is a fixed part (reading, the listing features) and a part per pair:
+    # from the base and full runs, the full retrain on all 70 days of the data
+    per_pair = (full["seconds"] - base["seconds"]) / (full["pairs"] - base["pairs"])
+    fixed = full["seconds"] - per_pair * full["pairs"]
+    pairs_per_day = full["pairs"] / (len(days) - 1)
+    full_70 = fixed + per_pair * pairs_per_day * 70
+    if per_pair > 0:
+        projected = (
+            f"- Projected to the data's 70 days ({fixed:.0f} s fixed, {per_pair * 1e3:.3f} ms "
+            f"per pair, {pairs_per_day:,.0f} pairs a day, from the base and full runs): a full "
+            f"retrain {full_70 / 60:.0f} min, the update over it "
+            f"**{update['seconds'] / full_70:.2f}**."
+        )
+    else:
+        projected = "- No projection: the full run was not slower than the base run."
     lines = [
-        f"Base model: every day before {update_day} ({base['seconds']:.0f} s). Update: the "
-        f"day {update_day} through `--init-from` ({update_seconds:.0f} s wall). Full retrain: "
-        f"every day before {last} ({full['seconds']:.0f} s). Test: the events of {last}.",
+        f"Base model: every day before {update_day} ({base['pairs']:,} pairs, "
+        f"{base['seconds']:.0f} s). Update: the day {update_day} through `--init-from` "
+        f"({update['pairs']:,} pairs, {update['seconds']:.0f} s). Full retrain: every day "
+        f"before {last} ({full['pairs']:,} pairs, {full['seconds']:.0f} s). Wall times of "
+        f"`embedrec train`, one process. Test: {test_users:,} users of {last} drawn at random "
+        "(seed 0), all their events that day.",
         "",
-        f"- Wall time, update over full retrain: **{update_seconds / full['seconds']:.2f}** "
+        f"- Wall time, update over full retrain: **{update['seconds'] / full['seconds']:.2f}** "
         "(goal at most 0.2).",
+        projected,
         "",
         "| model | Recall@10 on the next day | se |",
         "|---|---:|---:|",
         *[f"| {n} | {r:.4f} | {s:.4f} |" for n, r, s in rows],
     ]
     return "\n".join(lines)
+
+
+def _test_sample(events: Path, day: str, out: Path, users: int) -> tuple[Path, int]:
+    """The events of ``day`` of ``users`` users drawn at random, as one Parquet file."""
+    table = ds.dataset(events, partitioning="hive").to_table(filter=ds.field("date") == day)
+    everyone = np.unique(table.column("user_id").to_numpy())
+    drawn = np.random.default_rng(0).choice(everyone, min(users, len(everyone)), replace=False)
+    table = table.filter(pc.is_in(table.column("user_id"), pa.array(drawn)))
+    pq.write_table(table.drop_columns(["date"]), out)
+    return out, len(drawn)
 
 
 def bad_input(events: Path, listings: Path, work: Path) -> str:
@@ -400,9 +459,11 @@ def main() -> None:
     if "scale" in parts:
         text, runs = scale(events, listings, work, args.epochs)
         print("## Scale: 1 rank against 2\n\n" + text + "\n", flush=True)
-    if "hogwild" in parts and runs is not None:
+    if "hogwild" in parts:
+        config = {**SCALE_CONFIG, "epochs": args.epochs}
+        ddp = runs[2] if runs else train(events, listings, work / "scale-2", 2, config)
         print("## DDP against Hogwild on one host\n")
-        print(hogwild(events, listings, work, args.epochs, runs[2]) + "\n", flush=True)
+        print(hogwild(events, listings, work, args.epochs, ddp) + "\n", flush=True)
     if "warm" in parts:
         print("## Warm start: the nightly update\n")
         print(warm(events, listings, work, days, args.epochs) + "\n", flush=True)

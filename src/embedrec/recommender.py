@@ -336,7 +336,12 @@ class Recommender(BaseEstimator):
 
     def _previous(self, init_from: str | Path | Recommender) -> Recommender:
         """The fitted model a warm start continues, once its architecture is checked."""
-        previous = init_from if isinstance(init_from, Recommender) else Recommender.load(init_from)
+        # a warm start reads the old model's weights, ids and histories, not its catalogue
+        previous = (
+            init_from
+            if isinstance(init_from, Recommender)
+            else Recommender._load(init_from, catalogue=False)
+        )
         previous._check_fitted()
         check_architecture(previous.get_params(), self.get_params())
         return previous
@@ -530,6 +535,12 @@ class Recommender(BaseEstimator):
     @classmethod
     def load(cls, directory: str | Path) -> Recommender:
         """Load a model directory written by ``save``, checking format and checksums."""
+        return cls._load(directory, catalogue=True)
+
+    @classmethod
+    def _load(cls, directory: str | Path, catalogue: bool) -> Recommender:
+        """``load``; without ``catalogue`` the listings' feature tensors are not built (a
+        minute at 1M listings), for a model that is only continued by a warm start."""
         directory = Path(directory)
         manifest = read_manifest(directory, MODEL_FILES)
         try:
@@ -553,7 +564,8 @@ class Recommender(BaseEstimator):
             recommender.pipeline_ = (
                 FeaturePipeline.from_dict(config["pipeline"]) if config["pipeline"] else None
             )
-            model.set_inputs(recommender.listing_table_, None)
+            if catalogue:
+                model.set_inputs(recommender.listing_table_, None)
             model.load_extra_state(
                 {k: v for k, v in tensors.items() if not k.startswith(("model.", "seen."))}
             )
