@@ -189,9 +189,10 @@ def communication(model_dir: Path, batch: int, negatives: int, ranks: int) -> di
     listings = torch.as_tensor(seen.col[picked])
     sparse_bytes, sparse_rows = 0, 0
     for table in tables:
-        key = getattr(table, "key", None) or getattr(_owner(model, table), "key", None)
+        key = getattr(_owner(model, table), "key", None)  # a feature's column
         if key is None:  # the user and listing id tables: a row per distinct id
-            rows = len(np.unique(seen.row[picked] if table is model.user_id else seen.col[picked]))
+            ids = seen.row if table is getattr(model, "user_id", None) else seen.col
+            rows = len(np.unique(ids[picked]))
         else:
             rows = len(torch.unique(model.catalogue[key][listings]))
         sparse_rows += rows
