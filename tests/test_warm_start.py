@@ -18,6 +18,7 @@ from embedrec.datasets.cars import generate_cars
 from embedrec.features.categorical import CategoricalEncoder
 from embedrec.features.multi_valued import MultiValuedEncoder
 from embedrec.features.pipeline import FeaturePipeline
+from embedrec.models.feature_model import FeatureModel
 from embedrec.models.hybrid import continued_histories
 from embedrec.recommender import Recommender
 from embedrec.training.warm_start import continue_from
@@ -241,6 +242,26 @@ def test_new_users_listings_and_values_get_rows_and_answer_after_a_reload(base, 
         assert len(results.hits) == 5
     for results in loaded.recommend(["U-new", base.users_.external([0])[0]], k=5):
         assert len(results.hits) == 5
+
+
+def test_continuing_a_saved_model_does_not_build_its_catalogue(base, cars, tmp_path, monkeypatch):
+    # the old model's listing features (a minute at 1M listings) are never read by a warm
+    # start: only its weights, ids and histories are
+    events, listings = cars
+    base.save(tmp_path / "old")
+    built: list[int] = []
+    set_inputs = FeatureModel.set_inputs
+
+    def recording(self, table, data):  # noqa: ANN001, ANN202
+        built.append(len(table) if data is None else -1)
+        set_inputs(self, table, data)
+
+    monkeypatch.setattr(FeatureModel, "set_inputs", recording)
+    day = events[(events["timestamp"] >= UPDATE_DAY) & (events["timestamp"] < NEXT_DAY)]
+    Recommender(**QUICK, **QUIET).fit(day, listings, init_from=tmp_path / "old")
+    assert built and all(n == -1 for n in built)  # the new model's inputs only
+    Recommender.load(tmp_path / "old")
+    assert built[-1] == len(base.listing_table_)  # a plain load builds it
 
 
 @pytest.mark.slow
