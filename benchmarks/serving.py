@@ -88,6 +88,26 @@ class Server:
         procs = [parent, *parent.children(recursive=True)]
         return sum(p.memory_info().rss for p in procs) / 2**20
 
+    def memory(self) -> dict[str, Any]:
+        """The server's proportional set size (shared pages split between the processes that
+        map them: the sum is what the server costs) and each worker's RSS and unique pages."""
+        import psutil
+
+        parent = psutil.Process(self.process.pid)
+        info = {p.pid: p.memory_full_info() for p in [parent, *parent.children(recursive=True)]}
+        workers = [m for pid, m in info.items() if pid != parent.pid] or [info[parent.pid]]
+        return {
+            "pss_mb": round(sum(m.pss for m in info.values()) / 2**20),
+            "workers": [
+                {
+                    "rss_mb": round(m.rss / 2**20),
+                    "uss_mb": round(m.uss / 2**20),
+                    "pss_mb": round(m.pss / 2**20),
+                }
+                for m in workers
+            ],  # fmt: skip
+        }
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
         import psutil
 
@@ -275,6 +295,9 @@ def throughput(
             {"rps": r["rps"], "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"]} for r in runs
         ]}  # fmt: skip
         print(f"  {scenario:<10} {json.dumps(out[scenario])}", flush=True)
+        if scenario == "similar":  # read-only so far: what the shared catalogue saves
+            out["memory"] = server.memory()
+            print(f"  memory     {json.dumps(out['memory'])}", flush=True)
     return out
 
 
@@ -409,6 +432,8 @@ def report(results: dict[str, Any]) -> str:
     ]
     for row in results["throughput"]:
         for endpoint, r in row["results"].items():
+            if endpoint == "memory":
+                continue
             runs = " / ".join(f"{x['rps']:.0f}" for x in r.get("runs", [r]))
             lines.append(
                 f"| {row['catalogue']} | {row['workers']} | {endpoint} | {r['requests']} | "
@@ -418,6 +443,21 @@ def report(results: dict[str, Any]) -> str:
     lines += ["", "Start-up (model load, catalogue embedding, index build):", ""]
     lines += [f"- {r['catalogue']}, {r['workers']} worker(s): {r['startup_s']:.1f} s"
               for r in results["throughput"]]  # fmt: skip
+    memory = [r for r in results["throughput"] if "memory" in r["results"]]
+    if memory:
+        lines += ["", "Memory after the similar-listing runs (before any write), from "
+                  "`/proc/PID/smaps_rollup`: PSS splits a shared page between the processes "
+                  "that map it, so the server's PSS is what it costs; USS is a worker's pages "
+                  "of its own.", "",
+                  "| catalogue | workers | server PSS MB | per worker RSS MB | per worker USS MB |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        for row in memory:
+            m = row["results"]["memory"]
+            rss = " / ".join(str(w["rss_mb"]) for w in m["workers"])
+            uss = " / ".join(str(w["uss_mb"]) for w in m["workers"])
+            lines.append(
+                f"| {row['catalogue']} | {row['workers']} | {m['pss_mb']} | {rss} | {uss} |"
+            )
     if "soak" in results:
         s = results["soak"]
         c = results["soak_config"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
 import faiss
@@ -174,19 +174,26 @@ class Catalogue:
             self._row_of_model = grown
         self._row_of_model[model_rows] = rows
 
-    def fields(self, rows: np.ndarray) -> list[dict[str, Any]]:
-        """Each row's fields as a JSON-ready dict."""
+    def fields(
+        self, rows: np.ndarray, columns: Collection[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Each row's fields (or only ``columns`` of them) as a JSON-ready dict."""
         rows = np.asarray(rows, dtype=np.int64)
         part = self._fields  # once: a merge swaps in another
         base = len(part.base)
         in_base = rows[rows < base]
+        names = list(part.columns) if columns is None else [c for c in part.columns if c in columns]
         # column by column: one vectorised conversion per column, not one per value
-        values = [take(in_base) for take in part.columns.values()]
-        names = list(part.columns)
+        values = [part.columns[name](in_base) for name in names]
         records = iter([dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)])
-        return [
-            next(records) if row < base else dict(part.records[row - base]) for row in rows.tolist()
-        ]
+        out = []
+        for row in rows.tolist():
+            if row < base:
+                out.append(next(records))
+            else:
+                added = part.records[row - base]
+                out.append({name: added[name] for name in names if name in added})
+        return out
 
     # ------------------------------------------------------------------ search
     def index(self, cosine: bool) -> VectorIndex:

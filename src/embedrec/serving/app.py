@@ -5,7 +5,6 @@
 """
 
 import hmac
-import inspect
 import logging
 import os
 import random
@@ -64,6 +63,7 @@ OUTSIDE_MODEL_ROOT = (
 # query parameters that are not filters
 NOT_FILTERS = {"k"}
 SINGLE_VALUED = {"near", "within_km"}
+LOCATION_COLUMNS = {name for pair in LAT_LON_COLUMNS for name in pair}
 
 
 class ApiError(Exception):
@@ -131,32 +131,23 @@ def create_app(settings: Settings) -> FastAPI:
     app.router.route_class = _token_first_route(writer, check_token)
     K = Annotated[int, Query(ge=1, le=s.MAX_K, description="number of results")]
 
-    async def query_filters(request: Request, st: State, **documented: Any) -> list:
-        # the filters are read from the whole query string: any listing column filters, the
-        # parameters in the signature below only document the served catalogue's columns
-        return _filters(st, _query_mapping(request))
-
-    positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
-    query_filters.__signature__ = inspect.Signature(
-        [
-            inspect.Parameter("request", positional, annotation=Request),
-            inspect.Parameter("st", positional, annotation=State),
-            *filter_parameters(holder.current.catalogue.schema, reserved=NOT_FILTERS),
-        ]
-    )
-
-    QueryFilters = Annotated[list, Depends(query_filters)]
+    # the filters are read from the whole query string (any listing column filters); these
+    # entries only document the served catalogue's columns
+    documented_filters = {
+        "parameters": filter_parameters(holder.current.catalogue.schema, reserved=NOT_FILTERS)
+    }
     Id = Annotated[str, PathParam(min_length=1, max_length=256)]
 
     # ------------------------------------------------------------------ reads
     # async: served on the event loop. The search takes about a millisecond, less than the
     # hop to the thread pool and back costs the hottest endpoint under load.
-    @app.get("/v1/listings/{listing_id}/similar", responses=ERRORS)
-    async def similar(
-        listing_id: Id, st: State, filters: QueryFilters, k: K = 10
-    ) -> s.SimilarResponse:
+    @app.get(
+        "/v1/listings/{listing_id}/similar", responses=ERRORS, openapi_extra=documented_filters
+    )
+    async def similar(listing_id: Id, request: Request, st: State, k: K = 10) -> s.SimilarResponse:
         """Listings most similar to one listing. Any listing column filters, e.g. ``fuel=diesel``
         (repeated or comma-separated for sets) or ``year_min=2018``."""
+        filters = _filters(st, _query_mapping(request))
         query = st.listing_id(listing_id)
         if st.catalogue.rows_of([query])[0] < 0:  # removed: not embedded from training fields
             raise ApiError(404, f"unknown listing_id {query!r}", "listing_id")
@@ -164,11 +155,14 @@ def create_app(settings: Settings) -> FastAPI:
         origin = _near(filters) or _location(st, query)
         return s.SimilarResponse(query=query, results=_distances(answer, origin))
 
-    @app.get("/v1/users/{user_id}/recommendations", responses=ERRORS)
+    @app.get(
+        "/v1/users/{user_id}/recommendations", responses=ERRORS, openapi_extra=documented_filters
+    )
     def recommendations(
-        user_id: Id, st: State, filters: QueryFilters, k: K = 10
+        user_id: Id, request: Request, st: State, k: K = 10
     ) -> s.RecommendationsResponse:
         """Listings for a known user, excluding those they have seen; filters as for similar."""
+        filters = _filters(st, _query_mapping(request))
         query = st.user_id(user_id)
         (answer,) = st.retriever.recommend([query], k, filters)
         return s.RecommendationsResponse(query=query, results=_distances(answer, _near(filters)))
@@ -475,7 +469,7 @@ def _location(st: ServingState, listing_id: Any) -> tuple[float, float] | None:
     row = catalogue.rows_of([listing_id])
     if row[0] < 0:
         return None
-    record = catalogue.fields(row)[0]
+    record = catalogue.fields(row, columns=LOCATION_COLUMNS)[0]
     for lat, lon in LAT_LON_COLUMNS:
         if record.get(lat) is not None and record.get(lon) is not None:
             return float(record[lat]), float(record[lon])
