@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     devices = args.devices.split(",")
     if args.smoke:
-        devices, args.epochs = ["cpu", "cpu"], 2
+        devices, args.epochs = ["cpu", "cpu"], 1
     if len(devices) != 2:
         parser.error("--devices takes two devices, e.g. cpu,cuda")
     if "cuda" in devices and not torch.cuda.is_available():

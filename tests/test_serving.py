@@ -419,3 +419,6 @@ def test_benchmark_smoke(cars, model_dir, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     text = out.read_text()
     assert "similar" in text and "p99" in text
+    # the server's memory, measured from the running workers: a row with a positive PSS
+    memory = text.split("| catalogue | workers | server PSS MB |")[1].split("\n")[2]
+    assert int(memory.split("|")[3]) > 0
