@@ -396,6 +396,33 @@ def test_catalogue_lookups_follow_adds_and_removes():
     assert catalogue.fields(np.array([3]))[0]["price"] == 2.0
 
 
+def test_mapped_unit_vectors_are_searched_in_place_until_a_write(tmp_path):
+    """Workers map one file of unit vectors: neither the catalogue's unit vectors nor the
+    index's rows may be copies of it (128 MB each per worker at 1M listings), and a write
+    copies them instead of failing on the read-only map."""
+    from embedrec.index.catalogue import Catalogue
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(60_000, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    np.save(tmp_path / "vectors.npy", vectors)
+    mapped = np.load(tmp_path / "vectors.npy", mmap_mode="r")
+    table = pd.DataFrame({"listing_id": [f"L{i}" for i in range(len(vectors))]})
+    catalogue = Catalogue(table, mapped, np.arange(len(table)), normalized=True)
+    index = catalogue.index(True)
+    assert np.shares_memory(catalogue.unit_vectors, mapped)
+    assert np.shares_memory(index.vectors, mapped)
+    found, _ = catalogue.search(vectors[7:8], 1, True)
+    assert found[0].tolist() == [7]
+    (row,) = catalogue.add(pd.DataFrame({"listing_id": ["new"]}), -vectors[7:8], np.array([-1]))
+    found, _ = catalogue.search(-vectors[7:8], 1, True)
+    assert found[0].tolist() == [row]
+    assert not np.shares_memory(catalogue.unit_vectors, mapped)
+    # not unit length: the catalogue's unit vectors are its own
+    scaled = Catalogue(table, 2 * vectors, np.arange(len(table)))
+    assert np.allclose(scaled.unit_vectors, vectors, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "lat, lon, radius_km",
     [

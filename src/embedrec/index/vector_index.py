@@ -177,7 +177,11 @@ class VectorIndex:
         if kind != "exact" and n < 2:
             kind = "exact"
         with self._lock.write():
-            self._buffer = np.array(x, dtype=np.float32, order="C", copy=True)
+            # a read-only array (vectors mapped from a file) is kept, not copied: no one
+            # changes it, the first add copies it (``_reserve``), and workers mapping the same
+            # file share its pages; a writable one is copied, as its owner may change it
+            frozen = not x.flags.writeable and x.dtype == np.float32 and x.flags.c_contiguous
+            self._buffer = x if frozen else np.array(x, dtype=np.float32, order="C", copy=True)
             self._live = np.ones(n, dtype=bool)
             self._n, self._n_deleted = n, 0
             self._resolved = kind
