@@ -189,6 +189,14 @@ def test_listing_random_projection_model_health_metrics(server):
     assert "embedrec_request_seconds_bucket" in metrics and "embedrec_index_listings" in metrics
     schema = server.get("/openapi.json").json()
     assert "/v1/listings/{listing_id}/similar" in schema["paths"]
+    # the served catalogue's filters are documented beside the route's own parameters
+    for path in ("/v1/listings/{listing_id}/similar", "/v1/users/{user_id}/recommendations"):
+        documented = {p["name"]: p for p in schema["paths"][path]["get"]["parameters"]}
+        assert {"k", "make", "price_min", "price_max", "near", "within_km", "exclude"} <= set(
+            documented
+        )
+        assert documented["make"]["schema"]["type"] == "array"
+        assert documented["price_min"]["schema"]["type"] == "number"
     assert server.get("/").status_code == 200
 
 
