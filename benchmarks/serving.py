@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
 import multiprocessing
 import os
@@ -191,9 +192,14 @@ async def _client(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+_CLIENT: list[Any] = []  # the client process, started once: a spawn costs seconds
+
+
 def load(config: dict[str, Any]) -> dict[str, Any]:
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(client_run, (config,))
+    if not _CLIENT:
+        _CLIENT.append(multiprocessing.get_context("spawn").Pool(1))
+        atexit.register(_CLIENT[0].terminate)
+    return _CLIENT[0].apply(client_run, (config,))
 
 
 # wrk (C, one thread) spends far less CPU per request than a Python client, which matters when
