@@ -394,6 +394,8 @@ def test_catalogue_lookups_follow_adds_and_removes():
     assert catalogue.rows_of(["a", "b"]).tolist() == [-1, 3]
     assert catalogue.rows_of_model_rows(np.array([0, 1])).tolist() == [-1, 3]
     assert catalogue.fields(np.array([3]))[0]["price"] == 2.0
+    # only the columns asked for, from the base table and from the added rows alike
+    assert catalogue.fields(np.array([2, 3]), columns={"price"}) == [{"price": 3.0}, {"price": 2.0}]
 
 
 def test_mapped_unit_vectors_are_searched_in_place_until_a_write(tmp_path):
