@@ -108,7 +108,11 @@ def test_a_model_scoring_pairs_ranks_in_blocks_with_the_same_answers(monkeypatch
     monkeypatch.setattr(retriever_module, "MAX_SCORES", 100)  # blocks of 2 users
     blocks = pq.read_table(retriever.recommend_all(tmp_path / "blocks.parquet", K).path)
     assert blocks.num_rows == 60 * K
-    assert blocks.to_pandas().equals(whole.to_pandas())
+    # the same ranking; the scores may differ in the last bits, as BLAS sums blocks of another
+    # size in another order on some CPUs
+    blocks, whole = blocks.to_pandas(), whole.to_pandas()
+    pd.testing.assert_frame_equal(blocks.drop(columns="score"), whole.drop(columns="score"))
+    np.testing.assert_allclose(blocks["score"], whole["score"], atol=1e-5)
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
