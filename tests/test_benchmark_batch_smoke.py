@@ -26,5 +26,6 @@ def test_batch_outputs_smoke_reports_time_memory_and_rows() -> None:
         ("`similar`", "all listings"),
     ]
     # tiny data: 300 users and 600 listings, ten rows each
-    assert [r[5].strip() for r in rows[2:]] == ["3,000", "6,000"]
-    assert all(float(r[6]) > 0 and float(r[7]) > 0.05 for r in rows)  # seconds, GiB
+    assert [r[5].strip() for r in rows] == ["1"] * 4  # ranks
+    assert [r[6].strip() for r in rows[2:]] == ["3,000", "6,000"]
+    assert all(float(r[7]) > 0 and float(r[8]) > 0.05 for r in rows)  # seconds, GiB
