@@ -281,3 +281,43 @@ def test_degenerate_training_data_still_transforms_to_finite_tensors():
     assert_finite(batch)
     assert batch["make.idx"].tolist() == [1] and batch["tags.idx"].tolist() == [[2]]
     assert torch.isfinite(FeatureEncoder(pipeline)(batch)).all()
+
+
+TRICKY = [
+    "bmw", " bmw ", "bmw\u3000", "\u00a0bmw", "\x1cbmw", "2015", "2015.0", "+7.00", "-3.0",
+    "\u0663.0", "1.5", "", "   ", "Škoda", "a\nb", "x.0\n", None, float("nan"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pd.Series(TRICKY, dtype=object),
+        pd.Series(TRICKY, dtype="string"),
+        pd.Series([2015.0, 7.5, np.nan, -0.0, 1e20, 3.0]),
+        pd.Series([2015, -7, 0], dtype=np.int64),
+    ],
+    ids=["object", "string", "float", "int"],
+)
+def test_a_few_values_factorize_as_a_whole_column_does(values):
+    from embedrec.features import categorical
+
+    # the same rows twice over the threshold: the vectorised path
+    many = pd.concat([values] * (categorical.SMALL // len(values) + 1), ignore_index=True)
+    codes, text = categorical.factorize_strings(values)
+    codes_many, text_many = categorical.factorize_strings(many)
+    assert len(values) <= categorical.SMALL < len(many)
+    as_text = [None if c < 0 else text[c] for c in codes]
+    assert as_text == [None if c < 0 else text_many[c] for c in codes_many[: len(values)]]
+
+
+def test_one_listing_transforms_as_it_does_among_many(pipeline):
+    listings = make_listings(100, seed=5)
+    listings.loc[3, "make"] = "tesla"  # unseen
+    listings.loc[4, "make"] = None
+    listings.loc[5, "equipment"] = "navi|sunroof"
+    whole = pipeline.transform(listings)
+    for row in range(8):
+        one = pipeline.transform(listings.iloc[row : row + 1])
+        for key, tensor in one.items():
+            torch.testing.assert_close(tensor, whole[key][row : row + 1])

@@ -229,10 +229,8 @@ def _listings(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     if duplicated.any():
         row = int(np.flatnonzero(duplicated)[0])
         _fail(f"duplicate listing_id {frame['listing_id'].iloc[row]!r}", name, row, "listing_id")
-    for column in frame.columns:
-        if pd.api.types.is_numeric_dtype(frame[column]) and not pd.api.types.is_bool_dtype(
-            frame[column]
-        ):
+    for column, dtype in frame.dtypes.items():
+        if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
             values = frame[column].to_numpy(dtype=np.float64, na_value=np.nan)
             bad = np.isinf(values)
             if bad.any():

@@ -6,6 +6,8 @@ Row 0 is for missing values (NaN, None, blank), row 1 for values never seen in t
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 import numpy as np
@@ -21,6 +23,11 @@ MISSING = 0
 UNKNOWN = 1
 N_RESERVED = 2
 _INTEGRAL_FLOAT = r"^([+-]?\d+)\.0+$"
+# the same rules for a few values in plain Python: a service embeds one listing per write, and
+# pandas' and Arrow's fixed cost per call is then most of the time (Arrow's \d is an ASCII
+# digit; its whitespace is Python's)
+SMALL = 32
+_INTEGRAL_FLOAT_PY = re.compile(r"([+-]?\d+)\.0+", re.ASCII)
 
 
 def factorize_strings(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -30,6 +37,12 @@ def factorize_strings(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     into floats; 2015.0 must still match 2015). A blank string means missing. The work is done
     once per distinct value.
     """
+    if len(series) <= SMALL and (
+        pd.api.types.is_string_dtype(series.dtype)
+        or pd.api.types.is_integer_dtype(series.dtype)
+        or pd.api.types.is_float_dtype(series.dtype)
+    ):
+        return _factorize_few(series.tolist())
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
     text = pa.array(pd.Index(uniques).astype(str).to_numpy(dtype=object), type=pa.large_string())
     # arrow's vectorised string kernels: pandas' .str methods loop in Python, 5x slower
@@ -37,10 +50,34 @@ def factorize_strings(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(codes, dtype=np.int64), text.to_numpy(zero_copy_only=False).astype(object)
 
 
+def _factorize_few(values: list) -> tuple[np.ndarray, np.ndarray]:
+    """``factorize_strings`` for a few values of a string or number column."""
+    codes, positions = [], {}
+    for value in values:
+        if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+            codes.append(-1)
+            continue
+        text = str(value).strip()
+        match = _INTEGRAL_FLOAT_PY.fullmatch(text)
+        codes.append(positions.setdefault(match.group(1) if match else text, len(positions)))
+    return np.asarray(codes, dtype=np.int64), np.asarray(list(positions), dtype=object)
+
+
 def lookup(vocabulary: pd.Index, text: np.ndarray, offset: int, unknown: int) -> np.ndarray:
-    """Row of each string in ``vocabulary`` shifted by ``offset``; ``unknown`` where absent."""
-    position = vocabulary.get_indexer(text) if len(text) else np.empty(0, dtype=np.int64)
+    """Row of each string in ``vocabulary`` (unique) shifted by ``offset``; ``unknown`` where
+    absent."""
+    if len(text) <= SMALL:  # one hash lookup each, without get_indexer's fixed cost
+        rows = [_position(vocabulary, value) for value in text]
+        return np.asarray([unknown if r < 0 else r + offset for r in rows], dtype=np.int32)
+    position = vocabulary.get_indexer(text)
     return np.where(position < 0, unknown, position + offset).astype(np.int32)
+
+
+def _position(vocabulary: pd.Index, value: str) -> int:
+    try:
+        return vocabulary.get_loc(value)
+    except KeyError:
+        return -1
 
 
 def init_embedding(embedding: nn.Embedding) -> nn.Embedding:

@@ -77,6 +77,8 @@ class MultiValuedEncoder:
         self.max_tokens = max_tokens
         self.vocabulary: list[str] = []
         self.width = 1
+        # the vocabulary's hash table, built once: serving embeds listings one at a time
+        self._index: pd.Index | None = None
 
     @property
     def key(self) -> str:
@@ -89,6 +91,7 @@ class MultiValuedEncoder:
     def fit(self, listings: pd.DataFrame) -> MultiValuedEncoder:
         """Keep tokens found in at least ``min_count`` listings; width = longest list (capped)."""
         self.vocabulary, self.width = self._frequent(listings)
+        self._index = None
         return self
 
     def extend(self, listings: pd.DataFrame) -> int:
@@ -104,6 +107,7 @@ class MultiValuedEncoder:
         added = [token for token in frequent if token not in known]
         self.vocabulary = [*self.vocabulary, *added]
         self.width = max(self.width, width)
+        self._index = None
         return len(added)
 
     def _frequent(self, listings: pd.DataFrame) -> tuple[list[str], int]:
@@ -122,8 +126,9 @@ class MultiValuedEncoder:
         cells, token, tokens = _tokens(text)
         position = _positions(cells)
         keep = position < self.width
-        vocabulary = pd.Index(self.vocabulary, dtype=object)
-        rows = lookup(vocabulary, tokens, N_RESERVED, UNKNOWN)[token[keep]]
+        if self._index is None:
+            self._index = pd.Index(self.vocabulary, dtype=object)
+        rows = lookup(self._index, tokens, N_RESERVED, UNKNOWN)[token[keep]]
         # one extra all-empty row at the end, picked by code -1 (NaN)
         matrix = np.full((len(text) + 1, self.width), PAD, dtype=np.int32)
         matrix[:, 0] = EMPTY

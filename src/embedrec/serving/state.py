@@ -202,9 +202,11 @@ class ServingState:
                 values[name].append(value)
         if errors:
             raise BatchError(errors)
-        columns = {"listing_id": pd.Series(ids, dtype=id_dtype)}
+        # arrays, not Series: a frame of Series aligns their indexes, most of a one-row
+        # table's cost
+        columns = {"listing_id": pd.array(ids, dtype=id_dtype)}
         for name, dtype in zip(names, dtypes, strict=True):
-            columns[name] = _series(values[name], dtype)
+            columns[name] = _column(values[name], dtype)
         if validated:
             return pd.DataFrame(columns)
         try:
@@ -588,19 +590,21 @@ class StateHolder:
             self._background.start()
 
 
-def _series(values: list, dtype: Any) -> pd.Series:
+def _column(values: list, dtype: Any) -> np.ndarray | pd.api.extensions.ExtensionArray:
     """Values checked by :func:`_value` as a column (None: missing) of the catalogue's type,
     or of the type pandas gives a one-value column (ints with a missing one: float)."""
     missing = any(v is None for v in values)
     if pd.api.types.is_bool_dtype(dtype):
-        return pd.Series(values, dtype=object if missing else bool)
+        return np.array(values, dtype=object if missing else bool)
     if pd.api.types.is_numeric_dtype(dtype):
         if not missing and all(type(v) is int for v in values):
-            return pd.Series(values, dtype=np.int64)
-        return pd.Series([np.nan if v is None else v for v in values], dtype=np.float64)
+            return np.array(values, dtype=np.int64)
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
     if isinstance(dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(dtype):
-        return pd.Series([pd.NaT if v is None else v for v in values], dtype=dtype)
-    return pd.Series(values, dtype=dtype if pd.api.types.is_string_dtype(dtype) else object)
+        return pd.array([pd.NaT if v is None else v for v in values], dtype=dtype)
+    if pd.api.types.is_string_dtype(dtype) and dtype != object:
+        return pd.array(values, dtype=dtype)
+    return np.array(values, dtype=object)
 
 
 def _value(name: str, value: Any, dtype: Any) -> Any:
