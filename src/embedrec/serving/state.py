@@ -602,7 +602,7 @@ def _column(values: list, dtype: Any) -> np.ndarray | pd.api.extensions.Extensio
         return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
     if isinstance(dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(dtype):
         return pd.array([pd.NaT if v is None else v for v in values], dtype=dtype)
-    if pd.api.types.is_string_dtype(dtype) and dtype != object:
+    if pd.api.types.is_string_dtype(dtype) and not isinstance(dtype, np.dtype):
         return pd.array(values, dtype=dtype)
     return np.array(values, dtype=object)
 
