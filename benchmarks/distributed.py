@@ -349,15 +349,18 @@ def warm(events: Path, listings: Path, work: Path, days: list[str], epochs: int)
     fixed = full["seconds"] - per_pair * full["pairs"]
     pairs_per_day = full["pairs"] / (len(days) - 1)
     full_70 = fixed + per_pair * pairs_per_day * 70
-    if per_pair > 0:
+    if per_pair > 0 and fixed >= 0:
         projected = (
             f"- Projected to the data's 70 days ({fixed:.0f} s fixed, {per_pair * 1e3:.3f} ms "
             f"per pair, {pairs_per_day:,.0f} pairs a day, from the base and full runs): a full "
             f"retrain {full_70 / 60:.0f} min, the update over it "
             f"**{update['seconds'] / full_70:.2f}**."
         )
-    else:
-        projected = "- No projection: the full run was not slower than the base run."
+    else:  # e.g. on all 70 days, where the two runs differ by one day's pairs
+        projected = (
+            "- No projection: the base and full runs differ too little to separate the fixed "
+            "cost from the cost per pair."
+        )
     lines = [
         f"Base model: every day before {update_day} ({base['pairs']:,} pairs, "
         f"{base['seconds']:.0f} s). Update: the day {update_day} through `--init-from` "
