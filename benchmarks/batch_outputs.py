@@ -17,9 +17,9 @@ the catalogue, which every batch run pays too.
 Scales: ``small`` is the small car data (10,000 users, 20,000 listings) with a ``hybrid``
 trained for three epochs; ``large-1M`` the ``hybrid`` of ``common.py`` (the first 1M events of
 the ``large`` car data: about 130k users and 238k listings, searched through the IVF index).
-``--model`` adds a model directory as it is, named by its folder, e.g. the 2-rank model that
-``python benchmarks/distributed.py --days 70 --epochs 1 --parts scale --work DIR`` writes to
-``DIR/scale-2`` (all 2M users of the large data, 1M listings).
+``--model`` adds a model directory as it is, named by its folder, e.g. a model that
+``python benchmarks/distributed.py --days 70 --epochs 1 --parts scale --work DIR`` writes
+(``DIR/scale-1``, ``DIR/scale-2``: all 2M users of the large data, 1M listings).
 """
 
 from __future__ import annotations
@@ -115,7 +115,10 @@ def run_scale(
             what = "all users" if command == "recommend" else "all listings"
             # one file, or under torchrun a folder of one part per rank
             queries, written = f"{counts[command]:,}", f"{ds.dataset(out).count_rows():,}"
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
+            if out.is_dir():
+                shutil.rmtree(out)
+            else:
+                out.unlink()
         rows.append(
             f"| {name} | `{command}` | {what} | {queries} | {chunk or '-'} | {rank_count} "
             f"| {written} | {seconds:.1f} | {gib:.2f} |"
