@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +46,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@functools.cache
+def cache_home_for_tests() -> str:
+    path = tempfile.mkdtemp(prefix="embedrec-test-cache-")
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
 class Server:
     """``python -m embedrec.serving.command MODEL ...`` on a free loopback port."""
 
@@ -49,6 +60,8 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if k != "EMBEDREC_API_TOKEN"}
+        # the workers' shared files (serving/shared.py) go to a test folder, not the home's
+        env.setdefault("XDG_CACHE_HOME", cache_home_for_tests())
         if token:
             env["EMBEDREC_API_TOKEN"] = token
         command = [sys.executable, "-m", "embedrec.serving.command", str(model)]

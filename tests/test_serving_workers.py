@@ -80,7 +80,7 @@ def test_new_connections_are_shared_by_the_workers_whichever_is_awake(model_dir,
         server.stop()
 
 
-def test_workers_map_one_copy_of_the_listings_and_still_take_writes(
+def test_workers_map_one_copy_of_the_model_and_listings_and_still_take_writes(
     cars, model_dir, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # where the copy is written
@@ -98,6 +98,9 @@ def test_workers_map_one_copy_of_the_listings_and_still_take_writes(
         cache = tmp_path / "cache" / "embedrec" / "serving"
         files = [*cache.glob("catalogue-*.arrow"), *cache.glob("catalogue-*.npy")]
         assert len(files) == 3, files  # the table, the vectors, their model rows
+        # and the model: its weights and feature tensors, its training listings' table
+        files += [*cache.glob("model-*.safetensors"), *cache.glob("model-*.arrow")]
+        assert len(files) == 5, files
         for worker in clients:  # each worker maps the same files, holding no copy of its own
             mapped = Path(f"/proc/{worker}/maps").read_text()
             assert all(str(f) in mapped for f in files), worker

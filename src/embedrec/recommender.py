@@ -340,7 +340,7 @@ class Recommender(BaseEstimator):
         previous = (
             init_from
             if isinstance(init_from, Recommender)
-            else Recommender._load(init_from, catalogue=False)
+            else Recommender.load(init_from, inputs=False)
         )
         previous._check_fitted()
         check_architecture(previous.get_params(), self.get_params())
@@ -533,14 +533,13 @@ class Recommender(BaseEstimator):
         return write_bundle(directory, writers, meta)
 
     @classmethod
-    def load(cls, directory: str | Path) -> Recommender:
-        """Load a model directory written by ``save``, checking format and checksums."""
-        return cls._load(directory, catalogue=True)
+    def load(cls, directory: str | Path, inputs: bool = True) -> Recommender:
+        """Load a model directory written by ``save``, checking format and checksums.
 
-    @classmethod
-    def _load(cls, directory: str | Path, catalogue: bool) -> Recommender:
-        """``load``; without ``catalogue`` the listings' feature tensors are not built (a
-        minute at 1M listings), for a model that is only continued by a warm start."""
+        With ``inputs=False`` the model's inputs are not derived from its listings (the
+        feature tensors: a minute at 1M listings), for a model that a warm start only
+        continues, or whose caller restores them with ``model_.load_input_tensors``.
+        """
         directory = Path(directory)
         manifest = read_manifest(directory, MODEL_FILES)
         try:
@@ -564,7 +563,7 @@ class Recommender(BaseEstimator):
             recommender.pipeline_ = (
                 FeaturePipeline.from_dict(config["pipeline"]) if config["pipeline"] else None
             )
-            if catalogue:
+            if inputs:
                 model.set_inputs(recommender.listing_table_, None)
             model.load_extra_state(
                 {k: v for k, v in tensors.items() if not k.startswith(("model.", "seen."))}

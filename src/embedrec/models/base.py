@@ -122,6 +122,14 @@ class RecModel(nn.Module):
     def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
         """Restore what ``extra_state`` returned; called after ``set_inputs``."""
 
+    def input_tensors(self) -> dict[str, torch.Tensor]:
+        """What ``set_inputs`` derived from the listings' fields (feature tensors), for a
+        cache that spares another process the work; empty when a model derives none."""
+        return {}
+
+    def load_input_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore what ``input_tensors`` returned, in place of ``set_inputs(listings, None)``."""
+
     def continue_inputs(self, previous: RecModel) -> None:
         """Warm start, after ``set_inputs`` on the new data: keep the inputs that
         ``previous`` (a trained model of this class, whose user and trained listing rows

@@ -59,6 +59,12 @@ class FeatureModel(RecModel):
         """Feature tensors of the model's listing rows (from ``pipeline.transform``)."""
         self.catalogue = features
 
+    def input_tensors(self) -> dict[str, torch.Tensor]:
+        return dict(self.catalogue)
+
+    def load_input_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.set_catalogue(dict(tensors))
+
     def listing_ids(self, rows: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """Id embeddings of listing rows; zero where a row has no trained id or not ``keep``."""
         has_id = (rows >= 0) & (rows < self.n_trained_listings)

@@ -8,6 +8,12 @@ read-only, so their pages are shared through the page cache, and a replacement w
 without embedding. Writes through the API never touch these files: the catalogue copies its
 vectors into memory of its own on its first add, and added rows' fields live apart from the
 base table (``index/catalogue.py``).
+
+The model itself is shared the same way: its weights and the feature tensors of its training
+listings (computed once, by the first worker) in a safetensors file, its listings table in an
+Arrow file. Both are mapped copy-on-write, so a worker that writes to a tensor gets a page of
+its own and the file stays as it was. Entries not used for a week are removed when another is
+written, so daily models do not fill the disk.
 """
 
 from __future__ import annotations
@@ -18,11 +24,14 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
+from safetensors.torch import load_file, save_file
 
 from embedrec.data.atomic import write_atomic
 from embedrec.data.io import load_listings
@@ -32,6 +41,52 @@ from embedrec.retrieval.retriever import Retriever, embed_table
 from embedrec.version import __version__
 
 log = logging.getLogger("embedrec.serving")
+# cache entries (a catalogue or a model) unused for this long are removed
+STALE_AFTER_S = 7 * 24 * 3600
+
+
+def model_tag(recommender: Recommender) -> str | None:
+    """What a stored vector is tagged with: a hash of the model's manifest, which holds the
+    checksums of its files (None for a model not loaded from a directory: never shared)."""
+    manifest = getattr(recommender, "manifest_", None)
+    if not manifest:
+        return None
+    text = json.dumps(manifest, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def shared_recommender(model_dir: str | Path, cache_dir: str | Path) -> Recommender:
+    """The model of ``model_dir`` with its weights, input tensors and listings table mapped
+    from ``cache_dir``, written there first when no worker has yet."""
+    recommender = Recommender.load(model_dir, inputs=False)
+    stem = _stem(cache_dir, "model", f"{model_tag(recommender)}\0{__version__}")
+    with _locked(stem.with_suffix(".lock")):
+        if not stem.with_suffix(".json").exists():
+            _write_model(recommender, stem)
+    tensors = load_file(f"{stem}.safetensors")  # mapped, not read (safetensors' mmap backend)
+    model = recommender.model_
+    # assign: the parameters become the mapped tensors instead of copies of them
+    model.load_state_dict(_part(tensors, "state."), assign=True)
+    model.load_input_tensors(_part(tensors, "inputs."))
+    recommender.listing_table_ = _mapped_table(stem.with_suffix(".arrow"))
+    return recommender
+
+
+def _write_model(recommender: Recommender, stem: Path) -> None:
+    model = recommender.model_
+    model.set_inputs(recommender.listing_table_, None)
+    tensors = {f"state.{k}": v.contiguous() for k, v in model.state_dict().items()}
+    tensors |= {f"inputs.{k}": v.contiguous() for k, v in model.input_tensors().items()}
+    write_atomic(Path(f"{stem}.safetensors"), lambda path: save_file(tensors, str(path)))
+    _write_table(pa.Table.from_pandas(recommender.listing_table_, preserve_index=False), stem)
+    meta = {"model": recommender.model, "listings": len(recommender.listing_table_)}
+    write_atomic(stem.with_suffix(".json"), lambda path: path.write_text(json.dumps(meta)))
+    log.info("wrote the model's tensors and listings to %s.*", stem)
+    _remove_stale(stem.parent)
+
+
+def _part(tensors: dict, prefix: str) -> dict:
+    return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def shared_retriever(
@@ -43,14 +98,13 @@ def shared_retriever(
     stat = source.stat()
     # a changed file (size or modification time), another model or another embedrec: new files
     key = f"{source}\0{stat.st_size}\0{stat.st_mtime_ns}\0{model_tag}\0{__version__}"
-    stem = Path(cache_dir) / f"catalogue-{hashlib.sha256(key.encode()).hexdigest()[:32]}"
+    stem = _stem(cache_dir, "catalogue", key)
     with _locked(stem.with_suffix(".lock")):
         if not stem.with_suffix(".json").exists():
             _write(recommender, source, stem)
-    table = pa.ipc.open_file(pa.memory_map(str(stem.with_suffix(".arrow")))).read_all()
     meta = json.loads(stem.with_suffix(".json").read_text())
     catalogue = Catalogue(
-        table.to_pandas(),  # the string columns keep the mapped Arrow buffers
+        _mapped_table(stem.with_suffix(".arrow")),
         np.load(f"{stem}.vectors.npy", mmap_mode="r"),
         np.load(f"{stem}.rows.npy", mmap_mode="r"),
         normalized=bool(recommender.model_.normalized),
@@ -74,18 +128,47 @@ def _write(recommender: Recommender, source: Path, stem: Path) -> None:
     vectors, rows, known = embed_table(recommender.model_, recommender.listings_, table)
     unknown = table.loc[~known, "listing_id"].tolist()
     kept = pa.Table.from_pandas(table[known] if not known.all() else table, preserve_index=False)
-
-    def arrow(path: Path) -> None:
-        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, kept.schema) as writer:
-            writer.write_table(kept)
-
-    write_atomic(stem.with_suffix(".arrow"), arrow)
+    _write_table(kept, stem)
     vectors, rows = vectors.astype(np.float32, copy=False), rows.astype(np.int64, copy=False)
     write_atomic(Path(f"{stem}.vectors.npy"), lambda path: np.save(path, vectors))
     write_atomic(Path(f"{stem}.rows.npy"), lambda path: np.save(path, rows))
     meta = {"listings": str(source), "rows": len(kept), "unknown": unknown}
     write_atomic(stem.with_suffix(".json"), lambda path: path.write_text(json.dumps(meta)))
     log.info("wrote the catalogue of %s (%d listings) to %s.*", source, len(kept), stem)
+    _remove_stale(stem.parent)
+
+
+def _stem(cache_dir: str | Path, kind: str, key: str) -> Path:
+    return Path(cache_dir) / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:32]}"
+
+
+def _write_table(table: pa.Table, stem: Path) -> None:
+    def arrow(path: Path) -> None:
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+
+    write_atomic(stem.with_suffix(".arrow"), arrow)
+
+
+def _mapped_table(path: Path) -> pd.DataFrame:
+    """The Arrow file as a frame whose string columns keep the mapped buffers; marks the
+    entry as used."""
+    table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+    with contextlib.suppress(OSError):
+        os.utime(path.with_suffix(".json"))
+    return table.to_pandas()
+
+
+def _remove_stale(cache_dir: Path) -> None:
+    """Remove the entries (every file of one stem) last used more than STALE_AFTER_S ago. A
+    worker still mapping one keeps its pages: a removed file lives on while it is mapped."""
+    cutoff = time.time() - STALE_AFTER_S
+    for marker in cache_dir.glob("*.json"):
+        with contextlib.suppress(OSError):
+            if marker.stat().st_mtime < cutoff:
+                marker.unlink()  # first: the entry is incomplete from now on
+                for path in cache_dir.glob(f"{marker.stem}.*"):
+                    path.unlink()
 
 
 @contextlib.contextmanager

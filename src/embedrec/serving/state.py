@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
-import json
+import ctypes
+import gc
 import logging
 import math
 import threading
@@ -35,7 +35,7 @@ from embedrec.data.io import load_listings
 from embedrec.index.catalogue import Catalogue
 from embedrec.recommender import Recommender
 from embedrec.retrieval.retriever import Retriever
-from embedrec.serving.shared import shared_retriever
+from embedrec.serving.shared import model_tag, shared_recommender, shared_retriever
 from embedrec.serving.store import Change, Head, Store, StoreUnavailable, Write
 
 log = logging.getLogger("embedrec.serving")
@@ -94,16 +94,6 @@ class BatchError(DataError):
         index, field_name, message = errors[0]
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         super().__init__(f"listing {index}: {message}{more}", column=field_name)
-
-
-def model_tag(recommender: Recommender) -> str | None:
-    """What a stored vector is tagged with: a hash of the model's manifest, which holds the
-    checksums of its files (None for a model not loaded from a directory: never shared)."""
-    manifest = getattr(recommender, "manifest_", None)
-    if not manifest:
-        return None
-    text = json.dumps(manifest, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 @dataclass
@@ -345,7 +335,7 @@ def build_state(
     """Load a model directory and its catalogue, then replay every stored write into it;
     with ``cache_dir``, the catalogue of ``listings`` is the one all workers map."""
     started = time.perf_counter()
-    recommender = Recommender.load(model_dir)
+    recommender = _load(model_dir, cache_dir)
     tag = model_tag(recommender)
     retriever: Retriever | None = None
     if listings and cache_dir and tag:
@@ -365,6 +355,7 @@ def build_state(
             unknown[0],
         )
     retriever.warm_up()
+    _release_free_memory()
     state = ServingState(recommender, retriever, str(model_dir), generation, model_tag=tag)
     state.catch_up(store)
     log.info(
@@ -375,6 +366,25 @@ def build_state(
         time.perf_counter() - started,
     )
     return state
+
+
+def _release_free_memory() -> None:
+    """Hand back to the system the heap that loading freed: the model's copies replaced by
+    mapped tensors, the index build's buffers. glibc keeps them in its arenas otherwise, and a
+    worker's private memory at 1M listings varied by hundreds of MB from one start to another."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _load(model_dir: str | Path, cache_dir: str | None) -> Recommender:
+    """The model, with ``cache_dir`` mapped from the files all workers share."""
+    if cache_dir:
+        try:
+            return shared_recommender(model_dir, cache_dir)
+        except OSError as exc:  # e.g. a read-only home directory: served all the same
+            log.warning("cannot share the model in %s (%s): loading it here", cache_dir, exc)
+    return Recommender.load(model_dir)
 
 
 class StateHolder:

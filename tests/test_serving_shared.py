@@ -1,0 +1,88 @@
+"""The files a server's workers share (serving/shared.py): the model's weights, feature
+tensors and listings mapped from one cache entry, answering as the model loaded alone; the
+file stays intact when a worker writes to a mapped tensor; entries unused for a week go."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import test_serving as serving
+import torch
+
+from embedrec.recommender import Recommender
+from embedrec.serving.shared import STALE_AFTER_S, shared_recommender
+
+cars, model_dir = serving.cars, serving.model_dir  # the session fixtures, made once
+
+
+def mapped_files() -> str:
+    return Path("/proc/self/maps").read_text()
+
+
+def backed_by(tensor: torch.Tensor, path: Path) -> bool:
+    """Whether the tensor's memory lies in a mapping of ``path``."""
+    for line in mapped_files().splitlines():
+        if line.endswith(str(path)):
+            low, high = (int(x, 16) for x in line.split()[0].split("-"))
+            if low <= tensor.data_ptr() < high:
+                return True
+    return False
+
+
+def test_workers_map_the_model_from_one_entry_and_answer_as_the_model_alone(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    alone = Recommender.load(model_dir)
+    first = shared_recommender(model_dir, tmp_path)
+    (weights,) = tmp_path.glob("model-*.safetensors")
+    (table,) = tmp_path.glob("model-*.arrow")
+    written = weights.stat().st_mtime_ns
+    second = shared_recommender(model_dir, tmp_path)
+    assert weights.stat().st_mtime_ns == written  # mapped, not written again
+    assert str(weights) in mapped_files() and str(table) in mapped_files()
+    for shared in (first, second):
+        pd.testing.assert_frame_equal(shared.listing_table_, alone.listing_table_)
+        for name, tensor in alone.model_.input_tensors().items():
+            assert np.array_equal(shared.model_.input_tensors()[name].numpy(), tensor.numpy())
+        ids = alone.listing_table_["listing_id"].tolist()[:5]
+        expected = alone.similar(ids, k=5)
+        got = shared.similar(ids, k=5)
+        assert [[h.listing_id for h in r.hits] for r in got] == [
+            [h.listing_id for h in r.hits] for r in expected
+        ]
+        np.testing.assert_allclose(
+            [[h.score for h in r.hits] for r in got],
+            [[h.score for h in r.hits] for r in expected],
+            atol=1e-6,
+        )
+    # the parameters and feature tensors are the mapped file's pages, not copies
+    for shared in (first, second):
+        assert all(backed_by(p, weights) for p in shared.model_.parameters())
+        assert all(backed_by(t, weights) for t in shared.model_.input_tensors().values())
+    parameter = next(iter(first.model_.parameters()))
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    with torch.no_grad():
+        parameter.fill_(7.0)  # copy-on-write: this process's page, not the file's
+    assert hashlib.sha256(weights.read_bytes()).hexdigest() == digest
+    assert not (next(iter(second.model_.parameters())) == 7.0).all()
+
+
+def test_entries_unused_for_a_week_are_removed_when_another_is_written(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    old = time.time() - STALE_AFTER_S - 60
+    for stem, when in (("catalogue-old", old), ("catalogue-recent", time.time() - 60)):
+        for suffix in (".json", ".arrow", ".vectors.npy", ".lock"):
+            path = tmp_path / f"{stem}{suffix}"
+            path.write_text("{}")
+            os.utime(path, (when, when))
+    shared_recommender(model_dir, tmp_path)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert not [n for n in names if n.startswith("catalogue-old")], names
+    assert len([n for n in names if n.startswith("catalogue-recent")]) == 4, names
+    assert len([n for n in names if n.startswith("model-")]) == 4, names  # json, lock, 2 files
