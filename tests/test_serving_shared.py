@@ -1,10 +1,12 @@
 """The files a server's workers share (serving/shared.py): the model's weights, feature
 tensors and listings mapped from one cache entry, answering as the model loaded alone; the
-file stays intact when a worker writes to a mapped tensor; entries unused for a week go."""
+file stays intact when a worker writes to a mapped tensor; entries unused for a week go; a
+damaged entry makes a worker load the model alone instead of failing."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from pathlib import Path
@@ -16,6 +18,8 @@ import torch
 
 from embedrec.recommender import Recommender
 from embedrec.serving.shared import STALE_AFTER_S, shared_recommender
+from embedrec.serving.state import build_state
+from embedrec.serving.store import open_store
 
 cars, model_dir = serving.cars, serving.model_dir  # the session fixtures, made once
 
@@ -86,3 +90,25 @@ def test_entries_unused_for_a_week_are_removed_when_another_is_written(
     assert not [n for n in names if n.startswith("catalogue-old")], names
     assert len([n for n in names if n.startswith("catalogue-recent")]) == 4, names
     assert len([n for n in names if n.startswith("model-")]) == 4, names  # json, lock, 2 files
+
+
+def test_a_damaged_cache_file_costs_memory_not_the_worker(
+    model_dir: Path, tmp_path: Path, caplog
+) -> None:
+    cache = tmp_path / "cache"
+    shared_recommender(model_dir, cache)
+    (weights,) = cache.glob("model-*.safetensors")
+    weights.write_bytes(b"not a safetensors file" * 100)
+    store = open_store(tmp_path / "store.sqlite")
+    try:
+        with caplog.at_level(logging.WARNING, logger="embedrec.serving"):
+            state = build_state(model_dir, None, store, 0, str(cache))
+        assert "cannot share the model" in caplog.text
+        assert not list(cache.glob("model-*")), "the damaged entry is removed"
+        shared_recommender(model_dir, cache)  # and written again by the next worker
+        assert len(list(cache.glob("model-*.safetensors"))) == 1
+        listing = state.recommender.listing_table_["listing_id"].iloc[0]
+        (answer,) = state.retriever.similar([listing], 5)
+        assert len(answer.hits) == 5
+    finally:
+        store.close()

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from embedrec.data.atomic import write_atomic
@@ -63,12 +64,16 @@ def shared_recommender(model_dir: str | Path, cache_dir: str | Path) -> Recommen
     with _locked(stem.with_suffix(".lock")):
         if not stem.with_suffix(".json").exists():
             _write_model(recommender, stem)
-    tensors = load_file(f"{stem}.safetensors")  # mapped, not read (safetensors' mmap backend)
-    model = recommender.model_
-    # assign: the parameters become the mapped tensors instead of copies of them
-    model.load_state_dict(_part(tensors, "state."), assign=True)
-    model.load_input_tensors(_part(tensors, "inputs."))
-    recommender.listing_table_ = _mapped_table(stem.with_suffix(".arrow"))
+    try:
+        tensors = load_file(f"{stem}.safetensors")  # mapped, not read (safetensors' mmap)
+        model = recommender.model_
+        # assign: the parameters become the mapped tensors instead of copies of them
+        model.load_state_dict(_part(tensors, "state."), assign=True)
+        model.load_input_tensors(_part(tensors, "inputs."))
+        recommender.listing_table_ = _mapped_table(stem.with_suffix(".arrow"))
+    except (ValueError, RuntimeError, SafetensorError):
+        _remove_entry(stem)  # damaged: the next worker to load this model writes it again
+        raise
     return recommender
 
 
@@ -166,9 +171,15 @@ def _remove_stale(cache_dir: Path) -> None:
     for marker in cache_dir.glob("*.json"):
         with contextlib.suppress(OSError):
             if marker.stat().st_mtime < cutoff:
-                marker.unlink()  # first: the entry is incomplete from now on
-                for path in cache_dir.glob(f"{marker.stem}.*"):
-                    path.unlink()
+                _remove_entry(marker.with_suffix(""))
+
+
+def _remove_entry(stem: Path) -> None:
+    with contextlib.suppress(OSError):
+        stem.with_suffix(".json").unlink()  # first: the entry is incomplete from now on
+    for path in stem.parent.glob(f"{stem.name}.*"):
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 @contextlib.contextmanager

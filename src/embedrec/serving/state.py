@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from safetensors import SafetensorError
 
 from embedrec.bundle import BundleError
 from embedrec.data.errors import DataError
@@ -378,11 +379,13 @@ def _release_free_memory() -> None:
 
 
 def _load(model_dir: str | Path, cache_dir: str | None) -> Recommender:
-    """The model, with ``cache_dir`` mapped from the files all workers share."""
+    """The model, with ``cache_dir`` mapped from the files all workers share; loaded here
+    alone when they cannot be (a read-only home directory, a damaged cache file), so that a
+    bad cache costs memory, never a worker. A bad model directory fails here all the same."""
     if cache_dir:
         try:
             return shared_recommender(model_dir, cache_dir)
-        except OSError as exc:  # e.g. a read-only home directory: served all the same
+        except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
             log.warning("cannot share the model in %s (%s): loading it here", cache_dir, exc)
     return Recommender.load(model_dir)
 
