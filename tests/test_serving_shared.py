@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import test_serving as serving
 import torch
 
@@ -92,13 +93,18 @@ def test_entries_unused_for_a_week_are_removed_when_another_is_written(
     assert len([n for n in names if n.startswith("model-")]) == 4, names  # json, lock, 2 files
 
 
-def test_a_damaged_cache_file_costs_memory_not_the_worker(
-    model_dir: Path, tmp_path: Path, caplog
+@pytest.mark.parametrize("damage", ["garbled weights", "table gone"])
+def test_a_damaged_cache_entry_costs_memory_not_the_worker(
+    model_dir: Path, tmp_path: Path, caplog, damage: str
 ) -> None:
     cache = tmp_path / "cache"
     shared_recommender(model_dir, cache)
-    (weights,) = cache.glob("model-*.safetensors")
-    weights.write_bytes(b"not a safetensors file" * 100)
+    if damage == "garbled weights":
+        (weights,) = cache.glob("model-*.safetensors")
+        weights.write_bytes(b"not a safetensors file" * 100)
+    else:
+        (table,) = cache.glob("model-*.arrow")
+        table.unlink()
     store = open_store(tmp_path / "store.sqlite")
     try:
         with caplog.at_level(logging.WARNING, logger="embedrec.serving"):

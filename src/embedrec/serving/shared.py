@@ -71,8 +71,8 @@ def shared_recommender(model_dir: str | Path, cache_dir: str | Path) -> Recommen
         model.load_state_dict(_part(tensors, "state."), assign=True)
         model.load_input_tensors(_part(tensors, "inputs."))
         recommender.listing_table_ = _mapped_table(stem.with_suffix(".arrow"))
-    except (ValueError, RuntimeError, SafetensorError):
-        _remove_entry(stem)  # damaged: the next worker to load this model writes it again
+    except (OSError, ValueError, RuntimeError, SafetensorError):
+        _remove_entry(stem)  # damaged or incomplete: the next worker to load it writes it again
         raise
     return recommender
 
