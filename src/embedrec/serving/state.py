@@ -334,7 +334,8 @@ def build_state(
     cache_dir: str | None = None,
 ) -> ServingState:
     """Load a model directory and its catalogue, then replay every stored write into it;
-    with ``cache_dir``, the catalogue of ``listings`` is the one all workers map."""
+    with ``cache_dir``, the model and the catalogue of ``listings`` are the ones all workers
+    map (``serving/shared.py``)."""
     started = time.perf_counter()
     recommender = _load(model_dir, cache_dir)
     tag = model_tag(recommender)
