@@ -228,6 +228,23 @@ def test_filtered_search_matches_exact(ivf, data, queries, fraction):
     assert ((rows >= 0).sum(axis=1) == min(10, allowed.sum())).all()
 
 
+def test_filter_at_odds_with_the_query_searches_wider_until_it_finds_the_best(ivf, data, queries):
+    # the allowed rows are those least like the queries: the lists probed near a query hold
+    # none of them, and the search must widen (up to every list) to the exact answer
+    centre = queries[:8].mean(axis=0)
+    similarity = data @ centre
+    allowed = similarity < np.quantile(similarity, 0.2)
+    assert allowed.sum() > ivf.filter_exact_below
+    truth, _ = top_k(queries[:8], data, 10, allowed=allowed)
+    rows, scores = ivf.search(queries[:8], 10, allowed=allowed)
+    assert allowed[rows].all() and np.isfinite(scores).all()
+    # the best 10 of the first rows found that pass would give 0.8: too few were seen
+    assert recall(rows, truth) >= 0.95
+    # the caller checking a filter itself gets what the usual search finds, not wider
+    rows, _ = ivf.search(queries[:8], 10, post_filter=0.2)
+    assert recall(rows, top_k(queries[:8], data, 10)[0]) >= 0.9
+
+
 def test_filter_keeping_fewer_than_k(ivf, queries):
     allowed = np.zeros(N, dtype=bool)
     allowed[[5, 77, 4000]] = True
@@ -708,8 +725,8 @@ def test_catalogue_unselective_filters_checked_on_the_unfiltered_best_rows(
     calls = {"post": [], "filtered": []}
     post_filtered, filtered = catalogue_module.post_filtered, Catalogue._filtered
 
-    def spy_post(*args):
-        found = post_filtered(*args)
+    def spy_post(*args, **kwargs):
+        found = post_filtered(*args, **kwargs)
         calls["post"].append(found[2].tolist())
         return found
 

@@ -258,10 +258,11 @@ class Catalogue:
             return self._filtered(index, queries, k, filters, exclude)
         # most rows pass: the filters are checked on the unfiltered search's best rows
         rows, scores, short = post_filtered(
-            lambda n: index.search(queries, n, None, exclude),
+            lambda n: index.search(queries, n, None, exclude, post_filter=share),
             lambda found: self._passes(filters, found),
             k,
             share,
+            exact=index.resolved_kind == "exact",
         )
         if len(short):
             excluded = None if exclude is None else [exclude[i] for i in short]

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from embedrec.index.filters import Filter, FilterCache
+from embedrec.index.vector_index import TRUSTED
 
 # Filters estimated to keep at least this share of the rows are checked after the search:
 # below it a radius filter's grid or a column index finds the rows faster than the search.
@@ -42,22 +43,30 @@ def estimated_share(
 
 
 def post_filtered(
-    search: Search, passes: Callable[[np.ndarray], np.ndarray], k: int, share: float
+    search: Search,
+    passes: Callable[[np.ndarray], np.ndarray],
+    k: int,
+    share: float,
+    exact: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The best ``k`` rows per query that ``passes`` (row numbers -> bool), from
     ``search(n)``: the unfiltered (rows, scores), (m, n), best first, padded with -1.
 
-    Returns (rows, scores, short): ``short`` lists the queries with fewer than ``k`` passing
-    rows found, whose answers the caller must get from a filtered search.
+    ``exact``: whether ``search`` is exact. Returns (rows, scores, short): ``short`` lists
+    the queries with too few passing rows found (``k``; ``TRUSTED * k`` when not exact),
+    whose answers the caller must get from a filtered search.
     """
     fetch = max(FIRST_FETCH, 2 ** math.ceil(math.log2(max(4 * k / max(share, 1e-9), 2 * k, 1))))
     limit = max(MAX_FETCH, fetch)
+    # an approximate search's best k that pass are trusted when its rows hold a few times
+    # more: a filter at odds with the query leaves only the fringe of them passing
+    enough = k if exact else TRUSTED * k
     while True:
         rows, scores = search(fetch)
         ok = (rows >= 0) & passes(rows.ravel()).reshape(rows.shape)
         found = ok.sum(axis=1)
         # widen while a query is short and its search was not already exhausted
-        wider = (found < k) & (rows[:, -1] >= 0)
+        wider = (found < enough) & (rows[:, -1] >= 0)
         if not wider.any() or fetch >= limit:
             break
         fetch = min(4 * fetch, limit)
@@ -66,4 +75,4 @@ def post_filtered(
     kept = np.take_along_axis(ok, first, axis=1)
     rows = np.where(kept, np.take_along_axis(rows, first, axis=1), -1)
     scores = np.where(kept, np.take_along_axis(scores, first, axis=1), -np.inf)
-    return rows, scores.astype(np.float32), np.flatnonzero(found < k)
+    return rows, scores.astype(np.float32), np.flatnonzero(found < enough)

@@ -325,6 +325,7 @@ class VectorIndex:
         k: int,
         allowed: np.ndarray | None = None,
         exclude: Sequence[np.ndarray] | None = None,
+        post_filter: float | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` rows by inner product for each query.
 
@@ -333,7 +334,9 @@ class VectorIndex:
         found, searched exactly from a copy of the vectors in the grid's order, made on first
         use); ``exclude`` gives, per query, rows to drop. Removed rows are never returned.
         Returns (rows int64, scores float32), each (m, k), best first, padded with -1 / -inf
-        where fewer rows qualify.
+        where fewer rows qualify. ``post_filter``: the share of rows a filter that the caller
+        checks on the answer keeps; an approximate index then searches as wide as for such a
+        filter and returns what it finds, ``k`` rows or fewer, for the caller to decide.
         """
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if q.ndim == 1:
@@ -361,6 +364,9 @@ class VectorIndex:
             if self._index is None:
                 return search_rows(q, self._buffer[:n], k, _as_rows(keep), excl)
             n_keep = n - self._n_deleted if keep is None else _count(keep)
+            if post_filter is not None:
+                breadth = self._breadth(max(post_filter, 1 / n))
+                return self._approximate(q, k, keep, excl, breadth, n, 0)
             breadth = self._breadth(max(n_keep, 1) / n)
             if allowed is not None and self._filter_is_exact(n_keep):
                 return search_rows(q, self._buffer[:n], k, _as_rows(keep), excl)
@@ -433,11 +439,42 @@ class VectorIndex:
         return min(upper, math.ceil(self.nprobe / math.sqrt(fraction)))
 
     def _approximate(self, q, k, keep, excl, breadth, n, n_keep):
+        """The index's search, probing ``breadth`` lists at first, and wider for queries that
+        found too few of the ``n_keep`` rows that qualify (0: no wider search)."""
         fetch = k + (max(len(e) for e in excl) if excl else 0)
-        params = selector = bits = None
-        if keep is not None or breadth != self.nprobe:
-            if keep is not None:
-                bits = np.packbits(_as_mask(keep, n), bitorder="little")
+        bits = None if keep is None else np.packbits(_as_mask(keep, n), bitorder="little")
+        # The probed lists' best rows are trusted once they hold a few times k rows that
+        # pass: a filter at odds with the query (old cars for a new one) leaves fewer in the
+        # lists near it. Such a query probes four times more lists, up to all of them, where
+        # IVF is exact; HNSW, which cannot widen that far, is redone exactly. Filters never
+        # cost completeness.
+        want = fetch + (TRUSTED - 1) * k if keep is not None else fetch
+        rows, scores = self._probe(q, want, bits, breadth, n)
+        need = min(want if keep is not None else k, n_keep)
+        while True:
+            redo = np.flatnonzero((rows >= 0).sum(axis=1) < need)
+            if not len(redo):
+                break
+            if self._resolved == "ivf" and breadth < self.nlist:
+                breadth = min(self.nlist, 4 * breadth)
+                rows[redo], scores[redo] = self._probe(q[redo], want, bits, breadth, n)
+            else:
+                rows[redo], scores[redo] = search_rows(
+                    q[redo], self._buffer[:n], want, _as_rows(keep)
+                )
+                break
+        if excl:
+            return drop_excluded(rows, scores, excl, k)
+        return rows[:, :k], scores[:, :k]
+
+    def _probe(
+        self, q: np.ndarray, fetch: int, bits: np.ndarray | None, breadth: int, n: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The index's top ``fetch`` over the rows set in ``bits`` (a little-endian bitmap of
+        ``n`` rows; None: all), probing ``breadth`` lists (HNSW: efSearch)."""
+        params = selector = None
+        if bits is not None or breadth != self.nprobe:
+            if bits is not None:
                 selector = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits))
             if self._resolved == "ivf":
                 params = faiss.SearchParametersIVF(sel=selector, nprobe=breadth)
@@ -445,23 +482,9 @@ class VectorIndex:
                 params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(breadth, fetch))
         _apply_search_threads()
         scores, rows = self._index.search(q, fetch, params=params)
-        del params, selector, bits  # the selector reads ``bits``: keep both alive until here
-        if excl:
-            rows, scores = drop_excluded(rows, scores, excl, k)
-        else:
-            rows, scores = rows[:, :k], scores[:, :k]
+        del params, selector  # the selector reads ``bits``, which the caller keeps alive
         rows = rows.astype(np.int64, copy=False)
         scores = np.where(rows >= 0, scores, -np.inf).astype(np.float32, copy=False)
-        # Probing can miss rows when the filter keeps few per list; any short answer while
-        # enough rows qualify is redone exactly, so filters never cost completeness.
-        short = np.flatnonzero(rows[:, -1] < 0)
-        if len(short):
-            need = np.minimum(k, n_keep - np.array([len(excl[i]) if excl else 0 for i in short]))
-            redo = short[(rows[short] >= 0).sum(axis=1) < need]
-            if len(redo):
-                sub_excl = [excl[i] for i in redo] if excl else None
-                r, s = search_rows(q[redo], self._buffer[:n], k, _as_rows(keep), sub_excl)
-                rows[redo], scores[redo] = r, s
         return rows, scores
 
     # ----------------------------------------------------------------- persistence
@@ -551,6 +574,10 @@ class VectorIndex:
 # Rows given in a grid's order are searched exactly up to this many times
 # ``filter_exact_below``: 100,000 rows read in sequence take ~0.5 ms for one query.
 _ORDERED_EXACT = 5
+# An approximate search's best k rows that pass a filter are trusted once it found this many
+# times k that pass: a filter at odds with the query leaves few near it, and the best of those
+# may be worse than rows a wider search finds.
+TRUSTED = 8
 
 
 def _as_matrix(vectors: np.ndarray) -> np.ndarray:
