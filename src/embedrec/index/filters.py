@@ -271,11 +271,9 @@ class RadiusFilter(Filter):
             return None
         lat, lon = self._coordinates(table, cache)
         grid = _grid(table, lat, lon, cache)
-        box = circle_box(self.lat, self.lon, self.radius_km)
-        first, last, _ = grid.runs(box)  # the count alone: cells are asked about if fetched
+        first, last, whole = self._runs(grid)
 
         def fetch(check: Check | None = None, within: np.ndarray | None = None) -> np.ndarray:
-            first, last, whole = grid.runs(box, self._covers)
             if check is None and within is None:
                 # the whole cells' rows as they lie, then the edge cells' rows that pass:
                 # no position of the box made, tested or copied for nothing
@@ -302,6 +300,15 @@ class RadiusFilter(Filter):
             return positions[sure]
 
         return int((last - first).sum()), fetch, True, grid.order
+
+    def _runs(self, grid: Grid) -> tuple[np.ndarray, ...]:
+        """The grid's runs of the cells near the circle (:meth:`Grid.runs`), found once per
+        grid: a request asks for them up to three times (share, selection, rows)."""
+        held = self.__dict__.get("_held_runs")
+        if held is None or held[0] is not grid:
+            held = grid, grid.runs(circle_box(self.lat, self.lon, self.radius_km), self._covers)
+            object.__setattr__(self, "_held_runs", held)  # a cache, not a field
+        return held[1]
 
     def _covers(
         self, lat_low: np.ndarray, lat_high: np.ndarray, lon_low: np.ndarray, lon_high: np.ndarray
@@ -520,6 +527,15 @@ def allowed_selection(
             picked = picked[f.holds_ordered(table, order, positions[picked], cache)]
         return picked
 
+    if others and math.prod(share[id(f)] for f in others) >= SCORED_FIRST_SHARE:
+        # most of the chosen filter's rows pass the others too: a search scores all of them
+        # and checks the others on the best few only, not on every row first
+        def test(positions: np.ndarray) -> np.ndarray:
+            passes = np.zeros(len(positions), dtype=bool)
+            passes[check(positions)] = True
+            return passes
+
+        return OrderedRows(order, fetch(None, within), test=test)
     return OrderedRows(order, fetch(check if others else None, within))
 
 
@@ -540,6 +556,9 @@ _COSINE_BAND = 1e-9
 _COVER_MARGIN_KM = 1e-3
 # Up to this many candidate rows are checked one by one, without the grid's help.
 _FEW_CANDIDATES = 2048
+# When the other filters keep at least this share of the rows a radius filter's grid gives,
+# they are checked on the best-scoring of those rows (as a post-filter), not on all before.
+SCORED_FIRST_SHARE = 0.2
 GRID = ("geo cells",)  # the FilterCache key of a table's grid
 # A set filter naming at most this many values compares each row with each value.
 _FEW_VALUES = 4
