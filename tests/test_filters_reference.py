@@ -366,3 +366,38 @@ def test_cells_inside_a_circle_and_a_set_filters_rows_in_grid_order():
                   [SetFilter("make", frozenset(["VW"]), negate=True)]):  # fmt: skip
         check([circle, *extra], rows, limit=10**9)
         check([*extra, circle], rows, limit=len(rows.ids) // 8)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.arange(LARGE) % 100 - 50,  # int8
+        np.arange(LARGE) % 30 + 1990,  # years: int16
+        np.arange(LARGE) * 997 - 10**6,  # int32
+        (np.arange(LARGE) % 7).astype(float),  # whole numbers stored as floats
+    ],
+)
+def test_range_filters_on_whole_numbers_compare_them_as_narrow_integers(values):
+    """A large column of whole numbers without a missing value is compared as the narrowest
+    integers holding it: every bound (fractional, strict, infinite, beyond the dtype) keeps
+    exactly the rows that the comparison in floats keeps."""
+    from embedrec.index.filters import FilterCache
+
+    table = pd.DataFrame({"listing_id": np.arange(LARGE), "x": values})
+    cache = FilterCache()
+    x = values.astype(float)
+    picks = [x.min(), x.max(), np.median(x), x.min() - 1e9, x.max() + 1e9]
+    bounds = [*picks, *(p + 0.5 for p in picks), *(p - 0.25 for p in picks), math.inf, -math.inf]
+    for low in [None, *bounds[::2]]:
+        for high in [None, *bounds[1::2]]:
+            for low_inclusive, high_inclusive in [(True, True), (False, False), (True, False)]:
+                f = RangeFilter("x", low, high, low_inclusive, high_inclusive)
+                expected = np.ones(LARGE, dtype=bool)
+                if low is not None:
+                    expected &= x >= low if low_inclusive else x > low
+                if high is not None:
+                    expected &= x <= high if high_inclusive else x < high
+                np.testing.assert_array_equal(f.mask(table, cache), expected, err_msg=repr(f))
+                rows = np.arange(0, LARGE, 7)
+                np.testing.assert_array_equal(f.holds(table, rows, cache), expected[rows])
+    assert f._compact(table, cache).dtype.kind == "i"
