@@ -245,6 +245,42 @@ def test_filter_at_odds_with_the_query_searches_wider_until_it_finds_the_best(iv
     assert recall(rows, top_k(queries[:8], data, 10)[0]) >= 0.9
 
 
+def test_a_wider_probe_scans_only_the_lists_it_adds(ivf, queries):
+    from embedrec.index.vector_index import _best_of
+
+    allowed = np.random.default_rng(8).random(N) < 0.3
+    bits = np.packbits(allowed, bitorder="little")
+    q = np.ascontiguousarray(queries[:6])
+    near = ivf._probe(q, 40, bits, 2, N)
+    further = ivf._probe_further(q, 40, bits, 2, 8, N)
+    for first, more in zip(near[0], further[0], strict=True):  # no row found twice
+        assert not set(first[first >= 0]) & set(more[more >= 0])
+    rows, scores = _best_of(*near, *further)
+    wide_rows, wide_scores = ivf._probe(q, 40, bits, 8, N)
+    np.testing.assert_array_equal(rows, wide_rows)
+    np.testing.assert_allclose(scores, wide_scores, rtol=1e-6)
+
+
+def test_a_filter_whose_lists_hold_far_more_rows_than_it_keeps_is_searched_exactly(
+    ivf, data, queries, monkeypatch
+):
+    from embedrec.index import vector_index
+
+    # the fewest rows least like the queries, above the exact threshold: widening would scan
+    # lists holding many times the rows the filter keeps, so its rows are searched exactly
+    similarity = data @ queries[:8].mean(axis=0)
+    allowed = similarity < np.quantile(similarity, 0.03)
+    assert allowed.sum() > ivf.filter_exact_below
+    exact, further = [], []
+    search_rows, probe_further = vector_index.search_rows, ivf._probe_further
+    monkeypatch.setattr(vector_index, "search_rows", lambda *a: exact.append(a) or search_rows(*a))
+    monkeypatch.setattr(ivf, "_probe_further", lambda *a: further.append(a) or probe_further(*a))
+    truth, _ = top_k(queries[:8], data, 10, allowed=allowed)
+    rows, _ = ivf.search(queries[:8], 10, allowed=allowed)
+    np.testing.assert_array_equal(rows, truth)
+    assert exact and all(breadth < ivf.nlist for *_, breadth, _ in further)
+
+
 def test_filter_keeping_fewer_than_k(ivf, queries):
     allowed = np.zeros(N, dtype=bool)
     allowed[[5, 77, 4000]] = True

@@ -445,8 +445,9 @@ class VectorIndex:
         bits = None if keep is None else np.packbits(_as_mask(keep, n), bitorder="little")
         # The probed lists' best rows are trusted once they hold a few times k rows that
         # pass: a filter at odds with the query (old cars for a new one) leaves fewer in the
-        # lists near it. Such a query probes four times more lists, up to all of them, where
-        # IVF is exact; HNSW, which cannot widen that far, is redone exactly. Filters never
+        # lists near it. Such a query probes three times more lists, up to all of them, where
+        # IVF is exact, unless those lists hold more rows than the filter keeps: then, as for
+        # HNSW, which cannot widen that far, its rows are searched exactly. Filters never
         # cost completeness.
         want = fetch + (TRUSTED - 1) * k if keep is not None else fetch
         rows, scores = self._probe(q, want, bits, breadth, n)
@@ -455,9 +456,12 @@ class VectorIndex:
             redo = np.flatnonzero((rows >= 0).sum(axis=1) < need)
             if not len(redo):
                 break
-            if self._resolved == "ivf" and breadth < self.nlist:
-                breadth = min(self.nlist, 4 * breadth)
-                rows[redo], scores[redo] = self._probe(q[redo], want, bits, breadth, n)
+            wider = min(self.nlist, 4 * breadth)
+            scan = (wider - breadth) * n / max(self.nlist, 1)  # rows in the lists to add
+            if self._resolved == "ivf" and breadth < wider and scan < _SCAN_PER_EXACT * n_keep:
+                more = self._probe_further(q[redo], want, bits, breadth, wider, n)
+                rows[redo], scores[redo] = _best_of(rows[redo], scores[redo], *more)
+                breadth = wider
             else:
                 rows[redo], scores[redo] = search_rows(
                     q[redo], self._buffer[:n], want, _as_rows(keep)
@@ -486,6 +490,33 @@ class VectorIndex:
         rows = rows.astype(np.int64, copy=False)
         scores = np.where(rows >= 0, scores, -np.inf).astype(np.float32, copy=False)
         return rows, scores
+
+    def _probe_further(
+        self, q: np.ndarray, fetch: int, bits: np.ndarray | None, probed: int, breadth: int, n: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`_probe` at ``breadth``, over only the lists beyond the nearest ``probed``
+        (IVF): a query that widens never scans a list twice."""
+        centroid_scores, lists = self._index.quantizer.search(q, breadth)
+        lists = np.ascontiguousarray(lists[:, probed:])
+        centroid_scores = np.ascontiguousarray(centroid_scores[:, probed:])
+        selector = None if bits is None else faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits))
+        params = faiss.SearchParametersIVF(sel=selector, nprobe=breadth - probed)
+        scores = np.empty((len(q), fetch), dtype=np.float32)
+        rows = np.empty((len(q), fetch), dtype=np.int64)
+        _apply_search_threads()
+        self._index.search_preassigned_c(
+            len(q),
+            faiss.swig_ptr(q),
+            fetch,
+            faiss.swig_ptr(lists),
+            faiss.swig_ptr(centroid_scores),
+            faiss.swig_ptr(scores),
+            faiss.swig_ptr(rows),
+            False,
+            params,
+        )
+        del params, selector  # the selector reads ``bits``, which the caller keeps alive
+        return rows, np.where(rows >= 0, scores, -np.inf).astype(np.float32, copy=False)
 
     # ----------------------------------------------------------------- persistence
 
@@ -574,12 +605,25 @@ class VectorIndex:
 # Rows given in a grid's order are searched exactly up to this many times
 # ``filter_exact_below``: 100,000 rows read in sequence take ~0.5 ms for one query.
 _ORDERED_EXACT = 5
+# An IVF probe with a filter reads a row in about half the time an exact search over the
+# filter's scattered rows scores one: a filtered search widens while the lists it would add
+# hold fewer than this many times the filter's rows, else searches those rows exactly.
+_SCAN_PER_EXACT = 1.8
 # Candidates given with a test are scored, and the best this many (at least 4 x k) tested
 _FIRST_TESTED = 64
 # An approximate search's best k rows that pass a filter are trusted once it found this many
 # times k that pass: a filter at odds with the query leaves few near it, and the best of those
 # may be worse than rows a wider search finds.
 TRUSTED = 8
+
+
+def _best_of(
+    rows: np.ndarray, scores: np.ndarray, more: np.ndarray, more_scores: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per query, the best ``rows.shape[1]`` of two answers over disjoint rows."""
+    rows, scores = np.hstack([rows, more]), np.hstack([scores, more_scores])
+    best = np.argsort(-scores, axis=1, kind="stable")[:, : more.shape[1]]
+    return np.take_along_axis(rows, best, 1), np.take_along_axis(scores, best, 1)
 
 
 def _best_passing(
