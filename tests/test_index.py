@@ -831,3 +831,23 @@ def test_catalogue_unselective_filters_checked_on_the_unfiltered_best_rows(
     agree(["price<=40000"], 10)
     agree(["colour!=blue"], 25)
     assert catalogue.search(queries, 0, True, [parse_filter("price<=40000")])[0].shape == (3, 0)
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_post_filter_widens_an_exact_search_and_tries_an_approximate_one_once(exact):
+    from embedrec.index.postfilter import FIRST_FETCH, post_filtered
+
+    asked = []
+    rows = np.arange(100_000)
+
+    def search(n: int) -> tuple[np.ndarray, np.ndarray]:
+        asked.append(n)
+        return rows[None, :n], -rows[None, :n].astype(np.float32)
+
+    # only every 500th row passes: the first rows hold too few of them
+    found, _, short = post_filtered(search, lambda r: r % 500 == 0, 10, 0.5, exact=exact)
+    if exact:
+        assert asked == [FIRST_FETCH * 4**i for i in range(len(asked))] and len(asked) > 1
+        assert found[0].tolist() == list(range(0, 5000, 500)) and not len(short)
+    else:  # one try; the caller's filtered search answers the short query
+        assert asked == [FIRST_FETCH] and short.tolist() == [0]

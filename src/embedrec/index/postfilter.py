@@ -21,7 +21,10 @@ from embedrec.index.vector_index import TRUSTED
 # Filters estimated to keep at least this share of the rows are checked after the search:
 # below it a radius filter's grid or a column index finds the rows faster than the search.
 POST_FILTER_SHARE = 0.2
-# Rows fetched first (at least; ~4 k / share) and at most: each try fetches 4 times more.
+# Rows fetched first (at least; ~4 k / share) and at most from an exact search: each try
+# fetches 4 times more. An approximate search tries once: asking it for more rows rescans the
+# same lists (at 1M rows one try, then the filtered search, gave a p99 of 1.2-1.3 ms against
+# 2.0-2.1 ms with widening, at the same recall).
 FIRST_FETCH = 256
 MAX_FETCH = 65_536
 
@@ -52,12 +55,13 @@ def post_filtered(
     """The best ``k`` rows per query that ``passes`` (row numbers -> bool), from
     ``search(n)``: the unfiltered (rows, scores), (m, n), best first, padded with -1.
 
-    ``exact``: whether ``search`` is exact. Returns (rows, scores, short): ``short`` lists
-    the queries with too few passing rows found (``k``; ``TRUSTED * k`` when not exact),
-    whose answers the caller must get from a filtered search.
+    ``exact``: whether ``search`` is exact (then widened while short; else tried once).
+    Returns (rows, scores, short): ``short`` lists the queries with too few passing rows
+    found (``k``; ``TRUSTED * k`` when not exact), whose answers the caller must get from a
+    filtered search.
     """
     fetch = max(FIRST_FETCH, 2 ** math.ceil(math.log2(max(4 * k / max(share, 1e-9), 2 * k, 1))))
-    limit = max(MAX_FETCH, fetch)
+    limit = max(MAX_FETCH, fetch) if exact else fetch
     # an approximate search's best k that pass are trusted when its rows hold a few times
     # more: a filter at odds with the query leaves only the fringe of them passing
     enough = k if exact else TRUSTED * k
