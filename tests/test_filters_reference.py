@@ -401,3 +401,27 @@ def test_range_filters_on_whole_numbers_compare_them_as_narrow_integers(values):
                 rows = np.arange(0, LARGE, 7)
                 np.testing.assert_array_equal(f.holds(table, rows, cache), expected[rows])
     assert f._compact(table, cache).dtype.kind == "i"
+
+
+def test_range_filters_on_one_field_merge_into_one_that_keeps_the_same_rows():
+    from embedrec.index.filters import merged_ranges
+
+    rng = np.random.default_rng(3)
+    table = pd.DataFrame({"x": rng.integers(0, 10, 200).astype(float), "make": ["VW"] * 200})
+    table.loc[::7, "x"] = np.nan
+    bounds = [None, 2.0, 5.0, 5.5, 9.0]
+    ranges = [
+        RangeFilter("x", low, high, low_inclusive, high_inclusive)
+        for low in bounds
+        for high in bounds
+        for low_inclusive in (True, False)
+        for high_inclusive in (True, False)
+    ]
+    other = SetFilter("make", frozenset({"VW"}))
+    for i in rng.choice(len(ranges), (300, 2)):
+        pair = [ranges[i[0]], other, ranges[i[1]]]
+        merged = merged_ranges(pair)
+        assert len(merged) == 2 and merged[1] is other
+        np.testing.assert_array_equal(
+            allowed_mask(merged, table), allowed_mask(pair, table), err_msg=repr(pair)
+        )

@@ -22,6 +22,7 @@ from embedrec.index.filters import (
     FilterCache,
     allowed_mask,
     allowed_selection,
+    merged_ranges,
 )
 from embedrec.index.grid import OrderedRows
 from embedrec.index.postfilter import POST_FILTER_SHARE, estimated_share, post_filtered
@@ -250,7 +251,7 @@ class Catalogue:
         if not filters:
             return index.search(queries, k, None, exclude)
         queries = np.atleast_2d(queries)
-        filters, exclude = self._excluded(filters, exclude, len(queries))
+        filters, exclude = self._excluded(merged_ranges(filters), exclude, len(queries))
         if not filters:
             return index.search(queries, k, None, exclude)
         part = self._fields
