@@ -141,8 +141,8 @@ def run(args: argparse.Namespace) -> str:
         "them: `category=c7` keeps one of 100 categories (1%), `price<=999` a 1% price range, "
         "`u<0.3` a random 30%. A filtered query's time includes evaluating the filter "
         "(`allowed_rows`, falling back to `allowed_mask`) as well as the search, as in the "
-        "catalogue. Filters that keep at most 20,000 rows are answered exactly by design "
-        "(`path`).",
+        "catalogue. Filters that keep at most `filter_exact_below` rows "
+        f"({VectorIndex().filter_exact_below:,}) are answered exactly by design (`path`).",
         "",
         "| kind | rows | build s | nprobe / efSearch | filter | kept | path | recall@10 "
         "| p50 ms | p99 ms |",
@@ -206,16 +206,29 @@ def run(args: argparse.Namespace) -> str:
 
 CATALOGUE_FILTERS = (
     "make=Dacia",
+    "make=Volkswagen",
+    "year<=2012",
     "price<=2500",
-    "within=51.05,13.74,100km",
-    "make=Nissan within=51.05,13.74,100km",
+    "price>=10000 price<=30000",
     "price<=25000 year>=2018",
+    "make=Volkswagen year>=2018",
+    "within=51.05,13.74,100km",
+    "within=48.14,11.58,100km",
+    "make=Nissan within=51.05,13.74,100km",
+    "within=51.05,13.74,100km price>=10000 price<=30000",
+    "within=53.55,9.99,50km year>=2016",
+    "within=51.05,13.74,300km",
 )
+# The goal for any combination of filters at 1M listings (issue: filtered similar listings)
+GOAL_P50_MS, GOAL_P99_MS = 0.5, 2.0
+# Passes over the queries per filter and path: the table gives the median pass's p50 and p99
+REPEATS = 3
 
 
 def catalogue_filters(work: Path, n_queries: int, seed: int) -> list[str]:
     """Filtered similar-listing searches on the real 1M catalogue, the filter evaluated as a
-    mask over every row (the old path) and through the columns' sorted indexes."""
+    mask over every row (the old path) and through the columns' sorted indexes; each path
+    timed in ``REPEATS`` passes over the queries, the median pass's percentiles reported."""
     from common import large_model, new_listings
 
     from embedrec import Recommender
@@ -238,11 +251,13 @@ def catalogue_filters(work: Path, n_queries: int, seed: int) -> list[str]:
         "an eighth of the catalogue); `indexes`: `Catalogue.search`, which takes the most "
         "selective filter's sorted column index and checks the other filters on its rows "
         "only. Recall@10 is against the exact top 10 over the allowed rows: either path searches "
-        "exactly or through the IVF index, depending on how many rows the filter keeps.",
+        "exactly or through the IVF index, depending on how many rows the filter keeps. Each "
+        f"path runs {REPEATS} passes over the queries; p50 and p99 are the median pass's. "
+        f"Goal: the indexes path at most {GOAL_P50_MS} ms p50 and {GOAL_P99_MS} ms p99.",
         "",
         "| filter | kept | mask p50 ms | mask p99 ms | indexes p50 ms | indexes p99 ms "
-        "| mask recall@10 | indexes recall@10 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| mask recall@10 | indexes recall@10 | goal |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for expression in CATALOGUE_FILTERS:
         filters = [parse_filter(e) for e in expression.split()]
@@ -257,24 +272,26 @@ def catalogue_filters(work: Path, n_queries: int, seed: int) -> list[str]:
         timings, recalls = {}, {}
         for path, search in searches.items():
             search(queries[:1])  # warm-up: column caches and indexes
-            latency, scores = np.empty(n_queries), []
-            for i in range(n_queries):
-                t0 = time.perf_counter()
-                _, found = search(queries[i : i + 1])
-                latency[i] = time.perf_counter() - t0
-                scores.append(found[0])
-            timings[path] = latency
+            passes = []
+            for _ in range(REPEATS):
+                latency, scores = np.empty(n_queries), []
+                for i in range(n_queries):
+                    t0 = time.perf_counter()
+                    _, found = search(queries[i : i + 1])
+                    latency[i] = time.perf_counter() - t0
+                    scores.append(found[0])
+                passes.append(np.percentile(latency, [50, 99]) * 1e3)
+            timings[path] = np.median(passes, axis=0)
             # equal vectors (same features, no id) tie: a result counts when it scores at
             # least the exact 10th score, whichever of the tied rows it is
             recalls[path] = float(np.mean(np.array(scores) >= tenth[:, None] - 1e-5))
+        p50, p99 = timings["indexes"]
+        met = "met" if p50 <= GOAL_P50_MS and p99 <= GOAL_P99_MS else "**not met**"
         lines.append(
             f"| `{expression}` | {mask.mean():.2%} | "
-            + " | ".join(
-                f"{np.percentile(timings[p], q) * 1e3:.3f}" for p in ("mask", "indexes")
-                for q in (50, 99)
-            )
-            + f" | {recalls['mask']:.4f} | {recalls['indexes']:.4f} |"
-        )  # fmt: skip
+            + " | ".join(f"{t:.3f}" for p in ("mask", "indexes") for t in timings[p])
+            + f" | {recalls['mask']:.4f} | {recalls['indexes']:.4f} | {met} |"
+        )
         print(lines[-1], file=sys.stderr, flush=True)
     return [*lines, ""]
 

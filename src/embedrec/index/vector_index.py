@@ -104,7 +104,7 @@ class VectorIndex:
         kind: str = "auto",
         seed: int = 0,
         *,
-        filter_exact_below: int = 20_000,
+        filter_exact_below: int = 32_768,
         calibration_queries: int = 500,
         hnsw_m: int = 16,
         nlist_factor: float = 2.0,
@@ -605,7 +605,7 @@ class VectorIndex:
 
 # Rows given in a grid's order are searched exactly up to this many times
 # ``filter_exact_below``: 100,000 rows read in sequence take ~0.5 ms for one query.
-_ORDERED_EXACT = 5
+_ORDERED_EXACT = 3
 # An IVF probe with a filter reads a row in about half the time an exact search over the
 # filter's scattered rows scores one while their vectors stay in cache (up to ~32k rows; 3 to
 # 5 times longer beyond): a filtered search keeping that few rows widens while the lists it
