@@ -445,10 +445,10 @@ class VectorIndex:
         bits = None if keep is None else np.packbits(_as_mask(keep, n), bitorder="little")
         # The probed lists' best rows are trusted once they hold a few times k rows that
         # pass: a filter at odds with the query (old cars for a new one) leaves fewer in the
-        # lists near it. Such a query probes three times more lists, up to all of them, where
-        # IVF is exact, unless those lists hold more rows than the filter keeps: then, as for
-        # HNSW, which cannot widen that far, its rows are searched exactly. Filters never
-        # cost completeness.
+        # lists near it. Such a query probes four times as many lists (scanning only those it
+        # adds), up to all of them, where IVF is exact; unless an exact search over the
+        # filter's rows costs less (``_SCAN_PER_EXACT``): then, as for HNSW, which cannot
+        # widen that far, its rows are searched exactly. Filters never cost completeness.
         want = fetch + (TRUSTED - 1) * k if keep is not None else fetch
         rows, scores = self._probe(q, want, bits, breadth, n)
         need = min(want if keep is not None else k, n_keep)
