@@ -692,7 +692,7 @@ def test_catalogue_radius_search_through_the_grid_with_adds_and_removes(large_ta
         ["within=51.05,13.74,100km", "make=Nissan,BMW"],
         ["within=51.05,13.74,150km", "make=BMW", "price>=5000", "price<=40000"],
         ["within=51.05,13.74,100km", "exclude=L1,L2,L3,N1"],
-        ["within=51.05,13.74,100km", "price>=2000"],  # scored first, then checked
+        ["within=51.05,13.74,100km", "price>=2000"],
         ["within=51.05,13.74,100km", "price<=60000", "make!=BMW"],
         ["exclude=L1,L2,L3,L4,L5,L6,L7,L8,L9,L10", "make!=VW"],
         ["exclude=L1,N2"],
@@ -712,8 +712,6 @@ def test_catalogue_radius_search_through_the_grid_with_adds_and_removes(large_ta
     agree()
     radius = [parse_filter("within=51.05,13.74,100km")]
     assert isinstance(catalogue.allowed(radius, few=10_000, ordered=True), OrderedRows)
-    wide = [parse_filter(e) for e in ("within=51.05,13.74,100km", "price>=2000")]
-    assert catalogue.allowed(wide, few=10_000, ordered=True).test is not None
     # after the grid and the ordered vectors exist: rows removed, added inside the circle,
     # replaced (the old row dies, the new one is added), some named by exclude=
     near = np.flatnonzero(allowed_mask(radius, table))
@@ -745,29 +743,6 @@ def test_ordered_rows_search_equals_search_by_rows(data, queries):
         index.remove(np.concatenate([by_rows[0][:, 0], [6001, 6002]]))
     with pytest.raises(ValueError, match="must lie in"):
         index.search(queries, 5, OrderedRows(order, positions, np.array([10**6])))
-
-
-@pytest.mark.parametrize("share", [0.9, 0.02])
-def test_ordered_rows_with_a_test_equal_the_rows_that_pass(data, queries, share):
-    """Candidates with a test: the best rows are tested first; a test that keeps few rows (at
-    odds with most queries) falls back to testing every candidate. Either way the answer is
-    the exact top-k of the rows that pass."""
-    from embedrec.index.grid import OrderedRows
-
-    index = VectorIndex(exact_below=1000, filter_exact_below=200).build(data[:6000])
-    order = np.random.default_rng(4).permutation(6000)
-    positions = np.sort(np.random.default_rng(5).choice(6000, 3000, replace=False))
-    passing = np.random.default_rng(6).random(6000) < share
-    allowed = OrderedRows(order, positions, test=lambda found: passing[found])
-    assert len(allowed.rows()) == passing[positions].sum()
-    exclude = [allowed.rows()[i : i + 3] for i in range(len(queries))]
-    for ex in (None, exclude):
-        by_rows = index.search(queries, 10, allowed.rows(), ex)
-        by_test = index.search(queries, 10, allowed, ex)
-        one = index.search(queries[:1], 10, allowed, None if ex is None else ex[:1])
-        np.testing.assert_array_equal(by_test[0], by_rows[0])
-        np.testing.assert_allclose(by_test[1], by_rows[1], rtol=1e-5)
-        np.testing.assert_array_equal(one[0][0], by_rows[0][0])
 
 
 def test_catalogue_unselective_filters_checked_on_the_unfiltered_best_rows(

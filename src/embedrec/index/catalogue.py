@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import dataclasses
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
@@ -225,7 +224,7 @@ class Catalogue:
             extra = np.zeros(0, dtype=np.int64)
             if added is not None:
                 extra = np.flatnonzero(allowed_mask(filters, added, added_cache)) + len(base)
-            rows = dataclasses.replace(rows, extra=extra[extra < self._n])
+            rows = OrderedRows(rows.order, rows.positions, extra[extra < self._n])
             return rows if ordered else rows.rows()
         if rows is None:
             mask = allowed_mask(filters, base, part.cache)

@@ -603,20 +603,14 @@ def allowed_selection(
         return found
 
     def check(positions: np.ndarray) -> np.ndarray:
-        picked = np.arange(len(positions))
+        # each filter over all the positions, as masks: narrowing the positions between
+        # filters copied them and cost more than the comparisons it saved
+        keep = None
         for f in others:
-            picked = picked[f.holds_ordered(table, order, positions[picked], cache)]
-        return picked
+            holds = f.holds_ordered(table, order, positions, cache)
+            keep = holds if keep is None else keep & holds
+        return np.flatnonzero(keep)
 
-    if others and math.prod(share[id(f)] for f in others) >= SCORED_FIRST_SHARE:
-        # most of the chosen filter's rows pass the others too: a search scores all of them
-        # and checks the others on the best few only, not on every row first
-        def test(positions: np.ndarray) -> np.ndarray:
-            passes = np.zeros(len(positions), dtype=bool)
-            passes[check(positions)] = True
-            return passes
-
-        return OrderedRows(order, fetch(None, within), test=test)
     return OrderedRows(order, fetch(check if others else None, within))
 
 
@@ -637,9 +631,6 @@ _COSINE_BAND = 1e-9
 _COVER_MARGIN_KM = 1e-3
 # Up to this many candidate rows are checked one by one, without the grid's help.
 _FEW_CANDIDATES = 2048
-# When the other filters keep at least this share of the rows a radius filter's grid gives,
-# they are checked on the best-scoring of those rows (as a post-filter), not on all before.
-SCORED_FIRST_SHARE = 0.2
 GRID = ("geo cells",)  # the FilterCache key of a table's grid
 # A set filter naming at most this many values compares each row with each value.
 _FEW_VALUES = 4

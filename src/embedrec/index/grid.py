@@ -130,22 +130,16 @@ class OrderedRows:
     since).
 
     A vector index scores such rows from a copy of its vectors in ``order``, read nearly in
-    sequence instead of scattered over the catalogue. With a ``test`` (positions -> whether
-    each passes), the positions are candidates of which only those passing the test count:
-    most pass, and the index tests only the best-scoring ones.
+    sequence instead of scattered over the catalogue.
     """
 
     order: np.ndarray
     positions: np.ndarray
     extra: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    test: Callable[[np.ndarray], np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.positions) + len(self.extra)
 
     def rows(self) -> np.ndarray:
         """The rows as row numbers."""
-        positions = self.positions
-        if self.test is not None:
-            positions = positions[self.test(positions)]
-        return np.concatenate([self.order[positions], self.extra])
+        return np.concatenate([self.order[self.positions], self.extra])

@@ -384,7 +384,7 @@ class VectorIndex:
         if self._n_deleted:
             positions, extra = positions[live[positions]], extra[self._live[extra]]
         fetch = k + (max(len(e) for e in excl) if excl else 0)
-        found, scores = _best_passing(q, vectors, fetch, positions, allowed.test)
+        found, scores = search_rows(q, vectors, fetch, positions)
         found = np.where(found >= 0, allowed.order[np.maximum(found, 0)], -1)
         if len(extra):
             more, more_scores = search_rows(q, self._buffer[:n], fetch, extra)
@@ -612,8 +612,6 @@ _ORDERED_EXACT = 3
 # would add hold fewer than this many times the filter's rows, else searches them exactly.
 _SCAN_PER_EXACT = 1.8
 _EXACT_CACHED = 32_768
-# Candidates given with a test are scored, and the best this many (at least 4 x k) tested
-_FIRST_TESTED = 64
 # An approximate search's best k rows that pass a filter are trusted once it found this many
 # times k that pass: a filter at odds with the query leaves few near it, and the best of those
 # may be worse than rows a wider search finds.
@@ -627,31 +625,6 @@ def _best_of(
     rows, scores = np.hstack([rows, more]), np.hstack([scores, more_scores])
     best = np.argsort(-scores, axis=1, kind="stable")[:, : more.shape[1]]
     return np.take_along_axis(rows, best, 1), np.take_along_axis(scores, best, 1)
-
-
-def _best_passing(
-    q: np.ndarray, vectors: np.ndarray, fetch: int, positions: np.ndarray, test
-) -> tuple[np.ndarray, np.ndarray]:
-    """The top ``fetch`` of ``positions`` of ``vectors`` per query that pass ``test``
-    (positions -> bool; None: all pass). The best few scored rows are tested first; a query
-    with too few passing among them (a test at odds with it) is answered from the rows that
-    pass, all tested."""
-    if test is None:
-        return search_rows(q, vectors, fetch, positions)
-    width = min(len(positions), max(_FIRST_TESTED, 4 * fetch))
-    found, scores = search_rows(q, vectors, width, positions)
-    passes = found >= 0
-    passes[passes] = test(found[passes])
-    # each query's passing rows first, still best first
-    first = np.argsort(~passes, axis=1, kind="stable")[:, :fetch]
-    kept = np.take_along_axis(passes, first, 1)
-    rows = np.where(kept, np.take_along_axis(found, first, 1), -1)
-    scores = np.where(kept, np.take_along_axis(scores, first, 1), -np.inf).astype(np.float32)
-    short = np.flatnonzero(passes.sum(axis=1) < fetch)
-    if len(short) and width < len(positions):
-        passing = positions[test(positions)]
-        rows[short], scores[short] = search_rows(q[short], vectors, fetch, passing)
-    return rows, scores
 
 
 def _as_matrix(vectors: np.ndarray) -> np.ndarray:
