@@ -388,6 +388,7 @@ def test_range_filters_on_whole_numbers_compare_them_as_narrow_integers(values):
     x = values.astype(float)
     picks = [x.min(), x.max(), np.median(x), x.min() - 1e9, x.max() + 1e9]
     bounds = [*picks, *(p + 0.5 for p in picks), *(p - 0.25 for p in picks), math.inf, -math.inf]
+    bounds.append(math.nan)  # a filter built by hand: compares False, as in floats
     for low in [None, *bounds[::2]]:
         for high in [None, *bounds[1::2]]:
             for low_inclusive, high_inclusive in [(True, True), (False, False), (True, False)]:

@@ -171,6 +171,8 @@ class RangeFilter(Filter):
         the values' own dtype."""
         info = np.iinfo(values.dtype)
         low, high = info.min, info.max
+        if any(b is not None and math.isnan(b) for b in (self.low, self.high)):
+            return np.zeros(len(values), dtype=bool)  # as a comparison with NaN
         if self.low is not None:
             if self.low == math.inf:
                 return np.zeros(len(values), dtype=bool)
