@@ -513,7 +513,9 @@ def merged_ranges(filters: Iterable[Filter]) -> list[Filter]:
     out: list[Filter] = []
     merged: dict[str, int] = {}  # field -> its range filter's place in ``out``
     for f in filters:
-        if not isinstance(f, RangeFilter):
+        if not isinstance(f, RangeFilter) or any(
+            b is not None and math.isnan(b) for b in (f.low, f.high)
+        ):  # a NaN bound (a filter built by hand) keeps no row: left as it is
             out.append(f)
         elif f.field not in merged:
             merged[f.field] = len(out)
