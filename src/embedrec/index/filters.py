@@ -150,7 +150,7 @@ class RangeFilter(Filter):
         as the narrowest integers that hold them, a quarter to an eighth of the bytes to
         read over a large table; else as float64."""
         values = self._values(table, cache)
-        if len(table) < _CACHED_ROWS:
+        if cache is None or len(table) < _CACHED_ROWS:  # converting costs more than it saves
             return values
         return _cached(cache, table, ("compact", self.field), lambda: _narrowest(values))
 
