@@ -428,3 +428,36 @@ def test_range_filters_on_one_field_merge_into_one_that_keeps_the_same_rows():
         np.testing.assert_array_equal(
             allowed_mask(merged, table), allowed_mask(pair, table), err_msg=repr(pair)
         )
+
+
+def test_one_filter_reused_on_other_tables_answers_for_each_table():
+    # a filter remembers its candidates for the table it was last asked about, so that one
+    # request asks its index once; asked about another table, it must not answer from memory
+    from embedrec.index.filters import FilterCache
+
+    rng = np.random.default_rng(5)
+    filters = [
+        RangeFilter("price", 1_000.0, 5_000.0),
+        SetFilter("make", frozenset({"VW"})),
+        RadiusFilter(51.05, 13.74, 150.0),
+    ]
+    tables = [
+        pd.DataFrame(
+            {
+                "price": rng.uniform(0, 10_000 * (i + 1), LARGE),
+                "make": rng.choice(MAKES[: 2 + i], LARGE),
+                "lat": rng.uniform(48 + i, 54, LARGE),
+                "lon": rng.uniform(6, 15 - i, LARGE),
+            }
+        )
+        for i in range(2)
+    ]
+    for f in filters:
+        for table in tables + tables:  # each table again after the other
+            for cache in (FilterCache(), FilterCache()):
+                _, fetch, exact, order = f.candidates(table, cache)
+                rows = fetch() if order is None else order[fetch()]
+                assert exact
+                np.testing.assert_array_equal(
+                    np.sort(rows), np.flatnonzero(f.mask(table)), err_msg=repr(f)
+                )

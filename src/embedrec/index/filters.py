@@ -43,8 +43,8 @@ class FilterError(ValueError):
 # their vectors), whether exactly those pass (False: a superset, checked row by row) and the
 # order they are given in: None for row numbers, else a permutation of the rows (the grid's)
 # that the function returns positions in.
-# A function given the order may take ``check``: positions -> those of them (as indices into
-# the positions) that the other filters keep, evaluated before its own costlier test.
+# A function given the order may take ``check``: positions -> a mask over them, where the
+# other filters hold, evaluated before its own costlier test.
 Candidates = tuple[int, Callable[..., np.ndarray], bool, "np.ndarray | None"]
 Check = Callable[[np.ndarray], np.ndarray]
 
@@ -84,7 +84,15 @@ class Filter:
         self, table: pd.DataFrame, cache: FilterCache | None = None
     ) -> Candidates | None:
         """Rows that may pass (a superset), from a sorted index of a large table; None where
-        no index narrows the filter."""
+        no index narrows the filter. Found once per table and cache: a request asks up to
+        three times (its share, its selection, a mask)."""
+        held = self.__dict__.get("_held_candidates")
+        if held is None or held[0] is not table or held[1] is not cache:
+            held = table, cache, self._candidates(table, cache)
+            object.__setattr__(self, "_held_candidates", held)  # a cache, not a field
+        return held[2]
+
+    def _candidates(self, table: pd.DataFrame, cache: FilterCache | None) -> Candidates | None:
         return None
 
     def grid_positions(
@@ -125,9 +133,7 @@ class RangeFilter(Filter):
             _in_order(table, ("compact", self.field), compact, order, cache)[positions]
         )
 
-    def candidates(
-        self, table: pd.DataFrame, cache: FilterCache | None = None
-    ) -> Candidates | None:
+    def _candidates(self, table: pd.DataFrame, cache: FilterCache | None) -> Candidates | None:
         values = self._values(table, cache)
         if len(table) < _CACHED_ROWS:
             return None
@@ -240,9 +246,7 @@ class SetFilter(Filter):
                           order, cache)[positions]  # fmt: skip
         return _isin_str(table, self.field, self.values, self.negate, cache, codes=codes)
 
-    def candidates(
-        self, table: pd.DataFrame, cache: FilterCache | None = None
-    ) -> Candidates | None:
+    def _candidates(self, table: pd.DataFrame, cache: FilterCache | None) -> Candidates | None:
         _check_field(table, self.field)
         if self.negate or len(table) < _CACHED_ROWS:
             return None  # "not one of" keeps most rows: no index narrows it
@@ -317,51 +321,36 @@ class RadiusFilter(Filter):
         points = _grid(table, lat, lon, cache).points  # in ``order``: the grid's
         return self._within(points[positions], _ordered_coordinates(lat, lon, order, positions))
 
-    def candidates(
-        self, table: pd.DataFrame, cache: FilterCache | None = None
-    ) -> Candidates | None:
+    def _candidates(self, table: pd.DataFrame, cache: FilterCache | None) -> Candidates | None:
         if len(table) < _CACHED_ROWS:
             return None
         lat, lon = self._coordinates(table, cache)
         grid = _grid(table, lat, lon, cache)
-        first, last, whole = self._runs(grid)
+        first, last, whole = grid.runs(circle_box(self.lat, self.lon, self.radius_km), self._covers)
 
         def fetch(check: Check | None = None, within: np.ndarray | None = None) -> np.ndarray:
-            if check is None and within is None:
-                # the whole cells' rows as they lie, then the edge cells' rows that pass:
-                # no position of the box made, tested or copied for nothing
-                near = run_positions(first[~whole], last[~whole])
-                coordinates = _ordered_coordinates(lat, lon, grid.order, near)
-                keep = self._within(np.take(grid.points, near, axis=0), coordinates)
-                return np.concatenate([run_positions(first[whole], last[whole]), near[keep]])
+            # the rows of cells the circle covers whole, then those of the cells on its edge:
+            # the first pass as they are, the others by their distance
+            cells = np.concatenate([np.flatnonzero(whole), np.flatnonzero(~whole)])
             if within is None:
-                positions = run_positions(first, last)
-                sure = np.repeat(whole, last - first)
+                positions = run_positions(first[cells], last[cells])
+                n_inner = int((last - first)[whole].sum())
             else:  # only rows at these positions (ascending): each cell's share of them
                 low, high = np.searchsorted(within, first), np.searchsorted(within, last)
-                positions = within[run_positions(low, high)]
-                sure = np.repeat(whole, high - low)
+                positions = within[run_positions(low[cells], high[cells])]
+                n_inner = int((high - low)[whole].sum())
             if check is not None:  # the other filters first: the distance on fewer rows
-                picked = check(positions)
-                positions, sure = positions[picked], sure[picked]
-            # rows in cells the circle covers pass as they are; the others by their distance
-            edge = np.flatnonzero(~sure)
-            near = positions[edge]
-            coordinates = _ordered_coordinates(lat, lon, grid.order, near)
+                # as row numbers: a boolean index that keeps rows at random costs more
+                picked = np.flatnonzero(check(positions))
+                n_inner = int(np.searchsorted(picked, n_inner))
+                positions = positions[picked]
+            inner, edge = positions[:n_inner], positions[n_inner:]
+            coordinates = _ordered_coordinates(lat, lon, grid.order, edge)
             # np.take gathers rows several times faster than fancy indexing
-            sure[edge] = self._within(np.take(grid.points, near, axis=0), coordinates)
-            return positions[sure]
+            near = self._within(np.take(grid.points, edge, axis=0), coordinates)
+            return np.concatenate([inner, edge[np.flatnonzero(near)]])
 
         return int((last - first).sum()), fetch, True, grid.order
-
-    def _runs(self, grid: Grid) -> tuple[np.ndarray, ...]:
-        """The grid's runs of the cells near the circle (:meth:`Grid.runs`), found once per
-        grid: a request asks for them up to three times (share, selection, rows)."""
-        held = self.__dict__.get("_held_runs")
-        if held is None or held[0] is not grid:
-            held = grid, grid.runs(circle_box(self.lat, self.lon, self.radius_km), self._covers)
-            object.__setattr__(self, "_held_runs", held)  # a cache, not a field
-        return held[1]
 
     def _covers(
         self, lat_low: np.ndarray, lat_high: np.ndarray, lon_low: np.ndarray, lon_high: np.ndarray
@@ -609,11 +598,10 @@ def allowed_selection(
     def check(positions: np.ndarray) -> np.ndarray:
         # each filter over all the positions, as masks: narrowing the positions between
         # filters copied them and cost more than the comparisons it saved
-        keep = None
-        for f in others:
-            holds = f.holds_ordered(table, order, positions, cache)
-            keep = holds if keep is None else keep & holds
-        return np.flatnonzero(keep)
+        keep = others[0].holds_ordered(table, order, positions, cache)
+        for f in others[1:]:
+            keep &= f.holds_ordered(table, order, positions, cache)
+        return keep
 
     return OrderedRows(order, fetch(check if others else None, within))
 
