@@ -15,17 +15,21 @@ import pyarrow as pa
 
 from embedrec.data.ids import id_index, positions
 from embedrec.data.jsonable import plain
+from embedrec.index.bounded import CircleBlocks, ClusterBlocks, bounded_top_k
 from embedrec.index.filters import (
     ExcludeFilter,
     Filter,
     FilterCache,
+    RadiusFilter,
     allowed_mask,
     allowed_selection,
+    grid_selection,
     merged_ranges,
 )
 from embedrec.index.grid import OrderedRows
 from embedrec.index.postfilter import POST_FILTER_SHARE, estimated_share, post_filtered
 from embedrec.index.vector_index import VectorIndex
+from embedrec.ranking import empty_result
 
 # added rows are merged into one table again once they exceed a 64th of it (and 2,048 rows)
 MERGE_MIN_ROWS = 2048
@@ -98,6 +102,9 @@ class Catalogue:
         self._exact_below = exact_below
         self._indexes: dict[bool, VectorIndex] = {}
         self._row_of_model: np.ndarray | None = None  # model row -> live row, built on demand
+        # by id of index: (index, the base table, its rows' clusters, the centroids,
+        # ClusterBlocks), built on demand
+        self._blocks: dict[int, tuple[VectorIndex, Any, Any, Any, ClusterBlocks | None]] = {}
 
     # ------------------------------------------------------------------ views
     def __len__(self) -> int:
@@ -254,7 +261,10 @@ class Catalogue:
         if not filters:
             return index.search(queries, k, None, exclude)
         part = self._fields
+        bounded = self._circle_blocks(index, filters, len(queries))  # before the grid is built
         share = estimated_share(filters, part.base, part.cache)
+        if bounded is not None and share * self._n > index.filter_exact_below:
+            return self._bounded(index, queries, k, filters, exclude, *bounded)
         if share < POST_FILTER_SHARE or share * self._n <= index.filter_exact_below:
             return self._filtered(index, queries, k, filters, exclude)
         # most rows pass: the filters are checked on the unfiltered search's best rows
@@ -287,6 +297,82 @@ class Catalogue:
         if unpadded and len(allowed) < index.n_rows:  # rows added meanwhile
             allowed = np.pad(allowed, (0, index.n_rows - len(allowed)))
         return index.search(queries, k, allowed, exclude)
+
+    def _circle_blocks(
+        self, index: VectorIndex, filters: Sequence[Filter], m: int
+    ) -> tuple[RadiusFilter, ClusterBlocks, CircleBlocks] | None:
+        """For a search of ``m`` queries with a radius filter over an IVF index: the radius
+        filter, the grid's cluster blocks and the circle's blocks; None where a search
+        bounded by clusters does not apply. Builds the grid with each cell's rows ordered by
+        cluster (again, if a filter built it before without them)."""
+        radius = next((f for f in filters if isinstance(f, RadiusFilter)), None)
+        part = self._fields
+        if radius is None or m > _BOUNDED_QUERIES or len(part.base) <= index.filter_exact_below:
+            return None
+        with self._lock:
+            held = self._blocks.get(id(index))
+            if held is None or held[0] is not index or held[1] is not part.base:
+                # the base table is new after adds were merged into it: its rows' clusters
+                found = index.clusters()
+                clusters, centroids = (None, None) if found is None else found
+                if clusters is not None:
+                    clusters = clusters[: len(part.base)]
+                held = self._blocks[id(index)] = index, part.base, clusters, centroids, None
+            _, _, clusters, centroids, structure = held
+            if clusters is None:
+                return None  # an index without clusters
+            grid = radius.grid(part.base, part.cache, within=clusters)
+            if not grid.clustered:
+                grid = radius.grid(part.base, part.cache, within=clusters, rebuild=True)
+            if structure is None or structure.grid is not grid:
+                structure = ClusterBlocks.build(grid, clusters, index.vectors, centroids)
+                self._blocks[id(index)] = index, part.base, clusters, centroids, structure
+        # a grid ordered by another index's clusters (cosine and dot product on one
+        # catalogue) cuts this index's clusters into blocks too small to pay
+        if len(structure) > len(part.base) // _ROWS_PER_BLOCK:
+            return None
+        found = radius.cells(grid)
+        return None if found is None else (radius, structure, structure.of_cells(*found))
+
+    def _bounded(
+        self,
+        index: VectorIndex,
+        queries: np.ndarray,
+        k: int,
+        filters: Sequence[Filter],
+        exclude: Sequence[np.ndarray] | None,
+        radius: RadiusFilter,
+        structure: ClusterBlocks,
+        circle: CircleBlocks,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The search with a radius filter, query by query, reading the circle's clusters
+        by their bound (:func:`~embedrec.index.bounded.bounded_top_k`)."""
+        part = self._fields
+        added, added_cache = part.added()
+        extra = np.zeros(0, dtype=np.int64)
+        if added is not None:
+            extra = np.flatnonzero(allowed_mask(filters, added, added_cache)) + len(part.base)
+            extra = extra[extra < self._n]
+        rows, scores = empty_result(len(queries), k)
+        for i, query in enumerate(queries):
+            excluded = None if exclude is None else [exclude[i]]
+            rows_added = [extra]  # searched with the first pass
+
+            def score(
+                positions: np.ndarray,
+                n_inner: int,
+                query=query,
+                excluded=excluded,
+                rows_added=rows_added,
+            ) -> tuple[np.ndarray, np.ndarray]:
+                found = grid_selection(filters, radius, part.base, part.cache, positions, n_inner)
+                more = rows_added.pop() if rows_added else extra[:0]
+                found = OrderedRows(found.order, found.positions, more)
+                best, best_scores = index.search_exact(query[None], k, found, excluded)
+                return best[0], best_scores[0]
+
+            rows[i], scores[i] = bounded_top_k(query, k, structure, circle, score)
+        return rows, scores
 
     def _passes(self, filters: Sequence[Filter], rows: np.ndarray) -> np.ndarray:
         """Whether every filter holds at each of ``rows`` (-1: no), in time in their number."""
@@ -420,6 +506,12 @@ class Catalogue:
 # Exclusions of up to this many ids are dropped from the top answers (found by id, fetching
 # that many more) instead of being evaluated over every row.
 _FEW_IDS = 1_000
+# a search with a radius filter reads the circle's clusters by their bound for up to this many
+# queries (one at a time); more share one selection of the circle's rows
+_BOUNDED_QUERIES = 16
+# cluster blocks pay where they hold this many rows on average (a grid ordered by cluster
+# within each cell: 47 on the 1M car catalogue); a grid built without clusters holds 1 or 2
+_ROWS_PER_BLOCK = 3
 
 
 class _Fields:

@@ -15,7 +15,7 @@ import re
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -87,12 +87,17 @@ class Filter:
         no index narrows the filter. Found once per table and cache: a request asks up to
         three times (its share, its selection, a mask)."""
         held = self.__dict__.get("_held_candidates")
-        if held is None or held[0] is not table or held[1] is not cache:
-            held = table, cache, self._candidates(table, cache)
+        basis = self._basis(table, cache)
+        if held is None or held[0] is not table or held[1] is not cache or held[2] is not basis:
+            held = table, cache, basis, self._candidates(table, cache)
             object.__setattr__(self, "_held_candidates", held)  # a cache, not a field
-        return held[2]
+        return held[3]
 
     def _candidates(self, table: pd.DataFrame, cache: FilterCache | None) -> Candidates | None:
+        return None
+
+    def _basis(self, table: pd.DataFrame, cache: FilterCache | None) -> Any:
+        """What the candidates derive from besides the table and its cache (by identity)."""
         return None
 
     def grid_positions(
@@ -261,8 +266,12 @@ class SetFilter(Filter):
         column = _codes(table, self.field, cache)
         codes = _in_order(table, ("codes", self.field), column.codes, order, cache)
         # per value, its rows' positions in the grid's order, ascending (a stable sort)
-        by_value, starts = _cached(
-            cache, table, ("grid postings", self.field), lambda: _postings(codes, column.n_values)
+        by_value, starts = _of_order(
+            cache,
+            table,
+            ("grid postings", self.field),
+            order,
+            lambda: _postings(codes, column.n_values),
         )
         wanted = column.of(self.values).astype(np.int64).tolist()
         found = np.concatenate(
@@ -326,7 +335,12 @@ class RadiusFilter(Filter):
             return None
         lat, lon = self._coordinates(table, cache)
         grid = _grid(table, lat, lon, cache)
-        first, last, whole = grid.runs(circle_box(self.lat, self.lon, self.radius_km), self._covers)
+        found = self.cells(grid)
+        if found is None:  # a circle over too many cells: read band by band
+            first, last, whole = grid.runs(circle_box(self.lat, self.lon, self.radius_km))
+        else:
+            cells, whole = found
+            first, last = grid.starts[cells], grid.starts[cells + 1]
 
         def fetch(check: Check | None = None, within: np.ndarray | None = None) -> np.ndarray:
             # the rows of cells the circle covers whole, then those of the cells on its edge:
@@ -339,18 +353,75 @@ class RadiusFilter(Filter):
                 low, high = np.searchsorted(within, first), np.searchsorted(within, last)
                 positions = within[run_positions(low[cells], high[cells])]
                 n_inner = int((high - low)[whole].sum())
-            if check is not None:  # the other filters first: the distance on fewer rows
-                # as row numbers: a boolean index that keeps rows at random costs more
-                picked = np.flatnonzero(check(positions))
-                n_inner = int(np.searchsorted(picked, n_inner))
-                positions = positions[picked]
-            inner, edge = positions[:n_inner], positions[n_inner:]
-            coordinates = _ordered_coordinates(lat, lon, grid.order, edge)
-            # np.take gathers rows several times faster than fancy indexing
-            near = self._within(np.take(grid.points, edge, axis=0), coordinates)
-            return np.concatenate([inner, edge[np.flatnonzero(near)]])
+            return self._kept(grid, lat, lon, positions, n_inner, check)
 
         return int((last - first).sum()), fetch, True, grid.order
+
+    def _basis(self, table: pd.DataFrame, cache: FilterCache | None) -> Any:
+        # the grid: a catalogue may build it again (see ``grid``)
+        if cache is None or len(table) < _CACHED_ROWS:
+            return None
+        return self.grid(table, cache)
+
+    def kept(
+        self,
+        table: pd.DataFrame,
+        cache: FilterCache,
+        positions: np.ndarray,
+        n_inner: int,
+        check: Check | None = None,
+    ) -> np.ndarray:
+        """Of ``positions`` in the order of the table's grid, whose first ``n_inner`` lie in
+        cells the circle covers whole, those that ``check`` keeps and the circle holds."""
+        lat, lon = self._coordinates(table, cache)
+        return self._kept(_grid(table, lat, lon, cache), lat, lon, positions, n_inner, check)
+
+    def _kept(
+        self,
+        grid: Grid,
+        lat: np.ndarray,
+        lon: np.ndarray,
+        positions: np.ndarray,
+        n_inner: int,
+        check: Check | None,
+    ) -> np.ndarray:
+        if check is not None:  # the other filters first: the distance on fewer rows
+            # as row numbers: a boolean index that keeps rows at random costs more
+            picked = np.flatnonzero(check(positions))
+            n_inner = int(np.searchsorted(picked, n_inner))
+            positions = positions[picked]
+        inner, edge = positions[:n_inner], positions[n_inner:]
+        coordinates = _ordered_coordinates(lat, lon, grid.order, edge)
+        # np.take gathers rows several times faster than fancy indexing
+        near = self._within(np.take(grid.points, edge, axis=0), coordinates)
+        return np.concatenate([inner, edge[np.flatnonzero(near)]])
+
+    def grid(
+        self,
+        table: pd.DataFrame,
+        cache: FilterCache,
+        within: np.ndarray | None = None,
+        rebuild: bool = False,
+    ) -> Grid:
+        """The grid of ``table``'s coordinates kept in ``cache``; when built by this call
+        (or built again, with ``rebuild``), each cell's rows are ordered by ``within`` (see
+        :meth:`Grid.build`)."""
+        lat, lon = self._coordinates(table, cache)
+        if rebuild:
+            grid = Grid.build(lat, lon, _unit_points(table, lat, lon, cache), within)
+            cache.put(table, GRID, grid)  # what derives from the old grid's order is kept apart
+            return grid
+        return _grid(table, lat, lon, cache, within)
+
+    def cells(self, grid: Grid) -> tuple[np.ndarray, np.ndarray] | None:
+        """The grid's cells near the circle and whether it covers each whole (:meth:`Grid.cells`),
+        found once per grid: a request asks for them up to twice (its rows, a bounded search)."""
+        held = self.__dict__.get("_held_cells")
+        if held is None or held[0] is not grid:
+            box = circle_box(self.lat, self.lon, self.radius_km)
+            held = grid, grid.cells(box, self._covers)
+            object.__setattr__(self, "_held_cells", held)  # a cache, not a field
+        return held[1]
 
     def _covers(
         self, lat_low: np.ndarray, lat_high: np.ndarray, lon_low: np.ndarray, lon_high: np.ndarray
@@ -595,15 +666,41 @@ def allowed_selection(
             found = found[f.holds(table, found, cache)]
         return found
 
+    return OrderedRows(order, fetch(_all_hold(others, table, order, cache), within))
+
+
+def grid_selection(
+    filters: Sequence[Filter],
+    radius: RadiusFilter,
+    table: pd.DataFrame,
+    cache: FilterCache,
+    positions: np.ndarray,
+    n_inner: int,
+) -> OrderedRows:
+    """The rows at ``positions`` in the order of ``radius``'s grid of ``table`` (the first
+    ``n_inner`` in cells the circle covers whole) where every one of ``filters`` holds;
+    ``radius`` is one of them."""
+    order = radius.grid(table, cache).order
+    check = _all_hold([f for f in filters if f is not radius], table, order, cache)
+    return OrderedRows(order, radius.kept(table, cache, positions, n_inner, check))
+
+
+def _all_hold(
+    filters: Sequence[Filter], table: pd.DataFrame, order: np.ndarray, cache: FilterCache | None
+) -> Check | None:
+    """Where all of ``filters`` hold at positions of ``order`` (None for no filter)."""
+    if not filters:
+        return None
+
     def check(positions: np.ndarray) -> np.ndarray:
         # each filter over all the positions, as masks: narrowing the positions between
         # filters copied them and cost more than the comparisons it saved
-        keep = others[0].holds_ordered(table, order, positions, cache)
-        for f in others[1:]:
+        keep = filters[0].holds_ordered(table, order, positions, cache)
+        for f in filters[1:]:
             keep &= f.holds_ordered(table, order, positions, cache)
         return keep
 
-    return OrderedRows(order, fetch(check if others else None, within))
+    return check
 
 
 def _check_field(table: pd.DataFrame, field: str) -> None:
@@ -655,13 +752,19 @@ class FilterCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def put(self, table: pd.DataFrame, key: Any, value: Any) -> None:
+        """Keep ``value`` as the entry ``key`` of ``table``, replacing any."""
+        with self._lock:
+            self._check_table(table)
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
     def get(self, table: pd.DataFrame, key: Any, compute: Callable[[], Any]) -> Any:
         """The entry ``key`` of ``table``, computed by ``compute()`` if not kept."""
         with self._lock:
-            if self._table is None:
-                self._table = weakref.ref(table)
-            elif self._table() is not table:
-                raise ValueError("a FilterCache holds the columns of one table, not of another")
+            self._check_table(table)
             if key in self._entries:
                 self._entries.move_to_end(key)
                 return self._entries[key]
@@ -677,6 +780,12 @@ class FilterCache:
                     self._entries.popitem(last=False)
                 self._computing.pop(key, None)
         return value
+
+    def _check_table(self, table: pd.DataFrame) -> None:
+        if self._table is None:
+            self._table = weakref.ref(table)
+        elif self._table() is not table:
+            raise ValueError("a FilterCache holds the columns of one table, not of another")
 
 
 def _cached(cache: FilterCache | None, table: pd.DataFrame, key: Any, compute: Any) -> Any:
@@ -792,10 +901,17 @@ def _ordered_coordinates(
     return coordinates
 
 
-def _grid(table: pd.DataFrame, lat: np.ndarray, lon: np.ndarray, cache: FilterCache | None) -> Grid:
-    return _cached(
-        cache, table, GRID, lambda: Grid.build(lat, lon, _unit_points(table, lat, lon, cache))
-    )
+def _grid(
+    table: pd.DataFrame,
+    lat: np.ndarray,
+    lon: np.ndarray,
+    cache: FilterCache | None,
+    within: np.ndarray | None = None,
+) -> Grid:
+    def build() -> Grid:
+        return Grid.build(lat, lon, _unit_points(table, lat, lon, cache), within)
+
+    return _cached(cache, table, GRID, build)
 
 
 def _in_order(
@@ -803,7 +919,16 @@ def _in_order(
 ) -> np.ndarray:
     """A column's ``values`` in the grid's ``order`` (cached): read at a radius filter's
     positions nearly in sequence instead of scattered over the column."""
-    return _cached(cache, table, ("grid order", key), lambda: values[order])
+    return _of_order(cache, table, ("grid order", key), order, lambda: values[order])
+
+
+def _of_order(
+    cache: FilterCache | None, table: pd.DataFrame, key: Any, order: np.ndarray, compute: Any
+) -> Any:
+    """A cache entry derived from a grid's ``order``: kept per grid, as a catalogue may build
+    its grid again, its cells' rows ordered by clusters (see :meth:`RadiusFilter.grid`)."""
+    held = _cached(cache, table, (*key, id(order)), lambda: (order, compute()))
+    return held[1] if held[0] is order else compute()  # an id reused by a later grid
 
 
 def _unit_points(

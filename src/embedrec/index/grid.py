@@ -68,43 +68,75 @@ def in_box(lat: np.ndarray, lon: np.ndarray, box: Box) -> np.ndarray:
 @dataclass(frozen=True)
 class Grid:
     """Rows grouped by cell (``order``), where each cell's group starts in it (``starts``)
-    and the rows' points as unit vectors in that order (``points``)."""
+    and the rows' points as unit vectors in that order (``points``); ``clustered``: each
+    cell's rows ordered by a vector index's clusters."""
 
     order: np.ndarray
     starts: np.ndarray
     points: np.ndarray
+    clustered: bool = False
 
     @classmethod
-    def build(cls, lat: np.ndarray, lon: np.ndarray, points: np.ndarray) -> Grid:
-        """The grid of points given in degrees (NaN: missing, in no cell) and as unit vectors."""
+    def build(
+        cls,
+        lat: np.ndarray,
+        lon: np.ndarray,
+        points: np.ndarray,
+        within: np.ndarray | None = None,
+    ) -> Grid:
+        """The grid of points given in degrees (NaN: missing, in no cell) and as unit vectors;
+        inside each cell, rows ordered by ``within`` (a vector index's cluster of each row:
+        the rows one cluster has in one cell are then one run), else as they come."""
         valid = ~(np.isnan(lat) | np.isnan(lon))
         cells = np.full(len(lat), -1, dtype=np.int64)
         cells[valid] = _cell(lat[valid], 90.0) * LON_CELLS + _cell(lon[valid], 180.0)
-        order = np.argsort(cells, kind="stable")
+        by_cell = (cells,) if within is None else (within, cells)
+        order = np.lexsort(by_cell)  # stable: rows of one cell (and cluster) as they come
         # missing points (-1) sort first, before the first cell's start
         starts = np.searchsorted(cells[order], np.arange(LAT_CELLS * LON_CELLS + 1))
-        return cls(order, starts, np.ascontiguousarray(points[order]))
+        return cls(order, starts, np.ascontiguousarray(points[order]), within is not None)
 
     def runs(self, box: Box, covered: Covered | None = None) -> tuple[np.ndarray, ...]:
         """The cells ``box`` overlaps as runs of positions in ``order``, ascending: (first,
         last, whole), ``whole`` telling the runs of cells that ``covered`` says lie wholly
         inside the shape asked for. A box of at most ``MAX_CELLS`` cells is given cell by cell,
         each asked for; a larger one band by band, none whole."""
-        (lat_low, lat_high), lons = box
-        bands = np.arange(_cell(lat_low, 90.0), _cell(lat_high, 90.0) + 1)
-        west = np.array([_cell(low, 180.0) for low, _ in lons])
-        east = np.array([_cell(high, 180.0) for _, high in lons])
-        if covered is None or len(bands) * int((east - west + 1).sum()) > MAX_CELLS:
+        found = self.cells(box, covered) if covered is not None else None
+        if found is None:
             # band by band, west to east: the runs come out ascending
+            bands, west, east = _band_range(box)
             first = self.starts[(bands[:, None] * LON_CELLS + west).ravel()]
             last = self.starts[(bands[:, None] * LON_CELLS + east + 1).ravel()]
             return first, last, np.zeros(len(first), dtype=bool)
+        cells, whole = found
+        return self.starts[cells], self.starts[cells + 1], whole
+
+    def cells(self, box: Box, covered: Covered) -> tuple[np.ndarray, np.ndarray] | None:
+        """The cells ``box`` overlaps, ascending, and whether ``covered`` says each lies wholly
+        inside the shape asked for; None for a box of more than ``MAX_CELLS`` cells."""
+        bands, west, east = _band_range(box)
+        if len(bands) * int((east - west + 1).sum()) > MAX_CELLS:
+            return None
         columns = np.concatenate([np.arange(w, e + 1) for w, e in zip(west, east, strict=True)])
         cells = (bands[:, None] * LON_CELLS + columns).ravel()
         lat0 = np.repeat(bands * CELL_DEGREES - 90.0, len(columns))
         lon0 = np.tile(columns * CELL_DEGREES - 180.0, len(bands))
-        whole = covered(lat0, lat0 + CELL_DEGREES, lon0, lon0 + CELL_DEGREES)
-        return self.starts[cells], self.starts[cells + 1], whole
+        return cells, covered(lat0, lat0 + CELL_DEGREES, lon0, lon0 + CELL_DEGREES)
+
+    def cell_of_positions(self) -> np.ndarray:
+        """The cell of each position in ``order`` (-1: no coordinates)."""
+        counts = np.diff(self.starts)
+        cells = np.repeat(np.arange(len(counts)), counts)
+        return np.concatenate([np.full(self.starts[0], -1, dtype=np.int64), cells])
+
+
+def _band_range(box: Box) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The latitude bands of ``box`` and, per longitude range, its first and last column."""
+    (lat_low, lat_high), lons = box
+    bands = np.arange(_cell(lat_low, 90.0), _cell(lat_high, 90.0) + 1)
+    west = np.array([_cell(low, 180.0) for low, _ in lons])
+    east = np.array([_cell(high, 180.0) for _, high in lons])
+    return bands, west, east
 
 
 def run_positions(first: np.ndarray, last: np.ndarray) -> np.ndarray:

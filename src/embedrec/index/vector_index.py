@@ -376,6 +376,25 @@ class VectorIndex:
                 return search_rows(q, self._buffer[:n], k, _as_rows(keep), excl)
             return self._approximate(q, k, keep, excl, breadth, n, n_keep)
 
+    def search_exact(
+        self,
+        queries: np.ndarray,
+        k: int,
+        allowed: OrderedRows,
+        exclude: Sequence[np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`search` over ``allowed`` rows, always exactly, however many they are."""
+        q = np.atleast_2d(np.ascontiguousarray(queries, dtype=np.float32))
+        if exclude is not None and len(exclude) != len(q):
+            raise ValueError(f"exclude has {len(exclude)} entries for {len(q)} queries")
+        with self._lock.read():
+            n = self._n
+            if q.shape[1] != self.dim:
+                raise ValueError(f"queries must be (m, {self.dim}), got {q.shape}")
+            if k <= 0 or n == 0 or len(q) == 0:
+                return empty_result(len(q), max(k, 0))
+            return self._search_ordered(q, k, allowed, _exclusions(exclude, len(q), n), n)
+
     def _search_ordered(
         self, q: np.ndarray, k: int, allowed: OrderedRows, excl: list | None, n: int
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -425,6 +444,21 @@ class VectorIndex:
         if len(allowed) and (allowed.min() < 0 or allowed.max() >= n):
             raise ValueError(f"allowed rows must lie in [0, {n})")
         return allowed[self._live[allowed]] if self._n_deleted else allowed
+
+    def clusters(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Each row's IVF list (-1: removed) and the lists' centroids; None for an index
+        without lists (exact, HNSW)."""
+        with self._lock.read():
+            if self._resolved != "ivf" or self._index is None:
+                return None
+            ivf = faiss.extract_index_ivf(self._index)
+            of_row = np.full(self._n, -1, dtype=np.int64)
+            for cluster in range(ivf.nlist):
+                size = ivf.invlists.list_size(cluster)
+                if size:
+                    ids = faiss.rev_swig_ptr(ivf.invlists.get_ids(cluster), size)
+                    of_row[ids] = cluster
+            return of_row, ivf.quantizer.reconstruct_n(0, ivf.nlist)
 
     def filter_path(self, n_allowed: int) -> str:
         """``"exact"`` or ``"index"``: how a filter keeping ``n_allowed`` rows is searched."""

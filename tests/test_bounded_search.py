@@ -1,0 +1,169 @@
+"""Radius searches that read a circle's clusters by their score bound (index/bounded.py):
+exactly the top k of the rows every filter keeps, against a brute force over all rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from embedrec.index.bounded import ClusterBlocks, bounded_top_k
+from embedrec.index.catalogue import MERGE_MIN_ROWS, Catalogue
+from embedrec.index.filters import FilterCache, RadiusFilter, allowed_mask, parse_filter
+
+N = 40_000
+
+
+def _table_and_vectors(seed: int = 3) -> tuple[pd.DataFrame, np.ndarray]:
+    """Listings over Germany whose vectors say where they are, as learned ones do (so a
+    cluster's rows lie in few cells), plus what they are."""
+    rng = np.random.default_rng(seed)
+    lat, lon = rng.uniform(47.5, 54.5, N), rng.uniform(6.5, 14.5, N)
+    where = np.stack([np.sin(lat), np.cos(lat), np.sin(lon / 2), np.cos(lon / 2)], axis=1)
+    what = rng.standard_normal((N, 12))
+    vectors = np.hstack([6 * where, what]).astype(np.float32)
+    table = pd.DataFrame(
+        {
+            "listing_id": [f"L{i}" for i in range(N)],
+            "make": rng.choice(["VW", "BMW", "Nissan"], N, p=[0.5, 0.4, 0.1]),
+            "price": rng.integers(1_000, 60_000, N).astype(float),
+            "lat": lat,
+            "lon": lon,
+        }
+    )
+    table.loc[::97, "price"] = np.nan
+    return table, vectors
+
+
+@pytest.fixture(scope="module")
+def catalogue() -> Catalogue:
+    table, vectors = _table_and_vectors()
+    catalogue = Catalogue(table, vectors, np.arange(N), exact_below=10_000)
+    # bounded searches serve circles keeping more rows than an exact search takes: few here
+    catalogue.index(True).filter_exact_below = 1_000
+    return catalogue
+
+
+def _brute_force(catalogue: Catalogue, filters, query: np.ndarray, k: int, excluded=()) -> list:
+    keep = allowed_mask(filters, catalogue.table) & catalogue.live
+    keep[list(excluded)] = False
+    rows = np.flatnonzero(keep)
+    unit = query / np.linalg.norm(query)
+    scores = catalogue.unit_vectors[rows] @ unit
+    return rows[np.argsort(-scores, kind="stable")[:k]].tolist()
+
+
+CASES = [
+    ["within=51.05,13.74,150km"],
+    ["within=50.0,8.0,250km"],
+    ["within=51.05,13.74,200km", "price>=10000", "price<=30000"],
+    ["within=52.5,13.4,200km", "make=VW,Nissan"],
+    ["within=48.1,11.6,180km", "make!=BMW", "price<=40000"],
+]
+
+
+def test_bounded_radius_search_equals_brute_force_with_adds_removes_and_exclusions(catalogue):
+    rng = np.random.default_rng(7)
+    queries = catalogue.unit_vectors[rng.choice(N, 12, replace=False)] + 0.3 * rng.standard_normal(
+        (12, 16)
+    ).astype(np.float32)
+
+    def agree(excluded: list[int]) -> None:
+        for expressions in CASES:
+            filters = [parse_filter(e) for e in expressions]
+            exclude = [np.array(excluded, dtype=np.int64)] * len(queries)
+            found, scores = catalogue.search(queries, 10, True, filters, exclude)
+            for i, q in enumerate(queries):
+                expected = _brute_force(catalogue, filters, q, 10, excluded)
+                assert found[i][found[i] >= 0].tolist() == expected, expressions
+                assert np.all(np.diff(scores[i][found[i] >= 0]) <= 0)
+
+    agree([])
+    structure = catalogue._blocks[id(catalogue.index(True))][4]
+    assert structure is not None, "the searches were not bounded by clusters"
+    # one or two rows per cell and cluster would mean no cluster order inside cells
+    assert len(structure) < N // 4
+    # rows removed inside circles, rows added (they join the first pass), rows excluded
+    circle = [RadiusFilter(51.05, 13.74, 150.0)]
+    near = np.flatnonzero(allowed_mask(circle, catalogue.table))
+    catalogue.remove([f"L{i}" for i in near[:50]])
+    added = catalogue.table.iloc[near[50:53]].assign(listing_id=["N1", "N2", "N3"])
+    catalogue.add(added, queries[:3] * 4, np.full(3, -1))  # near the queries: they rank first
+    found, _ = catalogue.search(queries[:1], 10, True, circle)
+    assert N + 0 in found[0]
+    agree([int(near[60]), N + 1])
+    # enough rows added that they are merged into the base table (a new grid and blocks)
+    base = catalogue._fields.base
+    more = catalogue.table.iloc[: MERGE_MIN_ROWS + 1].assign(
+        listing_id=[f"M{i}" for i in range(MERGE_MIN_ROWS + 1)]
+    )
+    moved = catalogue.vectors[: len(more)] + rng.normal(0, 0.5, (len(more), 16))
+    catalogue.add(more, moved.astype(np.float32), np.full(len(more), -1))
+    assert catalogue._fields.base is not base
+    agree([N + 2])
+    assert catalogue._blocks[id(catalogue.index(True))][1] is catalogue._fields.base
+
+
+def test_bounded_top_k_reads_few_blocks_and_finds_the_exact_top_k():
+    table, vectors = _table_and_vectors(seed=11)
+    catalogue = Catalogue(table, vectors, np.arange(N), exact_below=10_000)
+    index = catalogue.index(True)
+    clusters, centroids = index.clusters()
+    radius = RadiusFilter(50.5, 10.0, 220.0)
+    cache = FilterCache()
+    grid = radius.grid(table, cache, within=clusters)
+    structure = ClusterBlocks.build(grid, clusters, index.vectors, centroids)
+    circle = structure.of_cells(*radius.cells(grid))
+    positions, _ = circle.positions(np.ones(len(circle.clusters), dtype=bool))
+    inside = np.flatnonzero(allowed_mask([radius], table))
+    assert set(inside) <= set(grid.order[positions].tolist())  # the blocks hold the circle
+    rng = np.random.default_rng(2)
+    read = []
+    for query in index.vectors[rng.choice(N, 20, replace=False)]:
+
+        def score(positions: np.ndarray, n_inner: int, query=query) -> tuple[np.ndarray, ...]:
+            rows = grid.order[positions]
+            rows = rows[np.isin(rows, inside)]
+            read.append(len(rows))
+            scores = index.vectors[rows] @ query
+            best = np.argsort(-scores, kind="stable")[:10]
+            padded = np.full(10, -1, dtype=np.int64), np.full(10, -np.inf, dtype=np.float32)
+            padded[0][: len(best)], padded[1][: len(best)] = rows[best], scores[best]
+            return padded
+
+        rows, scores = bounded_top_k(query, 10, structure, circle, score)
+        exact = inside[np.argsort(-(index.vectors[inside] @ query), kind="stable")[:10]]
+        assert rows.tolist() == exact.tolist()
+    # most of the circle's rows are never read: their clusters' bounds rule them out
+    assert np.median(read) * 2 < len(inside)
+
+
+def test_a_grid_built_before_the_index_is_built_again_and_filters_on_both_agree():
+    table, vectors = _table_and_vectors(seed=5)
+    fresh = Catalogue(table, vectors, np.arange(N), exact_below=10_000)
+    cases = [
+        [parse_filter("within=51.05,13.74,200km")],
+        [parse_filter("within=51.05,13.74,60km"), parse_filter("make=Nissan")],
+        [parse_filter("within=51.05,13.74,90km"), parse_filter("price<=20000")],
+    ]
+    # the filters build the grid first, without the index's clusters, and derive columns
+    # and postings in its order
+    before = [fresh.allowed(filters, few=N, ordered=True) for filters in cases]
+    old_grid = before[0].order
+    index = fresh.index(True)
+    index.filter_exact_below = 1_000
+    query = vectors[:1]
+    found, _ = fresh.search(query, 10, True, cases[0])
+    structure = fresh._blocks[id(index)][4]
+    assert structure is not None and structure.grid.order is not old_grid  # built again
+    assert found[0].tolist() == _brute_force(fresh, cases[0], query[0], 10)
+    for filters, rows in zip(cases, before, strict=True):
+        again = fresh.allowed(filters, few=N, ordered=True)
+        assert again.order is structure.grid.order
+        assert (
+            sorted(again.rows())
+            == sorted(rows.rows())
+            == sorted(np.flatnonzero(allowed_mask(filters, table)))
+        )
+        found, _ = fresh.search(query, 10, True, filters)
+        assert found[0][found[0] >= 0].tolist() == _brute_force(fresh, filters, query[0], 10)
