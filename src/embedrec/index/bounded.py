@@ -120,10 +120,16 @@ def bounded_top_k(
     centroid_scores = structure.centroids @ query
     bounds = centroid_scores[circle.clusters] + np.float32(np.linalg.norm(query)) * circle.radii
     bounds += _BOUND_SLACK
-    # the first pass: the best-bounded blocks, up to FIRST_PASS_ROWS rows
-    best = np.argsort(-bounds, kind="stable")
-    lengths = (circle.last - circle.first)[best]
-    n_first = int(np.searchsorted(np.cumsum(lengths), FIRST_PASS_ROWS)) + 1
+    # the first pass: the best-bounded blocks, up to FIRST_PASS_ROWS rows; sorted from twice
+    # as many blocks as hold them on average, not all (a sort of thousands costs ~40 us)
+    lengths = circle.last - circle.first
+    wanted = 2 * FIRST_PASS_ROWS * len(bounds) // max(int(lengths.sum()), 1) + 1
+    if wanted < len(bounds):
+        best = np.argpartition(-bounds, wanted - 1)[:wanted]
+    else:
+        best = np.arange(len(bounds))
+    best = best[np.argsort(-bounds[best])]
+    n_first = int(np.searchsorted(np.cumsum(lengths[best]), FIRST_PASS_ROWS)) + 1
     chosen = np.zeros(len(bounds), dtype=bool)
     chosen[best[:n_first]] = True
     rows, scores = score(*circle.positions(chosen))

@@ -465,6 +465,17 @@ class RadiusFilter(Filter):
     def _coordinates(
         self, table: pd.DataFrame, cache: FilterCache | None
     ) -> tuple[np.ndarray, np.ndarray]:
+        """The table's latitudes and longitudes, looked up once per table and cache: a
+        request asks up to six times, and finding the columns costs more than reading them."""
+        held = self.__dict__.get("_held_coordinates")
+        if held is None or held[0] is not table or held[1] is not cache:
+            held = table, cache, self._find_coordinates(table, cache)
+            object.__setattr__(self, "_held_coordinates", held)  # a cache, not a field
+        return held[2]
+
+    def _find_coordinates(
+        self, table: pd.DataFrame, cache: FilterCache | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         for lat_name, lon_name in LAT_LON_COLUMNS:
             if lat_name in table.columns and lon_name in table.columns:
                 break
