@@ -1,15 +1,16 @@
-"""Exact top-k over a circle's rows, reading only the clusters that can hold the best of them.
+"""Exact top-k over a circle's rows, reading only the blocks that can hold the best of them.
 
 A vector index's clusters (IVF lists) bound their rows' scores: a row ``v`` of a cluster with
-centroid ``c`` lies within ``r`` (the cluster's radius) of it, so ``q.v <= q.c + |q| r``. On a
-catalogue whose vectors learned where listings are, a cluster's rows sit in few grid cells,
-and a circle's cells hold few clusters. The grid orders each cell's rows by cluster, so the
-rows of one cluster in one cell are one run of positions (a block). A search reads the
-circle's clusters with the highest bounds first, until they hold a few thousand rows; the
-k-th best score found then rules out every cluster whose bound is lower, and the clusters
-left are read in one more pass. The answer is exactly the top k of the circle's rows that
-pass the filters, for a fraction of the rows read: 100 km around Munich, 55,000 rows, reads
-about 10,000.
+centroid ``c`` lies within ``r`` of it, so ``q.v <= q.c + |q| r``. On a catalogue whose vectors
+learned where listings are, a cluster's rows sit in few grid cells, and a circle's cells hold
+few clusters. The grid orders each cell's rows by cluster, so the rows of one cluster in one
+cell are one run of positions (a block), with its own ``r``: the farthest of them from the
+centroid. A search reads the circle's blocks with the highest bounds first, until they hold a
+few thousand rows; the k-th best score found then rules out every block whose bound is lower,
+and the blocks left are read best first, in passes of twice the rows each, until none can
+beat the k-th score. The answer is exactly the top k of the circle's rows that pass the
+filters, for a fraction of the rows read: 100 km around Munich, 54,633 rows, reads about
+10,600 (median; 300 km around Dresden, 254,458 rows: 21,000).
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def bounded_top_k(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The top ``k`` (rows, scores) of the ``circle``'s rows for one ``query``, best first
     and padded with -1 / -inf, as ``score`` of all of them would give; ``score`` is asked
-    twice at most, for blocks that together hold the answer."""
+    for blocks that together hold the answer, a few passes of them."""
     centroid_scores = structure.centroids @ query
     bounds = centroid_scores[circle.clusters] + np.float32(np.linalg.norm(query)) * circle.radii
     bounds += _BOUND_SLACK
@@ -133,11 +134,23 @@ def bounded_top_k(
     chosen = np.zeros(len(bounds), dtype=bool)
     chosen[best[:n_first]] = True
     rows, scores = score(*circle.positions(chosen))
-    kth = scores[k - 1] if k and rows[k - 1] >= 0 else -np.inf
-    rest = ~chosen & (bounds >= kth)  # the blocks whose rows may still beat the k-th
-    if not rest.any():
-        return rows, scores
-    more_rows, more_scores = score(*circle.positions(rest))
-    rows, scores = np.concatenate([rows, more_rows]), np.concatenate([scores, more_scores])
-    best = np.argsort(-scores, kind="stable")[:k]
-    return rows[best], scores[best]
+    # then the blocks whose bound beats the k-th best score found, best first, in passes of
+    # twice the rows each: a better k-th score after a pass rules out more of the rest
+    budget = 2 * FIRST_PASS_ROWS
+    rest = ~chosen
+    while True:
+        kth = scores[k - 1] if k and rows[k - 1] >= 0 else -np.inf
+        rest &= bounds >= kth  # the blocks whose rows may still beat the k-th
+        left = np.flatnonzero(rest)
+        if not len(left):
+            return rows, scores
+        left = left[np.argsort(-bounds[left])]
+        n_next = int(np.searchsorted(np.cumsum(lengths[left]), budget)) + 1
+        chosen[:] = False
+        chosen[left[:n_next]] = True
+        rest[left[:n_next]] = False
+        more_rows, more_scores = score(*circle.positions(chosen))
+        rows, scores = np.concatenate([rows, more_rows]), np.concatenate([scores, more_scores])
+        best = np.argsort(-scores, kind="stable")[:k]
+        rows, scores = rows[best], scores[best]
+        budget *= 2
