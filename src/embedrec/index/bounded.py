@@ -26,7 +26,7 @@ from embedrec.index.grid import Grid, run_positions
 # a bound this much above its computed value never rules out a row of the top k
 _BOUND_SLACK = 1e-4
 # the first pass reads the best-bounded clusters up to this many of the circle's rows
-FIRST_PASS_ROWS = 4096
+FIRST_PASS_ROWS = 8192
 
 # (grid positions, ascending within two parts, and how many lie in the first part: cells the
 # circle covers whole) -> the top k (rows, scores) of them that pass the filters
