@@ -415,11 +415,17 @@ class RadiusFilter(Filter):
 
     def cells(self, grid: Grid) -> tuple[np.ndarray, np.ndarray] | None:
         """The grid's cells near the circle and whether it covers each whole (:meth:`Grid.cells`),
-        found once per grid: a request asks for them up to twice (its rows, a bounded search)."""
+        found once per grid and circle: users search around the same few places."""
         held = self.__dict__.get("_held_cells")
         if held is None or held[0] is not grid:
-            box = circle_box(self.lat, self.lon, self.radius_km)
-            held = grid, grid.cells(box, self._covers)
+            circle = (self.lat, self.lon, self.radius_km)
+            found = grid.circles.get(circle)
+            if found is None:
+                found = grid.cells(circle_box(*circle), self._covers)
+                if len(grid.circles) >= _CIRCLES_KEPT:
+                    grid.circles.clear()
+                grid.circles[circle] = found
+            held = grid, found
             object.__setattr__(self, "_held_cells", held)  # a cache, not a field
         return held[1]
 
@@ -729,6 +735,8 @@ _COSINE_BAND = 1e-9
 # A cell counts as inside a circle when its farthest corner is this much inside the edge: far
 # more than the rounding of a point's cell or of the distances.
 _COVER_MARGIN_KM = 1e-3
+# A grid keeps the cells of this many circles (at most MAX_CELLS each)
+_CIRCLES_KEPT = 64
 # Up to this many candidate rows are checked one by one, without the grid's help.
 _FEW_CANDIDATES = 2048
 GRID = ("geo cells",)  # the FilterCache key of a table's grid

@@ -75,6 +75,8 @@ class Grid:
     starts: np.ndarray
     points: np.ndarray
     clustered: bool = False
+    # the cells of recent circles (``RadiusFilter.cells``), by centre and radius
+    circles: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(
