@@ -226,22 +226,24 @@ class Catalogue:
         ``ordered``, rows a radius filter's grid found come as :class:`OrderedRows`."""
         part = self._fields
         base = part.base
-        added, added_cache = part.added()
         rows = allowed_selection(filters, base, few, part.cache) if few else None
         if isinstance(rows, OrderedRows):
-            extra = np.zeros(0, dtype=np.int64)
-            if added is not None:
-                extra = np.flatnonzero(allowed_mask(filters, added, added_cache)) + len(base)
-            rows = OrderedRows(rows.order, rows.positions, extra[extra < self._n])
+            rows = OrderedRows(rows.order, rows.positions, self._added_allowed(part, filters))
             return rows if ordered else rows.rows()
         if rows is None:
             mask = allowed_mask(filters, base, part.cache)
+            added, added_cache = part.added()
             if added is not None:
                 mask = np.concatenate([mask, allowed_mask(filters, added, added_cache)])
             return mask[: self._n]
-        if added is not None:
-            extra = np.flatnonzero(allowed_mask(filters, added, added_cache)) + len(base)
-            rows = np.concatenate([rows, extra])
+        return np.concatenate([rows, self._added_allowed(part, filters)])
+
+    def _added_allowed(self, part: _Fields, filters: Sequence[Filter]) -> np.ndarray:
+        """The rows added since the base table (of ``part``) that pass every filter."""
+        added, added_cache = part.added()
+        if added is None:
+            return np.zeros(0, dtype=np.int64)
+        rows = np.flatnonzero(allowed_mask(filters, added, added_cache)) + len(part.base)
         return rows[rows < self._n]
 
     def search(
@@ -359,11 +361,7 @@ class Catalogue:
         """The search with a radius filter, query by query, reading the circle's clusters
         by their bound (:func:`~embedrec.index.bounded.bounded_top_k`)."""
         part = self._fields
-        added, added_cache = part.added()
-        extra = np.zeros(0, dtype=np.int64)
-        if added is not None:
-            extra = np.flatnonzero(allowed_mask(filters, added, added_cache)) + len(part.base)
-            extra = extra[extra < self._n]
+        extra = self._added_allowed(part, filters)
         rows, scores = empty_result(len(queries), k)
         for i, query in enumerate(queries):
             excluded = None if exclude is None else [exclude[i]]
