@@ -167,3 +167,22 @@ def test_a_grid_built_before_the_index_is_built_again_and_filters_on_both_agree(
         )
         found, _ = fresh.search(query, 10, True, filters)
         assert found[0][found[0] >= 0].tolist() == _brute_force(fresh, filters, query[0], 10)
+
+
+def test_cosine_and_dot_product_searches_on_one_catalogue_both_stay_exact():
+    # the grid orders cells by the first index's clusters; the second index's clusters cut
+    # it into small blocks, and its searches go the way they went before, still exact
+    table, vectors = _table_and_vectors(seed=9)
+    scaled = vectors * np.random.default_rng(1).uniform(0.5, 2.0, (N, 1)).astype(np.float32)
+    catalogue = Catalogue(table, scaled, np.arange(N), exact_below=10_000)
+    for cosine in (True, False):
+        catalogue.index(cosine).filter_exact_below = 1_000
+    circle = [parse_filter("within=51.05,13.74,200km")]
+    inside = np.flatnonzero(allowed_mask(circle, table))
+    query = scaled[7]
+    for cosine in (True, False, True):
+        found, _ = catalogue.search(query[None], 10, cosine, circle)
+        target = catalogue.unit_vectors if cosine else catalogue.vectors
+        scores = target[inside] @ (query / np.linalg.norm(query) if cosine else query)
+        expected = inside[np.argsort(-scores, kind="stable")[:10]]
+        assert found[0].tolist() == expected.tolist(), cosine

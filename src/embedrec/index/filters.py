@@ -407,11 +407,7 @@ class RadiusFilter(Filter):
         (or built again, with ``rebuild``), each cell's rows are ordered by ``within`` (see
         :meth:`Grid.build`)."""
         lat, lon = self._coordinates(table, cache)
-        if rebuild:
-            grid = Grid.build(lat, lon, _unit_points(table, lat, lon, cache), within)
-            cache.put(table, GRID, grid)  # what derives from the old grid's order is kept apart
-            return grid
-        return _grid(table, lat, lon, cache, within)
+        return _grid(table, lat, lon, cache, within, rebuild)
 
     def cells(self, grid: Grid) -> tuple[np.ndarray, np.ndarray] | None:
         """The grid's cells near the circle and whether it covers each whole (:meth:`Grid.cells`),
@@ -926,10 +922,15 @@ def _grid(
     lon: np.ndarray,
     cache: FilterCache | None,
     within: np.ndarray | None = None,
+    rebuild: bool = False,
 ) -> Grid:
     def build() -> Grid:
         return Grid.build(lat, lon, _unit_points(table, lat, lon, cache), within)
 
+    if rebuild and cache is not None:
+        grid = build()
+        cache.put(table, GRID, grid)  # what derives from the old grid's order is kept apart
+        return grid
     return _cached(cache, table, GRID, build)
 
 
