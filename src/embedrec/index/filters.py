@@ -61,6 +61,8 @@ class Filter:
     check_cost: ClassVar[int] = 1
 
     def mask(self, table: pd.DataFrame, cache: FilterCache | None = None) -> np.ndarray:
+        """Whether the filter holds at each row of ``table``: a new array, the caller's to
+        change."""
         raise NotImplementedError
 
     def holds(
@@ -174,7 +176,10 @@ class RangeFilter(Filter):
             keep = values >= self.low if self.low_inclusive else values > self.low
         if self.high is not None:
             high = values <= self.high if self.high_inclusive else values < self.high
-            keep = high if keep is None else keep & high
+            if keep is None:
+                keep = high
+            else:
+                keep &= high
         return ~np.isnan(values) if keep is None else keep
 
     def _test_whole(self, values: np.ndarray) -> np.ndarray:
@@ -201,7 +206,9 @@ class RangeFilter(Filter):
         if low > high:
             return np.zeros(len(values), dtype=bool)
         keep = values >= low if low > info.min else np.ones(len(values), dtype=bool)
-        return keep & (values <= high) if high < info.max else keep
+        if high < info.max:
+            keep &= values <= high
+        return keep
 
 
 def _narrowest(values: np.ndarray) -> np.ndarray:
@@ -622,7 +629,10 @@ def allowed_mask(
     keep = None
     for f in filters:
         mask = np.asarray(f.mask(table, cache), dtype=bool)
-        keep = mask if keep is None else keep & mask
+        if keep is None:
+            keep = mask
+        else:  # in place: a new array of a million rows costs its page faults again
+            keep &= mask
     return np.ones(len(table), dtype=bool) if keep is None else keep
 
 
