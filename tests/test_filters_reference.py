@@ -15,12 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from embedrec.index.filters import (
     ExcludeFilter,
     Filter,
+    FilterCache,
     RadiusFilter,
     RangeFilter,
     SetFilter,
@@ -261,6 +262,26 @@ def test_combined_filters_match_the_reference(data, limit):
     check(filters, rows, limit)
     # asked twice, a large table answers from its cached columns and indexes: the same rows
     check(filters, rows, limit)
+
+
+@SETTINGS
+@given(data=st.data())
+def test_combining_filters_leaves_each_filters_own_mask_as_it_was(data):
+    # allowed_mask combines the masks in place: a filter's mask must be a new array each
+    # time, never one a cache keeps (large tables), or the next request would read the
+    # combined one. Each filter comes first once: the first mask is the one combined into.
+    rows = data.draw(tables())
+    assume(len(rows.ids) >= LARGE)
+    one = st.one_of(range_filters, set_filters, radius_filters(rows), exclude_filters(rows))
+    filters = data.draw(st.lists(one, min_size=2, max_size=4))
+    cache = FilterCache()
+    alone = [f.mask(rows.table, cache).copy() for f in filters]
+    expected = np.logical_and.reduce(alone)
+    for first in range(len(filters)):
+        turned = filters[first:] + filters[:first]
+        assert np.array_equal(allowed_mask(turned, rows.table, cache), expected)
+        for f, mask in zip(filters, alone, strict=True):
+            assert np.array_equal(f.mask(rows.table, cache), mask), f
 
 
 @pytest.mark.parametrize("negate", [False, True])
