@@ -35,6 +35,14 @@ def test_words_and_trigrams_are_hashed_to_buckets_and_missing_text_is_its_own_ro
         assert empty[0] == EMPTY and (empty[1:] == PAD).all()
 
 
+def test_each_token_goes_to_its_siphash_bucket_so_saved_models_keep_their_rows():
+    # the rows are part of every saved model: a token must land where pandas' SipHash of
+    # its text puts it, however the tokens are produced and hashed inside
+    tokens = np.array(["w:navi", "<na", "nav", "avi", "vi>"], dtype=object)
+    expected = pd.util.hash_array(tokens) % np.uint64(1 << 17) + N_RESERVED
+    assert encode(["Navi"])[0].tolist() == expected.astype(np.int64).tolist()
+
+
 def test_unseen_and_misspelt_words_share_trigram_rows_with_seen_ones():
     fit = ["navigation leather seats", "diesel automatic"]
     seen, misspelt, unrelated = encode(

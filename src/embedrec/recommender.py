@@ -283,7 +283,10 @@ class Recommender(BaseEstimator):
         group = Group.join(resolve_device(self.device)) if launched() else None
         previous = None if init_from is None else self._previous(init_from)
         started = time.perf_counter()
-        prepared = self.prepare(interactions, listings, since=since, until=until, group=group)
+        # a warm start keeps the old model's encoders: fitting new ones would be thrown away
+        prepared = self.prepare(
+            interactions, listings, since, until, group, fit_features=previous is None
+        )
         if previous is not None:
             source = None if isinstance(init_from, Recommender) else str(init_from)
             prepared = continue_from(previous, prepared, source)
@@ -353,10 +356,12 @@ class Recommender(BaseEstimator):
         since: object = None,
         until: object = None,
         group: Group | None = None,
+        fit_features: bool = True,
     ) -> TrainingData:
         """The data preparation ``fit`` runs: load, validate, map ids, count what is skipped
         and fit the feature encoders the chosen model needs (``group``: this rank's share of
-        a distributed run)."""
+        a distributed run; ``fit_features=False``: check that the features are there but
+        leave the encoders to the caller, as a warm start does)."""
         chosen = model_class(self.model)
         return prepare_training_data(
             interactions,
@@ -370,6 +375,7 @@ class Recommender(BaseEstimator):
             since=since,
             until=until,
             group=group,
+            fit_features=fit_features,
         )
 
     def _fingerprint(self, data: Interactions, group: Group | None) -> dict[str, Any]:

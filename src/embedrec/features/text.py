@@ -49,32 +49,49 @@ def _words(text: np.ndarray) -> tuple[np.ndarray, pa.Array]:
 
 
 def _token_counts(text: np.ndarray) -> np.ndarray:
-    """How many tokens ``_tokens`` gives each text, without making them."""
+    """How many tokens ``_hashed_tokens`` gives each text, without making them."""
     owner, flat = _words(text)
     marked_lengths = pc.utf8_length(flat).to_numpy().astype(np.int64) + 2  # "<" word ">"
     grams = np.clip(marked_lengths - NGRAM + 1, 0, MAX_WORD_NGRAMS)
     return np.bincount(owner, weights=1 + grams, minlength=len(text)).astype(np.int64)
 
 
-def _tokens(text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(text index, token string) per word and per character trigram of each word, in text
-    order: words first, then their trigrams."""
+def _hashed_tokens(text: np.ndarray, n_buckets: int) -> tuple[np.ndarray, np.ndarray]:
+    """(text index, hash bucket) per word and per character trigram of each word, in text
+    order: words first, then the first trigram of every word, then the second, and so on.
+
+    A catalogue repeats a few thousand words millions of times, so the tokens are made and
+    hashed once per distinct word, and each occurrence only gathers its word's buckets:
+    making every token a string took most of a catalogue's text transform."""
     owner, flat = _words(text)
+    encoded = pc.dictionary_encode(flat)
+    word = encoded.indices.to_numpy().astype(np.int64)
+    distinct = encoded.dictionary
     lt, gt, w = (pa.scalar(t, pa.large_string()) for t in ("<", ">", "w:"))
     empty = pa.scalar("", pa.large_string())
-    marked = pc.binary_join_element_wise(lt, flat, gt, empty)
-    lengths = pc.utf8_length(marked).to_numpy()
+    marked = pc.binary_join_element_wise(lt, distinct, gt, empty)
+    n_grams = np.clip(pc.utf8_length(marked).to_numpy() - NGRAM + 1, 0, MAX_WORD_NGRAMS)
     owners = [owner]
-    tokens = [pc.binary_join_element_wise(w, flat, empty).to_numpy(zero_copy_only=False)]
+    buckets = [_bucket(pc.binary_join_element_wise(w, distinct, empty), n_buckets)[word]]
+    grams_per_occurrence = n_grams[word]
     # trigram k of every word long enough to have one: one vectorised slice per position
-    for start in range(min(MAX_WORD_NGRAMS, int(lengths.max(initial=0)) - NGRAM + 1)):
-        has = lengths >= start + NGRAM
+    for start in range(int(n_grams.max(initial=0))):
+        has = n_grams > start
+        rows = np.zeros(len(distinct), dtype=np.int64)
         grams = pc.utf8_slice_codeunits(marked.filter(pa.array(has)), start, start + NGRAM)
-        owners.append(owner[has])
-        tokens.append(grams.to_numpy(zero_copy_only=False))
+        rows[has] = _bucket(grams, n_buckets)
+        occurs = grams_per_occurrence > start
+        owners.append(owner[occurs])
+        buckets.append(rows[word[occurs]])
     owner = np.concatenate(owners)
     order = np.argsort(owner, kind="stable")
-    return owner[order], np.concatenate(tokens)[order]
+    return owner[order], np.concatenate(buckets)[order]
+
+
+def _bucket(tokens: pa.Array, n_buckets: int) -> np.ndarray:
+    """The bucket of each token: pandas' SipHash of its UTF-8 text modulo ``n_buckets``."""
+    hashes = pd.util.hash_array(tokens.to_numpy(zero_copy_only=False).astype(object))
+    return (hashes % np.uint64(n_buckets)).astype(np.int64)
 
 
 def _chunks(text: np.ndarray) -> list[tuple[int, np.ndarray]]:
@@ -110,9 +127,8 @@ class TextEncoder:
 
     def _buckets(self, text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(text index, embedding row) of every token of ``text``."""
-        owner, tokens = _tokens(text)
-        buckets = pd.util.hash_array(tokens.astype(object)) % np.uint64(self.n_buckets)
-        return owner, buckets.astype(np.int64) + N_RESERVED
+        owner, buckets = _hashed_tokens(text, self.n_buckets)
+        return owner, buckets + N_RESERVED
 
     def fit(self, listings: pd.DataFrame) -> TextEncoder:
         self.width = self._width(listings)
@@ -121,12 +137,17 @@ class TextEncoder:
     def extend(self, listings: pd.DataFrame) -> int:
         """Widen the rows to the longest text of ``listings`` (capped); the hashing is fixed,
         so every token keeps its row. Returns 0: text has no vocabulary to grow."""
-        self.width = max(self.width, self._width(listings))
+        if self.width < self.max_tokens:
+            self.width = max(self.width, self._width(listings))
         return 0
 
     def _width(self, listings: pd.DataFrame) -> int:
         _, text = factorize_strings(listings[self.spec.columns[0]])
-        longest = max((int(_token_counts(part).max()) for _, part in _chunks(text)), default=0)
+        longest = 0
+        for _, part in _chunks(text):
+            longest = max(longest, int(_token_counts(part).max()))
+            if longest >= self.max_tokens:  # the cap: the other texts cannot widen it
+                break
         return max(1, min(self.max_tokens, longest))
 
     def transform(self, listings: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -140,6 +161,8 @@ class TextEncoder:
             position = _positions(owner)
             keep = position < self.width
             matrix[offset + owner[keep], position[keep]] = rows[keep]
+        if np.array_equal(codes, np.arange(len(codes))):  # every text distinct, none missing
+            return {self.key: matrix[:-1]}  # a view: a catalogue's tokens are a gigabyte
         return {self.key: matrix[codes]}
 
     def to_dict(self) -> dict[str, Any]:

@@ -61,10 +61,13 @@ def prepare_training_data(
     since: object = None,
     until: object = None,
     group: Group | None = None,
+    fit_features: bool = True,
 ) -> TrainingData:
     """Load and validate both tables, map ids, skip (and count) what cannot be trained on,
     and fit the feature encoders for the model named ``features_for`` (None: a model without
-    features). ``since``/``until`` keep the interactions in that time window. Raises
+    features). ``since``/``until`` keep the interactions in that time window.
+    ``fit_features=False`` checks that the model's features are there but fits no encoders
+    (``pipeline`` stays None): a warm start keeps those of the model it continues. Raises
     DataError naming the file, row and column of bad input, or when that model needs
     features and the listings have none.
 
@@ -114,7 +117,8 @@ def prepare_training_data(
                 "none besides listing_id",
                 file=listing_table.attrs.get("source"),
             )
-        pipeline = FeaturePipeline(specs).fit(listing_table)
+        if fit_features:
+            pipeline = FeaturePipeline(specs).fit(listing_table)
     steps.update()
     steps.close()
     skipped = {k: v for k, v in data.report.items() if k.startswith("events_skipped") and v}
