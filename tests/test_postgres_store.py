@@ -454,7 +454,8 @@ def test_database_away_reads_answered_writes_503_then_both_converge(replicas, po
     eventually(lambda: snapshot(one, everything) == snapshot(other, everything), "converged")
     count, fields = snapshot(one, everything)
     assert fields["during"] is None and fields[ids[0]] is None
-    assert all(fields[i] is not None for i in ["before", *acknowledged, *ids[1:]])
+    missing = [i for i in ["before", *acknowledged, *ids[1:]] if fields[i] is None]
+    assert not missing, (missing, snapshot(one, everything), snapshot(other, everything))
     for server in replicas:
         eventually(
             lambda s=server: s.get("/healthz/ready").json()["store_error"] is None, "store back"
