@@ -130,8 +130,8 @@ def test_pooling_is_the_mean_of_token_rows_and_its_gradient_has_a_row_per_distin
     weights = torch.randn(len(titles), 4)
     (module({"title.tokens": tokens}) * weights).sum().backward()
     grad = module.embedding.weight.grad
-    # one entry per distinct token, not per occurrence: nothing left for the optimizer or
-    # DDP's all-reduce to coalesce
+    # one entry per distinct token, not per occurrence: nothing left for the optimizer to
+    # coalesce
     real = tokens[tokens != PAD]
     assert grad._nnz() == len(torch.unique(real)) < len(real)
     # the reference: the padded rows gathered, summed and divided by the real tokens' count

@@ -186,7 +186,7 @@ class TextEmbedding(nn.Module):
     ``[n, width, dim]`` block first read and wrote 67 MB for a batch of 4,096 descriptions.
     In training, each distinct token's row is looked up once: the sparse gradient then has a
     row per distinct token (4,100 in such a batch) instead of one per occurrence (450,000),
-    which the optimizer and DDP's all-reduce otherwise coalesce at about 100 ms a step.
+    which the optimizer coalesced at about 100 ms a step.
     """
 
     def __init__(self, key: str, n_rows: int, dim: int) -> None:
