@@ -123,6 +123,7 @@ def test_the_text_table_learns_through_sparse_gradients():
 
 
 def test_pooling_is_the_mean_of_token_rows_and_its_gradient_has_a_row_per_distinct_token():
+    torch.manual_seed(0)
     titles = ["navi navi navi leder", "", "leder xenon", None, "navi " * 300]
     pipeline = FeaturePipeline([SPEC]).fit(pd.DataFrame({"title": titles}))
     module = pipeline.encoders[0].module(4)

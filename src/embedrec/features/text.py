@@ -203,6 +203,7 @@ class TextEmbedding(nn.Module):
         offsets = torch.cumsum(counts, 0) - counts
         table = self.embedding.weight
         if torch.is_grad_enabled() and table.requires_grad:
+            # a mask over the table, not torch.unique: no sort of the batch's tokens
             present = torch.zeros(len(table), dtype=torch.bool, device=idx.device)
             present[tokens] = True
             distinct = present.nonzero().squeeze(1)
