@@ -82,6 +82,17 @@ def rank_step(rank: int, port: int, out: str) -> None:
     model.set_training_pairs(torch.as_tensor(data.user_idx), torch.as_tensor(data.listing_idx))
     model.refresh()
     model.train()
+    # as train() sets it: the listing cache, which the histories read, is built by shares
+    model.row_split = group
+    embedded = []
+    hook = model.listing_mlp.register_forward_hook(
+        lambda _, args, __: embedded.append(len(args[0]))
+    )
+    cache = model.all_listing_vectors()
+    hook.remove()
+    save_file(
+        {"cache": cache, "embedded": torch.tensor(sum(embedded))}, f"{out}/cache{rank}.safetensors"
+    )
     mine = slice(rank * BATCH, (rank + 1) * BATCH)
     step = data_parallel(model, group)  # kept: its reducer sums the gradients in backward
     loss = step(
@@ -120,6 +131,12 @@ def test_two_ranks_at_batch_b_give_the_gradients_of_one_process_at_2b(tmp_path):
             torch.testing.assert_close(got[name], value, rtol=1e-4, atol=1e-6, msg=name)
     # the listing ids' gradients come through the gathered negatives too
     assert any("listing" in name and value.abs().sum() > 0 for name, value in expected.items())
+    # each rank ran the listing tower over its half of the catalogue, and holds all of it
+    full = model.all_listing_vectors()
+    for rank in (0, 1):
+        got = load_file(str(tmp_path / f"cache{rank}.safetensors"))
+        torch.testing.assert_close(got["cache"], full)
+        assert int(got["embedded"]) == -(-len(full) // 2)
 
 
 # ------------------------------------------------------------------ torchrun, end to end

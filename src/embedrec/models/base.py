@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from numbers import Integral
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import pandas as pd
@@ -39,6 +39,17 @@ class ModelShape:
     n_listings: int  # listing rows: trained listings first, then listings known by features
     n_trained_listings: int
     pipeline: dict[str, Any] | None  # FeaturePipeline.to_dict(); None without features
+
+
+class RowSplit(Protocol):
+    """Work over rows shared out among the ranks of a distributed run: rank ``rank`` of
+    ``world`` takes its part, and ``gather`` concatenates every rank's part (same shape on
+    every rank) in rank order. Every rank calls ``gather`` at the same point."""
+
+    rank: int
+    world: int
+
+    def gather(self, tensor: torch.Tensor) -> torch.Tensor: ...
 
 
 class RecModel(nn.Module):
@@ -70,6 +81,9 @@ class RecModel(nn.Module):
         copies the old ids' rows into them.
     generator : torch.Generator or None
         Where training-time random draws come from.
+    row_split : RowSplit or None
+        Set by distributed training: a model that computes every listing's vector (a
+        cache) computes only its rank's share of the rows and gathers the rest.
     """
 
     needs_features: ClassVar[bool] = False
@@ -79,6 +93,7 @@ class RecModel(nn.Module):
     sequential: ClassVar[bool] = False
     id_tables: ClassVar[dict[str, str]] = {}
     generator: torch.Generator | None = None
+    row_split: RowSplit | None = None
     n_trained_listings: int
 
     # ------------------------------------------------------------------ construction

@@ -237,21 +237,31 @@ class HybridTwoTower(FeatureModel):
 
     @torch.no_grad()
     def all_listing_vectors(self, batch_size: int = 65536) -> torch.Tensor:
-        """Listing vectors of every row, computed once and reused until ``refresh``."""
+        """Listing vectors of every row, computed once and reused until ``refresh``.
+
+        With a ``row_split`` each rank computes a contiguous share of the rows and gathers
+        the others': the catalogue is the same on every rank, and a refresh, which runs the
+        listing tower over every listing, would otherwise cost each rank the whole of it."""
         if self.cached_listings is None:
             was_training = self.training
             self.eval()
             n = self._config["n_listings"]
-            device = self.listing_mlp[0].weight.device
+            split = self.row_split
+            # every rank's share has the same size (the last one padded), as a gather needs
+            share = n if split is None else -(-n // split.world)
+            start = 0 if split is None else min(split.rank * share, n)
+            stop = min(start + share, n)
+            weight = self.listing_mlp[0].weight
+            vectors = torch.zeros(
+                (share, self._config["dim"]), dtype=weight.dtype, device=weight.device
+            )
             # full precision even when first asked for inside a bf16 training step: the cache
             # is the same whichever call builds it (a validation or a step)
-            with torch.autocast(device.type, enabled=False):
-                self.cached_listings = torch.cat(
-                    [
-                        self.listing_vectors(torch.arange(s, min(s + batch_size, n), device=device))
-                        for s in range(0, n, batch_size)
-                    ]
-                )
+            with torch.autocast(weight.device.type, enabled=False):
+                for s in range(start, stop, batch_size):
+                    rows = torch.arange(s, min(s + batch_size, stop), device=weight.device)
+                    vectors[s - start : s - start + len(rows)] = self.listing_vectors(rows)
+            self.cached_listings = vectors if split is None else split.gather(vectors)[:n]
             self.train(was_training)
         return self.cached_listings
 

@@ -138,9 +138,10 @@ class Group:
     # ---------------------------------------------------------------- tensors
     def gather(self, tensor: torch.Tensor) -> torch.Tensor:
         """Every rank's ``tensor`` (same shape on every rank), concatenated in rank order."""
-        parts = [torch.empty_like(tensor, device=self._wire) for _ in range(self.world)]
-        dist.all_gather(parts, tensor.to(self._wire))
-        return torch.cat(parts).to(tensor.device)
+        # the parts are views of one tensor: no second copy to concatenate them
+        out = torch.empty((self.world, *tensor.shape), dtype=tensor.dtype, device=self._wire)
+        dist.all_gather(list(out.unbind(0)), tensor.contiguous().to(self._wire))
+        return out.flatten(0, 1).to(tensor.device)
 
     def gather_with_grad(self, tensor: torch.Tensor) -> torch.Tensor:
         """Like ``gather``, and the gradient of each rank's part flows back to that rank

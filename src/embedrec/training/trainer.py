@@ -169,6 +169,8 @@ def train(
         best_state = resume.best_weights
         logger.info("resumed at epoch %d, batch %d", first_epoch, first_batch)
     model.set_training_pairs(pairs[0], pairs[1])
+    # the ranks share out the work of the listing cache's refreshes
+    model.row_split = group
 
     def save(epoch: int, batch: int, steps: int, epoch_state: torch.Tensor) -> None:
         assert checkpoints is not None
@@ -263,8 +265,11 @@ def train(
                 break
     finally:
         model.set_training_pairs(None, None)
+        # after training, ranks call the model on their own (rank 0 saves it)
+        model.row_split = None
     if best_state is not None:
         model.load_state_dict(best_state)
+        model.refresh()  # the cache held the last epoch's vectors
     result.seconds = time.perf_counter() - started
     return result
 
