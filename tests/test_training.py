@@ -220,6 +220,32 @@ def test_hybrid_catalogue_vectors_are_its_listing_vectors(blocks):
     assert torch.allclose(model.catalogue_vectors(n), expected, atol=1e-6)
 
 
+def test_a_refresh_in_training_embeds_the_trained_listings_only(blocks):
+    """Training histories read trained listings only, so a refresh in training runs the
+    listing tower over those; a validation then adds the rest, and the cache is the tower's."""
+    events, listings, _, _ = blocks
+    seen = events[events["listing_id"].isin(listings["listing_id"].iloc[:80])]
+    rec = Recommender(model="hybrid", epochs=1, batch_size=256, progress=False)
+    model = rec.fit(seen, listings).model_
+    n, trained = len(rec.listings_), model.n_trained_listings
+    assert trained < n == len(listings)
+    embedded = []
+    hook = model.listing_mlp.register_forward_hook(
+        lambda _, args, __: embedded.append(len(args[0]))
+    )
+    model.train().refresh()
+    with torch.no_grad():
+        model.user_vectors(torch.tensor([0, 1]))
+    assert sum(embedded) == trained
+    model.eval()
+    with torch.no_grad():
+        expected = model.listing_vectors(torch.arange(n))
+    embedded.clear()
+    assert torch.allclose(model.catalogue_vectors(n), expected, atol=1e-6)
+    assert sum(embedded) == n - trained
+    hook.remove()
+
+
 def test_hybrid_trains_each_pair_on_what_its_user_viewed_before_it(blocks):
     """A training pair's user vector pools the listings its user viewed just before it (none
     for a user's first pair); outside training a user is their most recent listings."""

@@ -199,7 +199,10 @@ class HybridTwoTower(FeatureModel):
             distinct, rows = torch.unique(rows, return_inverse=True)
             table = self.listing_vectors(distinct)
         else:
-            table = self.all_listing_vectors()
+            # a training pair's history holds trained listings only: a refresh in training
+            # skips the listings known by their features alone (most of a catalogue whose
+            # listings are days old)
+            table = self.all_listing_vectors(self.n_trained_listings if self.training else None)
         weights = real.to(table.dtype)
         # one fused gather-and-sum: materialising the (users, history, dim) block of vectors
         # first made pooling 12x slower on a million-listing catalogue
@@ -236,34 +239,42 @@ class HybridTwoTower(FeatureModel):
         return F.normalize(self.user_mlp(hidden) + id_vectors + pooled, dim=1)
 
     @torch.no_grad()
-    def all_listing_vectors(self, batch_size: int = 65536) -> torch.Tensor:
-        """Listing vectors of every row, computed once and reused until ``refresh``.
+    def all_listing_vectors(self, rows: int | None = None, batch_size: int = 65536) -> torch.Tensor:
+        """Vectors of listing rows 0 .. ``rows`` - 1 (None: every row), computed once and
+        reused until ``refresh``; a later call for more rows computes only the rest."""
+        n = self._config["n_listings"] if rows is None else rows
+        done = 0 if self.cached_listings is None else len(self.cached_listings)
+        if done < n:
+            more = self._listing_vectors_between(done, n, batch_size)
+            cached = self.cached_listings
+            self.cached_listings = more if cached is None else torch.cat([cached, more])
+        return self.cached_listings[:n]
+
+    def _listing_vectors_between(self, begin: int, end: int, batch_size: int) -> torch.Tensor:
+        """Listing vectors of rows ``begin`` .. ``end`` - 1, in eval mode and full precision.
 
         With a ``row_split`` each rank computes a contiguous share of the rows and gathers
-        the others': the catalogue is the same on every rank, and a refresh, which runs the
-        listing tower over every listing, would otherwise cost each rank the whole of it."""
-        if self.cached_listings is None:
-            was_training = self.training
-            self.eval()
-            n = self._config["n_listings"]
-            split = self.row_split
-            # every rank's share has the same size (the last one padded), as a gather needs
-            share = n if split is None else -(-n // split.world)
-            start = 0 if split is None else min(split.rank * share, n)
-            stop = min(start + share, n)
-            weight = self.listing_mlp[0].weight
-            vectors = torch.zeros(
-                (share, self._config["dim"]), dtype=weight.dtype, device=weight.device
-            )
-            # full precision even when first asked for inside a bf16 training step: the cache
-            # is the same whichever call builds it (a validation or a step)
-            with torch.autocast(weight.device.type, enabled=False):
-                for s in range(start, stop, batch_size):
-                    rows = torch.arange(s, min(s + batch_size, stop), device=weight.device)
-                    vectors[s - start : s - start + len(rows)] = self.listing_vectors(rows)
-            self.cached_listings = vectors if split is None else split.gather(vectors)[:n]
-            self.train(was_training)
-        return self.cached_listings
+        the others': the cache is the same on every rank, and a refresh, which runs the
+        listing tower over the catalogue, would otherwise cost each rank the whole of it."""
+        was_training = self.training
+        self.eval()
+        n, split = end - begin, self.row_split
+        # every rank's share has the same size (the last one padded), as a gather needs
+        share = n if split is None else -(-n // split.world)
+        start = begin + (0 if split is None else min(split.rank * share, n))
+        stop = min(start + share, end)
+        weight = self.listing_mlp[0].weight
+        vectors = torch.zeros(
+            (share, self._config["dim"]), dtype=weight.dtype, device=weight.device
+        )
+        # full precision even when first asked for inside a bf16 training step: the cache is
+        # the same whichever call builds it (a validation or a step)
+        with torch.autocast(weight.device.type, enabled=False):
+            for s in range(start, stop, batch_size):
+                rows = torch.arange(s, min(s + batch_size, stop), device=weight.device)
+                vectors[s - start : s - start + len(rows)] = self.listing_vectors(rows)
+        self.train(was_training)
+        return vectors if split is None else split.gather(vectors)[:n]
 
     @torch.no_grad()
     def session_vector(self, listing_vectors: np.ndarray) -> tuple[np.ndarray, bool]:
