@@ -6,7 +6,9 @@ weights. The id maps and listing counts are agreed in one pass over every rank's
 listings table is small next to the events and every rank reads it and fits the same
 encoders from it. ``DistributedDataParallel`` sums the gradients after each step (sparse
 embedding gradients included, which the gloo backend all-reduces as sparse tensors; NCCL
-does too), and in-batch negatives come from every rank's batch.
+does too), and in-batch negatives come from every rank's batch. Work that every rank would
+repeat on the same rows, the hybrid's cache of every listing's vector, is shared out: the
+group is the model's ``row_split`` while it trains.
 
 Nothing here pickles: ids and messages cross between ranks as Arrow or UTF-8 bytes in
 tensors.
