@@ -9,7 +9,13 @@ import pytest
 
 from embedrec.index.bounded import ClusterBlocks, bounded_top_k
 from embedrec.index.catalogue import MERGE_MIN_ROWS, Catalogue
-from embedrec.index.filters import FilterCache, RadiusFilter, allowed_mask, parse_filter
+from embedrec.index.filters import (
+    FilterCache,
+    RadiusFilter,
+    allowed_mask,
+    parse_filter,
+    position_tests,
+)
 
 N = 40_000
 
@@ -59,6 +65,8 @@ CASES = [
     ["within=51.05,13.74,200km", "price>=10000", "price<=30000"],
     ["within=52.5,13.4,200km", "make=VW,Nissan"],
     ["within=48.1,11.6,180km", "make!=BMW", "price<=40000"],
+    # a second circle: no column test, a mask over the first one's positions
+    ["within=51.05,13.74,200km", "within=51.6,12.4,120km", "price>10000"],
 ]
 
 
@@ -104,7 +112,7 @@ def test_bounded_radius_search_equals_brute_force_with_adds_removes_and_exclusio
     assert catalogue._blocks[id(catalogue.index(True))][1] is catalogue._fields.base
 
 
-def test_bounded_top_k_reads_few_blocks_and_finds_the_exact_top_k():
+def test_bounded_top_k_scores_few_rows_and_finds_the_exact_top_k():
     table, vectors = _table_and_vectors(seed=11)
     catalogue = Catalogue(table, vectors, np.arange(N), exact_below=10_000)
     index = catalogue.index(True)
@@ -114,28 +122,22 @@ def test_bounded_top_k_reads_few_blocks_and_finds_the_exact_top_k():
     grid = radius.grid(table, cache, within=clusters)
     structure = ClusterBlocks.build(grid, clusters, index.vectors, centroids)
     circle = structure.of_cells(*radius.cells(grid))
-    positions, _ = circle.positions(np.ones(len(circle.clusters), dtype=bool))
     inside = np.flatnonzero(allowed_mask([radius], table))
-    assert set(inside) <= set(grid.order[positions].tolist())  # the blocks hold the circle
+    assert set(inside) <= set(grid.order[circle.positions()].tolist())  # blocks hold the circle
+    tests = position_tests([radius], radius, table, cache, circle.positions)
+    ordered = index.vectors[grid.order]
     rng = np.random.default_rng(2)
-    read = []
+    scored = []
     for query in index.vectors[rng.choice(N, 20, replace=False)]:
-
-        def score(positions: np.ndarray, n_inner: int, query=query) -> tuple[np.ndarray, ...]:
-            rows = grid.order[positions]
-            rows = rows[np.isin(rows, inside)]
-            read.append(len(rows))
-            scores = index.vectors[rows] @ query
-            best = np.argsort(-scores, kind="stable")[:10]
-            padded = np.full(10, -1, dtype=np.int64), np.full(10, -np.inf, dtype=np.float32)
-            padded[0][: len(best)], padded[1][: len(best)] = rows[best], scores[best]
-            return padded
-
-        rows, scores = bounded_top_k(query, 10, structure, circle, score)
+        rows, scores, n_scored = bounded_top_k(
+            query, 10, structure, circle, tests, ordered, np.zeros(0, dtype=bool)
+        )
+        scored.append(n_scored)
         exact = inside[np.argsort(-(index.vectors[inside] @ query), kind="stable")[:10]]
         assert rows.tolist() == exact.tolist()
-    # most of the circle's rows are never read: their clusters' bounds rule them out
-    assert np.median(read) * 2 < len(inside)
+        np.testing.assert_allclose(scores, index.vectors[exact] @ query, rtol=1e-5)
+    # most of the circle's rows are never scored: their clusters' bounds rule them out
+    assert np.median(scored) * 2 < len(inside)
 
 
 def test_a_grid_built_before_the_index_is_built_again_and_filters_on_both_agree():

@@ -5,18 +5,16 @@ centroid ``c`` lies within ``r`` of it, so ``q.v <= q.c + |q| r``. On a catalogu
 learned where listings are, a cluster's rows sit in few grid cells, and a circle's cells hold
 few clusters. The grid orders each cell's rows by cluster, so the rows of one cluster in one
 cell are one run of positions (a block), with its own ``r``: the farthest of them from the
-centroid. A search reads the circle's blocks with the highest bounds first, until they hold a
-few thousand rows; the k-th best score found then rules out every block whose bound is lower,
-and the blocks left are read best first, in passes of twice the rows each, until none can
-beat the k-th score. The answer is exactly the top k of the circle's rows that pass the
-filters, for a fraction of the rows read: 100 km around Munich, 54,633 rows, reads about
-10,600 (median; 300 km around Dresden, 254,458 rows: 21,000).
+centroid. A search reads the circle's blocks best bound first, checks the filters on each
+row and scores those that pass, and stops once no block left can beat the k-th best score
+(a compiled loop, :mod:`embedrec.index.block_scan`). The answer is exactly the top k of the
+circle's rows that pass the filters, for a fraction of the rows read: 100 km around Dresden,
+38,621 rows, scores about 4,700 (median; 300 km, 254,458 rows: 9,700).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,12 +23,8 @@ from embedrec.index.grid import Grid, run_positions
 # float32 rounding of inner products and norms stays far below this, relative to the norms:
 # a bound this much above its computed value never rules out a row of the top k
 _BOUND_SLACK = 1e-4
-# the first pass reads the best-bounded clusters up to this many of the circle's rows
-FIRST_PASS_ROWS = 8192
-
-# (grid positions, ascending within two parts, and how many lie in the first part: cells the
-# circle covers whole) -> the top k (rows, scores) of them that pass the filters
-Score = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+# range and set filters the compiled loop checks (each kind); more go into a position mask
+MAX_TESTS = 4
 
 
 @dataclass(frozen=True)
@@ -103,54 +97,117 @@ class CircleBlocks:
     radii: np.ndarray
     inside: np.ndarray
 
-    def positions(self, chosen: np.ndarray) -> tuple[np.ndarray, int]:
-        """The positions of the ``chosen`` blocks (a mask): those in cells the circle covers
-        whole, then the others, each part ascending; and the size of the first part."""
-        inner, edge = chosen & self.inside, chosen & ~self.inside
-        blocks = np.concatenate([np.flatnonzero(inner), np.flatnonzero(edge)])
-        lengths = self.last - self.first
-        return run_positions(self.first[blocks], self.last[blocks]), int(lengths[inner].sum())
+    def positions(self) -> np.ndarray:
+        """The positions of every block, ascending."""
+        return run_positions(self.first, self.last)
+
+
+@dataclass(frozen=True)
+class CircleTest:
+    """A radius filter as the loop tests a row: its centre as a unit vector and in degrees,
+    the cosine of its radius's angle (``edge``) and the band around it where the distance
+    decides; the grid's order and the table's coordinates (for that distance) and the
+    rows' unit vectors in the grid's order (``points``)."""
+
+    centre: np.ndarray
+    lat: float
+    lon: float
+    radius_km: float
+    edge: float
+    band: float
+    order: np.ndarray
+    points: np.ndarray
+    row_lat: np.ndarray
+    row_lon: np.ndarray
+
+
+@dataclass(frozen=True)
+class PositionTests:
+    """Filters as tests of grid positions, for the compiled loop: the circle; range filters
+    (a float64 column in the grid's order, inclusive bounds); set filters (int32 codes in
+    the grid's order, -1 missing, and each code's answer); and a mask of the positions
+    where any other filter holds (empty: no other filter)."""
+
+    circle: CircleTest
+    ranges: tuple[np.ndarray, ...] = ()
+    lows: tuple[float, ...] = ()
+    highs: tuple[float, ...] = ()
+    codes: tuple[np.ndarray, ...] = ()
+    answers: tuple[np.ndarray, ...] = ()
+    allowed: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
 
 def bounded_top_k(
-    query: np.ndarray, k: int, structure: ClusterBlocks, circle: CircleBlocks, score: Score
-) -> tuple[np.ndarray, np.ndarray]:
-    """The top ``k`` (rows, scores) of the ``circle``'s rows for one ``query``, best first
-    and padded with -1 / -inf, as ``score`` of all of them would give; ``score`` is asked
-    for blocks that together hold the answer, a few passes of them."""
-    centroid_scores = structure.centroids @ query
-    bounds = centroid_scores[circle.clusters] + np.float32(np.linalg.norm(query)) * circle.radii
-    bounds += _BOUND_SLACK
-    # the first pass: the best-bounded blocks, up to FIRST_PASS_ROWS rows; sorted from twice
-    # as many blocks as hold them on average, not all (a sort of thousands costs ~40 us)
-    lengths = circle.last - circle.first
-    wanted = 2 * FIRST_PASS_ROWS * len(bounds) // max(int(lengths.sum()), 1) + 1
-    if wanted < len(bounds):
-        best = np.argpartition(-bounds, wanted - 1)[:wanted]
-    else:
-        best = np.arange(len(bounds))
-    best = best[np.argsort(-bounds[best])]
-    n_first = int(np.searchsorted(np.cumsum(lengths[best]), FIRST_PASS_ROWS)) + 1
-    chosen = np.zeros(len(bounds), dtype=bool)
-    chosen[best[:n_first]] = True
-    rows, scores = score(*circle.positions(chosen))
-    # then the blocks whose bound beats the k-th best score found, best first, in passes of
-    # twice the rows each: a better k-th score after a pass rules out more of the rest
-    budget = 2 * FIRST_PASS_ROWS
-    rest = ~chosen
-    while True:
-        kth = scores[k - 1] if k and rows[k - 1] >= 0 else -np.inf
-        rest &= bounds >= kth  # the blocks whose rows may still beat the k-th
-        left = np.flatnonzero(rest)
-        if not len(left):
-            return rows, scores
-        left = left[np.argsort(-bounds[left])]
-        n_next = int(np.searchsorted(np.cumsum(lengths[left]), budget)) + 1
-        chosen[:] = False
-        chosen[left[:n_next]] = True
-        rest[left[:n_next]] = False
-        more_rows, more_scores = score(*circle.positions(chosen))
-        rows, scores = np.concatenate([rows, more_rows]), np.concatenate([scores, more_scores])
-        best = np.argsort(-scores, kind="stable")[:k]
-        rows, scores = rows[best], scores[best]
-        budget *= 2
+    query: np.ndarray,
+    fetch: int,
+    structure: ClusterBlocks,
+    circle: CircleBlocks,
+    tests: PositionTests,
+    vectors: np.ndarray,
+    live: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The top ``fetch`` (rows, scores) of the ``circle``'s rows where ``tests`` hold, by
+    dot product with ``query`` (float32) of ``vectors``, the rows' in the grid's order, best
+    first and padded with -1 / -inf; ``live`` flags the positions' rows (empty: all live).
+    Also returns how many rows were scored."""
+    from embedrec.index.block_scan import scan_blocks  # numba: imported on first use
+
+    c = tests.circle
+    return scan_blocks(
+        query,
+        vectors,
+        live,
+        structure.centroids,
+        circle.clusters,
+        circle.radii,
+        _BOUND_SLACK,
+        circle.first,
+        circle.last,
+        circle.inside,
+        c.points,
+        c.centre,
+        c.lat,
+        c.lon,
+        c.edge,
+        c.band,
+        c.order,
+        c.row_lat,
+        c.row_lon,
+        c.radius_km,
+        _padded(tests.ranges, _NO_FLOATS),
+        _bounds(tests.lows),
+        _bounds(tests.highs),
+        len(tests.ranges),
+        _padded(tests.codes, _NO_CODES),
+        _padded(tests.answers, _NO_ANSWERS),
+        len(tests.codes),
+        tests.allowed,
+        fetch,
+    )
+
+
+# fillers of the loop's fixed-length tuples: one type for any number of filters
+_NO_FLOATS = np.zeros(1, dtype=np.float64)
+_NO_CODES = np.zeros(1, dtype=np.int32)
+_NO_ANSWERS = np.zeros(1, dtype=bool)
+
+
+def _padded(arrays: tuple[np.ndarray, ...], filler: np.ndarray) -> tuple[np.ndarray, ...]:
+    return (*arrays, *(filler,) * (MAX_TESTS - len(arrays)))
+
+
+def _bounds(values: tuple[float, ...]) -> np.ndarray:
+    return np.array([*values, *(0.0,) * (MAX_TESTS - len(values))], dtype=np.float64)
+
+
+def compile_scan() -> None:
+    """Compile the search loop now rather than in the first radius search: numba caches it
+    on disk, so this takes seconds once per install, then a fraction of a second."""
+    one, vector = np.zeros(1, dtype=np.int64), np.zeros((1, 2), dtype=np.float32)
+    blocks = CircleBlocks(one, one, one, np.zeros(1, dtype=np.float32), np.ones(1, dtype=bool))
+    structure = ClusterBlocks(None, one, one, one, blocks.radii, vector)  # type: ignore[arg-type]
+    floats = np.zeros(1, dtype=np.float64)
+    circle = CircleTest(
+        np.zeros(3), 0.0, 0.0, 1.0, 1.0, 1e-9, one, np.zeros((1, 3)), floats, floats
+    )
+    bounded_top_k(vector[0], 1, structure, blocks, PositionTests(circle), vector, blocks.inside[:0])

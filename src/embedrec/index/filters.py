@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from embedrec.geo import EARTH_RADIUS_KM, LAT_LON_COLUMNS, haversine_km
+from embedrec.index.bounded import MAX_TESTS, CircleTest, PositionTests
 from embedrec.index.grid import Grid, OrderedRows, circle_box, in_box, run_positions
 
 ID_COLUMN = "listing_id"
@@ -139,6 +140,21 @@ class RangeFilter(Filter):
         return self._test(
             _in_order(table, ("compact", self.field), compact, order, cache)[positions]
         )
+
+    def ordered_range(
+        self, table: pd.DataFrame, order: np.ndarray, cache: FilterCache | None
+    ) -> tuple[np.ndarray, float, float]:
+        """The column as float64 in the grid's ``order`` and the filter's bounds made
+        inclusive (a strict bound as the next float inside it; none: infinite), for a
+        compiled loop; NaN fails ``low <= value <= high`` as it fails the filter."""
+        values = _in_order(table, ("float", self.field), self._values(table, cache), order, cache)
+        low = -math.inf if self.low is None else float(self.low)
+        high = math.inf if self.high is None else float(self.high)
+        if not self.low_inclusive:
+            low = float(np.nextafter(low, math.inf))
+        if not self.high_inclusive:
+            high = float(np.nextafter(high, -math.inf))
+        return values, low, high
 
     def _candidates(self, table: pd.DataFrame, cache: FilterCache | None) -> Candidates | None:
         values = self._values(table, cache)
@@ -258,6 +274,24 @@ class SetFilter(Filter):
                           order, cache)[positions]  # fmt: skip
         return _isin_str(table, self.field, self.values, self.negate, cache, codes=codes)
 
+    def ordered_answers(
+        self, table: pd.DataFrame, order: np.ndarray, cache: FilterCache | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The column's codes as int32 in the grid's ``order`` (-1: missing) and whether the
+        filter holds for each code, for a compiled loop."""
+        _check_field(table, self.field)
+        column = _codes(table, self.field, cache)
+        codes = _of_order(
+            cache,
+            table,
+            ("codes int32", self.field),
+            order,
+            lambda: column.codes[order].astype(np.int32),
+        )
+        answers = np.zeros(column.n_values, dtype=bool)
+        answers[column.of(self.values)] = True
+        return codes, ~answers if self.negate else answers
+
     def _candidates(self, table: pd.DataFrame, cache: FilterCache | None) -> Candidates | None:
         _check_field(table, self.field)
         if self.negate or len(table) < _CACHED_ROWS:
@@ -370,19 +404,6 @@ class RadiusFilter(Filter):
             return None
         return self.grid(table, cache)
 
-    def kept(
-        self,
-        table: pd.DataFrame,
-        cache: FilterCache,
-        positions: np.ndarray,
-        n_inner: int,
-        check: Check | None = None,
-    ) -> np.ndarray:
-        """Of ``positions`` in the order of the table's grid, whose first ``n_inner`` lie in
-        cells the circle covers whole, those that ``check`` keeps and the circle holds."""
-        lat, lon = self._coordinates(table, cache)
-        return self._kept(_grid(table, lat, lon, cache), lat, lon, positions, n_inner, check)
-
     def _kept(
         self,
         grid: Grid,
@@ -456,11 +477,7 @@ class RadiusFilter(Filter):
         the edge (in the band, up to ~300 m from the centre of a zero radius, well under a
         metre at 100 km); those few are decided by the distance itself, so every path that
         calls this keeps exactly the same points."""
-        phi, lam = math.radians(self.lat), math.radians(self.lon)
-        centre = np.array(
-            [math.cos(phi) * math.cos(lam), math.cos(phi) * math.sin(lam), math.sin(phi)]
-        )
-        edge = math.cos(min(self.radius_km / EARTH_RADIUS_KM, math.pi))
+        centre, edge = self._centre_and_edge()
         # three columns, not a BLAS product: on a busy machine waking BLAS threads for one
         # query's rows cost milliseconds
         cosines = points[:, 0] * centre[0] + points[:, 1] * centre[1] + points[:, 2] * centre[2]
@@ -470,6 +487,25 @@ class RadiusFilter(Filter):
             lat, lon = coordinates(unsure)
             keep[unsure] = haversine_km(self.lat, self.lon, lat, lon) <= self.radius_km
         return keep
+
+    def _centre_and_edge(self) -> tuple[np.ndarray, float]:
+        """The centre as a unit vector and the cosine of the radius's angle."""
+        phi, lam = math.radians(self.lat), math.radians(self.lon)
+        centre = np.array(
+            [math.cos(phi) * math.cos(lam), math.cos(phi) * math.sin(lam), math.sin(phi)]
+        )
+        return centre, math.cos(min(self.radius_km / EARTH_RADIUS_KM, math.pi))
+
+    def circle_test(self, table: pd.DataFrame, cache: FilterCache) -> CircleTest:
+        """The filter as a compiled loop tests positions of the table's grid, deciding as
+        :meth:`_within` does."""
+        lat, lon = self._coordinates(table, cache)
+        grid = _grid(table, lat, lon, cache)
+        centre, edge = self._centre_and_edge()
+        return CircleTest(
+            centre, float(self.lat), float(self.lon), float(self.radius_km), edge, _COSINE_BAND,
+            grid.order, grid.points, lat, lon,
+        )  # fmt: skip
 
     def _coordinates(
         self, table: pd.DataFrame, cache: FilterCache | None
@@ -692,20 +728,37 @@ def allowed_selection(
     return OrderedRows(order, fetch(_all_hold(others, table, order, cache), within))
 
 
-def grid_selection(
+def position_tests(
     filters: Sequence[Filter],
     radius: RadiusFilter,
     table: pd.DataFrame,
     cache: FilterCache,
-    positions: np.ndarray,
-    n_inner: int,
-) -> OrderedRows:
-    """The rows at ``positions`` in the order of ``radius``'s grid of ``table`` (the first
-    ``n_inner`` in cells the circle covers whole) where every one of ``filters`` holds;
-    ``radius`` is one of them."""
+    positions: Callable[[], np.ndarray],
+) -> PositionTests:
+    """``filters`` (``radius`` one of them) as tests of positions in the order of
+    ``radius``'s grid of ``table``, for a compiled loop: range and set filters by their
+    columns; the others (a second circle, a long exclusion) as a mask, evaluated at
+    ``positions()``, the only positions the loop reads."""
     order = radius.grid(table, cache).order
-    check = _all_hold([f for f in filters if f is not radius], table, order, cache)
-    return OrderedRows(order, radius.kept(table, cache, positions, n_inner, check))
+    ranges, sets, others = [], [], []
+    for f in filters:
+        if f is radius:
+            continue
+        if isinstance(f, RangeFilter) and len(ranges) < MAX_TESTS:
+            ranges.append(f.ordered_range(table, order, cache))
+        elif isinstance(f, SetFilter) and len(sets) < MAX_TESTS:
+            sets.append(f.ordered_answers(table, order, cache))
+        else:
+            others.append(f)
+    allowed = np.zeros(0, dtype=bool)
+    if others:
+        at = positions()
+        allowed = np.zeros(len(order), dtype=bool)
+        allowed[at[_all_hold(others, table, order, cache)(at)]] = True
+    columns, lows, highs = zip(*ranges, strict=True) if ranges else ((), (), ())
+    codes, answers = zip(*sets, strict=True) if sets else ((), ())
+    circle = radius.circle_test(table, cache)
+    return PositionTests(circle, columns, lows, highs, codes, answers, allowed)
 
 
 def _all_hold(

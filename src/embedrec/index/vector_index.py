@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,6 +35,9 @@ _search_threads: int | None = None
 # filter's rows (0.3-0.5 ms at 22-37k rows here) costs less than an IVF probe with the filter
 # inside; 60,000 took 2.3 ms. The default of ``filter_exact_below``.
 EXACT_CACHED = 32_768
+# (query, vectors in an order, their rows' live flags or empty, fetch) -> the best fetch
+# (rows, scores), padded with -1 / -inf: a search of an index's rows in that order
+Scan = Callable[[np.ndarray, np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 
 def set_search_threads(threads: int | None) -> None:
@@ -409,6 +412,55 @@ class VectorIndex:
         fetch = k + (max(len(e) for e in excl) if excl else 0)
         found, scores = search_rows(q, vectors, fetch, positions)
         found = np.where(found >= 0, allowed.order[np.maximum(found, 0)], -1)
+        return self._merged(q, k, found, scores, extra, excl, n)
+
+    def search_scanned(
+        self,
+        queries: np.ndarray,
+        k: int,
+        order: np.ndarray,
+        scan: Scan,
+        extra: np.ndarray,
+        exclude: Sequence[np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-``k`` per query of the rows that ``scan(query, vectors, live, fetch)``
+        finds (its best ``fetch`` rows and their scores, reading the vectors and live flags
+        of the rows in ``order``; live empty when every row is) and of the ``extra`` rows,
+        minus each query's ``exclude``."""
+        q = np.atleast_2d(np.ascontiguousarray(queries, dtype=np.float32))
+        if exclude is not None and len(exclude) != len(q):
+            raise ValueError(f"exclude has {len(exclude)} entries for {len(q)} queries")
+        with self._lock.read():
+            n = self._n
+            if q.shape[1] != self.dim:
+                raise ValueError(f"queries must be (m, {self.dim}), got {q.shape}")
+            if k <= 0 or n == 0 or len(q) == 0:
+                return empty_result(len(q), max(k, 0))
+            excl = _exclusions(exclude, len(q), n)
+            vectors, live = self._ordered_copy(order)
+            if self._n_deleted:
+                extra = extra[self._live[extra]]
+            else:
+                live = live[:0]
+            fetch = k + (max(len(e) for e in excl) if excl else 0)
+            found = [scan(query, vectors, live, fetch) for query in q]
+            rows = np.stack([r for r, _ in found])
+            scores = np.stack([s for _, s in found])
+            return self._merged(q, k, rows, scores, extra, excl, n)
+
+    def _merged(
+        self,
+        q: np.ndarray,
+        k: int,
+        found: np.ndarray,
+        scores: np.ndarray,
+        extra: np.ndarray,
+        excl: list | None,
+        n: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``found`` rows (and ``scores``) merged with the best of ``extra`` rows, minus
+        each query's exclusions: the top ``k``."""
+        fetch = found.shape[1]
         if len(extra):
             more, more_scores = search_rows(q, self._buffer[:n], fetch, extra)
             found, scores = np.hstack([found, more]), np.hstack([scores, more_scores])

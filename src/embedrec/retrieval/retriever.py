@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from embedrec.data.errors import DataError
 from embedrec.data.ids import IdMap
 from embedrec.data.jsonable import plain
+from embedrec.index.bounded import compile_scan
 from embedrec.index.catalogue import Catalogue
 from embedrec.index.filters import Filter, filters_from_mapping, parse_filter
 from embedrec.models.base import RecModel
@@ -339,8 +340,10 @@ class Retriever:
 
     def warm_up(self) -> None:
         """Build now what the first queries would otherwise build: the vector indexes, the
-        map from model rows to catalogue rows and the model's caches. At 1M listings several
-        seconds, which a server should spend before it answers, not in its first requests."""
+        map from model rows to catalogue rows, the model's caches and the compiled loop of
+        radius searches. At 1M listings several seconds, which a server should spend before
+        it answers, not in its first requests."""
+        compile_scan()
         for cosine in (True, False):
             self.catalogue.index(cosine)
         self.catalogue.rows_of_model_rows(np.zeros(0, dtype=np.int64))
