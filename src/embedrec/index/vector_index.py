@@ -379,25 +379,6 @@ class VectorIndex:
                 return search_rows(q, self._buffer[:n], k, _as_rows(keep), excl)
             return self._approximate(q, k, keep, excl, breadth, n, n_keep)
 
-    def search_exact(
-        self,
-        queries: np.ndarray,
-        k: int,
-        allowed: OrderedRows,
-        exclude: Sequence[np.ndarray] | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """As :meth:`search` over ``allowed`` rows, always exactly, however many they are."""
-        q = np.atleast_2d(np.ascontiguousarray(queries, dtype=np.float32))
-        if exclude is not None and len(exclude) != len(q):
-            raise ValueError(f"exclude has {len(exclude)} entries for {len(q)} queries")
-        with self._lock.read():
-            n = self._n
-            if q.shape[1] != self.dim:
-                raise ValueError(f"queries must be (m, {self.dim}), got {q.shape}")
-            if k <= 0 or n == 0 or len(q) == 0:
-                return empty_result(len(q), max(k, 0))
-            return self._search_ordered(q, k, allowed, _exclusions(exclude, len(q), n), n)
-
     def _search_ordered(
         self, q: np.ndarray, k: int, allowed: OrderedRows, excl: list | None, n: int
     ) -> tuple[np.ndarray, np.ndarray]:
