@@ -395,9 +395,11 @@ def recommender_scorer(rec: Recommender, ctx: Context) -> ScoreFn:
     return score
 
 
-def methods(smoke: bool) -> list[Method]:
-    """Every method with its tuning grid (LightFM's the widest: see ``lightfm``)."""
+def methods(smoke: bool, changed: dict[str, Any] | None = None) -> list[Method]:
+    """Every method with its tuning grid (LightFM's the widest: see ``lightfm``); ``changed``:
+    parameters of the defaults row set otherwise (a lever tried), named in its row."""
     full = not smoke
+    changed = changed or {}
     # batch_size 512: with ~36k training pairs, 2048 made only ~18 steps an epoch (validation
     # NDCG@10 of hybrid: 0.086 at 2048, 0.121 at 512); the data-sized default is close to 512
     ours = (
@@ -493,9 +495,9 @@ def methods(smoke: bool) -> list[Method]:
         Method("embedrec deep", fit_recommender("deep"), ours, cold=True),
         Method("embedrec hybrid", fit_recommender("hybrid"), hybrid, cold=True),
         Method(
-            DEFAULTS_ROW,
+            " ".join([DEFAULTS_ROW, *(f"{k}={v}" for k, v in changed.items())]),
             fit_recommender_defaults("hybrid"),
-            [{}] if full else [{"dim": 16, "epochs": 2, "batch_size": 256}],
+            [dict(changed)] if full else [{"dim": 16, "epochs": 2, "batch_size": 256, **changed}],
             cold=True,
             tuned=False,
         ),
@@ -604,7 +606,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cold_valid_columns = ctx.items.get_indexer(split.cold_valid_items)
     wanted = set(args.only.split(",")) if args.only else None
     rows = []
-    for method in methods(args.smoke):
+    for method in methods(args.smoke, dict(_setting(s) for s in args.set)):
         if wanted and not any(w.lower() in method.name.lower() for w in wanted):
             continue
         row: dict[str, Any] = {"name": method.name, "warm": method.warm, "cold": method.cold}
@@ -967,6 +969,17 @@ def markdown(results: dict[str, Any]) -> str:
     )
 
 
+def _setting(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` as (key, value): the value as JSON (0.5, true, "x"), else as text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"--set wants KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny run in seconds (no download)")
@@ -983,6 +996,14 @@ def main(argv: list[str] | None = None) -> int:
         help="only hybrid with and without film titles (writes between the text markers)",
     )
     parser.add_argument("--seeds", default="0", help="seeds of --text-on-off, comma-separated")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a parameter of the defaults row changed (a lever), e.g. --set id_dropout=0.5; "
+        "repeatable; the row is named after it and not compared with the goal",
+    )
     args = parser.parse_args(argv)
     if args.text_on_off:
         torch.set_num_threads(args.threads)
