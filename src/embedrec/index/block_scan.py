@@ -4,28 +4,39 @@ One query at a time: blocks of consecutive positions are read best bound first, 
 each row is checked against the filters (set and range columns, a circle, a mask of
 positions) before its vector is scored, and the search stops once the next bound cannot
 beat the k-th score. In numpy the same work took some forty calls per pass over the blocks,
-each costing more in set-up than the rows it read (0.8 -> 0.25 ms for 100 km around Dresden
-at 1M listings, side by side).
+each costing more in set-up than the rows it read: 100 km around Dresden at 1M listings ran
+2.2 times faster compiled, side by side (docs/index-benchmark.md).
 
 Every array argument has one fixed type, and the filter tuples a fixed length
-(:data:`MAX_TESTS`, unused slots padded), so the loop compiles once (cached on disk by numba)
+(`bounded.MAX_TESTS`, unused slots padded), so the loop compiles once (cached on disk by numba)
 for any combination of filters.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numba
 import numpy as np
 
 from embedrec.geo import EARTH_RADIUS_KM
 
-# range and set filters a scan checks in its loop; more are folded into the position mask
-MAX_TESTS = 4
+
+def _compiled(**options: object) -> Callable[[Callable], Callable]:
+    """numba's ``njit`` without the GIL, cached on disk; where numba finds no writable place
+    for its cache (a read-only install and home), compiled anew in each process instead."""
+
+    def wrap(function: Callable) -> Callable:
+        try:
+            return numba.njit(cache=True, nogil=True, **options)(function)
+        except RuntimeError:  # "cannot cache function ...: no locator available"
+            return numba.njit(nogil=True, **options)(function)
+
+    return wrap
 
 
-@numba.njit(cache=True, nogil=True)
+@_compiled()
 def _sift_down(keys: np.ndarray, values: np.ndarray, n: int, i: int) -> None:
     """Restore the max-heap order of ``keys[:n]`` (with ``values``) below node ``i``."""
     while True:
@@ -41,7 +52,7 @@ def _sift_down(keys: np.ndarray, values: np.ndarray, n: int, i: int) -> None:
         i = child
 
 
-@numba.njit(cache=True, nogil=True)
+@_compiled()
 def _haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     """As :func:`embedrec.geo.haversine_km`, for one pair of points."""
     phi1, lam1, phi2, lam2 = (
@@ -57,7 +68,7 @@ def _haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return 2 * EARTH_RADIUS_KM * math.asin(math.sqrt(min(max(a, 0.0), 1.0)))
 
 
-@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+@_compiled(fastmath={"reassoc", "contract"})
 def _dot(vectors: np.ndarray, row: int, query: np.ndarray) -> np.float32:
     total = np.float32(0.0)
     for j in range(query.shape[0]):
@@ -65,7 +76,7 @@ def _dot(vectors: np.ndarray, row: int, query: np.ndarray) -> np.float32:
     return total
 
 
-@numba.njit(cache=True, nogil=True)
+@_compiled()
 def _bounds(
     query: np.ndarray,
     centroids: np.ndarray,
@@ -86,7 +97,7 @@ def _bounds(
     return bounds
 
 
-@numba.njit(cache=True, nogil=True)
+@_compiled()
 def scan_blocks(
     query: np.ndarray,
     vectors: np.ndarray,
