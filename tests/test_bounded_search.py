@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from embedrec.index.bounded import ClusterBlocks, bounded_top_k
+from embedrec.index.bounded import ClusterBlocks, bounded_top_k, compile_scan
 from embedrec.index.catalogue import MERGE_MIN_ROWS, Catalogue
 from embedrec.index.filters import (
     FilterCache,
@@ -188,3 +188,16 @@ def test_cosine_and_dot_product_searches_on_one_catalogue_both_stay_exact():
         scores = target[inside] @ (query / np.linalg.norm(query) if cosine else query)
         expected = inside[np.argsort(-scores, kind="stable")[:10]]
         assert found[0].tolist() == expected.tolist(), cosine
+
+
+def test_the_loop_compiled_at_warm_up_serves_every_combination_of_filters(catalogue):
+    # one fixed signature: a search compiling another would stall its request for seconds
+    from embedrec.index.block_scan import scan_blocks
+
+    compile_scan()
+    assert len(scan_blocks.signatures) == 1
+    query = catalogue.unit_vectors[:1]
+    for expressions in [*CASES, ["within=51,13,150km"], ["within=51.05,13.74,150km", "make=VW"]]:
+        catalogue.search(query, 10, True, [parse_filter(e) for e in expressions])
+    assert catalogue._blocks[id(catalogue.index(True))][4] is not None  # the loop ran
+    assert len(scan_blocks.signatures) == 1

@@ -171,8 +171,8 @@ def bounded_top_k(
         c.edge,
         c.band,
         c.order,
-        c.row_lat,
-        c.row_lon,
+        _read_only(c.row_lat),
+        _read_only(c.row_lon),
         c.radius_km,
         _padded(tests.ranges, _NO_FLOATS),
         _bounds(tests.lows),
@@ -190,6 +190,14 @@ def bounded_top_k(
 _NO_FLOATS = np.zeros(1, dtype=np.float64)
 _NO_CODES = np.zeros(1, dtype=np.int32)
 _NO_ANSWERS = np.zeros(1, dtype=bool)
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    """A read-only view: the table's coordinates come read-only from some sources (pandas,
+    mapped files) and writable from others, and numba compiles each kind apart."""
+    view = array.view()
+    view.flags.writeable = False
+    return view
 
 
 def _padded(arrays: tuple[np.ndarray, ...], filler: np.ndarray) -> tuple[np.ndarray, ...]:
