@@ -1,5 +1,9 @@
-"""Radius searches that read a circle's clusters by their score bound (index/bounded.py):
-exactly the top k of the rows every filter keeps, against a brute force over all rows."""
+"""The compiled loops of filtered searches over an IVF index (index/bounded.py).
+
+Radius searches read a circle's clusters by their score bound: exactly the top k of the rows
+every filter keeps, against a brute force over all rows. Other filters read the clusters
+nearest a query with the filters tested row by row: the lists the index itself would read,
+widened as it widens, against a reference written with numpy."""
 
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ from embedrec.index.filters import (
     parse_filter,
     position_tests,
 )
+from embedrec.index.postfilter import estimated_share
+from embedrec.index.vector_index import TRUSTED, WIDEN
 
 N = 40_000
 
@@ -120,11 +126,11 @@ def test_bounded_top_k_scores_few_rows_and_finds_the_exact_top_k():
     radius = RadiusFilter(50.5, 10.0, 220.0)
     cache = FilterCache()
     grid = radius.grid(table, cache, within=clusters)
-    structure = ClusterBlocks.build(grid, clusters, index.vectors, centroids)
+    structure = ClusterBlocks.build(clusters, index.vectors, centroids, grid)
     circle = structure.of_cells(*radius.cells(grid))
     inside = np.flatnonzero(allowed_mask([radius], table))
     assert set(inside) <= set(grid.order[circle.positions()].tolist())  # blocks hold the circle
-    tests = position_tests([radius], radius, table, cache, circle.positions)
+    tests = position_tests([radius], grid.order, table, cache, circle.positions, radius)
     ordered = index.vectors[grid.order]
     rng = np.random.default_rng(2)
     scored = []
@@ -190,14 +196,85 @@ def test_cosine_and_dot_product_searches_on_one_catalogue_both_stay_exact():
         assert found[0].tolist() == expected.tolist(), cosine
 
 
-def test_the_loop_compiled_at_warm_up_serves_every_combination_of_filters(catalogue):
+def test_the_loops_compiled_at_warm_up_serve_every_combination_of_filters(catalogue):
     # one fixed signature: a search compiling another would stall its request for seconds
-    from embedrec.index.block_scan import scan_blocks
+    from embedrec.index.block_scan import scan_blocks, scan_clusters
 
     compile_scan()
-    assert len(scan_blocks.signatures) == 1
+    assert len(scan_blocks.signatures) == len(scan_clusters.signatures) == 1
     query = catalogue.unit_vectors[:1]
-    for expressions in [*CASES, ["within=51,13,150km"], ["within=51.05,13.74,150km", "make=VW"]]:
+    radius = [*CASES, ["within=51,13,150km"], ["within=51.05,13.74,150km", "make=VW"]]
+    for expressions in [*radius, *NEAREST_CASES]:
         catalogue.search(query, 10, True, [parse_filter(e) for e in expressions])
-    assert catalogue._blocks[id(catalogue.index(True))][4] is not None  # the loop ran
-    assert len(scan_blocks.signatures) == 1
+    assert catalogue._blocks[id(catalogue.index(True))][4] is not None  # the loops ran
+    assert len(scan_blocks.signatures) == len(scan_clusters.signatures) == 1
+
+
+NEAREST_CASES = [
+    ["make=Nissan"],
+    ["make=VW,Nissan", "price>=20000"],
+    ["price<=12000"],
+    ["price>=5000", "price<=50000"],  # most rows pass
+    ["make!=BMW"],  # no index says how many pass: read on until enough did
+    ["make=Nissan", "price>58000"],  # few pass anywhere: read on to every list
+    # an exclusion of many ids: no column test, a mask over the positions
+    ["make=VW", "exclude=" + ",".join(f"L{i}" for i in range(0, 6000, 4))],
+]
+
+
+def _reference(catalogue: Catalogue, filters, keep: np.ndarray, query: np.ndarray, k: int):
+    """The rows of the lists nearest ``query`` that pass (``keep``, live rows): as many
+    lists as the index reads for the filters' estimated share, four times as many while
+    fewer than 8 k rows passed; and the rows added since the lists were built."""
+    index = catalogue.index(True)
+    clusters, centroids = index.clusters()
+    base = len(clusters)
+    unit = query / np.linalg.norm(query)
+    nearest = np.argsort(-(centroids @ unit), kind="stable")
+    part = catalogue._fields
+    breadth = index.breadth(max(estimated_share(filters, part.base, part.cache), 1 / base))
+    while True:
+        rows = np.flatnonzero(keep[:base] & np.isin(clusters, nearest[:breadth]))
+        if len(rows) >= TRUSTED * k or breadth >= len(nearest):
+            break
+        breadth *= WIDEN
+    rows = np.concatenate([rows, base + np.flatnonzero(keep[base:])])
+    scores = catalogue.unit_vectors[rows] @ unit
+    return rows[np.argsort(-scores, kind="stable")[:k]].tolist()
+
+
+@pytest.mark.parametrize("coordinates", [True, False], ids=["grid", "no-coordinates"])
+def test_filtered_search_reads_the_lists_the_index_would_read(coordinates):
+    table, vectors = _table_and_vectors(seed=13)
+    if not coordinates:
+        table = table.drop(columns=["lat", "lon"])
+    catalogue = Catalogue(table, vectors, np.arange(N), exact_below=10_000)
+    index = catalogue.index(True)
+    index.filter_exact_below = 500  # few rows are searched exactly: the loop serves the rest
+    rng = np.random.default_rng(4)
+    queries = catalogue.unit_vectors[rng.choice(N, 15, replace=False)]
+    queries = queries + 0.3 * rng.standard_normal(queries.shape).astype(np.float32)
+
+    def agree() -> float:
+        hits = 0
+        for expressions in NEAREST_CASES:
+            filters = [parse_filter(e) for e in expressions]
+            keep = allowed_mask(filters, catalogue.table) & catalogue.live
+            found, scores = catalogue.search(queries, 10, True, filters)
+            for i, query in enumerate(queries):
+                rows = found[i][found[i] >= 0]
+                assert rows.tolist() == _reference(catalogue, filters, keep, query, 10), expressions
+                assert np.all(np.diff(scores[i][: len(rows)]) <= 0)
+                exact = np.flatnonzero(keep)
+                best = exact[np.argsort(-(catalogue.unit_vectors[exact] @ query))[:10]]
+                hits += len(set(rows.tolist()) & set(best.tolist()))
+        return hits / (10 * len(NEAREST_CASES) * len(queries))
+
+    assert agree() >= 0.95  # and the index's lists hold nearly all of the exact top 10
+    structure = catalogue._blocks.get(id(index), (None,) * 5)[4]  # the loop ran
+    assert structure is not None and (structure.grid is not None) == coordinates
+    # removed rows never come back; added ones (not in any list yet) are searched as well
+    catalogue.remove([f"L{i}" for i in range(0, N, 7)])
+    added = catalogue.table.iloc[[3, 8, 9]].assign(listing_id=["N1", "N2", "N3"])
+    catalogue.add(added, queries[:3] * 4, np.full(3, -1))
+    agree()

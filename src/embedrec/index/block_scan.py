@@ -1,15 +1,20 @@
-"""The compiled loop of a bounded search (see :mod:`embedrec.index.bounded`).
+"""The compiled loops of filtered searches (see :mod:`embedrec.index.bounded`).
 
-One query at a time: blocks of consecutive positions are read best bound first, from a heap;
-each row is checked against the filters (set and range columns, a circle, a mask of
-positions) before its vector is scored, and the search stops once the next bound cannot
-beat the k-th score. In numpy the same work took some forty calls per pass over the blocks,
-each costing more in set-up than the rows it read: 100 km around Dresden at 1M listings ran
-2.2 times faster compiled, side by side (docs/index-benchmark.md).
+One query at a time: groups of blocks of consecutive positions are read best key first, from
+a heap (a circle's blocks by their bound, one block to a group; an IVF index's clusters by
+their centroid's score, a cluster's blocks to a group). Each row is checked against the
+filters (set and range columns, a circle, a mask of positions) before its vector is scored.
+A bounded search stops once the next bound cannot beat the k-th score; a search of the
+nearest clusters once it has read enough of them and enough rows passed.
+
+In numpy the same work took some forty calls per pass over the blocks, each costing more in
+set-up than the rows it read: 100 km around Dresden at 1M listings ran 2.2 times faster
+compiled, side by side (docs/index-benchmark.md).
 
 Every array argument has one fixed type, and the filter tuples a fixed length
-(`bounded.MAX_TESTS`, unused slots padded), so the loop compiles once (cached on disk by numba)
-for any combination of filters.
+(`bounded.MAX_TESTS`, unused slots padded), so each loop compiles once (cached on disk by
+numba) for any combination of filters. The row tests sit inside the loop, not in a function
+of their own: passing the filters' arrays to a call per row cost more than the tests.
 """
 
 from __future__ import annotations
@@ -50,6 +55,16 @@ def _sift_down(keys: np.ndarray, values: np.ndarray, n: int, i: int) -> None:
         keys[i], keys[child] = keys[child], keys[i]
         values[i], values[child] = values[child], values[i]
         i = child
+
+
+@_compiled()
+def _heap(keys: np.ndarray) -> np.ndarray:
+    """Indexes into ``keys`` as a max-heap, ``keys`` reordered alike."""
+    n = len(keys)
+    heap = np.arange(n)
+    for i in range(n // 2 - 1, -1, -1):
+        _sift_down(keys, heap, n, i)
+    return heap
 
 
 @_compiled()
@@ -98,6 +113,159 @@ def _bounds(
 
 
 @_compiled()
+def _scan(
+    query: np.ndarray,
+    vectors: np.ndarray,
+    live: np.ndarray,
+    keys: np.ndarray,
+    group_starts: np.ndarray,
+    members: np.ndarray,
+    first: np.ndarray,
+    last: np.ndarray,
+    whole: np.ndarray,
+    bounded: bool,
+    breadth: int,
+    widen: int,
+    want: int,
+    points: np.ndarray,
+    centre: np.ndarray,
+    centre_lat: float,
+    centre_lon: float,
+    edge: float,
+    band: float,
+    order: np.ndarray,
+    lat: np.ndarray,
+    lon: np.ndarray,
+    radius_km: float,
+    ranges: tuple,
+    lows: np.ndarray,
+    highs: np.ndarray,
+    n_ranges: int,
+    codes: tuple,
+    answers: tuple,
+    n_sets: int,
+    allowed: np.ndarray,
+    fetch: int,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The best ``fetch`` (rows, scores) of the rows ``order[p]`` at positions ``p`` in the
+    blocks read, by dot product of ``vectors[p]`` with ``query``, best first and padded with
+    -1 / -inf, where:
+
+    - ``live[p]`` holds (an empty ``live``: every row is live) and ``allowed[p]`` (empty:
+      all);
+    - ``codes[j][p]`` is a code whose ``answers[j]`` is True (-1: missing, fails), for
+      ``j < n_sets``; ``lows[j] <= ranges[j][p] <= highs[j]`` (NaN fails), ``j < n_ranges``;
+    - in a block not ``whole`` (a cell on a circle's edge; an empty ``whole``: every block
+      is), ``points[p]`` (a unit vector) lies in the circle: its cosine to ``centre`` at least
+      ``edge``; within ``band`` of ``edge``, the haversine distance from (``centre_lat``,
+      ``centre_lon``) to row ``order[p]``'s (``lat``, ``lon``) at most ``radius_km`` decides,
+      as ``RadiusFilter._within`` does.
+
+    Group ``g`` holds the blocks ``members[group_starts[g]:group_starts[g + 1]]``, block
+    ``b`` the positions ``first[b]:last[b]``; groups are read by ``keys`` (a max-heap). With
+    ``bounded``, a key bounds its group's scores, and the search stops once it cannot beat
+    the k-th score. It stops anyway after ``breadth`` groups where ``want`` rows passed, else
+    after ``widen`` times as many (where they did), and so on. Also returns how many rows were
+    scored (passed)."""
+    best_positions = np.full(fetch, -1, np.int64)
+    best = np.full(fetch, -np.inf, np.float32)
+    found = 0
+    scored = 0
+    check_live, check_allowed, check_whole = len(live) > 0, len(allowed) > 0, len(whole) > 0
+    # the tuples unpacked once: indexing a tuple by a loop variable costs a branch per row
+    c0, c1, c2, c3 = codes
+    a0, a1, a2, a3 = answers
+    r0, r1, r2, r3 = ranges
+    low0, low1, low2, low3 = lows[0], lows[1], lows[2], lows[3]
+    high0, high1, high2, high3 = highs[0], highs[1], highs[2], highs[3]
+    heap = _heap(keys)
+    n = len(keys)
+    visited = 0
+    while n:
+        if visited == breadth:
+            if scored >= want:
+                break
+            breadth *= widen  # as the index widens: the same groups, the same answers
+        group = heap[0]
+        if bounded and found == fetch and keys[0] < best[fetch - 1]:
+            break  # no row left can beat the k-th
+        n -= 1
+        keys[0], heap[0] = keys[n], heap[n]
+        _sift_down(keys, heap, n, 0)
+        visited += 1
+        for member in range(group_starts[group], group_starts[group + 1]):
+            block = members[member]
+            in_circle = check_whole and not whole[block]
+            for p in range(first[block], last[block]):
+                if (check_live and not live[p]) or (check_allowed and not allowed[p]):
+                    continue
+                if n_sets > 0:
+                    code = c0[p]
+                    if code < 0 or not a0[code]:
+                        continue
+                if n_sets > 1:
+                    code = c1[p]
+                    if code < 0 or not a1[code]:
+                        continue
+                if n_sets > 2:
+                    code = c2[p]
+                    if code < 0 or not a2[code]:
+                        continue
+                if n_sets > 3:
+                    code = c3[p]
+                    if code < 0 or not a3[code]:
+                        continue
+                if n_ranges > 0:
+                    value = r0[p]
+                    if not (value >= low0 and value <= high0):
+                        continue
+                if n_ranges > 1:
+                    value = r1[p]
+                    if not (value >= low1 and value <= high1):
+                        continue
+                if n_ranges > 2:
+                    value = r2[p]
+                    if not (value >= low2 and value <= high2):
+                        continue
+                if n_ranges > 3:
+                    value = r3[p]
+                    if not (value >= low3 and value <= high3):
+                        continue
+                ok = True
+                if in_circle:
+                    cosine = (
+                        points[p, 0] * centre[0]
+                        + points[p, 1] * centre[1]
+                        + points[p, 2] * centre[2]
+                    )
+                    if abs(cosine - edge) < band:
+                        row = order[p]
+                        distance = _haversine_km(centre_lat, centre_lon, lat[row], lon[row])
+                        ok = distance <= radius_km
+                    else:
+                        ok = cosine >= edge
+                if not ok:
+                    continue
+                scored += 1
+                score = _dot(vectors, p, query)
+                if found < fetch:
+                    i = found
+                    found += 1
+                elif score > best[fetch - 1]:
+                    i = fetch - 1
+                else:
+                    continue
+                while i > 0 and best[i - 1] < score:  # insertion: equal scores keep their order
+                    best[i], best_positions[i] = best[i - 1], best_positions[i - 1]
+                    i -= 1
+                best[i], best_positions[i] = score, p
+    rows = np.full(fetch, -1, np.int64)
+    for i in range(found):
+        rows[i] = order[best_positions[i]]
+    return rows, best, scored
+
+
+@_compiled()
 def scan_blocks(
     query: np.ndarray,
     vectors: np.ndarray,
@@ -129,79 +297,58 @@ def scan_blocks(
     allowed: np.ndarray,
     fetch: int,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """The best ``fetch`` (rows, scores) of the rows ``order[p]`` at positions ``p`` in the
-    blocks ``first[b]:last[b]``, by dot product of ``vectors[p]`` with ``query``, best first
-    and padded with -1 / -inf, where:
-
-    - ``live[p]`` holds (an empty ``live``: every row is live) and ``allowed[p]`` (empty:
-      all);
-    - ``codes[j][p]`` is a code whose ``answers[j]`` is True (-1: missing, fails), for
-      ``j < n_sets``; ``lows[j] <= ranges[j][p] <= highs[j]`` (NaN fails), ``j < n_ranges``;
-    - in a block not ``whole`` (a cell on a circle's edge), ``points[p]`` (a unit vector)
-      lies in the circle: its cosine to ``centre`` at least ``edge``; within ``band`` of
-      ``edge``, the haversine distance from (``centre_lat``, ``centre_lon``) to row
-      ``order[p]``'s (``lat``, ``lon``) at most ``radius_km`` decides, as
-      ``RadiusFilter._within`` does.
-
-    Block ``b``'s rows belong to cluster ``clusters[b]`` and lie within ``radii[b]`` of its
-    centroid, which bounds their scores (plus ``slack``, for rounding). Also returns how many
-    rows were scored."""
-    best_positions = np.full(fetch, -1, np.int64)
-    best = np.full(fetch, -np.inf, np.float32)
-    found = 0
-    scored = 0
+    """The exact top ``fetch`` of a circle's blocks ``first[b]:last[b]`` (``whole``: the
+    circle covers the block's cell) where the filters hold (see :func:`_scan`), the blocks
+    read best bound first. Block ``b``'s rows belong to cluster ``clusters[b]`` and lie
+    within ``radii[b]`` of its centroid, which bounds their scores (plus ``slack``, for
+    rounding)."""
     keys = _bounds(query, centroids, clusters, radii, slack)
-    n = len(keys)
-    heap = np.arange(n)
-    for i in range(n // 2 - 1, -1, -1):
-        _sift_down(keys, heap, n, i)
-    check_live, check_allowed = len(live) > 0, len(allowed) > 0
-    while n:
-        block = heap[0]
-        if found == fetch and keys[0] < best[fetch - 1]:
-            break  # no row left can beat the k-th
-        n -= 1
-        keys[0], heap[0] = keys[n], heap[n]
-        _sift_down(keys, heap, n, 0)
-        for p in range(first[block], last[block]):
-            if (check_live and not live[p]) or (check_allowed and not allowed[p]):
-                continue
-            ok = True
-            for j in range(n_sets):
-                code = codes[j][p]
-                if code < 0 or not answers[j][code]:
-                    ok = False
-                    break
-            for j in range(n_ranges if ok else 0):
-                value = ranges[j][p]
-                if not (value >= lows[j] and value <= highs[j]):
-                    ok = False
-                    break
-            if ok and not whole[block]:
-                cosine = (
-                    points[p, 0] * centre[0] + points[p, 1] * centre[1] + points[p, 2] * centre[2]
-                )
-                if abs(cosine - edge) < band:
-                    row = order[p]
-                    ok = _haversine_km(centre_lat, centre_lon, lat[row], lon[row]) <= radius_km
-                else:
-                    ok = cosine >= edge
-            if not ok:
-                continue
-            scored += 1
-            score = _dot(vectors, p, query)
-            if found < fetch:
-                i = found
-                found += 1
-            elif score > best[fetch - 1]:
-                i = fetch - 1
-            else:
-                continue
-            while i > 0 and best[i - 1] < score:  # insertion: equal scores keep their order
-                best[i], best_positions[i] = best[i - 1], best_positions[i - 1]
-                i -= 1
-            best[i], best_positions[i] = score, p
-    rows = np.full(fetch, -1, np.int64)
-    for i in range(found):
-        rows[i] = order[best_positions[i]]
-    return rows, best, scored
+    each = np.arange(len(keys) + 1)
+    return _scan(
+        query, vectors, live, keys, each, each, first, last, whole, True, len(keys) + 1, 1, 0,
+        points, centre, centre_lat, centre_lon, edge, band, order, lat, lon, radius_km,
+        ranges, lows, highs, n_ranges, codes, answers, n_sets, allowed, fetch,
+    )  # fmt: skip
+
+
+@_compiled()
+def scan_clusters(
+    query: np.ndarray,
+    vectors: np.ndarray,
+    live: np.ndarray,
+    centroids: np.ndarray,
+    cluster_starts: np.ndarray,
+    by_cluster: np.ndarray,
+    starts: np.ndarray,
+    order: np.ndarray,
+    breadth: int,
+    widen: int,
+    want: int,
+    ranges: tuple,
+    lows: np.ndarray,
+    highs: np.ndarray,
+    n_ranges: int,
+    codes: tuple,
+    answers: tuple,
+    n_sets: int,
+    allowed: np.ndarray,
+    fetch: int,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """As an IVF index's filtered search: the top ``fetch`` of the clusters nearest
+    ``query`` where the set and range tests hold (see :func:`_scan`). Clusters are read by
+    their centroid's score, each through its blocks
+    ``by_cluster[cluster_starts[c]:cluster_starts[c + 1]]``, block ``b`` being positions
+    ``starts[b]:starts[b + 1]``. The search reads ``breadth`` clusters, and ``widen`` times
+    as many while fewer than ``want`` rows passed, as the index widens a filtered search:
+    a filter at odds with the query reads on until it has found enough."""
+    keys = np.empty(len(centroids), np.float32)
+    for c in range(len(centroids)):
+        keys[c] = _dot(centroids, c, query)
+    no_circle, no_point = np.zeros(0, np.bool_), np.zeros((1, 3))
+    nowhere = np.zeros(3)
+    return _scan(
+        query, vectors, live, keys, cluster_starts, by_cluster, starts[:-1], starts[1:],
+        no_circle, False, breadth, widen, want, no_point, nowhere, 0.0, 0.0, 0.0, 0.0, order,
+        nowhere, nowhere, 0.0, ranges, lows, highs, n_ranges, codes, answers, n_sets, allowed,
+        fetch,
+    )  # fmt: skip

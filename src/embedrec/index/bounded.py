@@ -10,6 +10,10 @@ row and scores those that pass, and stops once no block left can beat the k-th b
 (a compiled loop, :mod:`embedrec.index.block_scan`). The answer is exactly the top k of the
 circle's rows that pass the filters, for a fraction of the rows read: 100 km around Dresden,
 38,621 rows, scores about 4,700 (median; 300 km, 254,458 rows: 9,700).
+
+Filters without a circle use the same layout the way an IVF index searches: the clusters
+nearest the query, each through its blocks, with the column tests in the loop instead of a
+mask over the catalogue built for each request first (:func:`nearest_clusters_top_k`).
 """
 
 from __future__ import annotations
@@ -29,41 +33,63 @@ MAX_TESTS = 4
 
 @dataclass(frozen=True)
 class ClusterBlocks:
-    """A grid's positions cut into blocks of one cell and one cluster: where each starts
-    (``starts``, one more for the end), its cell (ascending), its cluster and its radius (the
-    farthest of its rows from the cluster's centroid); and the clusters' centroids."""
+    """A layout of the rows cut into blocks of one cell and one cluster: ``order`` gives the
+    row at each position; each block's first position (``starts``, one more for the end),
+    its cell (ascending), its cluster and its radius (the farthest of its rows from the
+    cluster's centroid); the clusters' centroids; and each cluster's blocks,
+    ``by_cluster[cluster_starts[c]:cluster_starts[c + 1]]``. ``grid``: the map grid whose
+    order this is (None: rows ordered by cluster alone, a table without coordinates)."""
 
-    grid: Grid
+    order: np.ndarray
     starts: np.ndarray
     cells: np.ndarray
     clusters: np.ndarray
     radii: np.ndarray
     centroids: np.ndarray
+    by_cluster: np.ndarray
+    cluster_starts: np.ndarray
+    grid: Grid | None = None
 
     @classmethod
     def build(
-        cls, grid: Grid, row_clusters: np.ndarray, vectors: np.ndarray, centroids: np.ndarray
+        cls,
+        row_clusters: np.ndarray,
+        vectors: np.ndarray,
+        centroids: np.ndarray,
+        grid: Grid | None = None,
     ) -> ClusterBlocks:
-        """The blocks of ``grid``, given each row's cluster (-1: none, a removed row) and
-        vector, and the clusters' centroids."""
-        clusters = row_clusters[grid.order]
-        cells = grid.cell_of_positions()
+        """The blocks of ``grid`` (a grid ordered by cluster within each cell), or of the rows
+        ordered by cluster, given each row's cluster (-1: none, a removed row) and vector, and
+        the clusters' centroids."""
+        if grid is None:
+            order = np.argsort(row_clusters, kind="stable")
+            cells = np.zeros(len(order), dtype=np.int64)
+        else:
+            order, cells = grid.order, grid.cell_of_positions()
+        clusters = row_clusters[order]
         change = (cells[1:] != cells[:-1]) | (clusters[1:] != clusters[:-1])
         starts = np.concatenate([[0], np.flatnonzero(change) + 1, [len(cells)]])
         distance = np.zeros(len(cells), dtype=np.float32)
         for start in range(0, len(cells), 1 << 16):  # in parts: memory stays small
             part = slice(start, start + (1 << 16))
-            rows, of = grid.order[part], clusters[part]
+            rows, of = order[part], clusters[part]
             gap = vectors[rows] - centroids[np.maximum(of, 0)]
             distance[part] = np.where(of >= 0, np.linalg.norm(gap, axis=1), 0)
         radii = np.maximum.reduceat(distance, starts[:-1]) if len(cells) else distance
+        block_clusters = clusters[starts[:-1]]
+        by_cluster = np.argsort(block_clusters, kind="stable")
+        by_cluster = by_cluster[block_clusters[by_cluster] >= 0]
+        cluster_starts = np.searchsorted(block_clusters[by_cluster], np.arange(len(centroids) + 1))
         return cls(
-            grid,
+            order,
             starts,
             cells[starts[:-1]],
-            clusters[starts[:-1]],
+            block_clusters,
             radii,
             np.ascontiguousarray(centroids, dtype=np.float32),
+            by_cluster,
+            cluster_starts,
+            grid,
         )
 
     def __len__(self) -> int:
@@ -123,12 +149,12 @@ class CircleTest:
 
 @dataclass(frozen=True)
 class PositionTests:
-    """Filters as tests of grid positions, for the compiled loop: the circle; range filters
-    (a float64 column in the grid's order, inclusive bounds); set filters (int32 codes in
-    the grid's order, -1 missing, and each code's answer); and a mask of the positions
-    where any other filter holds (empty: no other filter)."""
+    """Filters as tests of a layout's positions, for the compiled loops: the circle (None:
+    no radius filter); range filters (a float64 column in the layout's order, inclusive
+    bounds); set filters (int32 codes in that order, -1 missing, and each code's answer);
+    and a mask of the positions where any other filter holds (empty: no other filter)."""
 
-    circle: CircleTest
+    circle: CircleTest | None = None
     ranges: tuple[np.ndarray, ...] = ()
     lows: tuple[float, ...] = ()
     highs: tuple[float, ...] = ()
@@ -153,6 +179,7 @@ def bounded_top_k(
     from embedrec.index.block_scan import scan_blocks  # numba: imported on first use
 
     c = tests.circle
+    assert c is not None, "a bounded search is a radius filter's"
     return scan_blocks(
         query,
         vectors,
@@ -174,6 +201,47 @@ def bounded_top_k(
         _read_only(c.row_lat),
         _read_only(c.row_lon),
         c.radius_km,
+        *_column_tests(tests),
+        fetch,
+    )
+
+
+def nearest_clusters_top_k(
+    query: np.ndarray,
+    fetch: int,
+    structure: ClusterBlocks,
+    tests: PositionTests,
+    vectors: np.ndarray,
+    live: np.ndarray,
+    breadth: int,
+    widen: int,
+    want: int,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The top ``fetch`` (rows, scores) where ``tests`` hold (no circle) in the ``breadth``
+    clusters nearest ``query``, or ``widen`` times as many until ``want`` rows passed; as
+    :func:`bounded_top_k` otherwise (:func:`~embedrec.index.block_scan.scan_clusters`)."""
+    from embedrec.index.block_scan import scan_clusters  # numba: imported on first use
+
+    return scan_clusters(
+        query,
+        vectors,
+        live,
+        structure.centroids,
+        structure.cluster_starts,
+        structure.by_cluster,
+        structure.starts,
+        structure.order,
+        breadth,
+        widen,
+        want,
+        *_column_tests(tests),
+        fetch,
+    )
+
+
+def _column_tests(tests: PositionTests) -> tuple:
+    """The loops' arguments for range and set tests and the mask: fixed-length tuples."""
+    return (
         _padded(tests.ranges, _NO_FLOATS),
         _bounds(tests.lows),
         _bounds(tests.highs),
@@ -182,7 +250,6 @@ def bounded_top_k(
         _padded(tests.answers, _NO_ANSWERS),
         len(tests.codes),
         tests.allowed,
-        fetch,
     )
 
 
@@ -209,13 +276,15 @@ def _bounds(values: tuple[float, ...]) -> np.ndarray:
 
 
 def compile_scan() -> None:
-    """Compile the search loop now rather than in the first radius search: numba caches it
-    on disk, so this takes seconds once per install, then a fraction of a second."""
+    """Compile the search loops now rather than in the first filtered search: numba caches
+    them on disk, so this takes seconds once per install, then a fraction of a second."""
     one, vector = np.zeros(1, dtype=np.int64), np.zeros((1, 2), dtype=np.float32)
+    structure = ClusterBlocks.build(one, vector, vector)
     blocks = CircleBlocks(one, one, one, np.zeros(1, dtype=np.float32), np.ones(1, dtype=bool))
-    structure = ClusterBlocks(None, one, one, one, blocks.radii, vector)  # type: ignore[arg-type]
     floats = np.zeros(1, dtype=np.float64)
     circle = CircleTest(
         np.zeros(3), 0.0, 0.0, 1.0, 1.0, 1e-9, one, np.zeros((1, 3)), floats, floats
     )
-    bounded_top_k(vector[0], 1, structure, blocks, PositionTests(circle), vector, blocks.inside[:0])
+    all_live = blocks.inside[:0]
+    bounded_top_k(vector[0], 1, structure, blocks, PositionTests(circle), vector, all_live)
+    nearest_clusters_top_k(vector[0], 1, structure, PositionTests(), vector, all_live, 1, 4, 1)

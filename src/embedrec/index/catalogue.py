@@ -16,7 +16,12 @@ import pyarrow as pa
 
 from embedrec.data.ids import id_index, positions
 from embedrec.data.jsonable import plain
-from embedrec.index.bounded import CircleBlocks, ClusterBlocks, bounded_top_k
+from embedrec.index.bounded import (
+    CircleBlocks,
+    ClusterBlocks,
+    bounded_top_k,
+    nearest_clusters_top_k,
+)
 from embedrec.index.filters import (
     ExcludeFilter,
     Filter,
@@ -26,10 +31,11 @@ from embedrec.index.filters import (
     allowed_selection,
     merged_ranges,
     position_tests,
+    table_grid,
 )
 from embedrec.index.grid import OrderedRows
 from embedrec.index.postfilter import POST_FILTER_SHARE, estimated_share, post_filtered
-from embedrec.index.vector_index import VectorIndex
+from embedrec.index.vector_index import TRUSTED, WIDEN, VectorIndex
 
 # added rows are merged into one table again once they exceed a 64th of it (and 2,048 rows)
 MERGE_MIN_ROWS = 2048
@@ -266,8 +272,12 @@ class Catalogue:
         part = self._fields
         bounded = self._circle_blocks(index, filters, len(queries))  # before the grid is built
         share = estimated_share(filters, part.base, part.cache)
-        if bounded is not None and share * self._n > index.filter_exact_below:
-            return self._bounded(index, queries, k, filters, exclude, *bounded)
+        if share * self._n > index.filter_exact_below:
+            if bounded is not None:
+                return self._bounded(index, queries, k, filters, exclude, *bounded)
+            structure = self._scan_layout(index, filters, len(queries))
+            if structure is not None:
+                return self._nearest_clusters(index, queries, k, filters, exclude, structure, share)
         if share < POST_FILTER_SHARE or share * self._n <= index.filter_exact_below:
             return self._filtered(index, queries, k, filters, exclude)
         # most rows pass: the filters are checked on the unfiltered search's best rows
@@ -301,16 +311,13 @@ class Catalogue:
             allowed = np.pad(allowed, (0, index.n_rows - len(allowed)))
         return index.search(queries, k, allowed, exclude)
 
-    def _circle_blocks(
-        self, index: VectorIndex, filters: Sequence[Filter], m: int
-    ) -> tuple[RadiusFilter, ClusterBlocks, CircleBlocks] | None:
-        """For a search of ``m`` queries with a radius filter over an IVF index: the radius
-        filter, the grid's cluster blocks and the circle's blocks; None where a search
-        bounded by clusters does not apply. Builds the grid with each cell's rows ordered by
-        cluster (again, if a filter built it before without them)."""
-        radius = next((f for f in filters if isinstance(f, RadiusFilter)), None)
+    def _layout(self, index: VectorIndex) -> ClusterBlocks | None:
+        """The base table's rows cut into blocks of one of ``index``'s clusters (and one grid
+        cell, where the table has coordinates: the grid is built with each cell's rows ordered
+        by cluster, again if a filter built it before without them); None for an index
+        without clusters or searched exactly, or blocks too small to pay."""
         part = self._fields
-        if radius is None or m > _BOUNDED_QUERIES or len(part.base) <= index.filter_exact_below:
+        if len(part.base) <= index.filter_exact_below:
             return None
         with self._lock:
             held = self._blocks.get(id(index))
@@ -324,21 +331,40 @@ class Catalogue:
             _, _, clusters, centroids, structure = held
             if clusters is None:
                 return None  # an index without clusters
-            grid = radius.grid(part.base, part.cache, within=clusters)
-            if not grid.clustered:
-                grid = radius.grid(part.base, part.cache, within=clusters, rebuild=True)
+            grid = table_grid(part.base, part.cache, within=clusters)
             if structure is None or structure.grid is not grid:
-                structure = ClusterBlocks.build(grid, clusters, index.vectors, centroids)
+                structure = ClusterBlocks.build(clusters, index.vectors, centroids, grid)
                 self._blocks[id(index)] = index, part.base, clusters, centroids, structure
         # a grid ordered by another index's clusters (cosine and dot product on one
         # catalogue) cuts this index's clusters into blocks too small to pay
-        if len(structure) > len(part.base) // _ROWS_PER_BLOCK:
+        return structure if len(structure) <= len(part.base) // _ROWS_PER_BLOCK else None
+
+    def _scan_layout(
+        self, index: VectorIndex, filters: Sequence[Filter], m: int
+    ) -> ClusterBlocks | None:
+        """The layout for a search of ``m`` queries with ``filters`` and no radius filter,
+        reading the nearest clusters; None where that does not apply."""
+        if m > _SCANNED_QUERIES or any(isinstance(f, RadiusFilter) for f in filters):
+            return None
+        return self._layout(index)
+
+    def _circle_blocks(
+        self, index: VectorIndex, filters: Sequence[Filter], m: int
+    ) -> tuple[RadiusFilter, ClusterBlocks, CircleBlocks] | None:
+        """For a search of ``m`` queries with a radius filter over an IVF index: the radius
+        filter, the grid's cluster blocks and the circle's blocks; None where a search
+        bounded by clusters does not apply."""
+        radius = next((f for f in filters if isinstance(f, RadiusFilter)), None)
+        if radius is None or m > _SCANNED_QUERIES:
+            return None
+        structure = self._layout(index)
+        if structure is None or structure.grid is None:
             return None
         # the blocks of recent circles, kept: users search around the same few places
         key = (id(structure), radius.lat, radius.lon, radius.radius_km)
         held_circle = self._circles.get(key)
         if held_circle is None or held_circle[0] is not structure:
-            found = radius.cells(grid)
+            found = radius.cells(structure.grid)
             if found is None:
                 return None
             held_circle = structure, structure.of_cells(*found)
@@ -361,7 +387,8 @@ class Catalogue:
         """The search with a radius filter, query by query, reading the circle's clusters
         by their bound (:func:`~embedrec.index.bounded.bounded_top_k`)."""
         part = self._fields
-        tests = position_tests(filters, radius, part.base, part.cache, circle.positions)
+        order = structure.order
+        tests = position_tests(filters, order, part.base, part.cache, circle.positions, radius)
 
         def scan(
             query: np.ndarray, vectors: np.ndarray, live: np.ndarray, fetch: int
@@ -369,7 +396,38 @@ class Catalogue:
             return bounded_top_k(query, fetch, structure, circle, tests, vectors, live)[:2]
 
         extra = self._added_allowed(part, filters)
-        return index.search_scanned(queries, k, structure.grid.order, scan, extra, exclude)
+        return index.search_scanned(queries, k, order, scan, extra, exclude)
+
+    def _nearest_clusters(
+        self,
+        index: VectorIndex,
+        queries: np.ndarray,
+        k: int,
+        filters: Sequence[Filter],
+        exclude: Sequence[np.ndarray] | None,
+        structure: ClusterBlocks,
+        share: float,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The search without a radius filter, query by query, reading the clusters nearest
+        each query with the filters tested row by row
+        (:func:`~embedrec.index.bounded.nearest_clusters_top_k`): the lists the index itself
+        reads for a filter keeping ``share`` of the rows, widened as it widens until a few
+        times ``k`` rows passed, its rule for trusting its top ``k``."""
+        part = self._fields
+        order = structure.order
+        tests = position_tests(filters, order, part.base, part.cache, lambda: np.arange(len(order)))
+        breadth = index.breadth(max(share, 1 / len(order)))
+
+        def scan(
+            query: np.ndarray, vectors: np.ndarray, live: np.ndarray, fetch: int
+        ) -> tuple[np.ndarray, np.ndarray]:
+            want = fetch + (TRUSTED - 1) * k
+            return nearest_clusters_top_k(
+                query, fetch, structure, tests, vectors, live, breadth, WIDEN, want
+            )[:2]
+
+        extra = self._added_allowed(part, filters)
+        return index.search_scanned(queries, k, order, scan, extra, exclude)
 
     def _passes(self, filters: Sequence[Filter], rows: np.ndarray) -> np.ndarray:
         """Whether every filter holds at each of ``rows`` (-1: no), in time in their number."""
@@ -503,9 +561,9 @@ class Catalogue:
 # Exclusions of up to this many ids are dropped from the top answers (found by id, fetching
 # that many more) instead of being evaluated over every row.
 _FEW_IDS = 1_000
-# a search with a radius filter reads the circle's clusters by their bound for up to this many
-# queries (one at a time); more share one selection of the circle's rows
-_BOUNDED_QUERIES = 16
+# a filtered search reads the clusters in a compiled loop for up to this many queries (one at
+# a time); more share one selection of the rows, or the index's own batched search
+_SCANNED_QUERIES = 16
 # cluster blocks pay where they hold this many rows on average (a grid ordered by cluster
 # within each cell: 47 on the 1M car catalogue); a grid built without clusters holds 1 or 2
 _ROWS_PER_BLOCK = 3

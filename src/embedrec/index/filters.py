@@ -521,16 +521,40 @@ class RadiusFilter(Filter):
     def _find_coordinates(
         self, table: pd.DataFrame, cache: FilterCache | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        for lat_name, lon_name in LAT_LON_COLUMNS:
-            if lat_name in table.columns and lon_name in table.columns:
-                break
-        else:
+        names = _lat_lon_columns(table)
+        if names is None:
             raise FilterError(
                 self.field,
                 "the catalogue has no coordinates (needs columns lat/lon or latitude/longitude)",
             )
-        lat = _numeric(table, lat_name, self.field, cache)
-        return lat, _numeric(table, lon_name, self.field, cache)
+        lat = _numeric(table, names[0], self.field, cache)
+        return lat, _numeric(table, names[1], self.field, cache)
+
+
+def _lat_lon_columns(table: pd.DataFrame) -> tuple[str, str] | None:
+    """The names of the table's latitude and longitude columns; None: it has none."""
+    for lat_name, lon_name in LAT_LON_COLUMNS:
+        if lat_name in table.columns and lon_name in table.columns:
+            return lat_name, lon_name
+    return None
+
+
+def table_grid(
+    table: pd.DataFrame, cache: FilterCache, within: np.ndarray | None = None
+) -> Grid | None:
+    """The grid of ``table``'s coordinates kept in ``cache`` (as :meth:`RadiusFilter.grid`,
+    built again if it was built without ``within``); None for a table without coordinates."""
+    names = _lat_lon_columns(table)
+    if names is None:
+        return None
+    try:
+        lat, lon = (_numeric(table, name, name, cache) for name in names)
+    except FilterError:  # not numbers: a radius filter says so when asked
+        return None
+    grid = _grid(table, lat, lon, cache, within)
+    if within is not None and not grid.clustered:
+        grid = _grid(table, lat, lon, cache, within, rebuild=True)
+    return grid
 
 
 @dataclass(frozen=True)
@@ -730,16 +754,16 @@ def allowed_selection(
 
 def position_tests(
     filters: Sequence[Filter],
-    radius: RadiusFilter,
+    order: np.ndarray,
     table: pd.DataFrame,
     cache: FilterCache,
     positions: Callable[[], np.ndarray],
+    radius: RadiusFilter | None = None,
 ) -> PositionTests:
-    """``filters`` (``radius`` one of them) as tests of positions in the order of
-    ``radius``'s grid of ``table``, for a compiled loop: range and set filters by their
-    columns; the others (a second circle, a long exclusion) as a mask, evaluated at
-    ``positions()``, the only positions the loop reads."""
-    order = radius.grid(table, cache).order
+    """``filters`` (``radius``, if given, one of them) as tests of positions in ``order``
+    (a permutation of ``table``'s rows: its grid's, where there is a radius), for a compiled
+    loop: range and set filters by their columns; the others (a second circle, a long
+    exclusion) as a mask, evaluated at ``positions()``, the only positions the loop reads."""
     ranges, sets, others = [], [], []
     for f in filters:
         if f is radius:
@@ -757,7 +781,7 @@ def position_tests(
         allowed[at[_all_hold(others, table, order, cache)(at)]] = True
     columns, lows, highs = zip(*ranges, strict=True) if ranges else ((), (), ())
     codes, answers = zip(*sets, strict=True) if sets else ((), ())
-    circle = radius.circle_test(table, cache)
+    circle = None if radius is None else radius.circle_test(table, cache)
     return PositionTests(circle, columns, lows, highs, codes, answers, allowed)
 
 

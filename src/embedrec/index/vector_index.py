@@ -372,9 +372,9 @@ class VectorIndex:
                 return search_rows(q, self._buffer[:n], k, _as_rows(keep), excl)
             n_keep = n - self._n_deleted if keep is None else _count(keep)
             if post_filter is not None:
-                breadth = self._breadth(max(post_filter, 1 / n))
+                breadth = self.breadth(max(post_filter, 1 / n))
                 return self._approximate(q, k, keep, excl, breadth, n, 0)
-            breadth = self._breadth(max(n_keep, 1) / n)
+            breadth = self.breadth(max(n_keep, 1) / n)
             if allowed is not None and self._filter_is_exact(n_keep):
                 return search_rows(q, self._buffer[:n], k, _as_rows(keep), excl)
             return self._approximate(q, k, keep, excl, breadth, n, n_keep)
@@ -503,7 +503,9 @@ class VectorIndex:
         # the filter inside; its breadth is capped at all lists, where IVF is exact as well.
         return n_keep <= self.filter_exact_below
 
-    def _breadth(self, fraction: float) -> int:
+    def breadth(self, fraction: float) -> int:
+        """How many lists (HNSW: efSearch) a search with a filter keeping ``fraction`` of the
+        rows reads first."""
         # A filter keeping a fraction f of rows leaves ~f of each probed list usable, so probing
         # ~1/sqrt(f) times more lists restores the candidate pool (checked in the benchmark).
         upper = self.nlist if self._resolved == "ivf" else 4096
@@ -527,7 +529,7 @@ class VectorIndex:
             redo = np.flatnonzero((rows >= 0).sum(axis=1) < need)
             if not len(redo):
                 break
-            wider = min(self.nlist, 4 * breadth)
+            wider = min(self.nlist, WIDEN * breadth)
             scan = (wider - breadth) * n / max(self.nlist, 1)  # rows in the lists to add
             exact_cheaper = n_keep <= EXACT_CACHED and scan > _SCAN_PER_EXACT * n_keep
             if self._resolved == "ivf" and breadth < wider and not exact_cheaper:
@@ -686,6 +688,8 @@ _SCAN_PER_EXACT = 1.8
 # times k that pass: a filter at odds with the query leaves few near it, and the best of those
 # may be worse than rows a wider search finds.
 TRUSTED = 8
+# a filtered search short of rows that pass reads this many times as many lists
+WIDEN = 4
 
 
 def _best_of(

@@ -340,8 +340,8 @@ class Retriever:
 
     def warm_up(self) -> None:
         """Build now what the first queries would otherwise build: the vector indexes, the
-        map from model rows to catalogue rows, the model's caches and the compiled loop of
-        radius searches. At 1M listings several seconds, which a server should spend before
+        map from model rows to catalogue rows, the model's caches and the compiled loops of
+        filtered searches. At 1M listings several seconds, which a server should spend before
         it answers, not in its first requests."""
         compile_scan()
         for cosine in (True, False):
