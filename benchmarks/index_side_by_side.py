@@ -47,10 +47,12 @@ RENAMED = "embedrec_before"
 def _package_at(revision: str, folder: Path) -> None:
     """The package at ``revision`` under ``folder``, renamed to ``RENAMED``."""
     root = Path(__file__).resolve().parents[1]
-    archive = subprocess.run(
-        ["git", "archive", revision, "src/embedrec"], cwd=root, capture_output=True, check=True
-    ).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+    done = subprocess.run(
+        ["git", "archive", revision, "src/embedrec"], cwd=root, capture_output=True
+    )
+    if done.returncode:
+        sys.exit(f"--before {revision}: {done.stderr.decode().strip()}")
+    with tarfile.open(fileobj=io.BytesIO(done.stdout)) as tar:
         tar.extractall(folder, filter="data")
     (folder / "src" / "embedrec").rename(folder / RENAMED)
     for path in (folder / RENAMED).rglob("*.py"):

@@ -425,17 +425,13 @@ class RadiusFilter(Filter):
         return np.concatenate([inner, edge[np.flatnonzero(near)]])
 
     def grid(
-        self,
-        table: pd.DataFrame,
-        cache: FilterCache,
-        within: np.ndarray | None = None,
-        rebuild: bool = False,
+        self, table: pd.DataFrame, cache: FilterCache, within: np.ndarray | None = None
     ) -> Grid:
-        """The grid of ``table``'s coordinates kept in ``cache``; when built by this call
-        (or built again, with ``rebuild``), each cell's rows are ordered by ``within`` (see
-        :meth:`Grid.build`)."""
+        """The grid of ``table``'s coordinates kept in ``cache``; when built by this call,
+        each cell's rows are ordered by ``within`` (see :meth:`Grid.build`; a catalogue
+        builds it again ordered by its index's clusters, :func:`table_grid`)."""
         lat, lon = self._coordinates(table, cache)
-        return _grid(table, lat, lon, cache, within, rebuild)
+        return _grid(table, lat, lon, cache, within)
 
     def cells(self, grid: Grid) -> tuple[np.ndarray, np.ndarray] | None:
         """The grid's cells near the circle and whether it covers each whole (:meth:`Grid.cells`),
