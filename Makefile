@@ -28,7 +28,7 @@ install-dev: $(VENV)/.installed-dev
 demo: install
 	$(BIN)/embedrec demo
 
-# two processes (pytest-xdist), a test file to each in turn: about 11 minutes on 2 cores
+# two processes (pytest-xdist), a test file to each in turn: about 10 minutes on 2 cores
 # instead of 20; the files' module fixtures stay in one process
 test: install-dev
 	$(BIN)/ruff check src tests benchmarks

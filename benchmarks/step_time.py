@@ -61,15 +61,28 @@ def parse_variant(text: str) -> dict[str, Any]:
     return params
 
 
-def measure(args: argparse.Namespace, events: Path, listings: Path) -> list[dict[str, Any]]:
-    variants = [v.strip() for v in args.variants.split(";") if v.strip()]
-    runs = []
-    for text in variants:
+def checked_variants(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Each ``--variants`` entry's Recommender parameters, checked before any data is made:
+    a bad one exits with a line naming it."""
+    variants = {}
+    for text in (v.strip() for v in args.variants.split(";")):
+        if not text:
+            continue
         params = {"model": args.model, "batch_size": args.batch_size, **parse_variant(text)}
         try:
-            model, data, config = prepared(events, listings, params)
+            Recommender(**params).check_params()
         except ValueError as error:  # check_params names the parameter
             raise SystemExit(f"variant {text!r}: {error}") from None
+        variants[text] = params
+    return variants
+
+
+def measure(
+    args: argparse.Namespace, variants: dict[str, dict[str, Any]], events: Path, listings: Path
+) -> list[dict[str, Any]]:
+    runs = []
+    for text, params in variants.items():
+        model, data, config = prepared(events, listings, params)
         pairs, log_q, trained = training_pairs(model, data, config, torch.device("cpu"))
         model.set_training_pairs(pairs[0], pairs[1])
         runs.append(
@@ -138,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/step_time.py " + shlex.join(
         argv if argv is not None else sys.argv[1:]
     )
+    variants = checked_variants(args)
     with tempfile.TemporaryDirectory() as scratch:
         if args.smoke:
             args.data_dir, args.size = str(Path(scratch) / "cars-tiny"), "all"
@@ -145,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         data_dir = Path(args.data_dir)
         paths = ensure_data(data_dir, "tiny" if args.smoke else "large")
         events, listings, _ = subset(paths, parse_size(args.size), data_dir / "subsets")
-        results = measure(args, events, listings)
+        results = measure(args, variants, events, listings)
     print(render(results, command.strip(), args.size, torch.get_num_threads()))
     return 0
 

@@ -60,17 +60,19 @@ def test_benchmark_scale_smoke_reports_time_to_best_over_seeds() -> None:
     assert "(1) | " in rows[-1]  # --smoke runs one epoch: the curve peaks there
 
 
-@pytest.mark.slow
-def test_benchmark_scale_names_bad_seeds() -> None:
-    for seeds, message in (("1,x", "whole numbers"), ("1,1", "distinct seeds")):
-        done = subprocess.run(
-            [sys.executable, str(SCRIPT), "--smoke", "--seeds", seeds],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 2
-        assert f"argument --seeds: expected {message}" in done.stderr
+@pytest.mark.parametrize(
+    ("seeds", "message"), [("1,x", "whole numbers"), ("1,1", "distinct seeds")]
+)
+def test_benchmark_scale_names_bad_seeds(
+    seeds: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sys.path.insert(0, str(SCRIPT.parent))
+    from train_scale import parse_args
+
+    with pytest.raises(SystemExit) as stopped:
+        parse_args(["--smoke", "--seeds", seeds])
+    assert stopped.value.code == 2
+    assert f"argument --seeds: expected {message}" in capsys.readouterr().err
 
 
 def test_mean_curve_averages_the_epochs_every_seed_ran() -> None:

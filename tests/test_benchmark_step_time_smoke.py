@@ -31,15 +31,22 @@ def test_step_time_smoke_times_every_variant() -> None:
     assert all(len(row.split("|")[3].split(",")) == 2 for row in rows)  # two rounds each
 
 
-def test_step_time_names_a_bad_variant() -> None:
-    done = run("--variants", "default;wings=2")
-    assert done.returncode != 0
-    assert "variant 'wings=2': Recommender has no parameter 'wings'" in done.stderr
-    assert "Traceback" not in done.stderr
+@pytest.mark.parametrize(
+    ("variant", "message"),
+    [
+        ("wings=2", "variant 'wings=2': Recommender has no parameter 'wings'"),
+        ("precision=fp8", "variant 'precision=fp8': precision must be one of auto, fp32, bf16"),
+        ("hidden=0", "variant 'hidden=0': hidden must be"),
+    ],
+)
+def test_step_time_names_a_bad_variant_before_making_data(
+    variant: str, message: str, tmp_path: Path
+) -> None:
+    sys.path.insert(0, str(SCRIPT.parent))
+    from step_time import main
 
-
-def test_step_time_names_a_bad_training_setting() -> None:
-    done = run("--variants", "default;precision=fp8")
-    assert done.returncode != 0
-    assert "variant 'precision=fp8': precision must be one of auto, fp32, bf16" in done.stderr
-    assert "Traceback" not in done.stderr
+    data = tmp_path / "cars"
+    with pytest.raises(SystemExit) as stopped:
+        main(["--data-dir", str(data), "--variants", f"default;{variant}"])
+    assert str(stopped.value).startswith(message)
+    assert not data.exists()  # checked before any data is generated

@@ -118,7 +118,7 @@ def test_workers_map_one_copy_of_the_model_and_listings_and_still_take_writes(
 
 
 def test_killed_and_hung_workers_are_replaced_and_sigterm_stops_the_server(model_dir, tmp_path):
-    server = Server(model_dir, tmp_path / "store.sqlite", "--workers", "2")
+    server = Server(model_dir, tmp_path / "store.sqlite", "--workers", "2", "--worker-timeout", "5")
     try:
         before = workers_answering(server.url)
         assert len(before) == 2
@@ -127,10 +127,11 @@ def test_killed_and_hung_workers_are_replaced_and_sigterm_stops_the_server(model
         # a generous bound for a loaded CI machine; replacement takes seconds (docs/serving.md)
         after = replaced(server.url, victim, within_s=90)
         # a hung worker (stopped: alive, answering nothing) is killed and replaced after the
-        # supervisor's health-check timeout, not left holding its share of connections
+        # supervisor's health-check timeout (--worker-timeout), not left holding its share
+        # of connections
         hung = int(sorted(after)[0])
         os.kill(hung, signal.SIGSTOP)
-        after = replaced(server.url, hung, within_s=30 + 90)
+        after = replaced(server.url, hung, within_s=5 + 90)
         answer = server.get("/v1/random-listing")
         assert answer.status_code == 200
         listing = answer.json()["listing_id"]

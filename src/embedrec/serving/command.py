@@ -15,7 +15,6 @@ from embedrec.data.errors import DataError
 
 TOKEN_VARIABLE = "EMBEDREC_API_TOKEN"
 TOKEN_FILE_VARIABLE = "EMBEDREC_TOKEN_FILE"
-WORKER_HEALTHCHECK_S = 30
 
 
 def _store_path(value: str) -> str:
@@ -63,6 +62,15 @@ def _store_path(value: str) -> str:
     help="Listings file to serve instead of the training listings (new ones embedded from "
     "their features).",
 )
+@click.option(
+    "--worker-timeout",
+    default=30,
+    show_default=True,
+    type=click.IntRange(1, 3600),
+    help="With --workers above 1: seconds a worker may leave the supervisor's health check "
+    "unanswered (alive but hung) before it is killed and replaced. A dead worker is replaced "
+    "at once.",
+)
 @click.option("--log-level", default="info", show_default=True)
 def serve_command(
     model_dir: str,
@@ -73,6 +81,7 @@ def serve_command(
     token_file: str | None,
     model_root: str | None,
     listings: str | None,
+    worker_timeout: int,
     log_level: str,
 ) -> None:
     """Serve MODEL_DIR over HTTP: similar listings, recommendations, listing writes."""
@@ -146,7 +155,7 @@ def serve_command(
             # a dead worker is replaced at once; this bounds how long one that is alive but
             # hung (not answering the supervisor's ping, which a loading worker still
             # answers from its own thread) serves nobody before it is killed and replaced
-            timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
+            timeout_worker_healthcheck=worker_timeout,
         )
         run_workers(config)  # each worker accepts on a socket of its own (SO_REUSEPORT)
     except (BundleError, DataError, OSError, StoreUnavailable) as exc:
