@@ -93,7 +93,7 @@ def test_bounded_radius_search_equals_brute_force_with_adds_removes_and_exclusio
                 assert np.all(np.diff(scores[i][found[i] >= 0]) <= 0)
 
     agree([])
-    structure = catalogue._blocks[id(catalogue.index(True))][4]
+    structure = catalogue._built_layout(catalogue.index(True))
     assert structure is not None, "the searches were not bounded by clusters"
     # one or two rows per cell and cluster would mean no cluster order inside cells
     assert len(structure) < N // 4
@@ -162,7 +162,7 @@ def test_a_grid_built_before_the_index_is_built_again_and_filters_on_both_agree(
     index.filter_exact_below = 1_000
     query = vectors[:1]
     found, _ = fresh.search(query, 10, True, cases[0])
-    structure = fresh._blocks[id(index)][4]
+    structure = fresh._built_layout(index)
     assert structure is not None and structure.grid.order is not old_grid  # built again
     assert found[0].tolist() == _brute_force(fresh, cases[0], query[0], 10)
     for filters, rows in zip(cases, before, strict=True):
@@ -206,7 +206,7 @@ def test_the_loops_compiled_at_warm_up_serve_every_combination_of_filters(catalo
     radius = [*CASES, ["within=51,13,150km"], ["within=51.05,13.74,150km", "make=VW"]]
     for expressions in [*radius, *NEAREST_CASES]:
         catalogue.search(query, 10, True, [parse_filter(e) for e in expressions])
-    assert catalogue._blocks[id(catalogue.index(True))][4] is not None  # the loops ran
+    assert catalogue._built_layout(catalogue.index(True)) is not None  # the loops ran
     assert len(scan_blocks.signatures) == len(scan_clusters.signatures) == 1
 
 
@@ -271,7 +271,7 @@ def test_filtered_search_reads_the_lists_the_index_would_read(coordinates):
         return hits / (10 * len(NEAREST_CASES) * len(queries))
 
     assert agree() >= 0.95  # and the index's lists hold nearly all of the exact top 10
-    structure = catalogue._blocks.get(id(index), (None,) * 5)[4]  # the loop ran
+    structure = catalogue._built_layout(index)  # the loop ran
     assert structure is not None and (structure.grid is not None) == coordinates
     # removed rows never come back; added ones (not in any list yet) are searched as well
     catalogue.remove([f"L{i}" for i in range(0, N, 7)])

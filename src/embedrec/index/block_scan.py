@@ -124,6 +124,9 @@ def _scan(
     last: np.ndarray,
     whole: np.ndarray,
     bounded: bool,
+    radii: np.ndarray,
+    reach: np.ndarray,
+    norm: float,
     breadth: int,
     widen: int,
     want: int,
@@ -163,10 +166,14 @@ def _scan(
 
     Group ``g`` holds the blocks ``members[group_starts[g]:group_starts[g + 1]]``, block
     ``b`` the positions ``first[b]:last[b]``; groups are read by ``keys`` (a max-heap). With
-    ``bounded``, a key bounds its group's scores, and the search stops once it cannot beat
-    the k-th score. It stops anyway after ``breadth`` groups where ``want`` rows passed, else
-    after ``widen`` times as many (where they did), and so on. Also returns how many rows were
-    scored (passed)."""
+    ``bounded``, a group is one block and its key bounds its rows' scores as its centroid's
+    score plus ``norm`` (the query's) times ``radii[b]``: the search stops once a key cannot
+    beat the k-th score. ``reach[p]``, the farthest distance to the centroid among the
+    block's rows from ``p`` on, bounds those rows alike (the key less ``norm`` times
+    ``radii[b] - reach[p]``): the block is left where that cannot beat the k-th, and the
+    rows after it are not read (most of a block's, its rows coming farthest first). It stops
+    anyway after ``breadth`` groups where ``want`` rows passed, else after ``widen`` times as
+    many (where they did), and so on. Also returns how many rows were scored (passed)."""
     best_positions = np.full(fetch, -1, np.int64)
     best = np.full(fetch, -np.inf, np.float32)
     found = 0
@@ -187,7 +194,8 @@ def _scan(
                 break
             breadth *= widen  # as the index widens: the same groups, the same answers
         group = heap[0]
-        if bounded and found == fetch and keys[0] < best[fetch - 1]:
+        key = keys[0]
+        if bounded and found == fetch and key < best[fetch - 1]:
             break  # no row left can beat the k-th
         n -= 1
         keys[0], heap[0] = keys[n], heap[n]
@@ -197,6 +205,12 @@ def _scan(
             block = members[member]
             in_circle = check_whole and not whole[block]
             for p in range(first[block], last[block]):
+                if (
+                    bounded
+                    and found == fetch
+                    and key - norm * (radii[block] - reach[p]) < best[fetch - 1]
+                ):
+                    break  # no row left in the block can beat the k-th
                 if (check_live and not live[p]) or (check_allowed and not allowed[p]):
                     continue
                 if n_sets > 0:
@@ -277,6 +291,7 @@ def scan_blocks(
     first: np.ndarray,
     last: np.ndarray,
     whole: np.ndarray,
+    reach: np.ndarray,
     points: np.ndarray,
     centre: np.ndarray,
     centre_lat: float,
@@ -301,11 +316,13 @@ def scan_blocks(
     circle covers the block's cell) where the filters hold (see :func:`_scan`), the blocks
     read best bound first. Block ``b``'s rows belong to cluster ``clusters[b]`` and lie
     within ``radii[b]`` of its centroid, which bounds their scores (plus ``slack``, for
-    rounding)."""
+    rounding); ``reach`` bounds the rows from a position on (see :func:`_scan`)."""
     keys = _bounds(query, centroids, clusters, radii, slack)
+    norm = math.sqrt(_dot(query.reshape(1, -1), 0, query))
     each = np.arange(len(keys) + 1)
     return _scan(
-        query, vectors, live, keys, each, each, first, last, whole, True, len(keys) + 1, 1, 0,
+        query, vectors, live, keys, each, each, first, last, whole, True, radii, reach,
+        norm, len(keys) + 1, 1, 0,
         points, centre, centre_lat, centre_lon, edge, band, order, lat, lon, radius_km,
         ranges, lows, highs, n_ranges, codes, answers, n_sets, allowed, fetch,
     )  # fmt: skip
@@ -345,10 +362,10 @@ def scan_clusters(
     for c in range(len(centroids)):
         keys[c] = _dot(centroids, c, query)
     no_circle, no_point = np.zeros(0, np.bool_), np.zeros((1, 3))
-    nowhere = np.zeros(3)
+    nowhere, unbounded = np.zeros(3), np.zeros(0, np.float32)
     return _scan(
         query, vectors, live, keys, cluster_starts, by_cluster, starts[:-1], starts[1:],
-        no_circle, False, breadth, widen, want, no_point, nowhere, 0.0, 0.0, 0.0, 0.0, order,
-        nowhere, nowhere, 0.0, ranges, lows, highs, n_ranges, codes, answers, n_sets, allowed,
-        fetch,
+        no_circle, False, unbounded, unbounded, 0.0, breadth, widen, want, no_point, nowhere,
+        0.0, 0.0, 0.0, 0.0, order, nowhere, nowhere, 0.0, ranges, lows, highs, n_ranges, codes,
+        answers, n_sets, allowed, fetch,
     )  # fmt: skip

@@ -20,6 +20,8 @@ from embedrec.index.bounded import (
     CircleBlocks,
     ClusterBlocks,
     bounded_top_k,
+    centroid_distances,
+    cluster_order_key,
     nearest_clusters_top_k,
 )
 from embedrec.index.filters import (
@@ -110,7 +112,9 @@ class Catalogue:
         self._row_of_model: np.ndarray | None = None  # model row -> live row, built on demand
         # by id of index: (index, the base table, its rows' clusters, the centroids,
         # ClusterBlocks), built on demand
-        self._blocks: dict[int, tuple[VectorIndex, Any, Any, Any, ClusterBlocks | None]] = {}
+        # per index: the index, the base table, its rows' clusters, the centroids, the grid's
+        # sort key of the rows (cluster_order_key) and the layout (once built)
+        self._blocks: dict[int, tuple[Any, ...]] = {}
         self._circles: dict[tuple, tuple[ClusterBlocks, CircleBlocks]] = {}
 
     # ------------------------------------------------------------------ views
@@ -324,20 +328,28 @@ class Catalogue:
             if held is None or held[0] is not index or held[1] is not part.base:
                 # the base table is new after adds were merged into it: its rows' clusters
                 found = index.clusters()
-                clusters, centroids = (None, None) if found is None else found
-                if clusters is not None:
-                    clusters = clusters[: len(part.base)]
-                held = self._blocks[id(index)] = index, part.base, clusters, centroids, None
-            _, _, clusters, centroids, structure = held
+                clusters, centroids, key = None, None, None
+                if found is not None:
+                    clusters, centroids = found[0][: len(part.base)], found[1]
+                    distances = centroid_distances(clusters, index.vectors, centroids)
+                    key = cluster_order_key(clusters, distances)
+                held = index, part.base, clusters, centroids, key, None
+                self._blocks[id(index)] = held
+            _, _, clusters, centroids, key, structure = held
             if clusters is None:
                 return None  # an index without clusters
-            grid = table_grid(part.base, part.cache, within=clusters)
+            grid = table_grid(part.base, part.cache, within=key)
             if structure is None or structure.grid is not grid:
                 structure = ClusterBlocks.build(clusters, index.vectors, centroids, grid)
-                self._blocks[id(index)] = index, part.base, clusters, centroids, structure
+                self._blocks[id(index)] = (*held[:-1], structure)
         # a grid ordered by another index's clusters (cosine and dot product on one
         # catalogue) cuts this index's clusters into blocks too small to pay
         return structure if len(structure) <= len(part.base) // _ROWS_PER_BLOCK else None
+
+    def _built_layout(self, index: VectorIndex) -> ClusterBlocks | None:
+        """The layout a search over ``index`` built and keeps (None: none yet)."""
+        held = self._blocks.get(id(index))
+        return None if held is None else held[-1]
 
     def _scan_layout(
         self, index: VectorIndex, filters: Sequence[Filter], m: int
