@@ -11,7 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from embedrec.index.bounded import ClusterBlocks, bounded_top_k, compile_scan
+from embedrec.index.bounded import (
+    FIRST_BLOCKS,
+    ClusterBlocks,
+    bounded_top_k,
+    centroid_distances,
+    cluster_order_key,
+    compile_scan,
+)
 from embedrec.index.catalogue import MERGE_MIN_ROWS, Catalogue
 from embedrec.index.filters import (
     FilterCache,
@@ -124,26 +131,38 @@ def test_bounded_top_k_scores_few_rows_and_finds_the_exact_top_k():
     index = catalogue.index(True)
     clusters, centroids = index.clusters()
     radius = RadiusFilter(50.5, 10.0, 220.0)
-    cache = FilterCache()
-    grid = radius.grid(table, cache, within=clusters)
-    structure = ClusterBlocks.build(clusters, index.vectors, centroids, grid)
-    circle = structure.of_cells(*radius.cells(grid))
     inside = np.flatnonzero(allowed_mask([radius], table))
-    assert set(inside) <= set(grid.order[circle.positions()].tolist())  # blocks hold the circle
-    tests = position_tests([radius], grid.order, table, cache, circle.positions, radius)
-    ordered = index.vectors[grid.order]
-    rng = np.random.default_rng(2)
-    scored = []
-    for query in index.vectors[rng.choice(N, 20, replace=False)]:
-        rows, scores, n_scored = bounded_top_k(
-            query, 10, structure, circle, tests, ordered, np.zeros(0, dtype=bool)
-        )
-        scored.append(n_scored)
-        exact = inside[np.argsort(-(index.vectors[inside] @ query), kind="stable")[:10]]
-        assert rows.tolist() == exact.tolist()
-        np.testing.assert_allclose(scores, index.vectors[exact] @ query, rtol=1e-5)
+    queries = index.vectors[np.random.default_rng(2).choice(N, 20, replace=False)]
+    farthest_first = cluster_order_key(clusters, centroid_distances(clusters, vectors, centroids))
+    scored: dict[tuple[str, int], float] = {}
+    # each list's rows in a cell as they come, or farthest from the centroid first (as a
+    # catalogue orders them); the heap holding the best-bound blocks first, or all of them
+    for within, order_name in ((clusters, "as they come"), (farthest_first, "farthest first")):
+        cache = FilterCache()
+        grid = radius.grid(table, cache, within=within)
+        structure = ClusterBlocks.build(clusters, index.vectors, centroids, grid)
+        circle = structure.of_cells(*radius.cells(grid))
+        assert set(inside) <= set(grid.order[circle.positions()].tolist())  # hold the circle
+        assert len(circle.first) > 2 * 8  # the two-phase heap below takes effect
+        tests = position_tests([radius], grid.order, table, cache, circle.positions, radius)
+        ordered = index.vectors[grid.order]
+        for first_blocks in (FIRST_BLOCKS, 8):
+            counts = []
+            for query in queries:
+                rows, scores, n_scored = bounded_top_k(
+                    query, 10, structure, circle, tests, ordered, np.zeros(0, dtype=bool),
+                    first_blocks,
+                )  # fmt: skip
+                counts.append(n_scored)
+                exact = inside[np.argsort(-(index.vectors[inside] @ query), kind="stable")[:10]]
+                assert rows.tolist() == exact.tolist(), (order_name, first_blocks)
+                np.testing.assert_allclose(scores, index.vectors[exact] @ query, rtol=1e-5)
+            scored[order_name, first_blocks] = float(np.median(counts))
     # most of the circle's rows are never scored: their clusters' bounds rule them out
-    assert np.median(scored) * 2 < len(inside)
+    assert scored["as they come", FIRST_BLOCKS] * 2 < len(inside)
+    # and with the farthest rows first, a block is left at the first row whose own bound
+    # cannot reach the top 10
+    assert scored["farthest first", FIRST_BLOCKS] < scored["as they come", FIRST_BLOCKS]
 
 
 def test_a_grid_built_before_the_index_is_built_again_and_filters_on_both_agree():

@@ -27,6 +27,8 @@ import numpy as np
 
 from embedrec.geo import EARTH_RADIUS_KM
 
+_SAMPLE_EVERY = 8  # a bounded search's first groups: their key threshold from every 8th key
+
 
 def _compiled(**options: object) -> Callable[[Callable], Callable]:
     """numba's ``njit`` without the GIL, cached on disk; where numba finds no writable place
@@ -127,6 +129,7 @@ def _scan(
     radii: np.ndarray,
     reach: np.ndarray,
     norm: float,
+    first_groups: int,
     breadth: int,
     widen: int,
     want: int,
@@ -185,21 +188,45 @@ def _scan(
     r0, r1, r2, r3 = ranges
     low0, low1, low2, low3 = lows[0], lows[1], lows[2], lows[3]
     high0, high1, high2, high3 = highs[0], highs[1], highs[2], highs[3]
-    heap = _heap(keys)
-    n = len(keys)
+    # a bounded search reads a few hundred of a large circle's thousands of groups: the
+    # heap holds first those whose key is about among the best ``first_groups`` (a
+    # threshold from a sample of the keys), the others only if the search gets to them
+    later = np.zeros(0, np.int64)
+    threshold = -np.inf
+    if bounded and len(keys) > 2 * first_groups >= 2 * _SAMPLE_EVERY:
+        sample = keys[::_SAMPLE_EVERY].copy()
+        rank = len(sample) - first_groups // _SAMPLE_EVERY
+        threshold = np.partition(sample, rank)[rank]
+        ids = np.nonzero(keys >= threshold)[0]
+        later = np.nonzero(keys < threshold)[0]
+    else:
+        ids = np.arange(len(keys))
+    heap_keys = keys[ids]
+    heap = _heap(heap_keys)
+    n = len(heap_keys)
     visited = 0
-    while n:
+    while True:
+        if n == 0:
+            # the later groups' keys lie below the threshold: read on only if one can beat
+            # the k-th (or fewer than k rows were found)
+            if len(later) == 0 or (found == fetch and threshold <= best[fetch - 1]):
+                break
+            ids, later = later, later[:0]
+            heap_keys = keys[ids]
+            heap = _heap(heap_keys)
+            n = len(heap_keys)
+            continue
         if visited == breadth:
             if scored >= want:
                 break
             breadth *= widen  # as the index widens: the same groups, the same answers
-        group = heap[0]
-        key = keys[0]
+        group = ids[heap[0]]
+        key = heap_keys[0]
         if bounded and found == fetch and key < best[fetch - 1]:
             break  # no row left can beat the k-th
         n -= 1
-        keys[0], heap[0] = keys[n], heap[n]
-        _sift_down(keys, heap, n, 0)
+        heap_keys[0], heap[0] = heap_keys[n], heap[n]
+        _sift_down(heap_keys, heap, n, 0)
         visited += 1
         for member in range(group_starts[group], group_starts[group + 1]):
             block = members[member]
@@ -311,18 +338,20 @@ def scan_blocks(
     n_sets: int,
     allowed: np.ndarray,
     fetch: int,
+    first_groups: int,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """The exact top ``fetch`` of a circle's blocks ``first[b]:last[b]`` (``whole``: the
     circle covers the block's cell) where the filters hold (see :func:`_scan`), the blocks
     read best bound first. Block ``b``'s rows belong to cluster ``clusters[b]`` and lie
     within ``radii[b]`` of its centroid, which bounds their scores (plus ``slack``, for
-    rounding); ``reach`` bounds the rows from a position on (see :func:`_scan`)."""
+    rounding); ``reach`` bounds the rows from a position on, and the heap holds at first
+    about the ``first_groups`` blocks of the best bounds (see :func:`_scan`)."""
     keys = _bounds(query, centroids, clusters, radii, slack)
     norm = math.sqrt(_dot(query.reshape(1, -1), 0, query))
     each = np.arange(len(keys) + 1)
     return _scan(
         query, vectors, live, keys, each, each, first, last, whole, True, radii, reach,
-        norm, len(keys) + 1, 1, 0,
+        norm, first_groups, len(keys) + 1, 1, 0,
         points, centre, centre_lat, centre_lon, edge, band, order, lat, lon, radius_km,
         ranges, lows, highs, n_ranges, codes, answers, n_sets, allowed, fetch,
     )  # fmt: skip
@@ -365,7 +394,7 @@ def scan_clusters(
     nowhere, unbounded = np.zeros(3), np.zeros(0, np.float32)
     return _scan(
         query, vectors, live, keys, cluster_starts, by_cluster, starts[:-1], starts[1:],
-        no_circle, False, unbounded, unbounded, 0.0, breadth, widen, want, no_point, nowhere,
+        no_circle, False, unbounded, unbounded, 0.0, 0, breadth, widen, want, no_point, nowhere,
         0.0, 0.0, 0.0, 0.0, order, nowhere, nowhere, 0.0, ranges, lows, highs, n_ranges, codes,
         answers, n_sets, allowed, fetch,
     )  # fmt: skip

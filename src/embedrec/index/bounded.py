@@ -31,6 +31,10 @@ from embedrec.index.grid import Grid, run_positions
 _BOUND_SLACK = 1e-4
 # range and set filters the compiled loop checks (each kind); more go into a position mask
 MAX_TESTS = 4
+# a radius search's heap holds at first about this many of the circle's blocks, those of
+# the best bounds: a large circle has thousands, of which it reads a few hundred, and
+# ordering them all took longer than the bounds (block_scan._scan)
+FIRST_BLOCKS = 1024
 
 
 @dataclass(frozen=True)
@@ -208,11 +212,12 @@ def bounded_top_k(
     tests: PositionTests,
     vectors: np.ndarray,
     live: np.ndarray,
+    first_blocks: int = FIRST_BLOCKS,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """The top ``fetch`` (rows, scores) of the ``circle``'s rows where ``tests`` hold, by
     dot product with ``query`` (float32) of ``vectors``, the rows' in the grid's order, best
     first and padded with -1 / -inf; ``live`` flags the positions' rows (empty: all live).
-    Also returns how many rows were scored."""
+    Also returns how many rows were scored. The same answers whatever ``first_blocks``."""
     from embedrec.index.block_scan import scan_blocks  # numba: imported on first use
 
     c = tests.circle
@@ -241,6 +246,7 @@ def bounded_top_k(
         c.radius_km,
         *_column_tests(tests),
         fetch,
+        first_blocks,
     )
 
 
