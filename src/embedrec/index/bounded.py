@@ -67,11 +67,14 @@ class ClusterBlocks:
         vectors: np.ndarray,
         centroids: np.ndarray,
         grid: Grid | None = None,
+        row_distances: np.ndarray | None = None,
     ) -> ClusterBlocks:
         """The blocks of ``grid`` (a grid ordered within each cell by
         :func:`cluster_order_key`), or of the rows ordered by that key alone, given each
-        row's cluster (-1: none, a removed row) and vector, and the clusters' centroids."""
-        row_distances = centroid_distances(row_clusters, vectors, centroids)
+        row's cluster (-1: none, a removed row) and vector, and the clusters' centroids
+        (``row_distances``: :func:`centroid_distances` of the rows, where already known)."""
+        if row_distances is None:
+            row_distances = centroid_distances(row_clusters, vectors, centroids)
         if grid is None:
             order = np.argsort(cluster_order_key(row_clusters, row_distances), kind="stable")
             cells = np.zeros(len(order), dtype=np.int64)

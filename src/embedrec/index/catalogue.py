@@ -110,8 +110,6 @@ class Catalogue:
         self._exact_below = exact_below
         self._indexes: dict[bool, VectorIndex] = {}
         self._row_of_model: np.ndarray | None = None  # model row -> live row, built on demand
-        # by id of index: (index, the base table, its rows' clusters, the centroids,
-        # ClusterBlocks), built on demand
         # per index: the index, the base table, its rows' clusters, the centroids, the grid's
         # sort key of the rows (cluster_order_key) and the layout (once built)
         self._blocks: dict[int, tuple[Any, ...]] = {}
@@ -325,6 +323,7 @@ class Catalogue:
             return None
         with self._lock:
             held = self._blocks.get(id(index))
+            distances = None  # computed for the sort key, reused by a first layout
             if held is None or held[0] is not index or held[1] is not part.base:
                 # the base table is new after adds were merged into it: its rows' clusters
                 found = index.clusters()
@@ -340,7 +339,7 @@ class Catalogue:
                 return None  # an index without clusters
             grid = table_grid(part.base, part.cache, within=key)
             if structure is None or structure.grid is not grid:
-                structure = ClusterBlocks.build(clusters, index.vectors, centroids, grid)
+                structure = ClusterBlocks.build(clusters, index.vectors, centroids, grid, distances)
                 self._blocks[id(index)] = (*held[:-1], structure)
         # a grid ordered by another index's clusters (cosine and dot product on one
         # catalogue) cuts this index's clusters into blocks too small to pay

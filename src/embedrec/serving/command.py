@@ -68,8 +68,8 @@ def _store_path(value: str) -> str:
     show_default=True,
     type=click.IntRange(1, 3600),
     help="With --workers above 1: seconds a worker may leave the supervisor's health check "
-    "unanswered (alive but hung) before it is killed and replaced. A dead worker is replaced "
-    "at once.",
+    "unanswered (alive but hung) before it is killed and replaced; on a busy machine a few "
+    "seconds can kill a worker that is still loading. A dead worker is replaced at once.",
 )
 @click.option("--log-level", default="info", show_default=True)
 def serve_command(
