@@ -154,14 +154,14 @@ def airbnb_scorer(mf: Recommender, task):  # noqa: ANN001, ANN201
     return score
 
 
-def neighbour_quality(rec: Recommender, catalogue, rows: np.ndarray, k: int = 10) -> dict:
-    """Share of each listing's top-k similar listings within 100 km, same segment, within
-    25% of the price."""
-    table = catalogue.table
-    found, _ = catalogue.search(
-        catalogue.unit_vectors[rows], k, True, exclude=[np.array([r]) for r in rows]
+def neighbour_quality(retriever, rows: np.ndarray, k: int = 10) -> dict:  # noqa: ANN001
+    """Share of each listing's top-k similar listings (as ``similar`` answers) within 100 km,
+    same segment, within 25% of the price."""
+    catalogue = retriever.catalogue
+    found, _ = retriever.search_similar(
+        catalogue.unit_vectors[rows], k, exclude=[np.array([r]) for r in rows]
     )
-    return _shares(table, rows, found)
+    return _shares(catalogue.table, rows, found)
 
 
 def _shares(table: pd.DataFrame, rows: np.ndarray, found: np.ndarray) -> dict:
@@ -494,14 +494,15 @@ def _neighbours_section(fitted: dict, task, reference: Recommender) -> list[str]
     knn_rows = np.where(found >= 0, to_catalogue[np.maximum(found, 0)], -1)
     rows_of["item-kNN, warm"] = (warm_rows, _shares(catalogue.table, warm_rows, knn_rows))
     for name, rec in fitted.items():
-        own = rec.retriever(catalogue.table).catalogue if rec is not reference else catalogue
+        retriever = rec.retriever(catalogue.table)
+        own = retriever.catalogue
         ids = catalogue.table["listing_id"].to_numpy()
         own_warm = own.rows_of(ids[warm_rows].tolist())
         own_warm = own_warm[own_warm >= 0]
-        rows_of[f"{name}, warm"] = (own_warm, neighbour_quality(rec, own, own_warm))
+        rows_of[f"{name}, warm"] = (own_warm, neighbour_quality(retriever, own_warm))
         if name != "mf":
             own_cold = own.rows_of(ids[cold_rows].tolist())
-            rows_of[f"{name}, cold"] = (own_cold, neighbour_quality(rec, own, own_cold))
+            rows_of[f"{name}, cold"] = (own_cold, neighbour_quality(retriever, own_cold))
     for name, (rows, shares) in rows_of.items():
         lines.append(
             f"| {name} | {len(rows):,} | {shares['within_100km']:.0%} | "

@@ -147,9 +147,10 @@ def cosine_top_k(
 
 # ------------------------------------------------------------------ embedrec
 def recommender_neighbours(rec: Recommender, task: PairTask) -> np.ndarray:
-    """The retriever's similar listings (cosine over the catalogue, as ``similar`` answers)
-    for the task's queries, as task rows; -1 rows for listings the model cannot embed."""
-    own = rec.retriever(task.table).catalogue
+    """The retriever's similar listings (as ``similar`` answers) for the task's queries, as
+    task rows; -1 rows for listings the model cannot embed."""
+    retriever = rec.retriever(task.table)
+    own = retriever.catalogue
     own_rows = own.rows_of(task.table["listing_id"].tolist())
     to_task = np.full(own.n_rows, -1, dtype=np.int64)
     to_task[own_rows[own_rows >= 0]] = np.flatnonzero(own_rows >= 0)
@@ -158,7 +159,7 @@ def recommender_neighbours(rec: Recommender, task: PairTask) -> np.ndarray:
     found = np.full((len(rows), K), -1, dtype=np.int64)
     if ok.any():
         exclude = [rows[i : i + 1] for i in np.flatnonzero(ok)]
-        hits, _ = own.search(own.unit_vectors[rows[ok]], K, True, exclude=exclude)
+        hits, _ = retriever.search_similar(own.unit_vectors[rows[ok]], K, exclude=exclude)
         found[ok] = np.where(hits >= 0, to_task[np.maximum(hits, 0)], -1)
     return found
 

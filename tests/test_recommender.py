@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from embedrec import BundleError, Recommender, load
 from embedrec.retrieval import UnknownListingError, UnknownUserError
@@ -140,6 +141,39 @@ def test_hybrid_embeds_unseen_listings_from_features(fitted_hybrid, blocks):
     vectors = fitted_hybrid.embed(catalogue)
     assert len(vectors) == len(catalogue)
     assert np.allclose(np.linalg.norm(np.stack(vectors["embedding"]), axis=1), 1.0, atol=1e-5)
+
+
+def test_hybrid_similar_listings_are_the_next_views_of_a_one_listing_session(fitted_hybrid):
+    # "viewed this, then viewed": similar answers what the user tower predicts a visitor
+    # who viewed only this listing views next, not the listing vectors' own neighbours
+    retriever = fitted_hybrid.retriever()
+    ids = retriever.catalogue.table["listing_id"].tolist()[:20]
+    differs = 0
+    for listing in ids:
+        [similar] = retriever.similar([listing], k=10)
+        session = retriever.recommend_session([listing], k=10)
+        assert [h.listing_id for h in similar.hits] == [h.listing_id for h in session.hits]
+        assert np.allclose([h.score for h in similar.hits], [h.score for h in session.hits])
+        row = retriever.catalogue.rows_of([listing])
+        found, _ = retriever.catalogue.search(
+            retriever.catalogue.unit_vectors[row], 10, True, exclude=[row]
+        )
+        differs += list(found[0]) != list(
+            retriever.catalogue.rows_of([h.listing_id for h in similar.hits])
+        )
+    assert differs > 0  # not the listing vectors' cosine neighbours after all
+
+
+def test_hybrid_anonymous_query_in_numpy_is_the_user_tower(fitted_hybrid):
+    model = fitted_hybrid.model_
+    vectors = np.random.default_rng(0).normal(size=(7, model.config["dim"])).astype(np.float32)
+    with torch.no_grad():
+        tower = model.user_from(torch.as_tensor(vectors)).numpy()
+    assert np.allclose(model.similar_queries(vectors), tower, atol=1e-5)
+    query, cosine = model.session_vector(vectors)
+    with torch.no_grad():
+        pooled = model.user_from(torch.as_tensor(vectors.mean(axis=0, keepdims=True))).numpy()
+    assert np.allclose(query, pooled, atol=1e-5) and not cosine
 
 
 def test_new_listing_ranks_high_for_the_right_users(fitted_hybrid, blocks):

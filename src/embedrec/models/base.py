@@ -216,6 +216,11 @@ class RecModel(nn.Module):
         searched by cosine (True) or by dot product."""
         return listing_vectors.mean(axis=0, keepdims=True), True
 
+    def similar_queries(self, unit_vectors: np.ndarray) -> np.ndarray:
+        """Queries, searched by cosine, for the listings most like these ones (their unit
+        vectors, a row each): the vectors themselves where a model learns no order of views."""
+        return unit_vectors
+
     @torch.no_grad()
     def score_listings(
         self, users: np.ndarray, vectors: np.ndarray, rows: np.ndarray, strict: bool = True

@@ -276,11 +276,32 @@ class HybridTwoTower(FeatureModel):
         self.train(was_training)
         return vectors if split is None else split.gather(vectors)[:n]
 
-    @torch.no_grad()
     def session_vector(self, listing_vectors: np.ndarray) -> tuple[np.ndarray, bool]:
         # the user tower of an anonymous user: no id, the session's listings as history
-        pooled = listing_vectors.mean(axis=0, keepdims=True)
-        return self.user_from(torch.as_tensor(pooled)).numpy(), False
+        return self.anonymous_users(listing_vectors.mean(axis=0, keepdims=True)), False
+
+    def similar_queries(self, unit_vectors: np.ndarray) -> np.ndarray:
+        # "viewed this, then viewed": a visitor whose session is this one listing, whose
+        # next view the user tower was trained to predict. Judged by the next listing viewed
+        # in real sessions, this beat the listing's own vector by 4% on warm listings and 16%
+        # on cold ones (docs/evaluation.md)
+        return self.anonymous_users(unit_vectors)
+
+    def anonymous_users(self, pooled: np.ndarray) -> np.ndarray:
+        """``user_from(pooled)`` without a user id, in numpy: one query through torch's
+        operators took 0.3 ms, more than the search it asks for."""
+        from scipy.special import erf  # 0.14 s to import: only where a query needs it
+
+        first, second = self.user_mlp[0], self.user_mlp[2]
+        weight = first.weight.detach().cpu().numpy()
+        dim = pooled.shape[1]
+        # an anonymous user's id vector is zero: only the history's columns of the first layer
+        hidden = pooled @ weight[:, -dim:].T + first.bias.detach().cpu().numpy()
+        hidden *= 0.5 * (1.0 + erf(hidden / np.float32(np.sqrt(2.0))))  # exact GELU
+        out = hidden @ second.weight.detach().cpu().numpy().T
+        out += second.bias.detach().cpu().numpy() + pooled
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return (out / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
 
     def catalogue_vectors(self, n_listings: int) -> torch.Tensor:
         return self.all_listing_vectors()[:n_listings]

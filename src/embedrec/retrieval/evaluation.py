@@ -109,7 +109,7 @@ def similar_by_behaviour(
     rows, next_rows = rows[inside], next_rows[inside]
     queries, query_of_pair = np.unique(rows, return_inverse=True)
     itself = [queries[i : i + 1] for i in range(len(queries))]
-    found, _ = catalogue.search(catalogue.unit_vectors[queries], max(ks), True, exclude=itself)
+    found, _ = retriever.search_similar(catalogue.unit_vectors[queries], max(ks), exclude=itself)
     found = found[query_of_pair]
     trained = retriever.model.n_trained_listings
     model_rows = catalogue.model_rows[rows]

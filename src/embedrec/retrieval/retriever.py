@@ -131,7 +131,8 @@ class Retriever:
     def similar(
         self, listing_ids: Sequence, k: int = 10, filters: FilterSpec = None
     ) -> list[Results]:
-        """Top-``k`` listings by cosine similarity to each query listing.
+        """Top-``k`` listings most like each query listing: those a visitor who viewed it
+        would view next, as the model predicts them (``search_similar``).
 
         A query listing outside the catalogue but known to the model is embedded from its
         training fields. Raises UnknownListingError, naming every unknown id, before any
@@ -157,8 +158,22 @@ class Retriever:
                 self.listings.iloc[model_outside], model_outside
             )
         exclude = [rows[p : p + 1][rows[p : p + 1] >= 0] for p in range(len(ids))]
-        found, scores = catalogue.search(queries, k, True, as_filters(filters), exclude)
+        found, scores = self.search_similar(queries, k, as_filters(filters), exclude)
         return [self._results(q, f, s) for q, f, s in zip(ids, found, scores, strict=True)]
+
+    def search_similar(
+        self,
+        unit_vectors: np.ndarray,
+        k: int,
+        filters: Sequence[Filter] | None = None,
+        exclude: Sequence[np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Catalogue rows and scores of the ``k`` listings most like each listing given by
+        its unit vector: by the model's query for it (``RecModel.similar_queries``: a
+        session of that one listing for ``hybrid``, the vector itself for models that learn
+        no order of views), by cosine."""
+        queries = self.model.similar_queries(unit_vectors)
+        return self.catalogue.search(queries, k, True, filters, exclude)
 
     def recommend(
         self, user_ids: Sequence, k: int = 10, filters: FilterSpec = None
@@ -281,7 +296,7 @@ class Retriever:
 
         def rank(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             own = [rows[i : i + 1] for i in range(len(rows))]
-            return catalogue.search(catalogue.unit_vectors[rows], k, True, parsed, own)
+            return self.search_similar(catalogue.unit_vectors[rows], k, parsed, own)
 
         return self._write_all(out, "query_id", ids, live, k, chunk_size, part, progress, rank)
 
