@@ -401,8 +401,9 @@ def similar(
     as_json: bool,
     filters: tuple[str, ...],
 ) -> None:
-    """Listings most similar to each LISTING_ID (cosine of listing embeddings), or to every
-    listing (--all --out FILE.parquet: query_id, rank, listing_id, score)."""
+    """Listings most similar to each LISTING_ID (hybrid: those a visitor who viewed it views
+    next, as the model predicts; mf, deep: cosine of listing embeddings), or to every listing
+    (--all --out FILE.parquet: query_id, rank, listing_id, score)."""
     if not listing_ids and not all_listings:
         raise click.UsageError("give LISTING_ID(s) or --all --out FILE.parquet")
     part = _check_batch(all_listings, "--all", listing_ids, out_file, **{"--json": as_json})
