@@ -232,6 +232,11 @@ def test_hybrid_without_user_ids_recommends_from_history(blocks, tmp_path):
     assert again.get_params()["user_ids"] is False
     assert again.model_.history_gradient and again.get_params()["history_gradient"]
     assert again.recommend(users[:3]) == rec.recommend(users[:3])
+    # the similar listings' query reads the whole first layer when there is no id half
+    vectors = again.retriever().catalogue.unit_vectors[:5]
+    with torch.no_grad():
+        tower = again.model_.user_from(torch.as_tensor(vectors)).numpy()
+    assert np.allclose(again.model_.similar_queries(vectors), tower, atol=1e-5)
     with pytest.raises(ValueError, match="user_ids=False needs model 'hybrid'"):
         Recommender(model="mf", user_ids=False).fit(events, listings)
     with pytest.raises(ValueError, match="history_gradient=True needs model 'hybrid'"):

@@ -355,14 +355,17 @@ class Retriever:
 
     def warm_up(self) -> None:
         """Build now what the first queries would otherwise build: the vector indexes, the
-        map from model rows to catalogue rows, the model's caches and the compiled loops of
-        filtered searches. At 1M listings several seconds, which a server should spend before
-        it answers, not in its first requests."""
+        map from model rows to catalogue rows, the model's caches, the compiled loops of
+        filtered searches and what the model's similar-listing queries import. At 1M
+        listings several seconds, which a server should spend before it answers, not in its
+        first requests."""
         compile_scan()
         for cosine in (True, False):
             self.catalogue.index(cosine)
         self.catalogue.rows_of_model_rows(np.zeros(0, dtype=np.int64))
         self.model.fill_cache()
+        # a model's first similar query may import what its query needs (scipy.special)
+        self.model.similar_queries(self.catalogue.unit_vectors[:1])
 
     def _results(self, query: Any, rows: np.ndarray, scores: np.ndarray) -> Results:
         keep = rows >= 0
