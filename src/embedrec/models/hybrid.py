@@ -114,6 +114,7 @@ class HybridTwoTower(FeatureModel):
         self.histories = torch.zeros((n_users, history), dtype=torch.long)
         self.history_lengths = torch.zeros(n_users, dtype=torch.long)
         self.cached_listings: torch.Tensor | None = None
+        self._numpy_tower: tuple | None = None  # anonymous_users' numpy views of the tower
         self.sequence: torch.Tensor | None = None
         self.sequence_starts: torch.Tensor | None = None
 
@@ -293,14 +294,27 @@ class HybridTwoTower(FeatureModel):
         from scipy.special import erf  # 0.14 s to import: only where a query needs it
 
         first, second = self.user_mlp[0], self.user_mlp[2]
-        weight = first.weight.detach().cpu().numpy()
-        dim = pooled.shape[1]
-        # an anonymous user's id vector is zero: only the history's columns of the first layer
-        hidden = pooled @ weight[:, -dim:].T + first.bias.detach().cpu().numpy()
+        held = self._numpy_tower
+        if held is None or held[0] is not first.weight or held[1] != first.weight.data_ptr():
+            # an anonymous user's id vector is zero: only the history's columns of the first
+            # layer count. On the CPU these are views of the weights, which steps update in
+            # place; kept while the first layer's weight is the same tensor in the same place
+            weight = first.weight.detach().cpu().numpy()
+            arrays = (
+                weight[:, -self._config["dim"] :].T,
+                first.bias.detach().cpu().numpy(),
+                second.weight.detach().cpu().numpy().T,
+                second.bias.detach().cpu().numpy(),
+            )
+            on_cpu = first.weight.device.type == "cpu"
+            held = (first.weight, first.weight.data_ptr(), arrays)
+            self._numpy_tower = held if on_cpu else None
+        first_weight, first_bias, second_weight, second_bias = held[2]
+        hidden = pooled @ first_weight + first_bias
         hidden *= 0.5 * (1.0 + erf(hidden / np.float32(np.sqrt(2.0))))  # exact GELU
-        out = hidden @ second.weight.detach().cpu().numpy().T
-        out += second.bias.detach().cpu().numpy() + pooled
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        out = hidden @ second_weight
+        out += second_bias + pooled
+        norms = np.sqrt((out * out).sum(axis=1, keepdims=True))
         return (out / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
 
     def catalogue_vectors(self, n_listings: int) -> torch.Tensor:
@@ -310,5 +324,7 @@ class HybridTwoTower(FeatureModel):
         self.all_listing_vectors()
 
     def refresh(self) -> None:
-        """Forget the cached listing vectors: the listing tower changed."""
+        """Forget the cached listing vectors (the listing tower changed) and the numpy
+        views of the user tower (the weights may have moved to another device)."""
         self.cached_listings = None
+        self._numpy_tower = None
