@@ -4,6 +4,7 @@
     python benchmarks/index.py --trained    # a trained model's vectors (docs/index-benchmark.md)
     python benchmarks/index.py --smoke      # tiny sizes, seconds; used by CI
     python benchmarks/index.py --scenarios-only --sizes 1000000   # filter scenarios alone
+    python benchmarks/index.py --query-kinds --out docs/index-benchmark.md  # breadth per kind
 
 Vectors are synthetic but shaped like trained embeddings: a mixture of Gaussians on the unit
 sphere (a few hundred clusters of very different sizes and spreads), L2-normalised. Queries are
@@ -298,6 +299,86 @@ def catalogue_filters(work: Path, n_queries: int, seed: int) -> list[str]:
     return [*lines, ""]
 
 
+QUERY_KINDS_MARKERS = ("<!-- generated:query-kinds:start -->", "<!-- generated:query-kinds:end -->")
+
+
+def query_kinds(work: Path, n_queries: int, seed: int) -> str:
+    """Recall@10 and latency of each kind of query the trained 1M catalogue answers, at the
+    breadth calibrated on listing vectors and at the breadth calibrated for that kind."""
+    from common import large_model, new_listings
+
+    from embedrec import Recommender
+    from embedrec.retrieval.retriever import SIMILAR, USER
+
+    model, listings, _ = large_model(work)
+    retriever = Recommender.load(model).retriever(listings)
+    retriever.warm_up()
+    catalogue, net = retriever.catalogue, retriever.model
+    new, _, _ = retriever.embed_listings(new_listings(listings, n_queries, seed))
+    new /= np.linalg.norm(new, axis=1, keepdims=True)
+    # users other than the calibration's draw (seed 0) for the most part
+    users = np.random.default_rng(seed + 1).choice(len(retriever.users), n_queries, replace=False)
+    kinds = [
+        ("new listings' own vectors", new, True, None),
+        ("similar listings (`similar`)", net.similar_queries(new), True, SIMILAR),
+        ("users (`recommend`)", net.query_vectors(users), False, USER),
+    ]
+    faiss.omp_set_num_threads(1)
+    lines = [
+        "## Search breadth per kind of query",
+        "",
+        f"Command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`".rstrip(),
+        "",
+        f"- Machine: {platform.platform()}, {os.cpu_count()} CPUs; faiss {faiss.__version__}",
+        f"- {len(catalogue):,} listings of the `large` car data, a hybrid trained on its "
+        f"first 1M events (`common.large_model`); {n_queries} queries of each kind, one at "
+        "a time, k = 10, in-process "
+        "`Catalogue.search`, unfiltered and with `price<=25000 year>=2015` (38% of rows). "
+        f"p50 and p99 are the median of {REPEATS} passes. Recall@10 is against the exact top "
+        "10 (a result counts when it scores at least the exact 10th score).",
+        "- `listings' breadth`: the `nprobe` calibrated on held-out listing vectors, which "
+        "every query used before; `own breadth`: the `nprobe` calibrated at build time on 500 "
+        "queries of that kind (`Catalogue(query_samples=...)`).",
+        "",
+        "| queries | filter | breadth | nprobe | recall@10 | p50 ms | p99 ms |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for label, queries, cosine, kind in kinds:
+        index = catalogue.index(cosine)
+        queries = np.asarray(queries, dtype=np.float32)
+        if cosine:
+            queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+        vectors = catalogue.unit_vectors if cosine else catalogue.vectors
+        for expression in ("", "price<=25000 year>=2015"):
+            filters = [parse_filter(e) for e in expression.split()]
+            kept = np.flatnonzero(catalogue.allowed(filters)) if filters else slice(None)
+            tenth = np.sort(queries @ vectors[kept].T, axis=1)[:, -10]
+            for breadth, asked in (("listings'", None), ("own", kind)):
+                if breadth == "own" and kind is None:
+                    continue
+                catalogue.search(queries[:1], 10, cosine, filters, kind=asked)
+                passes = []
+                for _ in range(REPEATS):
+                    latency, found = np.empty(n_queries), []
+                    for i in range(n_queries):
+                        t0 = time.perf_counter()
+                        _, scores = catalogue.search(
+                            queries[i : i + 1], 10, cosine, filters, kind=asked
+                        )
+                        latency[i] = time.perf_counter() - t0
+                        found.append(scores[0])
+                    passes.append(np.percentile(latency, [50, 99]) * 1e3)
+                p50, p99 = np.median(passes, axis=0)
+                recall = float(np.mean(np.array(found) >= tenth[:, None] - 1e-5))
+                nprobe = index.breadths.get(asked, index.nprobe) if asked else index.nprobe
+                lines.append(
+                    f"| {label} | {f'`{expression}`' if expression else '-'} | {breadth} "
+                    f"| {nprobe} | {recall:.4f} | {p50:.3f} | {p99:.3f} |"
+                )
+                print(lines[-1], file=sys.stderr, flush=True)
+    return "\n".join(lines)
+
+
 # Filtered similar-listing searches on a synthetic catalogue: (name, filter expressions).
 SCENARIOS = (
     ("radius", "within=51.05,13.74,100km"),
@@ -398,6 +479,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="also write the markdown here")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
     parser.add_argument("--trained", action="store_true", help="a trained model's vectors")
+    parser.add_argument("--query-kinds", action="store_true",
+                        help="only each kind of query's breadth, trained catalogue")  # fmt: skip
     parser.add_argument("--scenarios-only", action="store_true",
                         help="only the filter scenarios, on the largest size")  # fmt: skip
     parser.add_argument("--work", type=Path, default=Path("/tmp/embedrec-serving-bench"),
@@ -408,6 +491,12 @@ def main(argv: list[str] | None = None) -> int:
         args.kinds = "exact,ivf,hnsw"
     args.sizes = [int(s) for s in str(args.sizes).split(",") if s]
     args.kinds = [s.strip() for s in str(args.kinds).split(",") if s.strip()]
+    if args.query_kinds:
+        report = query_kinds(args.work, args.queries, args.seed)
+        print(report)
+        if args.out:
+            write_generated(args.out, report, *QUERY_KINDS_MARKERS)
+        return 0
     report = run(args)
     print(report)
     if args.out:

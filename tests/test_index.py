@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from embedrec.index.catalogue import Catalogue
 from embedrec.index.filters import (
     ExcludeFilter,
     FilterCache,
@@ -218,6 +219,67 @@ def test_unfiltered_recall(ivf, data, queries):
     np.testing.assert_array_equal(exact_rows, truth)
 
 
+def blended(data: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Queries of another kind than the rows: the mean of three random rows (mostly of
+    different clusters, so between them), as a user's query lies between what they viewed."""
+    rng = np.random.default_rng(seed)
+    q = data[rng.integers(0, len(data), (n, 3))].mean(axis=1)
+    return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_each_kind_of_query_gets_the_breadth_its_recall_needs(data, tmp_path):
+    users = blended(data, 300, seed=1)
+    index = VectorIndex(exact_below=1000).build(data, {"user": users})
+    assert index.breadths["user"] > index.nprobe
+    assert index.calibrated_recalls["user"] >= 0.99
+    fresh = blended(data, 200, seed=2)  # not those it calibrated on
+    truth, _ = top_k(fresh, data, 10)
+    as_listings = recall(index.search(fresh, 10)[0], truth)
+    as_users = recall(index.search(fresh, 10, kind="user")[0], truth)
+    assert as_users >= 0.98 and as_users > as_listings + 0.03
+    # a kind it was not given searches as the listings do; filters widen from each kind's own
+    np.testing.assert_array_equal(
+        index.search(fresh, 10, kind="other")[0], index.search(fresh, 10)[0]
+    )
+    assert index.breadth(0.25, "user") == min(index.nlist, 2 * index.breadths["user"])
+    index.save(tmp_path / "ix")
+    loaded = VectorIndex.load(tmp_path / "ix")
+    assert loaded.breadths == index.breadths
+    np.testing.assert_array_equal(
+        loaded.search(fresh, 10, kind="user")[0], index.search(fresh, 10, kind="user")[0]
+    )
+
+
+def test_catalogue_calibrates_the_kinds_its_queries_come_in(data):
+    table = pd.DataFrame({"listing_id": np.arange(N), "price": np.arange(N) % 100})
+    asked = []
+
+    def samples(cosine: bool, unit_vectors: np.ndarray) -> dict[str, np.ndarray]:
+        asked.append(cosine)
+        return {"similar": blended(unit_vectors, 300, seed=1)} if cosine else {}
+
+    catalogue = Catalogue(
+        table, data, np.arange(N), normalized=True, exact_below=1000, query_samples=samples
+    )
+    index = catalogue.index(True)
+    assert asked == [True, False] and set(index.breadths) == {"similar"}  # one index: both kinds
+    fresh = blended(data, 200, seed=2)
+    truth, _ = top_k(fresh, data, 10)
+    assert recall(catalogue.search(fresh, 10, True, kind="similar")[0], truth) >= 0.98
+    # through a filter that the unfiltered search's best rows are checked against
+    filters = [parse_filter("price>=10")]
+    kept = np.flatnonzero(table["price"].to_numpy() >= 10)
+    truth = kept[top_k(fresh, data[kept], 10)[0]]
+    assert recall(catalogue.search(fresh, 10, True, filters, kind="similar")[0], truth) >= 0.98
+    # a compacted catalogue keeps the samples, and an exact one asks for none
+    assert set(catalogue.compacted().index(True).breadths) == {"similar"}
+    asked.clear()
+    small = Catalogue(
+        table[:500], data[:500], np.arange(500), exact_below=1000, query_samples=samples
+    )
+    assert small.index(True).resolved_kind == "exact" and asked == []
+
+
 @pytest.mark.parametrize("fraction", [0.01, 0.05, 0.3, 0.8])
 def test_filtered_search_matches_exact(ivf, data, queries, fraction):
     allowed = np.random.default_rng(7).random(N) < fraction
@@ -420,7 +482,6 @@ def test_bad_arguments(ivf, queries):
 
 
 def test_catalogue_lookups_follow_adds_and_removes():
-    from embedrec.index.catalogue import Catalogue
 
     table = pd.DataFrame(
         {
@@ -455,7 +516,6 @@ def test_mapped_unit_vectors_are_searched_in_place_until_a_write(tmp_path):
     """Workers map one file of unit vectors: neither the catalogue's unit vectors nor the
     index's rows may be copies of it (128 MB each per worker at 1M listings), and a write
     copies them instead of failing on the read-only map."""
-    from embedrec.index.catalogue import Catalogue
 
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(60_000, 8)).astype(np.float32)
@@ -646,7 +706,6 @@ def test_filtered_exact_search_one_query_at_a_time_equals_a_batch(ivf, queries):
 
 
 def test_catalogue_filtered_search_through_indexes_with_adds_and_removes(large_table):
-    from embedrec.index.catalogue import Catalogue
 
     rng = np.random.default_rng(8)
     vectors = rng.standard_normal((len(large_table), 8)).astype(np.float32)
@@ -679,7 +738,6 @@ def brute_force(catalogue, filters, query: np.ndarray, k: int) -> np.ndarray:
 
 
 def test_catalogue_radius_search_through_the_grid_with_adds_and_removes(large_table):
-    from embedrec.index.catalogue import Catalogue
     from embedrec.index.grid import OrderedRows
 
     rng = np.random.default_rng(11)
@@ -749,7 +807,6 @@ def test_catalogue_unselective_filters_checked_on_the_unfiltered_best_rows(
     large_table, monkeypatch
 ):
     from embedrec.index import catalogue as catalogue_module
-    from embedrec.index.catalogue import Catalogue
 
     rng = np.random.default_rng(12)
     red = np.arange(len(large_table)) % 2000 == 0  # 20 rows

@@ -11,6 +11,7 @@ import torch
 
 from embedrec import BundleError, Recommender, load
 from embedrec.retrieval import UnknownListingError, UnknownUserError
+from embedrec.retrieval.retriever import query_samples_of
 
 
 def group_of(listing_id: str) -> int:
@@ -174,6 +175,17 @@ def test_hybrid_anonymous_query_in_numpy_is_the_user_tower(fitted_hybrid):
     with torch.no_grad():
         pooled = model.user_from(torch.as_tensor(vectors.mean(axis=0, keepdims=True))).numpy()
     assert np.allclose(query, pooled, atol=1e-5) and not cosine
+
+
+def test_vector_index_calibrates_on_each_models_own_queries(fitted_mf, fitted_hybrid):
+    for rec, kinds in ((fitted_mf, set()), (fitted_hybrid, {"similar"})):
+        draw = query_samples_of(rec.model_, len(rec.users_), size=20)
+        unit = rec.retriever().catalogue.unit_vectors
+        # mf's similar queries are its listing vectors, which the index calibrates on anyway
+        assert set(draw(True, unit)) == kinds
+        users = draw(False, unit)["user"]
+        rows = np.sort(np.random.default_rng(0).choice(len(rec.users_), 20, replace=False))
+        np.testing.assert_allclose(users, rec.model_.query_vectors(rows), atol=1e-6)
 
 
 def test_new_listing_ranks_high_for_the_right_users(fitted_hybrid, blocks):

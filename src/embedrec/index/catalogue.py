@@ -6,7 +6,7 @@ import bisect
 import contextlib
 import math
 import threading
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 import faiss
@@ -75,6 +75,12 @@ class Catalogue:
         The vectors are unit length already: cosine and dot-product search share an index.
     exact_below : int
         Below this many rows the vector index searches exactly, above approximately.
+    query_samples : callable, optional
+        ``query_samples(cosine, unit_vectors)``: samples of the kinds of queries searched by
+        cosine (True) or by dot product, by kind (e.g. ``{"user": ...}``), given the
+        catalogue's unit vectors. An approximate vector index
+        calibrates its search breadth for each kind apart (``search(kind=...)``): a model's
+        queries need not lie where its listing vectors do.
 
     Attributes
     ----------
@@ -91,6 +97,7 @@ class Catalogue:
         model_rows: np.ndarray,
         normalized: bool = False,
         exact_below: int = 50_000,
+        query_samples: Callable[[bool, np.ndarray], Mapping[str, np.ndarray]] | None = None,
     ) -> None:
         self._lock = threading.RLock()
         base = table.reset_index(drop=True)
@@ -108,6 +115,7 @@ class Catalogue:
         self._n_live = self._n
         self.normalized = normalized
         self._exact_below = exact_below
+        self.query_samples = query_samples
         self._indexes: dict[bool, VectorIndex] = {}
         self._row_of_model: np.ndarray | None = None  # model row -> live row, built on demand
         # per index: the index, the base table, its rows' clusters, the centroids, the grid's
@@ -219,12 +227,28 @@ class Catalogue:
         with self._lock:
             if key not in self._indexes:
                 vectors = self.unit_vectors if key else self.vectors
-                index = VectorIndex(exact_below=self._exact_below).build(vectors)
+                # an exact index (below ``exact_below`` rows) has no breadth to calibrate
+                approximate = len(vectors) >= self._exact_below
+                samples = self._query_samples(key) if approximate else None
+                index = VectorIndex(exact_below=self._exact_below).build(vectors, samples)
                 dead = np.flatnonzero(~self.live)
                 if len(dead):
                     index.remove(dead)
                 self._indexes[key] = index
             return self._indexes[key]
+
+    def _query_samples(self, cosine: bool) -> dict[str, np.ndarray]:
+        """Samples of the queries the index for ``cosine`` answers, by kind (unit vectors
+        for the cosine index); a normalised catalogue's one index answers both."""
+        samples: dict[str, np.ndarray] = {}
+        if self.query_samples is None:
+            return samples
+        for searched_by_cosine in (True, False) if self.normalized else (cosine,):
+            drawn = self.query_samples(searched_by_cosine, self.unit_vectors)
+            for kind, queries in drawn.items():
+                queries = np.asarray(queries, dtype=np.float32)
+                samples[kind] = _unit(queries) if searched_by_cosine else queries
+        return samples
 
     def allowed(
         self, filters: Sequence[Filter], few: int = 0, ordered: bool = False
@@ -261,16 +285,19 @@ class Catalogue:
         cosine: bool,
         filters: Sequence[Filter] | None = None,
         exclude: Sequence[np.ndarray] | None = None,
+        kind: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` rows per query that pass every filter, minus each query's ``exclude``."""
+        """Top-``k`` rows per query that pass every filter, minus each query's ``exclude``.
+        ``kind``: which of ``query_samples``' kinds the queries are (None: like the
+        listings' own vectors)."""
         index = self.index(cosine)
         queries = _unit(queries) if cosine else np.asarray(queries, dtype=np.float32)
         if not filters:
-            return index.search(queries, k, None, exclude)
+            return index.search(queries, k, None, exclude, kind=kind)
         queries = np.atleast_2d(queries)
         filters, exclude = self._excluded(merged_ranges(filters), exclude, len(queries))
         if not filters:
-            return index.search(queries, k, None, exclude)
+            return index.search(queries, k, None, exclude, kind=kind)
         part = self._fields
         bounded = self._circle_blocks(index, filters, len(queries))  # before the grid is built
         share = estimated_share(filters, part.base, part.cache)
@@ -279,12 +306,14 @@ class Catalogue:
                 return self._bounded(index, queries, k, filters, exclude, *bounded)
             structure = self._scan_layout(index, filters, len(queries))
             if structure is not None:
-                return self._nearest_clusters(index, queries, k, filters, exclude, structure, share)
+                return self._nearest_clusters(
+                    index, queries, k, filters, exclude, structure, index.breadth(share, kind)
+                )
         if share < POST_FILTER_SHARE or share * self._n <= index.filter_exact_below:
-            return self._filtered(index, queries, k, filters, exclude)
+            return self._filtered(index, queries, k, filters, exclude, kind)
         # most rows pass: the filters are checked on the unfiltered search's best rows
         rows, scores, short = post_filtered(
-            lambda n: index.search(queries, n, None, exclude, post_filter=share),
+            lambda n: index.search(queries, n, None, exclude, post_filter=share, kind=kind),
             lambda found: self._passes(filters, found),
             k,
             share,
@@ -292,7 +321,9 @@ class Catalogue:
         )
         if len(short):
             excluded = None if exclude is None else [exclude[i] for i in short]
-            rows[short], scores[short] = self._filtered(index, queries[short], k, filters, excluded)
+            rows[short], scores[short] = self._filtered(
+                index, queries[short], k, filters, excluded, kind
+            )
         return rows, scores
 
     def _filtered(
@@ -302,6 +333,7 @@ class Catalogue:
         k: int,
         filters: Sequence[Filter],
         exclude: Sequence[np.ndarray] | None,
+        kind: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The search with the filters' rows found first."""
         # candidates from a column index are checked row by row: up to an eighth of the
@@ -311,7 +343,7 @@ class Catalogue:
         unpadded = not isinstance(allowed, OrderedRows) and allowed.dtype == bool
         if unpadded and len(allowed) < index.n_rows:  # rows added meanwhile
             allowed = np.pad(allowed, (0, index.n_rows - len(allowed)))
-        return index.search(queries, k, allowed, exclude)
+        return index.search(queries, k, allowed, exclude, kind=kind)
 
     def _layout(self, index: VectorIndex) -> ClusterBlocks | None:
         """The base table's rows cut into blocks of one of ``index``'s clusters (and one grid
@@ -417,17 +449,16 @@ class Catalogue:
         filters: Sequence[Filter],
         exclude: Sequence[np.ndarray] | None,
         structure: ClusterBlocks,
-        share: float,
+        breadth: int,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The search without a radius filter, query by query, reading the clusters nearest
         each query with the filters tested row by row
-        (:func:`~embedrec.index.bounded.nearest_clusters_top_k`): the lists the index itself
-        reads for a filter keeping ``share`` of the rows, widened as it widens until a few
-        times ``k`` rows passed, its rule for trusting its top ``k``."""
+        (:func:`~embedrec.index.bounded.nearest_clusters_top_k`): the ``breadth`` lists the
+        index itself reads first for these filters and queries, widened as it widens until a
+        few times ``k`` rows passed, its rule for trusting its top ``k``."""
         part = self._fields
         order = structure.order
         tests = position_tests(filters, order, part.base, part.cache, lambda: np.arange(len(order)))
-        breadth = index.breadth(max(share, 1 / len(order)))
 
         def scan(
             query: np.ndarray, vectors: np.ndarray, live: np.ndarray, fetch: int
@@ -561,7 +592,9 @@ class Catalogue:
             table = self.table.iloc[live]
             vectors, model_rows = self.vectors[live], self.model_rows[live]
             kinds = list(self._indexes)
-        fresh = Catalogue(table, vectors, model_rows, self.normalized, self._exact_below)
+        fresh = Catalogue(
+            table, vectors, model_rows, self.normalized, self._exact_below, self.query_samples
+        )
         for cosine in kinds:  # the indexes this one had, built before anyone asks
             fresh.index(cosine)
         if self._row_of_model is not None:

@@ -1,7 +1,9 @@
 """Top-k inner-product search over listing vectors, with filters, exclusions, add and remove.
 
 Small catalogues are searched exactly with numpy; large ones with a faiss IVF-Flat index whose
-``nprobe`` is calibrated at build time to reach a recall target against exact search. Row ids
+``nprobe`` is calibrated at build time to reach a recall target against exact search, for
+queries like the listing vectors and, apart, for each other kind of query given (a model's
+user or similar-listing queries lie elsewhere in the space and need a wider search). Row ids
 are the positions of the vectors as given to :meth:`VectorIndex.build` and :meth:`VectorIndex.add`
 and stay stable across removals, saves and loads.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -99,8 +101,10 @@ class VectorIndex:
     ``kind="auto"`` searches exactly below ``exact_below`` rows and uses IVF-Flat above;
     ``"exact"``, ``"ivf"`` and ``"hnsw"`` force one. Approximate kinds are tuned at build time
     so that recall@10 against exact search on vectors drawn from the data is at least
-    ``recall_target``. Filtered searches that keep at most ``filter_exact_below`` rows (or
-    that would scan about as many rows through the index) are answered exactly.
+    ``recall_target``; other kinds of queries, given to :meth:`build` by name, get a search
+    breadth of their own (``breadths``), chosen the same way, which ``search(kind=...)`` uses.
+    Filtered searches that keep at most ``filter_exact_below`` rows (or that would scan about
+    as many rows through the index) are answered exactly.
     Searches may run concurrently; add/remove/build take an exclusive lock.
     """
 
@@ -131,6 +135,9 @@ class VectorIndex:
         self.nprobe = 0  # IVF probes (HNSW: efSearch) chosen at build time; 0 for exact
         self.nlist = 0
         self.calibrated_recall = float("nan")
+        # per named kind of query: its own probes, and the recall they reached at build time
+        self.breadths: dict[str, int] = {}
+        self.calibrated_recalls: dict[str, float] = {}
         self._lock = _ReadWriteLock()
         self._buffer = np.zeros((0, 0), dtype=np.float32)
         self._live = np.zeros(0, dtype=bool)
@@ -174,9 +181,16 @@ class VectorIndex:
 
     # ----------------------------------------------------------------- building
 
-    def build(self, vectors: np.ndarray) -> VectorIndex:
-        """Index ``vectors`` (n, d) as rows 0..n-1, replacing any previous content."""
+    def build(
+        self, vectors: np.ndarray, queries: Mapping[str, np.ndarray] | None = None
+    ) -> VectorIndex:
+        """Index ``vectors`` (n, d) as rows 0..n-1, replacing any previous content.
+
+        ``queries``: samples of other kinds of queries by name (e.g. ``"user"``); an
+        approximate index calibrates a search breadth for each, which searches given that
+        ``kind`` use."""
         x = _as_matrix(vectors)
+        queries = {name: _as_matrix(q) for name, q in (queries or {}).items() if len(q)}
         n, d = x.shape
         kind = self.kind
         if kind == "auto":
@@ -195,13 +209,14 @@ class VectorIndex:
             self._ordered = None
             self.nprobe, self.nlist, self._index = 0, 0, None
             self.calibrated_recall = 1.0
+            self.breadths, self.calibrated_recalls = {}, {}
             if kind == "ivf":
-                self._build_ivf(self._buffer)
+                self._build_ivf(self._buffer, queries)
             elif kind == "hnsw":
-                self._build_hnsw(self._buffer)
+                self._build_hnsw(self._buffer, queries)
         return self
 
-    def _build_ivf(self, x: np.ndarray) -> None:
+    def _build_ivf(self, x: np.ndarray, queries: Mapping[str, np.ndarray]) -> None:
         n, d = x.shape
         rng = np.random.default_rng(self.seed)
         # k-means training and assigning every row cost O(n * nlist): 2*sqrt(n) lists keep a
@@ -216,54 +231,52 @@ class VectorIndex:
         index.train(sample)
         index.add_with_ids(x, np.arange(n, dtype=np.int64))
         self._index, self.nlist = index, nlist
-        self.nprobe, self.calibrated_recall = self._calibrate(
-            x, rng, lambda p: faiss.SearchParametersIVF(nprobe=p), upper=nlist
-        )
+        self._calibrate(x, rng, queries, lambda p: faiss.SearchParametersIVF(nprobe=p), nlist)
         index.nprobe = self.nprobe
 
-    def _build_hnsw(self, x: np.ndarray) -> None:
+    def _build_hnsw(self, x: np.ndarray, queries: Mapping[str, np.ndarray]) -> None:
         rng = np.random.default_rng(self.seed)
         index = faiss.IndexHNSWFlat(x.shape[1], self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = 40
         index.add(x)
         self._index = index
-        self.nprobe, self.calibrated_recall = self._calibrate(
-            x, rng, lambda p: faiss.SearchParametersHNSW(efSearch=p), upper=4096, start=16
-        )
+        make_params = lambda p: faiss.SearchParametersHNSW(efSearch=p)  # noqa: E731
+        self._calibrate(x, rng, queries, make_params, 4096, start=16)
         index.hnsw.efSearch = self.nprobe
 
-    def _calibrate(self, x, rng, make_params, upper: int, start: int = 1) -> tuple[int, float]:
-        """Smallest search breadth whose recall@10 on sampled data vectors meets the target."""
+    def _calibrate(
+        self, x, rng, queries: Mapping[str, np.ndarray], make_params, upper: int, start: int = 1
+    ) -> None:
+        """The smallest search breadth whose recall@10 meets the target: on sampled data
+        vectors (``nprobe``) and on each kind of ``queries`` (``breadths``)."""
         n = len(x)
         k = min(10, n - 1)
         m = min(self.calibration_queries, n)
         picked = rng.choice(n, m, replace=False)
-        queries = x[picked]
+        sample = x[picked]
         # Each sampled row is left out of its own answers, so it acts like an unseen query
         # from the data's distribution (the row itself would be a trivially easy hit).
-        exact, _ = search_rows(queries, x, k + 1)
+        exact, _ = search_rows(sample, x, k + 1)
         truth = _without_self(exact, picked, k)
         # Held-out rows read ~0.003 more optimistic than fresh queries (measured at 1M rows)
         # and a few hundred queries carry about as much noise: aim halfway to perfect recall.
         aim = min(1.0, self.recall_target + (1 - self.recall_target) / 2)
 
         def recall(p: int) -> float:
-            _, found = self._index.search(queries, k + 1, params=make_params(p))
+            _, found = self._index.search(sample, k + 1, params=make_params(p))
             return _recall(_without_self(found, picked, k), truth)
 
-        low, high = 0, min(start, upper)
-        high_recall = recall(high)
-        while high_recall < aim and high < upper:
-            low, high = high, min(2 * high, upper)
-            high_recall = recall(high)
-        while high - low > 1 and high > start:
-            mid = (low + high) // 2
-            r = recall(mid)
-            if r >= aim:
-                high, high_recall = mid, r
-            else:
-                low = mid
-        return high, high_recall
+        self.nprobe, self.calibrated_recall = _smallest_breadth(recall, aim, upper, start)
+        for name, q in queries.items():
+            q = q[: self.calibration_queries]
+            truth_q, _ = search_rows(q, x, k)
+
+            def recall_q(p: int, q=q, truth_q=truth_q) -> float:
+                _, found = self._index.search(q, k, params=make_params(p))
+                return _recall(found, truth_q)
+
+            found = _smallest_breadth(recall_q, aim, upper, start)
+            self.breadths[name], self.calibrated_recalls[name] = found
 
     # ----------------------------------------------------------------- mutation
 
@@ -333,6 +346,7 @@ class VectorIndex:
         allowed: np.ndarray | None = None,
         exclude: Sequence[np.ndarray] | None = None,
         post_filter: float | None = None,
+        kind: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` rows by inner product for each query.
 
@@ -344,6 +358,8 @@ class VectorIndex:
         where fewer rows qualify. ``post_filter``: the share of rows a filter that the caller
         checks on the answer keeps; an approximate index then searches as wide as for such a
         filter and returns what it finds, ``k`` rows or fewer, for the caller to decide.
+        ``kind``: the kind of query, whose breadth :meth:`build` calibrated (None or one it
+        did not: the listing vectors' breadth).
         """
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if q.ndim == 1:
@@ -372,9 +388,9 @@ class VectorIndex:
                 return search_rows(q, self._buffer[:n], k, _as_rows(keep), excl)
             n_keep = n - self._n_deleted if keep is None else _count(keep)
             if post_filter is not None:
-                breadth = self.breadth(max(post_filter, 1 / n))
+                breadth = self.breadth(max(post_filter, 1 / n), kind)
                 return self._approximate(q, k, keep, excl, breadth, n, 0)
-            breadth = self.breadth(max(n_keep, 1) / n)
+            breadth = self.breadth(max(n_keep, 1) / n, kind)
             if allowed is not None and self._filter_is_exact(n_keep):
                 return search_rows(q, self._buffer[:n], k, _as_rows(keep), excl)
             return self._approximate(q, k, keep, excl, breadth, n, n_keep)
@@ -505,13 +521,14 @@ class VectorIndex:
         # the filter inside; its breadth is capped at all lists, where IVF is exact as well.
         return n_keep <= self.filter_exact_below
 
-    def breadth(self, fraction: float) -> int:
-        """How many lists (HNSW: efSearch) a search with a filter keeping ``fraction`` of the
-        rows reads first."""
+    def breadth(self, fraction: float, kind: str | None = None) -> int:
+        """How many lists (HNSW: efSearch) a search of queries of ``kind`` with a filter
+        keeping ``fraction`` of the rows reads first."""
         # A filter keeping a fraction f of rows leaves ~f of each probed list usable, so probing
         # ~1/sqrt(f) times more lists restores the candidate pool (checked in the benchmark).
         upper = self.nlist if self._resolved == "ivf" else 4096
-        return min(upper, math.ceil(self.nprobe / math.sqrt(fraction)))
+        nprobe = self.breadths.get(kind, self.nprobe) if kind is not None else self.nprobe
+        return min(upper, math.ceil(nprobe / math.sqrt(fraction)))
 
     def _approximate(self, q, k, keep, excl, breadth, n, n_keep):
         """The index's search, probing ``breadth`` lists at first, and wider for queries that
@@ -625,6 +642,8 @@ class VectorIndex:
                 "filter_exact_below": self.filter_exact_below,
                 "recall_target": self.recall_target,
                 "calibrated_recall": self.calibrated_recall,
+                "breadths": self.breadths,
+                "calibrated_recalls": self.calibrated_recalls,
                 "seed": self.seed,
                 "hnsw_m": self.hnsw_m,
                 "nlist_factor": self.nlist_factor,
@@ -663,6 +682,8 @@ class VectorIndex:
         self._n_deleted = len(deleted)
         self._resolved, self.nprobe, self.nlist = meta["kind"], meta["nprobe"], meta["nlist"]
         self.calibrated_recall = meta["calibrated_recall"]
+        self.breadths = {str(k): int(v) for k, v in meta.get("breadths", {}).items()}
+        self.calibrated_recalls = meta.get("calibrated_recalls", {})
         if self._resolved != "exact":
             index = faiss.read_index(str(directory / _FAISS))
             if index.ntotal != self._n - (self._n_deleted if self._resolved == "ivf" else 0):
@@ -692,6 +713,26 @@ _SCAN_PER_EXACT = 1.8
 TRUSTED = 8
 # a filtered search short of rows that pass reads this many times as many lists
 WIDEN = 4
+
+
+def _smallest_breadth(
+    recall: Callable[[int], float], aim: float, upper: int, start: int
+) -> tuple[int, float]:
+    """The smallest breadth in [start, upper] whose ``recall`` reaches ``aim`` (or ``upper``),
+    by doubling then bisection; and its recall."""
+    low, high = 0, min(start, upper)
+    high_recall = recall(high)
+    while high_recall < aim and high < upper:
+        low, high = high, min(2 * high, upper)
+        high_recall = recall(high)
+    while high - low > 1 and high > start:
+        mid = (low + high) // 2
+        r = recall(mid)
+        if r >= aim:
+            high, high_recall = mid, r
+        else:
+            low = mid
+    return high, high_recall
 
 
 def _best_of(

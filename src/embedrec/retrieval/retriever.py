@@ -39,6 +39,8 @@ from embedrec.retrieval.batch import (
 from embedrec.retrieval.results import Hit, Results, UnknownListingError, UnknownUserError
 
 FilterSpec = Sequence[str | Filter] | Mapping[str, Any] | None
+# the kinds of queries whose vector-index breadth is calibrated apart from the listings' own
+SIMILAR, USER = "similar", "user"
 # a model that scores pairs ranks users in blocks of at most this many scores (64 MB)
 MAX_SCORES = 2**24
 
@@ -124,7 +126,13 @@ class Retriever:
         table = listings if catalogue is None else catalogue
         vectors, rows, known = embed_table(model, listing_ids, table)
         unknown = table.loc[~known, "listing_id"].tolist()
-        searchable = Catalogue(table[known], vectors, rows, normalized=bool(model.normalized))
+        searchable = Catalogue(
+            table[known],
+            vectors,
+            rows,
+            normalized=bool(model.normalized),
+            query_samples=query_samples_of(model, len(users)),
+        )
         return cls(model, searchable, users, listing_ids, seen, listings, name, unknown)
 
     # ------------------------------------------------------------------ queries
@@ -173,7 +181,7 @@ class Retriever:
         session of that one listing for ``hybrid``, the vector itself for models that learn
         no order of views), by cosine."""
         queries = self.model.similar_queries(unit_vectors)
-        return self.catalogue.search(queries, k, True, filters, exclude)
+        return self.catalogue.search(queries, k, True, filters, exclude, SIMILAR)
 
     def recommend(
         self, user_ids: Sequence, k: int = 10, filters: FilterSpec = None
@@ -206,7 +214,9 @@ class Retriever:
         if len(rows) == 0:
             raise UnknownListingError(session, "none of the session's listings is known")
         query, cosine = self.model.session_vector(self.catalogue.vectors[rows])
-        found, scores = self.catalogue.search(query, k, cosine, as_filters(filters), [rows])
+        # a model whose session query is its user tower's (dot product) asks like a user
+        kind = None if cosine else USER
+        found, scores = self.catalogue.search(query, k, cosine, as_filters(filters), [rows], kind)
         hits = self._results(None, found[0], scores[0]).hits
         return Results([plain(s) for s in session], hits, unknown)
 
@@ -222,7 +232,7 @@ class Retriever:
                 seen.indices[seen.indptr[i] : seen.indptr[i + 1]]
                 for i in range(len(seen.indptr) - 1)
             ]
-            return catalogue.search(queries, k, False, filters, exclude)
+            return catalogue.search(queries, k, False, filters, exclude, USER)
         blocked = ~catalogue.live
         if filters:
             blocked |= ~catalogue.allowed(filters)
@@ -375,6 +385,28 @@ class Retriever:
             for record, score in zip(records, scores[keep], strict=True)
         ]
         return Results(plain(query), hits)
+
+
+def query_samples_of(
+    model: RecModel, n_users: int, size: int = 500, seed: int = 0
+) -> Callable[[bool, np.ndarray], dict[str, np.ndarray]]:
+    """What a catalogue's vector index calibrates its search breadths on (``Catalogue``'s
+    ``query_samples``): ``size`` of the model's similar-listing queries (when they are not
+    the listing vectors themselves) and of its users' queries, drawn with ``seed``."""
+
+    def draw(cosine: bool, unit_vectors: np.ndarray) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        if cosine:
+            rows = np.sort(rng.choice(len(unit_vectors), min(size, len(unit_vectors)), False))
+            listings = np.asarray(unit_vectors[rows])
+            queries = model.similar_queries(listings)
+            # the listing vectors themselves are what the index calibrates on anyway
+            return {} if queries is listings else {SIMILAR: queries}
+        users = np.sort(rng.choice(n_users, min(size, n_users), replace=False))
+        queries = model.query_vectors(users) if len(users) else None
+        return {} if queries is None else {USER: queries}
+
+    return draw
 
 
 def as_filters(filters: FilterSpec) -> list[Filter]:

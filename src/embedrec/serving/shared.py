@@ -38,7 +38,7 @@ from embedrec.data.atomic import write_atomic
 from embedrec.data.io import load_listings
 from embedrec.index.catalogue import Catalogue
 from embedrec.recommender import Recommender
-from embedrec.retrieval.retriever import Retriever, embed_table
+from embedrec.retrieval.retriever import Retriever, embed_table, query_samples_of
 from embedrec.version import __version__
 
 log = logging.getLogger("embedrec.serving")
@@ -113,6 +113,7 @@ def shared_retriever(
         np.load(f"{stem}.vectors.npy", mmap_mode="r"),
         np.load(f"{stem}.rows.npy", mmap_mode="r"),
         normalized=bool(recommender.model_.normalized),
+        query_samples=query_samples_of(recommender.model_, len(recommender.users_)),
     )
     return Retriever(
         recommender.model_,
