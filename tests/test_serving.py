@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from embedrec.recommender import Recommender
+from embedrec.serving.schemas import RecommendationsResponse, SessionResponse, SimilarResponse
 
 pytestmark = pytest.mark.server
 TOKEN = "test-token"
@@ -156,6 +157,9 @@ def test_similar_with_filters_and_distance(server):
         params={"near": "52.52,13.40", "within_km": 300, "k": 50},
     ).json()["results"]
     assert near and all(r["distance_km"] <= 300 for r in near)
+    # the answers are written without the response model: each is what the model would give
+    for answer in (plain, {"query": listing, "results": near}):
+        assert SimilarResponse.model_validate(answer).model_dump(mode="json") == answer
     for r in near:  # from the point asked about, not from the query listing
         assert r["distance_km"] == pytest.approx(great_circle_km(BERLIN, r), abs=1e-3)
 
@@ -172,6 +176,7 @@ def test_user_recommendations_exclude_seen(server, cars):
     assert len(results) == 30 and not seen & {r["listing_id"] for r in results}
     cheap = server.get(f"/v1/users/{user}/recommendations", params={"price_max": 15000}).json()
     assert all(r["price"] <= 15000 for r in cheap["results"])
+    assert RecommendationsResponse.model_validate(cheap).model_dump(mode="json") == cheap
 
 
 def test_session_recommendations(server):
@@ -181,6 +186,7 @@ def test_session_recommendations(server):
     assert answer["unknown"] == ["no-such-listing"] and len(answer["results"]) == 7
     assert not set(session) & {r["listing_id"] for r in answer["results"]}
     assert all(r["price"] <= 40000 for r in answer["results"])
+    assert SessionResponse.model_validate(answer).model_dump(mode="json") == answer
     none_known = server.client.post("/v1/recommendations", json={"session": ["nope"]})
     assert none_known.status_code == 404 and none_known.json()["field"] == "session"
 
