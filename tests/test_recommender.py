@@ -175,6 +175,11 @@ def test_hybrid_anonymous_query_in_numpy_is_the_user_tower(fitted_hybrid):
     with torch.no_grad():
         pooled = model.user_from(torch.as_tensor(vectors.mean(axis=0, keepdims=True))).numpy()
     assert np.allclose(query, pooled, atol=1e-5) and not cosine
+    # known users: their id vectors and histories
+    users = np.array([0, 3, 59, len(fitted_hybrid.users_) - 1])
+    with torch.no_grad():
+        tower = model.user_vectors(torch.as_tensor(users)).numpy()
+    assert np.allclose(model.query_vectors(users), tower, atol=1e-5)
 
 
 def test_vector_index_calibrates_on_each_models_own_queries(fitted_mf, fitted_hybrid):
@@ -249,6 +254,9 @@ def test_hybrid_without_user_ids_recommends_from_history(blocks, tmp_path):
     with torch.no_grad():
         tower = again.model_.user_from(torch.as_tensor(vectors)).numpy()
     assert np.allclose(again.model_.similar_queries(vectors), tower, atol=1e-5)
+    with torch.no_grad():
+        tower = again.model_.user_vectors(torch.arange(20)).numpy()
+    assert np.allclose(again.model_.query_vectors(np.arange(20)), tower, atol=1e-5)
     with pytest.raises(ValueError, match="user_ids=False needs model 'hybrid'"):
         Recommender(model="mf", user_ids=False).fit(events, listings)
     with pytest.raises(ValueError, match="history_gradient=True needs model 'hybrid'"):

@@ -288,20 +288,46 @@ class HybridTwoTower(FeatureModel):
         # on cold ones (docs/evaluation.md)
         return self.anonymous_users(unit_vectors)
 
+    def query_vectors(self, users: np.ndarray) -> np.ndarray:
+        """``user_vectors(users)`` in numpy on the CPU (from the cached listing vectors and
+        views of the tower's weights): through torch's operators the user tower cost about
+        0.3 ms a request, as much as the search it asks for."""
+        if self.histories.device.type != "cpu":
+            return super().query_vectors(users)
+        users = np.asarray(users, dtype=np.int64)
+        table = self.all_listing_vectors().numpy()
+        rows = self.histories.numpy()[users]
+        real = np.arange(rows.shape[1]) < self.history_lengths.numpy()[users][:, None]
+        counts = np.maximum(real.sum(axis=1, keepdims=True), 1).astype(np.float32)
+        pooled = np.einsum("uhd,uh->ud", table[rows], real.astype(np.float32)) / counts
+        ids = None
+        if self.user_id is not None:
+            weight = self.user_id.weight.detach().numpy()
+            known = (users < len(weight) - 1)[:, None]  # the last row: no user (anonymous)
+            ids = np.where(known, weight[np.minimum(users, len(weight) - 1)], 0)
+        return self._user_tower(pooled.astype(np.float32, copy=False), ids)
+
     def anonymous_users(self, pooled: np.ndarray) -> np.ndarray:
         """``user_from(pooled)`` without a user id, in numpy: one query through torch's
         operators took 0.3 ms, more than the search it asks for."""
+        return self._user_tower(pooled)
+
+    def _user_tower(self, pooled: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray:
+        """``user_from`` in numpy, for pooled history vectors and user id vectors (None: an
+        anonymous user, whose id vector is zero)."""
         from scipy.special import erf  # 0.14 s to import: only where a query needs it
 
         first, second = self.user_mlp[0], self.user_mlp[2]
         held = self._numpy_tower
         if held is None or held[0] is not first.weight or held[1] != first.weight.data_ptr():
-            # an anonymous user's id vector is zero: only the history's columns of the first
-            # layer count. On the CPU these are views of the weights, which steps update in
-            # place; kept while the first layer's weight is the same tensor in the same place
+            # On the CPU these are views of the weights, which steps update in place; kept
+            # while the first layer's weight is the same tensor in the same place. The first
+            # layer reads [id vector, pooled history]: its columns split accordingly
             weight = first.weight.detach().cpu().numpy()
+            dim = self._config["dim"]
             arrays = (
-                weight[:, -self._config["dim"] :].T,
+                weight[:, -dim:].T,
+                weight[:, :-dim].T if self.user_id is not None else None,
                 first.bias.detach().cpu().numpy(),
                 second.weight.detach().cpu().numpy().T,
                 second.bias.detach().cpu().numpy(),
@@ -309,11 +335,15 @@ class HybridTwoTower(FeatureModel):
             on_cpu = first.weight.device.type == "cpu"
             held = (first.weight, first.weight.data_ptr(), arrays)
             self._numpy_tower = held if on_cpu else None
-        first_weight, first_bias, second_weight, second_bias = held[2]
-        hidden = pooled @ first_weight + first_bias
+        pooled_weight, id_weight, first_bias, second_weight, second_bias = held[2]
+        hidden = pooled @ pooled_weight + first_bias
+        if ids is not None and id_weight is not None:
+            hidden += ids @ id_weight
         hidden *= 0.5 * (1.0 + erf(hidden / np.float32(np.sqrt(2.0))))  # exact GELU
         out = hidden @ second_weight
         out += second_bias + pooled
+        if ids is not None and id_weight is not None:
+            out += ids
         norms = np.sqrt((out * out).sum(axis=1, keepdims=True))
         return (out / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
 
