@@ -1,4 +1,5 @@
-"""A model of a million-listing marketplace, shared by the index and serving benchmarks.
+"""A model of a million-listing marketplace, shared by the index and serving benchmarks, and
+the package of an earlier commit for their side-by-side runs.
 
 The ``large`` car data (1,000,000 listings, about 20M events; generated once into
 ``~/.cache/embedrec/cars-large-seed0``, as ``train_scale.py`` does) and a ``hybrid`` model
@@ -8,6 +9,10 @@ listings are embedded from their features, as a marketplace's newest listings wo
 
 from __future__ import annotations
 
+import io
+import subprocess
+import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -39,3 +44,17 @@ def new_listings(listings: Path, n: int, seed: int = 0) -> pd.DataFrame:
     table["lat"] = (table["lat"] + rng.normal(0, 0.05, n)).clip(-90, 90)
     table["lon"] = (table["lon"] + rng.normal(0, 0.05, n)).clip(-180, 180)
     return table
+
+
+def package_at(revision: str, folder: Path) -> Path:
+    """``src/embedrec`` of ``revision`` (``git archive``) extracted under ``folder``; returns
+    ``folder / "src"``. An unknown revision exits with one line that names it."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        ["git", "archive", revision, "src/embedrec"], cwd=root, capture_output=True
+    )
+    if done.returncode:
+        sys.exit(f"--before {revision}: {done.stderr.decode().strip()}")
+    with tarfile.open(fileobj=io.BytesIO(done.stdout)) as tar:
+        tar.extractall(folder, filter="data")
+    return folder / "src"

@@ -16,11 +16,8 @@ top 10 of the rows the filters keep.
 from __future__ import annotations
 
 import argparse
-import io
 import re
-import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from common import large_model, new_listings  # noqa: E402
+from common import large_model, new_listings, package_at  # noqa: E402
 
 FILTERS = [
     "make=Volkswagen year>=2018",
@@ -46,14 +43,7 @@ RENAMED = "embedrec_before"
 
 def _package_at(revision: str, folder: Path) -> None:
     """The package at ``revision`` under ``folder``, renamed to ``RENAMED``."""
-    root = Path(__file__).resolve().parents[1]
-    done = subprocess.run(
-        ["git", "archive", revision, "src/embedrec"], cwd=root, capture_output=True
-    )
-    if done.returncode:
-        sys.exit(f"--before {revision}: {done.stderr.decode().strip()}")
-    with tarfile.open(fileobj=io.BytesIO(done.stdout)) as tar:
-        tar.extractall(folder, filter="data")
+    package_at(revision, folder)
     (folder / "src" / "embedrec").rename(folder / RENAMED)
     for path in (folder / RENAMED).rglob("*.py"):
         text = re.sub(r"\bembedrec\b(?=[.\s])", RENAMED, path.read_text())

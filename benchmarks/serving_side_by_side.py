@@ -15,35 +15,19 @@ p50 and p99 (ms) for each server, the ratio of the medians, and every round's re
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import shutil
 import statistics
-import subprocess
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import large_model  # noqa: E402
+from common import large_model, package_at  # noqa: E402
 from serving import Server, ids_of, wrk_load  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ("similar", "recommend")
-
-
-def package_at(revision: str, folder: Path) -> Path:
-    """``src`` of ``revision`` under ``folder``: a folder to put first on PYTHONPATH."""
-    done = subprocess.run(
-        ["git", "archive", revision, "src/embedrec"], cwd=ROOT, capture_output=True
-    )
-    if done.returncode:
-        sys.exit(f"--before {revision}: {done.stderr.decode().strip()}")
-    with tarfile.open(fileobj=io.BytesIO(done.stdout)) as tar:
-        tar.extractall(folder, filter="data")
-    return folder / "src"
 
 
 def start(model: Path, listings: Path, store: Path, workers: int, path: Path | None) -> Server:
