@@ -78,9 +78,9 @@ class Catalogue:
     query_samples : callable, optional
         ``query_samples(cosine, unit_vectors)``: samples of the kinds of queries searched by
         cosine (True) or by dot product, by kind (e.g. ``{"user": ...}``), given the
-        catalogue's unit vectors. An approximate vector index
-        calibrates its search breadth for each kind apart (``search(kind=...)``): a model's
-        queries need not lie where its listing vectors do.
+        catalogue's unit vectors. An approximate vector index calibrates its search breadth
+        for each kind apart (``search(kind=...)``): a model's queries need not lie where its
+        listing vectors do.
 
     Attributes
     ----------

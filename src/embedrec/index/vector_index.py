@@ -240,8 +240,9 @@ class VectorIndex:
         index.hnsw.efConstruction = 40
         index.add(x)
         self._index = index
-        make_params = lambda p: faiss.SearchParametersHNSW(efSearch=p)  # noqa: E731
-        self._calibrate(x, rng, queries, make_params, 4096, start=16)
+        self._calibrate(
+            x, rng, queries, lambda p: faiss.SearchParametersHNSW(efSearch=p), 4096, start=16
+        )
         index.hnsw.efSearch = self.nprobe
 
     def _calibrate(
