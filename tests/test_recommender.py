@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from embedrec import BundleError, Recommender, load
+from embedrec.models import hybrid
 from embedrec.retrieval import UnknownListingError, UnknownUserError
 from embedrec.retrieval.retriever import query_samples_of
 
@@ -165,7 +166,7 @@ def test_hybrid_similar_listings_are_the_next_views_of_a_one_listing_session(fit
     assert differs > 0  # not the listing vectors' cosine neighbours after all
 
 
-def test_hybrid_anonymous_query_in_numpy_is_the_user_tower(fitted_hybrid):
+def test_hybrid_anonymous_query_in_numpy_is_the_user_tower(fitted_hybrid, monkeypatch):
     model = fitted_hybrid.model_
     vectors = np.random.default_rng(0).normal(size=(7, model.config["dim"])).astype(np.float32)
     with torch.no_grad():
@@ -175,7 +176,8 @@ def test_hybrid_anonymous_query_in_numpy_is_the_user_tower(fitted_hybrid):
     with torch.no_grad():
         pooled = model.user_from(torch.as_tensor(vectors.mean(axis=0, keepdims=True))).numpy()
     assert np.allclose(query, pooled, atol=1e-5) and not cosine
-    # known users: their id vectors and histories
+    # known users: their id vectors and histories, pooled in blocks of three users
+    monkeypatch.setattr(hybrid, "_POOLED_BLOCK", 3)
     users = np.array([0, 3, 59, len(fitted_hybrid.users_) - 1])
     with torch.no_grad():
         tower = model.user_vectors(torch.as_tensor(users)).numpy()

@@ -48,6 +48,10 @@ def continued_histories(
     return out_rows, out_lengths
 
 
+# users whose history vectors ``query_vectors`` gathers at once
+_POOLED_BLOCK = 4096
+
+
 def _mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(inputs, hidden), nn.GELU(), nn.Linear(hidden, outputs))
 
@@ -298,8 +302,13 @@ class HybridTwoTower(FeatureModel):
         table = self.all_listing_vectors().numpy()
         rows = self.histories.numpy()[users]
         real = np.arange(rows.shape[1]) < self.history_lengths.numpy()[users][:, None]
-        counts = np.maximum(real.sum(axis=1, keepdims=True), 1).astype(np.float32)
-        pooled = np.einsum("uhd,uh->ud", table[rows], real.astype(np.float32)) / counts
+        pooled = np.empty((len(users), table.shape[1]), dtype=np.float32)
+        # in blocks of users: the gathered (users, history, dim) vectors stay about 10 MB
+        for start in range(0, len(users), _POOLED_BLOCK):
+            block = slice(start, start + _POOLED_BLOCK)
+            weights = real[block].astype(np.float32)
+            pooled[block] = np.einsum("uhd,uh->ud", table[rows[block]], weights)
+        pooled /= np.maximum(real.sum(axis=1, keepdims=True), 1)
         ids = None
         if self.user_id is not None:
             weight = self.user_id.weight.detach().numpy()
