@@ -248,6 +248,8 @@ def test_each_kind_of_query_gets_the_breadth_its_recall_needs(data, tmp_path):
     np.testing.assert_array_equal(
         loaded.search(fresh, 10, kind="user")[0], index.search(fresh, 10, kind="user")[0]
     )
+    with pytest.raises(ValueError, match="queries 'user' have 3 dimensions, vectors 16"):
+        VectorIndex(exact_below=1000).build(data, {"user": users[:, :3]})
 
 
 def test_catalogue_calibrates_the_kinds_its_queries_come_in(data):

@@ -192,6 +192,9 @@ class VectorIndex:
         x = _as_matrix(vectors)
         queries = {name: _as_matrix(q) for name, q in (queries or {}).items() if len(q)}
         n, d = x.shape
+        for name, q in queries.items():
+            if q.shape[1] != d:
+                raise ValueError(f"queries {name!r} have {q.shape[1]} dimensions, vectors {d}")
         kind = self.kind
         if kind == "auto":
             kind = "exact" if n < self.exact_below else "ivf"

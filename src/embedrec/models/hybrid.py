@@ -309,12 +309,8 @@ class HybridTwoTower(FeatureModel):
             weights = real[block].astype(np.float32)
             pooled[block] = np.einsum("uhd,uh->ud", table[rows[block]], weights)
         pooled /= np.maximum(real.sum(axis=1, keepdims=True), 1)
-        ids = None
-        if self.user_id is not None:
-            weight = self.user_id.weight.detach().numpy()
-            known = (users < len(weight) - 1)[:, None]  # the last row: no user (anonymous)
-            ids = np.where(known, weight[np.minimum(users, len(weight) - 1)], 0)
-        return self._user_tower(pooled.astype(np.float32, copy=False), ids)
+        ids = None if self.user_id is None else self.user_id.weight.detach().numpy()[users]
+        return self._user_tower(pooled, ids)
 
     def anonymous_users(self, pooled: np.ndarray) -> np.ndarray:
         """``user_from(pooled)`` without a user id, in numpy: one query through torch's
@@ -346,12 +342,12 @@ class HybridTwoTower(FeatureModel):
             self._numpy_tower = held if on_cpu else None
         pooled_weight, id_weight, first_bias, second_weight, second_bias = held[2]
         hidden = pooled @ pooled_weight + first_bias
-        if ids is not None and id_weight is not None:
+        if ids is not None:
             hidden += ids @ id_weight
         hidden *= 0.5 * (1.0 + erf(hidden / np.float32(np.sqrt(2.0))))  # exact GELU
         out = hidden @ second_weight
         out += second_bias + pooled
-        if ids is not None and id_weight is not None:
+        if ids is not None:
             out += ids
         norms = np.sqrt((out * out).sum(axis=1, keepdims=True))
         return (out / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
