@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from safetensors import SafetensorError
 
 from embedrec.bundle import BundleError
@@ -372,9 +373,12 @@ def build_state(
 
 def _release_free_memory() -> None:
     """Hand back to the system the heap that loading freed: the model's copies replaced by
-    mapped tensors, the index build's buffers. glibc keeps them in its arenas otherwise, and a
-    worker's private memory at 1M listings varied by hundreds of MB from one start to another."""
+    mapped tensors, the index build's buffers, the listings table read before the mapped one
+    replaced it. glibc and Arrow's allocator keep them otherwise (at 1M listings about 200 MB
+    of a worker's private memory in Arrow's pool alone), and a worker's private memory varied
+    by hundreds of MB from one start to another."""
     gc.collect()
+    pa.default_memory_pool().release_unused()
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
