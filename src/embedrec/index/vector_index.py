@@ -148,6 +148,9 @@ class VectorIndex:
         # the vectors in a filter grid's order: (order, inverse, vectors, live), or None
         self._ordered: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._ordered_lock = threading.Lock()
+        # an unfiltered search's parameters by breadth, made once: making them took about as
+        # long as a tenth of the search of one query at 1M listings
+        self._plain_params: dict[tuple[str, int], faiss.SearchParameters] = {}
 
     # ----------------------------------------------------------------- properties
 
@@ -574,19 +577,27 @@ class VectorIndex:
         """The index's top ``fetch`` over the rows set in ``bits`` (a little-endian bitmap of
         ``n`` rows; None: all), probing ``breadth`` lists (HNSW: efSearch)."""
         params = selector = None
-        if bits is not None or breadth != self.nprobe:
-            if bits is not None:
-                selector = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits))
-            if self._resolved == "ivf":
-                params = faiss.SearchParametersIVF(sel=selector, nprobe=breadth)
-            else:
-                params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(breadth, fetch))
+        if bits is not None:
+            selector = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits))
+            params = self._search_params(breadth, fetch, selector)
+        elif breadth != self.nprobe:
+            key = (self._resolved, breadth if self._resolved == "ivf" else max(breadth, fetch))
+            params = self._plain_params.get(key)
+            if params is None:
+                params = self._plain_params[key] = self._search_params(breadth, fetch, None)
         _apply_search_threads()
         scores, rows = self._index.search(q, fetch, params=params)
         del params, selector  # the selector reads ``bits``, which the caller keeps alive
         rows = rows.astype(np.int64, copy=False)
         scores = np.where(rows >= 0, scores, -np.inf).astype(np.float32, copy=False)
         return rows, scores
+
+    def _search_params(
+        self, breadth: int, fetch: int, selector: faiss.IDSelector | None
+    ) -> faiss.SearchParameters:
+        if self._resolved == "ivf":
+            return faiss.SearchParametersIVF(sel=selector, nprobe=breadth)
+        return faiss.SearchParametersHNSW(sel=selector, efSearch=max(breadth, fetch))
 
     def _probe_further(
         self, q: np.ndarray, fetch: int, bits: np.ndarray | None, probed: int, breadth: int, n: int
