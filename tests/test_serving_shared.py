@@ -17,6 +17,7 @@ import pytest
 import test_serving as serving
 import torch
 
+from embedrec.index.vector_index import VectorIndex
 from embedrec.recommender import Recommender
 from embedrec.serving.shared import STALE_AFTER_S, shared_recommender
 from embedrec.serving.state import build_state
@@ -86,10 +87,12 @@ def test_entries_unused_for_a_week_are_removed_when_another_is_written(
             path = tmp_path / f"{stem}{suffix}"
             path.write_text("{}")
             os.utime(path, (when, when))
+        (tmp_path / f"{stem}.index-cosine").mkdir()  # a saved vector index
+        (tmp_path / f"{stem}.index-cosine" / "index.json").write_text("{}")
     shared_recommender(model_dir, tmp_path)
     names = sorted(p.name for p in tmp_path.iterdir())
     assert not [n for n in names if n.startswith("catalogue-old")], names
-    assert len([n for n in names if n.startswith("catalogue-recent")]) == 4, names
+    assert len([n for n in names if n.startswith("catalogue-recent")]) == 5, names
     assert len([n for n in names if n.startswith("model-")]) == 4, names  # json, lock, 2 files
 
 
@@ -116,6 +119,50 @@ def test_a_damaged_cache_entry_costs_memory_not_the_worker(
         listing = state.recommender.listing_table_["listing_id"].iloc[0]
         (answer,) = state.retriever.similar([listing], 5)
         assert len(answer.hits) == 5
+    finally:
+        store.close()
+
+
+def neighbours(state, ids: list) -> list[list]:
+    return [[h.listing_id for h in r.hits] for r in state.retriever.similar(ids, 5)]
+
+
+def test_the_first_worker_saves_the_vector_index_and_the_others_load_it(
+    model_dir: Path, cars: Path, tmp_path: Path, monkeypatch, caplog
+) -> None:
+    cache, listings = tmp_path / "cache", str(cars / "listings.parquet")
+    store = open_store(tmp_path / "store.sqlite")
+    try:
+        first = build_state(model_dir, listings, store, 0, str(cache))
+        (folder,) = cache.glob("catalogue-*.index-*")
+        saved = (folder / "index.json").read_bytes()
+        ids = first.catalogue.table["listing_id"].tolist()[:4]
+        expected = neighbours(first, ids)
+
+        def no_build(*args, **kwargs):
+            raise AssertionError("a second worker built the index again")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(VectorIndex, "build", no_build)
+            second = build_state(model_dir, listings, store, 0, str(cache))
+        assert neighbours(second, ids) == expected
+        assert (folder / "index.json").read_bytes() == saved
+        # writes go to the loaded index (its vectors copied on the first add), not its files
+        catalogue = second.catalogue
+        row = catalogue.rows_of([ids[0]])
+        copy = catalogue.table.iloc[row].assign(listing_id="a-copy")
+        catalogue.add(copy, catalogue.vectors[row], catalogue.model_rows[row])
+        catalogue.remove([ids[1]])
+        found = neighbours(second, [ids[0]])[0]
+        assert "a-copy" in found and ids[1] not in found
+        assert (folder / "index.json").read_bytes() == saved
+
+        (folder / "index.json").write_text("{")  # damaged: built and saved again
+        with caplog.at_level(logging.WARNING, logger="embedrec.serving"):
+            third = build_state(model_dir, listings, store, 0, str(cache))
+        assert "cannot load the shared index" in caplog.text
+        assert neighbours(third, ids) == expected
+        assert (folder / "index.json").read_bytes() == saved
     finally:
         store.close()
 

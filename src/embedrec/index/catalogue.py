@@ -49,6 +49,9 @@ COMPACT_SHARE = 0.25
 # a string column with at most one distinct value per this many rows is kept as codes into its
 # distinct values (see _json_column)
 FEW_VALUES_SHARE = 8
+# (cosine or not, how to build the index) -> the index: one that another process built over
+# the same vectors and saved, or the one built (see ``Catalogue``'s ``index_source``)
+IndexSource = Callable[[bool, Callable[[], VectorIndex]], VectorIndex]
 
 
 class Catalogue:
@@ -81,6 +84,11 @@ class Catalogue:
         catalogue's unit vectors. An approximate vector index calibrates its search breadth
         for each kind apart (``search(kind=...)``): a model's queries need not lie where its
         listing vectors do.
+    index_source : callable, optional
+        ``index_source(cosine, build)``: the vector index of the rows as constructed, for a
+        caller that shares it between processes (built by the first that needs it, loaded by
+        the others: ``serving/shared.py``). Used only while no row was added; an index that
+        does not match the vectors is built here instead. :meth:`compacted` builds its own.
 
     Attributes
     ----------
@@ -98,6 +106,7 @@ class Catalogue:
         normalized: bool = False,
         exact_below: int = 50_000,
         query_samples: Callable[[bool, np.ndarray], Mapping[str, np.ndarray]] | None = None,
+        index_source: IndexSource | None = None,
     ) -> None:
         self._lock = threading.RLock()
         base = table.reset_index(drop=True)
@@ -116,6 +125,7 @@ class Catalogue:
         self.normalized = normalized
         self._exact_below = exact_below
         self.query_samples = query_samples
+        self._index_source = index_source
         self._indexes: dict[bool, VectorIndex] = {}
         self._row_of_model: np.ndarray | None = None  # model row -> live row, built on demand
         # per index: the index, the base table, its rows' clusters, the centroids, the grid's
@@ -227,10 +237,20 @@ class Catalogue:
         with self._lock:
             if key not in self._indexes:
                 vectors = self.unit_vectors if key else self.vectors
-                # an exact index (below ``exact_below`` rows) has no breadth to calibrate
-                approximate = len(vectors) >= self._exact_below
-                samples = self._query_samples(key) if approximate else None
-                index = VectorIndex(exact_below=self._exact_below).build(vectors, samples)
+
+                def build() -> VectorIndex:
+                    # an exact index (below ``exact_below`` rows) has no breadth to calibrate
+                    approximate = len(vectors) >= self._exact_below
+                    samples = self._query_samples(key) if approximate else None
+                    return VectorIndex(exact_below=self._exact_below).build(vectors, samples)
+
+                index = None
+                if self._index_source is not None and self._n == len(self._fields.base):
+                    index = self._index_source(key, build)  # the rows as constructed: shareable
+                    if index.n_rows != len(vectors) or index.dim != vectors.shape[1]:
+                        index = None  # not this catalogue's: built here
+                if index is None:
+                    index = build()
                 dead = np.flatnonzero(~self.live)
                 if len(dead):
                     index.remove(dead)
