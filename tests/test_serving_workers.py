@@ -123,6 +123,33 @@ def test_workers_map_one_copy_of_the_model_and_listings_and_still_take_writes(
         server.stop()
 
 
+def test_a_single_worker_restarts_from_the_shared_files(cars, model_dir, tmp_path, monkeypatch):
+    """One worker writes the catalogue, its vector index and the model's tensors once; a
+    restart maps and loads them instead of embedding and indexing again."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    cache = tmp_path / "cache" / "embedrec" / "serving"
+    args = (model_dir, tmp_path / "store.sqlite", "--listings", str(cars / "listings.parquet"))
+    written: dict[Path, int] = {}
+    for start in range(2):
+        server = Server(*args)
+        try:
+            (index,) = cache.glob("catalogue-*.index-*/vectors.npy")  # the saved index
+            files = [index, *cache.glob("catalogue-*.npy"), *cache.glob("model-*.safetensors")]
+            assert len(files) == 4, files
+            mapped = Path(f"/proc/{server.process.pid}/maps").read_text()
+            # the vectors and tensors are mapped, the index's once a restart loaded it
+            unmapped = [f for f in files[start == 0 :] if str(f) not in mapped]
+            assert not unmapped, unmapped
+            if start == 0:
+                written = {f: f.stat().st_mtime_ns for f in files}
+            else:  # loaded, not written again
+                assert {f: f.stat().st_mtime_ns for f in files} == written
+            listing = server.get("/v1/listings:random").json()["listing_id"]
+            assert server.get(f"/v1/listings/{listing}/similar").status_code == 200
+        finally:
+            server.stop()
+
+
 def test_killed_and_hung_workers_are_replaced_and_sigterm_stops_the_server(model_dir, tmp_path):
     server = Server(
         model_dir, tmp_path / "store.sqlite", "--workers", "2", "--worker-timeout", "10"

@@ -113,6 +113,9 @@ def serve_command(
         store=store,
         token=token,
         model_root=model_root,
+        # the --listings catalogue, its vector index and the model's tensors in files that a
+        # restart (and every worker) maps instead of computing again (serving/shared.py)
+        cache_dir=str(_cache_dir()),
     )
     try:
         if workers == 1:
@@ -135,8 +138,7 @@ def serve_command(
             EMBEDREC_LISTINGS=listings or "",
             EMBEDREC_FOLLOW_STORE="1",
             EMBEDREC_MODEL_ROOT=model_root,
-            # the workers map one copy of the --listings catalogue (serving/shared.py)
-            EMBEDREC_CACHE_DIR=str(_cache_dir()),
+            EMBEDREC_CACHE_DIR=settings.cache_dir,
         )
         # each worker reads the token file itself: the token is not copied into the
         # environment, where any process of the user could read it in /proc/PID/environ
