@@ -127,10 +127,12 @@ def neighbours(state, ids: list) -> list[list]:
     return [[h.listing_id for h in r.hits] for r in state.retriever.similar(ids, 5)]
 
 
+@pytest.mark.parametrize("served", ["a listings file", "the model's own listings"])
 def test_the_first_worker_saves_the_vector_index_and_the_others_load_it(
-    model_dir: Path, cars: Path, tmp_path: Path, monkeypatch, caplog
+    model_dir: Path, cars: Path, tmp_path: Path, monkeypatch, caplog, served: str
 ) -> None:
-    cache, listings = tmp_path / "cache", str(cars / "listings.parquet")
+    cache = tmp_path / "cache"
+    listings = str(cars / "listings.parquet") if served == "a listings file" else None
     store = open_store(tmp_path / "store.sqlite")
     try:
         first = build_state(model_dir, listings, store, 0, str(cache))
@@ -138,6 +140,8 @@ def test_the_first_worker_saves_the_vector_index_and_the_others_load_it(
         saved = (folder / "index.json").read_bytes()
         ids = first.catalogue.table["listing_id"].tolist()[:4]
         expected = neighbours(first, ids)
+        alone = Recommender.load(model_dir).retriever(listings)  # no shared files
+        assert [[h.listing_id for h in r.hits] for r in alone.similar(ids, 5)] == expected
 
         def no_build(*args, **kwargs):
             raise AssertionError("a second worker built the index again")

@@ -2,7 +2,8 @@
 
 At 1M listings each worker read the listings file into a table of its own (~0.7 GB) and
 embedded every listing again (minutes on two busy cores). Here the first worker to need a
-(listings file, model) pair writes the validated table as an uncompressed Arrow file and the
+catalogue (a listings file, or the model's own listings, with a model) writes the validated
+table as an uncompressed Arrow file and the
 vectors as .npy files into a cache directory; every worker, the first included, then maps them
 read-only, so their pages are shared through the page cache, and a replacement worker starts
 without embedding. The catalogue's vector index is saved beside them by the first worker that
@@ -98,14 +99,18 @@ def _part(tensors: dict, prefix: str) -> dict:
 
 
 def shared_retriever(
-    recommender: Recommender, listings: str | Path, cache_dir: str | Path, model_tag: str
+    recommender: Recommender, listings: str | Path | None, cache_dir: str | Path, model_tag: str
 ) -> Retriever:
-    """A retriever over ``listings`` whose table and vectors are mapped from ``cache_dir``,
-    written there first when no worker has yet (one worker at a time: the others wait)."""
-    source = Path(listings).resolve()
-    stat = source.stat()
-    # a changed file (size or modification time), another model or another embedrec: new files
-    key = f"{source}\0{stat.st_size}\0{stat.st_mtime_ns}\0{model_tag}\0{__version__}"
+    """A retriever over ``listings`` (None: the model's own listings) whose table and vectors
+    are mapped from ``cache_dir``, written there first when no worker has yet (one worker at a
+    time: the others wait)."""
+    if listings is None:
+        key, source = f"the model's listings\0{model_tag}\0{__version__}", None
+    else:
+        source = Path(listings).resolve()
+        stat = source.stat()
+        # a changed file (size or modification time), another model or another embedrec
+        key = f"{source}\0{stat.st_size}\0{stat.st_mtime_ns}\0{model_tag}\0{__version__}"
     stem = _stem(cache_dir, "catalogue", key)
     with _locked(stem.with_suffix(".lock")):
         if not stem.with_suffix(".json").exists():
@@ -131,10 +136,11 @@ def shared_retriever(
     )
 
 
-def _write(recommender: Recommender, source: Path, stem: Path) -> None:
-    """Validate and embed the listings, write the files; the JSON file last, as the mark that
-    the others are complete (each is renamed into place once written)."""
-    table = load_listings(source)
+def _write(recommender: Recommender, source: Path | None, stem: Path) -> None:
+    """Validate and embed the listings of ``source`` (None: the model's own), write the files;
+    the JSON file last, as the mark that the others are complete (each is renamed into place
+    once written)."""
+    table = recommender.listing_table_ if source is None else load_listings(source)
     vectors, rows, known = embed_table(recommender.model_, recommender.listings_, table)
     unknown = table.loc[~known, "listing_id"].tolist()
     kept = pa.Table.from_pandas(table[known] if not known.all() else table, preserve_index=False)
@@ -142,9 +148,10 @@ def _write(recommender: Recommender, source: Path, stem: Path) -> None:
     vectors, rows = vectors.astype(np.float32, copy=False), rows.astype(np.int64, copy=False)
     write_atomic(Path(f"{stem}.vectors.npy"), lambda path: np.save(path, vectors))
     write_atomic(Path(f"{stem}.rows.npy"), lambda path: np.save(path, rows))
-    meta = {"listings": str(source), "rows": len(kept), "unknown": unknown}
+    name = "the model's listings" if source is None else str(source)
+    meta = {"listings": name, "rows": len(kept), "unknown": unknown}
     write_atomic(stem.with_suffix(".json"), lambda path: path.write_text(json.dumps(meta)))
-    log.info("wrote the catalogue of %s (%d listings) to %s.*", source, len(kept), stem)
+    log.info("wrote the catalogue of %s (%d listings) to %s.*", name, len(kept), stem)
     _remove_stale(stem.parent)
 
 

@@ -335,13 +335,13 @@ def build_state(
     cache_dir: str | None = None,
 ) -> ServingState:
     """Load a model directory and its catalogue, then replay every stored write into it;
-    with ``cache_dir``, the model and the catalogue of ``listings`` are the ones all workers
-    map (``serving/shared.py``)."""
+    with ``cache_dir``, the model and the catalogue (of ``listings``, else of the model's own
+    listings) are the ones all workers map (``serving/shared.py``)."""
     started = time.perf_counter()
     recommender = _load(model_dir, cache_dir)
     tag = model_tag(recommender)
     retriever: Retriever | None = None
-    if listings and cache_dir and tag:
+    if cache_dir and tag:
         try:
             retriever = shared_retriever(recommender, listings, cache_dir, tag)
         except OSError as exc:  # e.g. a read-only home directory: served all the same
