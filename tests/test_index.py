@@ -885,3 +885,26 @@ def test_post_filter_widens_an_exact_search_and_tries_an_approximate_one_once(ex
         assert found[0].tolist() == list(range(0, 5000, 500)) and not len(short)
     else:  # one try; the caller's filtered search answers the short query
         assert asked == [FIRST_FETCH] and short.tolist() == [0]
+
+
+def test_a_catalogue_asks_its_index_source_only_for_the_rows_it_was_built_with() -> None:
+    """A shared index covers the rows as constructed: once rows were added (a merge of added
+    rows included), the index is built here and never handed to the source to save."""
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(300, 8)).astype(np.float32)
+    table = pd.DataFrame({"listing_id": [f"L{i}" for i in range(300)], "price": range(300)})
+    asked: list[bool] = []
+
+    def source(cosine: bool, build):
+        asked.append(cosine)
+        return build()
+
+    untouched = Catalogue(table, vectors, np.arange(300), index_source=source)
+    assert untouched.index(True).n_rows == 300 and asked == [True]
+
+    asked.clear()
+    grown = Catalogue(table, vectors, np.arange(300), index_source=source)
+    n = 2_100  # enough that the added rows are merged into the base table
+    extra = pd.DataFrame({"listing_id": [f"new-{i}" for i in range(n)], "price": range(n)})
+    grown.add(extra, rng.normal(size=(n, 8)).astype(np.float32), np.full(n, -1))
+    assert grown.index(True).n_rows == 300 + n and asked == []

@@ -126,6 +126,7 @@ class Catalogue:
         self._exact_below = exact_below
         self.query_samples = query_samples
         self._index_source = index_source
+        self._constructed_rows = self._n  # rows only grow: equal means nothing was added
         self._indexes: dict[bool, VectorIndex] = {}
         self._row_of_model: np.ndarray | None = None  # model row -> live row, built on demand
         # per index: the index, the base table, its rows' clusters, the centroids, the grid's
@@ -245,7 +246,7 @@ class Catalogue:
                     return VectorIndex(exact_below=self._exact_below).build(vectors, samples)
 
                 index = None
-                if self._index_source is not None and self._n == len(self._fields.base):
+                if self._index_source is not None and self._n == self._constructed_rows:
                     index = self._index_source(key, build)  # the rows as constructed: shareable
                     if index.n_rows != len(vectors) or index.dim != vectors.shape[1]:
                         index = None  # not this catalogue's: built here

@@ -67,8 +67,8 @@ class Settings:
     # workers started by uvicorn load the model directory recorded in the store, so a worker
     # respawned after a reload serves the reloaded model
     follow_store: bool = False
-    # where workers and restarts share the model's tensors and the --listings catalogue's
-    # table, vectors and index (serving/shared.py); None: each process loads and embeds its own
+    # where workers and restarts share the model's tensors and the served catalogue's table,
+    # vectors and index (serving/shared.py); None: each process loads and embeds its own
     cache_dir: str | None = None
 
 
