@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from embedrec.data.schema import FeatureSpec
-from embedrec.features.categorical import factorize_strings, init_embedding
+from embedrec.features.categorical import SMALL, factorize_strings, init_embedding
 
 PAD = 0
 EMPTY = 1
@@ -95,6 +95,21 @@ def _bucket(tokens: pa.Array, n_buckets: int) -> np.ndarray:
     return (hashes % np.uint64(n_buckets)).astype(np.int64)
 
 
+def _distinct_texts(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row codes (-1: missing) and the distinct texts.
+
+    A column of strings keeps its own string objects: converting a catalogue's million
+    descriptions to cleaned copies (``factorize_strings``) held about 2 GB at once, and the
+    stripping it applies changes no word. Numbers (a numeric column, or a few rows) take
+    that path, whose rule makes 2015.0 read 2015."""
+    if len(column) <= SMALL or not (
+        pd.api.types.is_object_dtype(column.dtype) or pd.api.types.is_string_dtype(column.dtype)
+    ):
+        return factorize_strings(column)
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    return np.asarray(codes, dtype=np.int64), pd.Index(uniques).astype(str).to_numpy(dtype=object)
+
+
 def _chunks(text: np.ndarray) -> list[tuple[int, np.ndarray]]:
     """(offset, texts) of at most ``TEXTS_PER_CHUNK`` texts at a time."""
     return [(i, text[i : i + TEXTS_PER_CHUNK]) for i in range(0, len(text), TEXTS_PER_CHUNK)]
@@ -143,7 +158,7 @@ class TextEncoder:
         return 0
 
     def _width(self, listings: pd.DataFrame) -> int:
-        _, text = factorize_strings(listings[self.spec.columns[0]])
+        _, text = _distinct_texts(listings[self.spec.columns[0]])
         longest = 0
         for _, part in _chunks(text):
             longest = max(longest, int(_token_counts(part).max()))
@@ -153,18 +168,24 @@ class TextEncoder:
 
     def transform(self, listings: pd.DataFrame) -> dict[str, np.ndarray]:
         """``{name}.tokens``: int32 [n, width]; 0 padding, 1 no text, 2+ hashed buckets."""
-        codes, text = factorize_strings(listings[self.spec.columns[0]])
-        # one extra all-empty row at the end, picked by code -1 (missing)
-        matrix = np.full((len(text) + 1, self.width), PAD, dtype=np.int32)
-        matrix[:, 0] = EMPTY
+        codes, text = _distinct_texts(listings[self.spec.columns[0]])
+        matrix = np.full((len(codes), self.width), PAD, dtype=np.int32)
+        matrix[:, 0] = EMPTY  # missing text keeps this row
+        # each chunk of distinct texts fills the rows that hold them: rows made per distinct
+        # text and then picked by code held a catalogue's tokens twice (2 GB for 1M listings)
+        by_text = np.argsort(codes, kind="stable")
+        sorted_codes = codes[by_text]
         for offset, part in _chunks(text):
             owner, rows = self._buckets(part)
             position = _positions(owner)
             keep = position < self.width
-            matrix[offset + owner[keep], position[keep]] = rows[keep]
-        if np.array_equal(codes, np.arange(len(codes))):  # every text distinct, none missing
-            return {self.key: matrix[:-1]}  # a view: a catalogue's tokens are a gigabyte
-        return {self.key: matrix[codes]}
+            block = np.full((len(part), self.width), PAD, dtype=np.int32)
+            block[:, 0] = EMPTY
+            block[owner[keep], position[keep]] = rows[keep]
+            first, last = np.searchsorted(sorted_codes, [offset, offset + len(part)])
+            targets = by_text[first:last]
+            matrix[targets] = block[codes[targets] - offset]
+        return {self.key: matrix}
 
     def to_dict(self) -> dict[str, Any]:
         return {"n_buckets": self.n_buckets, "max_tokens": self.max_tokens, "width": self.width}
