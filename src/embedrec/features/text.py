@@ -99,9 +99,9 @@ def _distinct_texts(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Per-row codes (-1: missing) and the distinct texts.
 
     A column of strings keeps its own string objects: converting a catalogue's million
-    descriptions to cleaned copies (``factorize_strings``) held about 2 GB at once, and the
-    stripping it applies changes no word. Numbers (a numeric column, or a few rows) take
-    that path, whose rule makes 2015.0 read 2015."""
+    descriptions to cleaned copies (``factorize_strings``) held several copies of them at
+    once, and the stripping it applies changes no word. Numbers (a numeric column, or a few
+    rows) take that path, whose rule makes 2015.0 read 2015."""
     if len(column) <= SMALL or not (
         pd.api.types.is_object_dtype(column.dtype) or pd.api.types.is_string_dtype(column.dtype)
     ):
