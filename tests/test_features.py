@@ -321,35 +321,3 @@ def test_one_listing_transforms_as_it_does_among_many(pipeline):
         one = pipeline.transform(listings.iloc[row : row + 1])
         for key, tensor in one.items():
             torch.testing.assert_close(tensor, whole[key][row : row + 1])
-
-
-def test_a_categorical_of_many_values_learns_sparsely_like_the_id_tables():
-    from embedrec.features.categorical import SPARSE_ABOVE
-    from embedrec.training.config import TrainConfig
-    from embedrec.training.optim import RowWiseAdagrad
-    from embedrec.training.trainer import make_optimizers
-
-    dealers = pd.DataFrame({"dealer": [f"d{i}" for i in range(SPARSE_ABOVE + 10)]})
-    colours = pd.DataFrame({"colour": ["red", "blue", "grey"] * 10})
-    many = FeaturePipeline([FeatureSpec(name="dealer", kind="categorical", columns=("dealer",))])
-    few = FeaturePipeline([FeatureSpec(name="colour", kind="categorical", columns=("colour",))])
-    big = many.fit(dealers).encoders[0].module(4)
-    small = few.fit(colours).encoders[0].module(4)
-    assert big.embedding.sparse and not small.embedding.sparse
-
-    # a step's gradient holds the rows of the batch's values only, and the optimizer that
-    # the id tables use moves those rows and no other
-    batch = {k: v.long() for k, v in many.transform(dealers.iloc[[3, 7, 3]]).items()}
-    big(batch).sum().backward()
-    grad = big.embedding.weight.grad
-    assert grad.is_sparse and len(grad.coalesce().indices()[0]) == 2
-    config = TrainConfig(
-        epochs=1, batch_size=8, lr=0.05, loss="softmax", logq_scale=1.0, temperature=0.1,
-        negatives=8, negatives_from="batch", precision="fp32", workers=1, patience=1,
-        validation_users=10, seed=0, device="cpu",
-    )  # fmt: skip
-    (optimizer,) = [o for o in make_optimizers(big, config) if isinstance(o, RowWiseAdagrad)]
-    before = big.embedding.weight.detach().clone()
-    optimizer.step()
-    moved = (big.embedding.weight != before).any(dim=1).nonzero().squeeze(1)
-    assert sorted(moved.tolist()) == sorted(batch["dealer.idx"].unique().tolist())

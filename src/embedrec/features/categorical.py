@@ -27,8 +27,6 @@ _INTEGRAL_FLOAT = r"^([+-]?\d+)\.0+$"
 # pandas' and Arrow's fixed cost per call is then most of the time (Arrow's \d is an ASCII
 # digit; its whitespace is Python's)
 SMALL = 32
-# rows above which a table is updated sparsely: a step touches at most a batch's values
-SPARSE_ABOVE = 4096
 _INTEGRAL_FLOAT_PY = re.compile(r"([+-]?\d+)\.0+", re.ASCII)
 
 
@@ -161,19 +159,12 @@ class CategoricalEncoder:
 
 
 class CategoricalEmbedding(nn.Module):
-    """``batch[key]`` (int [n]) -> embedding rows [n, dim].
-
-    A table of more than ``SPARSE_ABOVE`` values (sellers, dealers, postcodes) learns through
-    sparse gradients, as the id tables do: a dense one was a full-size gradient every step,
-    summed across ranks and moved by AdamW row by row. The car data's 39,913 dealers were 87%
-    of the dense gradient a 2-rank step all-reduced (docs/benchmarks-distributed.md).
-    """
+    """``batch[key]`` (int [n]) -> embedding rows [n, dim]."""
 
     def __init__(self, key: str, n_rows: int, dim: int) -> None:
         super().__init__()
         self.key = key
-        sparse = n_rows > SPARSE_ABOVE
-        self.embedding = init_embedding(nn.Embedding(n_rows, dim, sparse=sparse))
+        self.embedding = init_embedding(nn.Embedding(n_rows, dim))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.embedding(batch[self.key])
