@@ -1,13 +1,14 @@
 """Time and peak memory of fitting and transforming a catalogue's text columns, this tree
 against an earlier commit: each run in a fresh process, the two codes alternated.
 
-    python benchmarks/text_memory.py --before 089a942~1 [--runs 2]
+    python benchmarks/text_memory.py --before 089a942~1 [--runs 2] [--listings FILE]
 
 Reads the ``large`` car data's listings (1M; ``embedrec generate cars --size large``,
-cached), fits and transforms its ``description`` and ``title`` with ``TextEncoder``, and
-prints a markdown table: seconds, and the memory the process added at its peak (VmHWM after
-the read, reset through /proc/self/clear_refs) and at the end. The rows of both codes must
-be the same; a run whose checksum differs is reported.
+cached) or ``--listings`` (a Parquet file with ``title`` and ``description``), fits and
+transforms both columns with ``TextEncoder``, and prints a markdown table: seconds, and the
+memory the process added at its peak (VmHWM after the read, reset through
+/proc/self/clear_refs) and at the end. The rows of both codes must be the same; a run whose
+checksum differs is reported.
 """
 
 from __future__ import annotations
@@ -68,16 +69,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--before", required=True, help="the commit to compare against")
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--listings", type=Path, help="default: the large car data's")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         source = CACHE / "cars-large-seed0"
-        if not (source / "listings.parquet").exists():
+        if args.listings is None and not (source / "listings.parquet").exists():
             subprocess.run(
                 [sys.executable, "-m", "embedrec", "generate", "cars", "--size", "large"]
                 + ["--out", str(source)],
                 check=True,
             )
-        listings = source / "listings.parquet"
+        listings = args.listings or source / "listings.parquet"
         codes = {
             f"before ({args.before})": package_at(args.before, Path(folder) / "before"),
             "now": Path(__file__).resolve().parents[1] / "src",

@@ -11,7 +11,6 @@ from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import torch
 from torch import nn
 
@@ -24,8 +23,6 @@ from embedrec.features.numeric import NumericEncoder
 from embedrec.features.text import TextEncoder
 
 FORMAT_VERSION = 1
-# a transform of more rows than this hands the memory Arrow freed back to the system
-RELEASE_AFTER_ROWS = 100_000
 
 
 class Encoder(Protocol):
@@ -120,10 +117,6 @@ class FeaturePipeline:
         for encoder in self.encoders:
             for key, array in encoder.transform(listings).items():
                 out[key] = torch.from_numpy(np.ascontiguousarray(array))
-        if len(listings) > RELEASE_AFTER_ROWS:
-            # Arrow's allocator keeps the pages the text kernels freed (hundreds of MB for a
-            # catalogue's descriptions) unless asked to give them back
-            pa.default_memory_pool().release_unused()
         return out
 
     def to_dict(self) -> dict[str, Any]:

@@ -169,8 +169,7 @@ class TextEncoder:
     def transform(self, listings: pd.DataFrame) -> dict[str, np.ndarray]:
         """``{name}.tokens``: int32 [n, width]; 0 padding, 1 no text, 2+ hashed buckets."""
         codes, text = _distinct_texts(listings[self.spec.columns[0]])
-        matrix = np.full((len(codes), self.width), PAD, dtype=np.int32)
-        matrix[:, 0] = EMPTY  # missing text keeps this row
+        matrix = self._no_text(len(codes))  # a missing text keeps its row
         # each chunk of distinct texts fills the rows that hold them: rows made per distinct
         # text and then picked by code held a catalogue's tokens twice (2 GB for 1M listings)
         by_text = np.argsort(codes, kind="stable")
@@ -179,13 +178,18 @@ class TextEncoder:
             owner, rows = self._buckets(part)
             position = _positions(owner)
             keep = position < self.width
-            block = np.full((len(part), self.width), PAD, dtype=np.int32)
-            block[:, 0] = EMPTY
+            block = self._no_text(len(part))
             block[owner[keep], position[keep]] = rows[keep]
             first, last = np.searchsorted(sorted_codes, [offset, offset + len(part)])
             targets = by_text[first:last]
             matrix[targets] = block[codes[targets] - offset]
         return {self.key: matrix}
+
+    def _no_text(self, n: int) -> np.ndarray:
+        """``n`` rows that say "no text": the empty row, then padding."""
+        rows = np.full((n, self.width), PAD, dtype=np.int32)
+        rows[:, 0] = EMPTY
+        return rows
 
     def to_dict(self) -> dict[str, Any]:
         return {"n_buckets": self.n_buckets, "max_tokens": self.max_tokens, "width": self.width}
