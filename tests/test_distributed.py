@@ -36,8 +36,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def step_inputs(batch_size: int):
-    """A hybrid model on block data, its training pairs and a step's settings."""
+def step_inputs(batch_size: int, group: Group | None = None):
+    """A hybrid model on block data (its catalogue shared out among ``group``'s ranks), its
+    training pairs and a step's settings."""
     events, listings, *_ = block_data(n_users=60, n_listings=40)
     recommender = Recommender(
         model="hybrid",
@@ -52,7 +53,7 @@ def step_inputs(batch_size: int):
     )
     prepared = recommender.prepare(events, listings)
     data = prepared.data
-    model = recommender.build_model(prepared, data)
+    model = recommender.build_model(prepared, data, group)
     config = recommender.train_config(len(data))
     counts = np.bincount(data.listing_idx, minlength=len(data.listings))
     log_q = torch.as_tensor(np.log(np.maximum(counts, 1) / counts.sum()), dtype=torch.float32)
@@ -78,12 +79,14 @@ def rank_step(rank: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     group = Group(rank, 2, torch.device("cpu"), dist.new_group())
-    model, data, config, log_q, trained, rows, (users, listings, weights) = step_inputs(BATCH)
+    step = step_inputs(BATCH, group)
+    model, data, config, log_q, trained, rows, (users, listings, weights) = step
     model.set_training_pairs(torch.as_tensor(data.user_idx), torch.as_tensor(data.listing_idx))
     model.refresh()
     model.train()
-    # as train() sets it: the listing cache, which the histories read, is built by shares
-    model.row_split = group
+    # the rank holds the features of the listing rows it owns only: every other row's
+    # vector comes from its owner, the listing cache (which the histories read) included
+    held = {name: len(tensor) for name, tensor in model.catalogue.items()}
     embedded = []
     hook = model.listing_mlp.register_forward_hook(
         lambda _, args, __: embedded.append(len(args[0]))
@@ -91,7 +94,12 @@ def rank_step(rank: int, port: int, out: str) -> None:
     cache = model.all_listing_vectors()
     hook.remove()
     save_file(
-        {"cache": cache, "embedded": torch.tensor(sum(embedded))}, f"{out}/cache{rank}.safetensors"
+        {
+            "cache": cache,
+            "embedded": torch.tensor(sum(embedded)),
+            "held": torch.tensor(sorted(set(held.values()))),
+        },
+        f"{out}/cache{rank}.safetensors",
     )
     mine = slice(rank * BATCH, (rank + 1) * BATCH)
     step = data_parallel(model, group)  # kept: its reducer sums the gradients in backward
@@ -108,6 +116,10 @@ def rank_step(rank: int, port: int, out: str) -> None:
     )
     loss.backward()
     save_file(gradients(model), f"{out}/rank{rank}.safetensors")
+    # once training ends, the whole catalogue's features come back where a row is asked for
+    model.row_split = None
+    model.refresh()
+    save_file({"vectors": model.eval().listing_vectors(listings)}, f"{out}/after{rank}.safetensors")
     dist.destroy_process_group()
 
 
@@ -131,12 +143,17 @@ def test_two_ranks_at_batch_b_give_the_gradients_of_one_process_at_2b(tmp_path):
             torch.testing.assert_close(got[name], value, rtol=1e-4, atol=1e-6, msg=name)
     # the listing ids' gradients come through the gathered negatives too
     assert any("listing" in name and value.abs().sum() > 0 for name, value in expected.items())
-    # each rank ran the listing tower over its half of the catalogue, and holds all of it
+    # each rank held half the catalogue's features, ran the listing tower over its half
+    # for the cache, and holds all of the cache
     full = model.all_listing_vectors()
+    listings_after = model.eval().listing_vectors(listings)
     for rank in (0, 1):
         got = load_file(str(tmp_path / f"cache{rank}.safetensors"))
         torch.testing.assert_close(got["cache"], full)
-        assert int(got["embedded"]) == -(-len(full) // 2)
+        assert got["held"].tolist() == [len(full) // 2]
+        assert int(got["embedded"]) == len(full) // 2
+        after = load_file(str(tmp_path / f"after{rank}.safetensors"))["vectors"]
+        torch.testing.assert_close(after, listings_after)
 
 
 # ------------------------------------------------------------------ torchrun, end to end
@@ -330,3 +347,17 @@ def test_each_restart_on_one_host_gets_keys_of_its_own(monkeypatch, capsys):
     monkeypatch.setenv("RANK", "0")
     assert _this_attempt(store) is store
     assert "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1" in capsys.readouterr().err
+
+
+def test_exchanged_rows_are_padded_to_few_sizes():
+    from embedrec.training.distributed import _few_sizes
+
+    sizes = set()
+    for n in range(1, 5000):
+        rows = torch.arange(n)
+        padded = _few_sizes(rows)
+        assert torch.equal(padded[:n], rows) and (padded[n:] == n - 1).all()
+        assert len(padded) <= n + n / 8
+        sizes.add(len(padded))
+    # at most eight sizes per power of two: a kernel's cache of plans per shape stays small
+    assert len(sizes) <= 8 * 13

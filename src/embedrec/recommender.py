@@ -27,7 +27,7 @@ from embedrec.data.prepare import Interactions
 from embedrec.data.schema import FeatureSpec, SchemaConfig
 from embedrec.evaluation.report import warm_cold_report
 from embedrec.features.pipeline import FeaturePipeline
-from embedrec.models.base import RecModel
+from embedrec.models.base import RecModel, RowSplit
 from embedrec.models.registry import MODELS, model_class, readers
 from embedrec.retrieval.evaluation import (
     EvaluationTask,
@@ -322,7 +322,7 @@ class Recommender:
         outcome = run_phases(
             data,
             config,
-            lambda pairs: self.build_model(prepared, pairs),
+            lambda pairs: self.build_model(prepared, pairs, group),
             self.validation_fraction,
             self.refit,
             callbacks,
@@ -412,12 +412,16 @@ class Recommender:
             "ranks": 1 if group is None else group.world,
         }
 
-    def build_model(self, prepared: TrainingData, data: Interactions) -> RecModel:
+    def build_model(
+        self, prepared: TrainingData, data: Interactions, row_split: RowSplit | None = None
+    ) -> RecModel:
         """A fresh model of ``prepared``'s shape, with its weights drawn from ``seed`` and its
         inputs (histories) taken from ``data`` only (the training part of a hold-out); for a
-        warm start, with the old model's weights and inputs carried over."""
+        warm start, with the old model's weights and inputs carried over. ``row_split``: the
+        ranks of a distributed run, among which the model may share out the catalogue."""
         generator = torch.Generator().manual_seed(self.seed)
         model = model_class(self.model).create(prepared.shape(), self.get_params(), generator)
+        model.row_split = row_split
         model.set_inputs(prepared.listings, data)
         if isinstance(prepared, WarmStart):
             carry_over(model, prepared)

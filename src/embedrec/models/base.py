@@ -10,6 +10,7 @@ subclass plus one line in ``models/registry.py``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from numbers import Integral
 from typing import Any, ClassVar, Protocol
@@ -42,14 +43,20 @@ class ModelShape:
 
 
 class RowSplit(Protocol):
-    """Work over rows shared out among the ranks of a distributed run: rank ``rank`` of
-    ``world`` takes its part, and ``gather`` concatenates every rank's part (same shape on
-    every rank) in rank order. Every rank calls ``gather`` at the same point."""
+    """Listing rows shared out among the ranks of a distributed run: rank ``rank`` of
+    ``world`` owns the rows ``r`` with ``r % world == rank``. ``gather`` concatenates every
+    rank's tensor (same shape on every rank) in rank order; ``exchange`` returns the vectors
+    of any rows, each computed by ``compute`` on the rank that owns it and sent with its
+    gradient. Every rank calls either at the same point."""
 
     rank: int
     world: int
 
     def gather(self, tensor: torch.Tensor) -> torch.Tensor: ...
+
+    def exchange(
+        self, rows: torch.Tensor, compute: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor: ...
 
 
 class RecModel(nn.Module):
@@ -83,7 +90,8 @@ class RecModel(nn.Module):
         Where training-time random draws come from.
     row_split : RowSplit or None
         Set by distributed training: a model that computes every listing's vector (a
-        cache) computes only its rank's share of the rows and gathers the rest.
+        cache) computes only its rank's rows and gathers the rest, and a model that
+        ``shards_catalogue`` holds the features of its rank's rows only.
     """
 
     needs_features: ClassVar[bool] = False

@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embedrec.features.pipeline import index_batch
 from embedrec.models.base import ColdListingsUnsupportedError, embedding
 from embedrec.models.feature_model import FeatureModel
 
@@ -59,7 +58,7 @@ class DeepHybrid(FeatureModel):
     def listing_side(self, listings: torch.Tensor) -> torch.Tensor:
         id_vectors = self.listing_ids(listings)
         flat = listings.reshape(-1)
-        features = self.features(index_batch(self.catalogue, flat))
+        features = self.features(self.features_of(flat))
         features = features.reshape(*listings.shape, -1)
         return torch.cat([id_vectors, features], dim=-1)
 

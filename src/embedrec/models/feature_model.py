@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 
 from embedrec.data.prepare import Interactions
-from embedrec.features.pipeline import FeatureEncoder, FeaturePipeline
+from embedrec.features.pipeline import FeatureEncoder, FeaturePipeline, index_batch
 from embedrec.models.base import RecModel, embedding, positive_int
 
 EMBED_BATCH = 65536  # listings embedded per forward pass: bounds memory on large tables
@@ -21,11 +21,18 @@ class FeatureModel(RecModel):
     Listing rows at or above ``n_trained_listings`` have no trained id (the extra last row of
     ``listing_id`` is a zero placeholder). ``catalogue`` holds the feature tensors of the
     model's listing rows; it is an input, not a weight, so it is not in the state dict.
+
+    A model that ``shards_catalogue``, given its inputs while a ``row_split`` is set, holds
+    the features of its rank's rows only (``catalogue_share``): the catalogue's features are
+    most of what every rank would otherwise hold whole. Its listing vectors then come from
+    the owning ranks (``RowSplit.exchange``); once the split is gone, the first call that
+    needs a row's features transforms the whole catalogue again.
     """
 
     needs_features = True
     hyperparameters: tuple[str, ...] = ("feature_dim", "hidden")
     id_tables = {"listing_id.weight": "listings"}
+    shards_catalogue = False
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()
@@ -35,6 +42,8 @@ class FeatureModel(RecModel):
         self.n_trained_listings = config["n_trained_listings"]
         self.listing_id = embedding(self.n_trained_listings + 1, config["dim"], 0.05, sparse=True)
         self.catalogue: dict[str, torch.Tensor] = {}
+        self.catalogue_share: tuple[int, int] | None = None  # (rank, world) of a shard
+        self._listing_table: pd.DataFrame | None = None  # to rebuild a shard's catalogue
 
     @classmethod
     def from_shape(cls, shape: Any, **params: Any) -> FeatureModel:
@@ -53,13 +62,44 @@ class FeatureModel(RecModel):
         return dict(self._config)
 
     def set_inputs(self, listings: pd.DataFrame, data: Interactions | None) -> None:
-        self.set_catalogue(self.pipeline.transform(listings))
+        split = self.row_split if self.shards_catalogue else None
+        if split is None or split.world == 1:
+            self.set_catalogue(self.pipeline.transform(listings))
+            return
+        # only this rank's rows are transformed: the text columns' tokens alone are 1 GB for
+        # a million listings, and every rank would hold them all
+        shard = self.pipeline.transform(listings.iloc[split.rank :: split.world])
+        self.set_catalogue(shard)
+        self.catalogue_share, self._listing_table = (split.rank, split.world), listings
 
     def set_catalogue(self, features: dict[str, torch.Tensor]) -> None:
         """Feature tensors of the model's listing rows (from ``pipeline.transform``)."""
         self.catalogue = features
+        self.catalogue_share = self._listing_table = None
+
+    def features_of(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Feature tensors of listing ``rows``; with a shard of the catalogue, rows this rank
+        owns only, while the split lasts."""
+        share = self.catalogue_share
+        if share is None:
+            return index_batch(self.catalogue, rows)
+        if self.row_split is None:
+            self._whole_catalogue()
+            return index_batch(self.catalogue, rows)
+        rank, world = share
+        if bool((rows % world != rank).any()):
+            raise RuntimeError(f"rank {rank} asked for the features of rows it does not hold")
+        return index_batch(self.catalogue, rows // world)
+
+    def _whole_catalogue(self) -> None:
+        table = self._listing_table
+        assert table is not None
+        device = self.listing_id.weight.device
+        self.set_catalogue({k: v.to(device) for k, v in self.pipeline.transform(table).items()})
 
     def input_tensors(self) -> dict[str, torch.Tensor]:
+        if self.catalogue_share is not None:
+            self._whole_catalogue()
         return dict(self.catalogue)
 
     def load_input_tensors(self, tensors: dict[str, torch.Tensor]) -> None:

@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from embedrec.data.prepare import Interactions, recent_listings
-from embedrec.features.pipeline import index_batch
 from embedrec.models.base import RecModel, dropout_keep, embedding, positive_int
 from embedrec.models.feature_model import FeatureModel
 
@@ -67,6 +66,7 @@ class HybridTwoTower(FeatureModel):
 
     normalized = True
     sequential = True
+    shards_catalogue = True
     hyperparameters = (
         "feature_dim",
         "hidden",
@@ -185,7 +185,12 @@ class HybridTwoTower(FeatureModel):
         return F.normalize(self.listing_mlp(hidden) + id_vectors, dim=1)
 
     def listing_vectors(self, listings: torch.Tensor) -> torch.Tensor:
-        return self.vectors_from_features(index_batch(self.catalogue, listings), listings)
+        if self.catalogue_share is not None and self.row_split is not None:
+            return self.row_split.exchange(listings, self._vectors_of_rows)
+        return self._vectors_of_rows(listings)
+
+    def _vectors_of_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.vectors_from_features(self.features_of(rows), rows)
 
     def set_training_pairs(self, users: torch.Tensor | None, listings: torch.Tensor | None) -> None:
         # a training pair's history is what its user viewed just before it: the model learns
@@ -258,28 +263,37 @@ class HybridTwoTower(FeatureModel):
     def _listing_vectors_between(self, begin: int, end: int, batch_size: int) -> torch.Tensor:
         """Listing vectors of rows ``begin`` .. ``end`` - 1, in eval mode and full precision.
 
-        With a ``row_split`` each rank computes a contiguous share of the rows and gathers
-        the others': the cache is the same on every rank, and a refresh, which runs the
-        listing tower over the catalogue, would otherwise cost each rank the whole of it."""
+        With a ``row_split`` each rank computes the rows it owns and gathers the others':
+        the cache is the same on every rank, and a refresh, which runs the listing tower
+        over the catalogue, would otherwise cost each rank the whole of it."""
         was_training = self.training
         self.eval()
-        n, split = end - begin, self.row_split
-        # every rank's share has the same size (the last one padded), as a gather needs
-        share = n if split is None else -(-n // split.world)
-        start = begin + (0 if split is None else min(split.rank * share, n))
-        stop = min(start + share, end)
+        split = self.row_split
+        rank, world = (0, 1) if split is None else (split.rank, split.world)
         weight = self.listing_mlp[0].weight
-        vectors = torch.zeros(
-            (share, self._config["dim"]), dtype=weight.dtype, device=weight.device
-        )
+        device, dim = weight.device, self._config["dim"]
+
+        def owned(owner: int) -> torch.Tensor:
+            return torch.arange(begin + (owner - begin) % world, end, world, device=device)
+
+        mine = owned(rank)
+        # every rank's part has the same size (padded), as a gather needs
+        vectors = torch.zeros((-(-(end - begin) // world), dim), dtype=weight.dtype, device=device)
         # full precision even when first asked for inside a bf16 training step: the cache is
         # the same whichever call builds it (a validation or a step)
-        with torch.autocast(weight.device.type, enabled=False):
-            for s in range(start, stop, batch_size):
-                rows = torch.arange(s, min(s + batch_size, stop), device=weight.device)
-                vectors[s - start : s - start + len(rows)] = self.listing_vectors(rows)
+        with torch.autocast(device.type, enabled=False):
+            for s in range(0, len(mine), batch_size):
+                rows = mine[s : s + batch_size]
+                vectors[s : s + len(rows)] = self._vectors_of_rows(rows)
         self.train(was_training)
-        return vectors if split is None else split.gather(vectors)[:n]
+        if split is None:
+            return vectors
+        parts = split.gather(vectors).view(world, len(vectors), dim)
+        out = torch.empty((end - begin, dim), dtype=vectors.dtype, device=device)
+        for owner in range(world):
+            rows = owned(owner) - begin
+            out[rows] = parts[owner, : len(rows)]
+        return out
 
     def session_vector(self, listing_vectors: np.ndarray) -> tuple[np.ndarray, bool]:
         # the user tower of an anonymous user: no id, the session's listings as history

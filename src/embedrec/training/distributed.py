@@ -2,13 +2,14 @@
 
 Each process (rank) holds the events of its own users (a stable hash of user_id, so that a
 user's history, which the hybrid reads, stays whole on one rank) and keeps a full copy of the
-weights. The id maps and listing counts are agreed in one pass over every rank's ids; the
-listings table is small next to the events and every rank reads it and fits the same
-encoders from it. ``DistributedDataParallel`` sums the gradients after each step (sparse
-embedding gradients included, which the gloo backend all-reduces as sparse tensors; NCCL
-does too), and in-batch negatives come from every rank's batch. Work that every rank would
-repeat on the same rows, the hybrid's cache of every listing's vector, is shared out: the
-group is the model's ``row_split`` while it trains.
+weights. The id maps and listing counts are agreed in one pass over every rank's ids; every
+rank reads the listings table and fits the same encoders from it. ``DistributedDataParallel``
+sums the gradients after each step (sparse embedding gradients included, which the gloo
+backend all-reduces as sparse tensors; NCCL does too), and in-batch negatives come from every
+rank's batch. The group is the model's ``row_split`` while it trains: the hybrid keeps the
+feature tensors of the listing rows its rank owns only (``row % world``), a step's listing
+vectors are computed by their owners and exchanged with their gradients (``exchange``), and
+its cache of every listing's vector is built in shares.
 
 Nothing here pickles: ids and messages cross between ranks as Arrow or UTF-8 bytes in
 tensors.
@@ -20,6 +21,7 @@ import datetime
 import math
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -150,6 +152,31 @@ class Group:
         (summed over the ranks that used it)."""
         return _GatherWithGrad.apply(tensor, self)
 
+    def exchange(
+        self, rows: torch.Tensor, compute: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        """The vectors of listing ``rows``, each computed by ``compute`` on the rank that
+        owns the row (``row % world``) and sent to the ranks that asked for it; gradients
+        flow back to the owner. A row asked for several times is computed once."""
+        owner = rows % self.world
+        order = torch.argsort(owner, stable=True)
+        asked = torch.bincount(owner, minlength=self.world).to(self._wire)
+        told = torch.empty_like(asked)
+        dist.all_to_all_single(told, asked, group=self.negatives_group)
+        asked_sizes, told_sizes = asked.tolist(), told.tolist()
+        requests = torch.empty(sum(told_sizes), dtype=rows.dtype, device=self._wire)
+        dist.all_to_all_single(
+            requests,
+            rows[order].to(self._wire),
+            told_sizes,
+            asked_sizes,
+            group=self.negatives_group,
+        )
+        distinct, inverse = torch.unique(requests.to(rows.device), return_inverse=True)
+        answers = compute(_few_sizes(distinct))[inverse]
+        vectors = _AllToAllWithGrad.apply(answers, told_sizes, asked_sizes, self)
+        return vectors[torch.argsort(order)]
+
     # ---------------------------------------------------------------- ids and messages
     def ids(self, local: pd.Index) -> pd.Index:
         """The union of every rank's ids, sorted: the same index on every rank."""
@@ -211,6 +238,38 @@ class _GatherWithGrad(torch.autograd.Function):
         dist.all_reduce(summed, group=group.negatives_group)
         mine = summed[group.rank * ctx.rows : (group.rank + 1) * ctx.rows]
         return mine.to(grad.device), None
+
+
+def _few_sizes(rows: torch.Tensor) -> torch.Tensor:
+    """``rows`` padded (repeating the last) to the next multiple of an eighth of its power
+    of two: CPU kernels cache a plan per input shape (oneDNN's bf16 matrix products), and a
+    new row count at every step grew a rank by 0.9 GB in one epoch; padding costs at most
+    1/8 more rows."""
+    n = len(rows)
+    step = 1 << max(0, n.bit_length() - 4)
+    size = -(-n // step) * step
+    return rows if size == n else torch.cat([rows, rows[-1:].expand(size - n)])
+
+
+class _AllToAllWithGrad(torch.autograd.Function):
+    """Rows of ``tensor`` sent to each rank (``sent`` rows to rank 0, then to rank 1, ...),
+    ``received`` rows from each; backward sends the gradients the other way."""
+
+    @staticmethod
+    def forward(ctx, tensor, sent: list, received: list, group: Group):  # noqa: ANN001, ANN205
+        ctx.sent, ctx.received, ctx.group = sent, received, group
+        return _all_to_all(tensor, sent, received, group)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN205 - autograd's signature
+        return _all_to_all(grad, ctx.received, ctx.sent, ctx.group), None, None, None
+
+
+def _all_to_all(tensor: torch.Tensor, sent: list, received: list, group: Group) -> torch.Tensor:
+    wire = tensor.detach().contiguous().to(group._wire)
+    out = torch.empty((sum(received), *wire.shape[1:]), dtype=wire.dtype, device=wire.device)
+    dist.all_to_all_single(out, wire, received, sent, group=group.negatives_group)
+    return out.to(tensor.device)
 
 
 def _ids_to_bytes(ids: pd.Index) -> bytes:
