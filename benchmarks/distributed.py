@@ -174,7 +174,10 @@ def communication(model_dir: Path, batch: int, negatives: int, ranks: int) -> di
     """Bytes a rank sends per step, from the trained model: DDP's ring all-reduce of the dense
     parameters' gradients; the sparse tables' gradients, which gloo all-gathers (every rank
     receives the rows each other rank touched: the distinct rows of a batch of training
-    pairs, counted on one); and the gathered negatives with their gradients."""
+    pairs, counted on one); the listing vectors of the batch that other ranks own, asked of
+    them by row and sent back, and their gradients (the owner of a row computes its vector:
+    each rank holds its own rows' features); and the gathered negatives with their
+    gradients."""
     from embedrec.recommender import load
 
     recommender = load(model_dir)
@@ -203,6 +206,9 @@ def communication(model_dir: Path, batch: int, negatives: int, ranks: int) -> di
         ranks - 1
     ) / ranks * ranks * share * dim * DENSE_BYTES
     dense_bytes = 2 * (ranks - 1) / ranks * dense * DENSE_BYTES
+    # a rank asks others for the rows they own (a row id each), answers as many requests
+    # with vectors, and sends the gradients of the vectors it received back
+    exchanged_bytes = (ranks - 1) / ranks * batch * (8 + 2 * dim * DENSE_BYTES)
     return {
         "dense_parameters": dense,
         "sparse_tables": len(tables),
@@ -211,7 +217,8 @@ def communication(model_dir: Path, batch: int, negatives: int, ranks: int) -> di
         "dense": dense_bytes,
         "sparse": (ranks - 1) * sparse_bytes,
         "negatives": negatives_bytes,
-        "total": dense_bytes + (ranks - 1) * sparse_bytes + negatives_bytes,
+        "exchanged": exchanged_bytes,
+        "total": dense_bytes + (ranks - 1) * sparse_bytes + negatives_bytes + exchanged_bytes,
     }
 
 
@@ -259,6 +266,8 @@ def scale(events: Path, listings: Path, work: Path, epochs: int) -> str:
         f"{comm['dense'] / 1e6:.2f} MB ({comm['dense_parameters']:,} parameters, ring "
         f"all-reduce), sparse gradients {comm['sparse'] / 1e6:.2f} MB "
         f"({comm['sparse_rows']:,} rows of {comm['sparse_tables']} tables, all-gathered), "
+        f"listing vectors exchanged with their owners and their gradients "
+        f"{comm['exchanged'] / 1e6:.2f} MB, "
         f"gathered negatives and their gradients {comm['negatives'] / 1e6:.2f} MB: "
         f"**{comm['total'] / 1e6:.2f} MB**.",
         "",
@@ -274,12 +283,14 @@ def projection(one: dict, comm: dict, batch: int, batch_per_rank: int) -> str:
     rows = ["| nodes | steps per epoch | compute s/step | communication s/step | hours per epoch |",
             "|---:|---:|---:|---:|---:|"]  # fmt: skip
     bandwidth = 10e9 / 8  # 10 Gbit/s between nodes
-    latency = 50e-6 * 6  # a few collectives per step, 50 us each
+    latency = 50e-6 * 10  # ten collectives per step, 50 us each
     for nodes in (8, 32):
         ring = 2 * (nodes - 1) / nodes
         dense = ring * comm["dense_parameters"] * DENSE_BYTES
         sparse = (nodes - 1) * comm["sparse_per_rank"]
-        seconds = (dense + sparse + comm["negatives"]) / bandwidth + latency
+        # measured with 2 ranks, where half of a batch's rows are another's
+        exchanged = comm["exchanged"] * 2 * (nodes - 1) / nodes
+        seconds = (dense + sparse + exchanged + comm["negatives"]) / bandwidth + latency
         steps = -(-1_000_000_000 // (nodes * batch_per_rank))
         compute = step_seconds * batch_per_rank / batch
         hours = steps * (compute + seconds) / 3600
@@ -289,10 +300,11 @@ def projection(one: dict, comm: dict, batch: int, batch_per_rank: int) -> str:
             "Projection to 1B events (one rank per node, one thread each as measured here, "
             f"{batch_per_rank} pairs per rank and step). Assumptions: compute per pair as "
             f"measured with 1 rank ({step_seconds * 1000:.1f} ms per step of {batch}); "
-            "10 Gbit/s between nodes, 50 us per collective, six collectives per step; "
+            "10 Gbit/s between nodes, 50 us per collective, ten collectives per step; "
             "no overlap of communication with compute (DDP overlaps the dense all-reduce "
             "with the backward pass, so this is pessimistic); sparse gradients grow with "
-            "the number of nodes (every rank receives every other's rows):",
+            "the number of nodes (every rank receives every other's rows), and the listing "
+            "vectors a rank asks of the others with the share of rows they own:",
             "",
             *rows,
         ]
