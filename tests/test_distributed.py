@@ -212,6 +212,11 @@ def answers_similar(model_dir: Path) -> None:
     assert len(json.loads(run.stdout)["results"]) == 5
     report = json.loads((model_dir / "config.json").read_text())["report"]
     assert report["users"] == 120  # every rank's users, summed
+    # each rank trained on its own users; the saved model has every user's history and
+    # the listings each one saw (which recommendations exclude)
+    weights = load_file(str(model_dir / "weights.safetensors"))
+    assert (weights["histories.lengths"] > 0).all()
+    assert (np.diff(weights["seen.indptr"].numpy()) > 0).all()
 
 
 def test_torchrun_standalone_trains_on_a_partitioned_dataset(dataset, tmp_path):

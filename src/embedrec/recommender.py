@@ -39,7 +39,7 @@ from embedrec.retrieval.results import Results
 from embedrec.retrieval.retriever import FilterSpec, Retriever
 from embedrec.training.checkpoint import Checkpoints
 from embedrec.training.config import TrainConfig
-from embedrec.training.distributed import Group, launched
+from embedrec.training.distributed import Group, launched, merge_users
 from embedrec.training.phases import run_phases
 from embedrec.training.preparation import TrainingData, prepare_training_data
 from embedrec.training.trainer import Callback, check_workers, resolve_device
@@ -336,7 +336,9 @@ class Recommender:
         self.model_ = model.cpu().eval()
         self.users_ = data.users
         self.listings_ = data.listings
-        self.seen_ = data.matrix()
+        # each rank trained on its own users' events: the model and the pairs seen are
+        # made whole on every rank, so that the one rank 0 saves covers every user
+        self.seen_ = data.matrix() if group is None else merge_users(self.model_, data, group)
         self.listing_table_ = prepared.listings
         self.n_trained_listings_ = prepared.n_trained_listings
         self.feature_specs_ = prepared.feature_specs

@@ -159,6 +159,12 @@ class RecModel(nn.Module):
         are the first rows of this one) derived from earlier data, where the new data alone
         would forget them."""
 
+    def merge_user_inputs(self, own: torch.Tensor, total: Callable[[torch.Tensor], None]) -> None:
+        """After a distributed fit, where each rank derived the inputs of its own users only
+        (histories): keep the rows of the users marked ``own`` (bool per user row, each user
+        marked on one rank) and make every rank's whole with ``total``, which sums a tensor
+        over the ranks in place."""
+
     # ------------------------------------------------------------------ training
     def user_vectors(self, users: torch.Tensor, pairs: torch.Tensor | None = None) -> torch.Tensor:
         """Vectors of user rows; ``pairs`` (training only): the positions of the batch's pairs

@@ -6,6 +6,7 @@ a listing with few or no interactions still gets a good vector from its features
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from numbers import Real
 from typing import Any
 
@@ -156,6 +157,14 @@ class HybridTwoTower(FeatureModel):
             previous.history_lengths.numpy(),
         )
         self.set_histories(torch.as_tensor(rows), torch.as_tensor(lengths))
+
+    def merge_user_inputs(self, own: torch.Tensor, total: Callable[[torch.Tensor], None]) -> None:
+        rows, lengths = self.histories, self.history_lengths
+        rows *= own.unsqueeze(1)
+        lengths *= own
+        total(rows)
+        total(lengths)
+        self.set_histories(rows, lengths)
 
     def set_histories(self, histories: torch.Tensor, lengths: torch.Tensor) -> None:
         """Each user's most recent listing rows (padded) and how many are real."""

@@ -27,8 +27,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import scipy.sparse as sp
 import torch
 import torch.distributed as dist
+
+from embedrec.data.prepare import Interactions
+from embedrec.models.base import RecModel
 
 # how long a rank waits in a collective for the others (loading, a validation, rank 0 saving
 # the model) before the run fails instead of hanging; EMBEDREC_DISTRIBUTED_TIMEOUT overrides
@@ -146,6 +150,21 @@ class Group:
         out = torch.empty((self.world, *tensor.shape), dtype=tensor.dtype, device=self._wire)
         dist.all_gather(list(out.unbind(0)), tensor.contiguous().to(self._wire))
         return out.flatten(0, 1).to(tensor.device)
+
+    def sum_in_place(self, tensor: torch.Tensor) -> None:
+        """``tensor`` summed over every rank, written into it."""
+        if tensor.device == self._wire:
+            dist.all_reduce(tensor)
+        else:
+            tensor.copy_(self.sum(tensor))
+
+    def gather_rows(self, values: np.ndarray) -> np.ndarray:
+        """Every rank's 1-D ``values`` (any length each), concatenated in rank order."""
+        sizes = self.gather(torch.tensor([len(values)], dtype=torch.int64)).tolist()
+        padded = torch.zeros(max(sizes), dtype=torch.from_numpy(values[:0]).dtype)
+        padded[: len(values)] = torch.from_numpy(values)
+        every = self.gather(padded).view(self.world, -1).numpy()
+        return np.concatenate([every[rank, :size] for rank, size in enumerate(sizes)])
 
     def gather_with_grad(self, tensor: torch.Tensor) -> torch.Tensor:
         """Like ``gather``, and the gradient of each rank's part flows back to that rank
@@ -288,6 +307,27 @@ def _ids_from_bytes(payload: bytes) -> pd.Index:
     if pa.types.is_integer(column.type):
         return pd.Index(column.to_numpy(), dtype=np.int64)
     return pd.Index(column.to_pylist(), dtype=object)
+
+
+def merge_users(model: RecModel, data: Interactions, group: Group) -> sp.csr_matrix:
+    """After a distributed fit, what rank 0 saves must cover every rank's users: the
+    model's per-user inputs (histories) made whole on every rank, and the users x listings
+    matrix of every rank's pairs, returned."""
+    local = np.bincount(data.user_idx, minlength=len(data.users)) > 0
+    # a user with no events on any rank (a warm start's old user) has the same inputs on
+    # every rank: the first one keeps them
+    claimed = group.sum(local.astype(np.int64)) > 0
+    own = local | (~claimed & group.leader)
+    model.merge_user_inputs(torch.as_tensor(own), group.sum_in_place)
+    small = max(len(data.users), len(data.listings)) < 2**31
+    kind = np.int32 if small else np.int64
+    users = group.gather_rows(np.asarray(data.user_idx, dtype=kind))
+    listings = group.gather_rows(np.asarray(data.listing_idx, dtype=kind))
+    ones = np.ones(len(users), dtype=np.float32)
+    shape = (len(data.users), len(data.listings))
+    matrix = sp.csr_matrix((ones, (users, listings)), shape=shape)
+    matrix.data[:] = 1.0
+    return matrix
 
 
 def combine_standard_errors(counts: np.ndarray, means: np.ndarray, errors: np.ndarray) -> tuple:
