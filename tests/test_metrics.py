@@ -295,6 +295,25 @@ def test_evaluate_scorer_with_a_scorer_that_reuses_its_block(as_tensor):
     assert (block[: len(written[-1])] == written[-1]).all()  # ranked a copy, not the block
 
 
+def test_evaluate_scorer_may_rank_the_scorers_own_block():
+    # the trainer's validation lets the ranking overwrite its scorer's block: the same
+    # metrics without a second block of scores in memory
+    rng = np.random.default_rng(8)
+    n_users, n_items = 23, 40
+    item_scores = rng.normal(size=(n_users, n_items)).astype(np.float32)
+    train = sp.random(n_users, n_items, density=0.2, format="csr", random_state=9)
+    test = sp.random(n_users, n_items, density=0.2, format="csr", random_state=10)
+    block = torch.empty((5, n_items))
+
+    def reusing(users: np.ndarray) -> torch.Tensor:
+        block[: len(users)] = torch.from_numpy(item_scores[users])
+        return block[: len(users)]
+
+    fresh = evaluate_scorer(lambda u: item_scores[u].copy(), train, test, batch_size=5)
+    assert evaluate_scorer(reusing, train, test, batch_size=5, overwrite_scores=True) == fresh
+    assert torch.isinf(block).any()  # the training items were ranked out in the block itself
+
+
 def test_evaluate_scorer_checks_score_shape():
     with pytest.raises(ValueError, match="score_fn"):
         evaluate_scorer(lambda u: np.zeros((len(u), 3)), csr([[]]), csr([[1]]), ks=(1,))

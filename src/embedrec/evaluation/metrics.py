@@ -186,6 +186,7 @@ def evaluate_scorer(
     batch_size: int | None = None,
     candidates: np.ndarray | None = None,
     standard_errors: bool = False,
+    overwrite_scores: bool = False,
 ) -> dict[str, float]:
     """Rank items for every user with test items and return ``ranking_metrics`` plus ``users``.
 
@@ -197,6 +198,9 @@ def evaluate_scorer(
     as many as keep a batch's scores near ``SCORES_PER_BATCH`` floats (16 to 1,024 users), so
     memory stays bounded however large the catalogue.
     ``standard_errors`` adds each mean's standard error (see ``ranking_metrics``).
+    ``overwrite_scores``: the ranking may overwrite what ``score_fn`` returns (a block the
+    next call overwrites anyway, as ``ranking.dot_scorer``'s), instead of a copy of it: one
+    batch's scores less in memory (256 MB against a million listings) and no copy per batch.
     """
     train = sp.csr_matrix(train)
     if train.shape != test.shape:
@@ -227,6 +231,15 @@ def evaluate_scorer(
             raise ValueError(
                 f"score_fn returned shape {tuple(scores.shape)}, expected {(len(batch), n_items)}"
             )
+        in_place = (
+            overwrite_scores
+            and candidates is None
+            and isinstance(scores, torch.Tensor)
+            and _working_type(scores)[0] == scores.dtype
+        )
+        if in_place:
+            topk[start : start + len(batch)] = top_k_of_scores(scores, depth, train[batch])[0]
+            continue
         if workspace is None and candidates is None:
             dtype, device = _working_type(scores)
             workspace = torch.empty((batch_size, n_items), dtype=dtype, device=device)

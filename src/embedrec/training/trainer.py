@@ -692,7 +692,12 @@ def validation_recall(
 
     if len(users):
         metrics = evaluate_scorer(
-            score, seen[users], held_out[users], ks=(10,), standard_errors=True
+            score,
+            seen[users],
+            held_out[users],
+            ks=(10,),
+            standard_errors=True,
+            overwrite_scores=True,
         )
         local = (metrics["users"], metrics["recall@10"], metrics["recall@10_se"])
     else:
