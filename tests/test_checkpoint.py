@@ -74,3 +74,20 @@ def test_another_runs_checkpoint_is_refused(data, tmp_path):
         Recommender(**settings()).fit(
             events, listings, checkpoint_dir=tmp_path / "empty", resume=True
         )
+
+
+def test_checkpoint_tensors_are_written_from_where_they_lie_unless_they_share_memory(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from embedrec.training.checkpoint import _apart
+
+    weight = torch.arange(12.0).view(3, 4)
+    tensors = {"weight": weight, "same": weight, "row": weight[1], "other": torch.ones(2)}
+    apart = _apart(tensors)
+    # no copy of a model's weights, the size of the model, at every checkpoint
+    assert apart["weight"].data_ptr() == weight.data_ptr()
+    assert apart["other"].data_ptr() == tensors["other"].data_ptr()
+    save_file(apart, str(tmp_path / "tensors.safetensors"))
+    loaded = load_file(str(tmp_path / "tensors.safetensors"))
+    for name, tensor in tensors.items():
+        assert torch.equal(loaded[name], tensor)

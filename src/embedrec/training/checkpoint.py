@@ -139,8 +139,7 @@ class Checkpoints:
 
         def write(folder: Path) -> None:
             folder.mkdir(parents=True, exist_ok=True)
-            contiguous = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-            save_file(contiguous, str(folder / "tensors.safetensors"))
+            save_file(_apart(tensors), str(folder / "tensors.safetensors"))
             (folder / "state.json").write_text(json.dumps(document))
 
         replace_directory(self.directory / name, write)
@@ -208,3 +207,20 @@ def _prefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.
 
 def _unprefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _apart(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors as safetensors writes them, which refuses two that share memory: one
+    whose memory an earlier one uses is copied, the others are written from where they lie
+    (copying every weight and optimizer state added 700 MB to rank 0 at every checkpoint of
+    a million-listing model)."""
+    apart: dict[str, torch.Tensor] = {}
+    used: set[int] = set()
+    for name, tensor in tensors.items():
+        tensor = tensor.detach().cpu().contiguous()
+        memory = tensor.untyped_storage().data_ptr()
+        if memory in used:
+            tensor = tensor.clone()
+        used.add(memory)
+        apart[name] = tensor
+    return apart
