@@ -355,12 +355,12 @@ def test_each_restart_on_one_host_gets_keys_of_its_own(monkeypatch, capsys):
 
 
 def test_exchanged_rows_are_padded_to_few_sizes():
-    from embedrec.training.distributed import _few_sizes
+    from embedrec.models.base import padded_to_few_sizes
 
     sizes = set()
     for n in range(1, 5000):
         rows = torch.arange(n)
-        padded = _few_sizes(rows)
+        padded = padded_to_few_sizes(rows)
         assert torch.equal(padded[:n], rows) and (padded[n:] == n - 1).all()
         assert len(padded) <= n + n / 8
         sizes.add(len(padded))

@@ -17,7 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from embedrec.data.prepare import Interactions, recent_listings
-from embedrec.models.base import RecModel, dropout_keep, embedding, positive_int
+from embedrec.models.base import (
+    RecModel,
+    dropout_keep,
+    embedding,
+    padded_to_few_sizes,
+    positive_int,
+)
 from embedrec.models.feature_model import FeatureModel
 
 
@@ -216,7 +222,7 @@ class HybridTwoTower(FeatureModel):
             # the history's listings learn from the pairs they predict: the tower runs once
             # per distinct listing in the batch's histories
             distinct, rows = torch.unique(rows, return_inverse=True)
-            table = self.listing_vectors(distinct)
+            table = self.listing_vectors(padded_to_few_sizes(distinct))
         else:
             # a training pair's history holds trained listings only: a refresh in training
             # skips the listings known by their features alone (most of a catalogue whose

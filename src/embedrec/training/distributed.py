@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 
 from embedrec.data.prepare import Interactions
-from embedrec.models.base import RecModel
+from embedrec.models.base import RecModel, padded_to_few_sizes
 
 # how long a rank waits in a collective for the others (loading, a validation, rank 0 saving
 # the model) before the run fails instead of hanging; EMBEDREC_DISTRIBUTED_TIMEOUT overrides
@@ -192,7 +192,7 @@ class Group:
             group=self.negatives_group,
         )
         distinct, inverse = torch.unique(requests.to(rows.device), return_inverse=True)
-        answers = compute(_few_sizes(distinct))[inverse]
+        answers = compute(padded_to_few_sizes(distinct))[inverse]
         vectors = _AllToAllWithGrad.apply(answers, told_sizes, asked_sizes, self)
         return vectors[torch.argsort(order)]
 
@@ -257,17 +257,6 @@ class _GatherWithGrad(torch.autograd.Function):
         dist.all_reduce(summed, group=group.negatives_group)
         mine = summed[group.rank * ctx.rows : (group.rank + 1) * ctx.rows]
         return mine.to(grad.device), None
-
-
-def _few_sizes(rows: torch.Tensor) -> torch.Tensor:
-    """``rows`` padded (repeating the last) to the next multiple of an eighth of its power
-    of two: CPU kernels cache a plan per input shape (oneDNN's bf16 matrix products), and a
-    new row count at every step grew a rank by 0.9 GB in one epoch; padding costs at most
-    1/8 more rows."""
-    n = len(rows)
-    step = 1 << max(0, n.bit_length() - 4)
-    size = -(-n // step) * step
-    return rows if size == n else torch.cat([rows, rows[-1:].expand(size - n)])
 
 
 class _AllToAllWithGrad(torch.autograd.Function):
