@@ -229,6 +229,30 @@ def test_torchrun_standalone_trains_on_a_partitioned_dataset(dataset, tmp_path):
     assert not (tmp_path / "model.checkpoints").exists()  # removed once the model is saved
 
 
+def test_a_warm_start_on_two_ranks_keeps_the_histories_of_users_without_new_events(
+    dataset, tmp_path
+):
+    days = sorted(d.name.removeprefix("date=") for d in (dataset / "events").iterdir())
+    base, update = tmp_path / "base", tmp_path / "update"
+    first = [sys.executable, *train_arguments(dataset, base, "--until", days[-1])]
+    run = subprocess.run(first, capture_output=True, text=True, env=environment(), timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    nightly = train_arguments(dataset, update, "--since", days[-1], "--init-from", str(base))
+    command = torchrun("--standalone", "--nproc_per_node=2", *nightly)
+    run = subprocess.run(command, capture_output=True, text=True, env=environment(), timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    before = load_file(str(base / "weights.safetensors"))
+    after = load_file(str(update / "weights.safetensors"))
+    events = pd.read_parquet(dataset / "events", filters=[("date", "=", days[-1])])
+    old = len(before["histories.lengths"])
+    quiet = torch.as_tensor(~load(update).users_.ids[:old].isin(events["user_id"]))
+    assert 0 < int(quiet.sum()) < old
+    # a user with no events on the new day has the history the old model had, once: the
+    # ranks without the user's events kept it too, and only one of them counts
+    for name in ("histories.rows", "histories.lengths"):
+        assert torch.equal(after[name][:old][quiet], before[name][quiet])
+
+
 def test_two_nodes_faked_with_c10d_rendezvous(dataset, tmp_path):
     out = tmp_path / "model"
     port = free_port()
