@@ -87,6 +87,11 @@ def rank_step(rank: int, port: int, out: str) -> None:
     # the rank holds the features of the listing rows it owns only: every other row's
     # vector comes from its owner, the listing cache (which the histories read) included
     held = {name: len(tensor) for name, tensor in model.catalogue.items()}
+    try:  # another rank's row is asked of its owner, never read here
+        model.features_of(torch.tensor([1 - rank]))
+        refused = False
+    except RuntimeError:
+        refused = True
     embedded = []
     hook = model.listing_mlp.register_forward_hook(
         lambda _, args, __: embedded.append(len(args[0]))
@@ -98,6 +103,7 @@ def rank_step(rank: int, port: int, out: str) -> None:
             "cache": cache,
             "embedded": torch.tensor(sum(embedded)),
             "held": torch.tensor(sorted(set(held.values()))),
+            "refused": torch.tensor(refused),
         },
         f"{out}/cache{rank}.safetensors",
     )
@@ -151,6 +157,7 @@ def test_two_ranks_at_batch_b_give_the_gradients_of_one_process_at_2b(tmp_path):
         got = load_file(str(tmp_path / f"cache{rank}.safetensors"))
         torch.testing.assert_close(got["cache"], full)
         assert got["held"].tolist() == [len(full) // 2]
+        assert bool(got["refused"])
         assert int(got["embedded"]) == len(full) // 2
         after = load_file(str(tmp_path / f"after{rank}.safetensors"))["vectors"]
         torch.testing.assert_close(after, listings_after)

@@ -160,11 +160,7 @@ class Group:
 
     def gather_rows(self, values: np.ndarray) -> np.ndarray:
         """Every rank's 1-D ``values`` (any length each), concatenated in rank order."""
-        sizes = self.gather(torch.tensor([len(values)], dtype=torch.int64)).tolist()
-        padded = torch.zeros(max(sizes), dtype=torch.from_numpy(values[:0]).dtype)
-        padded[: len(values)] = torch.from_numpy(values)
-        every = self.gather(padded).view(self.world, -1).numpy()
-        return np.concatenate([every[rank, :size] for rank, size in enumerate(sizes)])
+        return np.concatenate([p.numpy() for p in self._gather_parts(torch.from_numpy(values))])
 
     def gather_with_grad(self, tensor: torch.Tensor) -> torch.Tensor:
         """Like ``gather``, and the gradient of each rank's part flows back to that rank
@@ -223,14 +219,17 @@ class Group:
         dist.barrier()
 
     def _gather_bytes(self, payload: bytes) -> list[bytes]:
-        size = torch.tensor([len(payload)], dtype=torch.int64)
-        sizes = self.gather(size).tolist()
-        longest = max(max(sizes), 1)
-        buffer = torch.zeros(longest, dtype=torch.uint8)
-        if payload:
-            buffer[: len(payload)] = torch.frombuffer(bytearray(payload), dtype=torch.uint8)
-        every = self.gather(buffer).view(self.world, longest)
-        return [bytes(every[r, : sizes[r]].numpy()) for r in range(self.world)]
+        values = torch.frombuffer(bytearray(payload), dtype=torch.uint8) if payload else None
+        parts = self._gather_parts(torch.zeros(0, dtype=torch.uint8) if values is None else values)
+        return [bytes(part.numpy()) for part in parts]
+
+    def _gather_parts(self, values: torch.Tensor) -> list[torch.Tensor]:
+        """Every rank's 1-D ``values`` (any length each), in rank order."""
+        sizes = self.gather(torch.tensor([len(values)], dtype=torch.int64)).tolist()
+        padded = torch.zeros(max(max(sizes), 1), dtype=values.dtype)
+        padded[: len(values)] = values
+        every = self.gather(padded).view(self.world, -1)
+        return [every[rank, :size] for rank, size in enumerate(sizes)]
 
     @property
     def _wire(self) -> torch.device:
