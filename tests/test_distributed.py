@@ -24,7 +24,7 @@ from conftest import block_data
 from safetensors.torch import load_file, save_file
 
 from embedrec.recommender import Recommender, load
-from embedrec.training.distributed import Group
+from embedrec.training.distributed import Group, OwnUsers
 from embedrec.training.trainer import data_parallel
 
 BATCH = 48  # per rank; one process takes both ranks' batches
@@ -37,8 +37,9 @@ def free_port() -> int:
 
 
 def step_inputs(batch_size: int, group: Group | None = None):
-    """A hybrid model on block data (its catalogue shared out among ``group``'s ranks), its
-    training pairs and a step's settings."""
+    """A hybrid model on block data, its training pairs and a step's settings. Rank r holds
+    the users r, r + 2, ... (their rows only) and their pairs, and its catalogue's share;
+    a global batch is rank 0's batch, then rank 1's."""
     events, listings, *_ = block_data(n_users=60, n_listings=40)
     recommender = Recommender(
         model="hybrid",
@@ -53,18 +54,29 @@ def step_inputs(batch_size: int, group: Group | None = None):
     )
     prepared = recommender.prepare(events, listings)
     data = prepared.data
-    model = recommender.build_model(prepared, data, group)
     config = recommender.train_config(len(data))
     counts = np.bincount(data.listing_idx, minlength=len(data.listings))
     log_q = torch.as_tensor(np.log(np.maximum(counts, 1) / counts.sum()), dtype=torch.float32)
     trained = torch.as_tensor(np.flatnonzero(counts))
-    rows = torch.arange(2 * BATCH)  # the pairs of one global batch, in rank order
+    of_rank = [np.flatnonzero(data.user_idx % 2 == rank) for rank in (0, 1)]
+    batches = [positions[:BATCH] for positions in of_rank]  # positions in ``data``
+    own = None
+    if group is None:
+        part, rows, batch = data, torch.as_tensor(np.concatenate(batches)), batches
+        model = recommender.build_model(prepared, data)
+    else:
+        own = OwnUsers.of(data.subset(of_rank[group.rank]), group)
+        part = own.local(data.subset(of_rank[group.rank]))
+        rows, batch = torch.arange(BATCH), [batches[group.rank]]
+        model = recommender.build_model(prepared, part, group, own)
+    uneven = torch.as_tensor(1 + np.concatenate(batch) % 3)  # by the pair, on every rank
     pairs = (
-        torch.as_tensor(data.user_idx)[rows],
-        torch.as_tensor(data.listing_idx)[rows],
-        torch.as_tensor(np.log1p(data.weight))[rows] * (1 + rows % 3),  # uneven weights
+        torch.as_tensor(part.user_idx)[rows],
+        torch.as_tensor(part.listing_idx)[rows],
+        torch.as_tensor(np.log1p(part.weight))[rows] * uneven,
     )
-    return model, data, config, log_q, trained, rows, pairs
+    model.set_training_pairs(torch.as_tensor(part.user_idx), torch.as_tensor(part.listing_idx))
+    return model, own, config, log_q, trained, rows, pairs
 
 
 def gradients(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -79,9 +91,7 @@ def rank_step(rank: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     group = Group(rank, 2, torch.device("cpu"), dist.new_group())
-    step = step_inputs(BATCH, group)
-    model, data, config, log_q, trained, rows, (users, listings, weights) = step
-    model.set_training_pairs(torch.as_tensor(data.user_idx), torch.as_tensor(data.listing_idx))
+    model, own, config, log_q, trained, rows, (users, listings, weights) = step_inputs(BATCH, group)
     model.refresh()
     model.train()
     # the rank holds the features of the listing rows it owns only: every other row's
@@ -104,16 +114,17 @@ def rank_step(rank: int, port: int, out: str) -> None:
             "embedded": torch.tensor(sum(embedded)),
             "held": torch.tensor(sorted(set(held.values()))),
             "refused": torch.tensor(refused),
+            "own": torch.as_tensor(own.rows),
+            "initial users": model.user_id.weight.detach().clone(),
         },
         f"{out}/cache{rank}.safetensors",
     )
-    mine = slice(rank * BATCH, (rank + 1) * BATCH)
     step = data_parallel(model, group)  # kept: its reducer sums the gradients in backward
     loss = step(
-        rows[mine],
-        users[mine],
-        listings[mine],
-        weights[mine],
+        rows,
+        users,
+        listings,
+        weights,
         log_q,
         trained,
         config,
@@ -125,15 +136,21 @@ def rank_step(rank: int, port: int, out: str) -> None:
     # once training ends, the whole catalogue's features come back where a row is asked for
     model.row_split = None
     model.refresh()
-    save_file({"vectors": model.eval().listing_vectors(listings)}, f"{out}/after{rank}.safetensors")
+    vectors = model.eval().listing_vectors(torch.arange(40))
+    # and the model, made whole, holds every user's rows: those of the other rank's too
+    own.spread(model, group)
+    save_file(
+        {"vectors": vectors, "users": model.user_id.weight.detach(), "histories": model.histories},
+        f"{out}/after{rank}.safetensors",
+    )
     dist.destroy_process_group()
 
 
 def test_two_ranks_at_batch_b_give_the_gradients_of_one_process_at_2b(tmp_path):
     # spawned, not forked: a fork of this process, whose torch has run threads, can hang
     mp.start_processes(rank_step, args=(free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
-    model, data, config, log_q, trained, rows, (users, listings, weights) = step_inputs(2 * BATCH)
-    model.set_training_pairs(torch.as_tensor(data.user_idx), torch.as_tensor(data.listing_idx))
+    model, _, config, log_q, trained, rows, (users, listings, weights) = step_inputs(2 * BATCH)
+    initial_users = model.user_id.weight.detach().clone()
     model.refresh()
     model.train()
     loss = data_parallel(model, None)(
@@ -142,25 +159,39 @@ def test_two_ranks_at_batch_b_give_the_gradients_of_one_process_at_2b(tmp_path):
     loss.backward()
     expected = gradients(model)
     assert config.negatives >= 2 * BATCH  # every listing of the global batch is a negative
+    placeholder = torch.tensor([len(initial_users) - 1])  # the row of a user without an id
     for rank in (0, 1):
         got = load_file(str(tmp_path / f"rank{rank}.safetensors"))
+        cache = load_file(str(tmp_path / f"cache{rank}.safetensors"))
+        # a rank holds its own users' rows, as one process draws them
+        own = torch.cat([cache["own"], placeholder])
+        assert len(cache["own"]) < len(initial_users) - 1
+        torch.testing.assert_close(cache["initial users"], initial_users[own], rtol=0, atol=0)
         assert set(got) == set(expected)
         for name, value in expected.items():
+            value = value[own] if name == "user_id.weight" else value
             torch.testing.assert_close(got[name], value, rtol=1e-4, atol=1e-6, msg=name)
     # the listing ids' gradients come through the gathered negatives too
     assert any("listing" in name and value.abs().sum() > 0 for name, value in expected.items())
     # each rank held half the catalogue's features, ran the listing tower over its half
     # for the cache, and holds all of the cache
     full = model.all_listing_vectors()
-    listings_after = model.eval().listing_vectors(listings)
+    listings_after = model.eval().listing_vectors(torch.arange(40))
+    users_after = [load_file(str(tmp_path / f"after{r}.safetensors")) for r in (0, 1)]
     for rank in (0, 1):
         got = load_file(str(tmp_path / f"cache{rank}.safetensors"))
         torch.testing.assert_close(got["cache"], full)
         assert got["held"].tolist() == [len(full) // 2]
         assert bool(got["refused"])
         assert int(got["embedded"]) == len(full) // 2
-        after = load_file(str(tmp_path / f"after{rank}.safetensors"))["vectors"]
-        torch.testing.assert_close(after, listings_after)
+        torch.testing.assert_close(users_after[rank]["vectors"], listings_after)
+    # made whole, both ranks hold every user's rows: each rank's own, as it holds them
+    for name in ("users", "histories"):
+        assert torch.equal(users_after[0][name], users_after[1][name])
+    whole = users_after[0]
+    assert whole["users"].shape == initial_users.shape
+    assert (whole["histories"] != 0).any(dim=1).all()
+    torch.testing.assert_close(whole["histories"], model.histories, rtol=0, atol=0)
 
 
 # ------------------------------------------------------------------ torchrun, end to end
@@ -223,6 +254,7 @@ def answers_similar(model_dir: Path) -> None:
     # the listings each one saw (which recommendations exclude)
     weights = load_file(str(model_dir / "weights.safetensors"))
     assert (weights["histories.lengths"] > 0).all()
+    assert (weights["model.user_id.weight"].abs().sum(dim=1) > 0).all()
     assert (np.diff(weights["seen.indptr"].numpy()) > 0).all()
 
 
@@ -258,6 +290,10 @@ def test_a_warm_start_on_two_ranks_keeps_the_histories_of_users_without_new_even
     # ranks without the user's events kept it too, and only one of them counts
     for name in ("histories.rows", "histories.lengths"):
         assert torch.equal(after[name][:old][quiet], before[name][quiet])
+    # and the id vector it had: its rank held the old model's row and trained it on nothing
+    users = "model.user_id.weight"
+    assert torch.equal(after[users][:old][quiet], before[users][:old][quiet])
+    assert not torch.equal(after[users][:old][~quiet], before[users][:old][~quiet])
 
 
 def test_two_nodes_faked_with_c10d_rendezvous(dataset, tmp_path):

@@ -7,6 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from embedrec.retrieval.results import Results
 from embedrec.retrieval.retriever import FilterSpec, Retriever
 from embedrec.training.checkpoint import Checkpoints
 from embedrec.training.config import TrainConfig
-from embedrec.training.distributed import Group, launched, merge_users
+from embedrec.training.distributed import Group, OwnUsers, launched, seen_by_every_rank
 from embedrec.training.phases import run_phases
 from embedrec.training.preparation import TrainingData, prepare_training_data
 from embedrec.training.trainer import Callback, check_workers, resolve_device
@@ -313,6 +314,9 @@ class Recommender:
             source = None if isinstance(init_from, Recommender) else str(init_from)
             prepared = continue_from(previous, prepared, source)
         data = prepared.data
+        # each rank trains the rows of its own users only, numbered among them
+        own = None if group is None else OwnUsers.of(data, group)
+        pairs = data if own is None else own.local(data)
         config = self.train_config(len(data))
         checkpoints = None
         if checkpoint_dir is not None:
@@ -320,9 +324,9 @@ class Recommender:
                 checkpoint_dir, self._fingerprint(data, group), checkpoint_every, group
             )
         outcome = run_phases(
-            data,
+            pairs,
             config,
-            lambda pairs: self.build_model(prepared, pairs, group),
+            lambda part: self.build_model(prepared, part, group, own),
             self.validation_fraction,
             self.refit,
             callbacks,
@@ -336,9 +340,12 @@ class Recommender:
         self.model_ = model.cpu().eval()
         self.users_ = data.users
         self.listings_ = data.listings
-        # each rank trained on its own users' events: the model and the pairs seen are
-        # made whole on every rank, so that the one rank 0 saves covers every user
-        self.seen_ = data.matrix() if group is None else merge_users(self.model_, data, group)
+        self.seen_ = data.matrix()
+        if own is not None:
+            # each rank trained its own users' rows on their events: the model and the pairs
+            # seen are made whole on every rank, so that the one rank 0 saves covers all
+            own.spread(self.model_, group)
+            self.seen_ = seen_by_every_rank(data, group)
         self.listing_table_ = prepared.listings
         self.n_trained_listings_ = prepared.n_trained_listings
         self.feature_specs_ = prepared.feature_specs
@@ -415,18 +422,27 @@ class Recommender:
         }
 
     def build_model(
-        self, prepared: TrainingData, data: Interactions, row_split: RowSplit | None = None
+        self,
+        prepared: TrainingData,
+        data: Interactions,
+        row_split: RowSplit | None = None,
+        own: OwnUsers | None = None,
     ) -> RecModel:
         """A fresh model of ``prepared``'s shape, with its weights drawn from ``seed`` and its
         inputs (histories) taken from ``data`` only (the training part of a hold-out); for a
         warm start, with the old model's weights and inputs carried over. ``row_split``: the
-        ranks of a distributed run, among which the model may share out the catalogue."""
+        ranks of a distributed run, among which the model may share out the catalogue;
+        ``own``: the users of this rank, the only ones whose rows the model holds (``data``
+        then numbers its users among them)."""
         generator = torch.Generator().manual_seed(self.seed)
-        model = model_class(self.model).create(prepared.shape(), self.get_params(), generator)
+        shape = prepared.shape()
+        if own is not None:
+            shape = replace(shape, user_rows=own.rows)
+        model = model_class(self.model).create(shape, self.get_params(), generator)
         model.row_split = row_split
         model.set_inputs(prepared.listings, data)
         if isinstance(prepared, WarmStart):
-            carry_over(model, prepared)
+            carry_over(model, prepared, None if own is None else own.rows)
         return model
 
     # ------------------------------------------------------------------ queries

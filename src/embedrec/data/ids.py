@@ -113,6 +113,12 @@ class IdMap:
         """Index of each value, -1 where the id is unknown (vectorised)."""
         return positions(self._index, values)
 
+    def subset(self, rows: np.ndarray) -> IdMap:
+        """The map of the ids at ``rows`` (distinct), in that order."""
+        subset = IdMap.__new__(IdMap)
+        subset._index = self._index[rows]  # distinct ids of a map: nothing to check
+        return subset
+
     def external(self, indices: np.ndarray) -> list:
         """External ids of ``indices``, as plain Python values (JSON-ready)."""
         return self._index[np.asarray(indices, dtype=np.int64)].tolist()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from numbers import Integral
 from typing import Any, ClassVar, Protocol
 
@@ -40,6 +40,9 @@ class ModelShape:
     n_listings: int  # listing rows: trained listings first, then listings known by features
     n_trained_listings: int
     pipeline: dict[str, Any] | None  # FeaturePipeline.to_dict(); None without features
+    # the users whose rows the model holds, as sorted rows of all n_users (a distributed
+    # rank's own users); None: every user
+    user_rows: np.ndarray | None = None
 
 
 def padded_to_few_sizes(rows: torch.Tensor) -> torch.Tensor:
@@ -97,6 +100,8 @@ class RecModel(nn.Module):
         State-dict entries with one row per user (``"users"``) or per trained listing
         (``"listings"``), in row order, possibly followed by placeholder rows: a warm start
         copies the old ids' rows into them.
+    user_inputs : tuple of str
+        ``extra_state`` entries with one row per user, in row order.
     generator : torch.Generator or None
         Where training-time random draws come from.
     row_split : RowSplit or None
@@ -111,6 +116,7 @@ class RecModel(nn.Module):
     factorized: ClassVar[bool] = True
     sequential: ClassVar[bool] = False
     id_tables: ClassVar[dict[str, str]] = {}
+    user_inputs: ClassVar[tuple[str, ...]] = ()
     generator: torch.Generator | None = None
     row_split: RowSplit | None = None
     n_trained_listings: int
@@ -121,12 +127,24 @@ class RecModel(nn.Module):
         cls, shape: ModelShape, params: dict[str, Any], generator: torch.Generator
     ) -> RecModel:
         """A fresh model for ``shape`` with the estimator's ``params`` (``dim`` and
-        ``hyperparameters``), its weights drawn from ``generator``."""
+        ``hyperparameters``), its weights drawn from ``generator``.
+
+        A model of some users only (``shape.user_rows``) holds their rows of the user
+        tables, with the values a model of every user draws for them."""
+        held = shape.user_rows
+        built = shape if held is None else replace(shape, n_users=len(held))
         # layers draw default weights from torch's global generator while they are built;
         # those draws are replaced below, and the global state is restored as it was
         with torch.random.fork_rng(devices=[]):
-            model = cls.from_shape(shape, **{k: params[k] for k in ("dim", *cls.hyperparameters)})
-        initialize(model, generator)
+            model = cls.from_shape(built, **{k: params[k] for k in ("dim", *cls.hyperparameters)})
+        kept = {}
+        if held is not None:
+            for table in model.user_tables().values():
+                # placeholder rows after the users' (an anonymous user's) are held too
+                n = shape.n_users + table.num_embeddings - len(held)
+                extra = np.arange(shape.n_users, n)
+                kept[table] = (torch.as_tensor(np.concatenate([held, extra])), n)
+        initialize(model, generator, kept)
         return model
 
     @classmethod
@@ -164,17 +182,47 @@ class RecModel(nn.Module):
     def load_input_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         """Restore what ``input_tensors`` returned, in place of ``set_inputs(listings, None)``."""
 
-    def continue_inputs(self, previous: RecModel) -> None:
+    def continue_inputs(self, previous: RecModel, old_users: torch.Tensor | None = None) -> None:
         """Warm start, after ``set_inputs`` on the new data: keep the inputs that
-        ``previous`` (a trained model of this class, whose user and trained listing rows
-        are the first rows of this one) derived from earlier data, where the new data alone
-        would forget them."""
+        ``previous`` (a trained model of this class, whose trained listing rows are the
+        first rows of this one) derived from earlier data, where the new data alone would
+        forget them. The first user rows here are ``previous``'s rows ``old_users`` (None:
+        its rows in order)."""
 
-    def merge_user_inputs(self, own: torch.Tensor, total: Callable[[torch.Tensor], None]) -> None:
-        """After a distributed fit, where each rank derived the inputs of its own users only
-        (histories): keep the rows of the users marked ``own`` (bool per user row, each user
-        marked on one rank) and make every rank's whole with ``total``, which sums a tensor
-        over the ranks in place."""
+    # ------------------------------------------------------------------ users
+    def user_tables(self) -> dict[str, nn.Embedding]:
+        """The embedding tables with a row per user (``id_tables``), by state-dict name."""
+        return {
+            name: self.get_submodule(name.removesuffix(".weight"))
+            for name, kind in self.id_tables.items()
+            if kind == "users" and getattr(self, name.split(".")[0], None) is not None
+        }
+
+    def spread_users(
+        self, rows: torch.Tensor, n_users: int, total: Callable[[torch.Tensor], None]
+    ) -> None:
+        """Make a model of some users (its user row i is user ``rows[i]`` of ``n_users``,
+        as a distributed rank holds its own) a model of all ``n_users``: each per-user
+        weight and input (``user_inputs``) is placed at ``rows``, zero elsewhere, and
+        ``total`` sums it over the ranks in place, each user held by one rank."""
+
+        def spread(held: torch.Tensor) -> torch.Tensor:
+            whole = torch.zeros((n_users, *held.shape[1:]), dtype=held.dtype)
+            whole[rows] = held[: len(rows)]
+            total(whole)
+            # placeholder rows after the users' are the same on every rank
+            return torch.cat([whole, held[len(rows) :]])
+
+        with torch.no_grad():
+            for table in self.user_tables().values():
+                table.weight = nn.Parameter(
+                    spread(table.weight.detach()), table.weight.requires_grad
+                )
+                table.num_embeddings = len(table.weight)
+        inputs = self.extra_state()
+        if self.user_inputs:
+            self.load_extra_state(inputs | {k: spread(inputs[k]) for k in self.user_inputs})
+        self._config["n_users"] = n_users
 
     # ------------------------------------------------------------------ training
     def user_vectors(self, users: torch.Tensor, pairs: torch.Tensor | None = None) -> torch.Tensor:
@@ -263,9 +311,21 @@ def positive_int(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
-def initialize(module: nn.Module, generator: torch.Generator) -> None:
+DRAW_BLOCK = 65536  # rows of an embedding table drawn at once
+
+
+def initialize(
+    module: nn.Module,
+    generator: torch.Generator,
+    kept: dict[nn.Embedding, tuple[torch.Tensor, int]] | None = None,
+) -> None:
     """Draw every weight of ``module`` from ``generator``, with PyTorch's default
-    distributions, except embeddings: N(0, ``init_std``) where a layer sets it."""
+    distributions, except embeddings: N(0, ``init_std``) where a layer sets it.
+
+    A table in ``kept`` holds some rows of a larger one, ``(rows, n)``: the table of ``n``
+    rows is drawn in blocks and ``rows`` kept, so it holds the values it would hold whole
+    (draws in blocks of a multiple of 16 values are those of one draw)."""
+    kept = kept or {}
     with torch.no_grad():
         for layer in module.modules():
             if isinstance(layer, nn.Linear):
@@ -274,9 +334,31 @@ def initialize(module: nn.Module, generator: torch.Generator) -> None:
                 if layer.bias is not None:
                     layer.bias.uniform_(-bound, bound, generator=generator)
             elif isinstance(layer, nn.Embedding):
-                layer.weight.normal_(0.0, getattr(layer, "init_std", 1.0), generator=generator)
+                std = getattr(layer, "init_std", 1.0)
+                if layer in kept:
+                    _draw_rows(layer.weight, *kept[layer], std, generator)
+                else:
+                    layer.weight.normal_(0.0, std, generator=generator)
                 if layer.padding_idx is not None:
                     layer.weight[layer.padding_idx].zero_()
+
+
+def _draw_rows(
+    weight: torch.Tensor, rows: torch.Tensor, n: int, std: float, generator: torch.Generator
+) -> None:
+    """Rows ``rows`` (sorted) of a table of ``n`` rows drawn from N(0, ``std``), into
+    ``weight``."""
+    width = max(1, math.prod(weight.shape[1:]))
+    starts = list(range(0, n, DRAW_BLOCK))
+    if len(starts) > 1 and (n - starts[-1]) * width < 16:
+        starts.pop()  # under 16 values torch draws otherwise: the last block takes them
+    ends = [*starts[1:], n]
+    buffer = torch.empty((max(e - s for s, e in zip(starts, ends, strict=True)), *weight.shape[1:]))
+    bounds = torch.searchsorted(rows, torch.tensor([*starts, n]))
+    for i, (start, end) in enumerate(zip(starts, ends, strict=True)):
+        drawn = buffer[: end - start].normal_(0.0, std, generator=generator)
+        mine = slice(int(bounds[i]), int(bounds[i + 1]))
+        weight[mine] = drawn[rows[mine] - start]
 
 
 def embedding(rows: int, dim: int, std: float, **options: Any) -> nn.Embedding:

@@ -6,7 +6,6 @@ a listing with few or no interactions still gets a good vector from its features
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from numbers import Real
 from typing import Any
 
@@ -84,6 +83,7 @@ class HybridTwoTower(FeatureModel):
     )
     # no user_id table without user ids: a warm start copies only the tables a model has
     id_tables = {**FeatureModel.id_tables, "user_id.weight": "users"}
+    user_inputs = ("histories.rows", "histories.lengths")
 
     def __init__(
         self,
@@ -153,24 +153,19 @@ class HybridTwoTower(FeatureModel):
     def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
         self.set_histories(tensors["histories.rows"], tensors["histories.lengths"])
 
-    def continue_inputs(self, previous: RecModel) -> None:
+    def continue_inputs(self, previous: RecModel, old_users: torch.Tensor | None = None) -> None:
         # a user absent from the new data keeps the history the old model read, and one
         # present reads the new listings first, then the old ones
+        old_rows, old_lengths = previous.histories, previous.history_lengths
+        if old_users is not None:
+            old_rows, old_lengths = old_rows[old_users], old_lengths[old_users]
         rows, lengths = continued_histories(
             self.histories.numpy(),
             self.history_lengths.numpy(),
-            previous.histories.numpy(),
-            previous.history_lengths.numpy(),
+            old_rows.numpy(),
+            old_lengths.numpy(),
         )
         self.set_histories(torch.as_tensor(rows), torch.as_tensor(lengths))
-
-    def merge_user_inputs(self, own: torch.Tensor, total: Callable[[torch.Tensor], None]) -> None:
-        rows, lengths = self.histories, self.history_lengths
-        rows *= own.unsqueeze(1)
-        lengths *= own
-        total(rows)
-        total(lengths)
-        self.set_histories(rows, lengths)
 
     def set_histories(self, histories: torch.Tensor, lengths: torch.Tensor) -> None:
         """Each user's most recent listing rows (padded) and how many are real."""

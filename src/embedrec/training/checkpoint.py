@@ -7,7 +7,10 @@ that stopped. Tensors go in safetensors, the rest in JSON; nothing is pickled.
 
 Layout: ``DIR/step-000000123/{tensors.safetensors,state.json}`` written under a temporary
 name and renamed, then ``DIR/latest.json`` (atomic) names it, then older ones are removed.
-A crash at any point leaves the previous checkpoint readable.
+A crash at any point leaves the previous checkpoint readable. In a distributed run each rank
+holds the rows of its own users (``OwnUsers``): those tensors, and their optimizer state, go
+in ``rank-N.safetensors`` beside the others, written by rank N (atomic) before ``latest.json``
+moves.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from embedrec.data.atomic import replace_directory, write_atomic
+from embedrec.models.base import RecModel
 from embedrec.training.distributed import Group
 
 POINTER = "latest.json"
@@ -93,34 +97,37 @@ class Checkpoints:
     def save(
         self,
         position: Position,
-        model: torch.nn.Module,
+        model: RecModel,
         optimizers: list[torch.optim.Optimizer],
         generator_states: dict[str, torch.Tensor],
         best_weights: dict[str, torch.Tensor] | None,
         state: dict[str, Any],
     ) -> None:
         """Write a checkpoint (every rank calls this; rank 0 writes, with every rank's
-        random state) and wait until it is in place."""
+        random state, and each rank its own users' rows) and wait until it is in place."""
         tensors: dict[str, torch.Tensor] = {}
         for name, value in generator_states.items():
             every = self.group.gather(value) if self.group else value
             for rank, part in enumerate(every.view(-1, value.numel())):
                 tensors[f"rng.{rank}.{name}"] = part.clone()
+        tensors |= _prefixed("model.", model.state_dict())
+        if best_weights is not None:
+            tensors |= _prefixed("best.", best_weights)
+        optimizer_meta = []
+        for i, optimizer in enumerate(optimizers):
+            saved = optimizer.state_dict()
+            meta: dict[str, Any] = {"param_groups": saved["param_groups"], "state": {}}
+            for param, values in saved["state"].items():
+                for key, value in values.items():
+                    if isinstance(value, torch.Tensor):
+                        tensors[f"optimizer.{i}.{param}.{key}"] = value
+                    else:
+                        meta["state"].setdefault(str(param), {})[key] = value
+            optimizer_meta.append(meta)
+        own = _own_rows(tensors, model, optimizers) if self.group else set()
+        name = f"{position.phase}-{position.epoch:05d}-{position.steps:09d}"
+        folder = self.directory / name
         if self.rank == 0:
-            tensors |= _prefixed("model.", model.state_dict())
-            if best_weights is not None:
-                tensors |= _prefixed("best.", best_weights)
-            optimizer_meta = []
-            for i, optimizer in enumerate(optimizers):
-                saved = optimizer.state_dict()
-                meta: dict[str, Any] = {"param_groups": saved["param_groups"], "state": {}}
-                for param, values in saved["state"].items():
-                    for key, value in values.items():
-                        if isinstance(value, torch.Tensor):
-                            tensors[f"optimizer.{i}.{param}.{key}"] = value
-                        else:
-                            meta["state"].setdefault(str(param), {})[key] = value
-                optimizer_meta.append(meta)
             document = {
                 "format": FORMAT,
                 "fingerprint": self.fingerprint,
@@ -129,26 +136,23 @@ class Checkpoints:
                 "best": best_weights is not None,
                 "state": state | self.carry,
             }
-            self._write(position, tensors, document)
+            shared = {k: v for k, v in tensors.items() if k not in own}
+            self.directory.mkdir(parents=True, exist_ok=True)
+            replace_directory(folder, lambda path: _write_folder(path, shared, document))
+        if self.group:
+            self.group.barrier()  # the folder is in place before the ranks add their rows
+            mine = {k: tensors[k] for k in own}
+            write_atomic(folder / f"rank-{self.rank}.safetensors", lambda p: _save(mine, p))
+            self.group.barrier()
+        if self.rank == 0:
+            write_atomic(
+                self.directory / POINTER, lambda p: p.write_text(json.dumps({"checkpoint": name}))
+            )
+            for old in self.directory.iterdir():
+                if old.is_dir() and old.name != name and not old.name.startswith("."):
+                    shutil.rmtree(old, ignore_errors=True)
         if self.group:
             self.group.barrier()
-
-    def _write(self, position: Position, tensors: dict, document: dict) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        name = f"{position.phase}-{position.epoch:05d}-{position.steps:09d}"
-
-        def write(folder: Path) -> None:
-            folder.mkdir(parents=True, exist_ok=True)
-            save_file(_apart(tensors), str(folder / "tensors.safetensors"))
-            (folder / "state.json").write_text(json.dumps(document))
-
-        replace_directory(self.directory / name, write)
-        write_atomic(
-            self.directory / POINTER, lambda p: p.write_text(json.dumps({"checkpoint": name}))
-        )
-        for old in self.directory.iterdir():
-            if old.is_dir() and old.name != name and not old.name.startswith("."):
-                shutil.rmtree(old, ignore_errors=True)
 
     # ------------------------------------------------------------------ reading
     def latest(self) -> Snapshot:
@@ -173,6 +177,8 @@ class Checkpoints:
             )
             raise CheckpointError(f"{folder} is the checkpoint of another run ({shown})")
         tensors = load_file(str(folder / "tensors.safetensors"))
+        if self.group:
+            tensors |= load_file(str(folder / f"rank-{self.rank}.safetensors"))
         optimizers = []
         for i, meta in enumerate(document["optimizers"]):
             state: dict[int, dict[str, Any]] = {}
@@ -199,6 +205,30 @@ class Checkpoints:
         """Remove the run's checkpoints (once its model is saved)."""
         if self.rank == 0:
             shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _write_folder(folder: Path, tensors: dict[str, torch.Tensor], document: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    _save(tensors, folder / "tensors.safetensors")
+    (folder / "state.json").write_text(json.dumps(document))
+
+
+def _save(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    save_file(_apart(tensors), str(path))
+
+
+def _own_rows(
+    tensors: dict[str, torch.Tensor], model: RecModel, optimizers: list[torch.optim.Optimizer]
+) -> set[str]:
+    """The names among ``tensors`` of a rank's own users' rows: the model's user tables, in
+    the weights and the best weights, and their optimizer state."""
+    tables = model.user_tables()
+    weights = {id(table.weight) for table in tables.values()}
+    prefixes = [f"{kind}.{name}" for kind in ("model", "best") for name in tables]
+    for i, optimizer in enumerate(optimizers):
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        prefixes += [f"optimizer.{i}.{n}." for n, p in enumerate(params) if id(p) in weights]
+    return {k for k in tensors if any(k == p or k.startswith(p) for p in prefixes)}
 
 
 def _prefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,12 +1,14 @@
 """Data-parallel training over torch.distributed, in processes launched by ``torchrun``.
 
 Each process (rank) holds the events of its own users (a stable hash of user_id, so that a
-user's history, which the hybrid reads, stays whole on one rank) and keeps a full copy of the
-weights. The id maps and listing counts are agreed in one pass over every rank's ids; every
-rank reads the listings table and fits the same encoders from it. ``DistributedDataParallel``
-sums the gradients after each step (sparse embedding gradients included, which the gloo
-backend all-reduces as sparse tensors; NCCL does too), and in-batch negatives come from every
-rank's batch. The group is the model's ``row_split`` while it trains: the hybrid keeps the
+user's history, which the hybrid reads, stays whole on one rank) and, while it trains, the
+model's rows of those users only (``OwnUsers``: user id vectors and histories), with a copy
+of every other weight. The id maps and listing counts are agreed in one pass over every
+rank's ids; every rank reads the listings table and fits the same encoders from it.
+``DistributedDataParallel`` sums the gradients of the shared weights after each step (sparse
+embedding gradients included, which the gloo backend all-reduces as sparse tensors; NCCL does
+too); the user rows, which no other rank reads, stay out of it. In-batch negatives come from
+every rank's batch. The group is the model's ``row_split`` while it trains: the hybrid keeps the
 feature tensors of the listing rows its rank owns only (``row % world``), a step's listing
 vectors are computed by their owners and exchanged with their gradients (``exchange``), and
 its cache of every listing's vector is built in shares.
@@ -22,7 +24,7 @@ import math
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -297,16 +299,41 @@ def _ids_from_bytes(payload: bytes) -> pd.Index:
     return pd.Index(column.to_pylist(), dtype=object)
 
 
-def merge_users(model: RecModel, data: Interactions, group: Group) -> sp.csr_matrix:
-    """After a distributed fit, what rank 0 saves must cover every rank's users: the
-    model's per-user inputs (histories) made whole on every rank, and the users x listings
-    matrix of every rank's pairs, returned."""
-    local = np.bincount(data.user_idx, minlength=len(data.users)) > 0
-    # a user with no events on any rank (a warm start's old user) has the same inputs on
-    # every rank: the first one keeps them
-    claimed = group.sum(local.astype(np.int64)) > 0
-    own = local | (~claimed & group.leader)
-    model.merge_user_inputs(torch.as_tensor(own), group.sum_in_place)
+@dataclass
+class OwnUsers:
+    """The users a rank holds: the rows of the users whose events it read, and of those
+    without events on any rank (a warm start's old users) the rows ``row % world``. Each
+    user is held by one rank, which alone keeps the user's rows of the model (id vector,
+    history): the rows of every user on every rank grew with the users, not the ranks."""
+
+    rows: np.ndarray  # sorted rows of all users
+    n_users: int
+
+    @classmethod
+    def of(cls, data: Interactions, group: Group) -> OwnUsers:
+        """This rank's users, from its share ``data`` of a run's events."""
+        n = len(data.users)
+        has_events = np.bincount(data.user_idx, minlength=n) > 0
+        claimed = group.sum(has_events.astype(np.int8)) > 0
+        unclaimed_here = ~claimed & (np.arange(n) % group.world == group.rank)
+        return cls(np.flatnonzero(has_events | unclaimed_here), n)
+
+    def local(self, data: Interactions) -> Interactions:
+        """``data`` (this rank's events) with its users numbered among this rank's."""
+        return replace(
+            data,
+            users=data.users.subset(self.rows),
+            user_idx=np.searchsorted(self.rows, data.user_idx),
+        )
+
+    def spread(self, model: RecModel, group: Group) -> None:
+        """Make ``model``, trained on this rank's users, a model of every user, the same
+        on every rank."""
+        model.spread_users(torch.as_tensor(self.rows), self.n_users, group.sum_in_place)
+
+
+def seen_by_every_rank(data: Interactions, group: Group) -> sp.csr_matrix:
+    """The users x listings matrix of every rank's pairs (``data``: this rank's)."""
     small = max(len(data.users), len(data.listings)) < 2**31
     kind = np.int32 if small else np.int64
     users = group.gather_rows(np.asarray(data.user_idx, dtype=kind))

@@ -139,9 +139,9 @@ def train(
     Every random draw comes from a generator seeded with ``config.seed``.
 
     ``group``: this process's place in a distributed run (``data`` and ``validation`` hold
-    its own users; ``distributed.py``). ``checkpoints``: written after every epoch (and every
-    ``every_steps`` steps), under the name ``phase``; ``resume``: a checkpoint of this phase
-    to continue from.
+    its own users, numbered among them, and ``model`` holds their rows only: ``OwnUsers``).
+    ``checkpoints``: written after every epoch (and every ``every_steps`` steps), under the
+    name ``phase``; ``resume``: a checkpoint of this phase to continue from.
     """
     device = group.device if group else resolve_device(config.device)
     check_workers(config.workers, device)
@@ -264,6 +264,7 @@ def train(
             if result.stopped != "epochs":
                 break
     finally:
+        release_user_rows(stepper)
         model.set_training_pairs(None, None)
         # after training, ranks call the model on their own (rank 0 saves it)
         model.row_split = None
@@ -324,16 +325,34 @@ class _Step(torch.nn.Module):
 
 def data_parallel(model: RecModel, group: Group | None) -> torch.nn.Module:
     """What a step calls for its loss: the model's own, or one that sums gradients across
-    ranks."""
+    ranks.
+
+    A rank's model holds the rows of its own users, which no other rank reads: they stay out
+    of DDP, and their gradient, the rank's own, is scaled as DDP's mean over the ranks
+    scales every other (``release_user_rows`` undoes this after training)."""
     step = _Step(model)
     if group is None:
         return step
-    return DistributedDataParallel(
+    tables = model.user_tables()
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+        step, [f"model.{name}" for name in tables]
+    )
+    wrapped = DistributedDataParallel(
         step,
         device_ids=[group.device.index] if group.device.type == "cuda" else None,
         # the listing cache and other buffers are recomputed on every rank alike
         **_no_buffer_sync(),
     )
+    wrapped.user_row_hooks = [
+        table.weight.register_hook(lambda grad: grad / group.world) for table in tables.values()
+    ]
+    return wrapped
+
+
+def release_user_rows(stepper: torch.nn.Module) -> None:
+    """Remove the scaling of the user rows' gradients that ``data_parallel`` added."""
+    for hook in getattr(stepper, "user_row_hooks", ()):
+        hook.remove()
 
 
 def _no_buffer_sync() -> dict[str, bool]:

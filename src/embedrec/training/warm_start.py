@@ -146,12 +146,13 @@ def continue_from(previous: Fitted, prepared: TrainingData, source: str | None) 
     )
 
 
-def carry_over(model: RecModel, prepared: WarmStart) -> None:
+def carry_over(model: RecModel, prepared: WarmStart, user_rows: np.ndarray | None = None) -> None:
     """Copy what ``prepared.previous`` learned into ``model``, a fresh model of the same
     class and of ``prepared``'s shape whose inputs are set: the old ids' rows of the id
     tables, the old values' rows of the feature tables (which only grew at the end), every
     other weight as it is, then the inputs the model carries over (``continue_inputs``).
-    New rows keep their fresh initial values."""
+    New rows keep their fresh initial values. ``user_rows``: the rows of ``prepared``'s
+    users that ``model`` holds, in order (a distributed rank's; None: every user)."""
     old_state = prepared.previous.state_dict()
     state = model.state_dict()
     if set(old_state) != set(state):
@@ -159,11 +160,19 @@ def carry_over(model: RecModel, prepared: WarmStart) -> None:
             "init_from: the old model's weights differ from this model's: "
             f"{sorted(set(old_state) ^ set(state))}"
         )
+    old_users = None
+    if user_rows is not None:  # sorted: the old users' rows come first
+        old_users = torch.as_tensor(user_rows[user_rows < prepared.previous_rows["users"]])
     with torch.no_grad():
         for name, target in state.items():
             old = old_state[name]
             if name in model.id_tables:
-                rows = prepared.previous_rows[model.id_tables[name]]
+                kind = model.id_tables[name]
+                if kind == "users" and old_users is not None:
+                    old = old[old_users]
+                    rows = len(old_users)
+                else:
+                    rows = prepared.previous_rows[kind]
             elif target.shape == old.shape:
                 target.copy_(old)
                 continue
@@ -175,5 +184,5 @@ def carry_over(model: RecModel, prepared: WarmStart) -> None:
                     f"and {tuple(target.shape)} here"
                 )
             target[:rows] = old[:rows]
-    model.continue_inputs(prepared.previous)
+    model.continue_inputs(prepared.previous, old_users)
     model.refresh()
