@@ -340,8 +340,9 @@ class Recommender:
         self.model_ = model.cpu().eval()
         self.users_ = data.users
         self.listings_ = data.listings
-        self.seen_ = data.matrix()
-        if own is not None:
+        if own is None:
+            self.seen_ = data.matrix()
+        else:
             # each rank trained its own users' rows on their events: the model and the pairs
             # seen are made whole on every rank, so that the one rank 0 saves covers all
             own.spread(self.model_, group)
