@@ -108,9 +108,14 @@ def rank_step(rank: int, port: int, out: str) -> None:
     )
     cache = model.all_listing_vectors()
     hook.remove()
+    # built a few rows at a time, from a row another rank owns on: the same vectors
+    model.refresh()
+    model.all_listing_vectors(9, batch_size=3)
+    in_pieces = model.all_listing_vectors(batch_size=3)
     save_file(
         {
             "cache": cache,
+            "in pieces": in_pieces,
             "embedded": torch.tensor(sum(embedded)),
             "held": torch.tensor(sorted(set(held.values()))),
             "refused": torch.tensor(refused),
@@ -181,6 +186,7 @@ def test_two_ranks_at_batch_b_give_the_gradients_of_one_process_at_2b(tmp_path):
     for rank in (0, 1):
         got = load_file(str(tmp_path / f"cache{rank}.safetensors"))
         torch.testing.assert_close(got["cache"], full)
+        torch.testing.assert_close(got["in pieces"], full)
         assert got["held"].tolist() == [len(full) // 2]
         assert bool(got["refused"])
         assert int(got["embedded"]) == len(full) // 2

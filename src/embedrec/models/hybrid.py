@@ -273,36 +273,41 @@ class HybridTwoTower(FeatureModel):
     def _listing_vectors_between(self, begin: int, end: int, batch_size: int) -> torch.Tensor:
         """Listing vectors of rows ``begin`` .. ``end`` - 1, in eval mode and full precision.
 
-        With a ``row_split`` each rank computes the rows it owns and gathers the others':
-        the cache is the same on every rank, and a refresh, which runs the listing tower
-        over the catalogue, would otherwise cost each rank the whole of it."""
+        With a ``row_split`` each rank computes the rows it owns and gathers the others',
+        a batch at a time (a rank holds one batch of every rank's vectors besides the
+        result): the cache is the same on every rank, and a refresh, which runs the listing
+        tower over the catalogue, would otherwise cost each rank the whole of it."""
         was_training = self.training
         self.eval()
         split = self.row_split
         rank, world = (0, 1) if split is None else (split.rank, split.world)
         weight = self.listing_mlp[0].weight
         device, dim = weight.device, self._config["dim"]
+        out = torch.empty((end - begin, dim), dtype=weight.dtype, device=device)
 
         def owned(owner: int) -> torch.Tensor:
             return torch.arange(begin + (owner - begin) % world, end, world, device=device)
 
-        mine = owned(rank)
-        # every rank's part has the same size (padded), as a gather needs
-        vectors = torch.zeros((-(-(end - begin) // world), dim), dtype=weight.dtype, device=device)
+        every = [owned(owner) for owner in range(world)]
         # full precision even when first asked for inside a bf16 training step: the cache is
         # the same whichever call builds it (a validation or a step)
         with torch.autocast(device.type, enabled=False):
-            for s in range(0, len(mine), batch_size):
-                rows = mine[s : s + batch_size]
-                vectors[s : s + len(rows)] = self._vectors_of_rows(rows)
+            # every rank takes as many batches (its own rows padded), as a gather needs
+            longest = max(len(rows) for rows in every)
+            for s in range(0, longest, batch_size):
+                rows = every[rank][s : s + batch_size]
+                if split is None:  # the rows from begin on, in order
+                    out[s : s + len(rows)] = self._vectors_of_rows(rows)
+                    continue
+                size = min(batch_size, longest - s)
+                vectors = torch.zeros((size, dim), dtype=out.dtype, device=device)
+                if len(rows):
+                    vectors[: len(rows)] = self._vectors_of_rows(rows)
+                parts = split.gather(vectors).view(world, size, dim)
+                for owner, theirs in enumerate(every):
+                    theirs = theirs[s : s + batch_size]
+                    out[theirs - begin] = parts[owner, : len(theirs)]
         self.train(was_training)
-        if split is None:
-            return vectors
-        parts = split.gather(vectors).view(world, len(vectors), dim)
-        out = torch.empty((end - begin, dim), dtype=vectors.dtype, device=device)
-        for owner in range(world):
-            rows = owned(owner) - begin
-            out[rows] = parts[owner, : len(rows)]
         return out
 
     def session_vector(self, listing_vectors: np.ndarray) -> tuple[np.ndarray, bool]:
