@@ -174,7 +174,7 @@ def communication(model_dir: Path, batch: int, negatives: int, ranks: int) -> di
     """Bytes a rank sends per step, from the trained model: DDP's ring all-reduce of the dense
     parameters' gradients; the sparse tables' gradients, which gloo all-gathers (every rank
     receives the rows each other rank touched: the distinct rows of a batch of training
-    pairs, counted on one), but not the user tables', whose rows only their rank holds; the
+    pairs, counted on one), but not those of the rows a rank holds of its own; the
     listing vectors of the batch that other ranks own, asked of them by row and sent back,
     and their gradients (the owner of a row computes its vector: each rank holds its own
     rows' features); and the gathered negatives with their gradients."""
@@ -185,9 +185,12 @@ def communication(model_dir: Path, batch: int, negatives: int, ranks: int) -> di
     sparse = [m for m in model.modules() if isinstance(m, torch.nn.Embedding) and m.sparse]
     in_tables = {id(t.weight) for t in sparse}
     dense = sum(p.numel() for p in model.parameters() if id(p) not in in_tables)
-    # a rank's own users' rows are summed nowhere: no other rank reads them
-    users = list(model.user_tables().values())
-    tables = [t for t in sparse if all(t is not u for u in users)]
+    # the rows a rank holds of its own (its users', and its listings' ids where the
+    # catalogue is shared out) are summed nowhere: no other rank reads them
+    held = list(model.user_tables().values())
+    if model.shards_catalogue:
+        held.append(model.listing_id)
+    tables = [t for t in sparse if all(t is not h for h in held)]
     # a batch of training pairs: its users, listings and the listings' feature rows
     rng = np.random.default_rng(0)
     seen = recommender.seen_.tocoo()
@@ -196,8 +199,9 @@ def communication(model_dir: Path, batch: int, negatives: int, ranks: int) -> di
     sparse_bytes, sparse_rows = 0, 0
     for table in tables:
         key = getattr(_owner(model, table), "key", None)  # a feature's column
-        if key is None:  # the listing id table: a row per distinct listing
-            rows = len(np.unique(seen.col[picked]))
+        if key is None:  # an id table: a row per distinct id
+            ids = seen.row if table in model.user_tables().values() else seen.col
+            rows = len(np.unique(ids[picked]))
         else:
             rows = len(torch.unique(model.catalogue[key][listings]))
         sparse_rows += rows

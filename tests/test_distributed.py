@@ -121,6 +121,7 @@ def rank_step(rank: int, port: int, out: str) -> None:
             "refused": torch.tensor(refused),
             "own": torch.as_tensor(own.rows),
             "initial users": model.user_id.weight.detach().clone(),
+            **{f"held {name}": rows for name, (rows, _) in model.held_rows.items()},
         },
         f"{out}/cache{rank}.safetensors",
     )
@@ -138,12 +139,12 @@ def rank_step(rank: int, port: int, out: str) -> None:
     )
     loss.backward()
     save_file(gradients(model), f"{out}/rank{rank}.safetensors")
-    # once training ends, the whole catalogue's features come back where a row is asked for
+    # once training ends, the model is made whole: every user's and listing's rows, and
+    # the whole catalogue's features where a row is asked for
     model.row_split = None
+    model.make_whole(group.sum_in_place)
     model.refresh()
     vectors = model.eval().listing_vectors(torch.arange(40))
-    # and the model, made whole, holds every user's rows: those of the other rank's too
-    own.spread(model, group)
     save_file(
         {"vectors": vectors, "users": model.user_id.weight.detach(), "histories": model.histories},
         f"{out}/after{rank}.safetensors",
@@ -168,13 +169,19 @@ def test_two_ranks_at_batch_b_give_the_gradients_of_one_process_at_2b(tmp_path):
     for rank in (0, 1):
         got = load_file(str(tmp_path / f"rank{rank}.safetensors"))
         cache = load_file(str(tmp_path / f"cache{rank}.safetensors"))
-        # a rank holds its own users' rows, as one process draws them
+        # a rank holds its own users' rows, as one process draws them, and the id rows of
+        # the listings it owns (every other row), with the placeholders
         own = torch.cat([cache["own"], placeholder])
         assert len(cache["own"]) < len(initial_users) - 1
         torch.testing.assert_close(cache["initial users"], initial_users[own], rtol=0, atol=0)
+        held = {k.removeprefix("held "): v for k, v in cache.items() if k.startswith("held ")}
+        assert torch.equal(held["user_id.weight"], own)
+        n_trained = model.n_trained_listings
+        listing_rows = torch.cat([torch.arange(rank, n_trained, 2), torch.tensor([n_trained])])
+        assert torch.equal(held["listing_id.weight"], listing_rows)
         assert set(got) == set(expected)
         for name, value in expected.items():
-            value = value[own] if name == "user_id.weight" else value
+            value = value[held[name]] if name in held else value
             torch.testing.assert_close(got[name], value, rtol=1e-4, atol=1e-6, msg=name)
     # the listing ids' gradients come through the gathered negatives too
     assert any("listing" in name and value.abs().sum() > 0 for name, value in expected.items())
@@ -260,7 +267,8 @@ def answers_similar(model_dir: Path) -> None:
     # the listings each one saw (which recommendations exclude)
     weights = load_file(str(model_dir / "weights.safetensors"))
     assert (weights["histories.lengths"] > 0).all()
-    assert (weights["model.user_id.weight"].abs().sum(dim=1) > 0).all()
+    users = weights["model.user_id.weight"]
+    assert len(users) == 121 and (users[:120].abs().sum(dim=1) > 0).all()  # then "no id"
     assert (np.diff(weights["seen.indptr"].numpy()) > 0).all()
 
 

@@ -345,7 +345,7 @@ class Recommender:
         else:
             # each rank trained its own users' rows on their events: the model and the pairs
             # seen are made whole on every rank, so that the one rank 0 saves covers all
-            own.spread(self.model_, group)
+            self.model_.make_whole(group.sum_in_place)
             self.seen_ = seen_by_every_rank(data, group)
         self.listing_table_ = prepared.listings
         self.n_trained_listings_ = prepared.n_trained_listings
@@ -443,7 +443,7 @@ class Recommender:
         model.row_split = row_split
         model.set_inputs(prepared.listings, data)
         if isinstance(prepared, WarmStart):
-            carry_over(model, prepared, None if own is None else own.rows)
+            carry_over(model, prepared)
         return model
 
     # ------------------------------------------------------------------ queries

@@ -104,6 +104,14 @@ class RecModel(nn.Module):
         ``extra_state`` entries with one row per user, in row order.
     generator : torch.Generator or None
         Where training-time random draws come from.
+    held_rows : dict of str to (tensor, int)
+        Tables of which this model holds some rows only, as a rank of a distributed fit
+        does (its own users', its own listings' ids): by state-dict name, the rows of the
+        whole table that its rows are, and the number of real rows (rows from there on are
+        placeholders, held by every rank). Empty for a whole model.
+    held_users : (tensor, int) or None
+        For a model of some users only: their rows among all users, and how many users
+        there are. ``make_whole`` makes such a model whole.
     row_split : RowSplit or None
         Set by distributed training: a model that computes every listing's vector (a
         cache) computes only its rank's rows and gathers the rest, and a model that
@@ -120,6 +128,11 @@ class RecModel(nn.Module):
     generator: torch.Generator | None = None
     row_split: RowSplit | None = None
     n_trained_listings: int
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held_rows: dict[str, tuple[torch.Tensor, int]] = {}
+        self.held_users: tuple[torch.Tensor, int] | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -139,11 +152,14 @@ class RecModel(nn.Module):
             model = cls.from_shape(built, **{k: params[k] for k in ("dim", *cls.hyperparameters)})
         kept = {}
         if held is not None:
-            for table in model.user_tables().values():
+            rows = torch.as_tensor(held)
+            model.held_users = (rows, shape.n_users)
+            for name, table in model.user_tables().items():
                 # placeholder rows after the users' (an anonymous user's) are held too
                 n = shape.n_users + table.num_embeddings - len(held)
-                extra = np.arange(shape.n_users, n)
-                kept[table] = (torch.as_tensor(np.concatenate([held, extra])), n)
+                table_rows = torch.cat([rows, torch.arange(shape.n_users, n)])
+                kept[table] = (table_rows, n)
+                model.held_rows[name] = (table_rows, shape.n_users)
         initialize(model, generator, kept)
         return model
 
@@ -198,31 +214,34 @@ class RecModel(nn.Module):
             if kind == "users" and getattr(self, name.split(".")[0], None) is not None
         }
 
-    def spread_users(
-        self, rows: torch.Tensor, n_users: int, total: Callable[[torch.Tensor], None]
-    ) -> None:
-        """Make a model of some users (its user row i is user ``rows[i]`` of ``n_users``,
-        as a distributed rank holds its own) a model of all ``n_users``: each per-user
-        weight and input (``user_inputs``) is placed at ``rows``, zero elsewhere, and
-        ``total`` sums it over the ranks in place, each user held by one rank."""
+    def make_whole(self, total: Callable[[torch.Tensor], None]) -> None:
+        """After a distributed fit, make what this rank holds in part (``held_rows``,
+        ``held_users``) whole: each table's rows and each per-user input (``user_inputs``)
+        placed at their rows, zero elsewhere, and summed over the ranks in place by
+        ``total``, each row held by one rank. Placeholder rows, which every rank holds and
+        no score reads, become zero, the same on every rank."""
 
-        def spread(held: torch.Tensor) -> torch.Tensor:
-            whole = torch.zeros((n_users, *held.shape[1:]), dtype=held.dtype)
-            whole[rows] = held[: len(rows)]
+        def spread(held: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:
+            real = rows < n
+            whole = torch.zeros((n, *held.shape[1:]), dtype=held.dtype)
+            whole[rows[real]] = held[real]
             total(whole)
-            # placeholder rows after the users' are the same on every rank
-            return torch.cat([whole, held[len(rows) :]])
+            return torch.cat([whole, torch.zeros_like(held[~real])])
 
         with torch.no_grad():
-            for table in self.user_tables().values():
-                table.weight = nn.Parameter(
-                    spread(table.weight.detach()), table.weight.requires_grad
-                )
-                table.num_embeddings = len(table.weight)
-        inputs = self.extra_state()
-        if self.user_inputs:
-            self.load_extra_state(inputs | {k: spread(inputs[k]) for k in self.user_inputs})
-        self._config["n_users"] = n_users
+            for name, (rows, n) in self.held_rows.items():
+                table = self.get_submodule(name.removesuffix(".weight"))
+                whole = spread(table.weight.detach(), rows, n)
+                table.weight = nn.Parameter(whole, table.weight.requires_grad)
+                table.num_embeddings = len(whole)
+        if self.held_users is not None:
+            rows, n_users = self.held_users
+            inputs = self.extra_state()
+            spread_inputs = {k: spread(inputs[k], rows, n_users) for k in self.user_inputs}
+            if spread_inputs:
+                self.load_extra_state(inputs | spread_inputs)
+            self._config["n_users"] = n_users
+        self.held_rows, self.held_users = {}, None
 
     # ------------------------------------------------------------------ training
     def user_vectors(self, users: torch.Tensor, pairs: torch.Tensor | None = None) -> torch.Tensor:

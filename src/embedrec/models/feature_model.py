@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from embedrec.data.prepare import Interactions
 from embedrec.features.pipeline import FeatureEncoder, FeaturePipeline, index_batch
@@ -23,10 +24,11 @@ class FeatureModel(RecModel):
     model's listing rows; it is an input, not a weight, so it is not in the state dict.
 
     A model that ``shards_catalogue``, given its inputs while a ``row_split`` is set, holds
-    the features of its rank's rows only (``catalogue_share``): the catalogue's features are
-    most of what every rank would otherwise hold whole. Its listing vectors then come from
-    the owning ranks (``RowSplit.exchange``); once the split is gone, the first call that
-    needs a row's features transforms the whole catalogue again.
+    the features and the id rows of its rank's listings only (``catalogue_share``,
+    ``held_rows``): the catalogue's features are most of what every rank would otherwise
+    hold whole. Its listing vectors then come from the owning ranks
+    (``RowSplit.exchange``); once the split is gone and the model made whole, the first
+    call that needs a row's features transforms the whole catalogue again.
     """
 
     needs_features = True
@@ -44,6 +46,7 @@ class FeatureModel(RecModel):
         self.catalogue: dict[str, torch.Tensor] = {}
         self.catalogue_share: tuple[int, int] | None = None  # (rank, world) of a shard
         self._listing_table: pd.DataFrame | None = None  # to rebuild a shard's catalogue
+        self._id_world = 1  # ranks among which the listing id rows are held
 
     @classmethod
     def from_shape(cls, shape: Any, **params: Any) -> FeatureModel:
@@ -71,6 +74,18 @@ class FeatureModel(RecModel):
         shard = self.pipeline.transform(listings.iloc[split.rank :: split.world])
         self.set_catalogue(shard)
         self.catalogue_share, self._listing_table = (split.rank, split.world), listings
+        self._hold_own_listing_ids(split.rank, split.world)
+
+    def _hold_own_listing_ids(self, rank: int, world: int) -> None:
+        """Keep the id rows of this rank's listings only (and the placeholder): only the
+        owner of a row computes its vector, so no other rank reads them."""
+        n = self.n_trained_listings
+        rows = torch.cat([torch.arange(rank, n, world), torch.tensor([n])])
+        table = self.listing_id
+        table.weight = nn.Parameter(table.weight.detach()[rows].clone())
+        table.num_embeddings = len(rows)
+        self.held_rows["listing_id.weight"] = (rows, n)
+        self._id_world = world
 
     def set_catalogue(self, features: dict[str, torch.Tensor]) -> None:
         """Feature tensors of the model's listing rows (from ``pipeline.transform``)."""
@@ -110,8 +125,10 @@ class FeatureModel(RecModel):
         has_id = (rows >= 0) & (rows < self.n_trained_listings)
         if keep is not None:
             has_id &= keep
-        safe = torch.where(has_id, rows, torch.full_like(rows, self.n_trained_listings))
-        return self.listing_id(safe) * has_id.unsqueeze(-1)
+        # a rank that holds its own rows' ids (every world-th row) is asked for those only
+        index = rows // self._id_world if "listing_id.weight" in self.held_rows else rows
+        placeholder = torch.full_like(rows, self.listing_id.num_embeddings - 1)
+        return self.listing_id(torch.where(has_id, index, placeholder)) * has_id.unsqueeze(-1)
 
     def embeddable(self, rows: np.ndarray) -> np.ndarray:
         return np.ones(len(rows), dtype=bool)  # every listing has features

@@ -8,9 +8,9 @@ that stopped. Tensors go in safetensors, the rest in JSON; nothing is pickled.
 Layout: ``DIR/step-000000123/{tensors.safetensors,state.json}`` written under a temporary
 name and renamed, then ``DIR/latest.json`` (atomic) names it, then older ones are removed.
 A crash at any point leaves the previous checkpoint readable. In a distributed run each rank
-holds the rows of its own users (``OwnUsers``): those tensors, and their optimizer state, go
-in ``rank-N.safetensors`` beside the others, written by rank N (atomic) before ``latest.json``
-moves.
+holds some rows of its own (``RecModel.held_rows``: its users', its listings' ids): those
+tensors, and their optimizer state, go in ``rank-N.safetensors`` beside the others, written
+by rank N (atomic) before ``latest.json`` moves.
 """
 
 from __future__ import annotations
@@ -220,10 +220,10 @@ def _save(tensors: dict[str, torch.Tensor], path: Path) -> None:
 def _own_rows(
     tensors: dict[str, torch.Tensor], model: RecModel, optimizers: list[torch.optim.Optimizer]
 ) -> set[str]:
-    """The names among ``tensors`` of a rank's own users' rows: the model's user tables, in
+    """The names among ``tensors`` of the rows a rank holds of its own (``held_rows``), in
     the weights and the best weights, and their optimizer state."""
-    tables = model.user_tables()
-    weights = {id(table.weight) for table in tables.values()}
+    tables = list(model.held_rows)
+    weights = {id(model.get_parameter(name)) for name in tables}
     prefixes = [f"{kind}.{name}" for kind in ("model", "best") for name in tables]
     for i, optimizer in enumerate(optimizers):
         params = [p for group in optimizer.param_groups for p in group["params"]]

@@ -34,7 +34,7 @@ import torch
 import torch.distributed as dist
 
 from embedrec.data.prepare import Interactions
-from embedrec.models.base import RecModel, padded_to_few_sizes
+from embedrec.models.base import padded_to_few_sizes
 
 # how long a rank waits in a collective for the others (loading, a validation, rank 0 saving
 # the model) before the run fails instead of hanging; EMBEDREC_DISTRIBUTED_TIMEOUT overrides
@@ -325,11 +325,6 @@ class OwnUsers:
             users=data.users.subset(self.rows),
             user_idx=np.searchsorted(self.rows, data.user_idx),
         )
-
-    def spread(self, model: RecModel, group: Group) -> None:
-        """Make ``model``, trained on this rank's users, a model of every user, the same
-        on every rank."""
-        model.spread_users(torch.as_tensor(self.rows), self.n_users, group.sum_in_place)
 
 
 def seen_by_every_rank(data: Interactions, group: Group) -> sp.csr_matrix:

@@ -264,7 +264,7 @@ def train(
             if result.stopped != "epochs":
                 break
     finally:
-        release_user_rows(stepper)
+        release_held_rows(stepper)
         model.set_training_pairs(None, None)
         # after training, ranks call the model on their own (rank 0 saves it)
         model.row_split = None
@@ -327,13 +327,14 @@ def data_parallel(model: RecModel, group: Group | None) -> torch.nn.Module:
     """What a step calls for its loss: the model's own, or one that sums gradients across
     ranks.
 
-    A rank's model holds the rows of its own users, which no other rank reads: they stay out
-    of DDP, and their gradient, the rank's own, is scaled as DDP's mean over the ranks
-    scales every other (``release_user_rows`` undoes this after training)."""
+    The rows a rank's model holds of its own (``held_rows``: its users', its listings' ids)
+    are read by no other rank: they stay out of DDP, and their gradient, the rank's own, is
+    scaled as DDP's mean over the ranks scales every other (``release_held_rows`` undoes
+    this after training)."""
     step = _Step(model)
     if group is None:
         return step
-    tables = model.user_tables()
+    tables = {name: model.get_submodule(name.removesuffix(".weight")) for name in model.held_rows}
     DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
         step, [f"model.{name}" for name in tables]
     )
@@ -343,15 +344,15 @@ def data_parallel(model: RecModel, group: Group | None) -> torch.nn.Module:
         # the listing cache and other buffers are recomputed on every rank alike
         **_no_buffer_sync(),
     )
-    wrapped.user_row_hooks = [
+    wrapped.held_row_hooks = [
         table.weight.register_hook(lambda grad: grad / group.world) for table in tables.values()
     ]
     return wrapped
 
 
-def release_user_rows(stepper: torch.nn.Module) -> None:
-    """Remove the scaling of the user rows' gradients that ``data_parallel`` added."""
-    for hook in getattr(stepper, "user_row_hooks", ()):
+def release_held_rows(stepper: torch.nn.Module) -> None:
+    """Remove the scaling of the held rows' gradients that ``data_parallel`` added."""
+    for hook in getattr(stepper, "held_row_hooks", ()):
         hook.remove()
 
 

@@ -146,13 +146,13 @@ def continue_from(previous: Fitted, prepared: TrainingData, source: str | None) 
     )
 
 
-def carry_over(model: RecModel, prepared: WarmStart, user_rows: np.ndarray | None = None) -> None:
+def carry_over(model: RecModel, prepared: WarmStart) -> None:
     """Copy what ``prepared.previous`` learned into ``model``, a fresh model of the same
     class and of ``prepared``'s shape whose inputs are set: the old ids' rows of the id
     tables, the old values' rows of the feature tables (which only grew at the end), every
     other weight as it is, then the inputs the model carries over (``continue_inputs``).
-    New rows keep their fresh initial values. ``user_rows``: the rows of ``prepared``'s
-    users that ``model`` holds, in order (a distributed rank's; None: every user)."""
+    New rows keep their fresh initial values. A model that holds some rows of a table only
+    (``held_rows``, a distributed rank's) gets the old rows of those."""
     old_state = prepared.previous.state_dict()
     state = model.state_dict()
     if set(old_state) != set(state):
@@ -160,19 +160,15 @@ def carry_over(model: RecModel, prepared: WarmStart, user_rows: np.ndarray | Non
             "init_from: the old model's weights differ from this model's: "
             f"{sorted(set(old_state) ^ set(state))}"
         )
-    old_users = None
-    if user_rows is not None:  # sorted: the old users' rows come first
-        old_users = torch.as_tensor(user_rows[user_rows < prepared.previous_rows["users"]])
     with torch.no_grad():
         for name, target in state.items():
             old = old_state[name]
             if name in model.id_tables:
-                kind = model.id_tables[name]
-                if kind == "users" and old_users is not None:
-                    old = old[old_users]
-                    rows = len(old_users)
-                else:
-                    rows = prepared.previous_rows[kind]
+                rows = prepared.previous_rows[model.id_tables[name]]
+                if name in model.held_rows:  # sorted: the old rows come first
+                    held = model.held_rows[name][0]
+                    old = old[held[held < rows]]
+                    rows = len(old)
             elif target.shape == old.shape:
                 target.copy_(old)
                 continue
@@ -184,5 +180,9 @@ def carry_over(model: RecModel, prepared: WarmStart, user_rows: np.ndarray | Non
                     f"and {tuple(target.shape)} here"
                 )
             target[:rows] = old[:rows]
+    old_users = None
+    if model.held_users is not None:
+        held = model.held_users[0]
+        old_users = held[held < prepared.previous_rows["users"]]
     model.continue_inputs(prepared.previous, old_users)
     model.refresh()
