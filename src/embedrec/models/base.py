@@ -205,7 +205,7 @@ class RecModel(nn.Module):
         forget them. The first user rows here are ``previous``'s rows ``old_users`` (None:
         its rows in order)."""
 
-    # ------------------------------------------------------------------ users
+    # ------------------------------------------------------------------ rows held in part
     def user_tables(self) -> dict[str, nn.Embedding]:
         """The embedding tables with a row per user (``id_tables``), by state-dict name."""
         return {
@@ -223,10 +223,11 @@ class RecModel(nn.Module):
 
         def spread(held: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:
             real = rows < n
-            whole = torch.zeros((n, *held.shape[1:]), dtype=held.dtype)
+            # the placeholders after the n real rows are part of the one tensor made
+            whole = torch.zeros((n + int((~real).sum()), *held.shape[1:]), dtype=held.dtype)
             whole[rows[real]] = held[real]
-            total(whole)
-            return torch.cat([whole, torch.zeros_like(held[~real])])
+            total(whole[:n])
+            return whole
 
         with torch.no_grad():
             for name, (rows, n) in self.held_rows.items():
@@ -372,7 +373,8 @@ def _draw_rows(
     if len(starts) > 1 and (n - starts[-1]) * width < 16:
         starts.pop()  # under 16 values torch draws otherwise: the last block takes them
     ends = [*starts[1:], n]
-    buffer = torch.empty((max(e - s for s, e in zip(starts, ends, strict=True)), *weight.shape[1:]))
+    longest = max(e - s for s, e in zip(starts, ends, strict=True))
+    buffer = torch.empty((longest, *weight.shape[1:]), dtype=weight.dtype)
     bounds = torch.searchsorted(rows, torch.tensor([*starts, n]))
     for i, (start, end) in enumerate(zip(starts, ends, strict=True)):
         drawn = buffer[: end - start].normal_(0.0, std, generator=generator)

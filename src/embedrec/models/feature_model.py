@@ -82,7 +82,7 @@ class FeatureModel(RecModel):
         n = self.n_trained_listings
         rows = torch.cat([torch.arange(rank, n, world), torch.tensor([n])])
         table = self.listing_id
-        table.weight = nn.Parameter(table.weight.detach()[rows].clone())
+        table.weight = nn.Parameter(table.weight.detach()[rows])
         table.num_embeddings = len(rows)
         self.held_rows["listing_id.weight"] = (rows, n)
         self._id_world = world

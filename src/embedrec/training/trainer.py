@@ -335,6 +335,8 @@ def data_parallel(model: RecModel, group: Group | None) -> torch.nn.Module:
     if group is None:
         return step
     tables = {name: model.get_submodule(name.removesuffix(".weight")) for name in model.held_rows}
+    # DDP's one way to leave parameters out (private, stable since torch 1.8): their shapes
+    # differ between ranks, which DDP's checks at construction would refuse
     DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
         step, [f"model.{name}" for name in tables]
     )
