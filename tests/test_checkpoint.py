@@ -3,6 +3,8 @@ that never stopped; another run's checkpoint is refused."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from conftest import block_data
@@ -91,3 +93,17 @@ def test_checkpoint_tensors_are_written_from_where_they_lie_unless_they_share_me
     loaded = load_file(str(tmp_path / "tensors.safetensors"))
     for name, tensor in tensors.items():
         assert torch.equal(loaded[name], tensor)
+
+
+def test_a_checkpoint_of_another_format_is_refused_with_what_to_do(data, tmp_path):
+    events, listings = data
+    checkpoints = tmp_path / "checkpoints"
+    with pytest.raises(Stop):
+        Recommender(**settings()).fit(
+            events, listings, callbacks=[stop_at(1)], checkpoint_dir=checkpoints
+        )
+    folder = checkpoints / json.loads((checkpoints / "latest.json").read_text())["checkpoint"]
+    state = json.loads((folder / "state.json").read_text())
+    (folder / "state.json").write_text(json.dumps(state | {"format": 1}))
+    with pytest.raises(CheckpointError, match="format 1, this embedrec reads format 2; train"):
+        Recommender(**settings()).fit(events, listings, checkpoint_dir=checkpoints, resume=True)

@@ -29,7 +29,8 @@ from embedrec.models.base import RecModel
 from embedrec.training.distributed import Group
 
 POINTER = "latest.json"
-FORMAT = 1
+# 2: a distributed run's ranks keep the rows they hold of their own in files of their own
+FORMAT = 2
 
 
 class CheckpointError(ValueError):
@@ -164,7 +165,10 @@ class Checkpoints:
         folder = self.directory / json.loads(pointer.read_text())["checkpoint"]
         document = json.loads((folder / "state.json").read_text())
         if document.get("format") != FORMAT:
-            raise CheckpointError(f"{folder}: checkpoint format {document.get('format')}")
+            raise CheckpointError(
+                f"{folder}: checkpoint format {document.get('format')}, this embedrec reads "
+                f"format {FORMAT}; train again without resuming"
+            )
         different = sorted(
             key
             for key in set(self.fingerprint) | set(document["fingerprint"])
