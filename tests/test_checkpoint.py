@@ -61,13 +61,18 @@ def test_a_resumed_fit_ends_with_the_weights_of_one_that_never_stopped(data, tmp
         torch.testing.assert_close(resumed.model_.state_dict()[name], value, msg=name)
 
 
-def test_another_runs_checkpoint_is_refused(data, tmp_path):
+def stopped_after_one_epoch(data, checkpoints) -> None:
     events, listings = data
-    checkpoints = tmp_path / "checkpoints"
     with pytest.raises(Stop):
         Recommender(**settings()).fit(
             events, listings, callbacks=[stop_at(1)], checkpoint_dir=checkpoints
         )
+
+
+def test_another_runs_checkpoint_is_refused(data, tmp_path):
+    events, listings = data
+    checkpoints = tmp_path / "checkpoints"
+    stopped_after_one_epoch(data, checkpoints)
     with pytest.raises(CheckpointError, match="dim: 8 there, 16 now"):
         Recommender(**settings(dim=16)).fit(
             events, listings, checkpoint_dir=checkpoints, resume=True
@@ -98,10 +103,7 @@ def test_checkpoint_tensors_are_written_from_where_they_lie_unless_they_share_me
 def test_a_checkpoint_of_another_format_is_refused_with_what_to_do(data, tmp_path):
     events, listings = data
     checkpoints = tmp_path / "checkpoints"
-    with pytest.raises(Stop):
-        Recommender(**settings()).fit(
-            events, listings, callbacks=[stop_at(1)], checkpoint_dir=checkpoints
-        )
+    stopped_after_one_epoch(data, checkpoints)
     folder = checkpoints / json.loads((checkpoints / "latest.json").read_text())["checkpoint"]
     state = json.loads((folder / "state.json").read_text())
     (folder / "state.json").write_text(json.dumps(state | {"format": 1}))

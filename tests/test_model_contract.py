@@ -138,3 +138,23 @@ def test_a_model_without_features_names_what_it_cannot_embed(fitted_mf, blocks):
 def test_unknown_model_names_the_registered_ones():
     with pytest.raises(ValueError, match="unknown model 'nope'; choose from mf, deep, hybrid"):
         Recommender(model="nope").check_params()
+
+
+@pytest.mark.parametrize(("n", "dim"), [(70, 3), (65, 2), (48, 1)])
+def test_a_table_of_some_rows_holds_the_values_the_whole_table_draws(monkeypatch, n, dim):
+    # blocks of 16 rows: several blocks, and a last one of under 16 values (65 x 2, 48 x 1
+    # ends on a whole block) that torch would draw otherwise
+    import embedrec.models.base as base
+
+    monkeypatch.setattr(base, "DRAW_BLOCK", 16)
+    whole = base.embedding(n, dim, 0.05)
+    base.initialize(whole, torch.Generator().manual_seed(3))
+    rows = torch.tensor([0, 5, 15, 16, 17, 40, n - 1])
+    part = base.embedding(len(rows), dim, 0.05)
+    generator = torch.Generator().manual_seed(3)
+    base.initialize(part, generator, {part: (rows, n)})
+    assert torch.equal(part.weight, whole.weight[rows])
+    # and the generator goes on as after the whole table
+    after_whole = torch.Generator().manual_seed(3)
+    torch.empty(n, dim).normal_(generator=after_whole)
+    assert torch.equal(generator.get_state(), after_whole.get_state())

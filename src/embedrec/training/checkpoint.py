@@ -228,11 +228,12 @@ def _own_rows(
     the weights and the best weights, and their optimizer state."""
     tables = list(model.held_rows)
     weights = {id(model.get_parameter(name)) for name in tables}
-    prefixes = [f"{kind}.{name}" for kind in ("model", "best") for name in tables]
+    names = {f"{kind}.{name}" for kind in ("model", "best") for name in tables}
+    states = []  # an optimizer's state of parameter n: optimizer.{i}.{n}.{key}
     for i, optimizer in enumerate(optimizers):
         params = [p for group in optimizer.param_groups for p in group["params"]]
-        prefixes += [f"optimizer.{i}.{n}." for n, p in enumerate(params) if id(p) in weights]
-    return {k for k in tensors if any(k == p or k.startswith(p) for p in prefixes)}
+        states += [f"optimizer.{i}.{n}." for n, p in enumerate(params) if id(p) in weights]
+    return {k for k in tensors if k in names or k.startswith(tuple(states))}
 
 
 def _prefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
