@@ -169,31 +169,3 @@ def test_the_first_worker_saves_the_vector_index_and_the_others_load_it(
         assert (folder / "index.json").read_bytes() == saved
     finally:
         store.close()
-
-
-def anonymous_mb() -> float:
-    for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
-        if line.startswith("Anonymous:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no Anonymous line in smaps_rollup")
-
-
-@pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="needs Linux /proc")
-def test_a_loaded_worker_hands_back_what_arrow_freed() -> None:
-    """The listings table a model directory is read into is replaced by the mapped one; Arrow's
-    allocator kept its freed pages (about 200 MB of a worker's private memory at 1M listings)
-    until the worker releases them after loading."""
-    import pyarrow as pa
-
-    from embedrec.serving.state import _release_free_memory
-
-    _release_free_memory()
-    before = anonymous_mb()
-    texts = pa.array([f"listing {i} " * 8 for i in range(2_000_000)])  # about 200 MB
-    assert texts.nbytes > 150 * 2**20
-    del texts
-    held = anonymous_mb() - before
-    _release_free_memory()
-    released = anonymous_mb() - before
-    assert held > 100, f"Arrow's allocator returned the pages by itself ({held:.0f} MB held)"
-    assert released < 50, f"{released:.0f} MB of freed Arrow memory still held"

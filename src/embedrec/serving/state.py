@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import ctypes
-import gc
 import logging
 import math
 import threading
@@ -27,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 from safetensors import SafetensorError
 
 from embedrec.bundle import BundleError
@@ -35,6 +32,7 @@ from embedrec.data.errors import DataError
 from embedrec.data.ids import parse_id
 from embedrec.data.io import load_listings
 from embedrec.index.catalogue import Catalogue
+from embedrec.memory import release_free_memory
 from embedrec.recommender import Recommender
 from embedrec.retrieval.retriever import Retriever
 from embedrec.serving.shared import model_tag, shared_recommender, shared_retriever
@@ -358,7 +356,10 @@ def build_state(
             unknown[0],
         )
     retriever.warm_up()
-    _release_free_memory()
+    # the model's copies replaced by mapped tensors, the index build's buffers and the
+    # listings table read before the mapped one replaced it: at 1M listings about 200 MB of
+    # a worker's private memory in Arrow's pool alone, varying by hundreds of MB per start
+    release_free_memory()
     state = ServingState(recommender, retriever, str(model_dir), generation, model_tag=tag)
     state.catch_up(store)
     log.info(
@@ -369,18 +370,6 @@ def build_state(
         time.perf_counter() - started,
     )
     return state
-
-
-def _release_free_memory() -> None:
-    """Hand back to the system the heap that loading freed: the model's copies replaced by
-    mapped tensors, the index build's buffers, the listings table read before the mapped one
-    replaced it. glibc and Arrow's allocator keep them otherwise (at 1M listings about 200 MB
-    of a worker's private memory in Arrow's pool alone), and a worker's private memory varied
-    by hundreds of MB from one start to another."""
-    gc.collect()
-    pa.default_memory_pool().release_unused()
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _load(model_dir: str | Path, cache_dir: str | None) -> Recommender:
