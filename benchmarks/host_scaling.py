@@ -13,14 +13,14 @@ Each rank runs the same fixed step, under ``torchrun --standalone`` with 1 and w
   their sizes (docs/benchmarks-distributed.md): an all-reduce of 737,536 floats (the dense
   gradients), an all-gather of 0.39 MB (the sparse rows), two of 0.27 MB (the listing
   vectors exchanged and their gradients) and two of 0.05 MB (the gathered negatives);
-- the same with uneven steps: each rank's batch drawn between 80% and 120% of 4,096 at
-  every step, on each rank apart, as a real step's work varies with its pairs (histories,
-  texts, distinct listings); the collectives make every step wait for the slower rank.
+- the same bytes in four times as many collectives (each tensor sent in 4 parts): a real
+  step has more collectives than these six (the exchange's counts, rows and vectors, DDP's
+  sparse gradients in several rounds per table), and each costs a round trip.
 
 Efficiency is the 1-rank step time over the 2-rank step time (the same work per rank), the
 median of the rounds. The compute row is what two ranks sharing this host's cores and memory
 bandwidth reach with no communication at all; the second adds the bytes that the training's
-steps send; the third, ranks whose steps take different times.
+steps send; the third, the cost of a collective whatever its size.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ HIDDEN = 1024
 LOOKUPS = 64  # rows gathered per pair: the listing's, its features' and text tokens, a history's
 DENSE_FLOATS = 737_536
 GATHERS_MB = (0.39, 0.27, 0.27, 0.05, 0.05)
-VARIANTS = ("compute", "compute + collectives", "uneven compute + collectives")
-UNEVEN = 0.2  # the uneven steps' batches: 4,096 +- 20%, drawn on each rank apart
+VARIANTS = ("compute", "compute + collectives", "compute + collectives in 4 parts each")
+PARTS = 4
 
 
 # ---------------------------------------------------------------------------- in a rank
@@ -64,20 +64,21 @@ def rank_main(variant: str, steps: int, out: Path) -> None:
     dense = torch.zeros(DENSE_FLOATS)
     gathers = [torch.zeros(int(mb * 2**20) // 4) for mb in GATHERS_MB]
 
+    parts = PARTS if variant.endswith("parts each") else 1
+    dense_parts = dense.chunk(parts)
+    gather_parts = [part for tensor in gathers for part in tensor.chunk(parts)]
+
     def step() -> None:
-        batch = BATCH
-        if variant.startswith("uneven"):
-            spread = (torch.rand(1, generator=generator).item() * 2 - 1) * UNEVEN
-            batch = int(BATCH * (1 + spread))
-        rows = torch.randint(TABLE_ROWS, (batch, LOOKUPS), generator=generator)
+        rows = torch.randint(TABLE_ROWS, (BATCH, LOOKUPS), generator=generator)
         inputs = table[rows].mean(dim=1).requires_grad_()
         loss = mlp(inputs).square().mean()
         loss.backward()
         table.index_add_(0, rows[:, 0], inputs.grad * -0.01)
         mlp.zero_grad()
-        if variant.endswith("collectives"):
-            dist.all_reduce(dense)
-            for tensor in gathers:
+        if "collectives" in variant:
+            for part in dense_parts:
+                dist.all_reduce(part)
+            for tensor in gather_parts:
                 dist.all_gather([torch.empty_like(tensor) for _ in range(world)], tensor)
 
     for _ in range(5):

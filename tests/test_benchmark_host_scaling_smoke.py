@@ -22,7 +22,11 @@ def test_host_scaling_benchmark_smoke() -> None:
         for line in done.stdout.splitlines()
         if line.startswith("| ") and (cells := line.split("|")) and "ms" not in line
     }
-    assert set(rows) == {"compute", "compute + collectives", "uneven compute + collectives"}
+    assert set(rows) == {
+        "compute",
+        "compute + collectives",
+        "compute + collectives in 4 parts each",
+    }
     for one, two, efficiency, _ in rows.values():
         assert float(one) > 0 and float(two) > 0  # each world ran and timed its steps
         assert 0 < float(efficiency) < 10
