@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,9 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from distributed import free_port  # noqa: E402 - the other torchrun benchmark's port picker
 
 BATCH = 4096
 TABLE_ROWS = 1_000_000
@@ -95,12 +97,6 @@ def rank_main(variant: str, steps: int, out: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- the driver
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def run(variant: str, ranks: int, steps: int) -> float:
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "result.json"

@@ -49,3 +49,31 @@ def test_what_the_heap_freed_is_handed_back() -> None:
     released = anonymous_mb() - before
     assert held > 100, f"glibc returned the pages by itself ({held:.0f} MB held)"
     assert released < 50, f"{released:.0f} MB of freed heap still held"
+
+
+def test_training_hands_back_what_was_freed_before_it() -> None:
+    """A fit hands back, once its training pairs are ready, what was freed before its steps:
+    on a rank, the copies made while reading the data and transforming the features."""
+    import pandas as pd
+
+    from embedrec import Recommender
+
+    rng = np.random.default_rng(0)
+    interactions = pd.DataFrame(
+        {
+            "user_id": rng.integers(0, 40, 600),
+            "listing_id": rng.integers(0, 30, 600),
+            "timestamp": np.arange(600) * 60,
+        }
+    )
+    listings = pd.DataFrame({"listing_id": np.arange(30)})
+    recommender = Recommender(model="mf", epochs=1, validation_fraction=0, progress=False)
+    recommender.fit(interactions, listings)  # what a first fit loads (libraries) stays
+    release_free_memory()
+    before = anonymous_mb()
+    texts = pa.array([f"listing {i} " * 8 for i in range(2_000_000)])  # about 200 MB
+    del texts
+    assert anonymous_mb() - before > 100  # held by Arrow's pool until someone hands it back
+    recommender.fit(interactions, listings)
+    held = anonymous_mb() - before
+    assert held < 50, f"{held:.0f} MB freed before training still held after it"
