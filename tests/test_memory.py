@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,17 +23,26 @@ def anonymous_mb() -> float:
     raise AssertionError("no Anonymous line in smaps_rollup")
 
 
+def free_arrow_memory() -> None:
+    """Allocate about 200 MB in Arrow's pool and free it."""
+    texts = pa.array([f"listing {i} " * 8 for i in range(2_000_000)])
+    assert texts.nbytes > 150 * 2**20
+
+
+def held_then_released(allocate_and_free: Callable[[], object]) -> tuple[float, float]:
+    """MB still held after ``allocate_and_free``, then after ``release_free_memory``."""
+    release_free_memory()
+    before = anonymous_mb()
+    kept = allocate_and_free()  # noqa: F841 - what it returns stays alive until the end
+    held = anonymous_mb() - before
+    release_free_memory()
+    return held, anonymous_mb() - before
+
+
 def test_what_arrow_freed_is_handed_back() -> None:
     """A listings table read and then replaced (a serving worker's mapped table, a rank's
     prepared one) left about 200 MB at 1M listings in Arrow's pool."""
-    release_free_memory()
-    before = anonymous_mb()
-    texts = pa.array([f"listing {i} " * 8 for i in range(2_000_000)])  # about 200 MB
-    assert texts.nbytes > 150 * 2**20
-    del texts
-    held = anonymous_mb() - before
-    release_free_memory()
-    released = anonymous_mb() - before
+    held, released = held_then_released(free_arrow_memory)
     assert held > 100, f"Arrow's allocator returned the pages by itself ({held:.0f} MB held)"
     assert released < 50, f"{released:.0f} MB of freed Arrow memory still held"
 
@@ -40,13 +50,12 @@ def test_what_arrow_freed_is_handed_back() -> None:
 def test_what_the_heap_freed_is_handed_back() -> None:
     """Many arrays below glibc's mmap threshold (as feature transforms and pandas make) come
     from its heap, which keeps their pages once they are freed."""
-    release_free_memory()
-    before = anonymous_mb()
-    arrays = [np.ones(16_000, dtype=np.float64) for _ in range(2_000)]  # 125 KB each: 244 MB
-    del arrays[:-1]  # the last one pins the heap's top: only a trim hands back the rest
-    held = anonymous_mb() - before
-    release_free_memory()
-    released = anonymous_mb() - before
+
+    def allocate_and_free() -> np.ndarray:
+        arrays = [np.ones(16_000, dtype=np.float64) for _ in range(2_000)]  # 125 KB: 244 MB
+        return arrays[-1]  # the last one pins the heap's top: only a trim hands back the rest
+
+    held, released = held_then_released(allocate_and_free)
     assert held > 100, f"glibc returned the pages by itself ({held:.0f} MB held)"
     assert released < 50, f"{released:.0f} MB of freed heap still held"
 
@@ -71,8 +80,7 @@ def test_training_hands_back_what_was_freed_before_it() -> None:
     recommender.fit(interactions, listings)  # what a first fit loads (libraries) stays
     release_free_memory()
     before = anonymous_mb()
-    texts = pa.array([f"listing {i} " * 8 for i in range(2_000_000)])  # about 200 MB
-    del texts
+    free_arrow_memory()
     assert anonymous_mb() - before > 100  # held by Arrow's pool until someone hands it back
     recommender.fit(interactions, listings)
     held = anonymous_mb() - before
