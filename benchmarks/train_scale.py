@@ -363,7 +363,7 @@ def child_peer(spec: dict[str, Any]) -> dict[str, Any]:
     if model_name == "lightfm":
         from lightfm import LightFM
 
-        features = item_features(prepared.listings)
+        features = item_features(prepared.listings.frame())
         coo = seen.tocoo()
         model = LightFM(no_components=spec["dim"], loss="warp", random_state=spec["seed"])
 

@@ -78,7 +78,7 @@ def test_public_preparation_is_what_fit_trains_on(blocks):
     rec = Recommender(model="hybrid", epochs=1, batch_size=256, progress=False)
     prepared = rec.prepare(events, listings)
     assert prepared.n_trained_listings == len(listings)
-    assert list(prepared.listings["listing_id"]) == list(prepared.data.listings.ids)
+    assert list(prepared.listings.frame()["listing_id"]) == list(prepared.data.listings.ids)
     model = rec.build_model(prepared, prepared.data)
     again = rec.build_model(prepared, prepared.data)
     # weights come from the seed alone

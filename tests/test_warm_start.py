@@ -144,7 +144,7 @@ def test_old_ids_keep_their_rows_and_pairs_keep_their_ids(base, update):
     # trained listings first: every pair's listing row is below n_trained_listings
     assert data.listing_idx.max() < warm.n_trained_listings
     assert set(data.listings.ids) == set(base.listings_.ids) | set(prepared.data.listings.ids)
-    assert warm.listings["listing_id"].tolist() == data.listings.ids.tolist()
+    assert warm.listings.frame()["listing_id"].tolist() == data.listings.ids.tolist()
     new = prepared.data  # the same pairs in the same order, on other rows
     assert data.users.external(data.user_idx) == new.users.external(new.user_idx)
     assert data.listings.external(data.listing_idx) == new.listings.external(new.listing_idx)

@@ -347,7 +347,7 @@ class Recommender:
             # seen are made whole on every rank, so that the one rank 0 saves covers all
             self.model_.make_whole(group.sum_in_place)
             self.seen_ = seen_by_every_rank(data, group)
-        self.listing_table_ = prepared.listings
+        self.listing_table_ = prepared.listings.frame()
         self.n_trained_listings_ = prepared.n_trained_listings
         self.feature_specs_ = prepared.feature_specs
         self.pipeline_ = prepared.pipeline
@@ -441,7 +441,8 @@ class Recommender:
             shape = replace(shape, user_rows=own.rows)
         model = model_class(self.model).create(shape, self.get_params(), generator)
         model.row_split = row_split
-        model.set_inputs(prepared.listings, data)
+        listings = prepared.listings
+        model.set_inputs(listings if model.packed_inputs else listings.frame(), data)
         if isinstance(prepared, WarmStart):
             carry_over(model, prepared)
         return model

@@ -94,6 +94,9 @@ class RecModel(nn.Module):
     sequential : bool
         A training pair's user vector reads what the user viewed before it, so training
         hands over the pairs in time order (``set_training_pairs``).
+    packed_inputs : bool
+        ``set_inputs`` also takes the listings as a ``PackedTable``, as a fit holds them,
+        and unpacks only what it keeps; other models get a DataFrame.
     n_trained_listings : int
         Listing rows 0 .. n - 1 have trained ids; later rows are known by features only.
     id_tables : dict of str to str
@@ -123,6 +126,7 @@ class RecModel(nn.Module):
     normalized: ClassVar[bool] = False
     factorized: ClassVar[bool] = True
     sequential: ClassVar[bool] = False
+    packed_inputs: ClassVar[bool] = False
     id_tables: ClassVar[dict[str, str]] = {}
     user_inputs: ClassVar[tuple[str, ...]] = ()
     generator: torch.Generator | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -9,6 +10,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from embedrec.data.packed import PackedTable, as_frame, as_packed, every_nth_row
 from embedrec.data.prepare import Interactions
 from embedrec.features.pipeline import FeatureEncoder, FeaturePipeline, index_batch
 from embedrec.models.base import RecModel, embedding, positive_int
@@ -35,6 +37,7 @@ class FeatureModel(RecModel):
     hyperparameters: tuple[str, ...] = ("feature_dim", "hidden")
     id_tables = {"listing_id.weight": "listings"}
     shards_catalogue = False
+    packed_inputs = True
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()
@@ -45,7 +48,7 @@ class FeatureModel(RecModel):
         self.listing_id = embedding(self.n_trained_listings + 1, config["dim"], 0.05, sparse=True)
         self.catalogue: dict[str, torch.Tensor] = {}
         self.catalogue_share: tuple[int, int] | None = None  # (rank, world) of a shard
-        self._listing_table: pd.DataFrame | None = None  # to rebuild a shard's catalogue
+        self._listing_table: PackedTable | None = None  # to rebuild a shard's catalogue
         self._id_world = 1  # ranks among which the listing id rows are held
 
     @classmethod
@@ -64,16 +67,16 @@ class FeatureModel(RecModel):
     def config(self) -> dict[str, Any]:
         return dict(self._config)
 
-    def set_inputs(self, listings: pd.DataFrame, data: Interactions | None) -> None:
+    def set_inputs(self, listings: pd.DataFrame | PackedTable, data: Interactions | None) -> None:
         split = self.row_split if self.shards_catalogue else None
         if split is None or split.world == 1:
-            self.set_catalogue(self.pipeline.transform(listings))
+            self.set_catalogue(self.pipeline.transform(as_frame(listings)))
             return
         # only this rank's rows are transformed: the text columns' tokens alone are 1 GB for
         # a million listings, and every rank would hold them all
-        shard = self.pipeline.transform(listings.iloc[split.rank :: split.world])
+        shard = self.pipeline.transform(every_nth_row(listings, split.rank, split.world))
         self.set_catalogue(shard)
-        self.catalogue_share, self._listing_table = (split.rank, split.world), listings
+        self.catalogue_share, self._listing_table = (split.rank, split.world), as_packed(listings)
         self._hold_own_listing_ids(split.rank, split.world)
 
     def _hold_own_listing_ids(self, rank: int, world: int) -> None:
@@ -106,11 +109,20 @@ class FeatureModel(RecModel):
             raise RuntimeError(f"rank {rank} asked for the features of rows it does not hold")
         return index_batch(self.catalogue, rows // world)
 
+    def make_whole(self, total: Callable[[torch.Tensor], None]) -> None:
+        super().make_whole(total)
+        if self.catalogue_share is not None:
+            # a whole model transforms the whole catalogue when it first needs a listing's
+            # features: until then the share's (670 MB a rank on the large car data) would
+            # be held beside what saving the model unpacks
+            self.catalogue = {}
+
     def _whole_catalogue(self) -> None:
         table = self._listing_table
         assert table is not None
         device = self.listing_id.weight.device
-        self.set_catalogue({k: v.to(device) for k, v in self.pipeline.transform(table).items()})
+        features = self.pipeline.transform(table.frame())
+        self.set_catalogue({k: v.to(device) for k, v in features.items()})
 
     def input_tensors(self) -> dict[str, torch.Tensor]:
         if self.catalogue_share is not None:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from embedrec.data.packed import PackedTable
 from embedrec.data.prepare import Interactions, recent_listings
 from embedrec.models.base import (
     RecModel,
@@ -141,7 +142,7 @@ class HybridTwoTower(FeatureModel):
         super().set_catalogue(features)
         self.refresh()
 
-    def set_inputs(self, listings: pd.DataFrame, data: Interactions | None) -> None:
+    def set_inputs(self, listings: pd.DataFrame | PackedTable, data: Interactions | None) -> None:
         super().set_inputs(listings, data)
         if data is not None:
             rows, lengths = recent_listings(data, self._config["history"])

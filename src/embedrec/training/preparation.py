@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from embedrec.data.errors import DataError
 from embedrec.data.ids import IdMap
 from embedrec.data.io import load_interactions, load_listings
+from embedrec.data.packed import PackedTable
 from embedrec.data.prepare import Interactions, prepare
 from embedrec.data.schema import FeatureSpec, SchemaConfig, infer_schema
 from embedrec.features.pipeline import FeaturePipeline
@@ -29,12 +30,13 @@ class TrainingData:
 
     ``data`` holds every kept (user, listing) pair; its listing rows are the trained
     listings first (``n_trained_listings``), then listings known only by their features.
-    ``listings`` is the listings table in that row order. ``pipeline`` holds the feature
-    encoders fitted on it (None for a model without features).
+    ``listings`` is the listings table in that row order, packed: a fit holds it through
+    training but reads it only to derive the model's inputs and to keep it in the model.
+    ``pipeline`` holds the feature encoders fitted on it (None for a model without features).
     """
 
     data: Interactions
-    listings: pd.DataFrame
+    listings: PackedTable
     n_trained_listings: int
     feature_specs: list[FeatureSpec]
     pipeline: FeaturePipeline | None
@@ -127,7 +129,7 @@ def prepare_training_data(
             "skipped: %s",
             ", ".join(f"{v:,} {k.removeprefix('events_skipped_')}" for k, v in skipped.items()),
         )
-    ordered = in_order(listing_table, data.listings)
+    ordered = PackedTable(in_order(listing_table, data.listings))
     return TrainingData(data, ordered, n_trained, specs, pipeline)
 
 

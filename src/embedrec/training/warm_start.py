@@ -20,6 +20,7 @@ import scipy.sparse as sp
 import torch
 
 from embedrec.data.ids import IdMap
+from embedrec.data.packed import PackedTable
 from embedrec.data.prepare import Interactions
 from embedrec.data.schema import FeatureSpec
 from embedrec.features.pipeline import FeaturePipeline
@@ -114,7 +115,7 @@ def continue_from(previous: Fitted, prepared: TrainingData, source: str | None) 
     # fields from the new table; a listing it lacks keeps the fields the old model had
     kept = previous.listing_table_
     kept = kept[new.listings.indices(kept["listing_id"]) < 0]
-    table = pd.concat([prepared.listings, kept], ignore_index=True)
+    table = pd.concat([prepared.listings.frame(), kept], ignore_index=True)
     table.attrs = dict(prepared.listings.attrs)
     table = in_order(table, listings)
     pipeline = None
@@ -134,7 +135,7 @@ def continue_from(previous: Fitted, prepared: TrainingData, source: str | None) 
     )
     return WarmStart(
         data,
-        table,
+        PackedTable(table),
         len(trained),
         previous.feature_specs_,
         pipeline,
