@@ -314,6 +314,9 @@ class Recommender:
             source = None if isinstance(init_from, Recommender) else str(init_from)
             prepared = continue_from(previous, prepared, source)
         data = prepared.data
+        # training looks no id up: the maps stay packed until a query or a save reads them
+        data.users.pack()
+        data.listings.pack()
         # each rank trains the rows of its own users only, numbered among them
         own = None if group is None else OwnUsers.of(data, group)
         pairs = data if own is None else own.local(data)

@@ -89,7 +89,7 @@ def prepare(
         known = pd.Index(listings["listing_id"])
         unknown = known.get_indexer(pd.Index(frame["listing_id"])) < 0
         report["events_skipped_unknown_listing"] = int(unknown.sum())
-        frame = frame[~unknown]
+        frame = _without(frame, unknown)
     if combine is None:
         listing_counts = frame.groupby("listing_id", sort=False)["user_id"].transform("size")
     else:
@@ -97,11 +97,11 @@ def prepare(
         listing_counts = frame["listing_id"].map(counts)
     rare_listing = (listing_counts < min_listing_interactions).to_numpy()
     report["events_skipped_rare_listing"] = int(rare_listing.sum())
-    frame = frame[~rare_listing]
+    frame = _without(frame, rare_listing)
     user_counts = frame.groupby("user_id", sort=False)["listing_id"].transform("size")
     rare_user = (user_counts < min_user_interactions).to_numpy()
     report["events_skipped_rare_user"] = int(rare_user.sum())
-    frame = frame[~rare_user]
+    frame = _without(frame, rare_user)
     left = len(frame) if combine is None else combine.total(len(frame))
     if left == 0:
         raise DataError(
@@ -119,23 +119,18 @@ def prepare(
     else:
         users = IdMap(combine.ids(pd.Index(pd.unique(frame["user_id"]))))
         listing_map = IdMap(combine.ids(pd.Index(pd.unique(frame["listing_id"]))))
-    user_idx = users.indices(frame["user_id"])
-    listing_idx = listing_map.indices(frame["listing_id"])
-    pair = user_idx * len(listing_map) + listing_idx
-    merged = (
-        pd.DataFrame(
-            {
-                "pair": pair,
-                "timestamp": frame["timestamp"].to_numpy(),
-                "weight": frame["weight"].to_numpy(),
-            }
-        )
-        .groupby("pair", sort=True)
-        .agg(timestamp=("timestamp", "max"), weight=("weight", "sum"))
-    )
-    pairs = merged.index.to_numpy()
+    pair = users.indices(frame["user_id"]) * len(listing_map)
+    pair += listing_map.indices(frame["listing_id"])
+    # repeated pairs merged in NumPy, in pair order: a sort and two reductions take about
+    # half the memory of a pandas groupby over the events
+    order = np.argsort(pair, kind="stable")
+    pair = pair[order]
+    first = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
+    timestamp = np.maximum.reduceat(frame["timestamp"].to_numpy(np.int64)[order], first)
+    weight = np.add.reduceat(frame["weight"].to_numpy(np.float64)[order], first)
+    pairs = pair[first]
     report["events_used"] = len(frame)
-    report["pairs"] = len(merged)
+    report["pairs"] = len(pairs)
     report["users"] = len(users)
     report["listings"] = len(listing_map)
     return Interactions(
@@ -143,10 +138,16 @@ def prepare(
         listings=listing_map,
         user_idx=pairs // len(listing_map),
         listing_idx=pairs % len(listing_map),
-        timestamp=merged["timestamp"].to_numpy(np.int64),
-        weight=merged["weight"].to_numpy(np.float32),
+        timestamp=timestamp,
+        weight=weight.astype(np.float32),
         report=report,
     )
+
+
+def _without(frame: pd.DataFrame, skipped: np.ndarray) -> pd.DataFrame:
+    """``frame`` without the ``skipped`` rows; itself when none is (a copy of the events
+    otherwise, hundreds of MB on a day's partition)."""
+    return frame[~skipped] if skipped.any() else frame
 
 
 def time_holdout(
