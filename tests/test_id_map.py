@@ -51,3 +51,17 @@ def test_integer_and_mixed_ids_stay_as_they_are(tmp_path) -> None:
     mixed = IdMap(pd.Index(["a", 2, "c"], dtype=object)).pack()
     assert mixed.external([0, 1, 2]) == ["a", 2, "c"]
     assert len(mixed) == 3
+
+
+def test_many_arrow_string_ids_are_looked_up_by_their_distinct_values() -> None:
+    ids = user_ids(100)
+    rng = np.random.default_rng(0)
+    wanted = [f"user-{i:07d}" for i in rng.integers(0, 120, 5_000)]  # some unknown
+    arrow = pd.Series(wanted, dtype="str")
+    arrow.iloc[7] = None
+    expected = np.array([int(w[5:]) if int(w[5:]) < 100 else -1 for w in wanted])
+    expected[7] = -1
+    assert ids.indices(arrow).tolist() == expected.tolist()
+    assert ids.indices(pd.Series([None] * 20, dtype="str")).tolist() == [-1] * 20
+    numbers = IdMap(pd.Index([3, 1]))
+    assert numbers.indices(pd.Series(["3", "1"] * 10, dtype="str")).tolist() == [-1] * 20
