@@ -67,7 +67,8 @@ def probe(out: Path, steps: int, at_step: int, arguments: list[str]) -> None:
                 if "/embedrec/" in name and frame.f_code.co_name != "<module>":
                     where.append(f"{name.rsplit('/embedrec/', 1)[1]}:{frame.f_code.co_name}")
                 frame = frame.f_back
-            timeline.write(f"{time.perf_counter() - started:.1f}\t{rss_mb():.0f}\t")
+            rss, high_water = memory_mb()
+            timeline.write(f"{time.perf_counter() - started:.1f}\t{rss:.0f}\t{high_water:.0f}\t")
             timeline.write(" < ".join(where) + "\n")
             timeline.flush()
             time.sleep(SAMPLE_SECONDS)
@@ -96,11 +97,14 @@ def probe(out: Path, steps: int, at_step: int, arguments: list[str]) -> None:
     runpy.run_module("embedrec", run_name="__main__")
 
 
-def rss_mb() -> float:
+def memory_mb() -> tuple[float, float]:
+    """This process's resident memory now and its high-water mark (VmHWM), in MB."""
+    found = {"VmRSS:": float("nan"), "VmHWM:": float("nan")}
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+        name = line.split(maxsplit=1)[0] if line else ""
+        if name in found:
+            found[name] = int(line.split()[1]) / 1024
+    return found["VmRSS:"], found["VmHWM:"]
 
 
 def held_arrays() -> list[dict]:
@@ -150,14 +154,19 @@ def phase_of(stack: str) -> str:
     return "outside fit (starting, the command's own work)"
 
 
-def phase_peaks(timeline: Path) -> list[tuple[str, float, float]]:
-    """(phase, second it starts, peak RSS MB) in order of first appearance."""
+def phase_peaks(timeline: Path) -> list[tuple[str, float, float, float]]:
+    """(phase, second it starts, peak sampled RSS MB, MB the high-water mark rose by while
+    in it) in order of first appearance. The samples miss what lasts less than
+    ``SAMPLE_SECONDS``; the high-water mark does not, and rises in the phase that made it."""
     peaks: dict[str, list[float]] = {}
+    last_mark = 0.0
     for line in timeline.read_text().splitlines():
-        seconds, mb, stack = (line.split("\t") + [""])[:3]
-        entry = peaks.setdefault(phase_of(stack), [float(seconds), 0.0])
+        seconds, mb, mark, stack = (line.split("\t") + [""])[:4]
+        entry = peaks.setdefault(phase_of(stack), [float(seconds), 0.0, 0.0])
         entry[1] = max(entry[1], float(mb))
-    return [(phase, start, peak) for phase, (start, peak) in peaks.items()]
+        entry[2] += max(0.0, float(mark) - last_mark) if last_mark else 0.0
+        last_mark = max(last_mark, float(mark))
+    return [(phase, start, peak, rise) for phase, (start, peak, rise) in peaks.items()]
 
 
 def main() -> None:
@@ -193,10 +202,16 @@ def main() -> None:
         f"{args.steps} --at-step {args.at_step}`; Python {platform.python_version()}, torch "
         f"{torch.__version__}, {os.cpu_count()} CPUs, one thread per rank; {len(days)} days.\n"
     )
-    print("| rank | phase | starts at s | peak RSS MB |\n|---:|---|---:|---:|")
+    print(
+        "| rank | phase | starts at s | peak RSS MB (sampled) | high-water mark rose MB |\n"
+        "|---:|---|---:|---:|---:|"
+    )
     for rank in range(args.ranks):
-        for phase, start, peak in phase_peaks(out / f"timeline-{rank}.tsv"):
-            print(f"| {rank} | {phase} | {start:.1f} | {peak:,.0f} |")
+        timeline = out / f"timeline-{rank}.tsv"
+        for phase, start, peak, rise in phase_peaks(timeline):
+            print(f"| {rank} | {phase} | {start:.1f} | {peak:,.0f} | {rise:,.0f} |")
+        mark = float(timeline.read_text().splitlines()[-1].split("\t")[2])
+        print(f"| {rank} | the whole run's high-water mark (VmHWM) | | {mark:,.0f} | |")
     held = json.loads((out / "held-0.json").read_text())
     print(f"\nRank 0 at step {args.at_step}: what it holds of {SMALLEST_MB:.0f} MB or more\n")
     print("| MB | what | held under |\n|---:|---|---|")
