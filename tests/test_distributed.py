@@ -143,6 +143,8 @@ def rank_step(rank: int, port: int, out: str) -> None:
     # the whole catalogue's features where a row is asked for
     model.row_split = None
     model.make_whole(group.sum_in_place)
+    # the share's features are dropped: the whole model transforms the whole catalogue
+    assert not model.catalogue
     model.refresh()
     vectors = model.eval().listing_vectors(torch.arange(40))
     save_file(

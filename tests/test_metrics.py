@@ -238,6 +238,11 @@ def test_evaluate_scorer_batches_users_to_bound_memory(monkeypatch):
     sizes.clear()
     evaluate_scorer(score_fn, sp.csr_matrix((n_users, n_items)), test, ks=(1,))
     assert sizes == [16] * 6 + [4]  # never fewer than 16 users a batch
+    sizes.clear()  # a caller's own budget, as the training's validation gives
+    evaluate_scorer(
+        score_fn, sp.csr_matrix((n_users, n_items)), test, ks=(1,), scores_per_batch=50 * n_items
+    )
+    assert sizes == [50, 50]
     with pytest.raises(ValueError, match="batch_size"):
         evaluate_scorer(score_fn, sp.csr_matrix((n_users, n_items)), test, batch_size=0)
 

@@ -187,6 +187,7 @@ def evaluate_scorer(
     candidates: np.ndarray | None = None,
     standard_errors: bool = False,
     overwrite_scores: bool = False,
+    scores_per_batch: int | None = None,
 ) -> dict[str, float]:
     """Rank items for every user with test items and return ``ranking_metrics`` plus ``users``.
 
@@ -195,8 +196,9 @@ def evaluate_scorer(
     training items are excluded from the ranking and dropped from their relevant set (they
     could never be hit). With ``candidates``, only those items are ranked and relevant, and
     coverage is relative to their number. Users are scored ``batch_size`` at a time; by default
-    as many as keep a batch's scores near ``SCORES_PER_BATCH`` floats (16 to 1,024 users), so
-    memory stays bounded however large the catalogue.
+    as many as keep a batch's scores near ``scores_per_batch`` floats (default
+    ``SCORES_PER_BATCH``; 16 to 1,024 users), so memory stays bounded however large the
+    catalogue.
     ``standard_errors`` adds each mean's standard error (see ``ranking_metrics``).
     ``overwrite_scores``: the ranking may overwrite what ``score_fn`` returns (a block the
     next call overwrites anyway, as ``ranking.dot_scorer``'s), instead of a copy of it: one
@@ -217,7 +219,8 @@ def evaluate_scorer(
     users = np.flatnonzero(np.diff(relevant.indptr) > 0)
     depth = max(ks)
     if batch_size is None:
-        batch_size = max(16, min(1024, SCORES_PER_BATCH // max(n_items, 1)))
+        budget = scores_per_batch or SCORES_PER_BATCH
+        batch_size = max(16, min(1024, budget // max(n_items, 1)))
     elif batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     topk = np.full((len(users), depth), -1, dtype=np.int64)

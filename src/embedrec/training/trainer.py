@@ -725,9 +725,9 @@ def validation_recall(
             seen[users],
             held_out[users],
             ks=(10,),
-            batch_size=min(1024, max(1, VALIDATION_SCORES // max(len(all_listings), 1))),
             standard_errors=True,
             overwrite_scores=True,
+            scores_per_batch=VALIDATION_SCORES,
         )
         local = (metrics["users"], metrics["recall@10"], metrics["recall@10_se"])
     else:
