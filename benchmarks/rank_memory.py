@@ -15,6 +15,7 @@ phase of the run, then the rank 0 list (docs/benchmarks-distributed.md).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import json
 import os
@@ -90,6 +91,7 @@ def probe(out: Path, steps: int, at_step: int, arguments: list[str]) -> None:
         calls[0] += 1
         if calls[0] == at_step:
             (out / f"held-{rank}.json").write_text(json.dumps(held_arrays()))
+            (out / f"breakdown-{rank}.json").write_text(json.dumps(memory_breakdown()))
         return backward(self, *args, **kwargs)
 
     torch.Tensor.backward = counted_backward
@@ -105,6 +107,36 @@ def memory_mb() -> tuple[float, float]:
         if name in found:
             found[name] = int(line.split()[1]) / 1024
     return found["VmRSS:"], found["VmHWM:"]
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks")
+        + ("uordblks", "fordblks", "keepcost")
+    ]
+
+
+def memory_breakdown() -> dict[str, float]:
+    """Where this process's resident memory lies, MB: mapped from files (libraries) or
+    anonymous; of glibc's heap, what is in use and what is free but kept; Arrow's pool."""
+    rollup = {}
+    for line in Path("/proc/self/smaps_rollup").read_text().splitlines()[1:]:
+        name, value = line.split()[:2]
+        rollup[name.rstrip(":")] = int(value) / 1024
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = _Mallinfo2
+    heap = libc.mallinfo2()
+    import pyarrow as pa
+
+    return {
+        "resident": rollup["Rss"],
+        "anonymous": rollup["Anonymous"],
+        "file-backed": rollup["Rss"] - rollup["Anonymous"],
+        "glibc in use (heap and mmap)": (heap.uordblks + heap.hblkhd) / 2**20,
+        "glibc free, kept": heap.fordblks / 2**20,
+        "Arrow pool": pa.total_allocated_bytes() / 2**20,
+    }
 
 
 def held_arrays() -> list[dict]:
@@ -218,6 +250,10 @@ def main() -> None:
     for entry in held:
         print(f"| {entry['mb']:,.1f} | {entry['what']} | {entry['under']} |")
     print(f"\nTogether: {sum(e['mb'] for e in held):,.0f} MB.")
+    for rank in range(args.ranks):
+        breakdown = json.loads((out / f"breakdown-{rank}.json").read_text())
+        parts = ", ".join(f"{name} {mb:,.0f}" for name, mb in breakdown.items())
+        print(f"\nRank {rank} at step {args.at_step}, MB: {parts}.")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from embedrec.data.packed import BATCH_ROWS, PackedTable, as_frame, as_packed, every_nth_row
+from embedrec.data.packed import BATCH_ROWS, PackedTable, as_packed, row_pieces
+
+
+def joined(pieces) -> pd.DataFrame:
+    parts = list(pieces)
+    assert all(len(part) <= BATCH_ROWS for part in parts)
+    return pd.concat(parts, ignore_index=True)
 
 
 def catalogue(rows: int) -> pd.DataFrame:
@@ -34,13 +40,15 @@ def test_the_whole_table_comes_back_with_its_dtypes_and_attrs() -> None:
     assert packed.frame().attrs == {"source": "listings.parquet"}
 
 
-@pytest.mark.parametrize(("start", "step"), [(0, 1), (0, 2), (1, 2), (2, 3), (6, 7)])
-def test_every_nth_row_across_batches_equals_iloc(start: int, step: int) -> None:
+@pytest.mark.parametrize(
+    ("start", "step"), [(0, 1), (0, 2), (1, 2), (2, 3), (6, 7), (BATCH_ROWS + 3, 1)]
+)
+def test_pieces_across_batches_equal_iloc(start: int, step: int) -> None:
     frame = catalogue(2 * BATCH_ROWS + 5)  # three batches, the last one short
-    part = PackedTable(frame).every_nth_row(start, step)
+    pieces = list(PackedTable(frame).pieces(start, step))
     expected = frame.iloc[start::step].reset_index(drop=True)
-    pd.testing.assert_frame_equal(part, expected)
-    assert part.attrs == frame.attrs
+    pd.testing.assert_frame_equal(joined(pieces), expected)
+    assert all(piece.attrs == frame.attrs for piece in pieces)
 
 
 def test_repeated_text_packs_small() -> None:
@@ -54,7 +62,7 @@ def test_a_frame_arrow_cannot_hold_is_kept_as_it_is() -> None:
     assert packed.packed_bytes == 0
     pd.testing.assert_frame_equal(packed.frame(), frame)
     pd.testing.assert_frame_equal(
-        packed.every_nth_row(1, 2), frame.iloc[1::2].reset_index(drop=True)
+        joined(packed.pieces(1, 2)), frame.iloc[1::2].reset_index(drop=True)
     )
 
 
@@ -62,14 +70,17 @@ def test_an_empty_table() -> None:
     frame = catalogue(0)
     packed = PackedTable(frame)
     pd.testing.assert_frame_equal(packed.frame(), frame)
-    assert len(packed.every_nth_row(1, 2)) == 0
+    # one empty piece, with the table's columns and dtypes
+    (piece,) = packed.pieces(1, 2)
+    pd.testing.assert_frame_equal(piece, frame)
+    (piece,) = row_pieces(frame)
+    pd.testing.assert_frame_equal(piece, frame)
 
 
 def test_frames_and_packed_tables_are_read_alike() -> None:
     frame = catalogue(10)
     packed = as_packed(frame)
     assert as_packed(packed) is packed
-    assert as_frame(frame) is frame
-    pd.testing.assert_frame_equal(as_frame(packed), frame)
-    assert every_nth_row(frame, 1, 3)["listing_id"].tolist() == ["car-1", "car-4", "car-7"]
-    assert every_nth_row(packed, 1, 3)["listing_id"].tolist() == ["car-1", "car-4", "car-7"]
+    for table in (frame, packed):
+        rows = joined(row_pieces(table, 1, 3))["listing_id"].tolist()
+        assert rows == ["car-1", "car-4", "car-7"]

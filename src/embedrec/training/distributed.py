@@ -33,6 +33,7 @@ import scipy.sparse as sp
 import torch
 import torch.distributed as dist
 
+from embedrec.data.ids import IdMap
 from embedrec.data.prepare import Interactions
 from embedrec.models.base import padded_to_few_sizes
 
@@ -325,6 +326,10 @@ class OwnUsers:
             users=data.users.subset(self.rows),
             user_idx=np.searchsorted(self.rows, data.user_idx),
         )
+
+    def numbered_among_all(self, pairs: Interactions, users: IdMap) -> Interactions:
+        """``local``'s ``pairs`` with their users numbered among all ``users`` again."""
+        return replace(pairs, users=users, user_idx=self.rows[pairs.user_idx])
 
 
 def seen_by_every_rank(data: Interactions, group: Group) -> sp.csr_matrix:

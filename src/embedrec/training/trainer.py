@@ -15,7 +15,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from embedrec.data.prepare import Interactions
+from embedrec.data.prepare import Interactions, time_order
 from embedrec.evaluation.metrics import evaluate_scorer
 from embedrec.memory import release_free_memory
 from embedrec.models.base import RecModel
@@ -385,7 +385,7 @@ def training_pairs(
     sequential model; each listing's log sampling frequency (logQ, scaled); trained listings.
     In a distributed run the frequencies count every rank's pairs."""
     # a model that reads what a user viewed before a pair gets each user's pairs in time order
-    order = time_order(data).numpy() if model.sequential else slice(None)
+    order = time_order(data) if model.sequential else slice(None)
     users = torch.as_tensor(data.user_idx[order], device=device)
     listings = torch.as_tensor(data.listing_idx[order], device=device)
     # a few strong events should not drown many views: weights grow with the log
@@ -566,19 +566,6 @@ def refresh_due(after: int, upto: int) -> bool:
     if upto < FIRST_REFRESH_STEP:
         return False
     return 1 << (upto.bit_length() - 1) > after  # the last power of two up to ``upto``
-
-
-def time_order(data: Interactions) -> torch.Tensor:
-    """Pair indices ordered by user, then timestamp, then listing (``np.lexsort``'s order).
-
-    Three stable torch sorts, which run on every core: 16M pairs in 3.2 s, where
-    ``np.lexsort`` took 9.3 s on this machine's two cores.
-    """
-    order = torch.arange(len(data))
-    for key in (data.listing_idx, data.timestamp, data.user_idx):
-        _, step = torch.sort(torch.from_numpy(np.asarray(key)[order.numpy()]), stable=True)
-        order = order[step]
-    return order
 
 
 def _batch_loss(
