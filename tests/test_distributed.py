@@ -282,6 +282,16 @@ def test_torchrun_standalone_trains_on_a_partitioned_dataset(dataset, tmp_path):
     assert "val recall@10" in run.stderr
     answers_similar(out)
     assert not (tmp_path / "model.checkpoints").exists()  # removed once the model is saved
+    # the listings each user saw are those one process finds: a rank numbers its users
+    # among its own while it trains, and among all again for them
+    single = Recommender(epochs=1, dim=8, progress=False)
+    single.fit(dataset / "events", dataset / "listings.parquet")
+    assert seen_pairs(load(out)) == seen_pairs(single)
+
+
+def seen_pairs(model: Recommender) -> set[tuple[str, str]]:
+    seen = model.seen_.tocoo()
+    return set(zip(model.users_.ids[seen.row], model.listings_.ids[seen.col], strict=True))
 
 
 def test_a_warm_start_on_two_ranks_keeps_the_histories_of_users_without_new_events(
