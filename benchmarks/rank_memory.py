@@ -8,8 +8,10 @@ Runs ``embedrec train`` on the car data partitioned by day (as ``benchmarks/dist
 writes it) under ``torchrun --standalone --nproc_per_node=RANKS``, one thread per rank, with
 each epoch cut to ``--steps`` steps. Every rank samples its RSS every 0.2 s with the place its
 main thread is at, and at step ``--at-step`` lists the arrays, tensors and tables of 8 MB or
-more that it holds, with where they are held. Prints Markdown: per rank, the peak RSS of each
-phase of the run, then the rank 0 list (docs/benchmarks-distributed.md).
+more that it holds, with where they are held, and where its resident memory lies (mapped
+from files, glibc's heap in use and freed, Arrow's pool). Prints Markdown: per rank, the peak
+RSS of each phase of the run, then the rank 0 list and each rank's breakdown
+(docs/benchmarks-distributed.md).
 """
 
 from __future__ import annotations

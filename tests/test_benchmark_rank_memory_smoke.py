@@ -25,3 +25,7 @@ def test_rank_memory_benchmark_smoke(tmp_path: Path) -> None:
     # rank 0 listed what it held at the step asked for, the feature tables among it
     held = out.split("what it holds of")[1]
     assert "Parameter" in held and "Together:" in held
+    # and where each rank's resident memory lay then, its libraries and heap apart
+    for rank in (0, 1):
+        line = next(x for x in out.splitlines() if x.startswith(f"Rank {rank} at step 2, MB:"))
+        assert "file-backed" in line and "glibc in use" in line and "Arrow pool" in line
