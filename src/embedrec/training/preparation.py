@@ -100,6 +100,9 @@ def prepare_training_data(
         if message is not None:
             raise DataError(message) from None
     data = prepare(events, listing_table, min_user_interactions, min_listing_interactions, group)
+    # read no more: freed before the features are fitted and the table is packed (a rank's
+    # 10M events of the large car data, about 400 MB)
+    del events
     if group is not None:
         message = group.first_error(
             None if len(data) else "no training pairs on this rank: fewer users than ranks?"
