@@ -125,13 +125,18 @@ def prepare(
     pair = users.indices(frame["user_id"]) * len(listing_map)
     pair += listing_map.indices(frame["listing_id"])
     # repeated pairs merged in NumPy, in pair order: a sort and two reductions take about
-    # half the memory of a pandas groupby over the events
+    # half the memory of a pandas groupby over the events, and each array goes once read
     order = np.argsort(pair, kind="stable")
-    pair = pair[order]
-    first = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
+    pair.sort(kind="stable")
+    starts = np.empty(len(pair), dtype=bool)
+    starts[:1] = True
+    np.not_equal(pair[1:], pair[:-1], out=starts[1:])
+    first = np.flatnonzero(starts)
+    del starts
+    pairs = pair[first]
+    del pair
     timestamp = np.maximum.reduceat(frame["timestamp"].to_numpy(np.int64)[order], first)
     weight = np.add.reduceat(frame["weight"].to_numpy(np.float64)[order], first)
-    pairs = pair[first]
     report["events_used"] = len(frame)
     report["pairs"] = len(pairs)
     report["users"] = len(users)
