@@ -151,14 +151,12 @@ def train(events: Path, listings: Path, out: Path, ranks: int, config: dict, *ex
     if "[exit" in output:
         raise RuntimeError(output[-4000:])
     epochs = [m.groups() for m in EPOCH_LINE.finditer(output)]
-    stamps = [float(s) for s in re.findall(r"\(([\d.]+)s\)", output)]
     report = json.loads((out / "config.json").read_text())["report"]
-    per_epoch = np.diff([0.0, *stamps])
-    validation = [h.get("validation_seconds", 0.0) for h in report["history"]]
     return {
         "ranks": ranks,
         "seconds": seconds,
-        "epoch_seconds": float(np.median(per_epoch[: len(validation)] - np.array(validation))),
+        # each epoch's steps and refreshes: neither validation nor checkpoints
+        "epoch_seconds": float(np.median([h["train_seconds"] for h in report["history"]])),
         "peak_mb": sorted(peaks.values(), reverse=True)[:ranks],
         "recall": report["best_val_recall@10"],
         "recall_se": report["history"][report["best_epoch"] - 1].get("val_recall@10_se"),

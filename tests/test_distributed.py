@@ -459,3 +459,47 @@ def test_exchanged_rows_are_padded_to_few_sizes():
         sizes.add(len(padded))
     # at most eight sizes per power of two: a kernel's cache of plans per shape stays small
     assert len(sizes) <= 8 * 13
+
+
+# ------------------------------------------------------------------ ranks and cores
+def test_ranks_that_fill_the_host_exactly_each_keep_to_cores_of_their_own():
+    from embedrec.training.distributed import rank_cores
+
+    assert [rank_cores([1, 0], r, 2, 1) for r in range(2)] == [[0], [1]]
+    assert [rank_cores([7, 4, 6, 5], r, 2, 2) for r in range(2)] == [[4, 5], [6, 7]]
+    # a host with cores to spare, a single rank, or more threads than cores: the scheduler's
+    assert rank_cores([0, 1, 2, 3], 0, 2, 1) == []
+    assert rank_cores([0, 1], 0, 1, 2) == []
+    assert rank_cores([0, 1], 1, 2, 2) == []
+
+
+PINNED_RANK = """
+import os, sys, torch
+from pathlib import Path
+from embedrec.training.distributed import Group, finish_distributed
+Group.join(torch.device("cpu"))
+rank = os.environ["LOCAL_RANK"]
+Path(sys.argv[1], rank).write_text(str(sorted(os.sched_getaffinity(0))))
+finish_distributed()
+"""
+
+
+def test_a_rank_keeps_to_its_cores_under_torchrun(tmp_path, monkeypatch):
+    from embedrec.training.distributed import keep_to_own_cores, rank_cores
+
+    script = tmp_path / "rank.py"
+    script.write_text(PINNED_RANK)
+    run = subprocess.run(
+        torchrun("--standalone", "--nproc_per_node=2", str(script), str(tmp_path)),
+        capture_output=True,
+        text=True,
+        env=environment(),
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    host = sorted(os.sched_getaffinity(0))
+    for rank in range(2):
+        assert (tmp_path / str(rank)).read_text() == str(rank_cores(host, rank, 2, 1) or host)
+    monkeypatch.setenv("EMBEDREC_PIN_RANKS", "0")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(len(host)))
+    assert keep_to_own_cores() == [] and sorted(os.sched_getaffinity(0)) == host

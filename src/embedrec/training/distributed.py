@@ -48,6 +48,34 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def rank_cores(available: list[int], local_rank: int, local_ranks: int, threads: int) -> list[int]:
+    """The cores a rank of this host keeps its threads on: its own ``threads`` of them when
+    the host's ranks and their threads fill the ``available`` cores exactly, else none (an
+    empty list: the scheduler places it). Kept to its own cores, a rank's threads never share
+    one with another rank's or move between them, and the ranks, which wait for each other
+    at every step, are slowed less by each other. A host not filled exactly may run other
+    work, or other jobs pinned the same way, so it is left to the scheduler."""
+    if local_ranks < 2 or local_ranks * threads != len(available):
+        return []
+    return sorted(available)[local_rank * threads : (local_rank + 1) * threads]
+
+
+def keep_to_own_cores() -> list[int]:
+    """Pin this rank, and the threads it starts from now on, to ``rank_cores``; returns them.
+    EMBEDREC_PIN_RANKS=0 leaves every rank to the scheduler."""
+    if os.environ.get("EMBEDREC_PIN_RANKS", "1") == "0" or not hasattr(os, "sched_setaffinity"):
+        return []
+    cores = rank_cores(
+        list(os.sched_getaffinity(0)),
+        int(os.environ.get("LOCAL_RANK", "0")),
+        int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
+        torch.get_num_threads(),
+    )
+    if cores:
+        os.sched_setaffinity(0, cores)
+    return cores
+
+
 def finish_distributed() -> None:
     """Wait for every rank (the first may still be writing the model), then leave the run."""
     if dist.is_initialized():
@@ -100,6 +128,8 @@ class Group:
             seconds=float(os.environ.get("EMBEDREC_DISTRIBUTED_TIMEOUT", DEFAULT_TIMEOUT_S))
         )
         if not dist.is_initialized():
+            # before gloo's threads start, which take this thread's cores
+            keep_to_own_cores()
             backend = "nccl" if device.type == "cuda" else "gloo"
             store, rank, world = next(dist.rendezvous("env://", timeout=timeout))
             dist.init_process_group(

@@ -197,6 +197,7 @@ def train(
 
     try:
         for epoch in range(first_epoch, (epochs or config.epochs) + 1):
+            epoch_started = time.perf_counter()
             if not validated:  # a validation refreshed the model after the last step
                 model.refresh()
             epoch_state = generator.get_state()
@@ -228,7 +229,15 @@ def train(
                 on_step=on_step,
                 stepper=stepper,
             )
-            entry = {"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - started}
+            now = time.perf_counter()
+            # seconds: since training started, as the log shows; train_seconds: this epoch's
+            # steps and cache refreshes alone, without validation and checkpoints
+            entry = {
+                "epoch": epoch,
+                "loss": loss,
+                "seconds": now - started,
+                "train_seconds": now - epoch_started,
+            }
             message = f"epoch {epoch:3d}  loss {loss:.4f}"
             validated = validation is not None and (
                 len(validation) > 0 if group is None else group.total(len(validation)) > 0
@@ -249,7 +258,9 @@ def train(
             logger.info("%s  (%.1fs)", message, entry["seconds"])
             if checkpoints is not None:
                 save(epoch + 1, 0, steps, generator.get_state())
-            metrics = {k: v for k, v in entry.items() if k not in ("epoch", "seconds")}
+            metrics = {
+                k: v for k, v in entry.items() if k not in ("epoch", "seconds", "train_seconds")
+            }
             stop = [bool(callback(epoch, metrics, elapsed)) for callback in callbacks]
             if group is not None:  # a callback on one rank stops every rank
                 stop = [group.max(int(any(stop))) > 0]
