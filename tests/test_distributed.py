@@ -503,3 +503,33 @@ def test_a_rank_keeps_to_its_cores_under_torchrun(tmp_path, monkeypatch):
     monkeypatch.setenv("EMBEDREC_PIN_RANKS", "0")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", str(len(host)))
     assert keep_to_own_cores() == [] and sorted(os.sched_getaffinity(0)) == host
+
+
+FAULTING_RANK = """
+import ctypes, sys
+from embedrec import cli
+from embedrec.recommender import Recommender
+
+def fault_in_native_code(self, *args, **kwargs):
+    ctypes.string_at(0)  # a read of address 0: a segmentation fault
+
+Recommender.fit = fault_in_native_code
+sys.argv = ["embedrec", *sys.argv[1:]]
+cli.main()
+"""
+
+
+def test_a_rank_that_faults_in_native_code_prints_where_it_was(dataset, tmp_path):
+    script = tmp_path / "rank.py"
+    script.write_text(FAULTING_RANK)
+    arguments = train_arguments(dataset, tmp_path / "model")[2:]  # without "-m embedrec"
+    run = subprocess.run(
+        torchrun("--standalone", "--nproc_per_node=2", str(script), *arguments),
+        capture_output=True,
+        text=True,
+        env=environment(),
+        timeout=120,
+    )
+    assert run.returncode != 0
+    output = run.stdout + run.stderr
+    assert "Segmentation fault" in output and "fault_in_native_code" in output, output[-3000:]
