@@ -92,6 +92,10 @@ def test_the_best_epochs_weights_are_restored():
         pytest.fail("no seed gave a run that peaks after epoch 1 and ends below its peak")
     last = len(result.history)
     assert last == result.best_epoch + settings.patience + 1 < settings.epochs  # stopped early
+    # each epoch's own training time, without its validation; the log's time since the start
+    for before, entry in zip([{"seconds": 0.0}, *result.history[:-1]], result.history, strict=True):
+        spent = entry["seconds"] - before["seconds"]
+        assert 0 < entry["train_seconds"] <= spent - before.get("validation_seconds", 0.0)
     assert result.best_score == max(scores) and result.best_epoch == scores.index(max(scores)) + 1
     # the model is the best epoch's: it scores the best score again ...
     assert validation_recall(model, fit_part, held_out, settings) == (
