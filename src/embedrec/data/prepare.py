@@ -125,9 +125,10 @@ def prepare(
     pair = users.indices(frame["user_id"]) * len(listing_map)
     pair += listing_map.indices(frame["listing_id"])
     # repeated pairs merged in NumPy, in pair order: a sort and two reductions take about
-    # half the memory of a pandas groupby over the events, and each array goes once read
+    # half the memory of a pandas groupby over the events. The keys are sorted again in
+    # place rather than gathered by the order: one array of 8 bytes an event less at once
     order = np.argsort(pair, kind="stable")
-    pair.sort(kind="stable")
+    pair.sort()
     starts = np.empty(len(pair), dtype=bool)
     starts[:1] = True
     np.not_equal(pair[1:], pair[:-1], out=starts[1:])
