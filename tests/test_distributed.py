@@ -507,24 +507,23 @@ def test_a_rank_keeps_to_its_cores_under_torchrun(tmp_path, monkeypatch):
 
 FAULTING_RANK = """
 import ctypes, sys
-from embedrec import cli
 from embedrec.recommender import Recommender
 
 def fault_in_native_code(self, *args, **kwargs):
     ctypes.string_at(0)  # a read of address 0: a segmentation fault
 
-Recommender.fit = fault_in_native_code
-sys.argv = ["embedrec", *sys.argv[1:]]
-cli.main()
+# a library fit, after it has joined the other ranks
+Recommender.prepare = fault_in_native_code
+Recommender(epochs=1, dim=8, device="cpu").fit(sys.argv[1], sys.argv[2])
 """
 
 
 def test_a_rank_that_faults_in_native_code_prints_where_it_was(dataset, tmp_path):
     script = tmp_path / "rank.py"
     script.write_text(FAULTING_RANK)
-    arguments = train_arguments(dataset, tmp_path / "model")[2:]  # without "-m embedrec"
+    events, listings = str(dataset / "events"), str(dataset / "listings.parquet")
     run = subprocess.run(
-        torchrun("--standalone", "--nproc_per_node=2", str(script), *arguments),
+        torchrun("--standalone", "--nproc_per_node=2", str(script), events, listings),
         capture_output=True,
         text=True,
         env=environment(),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import faulthandler
 import functools
 import json
 import logging
@@ -236,10 +235,6 @@ def train(
     }
     if config_file:
         params.update(_read_config(config_file, explicit=_explicit_flags()))
-    if torchrun_rank() is not None:
-        # a rank that dies in native code (a segmentation fault) prints where it was:
-        # torchrun reports only the signal
-        faulthandler.enable()
     rank = (torchrun_rank() or (0, 1))[0]
     if rank != 0:  # the first rank speaks for the run
         logging.getLogger("embedrec").setLevel(logging.WARNING)

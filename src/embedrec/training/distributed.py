@@ -20,6 +20,7 @@ tensors.
 from __future__ import annotations
 
 import datetime
+import faulthandler
 import math
 import os
 import sys
@@ -128,6 +129,10 @@ class Group:
             seconds=float(os.environ.get("EMBEDREC_DISTRIBUTED_TIMEOUT", DEFAULT_TIMEOUT_S))
         )
         if not dist.is_initialized():
+            # a rank that dies in native code (a segmentation fault) prints where it was:
+            # torchrun reports only the signal
+            if not faulthandler.is_enabled():
+                faulthandler.enable()
             # before gloo's threads start, which take this thread's cores
             keep_to_own_cores()
             backend = "nccl" if device.type == "cuda" else "gloo"
