@@ -2,6 +2,7 @@
 nightly warm start against a full retrain, and bad input on every rank.
 
     python benchmarks/distributed.py [--days 70] [--epochs 2] [--parts scale,hogwild,warm,bad]
+    python benchmarks/distributed.py --days 3 --epochs 1 --parts ceiling   # the host's own limit
     python benchmarks/distributed.py --smoke      # the tiny car data; a minute
 
 Writes the `large` car data (20M events over 70 days; ``embedrec generate cars --size
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -44,9 +46,12 @@ SCALE_CONFIG = {"patience": 100, "refit": False}
 TEST_USERS = 5_000
 
 
-def sh(*command: str, env: dict | None = None, timeout: float = 7200) -> tuple[str, float, dict]:
-    """Run ``command``; returns its output, its seconds and the peak RSS (MB) of each of its
-    processes that ran ``embedrec train`` (the ranks), polled from /proc."""
+def sh(
+    *command: str, env: dict | None = None, timeout: float = 7200, cores: list[int] | None = None
+) -> tuple[str, float, dict]:
+    """Run ``command`` (on ``cores`` only, when given); returns its output, its seconds and
+    the peak RSS (MB) of each of its processes that ran ``embedrec train`` (the ranks),
+    polled from /proc."""
     started = time.perf_counter()
     with tempfile.TemporaryFile("w+") as log:
         process = subprocess.Popen(
@@ -55,6 +60,7 @@ def sh(*command: str, env: dict | None = None, timeout: float = 7200) -> tuple[s
             stderr=subprocess.STDOUT,
             text=True,
             env=(os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}) | (env or {}),
+            preexec_fn=None if cores is None else lambda: os.sched_setaffinity(0, cores),
         )
         peaks: dict[int, float] = {}
         while process.poll() is None:
@@ -135,8 +141,17 @@ def free_port() -> int:
 
 
 # ---------------------------------------------------------------------------- training runs
-def train(events: Path, listings: Path, out: Path, ranks: int, config: dict, *extra: str) -> dict:
-    """``embedrec train`` under torchrun with ``ranks`` processes; what its log says."""
+def train(
+    events: Path,
+    listings: Path,
+    out: Path,
+    ranks: int,
+    config: dict,
+    *extra: str,
+    cores: list[int] | None = None,
+) -> dict:
+    """``embedrec train`` under torchrun with ``ranks`` processes (on ``cores`` only, when
+    given); what its log says."""
     config_file = out.with_suffix(".toml")
     config_file.write_text(
         "[train]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in config.items())
@@ -147,7 +162,7 @@ def train(events: Path, listings: Path, out: Path, ranks: int, config: dict, *ex
         "--listings", str(listings), "--out", str(out), "--config", str(config_file),
         "--device", "cpu", *extra,
     ]  # fmt: skip
-    output, seconds, peaks = sh(*command)
+    output, seconds, peaks = sh(*command, cores=cores)
     if "[exit" in output:
         raise RuntimeError(output[-4000:])
     epochs = [m.groups() for m in EPOCH_LINE.finditer(output)]
@@ -278,6 +293,44 @@ def scale(events: Path, listings: Path, work: Path, epochs: int) -> str:
         projection(one, comm, batch, batch_two),
     ]
     return "\n".join(lines), runs
+
+
+def ceiling(events: Path, listings: Path, work: Path, epochs: int, rounds: int = 3) -> str:
+    """The efficiency this host allows two ranks whose communication were free: one
+    process's training alone on one core, then two copies of it at once, each on a core of
+    its own, alternated ``rounds`` times. The copies share what ranks share (memory
+    bandwidth, caches, the host's other work) and exchange nothing."""
+    cores = sorted(os.sched_getaffinity(0))[:2]
+    if len(cores) < 2:
+        return "Not measured: this host lets the benchmark use one core."
+    config = {**SCALE_CONFIG, "epochs": epochs}
+    lines = [
+        "| round | alone: s/epoch | two at once: s/epoch each | alone / slower of two |",
+        "|---:|---:|---:|---:|",
+    ]
+    ratios = []
+    for round_ in range(rounds):
+        alone = train(events, listings, work / f"alone-{round_}", 1, config, cores=cores[:1])
+        outs = [work / f"copy-{round_}-{core}" for core in cores]
+        with ThreadPoolExecutor(2) as pool:
+            running = [
+                pool.submit(train, events, listings, out, 1, config, cores=[core])
+                for out, core in zip(outs, cores, strict=True)
+            ]
+            copies = [future.result() for future in running]
+        seconds = [run["epoch_seconds"] for run in copies]
+        ratios.append(alone["epoch_seconds"] / max(seconds))
+        lines.append(
+            f"| {round_ + 1} | {alone['epoch_seconds']:.1f} | "
+            f"{' / '.join(f'{s:.1f}' for s in seconds)} | {ratios[-1]:.3f} |"
+        )
+    lines += [
+        "",
+        f"- The ceiling of weak-scaling efficiency on this host, two ranks on cores {cores}: "
+        f"**{float(np.median(ratios)):.2f}** (median of {rounds} rounds). What 2 ranks reach "
+        "below it is the cost of their exchanges and of waiting for each other.",
+    ]
+    return "\n".join(lines)
 
 
 def projection(one: dict, comm: dict, batch: int, batch_per_rank: int) -> str:
@@ -461,6 +514,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--parts", default="scale,hogwild,warm,bad")
     parser.add_argument("--work", type=Path)
+    parser.add_argument("--rounds", type=int, default=3, help="of the ceiling part")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     if args.smoke:
@@ -479,6 +533,10 @@ def main() -> None:
     if "scale" in parts:
         text, runs = scale(events, listings, work, args.epochs)
         print("## Scale: 1 rank against 2\n\n" + text + "\n", flush=True)
+    if "ceiling" in parts:
+        print("## The host's ceiling: two copies of one process at once\n")
+        rounds = 1 if args.smoke else args.rounds
+        print(ceiling(events, listings, work, args.epochs, rounds) + "\n", flush=True)
     if "hogwild" in parts:
         config = {**SCALE_CONFIG, "epochs": args.epochs}
         ddp = runs[2] if runs else train(events, listings, work / "scale-2", 2, config)

@@ -13,7 +13,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "distributed.py"
 
 @pytest.mark.slow
 def test_distributed_benchmark_smoke(tmp_path: Path) -> None:
-    command = [sys.executable, str(SCRIPT), "--smoke", "--parts", "scale,hogwild,warm"]
+    command = [sys.executable, str(SCRIPT), "--smoke", "--parts", "scale,ceiling,hogwild,warm"]
     done = subprocess.run(
         [*command, "--work", str(tmp_path)], capture_output=True, text=True, timeout=600
     )
@@ -24,6 +24,9 @@ def test_distributed_benchmark_smoke(tmp_path: Path) -> None:
     # the bytes per step come from the trained model: dense and sparse parameters both seen
     per_step = out.split("Bytes a rank sends per step")[1].split("\n")[0]
     assert " parameters, ring all-reduce" in per_step and " tables, all-gathered" in per_step
+    # two copies of one process at once, each on its own core (where the host has two)
+    ceiling = out.split("## The host's ceiling")[1].split("## ")[0]
+    assert "The ceiling of weak-scaling efficiency" in ceiling or "use one core" in ceiling
     assert "| Hogwild, 2 workers | " in out and "| DDP, 2 ranks | " in out
     for model in ("full retrain", "update with --init-from", "before the update"):
         assert f"| {model} | " in out
