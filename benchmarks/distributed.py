@@ -44,6 +44,11 @@ DENSE_BYTES = 4
 # the runs timed against each other: no early stop, no refit on the validation days
 SCALE_CONFIG = {"patience": 100, "refit": False}
 TEST_USERS = 5_000
+# runs argv[2:] kept to the cores listed in argv[1] (the processes it starts inherit them)
+PINNED = (
+    "import os, sys; os.sched_setaffinity(0, [int(c) for c in sys.argv[1].split(',')]); "
+    "os.execv(sys.argv[2], sys.argv[2:])"
+)
 
 
 def sh(
@@ -52,6 +57,10 @@ def sh(
     """Run ``command`` (on ``cores`` only, when given); returns its output, its seconds and
     the peak RSS (MB) of each of its processes that ran ``embedrec train`` (the ranks),
     polled from /proc."""
+    if cores is not None:
+        # set in a process of its own that then becomes the command: a preexec_fn is unsafe
+        # where threads run, and the ceiling starts two commands from two threads
+        command = (sys.executable, "-c", PINNED, ",".join(map(str, cores)), *command)
     started = time.perf_counter()
     with tempfile.TemporaryFile("w+") as log:
         process = subprocess.Popen(
@@ -60,7 +69,6 @@ def sh(
             stderr=subprocess.STDOUT,
             text=True,
             env=(os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}) | (env or {}),
-            preexec_fn=None if cores is None else lambda: os.sched_setaffinity(0, cores),
         )
         peaks: dict[int, float] = {}
         while process.poll() is None:
