@@ -366,6 +366,10 @@ def fit_recommender_defaults(model: str) -> Fit:
     def fit(ctx: Context, train: pd.DataFrame, params: dict[str, Any]) -> ScoreFn:
         rec = Recommender(model=model, seed=ctx.seed, device="cpu", progress=False, **params)
         rec.fit(train[["user_id", "listing_id", "timestamp"]], ctx.item_table)
+        tuning = rec.report_.get("tuning")
+        if tuning is not None:  # what fit's own search (``tune``) tried and chose
+            tried = [(t["changes"], t["val_recall@10"], t["epochs"]) for t in tuning["tried"]]
+            print(f"tune: chose {tuning['chosen']} from {tried}", file=sys.stderr)
         return recommender_scorer(rec, ctx)
 
     return fit

@@ -334,7 +334,8 @@ def test_two_nodes_faked_with_c10d_rendezvous(dataset, tmp_path):
                 "--rdzv_backend=c10d",
                 f"--rdzv_endpoint=127.0.0.1:{port}",
                 "--rdzv_id=embedrec-test",
-                *train_arguments(dataset, out),
+                # the ranks search settings too: each decides on the slowest one's time
+                *train_arguments(dataset, out, "--tune", "4"),
             ),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -346,6 +347,9 @@ def test_two_nodes_faked_with_c10d_rendezvous(dataset, tmp_path):
     outputs = [launcher.communicate(timeout=300)[0] for launcher in launchers]
     assert [launcher.returncode for launcher in launchers] == [0, 0], outputs
     answers_similar(out)
+    tuning = load(out).report_["tuning"]
+    assert tuning["tried"] and tuning["chosen"] in [t["changes"] for t in tuning["tried"]]
+    assert "tuning: " in outputs[0]  # the first rank speaks for the run
 
 
 def test_a_killed_rank_restarts_and_finishes_from_its_checkpoint(dataset, tmp_path):

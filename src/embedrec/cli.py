@@ -172,6 +172,12 @@ SOURCES = "CSV or Parquet file, folder of Parquet files, glob, or s3://, gs://, 
 )
 @click.option("--seed", type=int, default=DEFAULTS["seed"], show_default=True)
 @click.option(
+    "--tune",
+    type=click.FloatRange(0, min_open=True),
+    help="Seconds to search training settings on the run's own time hold-out first; "
+    "what was tried and chosen is printed and kept in the model (config.json, report).",
+)
+@click.option(
     "--device",
     default=DEFAULTS["device"],
     show_default=True,
@@ -212,6 +218,7 @@ def train(
     epochs: int,
     config_file: str | None,
     seed: int,
+    tune: float | None,
     device: str,
     checkpoint_every: int | None,
     resume: bool,
@@ -233,6 +240,8 @@ def train(
         "seed": seed,
         "device": device,
     }
+    if tune is not None:
+        params["tune"] = tune
     if config_file:
         params.update(_read_config(config_file, explicit=_explicit_flags()))
     rank = (torchrun_rank() or (0, 1))[0]
@@ -253,10 +262,29 @@ def train(
         resume=resume or (restarted and (checkpoints / "latest.json").is_file()),
     )
     if rank == 0:
+        tuning = recommender.report_.get("tuning")
+        if tuning is not None:
+            click.echo(_tuning_summary(tuning))
         path = recommender.save(out_dir)
         shutil.rmtree(checkpoints, ignore_errors=True)  # the model holds what they did
         click.echo(f"saved {path}")
     finish_distributed()
+
+
+def _tuning_summary(tuning: dict) -> str:
+    """What a search of settings tried and chose, one line each."""
+    lines = [f"tuning: {len(tuning['tried'])} of {tuning['candidates']} settings tried in "
+             f"{tuning['seconds']:.0f} s (budget {tuning['budget_seconds']:.0f} s)"]  # fmt: skip
+    for tried in tuning["tried"]:
+        changes = ", ".join(f"{k}={v}" for k, v in tried["changes"].items()) or "as given"
+        score = tried["val_recall@10"]
+        mark = "*" if tried["changes"] == tuning["chosen"] else " "
+        lines.append(
+            f" {mark} {changes}: validation Recall@10 "
+            f"{'-' if score is None else f'{score:.4f}'}, best epoch {tried['best_epoch']}, "
+            f"{tried['seconds']:.0f} s"
+        )
+    return "\n".join(lines)
 
 
 def _relaunch_with_torchrun(nproc: int) -> None:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ from embedrec.training.distributed import Group, OwnUsers, launched, seen_by_eve
 from embedrec.training.phases import run_phases
 from embedrec.training.preparation import TrainingData, prepare_training_data
 from embedrec.training.trainer import Callback, check_workers, resolve_device
+from embedrec.training.tuning import Candidate, search_settings
 from embedrec.training.warm_start import WarmStart, carry_over, check_architecture, continue_from
 from embedrec.version import __version__
 
@@ -113,6 +115,13 @@ class Recommender:
         After early stopping, train again on everything for the best number of epochs.
     time_budget : float or None
         Seconds a training run may take; the epoch that passes it is the last.
+    tune : float or None
+        Seconds for fit to search training settings on its own time hold-out before the
+        refit (None: train with the settings given). The settings given are tried first and
+        in full, then a short list of others (all trained listings as negatives, gradients
+        through the histories, temperature, id dropout, popularity correction, learning
+        rate) while the budget lasts; the highest validation Recall@10 wins.
+        ``report_["tuning"]`` says what was tried and chosen.
     min_user_interactions, min_listing_interactions : int
         Users and listings with fewer interactions are skipped (and counted).
     event_weights : mapping or None
@@ -172,6 +181,7 @@ class Recommender:
         validation_users: int = 3000,
         refit: bool = True,
         time_budget: float | None = None,
+        tune: float | None = None,
         min_user_interactions: int = 1,
         min_listing_interactions: int = 1,
         event_weights: dict[str, float] | None = None,
@@ -203,6 +213,7 @@ class Recommender:
         self.validation_users = validation_users
         self.refit = refit
         self.time_budget = time_budget
+        self.tune = tune
         self.min_user_interactions = min_user_interactions
         self.min_listing_interactions = min_listing_interactions
         self.event_weights = event_weights
@@ -254,6 +265,12 @@ class Recommender:
                 raise ValueError(f"{name}={value!r} needs model {needs}")
         chosen.check_params(self.get_params())
         self.train_config(1)  # TrainConfig checks the training settings
+        tune = self.tune
+        if tune is not None:
+            if isinstance(tune, bool) or not isinstance(tune, Real) or not tune > 0:
+                raise ValueError(f"tune must be a positive number of seconds, got {tune!r}")
+            if self.validation_fraction <= 0:
+                raise ValueError("tune searches on the time hold-out: validation_fraction > 0")
         check_workers(self.workers, resolve_device(self.device))
 
     def train_config(self, n_pairs: int) -> TrainConfig:
@@ -324,7 +341,7 @@ class Recommender:
         # each rank trains the rows of its own users only, numbered among them
         own = None if group is None else OwnUsers.of(data, group)
         pairs = data if own is None else own.local(data)
-        config = self.train_config(len(data))
+        n_pairs = len(data)  # sizes an unset batch; a rank's events are dropped below
         checkpoints = None
         if checkpoint_dir is not None:
             checkpoints = Checkpoints(
@@ -336,8 +353,7 @@ class Recommender:
             prepared.data = data = data.subset(np.arange(0))
         outcome = run_phases(
             pairs,
-            config,
-            lambda part: self.build_model(prepared, part, group, own),
+            self._candidates(prepared, n_pairs, group, own),
             self.validation_fraction,
             self.refit,
             callbacks,
@@ -345,6 +361,7 @@ class Recommender:
             group,
             checkpoints,
             resume,
+            self.tune,
         )
         model, result = outcome.model, outcome.result
         validation_pairs, refit_epochs = outcome.validation_pairs, outcome.refit_epochs
@@ -376,6 +393,7 @@ class Recommender:
             "train_seconds": round(time.perf_counter() - started, 2),
             "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "init_from": None,
+            "tuning": outcome.tuning,
         }
         if isinstance(prepared, WarmStart):
             self.seen_ = prepared.seen(self.seen_)
@@ -423,6 +441,31 @@ class Recommender:
             group=group,
             fit_features=fit_features,
         )
+
+    def _candidates(
+        self, prepared: TrainingData, n_pairs: int, group: Group | None, own: OwnUsers | None
+    ) -> list[Candidate]:
+        """The settings fit trains with: those given, then, with ``tune``, the others it
+        searches."""
+        given = self.get_params()
+        searched: list[dict[str, Any]] = [{}]
+        if self.tune is not None:
+            model_type = model_class(self.model)
+            readable = set(inspect.signature(TrainConfig).parameters)
+            searched = search_settings(
+                given, readable | set(model_type.hyperparameters), model_type.normalized
+            )
+        candidates = []
+        for changes in searched:
+            variant = self if not changes else Recommender(**(given | changes))
+            candidates.append(
+                Candidate(
+                    changes,
+                    variant.train_config(n_pairs),
+                    lambda part, v=variant: v.build_model(prepared, part, group, own),
+                )
+            )
+        return candidates
 
     def _fingerprint(self, data: Interactions, group: Group | None) -> dict[str, Any]:
         """What a checkpoint must share with this fit to be resumed by it."""

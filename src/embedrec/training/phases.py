@@ -1,18 +1,19 @@
-"""The phases of a fit: train with a time hold-out for early stopping, then train again on
-every pair for the best number of epochs (the refit), with checkpoints across both."""
+"""The phases of a fit: train with a time hold-out for early stopping (or search settings
+on it, within a time budget), then train again on every pair for the best number of epochs
+(the refit), with checkpoints across both."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from embedrec.data.prepare import Interactions, time_holdout
 from embedrec.models.base import RecModel
 from embedrec.training.checkpoint import Checkpoints
-from embedrec.training.config import TrainConfig
 from embedrec.training.distributed import Group
 from embedrec.training.trainer import Callback, TrainResult, train
+from embedrec.training.tuning import Candidate, run_search
 
 logger = logging.getLogger(__name__)
 
@@ -25,12 +26,12 @@ class Outcome:
     result: TrainResult  # the phase with validation, or the only one
     validation_pairs: int
     refit_epochs: int | None
+    tuning: dict | None = None  # what the search of settings did, when one ran
 
 
 def run_phases(
     data: Interactions,
-    config: TrainConfig,
-    build: Callable[[Interactions], RecModel],
+    candidates: Sequence[Candidate],
     validation_fraction: float,
     refit: bool,
     callbacks: Sequence[Callback] = (),
@@ -38,19 +39,24 @@ def run_phases(
     group: Group | None = None,
     checkpoints: Checkpoints | None = None,
     resume: bool = False,
+    tune: float | None = None,
 ) -> Outcome:
-    """Train a model that ``build(pairs)`` creates on ``data``: with ``validation_fraction``
-    above 0, on the earlier pairs with the last ones (by time) for early stopping, then,
-    with ``refit``, again on all pairs for the best epoch count. ``resume`` continues from
-    the last of ``checkpoints``, in whichever phase it was written."""
+    """Train a model that a candidate's ``build(pairs)`` creates on ``data``: with
+    ``validation_fraction`` above 0, on the earlier pairs with the last ones (by time) for
+    early stopping, then, with ``refit``, again on all pairs for the best epoch count.
+    Without ``tune`` the first candidate trains; with it, the candidates are searched for
+    ``tune`` seconds on that hold-out (``run_search``), and the winner is refitted; the
+    search writes no checkpoints. ``resume`` continues from the last of ``checkpoints``, in
+    whichever phase it was written."""
     snapshot = checkpoints.latest() if resume and checkpoints is not None else None
     phase = snapshot.position.phase if snapshot is not None else None
+    chosen, tuning = candidates[0], None
     if validation_fraction <= 0:
-        model = build(data)
+        model = chosen.build(data)
         result = train(
             model,
             data,
-            config,
+            chosen.config,
             None,
             callbacks,
             progress,
@@ -71,12 +77,18 @@ def run_phases(
     if phase == "refit":
         assert snapshot is not None
         result = TrainResult(**snapshot.state["fit_result"])
+        tuning = snapshot.state.get("tuning")
+        if tuning is not None:  # the search's winner, by its changes
+            chosen = next(c for c in candidates if c.changes == tuning["chosen"])
+    elif tune is not None:
+        search = run_search(candidates, tune, fit_part, held_out, callbacks, progress, group)
+        chosen, model, result, tuning = search.chosen, search.model, search.result, search.report
     else:
-        model = build(fit_part)
+        model = chosen.build(fit_part)
         result = train(
             model,
             fit_part,
-            config,
+            chosen.config,
             held_out,
             callbacks,
             progress,
@@ -86,17 +98,17 @@ def run_phases(
             resume=snapshot,
         )
     if not refit:
-        return Outcome(model, result, validation_pairs, None)
+        return Outcome(model, result, validation_pairs, None, tuning)
     logger.info(
         "refit on all %s pairs for %d epochs", f"{_total(len(data), group):,}", result.best_epoch
     )
-    model = build(data)
+    model = chosen.build(data)
     if checkpoints is not None:
-        checkpoints.carry = {"fit_result": asdict(result)}
+        checkpoints.carry = {"fit_result": asdict(result), "tuning": tuning}
     refitted = train(
         model,
         data,
-        config,
+        chosen.config,
         None,
         callbacks,
         progress,
@@ -106,7 +118,7 @@ def run_phases(
         phase="refit",
         resume=snapshot if phase == "refit" else None,
     )
-    return Outcome(model, result, validation_pairs, len(refitted.history))
+    return Outcome(model, result, validation_pairs, len(refitted.history), tuning)
 
 
 def _total(count: int, group: Group | None) -> int:

@@ -1,0 +1,137 @@
+"""A fit's own search of training settings, within a time budget, on its time hold-out.
+
+The candidates are a short list, best first by what won on the data measured so far
+(docs/benchmarks-movielens.md): all trained listings as negatives at a milder temperature,
+then the same with gradients through the histories, then one setting at a time. The
+settings as given are always tried first and in full; a later candidate starts while the
+budget lasts and stops at its end (the epoch that passes it is its last), so a short budget
+can only add to what a fit without one does.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from embedrec.data.prepare import Interactions
+from embedrec.models.base import RecModel
+from embedrec.training.config import TrainConfig
+from embedrec.training.distributed import Group
+from embedrec.training.trainer import Callback, TrainResult, train
+
+logger = logging.getLogger(__name__)
+
+CATALOGUE_NEGATIVES = {"negatives_from": "catalogue", "negatives": 2048, "temperature": 0.2}
+SEARCH: tuple[dict[str, Any], ...] = (
+    {},
+    CATALOGUE_NEGATIVES,
+    CATALOGUE_NEGATIVES | {"history_gradient": True},
+    {"temperature": 0.2},
+    {"temperature": 0.05},
+    {"id_dropout": 0.0},
+    {"id_dropout": 0.5},
+    {"logq_scale": 1.5},
+    {"lr": 0.1},
+    {"lr": 0.02},
+)
+# read by models with L2-normalised vectors only
+NORMALIZED_ONLY = ("temperature",)
+
+
+@dataclass
+class Candidate:
+    """Settings a fit may train with: what they change from those given, the training
+    settings, and how to build a model with them for a set of pairs."""
+
+    changes: dict[str, Any]
+    config: TrainConfig
+    build: Callable[[Interactions], RecModel]
+
+
+@dataclass
+class Search:
+    """The candidate that won, its run on the training part, and what the search did."""
+
+    chosen: Candidate
+    model: RecModel
+    result: TrainResult
+    report: dict[str, Any]
+
+
+def search_settings(
+    given: dict[str, Any], readable: Iterable[str], normalized: bool
+) -> list[dict[str, Any]]:
+    """The changes to ``given`` that a search tries, in order: those whose every setting a
+    model reads (``readable``: the training settings and the model's hyperparameters)
+    and that make settings not tried before."""
+    readable = set(readable) - (set() if normalized else set(NORMALIZED_ONLY))
+    tried: list[dict[str, Any]] = []
+    out = []
+    for changes in SEARCH:
+        settings = given | changes
+        if set(changes) <= readable and settings not in tried:
+            tried.append(settings)
+            out.append({k: v for k, v in changes.items() if given.get(k) != v})
+    return out
+
+
+def run_search(
+    candidates: Sequence[Candidate],
+    budget: float,
+    fit_part: Interactions,
+    held_out: Interactions,
+    callbacks: Sequence[Callback] = (),
+    progress: bool | None = None,
+    group: Group | None = None,
+) -> Search:
+    """Train each candidate on ``fit_part`` with early stopping on ``held_out`` while
+    ``budget`` seconds last (the first in full); the winner has the highest validation
+    Recall@10 (the first of equals). Every rank decides alike: on the slowest one's time."""
+    started = time.perf_counter()
+    tried: list[dict[str, Any]] = []
+    best: tuple[Candidate, RecModel, TrainResult] | None = None
+    for index, candidate in enumerate(candidates):
+        left = budget - _agreed(time.perf_counter() - started, group)
+        if index > 0 and left <= 0:
+            break
+        config = candidate.config
+        if index > 0:
+            cap = left if config.time_budget is None else min(left, config.time_budget)
+            config = replace(config, time_budget=cap)
+        logger.info("tuning: candidate %d of %d: %s", index + 1, len(candidates), candidate.changes)
+        model = candidate.build(fit_part)
+        result = train(model, fit_part, config, held_out, callbacks, progress, group=group)
+        score = result.best_score if result.best_score is not None else float("-inf")
+        tried.append(
+            {
+                "changes": candidate.changes,
+                "val_recall@10": result.best_score,
+                "best_epoch": result.best_epoch,
+                "epochs": len(result.history),
+                "stopped": result.stopped,
+                "seconds": round(result.seconds, 2),
+            }
+        )
+        if best is None or score > (best[2].best_score or float("-inf")):
+            best = (candidate, model, result)
+        else:
+            del model  # a candidate that lost is not held beside the next one
+    assert best is not None
+    chosen, model, result = best
+    report = {
+        "budget_seconds": budget,
+        "seconds": round(time.perf_counter() - started, 2),
+        "candidates": len(candidates),
+        "tried": tried,
+        "chosen": chosen.changes,
+    }
+    logger.info("tuning: chose %s of %d tried", chosen.changes or "the settings given", len(tried))
+    return Search(chosen, model, result, report)
+
+
+def _agreed(elapsed: float, group: Group | None) -> float:
+    """The slowest rank's elapsed seconds, so that every rank tries the same candidates."""
+    return elapsed if group is None else group.max(int(elapsed * 1000)) / 1000

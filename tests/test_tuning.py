@@ -1,0 +1,141 @@
+"""``tune``: fit's own search of training settings on its time hold-out, within a budget."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from click.testing import CliRunner
+from conftest import block_data
+
+from embedrec.cli import main
+from embedrec.recommender import Recommender, load
+from embedrec.training.config import TrainConfig
+from embedrec.training.tuning import SEARCH, search_settings
+
+TRAINING = set(TrainConfig.__dataclass_fields__)
+EPOCH_SECONDS = 1000.0  # what the clock of these tests adds to an epoch: real time is noise
+
+
+@pytest.fixture(scope="module")
+def data():
+    events, listings, *_ = block_data(n_users=150, n_listings=400)
+    return events, listings
+
+
+@pytest.fixture
+def slow_epochs(monkeypatch):
+    """A clock on which every epoch takes ``EPOCH_SECONDS`` more than it did: the search's
+    budget and the runs' time budgets read it, so what fits into a budget is decided by
+    the epochs trained, not by this host's speed. Its callback goes to ``fit``."""
+    real = time.perf_counter
+    extra = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: real() + extra[0])
+
+    def epoch_passed(epoch, metrics, elapsed):
+        extra[0] += EPOCH_SECONDS
+
+    return epoch_passed
+
+
+def test_the_search_tries_what_a_model_reads_and_no_setting_twice():
+    hybrid = Recommender.defaults()
+    tried = search_settings(hybrid, TRAINING | {"history_gradient", "id_dropout"}, True)
+    assert tried[0] == {}  # the settings as given come first
+    assert tried[1] == {"negatives_from": "catalogue", "negatives": 2048, "temperature": 0.2}
+    assert len(tried) == len(SEARCH)
+    # a model without these settings, or whose vectors are not normalised, is not searched
+    # over them
+    mf = search_settings(hybrid, TRAINING, False)
+    assert all(not {"history_gradient", "id_dropout", "temperature"} & set(c) for c in mf)
+    # given settings are not changed to themselves: those candidates are what is given
+    given = hybrid | {"temperature": 0.2, "lr": 0.1}
+    searched = search_settings(given, TRAINING | {"history_gradient", "id_dropout"}, True)
+    assert {"temperature": 0.2} not in searched and {"lr": 0.1} not in searched
+    assert searched[1] == {"negatives_from": "catalogue", "negatives": 2048}
+    assert len({json.dumps(given | c, sort_keys=True) for c in searched}) == len(searched)
+
+
+def test_tune_tries_settings_while_its_budget_lasts_and_keeps_the_best(data, slow_epochs):
+    events, listings = data
+    # the settings given train 4 epochs (4,000 s), the next 4 more (8,000 s), and the third
+    # starts with 1,500 s left: the check after its third epoch finds it passed
+    given = {"epochs": 4, "patience": 5, "tune": 9500, "seed": 1, "device": "cpu"}
+    recommender = Recommender(**given, progress=False).fit(
+        events, listings, callbacks=[slow_epochs]
+    )
+    tuning = recommender.report_["tuning"]
+    tried = tuning["tried"]
+    assert [t["changes"] for t in tried] == search_settings(
+        recommender.get_params(), TRAINING | {"history_gradient", "id_dropout"}, True
+    )[:3]
+    assert [t["epochs"] for t in tried] == [4, 4, 3]
+    assert [t["stopped"] for t in tried] == ["epochs", "epochs", "time budget"]
+    assert tuning["candidates"] == len(SEARCH) and tuning["budget_seconds"] == 9500
+    assert len({t["val_recall@10"] for t in tried}) > 1  # the settings made a difference
+    best = max(tried, key=lambda t: t["val_recall@10"])
+    assert tuning["chosen"] == best["changes"]
+    # the report's validation run is the winner's, and the refit trained its epochs with
+    # its settings
+    assert recommender.report_["best_val_recall@10"] == best["val_recall@10"]
+    assert recommender.report_["refit_epochs"] == best["best_epoch"]
+    expected = recommender.get_params() | best["changes"]
+    assert recommender.model_.history_gradient == expected["history_gradient"]
+    # fit leaves the parameters as given
+    assert recommender.get_params() == Recommender(**given, progress=False).get_params()
+
+
+def test_a_budget_spent_by_the_settings_given_trains_them_alone(data, slow_epochs):
+    events, listings = data
+    tuned = Recommender(epochs=2, tune=1500, device="cpu", progress=False).fit(
+        events, listings, callbacks=[slow_epochs]
+    )
+    plain = Recommender(epochs=2, device="cpu", progress=False).fit(events, listings)
+    assert [t["changes"] for t in tuned.report_["tuning"]["tried"]] == [{}]
+    assert tuned.report_["tuning"]["chosen"] == {}
+    assert plain.report_["tuning"] is None
+    assert tuned.report_["best_val_recall@10"] == plain.report_["best_val_recall@10"]
+
+
+@pytest.mark.parametrize("tune", [0, -5, True, "300"])
+def test_tune_must_be_a_positive_number_of_seconds(tune):
+    with pytest.raises(ValueError, match="tune must be a positive number of seconds"):
+        Recommender(tune=tune).check_params()
+
+
+def test_tune_needs_the_time_hold_out():
+    with pytest.raises(ValueError, match="validation_fraction"):
+        Recommender(tune=60, validation_fraction=0).check_params()
+
+
+def test_train_tune_prints_what_it_tried_and_the_model_keeps_it(data, tmp_path):
+    events, listings = data
+    events.to_parquet(tmp_path / "events.parquet")
+    listings.to_parquet(tmp_path / "listings.parquet")
+    out = tmp_path / "model"
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--interactions",
+            str(tmp_path / "events.parquet"),
+            "--listings",
+            str(tmp_path / "listings.parquet"),
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+            "--tune",
+            "0.001",  # spent by the settings given
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    assert f"tuning: 1 of {len(SEARCH)} settings tried" in result.output
+    assert "* as given: validation Recall@10" in result.output
+    tuning = load(out).report_["tuning"]
+    assert tuning["chosen"] == {} and len(tuning["tried"]) == 1
+    refused = CliRunner().invoke(main, ["train", "--interactions", "x", "--listings", "y",
+                                        "--out", str(tmp_path / "m"), "--tune", "0"])  # fmt: skip
+    assert refused.exit_code != 0 and "--tune" in refused.output
