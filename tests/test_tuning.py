@@ -6,6 +6,7 @@ import json
 import time
 
 import pytest
+import torch
 from click.testing import CliRunner
 from conftest import block_data
 
@@ -139,3 +140,42 @@ def test_train_tune_prints_what_it_tried_and_the_model_keeps_it(data, tmp_path):
     refused = CliRunner().invoke(main, ["train", "--interactions", "x", "--listings", "y",
                                         "--out", str(tmp_path / "m"), "--tune", "0"])  # fmt: skip
     assert refused.exit_code != 0 and "--tune" in refused.output
+
+
+class Stop(Exception):
+    """Stands for a crash after a checkpoint."""
+
+
+def test_a_tuned_fit_stopped_in_its_refit_resumes_with_the_settings_it_chose(
+    data, slow_epochs, tmp_path
+):
+    events, listings = data
+    # two candidates of 2 epochs each fill the budget; the refit follows
+    given = {"dim": 8, "epochs": 2, "patience": 5, "tune": 2500, "seed": 3, "device": "cpu"}
+    whole = Recommender(**given, progress=False).fit(events, listings, callbacks=[slow_epochs])
+    calls = {"n": 0}
+
+    def stop_in_the_refit(number, metrics, elapsed):
+        slow_epochs(number, metrics, elapsed)
+        calls["n"] += 1
+        if calls["n"] == 5:  # the refit's first epoch, once its checkpoint is written
+            raise Stop
+
+    checkpoints = tmp_path / "checkpoints"
+    with pytest.raises(Stop):
+        Recommender(**given, progress=False).fit(
+            events, listings, callbacks=[stop_in_the_refit], checkpoint_dir=checkpoints
+        )
+    resumed = Recommender(**given, progress=False).fit(
+        events, listings, checkpoint_dir=checkpoints, resume=True
+    )
+    assert len(whole.report_["tuning"]["tried"]) == 2
+    assert whole.report_["tuning"]["chosen"]  # not the settings given: the resume must know
+
+    def scores(recommender):  # what was tried and chosen, not how long it took
+        tuning = recommender.report_["tuning"]
+        return tuning["chosen"], [(t["changes"], t["val_recall@10"]) for t in tuning["tried"]]
+
+    assert scores(resumed) == scores(whole)
+    for name, value in whole.model_.state_dict().items():
+        torch.testing.assert_close(resumed.model_.state_dict()[name], value, msg=name)
