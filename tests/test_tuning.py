@@ -11,11 +11,10 @@ from click.testing import CliRunner
 from conftest import block_data
 
 from embedrec.cli import main
+from embedrec.models.registry import model_class
 from embedrec.recommender import Recommender, load
-from embedrec.training.config import TrainConfig
 from embedrec.training.tuning import SEARCH, search_settings
 
-TRAINING = set(TrainConfig.__dataclass_fields__)
 EPOCH_SECONDS = 1000.0  # what the clock of these tests adds to an epoch: real time is noise
 
 
@@ -41,21 +40,31 @@ def slow_epochs(monkeypatch):
 
 
 def test_the_search_tries_what_a_model_reads_and_no_setting_twice():
-    hybrid = Recommender.defaults()
-    tried = search_settings(hybrid, TRAINING | {"history_gradient", "id_dropout"}, True)
-    assert tried[0] == {}  # the settings as given come first
-    assert tried[1] == {"negatives_from": "catalogue", "negatives": 2048, "temperature": 0.2}
-    assert len(tried) == len(SEARCH)
-    # a model without these settings, or whose vectors are not normalised, is not searched
-    # over them
-    mf = search_settings(hybrid, TRAINING, False)
-    assert all(not {"history_gradient", "id_dropout", "temperature"} & set(c) for c in mf)
-    # given settings are not changed to themselves: those candidates are what is given
-    given = hybrid | {"temperature": 0.2, "lr": 0.1}
-    searched = search_settings(given, TRAINING | {"history_gradient", "id_dropout"}, True)
+    given = Recommender.defaults()
+    hybrid = search_settings(given, model_class("hybrid"))
+    assert hybrid[0] == {}  # the settings as given come first
+    assert hybrid[1] == {"negatives_from": "catalogue", "negatives": 2048, "temperature": 0.2}
+    assert len(hybrid) == len(SEARCH)
+    # a setting a model does not read is left out of a change, and a change left with
+    # nothing new is not tried
+    mf = search_settings(given | {"model": "mf"}, model_class("mf"))
+    assert mf == [
+        {},
+        {"negatives_from": "catalogue", "negatives": 2048},
+        {"logq_scale": 1.5},
+        {"lr": 0.1},
+        {"lr": 0.02},
+    ]
+    deep = search_settings(given | {"model": "deep"}, model_class("deep"))
+    assert deep == [{}, {"lr": 0.1}, {"lr": 0.02}]
+    bpr = search_settings(given | {"loss": "bpr"}, model_class("hybrid"))
+    assert not any({"negatives_from", "negatives", "logq_scale"} & set(c) for c in bpr)
+    # given settings are not changed to themselves
+    chosen = given | {"temperature": 0.2, "lr": 0.1}
+    searched = search_settings(chosen, model_class("hybrid"))
     assert {"temperature": 0.2} not in searched and {"lr": 0.1} not in searched
     assert searched[1] == {"negatives_from": "catalogue", "negatives": 2048}
-    assert len({json.dumps(given | c, sort_keys=True) for c in searched}) == len(searched)
+    assert len({json.dumps(chosen | c, sort_keys=True) for c in searched}) == len(searched)
 
 
 def test_tune_tries_settings_while_its_budget_lasts_and_keeps_the_best(data, slow_epochs):
@@ -69,7 +78,7 @@ def test_tune_tries_settings_while_its_budget_lasts_and_keeps_the_best(data, slo
     tuning = recommender.report_["tuning"]
     tried = tuning["tried"]
     assert [t["changes"] for t in tried] == search_settings(
-        recommender.get_params(), TRAINING | {"history_gradient", "id_dropout"}, True
+        recommender.get_params(), model_class("hybrid")
     )[:3]
     assert [t["epochs"] for t in tried] == [4, 4, 3]
     assert [t["stopped"] for t in tried] == ["epochs", "epochs", "time budget"]

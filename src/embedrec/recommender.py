@@ -450,11 +450,7 @@ class Recommender:
         given = self.get_params()
         searched: list[dict[str, Any]] = [{}]
         if self.tune is not None:
-            model_type = model_class(self.model)
-            readable = set(inspect.signature(TrainConfig).parameters)
-            searched = search_settings(
-                given, readable | set(model_type.hyperparameters), model_type.normalized
-            )
+            searched = search_settings(given, model_class(self.model))
         candidates = []
         for changes in searched:
             variant = self if not changes else Recommender(**(given | changes))

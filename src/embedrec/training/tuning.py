@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from embedrec.data.prepare import Interactions
 from embedrec.models.base import RecModel
+from embedrec.models.registry import MODELS
 from embedrec.training.config import TrainConfig
 from embedrec.training.distributed import Group
 from embedrec.training.trainer import Callback, TrainResult, train
@@ -39,6 +40,10 @@ SEARCH: tuple[dict[str, Any], ...] = (
 )
 # read by models with L2-normalised vectors only
 NORMALIZED_ONLY = ("temperature",)
+# read by models that score a batch's users against shared listing vectors only: the others
+# score each pair against its own sampled listings
+FACTORIZED_ONLY = ("negatives_from", "negatives", "temperature", "logq_scale")
+SOFTMAX_ONLY = ("negatives_from", "negatives", "logq_scale")
 
 
 @dataclass
@@ -61,20 +66,25 @@ class Search:
     report: dict[str, Any]
 
 
-def search_settings(
-    given: dict[str, Any], readable: Iterable[str], normalized: bool
-) -> list[dict[str, Any]]:
-    """The changes to ``given`` that a search tries, in order: those whose every setting a
-    model reads (``readable``: the training settings and the model's hyperparameters)
-    and that make settings not tried before."""
-    readable = set(readable) - (set() if normalized else set(NORMALIZED_ONLY))
+def search_settings(given: dict[str, Any], model: type[RecModel]) -> list[dict[str, Any]]:
+    """The changes to ``given`` that a search tries for ``model``, in order: each change
+    without the settings the model does not read, when it makes settings not tried before."""
+    of_any_model = {name for cls in MODELS.values() for name in cls.hyperparameters}
+    unread = of_any_model - set(model.hyperparameters)
+    if not model.normalized:
+        unread |= set(NORMALIZED_ONLY)
+    if not model.factorized:
+        unread |= set(FACTORIZED_ONLY)
+    if given["loss"] != "softmax":
+        unread |= set(SOFTMAX_ONLY)
     tried: list[dict[str, Any]] = []
     out = []
     for changes in SEARCH:
+        changes = {k: v for k, v in changes.items() if k not in unread and given.get(k) != v}
         settings = given | changes
-        if set(changes) <= readable and settings not in tried:
+        if settings not in tried:
             tried.append(settings)
-            out.append({k: v for k, v in changes.items() if given.get(k) != v})
+            out.append(changes)
     return out
 
 
