@@ -188,3 +188,12 @@ def test_a_tuned_fit_stopped_in_its_refit_resumes_with_the_settings_it_chose(
     assert scores(resumed) == scores(whole)
     for name, value in whole.model_.state_dict().items():
         torch.testing.assert_close(resumed.model_.state_dict()[name], value, msg=name)
+
+
+def test_a_callback_that_stops_a_run_stops_the_search(data):
+    events, listings = data
+    recommender = Recommender(epochs=3, tune=3600, device="cpu", progress=False).fit(
+        events, listings, callbacks=[lambda epoch, metrics, elapsed: True]
+    )
+    tried = recommender.report_["tuning"]["tried"]
+    assert [(t["changes"], t["stopped"], t["epochs"]) for t in tried] == [({}, "callback", 1)]

@@ -271,7 +271,7 @@ def train(
                     stopping.bad_epochs,
                     result.best_epoch,
                 )
-            elif config.time_budget is not None and _agreed_elapsed(elapsed, group) > (
+            elif config.time_budget is not None and agreed_elapsed(elapsed, group) > (
                 config.time_budget
             ):
                 result.stopped = "time budget"
@@ -301,7 +301,7 @@ def rank_seed(seed: int, group: Group | None) -> int:
     return int(np.random.SeedSequence((seed, group.rank)).generate_state(1, np.uint64)[0] >> 1)
 
 
-def _agreed_elapsed(elapsed: float, group: Group | None) -> float:
+def agreed_elapsed(elapsed: float, group: Group | None) -> float:
     """The slowest rank's elapsed seconds: every rank stops after the same epoch."""
     return elapsed if group is None else group.max(int(elapsed * 1000)) / 1000
 

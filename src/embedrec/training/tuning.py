@@ -21,7 +21,7 @@ from embedrec.models.base import RecModel
 from embedrec.models.registry import MODELS
 from embedrec.training.config import TrainConfig
 from embedrec.training.distributed import Group
-from embedrec.training.trainer import Callback, TrainResult, train
+from embedrec.training.trainer import Callback, TrainResult, agreed_elapsed, train
 
 logger = logging.getLogger(__name__)
 
@@ -99,12 +99,14 @@ def run_search(
 ) -> Search:
     """Train each candidate on ``fit_part`` with early stopping on ``held_out`` while
     ``budget`` seconds last (the first in full); the winner has the highest validation
-    Recall@10 (the first of equals). Every rank decides alike: on the slowest one's time."""
+    Recall@10 (the first of equals). A callback that stops a run stops the search."""
     started = time.perf_counter()
     tried: list[dict[str, Any]] = []
     best: tuple[Candidate, RecModel, TrainResult] | None = None
+    best_score = float("-inf")
     for index, candidate in enumerate(candidates):
-        left = budget - _agreed(time.perf_counter() - started, group)
+        # the slowest rank's time: every rank tries the same candidates
+        left = budget - agreed_elapsed(time.perf_counter() - started, group)
         if index > 0 and left <= 0:
             break
         config = candidate.config
@@ -125,10 +127,11 @@ def run_search(
                 "seconds": round(result.seconds, 2),
             }
         )
-        if best is None or score > (best[2].best_score or float("-inf")):
-            best = (candidate, model, result)
-        else:
-            del model  # a candidate that lost is not held beside the next one
+        if best is None or score > best_score:
+            best, best_score = (candidate, model, result), score
+        del model  # only the best so far is held while the next one trains
+        if result.stopped == "callback":
+            break  # a callback that stops a run stops the search
     assert best is not None
     chosen, model, result = best
     report = {
@@ -140,8 +143,3 @@ def run_search(
     }
     logger.info("tuning: chose %s of %d tried", chosen.changes or "the settings given", len(tried))
     return Search(chosen, model, result, report)
-
-
-def _agreed(elapsed: float, group: Group | None) -> float:
-    """The slowest rank's elapsed seconds, so that every rank tries the same candidates."""
-    return elapsed if group is None else group.max(int(elapsed * 1000)) / 1000
