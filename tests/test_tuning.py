@@ -197,3 +197,20 @@ def test_a_callback_that_stops_a_run_stops_the_search(data):
     )
     tried = recommender.report_["tuning"]["tried"]
     assert [(t["changes"], t["stopped"], t["epochs"]) for t in tried] == [({}, "callback", 1)]
+
+
+def test_without_a_refit_the_search_winners_own_run_is_the_model(data, slow_epochs):
+    events, listings = data
+    given = {"epochs": 4, "patience": 5, "tune": 9500, "seed": 1, "device": "cpu"}
+    refit = Recommender(**given, progress=False).fit(events, listings, callbacks=[slow_epochs])
+    kept = Recommender(**given, refit=False, progress=False).fit(
+        events, listings, callbacks=[slow_epochs]
+    )
+    assert kept.report_["tuning"]["chosen"] == refit.report_["tuning"]["chosen"]
+    assert kept.report_["refit_epochs"] is None
+    # the model is the winner's run on the training part, as a fit of its settings alone
+    # without a refit gives it
+    settings = given | refit.report_["tuning"]["chosen"] | {"tune": None}
+    alone = Recommender(**settings, refit=False, progress=False).fit(events, listings)
+    for name, value in alone.model_.state_dict().items():
+        torch.testing.assert_close(kept.model_.state_dict()[name], value, msg=name)

@@ -81,7 +81,10 @@ def run_phases(
         if tuning is not None:  # the search's winner, by its changes
             chosen = next(c for c in candidates if c.changes == tuning["chosen"])
     elif tune is not None:
-        search = run_search(candidates, tune, fit_part, held_out, callbacks, progress, group)
+        search = run_search(
+            candidates, tune, fit_part, held_out, callbacks, progress, group, keep_model=not refit
+        )
+        # without a refit the winner's model is the outcome; with one, none was kept
         chosen, model, result, tuning = search.chosen, search.model, search.result, search.report
     else:
         model = chosen.build(fit_part)

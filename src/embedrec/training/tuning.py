@@ -61,7 +61,7 @@ class Search:
     """The candidate that won, its run on the training part, and what the search did."""
 
     chosen: Candidate
-    model: RecModel
+    model: RecModel | None  # kept only when asked: a refit builds its own
     result: TrainResult
     report: dict[str, Any]
 
@@ -96,13 +96,15 @@ def run_search(
     callbacks: Sequence[Callback] = (),
     progress: bool | None = None,
     group: Group | None = None,
+    keep_model: bool = True,
 ) -> Search:
     """Train each candidate on ``fit_part`` with early stopping on ``held_out`` while
     ``budget`` seconds last (the first in full); the winner has the highest validation
-    Recall@10 (the first of equals). A callback that stops a run stops the search."""
+    Recall@10 (the first of equals). A callback that stops a run stops the search. The
+    winner's model is kept with ``keep_model`` only (the others are dropped as they lose)."""
     started = time.perf_counter()
     tried: list[dict[str, Any]] = []
-    best: tuple[Candidate, RecModel, TrainResult] | None = None
+    best: tuple[Candidate, RecModel | None, TrainResult] | None = None
     best_score = float("-inf")
     for index, candidate in enumerate(candidates):
         # the slowest rank's time: every rank tries the same candidates
@@ -128,8 +130,8 @@ def run_search(
             }
         )
         if best is None or score > best_score:
-            best, best_score = (candidate, model, result), score
-        del model  # only the best so far is held while the next one trains
+            best, best_score = (candidate, model if keep_model else None, result), score
+        del model  # at most the best so far is held while the next one trains
         if result.stopped == "callback":
             break  # a callback that stops a run stops the search
     assert best is not None
