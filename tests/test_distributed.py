@@ -68,7 +68,9 @@ def step_inputs(batch_size: int, group: Group | None = None):
         own = OwnUsers.of(data.subset(of_rank[group.rank]), group)
         part = own.local(data.subset(of_rank[group.rank]))
         rows, batch = torch.arange(BATCH), [batches[group.rank]]
-        model = recommender.build_model(prepared, part, group, own)
+        # as a fit's refit does: the catalogue's share comes from a model built before
+        earlier = recommender.build_model(prepared, part, group, own)
+        model = recommender.build_model(prepared, part, group, own, earlier.listing_inputs())
     uneven = torch.as_tensor(1 + np.concatenate(batch) % 3)  # by the pair, on every rank
     pairs = (
         torch.as_tensor(part.user_idx)[rows],

@@ -86,6 +86,27 @@ def test_public_preparation_is_what_fit_trains_on(blocks):
         assert torch.equal(a, b)
 
 
+def test_a_model_reuses_the_catalogue_inputs_another_derived(blocks):
+    events, listings, _, _ = blocks
+    rec = Recommender(model="hybrid", epochs=1, batch_size=256, progress=False)
+    prepared = rec.prepare(events, listings)
+    first = rec.build_model(prepared, prepared.data)
+    part = prepared.data.subset(np.arange(len(prepared.data) // 2))  # a hold-out's part
+    derived = rec.build_model(prepared, part)
+    reused = rec.build_model(prepared, part, reuse=first.listing_inputs())
+    # the feature tensors are the first model's, not copies, and the inputs derived from
+    # the pairs are the part's own
+    assert first.catalogue.keys() == reused.catalogue.keys()
+    assert all(reused.catalogue[k] is v for k, v in first.catalogue.items())
+    assert torch.equal(reused.histories, derived.histories)
+    assert not torch.equal(reused.histories, first.histories)
+    for model in (derived, reused):
+        model.eval()
+    assert torch.equal(reused.all_listing_vectors(), derived.all_listing_vectors())
+    # a model without features derives nothing from the listings
+    assert Recommender(model="mf").build_model(prepared, part).listing_inputs() is None
+
+
 def test_fit_leaves_global_random_state_alone(blocks):
     events, listings, _, _ = blocks
     torch.manual_seed(123)

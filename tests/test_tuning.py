@@ -214,3 +214,44 @@ def test_without_a_refit_the_search_winners_own_run_is_the_model(data, slow_epoc
     alone = Recommender(**settings, refit=False, progress=False).fit(events, listings)
     for name, value in alone.model_.state_dict().items():
         torch.testing.assert_close(kept.model_.state_dict()[name], value, msg=name)
+
+
+def test_a_warm_start_continues_the_old_search_instead_of_searching_again(
+    data, slow_epochs, tmp_path
+):
+    events, listings = data
+    given = {"dim": 8, "epochs": 2, "patience": 5, "tune": 2500, "seed": 3, "device": "cpu"}
+    old = Recommender(**given, progress=False).fit(events, listings, callbacks=[slow_epochs])
+    chosen = old.report_["tuning"]["chosen"]
+    assert chosen  # a setting other than those given won
+    old.save(tmp_path / "old")
+    # the nightly update with the full train's settings: no search, the old one's choice
+    update = Recommender(**given, progress=False).fit(
+        events, listings, callbacks=[slow_epochs], init_from=tmp_path / "old"
+    )
+    assert update.report_["tuning"] == {"chosen": chosen, "continued_from": str(tmp_path / "old")}
+    plain = given | chosen | {"tune": None}
+    expected = Recommender(**plain, progress=False).fit(
+        events, listings, init_from=tmp_path / "old"
+    )
+    assert expected.report_["tuning"] is None  # without tune, the settings as given
+    for name, value in expected.model_.state_dict().items():
+        torch.testing.assert_close(update.model_.state_dict()[name], value, msg=name)
+    # the command line says so
+    events.to_parquet(tmp_path / "events.parquet")
+    listings.to_parquet(tmp_path / "listings.parquet")
+    sources = [
+        "--interactions",
+        str(tmp_path / "events.parquet"),
+        "--listings",
+        str(tmp_path / "listings.parquet"),
+        "--init-from",
+        str(tmp_path / "old"),
+    ]
+    flags = ["--dim", "8", "--epochs", "1", "--seed", "3", "--tune", "2500"]
+    result = CliRunner().invoke(
+        main, ["train", *sources, "--out", str(tmp_path / "new"), *flags], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    assert f"tuning: the settings the search of {tmp_path / 'old'} chose: " in result.output
+    assert "negatives_from=catalogue" in result.output

@@ -252,9 +252,9 @@ def test_continuing_a_saved_model_does_not_build_its_catalogue(base, cars, tmp_p
     built: list[int] = []
     set_inputs = FeatureModel.set_inputs
 
-    def recording(self, table, data):  # noqa: ANN001, ANN202
+    def recording(self, table, data, reuse=None):  # noqa: ANN001, ANN202
         built.append(len(table) if data is None else -1)
-        set_inputs(self, table, data)
+        set_inputs(self, table, data, reuse)
 
     monkeypatch.setattr(FeatureModel, "set_inputs", recording)
     day = events[(events["timestamp"] >= UPDATE_DAY) & (events["timestamp"] < NEXT_DAY)]

@@ -175,7 +175,8 @@ SOURCES = "CSV or Parquet file, folder of Parquet files, glob, or s3://, gs://, 
     "--tune",
     type=click.FloatRange(0, min_open=True),
     help="Seconds to search training settings on the run's own time hold-out first; "
-    "what was tried and chosen is printed and kept in the model (config.json, report).",
+    "what was tried and chosen is printed and kept in the model (config.json, report). "
+    "With --init-from: train with what the old model's search chose, without searching.",
 )
 @click.option(
     "--device",
@@ -273,6 +274,9 @@ def train(
 
 def _tuning_summary(tuning: dict) -> str:
     """What a search of settings tried and chose, one line each."""
+    if "continued_from" in tuning:  # a warm start trains with what the old search chose
+        changes = ", ".join(f"{k}={v}" for k, v in tuning["chosen"].items()) or "as given"
+        return f"tuning: the settings the search of {tuning['continued_from']} chose: {changes}"
     lines = [f"tuning: {len(tuning['tried'])} of {tuning['candidates']} settings tried in "
              f"{tuning['seconds']:.0f} s (budget {tuning['budget_seconds']:.0f} s)"]  # fmt: skip
     for tried in tuning["tried"]:

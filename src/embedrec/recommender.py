@@ -121,7 +121,10 @@ class Recommender:
         in full, then a short list of others (all trained listings as negatives, gradients
         through the histories, temperature, id dropout, popularity correction, learning
         rate) while the budget lasts; the highest validation Recall@10 wins.
-        ``report_["tuning"]`` says what was tried and chosen.
+        ``report_["tuning"]`` says what was tried and chosen. A warm start (``init_from``)
+        does not search again: with ``tune`` it trains with what the old model's search
+        chose (nothing, if it had none), as a nightly update given the full train's
+        settings should.
     min_user_interactions, min_listing_interactions : int
         Users and listings with fewer interactions are skipped (and counted).
     event_weights : mapping or None
@@ -328,8 +331,8 @@ class Recommender:
         prepared = self.prepare(
             interactions, listings, since, until, group, fit_features=previous is None
         )
+        source = None if isinstance(init_from, Recommender) else str(init_from)
         if previous is not None:
-            source = None if isinstance(init_from, Recommender) else str(init_from)
             prepared = continue_from(previous, prepared, source)
         data = prepared.data
         # training looks no id up: the maps stay packed until a query or a save reads them
@@ -351,9 +354,15 @@ class Recommender:
             # the events by the run's user rows are made again from ``pairs`` at the end:
             # both numberings cost a rank 8 bytes a pair more through training
             prepared.data = data = data.subset(np.arange(0))
+        searched, tune, continued = None, self.tune, None
+        if previous is not None and tune is not None:
+            # an update is to be cheap: the search the old model ran is continued, not redone
+            tuning = previous.report_.get("tuning") or {}
+            continued = {"chosen": tuning.get("chosen", {}), "continued_from": source}
+            searched, tune = [continued["chosen"]], None
         outcome = run_phases(
             pairs,
-            self._candidates(prepared, n_pairs, group, own),
+            self._candidates(prepared, n_pairs, group, own, searched),
             self.validation_fraction,
             self.refit,
             callbacks,
@@ -361,7 +370,7 @@ class Recommender:
             group,
             checkpoints,
             resume,
-            self.tune,
+            tune,
         )
         model, result = outcome.model, outcome.result
         validation_pairs, refit_epochs = outcome.validation_pairs, outcome.refit_epochs
@@ -393,7 +402,7 @@ class Recommender:
             "train_seconds": round(time.perf_counter() - started, 2),
             "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "init_from": None,
-            "tuning": outcome.tuning,
+            "tuning": outcome.tuning if continued is None else continued,
         }
         if isinstance(prepared, WarmStart):
             self.seen_ = prepared.seen(self.seen_)
@@ -443,14 +452,31 @@ class Recommender:
         )
 
     def _candidates(
-        self, prepared: TrainingData, n_pairs: int, group: Group | None, own: OwnUsers | None
+        self,
+        prepared: TrainingData,
+        n_pairs: int,
+        group: Group | None,
+        own: OwnUsers | None,
+        searched: list[dict[str, Any]] | None = None,
     ) -> list[Candidate]:
         """The settings fit trains with: those given, then, with ``tune``, the others it
-        searches."""
+        searches; or the changes to those given in ``searched``."""
         given = self.get_params()
-        searched: list[dict[str, Any]] = [{}]
-        if self.tune is not None:
-            searched = search_settings(given, model_class(self.model))
+        if searched is None:
+            searched = [{}]
+            if self.tune is not None:
+                searched = search_settings(given, model_class(self.model))
+        # every model built shares the catalogue's feature tensors of the first: the search's
+        # and the refit's models train on the same listings (11 s a model at 1M listings)
+        derived: list[object | None] = []
+
+        def build(part: Interactions, variant: Recommender) -> RecModel:
+            reuse = derived[0] if derived else None
+            model = variant.build_model(prepared, part, group, own, reuse=reuse)
+            if not derived:
+                derived.append(model.listing_inputs())
+            return model
+
         candidates = []
         for changes in searched:
             variant = self if not changes else Recommender(**(given | changes))
@@ -458,7 +484,7 @@ class Recommender:
                 Candidate(
                     changes,
                     variant.train_config(n_pairs),
-                    lambda part, v=variant: v.build_model(prepared, part, group, own),
+                    lambda part, v=variant: build(part, v),
                 )
             )
         return candidates
@@ -481,13 +507,15 @@ class Recommender:
         data: Interactions,
         row_split: RowSplit | None = None,
         own: OwnUsers | None = None,
+        reuse: object | None = None,
     ) -> RecModel:
         """A fresh model of ``prepared``'s shape, with its weights drawn from ``seed`` and its
         inputs (histories) taken from ``data`` only (the training part of a hold-out); for a
         warm start, with the old model's weights and inputs carried over. ``row_split``: the
         ranks of a distributed run, among which the model may share out the catalogue;
         ``own``: the users of this rank, the only ones whose rows the model holds (``data``
-        then numbers its users among them)."""
+        then numbers its users among them); ``reuse``: another such model's
+        ``listing_inputs()``, shared instead of derived again."""
         generator = torch.Generator().manual_seed(self.seed)
         shape = prepared.shape()
         if own is not None:
@@ -495,7 +523,11 @@ class Recommender:
         model = model_class(self.model).create(shape, self.get_params(), generator)
         model.row_split = row_split
         listings = prepared.listings
-        model.set_inputs(listings if model.packed_inputs else listings.frame(), data)
+        table = listings if model.packed_inputs else listings.frame()
+        if reuse is None:
+            model.set_inputs(table, data)
+        else:  # only a model whose listing_inputs() returned something takes them back
+            model.set_inputs(table, data, reuse)
         if isinstance(prepared, WarmStart):
             carry_over(model, prepared)
         return model

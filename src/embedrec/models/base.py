@@ -187,6 +187,14 @@ class RecModel(nn.Module):
         """Inputs that are not weights: the fields of the model's listing rows (in row order)
         and, at training time, the interactions (``None`` when restored by ``load_state``)."""
 
+    def listing_inputs(self) -> object | None:
+        """What ``set_inputs`` derived from the listings alone (feature tensors), for another
+        model of the same listings: a fit's candidates and its refit share them. A model
+        that returns them takes them back as ``set_inputs(listings, data, reuse)`` (given
+        the same listings under the same ``row_split``) instead of deriving them again.
+        None (the default) when a model derives nothing worth sharing."""
+        return None
+
     def extra_state(self) -> dict[str, torch.Tensor]:
         """Tensors saved beside the weights (inputs that training derived from data)."""
         return {}

@@ -67,8 +67,23 @@ class FeatureModel(RecModel):
     def config(self) -> dict[str, Any]:
         return dict(self._config)
 
-    def set_inputs(self, listings: pd.DataFrame | PackedTable, data: Interactions | None) -> None:
+    def set_inputs(
+        self,
+        listings: pd.DataFrame | PackedTable,
+        data: Interactions | None,
+        reuse: object | None = None,
+    ) -> None:
         split = self.row_split if self.shards_catalogue else None
+        if reuse is not None:
+            catalogue, share, table = reuse
+            expected = None if split is None or split.world == 1 else (split.rank, split.world)
+            if share != expected:
+                raise ValueError(f"inputs of the catalogue share {share} reused for {expected}")
+            self.set_catalogue(catalogue)
+            if share is not None:
+                self.catalogue_share, self._listing_table = share, table
+                self._hold_own_listing_ids(*share)
+            return
         if split is None or split.world == 1:
             self.set_catalogue(self.pipeline.transform_pieces(row_pieces(listings), len(listings)))
             return
@@ -92,6 +107,10 @@ class FeatureModel(RecModel):
         table.num_embeddings = len(rows)
         self.held_rows["listing_id.weight"] = (rows, n)
         self._id_world = world
+
+    def listing_inputs(self) -> tuple:
+        # the tensors are shared, not copied: nothing changes them in place
+        return self.catalogue, self.catalogue_share, self._listing_table
 
     def set_catalogue(self, features: dict[str, torch.Tensor]) -> None:
         """Feature tensors of the model's listing rows (from ``pipeline.transform``)."""

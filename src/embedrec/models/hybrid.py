@@ -142,8 +142,13 @@ class HybridTwoTower(FeatureModel):
         super().set_catalogue(features)
         self.refresh()
 
-    def set_inputs(self, listings: pd.DataFrame | PackedTable, data: Interactions | None) -> None:
-        super().set_inputs(listings, data)
+    def set_inputs(
+        self,
+        listings: pd.DataFrame | PackedTable,
+        data: Interactions | None,
+        reuse: object | None = None,
+    ) -> None:
+        super().set_inputs(listings, data, reuse)
         if data is not None:
             rows, lengths = recent_listings(data, self._config["history"])
             self.set_histories(torch.as_tensor(rows), torch.as_tensor(lengths))
