@@ -467,13 +467,15 @@ class Recommender:
             if self.tune is not None:
                 searched = search_settings(given, model_class(self.model))
         # every model built shares the catalogue's feature tensors of the first: the search's
-        # and the refit's models train on the same listings (11 s a model at 1M listings)
+        # and the refit's models train on the same listings (15 s a model at 1M listings).
+        # Not on a GPU: a model moved there frees its host copy, which sharing would keep
         derived: list[object | None] = []
+        on_cpu = resolve_device(self.device).type == "cpu"
 
         def build(part: Interactions, variant: Recommender) -> RecModel:
             reuse = derived[0] if derived else None
             model = variant.build_model(prepared, part, group, own, reuse=reuse)
-            if not derived:
+            if not derived and on_cpu:
                 derived.append(model.listing_inputs())
             return model
 
