@@ -28,6 +28,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import scipy
 import torch
+from movielens import parse_setting
 from report_page import write_generated
 
 from embedrec import Recommender, __version__
@@ -331,6 +332,14 @@ def main() -> None:
     )
     parser.add_argument("--similar-models", default="hybrid,mf")
     parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Recommender parameter of the car table's embedrec models, e.g. --set tune=900; "
+        "repeatable",
+    )
+    parser.add_argument(
         "--smoke", action="store_true", help="with --similar: tiny grids, 1 epoch (seconds)"
     )
     args = parser.parse_args()
@@ -365,11 +374,14 @@ def main() -> None:
     results: dict[str, dict] = {}
     fitted: dict[str, Recommender] = {}
     task = None
+    settings = dict(parse_setting(s) for s in args.set)
     for name in args.models.split(","):
         started = time.perf_counter()
-        rec = Recommender(model=name, epochs=args.epochs, seed=args.seed, progress=False).fit(
-            train, known
-        )
+        rec = Recommender(
+            model=name, epochs=args.epochs, seed=args.seed, progress=False, **settings
+        ).fit(train, known)
+        if rec.report_["tuning"] is not None:
+            print(name, "tuning:", rec.report_["tuning"], file=sys.stderr, flush=True)
         seconds = time.perf_counter() - started
         fitted[name] = rec
         if task is None:  # the first model must embed every listing (a feature model)

@@ -610,7 +610,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cold_valid_columns = ctx.items.get_indexer(split.cold_valid_items)
     wanted = set(args.only.split(",")) if args.only else None
     rows = []
-    for method in methods(args.smoke, dict(_setting(s) for s in args.set)):
+    for method in methods(args.smoke, dict(parse_setting(s) for s in args.set)):
         if wanted and not any(w.lower() in method.name.lower() for w in wanted):
             continue
         row: dict[str, Any] = {"name": method.name, "warm": method.warm, "cold": method.cold}
@@ -973,7 +973,7 @@ def markdown(results: dict[str, Any]) -> str:
     )
 
 
-def _setting(text: str) -> tuple[str, Any]:
+def parse_setting(text: str) -> tuple[str, Any]:
     """``KEY=VALUE`` as (key, value): the value as JSON (0.5, true, "x"), else as text."""
     key, sep, value = text.partition("=")
     if not sep or not key:

@@ -21,8 +21,10 @@ def test_evaluation_benchmark_on_tiny_data(tmp_path: Path) -> None:
     page.write_text(f"{CARS[0]}\nSTALE-TABLE\n{kept}")
     command = [sys.executable, str(SCRIPT), "--size", "tiny", "--models", "hybrid,mf"]
     command += ["--epochs", "2", "--skip-movielens", "--data", str(tmp_path), "--out", str(page)]
+    command += ["--set", "tune=2"]  # a parameter for embedrec's models: each searches
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "hybrid tuning: {'budget_seconds': 2" in done.stderr
     text = page.read_text()
     cars = text.split(CARS[0])[1].split(CARS[1])[0]
     for row in ("| hybrid |", "| mf |", "| EASE |", "| feature similarity (cold) |"):

@@ -137,3 +137,28 @@ def test_importing_embedrec_leaves_scikit_learn_unloaded():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_listings_seen_in_the_hold_out_only_are_embedded_by_their_features(blocks):
+    events, listings, _, _ = blocks
+    # the last listings appear only after every other event: in the time hold-out
+    late = listings["listing_id"].iloc[-6:]
+    events = events.copy()
+    events.loc[events["listing_id"].isin(late), "timestamp"] += 10_000_000
+    rec = Recommender(epochs=2, batch_size=256, refit=False, progress=False).fit(events, listings)
+    model = rec.model_
+    rows = torch.as_tensor(rec.listings_.indices(late.to_numpy()))
+    assert bool((rows < rec.n_trained_listings_).all())  # trained listings' rows
+    # no pair of the training part trained their ids: dropped, not random
+    assert torch.count_nonzero(model.listing_id.weight[rows]) == 0
+    others = torch.arange(rec.n_trained_listings_)[
+        ~torch.isin(torch.arange(rec.n_trained_listings_), rows)
+    ]
+    assert bool(model.listing_id.weight[others].abs().sum(dim=1).gt(0).all())
+    # so their vectors are those of new listings with the same features
+    with torch.no_grad():
+        by_id = model.listing_vectors(rows)
+        by_features = model.vectors_from_features(
+            model.features_of(rows), torch.full_like(rows, -1)
+        )
+    torch.testing.assert_close(by_id, by_features)

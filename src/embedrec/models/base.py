@@ -217,6 +217,11 @@ class RecModel(nn.Module):
         forget them. The first user rows here are ``previous``'s rows ``old_users`` (None:
         its rows in order)."""
 
+    def forget_untrained_ids(self, trained: torch.Tensor) -> None:
+        """Before training on pairs whose listings are the rows ``trained``: a model that
+        can embed a listing by its features drops the ids that these pairs never train
+        (listings seen in a hold-out only), so that it embeds them as it embeds new ones."""
+
     # ------------------------------------------------------------------ rows held in part
     def user_tables(self) -> dict[str, nn.Embedding]:
         """The embedding tables with a row per user (``id_tables``), by state-dict name."""

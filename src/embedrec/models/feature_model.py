@@ -50,6 +50,7 @@ class FeatureModel(RecModel):
         self.catalogue_share: tuple[int, int] | None = None  # (rank, world) of a shard
         self._listing_table: PackedTable | None = None  # to rebuild a shard's catalogue
         self._id_world = 1  # ranks among which the listing id rows are held
+        self._carried_ids = 0  # listing rows whose ids a warm start carried over
 
     @classmethod
     def from_shape(cls, shape: Any, **params: Any) -> FeatureModel:
@@ -111,6 +112,29 @@ class FeatureModel(RecModel):
     def listing_inputs(self) -> tuple:
         # the tensors are shared, not copied: nothing changes them in place
         return self.catalogue, self.catalogue_share, self._listing_table
+
+    def continue_inputs(self, previous: RecModel, old_users: torch.Tensor | None = None) -> None:
+        super().continue_inputs(previous, old_users)
+        # the old model's listings keep the ids they learned, in the new data or not
+        self._carried_ids = previous.n_trained_listings
+
+    def forget_untrained_ids(self, trained: torch.Tensor) -> None:
+        # a listing first seen in a time hold-out has a trained listing's row, but no pair
+        # trains its id: that random id would blur its features' vector in validation,
+        # where a new listing has its features alone. A zero id is a dropped id
+        n = self.n_trained_listings
+        unused = torch.ones(n + 1, dtype=torch.bool)
+        unused[trained[trained < n].cpu()] = False
+        unused[: self._carried_ids] = False
+        unused[n] = False  # the placeholder row
+        held = self.held_rows.get("listing_id.weight")
+        rows = torch.arange(n + 1) if held is None else held[0]
+        drop = unused[rows.clamp(max=n)]
+        if bool(drop.any()):
+            weight = self.listing_id.weight
+            with torch.no_grad():
+                weight[drop.to(weight.device)] = 0.0
+            self.refresh()
 
     def set_catalogue(self, features: dict[str, torch.Tensor]) -> None:
         """Feature tensors of the model's listing rows (from ``pipeline.transform``)."""

@@ -160,6 +160,7 @@ class HybridTwoTower(FeatureModel):
         self.set_histories(tensors["histories.rows"], tensors["histories.lengths"])
 
     def continue_inputs(self, previous: RecModel, old_users: torch.Tensor | None = None) -> None:
+        super().continue_inputs(previous, old_users)
         # a user absent from the new data keeps the history the old model read, and one
         # present reads the new listings first, then the old ones
         old_rows, old_lengths = previous.histories, previous.history_lengths

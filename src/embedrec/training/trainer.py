@@ -158,6 +158,7 @@ def train(
     model.generator = generator
     model.to(device)
     pairs, log_q, trained = training_pairs(model, data, config, device, group)
+    model.forget_untrained_ids(trained)
     # what reading the data, transforming the features and ordering the pairs freed: on a
     # rank of a 70-day run about 270 MB that its training steps would never use again
     release_free_memory()
