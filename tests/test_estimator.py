@@ -162,3 +162,21 @@ def test_listings_seen_in_the_hold_out_only_are_embedded_by_their_features(block
             model.features_of(rows), torch.full_like(rows, -1)
         )
     torch.testing.assert_close(by_id, by_features)
+
+
+def test_a_rank_drops_the_untrained_ids_among_the_rows_it_holds(blocks):
+    events, listings, _, _ = blocks
+    rec = Recommender(model="hybrid", epochs=1, batch_size=256, progress=False)
+    prepared = rec.prepare(events, listings)
+    whole = rec.build_model(prepared, prepared.data)
+    rank = rec.build_model(prepared, prepared.data)
+    rank._hold_own_listing_ids(1, 2)  # as rank 1 of 2 holds them: rows 1, 3, 5, ...
+    n = whole.n_trained_listings
+    trained = torch.arange(0, n, 3)  # the rows the training pairs reach
+    for model in (whole, rank):
+        model.forget_untrained_ids(trained)
+    held = torch.cat([torch.arange(1, n, 2), torch.tensor([n])])
+    torch.testing.assert_close(rank.listing_id.weight, whole.listing_id.weight[held])
+    dropped = ~torch.isin(torch.arange(n), trained)
+    assert torch.count_nonzero(whole.listing_id.weight[:n][dropped]) == 0
+    assert bool(whole.listing_id.weight[trained].abs().sum(dim=1).gt(0).all())

@@ -174,6 +174,17 @@ def test_a_warm_model_starts_with_the_old_vectors(base, update):
         assert torch.allclose(model.user_vectors(users), old.user_vectors(users), atol=1e-6)
 
 
+def test_a_warm_start_keeps_the_ids_of_old_listings_the_new_day_lacks(base, update):
+    _, warm = update
+    model = Recommender(**SETTINGS, **QUIET).build_model(warm, warm.data)
+    old_rows = base.n_trained_listings_  # the first rows: the old model's trained listings
+    trained = np.unique(warm.data.listing_idx)
+    assert len(np.setdiff1d(np.arange(old_rows), trained)) > 0  # some not viewed that day
+    model.forget_untrained_ids(torch.as_tensor(trained))
+    # the training pairs reach only the day's listings, but the old ones keep what they learned
+    assert torch.equal(model.listing_id.weight[:old_rows], base.model_.listing_id.weight[:old_rows])
+
+
 def test_a_tiny_learning_rate_keeps_old_vectors(cars):
     events, listings = cars
     mf = {"model": "mf", "dim": 16, "epochs": 2, "validation_fraction": 0.0, "seed": 0}
