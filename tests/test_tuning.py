@@ -114,9 +114,10 @@ def test_tune_must_be_a_positive_number_of_seconds(tune):
         Recommender(tune=tune).check_params()
 
 
-def test_tune_needs_the_time_hold_out():
+def test_tune_needs_the_time_hold_out_unless_it_continues_a_search():
     with pytest.raises(ValueError, match="validation_fraction"):
         Recommender(tune=60, validation_fraction=0).check_params()
+    Recommender(tune=60, validation_fraction=0).check_params(continuing=True)
 
 
 def test_train_tune_prints_what_it_tried_and_the_model_keeps_it(data, tmp_path):
@@ -237,6 +238,14 @@ def test_a_warm_start_continues_the_old_search_instead_of_searching_again(
     assert expected.report_["tuning"] is None  # without tune, the settings as given
     for name, value in expected.model_.state_dict().items():
         torch.testing.assert_close(update.model_.state_dict()[name], value, msg=name)
+    # a continued choice needs no hold-out: an update without one is no error
+    whole = {"validation_fraction": 0.0, "epochs": 1}
+    quick = Recommender(**given | whole, progress=False).fit(
+        events, listings, init_from=tmp_path / "old"
+    )
+    assert quick.report_["tuning"]["chosen"] == chosen
+    with pytest.raises(ValueError, match="validation_fraction"):
+        Recommender(**given | whole, progress=False).fit(events, listings)
     # the command line says so
     events.to_parquet(tmp_path / "events.parquet")
     listings.to_parquet(tmp_path / "listings.parquet")

@@ -337,7 +337,7 @@ def _read_config(path: str, explicit: set[str]) -> dict[str, Any]:
             file=path,
         )
     try:
-        Recommender(**params).check_params()
+        Recommender(**params).check_params(continuing=True)  # fit checks the rest
     except (TypeError, ValueError) as exc:
         raise DataError(f"[train]: {exc}", file=path) from None
     return params

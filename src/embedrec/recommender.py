@@ -257,8 +257,10 @@ class Recommender:
         changed = {k: v for k, v in self.get_params().items() if v != defaults[k]}
         return f"Recommender({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
 
-    def check_params(self) -> None:
-        """Raise ValueError naming the first bad parameter; ``fit`` calls it before any work."""
+    def check_params(self, continuing: bool = False) -> None:
+        """Raise ValueError naming the first bad parameter; ``fit`` calls it before any work.
+        ``continuing``: for a warm start, whose ``tune`` continues the old search and so
+        needs no hold-out of its own."""
         chosen = model_class(self.model)
         defaults = self.defaults()
         for name in sorted({n for cls in MODELS.values() for n in cls.hyperparameters}):
@@ -272,7 +274,7 @@ class Recommender:
         if tune is not None:
             if isinstance(tune, bool) or not isinstance(tune, Real) or not tune > 0:
                 raise ValueError(f"tune must be a positive number of seconds, got {tune!r}")
-            if self.validation_fraction <= 0:
+            if self.validation_fraction <= 0 and not continuing:
                 raise ValueError("tune searches on the time hold-out: validation_fraction > 0")
         check_workers(self.workers, resolve_device(self.device))
 
@@ -321,7 +323,7 @@ class Recommender:
         ``torchrun`` with several processes, fit trains data-parallel: each process reads the
         events of its own users and every process ends with the same model.
         """
-        self.check_params()
+        self.check_params(continuing=init_from is not None)
         if (checkpoint_every is not None or resume) and checkpoint_dir is None:
             raise ValueError("checkpoint_every and resume need a checkpoint_dir")
         group = Group.join(resolve_device(self.device)) if launched() else None
