@@ -66,6 +66,37 @@ def test_numeric_timestamps_are_whole_epoch_seconds():
     assert loaded["timestamp"].dtype == np.int64
 
 
+def test_epoch_milliseconds_are_refused_not_read_as_seconds(tmp_path):
+    # read as seconds they would lie past the year 50,000 and fall outside every window
+    frame = pd.DataFrame(
+        {"user_id": ["u", "v"], "listing_id": ["a", "b"], "timestamp": [1, 1_767_225_600_000]}
+    )
+    path = tmp_path / "events.parquet"
+    frame.to_parquet(path)
+    for window in ({}, {"until": "2026-12-01"}):  # the window must not skip that row
+        with pytest.raises(DataError, match="1767225600000 is not epoch seconds") as caught:
+            load_interactions(path, **window)
+        assert located(caught.value) == (str(path), 2, "timestamp", None)
+    text = write(tmp_path, "events.csv", HEADER + "u,a,1767225600\nu,b,1767225600000\n")
+    with pytest.raises(DataError, match="milliseconds divided by 1000") as caught:
+        load_interactions(text)
+    assert located(caught.value) == (str(text), 2, "timestamp", 3)
+
+
+def test_dates_past_2262_are_read_and_windows_may_end_there(tmp_path):
+    # nanoseconds since 1970 end in 2262; seconds do not
+    path = write(tmp_path, "events.csv", HEADER + "u,a,2026-01-01T00:00:00Z\nu,b,3026-01-01\n")
+    assert load_interactions(path)["timestamp"].tolist() == [1767225600, 33324134400]
+    stamps = pd.to_datetime(["2026-01-01", "2026-01-02"], utc=True).astype("datetime64[ns, UTC]")
+    parquet = tmp_path / "events.parquet"
+    pd.DataFrame({"user_id": ["u", "v"], "listing_id": ["a", "b"], "timestamp": stamps}).to_parquet(
+        parquet
+    )
+    assert len(load_interactions(parquet, since="2026-01-02", until="3000-01-01")) == 1
+    with pytest.raises(DataError, match="no events since 3000-01-01"):
+        load_interactions(parquet, since="3000-01-01")
+
+
 def test_text_timestamps_mix_iso_and_epoch_seconds(tmp_path):
     path = write(
         tmp_path,

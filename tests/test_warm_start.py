@@ -13,6 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from embedrec.cli import main
+from embedrec.data.errors import DataError
 from embedrec.data.schema import FeatureSpec
 from embedrec.datasets.cars import generate_cars
 from embedrec.features.categorical import CategoricalEncoder
@@ -215,6 +216,17 @@ def test_settings_that_shape_the_model_must_match(base, cars):
         Recommender(**SETTINGS | {"dim": 8}, **QUIET).fit(events, listings, init_from=base)
     with pytest.raises(ValueError, match="model='mf'"):
         Recommender(model="mf", **QUIET).fit(events, listings, init_from=base)
+
+
+def test_an_update_whose_listings_lack_a_feature_column_is_refused(base, cars, tmp_path):
+    events, listings = cars
+    # joined with the old listings, the missing column would be blank for every listing
+    # of the new table: its values erased, its filters matching nothing
+    path = tmp_path / "listings.parquet"
+    listings.drop(columns="make").to_parquet(path)
+    with pytest.raises(DataError, match="no column 'make', which feature 'make'") as error:
+        Recommender(**QUICK, **QUIET).fit(events, path, since=UPDATE_DAY, init_from=base)
+    assert error.value.file == str(path) and error.value.column == "make"
 
 
 # ---------------------------------------------------------------------------- end to end

@@ -21,7 +21,7 @@ from pandas._libs.parsers import STR_NA_VALUES
 
 from embedrec.data.errors import DataError
 from embedrec.data.ids import MAX_ID_LENGTH, id_problem, invalid_ids, shard_of
-from embedrec.data.sources import Dataset, Piece, Window, is_dataset
+from embedrec.data.sources import MAX_EPOCH_SECONDS, Dataset, Piece, Window, is_dataset
 from embedrec.geo import LAT_LON_COLUMNS
 
 logger = logging.getLogger(__name__)
@@ -302,8 +302,7 @@ def _parse_timestamps(values: pd.Series, name: str) -> np.ndarray:
             "missing timestamp", name, int(np.flatnonzero(values.isna().to_numpy())[0]), "timestamp"
         )
     if pd.api.types.is_datetime64_any_dtype(values):
-        parsed = pd.to_datetime(values, utc=True).astype("datetime64[ns, UTC]")
-        return (parsed.astype(np.int64) // 1_000_000_000).to_numpy()
+        return _epoch_seconds(pd.to_datetime(values, utc=True))
     if pd.api.types.is_numeric_dtype(values):
         seconds = values.to_numpy(dtype=np.float64)
         bad = ~np.isfinite(seconds)
@@ -311,6 +310,7 @@ def _parse_timestamps(values: pd.Series, name: str) -> np.ndarray:
             _fail(
                 "timestamp is not a finite number", name, int(np.flatnonzero(bad)[0]), "timestamp"
             )
+        _check_epoch_seconds(seconds, values, name)
         return seconds.astype(np.int64)
     text = values.astype(str)
     numeric = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
@@ -326,8 +326,31 @@ def _parse_timestamps(values: pd.Series, name: str) -> np.ndarray:
             row,
             "timestamp",
         )
-    seconds = parsed.astype("datetime64[ns, UTC]").astype(np.int64).to_numpy() // 1_000_000_000
+    _check_epoch_seconds(np.where(is_number, numeric, 0.0), text, name)
+    seconds = _epoch_seconds(parsed.fillna(pd.Timestamp(0, tz="UTC")))
     return np.where(is_number, np.nan_to_num(numeric), seconds).astype(np.int64)
+
+
+def _epoch_seconds(moments: pd.Series) -> np.ndarray:
+    """Epoch seconds of UTC datetimes, through a resolution of seconds: a year past 2262
+    (a typo, say) has no nanoseconds since 1970 in 64 bits, but it has seconds."""
+    return moments.astype("datetime64[s, UTC]").astype(np.int64).to_numpy()
+
+
+def _check_epoch_seconds(seconds: np.ndarray, values: pd.Series, name: str) -> None:
+    """Numbers are epoch seconds: one far past any date in seconds is most likely epoch
+    milliseconds (or finer), which read as seconds would land tens of thousands of years
+    ahead and be dropped by every time window without a word."""
+    beyond = np.abs(seconds) >= MAX_EPOCH_SECONDS
+    if beyond.any():
+        row = int(np.flatnonzero(beyond)[0])
+        _fail(
+            f"timestamp {values.iloc[row]} is not epoch seconds: as seconds it lies past the "
+            "year 5000; give epoch seconds (milliseconds divided by 1000) or ISO-8601",
+            name,
+            row,
+            "timestamp",
+        )
 
 
 def _event_weights(events: pd.Series, weights: Mapping[str, float], name: str) -> np.ndarray:

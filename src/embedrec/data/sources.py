@@ -40,6 +40,11 @@ _WILDCARDS = re.compile(r"[*?\[]")
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 
 
+# numeric timestamps are epoch seconds; one this large (past the year 5000) is refused as
+# most likely milliseconds, so a time window must never skip the rows that hold one
+MAX_EPOCH_SECONDS = 1e11
+
+
 @dataclass(frozen=True)
 class Window:
     """Rows with ``since <= timestamp < until`` (epoch seconds, UTC; None: unbounded)."""
@@ -75,21 +80,28 @@ class Window:
     def expression(self, field: pa.Field) -> ds.Expression | None:
         """The window as a filter on ``field`` for row-group statistics; None where the
         column's type has no order we can compare (text timestamps are parsed later)."""
-        bounds = []
+        numeric = pa.types.is_integer(field.type) or pa.types.is_floating(field.type)
+        if not (numeric or pa.types.is_timestamp(field.type)):
+            return None
+        column = ds.field(field.name)
+        inside = ds.scalar(True)
         for value, bound in ((self.since, "since"), (self.until, "until")):
             if value is None:
                 continue
-            if pa.types.is_timestamp(field.type):
-                moment = datetime.fromtimestamp(value, UTC)
-                moment = moment if field.type.tz else moment.replace(tzinfo=None)
-                scalar = pa.scalar(moment, type=pa.timestamp("us", field.type.tz))
-            elif pa.types.is_integer(field.type) or pa.types.is_floating(field.type):
+            if numeric:
                 scalar = pa.scalar(value)
             else:
-                return None
-            column = ds.field(field.name)
-            bounds.append(column >= scalar if bound == "since" else column < scalar)
-        return bounds[0] & bounds[1] if len(bounds) == 2 else (bounds[0] if bounds else None)
+                # in the column's own unit: a bound past what that unit holds in 64 bits
+                # (after 2262 in nanoseconds) is clamped to it instead of failing the cast
+                unit = field.type.unit
+                ticks = value * {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[unit]
+                ticks = max(-(2**63) + 1, min(2**63 - 1, ticks))
+                scalar = pa.scalar(ticks).cast(pa.timestamp(unit, field.type.tz))
+            inside &= column >= scalar if bound == "since" else column < scalar
+        if numeric:
+            # rows whose number is no epoch seconds are read, so that they are refused
+            inside |= (column >= MAX_EPOCH_SECONDS) | (column <= -MAX_EPOCH_SECONDS)
+        return inside
 
     def describe(self) -> str:
         def show(value: int | None) -> str:

@@ -19,6 +19,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from embedrec.data.errors import DataError
 from embedrec.data.ids import IdMap
 from embedrec.data.packed import PackedTable
 from embedrec.data.prepare import Interactions
@@ -112,10 +113,12 @@ def continue_from(previous: Fitted, prepared: TrainingData, source: str | None) 
         new.weight,
         dict(new.report),
     )
+    fresh = prepared.listings.frame()
+    _check_feature_columns(previous, fresh, prepared.listings.attrs.get("source"))
     # fields from the new table; a listing it lacks keeps the fields the old model had
     kept = previous.listing_table_
     kept = kept[new.listings.indices(kept["listing_id"]) < 0]
-    table = pd.concat([prepared.listings.frame(), kept], ignore_index=True)
+    table = pd.concat([fresh, kept], ignore_index=True)
     table.attrs = dict(prepared.listings.attrs)
     table = in_order(table, listings)
     pipeline = None
@@ -145,6 +148,21 @@ def continue_from(previous: Fitted, prepared: TrainingData, source: str | None) 
         source=source,
         added=added,
     )
+
+
+def _check_feature_columns(previous: Fitted, table: pd.DataFrame, source: str | None) -> None:
+    """Raise DataError when ``table`` lacks a column the old model's features read: joined
+    with the old listings' table, that column would be silently empty for every listing in
+    the new one (its values erased, its filters matching nothing)."""
+    for spec in [] if previous.pipeline_ is None else previous.pipeline_.specs:
+        for column in spec.columns:
+            if column not in table.columns:
+                raise DataError(
+                    f"listings table has no column '{column}', which feature '{spec.name}' "
+                    "of the model continued from reads",
+                    file=source,
+                    column=column,
+                )
 
 
 def carry_over(model: RecModel, prepared: WarmStart) -> None:
