@@ -145,6 +145,45 @@ def test_dataframes_are_accepted_and_keep_integer_ids():
     assert loaded["timestamp"].tolist() == [1767225600, 1767312000]
 
 
+def test_numeric_event_ids_meet_a_listings_csv_whose_slug_makes_its_ids_strings(tmp_path):
+    # every listing of the events is in the table: none may be skipped as unknown
+    events = write(tmp_path, "events.csv", "user_id,listing_id,timestamp\nu1,64,1\nu1,7,2\n")
+    table = write(tmp_path, "listings.csv", "listing_id,price\n64,1\n7,2\nqashqai-dresden,3\n")
+    data = prepare(load_interactions(events), load_listings(table))
+    assert data.report["events_skipped_unknown_listing"] == 0
+    assert data.listings.external([0, 1]) == ["64", "7"]  # as the listings table holds them
+    # and the other way round: plainly written numbers among string event ids
+    events = write(tmp_path, "events.csv", "user_id,listing_id,timestamp\nu1,64,1\nu1,x,2\n")
+    table = write(tmp_path, "listings.csv", "listing_id,price\n64,1\n7,2\n")
+    data = prepare(load_interactions(events), load_listings(table))
+    assert data.report["events_skipped_unknown_listing"] == 1
+    assert data.listings.external([0]) == [64] and data.listings.ids.dtype == np.int64
+
+
+def test_event_ids_unknown_for_their_spelling_of_an_integer_are_explained(tmp_path):
+    events = write(tmp_path, "events.csv", "user_id,listing_id,timestamp\nu1,064,1\nu1,07,2\n")
+    table = write(tmp_path, "listings.csv", "listing_id,price\n64,1\n7,2\n")
+    with pytest.raises(DataError, match="unknown_listing: 2") as caught:
+        prepare(load_interactions(events), load_listings(table))
+    message = str(caught.value)
+    assert "listings table's listing_id are integers" in message
+    assert "interactions' are strings such as '064'" in message
+
+
+def test_a_warm_start_reads_the_new_ids_in_the_models_types(tmp_path):
+    events = write(tmp_path, "day.csv", "user_id,listing_id,timestamp\n175,64,1\n7,65,2\n")
+    read = load_interactions(events, model_ids={"user_id": pd.Index(["U1"], dtype=object)})
+    assert read["user_id"].tolist() == ["175", "7"]
+    table = write(tmp_path, "listings.csv", "listing_id,price\n64,1\n065,2\n")
+    with pytest.raises(DataError, match="'065' is not an integer, but the model") as caught:
+        load_listings(table, model_ids={"listing_id": pd.Index([64])})
+    assert (caught.value.file, caught.value.row, caught.value.column) == (
+        str(table),
+        2,
+        "listing_id",
+    )
+
+
 def test_skips_are_counted_never_silent():
     events = load_interactions(
         pd.DataFrame(

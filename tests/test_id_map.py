@@ -6,7 +6,9 @@ import tracemalloc
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+import pytest
 
+from embedrec.data.errors import DataError
 from embedrec.data.ids import IdMap
 
 
@@ -64,4 +66,32 @@ def test_many_arrow_string_ids_are_looked_up_by_their_distinct_values() -> None:
     assert ids.indices(arrow).tolist() == expected.tolist()
     assert ids.indices(pd.Series([None] * 20, dtype="str")).tolist() == [-1] * 20
     numbers = IdMap(pd.Index([3, 1]))
-    assert numbers.indices(pd.Series(["3", "1"] * 10, dtype="str")).tolist() == [-1] * 20
+    assert numbers.indices(pd.Series(["3", "01"] * 10, dtype="str")).tolist() == [0, -1] * 10
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["a request's few", "a table's many"])
+def test_an_id_of_the_other_type_finds_the_id_it_writes(many: bool) -> None:
+    # a CSV types its ids on its own: one slug makes a file's numbers strings
+    repeat = 10 if many else 1
+    words = IdMap(pd.Index(["64", "-3", "qashqai"], dtype=object))
+    asked = [64, np.int64(-3), "64", 65, True] * repeat
+    assert words.indices(asked).tolist() == [0, 1, 0, -1, -1] * repeat
+    assert words.indices(np.array([-3, 64] * repeat)).tolist() == [1, 0] * repeat
+    numbers = IdMap(pd.Index([64, -3, 0]))
+    # only the plain spelling of an integer names it
+    asked = ["64", "-3", "0", "064", " 64", "+64", "64.0", "6_4", "qashqai"] * repeat
+    expected = ([0, 1, 2] + [-1] * 6) * repeat
+    assert numbers.indices(asked).tolist() == expected
+    assert numbers.indices(pd.Series(asked, dtype="str")).tolist() == expected
+    assert numbers.external(numbers.indices(["64"])) == [64]  # the id as the map holds it
+
+
+def test_an_extended_map_keeps_the_type_of_its_ids(tmp_path) -> None:
+    words = IdMap(pd.Index(["64", "x"], dtype=object)).extend([64, 7, "y"])
+    assert words.external([0, 1, 2, 3]) == ["64", "x", "7", "y"]
+    words.save(tmp_path / "words.parquet")  # one type: saved as it is held
+    assert IdMap.load(tmp_path / "words.parquet").external([2]) == ["7"]
+    numbers = IdMap(pd.Index([64])).extend(["7", 64, np.int64(8)])
+    assert numbers.external([0, 1, 2]) == [64, 7, 8] and numbers.ids.dtype == np.int64
+    with pytest.raises(DataError, match="id '07' is not an integer"):
+        numbers.extend(["07"])

@@ -64,6 +64,27 @@ def test_catalogue_restricts_results_and_reports_unknown_ids(fitted_mf, blocks):
     assert {hit.listing_id for hit in result.hits} <= allowed
 
 
+def test_a_catalogue_with_integer_ids_meets_a_model_with_string_ids(blocks):
+    # a model trained on digit strings (a slug in its CSV made them strings), queried with a
+    # catalogue whose CSV holds numbers only: the same listings, vectors and seen ones
+    events, listings, _, _ = blocks
+    number = {name: str(k) for k, name in enumerate(listings["listing_id"])}
+    events = events.assign(listing_id=events["listing_id"].map(number))
+    listings = listings.assign(listing_id=listings["listing_id"].map(number))
+    rec = Recommender(model="mf", epochs=2, seed=0, progress=False).fit(events, listings)
+    today = listings.assign(listing_id=listings["listing_id"].astype(int))
+    retriever = rec.retriever(today)
+    assert retriever.unknown == []
+    [by_model] = rec.similar(["7"], k=5)
+    [by_today] = retriever.similar([7], k=5)
+    assert [int(h.listing_id) for h in by_model.hits] == [h.listing_id for h in by_today.hits]
+    assert [h.score for h in by_model.hits] == [h.score for h in by_today.hits]
+    user = events["user_id"].iloc[0]
+    seen = set(events.loc[events["user_id"] == user, "listing_id"].astype(int))
+    [result] = retriever.recommend([user], k=20)
+    assert not seen & {hit.listing_id for hit in result.hits}
+
+
 def test_save_load_round_trip(fitted_mf, tmp_path):
     path = fitted_mf.save(tmp_path / "model")
     loaded = load(path)

@@ -267,6 +267,20 @@ def test_new_users_listings_and_values_get_rows_and_answer_after_a_reload(base, 
         assert len(results.hits) == 5
 
 
+def test_a_day_whose_user_ids_read_as_integers_continues_a_model_of_string_ids(
+    base, cars, tmp_path
+):
+    events, listings = cars
+    day = events[(events["timestamp"] >= UPDATE_DAY) & (events["timestamp"] < NEXT_DAY)]
+    number = {user: k for k, user in enumerate(day["user_id"].unique())}
+    day = day.assign(user_id=day["user_id"].map(number).astype(np.int64))
+    updated = Recommender(**QUICK, **QUIET).fit(day, listings, init_from=base)
+    assert all(isinstance(user, str) for user in updated.users_.ids)
+    assert "0" in updated.users_
+    updated.save(tmp_path / "new")  # one type of id: saved, not a pyarrow error
+    assert Recommender.load(tmp_path / "new").users_.external([len(base.users_)]) == ["0"]
+
+
 def test_continuing_a_saved_model_does_not_build_its_catalogue(base, cars, tmp_path, monkeypatch):
     # the old model's listing features (a minute at 1M listings) are never read by a warm
     # start: only its weights, ids and histories are

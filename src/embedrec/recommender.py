@@ -6,7 +6,7 @@ import inspect
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from numbers import Real
@@ -331,7 +331,13 @@ class Recommender:
         started = time.perf_counter()
         # a warm start keeps the old model's encoders: fitting new ones would be thrown away
         prepared = self.prepare(
-            interactions, listings, since, until, group, fit_features=previous is None
+            interactions,
+            listings,
+            since,
+            until,
+            group,
+            fit_features=previous is None,
+            model_ids=None if previous is None else previous._id_columns(),
         )
         source = None if isinstance(init_from, Recommender) else str(init_from)
         if previous is not None:
@@ -412,6 +418,10 @@ class Recommender:
         self._retriever = None
         return self
 
+    def _id_columns(self) -> dict[str, pd.Index]:
+        """The fitted ids by the column that holds them."""
+        return {"user_id": self.users_.ids, "listing_id": self.listings_.ids}
+
     def _previous(self, init_from: str | Path | Recommender) -> Recommender:
         """The fitted model a warm start continues, once its architecture is checked."""
         # a warm start reads the old model's weights, ids and histories, not its catalogue
@@ -432,11 +442,14 @@ class Recommender:
         until: object = None,
         group: Group | None = None,
         fit_features: bool = True,
+        model_ids: Mapping[str, pd.Index] | None = None,
     ) -> TrainingData:
         """The data preparation ``fit`` runs: load, validate, map ids, count what is skipped
         and fit the feature encoders the chosen model needs (``group``: this rank's share of
         a distributed run; ``fit_features=False``: check that the features are there but
-        leave the encoders to the caller, as a warm start does)."""
+        leave the encoders to the caller, as a warm start does; ``model_ids``: the ids of
+        the model a warm start continues by column, ``user_id`` and ``listing_id``: the new
+        ids take their types)."""
         chosen = model_class(self.model)
         return prepare_training_data(
             interactions,
@@ -451,6 +464,7 @@ class Recommender:
             until=until,
             group=group,
             fit_features=fit_features,
+            model_ids=model_ids,
         )
 
     def _candidates(

@@ -12,6 +12,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from embedrec.data.errors import DataError
+
 # The one spelling of an integer that names an integer id: ASCII digits, no leading zero, no
 # sign but "-", no spaces (int() also reads " 003 ", "+3", "1_000" and other scripts' digits).
 _CANONICAL_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*)")
@@ -39,6 +41,51 @@ def parse_id(raw: str, dtype: Any) -> int | str:
         if number in _INT64:
             return number
     return raw
+
+
+def holds_integers(ids: pd.Index) -> bool:
+    """Whether ``ids`` (an :func:`id_index`) are integer ids; else they are string ids."""
+    return pd.api.types.is_integer_dtype(ids.dtype)
+
+
+def as_ids_like(ids: pd.Index, values: pd.Series) -> pd.Series:
+    """``values`` in the type of ``ids`` (an :func:`id_index`), so that the same id matches
+    whichever type its source gave it: a CSV types its id column on its own, so one slug
+    among numbers makes every id of that file a string.
+
+    For string ids an integer becomes its plain decimal text (64: "64"); for integer ids a
+    string that writes an integer plainly (:func:`parse_id`) becomes that integer. Any other
+    value is kept as it is, to match no id. ``values`` already of the ids' type come back
+    as they are (the same object).
+    """
+    integers = holds_integers(ids)
+    if _kind(values) == ("integer" if integers else "string"):
+        return values
+    # per distinct id: an event table repeats its ids many times
+    codes, distinct = pd.factorize(values, use_na_sentinel=False)
+    retyped = np.empty(len(distinct), dtype=object)
+    retyped[:] = [_like(integers, value) for value in distinct]
+    converted = pd.Series(retyped[codes], index=values.index, name=values.name)
+    if integers and pd.api.types.infer_dtype(converted) == "integer":
+        return converted.astype(np.int64)
+    return converted
+
+
+def _kind(values: pd.Series) -> str:
+    if pd.api.types.is_integer_dtype(values.dtype):
+        return "integer"
+    if isinstance(values.dtype, pd.StringDtype):
+        return "string"
+    return pd.api.types.infer_dtype(values, skipna=True)
+
+
+def _like(integers: bool, value: object) -> object:
+    """One id in the type of integer (``integers``) or string ids, else ``value``."""
+    if integers and isinstance(value, str):
+        return parse_id(value, np.dtype(np.int64))
+    if not integers and isinstance(value, int | np.integer) and not isinstance(value, bool):
+        return str(int(value))
+    return value
 
 
 def id_problem(text: str) -> str | None:
@@ -151,8 +198,17 @@ class IdMap:
         return self._index[np.asarray(indices, dtype=np.int64)].tolist()
 
     def extend(self, values: pd.Series | np.ndarray | list) -> IdMap:
-        """A new map with the unknown ``values`` appended (existing indices unchanged)."""
-        new = id_index(pd.unique(pd.Series(values)))
+        """A new map with the unknown ``values`` appended (existing indices unchanged), in the
+        type of this map's ids (:func:`as_ids_like`). Raises DataError for a value that
+        cannot be: a string that writes no integer, for integer ids."""
+        distinct = pd.Series(pd.unique(pd.Series(values)))
+        new = id_index(as_ids_like(self._index, distinct))
+        if holds_integers(self._index) and not holds_integers(new):
+            stray = next(v for v in new if not isinstance(v, int | np.integer))
+            raise DataError(
+                f"id {stray!r} is not an integer, and the ids it joins are integers; "
+                "give integer ids in plain decimal (42, not 042)"
+            )
         # positions, not isin: an Arrow-backed index's isin against object ids took 12 s at 1M
         new = new[positions(self._index, new) < 0]
         if len(new) == 0:
@@ -191,7 +247,8 @@ def id_index(values: pd.Index | pd.Series | np.ndarray | list) -> pd.Index:
 
 
 def positions(index: pd.Index, values: pd.Index | pd.Series | np.ndarray | list) -> np.ndarray:
-    """Position of each value in ``index`` (an :func:`id_index`), -1 where absent."""
+    """Position of each value in ``index`` (an :func:`id_index`), -1 where absent. A value of
+    the other type matches the id it writes (:func:`as_ids_like`: 64 finds "64")."""
     if len(values) <= 16:  # a request's few ids: hash lookups, not get_indexer's overhead
         return np.fromiter((_position(index, v) for v in values), np.int64, len(values))
     if isinstance(values, pd.Series | pd.Index) and isinstance(values.dtype, pd.StringDtype):
@@ -203,6 +260,19 @@ def positions(index: pd.Index, values: pd.Index | pd.Series | np.ndarray | list)
 
 
 def _positions(index: pd.Index, values: pd.Index | pd.Series | np.ndarray | list) -> np.ndarray:
+    found = _exact_positions(index, values)
+    missed = np.flatnonzero(found < 0)
+    if len(missed):  # only the misses may be ids of the other type
+        missed_values = pd.Series(pd.Index(values)[missed])
+        retyped = as_ids_like(index, missed_values)
+        if retyped is not missed_values:
+            found[missed] = _exact_positions(index, retyped)
+    return found
+
+
+def _exact_positions(
+    index: pd.Index, values: pd.Index | pd.Series | np.ndarray | list
+) -> np.ndarray:
     if index.dtype == object:  # no dtype inference over the values
         query = pd.Index(np.asarray(values, dtype=object), dtype=object)
         return index.get_indexer(query).astype(np.int64)
@@ -210,6 +280,14 @@ def _positions(index: pd.Index, values: pd.Index | pd.Series | np.ndarray | list
 
 
 def _position(index: pd.Index, value: object) -> int:
+    position = _exact_position(index, value)
+    retyped = _like(holds_integers(index), value)
+    if position < 0 and retyped is not value:
+        return _exact_position(index, retyped)
+    return position
+
+
+def _exact_position(index: pd.Index, value: object) -> int:
     try:
         position = index.get_loc(value)
     except (KeyError, TypeError, ValueError):

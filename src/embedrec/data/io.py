@@ -20,7 +20,14 @@ import pyarrow.parquet as pq
 from pandas._libs.parsers import STR_NA_VALUES
 
 from embedrec.data.errors import DataError
-from embedrec.data.ids import MAX_ID_LENGTH, id_problem, invalid_ids, shard_of
+from embedrec.data.ids import (
+    MAX_ID_LENGTH,
+    as_ids_like,
+    holds_integers,
+    id_problem,
+    invalid_ids,
+    shard_of,
+)
 from embedrec.data.sources import MAX_EPOCH_SECONDS, Dataset, Piece, Window, is_dataset
 from embedrec.geo import LAT_LON_COLUMNS
 
@@ -93,6 +100,7 @@ def load_interactions(
     since: object = None,
     until: object = None,
     shard: tuple[int, int] | None = None,
+    model_ids: Mapping[str, pd.Index] | None = None,
 ) -> pd.DataFrame:
     """Validated interactions: user_id, listing_id, timestamp (int64 epoch seconds), weight.
 
@@ -103,8 +111,11 @@ def load_interactions(
     ``attrs`` holds ``rows_read`` (rows read, in the window or not) and ``files_read``.
     ``shard`` = (k, n) keeps only the events of the users in shard k of n (``shard_of``), chunk
     by chunk, so that a process of a distributed run holds only its own part.
+    ``model_ids``: the ids of the model a warm start continues, by column: ``user_id`` is
+    read in the type of its ids (:func:`_as_model_ids`).
     """
     weights = event_weights or DEFAULT_EVENT_WEIGHTS
+    users = (model_ids or {}).get("user_id")
     window = Window.parse(since, until)
 
     def kept(part: pd.DataFrame) -> pd.DataFrame:
@@ -116,10 +127,10 @@ def load_interactions(
 
     if isinstance(source, pd.DataFrame) or not is_dataset(source):
         frame, name = _frame(source)
-        out, rows = kept(_interactions(frame, name, weights)), len(frame)
+        out, rows = kept(_interactions(frame, name, weights, users)), len(frame)
         files = 0 if isinstance(source, pd.DataFrame) else 1
     else:
-        out, name, rows, files = _read_interactions(source, weights, window, kept)
+        out, name, rows, files = _read_interactions(source, weights, window, kept, users)
     if out.empty and shard is None:
         raise DataError(f"no events {window.describe()} ({rows:,} rows read)", file=name)
     out = out.reset_index(drop=True)
@@ -140,13 +151,14 @@ def _read_interactions(
     weights: Mapping[str, float],
     window: Window,
     kept: Callable[[pd.DataFrame], pd.DataFrame],
+    users: pd.Index | None,
 ) -> tuple[pd.DataFrame, str, int, int]:
     """Chunk by chunk, so that only the four validated columns of each are kept."""
     dataset = Dataset.open(source, window)
     parts, rows, files, chunk = [], 0, set(), []
 
     def flush() -> None:
-        part = _validated(chunk, lambda frame: _interactions(frame, dataset.name, weights))
+        part = _validated(chunk, lambda frame: _interactions(frame, dataset.name, weights, users))
         parts.append(kept(part))
         chunk.clear()
 
@@ -189,12 +201,17 @@ def _validated(
 
 
 def _interactions(
-    frame: pd.DataFrame, name: str, event_weights: Mapping[str, float]
+    frame: pd.DataFrame,
+    name: str,
+    event_weights: Mapping[str, float],
+    model_users: pd.Index | None = None,
 ) -> pd.DataFrame:
     _require_columns(frame, INTERACTION_COLUMNS, name)
     for column in ID_COLUMNS:
         _check_ids(frame[column], name, column)
-    out = pd.DataFrame({"user_id": frame["user_id"], "listing_id": frame["listing_id"]})
+    # the listing ids meet the listings table in ``prepare``, which skips the unknown ones
+    user_ids = _as_model_ids(frame["user_id"], model_users, name, "user_id")
+    out = pd.DataFrame({"user_id": user_ids, "listing_id": frame["listing_id"]})
     out["timestamp"] = _parse_timestamps(frame["timestamp"], name)
     weight = np.ones(len(frame), dtype=np.float32)
     if "event" in frame.columns:
@@ -205,26 +222,32 @@ def _interactions(
     return out
 
 
-def load_listings(source: Source) -> pd.DataFrame:
+def load_listings(source: Source, model_ids: Mapping[str, pd.Index] | None = None) -> pd.DataFrame:
     """Validated listings: unique, non-empty listing_id plus feature columns.
 
     Numbers may be missing (NaN) but not infinite; lat/lon must be valid coordinates.
+    ``model_ids``: as for :func:`load_interactions`; ``listing_id`` is read in the type of
+    its ids.
     """
+    model_listings = (model_ids or {}).get("listing_id")
     if isinstance(source, pd.DataFrame) or not is_dataset(source):
         frame, name = _frame(source)
-        return _listings(frame, name)
+        return _listings(frame, name, model_listings)
     dataset = Dataset.open(source)
     pieces = list(dataset.pieces(("listing_id",)))
     sizes = np.array([piece.batch.num_rows for piece in pieces], dtype=np.int64)
     if sizes.sum() == 0:
         raise DataError(_no_rows(dataset), file=dataset.name)
     # one frame: a duplicate may sit in another file than its first
-    return _validated(pieces, lambda frame: _listings(frame, dataset.name))
+    return _validated(pieces, lambda frame: _listings(frame, dataset.name, model_listings))
 
 
-def _listings(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+def _listings(frame: pd.DataFrame, name: str, model_listings: pd.Index | None) -> pd.DataFrame:
     _require_columns(frame, ("listing_id",), name)
     _check_ids(frame["listing_id"], name, "listing_id")
+    if model_listings is not None:
+        listing_ids = _as_model_ids(frame["listing_id"], model_listings, name, "listing_id")
+        frame = frame.assign(listing_id=listing_ids)
     duplicated = frame["listing_id"].duplicated().to_numpy()
     if duplicated.any():
         row = int(np.flatnonzero(duplicated)[0])
@@ -270,6 +293,25 @@ def _require_columns(frame: pd.DataFrame, required: tuple[str, ...], name: str) 
             file=name,
             column=missing[0],
         )
+
+
+def _as_model_ids(ids: pd.Series, model: pd.Index | None, name: str, column: str) -> pd.Series:
+    """``ids`` in the type of ``model``'s (:func:`as_ids_like`), so that a model with string
+    ids continued on a day whose ids read as integers keeps one type of id. Raises for a
+    string that writes no integer where the model's ids are integers."""
+    if model is None:
+        return ids
+    typed = as_ids_like(model, ids)
+    if holds_integers(model) and not pd.api.types.is_integer_dtype(typed.dtype):
+        row = int(np.flatnonzero([isinstance(v, str) for v in typed])[0])
+        _fail(
+            f"{column} {ids.iloc[row]!r} is not an integer, but the model this continues "
+            f"holds integer ids; write integer ids plainly (42, not 042)",
+            name,
+            row,
+            column,
+        )
+    return typed
 
 
 def _check_ids(ids: pd.Series, name: str, column: str) -> None:

@@ -10,7 +10,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from embedrec.data.errors import DataError
-from embedrec.data.ids import IdMap
+from embedrec.data.ids import IdMap, as_ids_like, holds_integers, id_index, positions
 
 # pairs whose histories are placed at a time
 HISTORY_CHUNK = 1 << 20
@@ -88,11 +88,22 @@ def prepare(
     read = ("rows_read", "files_read")
     report |= {k: int(interactions.attrs[k]) for k in read if k in interactions.attrs}
     frame = interactions
+    hint = ""
     if listings is not None:
-        known = pd.Index(listings["listing_id"])
-        unknown = known.get_indexer(pd.Index(frame["listing_id"])) < 0
+        known = id_index(listings["listing_id"])
+        # the events' listing ids in the table's type: a CSV types its ids on its own
+        given = frame["listing_id"]
+        listing_ids = as_ids_like(known, given)
+        if listing_ids is not given:
+            frame = frame.assign(listing_id=listing_ids)
+        unknown = positions(known, listing_ids) < 0
         report["events_skipped_unknown_listing"] = int(unknown.sum())
+        if unknown.all():
+            hint = _type_hint(known, listing_ids)
         frame = _without(frame, unknown)
+        if holds_integers(known) and not pd.api.types.is_integer_dtype(frame["listing_id"]):
+            # the strings that wrote no integer were unknown: integers are left
+            frame = frame.assign(listing_id=frame["listing_id"].astype(np.int64))
     if combine is None:
         listing_counts = frame.groupby("listing_id", sort=False)["user_id"].transform("size")
     else:
@@ -113,7 +124,8 @@ def prepare(
                 f"{k.removeprefix('events_skipped_')}: {v}"
                 for k, v in report.items()
                 if k.startswith("events_skipped")
-            ),
+            )
+            + hint,
             file=interactions.attrs.get("source"),
         )
     if combine is None:
@@ -150,6 +162,20 @@ def prepare(
         timestamp=timestamp,
         weight=weight.astype(np.float32),
         report=report,
+    )
+
+
+def _type_hint(known: pd.Index, listing_ids: pd.Series) -> str:
+    """Why no event's listing is in the listings table, where the two tables' ids differ in
+    type (integer ids match only strings that write an integer plainly); else ""."""
+    if holds_integers(known) == pd.api.types.is_integer_dtype(listing_ids.dtype):
+        return ""
+    kinds = ("strings", "integers")
+    return (
+        f" (the listings table's listing_id are {kinds[holds_integers(known)]}, the "
+        f"interactions' are {kinds[not holds_integers(known)]} such as "
+        f"{listing_ids.iloc[0]!r}: an integer id matches only the string that writes it "
+        "plainly, 42 and '42', not '042')"
     )
 
 

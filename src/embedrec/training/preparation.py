@@ -64,12 +64,15 @@ def prepare_training_data(
     until: object = None,
     group: Group | None = None,
     fit_features: bool = True,
+    model_ids: Mapping[str, pd.Index] | None = None,
 ) -> TrainingData:
     """Load and validate both tables, map ids, skip (and count) what cannot be trained on,
     and fit the feature encoders for the model named ``features_for`` (None: a model without
     features). ``since``/``until`` keep the interactions in that time window.
     ``fit_features=False`` checks that the model's features are there but fits no encoders
-    (``pipeline`` stays None): a warm start keeps those of the model it continues. Raises
+    (``pipeline`` stays None): a warm start keeps those of the model it continues, and
+    passes its ids by column (``model_ids``) so that the new ids are read in their types
+    (a DataError names a string id that writes no integer where those are integers). Raises
     DataError naming the file, row and column of bad input, or when that model needs
     features and the listings have none.
 
@@ -84,10 +87,10 @@ def prepare_training_data(
     )
     failure: Exception | None = None
     try:
-        listing_table = load_listings(listings)
+        listing_table = load_listings(listings, model_ids)
         steps.update()
         shard = None if group is None else (group.rank, group.world)
-        events = load_interactions(interactions, event_weights, since, until, shard)
+        events = load_interactions(interactions, event_weights, since, until, shard, model_ids)
         steps.update()
         specs = infer_schema(listing_table, schema, listing_table.attrs.get("source"))
     except (DataError, OSError) as exc:
