@@ -170,6 +170,39 @@ def test_event_ids_unknown_for_their_spelling_of_an_integer_are_explained(tmp_pa
     assert "interactions' are strings such as '064'" in message
 
 
+@pytest.mark.parametrize("column", ["user_id", "listing_id"])
+def test_integer_ids_beyond_int64_are_refused_not_wrapped(tmp_path, column):
+    huge = np.array([5, 2**63 + 5], dtype=np.uint64)
+    events = pd.DataFrame({"user_id": [1, 2], "listing_id": [3, 4], "timestamp": [1, 2]})
+    path = tmp_path / "events.parquet"
+    events.assign(**{column: huge}).to_parquet(path)
+    with pytest.raises(DataError, match="integer id out of range: 9223372036854775813") as caught:
+        load_interactions(path)
+    assert (caught.value.file, caught.value.row, caught.value.column) == (str(path), 2, column)
+    assert "give them as strings" in str(caught.value)
+    listings = pd.DataFrame({"listing_id": pd.Series([7, -(2**63) - 1], dtype=object)})
+    with pytest.raises(DataError, match="out of range: -9223372036854775809") as caught:
+        load_listings(listings)
+    assert (caught.value.row, caught.value.column) == (2, "listing_id")
+    assert load_listings(pd.DataFrame({"listing_id": [2**63 - 1]}))["listing_id"][0] == 2**63 - 1
+
+
+def test_a_column_of_string_and_integer_ids_is_refused_at_its_first_other_type():
+    events = pd.DataFrame(
+        {
+            "user_id": pd.Series(["u0", "u1", 2, "u3"], dtype=object),
+            "listing_id": ["a", "b", "a", "b"],
+            "timestamp": [1, 2, 3, 4],
+        }
+    )
+    with pytest.raises(DataError, match="user_id 2 is of type int, row 1's id of type str"):
+        load_interactions(events)
+    listings = pd.DataFrame({"listing_id": pd.Series([7, "b"], dtype=object)})
+    with pytest.raises(DataError, match="all strings or all integers") as caught:
+        load_listings(listings)
+    assert (caught.value.row, caught.value.column) == (2, "listing_id")
+
+
 def test_a_warm_start_reads_the_new_ids_in_the_models_types(tmp_path):
     events = write(tmp_path, "day.csv", "user_id,listing_id,timestamp\n175,64,1\n7,65,2\n")
     read = load_interactions(events, model_ids={"user_id": pd.Index(["U1"], dtype=object)})

@@ -37,6 +37,7 @@ ID_COLUMNS = ("user_id", "listing_id")
 INTERACTION_COLUMNS = ("user_id", "listing_id", "timestamp")
 DEFAULT_EVENT_WEIGHTS: dict[str, float] = {"view": 1.0, "favorite": 3.0, "contact": 5.0}
 _INTEGER_ID = r"-?(?:0|[1-9][0-9]{0,17})"
+_INT64_MAX = np.iinfo(np.int64).max
 
 Source = str | Path | pd.DataFrame
 # rows of interactions validated at a time: few fixed costs, and a bounded pandas copy
@@ -332,6 +333,43 @@ def _check_ids(ids: pd.Series, name: str, column: str) -> None:
         _fail(
             f"{column} {shown} {id_problem(value)} ({int(invalid.sum())} such rows); ids "
             f"have 1 to {MAX_ID_LENGTH} characters, no '/' and no control characters",
+            name,
+            row,
+            column,
+        )
+    _check_id_types(ids, name, column)
+
+
+def _check_id_types(ids: pd.Series, name: str, column: str) -> None:
+    """Integer ids fit an int64 (a larger one would wrap to another id), and a column's ids
+    are of one type (a string id and an integer one could not be saved together)."""
+    if pd.api.types.is_unsigned_integer_dtype(ids.dtype):
+        _refuse_out_of_range(ids.to_numpy() > _INT64_MAX, ids, name, column)
+    if ids.dtype != object:
+        return
+    kind = pd.api.types.infer_dtype(ids, skipna=True)
+    if kind == "mixed-integer":
+        is_integer = np.array([isinstance(v, int | np.integer) for v in ids])
+        row = int(np.flatnonzero(is_integer != is_integer[0])[0])
+        _fail(
+            f"{column} {ids.iloc[row]!r} is of type {type(ids.iloc[row]).__name__}, row 1's "
+            f"id of type {type(ids.iloc[0]).__name__}: a column's ids are all strings or all "
+            "integers (convert them to one type)",
+            name,
+            row,
+            column,
+        )
+    if kind == "integer":
+        outside = np.array([not -_INT64_MAX - 1 <= v <= _INT64_MAX for v in ids])
+        _refuse_out_of_range(outside, ids, name, column)
+
+
+def _refuse_out_of_range(outside: np.ndarray, ids: pd.Series, name: str, column: str) -> None:
+    if outside.any():
+        row = int(np.flatnonzero(outside)[0])
+        _fail(
+            f"integer id out of range: {ids.iloc[row]} (ids must fit in a signed 64-bit "
+            "integer; give them as strings)",
             name,
             row,
             column,
