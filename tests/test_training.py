@@ -11,7 +11,7 @@ from embedrec.data.prepare import Interactions, recent_listings, time_order
 from embedrec.models.hybrid import HybridTwoTower
 from embedrec.recommender import Recommender
 from embedrec.training import trainer as trainer_module
-from embedrec.training.losses import in_batch_softmax, sampled_softmax
+from embedrec.training.losses import bpr, in_batch_softmax, sampled_softmax
 from embedrec.training.trainer import (
     TrainConfig,
     bf16_steps,
@@ -74,6 +74,23 @@ def test_softmax_loss_gradients_match_autograd_of_logsumexp():
     loss = in_batch_softmax(users, vectors, same, log_q, weights, 0.5, 16)
     assert float(loss.detach()) == pytest.approx(0.0, abs=1e-12)
     assert all(torch.isfinite(g).all() for g in torch.autograd.grad(loss, (users, vectors)))
+
+
+def test_a_batch_whose_weights_are_all_zero_contributes_nothing():
+    """0 / 0 would make the loss and every gradient NaN, and the model with them."""
+    gen = torch.Generator().manual_seed(0)
+    users = torch.randn(8, 4, generator=gen, requires_grad=True)
+    vectors = torch.randn(8, 4, generator=gen, requires_grad=True)
+    listings, zero = torch.arange(8), torch.zeros(8)
+    losses = [
+        in_batch_softmax(users, vectors, listings, torch.zeros(8), zero, 0.5, 4),
+        sampled_softmax(users, vectors, listings, vectors[:4], listings[:4], zero),
+        bpr(users, vectors, vectors.flip(0), zero),
+    ]
+    for loss in losses:
+        assert float(loss.detach()) == 0.0
+        gradients = torch.autograd.grad(loss, (users, vectors), allow_unused=True)
+        assert all(g is None or (g == 0).all() for g in gradients)
 
 
 @pytest.mark.slow

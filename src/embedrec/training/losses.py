@@ -119,7 +119,7 @@ class _SoftmaxLoss(torch.autograd.Function):
         exps = torch.sub(logits, top.unsqueeze(1)).exp_()
         positive_exp = (positive - top).exp()
         sums = exps.sum(dim=1).add_(positive_exp)
-        total = weights.sum()
+        total = nonzero(weights.sum())
         ctx.save_for_backward(exps, sums, positive_exp, weights, total)
         losses = sums.log() + top - positive
         return (losses * weights).sum() / total
@@ -144,4 +144,15 @@ def bpr(
 ) -> torch.Tensor:
     """Bayesian personalised ranking: a positive should outscore a sampled negative."""
     margin = ((user_vectors * (positive_vectors - negative_vectors)).sum(dim=1)) / temperature
-    return (F.softplus(-margin) * weights).sum() / weights.sum()
+    return weighted_mean(F.softplus(-margin), weights)
+
+
+def weighted_mean(losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The mean of ``losses`` weighted by ``weights`` (>= 0); 0 where the weights sum to 0."""
+    return (losses * weights).sum() / nonzero(weights.sum())
+
+
+def nonzero(total: torch.Tensor) -> torch.Tensor:
+    """A sum of weights (>= 0) to divide by: 1 where it is 0. A batch whose weights are all 0
+    then contributes a loss and gradients of 0, not 0 / 0 = NaN."""
+    return torch.where(total > 0, total, torch.ones_like(total))

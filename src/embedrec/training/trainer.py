@@ -26,8 +26,10 @@ from embedrec.training.distributed import Group, combine_standard_errors
 from embedrec.training.losses import (
     bpr,
     in_batch_softmax,
+    nonzero,
     sampled_softmax,
     shared_negatives_softmax,
+    weighted_mean,
 )
 from embedrec.training.optim import RowWiseAdagrad
 from embedrec.training.parallel import fork_available, run_workers, share_weights, unshare_weights
@@ -600,7 +602,7 @@ def _batch_loss(
     # each rank's loss is its batch's weighted mean: scaled so that DDP's mean over ranks is
     # the weighted mean over the global batch, as one process with every rank's batch has it
     local = weights.sum().detach()
-    return loss * (group.world * local / group.sum(local))
+    return loss * (group.world * local / nonzero(group.sum(local)))
 
 
 def _rank_loss(
@@ -625,7 +627,7 @@ def _rank_loss(
         logits = model.pair_scores(users.unsqueeze(1), candidates)
         target = torch.zeros(len(users), dtype=torch.long, device=logits.device)
         losses = torch.nn.functional.cross_entropy(logits, target, reduction="none")
-        return (losses * weights).sum() / weights.sum()
+        return weighted_mean(losses, weights)
     user_vectors = model.user_vectors(users, pairs)
     listing_vectors = model.listing_vectors(listings)
     if config.loss == "softmax" and config.negatives_from == "catalogue":
