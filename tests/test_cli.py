@@ -238,6 +238,41 @@ def test_bad_config_setting_names_the_file(tmp_path, cars, setting, message):
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.parametrize(
+    ("config_text", "message"),
+    [
+        ("[train]\nlr = nan\n", "[train]: lr must be a positive finite number, got nan"),
+        (
+            "[train]\nlogq_scale = inf\n",
+            "[train]: logq_scale must be a finite number >= 0, got inf",
+        ),
+        ("[events]\nview = -1.0\n", "[events] view must be a finite number >= 0, got -1.0"),
+        ("[events]\nview = nan\n", "[events] view must be a finite number >= 0, got nan"),
+        ('[events]\ncontact = "5"\n', "[events] contact must be a finite number >= 0, got '5'"),
+    ],
+)
+def test_bad_config_numbers_name_the_section_and_key(tmp_path, cars, config_text, message):
+    config = tmp_path / "train.toml"
+    config.write_text(config_text)
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--interactions",
+            str(cars / "interactions.parquet"),
+            "--listings",
+            str(cars / "listings.parquet"),
+            "--config",
+            str(config),
+            "--out",
+            str(tmp_path / "m"),
+        ],
+    )
+    assert result.exit_code == 2
+    assert result.output == f"error: {config}: {message}\n"
+    assert not (tmp_path / "m").exists()
+
+
 @pytest.mark.slow
 def test_corrupt_model_directory_is_a_clear_error(tmp_path):
     (tmp_path / "manifest.json").write_text("{not json")

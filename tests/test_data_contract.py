@@ -236,6 +236,36 @@ def test_skips_are_counted_never_silent():
     assert set(data.users.ids) == {"u1", "u3"}
 
 
+def test_events_of_weight_zero_are_skipped_and_counted():
+    events = load_interactions(
+        pd.DataFrame(
+            {
+                "user_id": ["u1", "u1", "u2", "u2"],
+                "listing_id": ["a", "b", "a", "c"],
+                "timestamp": [1, 2, 3, 4],
+                "event": ["view", "contact", "view", "view"],
+                "weight": [1.0, 1.0, 0.0, 2.0],
+            }
+        ),
+        {"view": 1.0, "contact": 0.0},
+    )
+    data = prepare(events)
+    assert data.report["events_skipped_zero_weight"] == 2
+    assert data.report["events_used"] == 2 and len(data) == 2
+    assert set(data.listings.ids) == {"a", "c"}  # b had only its weightless contact
+    assert (data.weight > 0).all()
+
+
+def test_events_all_of_weight_zero_leave_nothing_to_train_on(tmp_path):
+    path = write(tmp_path, "events.csv", "user_id,listing_id,timestamp,weight\nu,a,1,0\nu,b,2,0\n")
+    with pytest.raises(DataError) as caught:
+        prepare(load_interactions(path))
+    assert str(caught.value) == (
+        f"{path}: no interactions left to train on after skipping zero_weight: 2, "
+        "rare_listing: 0, rare_user: 0"
+    )
+
+
 def test_repeated_pairs_merge_weights_and_keep_last_time():
     events = load_interactions(
         pd.DataFrame(

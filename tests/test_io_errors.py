@@ -294,6 +294,17 @@ def test_unknown_events_name_the_known_ones():
     assert (caught.value.row, caught.value.column) == (2, "event")
 
 
+@pytest.mark.parametrize("bad", ["x", -0.5, np.nan, np.inf, None, True])
+def test_event_weights_must_be_finite_numbers_at_least_zero(bad):
+    frame = pd.DataFrame({"user_id": ["u"], "listing_id": ["a"], "timestamp": [1]})
+    with pytest.raises(ValueError) as caught:
+        load_interactions(frame, {"view": 1.0, "favorite": bad})
+    assert str(caught.value) == (
+        f"event_weights['favorite'] must be a finite number >= 0, got {bad!r}"
+    )
+    assert load_interactions(frame, {"view": 0, "contact": 2})["weight"].tolist() == [1.0]
+
+
 @pytest.mark.parametrize("bad", ["x", -0.5, np.nan, np.inf])
 def test_a_weight_must_be_a_finite_number_at_least_zero(bad):
     frame = pd.DataFrame(

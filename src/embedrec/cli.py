@@ -19,6 +19,7 @@ import numpy as np
 
 from embedrec.data.errors import DataError
 from embedrec.data.ids import parse_id
+from embedrec.data.io import check_event_weights
 from embedrec.data.schema import SchemaConfig
 from embedrec.models.registry import MODELS
 from embedrec.recommender import Recommender
@@ -325,6 +326,10 @@ def _read_config(path: str, explicit: set[str]) -> dict[str, Any]:
         raise DataError(f"not valid TOML: {exc}", file=path) from None
     params = {k: v for k, v in data.get("train", {}).items() if k not in explicit}
     if "events" in data:
+        try:
+            check_event_weights(data["events"], key=lambda event: f"[events] {event}")
+        except ValueError as exc:
+            raise DataError(str(exc), file=path) from None
         params["event_weights"] = data["events"]
     if "features" in data:
         params["schema"] = SchemaConfig.from_mapping(data["features"], source=path)

@@ -23,7 +23,12 @@ from safetensors.torch import load_file, save_file
 
 from embedrec.bundle import MODEL_FILES, BundleError, read_manifest, write_bundle
 from embedrec.data.ids import IdMap
-from embedrec.data.io import DEFAULT_EVENT_WEIGHTS, load_interactions, load_listings
+from embedrec.data.io import (
+    DEFAULT_EVENT_WEIGHTS,
+    check_event_weights,
+    load_interactions,
+    load_listings,
+)
 from embedrec.data.jsonable import json_text
 from embedrec.data.prepare import Interactions
 from embedrec.data.schema import FeatureSpec, SchemaConfig
@@ -93,7 +98,7 @@ class Recommender:
     hidden, feature_dim : int
         Width of the dense layers, and of each feature's embedding (``hybrid``, ``deep``).
     history : int
-        Recent listings a user vector reads (``hybrid``).
+        Recent listings a user vector reads, at most 1000 (``hybrid``).
     id_dropout : float
         Share of training pairs whose listing id is hidden, so that features alone learn to
         place a listing; half that for user ids (``hybrid``).
@@ -128,7 +133,8 @@ class Recommender:
     min_user_interactions, min_listing_interactions : int
         Users and listings with fewer interactions are skipped (and counted).
     event_weights : mapping or None
-        Weight of each ``event`` type; None: view 1, favorite 3, contact 5.
+        Weight of each ``event`` type, a finite number >= 0 (events of weight 0 are skipped,
+        and counted); None: view 1, favorite 3, contact 5.
     schema : SchemaConfig or None
         Feature types and columns to drop; None: inferred from the listings table.
     seed : int
@@ -270,6 +276,11 @@ class Recommender:
                 raise ValueError(f"{name}={value!r} needs model {needs}")
         chosen.check_params(self.get_params())
         self.train_config(1)  # TrainConfig checks the training settings
+        fraction = self.validation_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, Real) or not 0 <= fraction < 1:
+            raise ValueError(f"validation_fraction must be a number in [0, 1), got {fraction!r}")
+        if self.event_weights is not None:
+            check_event_weights(self.event_weights)
         tune = self.tune
         if tune is not None:
             if isinstance(tune, bool) or not isinstance(tune, Real) or not tune > 0:
@@ -281,7 +292,9 @@ class Recommender:
     def train_config(self, n_pairs: int) -> TrainConfig:
         """The training settings for ``n_pairs`` training pairs (sizes an unset batch)."""
         params = self.get_params()
-        batch_size = self.batch_size or min(4096, max(256, n_pairs // 64))
+        batch_size = self.batch_size
+        if batch_size is None:
+            batch_size = min(4096, max(256, n_pairs // 64))
         names = inspect.signature(TrainConfig).parameters
         return TrainConfig(
             **{k: v for k, v in params.items() if k in names} | {"batch_size": batch_size}

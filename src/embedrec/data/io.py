@@ -2,7 +2,7 @@
 file, a folder (Hive partitions become columns), a glob or a URI (``sources.py``).
 
 Every problem is a DataError naming the file, the row within that file and the column.
-Nothing here drops bad rows: skipping (unknown listings, rare users) happens in ``prepare``
+Nothing here drops rows: skipping (weight 0, unknown listings, rare users) happens in ``prepare``
 and is counted there. A time window (``since``, ``until``) keeps the events inside it; the
 count of rows read is kept in the frame's ``attrs``.
 """
@@ -10,7 +10,9 @@ count of rows read is kept in the frame's ``attrs``.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping
+from numbers import Real
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +44,23 @@ _INT64_MAX = np.iinfo(np.int64).max
 Source = str | Path | pd.DataFrame
 # rows of interactions validated at a time: few fixed costs, and a bounded pandas copy
 CHUNK_ROWS = 1 << 18
+
+
+def check_event_weights(
+    weights: object, key: Callable[[str], str] = lambda event: f"event_weights[{event!r}]"
+) -> None:
+    """Raise ValueError unless ``weights`` maps events to finite numbers >= 0, naming the
+    first bad weight by ``key(event)``. As with the ``weight`` column, 0 is allowed: such
+    events are skipped in training, and counted."""
+    if not isinstance(weights, Mapping):
+        raise ValueError(f"event weights must map each event to its weight, got {weights!r}")
+    for event, value in weights.items():
+        if isinstance(value, bool) or not isinstance(value, Real) or not _is_weight(value):
+            raise ValueError(f"{key(event)} must be a finite number >= 0, got {value!r}")
+
+
+def _is_weight(value: Real) -> bool:
+    return math.isfinite(value) and value >= 0
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -106,7 +125,8 @@ def load_interactions(
     """Validated interactions: user_id, listing_id, timestamp (int64 epoch seconds), weight.
 
     ``weight`` is the event's weight (``event_weights``, default view 1, favorite 3,
-    contact 5) times the optional ``weight`` column. ``since`` and ``until`` (ISO dates or
+    contact 5; each a finite number >= 0, else ValueError) times the optional ``weight``
+    column. ``since`` and ``until`` (ISO dates or
     times, UTC unless they say otherwise) keep the events with since <= timestamp < until;
     Parquet outside the window is not read where partitions or row-group statistics tell.
     ``attrs`` holds ``rows_read`` (rows read, in the window or not) and ``files_read``.
@@ -116,6 +136,7 @@ def load_interactions(
     read in the type of its ids (:func:`_as_model_ids`).
     """
     weights = event_weights or DEFAULT_EVENT_WEIGHTS
+    check_event_weights(weights)
     users = (model_ids or {}).get("user_id")
     window = Window.parse(since, until)
 

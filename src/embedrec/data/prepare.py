@@ -77,17 +77,21 @@ def prepare(
 ) -> Interactions:
     """Map ids to indices and merge repeated pairs.
 
-    Interactions on listings absent from ``listings``, then listings and users below the
-    minimum counts, are skipped; every skip is counted in ``report``. Raises DataError when
-    nothing is left to train on. With ``combine`` (a distributed run whose processes each
-    hold whole users), listing counts and the id maps span every process, so that indices
-    mean the same listing and user everywhere; ``report`` counts this process's events.
+    Events of weight 0, interactions on listings absent from ``listings``, then listings and
+    users below the minimum counts, are skipped; every skip is counted in ``report``. Raises
+    DataError when nothing is left to train on. With ``combine`` (a distributed run whose
+    processes each hold whole users), listing counts and the id maps span every process, so
+    that indices mean the same listing and user everywhere; ``report`` counts this
+    process's events.
     """
     report = {"events_read": len(interactions)}
     # a time window or Parquet source says how much was read besides the events kept
     read = ("rows_read", "files_read")
     report |= {k: int(interactions.attrs[k]) for k in read if k in interactions.attrs}
-    frame = interactions
+    # an event of weight 0 teaches nothing: dropped before it counts towards the minimums
+    zero_weight = (interactions["weight"] == 0).to_numpy()
+    report["events_skipped_zero_weight"] = int(zero_weight.sum())
+    frame = _without(interactions, zero_weight)
     hint = ""
     if listings is not None:
         known = id_index(listings["listing_id"])

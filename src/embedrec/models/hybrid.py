@@ -56,6 +56,9 @@ def continued_histories(
 
 # users whose history vectors ``query_vectors`` gathers at once
 _POOLED_BLOCK = 4096
+# the histories hold ``history`` rows for every user, however few they viewed: at this
+# bound, 8 GB for a million users; a larger one is a typo, not a setting
+MAX_HISTORY = 1000
 
 
 def _mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
@@ -133,7 +136,10 @@ class HybridTwoTower(FeatureModel):
     @classmethod
     def check_params(cls, params: dict[str, Any]) -> None:
         super().check_params(params)
-        positive_int("history", params["history"])
+        history = params["history"]
+        positive_int("history", history)
+        if history > MAX_HISTORY:
+            raise ValueError(f"history must be at most {MAX_HISTORY}, got {history}")
         rate = params["id_dropout"]
         if isinstance(rate, bool) or not isinstance(rate, Real) or not 0 <= rate < 1:
             raise ValueError(f"id_dropout must be a number in [0, 1), got {rate!r}")

@@ -6,6 +6,7 @@ CLI and the TOML config read too); ``TrainConfig`` adds only the few that are no
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from numbers import Integral, Real
 
@@ -22,6 +23,8 @@ WHOLE_NUMBERS = (
     "seed",
 )
 NUMBERS = ("lr", "dense_lr", "weight_decay", "logq_scale", "temperature")
+# settings that must be above 0; the other NUMBERS may be 0
+POSITIVE_NUMBERS = ("lr", "dense_lr", "temperature")
 
 
 @dataclass
@@ -69,8 +72,12 @@ class TrainConfig:
             raise ValueError(
                 f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
             )
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}")
+        for name in NUMBERS:
+            value = getattr(self, name)
+            if name in POSITIVE_NUMBERS and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive finite number, got {value}")
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
         for name in (n for n in WHOLE_NUMBERS if n != "seed"):
             if getattr(self, name) < (0 if name == "patience" else 1):
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
