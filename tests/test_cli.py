@@ -273,6 +273,34 @@ def test_bad_config_numbers_name_the_section_and_key(tmp_path, cars, config_text
     assert not (tmp_path / "m").exists()
 
 
+def test_training_that_diverges_exits_with_one_line_and_writes_no_model(tmp_path, cars):
+    config = tmp_path / "train.toml"
+    config.write_text('[train]\nmodel = "mf"\nlr = 1e30\nvalidation_fraction = 0\n')
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--interactions",
+            str(cars / "interactions.parquet"),
+            "--listings",
+            str(cars / "listings.parquet"),
+            "--config",
+            str(config),
+            "--out",
+            str(tmp_path / "m"),
+            "--epochs",
+            "2",
+        ],
+    )
+    assert result.exit_code == 2
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: training diverged at epoch 1: loss nan; lower lr or check the weights"
+    ]
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "m").exists()
+
+
 @pytest.mark.slow
 def test_corrupt_model_directory_is_a_clear_error(tmp_path):
     (tmp_path / "manifest.json").write_text("{not json")

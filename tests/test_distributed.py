@@ -23,9 +23,10 @@ import torch.multiprocessing as mp
 from conftest import block_data
 from safetensors.torch import load_file, save_file
 
+from embedrec.models.mf import MatrixFactorization
 from embedrec.recommender import Recommender, load
 from embedrec.training.distributed import Group, OwnUsers
-from embedrec.training.trainer import data_parallel
+from embedrec.training.trainer import TrainingDiverged, check_finite, data_parallel
 
 BATCH = 48  # per rank; one process takes both ranks' batches
 
@@ -209,6 +210,28 @@ def test_two_ranks_at_batch_b_give_the_gradients_of_one_process_at_2b(tmp_path):
     assert whole["users"].shape == initial_users.shape
     assert (whole["histories"] != 0).any(dim=1).all()
     torch.testing.assert_close(whole["histories"], model.histories, rtol=0, atol=0)
+
+
+def rank_check_finite(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    group = Group(rank, 2, torch.device("cpu"), dist.new_group())
+    model = MatrixFactorization(n_users=3, n_listings=4, dim=2)
+    try:
+        check_finite(model, float("nan") if rank == 1 else 0.5, 3, group)
+        outcome = "went on"
+    except TrainingDiverged as exc:
+        outcome = str(exc)
+    Path(out, f"rank{rank}.txt").write_text(outcome)
+    dist.destroy_process_group()
+
+
+def test_a_rank_whose_training_diverges_stops_every_rank(tmp_path):
+    mp.start_processes(
+        rank_check_finite, args=(free_port(), str(tmp_path)), nprocs=2, start_method="spawn"
+    )
+    expected = "rank 1: training diverged at epoch 3: loss nan; lower lr or check the weights"
+    assert [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)] == [expected] * 2
 
 
 # ------------------------------------------------------------------ torchrun, end to end

@@ -9,12 +9,15 @@ import torch
 
 from embedrec.data.prepare import Interactions, recent_listings, time_order
 from embedrec.models.hybrid import HybridTwoTower
+from embedrec.models.mf import MatrixFactorization
 from embedrec.recommender import Recommender
 from embedrec.training import trainer as trainer_module
 from embedrec.training.losses import bpr, in_batch_softmax, sampled_softmax
 from embedrec.training.trainer import (
     TrainConfig,
+    TrainingDiverged,
     bf16_steps,
+    check_finite,
     train,
     validation_recall,
     validation_sample,
@@ -336,6 +339,32 @@ def test_time_order_is_lexsorts_order_by_user_time_listing(in_pair_order):
     )
     expected = np.lexsort((data.listing_idx, data.timestamp, data.user_idx))
     assert np.array_equal(time_order(data), expected)
+
+
+def test_training_that_diverges_stops_with_one_clear_error(blocks, tmp_path):
+    """Every setting is valid, but lr is absurd: the vectors overflow and the loss is NaN.
+    A model of NaNs would answer no query, so fit raises instead of returning it."""
+    events, listings, _, _ = blocks
+    rec = Recommender(model="mf", lr=1e30, epochs=3, batch_size=256, validation_fraction=0)
+    with pytest.raises(TrainingDiverged) as caught:
+        rec.set_params(progress=False).fit(events, listings, checkpoint_dir=tmp_path / "c")
+    assert str(caught.value) == (
+        "training diverged at epoch 1: loss nan; lower lr or check the weights"
+    )
+    assert not hasattr(rec, "model_")
+    assert not list(tmp_path.glob("c/fit-*"))  # the epoch that diverged left no checkpoint
+
+
+def test_weights_that_are_not_finite_stop_training_though_the_loss_was():
+    """The last step's update shows in no loss: the weights are checked too."""
+    model = MatrixFactorization(n_users=3, n_listings=4, dim=2)
+    check_finite(model, 0.5, 1, None)
+    with torch.no_grad():
+        model.user_embedding.weight[1, 0] = float("inf")
+    with pytest.raises(TrainingDiverged, match="^training diverged at epoch 4: weights not"):
+        check_finite(model, 0.5, 4, None)
+    with pytest.raises(TrainingDiverged, match="^training diverged at epoch 2: loss inf;"):
+        check_finite(model, float("inf"), 2, None)
 
 
 @pytest.mark.slow

@@ -191,6 +191,24 @@ def test_a_tuned_fit_stopped_in_its_refit_resumes_with_the_settings_it_chose(
         torch.testing.assert_close(resumed.model_.state_dict()[name], value, msg=name)
 
 
+def test_settings_that_diverge_lose_the_search_instead_of_ending_it(data):
+    events, listings = data
+    recommender = Recommender(
+        model="mf", lr=1e30, epochs=1, tune=3600, device="cpu", progress=False
+    ).fit(events, listings)
+    tuning = recommender.report_["tuning"]
+    stopped = {json.dumps(t["changes"]): t["stopped"] for t in tuning["tried"]}
+    assert stopped == {
+        "{}": "diverged",
+        '{"negatives_from": "catalogue", "negatives": 2048}': "diverged",
+        '{"logq_scale": 1.5}': "diverged",
+        '{"lr": 0.1}': "epochs",
+        '{"lr": 0.02}': "epochs",
+    }
+    assert tuning["chosen"] in ({"lr": 0.1}, {"lr": 0.02})
+    assert torch.isfinite(recommender.model_.user_embedding.weight).all()
+
+
 def test_a_callback_that_stops_a_run_stops_the_search(data):
     events, listings = data
     recommender = Recommender(epochs=3, tune=3600, device="cpu", progress=False).fit(

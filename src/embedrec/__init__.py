@@ -4,6 +4,7 @@ from embedrec.bundle import BundleError
 from embedrec.data.errors import DataError
 from embedrec.recommender import Recommender, load
 from embedrec.retrieval import Hit, Results, Retriever, UnknownIdError
+from embedrec.training.trainer import TrainingDiverged
 from embedrec.version import __version__
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "Recommender",
     "Results",
     "Retriever",
+    "TrainingDiverged",
     "UnknownIdError",
     "__version__",
     "load",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,11 +46,17 @@ logger = logging.getLogger(__name__)
 Callback = Callable[[int, dict[str, float], float], bool | None]
 
 
+class TrainingDiverged(ValueError):
+    """Training's loss or weights became NaN or infinite: the model would answer no query,
+    so none is kept. A ValueError: settings or weights are what makes training diverge."""
+
+
 @dataclass
 class TrainResult:
     """What a training run did: its best epoch (the last one without validation) and that
     epoch's validation score, one history entry per epoch, its wall time, and why it
-    stopped: ``"epochs"``, ``"patience"``, ``"time budget"`` or ``"callback"``."""
+    stopped: ``"epochs"``, ``"patience"``, ``"time budget"`` or ``"callback"`` (and, for a
+    candidate of a search of settings, ``"diverged"``)."""
 
     best_epoch: int = 0
     best_score: float | None = None
@@ -148,6 +155,10 @@ def train(
     its own users, numbered among them, and ``model`` holds their rows only: ``OwnUsers``).
     ``checkpoints``: written after every epoch (and every ``every_steps`` steps), under the
     name ``phase``; ``resume``: a checkpoint of this phase to continue from.
+
+    Raises TrainingDiverged (on every rank) after an epoch whose loss or weights are NaN or
+    infinite. The checkpoints written until then stay for inspection: an epoch's holds
+    finite weights, one written every ``every_steps`` steps may not.
     """
     device = group.device if group else resolve_device(config.device)
     check_workers(config.workers, device)
@@ -232,6 +243,7 @@ def train(
                 on_step=on_step,
                 stepper=stepper,
             )
+            check_finite(model, loss, epoch, group)
             now = time.perf_counter()
             # seconds: since training started, as the log shows; train_seconds: this epoch's
             # steps and cache refreshes alone, without validation and checkpoints
@@ -294,6 +306,26 @@ def train(
         model.refresh()  # the cache held the last epoch's vectors
     result.seconds = time.perf_counter() - started
     return result
+
+
+def check_finite(model: RecModel, loss: float, epoch: int, group: Group | None) -> None:
+    """Raise TrainingDiverged on every rank when an epoch's mean loss or the weights on any
+    rank are not finite. Once an epoch, so it costs the steps nothing: the loss is the one
+    the epoch summed anyway, and a sum of each weight is NaN or infinite when any of its
+    values is (the last step's update shows in no loss yet)."""
+    sums = torch.stack([p.detach().sum().float() for p in model.parameters()])
+    problem = None
+    if not math.isfinite(loss):
+        problem = f"loss {loss}"
+    elif not bool(sums.isfinite().all()):
+        problem = "weights not finite"
+    message = None
+    if problem is not None:
+        message = f"training diverged at epoch {epoch}: {problem}; lower lr or check the weights"
+    if group is not None:  # a rank that diverged stops every rank, as bad data on one does
+        message = group.first_error(message)
+    if message is not None:
+        raise TrainingDiverged(message)
 
 
 def rank_seed(seed: int, group: Group | None) -> int:

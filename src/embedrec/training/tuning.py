@@ -21,7 +21,13 @@ from embedrec.models.base import RecModel
 from embedrec.models.registry import MODELS
 from embedrec.training.config import TrainConfig
 from embedrec.training.distributed import Group
-from embedrec.training.trainer import Callback, TrainResult, agreed_elapsed, train
+from embedrec.training.trainer import (
+    Callback,
+    TrainingDiverged,
+    TrainResult,
+    agreed_elapsed,
+    train,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -100,12 +106,15 @@ def run_search(
 ) -> Search:
     """Train each candidate on ``fit_part`` with early stopping on ``held_out`` while
     ``budget`` seconds last (the first in full); the winner has the highest validation
-    Recall@10 (the first of equals). A callback that stops a run stops the search. The
-    winner's model is kept with ``keep_model`` only (the others are dropped as they lose)."""
+    Recall@10 (the first of equals). A candidate whose training diverges loses (stopped
+    "diverged"); when all tried do, the first one's TrainingDiverged is raised. A callback
+    that stops a run stops the search. The winner's model is kept with ``keep_model`` only
+    (the others are dropped as they lose)."""
     started = time.perf_counter()
     tried: list[dict[str, Any]] = []
     best: tuple[Candidate, RecModel | None, TrainResult] | None = None
     best_score = float("-inf")
+    diverged: TrainingDiverged | None = None
     for index, candidate in enumerate(candidates):
         # the slowest rank's time: every rank tries the same candidates
         left = budget - agreed_elapsed(time.perf_counter() - started, group)
@@ -117,7 +126,16 @@ def run_search(
             config = replace(config, time_budget=cap)
         logger.info("tuning: candidate %d of %d: %s", index + 1, len(candidates), candidate.changes)
         model = candidate.build(fit_part)
-        result = train(model, fit_part, config, held_out, callbacks, progress, group=group)
+        candidate_started = time.perf_counter()
+        try:
+            result = train(model, fit_part, config, held_out, callbacks, progress, group=group)
+        except TrainingDiverged as exc:
+            # a setting tried (a higher lr) may diverge where others do not: it only loses
+            logger.warning("tuning: candidate %d of %d: %s", index + 1, len(candidates), exc)
+            diverged = diverged or exc
+            result = TrainResult(
+                stopped="diverged", seconds=time.perf_counter() - candidate_started
+            )
         score = result.best_score if result.best_score is not None else float("-inf")
         tried.append(
             {
@@ -129,12 +147,14 @@ def run_search(
                 "seconds": round(result.seconds, 2),
             }
         )
-        if best is None or score > best_score:
+        if result.stopped != "diverged" and (best is None or score > best_score):
             best, best_score = (candidate, model if keep_model else None, result), score
         del model  # at most the best so far is held while the next one trains
         if result.stopped == "callback":
             break  # a callback that stops a run stops the search
-    assert best is not None
+    if best is None:  # every candidate tried diverged
+        assert diverged is not None
+        raise diverged
     chosen, model, result = best
     report = {
         "budget_seconds": budget,
