@@ -284,6 +284,15 @@ def test_repeated_pairs_merge_weights_and_keep_last_time():
     assert len(data) == 2
 
 
+def test_repeated_pairs_whose_weights_sum_beyond_float32_stay_finite():
+    events = load_interactions(
+        pd.DataFrame(
+            {"user_id": ["u", "u"], "listing_id": ["a", "a"], "timestamp": [1, 2], "weight": 3e38}
+        )
+    )
+    assert np.isfinite(prepare(events).weight).all()
+
+
 def test_schema_inference_and_config_overrides(tmp_path):
     listings = pd.DataFrame(
         {

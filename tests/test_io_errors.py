@@ -315,6 +315,26 @@ def test_a_weight_must_be_a_finite_number_at_least_zero(bad):
     assert (caught.value.row, caught.value.column) == (2, "weight")
 
 
+@pytest.mark.parametrize(
+    ("weight", "contact", "column"),
+    [(1e300, 5.0, "weight"), (1e38, 5.0, "weight"), (None, 1e39, "event")],
+)
+def test_a_weight_beyond_float32_is_refused_not_made_infinite(weight, contact, column):
+    """1e38 is a valid weight, but times a contact's 5 it no longer fits the float32 kept."""
+    frame = pd.DataFrame(
+        {"user_id": ["u", "u"], "listing_id": ["a", "b"], "timestamp": [1, 2]}
+        | {"event": ["view", "contact"]}
+    )
+    if weight is not None:
+        frame["weight"] = [1.0, weight]
+    with pytest.raises(DataError) as caught:
+        load_interactions(frame, {"view": 1.0, "contact": contact})
+    assert (caught.value.row, caught.value.column) == (2, column)
+    assert caught.value.message.startswith("weight ") and "is above 3.40282e+38" in str(
+        caught.value
+    )
+
+
 def test_the_result_is_the_four_columns_with_a_fresh_index():
     frame = pd.DataFrame(
         {"user_id": ["u", "v"], "listing_id": ["a", "b"], "timestamp": [5, 6], "extra": [1, 2]},

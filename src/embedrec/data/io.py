@@ -40,6 +40,8 @@ INTERACTION_COLUMNS = ("user_id", "listing_id", "timestamp")
 DEFAULT_EVENT_WEIGHTS: dict[str, float] = {"view": 1.0, "favorite": 3.0, "contact": 5.0}
 _INTEGER_ID = r"-?(?:0|[1-9][0-9]{0,17})"
 _INT64_MAX = np.iinfo(np.int64).max
+# an event's weight (event weight times the weight column) is kept as float32
+MAX_WEIGHT = float(np.finfo(np.float32).max)
 
 Source = str | Path | pd.DataFrame
 # rows of interactions validated at a time: few fixed costs, and a bounded pandas copy
@@ -235,12 +237,18 @@ def _interactions(
     user_ids = _as_model_ids(frame["user_id"], model_users, name, "user_id")
     out = pd.DataFrame({"user_id": user_ids, "listing_id": frame["listing_id"]})
     out["timestamp"] = _parse_timestamps(frame["timestamp"], name)
-    weight = np.ones(len(frame), dtype=np.float32)
+    # multiplied in float64: a product beyond float32 is refused, not stored as infinity
+    weight = np.ones(len(frame), dtype=np.float64)
     if "event" in frame.columns:
         weight *= _event_weights(frame["event"], event_weights, name)
     if "weight" in frame.columns:
         weight *= _positive_numbers(frame["weight"], name, "weight")
-    out["weight"] = weight
+    too_large = weight > MAX_WEIGHT
+    if too_large.any():
+        row = int(np.flatnonzero(too_large)[0])
+        column = "weight" if "weight" in frame.columns else "event"
+        _fail(f"weight {weight[row]:g} is above {MAX_WEIGHT:g}", name, row, column)
+    out["weight"] = weight.astype(np.float32)
     return out
 
 
@@ -468,7 +476,7 @@ def _event_weights(events: pd.Series, weights: Mapping[str, float], name: str) -
             row,
             "event",
         )
-    return np.asarray([weights[k] for k in known], dtype=np.float32)[position]
+    return np.asarray([weights[k] for k in known], dtype=np.float64)[position]
 
 
 def _positive_numbers(values: pd.Series, name: str, column: str) -> np.ndarray:
@@ -477,7 +485,7 @@ def _positive_numbers(values: pd.Series, name: str, column: str) -> np.ndarray:
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         _fail(f"{column} must be a finite number >= 0, got {values.iloc[row]!r}", name, row, column)
-    return numbers.astype(np.float32)
+    return numbers
 
 
 def _check_coordinate(values: pd.Series, limit: float, name: str, column: str) -> None:

@@ -164,7 +164,8 @@ def prepare(
         user_idx=pairs // len(listing_map),
         listing_idx=pairs % len(listing_map),
         timestamp=timestamp,
-        weight=weight.astype(np.float32),
+        # a pair's summed weights may pass float32's largest; training reads log1p of it
+        weight=np.minimum(weight, np.finfo(np.float32).max).astype(np.float32),
         report=report,
     )
 
