@@ -219,10 +219,12 @@ def test_the_validation_sample_is_users_with_pairs_on_both_sides():
     assert validation_sample(seen, held_out, 2).tolist() == drawn.tolist()  # fixed draw
 
 
-def test_validation_recall_is_recall_at_ten_of_the_held_out_pairs():
-    # four users and twelve listings: each user's held-out listing ranks first or last
-    n_users, n_listings = 4, 12
-    events = [(u, u, 1) for u in range(n_users)] + [(u, 4 + u, 2) for u in range(n_users)]
+def test_validation_recall_is_recall_at_ten_among_the_listings_live_in_the_hold_out():
+    # four users, each with one training listing (0-3) and four held-out ones (4-19);
+    # listings 20-29 have no event in the hold-out (sold, say): no candidates there
+    n_users, n_listings = 4, 30
+    events = [(u, u, 1) for u in range(n_users)]
+    events += [(u, 4 + 4 * u + i, 2) for u in range(n_users) for i in range(4)]
     frame = pd.DataFrame(events, columns=["user_id", "listing_id", "timestamp"])
     listings = pd.DataFrame({"listing_id": range(n_listings)})
     data = prepare(load_interactions(frame), load_listings(listings))
@@ -230,15 +232,18 @@ def test_validation_recall_is_recall_at_ten_of_the_held_out_pairs():
     later = data.timestamp == 2
     fit_part, held_out = data.subset(~later), data.subset(later)
     model = MatrixFactorization(n_users, n_listings, dim=n_listings)
+    rows = data.listings.indices(list(range(n_listings)))
     with torch.no_grad():
-        model.user_embedding.weight.zero_()
         model.listing_embedding.weight.copy_(torch.eye(n_listings))
+        user_weights = model.user_embedding.weight
+        user_weights.zero_()
+        # every user's top scores go to listings no one viewed in the hold-out
+        user_weights[:, rows[20:]] = 3.0
         for user in range(n_users):
-            target = int(data.listings.indices([4 + user])[0])
-            hit = user < 3  # users 0-2 find theirs first, user 3 never
-            model.user_embedding.weight[user, target] = 1.0 if hit else -5.0
-    users = data.users.indices(list(range(n_users)))
-    assert users.tolist() == [0, 1, 2, 3]
+            targets = rows[4 + 4 * user : 8 + 4 * user]
+            hit = user < 3  # users 0-2 rank theirs first among the live ones, user 3 last
+            user_weights[user, targets] = 1.0 if hit else -5.0
+    assert data.users.indices(list(range(n_users))).tolist() == [0, 1, 2, 3]
     score, error = validation_recall(model, fit_part, held_out, settings_of())
     assert score == pytest.approx(0.75)
     assert error == pytest.approx(np.std([1, 1, 1, 0], ddof=1) / 2)

@@ -113,7 +113,8 @@ class Recommender:
     patience : int
         Epochs without gain in validation Recall@10 before training stops.
     validation_fraction : float
-        The last share of interactions (by time) held out for early stopping; 0: none.
+        The last share of interactions (by time) held out for early stopping, ranked among
+        the listings with an event in it; 0: none.
     validation_users : int
         Hold-out users scored for early stopping.
     refit : bool
