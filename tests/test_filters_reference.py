@@ -56,7 +56,7 @@ class Rows:
     price: list  # float or None
     year: list  # int or None (a nullable integer column)
     make: list  # str or None
-    doors: list  # int or None (set filters compare its values as text)
+    doors: list  # int or None (set filters compare its values as numbers: 4.0 is 4)
     lat: list  # float or None
     lon: list
     geo_names: tuple[str, str]
@@ -182,7 +182,8 @@ def reference_keeps(f: Filter, rows: Rows, i: int) -> bool | None:
         value = {"make": rows.make, "doors": rows.doors}[f.field][i]
         if value is None:
             return False
-        return (str(value) in f.values) != f.negate
+        wanted = {float(v) for v in f.values} if f.field == "doors" else f.values
+        return (value in wanted if f.field == "doors" else str(value) in wanted) != f.negate
     if isinstance(f, RadiusFilter):
         if rows.lat[i] is None or rows.lon[i] is None:
             return False

@@ -99,8 +99,11 @@ def test_parse_numeric_filters(table):
 def test_parse_set_filters(table):
     assert rows_of([parse_filter("make=Nissan,Toyota")], table) == [0, 1, 5]
     assert rows_of([parse_filter("make=Nissan")], table) == [0, 5]  # case-sensitive
-    # values compare as strings against the column converted to str
+    # on a numeric column, values compare as numbers: 2018.0 is 2018, 5000 is 5000.0
     assert rows_of([parse_filter("year=2018")], table) == [1, 6]
+    assert rows_of([parse_filter("year=2018.0")], table) == [1, 6]
+    assert rows_of([parse_filter("price=5000,5000.5")], table) == [1, 8]
+    assert rows_of([parse_filter("year!=2018.0")], table) == [0, 2, 3, 4, 5, 7, 8, 9]
     # missing values fail both equality and inequality
     assert rows_of([parse_filter("body!=van")], table) == [0, 2, 3, 5, 7, 9]
     combined = [parse_filter("make=VW"), parse_filter("price<=10000")]
@@ -184,6 +187,13 @@ def test_filter_table_errors(table):
     with pytest.raises(FilterError) as err:
         allowed_mask([parse_filter("make>=3")], table)
     assert err.value.field == "make" and "non-numeric" in str(err.value)
+    # a value that could never equal a number is the error price<=abc is, not no rows
+    for expression in ("price=abc", "price!=abc", "year=2018,abc"):
+        with pytest.raises(FilterError, match="expected a number, got 'abc'") as err:
+            allowed_mask([parse_filter(expression)], table)
+        assert err.value.field == expression.partition("=")[0].rstrip("!")
+    with pytest.raises(FilterError, match="expected a number"):
+        allowed_mask(filters_from_mapping({"price": ["cheap"]}), table.iloc[:0])  # as HTTP checks
     with pytest.raises(FilterError) as err:
         allowed_mask([RadiusFilter(1, 2, 3)], table.drop(columns=["lat"]))
     assert err.value.field == "within"

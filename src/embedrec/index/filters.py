@@ -243,7 +243,9 @@ def _narrowest(values: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SetFilter(Filter):
-    """Column value, converted to str, is (or with ``negate`` is not) one of ``values``.
+    """Column value, converted to str, is (or with ``negate`` is not) one of ``values``; on a
+    numeric column, compared as numbers (``year=2018.0`` matches 2018; a value that is not a
+    number is a FilterError).
 
     Comparison is case-sensitive; rows with a missing value fail either way.
     """
@@ -567,13 +569,13 @@ class ExcludeFilter(Filter):
         self, table: pd.DataFrame, rows: np.ndarray | None, cache: FilterCache | None = None
     ) -> np.ndarray:
         self._check(table)
-        return ~_isin_str(table, ID_COLUMN, self.ids, False, cache, rows)
+        return ~_isin_str(table, ID_COLUMN, self.ids, False, cache, rows, strict=False)
 
     def rows(self, table: pd.DataFrame, cache: FilterCache | None = None) -> np.ndarray:
         """The rows this filter drops, found from the ids it names: a few ids cost a few
         look-ups, not a pass over the table."""
         self._check(table)
-        return _rows_of_values(table, ID_COLUMN, self.ids, cache)[1]()
+        return _rows_of_values(table, ID_COLUMN, self.ids, cache, strict=False)[1]()
 
     def _check(self, table: pd.DataFrame) -> None:
         if ID_COLUMN not in table.columns:
@@ -900,27 +902,36 @@ def _numeric(table: pd.DataFrame, name: str, field: str, cache: FilterCache | No
         _check_field(table, name)
         column = table[name]
         dtype = column.dtype
-        if not pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
+        if not _is_numeric(dtype):
             raise FilterError(field, f"numeric comparison on non-numeric column {name!r} ({dtype})")
         return column.to_numpy(dtype=np.float64, na_value=np.nan)
 
     return _cached(cache, table, ("float", name), convert)
 
 
+def _is_numeric(dtype: Any) -> bool:
+    """Numbers, not booleans (which pandas counts as numeric)."""
+    return pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+
+
 def _codes(table: pd.DataFrame, name: str, cache: FilterCache | None) -> _Codes:
-    """The column factorised (-1: missing) with a lookup from each value as str to its codes:
-    str() runs once per distinct value, and a filter looks up only the values it names."""
+    """The column factorised (-1: missing) with a lookup from each value to its codes: as
+    str, or as a Python number for a numeric column (so that 2018.0 finds 2018); converted
+    once per distinct value, and a filter looks up only the values it names."""
 
     def factorize() -> _Codes:
+        numeric = _is_numeric(table[name].dtype)
         codes, uniques = pd.factorize(table[name], use_na_sentinel=True)
-        lookup: dict[str, list[int]] = {}
-        for code, value in enumerate(uniques):  # distinct values may print alike (1, "1")
-            lookup.setdefault(str(value), []).append(code)
+        lookup: dict[Any, list[int]] = {}
+        # distinct values may print alike (1, "1"); numbers as int or float, which compare
+        # and hash alike where equal
+        for code, value in enumerate(uniques.tolist() if numeric else uniques):
+            lookup.setdefault(value if numeric else str(value), []).append(code)
         # the narrowest dtype: a comparison over a million rows reads 1 MB, not 8
         small = next(
             t for t in (np.int8, np.int16, np.int32, np.int64) if len(uniques) < np.iinfo(t).max
         )
-        return _Codes(codes.astype(small), lookup, len(uniques))
+        return _Codes(codes.astype(small), lookup, len(uniques), name if numeric else None)
 
     return _cached(cache, table, ("codes", name), factorize)
 
@@ -928,13 +939,33 @@ def _codes(table: pd.DataFrame, name: str, cache: FilterCache | None) -> _Codes:
 @dataclass(frozen=True)
 class _Codes:
     codes: np.ndarray
-    lookup: dict[str, list[int]]
+    lookup: dict[Any, list[int]]
     n_values: int
+    numeric_field: str | None = None  # the column's name where its values are numbers
 
-    def of(self, values: Iterable[str]) -> np.ndarray:
-        """The codes of ``values`` (those the column holds), ascending."""
-        found = sorted(c for v in values for c in self.lookup.get(v, ()))
+    def of(self, values: Iterable[str], strict: bool = True) -> np.ndarray:
+        """The codes of ``values`` (those the column holds), ascending. On a numeric column a
+        value that is not a number could never match: with ``strict`` a FilterError (a set
+        filter's value), else it matches nothing (an id to exclude)."""
+        field = self.numeric_field
+        keys = values if field is None else [_number_key(field, v, strict) for v in values]
+        # as a set: two values may name one number (4, 4.0)
+        found = sorted({c for key in keys for c in self.lookup.get(key, ())})
         return np.array(found, dtype=self.codes.dtype)
+
+
+def _number_key(field: str, value: str, strict: bool) -> int | float | None:
+    """``value`` as the number a numeric column's lookup holds: an int where it is one (exact
+    beyond 2**53), else a float; None where it is no number and not ``strict``."""
+    try:
+        return int(value)
+    except ValueError:
+        try:
+            return _to_float(field, value)
+        except FilterError:
+            if strict:
+                raise
+            return None
 
 
 def _isin_str(
@@ -945,12 +976,14 @@ def _isin_str(
     cache: FilterCache | None,
     rows: np.ndarray | None = None,
     codes: np.ndarray | None = None,
+    strict: bool = True,
 ) -> np.ndarray:
-    """Whether the column's value (as str) is in ``values``, at ``rows`` (None: all rows);
-    with ``negate``, whether it is not. A missing value fails either way. ``codes``: the
-    column's codes to test, instead of those at ``rows``."""
+    """Whether the column's value (as str; a number on a numeric column) is in ``values``,
+    at ``rows`` (None: all rows); with ``negate``, whether it is not. A missing value fails
+    either way. ``codes``: the column's codes to test, instead of those at ``rows``.
+    ``strict``: as ``_Codes.of``."""
     column = _codes(table, name, cache)
-    wanted = column.of(values)
+    wanted = column.of(values, strict)
     if codes is None:
         codes = column.codes if rows is None else column.codes[rows]
     if len(wanted) <= _FEW_VALUES or column.n_values > 8 * len(codes):
@@ -973,13 +1006,18 @@ def _isin_str(
 
 
 def _rows_of_values(
-    table: pd.DataFrame, name: str, values: Iterable[str], cache: FilterCache | None
+    table: pd.DataFrame,
+    name: str,
+    values: Iterable[str],
+    cache: FilterCache | None,
+    strict: bool = True,
 ) -> tuple[int, Callable[[], np.ndarray]]:
-    """How many rows hold one of ``values`` (as str) in column ``name``, and a function
-    returning them; from the column's postings, looking up only the values named."""
+    """How many rows hold one of ``values`` (as ``_isin_str`` compares) in column ``name``,
+    and a function returning them; from the column's postings, looking up only the values
+    named."""
     column = _codes(table, name, cache)
     order, starts = _cached(cache, table, ("postings", name), lambda: _postings(column.codes))
-    wanted = column.of(values).astype(np.int64)
+    wanted = column.of(values, strict).astype(np.int64)
     first, last = starts[wanted], starts[wanted + 1]
     count = int((last - first).sum())
     runs = list(zip(first.tolist(), last.tolist(), strict=True))
