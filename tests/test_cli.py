@@ -141,6 +141,30 @@ def test_catalogue_with_new_listings_is_embedded_and_searchable(model_dir, cars,
     assert len(table.column("embedding")[0]) == 32
 
 
+@pytest.mark.slow
+def test_bad_catalogue_and_listings_errors_name_the_file(model_dir, cars, tmp_path):
+    listings = pd.read_parquet(cars / "listings.parquet")
+    no_make = tmp_path / "no_make.parquet"
+    listings.drop(columns="make").to_parquet(no_make)
+    bad_price = tmp_path / "bad_price.csv"
+    listings.astype({"price": object}).assign(
+        price=lambda t: t["price"].mask(t.index == 2, "cheap")
+    ).to_csv(bad_price, index=False)
+    out = str(tmp_path / "o.parquet")
+    result = CliRunner().invoke(
+        main, ["embed", str(model_dir), "--listings", str(no_make), "--out", out]
+    )
+    assert result.exit_code == 2
+    assert f"error: {no_make}, column 'make': listings table has no column 'make'" in result.output
+    cheap = f"error: {bad_price}, row 3 (line 4), column 'price': not a number: 'cheap'"
+    for args in (
+        ["embed", str(model_dir), "--listings", str(bad_price), "--out", out],
+        ["similar", str(model_dir), "qashqai-dresden", "--listings", str(bad_price)],
+    ):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2 and cheap in result.output, (args, result.output)
+
+
 @pytest.fixture(scope="session")
 def time_split(cars, tmp_path_factory):
     """A model trained on the first 80% of events and the later 20% to evaluate it on."""

@@ -386,6 +386,19 @@ def test_coordinates_must_be_on_the_globe(column, value, words):
     assert (caught.value.row, caught.value.column) == (2, column)
 
 
+def test_numbers_in_messages_are_plain_not_numpy_reprs():
+    listings = pd.DataFrame({"listing_id": ["a"], "lat": [95.0], "lon": [13.0]})
+    with pytest.raises(DataError) as caught:
+        load_listings(listings)
+    assert str(caught.value).endswith("lat must be a number in [-90, 90], got 95.0")
+    events = pd.DataFrame(
+        {"user_id": ["u"], "listing_id": ["a"], "timestamp": [1], "weight": [-1.0]}
+    )
+    with pytest.raises(DataError) as caught:
+        load_interactions(events)
+    assert str(caught.value).endswith("weight must be a finite number >= 0, got -1.0")
+
+
 def test_coordinates_at_the_limits_and_missing_are_valid():
     frame = pd.DataFrame(
         {

@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from embedrec.bundle import MODEL_FILES, BundleError, read_manifest, write_bundle
+from embedrec.data.errors import located_in
 from embedrec.data.ids import IdMap
 from embedrec.data.io import (
     DEFAULT_EVENT_WEIGHTS,
@@ -570,7 +571,9 @@ class Recommender:
         catalogue; with a feature model, its new listings are embedded from features)."""
         self._check_fitted()
         if listings is not None:
-            return self._build_retriever(load_listings(listings))
+            table = load_listings(listings)
+            with located_in(table.attrs.get("source")):  # its features checked, embedded
+                return self._build_retriever(table)
         if getattr(self, "_retriever", None) is None:
             self._retriever = self._build_retriever(None)
         return self._retriever

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.zst")
+
 
 class DataError(ValueError):
     """Bad input data, located as precisely as we can: file, row and column.
@@ -35,3 +43,31 @@ class DataError(ValueError):
         if self.column:
             where.append(f"column '{self.column}'")
         return (", ".join(where) + ": " if where else "") + self.message
+
+    def in_file(self, file: str) -> DataError:
+        """This error located in ``file``, the source of the table it was raised for (with a
+        CSV file's line number for its row)."""
+        line = self.line
+        if line is None and self.row is not None and file.lower().endswith(CSV_SUFFIXES):
+            line = self.row + 1  # the header is line 1
+        return DataError(self.message, file=file, row=self.row, column=self.column, line=line)
+
+
+@contextmanager
+def located_in(file: str | None) -> Iterator[None]:
+    """DataErrors raised inside that name no file are about ``file``: a check of a table's
+    columns or values knows the table, not where it was read from."""
+    try:
+        yield
+    except DataError as exc:
+        if exc.file is not None or not file:
+            raise
+        raise exc.in_file(file) from None
+
+
+def shown(value: Any) -> str:
+    """A value as an error message shows it: text quoted, numbers plain (95.0, not the
+    ``np.float64(95.0)`` that NumPy's repr gives a value taken from an array)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return repr(value)

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pandas._libs.parsers import STR_NA_VALUES
 
-from embedrec.data.errors import DataError
+from embedrec.data.errors import CSV_SUFFIXES, DataError, shown
 from embedrec.data.ids import (
     MAX_ID_LENGTH,
     as_ids_like,
@@ -281,7 +281,9 @@ def _listings(frame: pd.DataFrame, name: str, model_listings: pd.Index | None) -
     duplicated = frame["listing_id"].duplicated().to_numpy()
     if duplicated.any():
         row = int(np.flatnonzero(duplicated)[0])
-        _fail(f"duplicate listing_id {frame['listing_id'].iloc[row]!r}", name, row, "listing_id")
+        _fail(
+            f"duplicate listing_id {shown(frame['listing_id'].iloc[row])}", name, row, "listing_id"
+        )
     for column, dtype in frame.dtypes.items():
         if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
             values = frame[column].to_numpy(dtype=np.float64, na_value=np.nan)
@@ -310,7 +312,7 @@ def _frame(source: Source) -> tuple[pd.DataFrame, str]:
 
 def _fail(message: str, name: str, row: int, column: str) -> None:
     """Raise for the 0-based position ``row``; messages count rows from 1."""
-    line = row + 2 if name.lower().endswith((".csv", ".csv.gz", ".csv.zst")) else None
+    line = row + 2 if name.lower().endswith(CSV_SUFFIXES) else None
     raise DataError(message, file=name, row=row + 1, column=column, line=line)
 
 
@@ -429,7 +431,7 @@ def _parse_timestamps(values: pd.Series, name: str) -> np.ndarray:
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         _fail(
-            f"cannot parse timestamp {text.iloc[row]!r}: use ISO-8601 "
+            f"cannot parse timestamp {shown(text.iloc[row])}: use ISO-8601 "
             "(2026-11-01T12:30:00Z) or epoch seconds",
             name,
             row,
@@ -470,7 +472,7 @@ def _event_weights(events: pd.Series, weights: Mapping[str, float], name: str) -
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         _fail(
-            f"unknown event {events.iloc[row]!r}; known events: {', '.join(known)} "
+            f"unknown event {shown(events.iloc[row])}; known events: {', '.join(known)} "
             "(set more in the config's [events] table)",
             name,
             row,
@@ -484,7 +486,12 @@ def _positive_numbers(values: pd.Series, name: str, column: str) -> np.ndarray:
     bad = ~np.isfinite(numbers) | (numbers < 0)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        _fail(f"{column} must be a finite number >= 0, got {values.iloc[row]!r}", name, row, column)
+        _fail(
+            f"{column} must be a finite number >= 0, got {shown(values.iloc[row])}",
+            name,
+            row,
+            column,
+        )
     return numbers
 
 
@@ -496,7 +503,7 @@ def _check_coordinate(values: pd.Series, limit: float, name: str, column: str) -
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         _fail(
-            f"{column} must be a number in [-{limit:g}, {limit:g}], got {values.iloc[row]!r}",
+            f"{column} must be a number in [-{limit:g}, {limit:g}], got {shown(values.iloc[row])}",
             name,
             row,
             column,

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from embedrec.data.errors import DataError
+from embedrec.data.errors import DataError, shown
 from embedrec.data.schema import FeatureSpec
 from embedrec.features.categorical import init_embedding
 
@@ -36,7 +36,7 @@ def to_float(series: pd.Series, column: str) -> np.ndarray:
         if bad.any():
             first = int(np.flatnonzero(suspect)[np.argmax(bad)])
             raise DataError(
-                f"not a number: {series.iloc[first]!r}", row=first + 1, column=str(column)
+                f"not a number: {shown(series.iloc[first])}", row=first + 1, column=str(column)
             )
     return numbers
 
