@@ -189,6 +189,9 @@ def test_session_recommendations(server):
     assert SessionResponse.model_validate(answer).model_dump(mode="json") == answer
     none_known = server.client.post("/v1/recommendations", json={"session": ["nope"]})
     assert none_known.status_code == 404 and none_known.json()["field"] == "session"
+    for k in (True, False, "7", 7.0):  # lax pydantic took true for k = 1
+        answer = server.client.post("/v1/recommendations", json={"session": session, "k": k})
+        assert answer.status_code == 422 and answer.json()["field"] == "body.k", (k, answer.text)
 
 
 def test_listing_random_projection_model_health_metrics(server):
@@ -231,6 +234,8 @@ def test_listing_random_projection_model_health_metrics(server):
         ("/v1/listings/{id}/similar", {"k": "ten"}, 422, "k"),
         ("/v1/listings/{id}/similar", {"colour": "red"}, 422, "colour"),
         ("/v1/listings/{id}/similar", {"price_min": "cheap"}, 422, "price_min"),
+        ("/v1/listings/{id}/similar", {"price": "abc"}, 422, "price"),  # was 200 []
+        ("/v1/listings/{id}/similar", {"year": "2018,abc"}, 422, "year"),
         ("/v1/listings/{id}/similar", {"price_min": 9, "price_max": 1}, 422, "price"),
         ("/v1/listings/{id}/similar", {"make_min": 3}, 422, "make"),
         ("/v1/listings/{id}/similar", {"near": "91,0", "within_km": 5}, 422, "near"),
@@ -260,11 +265,13 @@ def test_bad_writes(server, model_dir):
         ({"make": 5}, "make"),
         ({"price": "cheap"}, "price"),
         ({"lat": 95.0, "lon": 0.0}, "lat"),
+        ({"lat": 95, "lon": 13}, "lat"),
         ({"listed_at": "yesterday"}, "listed_at"),
         ({"listing_id": "other"}, "listing_id"),
     ]:
         answer = put("/v1/listings/x", json=body, headers=AUTH)
         assert answer.status_code == 422 and answer.json()["field"] == field, answer.text
+        assert "np." not in answer.text  # numbers as JSON shows them, not NumPy's repr
     assert put("/v1/listings/x", json=[1, 2], headers=AUTH).status_code == 422
     huge = put("/v1/listings/x", json={"model": "x" * 70_000}, headers=AUTH)
     assert huge.status_code == 413 and huge.json()["field"] == "body"

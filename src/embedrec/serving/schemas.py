@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 ListingId = str | int
 MAX_K = 1000
@@ -57,7 +57,8 @@ class SessionRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     session: list[ListingId] = Field(min_length=1, max_length=MAX_K)
-    k: int = Field(10, ge=1, le=MAX_K)
+    # strict: JSON true is no number of results (lax pydantic would take it for 1)
+    k: StrictInt = Field(10, ge=1, le=MAX_K)
     filters: dict[str, Any] | None = Field(
         None,
         description="Same keys as the query parameters: price_min, make (string or list), "
