@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from embedrec import BundleError, Recommender, load
+from embedrec.index.filters import parse_filter
 from embedrec.models import hybrid
 from embedrec.retrieval import UnknownListingError, UnknownUserError
 from embedrec.retrieval.retriever import query_samples_of
@@ -337,3 +338,46 @@ def test_filters_in_library_calls(fitted_mf):
     assert result.hits and all(hit.fields["make"] == "BMW" for hit in result.hits)
     [result] = fitted_mf.recommend(["Nutzer 3 🚗"], k=5, filters={"price_max": 20000})
     assert all(hit.fields["price"] <= 20000 for hit in result.hits)
+
+
+@pytest.mark.parametrize("k", [0, -1, 2.5, "3", True, None])
+def test_k_must_be_a_whole_number_from_1_up(fitted_mf, k):
+    retriever = fitted_mf.retriever()
+    for query in (
+        lambda: fitted_mf.similar(["Wagen 1 ä"], k=k),
+        lambda: fitted_mf.recommend(["Nutzer 3 🚗"], k=k),
+        lambda: fitted_mf.recommend_session(["Wagen 1 ä"], k=k),
+        lambda: retriever.similar([], k=k),
+    ):
+        with pytest.raises(ValueError, match=f"k must be a positive integer, got {k!r}"):
+            query()
+
+
+def test_a_single_id_outside_a_list_is_a_type_error(fitted_mf):
+    # a str would be read as its characters; the error says how to pass it
+    retriever = fitted_mf.retriever()
+    for query in (
+        lambda: fitted_mf.similar("Wagen 1 ä"),
+        lambda: retriever.similar("Wagen 1 ä"),
+        lambda: fitted_mf.recommend("Nutzer 3 🚗"),
+        lambda: fitted_mf.recommend_session("Wagen 1 ä"),
+    ):
+        with pytest.raises(TypeError, match=r"must be a list of ids, got the single str"):
+            query()
+    with pytest.raises(TypeError, match=r"pass \[7\]"):
+        fitted_mf.similar(7)
+
+
+@pytest.mark.parametrize("filters", ["price<=25000", parse_filter("price<=25000")])
+def test_a_single_filter_outside_a_list_is_a_type_error(fitted_mf, tmp_path, filters):
+    retriever = fitted_mf.retriever()
+    for query in (
+        lambda: fitted_mf.similar(["Wagen 1 ä"], filters=filters),
+        lambda: fitted_mf.recommend(["Nutzer 3 🚗"], filters=filters),
+        lambda: fitted_mf.recommend_session(["Wagen 1 ä"], filters=filters),
+        lambda: retriever.recommend_all(tmp_path / "all.parquet", filters=filters),
+        lambda: retriever.similar_all(tmp_path / "all.parquet", filters=filters),
+    ):
+        with pytest.raises(TypeError, match=r"filters must be a list of filters or a mapping"):
+            query()
+    assert not (tmp_path / "all.parquet").exists()

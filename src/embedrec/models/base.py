@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from embedrec.data.errors import DataError
+from embedrec.data.errors import DataError, shown
 from embedrec.data.prepare import Interactions
 
 
@@ -345,7 +345,7 @@ class RecModel(nn.Module):
 
 def positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise ValueError(f"{name} must be a positive integer, got {shown(value)}")
 
 
 DRAW_BLOCK = 65536  # rows of an embedding table drawn at once

@@ -9,7 +9,7 @@ nobody knows.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -19,13 +19,13 @@ import pyarrow as pa
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from embedrec.data.errors import DataError
+from embedrec.data.errors import DataError, shown
 from embedrec.data.ids import IdMap
 from embedrec.data.jsonable import plain
 from embedrec.index.bounded import compile_scan
 from embedrec.index.catalogue import Catalogue
 from embedrec.index.filters import Filter, filters_from_mapping, parse_filter
-from embedrec.models.base import RecModel
+from embedrec.models.base import RecModel, positive_int
 from embedrec.ranking import empty_result, top_k_of_scores
 from embedrec.retrieval.batch import (
     CHUNK_SIZE,
@@ -144,10 +144,14 @@ class Retriever:
 
         A query listing outside the catalogue but known to the model is embedded from its
         training fields. Raises UnknownListingError, naming every unknown id, before any
-        search. ``filters`` are expressions (``"price<=25000"``), Filter objects or an
-        API-style mapping (``{"price_max": 25000}``).
+        search. ``filters`` are a list of expressions (``["price<=25000"]``) or Filter
+        objects, or an API-style mapping (``{"price_max": 25000}``). ValueError for a ``k``
+        that is not a whole number from 1 up; TypeError for a single id or filter not in a
+        list (a str would be read as its characters).
         """
-        ids = list(listing_ids)
+        ids = id_list("listing_ids", listing_ids)
+        positive_int("k", k)
+        parsed = as_filters(filters)
         if not ids:
             return []
         catalogue = self.catalogue
@@ -166,7 +170,7 @@ class Retriever:
                 self.listings.iloc[model_outside], model_outside
             )
         exclude = [rows[p : p + 1][rows[p : p + 1] >= 0] for p in range(len(ids))]
-        found, scores = self.search_similar(queries, k, as_filters(filters), exclude)
+        found, scores = self.search_similar(queries, k, parsed, exclude)
         return [self._results(q, f, s) for q, f, s in zip(ids, found, scores, strict=True)]
 
     def search_similar(
@@ -188,14 +192,17 @@ class Retriever:
     ) -> list[Results]:
         """Top-``k`` listings for each known user, excluding listings they have seen.
 
-        Raises UnknownUserError naming every unknown user, before any ranking."""
-        ids = list(user_ids)
+        Raises UnknownUserError naming every unknown user, before any ranking; bad
+        arguments as :meth:`similar`."""
+        ids = id_list("user_ids", user_ids)
+        positive_int("k", k)
+        parsed = as_filters(filters)
         user_rows = self.users.indices(ids) if ids else np.zeros(0, dtype=np.int64)
         if (user_rows < 0).any():
             raise UnknownUserError([u for u, r in zip(ids, user_rows, strict=True) if r < 0])
         if not ids:
             return []
-        found, scores = self.rank_users(user_rows, k, as_filters(filters))
+        found, scores = self.rank_users(user_rows, k, parsed)
         return [self._results(q, f, s) for q, f, s in zip(ids, found, scores, strict=True)]
 
     def recommend_session(
@@ -205,9 +212,11 @@ class Retriever:
 
         Session listings are looked up in the catalogue (new ones there were embedded from
         their features). Unknown ones are listed in ``Results.unknown``; when none is known,
-        UnknownListingError.
+        UnknownListingError. Bad arguments as :meth:`similar`.
         """
-        session = list(session)
+        session = id_list("session", session)
+        positive_int("k", k)
+        parsed = as_filters(filters)
         rows = self.catalogue.rows_of(session)
         unknown = [plain(s) for s, r in zip(session, rows, strict=True) if r < 0]
         rows = rows[rows >= 0]
@@ -216,7 +225,7 @@ class Retriever:
         query, cosine = self.model.session_vector(self.catalogue.vectors[rows])
         # a model whose session query is its user tower's (dot product) asks like a user
         kind = None if cosine else USER
-        found, scores = self.catalogue.search(query, k, cosine, as_filters(filters), [rows], kind)
+        found, scores = self.catalogue.search(query, k, cosine, parsed, [rows], kind)
         hits = self._results(None, found[0], scores[0]).hits
         return Results([plain(s) for s in session], hits, unknown)
 
@@ -272,7 +281,9 @@ class Retriever:
         excluded, ``filters`` applied), written to the Parquet file ``out`` as rows
         ``user_id, rank, listing_id, score``, ``chunk_size`` users at a time. ``part=(rank,
         world_size)`` ranks this process's share into ``out/part-{rank:05d}.parquet``
-        (``retrieval/batch.py``). ``progress``: a bar on stderr (None: on a terminal)."""
+        (``retrieval/batch.py``). ``progress``: a bar on stderr (None: on a terminal).
+        Bad arguments as :meth:`similar`."""
+        positive_int("k", k)
         parsed = as_filters(filters)
         users = self.users.ids.to_numpy()
         return self._write_all(
@@ -299,6 +310,7 @@ class Retriever:
         """The ``k`` most similar listings to every catalogue listing, as :meth:`similar`
         answers each (the listing itself excluded, ``filters`` applied), written as rows
         ``query_id, rank, listing_id, score``; otherwise as :meth:`recommend_all`."""
+        positive_int("k", k)
         parsed = as_filters(filters)
         catalogue = self.catalogue
         live = np.flatnonzero(catalogue.live)
@@ -322,8 +334,6 @@ class Retriever:
         progress: bool | None,
         rank: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
     ) -> Written:
-        if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
         starts = chunk_starts(len(query_rows), chunk_size, *(part or (0, 1)))
         path = output_path(out, part)
         listing_ids = self.catalogue.table["listing_id"].to_numpy()
@@ -409,8 +419,25 @@ def query_samples_of(
     return draw
 
 
+def id_list(name: str, ids: Sequence) -> list:
+    """``ids`` as a list. TypeError for a single id: a str would be read as its characters,
+    a number is not a sequence."""
+    if isinstance(ids, str | bytes) or not isinstance(ids, Iterable):
+        raise TypeError(
+            f"{name} must be a list of ids, got the single {type(ids).__name__} {shown(ids)}; "
+            f"pass [{shown(ids)}]"
+        )
+    return list(ids)
+
+
 def as_filters(filters: FilterSpec) -> list[Filter]:
-    """Filters from expressions, Filter objects or an API-style mapping."""
+    """Filters from a list of expressions or Filter objects, or an API-style mapping.
+    TypeError for a single expression or Filter: a str would be read as its characters."""
+    if isinstance(filters, str | bytes | Filter):
+        raise TypeError(
+            f"filters must be a list of filters or a mapping, got the single "
+            f"{type(filters).__name__} {shown(filters)}; pass [{shown(filters)}]"
+        )
     if not filters:
         return []
     if isinstance(filters, Mapping):
