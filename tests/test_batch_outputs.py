@@ -189,6 +189,7 @@ def test_torchrun_variables_are_checked(environ, message):
         (["recommend", "{model}", "--all-users"], "--all-users needs --out"),
         (["recommend", "{model}", "u1", "--out", "{tmp}/a.parquet"], "give --all-users too"),
         (["recommend", "{model}", "--all-users", "--out", "{tmp}"], "is a directory"),
+        (["similar", "{model}", "--all", "--out", "{tmp}/a.csv"], "ending in .parquet"),
         (["similar", "{model}", "--all", "--out", "{tmp}/a.parquet", "--json"], "--json does"),
         (["recommend", "{model}", "--all-users", "--session", "x", "--out", "{tmp}/a"], "session"),
         (["similar", "{model}", "--all", "--out", "{tmp}/a.parquet", "--chunk-size", "0"], "0"),
@@ -199,7 +200,7 @@ def test_bad_batch_requests_are_clear_errors(model_dir, tmp_path, args, message)
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2
     assert message in result.output
-    assert not (tmp_path / "a.parquet").exists()
+    assert not (tmp_path / "a.parquet").exists() and not (tmp_path / "a.csv").exists()
 
 
 def test_parts_need_a_directory_and_a_bad_filter_writes_nothing(model_dir, tmp_path):

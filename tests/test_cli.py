@@ -28,9 +28,10 @@ COMMANDS = [
 
 
 def run(*args: str) -> str:
+    """What the command printed on stdout (its notes go to stderr)."""
     result = CliRunner().invoke(main, list(args), catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    return result.output
+    return result.stdout
 
 
 @pytest.fixture(scope="session")
@@ -190,6 +191,34 @@ def test_evaluate_reports_warm_and_cold(time_split):
 
 
 @pytest.mark.slow
+def test_evaluate_on_training_events_counts_what_it_cannot_score_and_writes_strict_json(
+    model_dir, cars
+):
+    # every test event is a training event: each user's listings were all seen, none scored
+    args = ["evaluate", str(model_dir), "--interactions", str(cars / "interactions.parquet")]
+    result = CliRunner().invoke(main, [*args, "-k", "5", "--json"], catch_exceptions=False)
+    assert result.exit_code == 0
+    json_line = next(line for line in result.output.splitlines() if line.startswith("{"))
+
+    def bare(constant: str) -> None:
+        raise AssertionError(f"not JSON: bare {constant}")
+
+    report = json.loads(json_line, parse_constant=bare)
+    counts = report["counts"]
+    assert report["overall"]["users"] == 0 and report["overall"]["recall@5"] is None
+    assert counts["events_skipped_seen_in_training"] == counts["events"] > 0
+    assert counts["users_skipped_all_seen"] == counts["users"] > 0
+    note = (
+        f"note: {counts['events']:,} test events were on listings their user already viewed in "
+        f"training and are not scored"
+    )
+    assert note in result.output
+    table = CliRunner().invoke(main, [*args, "-k", "5"], catch_exceptions=False).output
+    assert note in table and "nan" not in table
+    assert f"{counts['users']:,} of {counts['users']:,} users had none left" in table
+
+
+@pytest.mark.slow
 def test_evaluate_prints_every_metric_with_its_standard_error(time_split):
     model, late = time_split
     output = run("evaluate", str(model), "--interactions", str(late), "-k", "5,20")
@@ -325,6 +354,25 @@ def test_training_that_diverges_exits_with_one_line_and_writes_no_model(tmp_path
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[trian]\ndim = 8\n", "unknown section(s) [trian]; known: [train], [events], [features]"),
+        ("dim = 8\n", "setting(s) outside a section: dim; sections: [train], [events]"),
+    ],
+)
+def test_a_misspelt_config_section_names_the_file_and_the_known_ones(tmp_path, text, message):
+    config = tmp_path / "train.toml"
+    config.write_text(text)
+    args = ["train", "--interactions", "i.parquet", "--listings", "l.parquet"]
+    result = CliRunner().invoke(
+        main, [*args, "--config", str(config), "--out", str(tmp_path / "m")]
+    )
+    assert result.exit_code == 2
+    assert f"error: {config}: {message}" in result.output
+    assert not (tmp_path / "m").exists()
+
+
 @pytest.mark.slow
 def test_corrupt_model_directory_is_a_clear_error(tmp_path):
     (tmp_path / "manifest.json").write_text("{not json")
@@ -355,12 +403,43 @@ def test_plot_and_inspect(model_dir, tmp_path):
     assert "make" in report["categorical"]
 
 
-def test_result_tables_separate_thousands_except_years():
+def test_result_tables_separate_thousands_except_ids_and_years():
     from embedrec.cli import format_table
 
     text = format_table(
-        [{"price": 8500, "year": 2018, "mileage_km": 123456}, {"price": 23221, "year": 2021}],
-        ["price", "year", "mileage_km"],
+        [
+            {"listing_id": 1001, "price": 8500, "year": 2018, "mileage_km": 123456},
+            {"listing_id": 23221, "price": 23221, "year": 2021, "dealer_id": 4096},
+        ],
+        ["listing_id", "price", "year", "mileage_km", "dealer_id"],
     )
     assert "8,500" in text and "23,221" in text and "123,456" in text
     assert "2018" in text and "2,018" not in text
+    # an id pasted back must be the id
+    assert "1001 " in text and "1,001" not in text and "4096" in text and "4,096" not in text
+
+
+@pytest.mark.slow
+def test_unknown_queries_are_counted_and_all_unknown_exits_2(model_dir):
+    runner = CliRunner()
+    result = runner.invoke(main, ["similar", str(model_dir), "NOPE"])
+    assert result.exit_code == 2
+    assert (
+        "unknown listing_id 'NOPE'" in result.output and "1 of 1 queries unknown" in result.output
+    )
+    result = runner.invoke(main, ["recommend", str(model_dir), "NOPE", "ghost", "--json"])
+    assert result.exit_code == 2 and "2 of 2 queries unknown" in result.output
+    result = runner.invoke(main, ["recommend", str(model_dir), "--session", "NOPE", "--json"])
+    assert result.exit_code == 2 and "none of the session's listings is known" in result.output
+    result = runner.invoke(main, ["similar", str(model_dir), "NOPE", "qashqai-dresden", "-k", "2"])
+    assert result.exit_code == 0 and "note: 1 of 2 queries unknown" in result.output
+
+
+@pytest.mark.parametrize("cutoffs", ["abc", "5,,10", "0", "10,-1", "2.5"])
+def test_evaluate_cutoffs_must_be_whole_numbers(tmp_path, cutoffs):
+    # checked as the option is parsed: the model directory is not even read
+    args = ["evaluate", str(tmp_path), "--interactions", "x.parquet", "-k", cutoffs]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    assert "Invalid value for '-k': expected whole numbers from 1 up" in result.output
+    assert "invalid literal" not in result.output

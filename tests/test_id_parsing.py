@@ -71,7 +71,7 @@ def similar_json(model, *ids: str) -> list[dict]:
     # after "--", so that ids such as "--5" are not read as options
     result = CliRunner().invoke(main, ["similar", str(model), "-k", "3", "--json", "--", *ids])
     assert result.exit_code == 0, result.output
-    return [json.loads(line) for line in result.output.strip().splitlines()]
+    return [json.loads(line) for line in result.stdout.strip().splitlines()]
 
 
 def test_cli_matches_canonical_integers_and_reports_the_rest_unknown(integer_model):

@@ -20,10 +20,11 @@ import numpy as np
 from embedrec.data.errors import DataError
 from embedrec.data.ids import parse_id
 from embedrec.data.io import check_event_weights
+from embedrec.data.jsonable import plain
 from embedrec.data.schema import SchemaConfig
 from embedrec.models.registry import MODELS
 from embedrec.recommender import Recommender
-from embedrec.retrieval.batch import CHUNK_SIZE, torchrun_rank
+from embedrec.retrieval.batch import CHUNK_SIZE, check_output, torchrun_rank
 from embedrec.retrieval.results import Results, UnknownIdError
 from embedrec.retrieval.retriever import Retriever
 from embedrec.training.distributed import finish_distributed
@@ -32,6 +33,20 @@ from embedrec.training.distributed import finish_distributed
 USER_ERRORS = (ValueError, FileNotFoundError, UnknownIdError)
 # the one source of the training defaults the options show
 DEFAULTS = Recommender.defaults()
+
+
+class CutOffs(click.ParamType):
+    """Comma-separated whole numbers from 1 up (10,20), as a tuple."""
+
+    name = "K[,K...]"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[int, ...]:
+        if isinstance(value, tuple):
+            return value
+        parts = [part.strip() for part in str(value).split(",")]
+        if not all(part.isascii() and part.isdigit() and int(part) >= 1 for part in parts):
+            self.fail(f"expected whole numbers from 1 up, comma-separated (10,20), got {value!r}")
+        return tuple(int(part) for part in parts)
 
 
 class ModelChoice(click.Choice):
@@ -316,6 +331,10 @@ def _explicit_flags() -> set[str]:
     }
 
 
+# the sections a --config file may have
+CONFIG_SECTIONS = ("train", "events", "features")
+
+
 def _read_config(path: str, explicit: set[str]) -> dict[str, Any]:
     """Recommender parameters from a TOML file; flags given on the command line win."""
     try:
@@ -324,6 +343,7 @@ def _read_config(path: str, explicit: set[str]) -> dict[str, Any]:
         raise DataError("config file not found", file=path) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"not valid TOML: {exc}", file=path) from None
+    _check_sections(data, path)
     params = {k: v for k, v in data.get("train", {}).items() if k not in explicit}
     if "events" in data:
         try:
@@ -346,6 +366,21 @@ def _read_config(path: str, explicit: set[str]) -> dict[str, Any]:
     except (TypeError, ValueError) as exc:
         raise DataError(f"[train]: {exc}", file=path) from None
     return params
+
+
+def _check_sections(data: dict[str, Any], path: str) -> None:
+    """A misspelt ``[trian]`` or a setting above every section would otherwise be ignored
+    and the run train with the defaults."""
+    known = ", ".join(f"[{name}]" for name in CONFIG_SECTIONS)
+    loose = sorted(k for k, v in data.items() if not isinstance(v, dict))
+    if loose:
+        raise DataError(
+            f"setting(s) outside a section: {', '.join(loose)}; sections: {known}", file=path
+        )
+    unknown = sorted(set(data) - set(CONFIG_SECTIONS))
+    if unknown:
+        names = ", ".join(f"[{name}]" for name in unknown)
+        raise DataError(f"unknown section(s) {names}; known: {known}", file=path)
 
 
 # ---------------------------------------------------------------------------- queries
@@ -405,8 +440,10 @@ def _check_batch(
         if value:
             raise click.UsageError(f"{option} does not go with {flag}")
     part = torchrun_rank()
-    if part is None and Path(out_file).is_dir():
-        raise click.UsageError(f"--out {out_file} is a directory; give a file name")
+    try:
+        check_output(out_file, part)
+    except ValueError as exc:
+        raise click.UsageError(f"--out {exc}") from None
     return part
 
 
@@ -455,6 +492,7 @@ def similar(
         for query in queries
     ]
     _print_results(answers, as_json, reference_key="similar to")
+    _exit_if_unknown(answers)
 
 
 @main.command()
@@ -503,6 +541,7 @@ def recommend(
             _answer(lambda q=query: retriever.recommend([q], k, list(filters))[0], query)
         )
     _print_results(answers, as_json, reference_key="for")
+    _exit_if_unknown(answers)
 
 
 def _answer(run: Callable[[], Results], query: Any) -> dict:
@@ -512,6 +551,19 @@ def _answer(run: Callable[[], Results], query: Any) -> dict:
         return run().to_dict()
     except UnknownIdError as exc:
         return {"query": query, "error": str(exc)}
+
+
+def _exit_if_unknown(answers: list[dict]) -> None:
+    """After every answer is printed: say how many queries were unknown, and exit with status
+    2 where all were, so that a script can tell that nothing was answered."""
+    unknown = sum("error" in answer for answer in answers)
+    if not unknown:
+        return
+    counted = f"{unknown:,} of {len(answers):,} queries unknown"
+    if unknown == len(answers):
+        click.echo(f"error: {counted}; none answered", err=True)
+        sys.exit(2)
+    click.echo(f"note: {counted}", err=True)
 
 
 def _retriever(recommender: Recommender, listings: str | None) -> Retriever:
@@ -563,7 +615,14 @@ def embed(model_dir: str, listings: str, out_file: str) -> None:
     help=f"Held-out interactions (later than training): {SOURCES}.",
 )
 @click.option("--listings", type=click.Path(), help="Catalogue to rank (default: training's).")
-@click.option("-k", "ks", default="10,20", show_default=True, help="Cut-offs, comma-separated.")
+@click.option(
+    "-k",
+    "ks",
+    type=CutOffs(),
+    default="10,20",
+    show_default=True,
+    help="Cut-offs, comma-separated.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @_window_options
 @_user_errors
@@ -571,20 +630,19 @@ def evaluate(
     model_dir: str,
     interactions: str,
     listings: str | None,
-    ks: str,
+    ks: tuple[int, ...],
     as_json: bool,
     since: str | None,
     until: str | None,
 ) -> None:
     """Recall, NDCG, HitRate, MRR and coverage, overall and for warm and cold listings."""
-    cutoffs = tuple(int(k) for k in ks.split(","))
     report = _load(model_dir).evaluate(
-        interactions, listings=listings, ks=cutoffs, since=since, until=until
+        interactions, listings=listings, ks=ks, since=since, until=until
     )
-    if as_json:
-        click.echo(json.dumps(report, default=str))
-        return
-    click.echo(format_report(report, cutoffs))
+    note = _seen_note(report["counts"])
+    if note:
+        click.echo(note, err=True)
+    click.echo(json_line(report) if as_json else format_report(report, ks))
 
 
 def format_report(report: dict, ks: tuple[int, ...]) -> str:
@@ -599,19 +657,15 @@ def format_report(report: dict, ks: tuple[int, ...]) -> str:
             row = {"metric": f"{name}@{k}"}
             for part in parts:
                 value, error = report[part][f"{name}@{k}"], report[part].get(f"{name}@{k}_se")
-                shown = error is not None and math.isfinite(error)
-                row[part] = f"{value:.4f}" + (f" ± {error:.4f}" if shown else "")
+                row[part] = _metric_cell(value, error)
             rows.append(row)
     # similar@k: the next listing viewed in a session is among the first one's k similar
     similar = report.get("similar", {})
     for k in ks:
         row = {"metric": f"similar@{k}"}
         for part in parts:
-            value = similar.get(part, {}).get(f"hit@{k}", math.nan)
-            error = similar.get(part, {}).get(f"hit@{k}_se", math.nan)
-            row[part] = (f"{value:.4f}" if math.isfinite(value) else "-") + (
-                f" ± {error:.4f}" if math.isfinite(error) else ""
-            )
+            hits = similar.get(part, {})
+            row[part] = _metric_cell(hits.get(f"hit@{k}"), hits.get(f"hit@{k}_se"))
         rows.append(row)
     counts = {**report["counts"]}
     for part in ("warm", "cold"):
@@ -621,6 +675,31 @@ def format_report(report: dict, ks: tuple[int, ...]) -> str:
     return format_table(rows, ["metric", *parts]) + "\n" + counts
 
 
+def _seen_note(counts: dict[str, int]) -> str | None:
+    """Why fewer users are scored than have test events, when that is so."""
+    if not counts.get("events_skipped_seen_in_training"):
+        return None
+    return (
+        f"note: {counts['events_skipped_seen_in_training']:,} test events were on listings "
+        "their user already viewed in training and are not scored (rankings leave those out); "
+        f"{counts['users_skipped_all_seen']:,} of {counts['users']:,} users had none left"
+    )
+
+
+def _metric_cell(value: float | None, error: float | None) -> str:
+    """0.1384 ± 0.0065; - where there is no value (no user or pair to average over)."""
+    shown = f"{value:.4f}" if value is not None and math.isfinite(value) else "-"
+    if error is not None and math.isfinite(error):
+        shown += f" ± {error:.4f}"
+    return shown
+
+
+def json_line(value: Any) -> str:
+    """``value`` as strict JSON (RFC 8259) on one line: NaN and infinities as null, NumPy
+    numbers as numbers, anything else unknown as its text."""
+    return json.dumps(plain(value), ensure_ascii=False, allow_nan=False, default=str)
+
+
 def _load(model_dir: str) -> Recommender:
     return Recommender.load(model_dir)
 
@@ -628,7 +707,7 @@ def _load(model_dir: str) -> Recommender:
 def _print_results(results: list[dict], as_json: bool, reference_key: str) -> None:
     if as_json:
         for result in results:
-            click.echo(json.dumps(result, ensure_ascii=False, default=str))
+            click.echo(json_line(result))
         return
     for result in results:
         if "error" in result:
@@ -651,11 +730,18 @@ def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
 
 
 def _cell(value: Any, column: str) -> str:
+    if _is_exact(column):  # an id pasted back must be the id: 1001, never 1,001
+        return "" if value is None else str(value)
     if isinstance(value, float):
         return f"{value:.3f}" if abs(value) < 100 else f"{value:,.0f}"
-    if isinstance(value, int) and not isinstance(value, bool) and column != "year":
-        return f"{value:,}"  # 8,500 and 23,221 in one price column, but a year stays 2018
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"  # 8,500 and 23,221 in one price column
     return "" if value is None else str(value)
+
+
+def _is_exact(column: str) -> bool:
+    """Columns shown exactly as stored: ids, and years (2018, not 2,018)."""
+    return column in ("year", "id") or column.endswith("_id")
 
 
 # ---------------------------------------------------------------------------- demo
@@ -822,7 +908,7 @@ def inspect_command(
     live = np.flatnonzero(catalogue.live)
     table = catalogue.table.iloc[live].reset_index(drop=True)
     result = inspect_embeddings(catalogue.vectors[live], table, k=k, sample=sample)
-    click.echo(json.dumps(result, default=str) if as_json else format_inspection(result))
+    click.echo(json_line(result) if as_json else format_inspection(result))
 
 
 def _register_serve() -> None:

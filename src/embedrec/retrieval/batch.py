@@ -96,19 +96,29 @@ def hits_schema(query_column: str, query_ids: pa.DataType, listing_ids: pa.DataT
     )
 
 
+def check_output(out: str | Path, part: tuple[int, int] | None = None) -> None:
+    """ValueError when ``out`` cannot take the output: one run's file must be named
+    ``*.parquet`` (what it holds) and not be a directory; parts need a directory."""
+    out = Path(out)
+    if part is not None:
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"{out} is a file; under torchrun the output is a directory of parts")
+    elif out.is_dir():
+        raise ValueError(f"{out} is a directory; give a file name for the Parquet output")
+    elif out.suffix.lower() != ".parquet":
+        raise ValueError(f"{out}: the output is Parquet; give a file name ending in .parquet")
+
+
 def output_path(out: str | Path, part: tuple[int, int] | None = None) -> Path:
     """The file a run writes: ``out`` itself, or for ``part=(rank, world_size)`` its part file
     in the directory ``out``. ValueError when ``out`` is of the other kind (a directory given
     for one file, a file for parts). Rank 0 removes part files of an earlier run with more
     ranks, so the directory holds this run's parts alone."""
     out = Path(out)
+    check_output(out, part)
     if part is None:
-        if out.is_dir():
-            raise ValueError(f"{out} is a directory; give a file name for the Parquet output")
         return out
     rank, world_size = part
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"{out} is a file; under torchrun the output is a directory of parts")
     out.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         for stale in out.iterdir():

@@ -33,7 +33,9 @@ class EvaluationTask:
 def evaluation_task(retriever: Retriever, events: pd.DataFrame) -> EvaluationTask:
     """Held-out ``events`` (validated interactions) as matrices over (known users) x
     (catalogue rows), so that any scorer, ours or a baseline's, is evaluated on exactly the
-    same task. Events of unknown users or outside the catalogue are counted, not used."""
+    same task. Events of unknown users or outside the catalogue are counted, not used; so
+    are events on listings their user already saw in training (a ranking excludes those),
+    and the users left with none."""
     catalogue = retriever.catalogue
     user_rows = retriever.users.indices(events["user_id"])
     rows = catalogue.rows_of(events["listing_id"].tolist())
@@ -44,17 +46,22 @@ def evaluation_task(retriever: Retriever, events: pd.DataFrame) -> EvaluationTas
         shape=(len(users), catalogue.n_rows),
     )
     test.data[:] = 1.0
+    seen = retriever.seen_in(users)
+    already_seen = np.asarray(seen[local, rows[known]]).ravel() > 0
+    unseen_per_user = np.bincount(local[~already_seen], minlength=len(users))
     trained = retriever.model.n_trained_listings
     cold = (catalogue.model_rows < 0) | (catalogue.model_rows >= trained)
     counts = {
         "events": len(events),
         "events_skipped_unknown_user": int((user_rows < 0).sum()),
         "events_skipped_not_in_catalogue": int((rows < 0).sum()),
+        "events_skipped_seen_in_training": int(already_seen.sum()),
         "users": len(users),
+        "users_skipped_all_seen": int((unseen_per_user == 0).sum()),
         "catalogue": len(catalogue),
         "cold_listings": int(cold.sum()),
     }
-    return EvaluationTask(catalogue, users, retriever.seen_in(users), test, cold, counts)
+    return EvaluationTask(catalogue, users, seen, test, cold, counts)
 
 
 def scorer(retriever: Retriever, task: EvaluationTask) -> Callable[[np.ndarray], np.ndarray]:
