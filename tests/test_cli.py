@@ -260,6 +260,16 @@ def test_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path, cars):
     assert f"{bad}, row 2 (line 3), column 'timestamp'" in result.stderr
 
 
+def train_with_config(tmp_path, cars, text: str, *flags: str):
+    """``embedrec train`` on the tiny car data with a config of ``text``: (config, result)."""
+    config = tmp_path / "train.toml"
+    config.write_text(text)
+    data = ["--listings", str(cars / "listings.parquet")]
+    data += ["--interactions", str(cars / "interactions.parquet")]
+    out = ["--out", str(tmp_path / "m")]
+    return config, CliRunner().invoke(main, ["train", *data, "--config", str(config), *out, *flags])
+
+
 @pytest.mark.parametrize(
     ("setting", "message"),
     [
@@ -270,22 +280,7 @@ def test_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path, cars):
     ],
 )
 def test_bad_config_setting_names_the_file(tmp_path, cars, setting, message):
-    config = tmp_path / "train.toml"
-    config.write_text(f"[train]\n{setting}\n")
-    result = CliRunner().invoke(
-        main,
-        [
-            "train",
-            "--interactions",
-            str(cars / "interactions.parquet"),
-            "--listings",
-            str(cars / "listings.parquet"),
-            "--config",
-            str(config),
-            "--out",
-            str(tmp_path / "m"),
-        ],
-    )
+    config, result = train_with_config(tmp_path, cars, f"[train]\n{setting}\n")
     assert result.exit_code == 2
     assert f"{config}: [train]: " in result.output and message in result.output
     assert not (tmp_path / "m").exists()
@@ -305,46 +300,15 @@ def test_bad_config_setting_names_the_file(tmp_path, cars, setting, message):
     ],
 )
 def test_bad_config_numbers_name_the_section_and_key(tmp_path, cars, config_text, message):
-    config = tmp_path / "train.toml"
-    config.write_text(config_text)
-    result = CliRunner().invoke(
-        main,
-        [
-            "train",
-            "--interactions",
-            str(cars / "interactions.parquet"),
-            "--listings",
-            str(cars / "listings.parquet"),
-            "--config",
-            str(config),
-            "--out",
-            str(tmp_path / "m"),
-        ],
-    )
+    config, result = train_with_config(tmp_path, cars, config_text)
     assert result.exit_code == 2
     assert result.output == f"error: {config}: {message}\n"
     assert not (tmp_path / "m").exists()
 
 
 def test_training_that_diverges_exits_with_one_line_and_writes_no_model(tmp_path, cars):
-    config = tmp_path / "train.toml"
-    config.write_text('[train]\nmodel = "mf"\nlr = 1e30\nvalidation_fraction = 0\n')
-    result = CliRunner().invoke(
-        main,
-        [
-            "train",
-            "--interactions",
-            str(cars / "interactions.parquet"),
-            "--listings",
-            str(cars / "listings.parquet"),
-            "--config",
-            str(config),
-            "--out",
-            str(tmp_path / "m"),
-            "--epochs",
-            "2",
-        ],
-    )
+    text = '[train]\nmodel = "mf"\nlr = 1e30\nvalidation_fraction = 0\n'
+    _, result = train_with_config(tmp_path, cars, text, "--epochs", "2")
     assert result.exit_code == 2
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert errors == [
