@@ -221,10 +221,13 @@ def test_csv_ids_are_integers_only_when_every_one_is_canonical(tmp_path):
     loaded = load_interactions(path)
     assert loaded["user_id"].tolist() == [-3, 12] and loaded["user_id"].dtype == np.int64
     assert loaded["listing_id"].tolist() == [0, 999_999_999_999_999_999]
-    # 19 digits may not fit an int64, "+5" and "1.0" are not how an integer is written
-    for odd in ("1000000000000000000", "+5", "1.0", "05", "-0x"):
+    # 19 digits may not fit an int64, "+5" and "05" are not how an integer is written
+    for odd in ("1000000000000000000", "+5", "05", "-0x", "1.0x"):
         path = write(tmp_path, "odd.csv", HEADER + f"u,{odd},1\nu,7,2\n")
         assert load_interactions(path)["listing_id"].tolist() == [odd, "7"], odd
+    # "1.0" is how pandas writes a column of integers that had a missing value
+    path = write(tmp_path, "floats.csv", HEADER + "u,1.0,1\nu,7,2\n")
+    assert load_interactions(path)["listing_id"].tolist() == [1, 7]
 
 
 def test_na_words_are_ids_but_missing_numbers(tmp_path):

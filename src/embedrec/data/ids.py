@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -54,9 +55,9 @@ def as_ids_like(ids: pd.Index, values: pd.Series) -> pd.Series:
     among numbers makes every id of that file a string.
 
     For string ids an integer becomes its plain decimal text (64: "64"); for integer ids a
-    string that writes an integer plainly (:func:`parse_id`) becomes that integer. Any other
-    value is kept as it is, to match no id. ``values`` already of the ids' type come back
-    as they are (the same object).
+    string that writes an integer plainly (:func:`parse_id`) becomes that integer. A whole
+    float is the integer it writes (64.0: 64). Any other value is kept as it is, to match
+    no id. ``values`` already of the ids' type come back as they are (the same object).
     """
     integers = holds_integers(ids)
     if _kind(values) == ("integer" if integers else "string"):
@@ -81,11 +82,44 @@ def _kind(values: pd.Series) -> str:
 
 def _like(integers: bool, value: object) -> object:
     """One id in the type of integer (``integers``) or string ids, else ``value``."""
+    if isinstance(value, float | np.floating) and _is_whole(float(value)):
+        value = int(value)
     if integers and isinstance(value, str):
         return parse_id(value, np.dtype(np.int64))
     if not integers and isinstance(value, int | np.integer) and not isinstance(value, bool):
         return str(int(value))
     return value
+
+
+def holds_floats(values: pd.Series) -> bool:
+    """Whether ``values`` are ids given as floats: pandas turns a column of integers with a
+    missing value into float64 (64.0), and it stays so once the gap is dropped."""
+    if pd.api.types.is_float_dtype(values.dtype):
+        return True
+    floats = ("floating", "mixed-integer-float")
+    return values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) in floats
+
+
+def not_whole(values: pd.Series) -> np.ndarray:
+    """Mask of the float ids (:func:`holds_floats`) that name no integer id: a fraction
+    (64.5), NaN, infinity, or beyond int64."""
+    numbers = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    whole = np.isfinite(numbers) & (numbers == np.round(numbers))
+    return ~(whole & (numbers >= _INT64.start) & (numbers < _INT64.stop))
+
+
+def whole_float_ids(values: pd.Series) -> pd.Series:
+    """Float ids that are all whole (:func:`not_whole`) as the integer ids they write:
+    64.0 is the id 64, found by 64 and returned as 64."""
+    if values.dtype == object:  # Python ints among them may pass float64's 2**53
+        integers = np.array([int(value) for value in values], dtype=np.int64)
+    else:
+        integers = values.to_numpy(dtype=np.float64).astype(np.int64)
+    return pd.Series(integers, index=values.index, name=values.name)
+
+
+def _is_whole(number: float) -> bool:
+    return math.isfinite(number) and number.is_integer() and _INT64.start <= number < _INT64.stop
 
 
 def id_problem(text: str) -> str | None:

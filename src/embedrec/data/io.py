@@ -25,10 +25,13 @@ from embedrec.data.errors import CSV_SUFFIXES, DataError, shown
 from embedrec.data.ids import (
     MAX_ID_LENGTH,
     as_ids_like,
+    holds_floats,
     holds_integers,
     id_problem,
     invalid_ids,
+    not_whole,
     shard_of,
+    whole_float_ids,
 )
 from embedrec.data.sources import MAX_EPOCH_SECONDS, Dataset, Piece, Window, is_dataset
 from embedrec.geo import LAT_LON_COLUMNS
@@ -39,6 +42,8 @@ ID_COLUMNS = ("user_id", "listing_id")
 INTERACTION_COLUMNS = ("user_id", "listing_id", "timestamp")
 DEFAULT_EVENT_WEIGHTS: dict[str, float] = {"view": 1.0, "favorite": 3.0, "contact": 5.0}
 _INTEGER_ID = r"-?(?:0|[1-9][0-9]{0,17})"
+_WHOLE_FLOAT_ID = _INTEGER_ID + r"\.0+"
+_DECIMAL_ID = _INTEGER_ID + r"(?:\.[0-9]+)?"
 _INT64_MAX = np.iinfo(np.int64).max
 # an event's weight (event weight times the weight column) is kept as float32
 MAX_WEIGHT = float(np.finfo(np.float32).max)
@@ -68,8 +73,9 @@ def _is_weight(value: Real) -> bool:
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read a CSV or Parquet file, chosen by extension.
 
-    CSV id columns that hold only canonical integers become integers; any other id (with
-    leading zeros, spaces, letters) stays the exact string from the file.
+    CSV id columns that hold only integers (canonical, or whole floats: 64.0) become
+    integers; any other id (with leading zeros, spaces, letters) stays the exact string
+    from the file.
     """
     path = Path(path)
     suffixes = "".join(path.suffixes[-2:]).lower()
@@ -108,12 +114,26 @@ def _read_csv(path: Path) -> pd.DataFrame:
     )
     for column in ID_COLUMNS:
         if column in frame.columns:
-            values = frame[column].astype(object)
-            if values.notna().all() and values.str.fullmatch(_INTEGER_ID).all():
-                frame[column] = values.astype(np.int64)
-            else:
-                frame[column] = values
+            frame[column] = _typed_ids(frame[column].astype(object))
     return frame
+
+
+def _typed_ids(text: pd.Series) -> pd.Series:
+    """A CSV id column as integers where it writes only integers: plainly, or as whole
+    floats (64.0, as pandas writes a column of integers that had a missing value). Such a
+    column with a fraction (64.5) becomes floats, refused at that row by the checks."""
+    if text.isna().any():
+        return text
+    if text.str.fullmatch(_INTEGER_ID).all():
+        return text.astype(np.int64)
+    written_as_floats = text.str.fullmatch(_WHOLE_FLOAT_ID).any()
+    if not written_as_floats or not text.str.fullmatch(_DECIMAL_ID).all():
+        return text  # string ids, exactly as written
+    # from the text, not through float64, whose integers end at 2**53
+    integers = text.str.replace(r"\.0+$", "", regex=True)
+    if integers.str.fullmatch(_INTEGER_ID).all():
+        return integers.astype(np.int64)
+    return text.astype(np.float64)
 
 
 def load_interactions(
@@ -231,11 +251,10 @@ def _interactions(
     model_users: pd.Index | None = None,
 ) -> pd.DataFrame:
     _require_columns(frame, INTERACTION_COLUMNS, name)
-    for column in ID_COLUMNS:
-        _check_ids(frame[column], name, column)
+    user_ids, listing_ids = (_checked_ids(frame[column], name, column) for column in ID_COLUMNS)
     # the listing ids meet the listings table in ``prepare``, which skips the unknown ones
-    user_ids = _as_model_ids(frame["user_id"], model_users, name, "user_id")
-    out = pd.DataFrame({"user_id": user_ids, "listing_id": frame["listing_id"]})
+    user_ids = _as_model_ids(user_ids, model_users, name, "user_id")
+    out = pd.DataFrame({"user_id": user_ids, "listing_id": listing_ids})
     out["timestamp"] = _parse_timestamps(frame["timestamp"], name)
     # multiplied in float64: a product beyond float32 is refused, not stored as infinity
     weight = np.ones(len(frame), dtype=np.float64)
@@ -274,9 +293,11 @@ def load_listings(source: Source, model_ids: Mapping[str, pd.Index] | None = Non
 
 def _listings(frame: pd.DataFrame, name: str, model_listings: pd.Index | None) -> pd.DataFrame:
     _require_columns(frame, ("listing_id",), name)
-    _check_ids(frame["listing_id"], name, "listing_id")
+    given = frame["listing_id"]
+    listing_ids = _checked_ids(given, name, "listing_id")
     if model_listings is not None:
-        listing_ids = _as_model_ids(frame["listing_id"], model_listings, name, "listing_id")
+        listing_ids = _as_model_ids(listing_ids, model_listings, name, "listing_id")
+    if listing_ids is not given:
         frame = frame.assign(listing_id=listing_ids)
     duplicated = frame["listing_id"].duplicated().to_numpy()
     if duplicated.any():
@@ -344,6 +365,25 @@ def _as_model_ids(ids: pd.Series, model: pd.Index | None, name: str, column: str
             column,
         )
     return typed
+
+
+def _checked_ids(ids: pd.Series, name: str, column: str) -> pd.Series:
+    """``ids`` checked (:func:`_check_ids`); float ids as the integer ids they write (64.0
+    is 64), so that they meet the integer ids of other tables, models and queries."""
+    _check_ids(ids, name, column)
+    if not holds_floats(ids):
+        return ids
+    bad = not_whole(ids)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        _fail(
+            f"{column} {shown(ids.iloc[row])} is not a whole number ({int(bad.sum())} such "
+            "rows); ids given as numbers must be integers within 64 bits (64.0 is the id 64)",
+            name,
+            row,
+            column,
+        )
+    return whole_float_ids(ids)
 
 
 def _check_ids(ids: pd.Series, name: str, column: str) -> None:
