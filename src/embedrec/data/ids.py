@@ -72,6 +72,12 @@ def as_ids_like(ids: pd.Index, values: pd.Series) -> pd.Series:
     return converted
 
 
+def as_id_like(value: object, dtype: Any) -> object:
+    """One id in the type of the ids of ``dtype``, by the rules of :func:`as_ids_like`: for
+    callers that hold a single id, such as a request's, rather than a column."""
+    return _like(pd.api.types.is_integer_dtype(dtype), value)
+
+
 def _kind(values: pd.Series) -> str:
     if pd.api.types.is_integer_dtype(values.dtype):
         return "integer"

@@ -19,7 +19,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from safetensors import SafetensorError
 
 from embedrec.bundle import BundleError
 from embedrec.data.errors import DataError
-from embedrec.data.ids import parse_id
+from embedrec.data.ids import as_id_like, as_ids_like, parse_id
 from embedrec.data.io import load_listings
 from embedrec.index.catalogue import Catalogue
 from embedrec.memory import release_free_memory
@@ -158,8 +158,14 @@ class ServingState:
         values: dict[str, list] = {name: [] for name in names}
         ids, seen = [], {}
         for index, (listing_id, fields) in enumerate(items):
+            # as the library matches ids: "64" is 64 where the ids are integers, and the
+            # reverse; a store replayed into a model with the other type of id holds such ids
+            listing_id = as_id_like(listing_id, id_dtype)
             try:
-                if "listing_id" in fields and fields["listing_id"] != listing_id:
+                if (
+                    "listing_id" in fields
+                    and as_id_like(fields["listing_id"], id_dtype) != listing_id
+                ):
                     raise DataError(
                         f"listing_id {fields['listing_id']!r} in the body differs from the "
                         f"path ({listing_id!r})",
@@ -228,6 +234,7 @@ class ServingState:
                     self._compact()
 
     def _apply(self, changes: list[Change], ready: dict[int, tuple[Embedded, int]]) -> None:
+        changes = self._latest(changes)
         deleted = [c.listing_id for c in changes if c.fields is None]
         if deleted:
             self.catalogue.remove(deleted)
@@ -270,6 +277,21 @@ class ServingState:
                     self._skip(frame["listing_id"].iloc[0], exc)
             else:
                 self.catalogue.add(part.table, part.vectors, part.model_rows)
+
+    def _latest(self, changes: list[Change]) -> list[Change]:
+        """The last of ``changes`` (in sequence order) to each listing, its id in the
+        catalogue's type. The store keys an id as the model then served typed it (7 and "7"
+        apart), so after a reload to a model with the other type of id two keys name one
+        listing, and the older must not undo the newer (a delete, a new price)."""
+        given = pd.Series([change.listing_id for change in changes], dtype=object)
+        typed = as_ids_like(pd.Index([], dtype=self.catalogue.id_dtype), given)
+        if typed is given:  # all of the catalogue's type: one key, one listing
+            return changes
+        latest: dict[Any, Change] = {}
+        for change, listing_id in zip(changes, typed.tolist(), strict=True):
+            latest.pop(listing_id, None)  # kept in the order of the last change
+            latest[listing_id] = replace(change, listing_id=listing_id)
+        return list(latest.values())
 
     def _reusable(self, change: Change) -> bool:
         """Whether the change's stored vector came from this model and fits the catalogue."""
