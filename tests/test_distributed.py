@@ -212,6 +212,65 @@ def test_two_ranks_at_batch_b_give_the_gradients_of_one_process_at_2b(tmp_path):
     torch.testing.assert_close(whole["histories"], model.histories, rtol=0, atol=0)
 
 
+def rank_zero_weight_step(rank: int, port: int, out: str, zero_ranks: tuple[int, ...]) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    group = Group(rank, 2, torch.device("cpu"), dist.new_group())
+    model, _, config, log_q, trained, rows, (users, listings, weights) = step_inputs(BATCH, group)
+    if rank in zero_ranks:
+        weights = torch.zeros_like(weights)
+    model.refresh()
+    model.train()
+    step = data_parallel(model, group)
+    loss = step(
+        rows, users, listings, weights, log_q, trained, config, torch.Generator().manual_seed(0),
+        group,
+    )  # fmt: skip
+    loss.backward()
+    held = {f"held {name}": rows for name, (rows, _) in model.held_rows.items()}
+    save_file({"loss": loss.detach(), **gradients(model), **held}, f"{out}/rank{rank}.safetensors")
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("zero_ranks", [(1,), (0, 1)], ids=["one rank", "every rank"])
+def test_a_batch_whose_weights_sum_to_zero_adds_nothing(tmp_path, zero_ranks):
+    """Every rank steps alike, so a rank whose batch weighs 0 still computes a loss: its
+    share of the global weighted mean must be 0, and a global batch of weight 0 must give
+    a loss and gradients of 0, not the NaN of 0 / 0 that DDP would spread to every rank."""
+    mp.start_processes(
+        rank_zero_weight_step,
+        args=(free_port(), str(tmp_path), zero_ranks),
+        nprocs=2,
+        start_method="spawn",
+    )
+    model, _, config, log_q, trained, rows, (users, listings, weights) = step_inputs(2 * BATCH)
+    weights = weights.clone()
+    for rank in zero_ranks:  # a global batch is rank 0's batch, then rank 1's
+        weights[rank * BATCH : (rank + 1) * BATCH] = 0
+    model.refresh()
+    model.train()
+    loss = data_parallel(model, None)(
+        rows, users, listings, weights, log_q, trained, config, torch.Generator(), None
+    )
+    loss.backward()
+    expected = gradients(model)
+    for rank in (0, 1):
+        got = load_file(str(tmp_path / f"rank{rank}.safetensors"))
+        held = {k.removeprefix("held "): v for k, v in got.items() if k.startswith("held ")}
+        assert torch.isfinite(got["loss"])
+        if rank in zero_ranks:
+            assert float(got["loss"]) == 0.0
+        for name, value in expected.items():
+            value = value[held[name]] if name in held else value
+            assert torch.isfinite(got[name]).all(), name
+            torch.testing.assert_close(got[name], value, rtol=1e-4, atol=1e-6, msg=name)
+    if zero_ranks == (0, 1):
+        assert float(loss) == 0.0
+        assert all(float(value.abs().sum()) == 0.0 for value in expected.values())
+    else:  # rank 0's pairs alone teach: something is learned
+        assert any(float(value.abs().sum()) > 0 for value in expected.values())
+
+
 def rank_check_finite(rank: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
