@@ -11,9 +11,11 @@ from click.testing import CliRunner
 from conftest import block_data
 
 from embedrec.cli import main
+from embedrec.data.prepare import time_holdout
 from embedrec.models.registry import model_class
 from embedrec.recommender import Recommender, load
-from embedrec.training.tuning import SEARCH, search_settings
+from embedrec.training.trainer import TrainingDiverged
+from embedrec.training.tuning import SEARCH, Candidate, run_search, search_settings
 
 EPOCH_SECONDS = 1000.0  # what the clock of these tests adds to an epoch: real time is noise
 
@@ -207,6 +209,59 @@ def test_settings_that_diverge_lose_the_search_instead_of_ending_it(data):
     }
     assert tuning["chosen"] in ({"lr": 0.1}, {"lr": 0.02})
     assert torch.isfinite(recommender.model_.user_embedding.weight).all()
+
+
+def search_of(data, tried: list[dict]):
+    """``run_search`` over candidates of ``tried`` changes to an ``mf`` model's settings,
+    built as fit builds them, on the fit's time hold-out."""
+    events, listings = data
+    given = Recommender(model="mf", epochs=2, device="cpu", progress=False)
+    prepared = given.prepare(events, listings)
+    fit_part, held_out = time_holdout(prepared.data, given.validation_fraction)
+    candidates = []
+    for changes in tried:
+        variant = Recommender(**(given.get_params() | changes))
+        build = lambda part, v=variant: v.build_model(prepared, part)  # noqa: E731
+        candidates.append(Candidate(changes, variant.train_config(len(fit_part)), build))
+    return run_search(candidates, 3600, fit_part, held_out)
+
+
+def test_when_every_setting_tried_diverges_the_first_ones_error_ends_the_search(data, caplog):
+    tried = [{"lr": 1e30}, {"lr": 1e30, "logq_scale": 1.5}, {"lr": 1e31}]
+    with (
+        caplog.at_level("WARNING", logger="embedrec.training.tuning"),
+        pytest.raises(TrainingDiverged, match="^training diverged at epoch 1: loss nan;"),
+    ):
+        search_of(data, tried)
+    # each was tried: a diverged one lost, and none was left to win
+    warned = [record.getMessage().split(": training diverged")[0] for record in caplog.records]
+    assert warned == [f"tuning: candidate {k} of 3" for k in (1, 2, 3)]
+
+
+def test_the_first_settings_are_kept_when_every_later_one_diverges(data):
+    search = search_of(data, [{}, {"lr": 1e30}, {"lr": 1e30, "logq_scale": 1.5}])
+    assert search.chosen.changes == {}
+    assert [t["stopped"] for t in search.report["tried"]][1:] == ["diverged", "diverged"]
+    assert search.report["tried"][0]["stopped"] != "diverged"
+    assert all(torch.isfinite(p).all() for p in search.model.parameters())
+
+
+def test_train_stops_with_one_line_when_the_only_setting_tried_diverges(data, tmp_path):
+    events, listings = data
+    events.to_parquet(tmp_path / "events.parquet")
+    listings.to_parquet(tmp_path / "listings.parquet")
+    (tmp_path / "train.toml").write_text("[train]\nlr = 1e30\nepochs = 1\n")
+    result = CliRunner().invoke(
+        main,
+        ["train", "--interactions", str(tmp_path / "events.parquet"), "--listings",
+         str(tmp_path / "listings.parquet"), "--out", str(tmp_path / "model"), "--model", "mf",
+         "--config", str(tmp_path / "train.toml"), "--tune", "0.001"],  # spent by the first
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines()[-1] == (
+        "error: training diverged at epoch 1: loss nan; lower lr or check the weights"
+    )
+    assert not (tmp_path / "model").exists()
 
 
 def test_a_callback_that_stops_a_run_stops_the_search(data):
