@@ -78,18 +78,23 @@ class FeaturePipeline:
     def specs(self) -> list[FeatureSpec]:
         return [encoder.spec for encoder in self.encoders]
 
-    def _check_columns(self, listings: pd.DataFrame) -> None:
+    def check_columns(
+        self, listings: pd.DataFrame, file: str | None = None, reader: str = ""
+    ) -> None:
+        """Raise DataError naming the first column a feature reads that ``listings`` lacks
+        (``reader``: who reads the feature, for the message)."""
         for spec in self.specs:
             for column in spec.columns:
                 if column not in listings.columns:
                     raise DataError(
-                        f"listings table has no column '{column}' (feature '{spec.name}')",
+                        f"listings table has no column '{column}' (feature '{spec.name}'{reader})",
+                        file=file,
                         column=column,
                     )
 
     def fit(self, listings: pd.DataFrame) -> FeaturePipeline:
         """Learn vocabularies, quantiles and scales from the training listings."""
-        self._check_columns(listings)
+        self.check_columns(listings)
         for encoder in self.encoders:
             encoder.fit(listings)
         self.fitted = True
@@ -103,7 +108,7 @@ class FeaturePipeline:
         number of values added."""
         if not self.fitted:
             raise RuntimeError("FeaturePipeline.extend called before fit")
-        self._check_columns(listings)
+        self.check_columns(listings)
         return sum(encoder.extend(listings) for encoder in self.encoders)
 
     def transform(self, listings: pd.DataFrame) -> dict[str, torch.Tensor]:
@@ -113,7 +118,7 @@ class FeaturePipeline:
         """
         if not self.fitted:
             raise RuntimeError("FeaturePipeline.transform called before fit")
-        self._check_columns(listings)
+        self.check_columns(listings)
         out: dict[str, torch.Tensor] = {}
         for encoder in self.encoders:
             for key, array in encoder.transform(listings).items():

@@ -19,7 +19,6 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from embedrec.data.errors import DataError
 from embedrec.data.ids import IdMap
 from embedrec.data.packed import PackedTable
 from embedrec.data.prepare import Interactions
@@ -154,15 +153,8 @@ def _check_feature_columns(previous: Fitted, table: pd.DataFrame, source: str | 
     """Raise DataError when ``table`` lacks a column the old model's features read: joined
     with the old listings' table, that column would be silently empty for every listing in
     the new one (its values erased, its filters matching nothing)."""
-    for spec in [] if previous.pipeline_ is None else previous.pipeline_.specs:
-        for column in spec.columns:
-            if column not in table.columns:
-                raise DataError(
-                    f"listings table has no column '{column}', which feature '{spec.name}' "
-                    "of the model continued from reads",
-                    file=source,
-                    column=column,
-                )
+    if previous.pipeline_ is not None:
+        previous.pipeline_.check_columns(table, source, " of the model continued from")
 
 
 def carry_over(model: RecModel, prepared: WarmStart) -> None:
