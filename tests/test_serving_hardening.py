@@ -363,3 +363,32 @@ def test_workers_read_the_token_file_and_never_hold_the_token_in_their_environme
                 assert one.delete(f"/v1/listings/w{i}").status_code == 401
     finally:
         server.stop()
+
+
+HUGE = "9" * 400  # a JSON integer: valid JSON, and beyond any float
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("PUT", "/v1/listings/big", f'{{"make": "VW", "price": {HUGE}}}', "price"),
+        ("PUT", "/v1/listings/big", f'{{"lat": {HUGE}, "lon": 10}}', "lat"),
+        ("POST", "/v1/listings:batch", f'{{"listings": [{{"listing_id": "b", "price": {HUGE}}}]}}',
+         "listings.0.price"),
+        ("POST", "/v1/recommendations",
+         f'{{"session": ["Wagen 1 ä"], "filters": {{"price_max": {HUGE}}}}}', "price_max"),
+        ("POST", "/v1/recommendations",
+         f'{{"session": ["Wagen 1 ä"], "filters": {{"near": [{HUGE}, 10], "within_km": 5}}}}',
+         "near"),
+        ("POST", "/v1/recommendations",
+         f'{{"session": ["Wagen 1 ä"], "filters": {{"near": [50, 10], "within_km": {HUGE}}}}}',
+         "within_km"),
+    ],
+)  # fmt: skip
+def test_an_integer_beyond_any_float_is_refused_naming_its_field(client, method, path, body, field):
+    headers = {**AUTH, "Content-Type": "application/json"}
+    answer = client.request(method, path, content=body.encode(), headers=headers)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["field"] == field
+    # the message quotes the number's start and length, not its 400 digits
+    assert "999999999999... (400 digits)" in answer.text and HUGE not in answer.text

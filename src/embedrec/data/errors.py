@@ -70,4 +70,8 @@ def shown(value: Any) -> str:
     ``np.float64(95.0)`` that NumPy's repr gives a value taken from an array)."""
     if isinstance(value, np.generic):
         value = value.item()
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**24:
+        # JSON integers have no bound: a message quotes the start of one, not all its digits
+        digits = str(abs(value))
+        return f"{'-' if value < 0 else ''}{digits[:12]}... ({len(digits)} digits)"
     return repr(value)

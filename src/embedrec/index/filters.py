@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from embedrec.data.errors import shown
 from embedrec.geo import EARTH_RADIUS_KM, LAT_LON_COLUMNS, haversine_km
 from embedrec.index.bounded import MAX_TESTS, CircleTest, PositionTests
 from embedrec.index.grid import Grid, OrderedRows, circle_box, in_box, run_positions
@@ -1124,7 +1125,10 @@ def _is_number(value: Any) -> bool:
 
 def _to_float(field: str, value: Any) -> float:
     if _is_number(value):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # a JSON integer beyond any float
+            raise FilterError(field, f"expected a finite number, got {shown(value)}") from None
     elif isinstance(value, str):
         try:
             number = float(value.strip())

@@ -16,6 +16,7 @@ import contextlib
 import copy
 import logging
 import math
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -28,7 +29,7 @@ import pandas as pd
 from safetensors import SafetensorError
 
 from embedrec.bundle import BundleError
-from embedrec.data.errors import DataError
+from embedrec.data.errors import DataError, shown
 from embedrec.data.ids import as_id_like, as_ids_like, parse_id
 from embedrec.data.io import load_listings
 from embedrec.index.catalogue import Catalogue
@@ -42,6 +43,7 @@ log = logging.getLogger("embedrec.serving")
 # projections kept per model: each distinct ``sample`` value costs up to 100k points' fields,
 # so a client asking for many values must not grow the server without bound
 PROJECTIONS_KEPT = 4
+FLOAT_MAX = sys.float_info.max
 # the follower thread (PostgreSQL): how long one wait for an announcement lasts, how often it
 # checks the store's head anyway, and how long it waits before reconnecting to a store away
 FOLLOW_WAIT_S = 1.0
@@ -648,11 +650,16 @@ def _value(name: str, value: Any, dtype: Any) -> Any:
     if pd.api.types.is_numeric_dtype(dtype):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise DataError(f"expected a number, got {value!r}", column=name)
+        integer_column = pd.api.types.is_integer_dtype(dtype)
+        # JSON integers have no bound: past int64 they fit no integer column, past the
+        # largest float no column at all
+        if isinstance(value, int) and (
+            abs(value) >= 2**63 if integer_column else abs(value) > FLOAT_MAX
+        ):
+            raise DataError(f"number out of range: {shown(value)}", column=name)
         if not math.isfinite(value):
             raise DataError(f"expected a finite number, got {value!r}", column=name)
-        if pd.api.types.is_integer_dtype(dtype) and isinstance(value, int):
-            if abs(value) >= 2**63:
-                raise DataError(f"number out of range: {value}", column=name)
+        if integer_column and isinstance(value, int):
             return value
         return float(value)
     if isinstance(dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(dtype):
