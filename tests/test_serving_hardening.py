@@ -392,3 +392,34 @@ def test_an_integer_beyond_any_float_is_refused_naming_its_field(client, method,
     assert answer.json()["field"] == field
     # the message quotes the number's start and length, not its 400 digits
     assert "999999999999... (400 digits)" in answer.text and HUGE not in answer.text
+
+
+def test_a_body_that_is_not_json_is_refused_saying_why_not_where_a_field_goes(client):
+    broken = client.put("/v1/listings/x", content=b'{"make": "VW",}',
+                        headers={**AUTH, "Content-Type": "application/json"})  # fmt: skip
+    assert broken.status_code == 422
+    assert broken.json() == {
+        "error": "body: invalid JSON at character 14: Expecting property name enclosed in "
+        "double quotes",
+        "field": "body",
+    }
+    # curl -d without -H sends a form: its JSON text is left unparsed, so say what to send
+    for content_type in ("application/x-www-form-urlencoded", "text/plain"):
+        for method, path, body in [
+            ("PUT", "/v1/listings/x", b'{"make": "VW"}'),
+            ("POST", "/v1/recommendations", b'{"session": ["Wagen 1 \xc3\xa4"]}'),
+        ]:
+            answer = client.request(
+                method, path, content=body, headers={**AUTH, "Content-Type": content_type}
+            )
+            assert answer.status_code == 422, answer.text
+            assert answer.json() == {
+                "error": "body: expected JSON (Content-Type: application/json), got "
+                f"{content_type!r}",
+                "field": "body",
+            }
+    # a JSON type with parameters or a +json suffix is parsed as before
+    for content_type in ("application/json; charset=utf-8", "application/merge-patch+json"):
+        answer = client.put("/v1/listings/y", content=b'{"make": "VW"}',
+                            headers={**AUTH, "Content-Type": content_type})  # fmt: skip
+        assert answer.status_code in (200, 201), answer.text

@@ -550,6 +550,15 @@ def _model_info(st: ServingState) -> s.ModelInfo:
     )
 
 
+def _is_json(content_type: str) -> bool:
+    """Whether FastAPI parses a body of this media type as JSON (``application/json`` or
+    ``application/*+json``)."""
+    media = content_type.split(";")[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
 def _error(status: int, message: str, field: str | None, headers: dict | None = None):
     return JSONResponse({"error": message, "field": field}, status_code=status, headers=headers)
 
@@ -561,11 +570,21 @@ def _add_error_handlers(app: FastAPI) -> None:
         return _error(exc.status, exc.message, exc.field, headers)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
+        if first.get("type") == "json_invalid":
+            # FastAPI puts the character's offset where a field's name goes ("body.1")
+            where = first.get("loc", ("body", 0))[-1]
+            why = first.get("ctx", {}).get("error", "cannot parse")
+            return _error(422, f"body: invalid JSON at character {where}: {why}", "body")
         location = [str(part) for part in first.get("loc", ()) if part not in ("query", "path")]
         field = ".".join(location) or None
         message = first.get("msg", "invalid request")
+        content_type = request.headers.get("content-type")
+        if location[:1] == ["body"] and content_type and not _is_json(content_type):
+            # FastAPI leaves a body of another type unparsed: its fields then look missing
+            message = f"expected JSON (Content-Type: application/json), got {content_type!r}"
+            return _error(422, f"body: {message}", "body")
         return _error(422, f"{field}: {message}" if field else message, field)
 
     @app.exception_handler(StarletteHTTPException)
