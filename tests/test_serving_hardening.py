@@ -423,3 +423,44 @@ def test_a_body_that_is_not_json_is_refused_saying_why_not_where_a_field_goes(cl
         answer = client.put("/v1/listings/y", content=b'{"make": "VW"}',
                             headers={**AUTH, "Content-Type": content_type})  # fmt: skip
         assert answer.status_code in (200, 201), answer.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "lone"),
+    [
+        ("POST", "/v1/recommendations", rb'{"session": ["Wagen 1 \u00e4", "\ud800"]}', rb"\ud800"),
+        ("POST", "/v1/recommendations",
+         rb'{"session": ["Wagen 1 \u00e4"], "filters": {"\udc00": 1}}', rb"\udc00"),
+        ("PUT", "/v1/listings/x", rb'{"make": "\ud83d"}', rb"\ud83d"),
+        ("PUT", "/v1/listings/x", rb'{"make": "\ud83d\ud83d\ude97"}', rb"\ud83d"),
+        ("POST", "/v1/listings:batch", rb'{"listings": [{"listing_id": "a\udfff"}]}', rb"\udfff"),
+    ],
+)  # fmt: skip
+def test_half_a_surrogate_pair_in_a_json_string_is_invalid_json_not_a_500(
+    client, method, path, body, lone
+):
+    headers = {**AUTH, "Content-Type": "application/json"}
+    where = body.index(lone)
+    answer = client.request(method, path, content=body, headers=headers)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["field"] == "body"
+    escape = lone.decode()
+    assert answer.json()["error"] == (
+        f"body: invalid JSON at character {where}: {escape} is half of a UTF-16 surrogate "
+        "pair, no character"
+    )
+    # the same bytes written as UTF-8, not as an escape, are no UTF-8 text
+    raw = body[:where] + escape.encode().decode("unicode_escape").encode("utf-8", "surrogatepass")
+    answer = client.request(method, path, content=raw + body[where + 6 :], headers=headers)
+    assert answer.status_code == 422 and answer.json() == {
+        "error": f"body: invalid JSON at character {where}: not UTF-8 text",
+        "field": "body",
+    }
+
+
+def test_a_whole_surrogate_pair_is_a_character(client):
+    car = rb'{"make": "\ud83d\ude97 \\ud800", "price": 9000}'  # a car, and the text \ud800
+    answer = client.put("/v1/listings/pair", content=car,
+                        headers={**AUTH, "Content-Type": "application/json"})  # fmt: skip
+    assert answer.status_code == 201, answer.text
+    assert client.get("/v1/listings/pair").json()["make"] == "\U0001f697 \\ud800"

@@ -5,9 +5,11 @@
 """
 
 import hmac
+import json
 import logging
 import os
 import random
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -417,7 +419,12 @@ def _token_first_route(writer: Callable, check_token: Callable[[str], None]) -> 
 
     class TokenFirstRoute(APIRoute):
         def get_route_handler(self) -> Callable:
-            handler = super().get_route_handler()
+            handler = parse = super().get_route_handler()
+            if self.body_field is not None:  # reads untouched: the hottest routes
+
+                async def handler(request: Request) -> Response:
+                    return await parse(_TextJsonRequest(request.scope, request.receive))
+
             if not any(d.call is writer for d in self.dependant.dependencies):
                 return handler
 
@@ -431,6 +438,58 @@ def _token_first_route(writer: Callable, check_token: Callable[[str], None]) -> 
             return token_first
 
     return TokenFirstRoute
+
+
+class _TextJsonRequest(Request):
+    """A request whose JSON body is read as text: UTF-8, every string made of characters.
+
+    JSON's ``\\u`` escapes can write half of a UTF-16 surrogate pair alone (``"\\ud800"``),
+    and Python's JSON reader decodes one, and encoded surrogate bytes, into a string that no
+    answer, store or Arrow column can hold: refused here as invalid JSON (FastAPI answers
+    422), not at the first place that has to encode it (a 500).
+    """
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            try:
+                text = body.decode("utf-8-sig")  # strict: no surrogates; a BOM, as before
+            except UnicodeDecodeError as exc:
+                raise json.JSONDecodeError("not UTF-8 text", "", exc.start) from None
+            value = json.loads(text)
+            lone = _lone_surrogate(text)
+            if lone is not None:
+                raise json.JSONDecodeError(
+                    f"{text[lone : lone + 6]} is half of a UTF-16 surrogate pair, no character",
+                    text,
+                    lone,
+                )
+            self._json = value
+        return self._json
+
+
+_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _lone_surrogate(text: str) -> int | None:
+    """Where in ``text`` (valid JSON) a ``\\u`` escape writes a surrogate outside a pair."""
+    if not _SURROGATE_ESCAPE.search(text):  # most bodies: one scan, no escapes read
+        return None
+    high: re.Match | None = None  # a high surrogate's escape, waiting for its low half
+    for escape in _ESCAPE.finditer(text):
+        code = int(escape.group(1), 16) if escape.group(1) else None
+        low = code is not None and 0xDC00 <= code <= 0xDFFF
+        if high is not None:
+            if low and escape.start() == high.end():
+                high = None
+                continue
+            return high.start()
+        if low:
+            return escape.start()
+        if code is not None and 0xD800 <= code <= 0xDBFF:
+            high = escape
+    return None if high is None else high.start()
 
 
 def _under(path: str, root: str) -> bool:
