@@ -464,3 +464,14 @@ def test_a_whole_surrogate_pair_is_a_character(client):
                         headers={**AUTH, "Content-Type": "application/json"})  # fmt: skip
     assert answer.status_code == 201, answer.text
     assert client.get("/v1/listings/pair").json()["make"] == "\U0001f697 \\ud800"
+
+
+def test_a_number_of_more_digits_than_python_reads_is_invalid_json_naming_where(client):
+    body = b'{"make": "VW", "price": ' + b"9" * 5000 + b"}"
+    answer = client.put("/v1/listings/x", content=body,
+                        headers={**AUTH, "Content-Type": "application/json"})  # fmt: skip
+    assert answer.status_code == 422
+    assert answer.json() == {
+        "error": "body: invalid JSON at character 24: a number of too many digits",
+        "field": "body",
+    }

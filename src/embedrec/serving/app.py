@@ -10,6 +10,7 @@ import logging
 import os
 import random
 import re
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -456,7 +457,14 @@ class _TextJsonRequest(Request):
                 text = body.decode("utf-8-sig")  # strict: no surrogates; a BOM, as before
             except UnicodeDecodeError as exc:
                 raise json.JSONDecodeError("not UTF-8 text", "", exc.start) from None
-            value = json.loads(text)
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                raise
+            except ValueError:  # a number past Python's limit on an integer's digits
+                long = _LONG_NUMBER.search(text)
+                where = long.start() if long else 0
+                raise json.JSONDecodeError("a number of too many digits", text, where) from None
             lone = _lone_surrogate(text)
             if lone is not None:
                 raise json.JSONDecodeError(
@@ -470,6 +478,7 @@ class _TextJsonRequest(Request):
 
 _ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_LONG_NUMBER = re.compile(rf"\d{{{sys.get_int_max_str_digits() + 1},}}")
 
 
 def _lone_surrogate(text: str) -> int | None:
