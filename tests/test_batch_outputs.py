@@ -193,6 +193,11 @@ def test_torchrun_variables_are_checked(environ, message):
         (["similar", "{model}", "--all", "--out", "{tmp}/a.parquet", "--json"], "--json does"),
         (["recommend", "{model}", "--all-users", "--session", "x", "--out", "{tmp}/a"], "session"),
         (["similar", "{model}", "--all", "--out", "{tmp}/a.parquet", "--chunk-size", "0"], "0"),
+        # embed writes Parquet too: a .csv name would hold Parquet bytes
+        (
+            ["embed", "{model}", "--listings", "{model}/listings.parquet", "--out", "{tmp}/a.csv"],
+            "ending in .parquet",
+        ),
     ],
 )
 def test_bad_batch_requests_are_clear_errors(model_dir, tmp_path, args, message):

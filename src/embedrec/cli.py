@@ -599,6 +599,10 @@ def embed(model_dir: str, listings: str, out_file: str) -> None:
     """Write the embedding of every listing in --listings, without retraining."""
     from embedrec.data.atomic import write_parquet
 
+    try:  # before the model loads: a name that promises CSV would hold Parquet
+        check_output(out_file)
+    except ValueError as exc:
+        raise click.UsageError(f"--out {exc}") from None
     frame = _load(model_dir).embed(listings)
     write_parquet(frame, out_file)
     click.echo(
