@@ -74,6 +74,14 @@ def test_project_shapes_and_determinism(data, method):
     np.testing.assert_allclose(coords, coords2, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("n", [5, 8, 12, 20])
+def test_tsne_of_a_few_dozen_listings_spreads_them_out(n):
+    vectors = np.random.default_rng(0).normal(size=(n, 8)).astype(np.float32)
+    _, coords = project(vectors, method="tsne", seed=0)
+    # a map, not every listing on one spot (they were 1e-40 apart)
+    assert np.ptp(coords, axis=0).min() > 1.0
+
+
 def test_project_sampling_cap(data):
     vectors, _ = data
     rows, coords = project(vectors, "pca", sample=120, seed=3)

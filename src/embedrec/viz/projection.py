@@ -9,6 +9,7 @@ import numpy as np
 from embedrec.ranking import neighbours
 
 METHODS = ("pca", "tsne", "umap")
+MIN_LEARNING_RATE = 50.0  # t-SNE's, as scikit-learn's "auto" rate has it
 
 
 def normalise(vectors: np.ndarray) -> np.ndarray:
@@ -106,9 +107,17 @@ def _tsne(x: np.ndarray, seed: int, n_jobs: int) -> np.ndarray:
         random_state=seed,
     )
     # 250 exaggerated + 250 plain iterations (default 500): clusters are settled by then and
-    # it keeps 50k points well under two minutes on 2 cores.
-    emb = emb.optimize(n_iter=250, exaggeration=12, momentum=0.5)
-    emb = emb.optimize(n_iter=250, momentum=0.8)
+    # it keeps 50k points well under two minutes on 2 cores. openTSNE's learning rate is
+    # n / exaggeration; below 50 (scikit-learn's floor) a few dozen listings collapsed into
+    # one spot 1e-40 wide that Barnes-Hut never pulled apart.
+    exaggeration = 12
+    emb = emb.optimize(
+        n_iter=250,
+        exaggeration=exaggeration,
+        momentum=0.5,
+        learning_rate=max(len(x) / exaggeration, MIN_LEARNING_RATE),
+    )
+    emb = emb.optimize(n_iter=250, momentum=0.8, learning_rate=max(len(x), MIN_LEARNING_RATE))
     return np.asarray(emb)
 
 
