@@ -82,6 +82,14 @@ def test_tsne_of_a_few_dozen_listings_spreads_them_out(n):
     assert np.ptp(coords, axis=0).min() > 1.0
 
 
+@pytest.mark.parametrize("method", ["pca", "tsne", "umap"])
+def test_three_listings_the_fewest_a_map_takes_are_projected_by_every_method(method):
+    vectors = np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32)
+    rows, coords = project(vectors, method=method, seed=0)
+    assert rows.tolist() == [0, 1, 2] and coords.shape == (3, 2)
+    assert np.isfinite(coords).all()
+
+
 def test_project_sampling_cap(data):
     vectors, _ = data
     rows, coords = project(vectors, "pca", sample=120, seed=3)

@@ -139,5 +139,7 @@ def _umap(x: np.ndarray, seed: int, n_jobs: int) -> np.ndarray:
             random_state=seed,
             n_jobs=n_jobs,
             precomputed_knn=(idx.astype(np.int32), dist),
+            # the spectral start needs more points than dimensions + 1 (scipy's eigsh)
+            init="spectral" if len(x) > 3 else "pca",
         )
         return reducer.fit_transform(x)
