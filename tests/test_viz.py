@@ -90,6 +90,14 @@ def test_three_listings_the_fewest_a_map_takes_are_projected_by_every_method(met
     assert np.isfinite(coords).all()
 
 
+@pytest.mark.parametrize("method", ["pca", "tsne", "umap"])
+def test_listings_with_one_vector_are_drawn_on_one_spot_not_as_nan(method):
+    # five new listings of the same features get the same vector
+    vectors = np.tile(np.arange(8, dtype=np.float32), (5, 1))
+    _, coords = project(vectors, method=method, seed=0)
+    np.testing.assert_array_equal(coords, np.zeros((5, 2), np.float32))
+
+
 def test_project_sampling_cap(data):
     vectors, _ = data
     rows, coords = project(vectors, "pca", sample=120, seed=3)

@@ -52,7 +52,11 @@ def project(
     x = x[rows]
     if len(x) < 3:
         raise ValueError(f"need at least 3 vectors to project, got {len(x)}")
-    if method == "pca":
+    if (x == x[0]).all():
+        # one point, however many rows: t-SNE's scaling by its spread would make every
+        # coordinate NaN, and a map of NaN shows nothing
+        coords = np.zeros((len(x), 2), np.float32)
+    elif method == "pca":
         coords = _pca(x, seed)
     elif method == "tsne":
         coords = _tsne(x, seed, n_jobs)
