@@ -367,6 +367,36 @@ def test_plot_and_inspect(model_dir, tmp_path):
     assert "make" in report["categorical"]
 
 
+@pytest.mark.parametrize("suffix", [".png", ".html"])
+def test_a_neighbours_map_counts_neighbours_without_coordinates(
+    model_dir, cars, tmp_path, suffix, caplog
+):
+    listings = pd.read_parquet(cars / "listings.parquet")
+    query = listings["listing_id"] == "qashqai-dresden"
+    args = ["plot", str(model_dir), "--similar-to", "qashqai-dresden", "--out"]
+    # the query has no location: nothing to centre the map on
+    unplaced = tmp_path / "unplaced.parquet"
+    listings.assign(lat=listings["lat"].where(~query)).to_parquet(unplaced)
+    result = CliRunner().invoke(
+        main, [*args, str(tmp_path / f"a{suffix}"), "--listings", str(unplaced)]
+    )
+    assert result.exit_code == 2 and result.exception is not None
+    assert "error: listing 'qashqai-dresden' has no lat/lon" in result.output
+    assert not (tmp_path / f"a{suffix}").exists()
+    # its neighbours have none: listed with their rank, not drawn, and counted
+    lost = tmp_path / "lost.parquet"
+    listings.assign(lat=listings["lat"].where(query), lon=listings["lon"].where(query)).to_parquet(
+        lost
+    )
+    result = CliRunner().invoke(
+        main, [*args, str(tmp_path / f"b{suffix}"), "--listings", str(lost)]
+    )
+    assert result.exit_code == 0, result.output
+    # a note on stderr, as the library's messages go there
+    assert "10 of 10 neighbours have no lat/lon and are not drawn" in caplog.text
+    assert (tmp_path / f"b{suffix}").stat().st_size > 0
+
+
 def test_result_tables_separate_thousands_except_ids_and_years():
     from embedrec.cli import format_table
 

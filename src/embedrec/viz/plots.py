@@ -7,6 +7,7 @@ open them); PNG files are static matplotlib figures. Files are written atomicall
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pandas as pd
 from embedrec.data.atomic import write_atomic
 from embedrec.geo import haversine_km  # noqa: F401 - part of this module's API
 
+log = logging.getLogger("embedrec.viz")
 # Fields shown on hover, in this order, when the table has them.
 HOVER_FIELDS = (
     "listing_id",
@@ -97,9 +99,22 @@ def plot_neighbours_map(
         missing = {"listing_id", "lat", "lon"} - set(item)
         if missing:
             raise ValueError(f"listing {item.get('listing_id')!r} lacks {sorted(missing)}")
+    if pd.isna(query["lat"]) or pd.isna(query["lon"]):
+        raise ValueError(
+            f"listing {query['listing_id']!r} has no lat/lon: a map of its neighbours is "
+            "centred on it"
+        )
     nb = pd.DataFrame(list(neighbours))
     if len(nb) and "score" not in nb:
         raise ValueError("neighbour dicts need a 'score'")
+    if len(nb):
+        nb["lat"], nb["lon"] = nb["lat"].astype(float), nb["lon"].astype(float)  # None: NaN
+        # listed with their rank and fields, but nowhere to draw them: counted, not hidden
+        unplaced = int((nb["lat"].isna() | nb["lon"].isna()).sum())
+        if unplaced:
+            note = f"{unplaced} of {len(nb)} neighbours have no lat/lon and are not drawn"
+            log.warning("%s: %s", query["listing_id"], note)
+            title = f"{title or 'Neighbours of ' + str(query['listing_id'])} ({note})"
     lat = nb["lat"].to_numpy(float) if len(nb) else np.empty(0)
     lon = nb["lon"].to_numpy(float) if len(nb) else np.empty(0)
     km = haversine_km(float(query["lat"]), float(query["lon"]), lat, lon)
@@ -343,9 +358,13 @@ def _differences(query: dict[str, Any], nb: pd.DataFrame, fields: list[str]) -> 
 
 def _map_extent(lats: np.ndarray, lons: np.ndarray) -> tuple[float, float, float, float]:
     lo0, lo1, la0, la1 = GERMANY
-    lo0, lo1 = min(lo0, lons.min() - 0.3), max(lo1, lons.max() + 0.3)
-    la0, la1 = min(la0, lats.min() - 0.2), max(la1, lats.max() + 0.2)
+    lo0, lo1 = min(lo0, np.nanmin(lons) - 0.3), max(lo1, np.nanmax(lons) + 0.3)
+    la0, la1 = min(la0, np.nanmin(lats) - 0.2), max(la1, np.nanmax(lats) + 0.2)
     return lo0, lo1, la0, la1
+
+
+def _km(distance: float) -> str:
+    return "no lat/lon" if np.isnan(distance) else f"{distance:,.0f} km"
 
 
 def _label(item: dict[str, Any] | pd.Series, keys: Sequence[str]) -> str:
@@ -394,7 +413,7 @@ def _map_html(
         hover = (
             "#" + pd.Series(rank).astype(str) + " " + nb["listing_id"].astype(str)
             + "<br>score " + nb["score"].map("{:.3f}".format)
-            + " · " + pd.Series(km).map("{:,.0f} km".format) + "<br>" + info
+            + " · " + pd.Series(km).map(_km) + "<br>" + info
             + "differs: " + pd.Series(diffs).replace("", "nothing")
         )  # fmt: skip
         traces += [
@@ -464,7 +483,7 @@ def _map_png(
         for r, (la, lo) in enumerate(zip(nb["lat"], nb["lon"], strict=True), start=1):
             ax.annotate(f"#{r}", (lo, la), fontsize=8, xytext=(4, 4), textcoords="offset points")
         lines = [
-            f"#{r:<2} {lid}  score {s:.3f}  {d:,.0f} km  {diff or 'same fields'}"
+            f"#{r:<2} {lid}  score {s:.3f}  {_km(d)}  {diff or 'same fields'}"
             for r, (lid, s, d, diff) in enumerate(
                 zip(nb["listing_id"].astype(str), nb["score"], km, diffs, strict=True), start=1
             )
