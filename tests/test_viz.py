@@ -135,6 +135,22 @@ def test_projection_png(data, tmp_path, color):
     assert out.stat().st_size > 10_000
 
 
+def test_listings_without_a_numeric_colour_are_drawn_grey_and_counted(data, tmp_path):
+    import matplotlib.image
+
+    vectors, table = data
+    rows, coords = project(vectors, "pca")
+    table = table.iloc[rows].reset_index(drop=True)
+    price = table["price"].astype(float).where(table.index % 3 != 0)  # a third unpriced
+    html = plot_projection(coords, table.assign(price=price), "price", tmp_path / "p.html")
+    assert f'"name":"missing ({(price.isna()).sum()})"' in html.read_text(encoding="utf-8")
+    # no price at all: the PNG showed no listing (a colour scale draws NaN invisible)
+    png = plot_projection(coords, table.assign(price=np.nan), "price", tmp_path / "p.png")
+    pixels = matplotlib.image.imread(png)[..., :3]
+    grey = (np.abs(pixels - 200 / 255) < 0.03).all(axis=-1)
+    assert grey.sum() > 1_000
+
+
 def test_many_categories_become_other(tmp_path):
     rng = np.random.default_rng(0)
     table = pd.DataFrame({"model": rng.integers(0, 60, 400).astype(str), "x": np.arange(400)})

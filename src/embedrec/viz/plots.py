@@ -177,6 +177,17 @@ def _palette(k: int) -> list[str]:
     return [as_hex[i % len(as_hex)] for i in range(k)]
 
 
+def _numeric_colours(
+    table: pd.DataFrame, color: str | None
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """A numeric colour column's values (None: no colour) and which rows lack one: drawn in
+    grey and counted, as a colour scale draws no colour for them (matplotlib: invisible)."""
+    if color is None:
+        return None, np.zeros(len(table), dtype=bool)
+    values = table[color].to_numpy(dtype=float)
+    return values, np.isnan(values)
+
+
 def _hover(table: pd.DataFrame, extra: str | None) -> tuple[np.ndarray, str]:
     """customdata (n, m) object array and a hovertemplate showing the listing's fields."""
     cols = [c for c in HOVER_FIELDS if c in table.columns]
@@ -240,22 +251,36 @@ def _projection_html(
     customdata, template = _hover(table, color)
     traces = []
     if not groups:
+        values, missing = _numeric_colours(table, color)
+        if missing.any():
+            traces.append(
+                scatter(
+                    x=coords[missing, 0],
+                    y=coords[missing, 1],
+                    mode="markers",
+                    name=f"missing ({int(missing.sum()):,})",
+                    marker={"size": size, "opacity": 0.7, "color": OTHER_COLOUR},
+                    customdata=customdata[missing],
+                    hovertemplate=template,
+                )
+            )
+        kept = ~missing
         marker: dict[str, Any] = {"size": size, "opacity": 0.7}
-        if color is not None:
+        if values is not None:
             marker.update(
-                color=table[color].to_numpy(dtype=float),
+                color=values[kept],
                 colorscale="Viridis",
                 showscale=True,
                 colorbar={"title": {"text": color}},
             )
         traces.append(
             scatter(
-                x=coords[:, 0],
-                y=coords[:, 1],
+                x=coords[kept, 0],
+                y=coords[kept, 1],
                 mode="markers",
                 name=color or "listings",
                 marker=marker,
-                customdata=customdata,
+                customdata=customdata[kept],
                 hovertemplate=template,
             )
         )
@@ -300,10 +325,17 @@ def _projection_png(
     fig, ax = _new_figure((10, 8))
     s = 1.0 if n > 20_000 else 4.0 if n > 2_000 else 12.0
     if not groups:
-        values = None if color is None else table[color].to_numpy(dtype=float)
+        values, missing = _numeric_colours(table, color)
+        if missing.any():
+            ax.scatter(
+                coords[missing, 0], coords[missing, 1], s=s, color=OTHER_COLOUR, alpha=0.7,
+                linewidths=0, label=f"missing ({int(missing.sum()):,})", rasterized=True,
+            )  # fmt: skip
+            ax.legend(loc="upper left", bbox_to_anchor=(1.25, 1.0), fontsize=8, frameon=False)
+        kept = ~missing
         sc = ax.scatter(
-            coords[:, 0], coords[:, 1], c=values, s=s, cmap="viridis", alpha=0.7, linewidths=0,
-            rasterized=True,
+            coords[kept, 0], coords[kept, 1], c=None if values is None else values[kept], s=s,
+            cmap="viridis", alpha=0.7, linewidths=0, rasterized=True,
         )  # fmt: skip
         if color is not None:
             fig.colorbar(sc, ax=ax, label=color)
