@@ -475,3 +475,16 @@ def test_a_number_of_more_digits_than_python_reads_is_invalid_json_naming_where(
         "error": "body: invalid JSON at character 24: a number of too many digits",
         "field": "body",
     }
+
+
+def test_a_catalogue_without_coordinates_answers_similar_listings(tmp_path):
+    events, listings, _, _ = block_data()
+    model = tmp_path / "model"
+    Recommender(model="hybrid", epochs=1, batch_size=256, progress=False).fit(
+        events, listings.drop(columns=["lat", "lon"])
+    ).save(model)
+    app = create_app(Settings(model_dir=str(model), store=str(tmp_path / "s.sqlite")))
+    with TestClient(app) as client:
+        answer = client.get("/v1/listings/Wagen 1 ä/similar", params={"k": 3})
+        assert answer.status_code == 200, answer.text
+        assert [hit["distance_km"] for hit in answer.json()["results"]] == [None] * 3

@@ -221,7 +221,11 @@ class Catalogue:
         names = list(part.columns) if columns is None else [c for c in part.columns if c in columns]
         # column by column: one vectorised conversion per column, not one per value
         values = [part.columns[name](in_base) for name in names]
-        records = iter([dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)])
+        records = iter(
+            [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
+            if names
+            else [{} for _ in range(len(in_base))]  # none of ``columns`` here: no fields
+        )
         out = []
         for row in rows.tolist():
             if row < base:
