@@ -15,6 +15,7 @@ import socket
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 from conftest import block_data
@@ -488,3 +489,19 @@ def test_a_catalogue_without_coordinates_answers_similar_listings(tmp_path):
         answer = client.get("/v1/listings/Wagen 1 ä/similar", params={"k": 3})
         assert answer.status_code == 200, answer.text
         assert [hit["distance_km"] for hit in answer.json()["results"]] == [None] * 3
+
+
+def test_listings_an_mf_model_cannot_serve_are_counted_naming_where_they_are(tmp_path, caplog):
+    events, listings, _, _ = block_data()
+    model = tmp_path / "mf"
+    unseen = pd.DataFrame({"listing_id": ["new 1", "new 2"], "make": "VW", "price": 1,
+                           "lat": 50.0, "lon": 10.0})  # fmt: skip
+    Recommender(model="mf", epochs=1, progress=False).fit(
+        events, pd.concat([listings, unseen])
+    ).save(model)
+    with caplog.at_level("WARNING", logger="embedrec"):
+        create_app(Settings(model_dir=str(model), store=str(tmp_path / "s.sqlite")))
+    assert (
+        f"2 listings of the model's listings table ({model}/listings.parquet) cannot be embedded "
+        "by model 'mf' and are not served (e.g. 'new 1')"
+    ) in caplog.text

@@ -375,7 +375,7 @@ def build_state(
         log.warning(
             "%d listings of %s cannot be embedded by model %r and are not served (e.g. %r)",
             len(unknown),
-            listings,
+            listings or f"the model's listings table ({model_dir}/listings.parquet)",
             recommender.model,
             unknown[0],
         )
