@@ -397,6 +397,27 @@ def test_a_neighbours_map_counts_neighbours_without_coordinates(
     assert (tmp_path / f"b{suffix}").stat().st_size > 0
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["plot", "{model}", "--out", "{file}/map.png"],
+        ["similar", "{model}", "--all", "--out", "{file}/similar.parquet"],
+        ["embed", "{model}", "--listings", "{model}/listings.parquet", "--out", "{file}/e.parquet"],
+        ["generate", "cars", "--out", "{file}/cars", "--size", "tiny"],
+    ],
+)
+def test_an_output_under_a_file_is_one_line_not_a_traceback(model_dir, tmp_path, args):
+    file = tmp_path / "notes.txt"
+    file.write_text("a file, not a folder")
+    result = CliRunner().invoke(main, [a.format(model=model_dir, file=file) for a in args])
+    assert result.exit_code == 2, result.output
+    assert (
+        result.output.startswith("error: ")
+        and "a file is where a folder is needed" in result.output
+    )
+    assert str(file) in result.output and file.read_text() == "a file, not a folder"
+
+
 def test_result_tables_separate_thousands_except_ids_and_years():
     from embedrec.cli import format_table
 

@@ -75,8 +75,21 @@ def _user_errors(command: Callable) -> Callable:
         except USER_ERRORS as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except OSError as exc:  # the file system refused: no permission, a file in the way
+            click.echo(f"error: {_os_error(exc)}", err=True)
+            sys.exit(2)
 
     return wrapper
+
+
+def _os_error(exc: OSError) -> str:
+    """The file system's refusal in one line, naming the path."""
+    if exc.filename is None:
+        return str(exc)
+    if isinstance(exc, FileExistsError | NotADirectoryError):
+        # a folder to create or enter is a file (mkdir's "File exists" says it the other way)
+        return f"{exc.filename}: a file is where a folder is needed"
+    return f"{exc.filename}: {exc.strerror}"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
