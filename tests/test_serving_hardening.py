@@ -505,3 +505,27 @@ def test_listings_an_mf_model_cannot_serve_are_counted_naming_where_they_are(tmp
         f"2 listings of the model's listings table ({model}/listings.parquet) cannot be embedded "
         "by model 'mf' and are not served (e.g. 'new 1')"
     ) in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("filters", "field", "value"),
+    [
+        ({"make": [None]}, "make", "None"),
+        ({"make": ["VW", True]}, "make", "True"),
+        ({"exclude": ["Wagen 2 ä", {"id": 1}]}, "exclude", "{'id': 1}"),
+        ({"make": [["VW"]]}, "make", "['VW']"),
+    ],
+)
+def test_a_filter_list_of_what_is_no_value_is_refused_naming_the_filter(
+    client, filters, field, value
+):
+    body = {"session": ["Wagen 1 ä"], "filters": filters}
+    answer = client.post("/v1/recommendations", json=body)
+    assert answer.status_code == 422, answer.text
+    assert answer.json() == {
+        "error": f"filter {field!r}: expected strings or numbers in the list, got {value}",
+        "field": field,
+    }
+    # numbers are values: a year, an integer id
+    body = {"session": ["Wagen 1 ä"], "filters": {"price": [9000, 9000.0, "9000"]}}
+    assert client.post("/v1/recommendations", json=body).status_code == 200

@@ -1113,6 +1113,10 @@ def _as_strings(field: str, value: Any) -> frozenset[str]:
     if isinstance(value, (list, tuple, set, frozenset)):
         if not value:
             raise FilterError(field, "empty list of values")
+        for v in value:
+            # JSON's null, true or an object would match the text 'None', 'True', "{...}"
+            if not (isinstance(v, str) or _is_number(v)):
+                raise FilterError(field, f"expected strings or numbers in the list, got {v!r}")
         return frozenset(str(v) for v in value)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return frozenset([str(value)])
