@@ -25,6 +25,7 @@ from fastapi.testclient import TestClient
 from embedrec import Recommender
 from embedrec.bundle import MANIFEST
 from embedrec.cli import main
+from embedrec.data.errors import DataError
 from embedrec.serving.app import OUTSIDE_MODEL_ROOT, STATIC, create_app
 from embedrec.serving.state import PROJECTIONS_KEPT, Settings
 from embedrec.serving.store import ListingStore, open_store
@@ -529,3 +530,16 @@ def test_a_filter_list_of_what_is_no_value_is_refused_naming_the_filter(
     # numbers are values: a year, an integer id
     body = {"session": ["Wagen 1 ä"], "filters": {"price": [9000, 9000.0, "9000"]}}
     assert client.post("/v1/recommendations", json=body).status_code == 200
+
+
+def test_a_bad_catalogue_to_serve_is_named_with_its_row_and_line(model, tmp_path):
+    events, listings, _, _ = block_data()
+    bad = tmp_path / "today.csv"
+    listings.head(3).assign(price=["9000", "cheap", "7000"]).to_csv(bad, index=False)
+    # the catalogue the workers share (the cache) is embedded as the one a lone server loads
+    for cache_dir in (None, str(tmp_path / "cache")):
+        settings = Settings(model_dir=str(model), listings=str(bad), cache_dir=cache_dir,
+                            store=str(tmp_path / "s.sqlite"))  # fmt: skip
+        with pytest.raises(DataError) as caught:
+            create_app(settings)
+        assert str(caught.value) == f"{bad}, row 2 (line 3), column 'price': not a number: 'cheap'"

@@ -38,6 +38,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from embedrec.data.atomic import write_atomic
+from embedrec.data.errors import located_in
 from embedrec.data.io import load_listings
 from embedrec.index.catalogue import Catalogue, IndexSource
 from embedrec.index.vector_index import VectorIndex
@@ -141,7 +142,8 @@ def _write(recommender: Recommender, source: Path | None, stem: Path) -> None:
     the JSON file last, as the mark that the others are complete (each is renamed into place
     once written)."""
     table = recommender.listing_table_ if source is None else load_listings(source)
-    vectors, rows, known = embed_table(recommender.model_, recommender.listings_, table)
+    with located_in(table.attrs.get("source")):  # its features are checked as they are embedded
+        vectors, rows, known = embed_table(recommender.model_, recommender.listings_, table)
     unknown = table.loc[~known, "listing_id"].tolist()
     kept = pa.Table.from_pandas(table[known] if not known.all() else table, preserve_index=False)
     _write_table(kept, stem)
