@@ -94,6 +94,14 @@ def test_a_store_url_is_refused_not_taken_for_a_file(model, tmp_path, monkeypatc
         open_store(location)
 
 
+def test_a_store_under_a_file_is_named_in_one_line(model, tmp_path):
+    (tmp_path / "notes").write_text("a file")
+    store = tmp_path / "notes" / "store.sqlite"
+    result = CliRunner().invoke(main, ["serve", str(model), "--store", str(store)])
+    assert result.exit_code == 2
+    assert f"error: {tmp_path / 'notes'}: a file is where a folder is needed" in result.output
+
+
 def test_a_postgresql_url_is_no_sqlite_file_and_an_unreachable_one_fails_clearly(
     model, tmp_path, monkeypatch
 ):

@@ -17,7 +17,7 @@ from typing import Any
 import click
 import numpy as np
 
-from embedrec.data.errors import DataError
+from embedrec.data.errors import DataError, os_error_message
 from embedrec.data.ids import parse_id
 from embedrec.data.io import check_event_weights
 from embedrec.data.jsonable import plain
@@ -76,20 +76,10 @@ def _user_errors(command: Callable) -> Callable:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
         except OSError as exc:  # the file system refused: no permission, a file in the way
-            click.echo(f"error: {_os_error(exc)}", err=True)
+            click.echo(f"error: {os_error_message(exc)}", err=True)
             sys.exit(2)
 
     return wrapper
-
-
-def _os_error(exc: OSError) -> str:
-    """The file system's refusal in one line, naming the path."""
-    if exc.filename is None:
-        return str(exc)
-    if isinstance(exc, FileExistsError | NotADirectoryError):
-        # a folder to create or enter is a file (mkdir's "File exists" says it the other way)
-        return f"{exc.filename}: a file is where a folder is needed"
-    return f"{exc.filename}: {exc.strerror}"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -75,3 +75,13 @@ def shown(value: Any) -> str:
         digits = str(abs(value))
         return f"{'-' if value < 0 else ''}{digits[:12]}... ({len(digits)} digits)"
     return repr(value)
+
+
+def os_error_message(exc: OSError) -> str:
+    """The file system's refusal in one line, naming the path."""
+    if exc.filename is None:
+        return str(exc)
+    if isinstance(exc, FileExistsError | NotADirectoryError):
+        # a folder to create or enter is a file (mkdir's "File exists" says it the other way)
+        return f"{exc.filename}: a file is where a folder is needed"
+    return f"{exc.filename}: {exc.strerror}"

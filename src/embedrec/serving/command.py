@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from embedrec.bundle import MODEL_FILES, BundleError, read_manifest
-from embedrec.data.errors import DataError
+from embedrec.data.errors import DataError, os_error_message
 
 TOKEN_VARIABLE = "EMBEDREC_API_TOKEN"
 TOKEN_FILE_VARIABLE = "EMBEDREC_TOKEN_FILE"
@@ -160,8 +160,11 @@ def serve_command(
             timeout_worker_healthcheck=worker_timeout,
         )
         run_workers(config)  # each worker accepts on a socket of its own (SO_REUSEPORT)
-    except (BundleError, DataError, OSError, StoreUnavailable) as exc:
+    except (BundleError, DataError, StoreUnavailable) as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except OSError as exc:
+        click.echo(f"error: {os_error_message(exc)}", err=True)
         sys.exit(2)
 
 
