@@ -418,6 +418,16 @@ def test_an_output_under_a_file_is_one_line_not_a_traceback(model_dir, tmp_path,
     assert str(file) in result.output and file.read_text() == "a file, not a folder"
 
 
+@pytest.mark.parametrize("expression", ["listed_at=2026-09-01", "sold_at!=2026-09-01"])
+def test_a_date_time_column_is_refused_as_a_filter_not_matched_as_text(model_dir, expression):
+    result = CliRunner().invoke(
+        main, ["similar", str(model_dir), "qashqai-dresden", "--filter", expression]
+    )
+    assert result.exit_code == 2
+    column = expression.split("=")[0].rstrip("!")
+    assert f"column {column!r} holds dates and times: not filterable" in result.output
+
+
 def test_result_tables_separate_thousands_except_ids_and_years():
     from embedrec.cli import format_table
 

@@ -921,6 +921,9 @@ def _codes(table: pd.DataFrame, name: str, cache: FilterCache | None) -> _Codes:
     once per distinct value, and a filter looks up only the values it names."""
 
     def factorize() -> _Codes:
+        if pd.api.types.is_datetime64_any_dtype(table[name].dtype):
+            # as text a value is '2026-09-01 10:00:00+00:00': a date given would match nothing
+            raise FilterError(name, f"column {name!r} holds dates and times: not filterable")
         numeric = _is_numeric(table[name].dtype)
         codes, uniques = pd.factorize(table[name], use_na_sentinel=True)
         lookup: dict[Any, list[int]] = {}
