@@ -428,6 +428,16 @@ def test_a_body_that_is_not_json_is_refused_saying_why_not_where_a_field_goes(cl
                 f"{content_type!r}",
                 "field": "body",
             }
+    # or with no Content-Type at all (requests.post(url, data=text))
+    answer = client.post("/v1/recommendations", content=b'{"session": ["Wagen 1 \xc3\xa4"]}')
+    assert answer.status_code == 422 and answer.json() == {
+        "error": "body: expected JSON (Content-Type: application/json), got none",
+        "field": "body",
+    }
+    assert client.post("/v1/recommendations").json() == {
+        "error": "body: Field required",
+        "field": "body",
+    }
     # a JSON type with parameters or a +json suffix is parsed as before
     for content_type in ("application/json; charset=utf-8", "application/merge-patch+json"):
         answer = client.put("/v1/listings/y", content=b'{"make": "VW"}',

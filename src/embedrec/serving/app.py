@@ -618,15 +618,6 @@ def _model_info(st: ServingState) -> s.ModelInfo:
     )
 
 
-def _is_json(content_type: str) -> bool:
-    """Whether FastAPI parses a body of this media type as JSON (``application/json`` or
-    ``application/*+json``)."""
-    media = content_type.split(";")[0].strip().lower()
-    return media == "application/json" or (
-        media.startswith("application/") and media.endswith("+json")
-    )
-
-
 def _error(status: int, message: str, field: str | None, headers: dict | None = None):
     return JSONResponse({"error": message, "field": field}, status_code=status, headers=headers)
 
@@ -648,10 +639,12 @@ def _add_error_handlers(app: FastAPI) -> None:
         location = [str(part) for part in first.get("loc", ()) if part not in ("query", "path")]
         field = ".".join(location) or None
         message = first.get("msg", "invalid request")
-        content_type = request.headers.get("content-type")
-        if location[:1] == ["body"] and content_type and not _is_json(content_type):
-            # FastAPI leaves a body of another type unparsed: its fields then look missing
-            message = f"expected JSON (Content-Type: application/json), got {content_type!r}"
+        if location[:1] == ["body"] and isinstance(exc.body, bytes) and exc.body:
+            # FastAPI leaves a body without a JSON Content-Type unparsed: its fields then look
+            # missing
+            content_type = request.headers.get("content-type")
+            got = repr(content_type) if content_type else "none"
+            message = f"expected JSON (Content-Type: application/json), got {got}"
             return _error(422, f"body: {message}", "body")
         return _error(422, f"{field}: {message}" if field else message, field)
 
