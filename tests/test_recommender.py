@@ -188,22 +188,64 @@ def test_hybrid_similar_listings_are_the_next_views_of_a_one_listing_session(fit
     assert differs > 0  # not the listing vectors' cosine neighbours after all
 
 
-def test_hybrid_anonymous_query_in_numpy_is_the_user_tower(fitted_hybrid, monkeypatch):
-    model = fitted_hybrid.model_
+@pytest.fixture(scope="module")
+def fitted_halves(blocks):
+    events, listings, _, _ = blocks
+    return Recommender(
+        model="hybrid", recent_half_life=2, epochs=12, batch_size=256, seed=0, progress=False
+    ).fit(events, listings)
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one space", "two halves"])
+def test_hybrid_anonymous_query_in_numpy_is_the_user_tower(
+    fitted_hybrid, fitted_halves, split, monkeypatch
+):
+    rec = fitted_halves if split else fitted_hybrid
+    model = rec.model_
     vectors = np.random.default_rng(0).normal(size=(7, model.config["dim"])).astype(np.float32)
     with torch.no_grad():
         tower = model.user_from(torch.as_tensor(vectors)).numpy()
     assert np.allclose(model.similar_queries(vectors), tower, atol=1e-5)
     query, cosine = model.session_vector(vectors)
     with torch.no_grad():
-        pooled = model.user_from(torch.as_tensor(vectors.mean(axis=0, keepdims=True))).numpy()
-    assert np.allclose(query, pooled, atol=1e-5) and not cosine
+        lasting = model.user_from(torch.as_tensor(vectors.mean(axis=0, keepdims=True)))
+        expected = lasting.numpy()
+        if split:
+            # a session in the order viewed: the last listing is the newest and weighs most
+            # in the first half, while the second half reads the plain mean
+            weights = 0.5 ** (np.arange(7)[::-1] / 2)
+            recent = (weights @ vectors / weights.sum())[None].astype(np.float32)
+            expected = model.halves(model.user_from(torch.as_tensor(recent)), lasting).numpy()
+    assert np.allclose(query, expected, atol=1e-5) and not cosine
+    assert split != np.allclose(query, lasting.numpy(), atol=1e-3)  # the order counts
     # known users: their id vectors and histories, pooled in blocks of three users
     monkeypatch.setattr(hybrid, "_POOLED_BLOCK", 3)
-    users = np.array([0, 3, 59, len(fitted_hybrid.users_) - 1])
+    users = np.array([0, 3, 59, len(rec.users_) - 1])
     with torch.no_grad():
         tower = model.user_vectors(torch.as_tensor(users)).numpy()
     assert np.allclose(model.query_vectors(users), tower, atol=1e-5)
+
+
+def test_two_halves_keep_new_listings_to_the_users_lasting_taste(fitted_halves, blocks):
+    _, listings, _, _ = blocks
+    model = fitted_halves.model_
+    half = model.config["dim"] // 2
+    assert model.listing_id.weight.shape[1] == half  # the id fills the first half alone
+    new = listings.iloc[[2]].assign(listing_id="neu eingestellt")
+    catalogue = pd.concat([listings, new], ignore_index=True)
+    vectors = fitted_halves.retriever(catalogue).embed().set_index("listing_id")["embedding"]
+    fresh, known = vectors["neu eingestellt"], vectors[listings["listing_id"].iloc[2]]
+    # a listing without id has nothing in the first half: only the second halves score it
+    assert np.abs(fresh[:half]).max() == 0 and np.abs(fresh[half:]).max() > 0
+    assert np.abs(known[:half]).max() > 0
+
+
+def test_two_halves_need_a_number_of_listings():
+    with pytest.raises(ValueError, match="recent_half_life must be a number"):
+        Recommender(recent_half_life=-1).check_params()
+    with pytest.raises(ValueError, match="recent_half_life needs dim of at least 2"):
+        Recommender(recent_half_life=2, dim=1).check_params()
+    Recommender(recent_half_life=0).check_params()  # 0: one space
 
 
 def test_vector_index_calibrates_on_each_models_own_queries(fitted_mf, fitted_hybrid):

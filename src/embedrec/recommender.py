@@ -107,6 +107,11 @@ class Recommender:
         Whether user vectors read a user id embedding besides the history (``hybrid``).
     history_gradient : bool
         Train the listing tower through the history vectors too (``hybrid``).
+    recent_half_life : float or None
+        Listings back at which a view weighs half in the first half of a user vector, which
+        meets listings' id embeddings; the second half, which meets their features, reads
+        the plain mean of the history. 0 or None: one space, id and features mixed
+        (``hybrid``).
     precision : {"auto", "fp32", "bf16"}
         Matrix products of training steps; "auto": bf16 on CPUs with bf16 instructions.
     workers : int
@@ -185,6 +190,7 @@ class Recommender:
         id_dropout: float = 0.3,
         user_ids: bool = True,
         history_gradient: bool = False,
+        recent_half_life: float | None = None,
         precision: str = "auto",
         workers: int = 1,
         patience: int = 3,
@@ -217,6 +223,7 @@ class Recommender:
         self.id_dropout = id_dropout
         self.user_ids = user_ids
         self.history_gradient = history_gradient
+        self.recent_half_life = recent_half_life
         self.precision = precision
         self.workers = workers
         self.patience = patience

@@ -45,12 +45,18 @@ class FeatureModel(RecModel):
         self.pipeline = FeaturePipeline.from_dict(config["pipeline"])
         self.features = FeatureEncoder(self.pipeline, config["feature_dim"])
         self.n_trained_listings = config["n_trained_listings"]
-        self.listing_id = embedding(self.n_trained_listings + 1, config["dim"], 0.05, sparse=True)
+        id_dim = self.listing_id_dim(config)
+        self.listing_id = embedding(self.n_trained_listings + 1, id_dim, 0.05, sparse=True)
         self.catalogue: dict[str, torch.Tensor] = {}
         self.catalogue_share: tuple[int, int] | None = None  # (rank, world) of a shard
         self._listing_table: PackedTable | None = None  # to rebuild a shard's catalogue
         self._id_world = 1  # ranks among which the listing id rows are held
         self._carried_ids = 0  # listing rows whose ids a warm start carried over
+
+    @classmethod
+    def listing_id_dim(cls, config: dict[str, Any]) -> int:
+        """Width of the listing id embedding."""
+        return config["dim"]
 
     @classmethod
     def from_shape(cls, shape: Any, **params: Any) -> FeatureModel:

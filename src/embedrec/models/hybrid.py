@@ -61,6 +61,25 @@ _POOLED_BLOCK = 4096
 MAX_HISTORY = 1000
 
 
+def _pooled(rows: torch.Tensor, table: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted means of ``table``'s rows (zero where a row's weights are all zero)."""
+    # one fused gather-and-sum: materialising the (users, history, dim) block of vectors
+    # first made pooling 12x slower on a million-listing catalogue
+    pooled = F.embedding_bag(rows, table, mode="sum", per_sample_weights=weights)
+    return pooled / weights.sum(dim=1, keepdim=True).clamp(min=1e-12)
+
+
+def _pooled_np(rows: np.ndarray, table: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """:func:`_pooled` in numpy, in blocks of users: the gathered (users, history, dim)
+    vectors stay about 10 MB."""
+    pooled = np.empty((len(rows), table.shape[1]), dtype=np.float32)
+    for start in range(0, len(rows), _POOLED_BLOCK):
+        block = slice(start, start + _POOLED_BLOCK)
+        pooled[block] = np.einsum("uhd,uh->ud", table[rows[block]], weights[block])
+    pooled /= np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
+    return pooled
+
+
 def _mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(inputs, hidden), nn.GELU(), nn.Linear(hidden, outputs))
 
@@ -72,6 +91,14 @@ class HybridTwoTower(FeatureModel):
     Both are L2-normalised, so similar listings and recommendations are dot products that a
     vector index can serve. Listing rows at or above ``n_trained_listings`` have no trained id
     and are embedded from features only; so is any listing passed by features.
+
+    With ``recent_half_life`` (above 0) the vectors have two halves. A listing's first half
+    is its id embedding (zero without one) and its second the MLP over its features alone;
+    a user's first half reads the history weighted by recency (a listing ``n`` views back weighs
+    ``0.5 ** (n / recent_half_life)``), its second the plain mean. What a user viewed last
+    then ranks known listings, while a new listing, all features, meets the user's lasting
+    taste: on MovieLens-100k the warm split gained 8% and the cold one kept its level, where
+    one space had to trade them (docs/benchmarks-movielens.md).
     """
 
     normalized = True
@@ -84,6 +111,7 @@ class HybridTwoTower(FeatureModel):
         "history",
         "user_ids",
         "history_gradient",
+        "recent_half_life",
     )
     # no user_id table without user ids: a warm start copies only the tables a model has
     id_tables = {**FeatureModel.id_tables, "user_id.weight": "users"}
@@ -102,6 +130,7 @@ class HybridTwoTower(FeatureModel):
         history: int,
         user_ids: bool,
         history_gradient: bool,
+        recent_half_life: float | None = None,  # None or 0: one space (models saved before)
     ) -> None:
         super().__init__(
             {
@@ -116,6 +145,7 @@ class HybridTwoTower(FeatureModel):
                 "history": history,
                 "user_ids": user_ids,
                 "history_gradient": history_gradient,
+                "recent_half_life": recent_half_life,
             }
         )
         self.id_dropout = id_dropout
@@ -123,7 +153,14 @@ class HybridTwoTower(FeatureModel):
         # without user ids a user is the listings they viewed: nothing per user to overfit,
         # and a new user or an anonymous session is embedded exactly like a known user
         self.user_id = embedding(n_users + 1, dim, 0.05, sparse=True) if user_ids else None
-        self.listing_mlp = _mlp(self.features.output_dim + dim, hidden, dim)
+        self.split = bool(recent_half_life)
+        # two halves: the listing MLP reads the features alone and writes the second half
+        self.id_half = dim // 2 if self.split else dim
+        self.listing_mlp = (
+            _mlp(self.features.output_dim, hidden, dim - self.id_half)
+            if self.split
+            else _mlp(self.features.output_dim + dim, hidden, dim)
+        )
         self.user_mlp = _mlp((2 if user_ids else 1) * dim, hidden, dim)
         # inputs set by set_histories; not weights, so not in the state dict
         self.histories = torch.zeros((n_users, history), dtype=torch.long)
@@ -134,8 +171,22 @@ class HybridTwoTower(FeatureModel):
         self.sequence_starts: torch.Tensor | None = None
 
     @classmethod
+    def listing_id_dim(cls, config: dict[str, Any]) -> int:
+        return config["dim"] // 2 if config.get("recent_half_life") else config["dim"]
+
+    @classmethod
     def check_params(cls, params: dict[str, Any]) -> None:
         super().check_params(params)
+        half_life = params["recent_half_life"]
+        if half_life is not None:
+            number = isinstance(half_life, Real) and not isinstance(half_life, bool)
+            if not number or not 0 <= half_life < float("inf"):
+                raise ValueError(
+                    "recent_half_life must be a number of listings above 0, or 0 or None for "
+                    f"one space, got {half_life!r}"
+                )
+            if half_life and params["dim"] < 2:
+                raise ValueError("recent_half_life needs dim of at least 2 (two halves)")
         history = params["history"]
         positive_int("history", history)
         if history > MAX_HISTORY:
@@ -202,6 +253,9 @@ class HybridTwoTower(FeatureModel):
             keep = dropout_keep(id_rows.shape, self.id_dropout, self.generator)
             keep = keep.to(id_rows.device)
         id_vectors = self.listing_ids(id_rows, keep)
+        if self.split:
+            tower = self.listing_mlp(self.features(features))
+            return F.normalize(torch.cat([id_vectors, tower], dim=1), dim=1)
         hidden = torch.cat([self.features(features), id_vectors], dim=1)
         # the id embedding also enters directly, as in plain matrix factorisation, so warm
         # listings keep MF's precision while the MLP carries what features say
@@ -237,10 +291,25 @@ class HybridTwoTower(FeatureModel):
             # listings are days old)
             table = self.all_listing_vectors(self.n_trained_listings if self.training else None)
         weights = real.to(table.dtype)
-        # one fused gather-and-sum: materialising the (users, history, dim) block of vectors
-        # first made pooling 12x slower on a million-listing catalogue
-        pooled = F.embedding_bag(rows, table, mode="sum", per_sample_weights=weights)
-        return self.user_from(pooled / weights.sum(dim=1, keepdim=True).clamp(min=1), users)
+        pooled = _pooled(rows, table, weights)
+        if not self.split:
+            return self.user_from(pooled, users)
+        recent = _pooled(rows, table, weights * self.recency_weights(rows.shape[1], table))
+        return self.halves(self.user_from(recent, users), self.user_from(pooled, users))
+
+    def recency_weights(self, width: int, like: torch.Tensor) -> torch.Tensor:
+        """Weights of a history's positions, newest first: 0.5 ** (position / half-life)."""
+        positions = torch.arange(width, dtype=like.dtype, device=like.device)
+        return 0.5 ** (positions / self._config["recent_half_life"])
+
+    def halves(self, recent, lasting):  # noqa: ANN001, ANN201 - torch tensors or numpy arrays
+        """A split model's user vectors: the first half of those from the recency-weighted
+        history, the second of those from the plain mean, together unit length."""
+        h = self.id_half
+        if isinstance(recent, torch.Tensor):
+            return F.normalize(torch.cat([recent[:, :h], lasting[:, h:]], dim=1), dim=1)
+        out = np.concatenate([recent[:, :h], lasting[:, h:]], axis=1)
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
     def _history(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Users' most recent listing rows and which of them are real (not padding)."""
@@ -328,8 +397,14 @@ class HybridTwoTower(FeatureModel):
         return out
 
     def session_vector(self, listing_vectors: np.ndarray) -> tuple[np.ndarray, bool]:
-        # the user tower of an anonymous user: no id, the session's listings as history
-        return self.anonymous_users(listing_vectors.mean(axis=0, keepdims=True)), False
+        # the user tower of an anonymous user: no id, the session's listings (in the order
+        # viewed) as history
+        lasting = self.anonymous_users(listing_vectors.mean(axis=0, keepdims=True))
+        if not self.split:
+            return lasting, False
+        weights = self._recency_np(len(listing_vectors))[::-1]  # the last viewed is newest
+        recent = (weights @ listing_vectors / weights.sum())[None, :].astype(np.float32)
+        return self.halves(self.anonymous_users(recent), lasting), False
 
     def similar_queries(self, unit_vectors: np.ndarray) -> np.ndarray:
         # "viewed this, then viewed": a visitor whose session is this one listing, whose
@@ -347,16 +422,18 @@ class HybridTwoTower(FeatureModel):
         users = np.asarray(users, dtype=np.int64)
         table = self.all_listing_vectors().numpy()
         rows = self.histories.numpy()[users]
-        real = np.arange(rows.shape[1]) < self.history_lengths.numpy()[users][:, None]
-        pooled = np.empty((len(users), table.shape[1]), dtype=np.float32)
-        # in blocks of users: the gathered (users, history, dim) vectors stay about 10 MB
-        for start in range(0, len(users), _POOLED_BLOCK):
-            block = slice(start, start + _POOLED_BLOCK)
-            weights = real[block].astype(np.float32)
-            pooled[block] = np.einsum("uhd,uh->ud", table[rows[block]], weights)
-        pooled /= np.maximum(real.sum(axis=1, keepdims=True), 1)
+        real = (np.arange(rows.shape[1]) < self.history_lengths.numpy()[users][:, None]).astype(
+            np.float32
+        )
         ids = None if self.user_id is None else self.user_id.weight.detach().numpy()[users]
-        return self._user_tower(pooled, ids)
+        lasting = self._user_tower(_pooled_np(rows, table, real), ids)
+        if not self.split:
+            return lasting
+        recent = real * self._recency_np(rows.shape[1])
+        return self.halves(self._user_tower(_pooled_np(rows, table, recent), ids), lasting)
+
+    def _recency_np(self, width: int) -> np.ndarray:
+        return self.recency_weights(width, torch.zeros(0)).numpy()
 
     def anonymous_users(self, pooled: np.ndarray) -> np.ndarray:
         """``user_from(pooled)`` without a user id, in numpy: one query through torch's

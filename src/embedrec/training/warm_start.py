@@ -81,7 +81,8 @@ def check_architecture(previous: dict[str, Any], params: dict[str, Any]) -> None
     model to continue."""
     names = ("model", "dim", *model_class(previous["model"]).hyperparameters)
     for name in names:
-        value = previous[name]
+        # a setting newer than the saved model is absent there: None, its value then
+        value = previous.get(name)
         if params[name] != value:
             raise ValueError(
                 f"init_from: {name}={params[name]!r} differs from the model it continues "
