@@ -71,9 +71,10 @@ def test_training_stops_after_patience_epochs_without_gain(patience):
     _, fit_part, held_out = interactions(*small_catalogue(), fraction=0.2)
     result = train(mf(fit_part), fit_part, config(patience=patience), held_out, progress=False)
     scores = [entry["val_recall@10"] for entry in result.history]
-    assert scores == [1.0] * (patience + 2)  # the best epoch, then patience + 1 without gain
-    assert [entry["epoch"] for entry in result.history] == list(range(1, patience + 3))
-    assert result.best_epoch == 1 and result.best_score == 1.0
+    # the first epoch (no candidate), the best, then patience + 1 epochs without gain
+    assert scores == [1.0] * (patience + 3)
+    assert [entry["epoch"] for entry in result.history] == list(range(1, patience + 4))
+    assert result.best_epoch == 2 and result.best_score == 1.0
 
 
 def test_the_best_epochs_weights_are_restored():

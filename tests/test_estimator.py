@@ -61,6 +61,7 @@ def test_a_time_budget_ends_training_after_the_epoch_that_passes_it(blocks):
         model="mf", epochs=10, batch_size=256, refit=False, time_budget=1e-6, progress=False
     ).fit(events, listings)
     assert rec.report_["stopped"] == "time budget" and len(rec.report_["history"]) == 1
+    assert rec.report_["best_epoch"] == 1  # the warm-up epoch, when it is all there is
     with pytest.raises(ValueError, match="time_budget must be a positive number"):
         Recommender(time_budget=0).check_params()
 
@@ -71,6 +72,18 @@ def test_the_stopping_rule_counts_epochs_without_gain():
     assert not rule.stop
     rule.update(0.1)
     assert rule.stop and rule.best == 0.3
+
+
+def test_the_first_epoch_is_no_candidate_unless_it_is_the_last():
+    rule = EarlyStopping(patience=1, warm_up=True)
+    # a first score above every later one does not stop the run nor become the best
+    assert [rule.update(s) for s in (0.5, 0.2, 0.3, 0.25)] == [False, True, True, False]
+    assert rule.best == 0.3 and not rule.stop
+    assert EarlyStopping(patience=1, warm_up=True).update(0.5, last=True)
+    assert EarlyStopping(patience=1).update(0.5)  # a warm start has no warm-up
+    resumed = EarlyStopping(patience=1, warm_up=True)
+    resumed.restore([0.3, 0])  # a checkpoint from before the warm-up was counted
+    assert not resumed.update(0.2) and resumed.best == 0.3
 
 
 def test_public_preparation_is_what_fit_trains_on(blocks):

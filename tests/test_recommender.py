@@ -189,18 +189,18 @@ def test_hybrid_similar_listings_are_the_next_views_of_a_one_listing_session(fit
 
 
 @pytest.fixture(scope="module")
-def fitted_halves(blocks):
+def fitted_one_space(blocks):
     events, listings, _, _ = blocks
     return Recommender(
-        model="hybrid", recent_half_life=2, epochs=12, batch_size=256, seed=0, progress=False
+        model="hybrid", recent_half_life=None, epochs=12, batch_size=256, seed=0, progress=False
     ).fit(events, listings)
 
 
 @pytest.mark.parametrize("split", [False, True], ids=["one space", "two halves"])
 def test_hybrid_anonymous_query_in_numpy_is_the_user_tower(
-    fitted_hybrid, fitted_halves, split, monkeypatch
+    fitted_hybrid, fitted_one_space, split, monkeypatch
 ):
-    rec = fitted_halves if split else fitted_hybrid
+    rec = fitted_hybrid if split else fitted_one_space
     model = rec.model_
     vectors = np.random.default_rng(0).normal(size=(7, model.config["dim"])).astype(np.float32)
     with torch.no_grad():
@@ -226,14 +226,14 @@ def test_hybrid_anonymous_query_in_numpy_is_the_user_tower(
     assert np.allclose(model.query_vectors(users), tower, atol=1e-5)
 
 
-def test_two_halves_keep_new_listings_to_the_users_lasting_taste(fitted_halves, blocks):
+def test_two_halves_keep_new_listings_to_the_users_lasting_taste(fitted_hybrid, blocks):
     _, listings, _, _ = blocks
-    model = fitted_halves.model_
+    model = fitted_hybrid.model_
     half = model.config["dim"] // 2
     assert model.listing_id.weight.shape[1] == half  # the id fills the first half alone
     new = listings.iloc[[2]].assign(listing_id="neu eingestellt")
     catalogue = pd.concat([listings, new], ignore_index=True)
-    vectors = fitted_halves.retriever(catalogue).embed().set_index("listing_id")["embedding"]
+    vectors = fitted_hybrid.retriever(catalogue).embed().set_index("listing_id")["embedding"]
     fresh, known = vectors["neu eingestellt"], vectors[listings["listing_id"].iloc[2]]
     # a listing without id has nothing in the first half: only the second halves score it
     assert np.abs(fresh[:half]).max() == 0 and np.abs(fresh[half:]).max() > 0

@@ -153,7 +153,8 @@ def test_the_first_worker_saves_the_vector_index_and_the_others_load_it(
         assert (folder / "index.json").read_bytes() == saved
         # writes go to the loaded index (its vectors copied on the first add), not its files
         catalogue = second.catalogue
-        row = catalogue.rows_of([ids[0]])
+        # a copy of ids[0]'s nearest neighbour scores as high: it must be found too
+        row = catalogue.rows_of([expected[0][0]])
         copy = catalogue.table.iloc[row].assign(listing_id="a-copy")
         catalogue.add(copy, catalogue.vectors[row], catalogue.model_rows[row])
         catalogue.remove([ids[1]])

@@ -293,12 +293,23 @@ def test_hybrid_trains_each_pair_on_what_its_user_viewed_before_it(blocks):
         for pair, user in enumerate(users.tolist()):
             start = int((users < user).sum())
             previous = sequence[max(start, pair - length) : pair]
-            pooled = vectors[previous].mean(dim=0) if len(previous) else torch.zeros(32)
-            expected = model.user_from(pooled.unsqueeze(0), users[pair : pair + 1])[0]
+            pooled, recent = torch.zeros(1, 32), torch.zeros(1, 32)
+            if len(previous):
+                pooled = vectors[previous].mean(dim=0, keepdim=True)
+                # the newest (last) weighs 1, each one before it half as much per 2 views
+                back = torch.arange(len(previous) - 1, -1, -1, dtype=torch.float32)
+                weights = (0.5 ** (back / 2)).unsqueeze(1)
+                recent = (weights * vectors[previous]).sum(0, keepdim=True) / weights.sum()
+            user = users[pair : pair + 1]
+            expected = model.halves(model.user_from(recent, user), model.user_from(pooled, user))
+            expected = expected[0]
             assert torch.allclose(got[pair], expected, atol=1e-5)
         known = torch.arange(len(model.history_lengths))
-        rows = model.histories[3, : model.history_lengths[3]]
-        expected = model.user_from(vectors[rows].mean(dim=0, keepdim=True), known[3:4])[0]
+        rows = model.histories[3, : model.history_lengths[3]]  # newest first
+        weights = (0.5 ** (torch.arange(len(rows), dtype=torch.float32) / 2)).unsqueeze(1)
+        recent = (weights * vectors[rows]).sum(0, keepdim=True) / weights.sum()
+        lasting = model.user_from(vectors[rows].mean(dim=0, keepdim=True), known[3:4])
+        expected = model.halves(model.user_from(recent, known[3:4]), lasting)[0]
         assert torch.allclose(model.user_vectors(known)[3], expected, atol=1e-5)
     assert model.history_lengths[3] > 1
 

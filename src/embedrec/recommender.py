@@ -190,7 +190,7 @@ class Recommender:
         id_dropout: float = 0.3,
         user_ids: bool = True,
         history_gradient: bool = False,
-        recent_half_life: float | None = None,
+        recent_half_life: float | None = 2.0,
         precision: str = "auto",
         workers: int = 1,
         patience: int = 3,
@@ -520,10 +520,12 @@ class Recommender:
         candidates = []
         for changes in searched:
             variant = self if not changes else Recommender(**(given | changes))
+            config = variant.train_config(n_pairs)
+            config.warm_up = not isinstance(prepared, WarmStart)
             candidates.append(
                 Candidate(
                     changes,
-                    variant.train_config(n_pairs),
+                    config,
                     lambda part, v=variant: build(part, v),
                 )
             )

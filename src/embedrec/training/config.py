@@ -51,6 +51,7 @@ class TrainConfig:
     seed: int
     device: str
     time_budget: float | None = None  # seconds; the epoch that passes it is the last
+    warm_up: bool = True  # the first epoch is no early-stopping candidate (EarlyStopping)
     dense_lr: float = 3e-3
     weight_decay: float = 1e-5
 
