@@ -249,21 +249,24 @@ def _projection_html(
     scatter = go.Scattergl if n > WEBGL_FROM else go.Scatter
     size = 3 if n > 20_000 else 5 if n > 2_000 else 7
     customdata, template = _hover(table, color)
+
+    def points(mask: np.ndarray, name: str, marker: dict[str, Any]) -> Any:
+        return scatter(
+            x=coords[mask, 0],
+            y=coords[mask, 1],
+            mode="markers",
+            name=name,
+            marker=marker,
+            customdata=customdata[mask],
+            hovertemplate=template,
+        )
+
     traces = []
     if not groups:
         values, missing = _numeric_colours(table, color)
         if missing.any():
-            traces.append(
-                scatter(
-                    x=coords[missing, 0],
-                    y=coords[missing, 1],
-                    mode="markers",
-                    name=f"missing ({int(missing.sum()):,})",
-                    marker={"size": size, "opacity": 0.7, "color": OTHER_COLOUR},
-                    customdata=customdata[missing],
-                    hovertemplate=template,
-                )
-            )
+            grey = {"size": size, "opacity": 0.7, "color": OTHER_COLOUR}
+            traces.append(points(missing, f"missing ({int(missing.sum()):,})", grey))
         kept = ~missing
         marker: dict[str, Any] = {"size": size, "opacity": 0.7}
         if values is not None:
@@ -273,33 +276,14 @@ def _projection_html(
                 showscale=True,
                 colorbar={"title": {"text": color}},
             )
-        traces.append(
-            scatter(
-                x=coords[kept, 0],
-                y=coords[kept, 1],
-                mode="markers",
-                name=color or "listings",
-                marker=marker,
-                customdata=customdata[kept],
-                hovertemplate=template,
-            )
-        )
+        traces.append(points(kept, color or "listings", marker))
     else:
         colours = _palette(len(groups))
         for (label, mask), colour in zip(groups, colours, strict=True):
             if label.startswith(("other", "missing")):
                 colour = OTHER_COLOUR
-            traces.append(
-                scatter(
-                    x=coords[mask, 0],
-                    y=coords[mask, 1],
-                    mode="markers",
-                    name=f"{label} ({int(mask.sum()):,})",
-                    marker={"size": size, "opacity": 0.7, "color": colour},
-                    customdata=customdata[mask],
-                    hovertemplate=template,
-                )
-            )
+            marker = {"size": size, "opacity": 0.7, "color": colour}
+            traces.append(points(mask, f"{label} ({int(mask.sum()):,})", marker))
     fig = go.Figure(traces)
     fig.update_layout(
         title=title or f"{n:,} listings" + (f" coloured by {color}" if color else ""),
