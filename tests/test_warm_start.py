@@ -22,7 +22,7 @@ from embedrec.features.pipeline import FeaturePipeline
 from embedrec.models.feature_model import FeatureModel
 from embedrec.models.hybrid import continued_histories
 from embedrec.recommender import Recommender
-from embedrec.training.warm_start import continue_from
+from embedrec.training.warm_start import check_architecture, continue_from
 
 UPDATE_DAY = "2026-10-30"  # the base model trains before it, the update on it
 NEXT_DAY = "2026-10-31"  # evaluation day
@@ -351,3 +351,12 @@ def test_cli_refuses_a_directory_that_is_no_model(tmp_path):
     assert result.exit_code == 2
     assert result.stderr.strip().count("\n") == 0
     assert "not an embedrec model directory" in result.stderr
+
+
+def test_a_model_saved_before_a_setting_existed_continues_with_its_old_meaning():
+    saved = Recommender(recent_half_life=0).get_params()
+    del saved["recent_half_life"]  # a model saved before the two halves: one space
+    check_architecture(saved, Recommender(recent_half_life=0).get_params())
+    check_architecture(saved, Recommender(recent_half_life=None).get_params())
+    with pytest.raises(ValueError, match="recent_half_life=2.0 differs from the model"):
+        check_architecture(saved, Recommender().get_params())

@@ -81,9 +81,10 @@ def check_architecture(previous: dict[str, Any], params: dict[str, Any]) -> None
     model to continue."""
     names = ("model", "dim", *model_class(previous["model"]).hyperparameters)
     for name in names:
-        # a setting newer than the saved model is absent there: None, its value then
+        # a setting newer than the saved model is absent there: None, its value then, which
+        # means what 0 or False does (recent_half_life: one space)
         value = previous.get(name)
-        if params[name] != value:
+        if (params[name] or None) != (value or None):
             raise ValueError(
                 f"init_from: {name}={params[name]!r} differs from the model it continues "
                 f"({name}={value!r}); a warm start keeps the model's architecture"
