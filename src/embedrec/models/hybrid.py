@@ -302,7 +302,9 @@ class HybridTwoTower(FeatureModel):
         positions = torch.arange(width, dtype=like.dtype, device=like.device)
         return 0.5 ** (positions / self._config["recent_half_life"])
 
-    def halves(self, recent, lasting):  # noqa: ANN001, ANN201 - torch tensors or numpy arrays
+    def halves(
+        self, recent: torch.Tensor | np.ndarray, lasting: torch.Tensor | np.ndarray
+    ) -> torch.Tensor | np.ndarray:
         """A split model's user vectors: the first half of those from the recency-weighted
         history, the second of those from the plain mean, together unit length."""
         h = self.id_half
@@ -433,7 +435,9 @@ class HybridTwoTower(FeatureModel):
         return self.halves(self._user_tower(_pooled_np(rows, table, recent), ids), lasting)
 
     def _recency_np(self, width: int) -> np.ndarray:
-        return self.recency_weights(width, torch.zeros(0)).numpy()
+        """:meth:`recency_weights` in numpy."""
+        half_life = np.float32(self._config["recent_half_life"])
+        return np.float32(0.5) ** (np.arange(width, dtype=np.float32) / half_life)
 
     def anonymous_users(self, pooled: np.ndarray) -> np.ndarray:
         """``user_from(pooled)`` without a user id, in numpy: one query through torch's
