@@ -362,3 +362,11 @@ def test_a_model_saved_before_a_setting_existed_continues_with_its_old_meaning()
     check_architecture(saved, Recommender(recent_half_life=None).get_params())
     with pytest.raises(ValueError, match="recent_half_life=2.0 differs from the model"):
         check_architecture(saved, Recommender().get_params())
+
+
+def test_a_warm_starts_first_epoch_may_be_its_best(update):
+    # a fresh fit's first epoch is barely trained; a warm start's continues a trained model
+    prepared, warm = update
+    rec = Recommender(**SETTINGS, **QUIET)
+    fresh, continued = (rec._candidates(p, len(p.data), None, None)[0] for p in (prepared, warm))
+    assert fresh.config.warm_up and not continued.config.warm_up
