@@ -4,6 +4,8 @@
     python benchmarks/movielens.py --smoke               # seconds; 50 users, or synthetic data
     python benchmarks/movielens.py --out docs/benchmarks-movielens.md --json results.json
     python benchmarks/movielens.py --only LightFM,centroid  # some methods only
+    python benchmarks/movielens.py --only "embedrec hybrid" --reuse results.json --out ...
+                                        # rerun some methods, the other rows from a --json file
     python benchmarks/movielens.py --text-on-off --seeds 0 --out docs/benchmarks-movielens.md
                                                          # hybrid with and without film titles
 
@@ -609,9 +611,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cold_columns = ctx.items.get_indexer(split.cold_items)
     cold_valid_columns = ctx.items.get_indexer(split.cold_valid_items)
     wanted = set(args.only.split(",")) if args.only else None
+    reused = reused_rows(args.reuse) if args.reuse else {}
     rows = []
     for method in methods(args.smoke, dict(parse_setting(s) for s in args.set)):
         if wanted and not any(w.lower() in method.name.lower() for w in wanted):
+            if method.name in reused:
+                rows.append(reused[method.name])
             continue
         row: dict[str, Any] = {"name": method.name, "warm": method.warm, "cold": method.cold}
         if method.missing:
@@ -644,13 +649,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             log(f"cold  {method.name:32s} {cold_params}  {fmt(row['cold_test'])}")
         row["total_seconds"] = time.perf_counter() - started
         rows.append(row)
-    return {
+    results = {
         "source": source,
         "counts": counts(split, ctx),
         "rows": rows,
         "environment": environment(args),
         "command": "python benchmarks/movielens.py " + " ".join(sys.argv[1:]),
     }
+    if reused:
+        results["reused_from"] = json.loads(args.reuse.read_text(encoding="utf-8"))["command"]
+    return results
+
+
+def reused_rows(path: Path) -> dict[str, dict[str, Any]]:
+    """The rows of an earlier run's ``--json`` file by method name, each marked reused."""
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+        return {row["name"]: {**row, "reused": True} for row in earlier["rows"]}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        message = f"--reuse {path}: not the --json file of an earlier run ({error})"
+        raise SystemExit(message) from None
 
 
 # ---------------------------------------------------------------------- film titles on/off
@@ -876,15 +894,18 @@ def markdown(results: dict[str, Any]) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: |"
     )
 
+    def name(row: dict[str, Any]) -> str:
+        return row["name"] + (" *" if row.get("reused") else "")
+
     def table(key: str, flag: str) -> str:
         lines = [header]
         for row in results["rows"]:
             if row.get("missing") and row[flag]:
-                lines.append(f"| {row['name']} | not installed | | | | |")
+                lines.append(f"| {name(row)} | not installed | | | | |")
             elif key in row:
                 m = row[key]
                 lines.append(
-                    f"| {row['name']} | {_with_error(m, 'recall')} | {_with_error(m, 'ndcg')} | "
+                    f"| {name(row)} | {_with_error(m, 'recall')} | {_with_error(m, 'ndcg')} | "
                     f"{m[f'hitrate@{K}']:.4f} | {m[f'coverage@{K}']:.4f} | "
                     f"{m['fit_seconds']:.1f} |"
                 )
@@ -899,19 +920,19 @@ def markdown(results: dict[str, Any]) -> str:
         return f"{n} ({row['grid_size']} configs x epochs)"
 
     tuned = [
-        f"| {row['name']} | {tried(row, 'trials')} | {_params(row['params'])} | "
+        f"| {name(row)} | {tried(row, 'trials')} | {_params(row['params'])} | "
         f"{max(t[SELECT] for t in row['trials']):.4f} |"
         for row in results["rows"]
         if row.get("trials")
     ]
     cold_tuned = [
-        f"| {row['name']} | {tried(row, 'cold_trials')} | {_params(row['cold_params'])} | "
+        f"| {name(row)} | {tried(row, 'cold_trials')} | {_params(row['cold_params'])} | "
         f"{max(t[SELECT] for t in row['cold_trials']):.4f} |"
         for row in results["rows"]
         if row.get("cold_trials")
     ]
     untuned = [
-        f"| {row['name']} | 0 | {_params(row['params'])} | |"
+        f"| {name(row)} | 0 | {_params(row['params'])} | |"
         for row in results["rows"]
         if row.get("tuned") is False
     ]
@@ -966,6 +987,14 @@ def markdown(results: dict[str, Any]) -> str:
             "### Environment",
             "",
             f"- command: `{results['command'].strip()}`",
+            *(
+                [
+                    "- rows not run by that command (marked *) are those of the earlier run "
+                    f"`{results['reused_from'].strip()}`, on the same data and split"
+                ]
+                if results.get("reused_from")
+                else []
+            ),
             f"- machine: {env['machine']}; {env['os']}",
             "- versions: "
             + ", ".join(f"{k} {v}" for k, v in env.items() if k not in ("machine", "os")),
@@ -991,6 +1020,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write every trial as JSON here")
     parser.add_argument("--cache-dir", help="data cache (default $EMBEDREC_CACHE or ~/.cache)")
     parser.add_argument("--only", help="comma-separated substrings of method names to run")
+    parser.add_argument(
+        "--reuse",
+        type=Path,
+        help="with --only: the other methods' rows from this --json file of an earlier run",
+    )
     parser.add_argument("--threads", type=int, default=1, help="threads for every method")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", dest="verbose", action="store_false")

@@ -160,3 +160,24 @@ def test_benchmark_smoke_runs_on_synthetic_data(tmp_path: Path) -> None:
     report = out.read_text(encoding="utf-8")
     assert "| embedrec hybrid |" in report and "| EASE |" in report
     assert not (tmp_path / "ml-100k").exists()  # smoke never downloads
+
+
+@pytest.mark.slow
+def test_benchmark_reruns_some_methods_and_reuses_the_other_rows(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "movielens.py"
+    smoke = [sys.executable, str(script), "--smoke", "--quiet", "--cache-dir", str(tmp_path)]
+    earlier, out = tmp_path / "earlier.json", tmp_path / "report.md"
+    first = smoke + ["--only", "popularity,EASE", "--json", str(earlier)]
+    assert subprocess.run(first, capture_output=True, timeout=300).returncode == 0
+    again = smoke + ["--only", "EASE", "--reuse", str(earlier), "--out", str(out)]
+    done = subprocess.run(again, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = out.read_text(encoding="utf-8")
+    assert "| popularity * |" in report and "| EASE |" in report
+    assert "popularity,EASE --json" in report  # the earlier run's command, named
+    broken = tmp_path / "broken.json"
+    broken.write_text("{}", encoding="utf-8")
+    refused = subprocess.run(
+        smoke + ["--only", "EASE", "--reuse", str(broken)], capture_output=True, text=True
+    )
+    assert refused.returncode != 0 and "not the --json file of an earlier run" in refused.stderr
