@@ -79,6 +79,7 @@ def step_inputs(batch_size: int, group: Group | None = None):
         torch.as_tensor(np.log1p(part.weight))[rows] * uneven,
     )
     model.set_training_pairs(torch.as_tensor(part.user_idx), torch.as_tensor(part.listing_idx))
+    model.latest_share = 1.0  # no draw: one process and two ranks draw differently
     return model, own, config, log_q, trained, rows, pairs
 
 

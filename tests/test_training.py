@@ -278,39 +278,59 @@ def test_a_refresh_in_training_embeds_the_trained_listings_only(blocks):
 
 
 def test_hybrid_trains_each_pair_on_what_its_user_viewed_before_it(blocks):
-    """A training pair's user vector pools the listings its user viewed just before it (none
-    for a user's first pair); outside training a user is their most recent listings."""
+    """A training pair's recent half pools the listings its user viewed just before it (none
+    for a user's first pair); its lasting half those, or, for about half of the pairs, the
+    user's latest listings less the pair's own (always so outside training). Asked for a
+    user, both halves read the user's most recent listings."""
     events, listings, _, _ = blocks
     rec = Recommender(model="hybrid", epochs=1, batch_size=256, progress=False)
     model = rec.fit(events, listings).model_.eval()
     length = model.histories.shape[1]
-    users = torch.tensor([0, 0, 0, 1, 1] + [2] * (length + 3))
+    users = torch.tensor([0, 0, 0, 1, 1] + [2] * (length + 3) + [4] * 12)
     sequence = (torch.arange(len(users)) * 7) % len(rec.listings_)
+    sequence[1] = model.histories[0, 0]  # a pair whose listing the lasting half leaves out
     model.set_training_pairs(users, sequence)
     vectors = model.all_listing_vectors()
+
+    def mean(rows: torch.Tensor) -> torch.Tensor:
+        return vectors[rows].mean(dim=0, keepdim=True) if len(rows) else torch.zeros(1, 32)
+
+    def expected(pair: int, latest_history: bool) -> torch.Tensor:
+        user = int(users[pair])
+        start = int((users < user).sum())
+        previous = sequence[max(start, pair - length) : pair]
+        latest = model.histories[user, : model.history_lengths[user]]
+        lasting = mean(latest[latest != sequence[pair]] if latest_history else previous)
+        recent = torch.zeros(1, 32)
+        if len(previous):
+            # the newest (last) weighs 1, each one before it half as much per 2 views
+            back = torch.arange(len(previous) - 1, -1, -1, dtype=torch.float32)
+            weights = (0.5 ** (back / 2)).unsqueeze(1)
+            recent = (weights * vectors[previous]).sum(0, keepdim=True) / weights.sum()
+        ids = users[pair : pair + 1]
+        return model.halves(model.user_from(recent, ids), model.user_from(lasting, ids))[0]
+
     with torch.no_grad():
         got = model.user_vectors(users, torch.arange(len(users)))
-        for pair, user in enumerate(users.tolist()):
-            start = int((users < user).sum())
-            previous = sequence[max(start, pair - length) : pair]
-            pooled, recent = torch.zeros(1, 32), torch.zeros(1, 32)
-            if len(previous):
-                pooled = vectors[previous].mean(dim=0, keepdim=True)
-                # the newest (last) weighs 1, each one before it half as much per 2 views
-                back = torch.arange(len(previous) - 1, -1, -1, dtype=torch.float32)
-                weights = (0.5 ** (back / 2)).unsqueeze(1)
-                recent = (weights * vectors[previous]).sum(0, keepdim=True) / weights.sum()
-            user = users[pair : pair + 1]
-            expected = model.halves(model.user_from(recent, user), model.user_from(pooled, user))
-            expected = expected[0]
-            assert torch.allclose(got[pair], expected, atol=1e-5)
+        for pair in range(len(users)):
+            assert torch.allclose(got[pair], expected(pair, latest_history=True), atol=1e-5)
+        # in training, each pair's lasting half reads one of the two, drawn per pair
+        model.train()
+        model.id_dropout, model.generator = 0.0, torch.Generator().manual_seed(0)
+        got = model.user_vectors(users, torch.arange(len(users)))
+        model.eval()
+        latest = [torch.allclose(got[p], expected(p, True), atol=1e-5) for p in range(len(users))]
+        before = [torch.allclose(got[p], expected(p, False), atol=1e-5) for p in range(len(users))]
+        assert all(a or b for a, b in zip(latest, before, strict=True))
+        assert 0.2 < np.mean([a and not b for a, b in zip(latest, before, strict=True)]) < 0.8
+        assert 0.2 < np.mean([b and not a for a, b in zip(latest, before, strict=True)]) < 0.8
         known = torch.arange(len(model.history_lengths))
         rows = model.histories[3, : model.history_lengths[3]]  # newest first
         weights = (0.5 ** (torch.arange(len(rows), dtype=torch.float32) / 2)).unsqueeze(1)
         recent = (weights * vectors[rows]).sum(0, keepdim=True) / weights.sum()
-        lasting = model.user_from(vectors[rows].mean(dim=0, keepdim=True), known[3:4])
-        expected = model.halves(model.user_from(recent, known[3:4]), lasting)[0]
-        assert torch.allclose(model.user_vectors(known)[3], expected, atol=1e-5)
+        lasting = model.user_from(mean(rows), known[3:4])
+        expected_user = model.halves(model.user_from(recent, known[3:4]), lasting)[0]
+        assert torch.allclose(model.user_vectors(known)[3], expected_user, atol=1e-5)
     assert model.history_lengths[3] > 1
 
 
