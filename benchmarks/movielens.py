@@ -54,6 +54,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 import warnings
@@ -654,7 +655,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "counts": counts(split, ctx),
         "rows": rows,
         "environment": environment(args),
-        "command": "python benchmarks/movielens.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/movielens.py " + shlex.join(sys.argv[1:]),
     }
     if reused:
         results["reused_from"] = json.loads(args.reuse.read_text(encoding="utf-8"))["command"]
