@@ -307,22 +307,32 @@ class HybridTwoTower(FeatureModel):
         width = self.histories.shape[1]  # the first columns: the views before, or the latest
         rows_before, weights_before = rows[:, :width], weights[:, :width]
         recent = _pooled(rows_before, table, weights_before * self.recency_weights(width, table))
-        lasting = _pooled(rows_before, table, weights_before)
+        lasting_rows, lasting_weights = rows_before, weights_before
         if pairs is not None:
-            lasting = self._lasting(lasting, _pooled(rows[:, width:], table, weights[:, width:]))
+            lasting_rows, lasting_weights = self._lasting(
+                (rows_before, weights_before), (rows[:, width:], weights[:, width:])
+            )
+        lasting = _pooled(lasting_rows, table, lasting_weights)
         return self.halves(self.user_from(recent, users), self.user_from(lasting, users))
 
-    def _lasting(self, before: torch.Tensor, latest: torch.Tensor) -> torch.Tensor:
-        """A training pair's pooled history for the lasting half: in training, for half of
-        the pairs (drawn anew each step) the views before the pair, as a session or a new
-        user gives them, and for the others the user's latest listings, which the half reads
-        when asked; outside training, the latest. On MovieLens-100k, over twelve seeds, against
-        the views before the pair alone: cold Recall@10 +5.4% and warm level, where the latest
-        for every pair gave cold +3.5% and warm +2.6% (docs/benchmarks-movielens.md)."""
+    def _lasting(
+        self, before: tuple[torch.Tensor, torch.Tensor], latest: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The history rows and weights a training pair's lasting half pools: in training,
+        for half of the pairs (drawn anew each step) the views before the pair, as a session
+        or a new user gives them, and for the others the user's latest listings, which the
+        half reads when asked; outside training, the latest. On MovieLens-100k, over twelve
+        seeds, against the views before the pair alone: cold Recall@10 +5.4% and warm level,
+        where the latest for every pair gave cold +3.5% and warm +2.6%
+        (docs/benchmarks-movielens.md)."""
         if not self.training or self.latest_share >= 1:
             return latest
-        keep_before = dropout_keep((len(before),), self.latest_share, self.generator)
-        return torch.where(keep_before.to(before.device).unsqueeze(1), before, latest)
+        keep_before = dropout_keep((len(before[0]),), self.latest_share, self.generator)
+        keep_before = keep_before.to(before[0].device).unsqueeze(1)
+        return (
+            torch.where(keep_before, before[0], latest[0]),
+            torch.where(keep_before, before[1], latest[1]),
+        )
 
     def recency_weights(self, width: int, like: torch.Tensor) -> torch.Tensor:
         """Weights of a history's positions, newest first: 0.5 ** (position / half-life)."""
