@@ -330,6 +330,29 @@ def fit_centroid(ctx: Context, train: pd.DataFrame, params: dict[str, Any]) -> S
     return _factor_scorer(centroids.astype(np.float32), items.astype(np.float32))
 
 
+def fit_content_regression(ctx: Context, train: pd.DataFrame, params: dict[str, Any]) -> ScoreFn:
+    """Content regression: each user's own linear model over the films' features, fitted in
+    closed form as implicit ALS fits a user against fixed item factors.
+
+    The factors are the ``Context.feature_matrix`` rows plus a constant. User ``u``'s weights
+    solve ``(X'X + c X_u'X_u + l I) w = (1 + c) X_u'1``: every film with training positives
+    is a negative of weight 1 (``X``), the user's positives (``X_u``) weigh ``1 + c``
+    (``confidence``), ``l`` is ``l2``. Cold films are ranked like any other.
+    """
+    features = ctx.feature_matrix().toarray().astype(np.float64)
+    factors = np.hstack([features, np.ones((len(features), 1))])
+    matrix = ctx.csr(train).astype(np.float64)
+    trained = factors[np.asarray(matrix.sum(axis=0)).ravel() > 0]
+    width = factors.shape[1]
+    gram = trained.T @ trained + params["l2"] * np.eye(width)
+    # each user's sum of outer products of their positives' factors, through one product
+    outer = np.einsum("ij,ik->ijk", factors, factors).reshape(len(factors), -1)
+    systems = gram + params["confidence"] * (matrix @ outer).reshape(-1, width, width)
+    targets = (1.0 + params["confidence"]) * (matrix @ factors)
+    weights = np.linalg.solve(systems, targets[..., None])[..., 0]
+    return _factor_scorer(weights.astype(np.float32), factors.astype(np.float32))
+
+
 def fit_feature_popularity(ctx: Context, train: pd.DataFrame, params: dict[str, Any]) -> ScoreFn:
     """Popularity predicted from features: a ridge fit of log(1 + count) on genres + decade."""
     from sklearn.linear_model import Ridge
@@ -488,6 +511,14 @@ def methods(smoke: bool, changed: dict[str, Any] | None = None) -> list[Method]:
             "content centroid (cosine)",
             fit_centroid,
             grid(idf=[False, True], centre=[False, True]) if full else [{"centre": True}],
+            cold=True,
+        ),
+        Method(
+            "content regression (per user)",
+            fit_content_regression,
+            grid(l2=[30.0, 100.0, 300.0, 1000.0], confidence=[3.0, 10.0, 30.0])
+            if full
+            else [{"l2": 100.0, "confidence": 10.0}],
             cold=True,
         ),
         Method(
