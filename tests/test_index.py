@@ -163,7 +163,7 @@ def test_filters_from_mapping(table):
         (lambda: filters_from_mapping({"within_km": 10}), "near"),
         (lambda: filters_from_mapping({"near": [95, 13], "within_km": 10}), "near"),
         (lambda: filters_from_mapping({"near": "a,b", "within_km": 10}), "near"),
-        (lambda: filters_from_mapping({"near": [51, 13], "within_km": -1}), "within"),
+        (lambda: filters_from_mapping({"near": [51, 13], "within_km": -1}), "within_km"),
         (lambda: filters_from_mapping({"price_min": "x"}), "price_min"),
         (lambda: filters_from_mapping({"price_min": 10, "price_max": 5}), "price"),
         (lambda: filters_from_mapping({"make": {"a": 1}}), "make"),

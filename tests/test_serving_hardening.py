@@ -561,3 +561,116 @@ def test_a_bad_catalogue_to_serve_is_named_with_its_row_and_line(model, tmp_path
         with pytest.raises(DataError) as caught:
             create_app(settings)
         assert str(caught.value) == f"{bad}, row 2 (line 3), column 'price': not a number: 'cheap'"
+
+
+def test_the_explorer_page_under_static_has_the_page_headers_too(client):
+    for path in ("/static/index.html", "/static/explorer.js"):
+        answer = client.get(path)
+        assert answer.status_code == 200, path
+        assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
+        assert answer.headers["X-Frame-Options"] == "DENY"
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+
+
+@pytest.mark.parametrize("escapes", ["%FF", "%FE", "%ED%A0%80", "a%C3"])
+def test_a_path_whose_escapes_are_no_utf8_names_no_listing(fresh, escapes):
+    # the server would decode them to U+FFFD, one id for many paths
+    for method, path in (
+        ("PUT", f"/v1/listings/{escapes}"),
+        ("GET", f"/v1/listings/{escapes}"),
+        ("GET", f"/v1/listings/{escapes}/similar"),
+        ("GET", f"/v1/users/{escapes}/recommendations"),
+    ):
+        answer = fresh.request(method, path, json=CAR, headers=AUTH)
+        assert answer.status_code == 422, (method, path, answer.text)
+        assert answer.json() == {
+            "error": "path: its percent-escapes are no UTF-8 text",
+            "field": "path",
+        }
+    assert fresh.get("/healthz/ready").json()["listings"] == 120
+    assert fresh.put("/v1/listings/%C3%A4", json=CAR, headers=AUTH).status_code == 201
+
+
+def test_a_session_of_what_is_no_listing_id_is_refused_naming_its_place(fresh):
+    assert fresh.put("/v1/listings/1", json=CAR, headers=AUTH).status_code == 201
+    for bad in (True, False, None, 1.5, [1], {"id": 1}):
+        answer = fresh.post("/v1/recommendations", json={"session": ["1", bad]})
+        assert answer.status_code == 422, (bad, answer.text)
+        assert answer.json()["field"] == "body.session.1"
+        assert "a listing id is a string or an integer" in answer.json()["error"]
+    answer = fresh.post("/v1/recommendations", json={"session": [1], "k": 3})
+    assert answer.status_code == 200 and answer.json()["query"] == ["1"]
+
+
+def test_json_nested_past_the_recursion_limit_is_invalid_json(fresh):
+    deep = '{"session": ["1"], "filters": {"make": ' + "[" * 5000 + "]" * 5000 + "}}"
+    answer = fresh.post(
+        "/v1/recommendations", content=deep, headers={"Content-Type": "application/json"}
+    )
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["field"] == "body"
+    assert "nested too deeply" in answer.json()["error"]
+
+
+def test_integer_columns_stay_integers_after_writes_without_them_compaction_and_restart(
+    model, tmp_path
+):
+    def integral(client: TestClient, listing_id: str) -> bool:
+        return type(client.get(f"/v1/listings/{listing_id}").json()["price"]) is int
+
+    settings = Settings(model_dir=str(model), store=str(tmp_path / "store.sqlite"), token="t")
+    with TestClient(create_app(settings)) as client:
+        # the batch leaves price out: pandas makes such a column float64
+        batch = [{"listing_id": f"ohne {i}", "make": "VW"} for i in range(3)]
+        batch.append({"listing_id": "mit", "make": "VW", "price": 12_000.0})  # a whole float
+        answer = client.post("/v1/listings:batch", json={"listings": batch}, headers=AUTH)
+        assert answer.status_code == 200, answer.text
+        assert integral(client, "Wagen 0 ä") and integral(client, "mit")
+        assert client.get("/v1/listings/mit").json()["price"] == 12_000
+        assert client.get("/v1/listings/ohne 0").json()["price"] is None
+        client.app.state.holder.current._compact()  # one table again: price is float64 there
+        assert integral(client, "Wagen 0 ä") and integral(client, "mit")
+        similar = client.get("/v1/listings/mit/similar", params={"k": 50}).json()["results"]
+        assert all(type(r["price"]) is int or r["price"] is None for r in similar)
+    with TestClient(create_app(settings)) as client:  # the store's writes replayed
+        assert integral(client, "Wagen 0 ä") and integral(client, "mit")
+        assert client.get("/v1/listings/ohne 1").json()["price"] is None
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "why"),
+    [
+        ("price", 12_000.5, "expected an integer"),
+        ("price", 1e300, "expected an integer"),
+        ("price", "12000", "expected a number"),
+    ],
+)
+def test_a_value_an_integer_column_cannot_hold_is_refused(fresh, field, value, why):
+    answer = fresh.put("/v1/listings/neu", json={**CAR, field: value}, headers=AUTH)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["field"] == field and why in answer.json()["error"]
+
+
+def test_a_batch_names_every_listing_with_a_bad_coordinate(fresh):
+    batch = [
+        {"listing_id": "g1", "lat": 95.0, "lon": 10.0},
+        {"listing_id": "ok", "lat": 50.0, "lon": 10.0},
+        {"listing_id": "g2", "lat": 96.0, "lon": 10.0},
+    ]
+    answer = fresh.post("/v1/listings:batch", json={"listings": batch}, headers=AUTH)
+    assert answer.status_code == 422, answer.text
+    errors = answer.json()["errors"]
+    assert [e["index"] for e in errors] == [0, 2]
+    assert all(e["field"] == "lat" for e in errors)
+
+
+def test_the_openapi_document_lists_what_a_put_answers(client):
+    put = client.get("/openapi.json").json()["paths"]["/v1/listings/{listing_id}"]["put"]
+    assert {"200", "201", "401", "422"} <= set(put["responses"])
+
+
+def test_a_radius_of_the_near_form_is_named_by_its_parameter(client):
+    answer = client.get(
+        "/v1/listings/Wagen 0 ä/similar", params={"near": "51,13", "within_km": "-5"}
+    )
+    assert answer.status_code == 422 and answer.json()["field"] == "within_km"

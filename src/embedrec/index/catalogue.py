@@ -107,12 +107,15 @@ class Catalogue:
         exact_below: int = 50_000,
         query_samples: Callable[[bool, np.ndarray], Mapping[str, np.ndarray]] | None = None,
         index_source: IndexSource | None = None,
+        schema: pd.DataFrame | None = None,
     ) -> None:
         self._lock = threading.RLock()
         base = table.reset_index(drop=True)
-        self._schema = base.iloc[:0]
+        # a compacted catalogue keeps its origin's: an integer column that added listings
+        # left without a value is float64 in the table, and still answers integers
+        self._schema = base.iloc[:0] if schema is None else schema
         self.id_dtype = base["listing_id"].dtype
-        self._fields = _Fields(base)
+        self._fields = _Fields(base, self._schema)
         self._added_rows: dict[Any, int] = {}  # ids added after construction -> newest row
         self._row_of = id_index(base["listing_id"])
         self._n = len(base)
@@ -553,7 +556,7 @@ class Catalogue:
             if self._fields.n_added > max(MERGE_MIN_ROWS, len(self._fields.base) // MERGE_SHARE):
                 # one table again (O(rows), every base/64 adds): filters over the added part
                 # cost time in its size, which must not grow with the number of writes
-                self._fields = _Fields(self._fields.table())
+                self._fields = _Fields(self._fields.table(), self._schema)
             rows = np.arange(start, stop)
             with _one_thread():
                 for cosine, index in self._indexes.items():
@@ -618,7 +621,13 @@ class Catalogue:
             vectors, model_rows = self.vectors[live], self.model_rows[live]
             kinds = list(self._indexes)
         fresh = Catalogue(
-            table, vectors, model_rows, self.normalized, self._exact_below, self.query_samples
+            table,
+            vectors,
+            model_rows,
+            self.normalized,
+            self._exact_below,
+            self.query_samples,
+            schema=self._schema,
         )
         for cosine in kinds:  # the indexes this one had, built before anyone asks
             fresh.index(cosine)
@@ -649,9 +658,19 @@ class _Fields:
     merge swaps in a new one and leaves the old one intact for them.
     """
 
-    def __init__(self, base: pd.DataFrame) -> None:
+    def __init__(self, base: pd.DataFrame, schema: pd.DataFrame) -> None:
         self.base = base.reset_index(drop=True)
-        self.columns = {c: _json_column(self.base[c]) for c in self.base.columns}
+        # columns of integers in the catalogue's schema: answered as integers, whatever type
+        # missing values gave the table (pandas makes such a column float64)
+        self.integral = {
+            c
+            for c in schema.columns
+            if pd.api.types.is_integer_dtype(schema[c].dtype)
+            and not pd.api.types.is_bool_dtype(schema[c].dtype)
+        }
+        self.columns = {
+            c: _json_column(self.base[c], c in self.integral) for c in self.base.columns
+        }
         self.cache = FilterCache()  # filters' converted columns, living as long as the table
         self.records: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -663,7 +682,10 @@ class _Fields:
         return len(self.records)
 
     def append(self, table: pd.DataFrame) -> None:
-        records = [{c: plain(v) for c, v in r.items()} for r in table.to_dict(orient="records")]
+        records = [
+            {c: _integral(plain(v)) if c in self.integral else plain(v) for c, v in r.items()}
+            for r in table.to_dict(orient="records")
+        ]
         with self._lock:
             self._frames.append(table)
             self._added = (None, FilterCache())
@@ -719,8 +741,15 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(norms, 1e-12)
 
 
-def _json_column(series: pd.Series) -> Callable[[np.ndarray], list]:
-    """The function giving a column's JSON-ready values at an array of rows."""
+def _integral(value: Any) -> Any:
+    """A whole float as the integer it is (a value of an integer column)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _json_column(series: pd.Series, integral: bool = False) -> Callable[[np.ndarray], list]:
+    """The function giving a column's JSON-ready values at an array of rows; ``integral``:
+    the column holds integers, whole floats among them (the values a float64 column holds
+    beside missing ones)."""
     if isinstance(series.dtype, pd.StringDtype) and series.dtype.storage == "pyarrow":
         # one Python string per row held ~1 GB per worker for the text columns of 1M listings:
         # a column of few values (make, fuel, city) keeps each value once and codes per row,
@@ -754,9 +783,10 @@ def _json_column(series: pd.Series) -> Callable[[np.ndarray], list]:
         return lambda rows: values[rows].tolist()
     if pd.api.types.is_float_dtype(series.dtype) and isinstance(series.dtype, np.dtype):
         values = series.to_numpy()
+        whole = _integral if integral else (lambda x: x)
 
         def floats(rows: np.ndarray) -> list:
-            return [None if x != x else x for x in values[rows].tolist()]  # NaN is missing
+            return [None if x != x else whole(x) for x in values[rows].tolist()]  # NaN: missing
 
         return floats
     values = series.to_numpy(dtype=object)

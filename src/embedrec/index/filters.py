@@ -629,7 +629,7 @@ def filters_from_mapping(d: Mapping[str, Any]) -> list[Filter]:
         raise FilterError(field, "'near' and 'within_km' must be given together")
     if near is not None:
         lat, lon = _parse_point("near", near)
-        filters.append(RadiusFilter(lat, lon, _to_float("within_km", within)))
+        filters.append(RadiusFilter(lat, lon, _to_float("within_km", within), field="within_km"))
     if "exclude" in items:
         filters.append(ExcludeFilter(_as_strings("exclude", items.pop("exclude"))))
     for key, value in items.items():

@@ -263,7 +263,11 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(text, media_type=CONTENT_TYPE)
 
     # ------------------------------------------------------------------ writes
-    @app.put("/v1/listings/{listing_id}", dependencies=[Writer], responses=WRITE_ERRORS)
+    @app.put(
+        "/v1/listings/{listing_id}",
+        dependencies=[Writer],
+        responses={201: {"model": s.WriteResponse, "description": "created"}, **WRITE_ERRORS},
+    )
     def put_listing(
         listing_id: Id,
         fields: Annotated[dict[str, Any], Body(examples=[{"make": "Nissan", "price": 23221}])],
@@ -332,7 +336,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     # ------------------------------------------------------------------ explorer page
     if STATIC.is_dir():
-        app.mount("/static", StaticFiles(directory=STATIC), name="static")
+        app.mount("/static", _PageFiles(directory=STATIC), name="static")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> Response:
@@ -441,6 +445,16 @@ def _token_first_route(writer: Callable, check_token: Callable[[str], None]) -> 
     return TokenFirstRoute
 
 
+class _PageFiles(StaticFiles):
+    """The explorer's files with the page's headers: ``/static/index.html`` is the page too,
+    and must not be framed either."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers.update(PAGE_HEADERS)
+        return response
+
+
 class _TextJsonRequest(Request):
     """A request whose JSON body is read as text: UTF-8, every string made of characters.
 
@@ -461,6 +475,8 @@ class _TextJsonRequest(Request):
                 value = json.loads(text)
             except json.JSONDecodeError:
                 raise
+            except RecursionError:  # arrays or objects nested past Python's recursion limit
+                raise json.JSONDecodeError("nested too deeply", text, 0) from None
             except ValueError:  # a number past Python's limit on an integer's digits
                 long = _LONG_NUMBER.search(text)
                 where = long.start() if long else 0

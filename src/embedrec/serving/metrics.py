@@ -6,10 +6,12 @@ label is the process id so scrapes of different workers can be told apart.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -61,7 +63,8 @@ class Metrics:
 
 
 class MetricsAndLimits:
-    """ASGI middleware: times every request by route and refuses bodies over ``max_body``."""
+    """ASGI middleware: times every request by route, refuses bodies over ``max_body`` and
+    paths whose percent-escapes are no UTF-8 text."""
 
     def __init__(
         self, app: Callable, metrics: Metrics, max_body: int, larger: dict[str, int] | None = None
@@ -86,7 +89,11 @@ class MetricsAndLimits:
         try:
             limit = self.larger.get(scope["path"], self.max_body)
             declared = _content_length(scope)
-            if declared is not None and declared > limit:
+            if not _path_is_text(scope):
+                # the server decodes such escapes to U+FFFD: %FF and %FE would name one id
+                message = "path: its percent-escapes are no UTF-8 text"
+                await _refuse(send_status, 422, message, "path")
+            elif declared is not None and declared > limit:
                 await _too_large(send_status, limit)
             elif declared is None and scope["method"] in ("POST", "PUT", "PATCH"):
                 body = await self._read_limited(receive, limit)
@@ -144,12 +151,27 @@ def _content_length(scope: dict) -> int | None:
     return None
 
 
+def _path_is_text(scope: dict) -> bool:
+    """Whether the request's path, its percent-escapes decoded, is UTF-8 text."""
+    raw = scope.get("raw_path")
+    try:
+        if raw is not None:
+            unquote_to_bytes(raw.split(b"?", 1)[0]).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 async def _too_large(send: Callable, limit: int) -> None:
-    body = b'{"error":"request body larger than %d bytes","field":"body"}' % limit
+    await _refuse(send, 413, f"request body larger than {limit} bytes", "body")
+
+
+async def _refuse(send: Callable, status: int, message: str, field: str) -> None:
+    body = json.dumps({"error": message, "field": field}, separators=(",", ":")).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", b"%d" % len(body)),

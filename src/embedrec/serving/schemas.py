@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 
 ListingId = str | int
+
+
+def _listing_id(value: Any) -> Any:
+    """A listing id in a request is a JSON string or integer: lax pydantic would read
+    ``true`` as 1, and name a null's error by the union's members (``session.0.str``)."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError("a listing id is a string or an integer")
+    return value
+
+
+RequestListingId = Annotated[ListingId, BeforeValidator(_listing_id)]
 MAX_K = 1000
 MAX_BATCH = 1000  # listings in one POST /v1/listings:batch
 
@@ -56,7 +67,7 @@ class SessionRequest(BaseModel):
     """An anonymous visitor: the listings they viewed, most relevant last or in any order."""
 
     model_config = ConfigDict(extra="forbid")
-    session: list[ListingId] = Field(min_length=1, max_length=MAX_K)
+    session: list[RequestListingId] = Field(min_length=1, max_length=MAX_K)
     # strict: JSON true is no number of results (lax pydantic would take it for 1)
     k: StrictInt = Field(10, ge=1, le=MAX_K)
     filters: dict[str, Any] | None = Field(

@@ -16,6 +16,7 @@ import contextlib
 import copy
 import logging
 import math
+import re
 import sys
 import threading
 import time
@@ -207,10 +208,13 @@ class ServingState:
             columns[name] = _column(values[name], dtype)
         if validated:
             return pd.DataFrame(columns)
+        frame = pd.DataFrame(columns)
         try:
-            return load_listings(pd.DataFrame(columns))
+            return load_listings(frame)
         except DataError as exc:  # coordinates and finiteness, checked column by column
-            raise BatchError([((exc.row or 1) - 1, exc.column, exc.message)]) from None
+            first = [((exc.row or 1) - 1, exc.column, exc.message)]
+        # the table stops at its first bad row: each item alone names every bad one
+        raise BatchError(_row_errors(frame) or first)
 
     def embed(self, frame: pd.DataFrame, fields: dict[str, Any] | None = None) -> Embedded:
         """Vectors of new listings; DataError when the model cannot embed them (``mf``)."""
@@ -621,6 +625,17 @@ class StateHolder:
             self._background.start()
 
 
+def _row_errors(frame: pd.DataFrame) -> list[tuple[int, str | None, str]]:
+    """(index, column, message) of each row of ``frame`` that ``load_listings`` refuses."""
+    errors = []
+    for index in range(len(frame)):
+        try:
+            load_listings(frame.iloc[index : index + 1].reset_index(drop=True))
+        except DataError as exc:
+            errors.append((index, exc.column, exc.message))
+    return errors
+
+
 def _column(values: list, dtype: Any) -> np.ndarray | pd.api.extensions.ExtensionArray:
     """Values checked by :func:`_value` as a column (None: missing) of the catalogue's type,
     or of the type pandas gives a one-value column (ints with a missing one: float)."""
@@ -636,6 +651,9 @@ def _column(values: list, dtype: Any) -> np.ndarray | pd.api.extensions.Extensio
     if pd.api.types.is_string_dtype(dtype) and not isinstance(dtype, np.dtype):
         return pd.array(values, dtype=dtype)
     return np.array(values, dtype=object)
+
+
+_ISO_START = re.compile(r"\s*[+-]?\d{4}")
 
 
 def _value(name: str, value: Any, dtype: Any) -> Any:
@@ -659,11 +677,15 @@ def _value(name: str, value: Any, dtype: Any) -> Any:
             raise DataError(f"number out of range: {shown(value)}", column=name)
         if not math.isfinite(value):
             raise DataError(f"expected a finite number, got {value!r}", column=name)
-        if integer_column and isinstance(value, int):
-            return value
-        return float(value)
+        if not integer_column:
+            return float(value)
+        # a column of integers takes a whole number written as a float (2018.0), no other
+        if isinstance(value, float) and not (value.is_integer() and abs(value) < 2**63):
+            raise DataError(f"expected an integer, got {value!r}", column=name)
+        return int(value)
     if isinstance(dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(dtype):
-        if not isinstance(value, str):
+        # ISO 8601 begins with the year: pandas would also read words ("now", "today")
+        if not isinstance(value, str) or not _ISO_START.match(value):
             raise DataError(f"expected an ISO-8601 date-time string, got {value!r}", column=name)
         try:
             stamp = pd.Timestamp(value)
