@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from embedrec.cli import main
+from embedrec.cli import _cell, main
 
 COMMANDS = [
     "generate",
@@ -216,6 +216,21 @@ def test_evaluate_on_training_events_counts_what_it_cannot_score_and_writes_stri
     table = CliRunner().invoke(main, [*args, "-k", "5"], catch_exceptions=False).output
     assert note in table and "nan" not in table
     assert f"{counts['users']:,} of {counts['users']:,} users had none left" in table
+
+
+@pytest.mark.slow
+def test_evaluate_of_events_no_known_user_made_counts_them_and_scores_none(
+    model_dir, cars, tmp_path
+):
+    events = pd.read_parquet(cars / "interactions.parquet").iloc[:200]
+    new_users = tmp_path / "new-users.parquet"
+    events.assign(user_id="new " + events["user_id"].astype(str)).to_parquet(new_users)
+    args = ["evaluate", str(model_dir), "--interactions", str(new_users), "--json"]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads(next(x for x in result.output.splitlines() if x.startswith("{")))
+    assert report["overall"]["users"] == 0
+    assert report["counts"]["events_skipped_unknown_user"] == report["counts"]["events"] == 200
 
 
 @pytest.mark.slow
@@ -468,3 +483,10 @@ def test_evaluate_cutoffs_must_be_whole_numbers(tmp_path, cutoffs):
     assert result.exit_code == 2
     assert "Invalid value for '-k': expected whole numbers from 1 up" in result.output
     assert "invalid literal" not in result.output
+
+
+def test_the_results_table_rounds_no_price_to_whole_units():
+    assert _cell(149.99, "price") == "149.99" and _cell(100.4, "price") == "100.40"
+    assert _cell(23221.0, "price") == "23,221" and _cell(23221, "price") == "23,221"
+    assert _cell(0.87345, "score") == "0.873"
+    assert _cell(2018, "year") == "2018" and _cell(1001, "listing_id") == "1001"

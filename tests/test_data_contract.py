@@ -329,3 +329,60 @@ def test_schema_inference_and_config_overrides(tmp_path):
         SchemaConfig.from_toml(bad)
     with pytest.raises(DataError, match="not in the listings table"):
         infer_schema(listings, SchemaConfig(drop=["nope"]))
+
+
+def test_a_column_of_lists_is_a_multi_valued_feature_and_one_of_mappings_is_refused(tmp_path):
+    # Parquet's list type, as Spark and pandas write arrays: 40 rows, past the small-table path
+    tags = [["wood", "oak"] if i % 2 else ["metal"] for i in range(39)] + [[]]
+    listings = pd.DataFrame({"listing_id": [f"L{i}" for i in range(40)], "tags": tags})
+    listings.to_parquet(tmp_path / "listings.parquet")
+    frame = load_listings(tmp_path / "listings.parquet")
+    assert frame["tags"].tolist()[:3] == ["metal", "wood|oak", "metal"]
+    assert pd.isna(frame["tags"].iloc[-1])  # an empty list: missing
+    (spec,) = infer_schema(frame)
+    assert spec.kind == "multi"
+    listings["tags"] = [{"a": 1}] * 40
+    with pytest.raises(DataError) as error:
+        load_listings(listings.assign(tags=[None, *listings["tags"][1:]]))
+    assert error.value.row == 2 and error.value.column == "tags"
+    assert "mapping" in str(error.value)
+
+
+def test_a_category_column_of_integer_ids_holds_those_integers():
+    listings = pd.DataFrame({"listing_id": pd.Categorical([10, 11, 12]), "make": list("abc")})
+    events = pd.DataFrame(
+        {"user_id": pd.Categorical([1, 2, 2]), "listing_id": [10, 12, 11], "timestamp": [1, 2, 3]}
+    )
+    loaded_listings = load_listings(listings)
+    assert loaded_listings["listing_id"].tolist() == [10, 11, 12]
+    assert pd.api.types.is_integer_dtype(loaded_listings["listing_id"].dtype)
+    data = prepare(load_interactions(events), loaded_listings)
+    assert data.report["events_used"] == 3 and list(data.listings.ids) == [10, 12, 11]
+    assert list(data.users.ids) == [1, 2]
+
+
+def test_events_meet_their_weights_without_case_or_spaces(tmp_path):
+    path = write(
+        tmp_path, "events.csv", "user_id,listing_id,timestamp,event\nu,a,1,Share\nu,b,2, share\n"
+    )
+    frame = load_interactions(path, {"view": 1.0, "Share": 2.0})
+    assert frame["weight"].tolist() == [2.0, 2.0]
+    with pytest.raises(ValueError, match="name one event"):
+        load_interactions(path, {"Share": 2.0, " share": 3.0})
+
+
+def test_titles_in_scripts_without_spaces_are_text_and_their_short_names_categories():
+    rng = np.random.default_rng(0)
+    words = np.array(["床垫", "北京", "实木", "九成新", "二手", "真皮", "包邮", "衣柜", "自提"])
+    titles = ["".join(rng.choice(words, 4)) + str(i) for i in range(60)]
+    thai = ["กรุงเทพโซฟาสภาพดีส่งฟรี" + str(i) for i in range(60)]
+    listings = pd.DataFrame(
+        {
+            "listing_id": range(60),
+            "title": titles,
+            "title_th": thai,
+            "city": rng.choice(["北京", "上海", "广州"], 60),
+        }
+    )
+    kinds = {spec.name: spec.kind for spec in infer_schema(listings)}
+    assert kinds == {"title": "text", "title_th": "text", "city": "categorical"}

@@ -423,3 +423,13 @@ def test_a_single_filter_outside_a_list_is_a_type_error(fitted_mf, tmp_path, fil
         with pytest.raises(TypeError, match=r"filters must be a list of filters or a mapping"):
             query()
     assert not (tmp_path / "all.parquet").exists()
+
+
+def test_k_may_be_a_numpy_integer(fitted_mf, blocks):
+    events, listings, _, _ = blocks
+    listing, user = listings["listing_id"].iloc[0], events["user_id"].iloc[0]
+    for k in (np.int64(3), np.int32(3), np.uint8(3)):
+        [similar] = fitted_mf.similar([listing], k=k)
+        [recommended] = fitted_mf.recommend([user], k=k)
+        session = fitted_mf.recommend_session([listing], k=k)
+        assert len(similar.ids) == len(recommended.ids) == len(session.ids) == 3

@@ -239,3 +239,23 @@ def test_train_on_a_partitioned_folder_then_similar(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.output.strip().splitlines()[-1])
     assert report["counts"]["events"] == int((events["date"] >= later).sum())
+
+
+def test_an_optional_column_only_some_files_have_is_absent_from_the_others(tmp_path):
+    events = pd.DataFrame(
+        {"user_id": ["u"] * 4, "listing_id": list("abcd"), "timestamp": [1, 2, 3, 4]}
+    )
+    first, second = tmp_path / "date=2026-01-01", tmp_path / "date=2026-01-02"
+    first.mkdir(), second.mkdir()
+    events.iloc[:2].to_parquet(first / "part-0.parquet")  # neither weight nor event
+    events.iloc[2:].assign(weight=2.0, event=["contact", "view"]).to_parquet(
+        second / "part-0.parquet"
+    )
+    loaded = load_interactions(tmp_path)
+    assert loaded["weight"].tolist() == [1.0, 1.0, 10.0, 2.0]
+    # a missing value in a file that has the column is still an error, named where it is
+    events.iloc[2:].assign(weight=[2.0, None]).to_parquet(second / "part-0.parquet")
+    with pytest.raises(DataError) as error:
+        load_interactions(tmp_path)
+    assert error.value.file.endswith("date=2026-01-02/part-0.parquet")
+    assert error.value.row == 2 and error.value.column == "weight"

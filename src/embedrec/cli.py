@@ -740,7 +740,10 @@ def _cell(value: Any, column: str) -> str:
     if _is_exact(column):  # an id pasted back must be the id: 1001, never 1,001
         return "" if value is None else str(value)
     if isinstance(value, float):
-        return f"{value:.3f}" if abs(value) < 100 else f"{value:,.0f}"
+        if abs(value) < 100:  # scores, distances
+            return f"{value:.3f}"
+        # prices: 23,221 as a whole number, 149.99 with its cents, never rounded to 150
+        return f"{value:,.2f}".removesuffix(".00")
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"  # 8,500 and 23,221 in one price column
     return "" if value is None else str(value)

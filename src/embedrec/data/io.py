@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable, Mapping
 from numbers import Real
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -61,9 +62,22 @@ def check_event_weights(
     events are skipped in training, and counted."""
     if not isinstance(weights, Mapping):
         raise ValueError(f"event weights must map each event to its weight, got {weights!r}")
+    named: dict[str, str] = {}
     for event, value in weights.items():
         if isinstance(value, bool) or not isinstance(value, Real) or not _is_weight(value):
             raise ValueError(f"{key(event)} must be a finite number >= 0, got {value!r}")
+        same = named.setdefault(_event_name(event), event)
+        if same != event:
+            raise ValueError(
+                f"{key(same)} and {key(event)} name one event: events are matched without "
+                "case and surrounding spaces"
+            )
+
+
+def _event_name(event: object) -> str:
+    """How an event is matched, in the data and in the weights: without case or spaces
+    around it."""
+    return str(event).strip().lower()
 
 
 def _is_weight(value: Real) -> bool:
@@ -207,6 +221,8 @@ def _read_interactions(
         chunk.clear()
 
     for piece in dataset.pieces(INTERACTION_COLUMNS, ("event", "weight"), window):
+        if chunk and piece.absent != chunk[0].absent:
+            flush()  # a chunk's pieces lack the same columns
         chunk.append(piece)
         rows += piece.batch.num_rows
         files.add(piece.file)
@@ -234,6 +250,8 @@ def _validated(
     counts the row from the start of that file."""
     sizes = np.array([piece.batch.num_rows for piece in pieces], dtype=np.int64)
     frame = pa.Table.from_batches([piece.batch for piece in pieces]).to_pandas()
+    # a column these files lack is no column of theirs, not a column of missing values
+    frame = frame.drop(columns=list(pieces[0].absent))
     try:
         return validate(frame)
     except DataError as exc:
@@ -306,6 +324,13 @@ def _listings(frame: pd.DataFrame, name: str, model_listings: pd.Index | None) -
             f"duplicate listing_id {shown(frame['listing_id'].iloc[row])}", name, row, "listing_id"
         )
     for column, dtype in frame.dtypes.items():
+        mixed = pd.api.types.is_object_dtype(dtype) and (
+            pd.api.types.infer_dtype(frame[column], skipna=True) == "mixed"
+        )
+        if mixed:  # lists, or values of several kinds
+            joined = _lists_joined(frame[column], name, str(column))
+            if joined is not None:
+                frame = frame.assign(**{column: joined})
         if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
             values = frame[column].to_numpy(dtype=np.float64, na_value=np.nan)
             bad = np.isinf(values)
@@ -319,6 +344,27 @@ def _listings(frame: pd.DataFrame, name: str, model_listings: pd.Index | None) -
     frame = frame.reset_index(drop=True)
     frame.attrs["source"] = name
     return frame
+
+
+def _lists_joined(values: pd.Series, name: str, column: str) -> pd.Series | None:
+    """A column of lists (Parquet's list type, arrays as Spark and pandas write them) as the
+    ``a|b|c`` strings of a multi-valued feature (an empty list: missing); None when it holds
+    no list. A mapping is no feature value: refused naming its row."""
+    mapping = values.map(lambda v: isinstance(v, dict)).to_numpy(dtype=bool)
+    if mapping.any():
+        row = int(np.flatnonzero(mapping)[0])
+        _fail("a mapping is no feature value (give its fields as columns)", name, row, column)
+    listed = values.map(lambda v: isinstance(v, list | tuple | np.ndarray)).to_numpy(dtype=bool)
+    if not listed.any():
+        return None
+
+    def joined(items: Any) -> str | None:
+        parts = [str(item) for item in items if item is not None and item == item]
+        return "|".join(parts) if parts else None
+
+    out = values.astype(object).copy()
+    out[listed] = values[listed].map(joined)
+    return out
 
 
 def _frame(source: Source) -> tuple[pd.DataFrame, str]:
@@ -369,7 +415,11 @@ def _as_model_ids(ids: pd.Series, model: pd.Index | None, name: str, column: str
 
 def _checked_ids(ids: pd.Series, name: str, column: str) -> pd.Series:
     """``ids`` checked (:func:`_check_ids`); float ids as the integer ids they write (64.0
-    is 64), so that they meet the integer ids of other tables, models and queries."""
+    is 64), so that they meet the integer ids of other tables, models and queries. A
+    category column's ids are its values, of their own type (integers stay integers)."""
+    if isinstance(ids.dtype, pd.CategoricalDtype):
+        kind = ids.cat.categories.dtype
+        ids = ids.astype(object if ids.isna().any() else kind)
     _check_ids(ids, name, column)
     if not holds_floats(ids):
         return ids
@@ -506,6 +556,7 @@ def _check_epoch_seconds(seconds: np.ndarray, values: pd.Series, name: str) -> N
 
 def _event_weights(events: pd.Series, weights: Mapping[str, float], name: str) -> np.ndarray:
     text = events.astype(str).str.strip().str.lower()
+    weights = {_event_name(event): weight for event, weight in weights.items()}
     known = pd.Index(list(weights))
     position = known.get_indexer(text)
     bad = position < 0

@@ -138,8 +138,19 @@ def _infer_kind(series: pd.Series) -> str | None:
 
 def _looks_like_text(sample: pd.Series) -> bool:
     """Titles and descriptions: several words, and mostly unique, so that a category per
-    value would learn nothing (a make or a city repeats; a title rarely does)."""
+    value would learn nothing (a make or a city repeats; a title rarely does). Scripts that
+    write no spaces between words (Chinese, Japanese, Thai, ...) count as several words from
+    six of their characters on."""
     if len(sample) < 20:
         return False
     words = sample.str.split().str.len()
-    return bool(words.median() >= 3 and sample.nunique() / len(sample) > 0.5)
+    unspaced = sample.str.count(_UNSPACED_SCRIPTS)
+    several = (words >= 3) | (unspaced >= 6)
+    return bool(several.mean() >= 0.5 and sample.nunique() / len(sample) > 0.5)
+
+
+# characters of scripts written without spaces between words: Thai, Lao, Myanmar, Khmer,
+# kana, CJK ideographs (and their extension A)
+_UNSPACED_SCRIPTS = (
+    "[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff]"
+)

@@ -133,6 +133,8 @@ class Piece:
     file: str
     offset: int
     batch: pa.RecordBatch
+    # optional columns that other files have and this one lacks (in ``batch``: all null)
+    absent: tuple[str, ...] = ()
 
 
 @dataclass
@@ -190,9 +192,11 @@ class Dataset:
         for fragment in fragments:
             name = self.prefix + fragment.path
             try:
+                has = {*fragment.physical_schema.names, *_partition_keys(fragment)}
+                absent = tuple(c for c in optional or () if c in schema.names and c not in has)
                 for offset, part in _row_group_runs(fragment, expression, schema):
                     for batch in part.to_batches(schema=schema, columns=columns):
-                        yield Piece(name, offset, batch)
+                        yield Piece(name, offset, batch, absent)
                         offset += batch.num_rows
             except (pa.ArrowException, OSError) as exc:
                 raise _unreadable(exc, name) from None

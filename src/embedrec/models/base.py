@@ -343,9 +343,12 @@ class RecModel(nn.Module):
         return query @ vectors.T
 
 
-def positive_int(name: str, value: Any) -> None:
+def positive_int(name: str, value: Any) -> int:
+    """``value`` as a Python int (a NumPy integer too: faiss takes no other); ValueError
+    unless it is a positive integer."""
     if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {shown(value)}")
+    return int(value)
 
 
 DRAW_BLOCK = 65536  # rows of an embedding table drawn at once

@@ -47,7 +47,8 @@ def evaluation_task(retriever: Retriever, events: pd.DataFrame) -> EvaluationTas
     )
     test.data[:] = 1.0
     seen = retriever.seen_in(users)
-    already_seen = np.asarray(seen[local, rows[known]]).ravel() > 0
+    picked = seen[local, rows[known]]  # a sparse matrix when no event is known, else dense
+    already_seen = (picked.toarray() if sp.issparse(picked) else np.asarray(picked)).ravel() > 0
     unseen_per_user = np.bincount(local[~already_seen], minlength=len(users))
     trained = retriever.model.n_trained_listings
     cold = (catalogue.model_rows < 0) | (catalogue.model_rows >= trained)

@@ -150,7 +150,7 @@ class Retriever:
         list (a str would be read as its characters).
         """
         ids = id_list("listing_ids", listing_ids)
-        positive_int("k", k)
+        k = positive_int("k", k)
         parsed = as_filters(filters)
         if not ids:
             return []
@@ -195,7 +195,7 @@ class Retriever:
         Raises UnknownUserError naming every unknown user, before any ranking; bad
         arguments as :meth:`similar`."""
         ids = id_list("user_ids", user_ids)
-        positive_int("k", k)
+        k = positive_int("k", k)
         parsed = as_filters(filters)
         user_rows = self.users.indices(ids) if ids else np.zeros(0, dtype=np.int64)
         if (user_rows < 0).any():
@@ -215,7 +215,7 @@ class Retriever:
         UnknownListingError. Bad arguments as :meth:`similar`.
         """
         session = id_list("session", session)
-        positive_int("k", k)
+        k = positive_int("k", k)
         parsed = as_filters(filters)
         rows = self.catalogue.rows_of(session)
         unknown = [plain(s) for s, r in zip(session, rows, strict=True) if r < 0]
@@ -283,7 +283,7 @@ class Retriever:
         world_size)`` ranks this process's share into ``out/part-{rank:05d}.parquet``
         (``retrieval/batch.py``). ``progress``: a bar on stderr (None: on a terminal).
         Bad arguments as :meth:`similar`."""
-        positive_int("k", k)
+        k = positive_int("k", k)
         parsed = as_filters(filters)
         users = self.users.ids.to_numpy()
         return self._write_all(
@@ -310,7 +310,7 @@ class Retriever:
         """The ``k`` most similar listings to every catalogue listing, as :meth:`similar`
         answers each (the listing itself excluded, ``filters`` applied), written as rows
         ``query_id, rank, listing_id, score``; otherwise as :meth:`recommend_all`."""
-        positive_int("k", k)
+        k = positive_int("k", k)
         parsed = as_filters(filters)
         catalogue = self.catalogue
         live = np.flatnonzero(catalogue.live)
