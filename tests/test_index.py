@@ -627,6 +627,24 @@ def test_rows_from_indexes_equal_the_mask(large_table, expressions):
     assert (allowed_mask(filters, large_table, cache) == allowed_mask(filters, large_table)).all()
 
 
+def test_a_set_filter_on_a_multi_valued_column_matches_each_of_its_values(large_table):
+    table = pd.DataFrame(
+        {
+            "listing_id": [f"L{i}" for i in range(6)],
+            "tags": ["wood|oak", "metal", "oak", None, "glass | metal", "wood|oak"],
+        }
+    )
+    assert rows_of([parse_filter("tags=oak")], table) == [0, 2, 5]
+    assert rows_of([parse_filter("tags=metal")], table) == [1, 4]
+    assert rows_of([parse_filter("tags=wood|oak")], table) == [0, 5]  # the whole value too
+    assert rows_of([parse_filter("tags!=oak")], table) == [1, 4]
+    # the same through the cached indexes of a large table
+    large = large_table.assign(tags=np.where(np.arange(len(large_table)) % 3, "a|b", "b|c"))
+    expected = np.flatnonzero(np.arange(len(large)) % 3 == 0).tolist()
+    rows = allowed_rows([parse_filter("tags=c")], large, limit=len(large), cache=FilterCache())
+    assert sorted(rows.tolist()) == expected
+
+
 def test_unselective_filters_fall_back_to_the_mask(large_table):
     # no index narrows "make!=VW" or a wide price range to 5,000 rows
     assert allowed_rows([parse_filter("make!=VW")], large_table, limit=5_000) is None

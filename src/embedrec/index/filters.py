@@ -246,7 +246,8 @@ def _narrowest(values: np.ndarray) -> np.ndarray:
 class SetFilter(Filter):
     """Column value, converted to str, is (or with ``negate`` is not) one of ``values``; on a
     numeric column, compared as numbers (``year=2018.0`` matches 2018; a value that is not a
-    number is a FilterError).
+    number is a FilterError). A multi-valued value (``wood|oak``) is each of its values
+    (``tags=wood`` holds for it) as well as the whole.
 
     Comparison is case-sensitive; rows with a missing value fail either way.
     """
@@ -930,7 +931,12 @@ def _codes(table: pd.DataFrame, name: str, cache: FilterCache | None) -> _Codes:
         # distinct values may print alike (1, "1"); numbers as int or float, which compare
         # and hash alike where equal
         for code, value in enumerate(uniques.tolist() if numeric else uniques):
-            lookup.setdefault(value if numeric else str(value), []).append(code)
+            key = value if numeric else str(value)
+            lookup.setdefault(key, []).append(code)
+            if not numeric and "|" in key:
+                # a multi-valued value (``wood|oak``) is found by each of its values too
+                for part in {p.strip() for p in key.split("|")} - {"", key}:
+                    lookup.setdefault(part, []).append(code)
         # the narrowest dtype: a comparison over a million rows reads 1 MB, not 8
         small = next(
             t for t in (np.int8, np.int16, np.int32, np.int64) if len(uniques) < np.iinfo(t).max
