@@ -188,6 +188,15 @@ def test_a_directory_that_is_not_a_model_is_never_replaced(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["precious"]  # staging removed
 
 
+def test_a_file_where_the_model_goes_is_named_and_kept(tmp_path):
+    target = tmp_path / "model"
+    target.write_text("keep me")
+    with pytest.raises(BundleError, match="is a file, not a model directory; not replacing"):
+        write_bundle(target, writers(), {})
+    assert target.read_text() == "keep me"
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # nothing staged
+
+
 def test_a_failing_writer_leaves_the_old_model_and_no_temporaries(tmp_path):
     directory = bundle(tmp_path)
 

@@ -386,3 +386,11 @@ def test_titles_in_scripts_without_spaces_are_text_and_their_short_names_categor
     )
     kinds = {spec.name: spec.kind for spec in infer_schema(listings)}
     assert kinds == {"title": "text", "title_th": "text", "city": "categorical"}
+
+
+def test_columns_named_by_numbers_are_named_by_their_text():
+    listings = pd.DataFrame({"listing_id": ["a", "b"], 5: [1.0, 2.0]})
+    loaded = load_listings(listings)
+    assert list(loaded.columns) == ["listing_id", "5"]
+    with pytest.raises(DataError, match="two columns have one name"):
+        load_listings(listings.assign(**{"5": [3.0, 4.0]}))

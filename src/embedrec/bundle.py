@@ -52,9 +52,13 @@ def write_bundle(
         (staging / MANIFEST).write_text(json_text(manifest))
 
     def check_existing(target: Path) -> None:
+        if not target.is_dir():
+            raise BundleError(f"{target} is a file, not a model directory; not replacing it")
         if not (target / MANIFEST).exists() and any(target.iterdir()):
             raise BundleError(f"{target} exists and is not a model directory; not replacing it")
 
+    if Path(target).exists():  # refused before anything is written
+        check_existing(Path(target))
     return replace_directory(target, write, check_existing)
 
 

@@ -372,6 +372,12 @@ def _frame(source: Source) -> tuple[pd.DataFrame, str]:
         name = source.attrs.get("source", "<DataFrame>")
         if source.empty:
             raise DataError("the table holds no rows", file=name)
+        if not all(isinstance(column, str) for column in source.columns):
+            # columns are named by text everywhere (schema, config, filters): 5 is "5"
+            names = [str(column) for column in source.columns]
+            if len(set(names)) < len(names):
+                raise DataError(f"two columns have one name as text: {names}", file=name)
+            source = source.set_axis(names, axis=1)
         return source, name
     frame = read_table(source)
     return frame, str(source)
