@@ -109,3 +109,24 @@ def test_a_checkpoint_of_another_format_is_refused_with_what_to_do(data, tmp_pat
     (folder / "state.json").write_text(json.dumps(state | {"format": 1}))
     with pytest.raises(CheckpointError, match="format 1, this embedrec reads format 2; train"):
         Recommender(**settings()).fit(events, listings, checkpoint_dir=checkpoints, resume=True)
+
+
+@pytest.mark.parametrize(
+    ("damage", "reads"),
+    [
+        (lambda folder, root: (folder / "tensors.safetensors").write_bytes(b"\x01"), "Safetensor"),
+        (lambda folder, root: (folder / "state.json").write_text('{"form'), "JSONDecodeError"),
+        (lambda folder, root: (root / "latest.json").write_text(""), "JSONDecodeError"),
+        (lambda folder, root: (folder / "state.json").unlink(), "FileNotFoundError"),
+    ],
+    ids=["truncated tensors", "truncated state", "empty pointer", "state removed"],
+)
+def test_a_damaged_checkpoint_is_one_clear_error(data, tmp_path, damage, reads):
+    events, listings = data
+    checkpoints = tmp_path / "checkpoints"
+    stopped_after_one_epoch(data, checkpoints)
+    folder = checkpoints / json.loads((checkpoints / "latest.json").read_text())["checkpoint"]
+    damage(folder, checkpoints)
+    with pytest.raises(CheckpointError, match=f"cannot be read \\({reads}") as error:
+        Recommender(**settings()).fit(events, listings, checkpoint_dir=checkpoints, resume=True)
+    assert "train again without --resume" in str(error.value)

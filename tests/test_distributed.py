@@ -479,11 +479,12 @@ def children(pid: int) -> list[int]:
 
 
 # ------------------------------------------------------------------ bad input on every rank
-BAD_INPUT = {
-    "{root}/events/date=2099-01-01": "not found",  # a missing partition
-    "{root}/corrupt": "corrupt",  # a file that is not Parquet
-    "nosuch://bucket/events": "nosuch",  # an unknown URI scheme
-}
+BAD_INPUT = [  # (interactions, more arguments, what each rank's line says)
+    ("{root}/events/date=2099-01-01", (), "not found"),  # a missing partition
+    ("{root}/corrupt", (), "corrupt"),  # a file that is not Parquet
+    ("nosuch://bucket/events", (), "nosuch"),  # an unknown URI scheme
+    ("{root}/events", ("--since", "2099-01-01"), "no events since 2099"),  # an empty window
+]
 
 
 def test_bad_input_stops_every_rank_with_one_line(dataset, tmp_path):
@@ -492,22 +493,22 @@ def test_bad_input_stops_every_rank_with_one_line(dataset, tmp_path):
     (corrupt / "part-0.parquet").write_bytes(b"PAR1 this is not parquet PAR1")
     started = time.monotonic()
     runs = {}
-    for case, interactions in enumerate(BAD_INPUT):  # all at once: each waits on its imports
-        arguments = train_arguments(dataset, tmp_path / f"model-{case}")
+    for case, (interactions, extra, _) in enumerate(BAD_INPUT):  # at once: each waits on imports
+        arguments = train_arguments(dataset, tmp_path / f"model-{case}", *extra)
         arguments[arguments.index("--interactions") + 1] = interactions.format(root=dataset)
-        runs[interactions] = subprocess.Popen(
+        runs[case] = subprocess.Popen(
             torchrun("--standalone", "--nproc_per_node=2", *arguments),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
             env=environment(),
         )
-    for interactions, run in runs.items():
+    for case, run in runs.items():
         stderr = run.communicate(timeout=120)[1]
         assert run.returncode != 0
         errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
         assert len(errors) == 2, stderr[-3000:]  # one line from each rank
-        assert all(BAD_INPUT[interactions] in line.lower() for line in errors), errors
+        assert all(BAD_INPUT[case][2] in line.lower() for line in errors), errors
         # torchrun's launcher reports the failed ranks with its own traceback; none from ours
         frames = [line for line in stderr.splitlines() if line.strip().startswith("File ")]
         assert not [frame for frame in frames if "embedrec" in frame], frames

@@ -46,11 +46,29 @@ def test_similar_listings_predict_the_next_view_far_better_than_chance(fitted_mf
 
 def test_evaluate_reports_it_for_warm_and_cold_listings(fitted_mf, blocks):
     events, _, _, _ = blocks
-    report = fitted_mf.evaluate(events.head(2000), ks=(5, 10))
+    # visitors the model never saw: their sessions' pairs are no training pairs
+    visitors = events.head(2000).assign(user_id="new " + events["user_id"].head(2000))
+    report = fitted_mf.evaluate(visitors, ks=(5, 10))
     similar = report["similar"]
     assert {"hit@5", "hit@10", "pairs"} <= set(similar["warm"])
     assert similar["warm"]["hit@5"] <= similar["warm"]["hit@10"]
     assert similar["counts"]["pairs_read"] >= similar["warm"]["pairs"]
+
+
+def test_pairs_a_user_viewed_together_in_training_are_counted_not_judged(fitted_mf, blocks):
+    events, listings, _, _ = blocks
+    retriever = fitted_mf.retriever()
+    # the training events themselves: every session pair is one the model learned
+    report = similar_by_behaviour(retriever, events.head(600), ks=(10,))
+    counts = report["counts"]
+    assert counts["pairs_read"] > 0
+    assert counts["pairs_seen_in_training"] == counts["pairs_read"]
+    assert report["overall"]["pairs"] == 0
+    # the same listings viewed by visitors the model never saw are all judged
+    strangers = events.head(600).assign(user_id="new " + events["user_id"].head(600))
+    fresh = similar_by_behaviour(retriever, strangers, ks=(10,))
+    assert fresh["counts"]["pairs_seen_in_training"] == 0
+    assert fresh["overall"]["pairs"] == counts["pairs_read"]
 
 
 def test_next_view_pairs_read_datetimes_with_a_time_zone():

@@ -259,3 +259,13 @@ def test_an_optional_column_only_some_files_have_is_absent_from_the_others(tmp_p
         load_interactions(tmp_path)
     assert error.value.file.endswith("date=2026-01-02/part-0.parquet")
     assert error.value.row == 2 and error.value.column == "weight"
+
+
+def test_a_day_partition_that_is_no_date_is_named(tmp_path):
+    events = pd.DataFrame({"user_id": ["u"], "listing_id": ["a"], "timestamp": [1]})
+    for day in ("2026-02-28", "2026-02-30"):
+        (tmp_path / f"date={day}").mkdir()
+        events.to_parquet(tmp_path / f"date={day}" / "part-0.parquet")
+    with pytest.raises(DataError, match=r"partition date=2026-02-30 is no date") as error:
+        load_interactions(tmp_path, since="2026-01-01")
+    assert "date=2026-02-30" in error.value.file

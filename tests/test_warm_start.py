@@ -232,6 +232,22 @@ def test_an_update_whose_listings_lack_a_feature_column_is_refused(base, cars, t
     assert error.value.file == str(path) and error.value.column == "make"
 
 
+def test_an_update_reads_its_columns_in_the_types_of_the_model_it_continues(base, cars, tmp_path):
+    events, listings = cars
+    # tonight's CSV: prices read as text would join the old numbers in one column that no
+    # Parquet file can hold, and one listing sold since keeps its old row
+    tonight = listings.iloc[1:].assign(price=listings["price"].iloc[1:].astype(str))
+    rec = Recommender(**QUICK, **QUIET).fit(events, tonight, since=UPDATE_DAY, init_from=base)
+    assert pd.api.types.is_numeric_dtype(rec.listing_table_["price"].dtype)
+    assert rec.similar([listings["listing_id"].iloc[5]], k=3, filters=["price<=1e9"])[0].ids
+    rec.save(tmp_path / "model")  # the mixed column made this fail
+    bad = tonight.assign(price=tonight["price"] + " EUR")
+    bad.attrs["source"] = "tonight.csv"
+    with pytest.raises(DataError, match="is not a number, as this column is in the model") as e:
+        Recommender(**QUICK, **QUIET).fit(events, bad, since=UPDATE_DAY, init_from=base)
+    assert e.value.file == "tonight.csv" and e.value.column == "price"
+
+
 # ---------------------------------------------------------------------------- end to end
 def test_new_users_listings_and_values_get_rows_and_answer_after_a_reload(base, cars, tmp_path):
     events, listings = cars

@@ -646,9 +646,9 @@ def evaluate(
     report = _load(model_dir).evaluate(
         interactions, listings=listings, ks=ks, since=since, until=until
     )
-    note = _seen_note(report["counts"])
-    if note:
-        click.echo(note, err=True)
+    for note in (_seen_note(report["counts"]), _learned_pairs_note(report.get("similar", {}))):
+        if note:
+            click.echo(note, err=True)
     click.echo(json_line(report) if as_json else format_report(report, ks))
 
 
@@ -690,6 +690,18 @@ def _seen_note(counts: dict[str, int]) -> str | None:
         f"note: {counts['events_skipped_seen_in_training']:,} test events were on listings "
         "their user already viewed in training and are not scored (rankings leave those out); "
         f"{counts['users_skipped_all_seen']:,} of {counts['users']:,} users had none left"
+    )
+
+
+def _learned_pairs_note(similar: dict) -> str | None:
+    """Why fewer session pairs judge similar listings than were read, when training saw
+    them."""
+    learned = similar.get("counts", {}).get("pairs_seen_in_training", 0)
+    if not learned:
+        return None
+    return (
+        f"note: {learned:,} session pairs were viewed together by their user in training and "
+        "are not judged for similar@k (the model learned them)"
     )
 
 

@@ -190,7 +190,7 @@ def load_interactions(
     else:
         out, name, rows, files = _read_interactions(source, weights, window, kept, users)
     if out.empty and shard is None:
-        raise DataError(f"no events {window.describe()} ({rows:,} rows read)", file=name)
+        raise DataError(no_events(window, rows), file=name)
     out = out.reset_index(drop=True)
     out.attrs.update(source=name, rows_read=rows, files_read=files)
     if window:
@@ -234,8 +234,13 @@ def _read_interactions(
     if rows == 0 and not window:
         raise DataError(_no_rows(dataset), file=dataset.name)
     empty = pd.DataFrame({c: pd.Series(dtype=np.int64) for c in INTERACTION_COLUMNS})
+    empty["weight"] = pd.Series(dtype=np.float32)
     out = pd.concat(parts, ignore_index=True) if parts else empty
     return out, dataset.name, rows, len(files)
+
+
+def no_events(window: Window, rows: int) -> str:
+    return f"no events {window.describe()} ({rows:,} rows read)"
 
 
 def _no_rows(dataset: Dataset) -> str:

@@ -377,6 +377,12 @@ def _in_window(files: list[str], base: str, window: Window) -> list[str]:
     for key in DAY_KEYS:
         days = [unquote(k.get(key, "")) for k in keys]
         if all(_DAY.fullmatch(day) for day in days):
+            for path, day in zip(files, days, strict=True):
+                try:
+                    datetime.fromisoformat(day)
+                except ValueError as exc:
+                    message = f"partition {key}={day} is no date ({exc})"
+                    raise DataError(message, file=path) from None
             return [path for path, day in zip(files, days, strict=True) if window.keeps_day(day)]
     return files
 

@@ -47,8 +47,7 @@ def evaluation_task(retriever: Retriever, events: pd.DataFrame) -> EvaluationTas
     )
     test.data[:] = 1.0
     seen = retriever.seen_in(users)
-    picked = seen[local, rows[known]]  # a sparse matrix when no event is known, else dense
-    already_seen = (picked.toarray() if sp.issparse(picked) else np.asarray(picked)).ravel() > 0
+    already_seen = _seen_at(seen, local, rows[known])
     unseen_per_user = np.bincount(local[~already_seen], minlength=len(users))
     trained = retriever.model.n_trained_listings
     cold = (catalogue.model_rows < 0) | (catalogue.model_rows >= trained)
@@ -78,11 +77,24 @@ def scorer(retriever: Retriever, task: EvaluationTask) -> Callable[[np.ndarray],
     return score
 
 
+def _seen_at(seen: sp.spmatrix, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """Whether ``seen`` holds each (row, column) pair."""
+    picked = seen[rows, columns]  # a sparse matrix when no pair is asked for, else dense
+    return (picked.toarray() if sp.issparse(picked) else np.asarray(picked)).ravel() > 0
+
+
 def next_view_pairs(
     events: pd.DataFrame, session_gap: float = SESSION_GAP_SECONDS
 ) -> tuple[np.ndarray, np.ndarray]:
     """(first listing, next listing) ids of consecutive views in one visitor's session: the
     same user, at most ``session_gap`` seconds apart, two different listings."""
+    return _session_pairs(events, session_gap)[1:]
+
+
+def _session_pairs(
+    events: pd.DataFrame, session_gap: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`next_view_pairs` with the user of each pair first."""
     stamps = pd.Series(events["timestamp"])
     if isinstance(stamps.dtype, pd.DatetimeTZDtype) or stamps.dtype.kind == "M":
         # datetimes (time-zone aware or not, any resolution) as float seconds
@@ -94,7 +106,7 @@ def next_view_pairs(
     listings = events["listing_id"].to_numpy()[order]
     seconds = times[1:] - times[:-1]
     same = (users[1:] == users[:-1]) & (seconds <= session_gap) & (listings[1:] != listings[:-1])
-    return listings[:-1][same], listings[1:][same]
+    return users[:-1][same], listings[:-1][same], listings[1:][same]
 
 
 def similar_by_behaviour(
@@ -109,12 +121,26 @@ def similar_by_behaviour(
     with both listings in the catalogue.
 
     This judges similar listings by behaviour ("people who looked at this also looked at"),
-    not by proxies such as distance or segment."""
+    not by proxies such as distance or segment. A pair whose user viewed both listings in
+    training is counted, not judged: the model learned it (events that overlap the
+    training window)."""
     catalogue = retriever.catalogue
-    first, then = next_view_pairs(events, session_gap)
+    users, first, then = _session_pairs(events, session_gap)
     rows, next_rows = catalogue.rows_of(first.tolist()), catalogue.rows_of(then.tolist())
     inside = (rows >= 0) & (next_rows >= 0)
-    rows, next_rows = rows[inside], next_rows[inside]
+    user_rows = retriever.users.indices(users)
+    learned = inside & (user_rows >= 0)
+    candidates = np.flatnonzero(learned)
+    model_rows = [catalogue.model_rows[r[candidates]] for r in (rows, next_rows)]
+    width = retriever.seen.shape[1]
+    trained_both = np.all([(m >= 0) & (m < width) for m in model_rows], axis=0)
+    candidates, model_rows = candidates[trained_both], [m[trained_both] for m in model_rows]
+    learned[:] = False
+    learned[candidates] = _seen_at(retriever.seen, user_rows[candidates], model_rows[0]) & (
+        _seen_at(retriever.seen, user_rows[candidates], model_rows[1])
+    )
+    judged = inside & ~learned
+    rows, next_rows = rows[judged], next_rows[judged]
     queries, query_of_pair = np.unique(rows, return_inverse=True)
     itself = [queries[i : i + 1] for i in range(len(queries))]
     found, _ = retriever.search_similar(catalogue.unit_vectors[queries], max(ks), exclude=itself)
@@ -122,7 +148,11 @@ def similar_by_behaviour(
     trained = retriever.model.n_trained_listings
     model_rows = catalogue.model_rows[rows]
     cold = (model_rows < 0) | (model_rows >= trained)
-    report = {"pairs_read": len(first), "pairs_outside_catalogue": int((~inside).sum())}
+    report = {
+        "pairs_read": len(first),
+        "pairs_outside_catalogue": int((~inside).sum()),
+        "pairs_seen_in_training": int(learned.sum()),
+    }
     out: dict[str, Any] = {"counts": report}
     for name, part in (("overall", np.ones_like(cold)), ("warm", ~cold), ("cold", cold)):
         n = int(part.sum())

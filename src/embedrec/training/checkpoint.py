@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from embedrec.data.atomic import replace_directory, write_atomic
@@ -157,8 +158,27 @@ class Checkpoints:
 
     # ------------------------------------------------------------------ reading
     def latest(self) -> Snapshot:
-        """The last checkpoint, for this rank. Raises CheckpointError when there is none or
-        it belongs to another run."""
+        """The last checkpoint, for this rank. Raises CheckpointError, on every rank of a
+        distributed run, when there is none, it belongs to another run or a file of it cannot
+        be read (truncated, removed)."""
+        snapshot, failure = None, None
+        try:
+            snapshot = self._latest()
+        except CheckpointError as exc:
+            failure = str(exc)
+        except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
+            failure = (
+                f"the checkpoint in {self.directory} cannot be read ({type(exc).__name__}: "
+                f"{exc}); train again without --resume"
+            )
+        if self.group:
+            failure = self.group.first_error(failure)
+        if failure is not None:
+            raise CheckpointError(failure)
+        assert snapshot is not None
+        return snapshot
+
+    def _latest(self) -> Snapshot:
         pointer = self.directory / POINTER
         if not pointer.is_file():
             raise CheckpointError(f"no checkpoint to resume in {self.directory}")

@@ -12,10 +12,11 @@ from tqdm.auto import tqdm
 
 from embedrec.data.errors import DataError
 from embedrec.data.ids import IdMap
-from embedrec.data.io import load_interactions, load_listings
+from embedrec.data.io import load_interactions, load_listings, no_events
 from embedrec.data.packed import PackedTable
 from embedrec.data.prepare import Interactions, prepare
 from embedrec.data.schema import FeatureSpec, SchemaConfig, infer_schema
+from embedrec.data.sources import Window
 from embedrec.features.pipeline import FeaturePipeline
 from embedrec.models.base import ModelShape
 from embedrec.training.distributed import Group
@@ -102,6 +103,10 @@ def prepare_training_data(
         message = group.first_error(None if failure is None else str(failure))
         if message is not None:
             raise DataError(message) from None
+        if group.total(len(events)) == 0:  # a rank alone may hold none; all of them, not
+            rows = group.total(int(events.attrs.get("rows_read", 0)))
+            where = events.attrs.get("source")
+            raise DataError(no_events(Window.parse(since, until), rows), file=where)
     data = prepare(events, listing_table, min_user_interactions, min_listing_interactions, group)
     # read no more: freed before the features are fitted and the table is packed (a rank's
     # 10M events of the large car data, about 400 MB)

@@ -19,6 +19,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from embedrec.data.errors import DataError, shown
 from embedrec.data.ids import IdMap
 from embedrec.data.packed import PackedTable
 from embedrec.data.prepare import Interactions
@@ -116,6 +117,7 @@ def continue_from(previous: Fitted, prepared: TrainingData, source: str | None) 
     )
     fresh = prepared.listings.frame()
     _check_feature_columns(previous, fresh, prepared.listings.attrs.get("source"))
+    fresh = _in_old_types(fresh, previous.listing_table_, prepared.listings.attrs.get("source"))
     # fields from the new table; a listing it lacks keeps the fields the old model had
     kept = previous.listing_table_
     kept = kept[new.listings.indices(kept["listing_id"]) < 0]
@@ -149,6 +151,43 @@ def continue_from(previous: Fitted, prepared: TrainingData, source: str | None) 
         source=source,
         added=added,
     )
+
+
+def _in_old_types(fresh: pd.DataFrame, old: pd.DataFrame, source: str | None) -> pd.DataFrame:
+    """``fresh``'s columns in the types the old model's table has them (a CSV tonight types
+    its columns on its own: prices read as text, dates as strings), so that the two tables
+    join into one of each column's type. A value that is no value of that type is a
+    DataError naming the file, the listing and the column, before any training."""
+    columns = {}
+    for column in fresh.columns.intersection(old.columns).drop("listing_id", errors="ignore"):
+        was, now = old[column].dtype, fresh[column]
+        if pd.api.types.is_bool_dtype(was) or now.dtype == was:
+            continue
+        if pd.api.types.is_numeric_dtype(was) and not pd.api.types.is_numeric_dtype(now.dtype):
+            converted = pd.to_numeric(now, errors="coerce")
+            kind = "a number"
+        elif pd.api.types.is_datetime64_any_dtype(was):
+            tz = getattr(was, "tz", None)
+            converted = pd.to_datetime(now, errors="coerce", utc=tz is not None, format="mixed")
+            converted = converted.dt.tz_convert(tz) if tz is not None else converted
+            kind = "a date-time"
+        elif not pd.api.types.is_numeric_dtype(was) and pd.api.types.is_numeric_dtype(now.dtype):
+            converted = now.astype(object).where(now.isna(), now.astype(str))
+            converted = converted.str.removesuffix(".0") if now.dtype.kind == "f" else converted
+            kind = "text"
+        else:
+            continue
+        bad = (converted.isna() & now.notna()).to_numpy()
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise DataError(
+                f"listing_id {shown(fresh['listing_id'].iloc[row])}: {shown(now.iloc[row])} is "
+                f"not {kind}, as this column is in the model continued from",
+                file=source,
+                column=str(column),
+            )
+        columns[column] = converted
+    return fresh.assign(**columns) if columns else fresh
 
 
 def _check_feature_columns(previous: Fitted, table: pd.DataFrame, source: str | None) -> None:
