@@ -458,9 +458,10 @@ def similar_section(
             }
         results[f"embedrec {name}"] = {**rates, "fit_seconds": seconds_fit, "configs": {}}
         log(f"embedrec {name}: {_rates(rates)} ({seconds_fit:.0f} s)")
-        # the library's own measure (`embedrec evaluate`) on the same views: the same for a
-        # model that embeds every listing; a model without features counts only the pairs
-        # of listings it knows
+        # the library's own measure (`embedrec evaluate`) on the same views: the same pairs
+        # for a model that embeds every listing, less those whose visitor viewed both
+        # listings in training (the model learned them); a model without features counts
+        # only the pairs of listings it knows
         own = similar_by_behaviour(rec.retriever(task.table), view_events(test), (K,))
         log(
             f"  similar_by_behaviour: warm {own['warm'].get(f'hit@{K}', float('nan')):.4f}"
