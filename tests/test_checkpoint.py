@@ -130,3 +130,16 @@ def test_a_damaged_checkpoint_is_one_clear_error(data, tmp_path, damage, reads):
     with pytest.raises(CheckpointError, match=f"cannot be read \\({reads}") as error:
         Recommender(**settings()).fit(events, listings, checkpoint_dir=checkpoints, resume=True)
     assert "train again without --resume" in str(error.value)
+
+
+def test_a_resume_asking_for_fewer_epochs_than_were_done_is_refused(data, tmp_path):
+    events, listings = data
+    checkpoints = tmp_path / "checkpoints"
+    with pytest.raises(Stop):
+        Recommender(**settings()).fit(
+            events, listings, callbacks=[stop_at(3)], checkpoint_dir=checkpoints
+        )
+    with pytest.raises(CheckpointError, match="has 3 epochs done, more than the 2 asked for"):
+        Recommender(**settings(epochs=2)).fit(
+            events, listings, checkpoint_dir=checkpoints, resume=True
+        )

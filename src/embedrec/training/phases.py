@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 
 from embedrec.data.prepare import Interactions, time_holdout
 from embedrec.models.base import RecModel
-from embedrec.training.checkpoint import Checkpoints
+from embedrec.training.checkpoint import CheckpointError, Checkpoints
 from embedrec.training.distributed import Group
 from embedrec.training.trainer import Callback, TrainResult, train
 from embedrec.training.tuning import Candidate, run_search
@@ -50,6 +50,12 @@ def run_phases(
     whichever phase it was written."""
     snapshot = checkpoints.latest() if resume and checkpoints is not None else None
     phase = snapshot.position.phase if snapshot is not None else None
+    if phase == "fit" and snapshot.position.epoch - 1 > candidates[0].config.epochs:
+        done, asked = snapshot.position.epoch - 1, candidates[0].config.epochs
+        raise CheckpointError(
+            f"the checkpoint has {done} epochs done, more than the {asked} asked for: resume "
+            f"with --epochs {done} or more, or train again without --resume"
+        )
     chosen, tuning = candidates[0], None
     if validation_fraction <= 0:
         model = chosen.build(data)
