@@ -806,7 +806,7 @@ def _all_hold(
 def _check_field(table: pd.DataFrame, field: str) -> None:
     """Raise FilterError for a field the table has no column for (cheap: no column taken)."""
     if field not in table.columns:
-        valid = ", ".join(str(c) for c in table.columns if c != ID_COLUMN)
+        valid = ", ".join(str(c) for c in table.columns)
         raise FilterError(
             field, f"unknown field; valid fields: {valid}, within (radius), exclude (ids)"
         )
