@@ -68,6 +68,9 @@ def test_projections_kept_are_bounded_whatever_samples_a_client_asks_for(client)
 
 def test_health_probes(client):
     assert client.get("/healthz/live").json() == {"status": "alive"}
+    for path in ("/healthz/live", "/healthz/ready", "/healthz"):
+        head = client.head(path)
+        assert head.status_code == 200 and head.content == b"", path
     ready = client.get("/healthz/ready")
     assert ready.status_code == 200
     body = ready.json()

@@ -222,12 +222,15 @@ def create_app(settings: Settings) -> FastAPI:
         """The served model: version, training date and its evaluation figures."""
         return _model_info(st)
 
-    @app.get("/healthz/live")
+    # probes: HEAD too, as uptime monitors send it
+    @app.api_route("/healthz/live", methods=["GET", "HEAD"])
     async def live() -> s.Liveness:
         """The process answers (for a load balancer's or an orchestrator's liveness probe)."""
         return s.Liveness(status="alive")
 
-    @app.get("/healthz/ready", responses={503: {"model": s.Readiness}})
+    @app.api_route(
+        "/healthz/ready", methods=["GET", "HEAD"], responses={503: {"model": s.Readiness}}
+    )
     def ready(st: State, response: Response) -> s.Readiness:
         """Ready to serve: the model is loaded, its index built and the store's writes applied
         (the app is created only once its index is built; with PostgreSQL, 503 ``catching
@@ -247,7 +250,7 @@ def create_app(settings: Settings) -> FastAPI:
             store_error=holder.store_error,
         )
 
-    @app.get("/healthz")
+    @app.api_route("/healthz", methods=["GET", "HEAD"])
     def healthz(st: State) -> s.Health:
         return s.Health(
             status="ok",
