@@ -113,7 +113,10 @@ def prepare_training_data(
     del events
     if group is not None:
         message = group.first_error(
-            None if len(data) else "no training pairs on this rank: fewer users than ranks?"
+            None
+            if len(data)
+            else "no training pairs on this rank: no user of its share (users are shared out "
+            "by a hash of user_id) has an event here; train with fewer ranks"
         )
         if message is not None:
             raise DataError(message)
