@@ -783,12 +783,14 @@ def _json_column(series: pd.Series, integral: bool = False) -> Callable[[np.ndar
         return lambda rows: values[rows].tolist()
     if pd.api.types.is_float_dtype(series.dtype) and isinstance(series.dtype, np.dtype):
         values = series.to_numpy()
-        whole = _integral if integral else (lambda x: x)
 
         def floats(rows: np.ndarray) -> list:
-            return [None if x != x else whole(x) for x in values[rows].tolist()]  # NaN: missing
+            return [None if x != x else x for x in values[rows].tolist()]  # NaN is missing
 
-        return floats
+        def integers(rows: np.ndarray) -> list:
+            return [None if x != x else _integral(x) for x in values[rows].tolist()]
+
+        return integers if integral else floats
     values = series.to_numpy(dtype=object)
     return lambda rows: [x if type(x) is str else plain(x) for x in values[rows]]
 
