@@ -338,6 +338,11 @@ def test_training_that_diverges_exits_with_one_line_and_writes_no_model(tmp_path
     [
         ("[trian]\ndim = 8\n", "unknown section(s) [trian]; known: [train], [events], [features]"),
         ("dim = 8\n", "setting(s) outside a section: dim; sections: [train], [events]"),
+        ('[features]\ndorp = ["x"]\n', "unknown key(s) in [features]: dorp; expected types"),
+        ('[features]\ndrop = "dealer_id"\n', "[features] drop must be a list of column names"),
+        ('[features]\ntypes = "year"\n', "[features] types must be a table of column = type"),
+        ('[train]\nrefit = "no"\n', "[train]: refit must be true or false, got 'no'"),
+        ("[events]\n", "event weights name no event"),
     ],
 )
 def test_a_misspelt_config_section_names_the_file_and_the_known_ones(tmp_path, text, message):

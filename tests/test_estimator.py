@@ -10,7 +10,9 @@ import pytest
 import torch
 from sklearn.base import clone
 
-from embedrec import Recommender
+from embedrec import Recommender, load
+from embedrec.data.errors import DataError
+from embedrec.data.schema import SchemaConfig
 from embedrec.training.trainer import EarlyStopping
 
 
@@ -193,3 +195,46 @@ def test_a_rank_drops_the_untrained_ids_among_the_rows_it_holds(blocks):
     dropped = ~torch.isin(torch.arange(n), trained)
     assert torch.count_nonzero(whole.listing_id.weight[:n][dropped]) == 0
     assert bool(whole.listing_id.weight[trained].abs().sum(dim=1).gt(0).all())
+
+
+@pytest.mark.parametrize(
+    ("params", "reads"),
+    [
+        ({"user_ids": "false"}, "user_ids must be true or false"),
+        ({"refit": "no"}, "refit must be true or false"),
+        ({"history_gradient": 1}, "history_gradient must be true or false"),
+        ({"progress": "yes"}, "progress must be true, false or None"),
+        ({"min_user_interactions": "2"}, "min_user_interactions must be a whole number >= 1"),
+        ({"min_listing_interactions": 0}, "min_listing_interactions must be a whole number"),
+        ({"min_listing_interactions": 1.5}, "min_listing_interactions must be a whole number"),
+        ({"schema": {"drop": ["lat"]}}, "schema must be a SchemaConfig"),
+        ({"event_weights": {}}, "event weights name no event"),
+    ],
+)
+def test_settings_of_the_wrong_kind_are_refused_before_any_work(blocks, params, reads):
+    events, listings, _, _ = blocks
+    with pytest.raises(ValueError, match=reads):
+        Recommender(**params).fit(events, listings)
+
+
+def test_the_feature_settings_are_saved_with_the_model(blocks, tmp_path):
+    events, listings, _, _ = blocks
+    schema = SchemaConfig(types={"price": "categorical"}, drop=["lat", "lon"])
+    fitted = Recommender(dim=8, epochs=1, schema=schema, progress=False).fit(events, listings)
+    fitted.save(tmp_path / "model")
+    loaded = load(tmp_path / "model")
+    assert loaded.get_params()["schema"] == schema
+    refitted = clone(loaded).set_params(progress=False).fit(events, listings)
+    kinds = {spec.name: spec.kind for spec in refitted.feature_specs_}
+    assert kinds == {spec.name: spec.kind for spec in fitted.feature_specs_}
+    assert kinds == {"make": "categorical", "price": "categorical"}
+
+
+def test_a_value_a_forced_feature_type_cannot_read_names_the_file(blocks, tmp_path):
+    events, listings, _, _ = blocks
+    path = tmp_path / "listings.parquet"
+    listings.to_parquet(path)
+    schema = SchemaConfig(types={"make": "numeric"})
+    with pytest.raises(DataError, match="not a number") as error:
+        Recommender(schema=schema, progress=False).fit(events, path)
+    assert error.value.file == str(path) and error.value.column == "make"

@@ -297,7 +297,7 @@ def _tuning_summary(tuning: dict) -> str:
         changes = ", ".join(f"{k}={v}" for k, v in tuning["chosen"].items()) or "as given"
         return f"tuning: the settings the search of {tuning['continued_from']} chose: {changes}"
     lines = [f"tuning: {len(tuning['tried'])} of {tuning['candidates']} settings tried in "
-             f"{tuning['seconds']:.0f} s (budget {tuning['budget_seconds']:.0f} s)"]  # fmt: skip
+             f"{tuning['seconds']:.0f} s (budget {tuning['budget_seconds']:g} s)"]  # fmt: skip
     for tried in tuning["tried"]:
         changes = ", ".join(f"{k}={v}" for k, v in tried["changes"].items()) or "as given"
         score = tried["val_recall@10"]

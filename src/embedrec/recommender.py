@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from numbers import Real
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +58,8 @@ from embedrec.version import __version__
 
 logger = logging.getLogger(__name__)
 Source = str | Path | pd.DataFrame
-# display preferences, not part of what a model is: not saved with it
-NOT_SAVED = ("schema", "progress")
+# a display preference, not part of what a model is: not saved with it
+NOT_SAVED = ("progress",)
 
 
 class Recommender:
@@ -290,6 +290,20 @@ class Recommender:
             raise ValueError(f"validation_fraction must be a number in [0, 1), got {fraction!r}")
         if self.event_weights is not None:
             check_event_weights(self.event_weights)
+        # "false" or "no" from a config would read as true
+        for name in ("user_ids", "history_gradient", "refit"):
+            if not isinstance(getattr(self, name), bool | np.bool_):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.progress is not None and not isinstance(self.progress, bool | np.bool_):
+            raise ValueError(f"progress must be true, false or None, got {self.progress!r}")
+        for name in ("min_user_interactions", "min_listing_interactions"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+        if self.schema is not None and not isinstance(self.schema, SchemaConfig):
+            raise ValueError(
+                f"schema must be a SchemaConfig (a config's [features] table), got {self.schema!r}"
+            )
         tune = self.tune
         if tune is not None:
             if isinstance(tune, bool) or not isinstance(tune, Real) or not tune > 0:
@@ -691,7 +705,11 @@ class Recommender:
         config = {
             "model": self.model,
             "model_config": self.model_.config,
-            "params": {k: v for k, v in self.get_params().items() if k not in NOT_SAVED},
+            "params": {
+                k: v.to_dict() if isinstance(v, SchemaConfig) else v
+                for k, v in self.get_params().items()
+                if k not in NOT_SAVED
+            },
             "feature_specs": [s.to_dict() for s in self.feature_specs_],
             "n_trained_listings": self.n_trained_listings_,
             "pipeline": self.pipeline_.to_dict() if self.pipeline_ else None,
@@ -726,7 +744,10 @@ class Recommender:
         try:
             config = json.loads((directory / "config.json").read_text())
             tensors = load_file(str(directory / "weights.safetensors"))
-            recommender = cls(**config["params"])
+            params = dict(config["params"])
+            if isinstance(params.get("schema"), dict):  # saved as its dict (older models: none)
+                params["schema"] = SchemaConfig(**params["schema"])
+            recommender = cls(**params)
             model = model_class(config["model"])(**config["model_config"])
             model.load_state_dict(
                 {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}

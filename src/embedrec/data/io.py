@@ -62,6 +62,8 @@ def check_event_weights(
     events are skipped in training, and counted."""
     if not isinstance(weights, Mapping):
         raise ValueError(f"event weights must map each event to its weight, got {weights!r}")
+    if not weights:  # no event could be read: not the default weights in disguise
+        raise ValueError("event weights name no event; leave them out for the defaults")
     named: dict[str, str] = {}
     for event, value in weights.items():
         if isinstance(value, bool) or not isinstance(value, Real) or not _is_weight(value):

@@ -70,7 +70,21 @@ class SchemaConfig:
 
     @classmethod
     def from_mapping(cls, features: dict[str, Any], source: str | None = None) -> SchemaConfig:
-        types = dict(features.get("types", {}))
+        if not isinstance(features, dict):
+            raise DataError("[features] must be a table", file=source)
+        unknown = sorted(set(features) - {"types", "drop"})
+        if unknown:
+            raise DataError(
+                f"unknown key(s) in [features]: {', '.join(unknown)}; expected types, drop",
+                file=source,
+            )
+        types = features.get("types", {})
+        if not isinstance(types, dict):
+            raise DataError("[features] types must be a table of column = type", file=source)
+        drop = features.get("drop", [])
+        if not isinstance(drop, list) or not all(isinstance(c, str) for c in drop):
+            raise DataError("[features] drop must be a list of column names", file=source)
+        types = dict(types)
         for column, kind in types.items():
             if kind not in KINDS:
                 raise DataError(
@@ -78,8 +92,7 @@ class SchemaConfig:
                     f"expected one of {', '.join(KINDS)}",
                     file=source,
                 )
-        drop = list(features.get("drop", []))
-        return cls(types=types, drop=drop)
+        return cls(types=types, drop=list(drop))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pandas as pd
 from tqdm.auto import tqdm
 
-from embedrec.data.errors import DataError
+from embedrec.data.errors import DataError, located_in
 from embedrec.data.ids import IdMap
 from embedrec.data.io import load_interactions, load_listings, no_events
 from embedrec.data.packed import PackedTable
@@ -134,7 +134,8 @@ def prepare_training_data(
                 file=listing_table.attrs.get("source"),
             )
         if fit_features:
-            pipeline = FeaturePipeline(specs).fit(listing_table)
+            with located_in(listing_table.attrs.get("source")):  # a forced type's values
+                pipeline = FeaturePipeline(specs).fit(listing_table)
     steps.update()
     steps.close()
     skipped = {k: v for k, v in data.report.items() if k.startswith("events_skipped") and v}

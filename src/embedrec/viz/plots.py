@@ -317,9 +317,10 @@ def _projection_png(
             )  # fmt: skip
             ax.legend(loc="upper left", bbox_to_anchor=(1.25, 1.0), fontsize=8, frameon=False)
         kept = ~missing
+        colours = {} if values is None else {"c": values[kept], "cmap": "viridis"}
         sc = ax.scatter(
-            coords[kept, 0], coords[kept, 1], c=None if values is None else values[kept], s=s,
-            cmap="viridis", alpha=0.7, linewidths=0, rasterized=True,
+            coords[kept, 0], coords[kept, 1], s=s, alpha=0.7, linewidths=0, rasterized=True,
+            **colours,
         )  # fmt: skip
         if color is not None:
             fig.colorbar(sc, ax=ax, label=color)
