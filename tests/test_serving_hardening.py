@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -677,3 +678,46 @@ def test_a_radius_of_the_near_form_is_named_by_its_parameter(client):
         "/v1/listings/Wagen 0 ä/similar", params={"near": "51,13", "within_km": "-5"}
     )
     assert answer.status_code == 422 and answer.json()["field"] == "within_km"
+
+
+def test_a_store_removed_under_the_server_turns_writes_away_and_reads_go_on(model, tmp_path):
+    store = tmp_path / "state" / "store.sqlite"
+    settings = Settings(model_dir=str(model), store=str(store), token="t")
+    with TestClient(create_app(settings)) as client:
+        assert client.put("/v1/listings/neu", json=CAR, headers=AUTH).status_code == 201
+        shutil.rmtree(store.parent)
+        answer = client.put("/v1/listings/neu2", json=CAR, headers=AUTH)
+        assert answer.status_code == 503 and "was removed or replaced" in answer.text
+        assert answer.headers["Retry-After"]
+        assert client.get("/v1/listings/neu").status_code == 200  # from memory
+        ready = client.get("/healthz/ready").json()
+        assert "was removed or replaced" in ready["store_error"]
+
+
+def test_a_stored_row_that_cannot_be_read_is_skipped_and_the_rest_served(model, tmp_path):
+    store = tmp_path / "store.sqlite"
+    settings = Settings(model_dir=str(model), store=str(store), token="t")
+    with TestClient(create_app(settings)) as client:
+        for name in ("one", "two"):
+            assert client.put(f"/v1/listings/{name}", json=CAR, headers=AUTH).status_code == 201
+    opened = ListingStore(store)
+    with opened._lock:
+        opened._db.execute("UPDATE listings SET fields = '{not json' WHERE seq = 1")
+    opened.close()
+    with TestClient(create_app(settings)) as client:  # a restart replays the store
+        assert client.get("/healthz/ready").status_code == 200
+        assert client.get("/v1/listings/two").status_code == 200
+        assert client.get("/v1/listings/one").status_code == 404
+        skipped = client.app.state.holder.current.skipped
+        assert skipped["one"].startswith("stored row 1 cannot be read")
+
+
+def test_a_request_never_waits_for_a_reload_this_worker_is_building(fresh):
+    holder = fresh.app.state.holder
+    newer = holder.current.generation + 1
+    with holder._reload_lock:  # as while this worker builds a reload of its own
+        asked = threading.Thread(target=holder._reload_in_background, args=(newer, "elsewhere"))
+        asked.start()
+        asked.join(timeout=5)
+        assert not asked.is_alive()  # it returned: the next request asks again
+    assert holder._background is None  # nothing started while the lock was held

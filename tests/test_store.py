@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from embedrec.serving.store import Change, Head, ListingStore
+from embedrec.serving.store import Change, Head, ListingStore, StoreUnavailable
 
 CAR = {"make": "Nissan", "model": "Qashqai", "price": 18_500, "lat": 51.05, "lon": 13.74}
 
@@ -129,3 +129,32 @@ def test_writes_from_many_threads_get_distinct_consecutive_numbers(store):
     changes = store.changes_since(0)
     assert [c.seq for c in changes] == list(range(1, 41))
     assert len({c.listing_id for c in changes}) == 40
+
+
+def test_a_store_file_removed_under_the_server_refuses_writes_instead_of_losing_them(
+    store, tmp_path
+):
+    store.put("a", CAR)
+    (tmp_path / "state" / "store.sqlite").unlink()
+    with pytest.raises(StoreUnavailable, match="was removed or replaced"):
+        store.head()
+    with pytest.raises(StoreUnavailable, match="was removed or replaced"):
+        store.put("b", CAR)
+
+
+def test_a_stored_row_that_cannot_be_read_is_a_change_that_says_so(store):
+    store.put("a", CAR)
+    store.put("b", CAR)
+    with store._lock:  # a row damaged by hand
+        store._db.execute("UPDATE listings SET fields = '{not json' WHERE seq = 1")
+    first, second = store.changes_since(0)
+    assert first.seq == 1 and first.fields == {}
+    assert first.unreadable.startswith("stored row 1 cannot be read")
+    assert second == Change(2, "b", CAR)
+
+
+def test_a_file_that_is_no_store_is_one_line_naming_it(tmp_path):
+    path = tmp_path / "store.sqlite"
+    path.write_bytes(b"this is not a database, " * 100)
+    with pytest.raises(StoreUnavailable, match=f"SQLite store {path}: file is not a database"):
+        ListingStore(path)

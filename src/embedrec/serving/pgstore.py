@@ -121,7 +121,7 @@ class PostgresStore(StoreBase):
                         db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
                         for statement in _SCHEMA:
                             db.execute(statement)
-            except self._pg.OperationalError as exc:
+            except self._pg.Error as exc:  # unreachable, or no right to create the tables
                 self._drop("_db")
                 raise self._unavailable(exc) from None
 

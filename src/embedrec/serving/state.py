@@ -249,6 +249,9 @@ class ServingState:
         for change in changes:
             if change.fields is None:
                 continue
+            if change.unreadable is not None:
+                self._skip(change.listing_id, DataError(change.unreadable))
+                continue
             if change.seq in ready:
                 part, row = ready[change.seq]
                 mine.setdefault(id(part), (part, []))[1].append(row)
@@ -472,7 +475,14 @@ class StateHolder:
         state = self._state
         if self._follower is not None:
             return state
-        head = self.store.head()
+        try:
+            head = self.store.head()
+        except StoreUnavailable as exc:  # reads go on from memory; writes answer 503
+            if self.store_error is None:
+                log.warning("store unavailable, serving from memory: %s", exc)
+            self.store_error = str(exc)
+            return state
+        self.store_error = None
         if head.generation > state.generation and head.model_dir:
             self._reload_in_background(head.generation, head.model_dir)
         if head.seq > state.seq:
@@ -590,7 +600,11 @@ class StateHolder:
         """Another worker reloaded: build the same model here without blocking requests."""
         if generation == self._failed_generation:
             return
-        with self._reload_lock:
+        # a request's thread (or the event loop) never waits here: while this worker builds
+        # a reload of its own, the next request asks again
+        if not self._reload_lock.acquire(blocking=False):
+            return
+        try:
             if self._background is not None and self._background.is_alive():
                 return
             if self._state.generation >= generation:
@@ -623,6 +637,8 @@ class StateHolder:
 
             self._background = threading.Thread(target=run, name="embedrec-reload", daemon=True)
             self._background.start()
+        finally:
+            self._reload_lock.release()
 
 
 def _row_errors(frame: pd.DataFrame) -> list[tuple[int, str | None, str]]:

@@ -22,6 +22,7 @@ only once its transaction has committed.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import threading
@@ -29,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import numpy as np
 
@@ -66,6 +67,7 @@ class Change:
     fields: dict[str, Any] | None
     vector: bytes | None = None  # float32, embedded by the model tagged ``vector_model``
     vector_model: str | None = None
+    unreadable: str | None = None  # why the stored row cannot be read (then ``fields`` is {})
 
 
 @dataclass(frozen=True)
@@ -221,17 +223,21 @@ def _row(write: Write) -> Row:
 
 
 def changes_of(rows: Sequence[tuple]) -> list[Change]:
-    """Changes from (seq, key, fields, vector, vector_model) rows as both back-ends read them."""
-    return [
-        Change(
-            int(s),
-            json.loads(i),
-            None if f is None else json.loads(f),
-            None if v is None else bytes(v),
-            m,
-        )  # fmt: skip
-        for s, i, f, v, m in rows
-    ]
+    """Changes from (seq, key, fields, vector, vector_model) rows as both back-ends read them.
+    A row whose JSON cannot be read (written by hand, damaged) is a Change that says so:
+    skipped and reported where it is applied, and passed like any other."""
+    changes = []
+    for s, i, f, v, m in rows:
+        listing_id = i
+        try:
+            listing_id = json.loads(i)
+            fields = None if f is None else json.loads(f)
+        except (TypeError, ValueError) as exc:
+            why = f"stored row {s} cannot be read: {exc}"
+            changes.append(Change(int(s), listing_id, {}, unreadable=why))
+            continue
+        changes.append(Change(int(s), listing_id, fields, None if v is None else bytes(v), m))
+    return changes
 
 
 def assign(first_seq: int, rows: Sequence[Row], live: dict[str, bool]) -> list[tuple]:
@@ -320,14 +326,42 @@ class ListingStore(StoreBase):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Two connections, each serialised by its own lock: reads (one before every request)
         # must not wait for a write's fsync, and in WAL mode they need not.
-        self._db, self._lock = self._connect(), threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # FULL: a commit is on disk before we answer, even if the machine loses power
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-            self._add_vector_columns()
-        self._reader, self._read_lock = self._connect(), threading.Lock()
+        try:
+            self._db, self._lock = self._connect(), threading.Lock()
+            with self._lock:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                # FULL: a commit is on disk before we answer, even if the machine loses power
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.executescript(_SCHEMA)
+                self._add_vector_columns()
+            self._reader, self._read_lock = self._connect(), threading.Lock()
+        except sqlite3.Error as exc:  # not a database, read-only, ...: one line at start
+            raise StoreUnavailable(f"{self.describe()}: {exc}") from None
+        stat = os.stat(self.path)
+        self._file = (stat.st_dev, stat.st_ino)
+
+    def _rolled_back(self, exc: BaseException) -> NoReturn:
+        """Roll the open transaction back (SQLite may have done so itself: a full disk) and
+        raise: a store that cannot take the write now (full, locked, gone) as
+        StoreUnavailable, which a request answers with 503 and Retry-After."""
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.OperationalError):
+            raise StoreUnavailable(f"{self.describe()}: {exc}") from exc
+        raise exc
+
+    def _check_file(self) -> None:
+        """StoreUnavailable when the store's file is no longer the one opened (removed, or
+        its folder replaced): writes would go to a file nobody reads again."""
+        try:
+            now = os.stat(self.path)
+        except OSError:
+            now = None
+        if now is None or (now.st_dev, now.st_ino) != self._file:
+            raise StoreUnavailable(
+                f"{self.describe()} was removed or replaced since the server opened it; "
+                "restore it and restart"
+            )
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
@@ -349,6 +383,7 @@ class ListingStore(StoreBase):
 
     def head(self) -> Head:
         """The current sequence and generation: one cheap query, run before each request."""
+        self._check_file()
         with self._read_lock:
             rows = dict(self._reader.execute("SELECT key, value FROM meta").fetchall())
         return Head(int(rows["seq"]), int(rows["generation"]), rows["model_dir"])
@@ -362,12 +397,12 @@ class ListingStore(StoreBase):
                 if name not in have:
                     self._db.execute(f"ALTER TABLE listings ADD COLUMN {name} {kind}")
             self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
+        except BaseException as exc:
+            self._rolled_back(exc)
 
     def _write_rows(self, rows: list[Row]) -> list[tuple[int, bool]]:
         keys = list({row[0]: None for row in rows})
+        self._check_file()
         with self._lock:
             # IMMEDIATE takes the write lock first, so sequence numbers commit in order
             self._db.execute("BEGIN IMMEDIATE")
@@ -394,9 +429,8 @@ class ListingStore(StoreBase):
                     [(k, q, f, now, v, m) for k, q, f, v, m, _ in params],
                 )
                 self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            except BaseException as exc:
+                self._rolled_back(exc)
         return [(q, new) for _, q, _, _, _, new in params]
 
     def changes_since(self, seq: int) -> list[Change]:
@@ -428,9 +462,8 @@ class ListingStore(StoreBase):
                         (generation, model_dir, time.time()),
                     )
                 self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            except BaseException as exc:
+                self._rolled_back(exc)
         return generation
 
     def previous_model_dir(self) -> str | None:
