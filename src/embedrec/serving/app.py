@@ -246,6 +246,7 @@ def create_app(settings: Settings) -> FastAPI:
             generation=st.generation,
             seq=st.seq,
             listings=len(st.catalogue),
+            skipped=len(st.skipped),
             reload_error=holder.reload_error,
             store_error=holder.store_error,
         )
@@ -300,7 +301,8 @@ def create_app(settings: Settings) -> FastAPI:
     def delete_listing(listing_id: Id, st: State) -> s.WriteResponse:
         """Remove a listing (sold): it is no longer returned."""
         typed = st.listing_id(listing_id)
-        if not (st.catalogue.rows_of([typed]) >= 0).any():
+        # a stored listing this model cannot serve may still be sold
+        if not (st.catalogue.rows_of([typed]) >= 0).any() and typed not in st.skipped:
             raise ApiError(404, f"unknown listing_id {typed!r}", "listing_id")
         seq = holder.write(st, typed, None)
         return s.WriteResponse(listing_id=typed, seq=seq, deleted=True)

@@ -153,6 +153,11 @@ class Readiness(BaseModel):
     generation: int
     seq: int = Field(description="the last store change applied")
     listings: int
+    skipped: int = Field(
+        0,
+        description="stored listings this model cannot serve (their columns do not fit it, "
+        "or the row cannot be read): not served; the log names each",
+    )
     reload_error: str | None = Field(
         None,
         description="why the last reload recorded in the store failed here; the model "

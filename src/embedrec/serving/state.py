@@ -247,6 +247,7 @@ class ServingState:
         mine: dict[int, tuple[Embedded, list[int]]] = {}  # id(Embedded) -> it and its rows
         stored, others = [], []
         for change in changes:
+            self.skipped.pop(change.listing_id, None)  # its newest change decides
             if change.fields is None:
                 continue
             if change.unreadable is not None:
@@ -319,7 +320,11 @@ class ServingState:
                  retriever.catalogue.n_rows, time.perf_counter() - started)  # fmt: skip
 
     def _skip(self, listing_id: Any, exc: Exception) -> None:
+        """A stored listing this model cannot serve: not served at all, rather than as the
+        training table had it before the write (which the write replaced)."""
         self.skipped[listing_id] = str(exc)
+        with contextlib.suppress(TypeError, ValueError):  # an id of no type the catalogue has
+            self.catalogue.remove([listing_id])
         log.warning("stored listing %r not served by this model: %s", listing_id, exc)
 
     # ------------------------------------------------------------------ projection
