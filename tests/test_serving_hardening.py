@@ -743,3 +743,10 @@ def test_a_request_never_waits_for_a_reload_this_worker_is_building(fresh):
         asked.join(timeout=5)
         assert not asked.is_alive()  # it returned: the next request asks again
     assert holder._background is None  # nothing started while the lock was held
+
+
+def test_a_number_of_results_given_twice_is_refused(client):
+    for path in ("/v1/listings/Wagen 0 ä/similar", "/v1/users/Nutzer 3 🚗/recommendations"):
+        answer = client.get(path, params=[("k", "2"), ("k", "3")])
+        assert answer.status_code == 422 and answer.json()["field"] == "k", path
+    assert client.get("/v1/listings/Wagen 0 ä/similar", params={"k": 2}).status_code == 200

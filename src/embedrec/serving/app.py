@@ -536,6 +536,9 @@ def _query_mapping(request: Request) -> dict[str, Any]:
     mapping: dict[str, Any] = {}
     for key, value in request.query_params.multi_items():
         if key in NOT_FILTERS:
+            # FastAPI would take the last of k=2&k=3: no number of results is meant twice
+            if len(request.query_params.getlist(key)) > 1:
+                raise ApiError(422, "given more than once", key)
             continue
         if key in SINGLE_VALUED or key.endswith(("_min", "_max")):
             if key in mapping:
