@@ -448,6 +448,20 @@ def test_a_date_time_column_is_refused_as_a_filter_not_matched_as_text(model_dir
     assert f"column {column!r} holds dates and times: not filterable" in result.output
 
 
+@pytest.mark.parametrize(
+    ("expression", "says"),
+    [
+        ("listed_at>=1780000000", "column 'listed_at' holds dates and times: not filterable"),
+        ("listed_at>=2026-09-01", "(a column of dates and times cannot be filtered)"),
+    ],
+)
+def test_a_range_on_a_date_time_column_says_why_it_is_refused(model_dir, expression, says):
+    result = CliRunner().invoke(
+        main, ["similar", str(model_dir), "qashqai-dresden", "--filter", expression]
+    )
+    assert result.exit_code == 2 and says in result.output, result.output
+
+
 def test_result_tables_separate_thousands_except_ids_and_years():
     from embedrec.cli import format_table
 

@@ -117,7 +117,8 @@ class Recommender:
     workers : int
         Processes training at once on shared weights (Hogwild; CPU, fork only).
     patience : int
-        Epochs without gain in validation Recall@10 before training stops.
+        Training stops once more than ``patience`` epochs in a row bring no gain in
+        validation Recall@10 (3: it stops after the fourth).
     validation_fraction : float
         The last share of interactions (by time) held out for early stopping, ranked among
         the listings with an event in it; 0: none.

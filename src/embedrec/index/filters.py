@@ -904,6 +904,8 @@ def _numeric(table: pd.DataFrame, name: str, field: str, cache: FilterCache | No
         _check_field(table, name)
         column = table[name]
         dtype = column.dtype
+        if pd.api.types.is_datetime64_any_dtype(dtype):
+            raise FilterError(name, f"column {name!r} holds dates and times: not filterable")
         if not _is_numeric(dtype):
             raise FilterError(field, f"numeric comparison on non-numeric column {name!r} ({dtype})")
         return column.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -1136,6 +1138,9 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
+_DATE_LIKE = re.compile(r"\s*\d{4}-\d{2}")
+
+
 def _to_float(field: str, value: Any) -> float:
     if _is_number(value):
         try:
@@ -1146,7 +1151,12 @@ def _to_float(field: str, value: Any) -> float:
         try:
             number = float(value.strip())
         except ValueError:
-            raise FilterError(field, f"expected a number, got {value!r}") from None
+            raise FilterError(
+                field,
+                f"expected a number, got {value!r} (a column of dates and times cannot be filtered)"
+                if _DATE_LIKE.match(value)
+                else f"expected a number, got {value!r}",
+            ) from None
     else:
         raise FilterError(field, f"expected a number, got {value!r}")
     if not math.isfinite(number):
