@@ -1,4 +1,4 @@
-"""Filters (index/filters.py) against a brute-force reference written here, row by row.
+"""Filters (index/filters/) against a brute-force reference written here, row by row.
 
 Random catalogue tables, small and above the size that gets sorted column indexes, with
 missing values in every column; random range, set, radius and exclude filters and their
