@@ -357,7 +357,7 @@ def test_a_category_column_of_integer_ids_holds_those_integers():
     assert loaded_listings["listing_id"].tolist() == [10, 11, 12]
     assert pd.api.types.is_integer_dtype(loaded_listings["listing_id"].dtype)
     data = prepare(load_interactions(events), loaded_listings)
-    assert data.report["events_used"] == 3 and list(data.listings.ids) == [10, 12, 11]
+    assert data.report["events_used"] == 3 and list(data.listings.ids) == [10, 11, 12]
     assert list(data.users.ids) == [1, 2]
 
 

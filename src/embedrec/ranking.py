@@ -2,9 +2,11 @@
 the vector index and the maps share.
 
 Two kernels with two contracts. :func:`top_k` and :func:`top_k_of_scores` rank whole batches
-and break ties towards the lowest row, so a recommendation and the evaluation of it agree
-exactly. :func:`search_rows` answers the vector index's few queries at a time with faiss
-(ties in no set order), where a millisecond per request counts.
+and break ties towards the lowest row. :func:`search_rows` answers the vector index's few
+queries at a time with faiss (ties in no set order), where a millisecond per request counts;
+the catalogue then orders the tied rows it returns lowest first
+(:func:`ties_to_lowest_row`), so a recommendation lists them as its evaluation ranks them.
+Which of several listings tied at the k-th place make the cut may still differ.
 """
 
 from __future__ import annotations
@@ -234,3 +236,15 @@ def _knn_of_rows(
         0,  # every query scans the same rows
     )
     return scores, found
+
+
+def ties_to_lowest_row(rows: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's results (rows and scores, best first, -1 padding last) with equal scores
+    in the order of their rows."""
+    if rows.size == 0:
+        return rows, scores
+    padding = rows < 0
+    by_row = np.where(padding, np.iinfo(np.int64).max, rows)
+    by_score = np.where(padding, np.inf, -scores.astype(np.float64))
+    order = np.lexsort((by_row, by_score), axis=-1)
+    return np.take_along_axis(rows, order, -1), np.take_along_axis(scores, order, -1)

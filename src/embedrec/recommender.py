@@ -423,11 +423,12 @@ class Recommender:
         self.users_ = data.users
         self.listings_ = data.listings
         if own is None:
-            self.seen_ = data.matrix()
+            self.seen_ = data.seen_matrix()
         else:
             # each rank trained its own users' rows on their events: the pairs seen and the
             # model are made whole on every rank, so that the one rank 0 saves covers all
-            self.seen_ = seen_by_every_rank(own.numbered_among_all(pairs, data.users), group)
+            mine = own.numbered_among_all(pairs, data.users)
+            self.seen_ = seen_by_every_rank(mine.with_pairs(*data.rows_seen_apart()), group)
             # this rank's events are read no more: freed before the whole tables are made
             # (320 MB a rank on 70 days of the large car data)
             del pairs

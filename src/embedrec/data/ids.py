@@ -185,8 +185,15 @@ class IdMap:
 
     @classmethod
     def from_values(cls, values: pd.Series | np.ndarray | list) -> IdMap:
-        """Ids in order of first appearance."""
-        return cls(pd.Index(pd.unique(pd.Series(values)), dtype=_dtype_of(values)))
+        """The distinct ids, sorted: a model trained on the same events in another row order
+        numbers them alike (and so draws the same initial vectors for them), as a
+        distributed run's maps are numbered. Ids that do not sort (a mix of types) keep
+        their order of first appearance."""
+        distinct = pd.Index(pd.unique(pd.Series(values)), dtype=_dtype_of(values))
+        try:
+            return cls(distinct.sort_values())
+        except TypeError:
+            return cls(distinct)
 
     def pack(self) -> IdMap:
         """Hold string ids as one Arrow array, a fifth of their size as Python strings (the

@@ -30,6 +30,9 @@ class Interactions:
     timestamp: np.ndarray
     weight: np.ndarray
     report: dict[str, int] = field(default_factory=dict)
+    # (user_id, listing_id) pairs of kept users on listings too rare to train on: not
+    # trained, but seen, so never recommended to those users
+    seen_apart: pd.DataFrame | None = None
 
     def __len__(self) -> int:
         return len(self.user_idx)
@@ -43,6 +46,7 @@ class Interactions:
             self.timestamp[mask],
             self.weight[mask],
             dict(self.report),
+            self.seen_apart,
         )
 
     def matrix(self) -> sp.csr_matrix:
@@ -52,6 +56,34 @@ class Interactions:
         matrix = sp.csr_matrix((data, (self.user_idx, self.listing_idx)), shape=shape)
         matrix.data[:] = 1.0
         return matrix
+
+    def seen_matrix(self) -> sp.csr_matrix:
+        """:meth:`matrix` with the pairs seen apart from training, on listings that have
+        rows (those of the listings table)."""
+        users, listings = self.rows_seen_apart()
+        return self.with_pairs(users, listings).matrix()
+
+    def rows_seen_apart(self) -> tuple[np.ndarray, np.ndarray]:
+        """User and listing rows of ``seen_apart``, where both have one."""
+        if self.seen_apart is None or not len(self.seen_apart):
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        users = self.users.indices(self.seen_apart["user_id"])
+        listings = self.listings.indices(self.seen_apart["listing_id"])
+        both = (users >= 0) & (listings >= 0)
+        return users[both], listings[both]
+
+    def with_pairs(self, user_idx: np.ndarray, listing_idx: np.ndarray) -> Interactions:
+        """These pairs and the given ones, for a matrix of what was seen (no time, weight 1)."""
+        n = len(user_idx)
+        return Interactions(
+            self.users,
+            self.listings,
+            np.concatenate([self.user_idx, user_idx]),
+            np.concatenate([self.listing_idx, listing_idx]),
+            np.concatenate([self.timestamp, np.zeros(n, dtype=self.timestamp.dtype)]),
+            np.concatenate([self.weight, np.ones(n, dtype=self.weight.dtype)]),
+            dict(self.report),
+        )
 
 
 class Combine(Protocol):
@@ -115,6 +147,7 @@ def prepare(
         listing_counts = frame["listing_id"].map(counts)
     rare_listing = (listing_counts < min_listing_interactions).to_numpy()
     report["events_skipped_rare_listing"] = int(rare_listing.sum())
+    seen_apart = frame.loc[rare_listing, ["user_id", "listing_id"]].drop_duplicates()
     frame = _without(frame, rare_listing)
     user_counts = frame.groupby("user_id", sort=False)["listing_id"].transform("size")
     rare_user = (user_counts < min_user_interactions).to_numpy()
@@ -167,6 +200,7 @@ def prepare(
         # a pair's summed weights may pass float32's largest; training reads log1p of it
         weight=np.minimum(weight, np.finfo(np.float32).max).astype(np.float32),
         report=report,
+        seen_apart=seen_apart if len(seen_apart) else None,
     )
 
 

@@ -34,18 +34,20 @@ def global_time_split(
 
     Without ``test_start`` the cut is the ``1 - test_fraction`` quantile of the timestamps
     (linear interpolation), so roughly ``test_fraction`` of the rows are test; ties at the cut
-    all go to test.
+    all go to test. Timestamps and ``test_start`` are read as ``load_interactions`` reads
+    them: numbers as they are, datetimes and ISO-8601 text as moments, a moment without a
+    zone in UTC.
     """
     _require(df, TIME)
-    times = df[TIME]
+    times = _instants(df[TIME])
     if test_start is None:
         _check_fraction(test_fraction)
         if len(df) == 0:
             return df.copy(), df.copy()
-        test_start = times.quantile(1.0 - test_fraction)
-    elif pd.api.types.is_datetime64_any_dtype(times):
-        test_start = pd.Timestamp(test_start)
-    is_test = (times >= test_start).to_numpy()
+        cut = np.quantile(times, 1.0 - test_fraction)
+    else:
+        cut = _instant(test_start, numbers=df[TIME].dtype.kind in "iuf")
+    is_test = times >= cut
     return df[~is_test], df[is_test]
 
 
@@ -54,16 +56,16 @@ def per_user_split(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Hold out each user's latest interactions.
 
-    A user's rows are ordered by (timestamp, listing_id, input position). Users with at least
-    ``min_positives`` rows put their last ``max(1, floor(n * test_fraction))`` into test; users
-    with fewer stay entirely in train.
+    A user's rows are ordered by (timestamp, listing_id, input position), the timestamps read
+    as in :func:`global_time_split`. Users with at least ``min_positives`` rows put their last
+    ``max(1, floor(n * test_fraction))`` into test; users with fewer stay entirely in train.
     """
     _require(df, USER, ITEM, TIME)
     _check_fraction(test_fraction)
     order = pd.DataFrame(
         {
             "u": df[USER].to_numpy(),
-            "t": df[TIME].to_numpy(),
+            "t": _instants(df[TIME]),
             "i": df[ITEM].to_numpy(),
             "pos": np.arange(len(df)),
         }
@@ -77,6 +79,34 @@ def per_user_split(
     is_test = np.zeros(len(df), dtype=bool)
     is_test[order["pos"].to_numpy()] = rank >= n - n_test
     return df[~is_test], df[is_test]
+
+
+def _instants(values: pd.Series) -> np.ndarray:
+    """Timestamps as numbers that order them: numbers as they are; datetimes and ISO-8601
+    text (zones respected, none read as UTC) as UTC microseconds."""
+    if values.dtype.kind in "iuf":
+        return values.to_numpy(dtype=np.float64)
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        moments = pd.to_datetime(values, utc=True)
+    else:
+        moments = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
+    bad = moments.isna().to_numpy()
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"row {row}, column {TIME!r}: cannot read {values.iloc[row]!r} as a moment: use "
+            "ISO-8601 (2026-11-01T12:30:00Z), datetimes or numbers"
+        )
+    return moments.astype("datetime64[us, UTC]").astype(np.int64).to_numpy()
+
+
+def _instant(value: Any, numbers: bool) -> float:
+    """``test_start`` comparable with :func:`_instants` of a column of numbers or not."""
+    if numbers and isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    if numbers:
+        raise ValueError(f"test_start {value!r}: the timestamps are numbers, give a number")
+    return float(_instants(pd.Series([value]))[0])
 
 
 def cold_listing_split(

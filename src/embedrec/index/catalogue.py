@@ -38,6 +38,7 @@ from embedrec.index.filters import (
 from embedrec.index.grid import OrderedRows
 from embedrec.index.postfilter import POST_FILTER_SHARE, estimated_share, post_filtered
 from embedrec.index.vector_index import TRUSTED, WIDEN, VectorIndex
+from embedrec.ranking import ties_to_lowest_row
 
 # added rows are merged into one table again once they exceed a 64th of it (and 2,048 rows)
 MERGE_MIN_ROWS = 2048
@@ -317,7 +318,19 @@ class Catalogue:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` rows per query that pass every filter, minus each query's ``exclude``.
         ``kind``: which of ``query_samples``' kinds the queries are (None: like the
-        listings' own vectors)."""
+        listings' own vectors). Equal scores come lowest row first, as the exact ranking
+        of an evaluation orders them."""
+        return ties_to_lowest_row(*self._search(queries, k, cosine, filters, exclude, kind))
+
+    def _search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        cosine: bool,
+        filters: Sequence[Filter] | None,
+        exclude: Sequence[np.ndarray] | None,
+        kind: str | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         index = self.index(cosine)
         queries = _unit(queries) if cosine else np.asarray(queries, dtype=np.float32)
         if not filters:
