@@ -451,7 +451,9 @@ def _metrics_table(results: dict, task) -> list[str]:  # noqa: ANN001
         f"of them cold (first seen in it). {counts['users']:,} test users known from training "
         f"({counts['events_skipped_unknown_user']:,} test events of new users skipped). "
         "Each user's training listings are excluded from their ranking. `overall` ranks the "
-        "whole catalogue; `warm` and `cold` rank only warm or only cold listings.",
+        "whole catalogue; `warm` and `cold` rank only warm or only cold listings. Recall@10 is "
+        "a user's hits in the top 10 over min(10, their relevant listings); NDCG@10 uses "
+        "binary gains and the same ideal; `mf`, which cannot embed cold listings, misses them.",
         "",
         "| model | Recall@10 | NDCG@10 | HitRate@10 | MRR@10 | Cov@10 | warm Recall@10 | "
         "warm NDCG@10 | cold Recall@10 | cold NDCG@10 | fit s |",

@@ -642,7 +642,10 @@ def evaluate(
     since: str | None,
     until: str | None,
 ) -> None:
-    """Recall, NDCG, HitRate, MRR and coverage, overall and for warm and cold listings."""
+    """Recall, NDCG, HitRate, MRR and coverage, overall and for warm and cold listings.
+
+    Recall@k is a user's hits in the top k over min(k, their relevant listings); NDCG@k uses
+    binary gains and the same ideal. A listing the model cannot embed counts as a miss."""
     report = _load(model_dir).evaluate(
         interactions, listings=listings, ks=ks, since=since, until=until
     )
