@@ -33,8 +33,6 @@ class FilterError(ValueError):
 # A function given the order may take ``check``: positions -> a mask over them, where the
 # other filters hold, evaluated before its own costlier test.
 Candidates = tuple[int, Callable[..., np.ndarray], bool, "np.ndarray | None"]
-
-
 Check = Callable[[np.ndarray], np.ndarray]
 
 
