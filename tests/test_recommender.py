@@ -283,6 +283,30 @@ def test_session_recommendations_follow_the_session(fitted_hybrid):
         fitted_hybrid.recommend_session(["nie gesehen"])
 
 
+@pytest.mark.parametrize("model", ["mf", "hybrid"])
+def test_a_session_listing_sold_since_training_counts_as_similar_finds_it(request, blocks, model):
+    # today's catalogue lacks a listing the model knows (sold): similar embeds it from its
+    # training fields, and so must a session, or one sold car would blank the visitor's page
+    rec = request.getfixturevalue(f"fitted_{model}")
+    _, listings, _, _ = blocks
+    sold, other = "Wagen 3 ä", "Wagen 7 ä"
+    today = rec.retriever(listings[listings["listing_id"] != sold])
+    everything = rec.retriever()
+    session = today.recommend_session([sold, other], k=5)
+    assert session.unknown == []
+    assert session.ids == everything.recommend_session([sold, other], k=5).ids
+    alone = today.recommend_session([sold], k=5)
+    assert alone.ids == everything.recommend_session([sold], k=5).ids
+    if model == "hybrid":  # its similar is the one-listing session
+        [similar] = today.similar([sold], k=5)
+        assert alone.ids == similar.ids and np.allclose(alone.scores, similar.scores)
+
+
+def test_an_empty_session_is_a_value_error_naming_session(fitted_mf):
+    with pytest.raises(ValueError, match="session must name at least one listing"):
+        fitted_mf.recommend_session([])
+
+
 @pytest.mark.slow
 def test_hybrid_and_deep_round_trip(fitted_hybrid, blocks, tmp_path):
     loaded = load(fitted_hybrid.save(tmp_path / "hybrid"))

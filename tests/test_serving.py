@@ -189,6 +189,8 @@ def test_session_recommendations(server):
     assert SessionResponse.model_validate(answer).model_dump(mode="json") == answer
     none_known = server.client.post("/v1/recommendations", json={"session": ["nope"]})
     assert none_known.status_code == 404 and none_known.json()["field"] == "session"
+    empty = server.client.post("/v1/recommendations", json={"session": []})
+    assert empty.status_code == 422 and empty.json()["field"] == "body.session", empty.text
     for k in (True, False, "7", 7.0):  # lax pydantic took true for k = 1
         answer = server.client.post("/v1/recommendations", json={"session": session, "k": k})
         assert answer.status_code == 422 and answer.json()["field"] == "body.k", (k, answer.text)

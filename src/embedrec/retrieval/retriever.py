@@ -154,24 +154,41 @@ class Retriever:
         parsed = as_filters(filters)
         if not ids:
             return []
+        queries, rows, known = self.query_listings(ids, unit=True)
+        if not known.all():
+            raise UnknownListingError([ids[p] for p in np.flatnonzero(~known)])
+        exclude = [rows[p : p + 1][rows[p : p + 1] >= 0] for p in range(len(ids))]
+        found, scores = self.search_similar(queries, k, parsed, exclude)
+        return [self._results(q, f, s) for q, f, s in zip(ids, found, scores, strict=True)]
+
+    def query_listings(
+        self, ids: Sequence, unit: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Vectors of listings given by id, as queries look them up: the catalogue's first,
+        then, for a listing outside it that the model knows (sold since training), the
+        model's vector from its training fields, so that a query answers the same whether or
+        not today's catalogue still holds it.
+
+        Returns (a vector per id, zero where unknown; unit length with ``unit`` for catalogue
+        rows, the model's own vector otherwise), the catalogue rows (-1 outside it) and a bool
+        mask of the known ids."""
         catalogue = self.catalogue
         rows = catalogue.rows_of(ids)
         model_rows = self.listing_ids.indices(ids)
         outside = np.flatnonzero(rows < 0)
-        embeddable = (model_rows[outside] >= 0) & self.model.embeddable(model_rows[outside])
-        if not embeddable.all():
-            raise UnknownListingError([ids[p] for p in outside[~embeddable]])
-        queries = np.zeros((len(ids), catalogue.vectors.shape[1]), dtype=np.float32)
+        model_outside = model_rows[outside]
+        embeddable = (model_outside >= 0) & self.model.embeddable(model_outside)
+        outside, model_outside = outside[embeddable], model_outside[embeddable]
+        known = rows >= 0
+        known[outside] = True
+        vectors = np.zeros((len(rows), catalogue.vectors.shape[1]), dtype=np.float32)
         inside = rows >= 0
-        queries[inside] = catalogue.unit_vectors[rows[inside]]
+        vectors[inside] = (catalogue.unit_vectors if unit else catalogue.vectors)[rows[inside]]
         if len(outside):
-            model_outside = model_rows[outside]
-            queries[outside] = self.model.embed_listings(
+            vectors[outside] = self.model.embed_listings(
                 self.listings.iloc[model_outside], model_outside
             )
-        exclude = [rows[p : p + 1][rows[p : p + 1] >= 0] for p in range(len(ids))]
-        found, scores = self.search_similar(queries, k, parsed, exclude)
-        return [self._results(q, f, s) for q, f, s in zip(ids, found, scores, strict=True)]
+        return vectors, rows, known
 
     def search_similar(
         self,
@@ -210,22 +227,26 @@ class Retriever:
     ) -> Results:
         """Recommendations for an anonymous visitor from the listings viewed in a session.
 
-        Session listings are looked up in the catalogue (new ones there were embedded from
-        their features). Unknown ones are listed in ``Results.unknown``; when none is known,
-        UnknownListingError. Bad arguments as :meth:`similar`.
+        Session listings are looked up as :meth:`similar` looks up its query: in the
+        catalogue (new ones there were embedded from their features), then among the model's
+        own listings (one sold since training still says what the visitor liked). Unknown
+        ones are listed in ``Results.unknown``; when none is known, UnknownListingError.
+        ValueError for an empty ``session``; other bad arguments as :meth:`similar`.
         """
         session = id_list("session", session)
         k = positive_int("k", k)
         parsed = as_filters(filters)
-        rows = self.catalogue.rows_of(session)
-        unknown = [plain(s) for s, r in zip(session, rows, strict=True) if r < 0]
-        rows = rows[rows >= 0]
-        if len(rows) == 0:
+        if not session:
+            raise ValueError("session must name at least one listing, got none")
+        vectors, rows, known = self.query_listings(session)
+        unknown = [plain(s) for s, seen in zip(session, known, strict=True) if not seen]
+        if not known.any():
             raise UnknownListingError(session, "none of the session's listings is known")
-        query, cosine = self.model.session_vector(self.catalogue.vectors[rows])
+        query, cosine = self.model.session_vector(vectors[known])
         # a model whose session query is its user tower's (dot product) asks like a user
         kind = None if cosine else USER
-        found, scores = self.catalogue.search(query, k, cosine, parsed, [rows], kind)
+        inside = rows[rows >= 0]
+        found, scores = self.catalogue.search(query, k, cosine, parsed, [inside], kind)
         hits = self._results(None, found[0], scores[0]).hits
         return Results([plain(s) for s in session], hits, unknown)
 
