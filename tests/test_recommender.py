@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import block_data
 
 from embedrec import BundleError, Recommender, load
 from embedrec.index.filters import parse_filter
@@ -457,3 +458,31 @@ def test_k_may_be_a_numpy_integer(fitted_mf, blocks):
         [recommended] = fitted_mf.recommend([user], k=k)
         session = fitted_mf.recommend_session([listing], k=k)
         assert len(similar.ids) == len(recommended.ids) == len(session.ids) == 3
+
+
+def test_deep_ranks_a_new_listing_from_its_features(tmp_path):
+    # a listing no training pair reaches is known to deep by its features alone (a zero id);
+    # the same listing under an id the model never saw must score alike, and one new listing
+    # must not block every user's recommendations
+    events, listings, _, _ = block_data(n_users=60, n_listings=40)
+    quiet = listings["listing_id"].iloc[5]
+    events = events[events["listing_id"] != quiet]
+    deep = Recommender(model="deep", epochs=2, batch_size=256, seed=0, progress=False)
+    deep.fit(events, listings)
+    new = listings[listings["listing_id"] == quiet].assign(listing_id="neu eingestellt")
+    retriever = deep.retriever(pd.concat([listings, new], ignore_index=True))
+    assert retriever.unknown == []
+    user = events["user_id"].iloc[0]
+    [result] = retriever.recommend([user], k=len(listings) + 1)
+    scores = dict(zip(result.ids, result.scores, strict=True))
+    assert "neu eingestellt" in scores
+    assert scores["neu eingestellt"] == pytest.approx(scores[quiet], abs=1e-5)
+    written = retriever.recommend_all(tmp_path / "all.parquet", k=3)
+    assert written.queries == events["user_id"].nunique()
+    # one added as a server adds a PUT listing: past the table, after the first ranking
+    later = new.assign(listing_id="später eingestellt")
+    vectors, model_rows, _ = retriever.embed_listings(later)
+    retriever.catalogue.add(later, vectors, model_rows)
+    [result] = retriever.recommend([user], k=len(listings) + 2)
+    scores = dict(zip(result.ids, result.scores, strict=True))
+    assert scores["später eingestellt"] == pytest.approx(scores[quiet], abs=1e-5)

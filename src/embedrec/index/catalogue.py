@@ -239,6 +239,22 @@ class Catalogue:
                 out.append({name: added[name] for name in names if name in added})
         return out
 
+    def frame(self, rows: np.ndarray) -> pd.DataFrame:
+        """Fields of ``rows`` as a frame with the catalogue's columns, in the order given:
+        for bulk work on some rows (a model's inputs of its new listings), without building
+        the whole table."""
+        rows = np.asarray(rows, dtype=np.int64)
+        part = self._fields  # once: a merge swaps in another
+        base = len(part.base)
+        inside = rows < base
+        if inside.all():
+            return part.base.iloc[rows].reset_index(drop=True)
+        added = part.added()[0]
+        assert added is not None  # a row past the base is an added one
+        both = pd.concat([part.base.iloc[rows[inside]], added.iloc[rows[~inside] - base]])
+        order = np.concatenate([np.flatnonzero(inside), np.flatnonzero(~inside)])
+        return both.iloc[np.argsort(order, kind="stable")].reset_index(drop=True)
+
     # ------------------------------------------------------------------ search
     def index(self, cosine: bool) -> VectorIndex:
         """The vector index for cosine (unit vectors) or dot-product search, built lazily."""

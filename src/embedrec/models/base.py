@@ -29,7 +29,8 @@ class FeaturesUnsupportedError(DataError):
 
 
 class ColdListingsUnsupportedError(DataError):
-    """A model that scores (user, listing) pairs was asked to rank listings it never saw."""
+    """A model that scores (user, listing) pairs was asked to rank listings it has no row
+    for, without their ``cold_inputs``."""
 
 
 @dataclass(frozen=True)
@@ -331,14 +332,27 @@ class RecModel(nn.Module):
         vectors, a row each): the vectors themselves where a model learns no order of views."""
         return unit_vectors
 
+    def cold_inputs(self, listings: pd.DataFrame) -> np.ndarray | None:
+        """What ``score_listings`` reads, besides their vectors, of listings that have no model
+        row (new ones, given by their fields): an array with a row per listing, or None (the
+        default) where the vectors are all a score needs."""
+        return None
+
     @torch.no_grad()
     def score_listings(
-        self, users: np.ndarray, vectors: np.ndarray, rows: np.ndarray, strict: bool = True
+        self,
+        users: np.ndarray,
+        vectors: np.ndarray,
+        rows: np.ndarray,
+        strict: bool = True,
+        cold: np.ndarray | None = None,
     ) -> np.ndarray:
         """Scores of user rows against listings given by their vectors and model rows.
 
-        A model that scores pairs needs the listing's model row: with ``strict`` a listing
-        without one raises ColdListingsUnsupportedError, else it scores minus infinity."""
+        A model that scores pairs needs the listing's model row or, for a listing without
+        one, its ``cold_inputs`` (``cold``: a row per listing whose row is -1, in order).
+        Given neither, with ``strict`` it raises ColdListingsUnsupportedError, else the
+        listing scores minus infinity."""
         query = self.query_vectors(users)
         return query @ vectors.T
 

@@ -1,7 +1,9 @@
 """The original system's hybrid: ids and listing features through dense layers to a score.
 
 Kept for comparison. Its score needs the (user, listing) pair, so recommending means scoring
-every candidate; similar listings use the listing side of the network (id + features).
+every candidate; similar listings use the listing side of the network (id + features). A new
+listing's side is its features beside a zero id (``cold_inputs``), as a listing whose id no
+training pair reached has.
 """
 
 from __future__ import annotations
@@ -9,12 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from embedrec.models.base import ColdListingsUnsupportedError, embedding
-from embedrec.models.feature_model import FeatureModel
+from embedrec.models.feature_model import EMBED_BATCH, FeatureModel
 
 USER_BLOCK = 64  # users scored at once: bounds the (users, listings, hidden) block
 
@@ -80,12 +83,17 @@ class DeepHybrid(FeatureModel):
         return self.mlp(torch.cat([user_side, listing_side], dim=-1)).squeeze(-1)
 
     def score_matrix(self, users: torch.Tensor, listings: torch.Tensor) -> torch.Tensor:
-        """Scores of every user against every listing, without materialising pair inputs:
-        the first layer splits into a user part and a listing part that are added."""
+        """Scores of every user against every listing row."""
+        return self.side_scores(users, self.listing_side(listings))
+
+    def side_scores(self, users: torch.Tensor, sides: torch.Tensor) -> torch.Tensor:
+        """Scores of every user against every listing given by its listing side, without
+        materialising pair inputs: the first layer splits into a user part and a listing
+        part that are added."""
         first, rest = self.mlp[0], self.mlp[1:]
         dim = self.user_id.embedding_dim
         user_part = self.user_id(users) @ first.weight[:, :dim].T
-        listing_part = self.listing_side(listings) @ first.weight[:, dim:].T + first.bias
+        listing_part = sides @ first.weight[:, dim:].T + first.bias
         rows = []
         for start in range(0, len(users), USER_BLOCK):
             hidden = user_part[start : start + USER_BLOCK, None, :] + listing_part[None, :, :]
@@ -96,17 +104,39 @@ class DeepHybrid(FeatureModel):
         return None  # a score needs the pair: score_listings ranks
 
     @torch.no_grad()
+    def cold_inputs(self, listings: pd.DataFrame) -> np.ndarray:
+        # a new listing's side of the pair is its encoded features beside a zero id, as in
+        # its vector; the vector cannot stand in for it: normalising lost the length that
+        # the score's first layer reads
+        out = [
+            self.features(self.pipeline.transform(listings.iloc[start : start + EMBED_BATCH]))
+            .float()
+            .numpy()
+            for start in range(0, len(listings), EMBED_BATCH)
+        ]
+        return np.concatenate(out) if out else np.zeros((0, self.features.output_dim), np.float32)
+
+    @torch.no_grad()
     def score_listings(
-        self, users: np.ndarray, vectors: np.ndarray, rows: np.ndarray, strict: bool = True
+        self,
+        users: np.ndarray,
+        vectors: np.ndarray,
+        rows: np.ndarray,
+        strict: bool = True,
+        cold: np.ndarray | None = None,
     ) -> np.ndarray:
         scorable = rows >= 0
-        if strict and not scorable.all():
+        if strict and cold is None and not scorable.all():
             raise ColdListingsUnsupportedError(
-                "model 'deep' scores only listings it was trained with; "
-                "use model 'hybrid' for new listings"
+                "model 'deep' scores a listing it has no row for from its cold_inputs, "
+                "and none were given"
             )
+        users = torch.as_tensor(users)
         scores = np.full((len(users), len(rows)), -np.inf, dtype=np.float32)
-        scores[:, scorable] = self.score_matrix(
-            torch.as_tensor(users), torch.as_tensor(rows[scorable])
-        ).numpy()
+        scores[:, scorable] = self.score_matrix(users, torch.as_tensor(rows[scorable])).numpy()
+        if cold is not None and not scorable.all():
+            features = torch.as_tensor(cold)
+            no_id = torch.zeros((len(features), self.listing_id.embedding_dim))
+            sides = torch.cat([no_id, features], dim=1)
+            scores[:, ~scorable] = self.side_scores(users, sides).numpy()
         return scores

@@ -105,12 +105,9 @@ def evaluation_task(retriever: Retriever, events: pd.DataFrame) -> EvaluationTas
 def scorer(retriever: Retriever, task: EvaluationTask) -> Callable[[np.ndarray], np.ndarray]:
     """Scores of the retriever's model for rows of ``task.users`` over the task's listings
     (minus infinity where the model cannot score a listing)."""
-    catalogue = task.catalogue
 
     def score(batch: np.ndarray) -> np.ndarray:
-        return retriever.model.score_listings(
-            task.users[batch], catalogue.vectors, catalogue.model_rows, strict=False
-        )
+        return retriever.score_catalogue(task.users[batch], strict=False)
 
     return task.padded(score)
 

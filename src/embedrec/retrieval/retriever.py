@@ -110,6 +110,8 @@ class Retriever:
         self.listings = listings
         self.name = name
         self.unknown = unknown or []
+        # the catalogue, its rows without a model row and the model's cold_inputs of them
+        self._cold: tuple[Catalogue, np.ndarray, np.ndarray | None] | None = None
 
     @classmethod
     def build(
@@ -271,12 +273,40 @@ class Retriever:
         found, scores = empty_result(len(user_rows), k)
         for start in range(0, len(user_rows), step):
             stop = start + step
-            block = self.model.score_listings(
-                user_rows[start:stop], catalogue.vectors, catalogue.model_rows
-            )
+            block = self.score_catalogue(user_rows[start:stop])
             block[:, blocked] = -np.inf
             found[start:stop], scores[start:stop] = top_k_of_scores(block, k, seen[start:stop])
         return found, scores
+
+    def score_catalogue(self, user_rows: np.ndarray, strict: bool = True) -> np.ndarray:
+        """The model's scores (``score_listings``) of model user rows against every catalogue
+        row; a model that scores pairs scores the listings it has no row for (new ones)
+        from their ``cold_inputs``."""
+        catalogue = self.catalogue
+        model_rows = catalogue.model_rows
+        vectors = catalogue.vectors[: len(model_rows)]
+        cold = self.cold_inputs(catalogue, model_rows)
+        return self.model.score_listings(user_rows, vectors, model_rows, strict, cold)
+
+    def cold_inputs(self, catalogue: Catalogue, model_rows: np.ndarray) -> np.ndarray | None:
+        """The model's ``cold_inputs`` of the catalogue rows among ``model_rows`` (the first
+        rows' model rows) that have none, in row order; None where there are none or the
+        model needs none. Each listing's are computed once: rows only grow, and a model row
+        never changes, so later calls add the new rows' to what earlier ones computed."""
+        cold_rows = np.flatnonzero(model_rows < 0)
+        if not len(cold_rows):
+            return None
+        cached = self._cold
+        if cached is None or cached[0] is not catalogue:  # compaction swaps in another
+            cached = (catalogue, cold_rows[:0], None)
+        _, done_rows, done = cached
+        if len(done_rows) < len(cold_rows):  # else a request that began before the last add
+            inputs = self.model.cold_inputs(catalogue.frame(cold_rows[len(done_rows) :]))
+            if inputs is not None and done is not None:
+                inputs = np.concatenate([done, inputs])
+            done = inputs
+            self._cold = (catalogue, cold_rows, done)  # one assignment: readers take no lock
+        return None if done is None else done[: len(cold_rows)]
 
     def seen_in(self, user_rows: np.ndarray) -> sp.csr_matrix:
         """Users x catalogue rows: the listings each user interacted with in training."""
