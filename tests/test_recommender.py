@@ -450,6 +450,34 @@ def test_a_single_filter_outside_a_list_is_a_type_error(fitted_mf, tmp_path, fil
     assert not (tmp_path / "all.parquet").exists()
 
 
+@pytest.mark.parametrize(
+    "filters",
+    [
+        np.array(["price<=25000", "make!=BMW"]),
+        pd.Series(["price<=25000", "make!=BMW"]),
+        ("price<=25000", parse_filter("make!=BMW")),
+    ],
+    ids=["array", "series", "tuple"],
+)
+def test_filters_may_be_any_sequence_of_expressions(fitted_mf, filters):
+    as_list = ["price<=25000", "make!=BMW"]
+    assert fitted_mf.similar(["Wagen 1 ä"], k=5, filters=filters) == fitted_mf.similar(
+        ["Wagen 1 ä"], k=5, filters=as_list
+    )
+    assert fitted_mf.similar(["Wagen 1 ä"], k=5, filters=np.array([], dtype=str))[0].hits
+
+
+@pytest.mark.parametrize(
+    ("filters", "named"),
+    [([20000], "the int 20000"), ([None], "the NoneType None"), (7, "the int 7")],
+)
+def test_a_filter_that_is_no_expression_is_a_type_error_naming_it(fitted_mf, filters, named):
+    with pytest.raises(TypeError, match=rf"filters must .*got {named}"):
+        fitted_mf.similar(["Wagen 1 ä"], filters=filters)
+    with pytest.raises(TypeError, match="a filter expression must be a str"):
+        parse_filter(20000)
+
+
 def test_k_may_be_a_numpy_integer(fitted_mf, blocks):
     events, listings, _, _ = blocks
     listing, user = listings["listing_id"].iloc[0], events["user_id"].iloc[0]

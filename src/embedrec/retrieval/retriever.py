@@ -146,10 +146,11 @@ class Retriever:
 
         A query listing outside the catalogue but known to the model is embedded from its
         training fields. Raises UnknownListingError, naming every unknown id, before any
-        search. ``filters`` are a list of expressions (``["price<=25000"]``) or Filter
-        objects, or an API-style mapping (``{"price_max": 25000}``). ValueError for a ``k``
-        that is not a whole number from 1 up; TypeError for a single id or filter not in a
-        list (a str would be read as its characters).
+        search. ``filters`` are a sequence of expressions (``["price<=25000"]``) or Filter
+        objects (a list, tuple, array or Series), or an API-style mapping
+        (``{"price_max": 25000}``). ValueError for a ``k`` that is not a whole number from 1
+        up; TypeError for a single id or filter not in a list (a str would be read as its
+        characters) and for a filter that is neither an expression nor a Filter.
         """
         ids = id_list("listing_ids", listing_ids)
         k = positive_int("k", k)
@@ -482,15 +483,33 @@ def id_list(name: str, ids: Sequence) -> list:
 
 
 def as_filters(filters: FilterSpec) -> list[Filter]:
-    """Filters from a list of expressions or Filter objects, or an API-style mapping.
-    TypeError for a single expression or Filter: a str would be read as its characters."""
+    """Filters from a sequence of expressions or Filter objects (a list, tuple, NumPy array
+    or pandas Series), or an API-style mapping. TypeError for a single expression or Filter
+    (a str would be read as its characters), and for an item that is neither, naming it."""
     if isinstance(filters, str | bytes | Filter):
         raise TypeError(
             f"filters must be a list of filters or a mapping, got the single "
             f"{type(filters).__name__} {shown(filters)}; pass [{shown(filters)}]"
         )
-    if not filters:
+    if filters is None:
         return []
     if isinstance(filters, Mapping):
-        return filters_from_mapping(filters)
-    return [f if isinstance(f, Filter) else parse_filter(f) for f in filters]
+        return filters_from_mapping(filters) if filters else []
+    if not isinstance(filters, Iterable):
+        raise TypeError(
+            f"filters must be a list of filters or a mapping, got the "
+            f"{type(filters).__name__} {shown(filters)}"
+        )
+    # item by item, never ``not filters``: an array or a Series has no truth value
+    parsed = []
+    for item in filters:
+        if isinstance(item, Filter):
+            parsed.append(item)
+        elif isinstance(item, str):
+            parsed.append(parse_filter(item))
+        else:
+            raise TypeError(
+                f"filters must hold filter expressions (str, e.g. 'price<=25000') or Filter "
+                f"objects, got the {type(item).__name__} {shown(item)}"
+            )
+    return parsed

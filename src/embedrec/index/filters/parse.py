@@ -8,6 +8,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from embedrec.data.errors import shown
 from embedrec.index.filters.base import Filter, FilterError
 from embedrec.index.filters.radius import RadiusFilter
 from embedrec.index.filters.range import RangeFilter
@@ -19,7 +20,13 @@ _EXPRESSION = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=|!=|<|>|=)\s*(.*?)\s*$"
 
 def parse_filter(expression: str) -> Filter:
     """Parse a CLI filter such as ``price<=25000``, ``make=Nissan,Toyota``, ``body!=van``,
-    ``within=51.05,13.74,100km`` or ``exclude=id1,id2``."""
+    ``within=51.05,13.74,100km`` or ``exclude=id1,id2``. TypeError for anything but a str
+    (a number is no expression: ``[20000]`` says neither field nor comparison)."""
+    if not isinstance(expression, str):
+        raise TypeError(
+            f"a filter expression must be a str such as 'price<=25000', got the "
+            f"{type(expression).__name__} {shown(expression)}"
+        )
     match = _EXPRESSION.match(expression)
     if match is None:
         raise FilterError(
