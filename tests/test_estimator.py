@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import logging
+import pickle
 import sys
 
 import numpy as np
@@ -27,6 +29,16 @@ def test_params_come_from_the_signature_and_clone_works():
     assert (copy.dim, copy.epochs, rec.dim) == (16, 2, 8)
     with pytest.raises(ValueError, match="nope"):
         copy.set_params(nope=1)
+
+
+def test_a_fitted_model_copies_before_and_after_its_first_query(fitted_mf):
+    # copy.deepcopy and multiprocessing's pickling in memory; the retriever a query cached
+    # holds locks and is left out, to be rebuilt by the copy's own first query
+    before = copy.deepcopy(fitted_mf)
+    [answer] = fitted_mf.similar(["Wagen 1 ä"], k=5)
+    for copied in (before, copy.deepcopy(fitted_mf), pickle.loads(pickle.dumps(fitted_mf))):
+        assert copied.similar(["Wagen 1 ä"], k=5) == [answer]
+    assert fitted_mf.retriever() is fitted_mf.retriever()  # the original keeps its own
 
 
 def test_one_source_of_defaults_for_the_cli_and_the_trainer():

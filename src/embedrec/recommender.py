@@ -268,6 +268,14 @@ class Recommender:
             setattr(self, name, value)
         return self
 
+    def __getstate__(self) -> dict[str, Any]:
+        # for copies in memory (copy.deepcopy, multiprocessing): the retriever the first query
+        # cached holds locks (its catalogue's, its filter caches'), which neither copies nor
+        # pickles, and is rebuilt on demand. A model is saved as files, never pickled (save)
+        state = self.__dict__.copy()
+        state.pop("_retriever", None)
+        return state
+
     def __repr__(self) -> str:
         defaults = self.defaults()
         changed = {k: v for k, v in self.get_params().items() if v != defaults[k]}
