@@ -6,12 +6,13 @@ import json
 import subprocess
 import sys
 
+import click
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from embedrec.cli import _cell, main
+from embedrec.cli import CutOffs, _cell, main
 
 COMMANDS = [
     "generate",
@@ -231,6 +232,13 @@ def test_evaluate_of_events_no_known_user_made_counts_them_and_scores_none(
     report = json.loads(next(x for x in result.output.splitlines() if x.startswith("{")))
     assert report["overall"]["users"] == 0
     assert report["counts"]["events_skipped_unknown_user"] == report["counts"]["events"] == 200
+
+
+def test_cut_offs_follow_the_rule_of_evaluate():
+    assert CutOffs().convert("5, 20,5", None, None) == (5, 20)
+    for bad in ("0", "5,", "-3", "5.0", "x"):
+        with pytest.raises(click.BadParameter, match="whole numbers from 1 up"):
+            CutOffs().convert(bad, None, None)
 
 
 @pytest.mark.slow

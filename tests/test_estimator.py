@@ -41,6 +41,24 @@ def test_a_fitted_model_copies_before_and_after_its_first_query(fitted_mf):
     assert fitted_mf.retriever() is fitted_mf.retriever()  # the original keeps its own
 
 
+@pytest.mark.parametrize(
+    ("ks", "named"),
+    [([], "at least one cut-off"), ([0], "got 0"), ([-3], "got -3"), ([5.0], "got 5.0"),
+     ([True], "got True"), ("10", "got '10'"), (None, "got None")],
+)  # fmt: skip
+def test_evaluation_cut_offs_are_whole_numbers_from_1_named_ks(fitted_mf, blocks, ks, named):
+    events, _, _, _ = blocks
+    with pytest.raises(ValueError, match=rf"^ks must .*{named}"):
+        fitted_mf.evaluate(events, ks=ks)
+
+
+def test_one_cut_off_may_be_given_alone(fitted_mf, blocks):
+    events, _, _, _ = blocks
+    report = fitted_mf.evaluate(events.iloc[::7], ks=np.int64(5))
+    assert {"recall@5", "ndcg@5"} <= set(report["overall"])
+    assert not any(key.endswith(("@10", "@20")) for key in report["overall"])
+
+
 def test_one_source_of_defaults_for_the_cli_and_the_trainer():
     from embedrec.cli import train as train_command
 

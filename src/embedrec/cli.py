@@ -22,6 +22,7 @@ from embedrec.data.ids import parse_id
 from embedrec.data.io import check_event_weights
 from embedrec.data.jsonable import plain
 from embedrec.data.schema import SchemaConfig
+from embedrec.evaluation.metrics import cut_offs
 from embedrec.models.registry import MODELS
 from embedrec.recommender import Recommender
 from embedrec.retrieval.batch import CHUNK_SIZE, check_output, torchrun_rank
@@ -44,9 +45,13 @@ class CutOffs(click.ParamType):
         if isinstance(value, tuple):
             return value
         parts = [part.strip() for part in str(value).split(",")]
-        if not all(part.isascii() and part.isdigit() and int(part) >= 1 for part in parts):
-            self.fail(f"expected whole numbers from 1 up, comma-separated (10,20), got {value!r}")
-        return tuple(int(part) for part in parts)
+        message = f"expected whole numbers from 1 up, comma-separated (10,20), got {value!r}"
+        if not all(part.isascii() and part.isdigit() for part in parts):
+            self.fail(message)
+        try:  # the rule Recommender.evaluate applies
+            return cut_offs([int(part) for part in parts])
+        except ValueError:
+            self.fail(message)
 
 
 class ModelChoice(click.Choice):

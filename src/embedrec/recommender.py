@@ -33,6 +33,7 @@ from embedrec.data.io import (
 from embedrec.data.jsonable import json_text
 from embedrec.data.prepare import Interactions
 from embedrec.data.schema import FeatureSpec, SchemaConfig
+from embedrec.evaluation.metrics import cut_offs
 from embedrec.evaluation.report import warm_cold_report
 from embedrec.features.pipeline import FeaturePipeline
 from embedrec.memory import release_free_memory
@@ -664,7 +665,7 @@ class Recommender:
         self,
         interactions: Source,
         listings: Source | None = None,
-        ks: Sequence[int] = (10, 20),
+        ks: int | Sequence[int] = (10, 20),
         since: object = None,
         until: object = None,
     ) -> dict[str, Any]:
@@ -677,8 +678,10 @@ class Recommender:
         error (``"recall@10_se"``). ``similar`` judges similar listings by behaviour: how often
         the next listing a visitor viewed in a session is among the first one's k similar
         listings (``hit@k``), for warm and cold first listings. ``since`` and ``until``
-        evaluate the events in that window only, as in ``fit``.
+        evaluate the events in that window only, as in ``fit``. ``ks``: whole numbers from
+        1 up, or one (else ValueError naming ``ks``, before any work).
         """
+        ks = cut_offs(ks)
         retriever = self.retriever(listings)
         weights = self.event_weights or DEFAULT_EVENT_WEIGHTS
         events = load_interactions(interactions, weights, since=since, until=until)

@@ -7,12 +7,14 @@ matrices for what to exclude and what is relevant. Nothing loops over interactio
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from numbers import Integral
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
+from embedrec.data.errors import shown
 from embedrec.ranking import top_k_of_scores
 
 METRICS = ("recall", "ndcg", "hitrate", "mrr", "coverage")
@@ -20,6 +22,24 @@ METRICS = ("recall", "ndcg", "hitrate", "mrr", "coverage")
 PER_USER_METRICS = ("recall", "ndcg", "hitrate", "mrr")
 # scores held at once when users are batched automatically: 2**26 floats, 256 MB in float32
 SCORES_PER_BATCH = 2**26
+
+
+def cut_offs(ks: Integral | Iterable[Integral], name: str = "ks") -> tuple[int, ...]:
+    """The cut-offs ``ks`` (``recall@k`` for each k) as a tuple of Python ints, in the order
+    given, each once; a single whole number is one cut-off. ValueError naming ``name``
+    unless they are whole numbers from 1 up, at least one (a str is no list of them)."""
+    given = (ks,) if isinstance(ks, Integral) else ks
+    if isinstance(given, str | bytes) or not isinstance(given, Iterable):
+        raise ValueError(f"{name} must be whole numbers from 1 up, got {shown(ks)}")
+    given = list(given)
+    for k in given:
+        if isinstance(k, bool) or not isinstance(k, Integral) or k < 1:
+            raise ValueError(
+                f"{name} must be whole numbers from 1 up, got {shown(k)} in {shown(ks)}"
+            )
+    if not given:
+        raise ValueError(f"{name} must hold at least one cut-off, got {shown(ks)}")
+    return tuple(dict.fromkeys(int(k) for k in given))
 
 
 def topk_excluding(
@@ -204,6 +224,7 @@ def evaluate_scorer(
     next call overwrites anyway, as ``ranking.dot_scorer``'s), instead of a copy of it: one
     batch's scores less in memory (256 MB against a million listings) and no copy per batch.
     """
+    ks = cut_offs(ks)
     train = sp.csr_matrix(train)
     if train.shape != test.shape:
         raise ValueError(f"train has shape {train.shape}, test has {test.shape}")
