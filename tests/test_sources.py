@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from embedrec.cli import main
 from embedrec.data.errors import DataError
 from embedrec.data.io import load_interactions, load_listings
+from embedrec.data.sources import Window
 from embedrec.recommender import Recommender
 
 DAYS = [f"2026-11-0{d}" for d in range(1, 7)]
@@ -184,6 +185,26 @@ def test_missing_paths_and_empty_globs_are_named(tmp_path, by_day):
         load_interactions(by_day, since="yesterday")
     with pytest.raises(ValueError, match="must be earlier than until"):
         load_interactions(by_day, since="2026-11-03", until="2026-11-02")
+
+
+@pytest.mark.parametrize("text", ["01.10.2026", "10/01/2026", "today", "now", "Dec 1 2026"])
+def test_a_window_bound_that_is_no_iso_date_is_refused(text):
+    # pandas would read these, "01.10.2026" month first as January 10
+    with pytest.raises(ValueError, match=rf"until: cannot read '{text}' .*ISO-8601"):
+        Window.parse(until=text)
+
+
+@pytest.mark.parametrize(
+    ("text", "moment"),
+    [
+        ("2026-10-01", "2026-10-01T00:00:00Z"),
+        ("2026-10-01T12:30", "2026-10-01T12:30:00Z"),
+        ("2026-10-01T12:30:00Z", "2026-10-01T12:30:00Z"),
+        ("2026-10-01 12:30:00+02:00", "2026-10-01T10:30:00Z"),
+    ],
+)
+def test_window_bounds_are_iso_dates_or_times_utc_unless_zoned(text, moment):
+    assert Window.parse(since=text).since == int(pd.Timestamp(moment).timestamp())
 
 
 def test_an_unknown_scheme_is_an_error_listing_the_known_ones():

@@ -54,8 +54,8 @@ class Window:
 
     @classmethod
     def parse(cls, since: object = None, until: object = None) -> Window:
-        """From ISO dates or times (``2026-11-01``, ``2026-11-01T12:00:00+01:00``; without
-        a zone, UTC), datetimes or epoch seconds."""
+        """From ISO-8601 dates or times (``2026-11-01``, ``2026-11-01T12:00:00+01:00``;
+        without a zone, UTC; other text is refused), datetimes or epoch seconds (numbers)."""
         window = cls(_seconds(since, "since"), _seconds(until, "until"))
         if window.since is not None and window.until is not None and window.since >= window.until:
             raise ValueError(f"since ({since}) must be earlier than until ({until})")
@@ -115,15 +115,27 @@ def _seconds(value: object, what: str) -> int | None:
         return None
     if isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool):
         return int(value)
-    try:
+    if isinstance(value, datetime | np.datetime64):
         moment = pd.Timestamp(value)
-    except (ValueError, TypeError):
-        raise ValueError(
-            f"{what}: cannot read {value!r} as a date or time; use ISO-8601 "
-            "(2026-11-01 or 2026-11-01T12:00:00Z)"
-        ) from None
+    elif isinstance(value, str):
+        moment = pd.Timestamp(_iso_moment(value, what))
+    else:
+        raise ValueError(f"{what}: {value!r} is no date or time; {_ISO_FORMS}")
     moment = moment.tz_localize("UTC") if moment.tzinfo is None else moment
     return int(moment.timestamp() // 1)
+
+
+_ISO_FORMS = "use ISO-8601 (2026-11-01, 2026-11-01T12:00:00 or 2026-11-01T12:00:00+01:00)"
+
+
+def _iso_moment(text: str, what: str) -> datetime:
+    """ISO-8601 only: pandas' own parser also reads "01.10.2026" (month first, as January
+    10), "today" and "Dec 1 2026", so a window would silently start on another day than
+    the one meant."""
+    try:
+        return datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"{what}: cannot read {text!r} as a date or time; {_ISO_FORMS}") from None
 
 
 @dataclass
