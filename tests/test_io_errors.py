@@ -125,14 +125,61 @@ def test_an_unparseable_text_timestamp_is_quoted():
     assert (caught.value.row, caught.value.column) == (2, "timestamp")
 
 
+# ------------------------------------------------------------------ lines of CSV rows
+LISTINGS = "listing_id,title,lat,lon\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "line"),
+    [
+        ('A1,"Golf\nmit\nExtras",51.0,13.7\nA2,Polo,51.0,13.7\nA3,Passat,95.0,13.7\n', 6),
+        ("A1,Golf,51.0,13.7\n\n\nA2,Polo,51.0,13.7\nA3,Passat,95.0,13.7\n", 6),
+        ('\nA1,"Golf\n\nGTI",51.0,13.7\n\nA2,Passat,95.0,13.7\n', 7),
+    ],
+    ids=["quoted-newlines", "blank-lines", "both"],
+)
+def test_a_csv_error_names_the_line_its_row_starts_on(tmp_path, body, line):
+    path = write(tmp_path, "listings.csv", LISTINGS + body)
+    row = body.strip("\n").count(",51.0,") + 1  # the bad row comes after the good ones
+    with pytest.raises(DataError, match="lat must be a number") as caught:
+        load_listings(path)
+    assert located(caught.value) == (str(path), row, "lat", line)
+    assert f"row {row} (line {line}), column 'lat'" in str(caught.value)
+
+
+def test_an_error_located_in_a_csv_later_names_the_line_too(tmp_path):
+    path = write(tmp_path, "listings.csv", LISTINGS + 'A1,"Golf\nGTI",51.0,13.7\nA2,Polo,x,\n')
+    error = DataError("not a number: 'x'", row=2, column="lat").in_file(str(path))
+    assert str(error) == f"{path}, row 2 (line 4), column 'lat': not a number: 'x'"
+    # a row the file does not hold (it was changed since) has no line, not a wrong one
+    assert DataError("bad", row=9, column="lat").in_file(str(path)).line is None
+
+
 # ------------------------------------------------------------------ files that do not parse
-def test_a_latin1_csv_is_a_data_error_naming_the_file(tmp_path):
+def test_a_latin1_csv_names_the_line_and_character_of_its_first_non_utf8_byte(tmp_path):
     path = write(tmp_path, "listings.csv", "listing_id,make\na,Citroën\nb,Müller\n", "latin-1")
     with pytest.raises(DataError, match="cannot read the file") as caught:
         load_listings(path)
     assert caught.value.file == str(path)
-    assert str(caught.value).startswith(f"{path}: cannot read the file: ")
-    assert "utf-8" in str(caught.value)  # the decoder's reason is kept
+    # the decoder's own position counts from a buffer of pandas', not from the file
+    assert str(caught.value).startswith(
+        f"{path}: cannot read the file: line 2, character 8: byte 0xeb is not UTF-8 text"
+    )
+    assert "save it as UTF-8" in str(caught.value)
+
+
+def test_the_first_non_utf8_byte_is_found_past_a_block_and_in_a_compressed_file(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr("embedrec.data.csvtext._BLOCK", 7)  # lines cut across blocks
+    text = "listing_id,make\na,VW\nb,Škoda\nc,Müller\n"
+    plain = tmp_path / "listings.csv"
+    plain.write_bytes(text.encode("cp1250"))
+    packed = tmp_path / "listings.csv.gz"
+    packed.write_bytes(gzip.compress(text.encode("utf-8").replace(b"\xc3\xbc", b"\xfc")))
+    for path, where in ((plain, "line 3, character 3: byte 0x8a"), (packed, "line 4, character 4")):
+        with pytest.raises(DataError, match=where):
+            load_listings(path)
 
 
 def test_a_latin1_header_is_a_data_error_too(tmp_path):

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from embedrec.data.csvtext import row_line
+
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.zst")
 
 
@@ -15,7 +17,8 @@ class DataError(ValueError):
     """Bad input data, located as precisely as we can: file, row and column.
 
     ``row`` is the 1-based data row (the header is not counted); for CSV files the message
-    also gives the line number in the file, so an editor can jump to it.
+    also gives the line the row starts on, so an editor can jump to it (a quoted field may
+    span lines, and blank lines are no rows: the line is found by reading the file again).
     """
 
     def __init__(
@@ -49,7 +52,7 @@ class DataError(ValueError):
         CSV file's line number for its row)."""
         line = self.line
         if line is None and self.row is not None and file.lower().endswith(CSV_SUFFIXES):
-            line = self.row + 1  # the header is line 1
+            line = row_line(file, self.row)
         return DataError(self.message, file=file, row=self.row, column=self.column, line=line)
 
 

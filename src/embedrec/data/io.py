@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pandas._libs.parsers import STR_NA_VALUES
 
+from embedrec.data.csvtext import first_non_utf8, row_line
 from embedrec.data.errors import CSV_SUFFIXES, DataError, shown
 from embedrec.data.ids import (
     MAX_ID_LENGTH,
@@ -108,7 +109,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
             raise DataError("unknown file type; use a .csv or .parquet file", file=str(path))
     except DataError:
         raise
-    except (pa.ArrowException, pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+    except UnicodeDecodeError as exc:
+        raise DataError(_not_utf8(path, exc), file=str(path)) from None
+    except (pa.ArrowException, pd.errors.ParserError, OSError) as exc:
         raise DataError(f"cannot read the file: {exc}", file=str(path)) from None
     except pd.errors.EmptyDataError:
         raise DataError("the file is empty", file=str(path)) from None
@@ -116,6 +119,23 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise DataError("the file holds no rows", file=str(path))
     frame.attrs["source"] = str(path)
     return frame
+
+
+def _not_utf8(path: Path, exc: UnicodeDecodeError) -> str:
+    """Where the file stops being UTF-8: the decoder's own position counts from the start
+    of one of pandas' buffers, not of the file."""
+    advice = (
+        "is not UTF-8 text (the file seems to be in another encoding, such as Latin-1 or "
+        "Windows-1252); save it as UTF-8 (in Excel: CSV UTF-8)"
+    )
+    try:
+        found = first_non_utf8(str(path))
+    except (OSError, pa.ArrowException):
+        found = None
+    if found is None:
+        return f"cannot read the file: byte 0x{exc.object[exc.start]:02x} {advice}"
+    line, character, byte = found
+    return f"cannot read the file: line {line}, character {character}: byte 0x{byte:02x} {advice}"
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
@@ -392,7 +412,7 @@ def _frame(source: Source) -> tuple[pd.DataFrame, str]:
 
 def _fail(message: str, name: str, row: int, column: str) -> None:
     """Raise for the 0-based position ``row``; messages count rows from 1."""
-    line = row + 2 if name.lower().endswith(CSV_SUFFIXES) else None
+    line = row_line(name, row + 1) if name.lower().endswith(CSV_SUFFIXES) else None
     raise DataError(message, file=name, row=row + 1, column=column, line=line)
 
 
