@@ -155,6 +155,52 @@ def test_an_error_located_in_a_csv_later_names_the_line_too(tmp_path):
     assert DataError("bad", row=9, column="lat").in_file(str(path)).line is None
 
 
+# ------------------------------------------------------------------ headers
+@pytest.mark.parametrize(
+    ("header", "column", "positions"),
+    [
+        ("user_id,listing_id,timestamp,event,event", "event", "columns 4 and 5"),
+        ("user_id,listing_id,timestamp,user_id", "user_id", "columns 1 and 4"),
+    ],
+)
+def test_a_column_named_twice_in_a_csv_header_is_refused(tmp_path, header, column, positions):
+    # pandas renames the second (event.1), which would then be read as no column at all
+    path = write(tmp_path, "events.csv", f"{header}\nu,a,2026-10-01,view,contact\n")
+    with pytest.raises(DataError, match=f"names column '{column}' twice \\({positions}\\)") as e:
+        load_interactions(path)
+    assert (e.value.file, e.value.column) == (str(path), column)
+
+
+def test_a_dataframe_with_a_column_named_twice_is_refused():
+    frame = pd.DataFrame([["a", 1, 2]], columns=["listing_id", "price", "price"])
+    with pytest.raises(DataError, match="two columns are named 'price'"):
+        load_listings(frame)
+
+
+def test_empty_unnamed_columns_are_dropped_and_said(tmp_path, caplog):
+    rows = ["listing_id,make,price", "A1,VW,1000", "A2,BMW,3000"]
+    path = write(tmp_path, "listings.csv", "\n".join(row + ",," for row in rows) + "\n")
+    with caplog.at_level("INFO", logger="embedrec"):
+        listings = load_listings(path)
+    assert list(listings.columns) == ["listing_id", "make", "price"]
+    assert "dropped 2 empty column(s) without a name" in caplog.text
+
+
+def test_an_unnamed_column_holding_values_is_refused_naming_its_position(tmp_path):
+    path = write(tmp_path, "listings.csv", "listing_id,make,,price\nA1,VW,,1\nA2,BMW,x,2\n")
+    with pytest.raises(DataError, match="column 3 has no name in the header but holds") as e:
+        load_listings(path)
+    assert (e.value.row, e.value.line) == (2, 3)
+
+
+@pytest.mark.parametrize(("separator", "called"), [(";", "';'"), ("\t", "tabs")])
+def test_a_csv_separated_otherwise_than_by_commas_says_so(tmp_path, separator, called):
+    text = separator.join(["listing_id", "make", "price"]) + "\n" + separator.join("AB1") + "\n"
+    path = write(tmp_path, "listings.csv", text)
+    with pytest.raises(DataError, match=f"seems to be separated by {called}; embedrec reads "):
+        load_listings(path)
+
+
 # ------------------------------------------------------------------ files that do not parse
 def test_a_latin1_csv_names_the_line_and_character_of_its_first_non_utf8_byte(tmp_path):
     path = write(tmp_path, "listings.csv", "listing_id,make\na,Citroën\nb,Müller\n", "latin-1")

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pandas._libs.parsers import STR_NA_VALUES
 
-from embedrec.data.csvtext import first_non_utf8, row_line
+from embedrec.data.csvtext import first_non_utf8, raw_header, row_line
 from embedrec.data.errors import CSV_SUFFIXES, DataError, shown
 from embedrec.data.ids import (
     MAX_ID_LENGTH,
@@ -139,6 +139,9 @@ def _not_utf8(path: Path, exc: UnicodeDecodeError) -> str:
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
+    written = raw_header(str(path))
+    if written:
+        _check_header(written, str(path))
     header = pd.read_csv(path, nrows=0).columns
     # ids are never "missing" because they read like NA or null: they are kept as written
     na_values = {c: ([""] if c in ID_COLUMNS else sorted(STR_NA_VALUES)) for c in header}
@@ -148,10 +151,63 @@ def _read_csv(path: Path) -> pd.DataFrame:
         keep_default_na=False,
         na_values=na_values,
     )
+    if written and len(written) == len(frame.columns):
+        frame = _without_empty_unnamed(frame, written, str(path))
     for column in ID_COLUMNS:
         if column in frame.columns:
             frame[column] = _typed_ids(frame[column].astype(object))
     return frame
+
+
+def _check_header(names: list[str], name: str) -> None:
+    """The header as written: pandas renames a repeated name (``event``, ``event.1``), so
+    the second column would be read as another one, or not at all."""
+    if len(names) == 1:
+        for separator, called in ((";", "';'"), ("\t", "tabs")):
+            if separator in names[0]:
+                raise DataError(
+                    f"the header is one column {shown(names[0][:60])}: the file seems to be "
+                    f"separated by {called}; embedrec reads comma-separated CSV (save it "
+                    "with ',' between the columns, or as Parquet)",
+                    file=name,
+                )
+    seen: dict[str, int] = {}
+    for position, column in enumerate(names, start=1):
+        if not column.strip():
+            continue
+        first = seen.setdefault(column, position)
+        if first != position:
+            raise DataError(
+                f"the header names column {shown(column)} twice (columns {first} and "
+                f"{position}); rename or remove one",
+                file=name,
+                column=column,
+            )
+
+
+def _without_empty_unnamed(frame: pd.DataFrame, names: list[str], name: str) -> pd.DataFrame:
+    """Columns without a name in the header are dropped where they hold nothing (a
+    spreadsheet's trailing separators: pandas calls them ``Unnamed: 5``); one that holds
+    values is refused, as it could be any column."""
+    unnamed = [i for i, column in enumerate(names) if not column.strip()]
+    if not unnamed:
+        return frame
+    for position in unnamed:
+        values = frame.iloc[:, position]
+        filled = values.notna().to_numpy()
+        if values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
+            filled = filled & (values.astype(str).str.strip() != "").to_numpy()
+        if filled.any():
+            row = int(np.flatnonzero(filled)[0])
+            raise DataError(
+                f"column {position + 1} has no name in the header but holds values "
+                f"({shown(values.iloc[row])}); name it in the header or remove it",
+                file=name,
+                row=row + 1,
+                line=row_line(name, row + 1),
+            )
+    logger.info("%s: dropped %d empty column(s) without a name in the header", name, len(unnamed))
+    return frame.drop(columns=frame.columns[unnamed])
 
 
 def _typed_ids(text: pd.Series) -> pd.Series:
@@ -399,6 +455,10 @@ def _frame(source: Source) -> tuple[pd.DataFrame, str]:
         name = source.attrs.get("source", "<DataFrame>")
         if source.empty:
             raise DataError("the table holds no rows", file=name)
+        repeated = source.columns[source.columns.duplicated()]
+        if len(repeated):
+            column = str(repeated[0])
+            raise DataError(f"two columns are named {column!r}", file=name, column=column)
         if not all(isinstance(column, str) for column in source.columns):
             # columns are named by text everywhere (schema, config, filters): 5 is "5"
             names = [str(column) for column in source.columns]
