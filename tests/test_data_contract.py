@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import decimal
+
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from embedrec.data.errors import DataError
@@ -329,6 +333,21 @@ def test_schema_inference_and_config_overrides(tmp_path):
         SchemaConfig.from_toml(bad)
     with pytest.raises(DataError, match="not in the listings table"):
         infer_schema(listings, SchemaConfig(drop=["nope"]))
+
+
+def test_a_decimal_column_is_a_numeric_feature(tmp_path):
+    # Parquet DECIMAL (a price in a SQL export) arrives as Python Decimals
+    prices = [decimal.Decimal("12500.00"), None, decimal.Decimal("9990.50")]
+    table = pa.table(
+        {"listing_id": ["a", "b", "c"], "price": pa.array(prices, pa.decimal128(12, 2))}
+    )
+    pq.write_table(table, tmp_path / "listings.parquet")
+    given = pd.DataFrame({"listing_id": ["a", "b", "c"], "price": pd.Series(prices, dtype=object)})
+    for source in (tmp_path / "listings.parquet", given):  # a file, or embed's and PUT's tables
+        listings = load_listings(source)
+        assert listings["price"].dtype == np.float64
+        assert listings["price"].tolist()[::2] == [12500.0, 9990.5]
+        assert [(s.name, s.kind) for s in infer_schema(listings)] == [("price", "numeric")]
 
 
 def test_a_column_of_lists_is_a_multi_valued_feature_and_one_of_mappings_is_refused(tmp_path):

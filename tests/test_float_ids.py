@@ -4,10 +4,13 @@ writes; any other float is refused where it is read."""
 
 from __future__ import annotations
 
+import decimal
 import json
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from conftest import block_data
@@ -115,3 +118,50 @@ def test_cli_refuses_a_csv_float_id_that_is_no_integer_at_its_line(tmp_path):
         "events.csv, row 5 (line 6), column 'listing_id': listing_id 64.5 is not a whole" in output
     )
     assert "Traceback" not in output
+
+
+def decimal_parquet(frame: pd.DataFrame, path, columns: dict[str, pa.DataType]) -> str:
+    """``frame`` as Parquet with ``columns`` as DECIMAL, as SQL exports write NUMBER."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    for column, kind in columns.items():
+        values = [None if v != v else decimal.Decimal(str(v)) for v in frame[column]]
+        table = table.set_column(
+            table.schema.get_field_index(column), column, pa.array(values, kind)
+        )
+    pq.write_table(table, path)
+    return str(path)
+
+
+def test_decimal_ids_are_integer_ids_the_model_answers_by(tmp_path):
+    events, listings = integer_tables(floats=False)
+    ids = pa.decimal128(18, 0)
+    events_file = decimal_parquet(
+        events, tmp_path / "e.parquet", {"user_id": ids, "listing_id": ids}
+    )
+    listings_file = decimal_parquet(listings, tmp_path / "l.parquet", {"listing_id": ids})
+    assert load_listings(listings_file)["listing_id"].dtype == np.int64
+    rec = Recommender(model="mf", epochs=1, seed=0, progress=False)
+    rec.fit(events_file, listings_file)
+    assert rec.report_["events_skipped_unknown_listing"] == 0
+    assert rec.users_.ids.dtype == np.int64 and rec.listings_.ids.dtype == np.int64
+    [hits] = rec.similar([12], k=3)
+    assert hits.query == 12 and all(type(hit.listing_id) is int for hit in hits.hits)
+    assert rec.recommend([1000], k=3)[0].hits
+    # integer ids in the events meet DECIMAL ids in the listings
+    rec.fit(events, listings_file)
+    assert rec.report_["events_skipped_unknown_listing"] == 0
+
+
+@pytest.mark.parametrize("column", ["user_id", "listing_id"])
+def test_a_decimal_id_that_is_no_integer_is_refused_at_its_row(tmp_path, column):
+    events = pd.DataFrame({"user_id": [1, 2, 3], "listing_id": [4, 5, 6], "timestamp": [1, 2, 3]})
+    events[column] = [1.0, 2.5, 3.0]
+    path = decimal_parquet(events, tmp_path / "e.parquet", {column: pa.decimal128(18, 2)})
+    with pytest.raises(DataError, match=rf"{column} '2.50' is not a whole number") as caught:
+        load_interactions(path)
+    assert (caught.value.file, caught.value.row, caught.value.column) == (path, 2, column)
+    too_large = events.assign(**{column: [1, 2, 2**63]})
+    path = decimal_parquet(too_large, tmp_path / "big.parquet", {column: pa.decimal128(38, 0)})
+    with pytest.raises(DataError, match="within 64 bits") as caught:
+        load_interactions(path)
+    assert caught.value.row == 3

@@ -407,9 +407,14 @@ def _listings(frame: pd.DataFrame, name: str, model_listings: pd.Index | None) -
             f"duplicate listing_id {shown(frame['listing_id'].iloc[row])}", name, row, "listing_id"
         )
     for column, dtype in frame.dtypes.items():
-        mixed = pd.api.types.is_object_dtype(dtype) and (
-            pd.api.types.infer_dtype(frame[column], skipna=True) == "mixed"
-        )
+        is_object = pd.api.types.is_object_dtype(dtype)
+        kind = pd.api.types.infer_dtype(frame[column], skipna=True) if is_object else None
+        if kind == "decimal":
+            # Parquet DECIMAL (prices in SQL exports) arrives as Python Decimals: numbers,
+            # for the encoders, the schema and filters alike
+            frame = frame.assign(**{column: frame[column].astype(np.float64)})
+            dtype = frame[column].dtype
+        mixed = kind == "mixed"
         if mixed:  # lists, or values of several kinds
             joined = _lists_joined(frame[column], name, str(column))
             if joined is not None:
@@ -514,6 +519,8 @@ def _checked_ids(ids: pd.Series, name: str, column: str) -> pd.Series:
         kind = ids.cat.categories.dtype
         ids = ids.astype(object if ids.isna().any() else kind)
     _check_ids(ids, name, column)
+    if ids.dtype == object and pd.api.types.infer_dtype(ids, skipna=True) == "decimal":
+        return _decimal_ids(ids, name, column)
     if not holds_floats(ids):
         return ids
     bad = not_whole(ids)
@@ -527,6 +534,31 @@ def _checked_ids(ids: pd.Series, name: str, column: str) -> pd.Series:
             column,
         )
     return whole_float_ids(ids)
+
+
+def _decimal_ids(ids: pd.Series, name: str, column: str) -> pd.Series:
+    """Parquet DECIMAL ids (``decimal128(18, 0)``, as SQL exports write a NUMBER column) as
+    the integers they write, as whole float ids are, so that they meet the integer ids of
+    other tables, models and queries; a fraction, or more than 64 bits, is refused."""
+    whole = np.array(
+        [
+            v.is_finite() and v == v.to_integral_value() and -_INT64_MAX - 1 <= v <= _INT64_MAX
+            for v in ids
+        ],
+        dtype=bool,
+    )
+    if not whole.all():
+        bad = ~whole
+        row = int(np.flatnonzero(bad)[0])
+        _fail(
+            f"{column} {str(ids.iloc[row])!r} is not a whole number ({int(bad.sum())} such "
+            "rows); ids given as decimals must be integers within 64 bits (64.00 is the id 64)",
+            name,
+            row,
+            column,
+        )
+    integers = np.array([int(v) for v in ids], dtype=np.int64)
+    return pd.Series(integers, index=ids.index, name=ids.name)
 
 
 def _check_ids(ids: pd.Series, name: str, column: str) -> None:
