@@ -14,6 +14,7 @@ from embedrec.data.errors import DataError
 from embedrec.data.io import load_interactions, load_listings, read_table
 from embedrec.data.prepare import prepare
 from embedrec.data.schema import SchemaConfig, infer_schema
+from embedrec.features import FeaturePipeline
 
 
 def write(tmp_path, name: str, text: str):
@@ -348,6 +349,52 @@ def test_a_decimal_column_is_a_numeric_feature(tmp_path):
         assert listings["price"].dtype == np.float64
         assert listings["price"].tolist()[::2] == [12500.0, 9990.5]
         assert [(s.name, s.kind) for s in infer_schema(listings)] == [("price", "numeric")]
+
+
+def price_rows(prices: list[str]) -> str:
+    return "listing_id,make,price\n" + "".join(
+        f"L{i},{'VW' if i % 2 else 'BMW'},{price}\n" for i, price in enumerate(prices)
+    )
+
+
+def test_a_column_of_numbers_with_a_few_words_is_refused_not_made_categorical(tmp_path):
+    prices = [str(10_000 + 500 * i) for i in range(30)]
+    prices[7] = "k.A."
+    path = write(tmp_path, "listings.csv", price_rows(prices))
+    listings = load_listings(path)
+    with pytest.raises(DataError, match=r"'k.A.' is not a number, but 29 of the column's 30") as e:
+        infer_schema(listings, source=str(path))
+    assert (e.value.file, e.value.row, e.value.line, e.value.column) == (str(path), 8, 9, "price")
+    assert '[features.types]: price = "categorical"' in str(e.value)
+    forced = infer_schema(listings, SchemaConfig(types={"price": "categorical"}))
+    assert {s.name: s.kind for s in forced}["price"] == "categorical"
+
+
+def test_missing_markers_in_a_column_of_numbers_are_missing_values(tmp_path):
+    prices = [str(10_000 + 500 * i) for i in range(30)]
+    prices[3], prices[5], prices[9] = "-", "n/a", "NULL"
+    listings = load_listings(write(tmp_path, "listings.csv", price_rows(prices)))
+    assert listings["price"].dtype == np.float64 and listings["price"].isna().sum() == 3
+    # text from a table typed so: the same markers, also without case or spaces
+    text = pd.DataFrame({"listing_id": range(30), "price": prices}).astype({"price": object})
+    text.loc[5, "price"] = " N/A "
+    specs = infer_schema(text)
+    assert [(s.name, s.kind) for s in specs] == [("price", "numeric")]
+    encoded = FeaturePipeline(specs).fit(text).transform(text)
+    assert encoded["price.missing"].numpy().nonzero()[0].tolist() == [3, 5, 9]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["01067", "80331", "10115", "-"] * 5,  # postal codes: codes, not numbers
+        [str(i) for i in range(8)] + ["a", "b"] + ["c"] * 10,  # 8 of 11 distinct: words
+    ],
+    ids=["leading-zeros", "few-numbers"],
+)
+def test_text_that_is_not_nearly_all_numbers_stays_categorical(values):
+    listings = pd.DataFrame({"listing_id": range(len(values)), "code": values})
+    assert [(s.name, s.kind) for s in infer_schema(listings)] == [("code", "categorical")]
 
 
 def test_a_column_of_lists_is_a_multi_valued_feature_and_one_of_mappings_is_refused(tmp_path):

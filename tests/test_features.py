@@ -321,3 +321,15 @@ def test_one_listing_transforms_as_it_does_among_many(pipeline):
         one = pipeline.transform(listings.iloc[row : row + 1])
         for key, tensor in one.items():
             torch.testing.assert_close(tensor, whole[key][row : row + 1])
+
+
+def test_training_logs_the_inferred_feature_kinds_in_one_line(caplog):
+    from conftest import block_data
+
+    from embedrec.training.preparation import prepare_training_data
+
+    events, listings, _, _ = block_data(n_users=20, n_listings=12)
+    with caplog.at_level("INFO", logger="embedrec"):
+        prepare_training_data(events, listings, features_for="hybrid", progress=False)
+    lines = [r.getMessage() for r in caplog.records if "listing features" in r.getMessage()]
+    assert lines == ["listing features: geo (lat, lon) geo, make categorical, price numeric"]

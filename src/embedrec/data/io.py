@@ -20,7 +20,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pandas._libs.parsers import STR_NA_VALUES
 
 from embedrec.data.csvtext import first_non_utf8, raw_header, row_line
 from embedrec.data.errors import CSV_SUFFIXES, DataError, shown
@@ -35,6 +34,7 @@ from embedrec.data.ids import (
     shard_of,
     whole_float_ids,
 )
+from embedrec.data.schema import MISSING_MARKERS
 from embedrec.data.sources import MAX_EPOCH_SECONDS, Dataset, Piece, Window, is_dataset
 from embedrec.geo import LAT_LON_COLUMNS
 
@@ -144,7 +144,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
         _check_header(written, str(path))
     header = pd.read_csv(path, nrows=0).columns
     # ids are never "missing" because they read like NA or null: they are kept as written
-    na_values = {c: ([""] if c in ID_COLUMNS else sorted(STR_NA_VALUES)) for c in header}
+    na_values = {c: ([""] if c in ID_COLUMNS else sorted(MISSING_MARKERS)) for c in header}
     frame = pd.read_csv(
         path,
         dtype={c: str for c in ID_COLUMNS if c in header},

@@ -1,7 +1,8 @@
 """Listing feature schema: which columns are features, of what kind.
 
-Types are inferred from the data (numbers: numeric; strings: categorical, multi-valued when
-values hold ``|``, or free text when they are long and mostly unique; a lat/lon pair: geo) and
+Types are inferred from the data (numbers, or text that writes only numbers: numeric; other
+strings: categorical, multi-valued when values hold ``|``, or free text when they are long
+and mostly unique; a lat/lon pair: geo; text that writes nearly only numbers is refused) and
 a TOML config can override a column's type or drop it. The schema is saved with the model as
 JSON so the same columns are encoded the same way.
 """
@@ -13,13 +14,32 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from pandas._libs.parsers import STR_NA_VALUES
 
 from embedrec.data.errors import DataError
 from embedrec.geo import LAT_LON_COLUMNS
 
 KINDS = ("numeric", "categorical", "multi", "geo", "text")
 MULTI_SEPARATOR = "|"
+# Cells that mean "no value": pandas' own spellings (NA, n/a, null, #N/A, ...) and "-", as
+# spreadsheets write it. The CSV reader takes them as written; type inference and the
+# numeric encoder also without case or surrounding spaces.
+MISSING_MARKERS = frozenset(STR_NA_VALUES) | {"-"}
+_MISSING_FOLDED = frozenset(marker.lower() for marker in MISSING_MARKERS)
+# A text column is numeric when all its distinct values (missing markers aside) are numbers;
+# from this share on, the few that are not are taken for typos or markers of their own
+# ("k.A."), refused rather than making a category of every price.
+NUMERIC_SHARE = 0.9
+# distinct values looked at first: a column of titles is told from one of numbers cheaply
+_SAMPLE = 1000
+
+
+def missing_text(text: pd.Series) -> np.ndarray:
+    """Mask of the cells of a text column that are missing markers (or blank)."""
+    folded = text.astype(str).str.strip().str.lower()
+    return folded.isin(_MISSING_FOLDED).to_numpy()
 
 
 @dataclass(frozen=True)
@@ -120,7 +140,10 @@ def infer_schema(
     for column in columns:
         if column in used:
             continue
-        kind = config.types.get(column) or _infer_kind(listings[column])
+        try:
+            kind = config.types.get(column) or _infer_kind(listings[column])
+        except DataError as exc:
+            raise (exc.in_file(source) if source else exc) from None
         if kind is None:
             continue
         if kind == "geo":
@@ -141,12 +164,49 @@ def _infer_kind(series: pd.Series) -> str | None:
         return "numeric"
     if pd.api.types.is_datetime64_any_dtype(series):
         return None  # dates describe the listing's life, not the listing; not a feature
+    if pd.api.types.infer_dtype(series, skipna=True) == "decimal":
+        return "numeric"
+    if _numbers_as_text(series):
+        return "numeric"
     sample = series.dropna().astype(str).head(1000)
     if len(sample) and sample.str.contains(MULTI_SEPARATOR, regex=False).mean() > 0.2:
         return "multi"
     if _looks_like_text(sample):
         return "text"
     return "categorical"
+
+
+def _numbers_as_text(series: pd.Series) -> bool:
+    """Whether a column of text holds numbers only (missing markers aside), as a CSV column
+    does whose missing values are written "k.A."-style or a database column typed as text.
+    Raises DataError naming the first value that is no number where nearly all are
+    (NUMERIC_SHARE). Numbers with leading zeros (postal codes: 01067) are codes, not
+    numbers."""
+    values = series.dropna()
+    values = values[~missing_text(values)]
+    distinct = pd.Series(pd.unique(values.astype(str).str.strip()), dtype=object)
+    if distinct.empty or distinct.str.match(r"[+-]?0[0-9]").any():
+        return False
+    head = pd.to_numeric(distinct.head(_SAMPLE), errors="coerce").notna()
+    if head.mean() < NUMERIC_SHARE:
+        return False
+    is_number = pd.to_numeric(distinct, errors="coerce").notna()
+    if is_number.all():
+        return True
+    if is_number.mean() < NUMERIC_SHARE:
+        return False
+    first = distinct[~is_number].iloc[0]
+    text = series.astype(str).str.strip()
+    row = int(np.flatnonzero((text == first).to_numpy() & series.notna().to_numpy())[0])
+    column = str(series.name)
+    raise DataError(
+        f"{first!r} is not a number, but {int(is_number.sum()):,} of the column's "
+        f"{len(distinct):,} distinct values are: clean the column (leave a missing value's "
+        f"cell empty) or, if it is a category, say so in the config's [features.types]: "
+        f'{column} = "categorical"',
+        row=row + 1,
+        column=column,
+    )
 
 
 def _looks_like_text(sample: pd.Series) -> bool:

@@ -2,8 +2,9 @@
 
 The value is optionally ``log1p``-ed (chosen on the training data when it is non-negative and
 the log makes it less skewed, as for prices and mileages), clipped to the training 1st/99th
-percentiles and standardised, so no input can push it outside a few units. NaN, None, blanks
-and +-inf count as missing: value 0, missing flag 1, bucket row 0.
+percentiles and standardised, so no input can push it outside a few units. NaN, None, blanks,
+the missing markers (``schema.MISSING_MARKERS``: NA, null, "-", ...) and +-inf count as
+missing: value 0, missing flag 1, bucket row 0.
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ import torch
 from torch import nn
 
 from embedrec.data.errors import DataError, shown
-from embedrec.data.schema import FeatureSpec
+from embedrec.data.schema import FeatureSpec, missing_text
 from embedrec.features.categorical import init_embedding
 
 CLIP_QUANTILES = (0.01, 0.99)
-_MISSING_TEXT = {"", "nan", "na", "n/a", "null", "none", "-"}
 
 
 def to_float(series: pd.Series, column: str) -> np.ndarray:
@@ -31,8 +31,7 @@ def to_float(series: pd.Series, column: str) -> np.ndarray:
     numbers = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     suspect = np.isnan(numbers) & series.notna().to_numpy()
     if suspect.any():
-        text = series[suspect].astype(str).str.strip().str.lower()
-        bad = ~text.isin(_MISSING_TEXT).to_numpy()
+        bad = ~missing_text(series[suspect])
         if bad.any():
             first = int(np.flatnonzero(suspect)[np.argmax(bad)])
             raise DataError(

@@ -134,6 +134,8 @@ def prepare_training_data(
                 file=listing_table.attrs.get("source"),
             )
         if fit_features:
+            # inferred, not declared: one line shows what each column was taken for
+            logger.info("listing features: %s", ", ".join(_described(spec) for spec in specs))
             with located_in(listing_table.attrs.get("source")):  # a forced type's values
                 pipeline = FeaturePipeline(specs).fit(listing_table)
     steps.update()
@@ -167,3 +169,8 @@ def in_order(table: pd.DataFrame, ids: IdMap) -> pd.DataFrame:
     ordered = table.iloc[positions].reset_index(drop=True)
     ordered.attrs = dict(table.attrs)
     return ordered
+
+
+def _described(spec: FeatureSpec) -> str:
+    columns = "" if spec.columns == (spec.name,) else f" ({', '.join(spec.columns)})"
+    return f"{spec.name}{columns} {spec.kind}"
