@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from embedrec.cli import CutOffs, _cell, main
+from embedrec.cli import CutOffs, _cell, _read_config, main
+from embedrec.data.schema import SchemaConfig
 
 COMMANDS = [
     "generate",
@@ -281,6 +282,14 @@ def test_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path, cars):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert f"{bad}, row 2 (line 3), column 'timestamp'" in result.stderr
+
+
+def test_a_config_starting_with_a_byte_order_mark_is_read(tmp_path):
+    # Windows Notepad starts a UTF-8 file with one
+    config = tmp_path / "train.toml"
+    config.write_bytes(b"\xef\xbb\xbf[train]\nepochs = 1\n[features]\ndrop = ['city']\n")
+    assert _read_config(str(config), explicit=set())["epochs"] == 1
+    assert SchemaConfig.from_toml(config).drop == ["city"]
 
 
 def train_with_config(tmp_path, cars, text: str, *flags: str):

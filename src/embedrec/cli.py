@@ -346,7 +346,8 @@ CONFIG_SECTIONS = ("train", "events", "features")
 def _read_config(path: str, explicit: set[str]) -> dict[str, Any]:
     """Recommender parameters from a TOML file; flags given on the command line win."""
     try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        # utf-8-sig: Windows editors (Notepad) start a UTF-8 file with a byte order mark
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise DataError("config file not found", file=path) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

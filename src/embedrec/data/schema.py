@@ -81,7 +81,7 @@ class SchemaConfig:
     def from_toml(cls, path: str | Path) -> SchemaConfig:
         path = Path(path)
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            data = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # as cli's config
         except FileNotFoundError:
             raise DataError("config file not found", file=str(path)) from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
