@@ -314,13 +314,34 @@ def test_csv_ids_are_integers_only_when_every_one_is_canonical(tmp_path):
     loaded = load_interactions(path)
     assert loaded["user_id"].tolist() == [-3, 12] and loaded["user_id"].dtype == np.int64
     assert loaded["listing_id"].tolist() == [0, 999_999_999_999_999_999]
-    # 19 digits may not fit an int64, "+5" and "05" are not how an integer is written
-    for odd in ("1000000000000000000", "+5", "05", "-0x", "1.0x"):
+    # past int64, "+5" and "05" are not how an integer id is written
+    for odd in ("9223372036854775808", "-9223372036854775809", "+5", "05", "-0x", "1.0x"):
         path = write(tmp_path, "odd.csv", HEADER + f"u,{odd},1\nu,7,2\n")
         assert load_interactions(path)["listing_id"].tolist() == [odd, "7"], odd
     # "1.0" is how pandas writes a column of integers that had a missing value
     path = write(tmp_path, "floats.csv", HEADER + "u,1.0,1\nu,7,2\n")
     assert load_interactions(path)["listing_id"].tolist() == [1, 7]
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [["1234567890123456789", "7"], ["9223372036854775807", "-9223372036854775808"]],
+)
+def test_csv_ids_of_19_digits_that_fit_int64_are_integers(tmp_path, ids):
+    path = write(tmp_path, "events.csv", HEADER + "".join(f"u,{i},1\n" for i in ids))
+    loaded = load_interactions(path)["listing_id"]
+    assert loaded.dtype == np.int64 and loaded.tolist() == [int(i) for i in ids]
+    path = write(tmp_path, "floats.csv", HEADER + "".join(f"u,{i}.0,1\n" for i in ids))
+    assert load_interactions(path)["listing_id"].tolist() == [int(i) for i in ids]
+
+
+@pytest.mark.parametrize(("column", "row"), [("event", "u,a,1,,1"), ("weight", "u,a,1,view,")])
+def test_an_empty_event_or_weight_is_a_missing_one(tmp_path, column, row):
+    text = "user_id,listing_id,timestamp,event,weight\nu,a,1,view,1\n" + row + "\n"
+    path = write(tmp_path, "events.csv", text)
+    with pytest.raises(DataError, match=f"missing {column}$") as caught:
+        load_interactions(path)
+    assert located(caught.value) == (str(path), 2, column, 3)
 
 
 def test_na_words_are_ids_but_missing_numbers(tmp_path):
@@ -406,7 +427,8 @@ def test_a_weight_must_be_a_finite_number_at_least_zero(bad):
     frame = pd.DataFrame(
         {"user_id": ["u", "u"], "listing_id": ["a", "b"], "timestamp": [1, 2], "weight": [1, bad]}
     )
-    with pytest.raises(DataError, match="weight must be a finite number >= 0, got") as caught:
+    words = "missing weight" if bad is np.nan else "weight must be a finite number >= 0, got"
+    with pytest.raises(DataError, match=words) as caught:
         load_interactions(frame)
     assert (caught.value.row, caught.value.column) == (2, "weight")
 

@@ -207,6 +207,38 @@ def test_window_bounds_are_iso_dates_or_times_utc_unless_zoned(text, moment):
     assert Window.parse(since=text).since == int(pd.Timestamp(moment).timestamp())
 
 
+def test_an_existing_path_with_glob_characters_is_read_as_named(tmp_path):
+    events = pd.DataFrame({"user_id": ["u"], "listing_id": ["a"], "timestamp": [1]})
+    events.to_csv(tmp_path / "events[1].csv", index=False)
+    events.to_parquet(tmp_path / "events[2].parquet")
+    for name in ("events[1].csv", "events[2].parquet"):
+        assert load_interactions(tmp_path / name)["listing_id"].tolist() == ["a"]
+
+
+def test_a_csv_is_read_through_a_file_uri(tmp_path):
+    path = tmp_path / "my events.csv"
+    path.write_text("user_id,listing_id,timestamp\nu,a,1\nu,b,soon\n")
+    uri = path.as_uri()
+    with pytest.raises(DataError, match="cannot parse timestamp 'soon'") as caught:
+        load_interactions(uri)
+    assert (caught.value.file, caught.value.row, caught.value.line) == (uri, 2, 3)
+    path.write_text("user_id,listing_id,timestamp\nu,a,1\n")
+    assert load_interactions(uri).attrs["source"] == uri
+
+
+@pytest.mark.parametrize("source", [{"listing_id": ["a"]}, [("a",)], 5])
+def test_a_source_that_is_no_path_or_dataframe_is_a_type_error(source):
+    # as text, a dict would be taken for a path: a broken glob
+    for load, argument in ((load_listings, "listings"), (load_interactions, "interactions")):
+        with pytest.raises(TypeError, match=f"{argument}: expected a path, a URI, a glob, a pan"):
+            load(source)
+
+
+def test_a_pyarrow_table_is_read_as_its_dataframe():
+    table = pa.table({"listing_id": ["a", "b"], "price": [1.0, 2.0]})
+    assert load_listings(table)["listing_id"].tolist() == ["a", "b"]
+
+
 def test_an_unknown_scheme_is_an_error_listing_the_known_ones():
     with pytest.raises(DataError, match="unknown URI scheme 'ftp'; known: file://, s3://"):
         load_interactions("ftp://example.org/events/")

@@ -9,6 +9,7 @@ import csv
 import io
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
 
@@ -16,10 +17,16 @@ import pyarrow as pa
 _BLOCK = 1 << 24
 
 
+def _bytes(path: str) -> pa.NativeFile:
+    # a file:// URI names a local file; Arrow decompresses .gz and .zst by their suffix
+    if path.lower().startswith("file://"):
+        path = unquote(urlsplit(path).path)
+    return pa.input_stream(path, compression="detect")
+
+
 @contextmanager
 def _text(path: str) -> Iterator[io.TextIOWrapper]:
-    # Arrow decompresses .gz and .zst by their suffix, as pandas does
-    with pa.input_stream(path, compression="detect") as raw:
+    with _bytes(path) as raw:
         yield io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
 
 
@@ -60,7 +67,7 @@ def first_non_utf8(path: str) -> tuple[int, int, int] | None:
     """(line, character in that line, the byte) of the file's first byte that is not UTF-8,
     or None where there is none."""
     line, carry = 1, b""
-    with pa.input_stream(path, compression="detect") as raw:
+    with _bytes(path) as raw:
         while True:
             block = raw.read(_BLOCK)
             data = carry + block

@@ -35,7 +35,14 @@ from embedrec.data.ids import (
     whole_float_ids,
 )
 from embedrec.data.schema import MISSING_MARKERS
-from embedrec.data.sources import MAX_EPOCH_SECONDS, Dataset, Piece, Window, is_dataset
+from embedrec.data.sources import (
+    MAX_EPOCH_SECONDS,
+    Dataset,
+    Piece,
+    Window,
+    is_dataset,
+    local_csv,
+)
 from embedrec.geo import LAT_LON_COLUMNS
 
 logger = logging.getLogger(__name__)
@@ -43,7 +50,7 @@ logger = logging.getLogger(__name__)
 ID_COLUMNS = ("user_id", "listing_id")
 INTERACTION_COLUMNS = ("user_id", "listing_id", "timestamp")
 DEFAULT_EVENT_WEIGHTS: dict[str, float] = {"view": 1.0, "favorite": 3.0, "contact": 5.0}
-_INTEGER_ID = r"-?(?:0|[1-9][0-9]{0,17})"
+_INTEGER_ID = r"-?(?:0|[1-9][0-9]{0,18})"  # 19 digits at most; int64's bound is checked
 _WHOLE_FLOAT_ID = _INTEGER_ID + r"\.0+"
 _DECIMAL_ID = _INTEGER_ID + r"(?:\.[0-9]+)?"
 _INT64_MAX = np.iinfo(np.int64).max
@@ -90,8 +97,8 @@ def _is_weight(value: Real) -> bool:
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read a CSV or Parquet file, chosen by extension.
 
-    CSV id columns that hold only integers (canonical, or whole floats: 64.0) become
-    integers; any other id (with leading zeros, spaces, letters) stays the exact string
+    CSV id columns that hold only integers within int64 (canonical, or whole floats: 64.0)
+    become integers; any other id (with leading zeros, spaces, letters) stays the exact string
     from the file.
     """
     path = Path(path)
@@ -216,16 +223,33 @@ def _typed_ids(text: pd.Series) -> pd.Series:
     column with a fraction (64.5) becomes floats, refused at that row by the checks."""
     if text.isna().any():
         return text
-    if text.str.fullmatch(_INTEGER_ID).all():
+    if _int64_text(text):
         return text.astype(np.int64)
     written_as_floats = text.str.fullmatch(_WHOLE_FLOAT_ID).any()
     if not written_as_floats or not text.str.fullmatch(_DECIMAL_ID).all():
         return text  # string ids, exactly as written
     # from the text, not through float64, whose integers end at 2**53
     integers = text.str.replace(r"\.0+$", "", regex=True)
-    if integers.str.fullmatch(_INTEGER_ID).all():
+    if _int64_text(integers):
         return integers.astype(np.int64)
     return text.astype(np.float64)
+
+
+def _int64_text(text: pd.Series) -> bool:
+    """Whether every value writes an integer that fits int64: up to 18 digits any does; of
+    19 digits, those up to 9223372036854775807 (compared as text: same length, digits)."""
+    if not text.str.fullmatch(_INTEGER_ID).all():
+        return False
+    digits = text.str.removeprefix("-")
+    longest = digits.str.len() == 19
+    if not longest.any():
+        return True
+    negative = text.str.startswith("-")
+    bound = str(_INT64_MAX)
+    return bool(
+        (digits[longest & ~negative] <= bound).all()
+        and (digits[longest & negative] <= str(_INT64_MAX + 1)).all()
+    )
 
 
 def load_interactions(
@@ -249,6 +273,7 @@ def load_interactions(
     ``model_ids``: the ids of the model a warm start continues, by column: ``user_id`` is
     read in the type of its ids (:func:`_as_model_ids`).
     """
+    source = _checked_source(source, "interactions")
     weights = event_weights or DEFAULT_EVENT_WEIGHTS
     check_event_weights(weights)
     users = (model_ids or {}).get("user_id")
@@ -379,6 +404,7 @@ def load_listings(source: Source, model_ids: Mapping[str, pd.Index] | None = Non
     ``model_ids``: as for :func:`load_interactions`; ``listing_id`` is read in the type of
     its ids.
     """
+    source = _checked_source(source, "listings")
     model_listings = (model_ids or {}).get("listing_id")
     if isinstance(source, pd.DataFrame) or not is_dataset(source):
         frame, name = _frame(source)
@@ -455,6 +481,20 @@ def _lists_joined(values: pd.Series, name: str, column: str) -> pd.Series | None
     return out
 
 
+def _checked_source(source: object, argument: str) -> Source:
+    """A path or a DataFrame; a pyarrow Table as its DataFrame. Anything else is refused
+    here: as text it would be taken for a path (a dict's or a polars frame's text reads as a
+    broken glob)."""
+    if isinstance(source, pa.Table):
+        return source.to_pandas()
+    if isinstance(source, str | Path | pd.DataFrame):
+        return source
+    raise TypeError(
+        f"{argument}: expected a path, a URI, a glob, a pandas DataFrame or a pyarrow Table, "
+        f"got {type(source).__module__}.{type(source).__qualname__}"
+    )
+
+
 def _frame(source: Source) -> tuple[pd.DataFrame, str]:
     if isinstance(source, pd.DataFrame):
         name = source.attrs.get("source", "<DataFrame>")
@@ -471,7 +511,8 @@ def _frame(source: Source) -> tuple[pd.DataFrame, str]:
                 raise DataError(f"two columns have one name as text: {names}", file=name)
             source = source.set_axis(names, axis=1)
         return source, name
-    frame = read_table(source)
+    frame = read_table(local_csv(source) or source)
+    frame.attrs["source"] = str(source)  # a file:// URI named as given
     return frame, str(source)
 
 
@@ -680,6 +721,9 @@ def _check_epoch_seconds(seconds: np.ndarray, values: pd.Series, name: str) -> N
 
 
 def _event_weights(events: pd.Series, weights: Mapping[str, float], name: str) -> np.ndarray:
+    missing = events.isna().to_numpy()
+    if missing.any():
+        _fail("missing event", name, int(np.flatnonzero(missing)[0]), "event")
     text = events.astype(str).str.strip().str.lower()
     weights = {_event_name(event): weight for event, weight in weights.items()}
     known = pd.Index(list(weights))
@@ -698,6 +742,9 @@ def _event_weights(events: pd.Series, weights: Mapping[str, float], name: str) -
 
 
 def _positive_numbers(values: pd.Series, name: str, column: str) -> np.ndarray:
+    missing = values.isna().to_numpy()
+    if missing.any():
+        _fail(f"missing {column}", name, int(np.flatnonzero(missing)[0]), column)
     numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
     bad = ~np.isfinite(numbers) | (numbers < 0)
     if bad.any():

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from embedrec.data.errors import DataError
+from embedrec.data.errors import CSV_SUFFIXES, DataError
 
 CLOUD_EXTRA = "pip install 'embedrec[cloud]'"
 # scheme -> (pyarrow's own filesystem module, the fsspec package of the cloud extra); some
@@ -38,6 +38,10 @@ _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _WILDCARDS = re.compile(r"[*?\[]")
 # a file named alone must say it is Parquet; in folders and globs every data file is read
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
+_CSV_ALONE = (
+    "CSV is read from one local file (a path or a file:// URI); folders, globs and other "
+    "URIs are read as Parquet"
+)
 
 
 # numeric timestamps are epoch seconds; one this large (past the year 5000) is refused as
@@ -244,16 +248,31 @@ class Dataset:
 
 def _unreadable(exc: Exception, name: str) -> DataError:
     hint = ""
-    if name.lower().endswith((".csv", ".csv.gz", ".csv.zst")):
-        hint = " (folders, globs and URIs are read as Parquet; give a CSV file alone)"
+    if name.lower().endswith(CSV_SUFFIXES):
+        hint = f" ({_CSV_ALONE})"
     return DataError(f"cannot read the file: {exc}{hint}", file=name)
 
 
 def is_dataset(source: str | Path) -> bool:
-    """Whether ``source`` is read through pyarrow.dataset: anything but one local CSV file."""
+    """Whether ``source`` is read through pyarrow.dataset: anything but one local CSV file
+    (a path or a ``file://`` URI)."""
+    return local_csv(source) is None
+
+
+def local_csv(source: str | Path) -> str | None:
+    """The path of ``source`` where it names one local CSV file, else None. A path that
+    exists is that file even where its name holds glob characters (``events[1].csv``)."""
     text = str(source)
-    is_csv = text.lower().endswith((".csv", ".csv.gz", ".csv.zst"))
-    return _scheme(text) != "" or _WILDCARDS.search(text) is not None or not is_csv
+    if not text.lower().endswith(CSV_SUFFIXES):
+        return None
+    scheme = _scheme(text)
+    if scheme == "file":
+        return unquote(urlsplit(text).path)
+    if scheme != "":
+        return None
+    if _WILDCARDS.search(text) is not None and not Path(text).exists():
+        return None
+    return text
 
 
 def _scheme(name: str) -> str:
@@ -304,11 +323,15 @@ def _importable(module: str) -> bool:
 def _list(filesystem: pafs.FileSystem, path: str, name: str) -> tuple[str, list[str]]:
     """The folder partition keys are read below, and the data files, sorted."""
     glob = _WILDCARDS.search(path)
+    if glob is not None and filesystem.get_file_info(path).type != pafs.FileType.NotFound:
+        glob = None  # a file or folder named so, not a pattern
     if glob is None:
         info = filesystem.get_file_info(path)
         if info.type == pafs.FileType.NotFound:
             raise DataError("file or folder not found", file=name)
         if info.type == pafs.FileType.File:
+            if path.lower().endswith(CSV_SUFFIXES):
+                raise DataError(f"cannot read CSV here: {_CSV_ALONE}", file=name)
             if not path.lower().endswith(PARQUET_SUFFIXES):
                 raise DataError("unknown file type; use a .csv or .parquet file", file=name)
             return str(Path(path).parent), [path]
