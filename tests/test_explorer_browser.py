@@ -230,3 +230,41 @@ def test_explorer_page(server, model_dir, browser):
     assert "no-such-listing" in page.inner_text("#status")
     assert rows(page) == []
     page.close()
+
+
+def open_page(browser, url: str, route: str | None = None, handler=None):
+    """A page at ``url`` that collects its console errors (``page.errors``); ``handler``
+    answers the requests matching ``route`` instead of the server."""
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.errors = []
+    page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    if route is not None:
+        page.route(route, handler)
+    page.goto(url)
+    return page
+
+
+def with_latitude_longitude(route) -> None:
+    """The server's answer with its records' lat/lon named latitude/longitude, the other pair
+    of coordinate columns a catalogue may have."""
+    answer = route.fetch()
+    body = answer.json()
+    for record in [body, *body.get("results", [])]:
+        for old, new in (("lat", "latitude"), ("lon", "longitude")):
+            if old in record:
+                record[new] = record.pop(old)
+    route.fulfill(response=answer, json=body)
+
+
+def test_listings_located_by_latitude_and_longitude_are_on_the_map(server, browser):
+    url = f"{server}/#listing={QUERY}&k={K}"
+    page = open_page(browser, url, "**/v1/listings/**", with_latitude_longitude)
+    wait_for_query(page, QUERY)
+    assert page.get_attribute("#map", "data-markers") == str(K + 1)
+    assert "no location" not in page.inner_text("#map-caption")
+    # coordinates are drawn, not listed among the query's fields
+    assert "latitude" not in page.inner_text("#query-card")
+    assert not page.errors, page.errors
+    page.close()

