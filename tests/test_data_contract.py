@@ -460,3 +460,23 @@ def test_columns_named_by_numbers_are_named_by_their_text():
     assert list(loaded.columns) == ["listing_id", "5"]
     with pytest.raises(DataError, match="two columns have one name"):
         load_listings(listings.assign(**{"5": [3.0, 4.0]}))
+
+
+@pytest.mark.parametrize("dots", [".", ".."])
+def test_dot_segments_are_no_ids_as_a_url_path_cannot_name_them(tmp_path, dots):
+    # browsers and HTTP clients drop "." and ".." from a path, %2E%2E too
+    listings = write(tmp_path, "listings.csv", f"listing_id,price\na,1\n{dots},2\n")
+    with pytest.raises(DataError, match="is a dot segment") as caught:
+        load_listings(listings)
+    assert (caught.value.file, caught.value.row, caught.value.column) == (
+        str(listings), 2, "listing_id"
+    )  # fmt: skip
+    assert "not '.' or '..'" in str(caught.value)
+    # user ids are named in paths too (/v1/users/{user_id}/recommendations)
+    events = write(tmp_path, "events.csv", f"user_id,listing_id,timestamp\nu1,a,1\n{dots},a,2\n")
+    with pytest.raises(DataError, match="is a dot segment") as caught:
+        load_interactions(events)
+    assert (caught.value.row, caught.value.column) == (2, "user_id")
+    # only the whole id: dots among other characters are fine
+    fine = ["...", ".a", "a.", "a..b", " . "]
+    assert load_listings(pd.DataFrame({"listing_id": fine}))["listing_id"].tolist() == fine

@@ -582,8 +582,10 @@ def test_the_column_check_and_the_single_id_check_agree_on_every_character():
     refused = {c for c, bad in zip(characters, column, strict=True) if bad}
     assert refused == {chr(c) for c in [*range(0x20), *range(0x7F, 0xA0)]} | {"/"}
     # a slice of a column, several Arrow chunks, missing values and no rows at all
-    ids = pd.Series(["ok", "a/b", "\x85", "fine", None, "x" * 257, " ", "é\x7f"], dtype="str")
-    expected = [False, True, True, False, True, True, True, True]
+    ids = pd.Series(
+        ["ok", "a/b", "\x85", "fine", None, "x" * 257, " ", "é\x7f", "..", "..."], dtype="str"
+    )
+    expected = [False, True, True, False, True, True, True, True, True, False]
     assert invalid_ids(ids).tolist() == expected
     assert invalid_ids(ids.iloc[2:]).tolist() == expected[2:]
     assert invalid_ids(pd.concat([ids.iloc[3:], ids.iloc[:3]])).tolist() == [

@@ -257,6 +257,20 @@ def test_a_listing_id_with_a_control_character_cannot_be_written(client, bad):
     assert client.delete(f"/v1/listings/{bad}", headers=AUTH).status_code == 404
 
 
+@pytest.mark.parametrize("dots", [".", ".."])
+def test_a_listing_id_that_is_a_dot_segment_cannot_be_written(client, dots):
+    # a client drops "." and ".." from a path, so no one could read such a listing back
+    escaped = dots.replace(".", "%2E")
+    answer = client.put(f"/v1/listings/{escaped}", json=CAR, headers=AUTH)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["field"] == "listing_id"
+    assert "is a dot segment" in answer.json()["error"]
+    batch = {"listings": [{"listing_id": dots, **CAR}]}
+    answer = client.post("/v1/listings:batch", json=batch, headers=AUTH)
+    assert answer.status_code == 422, answer.text
+    assert "is a dot segment" in answer.text and "listing_id" in answer.text
+
+
 def test_a_listing_id_over_256_characters_is_refused(client):
     answer = client.put(f"/v1/listings/{'x' * 257}", json=CAR, headers=AUTH)
     assert answer.status_code == 422 and answer.json()["field"] == "listing_id"

@@ -20,11 +20,14 @@ from embedrec.data.errors import DataError
 _CANONICAL_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*)")
 _INT64 = range(-(2**63), 2**63)
 _INT64_CHARACTERS = len(str(-(2**63)))
-# The rules for string ids. "/" cannot be addressed in a URL path; control characters (Unicode
-# category Cc: NUL, line breaks, DEL, C1) break logs, terminals and PostgreSQL text. A column
-# (invalid_ids) and one id (id_problem) are judged alike: tests compare them on every character.
+# The rules for string ids. "/" cannot be addressed in a URL path, nor can "." and ".." (dot
+# segments: browsers and HTTP clients drop them from a path, %2E%2E too); control characters
+# (Unicode category Cc: NUL, line breaks, DEL, C1) break logs, terminals and PostgreSQL text.
+# A column (invalid_ids) and one id (id_problem) are judged alike: tests compare them on
+# every character.
 MAX_ID_LENGTH = 256
 _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f/]")
+DOT_SEGMENTS = (".", "..")
 
 
 def parse_id(raw: str, dtype: Any) -> int | str:
@@ -134,6 +137,8 @@ def id_problem(text: str) -> str | None:
         return "is empty"
     if len(text) > MAX_ID_LENGTH:
         return f"is longer than {MAX_ID_LENGTH} characters"
+    if text in DOT_SEGMENTS:
+        return "is a dot segment, which a URL path cannot name"
     found = _FORBIDDEN.search(text)
     if found is None:
         return None
@@ -167,7 +172,9 @@ def _invalid_chunk(chunk: pa.Array) -> np.ndarray:
     rows[np.searchsorted(offsets, hits, side="right") - 1] = True
     too_long = pc.greater(pc.utf8_length(chunk), MAX_ID_LENGTH)
     blank = pc.equal(pc.binary_length(pc.utf8_trim_whitespace(chunk)), 0)
-    return rows | pc.or_(too_long, blank).fill_null(True).to_numpy(zero_copy_only=False)
+    dots = pc.is_in(chunk, value_set=pa.array(DOT_SEGMENTS, pa.large_string()))
+    refused = pc.or_(pc.or_(too_long, blank), dots).fill_null(True)
+    return rows | refused.to_numpy(zero_copy_only=False)
 
 
 class IdMap:

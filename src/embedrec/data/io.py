@@ -619,7 +619,8 @@ def _check_ids(ids: pd.Series, name: str, column: str) -> None:
         shown = repr(value if len(value) <= 40 else value[:40] + "...")
         _fail(
             f"{column} {shown} {id_problem(value)} ({int(invalid.sum())} such rows); ids "
-            f"have 1 to {MAX_ID_LENGTH} characters, no '/' and no control characters",
+            f"have 1 to {MAX_ID_LENGTH} characters, no '/' and no control characters, and "
+            "are not '.' or '..'",
             name,
             row,
             column,
