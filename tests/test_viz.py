@@ -265,3 +265,13 @@ def test_neighbours_map_of_listings_located_by_latitude_and_longitude(data, tmp_
         assert "no lat/lon" not in html and "latitude:" not in html
     with pytest.raises(ValueError, match=r"lacks \['lat', 'lon'\].*latitude/longitude"):
         plot_neighbours_map({"listing_id": "a"}, [], tmp_path / "m.png")
+
+
+@pytest.mark.parametrize("method", ["pca", "tsne", "umap"])
+def test_vectors_that_are_not_finite_are_refused_by_every_method(method):
+    # t-SNE wrote out of bounds for a NaN row and killed the process (double free)
+    vectors = np.random.default_rng(0).normal(size=(6, 8)).astype(np.float32)
+    vectors[0] = np.nan
+    vectors[3, 2] = np.inf
+    with pytest.raises(ValueError, match="2 of 6 rows hold NaN or infinity"):
+        project(vectors, method=method)

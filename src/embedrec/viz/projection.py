@@ -43,11 +43,21 @@ def project(
     or a seeded sample of at most `sample`) and a float32 (len(rows), 2) array of coordinates.
     The same inputs and seed give the same output. Rows are L2-normalised first, so Euclidean
     distance in the methods below ranks neighbours exactly as cosine similarity does.
+    Raises ValueError when a vector holds NaN or infinity.
     """
     method = method.lower()
     if method not in METHODS:
         raise ValueError(f"unknown projection method {method!r}; choose one of {METHODS}")
-    x = normalise(vectors)
+    x = np.asarray(vectors, dtype=np.float32)
+    # up front, for every method: a NaN row has no neighbours (exact_knn answers -1), which
+    # openTSNE's precomputed neighbours read out of bounds and kill the process with
+    if x.ndim == 2:
+        not_finite = int((~np.isfinite(x).all(axis=1)).sum())
+        if not_finite:
+            raise ValueError(
+                f"vectors must be finite: {not_finite:,} of {len(x):,} rows hold NaN or infinity"
+            )
+    x = normalise(x)
     rows = sample_rows(len(x), sample, seed)
     x = x[rows]
     if len(x) < 3:
