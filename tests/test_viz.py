@@ -275,3 +275,28 @@ def test_vectors_that_are_not_finite_are_refused_by_every_method(method):
     vectors[3, 2] = np.inf
     with pytest.raises(ValueError, match="2 of 6 rows hold NaN or infinity"):
         project(vectors, method=method)
+
+
+def test_neighbours_map_leaves_free_text_out_and_keeps_its_size_for_a_large_k(data, tmp_path):
+    import matplotlib.image
+
+    vectors, table = data
+    words = np.array(["gepflegt", "unfallfrei", "Navi", "Kamera", "scheckheft", "Nichtraucher"])
+    rng = np.random.default_rng(0)
+    table = table.assign(
+        title=[" ".join(rng.choice(words, 5)) for _ in range(len(table))],
+        description=[" ".join(rng.choice(words, 40)) for _ in range(len(table))],
+        trim=[f"trim {i % 7}" for i in range(len(table))],  # short: a category, not free text
+        notes=[f"n{i}" for i in range(len(table))],  # short, but a text feature (text_fields)
+    )
+    query, neighbours = _neighbour_dicts(vectors, table, k=60)
+    out = plot_neighbours_map(query, neighbours, tmp_path / "map.html", text_fields=["notes"])
+    html = out.read_text(encoding="utf-8")
+    assert "trim: " in html
+    assert "title: " not in html and "description: " not in html and "notes: " not in html
+    # the PNG: the size of a k=10 map, the list cut to fit (it grew to fit every line)
+    small = plot_neighbours_map(query, neighbours[:10], tmp_path / "k10.png")
+    large = plot_neighbours_map(query, neighbours, tmp_path / "k60.png")
+    height, width = matplotlib.image.imread(large).shape[:2]
+    reference = matplotlib.image.imread(small).shape[:2]
+    assert height <= reference[0] * 1.05 and width <= reference[1] * 1.15

@@ -887,7 +887,8 @@ def plot(
     """Map the listing embeddings in 2D (PCA, t-SNE, UMAP), or a listing's neighbours."""
     from embedrec.viz import plot_neighbours_map, plot_projection, project
 
-    retriever = _retriever(_load(model_dir), listings)
+    recommender = _load(model_dir)
+    retriever = _retriever(recommender, listings)
     catalogue = retriever.catalogue
     if similar_to:
         query_id = parse_id(similar_to, catalogue.id_dtype)
@@ -901,6 +902,12 @@ def plot(
             [hit.to_dict() for hit in result.hits],
             out_file,
             title=f"{query_id} and its {k} most similar listings",
+            text_fields=[
+                column
+                for spec in getattr(recommender, "feature_specs_", None) or []
+                if spec.kind == "text"
+                for column in spec.columns
+            ],
         )
     else:
         live = np.flatnonzero(catalogue.live)

