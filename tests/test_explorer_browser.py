@@ -268,3 +268,21 @@ def test_listings_located_by_latitude_and_longitude_are_on_the_map(server, brows
     assert "latitude" not in page.inner_text("#query-card")
     assert not page.errors, page.errors
     page.close()
+
+
+def test_an_invalid_k_from_a_link_is_replaced_once_not_kept_for_later_searches(server, browser):
+    page = open_page(browser, f"{server}/#listing={QUERY}&k=1.5")
+    wait_for_query(page, QUERY)
+    assert len(rows(page)) == 10 and page.input_value("#k") == "10"
+    assert "k=1.5" in page.inner_text("#status")
+    assert "k=10" in page.url
+    # the next search (a random listing) uses a valid k and says nothing of the link's
+    page.click("#random")
+    wait_until(
+        page,
+        "() => document.body.dataset.state === 'ready'"
+        f" && document.querySelector('#results').dataset.query !== '{QUERY}'",
+    )
+    assert len(rows(page)) == 10 and "k=1.5" not in page.inner_text("#status")
+    assert not page.errors, page.errors
+    page.close()

@@ -29,6 +29,7 @@ const MIN_MAP_SPAN = 0.7; // degrees of latitude, about 80 km
 const MIN_ZOOM_SPAN = 0.08; // of the projection's range, when zoomed to the results
 const CITY_LABELS = 12;
 const HIT_RADIUS = 7;
+const DEFAULT_K = "10";
 
 // Table columns, shown when at least one result has a value for them.
 const COLUMNS = [
@@ -157,13 +158,28 @@ function readRoute() {
   const mode = params.has("user") ? "user" : "listing";
   const id = params.get(mode);
   if (!present(id)) return null;
+  // A k the form cannot hold (a link's k=1.5) would stay in the form and fail every later
+  // search: the default instead, said once.
+  let k = params.get("k") || $("#k").value;
+  let note = null;
+  if (!validK(k)) {
+    const range = `${$("#k").min} to ${$("#k").max}`;
+    if (params.has("k")) note = `k=${k} is no whole number from ${range}; k=${DEFAULT_K} instead.`;
+    k = DEFAULT_K;
+  }
   return {
     mode,
     id,
-    k: params.get("k") || $("#k").value || "10",
+    k,
     price_max: params.get("price_max") || "",
     make: params.get("make") || "",
+    note,
   };
+}
+
+function validK(value) {
+  const k = $("#k");
+  return /^[0-9]+$/.test(value) && Number(value) >= Number(k.min) && Number(value) <= Number(k.max);
 }
 
 function hashFor(mode, id, filters = currentFilters()) {
@@ -211,6 +227,7 @@ async function show(route) {
   if (!route) return;
   const ticket = ++state.ticket;
   syncForm(route);
+  if (route.note) history.replaceState(null, "", hashFor(route.mode, route.id)); // the k used
   setStatus(`Loading ${route.mode} ${route.id}…`, "busy");
   document.body.dataset.state = "loading";
   const params = { k: route.k, price_max: route.price_max, make: route.make };
@@ -226,7 +243,8 @@ async function show(route) {
     if (ticket !== state.ticket) return;
     Object.assign(state, { route, query, results: answer.results ?? [], hovered: null });
     const what = route.mode === "listing" ? "similar listings" : "recommendations";
-    setStatus(`${state.results.length} ${what} for ${route.mode} ${route.id}.`);
+    const note = route.note ? `${route.note} ` : "";
+    setStatus(`${note}${state.results.length} ${what} for ${route.mode} ${route.id}.`);
     document.body.dataset.state = "ready";
   } catch (error) {
     if (ticket !== state.ticket) return;
