@@ -233,11 +233,12 @@ def test_explorer_page(server, model_dir, browser):
 
 
 def open_page(browser, url: str, route: str | None = None, handler=None):
-    """A page at ``url`` that collects its console errors (``page.errors``); ``handler``
-    answers the requests matching ``route`` instead of the server."""
+    """A page at ``url`` that collects its console errors (``page.errors``) and the URLs it
+    requests (``page.asked``); ``handler`` answers the requests matching ``route``."""
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     page.set_default_timeout(TIMEOUT_MS)
-    page.errors = []
+    page.errors, page.asked = [], []
+    page.on("request", lambda r: page.asked.append(r.url))
     page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: page.errors.append(str(e)))
     if route is not None:
@@ -284,5 +285,33 @@ def test_an_invalid_k_from_a_link_is_replaced_once_not_kept_for_later_searches(s
         f" && document.querySelector('#results').dataset.query !== '{QUERY}'",
     )
     assert len(rows(page)) == 10 and "k=1.5" not in page.inner_text("#status")
+    assert not page.errors, page.errors
+    page.close()
+
+
+def test_an_answer_that_is_not_json_is_a_readable_error(server, browser):
+    # a proxy's page, say, answered with 200
+    def page_not_json(route) -> None:
+        route.fulfill(status=200, body="<html>proxy page</html>", content_type="text/html")
+
+    page = open_page(browser, f"{server}/#listing={QUERY}", "**/similar*", page_not_json)
+    wait_until(page, "() => document.body.dataset.state === 'error'")
+    status = page.inner_text("#status")
+    assert "is not JSON (text/html)" in status and "Cannot read" not in status
+    assert not page.errors, page.errors
+    page.close()
+
+
+def test_a_catalogue_too_small_for_a_map_asks_for_no_projection(server, browser):
+    def two_listings(route) -> None:
+        answer = route.fetch()
+        route.fulfill(response=answer, json={**answer.json(), "listings": 2})
+
+    page = open_page(browser, f"{server}/#listing={QUERY}", "**/v1/model", two_listings)
+    wait_for_query(page, QUERY)
+    wait_until(page, "() => document.querySelector('#projection-caption').textContent"
+                     ".includes('too few')")  # fmt: skip
+    assert "2 listings: too few for a map" in page.inner_text("#projection-caption")
+    assert not [url for url in page.asked if "/v1/projection" in url]
     assert not page.errors, page.errors
     page.close()

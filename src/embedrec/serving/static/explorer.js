@@ -22,6 +22,7 @@ const OTHER_COLOUR = "#c0c4cc";
 const QUERY_COLOUR = "#d62728";
 const RESULT_COLOUR = "#1d4ed8";
 const MAX_PROJECTION_SAMPLE = 20000;
+const MIN_PROJECTION_SAMPLE = 3; // the fewest listings /v1/projection maps
 const COLOUR_BY = ["segment", "body", "category", "make"];
 // Germany, with a margin; widened when results lie outside.
 const MAP_BOUNDS = { minLat: 47.2, maxLat: 55.1, minLon: 5.8, maxLon: 15.1 };
@@ -65,6 +66,7 @@ const state = {
   cities: [],
   projection: null, // see loadProjection
   projectionError: null,
+  projectionNote: null, // why there is no projection, when that is no error
   mapHits: [], // [{id, x, y, record}] in CSS pixels, from the last map drawing
   ticket: 0, // guards against answers arriving out of order
 };
@@ -146,6 +148,12 @@ async function getJSON(path, params = {}) {
   if (!response.ok) {
     const message = body?.error ?? `${response.status} ${response.statusText}`;
     throw new ApiError(response.status, message, body?.field ?? null);
+  }
+  if (body === null || typeof body !== "object") {
+    // a proxy's or a login page, say: a readable error, not a TypeError on its fields
+    const type = response.headers.get("Content-Type") || "no content type";
+    const message = `the service's answer to ${url.pathname} is not JSON (${type})`;
+    throw new ApiError(response.status, message, null);
   }
   return body;
 }
@@ -629,6 +637,12 @@ function scaleBar(ctx, height, pixelsPerDegree) {
 
 // ------------------------------------------------------------------ projection
 async function loadProjection(listings) {
+  if (listings !== null && listings < MIN_PROJECTION_SAMPLE) {
+    // the service would refuse the sample: nothing to ask
+    state.projectionNote = `${thousands(listings)} listings: too few for a map`;
+    drawProjection();
+    return;
+  }
   const sample = Math.min(listings || 5000, MAX_PROJECTION_SAMPLE);
   try {
     const answer = await getJSON("/v1/projection", { method: "pca", sample });
@@ -694,13 +708,17 @@ function drawProjection() {
   canvas.dataset.points = "0";
   canvas.dataset.highlighted = "0";
   if (!projection || !projection.points.length) {
-    const text = state.projectionError
-      ? `projection unavailable: ${state.projectionError}`
-      : projection
-        ? "no points to project"
-        : "loading the projection…";
+    const text = state.projectionNote
+      ? state.projectionNote
+      : state.projectionError
+        ? `projection unavailable: ${state.projectionError}`
+        : projection
+          ? "no points to project"
+          : "loading the projection…";
     message(ctx, width, height, text);
-    caption.textContent = "Projection of the listing embeddings.";
+    caption.textContent = state.projectionNote
+      ? `Projection of the listing embeddings: the catalogue has ${state.projectionNote}.`
+      : "Projection of the listing embeddings.";
     return;
   }
   const { points, screen } = projection;
