@@ -526,3 +526,42 @@ def test_the_results_table_rounds_no_price_to_whole_units():
     assert _cell(23221.0, "price") == "23,221" and _cell(23221, "price") == "23,221"
     assert _cell(0.87345, "score") == "0.873"
     assert _cell(2018, "year") == "2018" and _cell(1001, "listing_id") == "1001"
+
+
+def test_plot_refuses_an_empty_listing_id_and_projection_options_with_similar_to(
+    model_dir, tmp_path
+):
+    out = tmp_path / "map.png"
+    for args, says in [
+        (["--similar-to", ""], "--similar-to needs a listing id"),
+        (["--similar-to", " "], "--similar-to needs a listing id"),
+        (["--similar-to", "qashqai-dresden", "--method", "tsne"], "--method set(s) a projection"),
+        (["--similar-to", "x", "--color", "make", "--sample", "9"], "--color, --sample set(s)"),
+    ]:
+        result = CliRunner().invoke(main, ["plot", str(model_dir), "--out", str(out), *args])
+        assert result.exit_code == 2 and says in result.output, result.output
+    assert not out.exists()
+    assert "--sample and --seed" in " ".join(run("plot", "--help").split())
+
+
+def test_a_neighbour_map_title_says_how_many_neighbours_were_found(model_dir, cars, tmp_path):
+    listings = pd.read_parquet(cars / "listings.parquet")
+    few = tmp_path / "few.parquet"
+    listings[listings["make"] == "Nissan"].head(4).to_parquet(few)
+    out = tmp_path / "map.html"
+    args = ["plot", str(model_dir), "--listings", str(few), "--out", str(out), "-k", "10"]
+    run(*args, "--similar-to", str(pd.read_parquet(few)["listing_id"].iloc[0]))
+    assert "and its 3 (of 10 asked) most similar listings" in out.read_text(encoding="utf-8")
+
+
+def test_listings_unknown_to_the_model_are_said_to_be_the_training_listings(capsys):
+    from embedrec.cli import _retriever
+
+    class Recommender:
+        def retriever(self, listings):
+            return type("Retriever", (), {"unknown": ["a", "b"]})()
+
+    _retriever(Recommender(), None)
+    assert "2 listing(s) in the training listings are unknown" in capsys.readouterr().err
+    _retriever(Recommender(), "cat.parquet")
+    assert "2 listing(s) in cat.parquet are unknown" in capsys.readouterr().err

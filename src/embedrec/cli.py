@@ -580,8 +580,9 @@ def _retriever(recommender: Recommender, listings: str | None) -> Retriever:
     unknown = retriever.unknown
     if unknown:
         shown = ", ".join(map(str, unknown[:5])) + (" ..." if len(unknown) > 5 else "")
+        where = listings or "the training listings"  # None: the model's own catalogue
         click.echo(
-            f"note: {len(unknown):,} listing(s) in {listings} are unknown to the model "
+            f"note: {len(unknown):,} listing(s) in {where} are unknown to the model "
             f"and not searched: {shown}",
             err=True,
         )
@@ -848,21 +849,29 @@ def demo(cache: str, seed: int) -> None:
     help=".html (interactive, self-contained) or .png (static).",
 )
 @click.option(
-    "--method", type=click.Choice(["pca", "tsne", "umap"]), default="pca", show_default=True
+    "--method",
+    type=click.Choice(["pca", "tsne", "umap"]),
+    default="pca",
+    show_default=True,
+    help="Projection method (not with --similar-to).",
 )
-@click.option("--color", help="Listing field to colour by (make, segment, price, region, ...).")
+@click.option(
+    "--color",
+    help="Listing field to colour by (make, segment, price, region, ...; not with --similar-to).",
+)
 @click.option(
     "--sample",
     type=click.IntRange(1),
     default=50_000,
     show_default=True,
-    help="Most listings to project.",
+    help="Most listings to project (not with --similar-to).",
 )
 @click.option("--listings", type=click.Path(), help="Catalogue to draw (default: training's).")
 @click.option(
     "--similar-to",
     "similar_to",
-    help="Draw this listing and its neighbours on a map of Germany instead.",
+    help="Draw this listing and its neighbours on a map of Germany instead of a projection; "
+    "--method, --color, --sample and --seed, which only a projection reads, are then an error.",
 )
 @click.option(
     "-k",
@@ -871,7 +880,9 @@ def demo(cache: str, seed: int) -> None:
     show_default=True,
     help="Neighbours for --similar-to.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Projection sample and layout."
+)
 @_user_errors
 def plot(
     model_dir: str,
@@ -887,10 +898,23 @@ def plot(
     """Map the listing embeddings in 2D (PCA, t-SNE, UMAP), or a listing's neighbours."""
     from embedrec.viz import plot_neighbours_map, plot_projection, project
 
+    if similar_to is not None:
+        if not similar_to.strip():
+            raise click.UsageError("--similar-to needs a listing id; it was empty")
+        # given with a neighbour map they would be ignored: the user meant something else
+        ignored = [
+            f"--{name}"
+            for name in ("method", "color", "sample", "seed")
+            if name in _explicit_flags()
+        ]
+        if ignored:
+            raise click.UsageError(
+                f"{', '.join(ignored)} set(s) a projection, which --similar-to does not draw"
+            )
     recommender = _load(model_dir)
     retriever = _retriever(recommender, listings)
     catalogue = retriever.catalogue
-    if similar_to:
+    if similar_to is not None:
         query_id = parse_id(similar_to, catalogue.id_dtype)
         [result] = retriever.similar([query_id], k)
         rows = catalogue.rows_of([query_id])
@@ -901,7 +925,8 @@ def plot(
             query,
             [hit.to_dict() for hit in result.hits],
             out_file,
-            title=f"{query_id} and its {k} most similar listings",
+            # the hits found: a small or filtered catalogue may hold fewer than k others
+            title=f"{query_id} and its {_found(len(result.hits), k)} most similar listings",
             text_fields=[
                 column
                 for spec in getattr(recommender, "feature_specs_", None) or []
@@ -921,6 +946,10 @@ def plot(
             title=f"{method.upper()} of {len(rows):,} listing embeddings",
         )
     click.echo(f"wrote {path}")
+
+
+def _found(found: int, k: int) -> str:
+    return f"{found}" if found == k else f"{found} (of {k} asked)"
 
 
 @main.command("inspect")
