@@ -96,3 +96,27 @@ def test_count_js_sees_projection_only(browser, tmp_path):
     assert page.evaluate(COUNT_JS, ["listings"]) == 50
     assert not errors, errors
     page.close()
+
+
+HOVER_JS = """() => {
+    const gd = document.querySelector('.plotly-graph-div');
+    Plotly.Fx.hover(gd, [{curveNumber: 0, pointNumber: 0}]);
+    const layer = document.querySelector('.hoverlayer');
+    return [layer.textContent, layer.querySelectorAll('a, [style*=bold]').length];
+}"""
+
+
+def test_hover_shows_field_values_as_they_are(browser, tmp_path):
+    # markup in a field is the field's text, not formatting; a year has no thousands separator
+    vectors, table = synthetic(n=20)
+    table = table.assign(
+        city='<b>bold</b> &amp; <a href="https://example.invalid">x</a>', year=2021, price=23221.0
+    )
+    out = plot_projection(np.asarray(vectors[:, :2]), table, None, tmp_path / "p.html")
+    page, errors = _open(browser, out, "viz-projection-hover")
+    text, elements = page.evaluate(HOVER_JS)
+    assert 'city: <b>bold</b> &amp; <a href="https://example.invalid">x</a>' in text
+    assert elements == 0
+    assert "year: 2021" in text and "price: 23,221 €" in text
+    assert not errors, errors
+    page.close()

@@ -7,6 +7,7 @@ open them); PNG files are static matplotlib figures. Files are written atomicall
 from __future__ import annotations
 
 import functools
+import html
 import logging
 from collections.abc import Collection, Sequence
 from pathlib import Path
@@ -244,13 +245,27 @@ def _hover(table: pd.DataFrame, extra: str | None) -> tuple[np.ndarray, str]:
         s = table[col]
         if _is_numeric(s):
             data[:, j] = s.to_numpy(dtype=float)
-            fmt = ":.4g" if pd.api.types.is_float_dtype(s) and col != "price" else ":,.0f"
+            # thousands separated for money only: other integers are years, ids, counts
+            # (2,021 read as a number, not a year)
+            if col == "price":
+                fmt = ":,.0f"
+            elif pd.api.types.is_float_dtype(s):
+                fmt = ":.4g"
+            else:
+                fmt = ":d"
         else:
-            data[:, j] = s.astype("string").fillna("").to_numpy(dtype=object)
+            # Plotly renders a subset of HTML in hover text: escaped, a value shows as it is
+            data[:, j] = _escaped(s.astype("string").fillna(""))
             fmt = ""
         unit = " €" if col == "price" else ""
         lines.append(f"{col}: %{{customdata[{j}]{fmt}}}{unit}")
     return data, "<br>".join(lines) + "<extra></extra>"
+
+
+def _escaped(text: pd.Series) -> np.ndarray:
+    """Strings as Plotly's hover text shows them literally: its markup (<b>, <a>, &...;)
+    escaped."""
+    return np.array([html.escape(str(v), quote=False) for v in text], dtype=object)
 
 
 def _write_plotly(fig: Any, out: Path) -> None:
@@ -474,13 +489,13 @@ def _map_html(
         shown = [f for f in fields if f in nb][:6]
         info = pd.Series([""] * len(nb))
         for f in shown:
-            info = info + f + ": " + nb[f].astype("string").fillna("–") + "<br>"
+            info = info + f + ": " + _escaped(nb[f].astype("string").fillna("–")) + "<br>"
         rank = np.arange(1, len(nb) + 1)
         hover = (
-            "#" + pd.Series(rank).astype(str) + " " + nb["listing_id"].astype(str)
+            "#" + pd.Series(rank).astype(str) + " " + _escaped(nb["listing_id"])
             + "<br>score " + nb["score"].map("{:.3f}".format)
             + " · " + pd.Series(km).map(_km) + "<br>" + info
-            + "differs: " + pd.Series(diffs).replace("", "nothing")
+            + "differs: " + _escaped(pd.Series(diffs).replace("", "nothing"))
         )  # fmt: skip
         traces += [
             go.Scatter(
@@ -496,13 +511,14 @@ def _map_html(
                 hovertext=hover, hoverinfo="text",
             ),
         ]  # fmt: skip
-    qinfo = "<br>".join(f"{f}: {query[f]}" for f in fields[:8])
+    qinfo = "<br>".join(f"{f}: {html.escape(str(query[f]), quote=False)}" for f in fields[:8])
     traces.append(
         go.Scatter(
             x=[query["lon"]], y=[query["lat"]], mode="markers", name="query",
             marker={"size": 18, "symbol": "star", "color": "#1f77b4",
                     "line": {"width": 1, "color": "#000"}},
-            hovertext=[f"query {query['listing_id']}<br>{qinfo}"], hoverinfo="text",
+            hovertext=[f"query {html.escape(str(query['listing_id']), quote=False)}<br>{qinfo}"],
+            hoverinfo="text",
         )
     )  # fmt: skip
     lat0 = np.radians((la0 + la1) / 2)
