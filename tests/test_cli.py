@@ -565,3 +565,24 @@ def test_listings_unknown_to_the_model_are_said_to_be_the_training_listings(caps
     assert "2 listing(s) in the training listings are unknown" in capsys.readouterr().err
     _retriever(Recommender(), "cat.parquet")
     assert "2 listing(s) in cat.parquet are unknown" in capsys.readouterr().err
+
+
+def test_an_unwritable_output_is_named_as_given_not_by_its_temporary_file(tmp_path):
+    from embedrec.data.atomic import write_atomic
+    from embedrec.data.errors import os_error_message
+
+    out = tmp_path / "gone" / "x.png"
+
+    def write(temporary):
+        temporary.parent.rmdir()  # the folder vanished: the writer cannot create its file
+        temporary.write_bytes(b"png")
+
+    with pytest.raises(OSError) as caught:
+        write_atomic(out, write)
+    assert os_error_message(caught.value) == f"{out}: No such file or directory"
+
+    def arrow_like(temporary):  # an error naming the file only in its message
+        raise OSError(f"Failed to open local file '{temporary}'")
+
+    with pytest.raises(OSError, match=r"^Failed to open local file '.*/gone/x\.png'$"):
+        write_atomic(out, arrow_like)

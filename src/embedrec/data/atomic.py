@@ -50,6 +50,13 @@ def replacing(*targets: str | Path) -> Iterator[list[Path]]:
             _fsync(temporary)
         for temporary, target in zip(temporaries, targets, strict=True):
             os.replace(temporary, target)
+    except OSError as exc:
+        # the user gave the target: an error naming the hidden temporary would puzzle them
+        names = {str(t): str(target) for t, target in zip(temporaries, targets, strict=True)}
+        named = _naming_targets(exc, names)
+        if named is exc:
+            raise
+        raise named from exc
     finally:
         for temporary in temporaries:
             temporary.unlink(missing_ok=True)
@@ -88,6 +95,23 @@ def replace_directory(
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _naming_targets(exc: OSError, targets: dict[str, str]) -> OSError:
+    """``exc`` with each temporary path it names (as its file names, else in its message)
+    replaced by its target: changed in place, or a new OSError of the message."""
+    named = False
+    for attribute in ("filename", "filename2"):
+        value = getattr(exc, attribute, None)
+        if value is not None and str(value) in targets:
+            setattr(exc, attribute, targets[str(value)])
+            named = True
+    text = str(exc)
+    if named or not any(temporary in text for temporary in targets):
+        return exc
+    for temporary, target in targets.items():
+        text = text.replace(temporary, target)
+    return OSError(text)
 
 
 def _fsync(path: Path) -> None:
