@@ -300,3 +300,13 @@ def test_neighbours_map_leaves_free_text_out_and_keeps_its_size_for_a_large_k(da
     height, width = matplotlib.image.imread(large).shape[:2]
     reference = matplotlib.image.imread(small).shape[:2]
     assert height <= reference[0] * 1.05 and width <= reference[1] * 1.15
+
+
+def test_categories_get_no_grey_as_grey_is_other_and_missing():
+    from embedrec.viz.plots import MAX_CATEGORIES, _palette
+
+    colours = _palette(MAX_CATEGORIES)
+    assert len(set(colours)) == MAX_CATEGORIES
+    for colour in colours:  # category 8 was D3's #7f7f7f, 18 Set2's #b3b3b3 ("other": #b0b0b0)
+        channels = [int(colour[i : i + 2], 16) for i in (1, 3, 5)]
+        assert max(channels) - min(channels) >= 24, colour

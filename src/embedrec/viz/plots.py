@@ -220,7 +220,14 @@ def _palette(k: int) -> list[str]:
         c if c.startswith("#") else "#{:02x}{:02x}{:02x}".format(*map(int, unlabel_rgb(c)))
         for c in colours
     ]
+    # grey is "other" and "missing" alone: D3's, Set2's and Dark2's greys would pass for them
+    as_hex = [c for c in as_hex if not _is_grey(c)]
     return [as_hex[i % len(as_hex)] for i in range(k)]
+
+
+def _is_grey(colour: str) -> bool:
+    red, green, blue = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
+    return max(red, green, blue) - min(red, green, blue) < 24
 
 
 def _numeric_colours(
