@@ -37,14 +37,15 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path)
     parser.add_argument("--data", type=Path, default=Path.home() / ".cache" / "embedrec")
     parser.add_argument("--out", type=Path, default=Path("docs"))
-    parser.add_argument("--epochs", type=int, default=12, help="as in `embedrec demo`")
+    parser.add_argument("--epochs", type=int, default=10, help="as in `embedrec demo`")
     args = parser.parse_args()
     if args.model_dir is None:
         data_dir = args.data / "cars-small-seed0"
         if not (data_dir / "interactions.parquet").exists():
             generate_cars(data_dir, size="small", seed=0, progress=False)
         args.model_dir = args.data / "model-small-seed0"
-        Recommender(epochs=args.epochs, progress=False).fit(
+        # the model `embedrec demo` trains (and caches where this looks first): no refit
+        Recommender(seed=0, epochs=args.epochs, refit=False, progress=False).fit(
             data_dir / "interactions.parquet", data_dir / "listings.parquet"
         ).save(args.model_dir)
     recommender = load(args.model_dir)

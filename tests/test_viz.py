@@ -310,3 +310,18 @@ def test_categories_get_no_grey_as_grey_is_other_and_missing():
     for colour in colours:  # category 8 was D3's #7f7f7f, 18 Set2's #b3b3b3 ("other": #b0b0b0)
         channels = [int(colour[i : i + 2], 16) for i in (1, 3, 5)]
         assert max(channels) - min(channels) >= 24, colour
+
+
+def test_inspect_reports_years_by_their_absolute_difference(data):
+    # relatively, any two years are about 0.001 apart: a meaningless figure
+    vectors, table = data
+    res = inspect_embeddings(vectors, table.assign(build=table["year"]), k=10, sample=300)
+    for column in ("year", "build"):  # by its name, and by whole numbers of 1900-2100
+        year = res["numeric"][column]
+        assert year["difference"] == "absolute"
+        assert 3 < year["random"] < 10  # years of 2005-2023 drawn at random
+    assert res["numeric"]["price"]["difference"] == "relative"
+    text = format_inspection(res)
+    assert "Median absolute difference |a-b| of years" in text
+    relative = text.split("Median relative difference")[1].split("Median absolute")[0]
+    assert "year" not in relative and "price" in relative

@@ -18,6 +18,9 @@ GEO_COLUMNS = {name for pair in LAT_LON_COLUMNS for name in pair}
 RADII_KM = (50, 100, 200)
 # A '|'-separated column (equipment) is a set when this share of its values hold a '|'.
 SET_SHARE = 0.2
+# Whole numbers all within these bounds, or a column named *year, are years: their
+# differences are absolute (2018 vs 2021 is 3 years, 0.001 relatively).
+YEARS = (1900, 2100)
 
 
 def inspect_embeddings(
@@ -35,7 +38,9 @@ def inspect_embeddings(
     - categorical columns: share of pairs with the same value ("neighbours" vs "random";
       "lift" = their ratio),
     - numeric columns: median relative difference |a-b| / max(|a|,|b|) (lower = closer;
-      "ratio" = neighbours / random),
+      "ratio" = neighbours / random); for year-like columns (named *year, or whole numbers
+      all within YEARS) the median absolute difference |a-b| instead, as relative
+      differences of years are all near 0 ("difference" says which),
     - '|'-separated set columns (equipment): mean Jaccard similarity,
     - geography (when lat/lon exist): Spearman correlation of embedding distance (1 - cosine)
       with haversine km over random pairs and over neighbour pairs, median km, and the share
@@ -91,11 +96,14 @@ def inspect_embeddings(
             }
         elif kind == "numeric":
             v = s.to_numpy(dtype=float, na_value=np.nan)
-            a, b = _median_rel_diff(v, q_nb, nb), _median_rel_diff(v, q_rnd, rnd)
+            absolute = _is_year(str(col), v)
+            median = _median_abs_diff if absolute else _median_rel_diff
+            a, b = median(v, q_nb, nb), median(v, q_rnd, rnd)
             result["numeric"][str(col)] = {
                 "neighbours": a,
                 "random": b,
                 "ratio": a / b if b > 0 else math.nan,
+                "difference": "absolute" if absolute else "relative",
             }
         else:
             m = s.astype("string").fillna("").str.get_dummies(sep="|").to_numpy(bool)
@@ -163,6 +171,24 @@ def _share_equal(codes: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     ca, cb = codes[a], codes[b]
     known = ca >= 0
     return float((ca[known] == cb[known]).mean()) if known.any() else math.nan
+
+
+def _is_year(name: str, v: np.ndarray) -> bool:
+    if name.lower().endswith("year"):
+        return True
+    known = v[np.isfinite(v)]
+    return bool(
+        len(known)
+        and (known == np.round(known)).all()
+        and YEARS[0] <= known.min()
+        and known.max() <= YEARS[1]
+    )
+
+
+def _median_abs_diff(v: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    diff = np.abs(v[a] - v[b])
+    diff = diff[~np.isnan(diff)]
+    return float(np.median(diff)) if len(diff) else math.nan
 
 
 def _median_rel_diff(v: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
@@ -237,12 +263,22 @@ def format_inspection(result: dict[str, Any]) -> str:
         ]  # fmt: skip
         out += ["", "Same value (share of pairs; higher = encoded)"]
         out += _table(["column", "values", "neighbours", "random", "lift"], rows)
-    if result["numeric"]:
+    numeric = sorted(result["numeric"].items(), key=lambda kv: kv[1]["ratio"])
+    relative = [(c, v) for c, v in numeric if v.get("difference", "relative") == "relative"]
+    absolute = [(c, v) for c, v in numeric if v.get("difference") == "absolute"]
+    if relative:
         rows = [
             [c, f"{v['neighbours']:.3f}", f"{v['random']:.3f}", f"{v['ratio']:.2f}"]
-            for c, v in sorted(result["numeric"].items(), key=lambda kv: kv[1]["ratio"])
+            for c, v in relative
         ]
         out += ["", "Median relative difference |a-b|/max(|a|,|b|) (lower = encoded)"]
+        out += _table(["column", "neighbours", "random", "ratio"], rows)
+    if absolute:
+        rows = [
+            [c, f"{v['neighbours']:.1f}", f"{v['random']:.1f}", f"{v['ratio']:.2f}"]
+            for c, v in absolute
+        ]
+        out += ["", "Median absolute difference |a-b| of years (lower = encoded)"]
         out += _table(["column", "neighbours", "random", "ratio"], rows)
     if result["sets"]:
         rows = [
