@@ -325,3 +325,17 @@ def test_inspect_reports_years_by_their_absolute_difference(data):
     assert "Median absolute difference |a-b| of years" in text
     relative = text.split("Median relative difference")[1].split("Median absolute")[0]
     assert "year" not in relative and "price" in relative
+
+
+def test_colouring_by_date_times_sets_or_free_text_is_refused_naming_the_column(data, tmp_path):
+    # their legends listed 20 instants or 'a|b|c' strings and "other"
+    vectors, table = data
+    table = table.assign(description=[f"gepflegt und unfallfrei, Nr. {i}" for i in range(500)])
+    for column, says in [
+        ("created_at", "date-times"),
+        ("equipment", "'|'-separated sets"),
+        ("description", "free text"),
+    ]:
+        with pytest.raises(ValueError, match=f"cannot colour by '{column}': it holds {says}"):
+            plot_projection(vectors[:, :2], table, column, tmp_path / "x.png")
+    assert not list(tmp_path.iterdir())

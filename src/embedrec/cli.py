@@ -857,7 +857,8 @@ def demo(cache: str, seed: int) -> None:
 )
 @click.option(
     "--color",
-    help="Listing field to colour by (make, segment, price, region, ...; not with --similar-to).",
+    help="Listing field to colour by (make, segment, price, region, ...; not date-times, "
+    "'|'-separated sets or free text; not with --similar-to).",
 )
 @click.option(
     "--sample",

@@ -65,7 +65,9 @@ def plot_projection(
     `table` holds the listings' fields in the same row order as `coords` (e.g.
     `table.iloc[rows]` with `rows` from `project`). `color` names a column: categorical
     columns get discrete colours (top 20 values + "other"), numeric ones a continuous scale;
-    None draws one colour. Raises ValueError for an unknown column or misaligned inputs.
+    None draws one colour. Raises ValueError for an unknown column or misaligned inputs, and
+    for a column no colour says anything of: date-times, '|'-separated multi-valued columns
+    and free text (their every value, or nearly, a category of its own).
     """
     out = Path(out)
     _check_suffix(out)
@@ -80,6 +82,8 @@ def plot_projection(
         raise ValueError(
             f"unknown colour column {color!r}; available columns: {', '.join(map(str, table))}"
         )
+    if color is not None:
+        _check_colour_column(table[color], color)
     table = table.reset_index(drop=True)
     groups = _colour_groups(table, color)
     if out.suffix.lower() == ".html":
@@ -175,6 +179,21 @@ def _without_coordinates(item: dict[str, Any]) -> dict[str, Any]:
 def _check_suffix(out: Path) -> None:
     if out.suffix.lower() not in (".html", ".png"):
         raise ValueError(f"output must end in .html or .png, got {out.name!r}")
+
+
+def _check_colour_column(values: pd.Series, color: str) -> None:
+    if pd.api.types.is_datetime64_any_dtype(values) or isinstance(values.dtype, pd.PeriodDtype):
+        raise ValueError(f"cannot colour by {color!r}: it holds date-times, not categories")
+    if _is_numeric(values) or pd.api.types.is_bool_dtype(values):
+        return
+    text = values.dropna()
+    text = text[text.map(lambda v: isinstance(v, str))]
+    if len(text) and text.str.contains("|", regex=False).mean() >= 0.2:
+        raise ValueError(
+            f"cannot colour by {color!r}: it holds '|'-separated sets of values, not one each"
+        )
+    if _is_free_text(text):
+        raise ValueError(f"cannot colour by {color!r}: it holds free text, not categories")
 
 
 def _is_free_text(values: pd.Series) -> bool:
