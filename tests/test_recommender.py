@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -117,6 +118,17 @@ def test_corrupt_truncated_and_foreign_directories(fitted_mf, tmp_path):
         load(foreign)
     with pytest.raises(BundleError, match="no such model directory"):
         load(tmp_path / "absent")
+
+
+def test_weights_that_are_no_safetensors_file_behind_a_matching_checksum(fitted_mf, tmp_path):
+    path = fitted_mf.save(tmp_path / "model")
+    weights = path / "weights.safetensors"
+    weights.write_bytes(np.random.default_rng(0).bytes(5000))
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["files"]["weights.safetensors"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="weights.safetensors is not a safetensors file"):
+        load(path)
 
 
 def test_save_refuses_to_replace_a_directory_that_is_not_a_model(fitted_mf, tmp_path):

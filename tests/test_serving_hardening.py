@@ -206,6 +206,49 @@ def test_a_reload_of_a_model_whose_manifest_names_other_files_is_refused(fresh, 
     secret.unlink()
 
 
+def with_bad_weights(model: Path, target: Path) -> Path:
+    """A copy of ``model`` whose weights are no safetensors file, the manifest's checksum
+    rewritten to match: only reading the file can tell."""
+    copy = shutil.copytree(model, target)
+    weights = copy / "weights.safetensors"
+    weights.write_bytes(os.urandom(5000))
+    manifest = json.loads((copy / MANIFEST).read_text())
+    manifest["files"]["weights.safetensors"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    return copy
+
+
+def test_weights_that_are_no_safetensors_file_are_refused_as_no_model(
+    fresh, model, tmp_path, monkeypatch
+):
+    bad = with_bad_weights(model, model.parent / "bad-weights")
+    try:
+        answer = fresh.post("/v1/admin/reload", json={"model_dir": str(bad)}, headers=AUTH)
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["field"] == "model_dir"
+        assert "weights.safetensors is not a safetensors file" in answer.json()["error"]
+        assert fresh.get("/v1/model").json()["model_dir"] == str(model)  # still served
+        # a worker started on a store that recorded it serves its command line's model
+        store = tmp_path / "recorded.sqlite"
+        ListingStore(store).record_reload(str(bad))
+        settings = Settings(model_dir=str(model), store=str(store), follow_store=True)
+        with TestClient(create_app(settings)) as client:
+            ready = client.get("/healthz/ready").json()
+            assert ready["model_dir"] == str(model)
+            assert "weights.safetensors is not a safetensors file" in ready["reload_error"]
+        # embedrec serve on it: one error line, no traceback
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+        monkeypatch.setenv("EMBEDREC_API_TOKEN", "t")  # no read-only warning before it
+        store = str(tmp_path / "serve.sqlite")
+        result = CliRunner().invoke(main, ["serve", str(bad), "--store", store])
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith(f"error: {bad}: cannot load the model (")
+        assert "weights.safetensors is not a safetensors file" in result.output
+        assert "Traceback" not in result.output and result.output.count("\n") == 1
+    finally:
+        shutil.rmtree(bad)
+
+
 def write_routes(app) -> list[tuple[str, str]]:
     """(method, path) of every route that needs the token, path parameters filled in."""
     routes = []

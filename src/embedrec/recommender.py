@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from embedrec.bundle import MODEL_FILES, BundleError, read_manifest, write_bundle
@@ -756,7 +757,7 @@ class Recommender:
         manifest = read_manifest(directory, MODEL_FILES)
         try:
             config = json.loads((directory / "config.json").read_text())
-            tensors = load_file(str(directory / "weights.safetensors"))
+            tensors = _load_weights(directory / "weights.safetensors")
             params = dict(config["params"])
             if isinstance(params.get("schema"), dict):  # saved as its dict (older models: none)
                 params["schema"] = SchemaConfig(**params["schema"])
@@ -795,6 +796,16 @@ class Recommender:
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):
             raise RuntimeError("this Recommender is not fitted yet: call fit() or load()")
+
+
+def _load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file. A file that is no safetensors file (its checksum in the
+    manifest rewritten with it) raises safetensors' own error, which is no ValueError or
+    OSError: here it becomes the ValueError that ``load`` reports as a BundleError."""
+    try:
+        return load_file(str(path))
+    except SafetensorError as exc:
+        raise ValueError(f"{path.name} is not a safetensors file: {exc}") from None
 
 
 def load(directory: str | Path) -> Recommender:

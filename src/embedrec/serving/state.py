@@ -415,6 +415,8 @@ def _load(model_dir: str | Path, cache_dir: str | None) -> Recommender:
     if cache_dir:
         try:
             return shared_recommender(model_dir, cache_dir)
+        except BundleError:  # the model directory itself (a ValueError): loading it again fails
+            raise
         except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
             log.warning("cannot share the model in %s (%s): loading it here", cache_dir, exc)
     return Recommender.load(model_dir)
