@@ -19,7 +19,14 @@ import httpx
 import pytest
 import test_serving as serving
 
-from embedrec.serving.store import Change, Head, ListingStore, StoreUnavailable, open_store
+from embedrec.serving.store import (
+    Change,
+    Head,
+    ListingStore,
+    StoreUnavailable,
+    Write,
+    open_store,
+)
 
 AUTH, NEW_CAR, Server = serving.AUTH, serving.NEW_CAR, serving.Server
 cars, model_dir = serving.cars, serving.model_dir  # the session fixtures, made once
@@ -116,6 +123,30 @@ def test_reopening_keeps_everything(location):
         assert again.put(7, CAR) == (6, False)
     finally:
         again.close()
+
+
+def test_of_concurrent_puts_of_one_new_id_exactly_one_is_new(location):
+    """Two stores (two workers or replicas), three threads each, put the same new ids at once:
+    whether a put is new is decided in its transaction, so each id is new exactly once."""
+    stores = [open_store(location), open_store(location)]
+    start = threading.Barrier(6)
+
+    def put(worker: int) -> list[bool]:
+        start.wait()
+        return [stores[worker % 2].put(f"race-{i}", CAR)[1] for i in range(5)]
+
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            news = list(pool.map(put, range(6)))
+        assert [sum(column) for column in zip(*news, strict=True)] == [1] * 5
+        # a listing the catalogue serves without a stored row (a training listing) is
+        # replaced, not created, unless the store says it was deleted since
+        assert stores[0].put_many([Write("trained", CAR, served=True)]) == [(31, False)]
+        stores[1].delete("trained")
+        assert stores[0].put_many([Write("trained", CAR, served=True)]) == [(33, True)]
+    finally:
+        for store in stores:
+            store.close()
 
 
 def test_writers_in_parallel_commit_in_sequence_order_so_catching_up_misses_nothing(location):

@@ -323,6 +323,38 @@ def test_put_is_searchable_at_once_and_delete_hides_it(server):
     assert back == []
 
 
+def test_of_concurrent_puts_of_one_new_id_exactly_one_answers_created(server):
+    """Whether a PUT created its listing is what the store's transaction saw, not what the
+    catalogue held before the write: of six PUTs of one new id at once, one is a 201."""
+    start = threading.Barrier(6)
+
+    def put(round_: int) -> tuple[int, bool]:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            start.wait()
+            answer = client.put(f"/v1/listings/race-{round_}", json=NEW_CAR, headers=AUTH)
+            return answer.status_code, answer.json()["created"]
+
+    for round_ in range(4):
+        with ThreadPoolExecutor(6) as pool:
+            answers = sorted(pool.map(put, [round_] * 6))
+        assert answers == [(200, False)] * 5 + [(201, True)], answers
+    # the batch endpoint counts what its transaction created: two batches of the same new ids
+    batch = {"listings": [{"listing_id": f"race-batch-{i}", **NEW_CAR} for i in range(20)]}
+
+    def post(_: int) -> int:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            start.wait()
+            return client.post("/v1/listings:batch", json=batch, headers=AUTH).json()["created"]
+
+    start = threading.Barrier(2)
+    with ThreadPoolExecutor(2) as pool:
+        assert sum(pool.map(post, range(2))) == 20
+    # a training listing never written is replaced, not created
+    trained = some_ids(server, 1)[0]
+    answer = server.client.put(f"/v1/listings/{trained}", json=NEW_CAR, headers=AUTH)
+    assert answer.status_code == 200 and answer.json()["created"] is False
+
+
 def test_writes_survive_restart_and_sigkill(model_dir, tmp_path):
     store = tmp_path / "store.sqlite"
     first = Server(model_dir, store)

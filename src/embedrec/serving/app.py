@@ -281,8 +281,8 @@ def create_app(settings: Settings) -> FastAPI:
         """Add or replace a listing; it is embedded from its features and searchable at once."""
         typed = st.listing_id(listing_id)
         embedded = st.embed(st.listing_frame(typed, fields), fields)
-        created = st.catalogue.rows_of([typed])[0] < 0
-        seq = holder.write(st, typed, embedded)
+        # created as the store's transaction saw it: of concurrent PUTs of one new id, one
+        ((seq, created),) = holder.write_many(st, [typed], embedded)
         response.status_code = 201 if created else 200
         return s.WriteResponse(listing_id=typed, seq=seq, created=created)
 
@@ -293,8 +293,8 @@ def create_app(settings: Settings) -> FastAPI:
         index and field)."""
         typed, fields = _batch_items(st, request_body.listings)
         embedded = st.embed(st.listing_table(list(zip(typed, fields, strict=True))), fields)
-        created = int((st.catalogue.rows_of(typed) < 0).sum())
         results = holder.write_many(st, typed, embedded)
+        created = sum(new for _, new in results)  # as the store's transaction saw them
         return s.BatchResponse(count=len(results), created=created, seqs=[q for q, _ in results])
 
     @app.delete("/v1/listings/{listing_id}", dependencies=[Writer], responses=WRITE_ERRORS)

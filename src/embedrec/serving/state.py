@@ -506,6 +506,11 @@ class StateHolder:
         """Commit puts of ``embedded``'s rows (``ids`` in its order) or deletes of ``ids``, in
         one transaction, then apply them; returns (seq, new) per id.
 
+        ``new`` (a put of a listing not live before it) is decided by the store inside its
+        transaction, so of concurrent puts of one new id exactly one is new; the catalogue is
+        asked only about ids the store has never held (listings served from the model's or
+        the ``--listings`` table), which no write can have changed meanwhile.
+
         The vectors are stored with the model's tag, so other workers apply them without
         embedding again. The commit runs outside the state's lock: writes of concurrent
         requests are committed together (``Store.put_many``'s group commit).
@@ -513,8 +518,9 @@ class StateHolder:
         if embedded is None:
             writes = [Write(i, None) for i in ids]
         else:
-            rows = zip(ids, embedded.records, embedded.vectors, strict=True)
-            writes = [Write(i, f, v, state.model_tag) for i, f, v in rows]
+            served = (state.catalogue.rows_of(ids) >= 0).tolist()
+            rows = zip(ids, embedded.records, embedded.vectors, served, strict=True)
+            writes = [Write(i, f, v, state.model_tag, s) for i, f, v, s in rows]
         results = self.store.put_many(writes)
         ready = {}
         if embedded is not None:

@@ -78,10 +78,14 @@ class Write:
     fields: dict[str, Any] | None
     vector: np.ndarray | None = None
     model: str | None = None
+    # whether the served catalogue holds the listing without a row in the store (a training
+    # listing): where the store has no row of it, a put replaces it rather than creates it
+    served: bool = False
 
 
-# one stored row: key (JSON id), JSON fields or None, vector bytes or None, model tag
-Row = tuple[str, str | None, bytes | None, str | None]
+# one stored row: key (JSON id), JSON fields or None, vector bytes or None, model tag, and
+# whether the listing is served without a stored row (``Write.served``; not stored)
+Row = tuple[str, str | None, bytes | None, str | None, bool]
 
 
 @dataclass(frozen=True)
@@ -189,7 +193,8 @@ class StoreBase:
         model: str | None = None,
     ) -> tuple[int, bool]:
         """Store a listing's fields (and its vector as embedded by ``model``); returns (seq,
-        whether the id was new or deleted)."""
+        whether the id was new or deleted: decided inside the transaction, so of concurrent
+        puts of one new id exactly one is new)."""
         return self.put_many([Write(listing_id, fields, vector, model)])[0]
 
     def put_many(self, writes: Sequence[Write]) -> list[tuple[int, bool]]:
@@ -219,7 +224,8 @@ def _row(write: Write) -> Row:
     vector = None
     if write.vector is not None and write.fields is not None:
         vector = np.ascontiguousarray(write.vector, dtype="<f4").tobytes()
-    return json.dumps(write.listing_id), fields, vector, write.model if vector else None
+    model = write.model if vector else None
+    return json.dumps(write.listing_id), fields, vector, model, write.served
 
 
 def changes_of(rows: Sequence[tuple]) -> list[Change]:
@@ -242,11 +248,12 @@ def changes_of(rows: Sequence[tuple]) -> list[Change]:
 
 def assign(first_seq: int, rows: Sequence[Row], live: dict[str, bool]) -> list[tuple]:
     """Sequence numbers and "new" flags for ``rows`` written in order, given whether each key
-    was live before (``live``, updated): the parameters (key, seq, fields, vector, model,
-    new) of each row's upsert."""
+    was live before (``live``, read in the writing transaction, updated; a key without a
+    stored row is live where the catalogue serves it): the parameters (key, seq, fields,
+    vector, model, new) of each row's upsert."""
     out = []
-    for offset, (key, fields, vector, model) in enumerate(rows):
-        out.append((key, first_seq + offset, fields, vector, model, not live.get(key, False)))
+    for offset, (key, fields, vector, model, served) in enumerate(rows):
+        out.append((key, first_seq + offset, fields, vector, model, not live.get(key, served)))
         live[key] = fields is not None
     return out
 
