@@ -67,6 +67,16 @@ def test_catalogue_restricts_results_and_reports_unknown_ids(fitted_mf, blocks):
     assert {hit.listing_id for hit in result.hits} <= allowed
 
 
+def test_a_column_named_score_never_replaces_the_computed_score(fitted_mf, blocks):
+    _, listings, _, _ = blocks
+    [result] = fitted_mf.similar(["Wagen 1 ä"], k=3, listings=listings.assign(score=4.5))
+    assert [hit.fields["score"] for hit in result.hits] == [4.5] * 3  # the column, kept apart
+    as_dict = result.to_dict()["results"]
+    assert [r["score"] for r in as_dict] == result.scores and 4.5 not in result.scores
+    assert [r["listing_id"] for r in as_dict] == result.ids
+    assert list(as_dict[0])[:2] == ["listing_id", "score"]
+
+
 def test_a_catalogue_with_integer_ids_meets_a_model_with_string_ids(blocks):
     # a model trained on digit strings (a slug in its CSV made them strings), queried with a
     # catalogue whose CSV holds numbers only: the same listings, vectors and seen ones

@@ -51,7 +51,8 @@ class Hit:
     score : float
         Cosine similarity or the model's score, rounded to six decimals.
     fields : dict
-        The listing's other columns as JSON-ready values (missing values are None).
+        The listing's other columns as JSON-ready values (missing values are None), a
+        column named ``score`` too.
     """
 
     listing_id: Any
@@ -59,7 +60,12 @@ class Hit:
     fields: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"listing_id": self.listing_id, "score": self.score, **self.fields}
+        """``{"listing_id", "score", fields...}``. The computed values win: a column named
+        ``score`` (or a ``listing_id`` among the fields) never replaces them here; read it
+        from ``fields``."""
+        out = {"listing_id": self.listing_id, "score": self.score}
+        out.update((name, value) for name, value in self.fields.items() if name not in out)
+        return out
 
 
 @dataclass(frozen=True)
@@ -89,8 +95,9 @@ class Results:
         return [hit.score for hit in self.hits]
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"query", "results": [{"listing_id", "score", fields...}]}``, plus ``"unknown"``
-        when a session had unknown listings: the CLI's ``--json`` line."""
+        """``{"query", "results": [{"listing_id", "score", fields...}]}`` (each result as
+        :meth:`Hit.to_dict`), plus ``"unknown"`` when a session had unknown listings: the
+        CLI's ``--json`` line."""
         out: dict[str, Any] = {"query": self.query, "results": [h.to_dict() for h in self.hits]}
         if self.unknown:
             out["unknown"] = self.unknown
