@@ -28,7 +28,8 @@ from embedrec.bundle import MANIFEST
 from embedrec.cli import main
 from embedrec.data.errors import DataError
 from embedrec.serving.app import OUTSIDE_MODEL_ROOT, STATIC, create_app
-from embedrec.serving.state import PROJECTIONS_KEPT, Settings
+from embedrec.serving.filter_params import QUERY_PARAMETERS
+from embedrec.serving.state import COMPUTED_FIELDS, PROJECTIONS_KEPT, Settings
 from embedrec.serving.store import ListingStore, open_store
 
 # trains models: seconds each
@@ -206,16 +207,22 @@ def test_a_reload_of_a_model_whose_manifest_names_other_files_is_refused(fresh, 
     secret.unlink()
 
 
-def with_bad_weights(model: Path, target: Path) -> Path:
-    """A copy of ``model`` whose weights are no safetensors file, the manifest's checksum
-    rewritten to match: only reading the file can tell."""
+def with_file(model: Path, target: Path, name: str, write) -> Path:
+    """A copy of ``model`` whose file ``name`` is written by ``write(path)``, the manifest's
+    checksum rewritten to match: only reading the file can tell."""
     copy = shutil.copytree(model, target)
-    weights = copy / "weights.safetensors"
-    weights.write_bytes(os.urandom(5000))
+    write(copy / name)
     manifest = json.loads((copy / MANIFEST).read_text())
-    manifest["files"]["weights.safetensors"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    manifest["files"][name] = hashlib.sha256((copy / name).read_bytes()).hexdigest()
     (copy / MANIFEST).write_text(json.dumps(manifest))
     return copy
+
+
+def with_bad_weights(model: Path, target: Path) -> Path:
+    """A copy of ``model`` whose weights are no safetensors file."""
+    return with_file(
+        model, target, "weights.safetensors", lambda p: p.write_bytes(os.urandom(5000))
+    )
 
 
 def test_weights_that_are_no_safetensors_file_are_refused_as_no_model(
@@ -247,6 +254,50 @@ def test_weights_that_are_no_safetensors_file_are_refused_as_no_model(
         assert "Traceback" not in result.output and result.output.count("\n") == 1
     finally:
         shutil.rmtree(bad)
+
+
+@pytest.mark.parametrize("name", [*COMPUTED_FIELDS, *QUERY_PARAMETERS])
+def test_a_catalogue_column_named_like_the_apis_own_names_is_refused(model, tmp_path, name):
+    # a column "score" replaced every result's score, "x" the projection's coordinate, and
+    # one named like a query parameter ("k", "near") could never be filtered
+    _, listings, _, _ = block_data()
+    today = tmp_path / "today.parquet"
+    listings.assign(**{name: 4.5}).to_parquet(today)
+    settings = Settings(str(model), listings=str(today), store=str(tmp_path / "s.sqlite"))
+    with pytest.raises(DataError) as caught:
+        create_app(settings)
+    assert caught.value.file == str(today) and caught.value.column == name
+    assert f"column '{name}': " in str(caught.value) and "; rename the column" in str(caught.value)
+
+
+def test_a_reloaded_model_whose_listings_have_a_column_named_score_is_refused(
+    fresh, model, tmp_path, monkeypatch
+):
+    def listings_with_score(path: Path) -> None:
+        pd.read_parquet(path).assign(score=4.5).to_parquet(path)
+
+    scored = with_file(model, model.parent / "scored", "listings.parquet", listings_with_score)
+    try:
+        answer = fresh.post("/v1/admin/reload", json={"model_dir": str(scored)}, headers=AUTH)
+        assert answer.status_code == 422, answer.text
+        assert answer.json() == {
+            "error": f"{scored}/listings.parquet, column 'score': the API computes a 'score' "
+            "for its answers, which this column would replace; rename the column (the API's "
+            "own names: score, distance_km, x, y, k, near, within_km, exclude)",
+            "field": "model_dir",
+        }
+        assert fresh.get("/v1/model").json()["model_dir"] == str(model)  # still served
+        # embedrec serve on it: the same, as one error line
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+        monkeypatch.setenv("EMBEDREC_API_TOKEN", "t")
+        result = CliRunner().invoke(
+            main, ["serve", str(scored), "--store", str(tmp_path / "serve.sqlite")]
+        )
+        assert result.exit_code == 2 and "Traceback" not in result.output
+        errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+        assert errors == [f"error: {answer.json()['error']}"]
+    finally:
+        shutil.rmtree(scored)
 
 
 def write_routes(app) -> list[tuple[str, str]]:

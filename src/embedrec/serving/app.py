@@ -36,7 +36,7 @@ from embedrec.index.catalogue import Catalogue
 from embedrec.index.filters import FilterError, allowed_mask, filters_from_mapping
 from embedrec.retrieval.results import Results, UnknownIdError
 from embedrec.serving import schemas as s
-from embedrec.serving.filter_params import filter_parameters
+from embedrec.serving.filter_params import RESULTS, filter_parameters
 from embedrec.serving.metrics import CONTENT_TYPE, Metrics, MetricsAndLimits
 from embedrec.serving.state import BatchError, ServingState, Settings, StateHolder
 from embedrec.serving.store import StoreUnavailable, open_store
@@ -66,7 +66,7 @@ OUTSIDE_MODEL_ROOT = (
     "reloads are limited to model directories under the server's model root (--model-root)"
 )
 # query parameters that are not filters
-NOT_FILTERS = {"k"}
+NOT_FILTERS = {RESULTS}
 SINGLE_VALUED = {"near", "within_km"}
 LOCATION_COLUMNS = {name for pair in LAT_LON_COLUMNS for name in pair}
 
@@ -318,7 +318,7 @@ def create_app(settings: Settings) -> FastAPI:
         model_dir = requested or holder.current.model_dir
         try:
             new = holder.reload(model_dir)
-        except BundleError as exc:
+        except (BundleError, DataError) as exc:  # no model, or its catalogue cannot be served
             raise ApiError(422, str(exc), "model_dir") from None
         return _model_info(new)
 
@@ -335,7 +335,7 @@ def create_app(settings: Settings) -> FastAPI:
             new = holder.rollback()
         except LookupError as exc:
             raise ApiError(409, str(exc), None) from None
-        except BundleError as exc:
+        except (BundleError, DataError) as exc:
             raise ApiError(422, str(exc), "model_dir") from None
         return _model_info(new)
 
@@ -594,6 +594,8 @@ def _distances(answer: Results, origin: tuple[float, float] | None) -> list[dict
                 if lat is not None and lon is not None:
                     distance = round(distance_km(*origin, lat, lon), 3)
                     break
+        # no field replaces the computed ones: the state refuses a catalogue with a column
+        # of their names (check_column_names), so they are not checked per result
         results.append(
             {
                 "listing_id": hit.listing_id,

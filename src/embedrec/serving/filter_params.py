@@ -17,9 +17,14 @@ import pandas as pd
 from embedrec.geo import LAT_LON_COLUMNS
 from embedrec.index.filters import ID_COLUMN
 
+# the routes' number of results, never a filter
+RESULTS = "k"
 # not derived from a column, so no column may take these names
 RADIUS = ("near", "within_km")
 EXCLUDE = "exclude"
+# query parameters that are no column's filter: the service refuses a catalogue with a column
+# of one of these names (serving/state.py), which could never be filtered
+QUERY_PARAMETERS = (RESULTS, *RADIUS, EXCLUDE)
 
 
 def filter_parameters(schema: pd.DataFrame, reserved: Collection[str] = ()) -> list[dict[str, Any]]:

@@ -37,6 +37,8 @@ from embedrec.index.catalogue import Catalogue
 from embedrec.memory import release_free_memory
 from embedrec.recommender import Recommender
 from embedrec.retrieval.retriever import Retriever
+from embedrec.serving import schemas as s
+from embedrec.serving.filter_params import QUERY_PARAMETERS
 from embedrec.serving.shared import model_tag, shared_recommender, shared_retriever
 from embedrec.serving.store import Change, Head, Store, StoreUnavailable, Write
 
@@ -50,6 +52,14 @@ FLOAT_MAX = sys.float_info.max
 FOLLOW_WAIT_S = 1.0
 FOLLOW_POLL_S = 5.0
 FOLLOW_RETRY_S = 1.0
+# what the API computes for an answer beside a listing's fields (a result's score and
+# distance, a projected point's coordinates): no catalogue column may take these names
+COMPUTED_FIELDS = tuple(
+    name
+    for model in (s.ListingResult, s.ProjectionPoint)
+    for name in model.model_fields
+    if name not in s.ListingFields.model_fields
+)
 
 
 @dataclass
@@ -347,7 +357,7 @@ class ServingState:
         live = np.flatnonzero(catalogue.live)
         rows, coords = project(catalogue.vectors[live], method, sample, seed=0)
         records = catalogue.fields(live[rows])
-        points = [
+        points = [  # no field is named x or y: check_column_names
             {"x": float(x), "y": float(y), **record}
             for (x, y), record in zip(coords, records, strict=True)
         ]
@@ -373,6 +383,8 @@ def build_state(
     listings) are the ones all workers map (``serving/shared.py``)."""
     started = time.perf_counter()
     recommender = _load(model_dir, cache_dir)
+    if listings is None:  # the model's own: refused before its catalogue is embedded
+        check_column_names(recommender.listing_table_.columns, f"{model_dir}/listings.parquet")
     tag = model_tag(recommender)
     retriever: Retriever | None = None
     if cache_dir and tag:
@@ -382,6 +394,8 @@ def build_state(
             log.warning("cannot share the catalogue in %s (%s): loading it here", cache_dir, exc)
     if retriever is None:
         retriever = recommender.retriever(listings)
+    if listings is not None:
+        check_column_names(retriever.catalogue.schema.columns, listings)
     unknown = retriever.unknown
     if unknown:
         log.warning(
@@ -406,6 +420,26 @@ def build_state(
         time.perf_counter() - started,
     )
     return state
+
+
+def check_column_names(columns: Any, source: str | Path) -> None:
+    """DataError naming a column of the served catalogue (read from ``source``) that the
+    API's own names would hide: a computed field of the answers (``COMPUTED_FIELDS``), which
+    the column would replace, or a query parameter that is no filter (``QUERY_PARAMETERS``),
+    so that the column could never be filtered."""
+    for name in map(str, columns):
+        if name in COMPUTED_FIELDS:
+            why = f"the API computes a {name!r} for its answers, which this column would replace"
+        elif name in QUERY_PARAMETERS:
+            why = f"{name!r} is a query parameter of the API, so this column could not be filtered"
+        else:
+            continue
+        raise DataError(
+            f"{why}; rename the column (the API's own names: "
+            f"{', '.join((*COMPUTED_FIELDS, *QUERY_PARAMETERS))})",
+            file=str(source),
+            column=name,
+        )
 
 
 def _load(model_dir: str | Path, cache_dir: str | None) -> Recommender:
