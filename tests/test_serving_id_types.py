@@ -53,6 +53,22 @@ def test_a_body_id_of_the_other_type_names_the_listing_of_the_path(models, kind,
         assert response.status_code == 422 and response.json()["field"] == "listing_id"
 
 
+@pytest.mark.parametrize("kind", ["int", "str"])
+def test_a_body_id_of_true_is_no_id_not_listing_1(models, kind, tmp_path):
+    # True == 1 in Python: an integer catalogue took it for the path's listing 1
+    with client(models, kind, tmp_path / "store.sqlite") as http:
+        for path in ("1", "True", "true"):
+            body = {**CAR, "listing_id": True}
+            response = http.put(f"/v1/listings/{path}", json=body, headers=AUTH)
+            assert response.status_code == 422, response.text
+            assert response.json()["field"] == "listing_id"
+            assert http.get(f"/v1/listings/{path}").status_code == 404
+        assert (
+            http.put("/v1/listings/1", json={**CAR, "listing_id": 1}, headers=AUTH).status_code
+            == 201
+        )
+
+
 @pytest.mark.parametrize(("first", "second"), [("str", "int"), ("int", "str")])
 def test_stored_writes_meet_a_reloaded_model_with_the_other_type_of_id(
     models, first, second, tmp_path

@@ -175,6 +175,13 @@ class ServingState:
             # reverse; a store replayed into a model with the other type of id holds such ids
             listing_id = as_id_like(listing_id, id_dtype)
             try:
+                if isinstance(fields.get("listing_id"), bool):
+                    # True == 1: an integer catalogue would take it for listing 1
+                    raise DataError(
+                        f"listing_id {fields['listing_id']!r} in the body is no string or "
+                        "integer id",
+                        column="listing_id",
+                    )
                 if (
                     "listing_id" in fields
                     and as_id_like(fields["listing_id"], id_dtype) != listing_id
