@@ -255,6 +255,34 @@ def test_bad_reads(server, path, params, status, field):
     assert answer.json()["field"] == field and answer.json()["error"]
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        # Starlette named the first route of the path only: "GET" where PUT and DELETE exist
+        ("POST", "/v1/listings/{id}", "DELETE, GET, PUT"),
+        ("PATCH", "/v1/listings/{id}", "DELETE, GET, PUT"),
+        ("OPTIONS", "/v1/listings/{id}", "DELETE, GET, PUT"),
+        ("DELETE", "/v1/listings/{id}/similar", "GET"),
+        ("GET", "/v1/listings:batch", "POST"),
+        ("PUT", "/healthz", "GET, HEAD"),
+    ],
+)
+def test_a_method_not_allowed_lists_every_method_of_the_path(server, method, path, allow):
+    path = path.format(id=some_ids(server, 1)[0])
+    answer = server.client.request(method, path)
+    assert answer.status_code == 405
+    assert answer.headers["allow"] == allow
+    assert answer.json() == {"error": "Method Not Allowed", "field": None}
+
+
+def test_a_trailing_slash_is_no_route_and_never_redirects(server):
+    # Starlette's redirect built its Location from the request's Host header
+    listing = some_ids(server, 1)[0]
+    for path in (f"/v1/listings/{listing}/similar/", "/v1/model/", "/healthz/"):
+        answer = server.client.get(path, headers={"Host": "evil.example"})
+        assert answer.status_code == 404 and "location" not in answer.headers, path
+
+
 def test_bad_writes(server, model_dir):
     put = server.client.put
     assert put("/v1/listings/x", json=NEW_CAR).status_code == 401

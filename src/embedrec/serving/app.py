@@ -27,6 +27,7 @@ from fastapi.security.utils import get_authorization_scheme_param
 from fastapi.staticfiles import StaticFiles
 from pydantic_core import to_json
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from embedrec.bundle import BundleError
 from embedrec.data.errors import DataError
@@ -103,6 +104,9 @@ def create_app(settings: Settings) -> FastAPI:
         summary="Similar listings, recommendations and cold-start listings over HTTP.",
         responses={422: {"model": s.ErrorBody}},
         lifespan=lifespan,
+        # a path with a trailing slash is no route (404): Starlette's redirect to the path
+        # without it took its Location's host from the request's Host header
+        redirect_slashes=False,
     )
     app.state.holder = holder
     bearer = HTTPBearer(auto_error=False, description="the API token set at start-up")
@@ -644,6 +648,15 @@ def _model_info(st: ServingState) -> s.ModelInfo:
     )
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method a route of the request's path answers (sorted; empty for no route)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if getattr(route, "methods", None) and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods
+    return sorted(methods)
+
+
 def _error(status: int, message: str, field: str | None, headers: dict | None = None):
     return JSONResponse({"error": message, "field": field}, status_code=status, headers=headers)
 
@@ -675,8 +688,14 @@ def _add_error_handlers(app: FastAPI) -> None:
         return _error(422, f"{field}: {message}" if field else message, field)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail), None, getattr(exc, "headers", None))
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = getattr(exc, "headers", None)
+        allowed = _allowed_methods(request) if exc.status_code == 405 else None
+        if allowed:
+            # Starlette names the methods of the first route matching the path only
+            # (/v1/listings/{id}: GET, where PUT and DELETE are routes of their own)
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+        return _error(exc.status_code, str(exc.detail), None, headers)
 
     @app.exception_handler(UnknownIdError)
     async def unknown_id(_: Request, exc: UnknownIdError) -> JSONResponse:
