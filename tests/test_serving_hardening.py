@@ -27,7 +27,7 @@ from embedrec import Recommender
 from embedrec.bundle import MANIFEST
 from embedrec.cli import main
 from embedrec.data.errors import DataError
-from embedrec.serving.app import OUTSIDE_MODEL_ROOT, STATIC, create_app
+from embedrec.serving.app import OUTSIDE_MODEL_ROOT, STATIC, create_app, read_token_file
 from embedrec.serving.filter_params import QUERY_PARAMETERS
 from embedrec.serving.state import COMPUTED_FIELDS, PROJECTIONS_KEPT, Settings
 from embedrec.serving.store import ListingStore, open_store
@@ -437,6 +437,36 @@ def test_a_world_readable_token_file_is_warned_about(tmp_path, monkeypatch):
         assert (warning in result.output) is warned, result.output
         assert (f"chmod 600 {token_file}" in result.output) is warned
         assert "s3cret" not in result.output
+
+
+@pytest.mark.parametrize("token", ["pässwört-123", "two words", "tab\there", "\u20ac"])
+def test_a_token_no_client_can_send_is_refused_at_start(model, tmp_path, monkeypatch, token):
+    # headers arrive decoded as Latin-1: a non-ASCII token never matched, every write was 401
+    monkeypatch.chdir(tmp_path)
+    token_file = tmp_path / "token"
+    token_file.write_text(f"{token}\n", encoding="utf-8")
+    token_file.chmod(0o600)
+    absent = str(tmp_path / "absent")  # no model there: without the check, no server starts
+    from_file = ["serve", absent, "--token-file", str(token_file)]
+    for args, env, source in (
+        (["serve", absent], token, "EMBEDREC_API_TOKEN"),
+        (from_file, None, f"token file {token_file}"),
+    ):
+        monkeypatch.delenv("EMBEDREC_API_TOKEN", raising=False)
+        if env is not None:
+            monkeypatch.setenv("EMBEDREC_API_TOKEN", env)
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2
+        assert result.output == (
+            f"error: the API token in {source} holds a character other than printable ASCII "
+            "(letters, digits and punctuation, no spaces), which no Authorization header can "
+            "carry; make a new one, e.g. openssl rand -hex 24\n"
+        )
+    with pytest.raises(ValueError, match="printable ASCII"):
+        create_app(Settings(model_dir=str(model), store=str(tmp_path / "s.sqlite"), token=token))
+    # a printable ASCII token with punctuation is one
+    token_file.write_text("Ab-9._~+/=!\n")
+    assert read_token_file(str(token_file)) == "Ab-9._~+/=!"
 
 
 def descendants(pid: int) -> list[int]:

@@ -82,6 +82,7 @@ class ApiError(Exception):
 
 def create_app(settings: Settings) -> FastAPI:
     """The service for ``settings``: loads the model, replays the store, defines the routes."""
+    check_token_text(settings.token, "the settings")  # before anything is loaded
     store = open_store(settings.store)
     try:
         holder = StateHolder(settings, store)
@@ -397,7 +398,9 @@ def settings_from_env() -> Settings:
         listings=env.get("EMBEDREC_LISTINGS") or None,
         store=env.get("EMBEDREC_STORE", "embedrec-store.sqlite"),
         # a token file is read by each worker: the token itself stays out of the environment
-        token=read_token_file(token_file) if token_file else env.get("EMBEDREC_API_TOKEN") or None,
+        token=read_token_file(token_file)
+        if token_file
+        else check_token_text(env.get("EMBEDREC_API_TOKEN") or None, "EMBEDREC_API_TOKEN"),
         model_root=env.get("EMBEDREC_MODEL_ROOT") or None,
         max_body_bytes=int(env.get("EMBEDREC_MAX_BODY_BYTES", 64 * 1024)),
         follow_store=env.get("EMBEDREC_FOLLOW_STORE") == "1",
@@ -406,9 +409,27 @@ def settings_from_env() -> Settings:
 
 
 def read_token_file(path: str) -> str | None:
-    """The API token: the first line of ``path``, stripped; None when it is empty."""
+    """The API token: the first line of ``path``, stripped; None when it is empty.
+    ValueError for a token that no client could send (:func:`check_token_text`)."""
     lines = Path(path).read_text().splitlines()
-    return (lines[0].strip() if lines else "") or None
+    return check_token_text((lines[0].strip() if lines else "") or None, f"token file {path}")
+
+
+_TOKEN_TEXT = re.compile(r"[\x21-\x7e]+")
+
+
+def check_token_text(token: str | None, source: str) -> str | None:
+    """``token``, or ValueError naming ``source`` when it holds other characters than
+    printable ASCII without spaces. HTTP headers arrive decoded as Latin-1, so a token with
+    other characters (``pässwört``) never matched what a client sent: every write answered
+    401. The message never quotes the token."""
+    if token is not None and not _TOKEN_TEXT.fullmatch(token):
+        raise ValueError(
+            f"the API token in {source} holds a character other than printable ASCII "
+            "(letters, digits and punctuation, no spaces), which no Authorization header can "
+            "carry; make a new one, e.g. openssl rand -hex 24"
+        )
+    return token
 
 
 # ---------------------------------------------------------------------- helpers

@@ -87,7 +87,12 @@ def serve_command(
     """Serve MODEL_DIR over HTTP: similar listings, recommendations, listing writes."""
     import uvicorn
 
-    from embedrec.serving.app import create_app, limit_threads, read_token_file
+    from embedrec.serving.app import (
+        check_token_text,
+        create_app,
+        limit_threads,
+        read_token_file,
+    )
     from embedrec.serving.state import Settings
     from embedrec.serving.store import StoreUnavailable, open_store
     from embedrec.serving.workers import run_workers
@@ -95,11 +100,16 @@ def serve_command(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s", force=True
     )
-    token = os.environ.get(TOKEN_VARIABLE) or None
-    if token_file:
-        token_file = os.path.abspath(token_file)  # the workers may start elsewhere
-        _warn_if_others_can_read(token_file)
-        token = read_token_file(token_file)
+    try:
+        if token_file:
+            token_file = os.path.abspath(token_file)  # the workers may start elsewhere
+            _warn_if_others_can_read(token_file)
+            token = read_token_file(token_file)
+        else:
+            token = check_token_text(os.environ.get(TOKEN_VARIABLE) or None, TOKEN_VARIABLE)
+    except ValueError as exc:  # a token no client could send: every write would answer 401
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
     if token is None:
         click.echo(
             f"warning: no API token ({TOKEN_VARIABLE} or --token-file): read-only, "
