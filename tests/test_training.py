@@ -489,8 +489,9 @@ def test_recommender_validates_on_as_many_users_as_asked(
     recalls = [entry["val_recall@10"] for entry in rec.report_["history"]]
     errors = [entry["val_recall@10_se"] for entry in rec.report_["history"]]
     assert all(0 <= r <= 1 for r in recalls)
-    # a standard error over the sampled users: none for a single one
-    assert all(np.isnan(e) for e in errors) if sampled == 1 else all(e > 0 for e in errors)
+    # a standard error over the sampled users: none for a single one (zero where every
+    # sampled user scores alike)
+    assert all(np.isnan(e) for e in errors) if sampled == 1 else all(e >= 0 for e in errors)
     if model == "mf":
         # the blocks are learnt: chance finds about 10 in 110 unseen listings (0.09)
         assert recalls[-1] > 0.2

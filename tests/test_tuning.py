@@ -164,7 +164,7 @@ def test_a_tuned_fit_stopped_in_its_refit_resumes_with_the_settings_it_chose(
     events, listings = data
     # two candidates of 2 epochs each fill the budget; the refit follows
     given = {"dim": 8, "epochs": 2, "patience": 5, "tune": 2500, "seed": 0, "device": "cpu"}
-    given["temperature"] = 2.0  # too flat: the first change tried (0.2) wins
+    given["temperature"] = 20.0  # far too flat: the first change tried (0.2) wins
     whole = Recommender(**given, progress=False).fit(events, listings, callbacks=[slow_epochs])
     calls = {"n": 0}
 
@@ -296,7 +296,7 @@ def test_a_warm_start_continues_the_old_search_instead_of_searching_again(
 ):
     events, listings = data
     given = {"dim": 8, "epochs": 2, "patience": 5, "tune": 2500, "seed": 0, "device": "cpu"}
-    given["temperature"] = 2.0  # too flat: the first change tried (0.2) wins
+    given["temperature"] = 20.0  # far too flat: the first change tried (0.2) wins
     old = Recommender(**given, progress=False).fit(events, listings, callbacks=[slow_epochs])
     chosen = old.report_["tuning"]["chosen"]
     assert chosen  # a setting other than those given won
