@@ -153,8 +153,11 @@ def held_arrays() -> list[dict]:
             items = holder.items()
         elif isinstance(holder, list | tuple):
             items = enumerate(holder)
-        elif hasattr(holder, "__dict__") and not isinstance(holder, type | ModuleType):
-            items = vars(holder).items()  # instance attributes are kept outside dicts
+        elif not isinstance(holder, type | ModuleType):
+            try:  # instance attributes are kept outside dicts
+                items = vars(holder).items()
+            except Exception:  # noqa: BLE001 - no __dict__, or one that refuses to be read
+                continue
         else:
             continue
         for key, value in list(items):

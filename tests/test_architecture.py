@@ -83,3 +83,18 @@ def test_no_import_cycles_between_packages():
 
     cycles = [package for package in graph if reaches(package, package, {package})]
     assert not cycles, f"packages in an import cycle: {cycles}"
+
+
+def test_the_command_line_imports_no_web_framework_until_it_serves():
+    """Every command registers ``serve``; only serving may load FastAPI and pydantic (a
+    training rank would hold them for nothing)."""
+    import subprocess
+    import sys
+
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, embedrec.cli; print(*sys.modules)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert not {"fastapi", "pydantic", "starlette", "uvicorn"} & set(loaded.split())

@@ -29,7 +29,7 @@ from embedrec.cli import main
 from embedrec.data.errors import DataError
 from embedrec.serving.app import OUTSIDE_MODEL_ROOT, STATIC, create_app, read_token_file
 from embedrec.serving.filter_params import QUERY_PARAMETERS
-from embedrec.serving.state import COMPUTED_FIELDS, PROJECTIONS_KEPT, Settings
+from embedrec.serving.state import PROJECTIONS_KEPT, Settings, computed_fields
 from embedrec.serving.store import ListingStore, open_store
 
 # trains models: seconds each
@@ -256,7 +256,7 @@ def test_weights_that_are_no_safetensors_file_are_refused_as_no_model(
         shutil.rmtree(bad)
 
 
-@pytest.mark.parametrize("name", [*COMPUTED_FIELDS, *QUERY_PARAMETERS])
+@pytest.mark.parametrize("name", [*computed_fields(), *QUERY_PARAMETERS])
 def test_a_catalogue_column_named_like_the_apis_own_names_is_refused(model, tmp_path, name):
     # a column "score" replaced every result's score, "x" the projection's coordinate, and
     # one named like a query parameter ("k", "near") could never be filtered

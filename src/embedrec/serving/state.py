@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 import math
 import re
@@ -37,7 +38,6 @@ from embedrec.index.catalogue import Catalogue
 from embedrec.memory import release_free_memory
 from embedrec.recommender import Recommender
 from embedrec.retrieval.retriever import Retriever
-from embedrec.serving import schemas as s
 from embedrec.serving.filter_params import QUERY_PARAMETERS
 from embedrec.serving.shared import model_tag, shared_recommender, shared_retriever
 from embedrec.serving.store import Change, Head, Store, StoreUnavailable, Write
@@ -52,14 +52,22 @@ FLOAT_MAX = sys.float_info.max
 FOLLOW_WAIT_S = 1.0
 FOLLOW_POLL_S = 5.0
 FOLLOW_RETRY_S = 1.0
-# what the API computes for an answer beside a listing's fields (a result's score and
-# distance, a projected point's coordinates): no catalogue column may take these names
-COMPUTED_FIELDS = tuple(
-    name
-    for model in (s.ListingResult, s.ProjectionPoint)
-    for name in model.model_fields
-    if name not in s.ListingFields.model_fields
-)
+
+
+@functools.cache
+def computed_fields() -> tuple[str, ...]:
+    """What the API computes for an answer beside a listing's fields (a result's score and
+    distance, a projected point's coordinates): no catalogue column may take these names.
+    Read from the response models when first asked: importing them (pydantic) costs every
+    command that only registers ``serve``, a training rank's among them."""
+    from embedrec.serving import schemas
+
+    return tuple(
+        name
+        for model in (schemas.ListingResult, schemas.ProjectionPoint)
+        for name in model.model_fields
+        if name not in schemas.ListingFields.model_fields
+    )
 
 
 @dataclass
@@ -431,11 +439,11 @@ def build_state(
 
 def check_column_names(columns: Any, source: str | Path) -> None:
     """DataError naming a column of the served catalogue (read from ``source``) that the
-    API's own names would hide: a computed field of the answers (``COMPUTED_FIELDS``), which
+    API's own names would hide: a computed field of the answers (``computed_fields``), which
     the column would replace, or a query parameter that is no filter (``QUERY_PARAMETERS``),
     so that the column could never be filtered."""
     for name in map(str, columns):
-        if name in COMPUTED_FIELDS:
+        if name in computed_fields():
             why = f"the API computes a {name!r} for its answers, which this column would replace"
         elif name in QUERY_PARAMETERS:
             why = f"{name!r} is a query parameter of the API, so this column could not be filtered"
@@ -443,7 +451,7 @@ def check_column_names(columns: Any, source: str | Path) -> None:
             continue
         raise DataError(
             f"{why}; rename the column (the API's own names: "
-            f"{', '.join((*COMPUTED_FIELDS, *QUERY_PARAMETERS))})",
+            f"{', '.join((*computed_fields(), *QUERY_PARAMETERS))})",
             file=str(source),
             column=name,
         )
