@@ -4,6 +4,7 @@ the file, the row within it and the column."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import sys
 
@@ -322,3 +323,12 @@ def test_a_day_partition_that_is_no_date_is_named(tmp_path):
     with pytest.raises(DataError, match=r"partition date=2026-02-30 is no date") as error:
         load_interactions(tmp_path, since="2026-01-01")
     assert "date=2026-02-30" in error.value.file
+
+
+def test_an_empty_window_bound_is_refused_and_a_date_is_midnight_utc():
+    # an unset variable in a nightly job (--since "$DAY") must not read every day
+    for text in ("", "  "):
+        with pytest.raises(ValueError, match="since: empty"):
+            Window.parse(since=text)
+    midnight = int(pd.Timestamp("2026-10-01T00:00:00Z").timestamp())
+    assert Window.parse(since=datetime.date(2026, 10, 1)).since == midnight

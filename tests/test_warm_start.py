@@ -386,3 +386,36 @@ def test_a_warm_starts_first_epoch_may_be_its_best(update):
     rec = Recommender(**SETTINGS, **QUIET)
     fresh, continued = (rec._candidates(p, len(p.data), None, None)[0] for p in (prepared, warm))
     assert fresh.config.warm_up and not continued.config.warm_up
+
+
+def test_listings_too_rare_to_train_on_stay_seen_through_an_update(cars):
+    events, listings = cars
+    settings = {**QUICK, **QUIET, "min_listing_interactions": 2}
+    base = Recommender(**settings).fit(events, listings, until=UPDATE_DAY)
+    updated = Recommender(**settings).fit(
+        events, listings, since=UPDATE_DAY, until=NEXT_DAY, init_from=base
+    )
+
+    def rare_views(since: str | None, until: str) -> pd.DataFrame:
+        window = events["timestamp"] < pd.Timestamp(until, tz="UTC")
+        if since is not None:
+            window &= events["timestamp"] >= pd.Timestamp(since, tz="UTC")
+        inside = events[window]
+        per_listing = inside.groupby("listing_id")["user_id"].transform("size")
+        return inside[(per_listing < 2).to_numpy()][["user_id", "listing_id"]]
+
+    def seen(model: Recommender, user: str) -> set:
+        row = model.users_.indices([user])[0]
+        return set(np.asarray(model.listings_.ids)[model.seen_[row].indices])
+
+    before, tonight = rare_views(None, UPDATE_DAY), rare_views(UPDATE_DAY, NEXT_DAY)
+    assert len(before) and len(tonight)
+    for views in (before, tonight):
+        for user, listing in views.itertuples(index=False):
+            assert listing in seen(updated, user)
+            assert listing not in updated.recommend([user], k=len(listings))[0].ids
+    # what the base model's users saw is what they see after the update, no other listing
+    for user in before["user_id"].unique():
+        assert seen(base, user) <= seen(updated, user)
+        viewed = set(events.loc[events["user_id"] == user, "listing_id"])
+        assert seen(updated, user) <= viewed

@@ -581,24 +581,28 @@ def _decimal_ids(ids: pd.Series, name: str, column: str) -> pd.Series:
     """Parquet DECIMAL ids (``decimal128(18, 0)``, as SQL exports write a NUMBER column) as
     the integers they write, as whole float ids are, so that they meet the integer ids of
     other tables, models and queries; a fraction, or more than 64 bits, is refused."""
-    whole = np.array(
+    # each distinct id checked once: events repeat their users and listings many times
+    codes, distinct = pd.factorize(ids)
+    whole_values = np.array(
         [
             v.is_finite() and v == v.to_integral_value() and -_INT64_MAX - 1 <= v <= _INT64_MAX
-            for v in ids
+            for v in distinct
         ],
         dtype=bool,
     )
+    whole = whole_values[codes]
     if not whole.all():
         bad = ~whole
         row = int(np.flatnonzero(bad)[0])
         _fail(
-            f"{column} {str(ids.iloc[row])!r} is not a whole number ({int(bad.sum())} such "
-            "rows); ids given as decimals must be integers within 64 bits (64.00 is the id 64)",
+            f"{column} {str(ids.iloc[row])!r} is not a whole number within 64 bits "
+            f"({int(bad.sum())} such rows); ids given as decimals must be integers within 64 "
+            "bits (64.00 is the id 64)",
             name,
             row,
             column,
         )
-    integers = np.array([int(v) for v in ids], dtype=np.int64)
+    integers = np.array([int(v) for v in distinct], dtype=np.int64)[codes]
     return pd.Series(integers, index=ids.index, name=ids.name)
 
 

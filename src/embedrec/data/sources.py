@@ -12,7 +12,7 @@ import importlib
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -115,11 +115,11 @@ class Window:
 
 
 def _seconds(value: object, what: str) -> int | None:
-    if value is None or value == "":
+    if value is None:
         return None
     if isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool):
         return int(value)
-    if isinstance(value, datetime | np.datetime64):
+    if isinstance(value, datetime | date | np.datetime64):
         moment = pd.Timestamp(value)
     elif isinstance(value, str):
         moment = pd.Timestamp(_iso_moment(value, what))
@@ -136,6 +136,8 @@ def _iso_moment(text: str, what: str) -> datetime:
     """ISO-8601 only: pandas' own parser also reads "01.10.2026" (month first, as January
     10), "today" and "Dec 1 2026", so a window would silently start on another day than
     the one meant."""
+    if not text.strip():  # a nightly job's unset variable: no bound would read every day
+        raise ValueError(f"{what}: empty; {_ISO_FORMS}")
     try:
         return datetime.fromisoformat(text.strip())
     except ValueError:

@@ -51,7 +51,9 @@ class WarmStart(TrainingData):
 
     ``previous`` is that model's network, ``previous_rows`` its user rows and trained listing
     rows (``"users"``, ``"listings"``: the first rows here), ``previous_seen`` what its users
-    saw; all taken when the warm start is prepared, so a Recommender may continue itself.
+    saw, ``previous_listings`` the row here of each of its listings (its untrained ones come
+    after the new trained ones); all taken when the warm start is prepared, so a Recommender
+    may continue itself.
     ``source`` names the model in the report (its directory, or None for one in memory);
     ``added`` counts the users, listings and feature values it did not know.
     """
@@ -59,14 +61,20 @@ class WarmStart(TrainingData):
     previous: RecModel
     previous_rows: dict[str, int]
     previous_seen: sp.csr_matrix
+    previous_listings: np.ndarray
     source: str | None
     added: dict[str, int]
 
     def seen(self, new: sp.csr_matrix) -> sp.csr_matrix:
         """``new`` (users x listings seen in the new data) joined with what the old model's
         users saw before, so recommendations keep excluding it."""
-        old = self.previous_seen.tocsr().astype(np.float32)
-        old.resize(new.shape)  # old users and trained listings are the first rows
+        # old users are the first rows; an old listing's column moves where the new trained
+        # listings come before the old untrained ones (a listing too rare to train on, seen)
+        old = self.previous_seen.tocoo()
+        columns = self.previous_listings[old.col]
+        old = sp.csr_matrix(
+            (np.ones(len(columns), dtype=np.float32), (old.row, columns)), shape=new.shape
+        )
         joined = (old + new).tocsr()
         joined.data[:] = 1.0
         return joined
@@ -114,6 +122,7 @@ def continue_from(previous: Fitted, prepared: TrainingData, source: str | None) 
         new.timestamp,
         new.weight,
         dict(new.report),
+        new.seen_apart,
     )
     fresh = prepared.listings.frame()
     _check_feature_columns(previous, fresh, prepared.listings.attrs.get("source"))
@@ -148,6 +157,7 @@ def continue_from(previous: Fitted, prepared: TrainingData, source: str | None) 
         previous=previous.model_,
         previous_rows={"users": len(previous.users_), "listings": old_trained},
         previous_seen=previous.seen_,
+        previous_listings=listings.indices(old_ids),
         source=source,
         added=added,
     )
