@@ -10,7 +10,7 @@ import torch
 from conftest import block_data
 
 from embedrec.recommender import Recommender
-from embedrec.training.checkpoint import CheckpointError
+from embedrec.training.checkpoint import CheckpointError, Checkpoints
 
 
 class Stop(Exception):
@@ -143,3 +143,30 @@ def test_a_resume_asking_for_fewer_epochs_than_were_done_is_refused(data, tmp_pa
         Recommender(**settings(epochs=2)).fit(
             events, listings, checkpoint_dir=checkpoints, resume=True
         )
+
+
+def test_a_fit_stopped_within_an_epoch_resumes_the_same_run(data, tmp_path, monkeypatch):
+    # hybrid's steps read listing vectors cached at the last refresh: the resumed epoch must
+    # read those, not vectors made again from the weights at the checkpoint
+    events, listings = data
+    changes = {"batch_size": 64, "epochs": 3, "refit": False}
+    whole = Recommender(**settings(**changes)).fit(events, listings)
+    checkpoints = tmp_path / "checkpoints"
+    save = Checkpoints.save
+
+    def save_then_stop(self, position, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        save(self, position, *args, **kwargs)
+        if position.epoch == 2 and position.batch > 0:
+            raise Stop
+
+    monkeypatch.setattr(Checkpoints, "save", save_then_stop)
+    with pytest.raises(Stop):
+        Recommender(**settings(**changes)).fit(
+            events, listings, checkpoint_dir=checkpoints, checkpoint_every=3
+        )
+    monkeypatch.undo()
+    resumed = Recommender(**settings(**changes)).fit(
+        events, listings, checkpoint_dir=checkpoints, checkpoint_every=3, resume=True
+    )
+    for name, value in whole.model_.state_dict().items():
+        torch.testing.assert_close(resumed.model_.state_dict()[name], value, msg=name)

@@ -296,6 +296,15 @@ class RecModel(nn.Module):
         """Compute now what later calls read from a cache (training steps, the first query):
         worker processes forked afterwards share it, and a server pays before it answers."""
 
+    def cache_state(self) -> dict[str, torch.Tensor]:
+        """What training steps read from a cache that the weights do not give back (vectors
+        computed at the last refresh): a checkpoint within an epoch keeps it, so that the
+        resumed epoch reads what the stopped one read."""
+        return {}
+
+    def restore_cache(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Take up a checkpoint's ``cache_state``."""
+
     # ------------------------------------------------------------------ serving
     def embeddable(self, rows: np.ndarray) -> np.ndarray:
         """Which listings (by model row, -1: not in the model) this model can embed: without

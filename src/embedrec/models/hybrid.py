@@ -527,3 +527,11 @@ class HybridTwoTower(FeatureModel):
         views of the user tower (the weights may have moved to another device)."""
         self.cached_listings = None
         self._numpy_tower = None
+
+    def cache_state(self) -> dict[str, torch.Tensor]:
+        return {} if self.cached_listings is None else {"listings": self.cached_listings}
+
+    def restore_cache(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.refresh()
+        if "listings" in tensors:
+            self.cached_listings = tensors["listings"].to(next(self.parameters()).device)

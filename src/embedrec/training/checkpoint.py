@@ -59,6 +59,7 @@ class Snapshot:
     optimizers: list[dict]
     generator_states: dict[str, torch.Tensor]  # "epoch" and "now", this rank's
     state: dict[str, Any] = field(default_factory=dict)  # history, early stopping, ...
+    caches: dict[str, torch.Tensor] = field(default_factory=dict)  # the model's cache_state
 
 
 class Checkpoints:
@@ -113,6 +114,7 @@ class Checkpoints:
             for rank, part in enumerate(every.view(-1, value.numel())):
                 tensors[f"rng.{rank}.{name}"] = part.clone()
         tensors |= _prefixed("model.", model.state_dict())
+        tensors |= _prefixed("cache.", model.cache_state())
         if best_weights is not None:
             tensors |= _prefixed("best.", best_weights)
         optimizer_meta = []
@@ -223,6 +225,7 @@ class Checkpoints:
                 name: tensors[f"rng.{self.rank}.{name}"] for name in ("epoch", "now")
             },
             state=document["state"],
+            caches=_unprefixed("cache.", tensors),
         )
 
     def remove(self) -> None:

@@ -232,7 +232,11 @@ def train(
         last_epoch = epochs or config.epochs
         for epoch in range(first_epoch, last_epoch + 1):
             epoch_started = time.perf_counter()
-            if not validated:  # a validation refreshed the model after the last step
+            if resume is not None and epoch == first_epoch and first_batch:
+                # within an epoch: the cache its steps read since the last refresh, as the
+                # stopped run read it (new vectors from the weights now would differ)
+                model.restore_cache(resume.caches)
+            elif not validated:  # a validation refreshed the model after the last step
                 model.refresh()
             epoch_state = generator.get_state()
             if resume is not None and epoch == first_epoch and first_batch:
