@@ -592,3 +592,24 @@ def test_the_column_check_and_the_single_id_check_agree_on_every_character():
         *expected[3:], *expected[:3]
     ]  # fmt: skip
     assert invalid_ids(pd.Series([], dtype=object)).tolist() == []
+
+
+@pytest.mark.parametrize(
+    ("stamps", "looks"),
+    [
+        ("20260824\n20260825", "YYYYMMDD"),
+        ("46258.591134\n46259.25", "serial day"),
+    ],
+)
+def test_dates_written_as_numbers_are_refused_not_read_as_1970(tmp_path, stamps, looks):
+    rows = "".join(f"u,a,{s}\n" for s in stamps.splitlines())
+    path = tmp_path / "events.csv"
+    path.write_text("user_id,listing_id,timestamp\n" + rows)
+    with pytest.raises(DataError, match=rf"row 1 .*column 'timestamp'.*{looks}.*1970"):
+        load_interactions(path)
+    # epoch seconds, small test numbers and a mix are read as they are
+    for good in ("1782288000\n1782374400", "1\n2", "20260824\n1782288000"):
+        path.write_text(
+            "user_id,listing_id,timestamp\n" + "".join(f"u,a,{s}\n" for s in good.splitlines())
+        )
+        assert len(load_interactions(path)) == 2

@@ -718,11 +718,41 @@ def _check_epoch_seconds(seconds: np.ndarray, values: pd.Series, name: str) -> N
         row = int(np.flatnonzero(beyond)[0])
         _fail(
             f"timestamp {values.iloc[row]} is not epoch seconds: as seconds it lies past the "
-            "year 5000; give epoch seconds (milliseconds divided by 1000) or ISO-8601",
+            "year 5100; give epoch seconds (milliseconds divided by 1000) or ISO-8601",
             name,
             row,
             "timestamp",
         )
+    _check_not_dates_as_numbers(seconds, values, name)
+
+
+def _check_not_dates_as_numbers(seconds: np.ndarray, values: pd.Series, name: str) -> None:
+    """Dates written as numbers, which read as epoch seconds land in 1970 without a word:
+    YYYYMMDD (20260824: August 1970) and a spreadsheet's serial days with their time of day
+    (46258.59: the first day of 1970). Refused where every number of the chunk is one."""
+    numbers = seconds[np.isfinite(seconds) & (seconds != 0)]
+    if len(numbers) == 0:
+        return
+    low, high = numbers.min(), numbers.max()
+    whole = bool(np.all(numbers == np.floor(numbers)))
+    if whole and low >= 19000101 and high <= 21001231:
+        month, day = (numbers // 100) % 100, numbers % 100
+        if np.all((month >= 1) & (month <= 12) & (day >= 1) & (day <= 31)):
+            looks = "a date written as YYYYMMDD"
+        else:
+            return
+    elif not whole and low >= 20000 and high <= 80000:
+        looks = "a spreadsheet's serial day (days since 1899-12-30)"
+    else:
+        return
+    row = int(np.flatnonzero(np.isfinite(seconds) & (seconds != 0))[0])
+    _fail(
+        f"timestamp {values.iloc[row]} looks like {looks}, which as epoch seconds would fall "
+        "in 1970; give ISO-8601 (2026-08-24T12:30:00Z) or epoch seconds",
+        name,
+        row,
+        "timestamp",
+    )
 
 
 def _event_weights(events: pd.Series, weights: Mapping[str, float], name: str) -> np.ndarray:
