@@ -438,7 +438,7 @@ class Recommender:
             # each rank trained its own users' rows on their events: the pairs seen and the
             # model are made whole on every rank, so that the one rank 0 saves covers all
             mine = own.numbered_among_all(pairs, data.users)
-            self.seen_ = seen_by_every_rank(mine.with_pairs(*data.rows_seen_apart()), group)
+            self.seen_ = seen_by_every_rank(mine, group, data.rows_seen_apart())
             # this rank's events are read no more: freed before the whole tables are made
             # (320 MB a rank on 70 days of the large car data)
             del pairs

@@ -49,19 +49,23 @@ class Interactions:
             self.seen_apart,
         )
 
-    def matrix(self) -> sp.csr_matrix:
-        """Users x listings binary CSR matrix of these interactions."""
-        data = np.ones(len(self), dtype=np.float32)
+    def matrix(self, extra: tuple[np.ndarray, np.ndarray] | None = None) -> sp.csr_matrix:
+        """Users x listings binary CSR matrix of these interactions, and of the ``extra``
+        (user rows, listing rows) pairs."""
+        users, listings = self.user_idx, self.listing_idx
+        if extra is not None and len(extra[0]):
+            users = np.concatenate([users, extra[0]])
+            listings = np.concatenate([listings, extra[1]])
+        data = np.ones(len(users), dtype=np.float32)
         shape = (len(self.users), len(self.listings))
-        matrix = sp.csr_matrix((data, (self.user_idx, self.listing_idx)), shape=shape)
+        matrix = sp.csr_matrix((data, (users, listings)), shape=shape)
         matrix.data[:] = 1.0
         return matrix
 
     def seen_matrix(self) -> sp.csr_matrix:
         """:meth:`matrix` with the pairs seen apart from training, on listings that have
         rows (those of the listings table)."""
-        users, listings = self.rows_seen_apart()
-        return self.with_pairs(users, listings).matrix()
+        return self.matrix(self.rows_seen_apart())
 
     def rows_seen_apart(self) -> tuple[np.ndarray, np.ndarray]:
         """User and listing rows of ``seen_apart``, where both have one."""
@@ -71,19 +75,6 @@ class Interactions:
         listings = self.listings.indices(self.seen_apart["listing_id"])
         both = (users >= 0) & (listings >= 0)
         return users[both], listings[both]
-
-    def with_pairs(self, user_idx: np.ndarray, listing_idx: np.ndarray) -> Interactions:
-        """These pairs and the given ones, for a matrix of what was seen (no time, weight 1)."""
-        n = len(user_idx)
-        return Interactions(
-            self.users,
-            self.listings,
-            np.concatenate([self.user_idx, user_idx]),
-            np.concatenate([self.listing_idx, listing_idx]),
-            np.concatenate([self.timestamp, np.zeros(n, dtype=self.timestamp.dtype)]),
-            np.concatenate([self.weight, np.ones(n, dtype=self.weight.dtype)]),
-            dict(self.report),
-        )
 
 
 class Combine(Protocol):

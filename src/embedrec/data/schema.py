@@ -183,12 +183,13 @@ def _numbers_as_text(series: pd.Series) -> bool:
     (NUMERIC_SHARE). Numbers with leading zeros (postal codes: 01067) are codes, not
     numbers."""
     values = series.dropna()
-    values = values[~missing_text(values)]
-    distinct = pd.Series(pd.unique(values.astype(str).str.strip()), dtype=object)
-    if distinct.empty or distinct.str.match(r"[+-]?0[0-9]").any():
+    # the distinct values of the first rows decide most columns (titles, makes) before the
+    # passes over a whole column of a million listings
+    head = _distinct_text(values.head(_SAMPLE))
+    if len(head) and pd.to_numeric(head, errors="coerce").notna().mean() < NUMERIC_SHARE:
         return False
-    head = pd.to_numeric(distinct.head(_SAMPLE), errors="coerce").notna()
-    if head.mean() < NUMERIC_SHARE:
+    distinct = _distinct_text(values)
+    if distinct.empty or distinct.str.match(r"[+-]?0[0-9]").any():
         return False
     is_number = pd.to_numeric(distinct, errors="coerce").notna()
     if is_number.all():
@@ -207,6 +208,12 @@ def _numbers_as_text(series: pd.Series) -> bool:
         row=row + 1,
         column=column,
     )
+
+
+def _distinct_text(values: pd.Series) -> pd.Series:
+    """The distinct values of a text column as stripped text, missing markers left out."""
+    values = values[~missing_text(values)]
+    return pd.Series(pd.unique(values.astype(str).str.strip()), dtype=object)
 
 
 def _looks_like_text(sample: pd.Series) -> bool:

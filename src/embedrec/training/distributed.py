@@ -367,12 +367,19 @@ class OwnUsers:
         return replace(pairs, users=users, user_idx=self.rows[pairs.user_idx])
 
 
-def seen_by_every_rank(data: Interactions, group: Group) -> sp.csr_matrix:
-    """The users x listings matrix of every rank's pairs (``data``: this rank's)."""
+def seen_by_every_rank(
+    data: Interactions, group: Group, extra: tuple[np.ndarray, np.ndarray] | None = None
+) -> sp.csr_matrix:
+    """The users x listings matrix of every rank's pairs (``data``: this rank's) and of
+    their ``extra`` (user rows, listing rows) pairs, as :meth:`Interactions.matrix`."""
     small = max(len(data.users), len(data.listings)) < 2**31
     kind = np.int32 if small else np.int64
-    users = group.gather_rows(np.asarray(data.user_idx, dtype=kind))
-    listings = group.gather_rows(np.asarray(data.listing_idx, dtype=kind))
+    mine_users, mine_listings = data.user_idx, data.listing_idx
+    if extra is not None and len(extra[0]):
+        mine_users = np.concatenate([mine_users, extra[0]])
+        mine_listings = np.concatenate([mine_listings, extra[1]])
+    users = group.gather_rows(np.asarray(mine_users, dtype=kind))
+    listings = group.gather_rows(np.asarray(mine_listings, dtype=kind))
     ones = np.ones(len(users), dtype=np.float32)
     shape = (len(data.users), len(data.listings))
     matrix = sp.csr_matrix((ones, (users, listings)), shape=shape)
