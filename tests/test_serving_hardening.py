@@ -888,3 +888,20 @@ def test_a_number_of_results_given_twice_is_refused(client):
         answer = client.get(path, params=[("k", "2"), ("k", "3")])
         assert answer.status_code == 422 and answer.json()["field"] == "k", path
     assert client.get("/v1/listings/Wagen 0 ä/similar", params={"k": 2}).status_code == 200
+
+
+def test_a_list_is_a_multi_valued_value_as_a_list_column_of_a_file_is(fresh):
+    # a Parquet list column is read as a|b|c: a JSON list in a write is the same value
+    listing = {**CAR, "make": ["Opel", None, "Tesla"]}
+    answer = fresh.put("/v1/listings/liste", json=listing, headers=AUTH)
+    assert answer.status_code == 201, answer.text
+    assert fresh.get("/v1/listings/liste").json()["make"] == "Opel|Tesla"
+    found = fresh.get("/v1/listings/liste/similar", params={"k": 1, "exclude": "liste"})
+    assert found.status_code == 200
+    tesla = fresh.get("/v1/listings/Wagen 0 ä/similar", params={"k": 5, "make": "Tesla"})
+    assert [r["listing_id"] for r in tesla.json()["results"]] == ["liste"]
+    empty = fresh.put("/v1/listings/leer", json={**CAR, "make": []}, headers=AUTH)
+    assert empty.status_code == 201 and fresh.get("/v1/listings/leer").json()["make"] is None
+    answer = fresh.put("/v1/listings/zahl", json={**CAR, "make": [1, 2]}, headers=AUTH)
+    assert answer.status_code == 422 and answer.json()["field"] == "make"
+    assert "expected a string or a list of strings" in answer.json()["error"]

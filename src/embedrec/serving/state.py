@@ -778,6 +778,11 @@ def _value(name: str, value: Any, dtype: Any) -> Any:
             return stamp
         except (ValueError, OverflowError, TypeError):
             raise DataError(f"cannot parse date-time {value!r}", column=name) from None
+    if isinstance(value, list) and all(isinstance(v, str) or v is None for v in value):
+        # as load_listings reads a list column (Parquet's list type): the a|b|c of a
+        # multi-valued feature, an empty list a missing value
+        parts = [v for v in value if v is not None]
+        return "|".join(parts) if parts else None
     if not isinstance(value, str):
-        raise DataError(f"expected a string, got {value!r}", column=name)
+        raise DataError(f"expected a string or a list of strings, got {value!r}", column=name)
     return value
