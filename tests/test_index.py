@@ -110,6 +110,18 @@ def test_parse_set_filters(table):
     assert rows_of(combined, table) == [7, 8]
 
 
+@pytest.mark.parametrize("missing", [False, True])
+def test_set_filters_on_a_boolean_column_take_true_and_false_in_any_case(missing):
+    # as the JSON answers print it (true); with a missing value the column holds objects
+    values = [True, False, None, True] if missing else [True, False, False, True]
+    table = pd.DataFrame({"furnished": values})
+    for text in ("furnished=true", "furnished=True", "furnished= TRUE", "furnished!=false"):
+        assert rows_of([parse_filter(text)], table) == [0, 3], text
+    assert rows_of([parse_filter("furnished=false")], table) == ([1] if missing else [1, 2])
+    with pytest.raises(FilterError, match="expected true or false, got 'ja'"):
+        rows_of([parse_filter("furnished=ja")], table)
+
+
 def test_radius_and_exclude(table):
     f = parse_filter("within=51.05,13.74,100km")
     assert f == RadiusFilter(51.05, 13.74, 100.0)

@@ -64,11 +64,13 @@ def column_codes(table: pd.DataFrame, name: str, cache: FilterCache | None) -> _
             raise FilterError(name, f"column {name!r} holds dates and times: not filterable")
         numeric = _is_numeric(table[name].dtype)
         codes, uniques = pd.factorize(table[name], use_na_sentinel=True)
+        # true/false (a bool column, or one with missing values: objects) as JSON writes them
+        boolean = not numeric and bool(len(uniques)) and all(_is_bool(v) for v in uniques)
         lookup: dict[Any, list[int]] = {}
         # distinct values may print alike (1, "1"); numbers as int or float, which compare
         # and hash alike where equal
         for code, value in enumerate(uniques.tolist() if numeric else uniques):
-            key = value if numeric else str(value)
+            key = value if numeric else str(value).lower() if boolean else str(value)
             lookup.setdefault(key, []).append(code)
             if not numeric and "|" in key:
                 # a multi-valued value (``wood|oak``) is found by each of its values too
@@ -78,7 +80,13 @@ def column_codes(table: pd.DataFrame, name: str, cache: FilterCache | None) -> _
         small = next(
             t for t in (np.int8, np.int16, np.int32, np.int64) if len(uniques) < np.iinfo(t).max
         )
-        return _Codes(codes.astype(small), lookup, len(uniques), name if numeric else None)
+        return _Codes(
+            codes.astype(small),
+            lookup,
+            len(uniques),
+            name if numeric else None,
+            name if boolean else None,
+        )
 
     return cached(cache, table, ("codes", name), factorize)
 
@@ -89,16 +97,36 @@ class _Codes:
     lookup: dict[Any, list[int]]
     n_values: int
     numeric_field: str | None = None  # the column's name where its values are numbers
+    boolean_field: str | None = None  # the column's name where its values are true or false
 
     def of(self, values: Iterable[str], strict: bool = True) -> np.ndarray:
         """The codes of ``values`` (those the column holds), ascending. On a numeric column a
-        value that is not a number could never match: with ``strict`` a FilterError (a set
-        filter's value), else it matches nothing (an id to exclude)."""
+        value that is not a number could never match, nor one other than true or false
+        (without case) on a boolean column: with ``strict`` a FilterError (a set filter's
+        value), else it matches nothing (an id to exclude)."""
         field = self.numeric_field
         keys = values if field is None else [_number_key(field, v, strict) for v in values]
+        if self.boolean_field is not None:
+            keys = [_bool_key(self.boolean_field, v, strict) for v in values]
         # as a set: two values may name one number (4, 4.0)
         found = sorted({c for key in keys for c in self.lookup.get(key, ())})
         return np.array(found, dtype=self.codes.dtype)
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool | np.bool_)
+
+
+def _bool_key(field: str, value: str, strict: bool) -> str | None:
+    """``value`` as a boolean column's lookup holds it: ``true`` or ``false``, given in any
+    case (``True`` as Python prints it, ``true`` as JSON writes it); None where it is neither
+    and not ``strict``."""
+    key = value.strip().lower()
+    if key in ("true", "false"):
+        return key
+    if strict:
+        raise FilterError(field, f"expected true or false, got {value!r}")
+    return None
 
 
 def _number_key(field: str, value: str, strict: bool) -> int | float | None:
