@@ -339,3 +339,21 @@ def test_colouring_by_date_times_sets_or_free_text_is_refused_naming_the_column(
         with pytest.raises(ValueError, match=f"cannot colour by '{column}': it holds {says}"):
             plot_projection(vectors[:, :2], table, column, tmp_path / "x.png")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("suffix", [".html", ".png"])
+def test_neighbours_far_from_germany_are_framed_by_their_own_area(tmp_path, suffix):
+    from embedrec.viz.plots import GERMANY, _map_extent
+
+    # a New York marketplace: not a dot in the corner of a map reaching to Germany
+    lats, lons = np.array([40.70, 40.72, 40.69]), np.array([-74.00, -73.98, -74.01])
+    lo0, lo1, la0, la1 = _map_extent(lats, lons)
+    assert lo0 < -74.01 and lo1 > -73.98 and la0 < 40.69 and la1 > 40.72
+    assert lo1 - lo0 < 0.1 and la1 - la0 < 0.1
+    # listings in Germany keep the map of Germany, widened to a point just outside it
+    assert _map_extent(np.array([51.05, 50.9]), np.array([13.74, 6.95])) == GERMANY
+    assert _map_extent(np.array([48.2]), np.array([16.4]))[1] > GERMANY[1]  # Vienna
+    query = {"listing_id": "q", "lat": 40.7, "lon": -74.0}
+    neighbours = [{"listing_id": "n", "lat": 40.72, "lon": -73.98, "score": 0.9}]
+    out = plot_neighbours_map(query, neighbours, tmp_path / f"nyc{suffix}")
+    assert out.exists()

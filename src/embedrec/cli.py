@@ -871,7 +871,8 @@ def demo(cache: str, seed: int) -> None:
 @click.option(
     "--similar-to",
     "similar_to",
-    help="Draw this listing and its neighbours on a map of Germany instead of a projection; "
+    help="Draw this listing and its neighbours on a map of Germany (of their own area where "
+    "they lie far from it) instead of a projection; "
     "--method, --color, --sample and --seed, which only a projection reads, are then an error.",
 )
 @click.option(

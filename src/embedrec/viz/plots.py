@@ -42,6 +42,8 @@ OTHER_COLOUR = "#b0b0b0"
 WEBGL_FROM = 5_000
 # Rough bounding box of Germany (lon_min, lon_max, lat_min, lat_max): the default map extent.
 GERMANY = (5.8, 15.1, 47.2, 55.1)
+# Points within this many degrees of that box are drawn on the map of Germany.
+GERMANY_MARGIN = 3.0
 # A string field whose values average more characters than this and hold spaces is free
 # text (titles, descriptions): it differs between any two listings and says nothing there.
 FREE_TEXT_CHARS = 24
@@ -100,7 +102,8 @@ def plot_neighbours_map(
     title: str = "",
     text_fields: Collection[str] = (),
 ) -> Path:
-    """Draw a listing and its neighbours on a map of Germany to `out` (.html or .png).
+    """Draw a listing and its neighbours on a map of Germany (of their own area, where they
+    lie far from it) to `out` (.html or .png).
 
     Each dict has at least listing_id and coordinates, `lat`/`lon` or `latitude`/`longitude`
     (the pairs the data reads as a location, geo.LAT_LON_COLUMNS; the query's pair is read
@@ -460,7 +463,25 @@ def _differences(query: dict[str, Any], nb: pd.DataFrame, fields: list[str]) -> 
 
 
 def _map_extent(lats: np.ndarray, lons: np.ndarray) -> tuple[float, float, float, float]:
+    """Germany, widened to the points, where the points lie in or near it (the base map's
+    cities); elsewhere (a marketplace in Vienna or New York) the points alone, with a margin,
+    so that they are not a dot in a corner of a map of Germany."""
     lo0, lo1, la0, la1 = GERMANY
+    near_germany = (
+        np.nanmin(lons) >= lo0 - GERMANY_MARGIN
+        and np.nanmax(lons) <= lo1 + GERMANY_MARGIN
+        and np.nanmin(lats) >= la0 - GERMANY_MARGIN
+        and np.nanmax(lats) <= la1 + GERMANY_MARGIN
+    )
+    if not near_germany:  # a tenth of the points' span around them, at least ~1 km
+        pad = 0.1 * max(np.nanmax(lats) - np.nanmin(lats), np.nanmax(lons) - np.nanmin(lons))
+        pad = max(pad, 0.01)
+        return (
+            float(np.nanmin(lons) - pad),
+            float(np.nanmax(lons) + pad),
+            float(np.nanmin(lats) - pad),
+            float(np.nanmax(lats) + pad),
+        )
     lo0, lo1 = min(lo0, np.nanmin(lons) - 0.3), max(lo1, np.nanmax(lons) + 0.3)
     la0, la1 = min(la0, np.nanmin(lats) - 0.2), max(la1, np.nanmax(lats) + 0.2)
     return lo0, lo1, la0, la1
