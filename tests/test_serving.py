@@ -259,11 +259,12 @@ def test_bad_reads(server, path, params, status, field):
     ("method", "path", "allow"),
     [
         # Starlette named the first route of the path only: "GET" where PUT and DELETE exist
-        ("POST", "/v1/listings/{id}", "DELETE, GET, PUT"),
-        ("PATCH", "/v1/listings/{id}", "DELETE, GET, PUT"),
-        ("OPTIONS", "/v1/listings/{id}", "DELETE, GET, PUT"),
-        ("DELETE", "/v1/listings/{id}/similar", "GET"),
+        ("POST", "/v1/listings/{id}", "DELETE, GET, HEAD, PUT"),
+        ("PATCH", "/v1/listings/{id}", "DELETE, GET, HEAD, PUT"),
+        ("OPTIONS", "/v1/listings/{id}", "DELETE, GET, HEAD, PUT"),
+        ("DELETE", "/v1/listings/{id}/similar", "GET, HEAD"),
         ("GET", "/v1/listings:batch", "POST"),
+        ("HEAD", "/v1/listings:batch", "POST"),
         ("PUT", "/healthz", "GET, HEAD"),
     ],
 )
@@ -272,7 +273,39 @@ def test_a_method_not_allowed_lists_every_method_of_the_path(server, method, pat
     answer = server.client.request(method, path)
     assert answer.status_code == 405
     assert answer.headers["allow"] == allow
-    assert answer.json() == {"error": "Method Not Allowed", "field": None}
+    if method != "HEAD":
+        assert answer.json() == {"error": "Method Not Allowed", "field": None}
+
+
+def test_head_answers_as_get_without_a_body(server):
+    listing = some_ids(server, 1)[0]
+    paths = [
+        f"/v1/listings/{listing}/similar?k=5",
+        f"/v1/listings/{listing}",
+        "/v1/listings/no-such-listing",  # 404
+        f"/v1/listings/{listing}/similar?k=0",  # 422
+        "/v1/model",
+        "/healthz",
+        "/",
+        "/static/explorer.css",
+        "/openapi.json",
+    ]
+    for path in paths:
+        get, head = server.get(path), server.client.head(path)
+        assert head.status_code == get.status_code, (path, head.status_code, get.status_code)
+        assert head.content == b"" and get.content, path
+        for name in ("content-length", "content-type"):
+            assert head.headers[name] == get.headers[name], (path, name)
+    assert int(head.headers["content-length"]) == len(get.content)
+    # counted as HEAD under its route, not as unmatched
+    metrics = server.get("/metrics").text
+    assert 'endpoint="/v1/model",method="HEAD",status="200"' in metrics
+    # the routes' HEAD is served, not declared: the schema's operations are as before
+    paths = server.get("/openapi.json").json()["paths"]
+    operations = {path: sorted(methods) for path, methods in paths.items()}
+    assert operations["/v1/model"] == ["get"]
+    assert operations["/v1/listings/{listing_id}"] == ["delete", "get", "put"]
+    assert operations["/healthz"] == ["get", "head"]
 
 
 def test_a_trailing_slash_is_no_route_and_never_redirects(server):

@@ -355,6 +355,8 @@ def create_app(settings: Settings) -> FastAPI:
             return FileResponse(page, headers=PAGE_HEADERS)
         return HTMLResponse(PLACEHOLDER, headers=PAGE_HEADERS)
 
+    # inside the metrics: a HEAD is counted as a HEAD, under its route
+    app.add_middleware(_HeadAsGet)
     app.add_middleware(
         MetricsAndLimits,
         metrics=metrics,
@@ -473,6 +475,37 @@ def _token_first_route(writer: Callable, check_token: Callable[[str], None]) -> 
             return token_first
 
     return TokenFirstRoute
+
+
+class _HeadAsGet:
+    """ASGI middleware: a HEAD request is served as the GET of its path, without the body.
+
+    The answer's status and headers are the GET's, ``Content-Length`` included, as
+    Starlette's StaticFiles answers a HEAD. The routes name GET only, so the OpenAPI schema
+    lists no HEAD operation for them (the probes name HEAD themselves); a path without GET
+    answers a HEAD 405, as before.
+    """
+
+    def __init__(self, app: Callable) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def without_body(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        get = {**scope, "method": "GET"}
+        try:
+            await self.app(get, receive, without_body)
+        finally:
+            # the route the router found (the metrics' endpoint label), as for any request
+            if "route" in get:
+                scope["route"] = get["route"]
 
 
 class _PageFiles(StaticFiles):
@@ -670,11 +703,14 @@ def _model_info(st: ServingState) -> s.ModelInfo:
 
 
 def _allowed_methods(request: Request) -> list[str]:
-    """Every method a route of the request's path answers (sorted; empty for no route)."""
+    """Every method a route of the request's path answers (sorted; empty for no route): HEAD
+    wherever GET is (:class:`_HeadAsGet`)."""
     methods: set[str] = set()
     for route in request.app.router.routes:
         if getattr(route, "methods", None) and route.matches(request.scope)[0] is not Match.NONE:
             methods |= route.methods
+    if "GET" in methods:
+        methods.add("HEAD")
     return sorted(methods)
 
 
