@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 from conftest import block_data
+from safetensors.torch import load_file, save_file
 
 from embedrec.recommender import Recommender
 from embedrec.training.checkpoint import CheckpointError, Checkpoints
@@ -145,13 +146,19 @@ def test_a_resume_asking_for_fewer_epochs_than_were_done_is_refused(data, tmp_pa
         )
 
 
-def test_a_fit_stopped_within_an_epoch_resumes_the_same_run(data, tmp_path, monkeypatch):
-    # hybrid's steps read listing vectors cached at the last refresh: the resumed epoch must
-    # read those, not vectors made again from the weights at the checkpoint
+WITHIN = {"batch_size": 64, "epochs": 3, "refit": False}
+
+
+@pytest.fixture(scope="module")
+def whole_within(data) -> Recommender:
+    """The fit of ``WITHIN`` that never stopped."""
+    return Recommender(**settings(**WITHIN)).fit(*data)
+
+
+def stopped_within_epoch_two(data, checkpoints, monkeypatch) -> None:
+    """A fit (``WITHIN``, a checkpoint every 3 steps) stopped after a checkpoint of its
+    second epoch's first batches."""
     events, listings = data
-    changes = {"batch_size": 64, "epochs": 3, "refit": False}
-    whole = Recommender(**settings(**changes)).fit(events, listings)
-    checkpoints = tmp_path / "checkpoints"
     save = Checkpoints.save
 
     def save_then_stop(self, position, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
@@ -161,12 +168,61 @@ def test_a_fit_stopped_within_an_epoch_resumes_the_same_run(data, tmp_path, monk
 
     monkeypatch.setattr(Checkpoints, "save", save_then_stop)
     with pytest.raises(Stop):
-        Recommender(**settings(**changes)).fit(
+        Recommender(**settings(**WITHIN)).fit(
             events, listings, checkpoint_dir=checkpoints, checkpoint_every=3
         )
     monkeypatch.undo()
-    resumed = Recommender(**settings(**changes)).fit(
+
+
+def test_a_fit_stopped_within_an_epoch_resumes_the_same_run(
+    data, whole_within, tmp_path, monkeypatch
+):
+    # hybrid's steps read listing vectors cached at the last refresh: the resumed epoch must
+    # read those, not vectors made again from the weights at the checkpoint
+    events, listings = data
+    whole = whole_within
+    checkpoints = tmp_path / "checkpoints"
+    stopped_within_epoch_two(data, checkpoints, monkeypatch)
+    resumed = Recommender(**settings(**WITHIN)).fit(
         events, listings, checkpoint_dir=checkpoints, checkpoint_every=3, resume=True
     )
     for name, value in whole.model_.state_dict().items():
         torch.testing.assert_close(resumed.model_.state_dict()[name], value, msg=name)
+    # the resumed epoch logs the mean loss of all its batches, not of those after the stop
+    history, whole_history = resumed.report_["history"], whole.report_["history"]
+    assert [e["epoch"] for e in history] == [e["epoch"] for e in whole_history] == [1, 2, 3]
+    for entry, expected in zip(history, whole_history, strict=True):
+        assert entry["loss"] == pytest.approx(expected["loss"], abs=1e-6), entry["epoch"]
+        assert entry["val_recall@10"] == pytest.approx(expected["val_recall@10"], abs=1e-6)
+
+
+def test_a_checkpoint_within_an_epoch_without_its_totals_still_resumes(
+    data, whole_within, tmp_path, monkeypatch
+):
+    # written before the epoch's running totals were kept: the same weights, and the resumed
+    # epoch's loss is the mean over the batches taken after the stop, as it was then
+    events, listings = data
+    whole = whole_within
+    checkpoints = tmp_path / "checkpoints"
+    stopped_within_epoch_two(data, checkpoints, monkeypatch)
+    folder = checkpoints / json.loads((checkpoints / "latest.json").read_text())["checkpoint"]
+    state = json.loads((folder / "state.json").read_text())
+    tensors = load_file(str(folder / "tensors.safetensors"))
+    loss_sum, batches, _ = tensors.pop("totals.0").tolist()
+    (folder / "state.json").write_text(
+        json.dumps({k: v for k, v in state.items() if k != "epoch_totals"})
+    )
+    save_file(tensors, str(folder / "tensors.safetensors"))
+    done, epoch_batches = (
+        state["position"]["batch"],
+        state["position"]["steps"] - state["position"]["batch"],
+    )
+    assert state["position"]["epoch"] == 2 and batches == done > 0
+    resumed = Recommender(**settings(**WITHIN)).fit(
+        events, listings, checkpoint_dir=checkpoints, checkpoint_every=3, resume=True
+    )
+    for name, value in whole.model_.state_dict().items():
+        torch.testing.assert_close(resumed.model_.state_dict()[name], value, msg=name)
+    whole_loss = whole.report_["history"][1]["loss"]
+    after_stop = (whole_loss * epoch_batches - loss_sum) / (epoch_batches - done)
+    assert resumed.report_["history"][1]["loss"] == pytest.approx(after_stop, abs=1e-6)

@@ -3,7 +3,10 @@
 A checkpoint holds the weights, the optimizers' state, the best epoch's weights so far, the
 position in the data (phase, epoch, batch within the epoch) and every rank's random state:
 enough for a resumed run to draw the same shuffles, negatives and dropout masks as the run
-that stopped. Tensors go in safetensors, the rest in JSON; nothing is pickled.
+that stopped. Within an epoch it also holds every rank's running totals of the epoch's logged
+figures (loss summed over the batches done, their count, the epoch's seconds so far), so
+that a resumed epoch logs what the epoch that never stopped logs. Tensors go in safetensors,
+the rest in JSON; nothing is pickled.
 
 Layout: ``DIR/step-000000123/{tensors.safetensors,state.json}`` written under a temporary
 name and renamed, then ``DIR/latest.json`` (atomic) names it, then older ones are removed.
@@ -30,6 +33,8 @@ from embedrec.models.base import RecModel
 from embedrec.training.distributed import Group
 
 POINTER = "latest.json"
+# what an epoch's logged figures add up, batch by batch, as kept within an epoch
+EPOCH_TOTALS = ("loss_sum", "batches", "train_seconds")
 # 2: a distributed run's ranks keep the rows they hold of their own in files of their own
 FORMAT = 2
 
@@ -60,6 +65,9 @@ class Snapshot:
     generator_states: dict[str, torch.Tensor]  # "epoch" and "now", this rank's
     state: dict[str, Any] = field(default_factory=dict)  # history, early stopping, ...
     caches: dict[str, torch.Tensor] = field(default_factory=dict)  # the model's cache_state
+    # this rank's running totals of the epoch stopped within (``EPOCH_TOTALS``); None at an
+    # epoch's start, and in a checkpoint written before they were kept
+    epoch_totals: dict[str, float] | None = None
 
 
 class Checkpoints:
@@ -105,14 +113,21 @@ class Checkpoints:
         generator_states: dict[str, torch.Tensor],
         best_weights: dict[str, torch.Tensor] | None,
         state: dict[str, Any],
+        epoch_totals: dict[str, float] | None = None,
     ) -> None:
         """Write a checkpoint (every rank calls this; rank 0 writes, with every rank's
-        random state, and each rank its own users' rows) and wait until it is in place."""
+        random state and ``epoch_totals``, and each rank its own users' rows) and wait until
+        it is in place. ``epoch_totals``: this rank's running totals of the epoch, within
+        one (every rank gives them or none does)."""
         tensors: dict[str, torch.Tensor] = {}
-        for name, value in generator_states.items():
+        per_rank = {f"rng.{{rank}}.{name}": value for name, value in generator_states.items()}
+        if epoch_totals is not None:
+            values = [float(epoch_totals[name]) for name in EPOCH_TOTALS]
+            per_rank["totals.{rank}"] = torch.tensor(values, dtype=torch.float64)
+        for key, value in per_rank.items():
             every = self.group.gather(value) if self.group else value
             for rank, part in enumerate(every.view(-1, value.numel())):
-                tensors[f"rng.{rank}.{name}"] = part.clone()
+                tensors[key.format(rank=rank)] = part.clone()
         tensors |= _prefixed("model.", model.state_dict())
         tensors |= _prefixed("cache.", model.cache_state())
         if best_weights is not None:
@@ -139,6 +154,7 @@ class Checkpoints:
                 "optimizers": optimizer_meta,
                 "best": best_weights is not None,
                 "state": state | self.carry,
+                "epoch_totals": list(EPOCH_TOTALS) if epoch_totals is not None else None,
             }
             shared = {k: v for k, v in tensors.items() if k not in own}
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -226,12 +242,25 @@ class Checkpoints:
             },
             state=document["state"],
             caches=_unprefixed("cache.", tensors),
+            epoch_totals=_epoch_totals(document, tensors, self.rank),
         )
 
     def remove(self) -> None:
         """Remove the run's checkpoints (once its model is saved)."""
         if self.rank == 0:
             shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _epoch_totals(
+    document: dict[str, Any], tensors: dict[str, torch.Tensor], rank: int
+) -> dict[str, float] | None:
+    """This rank's running totals of the epoch, by name; None where the checkpoint has
+    none (at an epoch's start, or written before they were kept)."""
+    names = document.get("epoch_totals")
+    values = tensors.get(f"totals.{rank}")
+    if not names or values is None:
+        return None
+    return dict(zip(names, values.tolist(), strict=True))
 
 
 def _write_folder(folder: Path, tensors: dict[str, torch.Tensor], document: dict) -> None:

@@ -21,7 +21,7 @@ from embedrec.evaluation.metrics import evaluate_scorer
 from embedrec.memory import release_free_memory
 from embedrec.models.base import RecModel
 from embedrec.ranking import dot_scorer
-from embedrec.training.checkpoint import Checkpoints, Position, Snapshot
+from embedrec.training.checkpoint import EPOCH_TOTALS, Checkpoints, Position, Snapshot
 from embedrec.training.config import TrainConfig
 from embedrec.training.distributed import Group, combine_standard_errors
 from embedrec.training.losses import (
@@ -212,7 +212,13 @@ def train(
     # the ranks share out the work of the listing cache's refreshes
     model.row_split = group
 
-    def save(epoch: int, batch: int, steps: int, epoch_state: torch.Tensor) -> None:
+    def save(
+        epoch: int,
+        batch: int,
+        steps: int,
+        epoch_state: torch.Tensor,
+        epoch_totals: dict[str, float] | None = None,
+    ) -> None:
         assert checkpoints is not None
         checkpoints.save(
             Position(phase, epoch, batch, steps),
@@ -226,6 +232,7 @@ def train(
                 "best_score": result.best_score,
                 "stopping": stopping.state(),
             },
+            epoch_totals,
         )
 
     try:
@@ -239,16 +246,36 @@ def train(
             elif not validated:  # a validation refreshed the model after the last step
                 model.refresh()
             epoch_state = generator.get_state()
+            # the loss summed over the batches before a resumed epoch's first, their count
+            # and seconds: kept in its checkpoint (none in one written before they were kept:
+            # the epoch's figures are then those of the batches taken since)
+            before = {name: 0.0 for name in EPOCH_TOTALS}
             if resume is not None and epoch == first_epoch and first_batch:
                 epoch_state = resume.generator_states["epoch"]
+                before = resume.epoch_totals or before
             label = f"epoch {epoch}"
             on_step = None
             # Hogwild's steps run in worker processes: its checkpoints follow epochs only
             if checkpoints is not None and checkpoints.every_steps and config.workers == 1:
 
-                def on_step(batch: int, done: int, epoch=epoch, state=epoch_state) -> None:  # noqa: ANN001
+                def on_step(
+                    batch: int,
+                    done: int,
+                    loss_sum: float,
+                    batches: int,
+                    epoch: int = epoch,
+                    state: torch.Tensor = epoch_state,
+                    epoch_started: float = epoch_started,
+                    seconds_before: float = before["train_seconds"],
+                ) -> None:
                     if checkpoints.due(done):
-                        save(epoch, batch, done, state)
+                        seconds = seconds_before + time.perf_counter() - epoch_started
+                        totals = {
+                            "loss_sum": loss_sum,
+                            "batches": batches,
+                            "train_seconds": seconds,
+                        }
+                        save(epoch, batch, done, state, totals)
 
             loss, steps = train_epoch(
                 model,
@@ -266,16 +293,18 @@ def train(
                 epoch_state=epoch_state,
                 on_step=on_step,
                 stepper=stepper,
+                before=(before["loss_sum"], int(before["batches"])),
             )
             check_finite(model, loss, epoch, group)
             now = time.perf_counter()
             # seconds: since training started, as the log shows; train_seconds: this epoch's
-            # steps and cache refreshes alone, without validation and checkpoints
+            # steps and cache refreshes alone, without validation and checkpoints (a resumed
+            # epoch's with those of its batches before the stop)
             entry = {
                 "epoch": epoch,
                 "loss": loss,
                 "seconds": now - started,
-                "train_seconds": now - epoch_started,
+                "train_seconds": before["train_seconds"] + now - epoch_started,
             }
             message = f"epoch {epoch:3d}  loss {loss:.4f}"
             validated = validation is not None and (
@@ -512,8 +541,9 @@ def train_epoch(
     group: Group | None = None,
     start_batch: int = 0,
     epoch_state: torch.Tensor | None = None,
-    on_step: Callable[[int, int], None] | None = None,
+    on_step: Callable[[int, int, float, int], None] | None = None,
     stepper: torch.nn.Module | None = None,
+    before: tuple[float, int] = (0.0, 0),
 ) -> tuple[float, int]:
     """One pass over the shuffled pairs (users, listings, weights), with a progress bar
     labelled ``progress_label`` (shown when ``progress``; None: on a terminal), after
@@ -526,8 +556,10 @@ def train_epoch(
     In a distributed run (``group``) every rank takes the same number of batches of
     ``batch_size`` pairs, cycling through its own pairs, so that a rank with fewer pairs
     never leaves the others waiting. A resumed epoch starts at ``start_batch``, shuffled as
-    the random state ``epoch_state`` shuffles it; ``on_step(batch, steps)`` follows each
-    step of a single process.
+    the random state ``epoch_state`` shuffles it, and ``before`` holds the loss summed over
+    the batches it took before (its checkpoint's) and their count: the mean loss returned is
+    over those and this run's. ``on_step(batch, steps, loss_sum, batches)`` follows each step
+    of a single process, with the epoch's loss summed so far and the batches it sums.
     """
     stepper = stepper if stepper is not None else _Step(model)
     users, listings, weights = pairs
@@ -579,10 +611,13 @@ def train_epoch(
         done = steps_before + index + 1
         if refresh_due(done - workers, done):
             model.refresh()
+        value = float(loss.detach())
         if on_step is not None:
-            on_step(index + 1, done)
-        return float(loss.detach())
+            # one process: the epoch's loss summed up to this step, as the loop below adds it
+            on_step(index + 1, done, total + value, counted + index + 1 - start_batch)
+        return value
 
+    total, counted = before
     if not parallel:
         batches = tqdm(
             range(start_batch, n_batches),
@@ -591,14 +626,14 @@ def train_epoch(
             leave=False,
             disable=show_progress(progress, progress_label),
         )
-        total = sum(step(index, 0) for index in batches)
+        for index in batches:  # one addition at a time: a resumed sum adds as the whole did
+            total += step(index, 0)
     else:
-        total = 0.0
         first = 0
         if not all(optimizer.state for optimizer in optimizers):
             # the optimizers create their state on their first step: it must exist before
             # it moves to shared memory
-            total, first = step(0, 0), 1
+            total, first = total + step(0, 0), 1
         params = list(model.parameters())
         states = [state for optimizer in optimizers for state in optimizer.state.values()]
         share_weights(params, states)
@@ -614,8 +649,8 @@ def train_epoch(
         finally:
             unshare_weights(params, states)
         model.refresh()  # the workers' caches stayed in the workers
-    # the loss of a resumed epoch is the mean over the batches this run took
-    return total / max(n_batches - start_batch, 1), steps_before + n_batches
+    # a resumed epoch's: over the batches before its checkpoint too, where it kept their sum
+    return total / max(counted + n_batches - start_batch, 1), steps_before + n_batches
 
 
 def show_progress(progress: bool | None, label: str | None) -> bool | None:
