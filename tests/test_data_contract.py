@@ -397,6 +397,65 @@ def test_text_that_is_not_nearly_all_numbers_stays_categorical(values):
     assert [(s.name, s.kind) for s in infer_schema(listings)] == [("code", "categorical")]
 
 
+def test_a_csv_column_of_digits_with_a_leading_zero_is_codes_not_numbers(tmp_path):
+    # Dresden's postcode 01067 (German postcodes 01xxx-09xxx): not the number 1067
+    path = write(
+        tmp_path,
+        "listings.csv",
+        "listing_id,plz,plz_missing,counts,signed,decimal,price\n"
+        "a,01067,01067,0,-01,01.5,9990\n"
+        "b,10115,,10,5,2,12500\n"
+        "c,80331,n/a,7,7,3,\n",
+    )
+    listings = load_listings(path)
+    assert listings["plz"].tolist() == ["01067", "10115", "80331"]
+    assert listings["plz_missing"].tolist()[0] == "01067"
+    assert listings["plz_missing"].isna().tolist() == [False, True, True]
+    # 0 and 10 alone are numbers; a sign or a decimal point makes a number of the column too
+    assert listings["counts"].tolist() == [0, 10, 7] and listings["counts"].dtype == np.int64
+    assert listings["signed"].tolist() == [-1, 5, 7]
+    assert listings["decimal"].tolist() == [1.5, 2.0, 3.0]
+    assert listings["price"].tolist()[:2] == [9990.0, 12500.0]
+    kinds = {s.name: s.kind for s in infer_schema(listings)}
+    assert kinds["plz"] == kinds["plz_missing"] == "categorical"
+    assert kinds["counts"] == kinds["signed"] == kinds["price"] == "numeric"
+    # read_table, whose codes an events file does without
+    assert read_table(path)["plz"].tolist()[0] == "01067"
+    assert read_table(path, codes=False)["plz"].tolist()[0] == 1067
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 1 << 24])
+def test_the_scan_for_a_field_with_a_leading_zero_reads_across_blocks(tmp_path, monkeypatch, block):
+    from embedrec.data import csvtext
+
+    monkeypatch.setattr(csvtext, "_BLOCK", block)
+    for body, found in [
+        ("a,01067\n", True),
+        ('a,"01067"\n', True),
+        ("a, 01067\r\n", True),
+        ("a,0\nb,10\nc,0.5\nd,2026-01-05\n", False),
+    ]:
+        path = write(tmp_path, "listings.csv", "listing_id,plz\n" + body)
+        assert csvtext.leading_zero_field(str(path)) is found, body
+
+
+def test_csv_ids_with_leading_zeros_keep_them_and_name_other_listings(tmp_path):
+    # "007" and "7" are two listings, in a listings file and in an events file alike
+    table = write(tmp_path, "listings.csv", "listing_id,plz\n007,01067\n7,01069\n8,10115\n")
+    events = write(
+        tmp_path, "events.csv", "user_id,listing_id,timestamp\n01,007,1\n01,7,2\n1,8,3\n"
+    )
+    listings = load_listings(table)
+    assert listings["listing_id"].tolist() == ["007", "7", "8"]
+    interactions = load_interactions(events)
+    assert interactions["user_id"].tolist() == ["01", "01", "1"]
+    data = prepare(interactions, listings)
+    assert data.report["events_skipped_unknown_listing"] == 0
+    seen = data.listings.external(data.listing_idx)
+    assert sorted(seen) == ["007", "7", "8"]
+    assert sorted(data.users.external(np.unique(data.user_idx))) == ["01", "1"]
+
+
 def test_a_column_of_lists_is_a_multi_valued_feature_and_one_of_mappings_is_refused(tmp_path):
     # Parquet's list type, as Spark and pandas write arrays: 40 rows, past the small-table path
     tags = [["wood", "oak"] if i % 2 else ["metal"] for i in range(39)] + [[]]

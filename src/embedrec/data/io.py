@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from embedrec.data.csvtext import first_non_utf8, raw_header, row_line
+from embedrec.data.csvtext import first_non_utf8, leading_zero_field, raw_header, row_line
 from embedrec.data.errors import CSV_SUFFIXES, DataError, shown
 from embedrec.data.ids import (
     MAX_ID_LENGTH,
@@ -53,6 +53,10 @@ DEFAULT_EVENT_WEIGHTS: dict[str, float] = {"view": 1.0, "favorite": 3.0, "contac
 _INTEGER_ID = r"-?(?:0|[1-9][0-9]{0,18})"  # 19 digits at most; int64's bound is checked
 _WHOLE_FLOAT_ID = _INTEGER_ID + r"\.0+"
 _DECIMAL_ID = _INTEGER_ID + r"(?:\.[0-9]+)?"
+# a CSV column of digit strings only, one of which is a zero and more digits, holds codes
+# (postal codes), not numbers
+_DIGITS = r"[0-9]+"
+_LEADING_ZERO = r"0[0-9]"
 _INT64_MAX = np.iinfo(np.int64).max
 # an event's weight (event weight times the weight column) is kept as float32
 MAX_WEIGHT = float(np.finfo(np.float32).max)
@@ -94,12 +98,15 @@ def _is_weight(value: Real) -> bool:
     return math.isfinite(value) and value >= 0
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
+def read_table(path: str | Path, codes: bool = True) -> pd.DataFrame:
     """Read a CSV or Parquet file, chosen by extension.
 
     CSV id columns that hold only integers within int64 (canonical, or whole floats: 64.0)
     become integers; any other id (with leading zeros, spaces, letters) stays the exact string
-    from the file.
+    from the file. With ``codes``, another CSV column of digit strings of which one has a
+    leading zero and more than one digit (a postal code: ``01067``) is the text written, not
+    numbers (``0`` and ``10`` alone are numbers); without, it is numbers, as pandas reads it
+    (an events file, whose numbers are times and weights, is not read twice for it).
     """
     path = Path(path)
     suffixes = "".join(path.suffixes[-2:]).lower()
@@ -111,7 +118,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
         if path.suffix.lower() in (".parquet", ".pq"):
             frame = pq.read_table(path).to_pandas()
         elif path.suffix.lower() == ".csv" or suffixes.endswith((".csv.gz", ".csv.zst")):
-            frame = _read_csv(path)
+            frame = _read_csv(path, codes)
         else:
             raise DataError("unknown file type; use a .csv or .parquet file", file=str(path))
     except DataError:
@@ -145,7 +152,7 @@ def _not_utf8(path: Path, exc: UnicodeDecodeError) -> str:
     return f"cannot read the file: line {line}, character {character}: byte 0x{byte:02x} {advice}"
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def _read_csv(path: Path, codes: bool = True) -> pd.DataFrame:
     written = raw_header(str(path))
     if written:
         _check_header(written, str(path))
@@ -160,10 +167,55 @@ def _read_csv(path: Path) -> pd.DataFrame:
     )
     if written and len(written) == len(frame.columns):
         frame = _without_empty_unnamed(frame, written, str(path))
+    if codes:
+        frame = _codes_as_text(frame, path, na_values)
     for column in ID_COLUMNS:
         if column in frame.columns:
             frame[column] = _typed_ids(frame[column].astype(object))
     return frame
+
+
+def _codes_as_text(frame: pd.DataFrame, path: Path, na_values: dict) -> pd.DataFrame:
+    """``frame`` with each column that pandas read as numbers but whose file writes digit
+    strings only, one of them with a leading zero and more than one digit (``01067``: the
+    postal codes of Dresden, 01xxx-09xxx in Germany), as the text written: codes, not numbers
+    (1067). A column of ``0``, ``7`` and ``10`` stays numbers, and so does one with a sign, a
+    decimal point or an exponent anywhere. Only columns whose numbers could be such digits
+    (whole, not negative) are read again, as text, and only where a field of the file may
+    start with a zero and a digit (one scan of its bytes, a fraction of pandas' read)."""
+    maybe = [
+        column
+        for column in frame.columns
+        if column not in ID_COLUMNS and _whole_and_not_negative(frame[column])
+    ]
+    if not maybe or not leading_zero_field(str(path)):
+        return frame
+    text = pd.read_csv(
+        path,
+        usecols=maybe,
+        dtype=str,
+        keep_default_na=False,
+        na_values={column: na_values[column] for column in maybe},
+    )
+    codes = {}
+    for column in maybe:
+        written = text[column].dropna().str.strip()
+        if written.str.fullmatch(_DIGITS).all() and written.str.match(_LEADING_ZERO).any():
+            codes[column] = text[column].set_axis(frame.index)
+    if codes:
+        frame = frame.assign(**codes)
+    return frame
+
+
+def _whole_and_not_negative(values: pd.Series) -> bool:
+    """Whether a column read from a CSV file is numbers that digits alone could write."""
+    dtype = values.dtype
+    if pd.api.types.is_bool_dtype(dtype) or not pd.api.types.is_numeric_dtype(dtype):
+        return False
+    if pd.api.types.is_integer_dtype(dtype):
+        return bool((values >= 0).all())
+    numbers = values.dropna().to_numpy(dtype=np.float64)
+    return bool(np.isfinite(numbers).all() and (numbers >= 0).all() and (numbers % 1 == 0).all())
 
 
 def _check_header(names: list[str], name: str) -> None:
@@ -287,7 +339,8 @@ def load_interactions(
         return part if mask is None else part[mask]
 
     if isinstance(source, pd.DataFrame) or not is_dataset(source):
-        frame, name = _frame(source)
+        # the columns read besides the ids are times, events and weights: no codes
+        frame, name = _frame(source, codes=False)
         out, rows = kept(_interactions(frame, name, weights, users)), len(frame)
         files = 0 if isinstance(source, pd.DataFrame) else 1
     else:
@@ -495,7 +548,7 @@ def _checked_source(source: object, argument: str) -> Source:
     )
 
 
-def _frame(source: Source) -> tuple[pd.DataFrame, str]:
+def _frame(source: Source, codes: bool = True) -> tuple[pd.DataFrame, str]:
     if isinstance(source, pd.DataFrame):
         name = source.attrs.get("source", "<DataFrame>")
         if source.empty:
@@ -511,7 +564,7 @@ def _frame(source: Source) -> tuple[pd.DataFrame, str]:
                 raise DataError(f"two columns have one name as text: {names}", file=name)
             source = source.set_axis(names, axis=1)
         return source, name
-    frame = read_table(local_csv(source) or source)
+    frame = read_table(local_csv(source) or source, codes)
     frame.attrs["source"] = str(source)  # a file:// URI named as given
     return frame, str(source)
 
