@@ -905,3 +905,66 @@ def test_a_list_is_a_multi_valued_value_as_a_list_column_of_a_file_is(fresh):
     answer = fresh.put("/v1/listings/zahl", json={**CAR, "make": [1, 2]}, headers=AUTH)
     assert answer.status_code == 422 and answer.json()["field"] == "make"
     assert "expected a string or a list of strings" in answer.json()["error"]
+
+
+def test_the_catalogue_describes_each_column_and_every_filter_it_names_is_taken(fresh):
+    client = fresh  # a store of its own: no other test's listings
+    answer = client.get("/v1/catalogue")
+    assert answer.status_code == 200
+    info = answer.json()
+    assert info["location"] == ["lat", "lon"] and info["id_column"] == "listing_id"
+    assert info["listings"] == info["sample"] == 120
+    columns = {c["name"]: c for c in info["columns"]}
+    assert set(columns) == {"make", "price", "lat", "lon"}
+    assert columns["make"]["kind"] == "categorical" and columns["make"]["distinct"] == 4
+    assert set(columns["make"]["values"]) == {"VW", "BMW", "Audi", "Opel"}
+    assert columns["make"]["filters"] == ["make"]
+    assert columns["price"] == {
+        "name": "price",
+        "kind": "numeric",
+        "filters": ["price_min", "price_max"],
+        "distinct": None,
+        "values": None,
+    }
+    listing = client.get("/v1/random-listing").json()["listing_id"]
+    for column in info["columns"]:
+        for name in column["filters"]:
+            value = column["values"][0] if column["values"] else "1"
+            similar = client.get(f"/v1/listings/{listing}/similar", params={name: value})
+            assert similar.status_code == 200, (name, similar.text)
+
+
+def test_the_catalogue_description_reads_kinds_as_the_filters_do():
+    from embedrec.serving.filter_params import describe_columns
+
+    n = 40
+    table = pd.DataFrame(
+        {
+            "listing_id": [f"R{i}" for i in range(n)],
+            "title": [f"bright flat number {i} near the park" for i in range(n)],
+            "district": ["Mitte", "Pankow"] * (n // 2),
+            "amenities": ["balcony|lift", "garden", "lift|", None] * (n // 4),
+            "furnished": pd.array([True, False, None, True] * (n // 4), dtype="object"),
+            "rooms": [1, 2, 3, 4] * (n // 4),
+            "listed_at": pd.date_range("2026-01-01", periods=n, tz="UTC"),
+        }
+    )
+    described = {c["name"]: c for c in describe_columns(table, table.iloc[:0], reserved={"k"})}
+    assert "listing_id" not in described
+    kinds = {name: c["kind"] for name, c in described.items()}
+    assert kinds == {
+        "title": "text",
+        "district": "categorical",
+        "amenities": "multi",
+        "furnished": "boolean",
+        "rooms": "numeric",
+        "listed_at": "datetime",
+    }
+    assert described["title"]["values"] is None and described["title"]["distinct"] == n
+    assert described["amenities"]["values"] == ["lift", "balcony", "garden"]  # by frequency
+    assert described["furnished"]["values"] == ["true", "false"]
+    assert described["rooms"]["filters"] == ["rooms_min", "rooms_max"]
+    assert described["listed_at"]["filters"] == []
+    # a feature's kind, where the model has one, decides between category and text
+    title = describe_columns(table, table.iloc[:0], {"title": "categorical"})[0]
+    assert title["kind"] == "categorical" and len(title["values"]) == n

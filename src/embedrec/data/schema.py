@@ -171,7 +171,7 @@ def _infer_kind(series: pd.Series) -> str | None:
     sample = series.dropna().astype(str).head(1000)
     if len(sample) and sample.str.contains(MULTI_SEPARATOR, regex=False).mean() > 0.2:
         return "multi"
-    if _looks_like_text(sample):
+    if looks_like_text(sample):
         return "text"
     return "categorical"
 
@@ -216,7 +216,7 @@ def _distinct_text(values: pd.Series) -> pd.Series:
     return pd.Series(pd.unique(values.astype(str).str.strip()), dtype=object)
 
 
-def _looks_like_text(sample: pd.Series) -> bool:
+def looks_like_text(sample: pd.Series) -> bool:
     """Titles and descriptions: several words, and mostly unique, so that a category per
     value would learn nothing (a make or a city repeats; a title rarely does). Scripts that
     write no spaces between words (Chinese, Japanese, Thai, ...) count as several words from

@@ -222,6 +222,13 @@ def create_app(settings: Settings) -> FastAPI:
         except ValueError as exc:  # e.g. fewer than three live listings
             raise ApiError(422, str(exc), "sample") from None
 
+    @app.get("/v1/catalogue")
+    def catalogue_info(st: State) -> s.CatalogueInfo:
+        """The catalogue's columns: each one's kind, the query parameters that filter it and,
+        for categories, its most frequent values in a sample of up to 20,000 live listings
+        (kept until the next write)."""
+        return s.CatalogueInfo(**st.describe(reserved=NOT_FILTERS))
+
     @app.get("/v1/model")
     def model_info(st: State) -> s.ModelInfo:
         """The served model: version, training date and its evaluation figures."""

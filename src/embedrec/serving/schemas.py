@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 
@@ -96,6 +96,44 @@ class ProjectionPoint(ListingFields):
 class ProjectionResponse(BaseModel):
     method: str
     points: list[ProjectionPoint]
+
+
+class CatalogueColumn(BaseModel):
+    """One column of the served catalogue: what it holds and the query parameters that
+    filter it."""
+
+    name: str
+    kind: Literal["numeric", "categorical", "multi", "boolean", "text", "datetime"] = Field(
+        description="numeric (filtered by a range), categorical, multi (values a|b|c, each "
+        "matched by a set filter), boolean, text (titles, descriptions: mostly unique) or "
+        "datetime (not filterable)"
+    )
+    filters: list[str] = Field(
+        description="the query parameters that filter it: <name>_min and <name>_max for a "
+        "number, <name> for a set of values; none for dates and times"
+    )
+    distinct: int | None = Field(
+        None, description="distinct values in the sample (null for numbers and dates)"
+    )
+    values: list[str] | None = Field(
+        None,
+        description="its most frequent values in the sample, most frequent first (at most "
+        "100; a multi-valued column's single values; true and false as JSON writes them); "
+        "null for numbers, dates and text",
+    )
+
+
+class CatalogueInfo(BaseModel):
+    """The served catalogue's columns, as the explorer page builds its filters from them."""
+
+    listings: int = Field(description="live listings")
+    id_column: str = Field(description="the listings' id column (filtered by exclude)")
+    location: list[str] | None = Field(
+        description="the latitude and longitude columns (near and within_km filter them), "
+        "or null for a catalogue without coordinates"
+    )
+    sample: int = Field(description="the live listings the values were counted in")
+    columns: list[CatalogueColumn]
 
 
 class WriteResponse(BaseModel):

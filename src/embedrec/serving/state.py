@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,12 @@ from embedrec.index.catalogue import Catalogue
 from embedrec.memory import release_free_memory
 from embedrec.recommender import Recommender
 from embedrec.retrieval.retriever import Retriever
-from embedrec.serving.filter_params import QUERY_PARAMETERS
+from embedrec.serving.filter_params import (
+    DESCRIBED_SAMPLE,
+    QUERY_PARAMETERS,
+    describe_columns,
+    location_columns,
+)
 from embedrec.serving.shared import model_tag, shared_recommender, shared_retriever
 from embedrec.serving.store import Change, Head, Store, StoreUnavailable, Write
 
@@ -134,6 +140,7 @@ class ServingState:
         default_factory=OrderedDict, repr=False
     )
     _projections_seq: int = field(default=0, repr=False)  # the seq they were computed at
+    _described: tuple[int, dict[str, Any]] | None = field(default=None, repr=False)  # (seq, it)
 
     # ------------------------------------------------------------------ ids and listings
     @property
@@ -383,6 +390,37 @@ class ServingState:
             self._projections[key] = answer
             while len(self._projections) > PROJECTIONS_KEPT:
                 self._projections.popitem(last=False)  # the least recently asked for
+        return answer
+
+    # ------------------------------------------------------------------ catalogue description
+    def describe(self, reserved: Collection[str] = ()) -> dict[str, Any]:
+        """The catalogue's columns, their kinds and filters, and their most frequent values in
+        a sample of live listings (``DESCRIBED_SAMPLE``): kept until the next store change."""
+        with self._lock:
+            if self._described is not None and self._described[0] == self.seq:
+                return self._described[1]
+            seq = self.seq
+        catalogue = self.catalogue  # once: a compaction swaps in another
+        live = np.flatnonzero(catalogue.live)
+        if len(live) > DESCRIBED_SAMPLE:
+            rng = np.random.default_rng(0)
+            live = np.sort(rng.choice(live, DESCRIBED_SAMPLE, replace=False))
+        schema = catalogue.schema
+        kinds = {
+            column: spec.kind
+            for spec in getattr(self.recommender, "feature_specs_", None) or []
+            for column in spec.columns
+        }
+        answer = {
+            "listings": len(catalogue),
+            "id_column": "listing_id",
+            "location": location_columns(schema.columns),
+            "sample": len(live),
+            "columns": describe_columns(catalogue.frame(live), schema, kinds, reserved),
+        }
+        with self._lock:
+            if self.seq == seq:
+                self._described = (seq, answer)
         return answer
 
 
