@@ -66,9 +66,13 @@ def model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(model_dir, tmp_path_factory):
     """``embedrec serve MODEL_DIR`` on a free loopback port; yields its base URL."""
+    yield from serve(model_dir, tmp_path_factory.mktemp("explorer-store") / "store.sqlite")
+
+
+def serve(model_dir: Path, store: Path):
+    """``embedrec serve MODEL_DIR`` on a free loopback port: yields its base URL, then stops."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    store = tmp_path_factory.mktemp("explorer-store") / "store.sqlite"
     env = {k: v for k, v in os.environ.items() if k != "EMBEDREC_API_TOKEN"}
     command = [sys.executable, "-m", "embedrec.cli", "serve", str(model_dir), "--port", str(port)]
     command += ["--store", str(store), "--log-level", "warning"]
@@ -313,5 +317,111 @@ def test_a_catalogue_too_small_for_a_map_asks_for_no_projection(server, browser)
                      ".includes('too few')")  # fmt: skip
     assert "2 listings: too few for a map" in page.inner_text("#projection-caption")
     assert not [url for url in page.asked if "/v1/projection" in url]
+    assert not page.errors, page.errors
+    page.close()
+
+
+# ------------------------------------------------------------------ another marketplace
+CATEGORIES = ["engineering", "sales", "care", "logistics"]
+
+
+@pytest.fixture(scope="module")
+def jobs_server(tmp_path_factory):
+    """A jobs board: a title, categories, a number of hours, no coordinates. Users of a
+    category view its jobs (an mf model, trained in about a second)."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    n = 80
+    category = np.arange(n) % len(CATEGORIES)
+    jobs = pd.DataFrame(
+        {
+            "listing_id": [f"J{i:03d}" for i in range(n)],
+            "title": [
+                f"{CATEGORIES[c]} role number {i} in a friendly team"
+                for i, c in enumerate(category)
+            ],  # fmt: skip
+            "category": np.array(CATEGORIES)[category],
+            "contract": rng.choice(["permanent", "temporary", "freelance"], n),
+            "hours": rng.choice([20, 30, 40], n),
+        }
+    )
+    users = np.repeat(np.arange(100), 10)
+    chosen = rng.integers(0, n // len(CATEGORIES), len(users)) * len(CATEGORIES) + users % 4
+    events = pd.DataFrame(
+        {
+            "user_id": [f"U{u}" for u in users],
+            "listing_id": jobs["listing_id"].to_numpy()[chosen],
+            "timestamp": 1_700_000_000 + rng.integers(0, 1_000_000, len(users)),
+        }
+    )
+    model = tmp_path_factory.mktemp("explorer-jobs") / "mf"
+    Recommender(model="mf", epochs=2, progress=False).fit(events, jobs).save(model)
+    yield from serve(model, model.parent / "store.sqlite")
+
+
+def column_cells(page, header: str) -> list[str]:
+    """The results' cells under the table header ``header``."""
+    return page.evaluate(
+        """header => {
+            const names = [...document.querySelectorAll('#results thead th')]
+                .map(th => th.textContent);
+            const at = names.indexOf(header);
+            if (at < 0) return null;
+            return [...document.querySelectorAll('#results tbody tr')]
+                .map(row => row.cells[at].textContent);
+        }""",
+        header,
+    )
+
+
+def test_another_marketplace_gets_filters_columns_and_colours_of_its_own(jobs_server, browser):
+    page = open_page(browser, f"{jobs_server}/#listing=J000&k={K}")
+    wait_for_query(page, "J000")
+    # its own columns' filter boxes, none of a car catalogue's
+    names = page.eval_on_selector_all("#search input[data-filter]", "bs => bs.map(b => b.name)")
+    assert {"hours_min", "hours_max", "category", "contract"} <= set(names), names
+    assert not {"price_max", "make"} & set(names), names
+    suggested = page.eval_on_selector_all("datalist option", "os => os.map(o => o.value)")
+    assert set(CATEGORIES) <= set(suggested)
+    # its columns in the table, its title as the listing's label, no map without coordinates
+    headers = page.eval_on_selector_all("#results thead th", "ths => ths.map(t => t.textContent)")
+    assert {"Title", "Hours", "Category", "Contract"} <= set(headers), headers
+    assert "engineering role number 0" in page.inner_text("#query-card h2")
+    assert page.is_hidden("#map") and not [url for url in page.asked if "cities.json" in url]
+    # the projection coloured by its categories
+    wait_until(page, "() => +document.querySelector('#projection').dataset.points > 0")
+    assert page.input_value("#colour-by") in ("category", "contract")
+    assert "coloured by" in page.inner_text("#projection-caption")
+    unfiltered = rows(page)
+    assert set(column_cells(page, "Category")) == {"engineering"}  # its own category's jobs
+
+    # filtering by one of its columns: the results change, and the filter is in the link
+    page.fill("#search input[name=category]", "sales")
+    page.click("button[type=submit]")
+    wait_until(page, "() => location.hash.includes('category=sales')")
+    wait_for_query(page, "J000")
+    assert rows(page) and rows(page) != unfiltered
+    assert set(column_cells(page, "Category")) == {"sales"}
+    page.fill("#search input[name=hours_max]", "30")
+    page.click("button[type=submit]")
+    wait_until(page, "() => location.hash.includes('hours_max=30')")
+    wait_for_query(page, "J000")
+    assert {int(h) for h in column_cells(page, "Hours")} <= {20, 30}
+    assert "unknown field" not in page.inner_text("#status")
+    page.screenshot(path=str(SHOTS / "explorer-jobs.png"), full_page=True)
+    assert not page.errors, page.errors
+    page.close()
+
+
+def test_an_old_link_with_a_cars_price_and_make_still_fills_their_boxes(server, browser):
+    page = open_page(browser, f"{server}/#listing={QUERY}&k={K}&price_max=30000&make=BMW")
+    wait_for_query(page, QUERY)
+    assert page.input_value("#search input[name=price_max]") == "30000"
+    assert page.input_value("#search input[name=make]") == "BMW"
+    assert set(column_cells(page, "Make")) == {"BMW"}
+    assert all(int(p.replace(",", "").rstrip(" €")) <= 30000 for p in column_cells(page, "Price"))
+    assert not page.is_hidden("#map")
     assert not page.errors, page.errors
     page.close()

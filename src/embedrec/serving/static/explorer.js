@@ -2,17 +2,22 @@
 // and highlighted in a 2-D projection of the listing embeddings.
 //
 // Plain JavaScript, no dependencies and no network beyond the service's own JSON endpoints:
+//   GET /v1/catalogue                     the catalogue's columns: kinds, filters, values
 //   GET /v1/model                         model name and size (header line, projection sample)
 //   GET /v1/listings/{id}                 the query listing's fields
-//   GET /v1/listings/{id}/similar         its neighbours (k, price_max, make)
+//   GET /v1/listings/{id}/similar         its neighbours (k and any filters)
 //   GET /v1/users/{id}/recommendations    a user's recommendations (same parameters)
 //   GET /v1/random-listing                a random listing id
 //   GET /v1/projection                    PCA coordinates of a sample of listings
 //   GET /static/cities.json               base map: the largest German cities (GeoNames)
 //
-// The page state lives in the URL hash (#listing=ID&k=10&price_max=30000&make=BMW), so the
-// back button and shared links work. Canvases carry data-* attributes describing what they
-// drew (used by the browser test).
+// Nothing here knows a marketplace: the filter boxes, the table's columns, the listing's
+// label and the projection's colours come from the catalogue's columns (/v1/catalogue), and a
+// catalogue without coordinates gets no map.
+//
+// The page state lives in the URL hash (#listing=ID&k=10&price_max=30000&make=BMW: any filter
+// the API takes), so the back button and shared links work. Canvases carry data-* attributes
+// describing what they drew (used by the browser test).
 
 const PALETTE = [
   "#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#edc948",
@@ -23,7 +28,19 @@ const QUERY_COLOUR = "#d62728";
 const RESULT_COLOUR = "#1d4ed8";
 const MAX_PROJECTION_SAMPLE = 20000;
 const MIN_PROJECTION_SAMPLE = 3; // the fewest listings /v1/projection maps
-const COLOUR_BY = ["segment", "body", "category", "make"];
+// Colour-by choices: categorical columns with at most this many values; by default one
+// named like a grouping, else the first with no more values than the palette has colours.
+const MAX_COLOUR_VALUES = 50;
+const GROUPING_NAMES = /segment|category|type|class|kind|group/i;
+const PLACE_NAMES = /^(city|town|district|neighbou?rhood|region|area|location|place)$/i;
+const TITLE_NAMES = /title|name|headline|heading|subject/i;
+const PRICE_NAMES = /(^|_)(price|rent|salary|cost|fee)($|_)/i;
+// Units read from the end of a column's name (mileage_km: "Mileage", its values in km).
+const UNITS = { km: "km", kw: "kW", m2: "m²", sqm: "m²", pct: "%" };
+const PRIMARY_NUMERIC = 1; // filter boxes shown before "more filters"
+const PRIMARY_CATEGORICAL = 2;
+const TABLE_NUMERIC = 3; // default table columns
+const TABLE_CATEGORICAL = 2;
 // Germany, with a margin; widened when results lie outside.
 const MAP_BOUNDS = { minLat: 47.2, maxLat: 55.1, minLon: 5.8, maxLon: 15.1 };
 const MIN_MAP_SPAN = 0.7; // degrees of latitude, about 80 km
@@ -32,19 +49,15 @@ const CITY_LABELS = 12;
 const HIT_RADIUS = 7;
 const DEFAULT_K = "10";
 
-// Table columns, shown when at least one result has a value for them.
-const COLUMNS = [
-  { key: "listing_id", label: "Listing" },
-  { key: "name", label: "Make / model", value: (r) => join(r.make, r.model) },
-  { key: "year", label: "Year", numeric: true },
-  { key: "price", label: "Price", numeric: true, format: euros },
-  { key: "mileage_km", label: "Mileage", numeric: true, format: (v) => `${thousands(v)} km` },
-  { key: "fuel", label: "Fuel" },
-  { key: "segment", label: "Segment" },
-  { key: "city", label: "City" },
-  { key: "distance_km", label: "Distance", numeric: true, format: (v) => `${Math.round(v)} km` },
-  { key: "score", label: "Score", numeric: true, format: (v) => v.toFixed(3) },
-];
+const ID_COLUMN = { key: "listing_id", label: "Listing" };
+const DISTANCE_COLUMN = {
+  key: "distance_km",
+  label: "Distance",
+  numeric: true,
+  format: (v) => `${Math.round(v)} km`,
+};
+const SCORE_COLUMN = { key: "score", label: "Score", numeric: true, format: (v) => v.toFixed(3) };
+const FALLBACK_COLUMNS = 6; // a service without /v1/catalogue: the results' first fields
 // The column pairs read as a listing's coordinates, in order of preference: the service's
 // own (geo.LAT_LON_COLUMNS), so that a catalogue with either pair gets a map.
 const LAT_LON_COLUMNS = [
@@ -55,11 +68,15 @@ const LAT_LON_COLUMNS = [
 const HIDDEN_FIELDS = new Set(
   ["listing_id", "score", "distance_km", "x", "y"].concat(LAT_LON_COLUMNS.flat()),
 );
+// Hash parameters that are no filter.
+const ROUTE_KEYS = new Set(["listing", "user", "k"]);
 
 const $ = (selector) => document.querySelector(selector);
 
 const state = {
-  route: null, // {mode: "listing" | "user", id, k, price_max, make}
+  route: null, // {mode: "listing" | "user", id, k, filters: {parameter: value}, note}
+  catalogue: null, // see setCatalogue; null until known (or where the service has no /v1/catalogue)
+  colourBy: undefined, // the column chosen to colour the projection (null: none)
   query: null, // the query listing's fields (listing mode)
   results: [],
   hovered: null, // listing id under the pointer (table row, map or projection point)
@@ -72,11 +89,6 @@ const state = {
 };
 
 // ------------------------------------------------------------------ formatting
-function join(...parts) {
-  const text = parts.filter((p) => p !== null && p !== undefined && p !== "").join(" ");
-  return text || null;
-}
-
 function thousands(value) {
   return Number(value).toLocaleString("en-GB", { maximumFractionDigits: 0 });
 }
@@ -114,14 +126,127 @@ function sameId(a, b) {
   return a !== null && b !== null && String(a) === String(b);
 }
 
+// A listing in one line: its title-like column (else its id), a couple of its numbers and
+// its place, as the table shows them.
 function describe(record) {
-  const parts = [
-    join(record.make, record.model),
-    record.year,
-    present(record.price) ? euros(record.price) : null,
-    record.city,
+  const catalogue = state.catalogue;
+  if (!catalogue) return String(record.listing_id);
+  const parts = [catalogue.label ? record[catalogue.label.key] : null];
+  for (const column of catalogue.summary) {
+    const value = record[column.key];
+    if (present(value)) parts.push(column.format ? column.format(value) : String(value));
+  }
+  const text = parts.filter(present).join(" · ");
+  return catalogue.label && present(record[catalogue.label.key])
+    ? text
+    : [String(record.listing_id), text].filter(present).join(" · ");
+}
+
+// ------------------------------------------------------------------ the catalogue's columns
+// A column's name as a label and the unit its name ends in: "mileage_km" -> "Mileage", "km";
+// "rooms" -> "Rooms", null.
+function labelOf(name) {
+  const words = String(name).split(/[_\s]+/).filter(Boolean);
+  const unit = words.length > 1 ? UNITS[words.at(-1).toLowerCase()] : undefined;
+  if (unit) words.pop();
+  const text = words.join(" ") || String(name);
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
+function unitOf(name) {
+  const words = String(name).split(/[_\s]+/).filter(Boolean);
+  return (words.length > 1 && UNITS[words.at(-1).toLowerCase()]) || null;
+}
+
+// How a number of the column reads: a price in euros (as the explorer always showed one),
+// years as written, other numbers with thousands separators and the unit of their name.
+function numberFormat(name) {
+  if (/(^|_)price($|_)/i.test(name)) return euros;
+  if (/year/i.test(name)) return (v) => String(v);
+  const unit = unitOf(name);
+  return (v) => {
+    const digits = Number.isInteger(v) ? 0 : 2;
+    const text = Number(v).toLocaleString("en-GB", { maximumFractionDigits: digits });
+    return unit ? `${text} ${unit}` : text;
+  };
+}
+
+function tableColumn(column) {
+  if (column.kind === "numeric") {
+    const format = numberFormat(column.name);
+    return { key: column.name, label: labelOf(column.name), numeric: true, format };
+  }
+  const format = column.kind === "multi" ? (v) => String(v).replaceAll("|", ", ") : null;
+  return { key: column.name, label: labelOf(column.name), format };
+}
+
+// As tableColumn, for one line of text: a number with no unit of its own says what it counts
+// ("3 rooms", "40 hours").
+function summaryColumn(column) {
+  const shown = tableColumn(column);
+  const plain = !/(^|_)price($|_)|year/i.test(column.name) && !unitOf(column.name);
+  if (column.kind !== "numeric" || !plain) return shown;
+  return { ...shown, format: (v) => `${shown.format(v)} ${shown.label.toLowerCase()}` };
+}
+
+// A few values and not one per listing: a column to colour by, tabulate or offer values of.
+function moderate(column) {
+  return (
+    ["categorical", "boolean"].includes(column.kind) &&
+    column.distinct >= 2 &&
+    column.distinct <= MAX_COLOUR_VALUES &&
+    !/(^|_)id$/i.test(column.name)
+  );
+}
+
+// What the page derives from GET /v1/catalogue (see the service's CatalogueInfo).
+function setCatalogue(info) {
+  const location = info.location ?? null;
+  const located = new Set(location ?? []);
+  const columns = info.columns ?? [];
+  const usable = columns.filter((c) => !located.has(c.name));
+  const numeric = usable
+    .filter((c) => c.kind === "numeric" && c.filters.length && !/(^|_)id$/i.test(c.name))
+    .sort((a, b) => PRICE_NAMES.test(b.name) - PRICE_NAMES.test(a.name)); // stable: else as given
+  const categorical = usable.filter(moderate);
+  const texts = usable.filter((c) => c.kind === "text");
+  const label = texts.find((c) => TITLE_NAMES.test(c.name)) ?? null;
+  const place = categorical.find((c) => PLACE_NAMES.test(c.name)) ?? null;
+  const tabulated = [
+    ...numeric.slice(0, TABLE_NUMERIC),
+    ...categorical.filter((c) => c !== place).slice(0, TABLE_CATEGORICAL),
+    ...(place ? [place] : []),
   ];
-  return parts.filter(present).join(" · ") || String(record.listing_id);
+  // filter boxes: every filterable column but free text and coordinates, the first few shown
+  const filterable = usable.filter(
+    (c) => c.filters.length && ["numeric", "categorical", "multi", "boolean"].includes(c.kind),
+  );
+  const primary = [
+    ...numeric.slice(0, PRIMARY_NUMERIC),
+    ...categorical.filter((c) => c !== place).slice(0, PRIMARY_CATEGORICAL),
+  ];
+  const colours = columns.filter(moderate);
+  const colourBy =
+    colours.find((c) => GROUPING_NAMES.test(c.name) && c.distinct <= PALETTE.length) ??
+    colours.find((c) => c.distinct <= PALETTE.length) ??
+    colours[0] ??
+    null;
+  state.catalogue = {
+    location,
+    columns,
+    label: label ? { key: label.name, label: labelOf(label.name) } : null,
+    table: tabulated.map(tableColumn),
+    summary: [...numeric.slice(0, 2), ...(place ? [place] : [])].map(summaryColumn),
+    primary,
+    more: filterable.filter((c) => !primary.includes(c)),
+    colours: colours.map((c) => c.name),
+    colourBy: colourBy?.name ?? null,
+  };
+  if (state.colourBy === undefined) state.colourBy = state.catalogue.colourBy;
+}
+
+function hasMap() {
+  return state.catalogue?.location !== null; // unknown catalogue: a map, as ever
 }
 
 // ------------------------------------------------------------------ API
@@ -175,14 +300,12 @@ function readRoute() {
     if (params.has("k")) note = `k=${k} is no whole number from ${range}; k=${DEFAULT_K} instead.`;
     k = DEFAULT_K;
   }
-  return {
-    mode,
-    id,
-    k,
-    price_max: params.get("price_max") || "",
-    make: params.get("make") || "",
-    note,
-  };
+  // every other parameter is a filter, passed to the service as it is
+  const filters = {};
+  for (const [key, value] of params) {
+    if (!ROUTE_KEYS.has(key) && present(value)) filters[key] = value;
+  }
+  return { mode, id, k, filters, note };
 }
 
 function validK(value) {
@@ -199,11 +322,12 @@ function hashFor(mode, id, filters = currentFilters()) {
 }
 
 function currentFilters() {
-  return {
-    k: $("#k").value,
-    price_max: $("#price-max").value.trim(),
-    make: $("#make").value.trim(),
-  };
+  const filters = { k: $("#k").value };
+  for (const box of document.querySelectorAll("#search input[data-filter]")) {
+    const value = box.value.trim();
+    if (value) filters[box.name] = value;
+  }
+  return filters;
 }
 
 function go(mode, id) {
@@ -219,9 +343,85 @@ function syncForm(route) {
   document.querySelector(`input[name=mode][value=${route.mode}]`).checked = true;
   $("#query-id").value = route.id;
   $("#k").value = route.k;
-  $("#price-max").value = route.price_max;
-  $("#make").value = route.make;
+  // a filter of the link that no box shows (one the catalogue lacks, near, exclude, ...) gets
+  // a box of its own, so that it is seen and can be cleared
+  const extra = $("#extra-filters");
+  extra.replaceChildren();
+  const boxes = new Map(
+    [...document.querySelectorAll("#search input[data-filter]")].map((b) => [b.name, b]),
+  );
+  for (const [name, value] of Object.entries(route.filters)) {
+    if (!boxes.has(name)) {
+      const box = filterBox(name, name, "text");
+      extra.append(box);
+      boxes.set(name, box.querySelector("input"));
+    }
+  }
+  for (const [name, box] of boxes) box.value = route.filters[name] ?? "";
+  if ([...$("#more-filters").querySelectorAll("input")].some((b) => b.value)) {
+    $("#more-filters").open = true;
+  }
   updatePlaceholder();
+}
+
+// ------------------------------------------------------------------ filter boxes
+// <label>name <input name=parameter data-filter></label>
+function filterBox(label, name, type, placeholder = "any", list = null) {
+  const wrapper = document.createElement("label");
+  wrapper.className = "filter";
+  wrapper.append(`${label} `, filterInput(name, type, placeholder, list));
+  return wrapper;
+}
+
+function filterInput(name, type, placeholder, list) {
+  const input = document.createElement("input");
+  Object.assign(input, { name, type, placeholder, spellcheck: false });
+  input.dataset.filter = "";
+  if (type === "number") input.step = "any";
+  if (list) input.setAttribute("list", list);
+  return input;
+}
+
+// A numeric column's range (min and max), or a box for a set of values with the values the
+// service knows offered as suggestions.
+function columnBoxes(column, index) {
+  const unit = unitOf(column.name);
+  const label = labelOf(column.name).toLowerCase() + (unit ? ` (${unit})` : "");
+  if (column.kind === "numeric") {
+    const wrapper = document.createElement("span");
+    wrapper.className = "filter range";
+    const [low, high] = [`${column.name}_min`, `${column.name}_max`];
+    wrapper.append(`${label} `);
+    if (column.filters.includes(low)) wrapper.append(filterInput(low, "number", "min", null));
+    wrapper.append(" – ");
+    if (column.filters.includes(high)) wrapper.append(filterInput(high, "number", "max", null));
+    wrapper.dataset.column = column.name;
+    return [wrapper];
+  }
+  const list = column.values?.length ? `values-${index}` : null;
+  const box = filterBox(label, column.filters[0], "text", "any", list);
+  box.dataset.column = column.name;
+  if (!list) return [box];
+  const datalist = document.createElement("datalist");
+  datalist.id = list;
+  datalist.append(
+    ...column.values.map((value) => Object.assign(document.createElement("option"), { value })),
+  );
+  return [box, datalist];
+}
+
+function buildFilters() {
+  const catalogue = state.catalogue;
+  if (!catalogue) return;
+  let index = 0;
+  $("#filters").replaceChildren(...catalogue.primary.flatMap((c) => columnBoxes(c, index++)));
+  const more = catalogue.more.flatMap((c) => columnBoxes(c, index++));
+  if (catalogue.location) {
+    more.push(filterBox("near", "near", "text", "lat,lon"));
+    more.push(filterBox("within km", "within_km", "number", "km"));
+  }
+  $("#more-filters-boxes").replaceChildren(...more);
+  $("#more-filters").hidden = !more.length;
 }
 
 function updatePlaceholder() {
@@ -238,7 +438,7 @@ async function show(route) {
   if (route.note) history.replaceState(null, "", hashFor(route.mode, route.id)); // the k used
   setStatus(`Loading ${route.mode} ${route.id}…`, "busy");
   document.body.dataset.state = "loading";
-  const params = { k: route.k, price_max: route.price_max, make: route.make };
+  const params = { ...route.filters, k: route.k };
   try {
     let query = null;
     let answer;
@@ -326,17 +526,25 @@ function marker(kind) {
   return dot;
 }
 
+// The catalogue's columns chosen for the table (see setCatalogue), those that at least one
+// result has a value for; without a catalogue description, the results' first fields.
 function tableColumns(results) {
-  const columns = COLUMNS.filter((c) => results.some((r) => present(cellValue(c, r))));
-  const known = new Set(COLUMNS.map((c) => c.key).concat(["make", "model"]));
-  if (columns.length < 5 && results.length) {
-    // Another kind of catalogue: add a few of its own scalar fields.
-    const extra = Object.keys(results[0]).filter(
-      (key) => !known.has(key) && !HIDDEN_FIELDS.has(key) && typeof results[0][key] !== "object",
+  const catalogue = state.catalogue;
+  let own;
+  if (catalogue) {
+    own = [...(catalogue.label ? [catalogue.label] : []), ...catalogue.table];
+  } else {
+    const keys = Object.keys(results[0] ?? {}).filter(
+      (key) => !HIDDEN_FIELDS.has(key) && typeof results[0][key] !== "object",
     );
-    columns.splice(1, 0, ...extra.slice(0, 5 - columns.length).map((key) => ({ key, label: key })));
+    own = keys.slice(0, FALLBACK_COLUMNS).map((key) => ({
+      key,
+      label: labelOf(key),
+      numeric: typeof results[0][key] === "number",
+    }));
   }
-  return columns;
+  const columns = [ID_COLUMN, ...own, DISTANCE_COLUMN, SCORE_COLUMN];
+  return columns.filter((c) => results.some((r) => present(cellValue(c, r))));
 }
 
 function cellValue(column, record) {
@@ -375,6 +583,10 @@ function renderTable() {
         cell.append(link);
       } else if (present(value)) {
         cell.textContent = column.format ? column.format(value) : String(value);
+        if (column === state.catalogue?.label) {
+          cell.className = "label";
+          cell.title = cell.textContent; // shortened by the style sheet
+        }
       }
     }
   });
@@ -478,6 +690,11 @@ function boundsOf(points, minSpan) {
 
 function drawMap() {
   const canvas = $("#map");
+  if (!hasMap()) {
+    // a catalogue without coordinates: no map, not an empty one
+    canvas.dataset.markers = "0";
+    return;
+  }
   const { ctx, width, height } = prepareCanvas(canvas);
   const query = state.route?.mode === "listing" && hasLocation(state.query) ? state.query : null;
   const located = state.results.filter(hasLocation);
@@ -647,35 +864,16 @@ async function loadProjection(listings) {
   try {
     const answer = await getJSON("/v1/projection", { method: "pca", sample });
     const points = answer.points ?? [];
-    const colourBy = COLOUR_BY.find((f) => points.some((p) => present(p[f])));
-    const counts = new Map();
-    for (const p of points) {
-      const value = colourBy ? p[colourBy] : null;
-      if (present(value)) counts.set(value, (counts.get(value) ?? 0) + 1);
-    }
-    // The most frequent categories get a colour of their own, the rest share grey.
-    const categories = [...counts.entries()]
-      .sort((a, b) => b[1] - a[1])
-      .slice(0, PALETTE.length)
-      .map(([value]) => value);
-    const colourOf = new Map(categories.map((value, i) => [value, i]));
-    const groups = Array.from({ length: categories.length + 1 }, () => []);
-    points.forEach((p, i) => {
-      const group = colourOf.get(colourBy ? p[colourBy] : null) ?? categories.length;
-      groups[group].push(i);
-    });
     state.projection = {
       method: answer.method ?? "pca",
       points,
       index: new Map(points.map((p, i) => [String(p.listing_id), i])),
-      colourBy,
-      categories,
-      groups,
       total: listings,
       extent: extent(points),
       screen: new Float32Array(points.length * 2),
     };
-    fillMakes(points);
+    colourProjection();
+    fillColourChoices();
   } catch (error) {
     state.projectionError = error.message;
   }
@@ -693,11 +891,38 @@ function extent(points) {
   return box;
 }
 
-function fillMakes(points) {
-  const makes = [...new Set(points.map((p) => p.make).filter(present))].sort();
-  $("#makes").replaceChildren(
-    ...makes.map((make) => Object.assign(document.createElement("option"), { value: make })),
-  );
+// The projection's points grouped by the chosen column's value: the most frequent values get
+// a colour of their own, the rest share grey.
+function colourProjection() {
+  const projection = state.projection;
+  if (!projection) return;
+  const { points } = projection;
+  const colourBy = points.some((p) => present(p[state.colourBy])) ? state.colourBy : null;
+  const counts = new Map();
+  for (const p of points) {
+    const value = colourBy ? p[colourBy] : null;
+    if (present(value)) counts.set(value, (counts.get(value) ?? 0) + 1);
+  }
+  const categories = [...counts.entries()]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, PALETTE.length)
+    .map(([value]) => value);
+  const colourOf = new Map(categories.map((value, i) => [value, i]));
+  const groups = Array.from({ length: categories.length + 1 }, () => []);
+  points.forEach((p, i) => {
+    const group = colourOf.get(colourBy ? p[colourBy] : null) ?? categories.length;
+    groups[group].push(i);
+  });
+  Object.assign(projection, { colourBy, categories, groups });
+}
+
+function fillColourChoices() {
+  const select = $("#colour-by");
+  const choices = state.catalogue?.colours ?? [];
+  const option = (value, text) => Object.assign(document.createElement("option"), { value, text });
+  select.replaceChildren(option("", "none"), ...choices.map((name) => option(name, labelOf(name))));
+  select.value = state.colourBy ?? "";
+  select.closest("label").hidden = !choices.length;
 }
 
 function drawProjection() {
@@ -901,6 +1126,21 @@ async function loadCities() {
   drawMap();
 }
 
+// The catalogue's columns: the filter boxes, the table, the colours and whether there is a map.
+async function loadCatalogue() {
+  try {
+    setCatalogue(await getJSON("/v1/catalogue"));
+  } catch {
+    state.catalogue = null; // an older service: no filter boxes but the link's, a map
+  }
+  buildFilters();
+  const map = hasMap();
+  $("#map").closest("figure").hidden = !map;
+  $("#views").classList.toggle("no-map", !map);
+  $("#city-credit").hidden = !map;
+  if (map) loadCities();
+}
+
 async function loadModelInfo() {
   try {
     const info = await getJSON("/v1/model");
@@ -939,6 +1179,11 @@ function connectPage() {
   connectCanvas($("#map"), mapHit);
   connectCanvas($("#projection"), projectionHit);
   $("#projection-zoom").addEventListener("change", drawProjection);
+  $("#colour-by").addEventListener("change", (event) => {
+    state.colourBy = event.target.value || null;
+    colourProjection();
+    drawProjection();
+  });
   window.addEventListener("hashchange", () => show(readRoute()));
   new ResizeObserver(() => {
     drawMap();
@@ -949,7 +1194,7 @@ function connectPage() {
 async function main() {
   connectPage();
   render();
-  loadCities();
+  await loadCatalogue(); // the filter boxes, before the link's filters fill them
   const route = readRoute();
   if (route) show(route);
   else setStatus("Search a listing id, pick a random listing, or switch to a user id.");
