@@ -968,3 +968,51 @@ def test_the_catalogue_description_reads_kinds_as_the_filters_do():
     # a feature's kind, where the model has one, decides between category and text
     title = describe_columns(table, table.iloc[:0], {"title": "categorical"})[0]
     assert title["kind"] == "categorical" and len(title["values"]) == n
+
+
+def test_writes_waiting_for_a_slow_store_leave_reads_probes_and_metrics_answered(
+    fresh, monkeypatch
+):
+    # a database slow to commit (a row lock held elsewhere: up to its statement timeout):
+    # more writes wait for it than the thread pool that answers the reads has threads
+    store = fresh.app.state.holder.store
+    put_many, release, waiting = store.put_many, threading.Event(), []
+
+    def slow(writes):
+        waiting.append(writes)
+        release.wait(30)
+        return put_many(writes)
+
+    monkeypatch.setattr(store, "put_many", slow)
+    answers: list[int] = []
+    writers = [
+        threading.Thread(
+            target=lambda i=i: answers.append(
+                fresh.put(f"/v1/listings/langsam-{i}", json=CAR, headers=AUTH).status_code
+            )
+        )
+        for i in range(45)  # anyio's thread pool, which answers sync routes: 40 threads
+    ]
+    read: dict[str, int] = {}
+
+    def reads() -> None:
+        for path in ("/v1/listings/Wagen 0 ä", "/healthz/ready", "/healthz", "/metrics"):
+            read[path] = fresh.get(path).status_code
+
+    try:
+        for writer in writers:
+            writer.start()
+        deadline = time.monotonic() + 30
+        while len(waiting) < 16 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)  # the writes beyond the first waiting ones queue up meanwhile
+        reader = threading.Thread(target=reads)
+        reader.start()
+        reader.join(5)
+        assert not reader.is_alive(), f"reads waited for the store: {read}"
+        assert set(read.values()) == {200}
+    finally:
+        release.set()
+        for writer in writers:
+            writer.join(30)
+    assert answers == [201] * 45

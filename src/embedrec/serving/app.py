@@ -4,6 +4,7 @@
 ``EMBEDREC_*`` environment variables, for uvicorn's ``--factory`` with several workers.
 """
 
+import functools
 import hmac
 import json
 import logging
@@ -16,6 +17,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio
 import numpy as np
 from fastapi import Body, Depends, FastAPI, Query, Request, Response
 from fastapi import Path as PathParam
@@ -49,6 +51,11 @@ ERRORS = {code: {"model": s.ErrorBody} for code in (401, 403, 404, 413, 422)}
 # writes, reloads: 503 (with Retry-After) while the store cannot be reached
 WRITE_ERRORS = {**ERRORS, 503: {"model": s.ErrorBody}}
 RETRY_AFTER_S = 2
+# writes, reloads and rollbacks run in threads of their own, at most this many at once (the
+# others wait without a thread): they wait for the store, a slow or locked database up to its
+# statement timeout, and in the thread pool that serves the reads a burst of them took every
+# thread, so that reads and /metrics waited for the database too
+WRITE_THREADS = 16
 PLACEHOLDER = (
     "<!doctype html><title>embedrec</title><h1>embedrec</h1>"
     "<p>The explorer page is not installed. The API is described at "
@@ -137,6 +144,19 @@ def create_app(settings: Settings) -> FastAPI:
         check_token(credentials.credentials if credentials else "")
 
     Writer = Depends(writer)
+    write_threads = anyio.CapacityLimiter(WRITE_THREADS)
+
+    def on_write_threads(endpoint: Callable) -> Callable:
+        """The (sync) route ``endpoint`` run in a thread limited by ``write_threads``, not in
+        the thread pool that serves the reads."""
+
+        @functools.wraps(endpoint)  # FastAPI reads the parameters of ``endpoint``
+        async def run(*args: Any, **kwargs: Any) -> Any:
+            call = functools.partial(endpoint, *args, **kwargs)
+            return await anyio.to_thread.run_sync(call, limiter=write_threads)
+
+        return run
+
     # routes defined from here on check the token of a write before FastAPI reads its body
     app.router.route_class = _token_first_route(writer, check_token)
     K = Annotated[int, Query(ge=1, le=s.MAX_K, description="number of results")]
@@ -234,7 +254,8 @@ def create_app(settings: Settings) -> FastAPI:
         """The served model: version, training date and its evaluation figures."""
         return _model_info(st)
 
-    # probes: HEAD too, as uptime monitors send it
+    # probes: HEAD too, as uptime monitors send it. The probes and /metrics are answered on
+    # the event loop: from memory, in no queue behind slow requests waiting for threads
     @app.api_route("/healthz/live", methods=["GET", "HEAD"])
     async def live() -> s.Liveness:
         """The process answers (for a load balancer's or an orchestrator's liveness probe)."""
@@ -243,7 +264,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.api_route(
         "/healthz/ready", methods=["GET", "HEAD"], responses={503: {"model": s.Readiness}}
     )
-    def ready(st: State, response: Response) -> s.Readiness:
+    async def ready(st: State, response: Response) -> s.Readiness:
         """Ready to serve: the model is loaded, its index built and the store's writes applied
         (the app is created only once its index is built; with PostgreSQL, 503 ``catching
         up`` until the follower listens and has applied the store's changes). Says so when a
@@ -264,7 +285,7 @@ def create_app(settings: Settings) -> FastAPI:
         )
 
     @app.api_route("/healthz", methods=["GET", "HEAD"])
-    def healthz(st: State) -> s.Health:
+    async def healthz(st: State) -> s.Health:
         return s.Health(
             status="ok",
             listings=len(st.catalogue),
@@ -274,7 +295,7 @@ def create_app(settings: Settings) -> FastAPI:
         )
 
     @app.get("/metrics", response_class=Response)
-    def prometheus(st: State) -> Response:
+    async def prometheus(st: State) -> Response:
         text = metrics.render(len(st.catalogue), st.seq, st.generation)
         return Response(text, media_type=CONTENT_TYPE)
 
@@ -284,6 +305,7 @@ def create_app(settings: Settings) -> FastAPI:
         dependencies=[Writer],
         responses={201: {"model": s.WriteResponse, "description": "created"}, **WRITE_ERRORS},
     )
+    @on_write_threads
     def put_listing(
         listing_id: Id,
         fields: Annotated[dict[str, Any], Body(examples=[{"make": "Nissan", "price": 23221}])],
@@ -299,6 +321,7 @@ def create_app(settings: Settings) -> FastAPI:
         return s.WriteResponse(listing_id=typed, seq=seq, created=created)
 
     @app.post("/v1/listings:batch", dependencies=[Writer], responses=WRITE_ERRORS)
+    @on_write_threads
     def put_listings(request_body: s.BatchRequest, st: State) -> s.BatchResponse:
         """Add or replace up to 1,000 listings in one transaction, all or none: the batch is
         validated and embedded as a whole first, and a 422 names every bad listing (``errors``:
@@ -310,6 +333,7 @@ def create_app(settings: Settings) -> FastAPI:
         return s.BatchResponse(count=len(results), created=created, seqs=[q for q, _ in results])
 
     @app.delete("/v1/listings/{listing_id}", dependencies=[Writer], responses=WRITE_ERRORS)
+    @on_write_threads
     def delete_listing(listing_id: Id, st: State) -> s.WriteResponse:
         """Remove a listing (sold): it is no longer returned."""
         typed = st.listing_id(listing_id)
@@ -320,6 +344,7 @@ def create_app(settings: Settings) -> FastAPI:
         return s.WriteResponse(listing_id=typed, seq=seq, deleted=True)
 
     @app.post("/v1/admin/reload", dependencies=[Writer], responses=WRITE_ERRORS)
+    @on_write_threads
     def reload(request_body: s.ReloadRequest | None = None) -> s.ModelInfo:
         """Load a model directory (default: the one served) and swap it in atomically; the
         reload is recorded in the store, so every worker and replica loads it too."""
@@ -339,6 +364,7 @@ def create_app(settings: Settings) -> FastAPI:
         dependencies=[Writer],
         responses={**WRITE_ERRORS, 409: {"model": s.ErrorBody}},
     )
+    @on_write_threads
     def rollback() -> s.ModelInfo:
         """Serve the model directory served before the current one again: a reload of it,
         recorded in the store, so every worker and replica follows. A second rollback undoes
