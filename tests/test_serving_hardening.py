@@ -1016,3 +1016,69 @@ def test_writes_waiting_for_a_slow_store_leave_reads_probes_and_metrics_answered
         for writer in writers:
             writer.join(30)
     assert answers == [201] * 45
+
+
+@pytest.mark.parametrize(
+    ("first", "unreachable", "status"),
+    [(True, False, 3), (False, False, 1), (True, True, 1)],
+    ids=["first-worker", "replacement", "store-away"],
+)
+def test_a_worker_that_cannot_start_says_why_in_one_line_and_only_a_first_one_stops_all(
+    model, tmp_path, monkeypatch, caplog, first, unreachable, status
+):
+    from embedrec.serving.app import app_from_env
+    from embedrec.serving.workers import FIRST_START_VARIABLE
+
+    listings = pd.read_parquet(model / "listings.parquet").assign(score=1.0)
+    listings.to_parquet(tmp_path / "today.parquet")
+    store = f"postgresql://x@127.0.0.1:{unused_port()}/x" if unreachable else tmp_path / "s"
+    monkeypatch.setenv("EMBEDREC_MODEL_DIR", str(model))
+    monkeypatch.setenv("EMBEDREC_LISTINGS", str(tmp_path / "today.parquet"))
+    monkeypatch.setenv("EMBEDREC_STORE", str(store))
+    if first:
+        monkeypatch.setenv(FIRST_START_VARIABLE, "1")
+    else:
+        monkeypatch.delenv(FIRST_START_VARIABLE, raising=False)
+    with pytest.raises(SystemExit) as exited:
+        app_from_env()
+    # uvicorn's STARTUP_FAILURE (3) stops the server: every start would fail alike; a
+    # replacement (1) is started again while the other workers serve, as after a store outage
+    assert exited.value.code == status
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].exc_info is None
+    assert ("is unavailable" if unreachable else "column 'score'") in errors[0].getMessage()
+
+
+def test_a_worker_failing_its_first_start_stops_the_server_and_only_first_ones_are_told(
+    monkeypatch,
+):
+    import uvicorn.supervisors.multiprocess as multiprocess
+    from uvicorn import Config
+
+    from embedrec.serving import workers
+
+    seen, exits = [], iter([1, 1, 3, 3])  # the first two die, one replacement fails its start
+
+    class Worker:  # uvicorn's Process, as the supervisor drives it
+        def __init__(self, config, sockets) -> None:
+            self.exitcode, self.pid = None, len(seen)
+
+        def start(self) -> None:
+            seen.append(os.environ.get(workers.FIRST_START_VARIABLE))
+            self.exitcode = next(exits)
+
+        def is_alive(self, timeout: float = 5) -> bool:
+            return False
+
+        def kill(self) -> None: ...
+
+        def terminate(self) -> None: ...
+
+        def join(self) -> None: ...
+
+    monkeypatch.setattr(multiprocess, "Process", Worker)
+    monkeypatch.setattr(multiprocess.signal, "signal", lambda *args: None)  # pytest's stay
+    config = Config("embedrec.serving.app:app_from_env", port=0, workers=2, factory=True)
+    assert workers.run_workers(config) is False
+    assert seen[:2] == ["1", "1"] and set(seen[2:]) == {None}
+    assert workers.FIRST_START_VARIABLE not in os.environ

@@ -402,9 +402,19 @@ def create_app(settings: Settings) -> FastAPI:
 def app_from_env() -> FastAPI:
     """The app configured by EMBEDREC_* variables (uvicorn workers start it this way), in a
     process set up for serving by :func:`limit_threads`."""
+    from embedrec.serving.workers import STARTUP_FAILURE, first_start
+
     if not logging.getLogger().handlers:  # a fresh worker process: its messages to stderr
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    app = create_app(settings_from_env())  # with all cores while the catalogue is embedded
+    try:
+        app = create_app(settings_from_env())  # with all cores while the catalogue is embedded
+    except (BundleError, DataError, StoreUnavailable) as exc:
+        # one line, no traceback; a model or catalogue that cannot be served fails every
+        # start alike: the first workers stop the server (embedrec serve exits with status 2),
+        # a replacement is replaced again while the others serve. The store may come back.
+        log.error("worker %d cannot start: %s", os.getpid(), exc)
+        permanent = first_start() and not isinstance(exc, StoreUnavailable)
+        sys.exit(STARTUP_FAILURE if permanent else 1)
     limit_threads()
     return app
 

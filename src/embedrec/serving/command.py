@@ -169,7 +169,10 @@ def serve_command(
             # answers from its own thread) serves nobody before it is killed and replaced
             timeout_worker_healthcheck=worker_timeout,
         )
-        run_workers(config)  # each worker accepts on a socket of its own (SO_REUSEPORT)
+        # each worker accepts on a socket of its own (SO_REUSEPORT)
+        if not run_workers(config):
+            click.echo("error: a worker could not start; its log line above says why", err=True)
+            sys.exit(2)
     except (BundleError, DataError, StoreUnavailable) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -8,6 +8,11 @@ runs where one served 900). Here every worker binds a socket of its own to the s
 with ``SO_REUSEPORT``, and the kernel spreads new connections over the listening sockets by a
 hash of the client's address and port.
 
+A worker that cannot start (a model or catalogue that cannot be served, the store gone) logs
+one line and exits. One of the first workers exits with uvicorn's ``STARTUP_FAILURE``, so the
+supervisor stops the server instead of starting it again and again (every start would fail
+alike); a replacement exits with status 1 and is replaced, while the others serve on.
+
 uvicorn's supervisor (``Multiprocess``) is used as it is: a dead worker is replaced at once, a
 hung one killed after the health check, SIGTERM stops them all. It hands its sockets to every
 worker it spawns by pickling them; :class:`WorkerSocket` stands in for that socket and is
@@ -17,6 +22,7 @@ unpickled in the worker as a new socket of the worker's own.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sys
 from dataclasses import dataclass
@@ -27,6 +33,8 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
 log = logging.getLogger("uvicorn.error")
+# set in the environment of the workers the supervisor starts first, not of their replacements
+FIRST_START_VARIABLE = "EMBEDREC_FIRST_START"
 
 
 @dataclass(frozen=True)
@@ -53,9 +61,27 @@ def bind_worker_socket(family: int, host: str, port: int) -> socket.socket:
         sys.exit(STARTUP_FAILURE)
 
 
-def run_workers(config: Config) -> None:
+class _Supervisor(Multiprocess):
+    """uvicorn's supervisor, telling the workers it starts first that they are (a failed
+    start of one of them stops the server)."""
+
+    def init_processes(self) -> None:
+        os.environ[FIRST_START_VARIABLE] = "1"  # spawned processes inherit it
+        try:
+            super().init_processes()
+        finally:
+            os.environ.pop(FIRST_START_VARIABLE, None)
+
+
+def first_start() -> bool:
+    """Whether this worker is one of those the supervisor started first."""
+    return os.environ.get(FIRST_START_VARIABLE) == "1"
+
+
+def run_workers(config: Config) -> bool:
     """Serve ``config.app`` (an import string) with ``config.workers`` processes under
-    uvicorn's supervisor, each accepting on a socket of its own; returns once they stopped."""
+    uvicorn's supervisor, each accepting on a socket of its own; returns once they stopped:
+    False when the server stopped because a worker could not start (its log says why)."""
     family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
     # SO_REUSEPORT lets any process of this user bind the port too: refuse a port that is in
     # use (a second server would silently take a share of the connections), as uvicorn does
@@ -76,7 +102,9 @@ def run_workers(config: Config) -> None:
         log.info("Uvicorn running on http://%s:%d (Press CTRL+C to quit)", shown, config.port)
         # the supervisor only passes its "sockets" on to the workers it spawns
         sockets = cast(list[socket.socket], [WorkerSocket(family, config.host, config.port)])
-        Multiprocess(config, sockets=sockets).run()
+        supervisor = _Supervisor(config, sockets=sockets)
+        supervisor.run()
+    return all(process.exitcode != STARTUP_FAILURE for process in supervisor.processes)
 
 
 def _reuse_port_socket(family: int, host: str, port: int) -> socket.socket:
