@@ -1082,3 +1082,22 @@ def test_a_worker_failing_its_first_start_stops_the_server_and_only_first_ones_a
     assert workers.run_workers(config) is False
     assert seen[:2] == ["1", "1"] and set(seen[2:]) == {None}
     assert workers.FIRST_START_VARIABLE not in os.environ
+
+
+def test_a_reload_another_worker_recorded_that_fails_here_is_one_line_and_reported(
+    fresh, model, caplog
+):
+    # another worker loaded it; here its weights are damaged (or the directory is gone)
+    damaged = shutil.copytree(model, model.parent / "damaged-here")
+    with open(damaged / "weights.safetensors", "r+b") as weights:
+        weights.truncate(100)
+    holder = fresh.app.state.holder
+    generation = holder.store.record_reload(str(damaged))
+    assert fresh.get("/healthz/ready").status_code == 200  # notices it, builds it aside
+    holder._background.join(30)
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].exc_info is None  # no traceback
+    assert "weights.safetensors is corrupt" in errors[0].getMessage()
+    ready = fresh.get("/healthz/ready").json()
+    assert ready["model_dir"] == str(model) and ready["generation"] < generation
+    assert "weights.safetensors is corrupt" in ready["reload_error"]

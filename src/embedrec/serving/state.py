@@ -723,7 +723,12 @@ class StateHolder:
                     log.warning("reload of %s waits for the store: %s", model_dir, exc)
                     return
                 except Exception as exc:  # noqa: BLE001 - keep serving the old model, say why
-                    log.exception("reload of %s (generation %d) failed", model_dir, generation)
+                    if isinstance(exc, BundleError | DataError | OSError):
+                        # expected (a model directory damaged or gone here): one line
+                        log.error("reload of %s (generation %d) failed: %s", model_dir,
+                                  generation, exc)  # fmt: skip
+                    else:
+                        log.exception("reload of %s (generation %d) failed", model_dir, generation)
                     self._failed_generation = generation
                     self.reload_error = f"generation {generation} ({model_dir}): {exc}"
                     return
