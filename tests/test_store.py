@@ -158,3 +158,24 @@ def test_a_file_that_is_no_store_is_one_line_naming_it(tmp_path):
     path.write_bytes(b"this is not a database, " * 100)
     with pytest.raises(StoreUnavailable, match=f"SQLite store {path}: file is not a database"):
         ListingStore(path)
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "postgresql://er:s3cr3t@[::1:5432/db",  # libpq quotes the URL it cannot parse
+        "postgresql://er@[::1:5432/db?password=s3cr3t",
+        "postgresql://er:s3cr3t%@127.0.0.1:1/db",  # ... and the escape it cannot decode
+        "postgresql://er:s3%2Fcr3t@[::1:5432/db",  # percent-decoded too
+        "postgresql://er:s3@cr3t@127.0.0.1:1/db",  # libpq would resolve 'cr3t@127.0.0.1'
+        "postgresql://er:s3/cr3t@127.0.0.1:1/db",
+    ],
+)
+def test_no_message_about_a_store_shows_its_password(location):
+    from embedrec.serving.store import open_store, redact
+
+    with pytest.raises((StoreUnavailable, ValueError)) as refused:
+        open_store(location)
+    message = str(refused.value)
+    assert "***" in message and not any(part in message for part in ("s3", "cr3t", "3%2F"))
+    assert "s3" not in redact(location) and "cr3t" not in redact(location)

@@ -36,6 +36,7 @@ from embedrec.serving.store import (
     assign,
     changes_of,
     redact,
+    redact_message,
 )
 
 CHANNEL = "embedrec_changes"
@@ -153,9 +154,13 @@ class PostgresStore(StoreBase):
         except self._pg.Error as exc:
             raise self._unavailable(exc) from None
 
+    def _cause(self, exc: Exception) -> str:
+        """The driver's message on one line, without the password (libpq quotes the URL, or
+        a part of it that it cannot parse, in some of its messages)."""
+        return redact_message(" ".join(str(exc).split()), self.location) or type(exc).__name__
+
     def _unavailable(self, exc: Exception) -> StoreUnavailable:
-        cause = " ".join(str(exc).split()) or type(exc).__name__
-        return StoreUnavailable(f"{self.describe()} is unavailable: {cause}")
+        return StoreUnavailable(f"{self.describe()} is unavailable: {self._cause(exc)}")
 
     def _writer(self) -> Any:
         if self._db is None or self._db.closed:
@@ -267,7 +272,7 @@ class PostgresStore(StoreBase):
                         raise StoreUnavailable(
                             f"{self.describe()}: the connection was lost while committing, so "
                             f"the write may or may not be stored; repeat it "
-                            f"({' '.join(str(exc).split())})"
+                            f"({self._cause(exc)})"
                         ) from None
                     if fresh or attempt:
                         raise self._unavailable(exc) from None

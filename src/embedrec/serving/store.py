@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
+from urllib.parse import unquote
 
 import numpy as np
 
@@ -155,6 +156,14 @@ def check_store_location(location: str | Path) -> str:
     if not found:
         return "sqlite"
     if found.group(1).lower() in POSTGRES_SCHEMES:
+        userinfo = _USERINFO.match(str(location))
+        if userinfo and any(c in userinfo.group(1) for c in "@/"):
+            # libpq ends the user name and password at the first "@" or "/": it would take
+            # the rest of the password for the host (and print it in its errors)
+            raise ValueError(
+                f"store {redact(str(location))!r}: the user name or password holds '@' or "
+                "'/'; percent-encode them in a URL (%40, %2F)"
+            )
         return "postgresql"
     raise ValueError(
         f"store {redact(str(location))!r}: {found.group(1)}:// stores are not supported; "
@@ -162,10 +171,31 @@ def check_store_location(location: str | Path) -> str:
     )
 
 
+# a URL's user information: up to its last "@" before a query (a password holding "@" or "/"
+# that should have been percent-encoded is hidden whole)
+_USERINFO = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://([^?#]*)@")
+_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*):([^?#]*)@")
+_PASSWORD_PARAMETER = re.compile(r"([?&]password=)([^&#]*)")
+
+
 def redact(location: str) -> str:
     """A store location fit for messages and logs: a password in a URL replaced by ***."""
-    location = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*):[^@/?#]*@", r"\1:***@", location)
-    return re.sub(r"([?&]password=)[^&]*", r"\1***", location)
+    location = _PASSWORD.sub(r"\1:***@", location)
+    return _PASSWORD_PARAMETER.sub(r"\1***", location)
+
+
+def redact_message(message: str, location: str) -> str:
+    """``message`` (a database driver's, which may quote the URL or a password it could not
+    decode) with ``location`` redacted and its passwords, as written and percent-decoded,
+    replaced by ***."""
+    message = message.replace(location, redact(location))
+    secrets = [m.group(2) for m in (_PASSWORD.match(location),) if m]
+    secrets += [m.group(2) for m in _PASSWORD_PARAMETER.finditer(location)]
+    for secret in secrets:
+        for form in {secret, unquote(secret)}:
+            if form:
+                message = message.replace(form, "***")
+    return message
 
 
 def open_store(location: str | Path) -> Store:
