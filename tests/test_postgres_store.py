@@ -272,6 +272,30 @@ def test_database_restart_store_reconnects_and_keeps_everything(pg_url, postgres
         store.close()
 
 
+def test_a_write_the_statement_timeout_cancels_is_refused_once_not_repeated(pg_url, monkeypatch):
+    import psycopg
+
+    from embedrec.serving import pgstore
+
+    monkeypatch.setattr(pgstore, "STATEMENT_TIMEOUT_MS", 700)
+    store = open_store(pg_url)
+    stuck = psycopg.connect(pg_url)  # a writer holding the sequence's row lock
+    try:
+        store.put("before", CAR)  # the write connection is open, not fresh
+        stuck.execute("SELECT 1 FROM embedrec_counters WHERE name = 'seq' FOR UPDATE")
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="statement timeout"):  # 503, not a 500
+            store.put("stuck", CAR)
+        # cancelled on a live connection: not taken for a lost one and run again, which
+        # waited for the timeout twice
+        assert time.monotonic() - started < 1.3
+        stuck.rollback()
+        assert store.put("after", CAR) == (2, True)
+    finally:
+        stuck.close()
+        store.close()
+
+
 # ---------------------------------------------------------------------- applying changes
 def test_an_added_listing_is_published_only_once_its_row_can_be_read():
     """The follower thread adds listings while requests look them up without a lock: an id

@@ -179,9 +179,20 @@ class PostgresStore(StoreBase):
             with contextlib.suppress(Exception):  # closing a broken connection
                 connection.close()
 
-    def _lost(self, exc: Exception) -> bool:
-        """Whether ``exc`` says the connection (or the server) is gone, not the statement."""
-        return isinstance(exc, self._pg.OperationalError | self._pg.InterfaceError)
+    def _lost(self, exc: Exception, connection: Any) -> bool:
+        """Whether ``exc`` says the connection (or the server) is gone, not the statement: a
+        statement the server cancelled on a connection that lives on (its statement timeout,
+        a lock it could not have) is an OperationalError too, and repeating it would wait as
+        long again."""
+        return isinstance(exc, self._pg.OperationalError | self._pg.InterfaceError) and (
+            connection.closed or connection.broken
+        )
+
+    def _refused(self, exc: Exception) -> Exception:
+        """What a failed statement on a live connection raises: StoreUnavailable (503, retry
+        later) where the server refused it for now (OperationalError: cancelled by the
+        statement timeout, a deadlock), else the error itself."""
+        return self._unavailable(exc) if isinstance(exc, self._pg.OperationalError) else exc
 
     def close(self) -> None:
         self._closed = True
@@ -199,8 +210,8 @@ class PostgresStore(StoreBase):
                 try:
                     return db.execute(query, params).fetchall()
                 except self._pg.Error as exc:
-                    if not self._lost(exc):
-                        raise
+                    if not self._lost(exc, db):
+                        raise self._refused(exc) from None
                     self._drop("_reader")
                     # reads are safe to repeat: once, on a fresh connection, when the old
                     # one had gone stale (a restarted server)
@@ -261,12 +272,12 @@ class PostgresStore(StoreBase):
                     db.execute("COMMIT")
                     return result
                 except self._pg.Error as exc:
-                    if not self._lost(exc):
+                    if not self._lost(exc, db):
                         try:
                             db.execute("ROLLBACK")
                         except self._pg.Error:
                             self._drop("_db")
-                        raise
+                        raise self._refused(exc) from None
                     self._drop("_db")
                     if committing:
                         raise StoreUnavailable(
