@@ -296,6 +296,44 @@ def test_a_write_the_statement_timeout_cancels_is_refused_once_not_repeated(pg_u
         store.close()
 
 
+def test_closing_the_store_stops_a_statement_the_database_does_not_answer(pg_url, monkeypatch):
+    import psycopg
+
+    from embedrec.serving import pgstore
+
+    # the server's shutdown closes the store: a write stuck on the database (here behind a
+    # lock; a database that does not answer at all alike) must not hold it until it answers
+    monkeypatch.setattr(pgstore, "STATEMENT_TIMEOUT_MS", 10_000)
+    monkeypatch.setattr(pgstore, "CLOSE_WAIT_S", 0.2)
+    store = open_store(pg_url)
+    stuck = psycopg.connect(pg_url)
+    outcome: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            store.put("stuck", CAR)
+        except BaseException as exc:  # noqa: BLE001 - what the request would have answered
+            outcome.append(exc)
+
+    try:
+        store.put("before", CAR)
+        stuck.execute("SELECT 1 FROM embedrec_counters WHERE name = 'seq' FOR UPDATE")
+        writer = threading.Thread(target=write)
+        writer.start()
+        time.sleep(0.3)  # waiting on the lock
+        started = time.monotonic()
+        store.close()
+        writer.join(5)
+        assert time.monotonic() - started < 3 and not writer.is_alive()
+        assert len(outcome) == 1 and isinstance(outcome[0], StoreUnavailable)
+    finally:
+        stuck.close()
+        store.close()
+    reopened = open_store(pg_url)
+    assert [c.listing_id for c in reopened.changes_since(0)] == ["before"]  # nothing half done
+    reopened.close()
+
+
 # ---------------------------------------------------------------------- applying changes
 def test_an_added_listing_is_published_only_once_its_row_can_be_read():
     """The follower thread adds listings while requests look them up without a lock: an id

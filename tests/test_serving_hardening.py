@@ -1101,3 +1101,49 @@ def test_a_reload_another_worker_recorded_that_fails_here_is_one_line_and_report
     ready = fresh.get("/healthz/ready").json()
     assert ready["model_dir"] == str(model) and ready["generation"] < generation
     assert "weights.safetensors is corrupt" in ready["reload_error"]
+
+
+def test_a_request_the_shutdown_cancels_is_answered_503_without_a_traceback(caplog):
+    import asyncio
+
+    from embedrec.serving.metrics import Metrics, MetricsAndLimits
+
+    async def never_answers(scope, receive, send) -> None:  # a write the database holds
+        await asyncio.Event().wait()
+
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def request() -> None:
+        app = MetricsAndLimits(never_answers, Metrics(), max_body=1024)
+        scope = {"type": "http", "method": "PUT", "path": "/v1/listings/1", "headers": []}
+        task = asyncio.ensure_future(app(scope, receive, send))
+        await asyncio.sleep(0.05)
+        task.cancel()  # as uvicorn does once --shutdown-timeout has passed
+        await task
+
+    asyncio.run(request())
+    assert sent[0]["status"] == 503 and (b"retry-after", b"2") in sent[0]["headers"]
+    assert b"shutting down" in sent[1]["body"] and b"repeat it" in sent[1]["body"]
+    assert [r.exc_info for r in caplog.records if r.levelname in ("WARNING", "ERROR")] == [None]
+
+
+def test_serve_bounds_how_long_sigterm_waits_for_requests_in_flight(model, monkeypatch):
+    import uvicorn
+
+    import embedrec.serving.app as app_module
+
+    ran: list[dict] = []
+    monkeypatch.setattr(app_module, "create_app", lambda settings: "app")
+    monkeypatch.setattr(app_module, "limit_threads", lambda: None)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: ran.append(options))
+    monkeypatch.delenv("EMBEDREC_API_TOKEN", raising=False)
+    for flags, seconds in (([], 20), (["--shutdown-timeout", "5"], 5)):
+        result = CliRunner().invoke(main, ["serve", str(model), *flags])
+        assert result.exit_code == 0, result.output
+        assert ran.pop()["timeout_graceful_shutdown"] == seconds

@@ -153,7 +153,10 @@ def create_app(settings: Settings) -> FastAPI:
         @functools.wraps(endpoint)  # FastAPI reads the parameters of ``endpoint``
         async def run(*args: Any, **kwargs: Any) -> Any:
             call = functools.partial(endpoint, *args, **kwargs)
-            return await anyio.to_thread.run_sync(call, limiter=write_threads)
+            # abandoned when cancelled (a shutdown past its timeout), not waited for
+            return await anyio.to_thread.run_sync(
+                call, limiter=write_threads, abandon_on_cancel=True
+            )
 
         return run
 

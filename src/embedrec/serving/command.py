@@ -71,6 +71,14 @@ def _store_path(value: str) -> str:
     "unanswered (alive but hung) before it is killed and replaced; on a busy machine a few "
     "seconds can kill a worker that is still loading. A dead worker is replaced at once.",
 )
+@click.option(
+    "--shutdown-timeout",
+    default=20,
+    show_default=True,
+    type=click.IntRange(1, 3600),
+    help="Seconds SIGTERM waits for the requests in flight (a client still sending its body, "
+    "a write waiting for the database) before they are cancelled and the server stops.",
+)
 @click.option("--log-level", default="info", show_default=True)
 def serve_command(
     model_dir: str,
@@ -82,6 +90,7 @@ def serve_command(
     model_root: str | None,
     listings: str | None,
     worker_timeout: int,
+    shutdown_timeout: int,
     log_level: str,
 ) -> None:
     """Serve MODEL_DIR over HTTP: similar listings, recommendations, listing writes."""
@@ -131,7 +140,14 @@ def serve_command(
         if workers == 1:
             app = create_app(settings)  # with all cores while the catalogue is embedded
             limit_threads()
-            uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+            uvicorn.run(
+                app,
+                host=host,
+                port=port,
+                log_level=log_level,
+                access_log=False,
+                timeout_graceful_shutdown=shutdown_timeout,
+            )
             return
         read_manifest(model_dir, MODEL_FILES)  # fail here, not in every worker
         opened = open_store(store)  # an unreachable database, too, fails here
@@ -168,6 +184,7 @@ def serve_command(
             # hung (not answering the supervisor's ping, which a loading worker still
             # answers from its own thread) serves nobody before it is killed and replaced
             timeout_worker_healthcheck=worker_timeout,
+            timeout_graceful_shutdown=shutdown_timeout,
         )
         # each worker accepts on a socket of its own (SO_REUSEPORT)
         if not run_workers(config):

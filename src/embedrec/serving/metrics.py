@@ -6,7 +6,9 @@ label is the process id so scrapes of different workers can be told apart.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -19,6 +21,11 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 # latency buckets in seconds: most reads take about a millisecond, reloads seconds
 BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+SHUTTING_DOWN = (
+    "the server is shutting down and stopped this request (--shutdown-timeout); a write may "
+    "or may not be stored: repeat it (PUT and DELETE are idempotent)"
+)
+log = logging.getLogger("embedrec.serving")
 
 
 class Metrics:
@@ -80,10 +87,12 @@ class MetricsAndLimits:
             return
         started = time.perf_counter()
         status = {"code": 500}
+        answered = False
 
         async def send_status(message: dict[str, Any]) -> None:
+            nonlocal answered
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
+                status["code"], answered = message["status"], True
             await send(message)
 
         try:
@@ -103,6 +112,18 @@ class MetricsAndLimits:
                     await self.app(scope, _replay(body, receive), send_status)
             else:
                 await self.app(scope, receive, send_status)
+        except asyncio.CancelledError:
+            # uvicorn cancels the requests still running when its shutdown timeout passes
+            # (a client that never sends all of its body, a write waiting for a database
+            # that does not answer): an answer saying so, not a traceback and a bare 500
+            if answered:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # answered: the task goes on as not cancelled
+            log.warning("%s %s cancelled: the server is shutting down", scope["method"],
+                        scope["path"])  # fmt: skip
+            await _refuse(send_status, 503, SHUTTING_DOWN, None, {b"retry-after": b"2"})
         finally:
             # the route template, not the path: one series per endpoint, not per listing
             endpoint = getattr(scope.get("route"), "path", None) or "unmatched"
@@ -166,7 +187,9 @@ async def _too_large(send: Callable, limit: int) -> None:
     await _refuse(send, 413, f"request body larger than {limit} bytes", "body")
 
 
-async def _refuse(send: Callable, status: int, message: str, field: str) -> None:
+async def _refuse(
+    send: Callable, status: int, message: str, field: str | None, headers: dict | None = None
+) -> None:
     body = json.dumps({"error": message, "field": field}, separators=(",", ":")).encode()
     await send(
         {
@@ -175,6 +198,7 @@ async def _refuse(send: Callable, status: int, message: str, field: str) -> None
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", b"%d" % len(body)),
+                *(headers or {}).items(),
             ],
         }
     )

@@ -24,6 +24,8 @@ before its transaction was committed is retried once on a fresh one.
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import threading
 from typing import Any
 
@@ -43,6 +45,8 @@ CHANNEL = "embedrec_changes"
 CONNECT_TIMEOUT_S = 5
 # a statement waiting longer (on a lock held by a stuck writer, say) fails with 503
 STATEMENT_TIMEOUT_MS = 30_000
+# closing the store (the server's shutdown) waits this long for a statement in flight
+CLOSE_WAIT_S = 2.0
 
 _SCHEMA = [
     # the counters first: a writer locks the 'seq' row and then the listings table, so
@@ -195,11 +199,32 @@ class PostgresStore(StoreBase):
         return self._unavailable(exc) if isinstance(exc, self._pg.OperationalError) else exc
 
     def close(self) -> None:
+        """Close the connections. One that is still running a statement after CLOSE_WAIT_S
+        (a database that does not answer) is shut down under it, so that the statement fails
+        (StoreUnavailable) instead of holding the server's shutdown until the database
+        answers, if ever."""
         self._closed = True
-        with self._lock, self._read_lock:
-            self._drop("_db")
-            self._drop("_reader")
+        for lock, name in ((self._lock, "_db"), (self._read_lock, "_reader")):
+            if not lock.acquire(timeout=CLOSE_WAIT_S):
+                self._interrupt(name)
+                if not lock.acquire(timeout=CLOSE_WAIT_S):
+                    continue  # left to the process's exit
+            try:
+                self._drop(name)
+            finally:
+                lock.release()
         self._drop("_listener")
+
+    def _interrupt(self, name: str) -> None:
+        """Shut the socket of a connection in use by another thread down: its statement
+        fails at once. (Closing the connection would free what that thread is using.)"""
+        connection = getattr(self, name)
+        # (suppressed: closed meanwhile, no socket any more)
+        with (
+            contextlib.suppress(Exception),
+            socket.socket(fileno=os.dup(connection.pgconn.socket)) as sock,
+        ):
+            sock.shutdown(socket.SHUT_RDWR)
 
     # ------------------------------------------------------------------ reads
     def _read(self, query: str, params: tuple = ()) -> list[tuple]:

@@ -674,6 +674,8 @@ class StateHolder:
                     self.store_error = None
                 self.caught_up.set()
             except StoreUnavailable as exc:
+                if self._stop.is_set():  # the store closed under it: the server stops
+                    return
                 if self.store_error is None:
                     log.warning("%s; reads are answered from memory, writes refused", exc)
                 self.store_error = str(exc)
@@ -694,7 +696,9 @@ class StateHolder:
         """Stop the follower thread, if any (the store is closed by its owner)."""
         self._stop.set()
         if self._follower is not None and self._follower is not threading.current_thread():
-            self._follower.join(FOLLOW_WAIT_S + 30)
+            # a sync in progress ends within seconds; one stuck on a database that does not
+            # answer ends when the store is closed (its connections shut down under it)
+            self._follower.join(FOLLOW_WAIT_S + 5)
 
     def _reload_in_background(self, generation: int, model_dir: str) -> None:
         """Another worker reloaded: build the same model here without blocking requests."""
