@@ -1147,3 +1147,14 @@ def test_serve_bounds_how_long_sigterm_waits_for_requests_in_flight(model, monke
         result = CliRunner().invoke(main, ["serve", str(model), *flags])
         assert result.exit_code == 0, result.output
         assert ran.pop()["timeout_graceful_shutdown"] == seconds
+
+
+def test_a_refused_reload_is_one_line_in_the_log(fresh, model, caplog):
+    damaged = shutil.copytree(model, model.parent / "half-copied")
+    (damaged / "listings.parquet").unlink()  # a copy still under way
+    answer = fresh.post("/v1/admin/reload", json={"model_dir": str(damaged)}, headers=AUTH)
+    assert answer.status_code == 422
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].exc_info is None
+    assert f"reload of {damaged} refused, still serving {model}" in errors[0].getMessage()
+    assert "listings.parquet is missing" in errors[0].getMessage()

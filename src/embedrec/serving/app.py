@@ -359,6 +359,9 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             new = holder.reload(model_dir)
         except (BundleError, DataError) as exc:  # no model, or its catalogue cannot be served
+            # the model before it keeps serving; the operator's log says why in one line
+            log.error("reload of %s refused, still serving %s: %s", model_dir,
+                      holder.current.model_dir, exc)  # fmt: skip
             raise ApiError(422, str(exc), "model_dir") from None
         return _model_info(new)
 
@@ -377,6 +380,7 @@ def create_app(settings: Settings) -> FastAPI:
         except LookupError as exc:
             raise ApiError(409, str(exc), None) from None
         except (BundleError, DataError) as exc:
+            log.error("rollback refused, still serving %s: %s", holder.current.model_dir, exc)
             raise ApiError(422, str(exc), "model_dir") from None
         return _model_info(new)
 
