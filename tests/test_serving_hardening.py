@@ -832,6 +832,44 @@ def test_a_store_removed_under_the_server_turns_writes_away_and_reads_go_on(mode
         assert "was removed or replaced" in ready["store_error"]
 
 
+def test_a_write_the_sqlite_store_cannot_take_is_logged_and_in_readiness(model, tmp_path, caplog):
+    import sqlite3
+
+    store = tmp_path / "store.sqlite"
+    settings = Settings(model_dir=str(model), store=str(store), token="t")
+    with TestClient(create_app(settings)) as client:
+        assert client.put("/v1/listings/neu", json=CAR, headers=AUTH).status_code == 201
+        writer = client.app.state.holder.store._db  # the store's own connection, as opened
+        writer.execute("PRAGMA busy_timeout=50")  # (30 s as the server opens it)
+
+        def refused(listing: str, body: dict, why: str) -> None:
+            caplog.clear()
+            answer = client.put(f"/v1/listings/{listing}", json=body, headers=AUTH)
+            assert answer.status_code == 503 and why in answer.json()["error"], answer.text
+            assert answer.headers["Retry-After"]
+            lines = [r for r in caplog.records if "refused" in r.getMessage()]
+            assert len(lines) == 1 and lines[0].exc_info is None  # one line, no traceback
+            assert str(store) in lines[0].getMessage() and why in lines[0].getMessage()
+            ready = client.get("/healthz/ready")
+            assert ready.status_code == 200 and why in ready.json()["store_error"]
+            assert client.get("/v1/listings/neu").status_code == 200  # reads go on
+
+        # another process holds the write lock past the busy timeout (was a 500, a traceback)
+        other = sqlite3.connect(store, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        refused("locked", CAR, "database is locked")
+        other.execute("ROLLBACK")
+        other.close()
+        # a full disk, as SQLite reports it: the file may not grow any more
+        (pages,) = writer.execute("PRAGMA page_count").fetchone()
+        writer.execute(f"PRAGMA max_page_count={pages}")
+        refused("full", {**CAR, "make": "x" * 20_000}, "database or disk is full")
+        writer.execute("PRAGMA max_page_count=1073741823")
+        # the next write that is stored clears it
+        assert client.put("/v1/listings/neu2", json=CAR, headers=AUTH).status_code == 201
+        assert client.get("/healthz/ready").json()["store_error"] is None
+
+
 def test_a_stored_row_that_cannot_be_read_is_skipped_and_the_rest_served(model, tmp_path):
     store = tmp_path / "store.sqlite"
     settings = Settings(model_dir=str(model), store=str(store), token="t")

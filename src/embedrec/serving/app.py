@@ -284,7 +284,7 @@ def create_app(settings: Settings) -> FastAPI:
             listings=len(st.catalogue),
             skipped=len(st.skipped),
             reload_error=holder.reload_error,
-            store_error=holder.store_error,
+            store_error=holder.store_problem,
         )
 
     @app.api_route("/healthz", methods=["GET", "HEAD"])

@@ -141,7 +141,7 @@ class PostgresStore(StoreBase):
 
     def _connect(self) -> Any:
         if self._closed:
-            raise StoreUnavailable(f"{self.describe()} is closed")
+            raise StoreUnavailable(f"{self.describe()} is closed", "unavailable")
         try:
             return self._pg.connect(
                 self.location,
@@ -164,7 +164,23 @@ class PostgresStore(StoreBase):
         return redact_message(" ".join(str(exc).split()), self.location) or type(exc).__name__
 
     def _unavailable(self, exc: Exception) -> StoreUnavailable:
-        return StoreUnavailable(f"{self.describe()} is unavailable: {self._cause(exc)}")
+        return StoreUnavailable(
+            f"{self.describe()} is unavailable: {self._cause(exc)}", self._reason(exc)
+        )
+
+    def _reason(self, exc: Exception) -> str:
+        """The FAILURE_REASONS word for a driver's error (its SQLSTATE, where the server
+        sent one): a cancelled statement, a lock, a full disk, a standby; else unreachable."""
+        state = getattr(getattr(exc, "diag", None), "sqlstate", None) or ""
+        if state == "57014":  # query_canceled: the statement timeout
+            return "timeout"
+        if state in ("40P01", "55P03"):  # deadlock_detected, lock_not_available
+            return "locked"
+        if state == "53100":  # disk_full
+            return "disk_full"
+        if state == "25006":  # read_only_sql_transaction: a standby, a read-only database
+            return "read_only"
+        return "unavailable"
 
     def _writer(self) -> Any:
         if self._db is None or self._db.closed:
@@ -308,7 +324,8 @@ class PostgresStore(StoreBase):
                         raise StoreUnavailable(
                             f"{self.describe()}: the connection was lost while committing, so "
                             f"the write may or may not be stored; repeat it "
-                            f"({self._cause(exc)})"
+                            f"({self._cause(exc)})",
+                            "commit_unknown",
                         ) from None
                     if fresh or attempt:
                         raise self._unavailable(exc) from None

@@ -203,8 +203,9 @@ class Readiness(BaseModel):
     )
     store_error: str | None = Field(
         None,
-        description="why the store cannot be reached now: reads are answered from memory, "
-        "writes answer 503 until it is back",
+        description="why the store cannot be reached now, or why the last write failed "
+        "(a full disk, a locked or read-only database) while no write has succeeded since: "
+        "reads are answered from memory, writes answer 503 until it is back",
     )
 
 

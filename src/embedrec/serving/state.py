@@ -22,10 +22,10 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -58,6 +58,7 @@ FLOAT_MAX = sys.float_info.max
 FOLLOW_WAIT_S = 1.0
 FOLLOW_POLL_S = 5.0
 FOLLOW_RETRY_S = 1.0
+T = TypeVar("T")
 
 
 @functools.cache
@@ -526,6 +527,11 @@ class StateHolder:
         self._failed_generation = -1
         self.reload_error: str | None = None  # the last failed reload, for readiness
         self.store_error: str | None = None  # why the store cannot be reached now
+        # why the last write (or reload record) failed, while none has succeeded since: a
+        # store that answers reads but takes no write (full, locked, read-only)
+        self.write_error: str | None = None
+        # called with the reason (StoreUnavailable.reason) of each write the store refused
+        self.on_write_failure: Callable[[str], None] | None = None
         # caught up once the follower has listened and applied the store's changes (at once
         # for a store without a follower: each request catches up)
         self.caught_up = threading.Event()
@@ -608,7 +614,8 @@ class StateHolder:
             served = (state.catalogue.rows_of(ids) >= 0).tolist()
             rows = zip(ids, embedded.records, embedded.vectors, served, strict=True)
             writes = [Write(i, f, v, state.model_tag, s) for i, f, v, s in rows]
-        results = self.store.put_many(writes)
+        what = f"write of {len(writes)} listing{'s' if len(writes) > 1 else ''}"
+        results = self._store_write(what, lambda: self.store.put_many(writes))
         ready = {}
         if embedded is not None:
             ready = {seq: (embedded, row) for row, (seq, _) in enumerate(results)}
@@ -624,13 +631,38 @@ class StateHolder:
                 self._state.catch_up(self.store)
         return results
 
+    def _store_write(self, what: str, write: Callable[[], T]) -> T:
+        """``write()``: a write the store refuses (StoreUnavailable: 503) is one log line
+        naming the store and why (no traceback: full, locked, read-only and unreachable
+        stores are expected), is counted by reason, and makes ``write_error`` say so until a
+        write succeeds."""
+        try:
+            result = write()
+        except StoreUnavailable as exc:
+            log.warning("%s refused (%s): %s", what, exc.reason, exc)
+            self.write_error = f"the last write failed: {exc}"
+            if self.on_write_failure is not None:
+                self.on_write_failure(exc.reason)
+            raise
+        self.write_error = None
+        return result
+
+    @property
+    def store_problem(self) -> str | None:
+        """Why the store cannot be reached now, else why the last write failed (while none
+        has succeeded since), else None: readiness's ``store_error``."""
+        return self.store_error or self.write_error
+
     def reload(self, model_dir: str) -> ServingState:
         """Build a state for ``model_dir`` off to the side, record it, swap it in."""
         with self._reload_lock:
             state = build_state(
                 model_dir, self.settings.listings, self.store, -1, self.settings.cache_dir
             )
-            state.generation = self.store.record_reload(model_dir)
+            state.generation = self._store_write(
+                f"recording the reload of {model_dir}",
+                lambda: self.store.record_reload(model_dir),
+            )
             with contextlib.suppress(StoreUnavailable):  # recorded: the follower goes on
                 state.catch_up(self.store)
             self._state = state

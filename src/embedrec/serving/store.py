@@ -21,6 +21,7 @@ only once its transaction has committed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -99,8 +100,49 @@ class Head:
 
 
 class StoreUnavailable(Exception):
-    """The store cannot be reached (a database that went away): writes are refused with 503
-    and Retry-After, reads are answered from memory, catching up resumes when it is back."""
+    """The store cannot be reached (a database that went away) or cannot take a write now (a
+    full disk, a locked database): writes are refused with 503 and Retry-After, reads are
+    answered from memory, catching up resumes when it is back. ``reason`` is one word of
+    :data:`FAILURE_REASONS` (the label of the failed-writes metric)."""
+
+    def __init__(self, message: str, reason: str = "unavailable") -> None:
+        super().__init__(message)
+        self.reason = reason if reason in FAILURE_REASONS else "error"
+
+
+# why a store refused a write, as the ``reason`` label of embedrec_store_write_failures_total
+FAILURE_REASONS = (
+    "unavailable",  # the database cannot be reached (connection lost, refused, closed)
+    "timeout",  # the statement timeout cancelled it (a lock held by a stuck session)
+    "locked",  # SQLite's busy timeout passed, a PostgreSQL deadlock or lock not available
+    "disk_full",
+    "read_only",  # a read-only file or file system, a PostgreSQL standby
+    "io_error",
+    "corrupt",  # the file is no (longer a) database
+    "removed",  # the SQLite file was removed or replaced under the server
+    "commit_unknown",  # the connection was lost during the commit
+    "error",  # any other error of the store
+)
+# SQLite's primary result codes (``sqlite3.Error.sqlite_errorname`` up to its first "_")
+_SQLITE_REASONS = {
+    "SQLITE_BUSY": "locked",
+    "SQLITE_LOCKED": "locked",
+    "SQLITE_FULL": "disk_full",
+    "SQLITE_READONLY": "read_only",
+    "SQLITE_IOERR": "io_error",
+    "SQLITE_CORRUPT": "corrupt",
+    "SQLITE_NOTADB": "corrupt",
+    "SQLITE_CANTOPEN": "removed",
+}
+
+
+def sqlite_reason(exc: BaseException) -> str:
+    """The FAILURE_REASONS word for a sqlite3 error."""
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    primary = "_".join(name.split("_")[:2])  # SQLITE_READONLY_DBMOVED: SQLITE_READONLY
+    if not primary and "locked" in str(exc):  # Python before 3.11 names no code
+        return "locked"
+    return _SQLITE_REASONS.get(primary, "error")
 
 
 class Store(Protocol):
@@ -373,7 +415,7 @@ class ListingStore(StoreBase):
                 self._add_vector_columns()
             self._reader, self._read_lock = self._connect(), threading.Lock()
         except sqlite3.Error as exc:  # not a database, read-only, ...: one line at start
-            raise StoreUnavailable(f"{self.describe()}: {exc}") from None
+            raise StoreUnavailable(f"{self.describe()}: {exc}", sqlite_reason(exc)) from None
         stat = os.stat(self.path)
         self._file = (stat.st_dev, stat.st_ino)
 
@@ -382,9 +424,12 @@ class ListingStore(StoreBase):
         raise: a store that cannot take the write now (full, locked, gone) as
         StoreUnavailable, which a request answers with 503 and Retry-After."""
         if self._db.in_transaction:
-            self._db.execute("ROLLBACK")
-        if isinstance(exc, sqlite3.OperationalError):
-            raise StoreUnavailable(f"{self.describe()}: {exc}") from exc
+            with contextlib.suppress(sqlite3.Error):  # the error below says what happened
+                self._db.execute("ROLLBACK")
+        # OperationalError: locked, full, read-only, I/O; a bare DatabaseError: the file is
+        # no database (any more); the others (IntegrityError, ...) are errors of the write
+        if isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError:
+            raise StoreUnavailable(f"{self.describe()}: {exc}", sqlite_reason(exc)) from exc
         raise exc
 
     def _check_file(self) -> None:
@@ -397,7 +442,8 @@ class ListingStore(StoreBase):
         if now is None or (now.st_dev, now.st_ino) != self._file:
             raise StoreUnavailable(
                 f"{self.describe()} was removed or replaced since the server opened it; "
-                "restore it and restart"
+                "restore it and restart",
+                "removed",
             )
 
     def _connect(self) -> sqlite3.Connection:
@@ -427,8 +473,8 @@ class ListingStore(StoreBase):
 
     def _add_vector_columns(self) -> None:
         """A store written before vectors were kept gets their columns; its rows stay."""
-        self._db.execute("BEGIN IMMEDIATE")  # workers starting together: one adds them
         try:
+            self._db.execute("BEGIN IMMEDIATE")  # workers starting together: one adds them
             have = {row[1] for row in self._db.execute("PRAGMA table_info(listings)")}
             for name, kind in (("vector", "BLOB"), ("vector_model", "TEXT")):
                 if name not in have:
@@ -441,9 +487,10 @@ class ListingStore(StoreBase):
         keys = list({row[0]: None for row in rows})
         self._check_file()
         with self._lock:
-            # IMMEDIATE takes the write lock first, so sequence numbers commit in order
-            self._db.execute("BEGIN IMMEDIATE")
             try:
+                # IMMEDIATE takes the write lock first, so sequence numbers commit in order;
+                # a database locked past the busy timeout fails here
+                self._db.execute("BEGIN IMMEDIATE")
                 last = self._db.execute(
                     "UPDATE meta SET value = value + ? WHERE key = 'seq' RETURNING value",
                     (len(rows),),
@@ -482,8 +529,8 @@ class ListingStore(StoreBase):
 
     def _record(self, model_dir: str, only_first: bool) -> int | None:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
+                self._db.execute("BEGIN IMMEDIATE")
                 generation = self._db.execute(
                     "UPDATE meta SET value = value + 1 WHERE key = 'generation' "
                     + ("AND value = 0 " if only_first else "")
