@@ -830,15 +830,32 @@ def test_a_store_removed_under_the_server_turns_writes_away_and_reads_go_on(mode
         assert client.get("/v1/listings/neu").status_code == 200  # from memory
         ready = client.get("/healthz/ready").json()
         assert "was removed or replaced" in ready["store_error"]
+        assert metric(client, "embedrec_store_error") == 1
+        assert metric(client, "embedrec_store_write_failures_total", reason="removed") == 1
 
 
-def test_a_write_the_sqlite_store_cannot_take_is_logged_and_in_readiness(model, tmp_path, caplog):
+def metric(client: TestClient, name: str, **labels: str) -> float:
+    """The value of one series of /metrics (this process's worker)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == name and labels.items() <= sample.labels.items():
+                return sample.value
+    raise AssertionError(f"no series {name} {labels} in /metrics")
+
+
+def test_a_write_the_sqlite_store_cannot_take_is_logged_and_in_readiness_and_metrics(
+    model, tmp_path, caplog
+):
     import sqlite3
 
     store = tmp_path / "store.sqlite"
     settings = Settings(model_dir=str(model), store=str(store), token="t")
     with TestClient(create_app(settings)) as client:
         assert client.put("/v1/listings/neu", json=CAR, headers=AUTH).status_code == 201
+        assert metric(client, "embedrec_store_error") == 0
+        assert metric(client, "embedrec_store_write_failures_total", reason="locked") == 0
         writer = client.app.state.holder.store._db  # the store's own connection, as opened
         writer.execute("PRAGMA busy_timeout=50")  # (30 s as the server opens it)
 
@@ -852,6 +869,7 @@ def test_a_write_the_sqlite_store_cannot_take_is_logged_and_in_readiness(model, 
             assert str(store) in lines[0].getMessage() and why in lines[0].getMessage()
             ready = client.get("/healthz/ready")
             assert ready.status_code == 200 and why in ready.json()["store_error"]
+            assert metric(client, "embedrec_store_error") == 1
             assert client.get("/v1/listings/neu").status_code == 200  # reads go on
 
         # another process holds the write lock past the busy timeout (was a 500, a traceback)
@@ -860,14 +878,17 @@ def test_a_write_the_sqlite_store_cannot_take_is_logged_and_in_readiness(model, 
         refused("locked", CAR, "database is locked")
         other.execute("ROLLBACK")
         other.close()
+        assert metric(client, "embedrec_store_write_failures_total", reason="locked") == 1
         # a full disk, as SQLite reports it: the file may not grow any more
         (pages,) = writer.execute("PRAGMA page_count").fetchone()
         writer.execute(f"PRAGMA max_page_count={pages}")
         refused("full", {**CAR, "make": "x" * 20_000}, "database or disk is full")
+        assert metric(client, "embedrec_store_write_failures_total", reason="disk_full") == 1
         writer.execute("PRAGMA max_page_count=1073741823")
         # the next write that is stored clears it
         assert client.put("/v1/listings/neu2", json=CAR, headers=AUTH).status_code == 201
         assert client.get("/healthz/ready").json()["store_error"] is None
+        assert metric(client, "embedrec_store_error") == 0
 
 
 def test_a_stored_row_that_cannot_be_read_is_skipped_and_the_rest_served(model, tmp_path):
@@ -906,8 +927,14 @@ def test_stored_writes_a_reloaded_model_cannot_serve_are_not_served_and_may_be_s
         # the write has a column the model lacks: not served, rather than the old price
         assert client.get("/v1/listings/Wagen 0 ä").status_code == 404
         assert client.get("/healthz/ready").json()["skipped"] == 1
+        assert metric(client, "embedrec_store_skipped_listings") == 1
+        assert metric(client, "embedrec_model_generation") == answer.json()["generation"]
+        assert metric(client, "embedrec_model_loaded_timestamp_seconds") == pytest.approx(
+            client.app.state.holder.current.loaded_at
+        )
         assert client.delete("/v1/listings/Wagen 0 ä", headers=AUTH).status_code == 200
         assert client.get("/healthz/ready").json()["skipped"] == 0
+        assert metric(client, "embedrec_store_skipped_listings") == 0
 
 
 def test_a_request_never_waits_for_a_reload_this_worker_is_building(fresh):
@@ -1130,6 +1157,7 @@ def test_a_reload_another_worker_recorded_that_fails_here_is_one_line_and_report
     with open(damaged / "weights.safetensors", "r+b") as weights:
         weights.truncate(100)
     holder = fresh.app.state.holder
+    assert metric(fresh, "embedrec_reload_error") == 0
     generation = holder.store.record_reload(str(damaged))
     assert fresh.get("/healthz/ready").status_code == 200  # notices it, builds it aside
     holder._background.join(30)
@@ -1139,6 +1167,7 @@ def test_a_reload_another_worker_recorded_that_fails_here_is_one_line_and_report
     ready = fresh.get("/healthz/ready").json()
     assert ready["model_dir"] == str(model) and ready["generation"] < generation
     assert "weights.safetensors is corrupt" in ready["reload_error"]
+    assert metric(fresh, "embedrec_reload_error") == 1  # an alert needs no JSON parsing
 
 
 def test_a_request_the_shutdown_cancels_is_answered_503_without_a_traceback(caplog):

@@ -97,6 +97,7 @@ def create_app(settings: Settings) -> FastAPI:
         store.close()
         raise
     metrics = Metrics()
+    holder.on_write_failure = metrics.write_failed
     if settings.token is None:
         log.warning("no API token (EMBEDREC_API_TOKEN or --token-file): serving read-only")
 
@@ -299,7 +300,15 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/metrics", response_class=Response)
     async def prometheus(st: State) -> Response:
-        text = metrics.render(len(st.catalogue), st.seq, st.generation)
+        text = metrics.render(
+            len(st.catalogue),
+            st.seq,
+            st.generation,
+            loaded_at=st.loaded_at,
+            skipped=len(st.skipped),
+            store_error=holder.store_problem is not None,
+            reload_error=holder.reload_error is not None,
+        )
         return Response(text, media_type=CONTENT_TYPE)
 
     # ------------------------------------------------------------------ writes

@@ -1,4 +1,5 @@
-"""Prometheus metrics: requests and latency per endpoint, index and store size.
+"""Prometheus metrics: requests and latency per endpoint, index and store size, and the
+service's troubles (a store in error, a failed reload, skipped listings, refused writes).
 
 Each worker process keeps its own counters (a scrape reaches one worker); the ``worker``
 label is the process id so scrapes of different workers can be told apart.
@@ -17,6 +18,8 @@ from urllib.parse import unquote_to_bytes
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from embedrec.serving.store import FAILURE_REASONS
 
 # latency buckets in seconds: most reads take about a millisecond, reloads seconds
 BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
@@ -56,16 +59,69 @@ class Metrics:
         self.generation = Gauge(
             "embedrec_model_generation", "Reload generation served", worker, registry=self.registry
         )
+        # the service's troubles, as /healthz/ready reports them, for alerts
+        self.loaded_at = Gauge(
+            "embedrec_model_loaded_timestamp_seconds",
+            "When the model served was loaded (Unix time)",
+            worker,
+            registry=self.registry,
+        )
+        self.skipped = Gauge(
+            "embedrec_store_skipped_listings",
+            "Stored listings the served model cannot serve (readiness 'skipped')",
+            worker,
+            registry=self.registry,
+        )
+        self.store_error = Gauge(
+            "embedrec_store_error",
+            "1 while the store cannot be reached or the last write failed (readiness "
+            "'store_error'), else 0",
+            worker,
+            registry=self.registry,
+        )
+        self.reload_error = Gauge(
+            "embedrec_reload_error",
+            "1 while the last reload recorded in the store failed here (readiness "
+            "'reload_error'), else 0",
+            worker,
+            registry=self.registry,
+        )
+        self.write_failures = Counter(
+            "embedrec_store_write_failures",
+            "Writes (and reload records) the store refused, answered 503, by reason",
+            ("reason", *worker),
+            registry=self.registry,
+        )
         self.worker = str(os.getpid())
+        for reason in FAILURE_REASONS:  # every series from the start: rate() sees the first
+            self.write_failures.labels(reason, self.worker)
 
     def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint, method, str(status), self.worker).inc()
         self.latency.labels(endpoint, method, self.worker).observe(seconds)
 
-    def render(self, listings: int, seq: int, generation: int) -> bytes:
+    def write_failed(self, reason: str) -> None:
+        """Count a write the store refused (``StoreUnavailable.reason``)."""
+        self.write_failures.labels(reason, self.worker).inc()
+
+    def render(
+        self,
+        listings: int,
+        seq: int,
+        generation: int,
+        *,
+        loaded_at: float = 0.0,
+        skipped: int = 0,
+        store_error: bool = False,
+        reload_error: bool = False,
+    ) -> bytes:
         self.listings.labels(self.worker).set(listings)
         self.seq.labels(self.worker).set(seq)
         self.generation.labels(self.worker).set(generation)
+        self.loaded_at.labels(self.worker).set(loaded_at)
+        self.skipped.labels(self.worker).set(skipped)
+        self.store_error.labels(self.worker).set(int(store_error))
+        self.reload_error.labels(self.worker).set(int(reload_error))
         return generate_latest(self.registry)
 
 
