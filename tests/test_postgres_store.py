@@ -284,8 +284,9 @@ def test_a_write_the_statement_timeout_cancels_is_refused_once_not_repeated(pg_u
         store.put("before", CAR)  # the write connection is open, not fresh
         stuck.execute("SELECT 1 FROM embedrec_counters WHERE name = 'seq' FOR UPDATE")
         started = time.monotonic()
-        with pytest.raises(StoreUnavailable, match="statement timeout"):  # 503, not a 500
+        with pytest.raises(StoreUnavailable, match="statement timeout") as refused:  # a 503
             store.put("stuck", CAR)
+        assert refused.value.reason == "timeout"  # the failed-writes metric's label
         # cancelled on a live connection: not taken for a lost one and run again, which
         # waited for the timeout twice
         assert time.monotonic() - started < 1.3
@@ -293,6 +294,42 @@ def test_a_write_the_statement_timeout_cancels_is_refused_once_not_repeated(pg_u
         assert store.put("after", CAR) == (2, True)
     finally:
         stuck.close()
+        store.close()
+
+
+def test_connections_bound_a_silent_peer_unless_the_url_says_otherwise(pg_url, monkeypatch):
+    monkeypatch.delenv("PGOPTIONS", raising=False)
+    monkeypatch.delenv("PGCONNECT_TIMEOUT", raising=False)
+    monkeypatch.delenv("PGAPPNAME", raising=False)
+    store = open_store(pg_url)
+    try:
+        for connection in (store._writer(), store._read_connection()):
+            given = connection.info.get_parameters()  # what libpq connected with
+            assert {k: given.get(k) for k in ("keepalives", "keepalives_idle",
+                    "keepalives_interval", "keepalives_count", "tcp_user_timeout")} == {
+                "keepalives": "1", "keepalives_idle": "10", "keepalives_interval": "3",
+                "keepalives_count": "3", "tcp_user_timeout": "20000"}  # fmt: skip
+            assert connection.execute("SHOW statement_timeout").fetchone()[0] == "30s"
+        store.wait(0)  # the follower's LISTEN connection too
+        assert store._listener.info.get_parameters()["tcp_user_timeout"] == "20000"
+    finally:
+        store.close()
+    # the URL's own values win (psycopg's keyword arguments would override them), and its
+    # options keep the statement timeout added to them
+    mine = (
+        f"{pg_url}?tcp_user_timeout=5000&keepalives_idle=42&application_name=mine"
+        "&options=-c%20search_path%3Dpublic"
+    )
+    store = open_store(mine)
+    try:
+        db = store._writer()
+        given = db.info.get_parameters()
+        assert given["tcp_user_timeout"] == "5000" and given["keepalives_idle"] == "42"
+        assert given["keepalives_count"] == "3"  # not set by the URL: ours
+        assert db.execute("SHOW application_name").fetchone()[0] == "mine"
+        assert db.execute("SHOW statement_timeout").fetchone()[0] == "30s"
+        assert db.execute("SHOW search_path").fetchone()[0] == "public"
+    finally:
         store.close()
 
 

@@ -47,6 +47,26 @@ CONNECT_TIMEOUT_S = 5
 STATEMENT_TIMEOUT_MS = 30_000
 # closing the store (the server's shutdown) waits this long for a statement in flight
 CLOSE_WAIT_S = 2.0
+# libpq parameters given to every connection unless the store's URL sets them (or, for those
+# libpq also reads from the environment, PGCONNECT_TIMEOUT and PGAPPNAME): a database host
+# that stops answering (powered off, a network cut, a firewall dropping the connection) is
+# noticed within about 20 s, so a write answers 503 and the follower reconnects, instead of
+# waiting for the kernel's own limits (about 15 minutes of retransmissions, or forever on an
+# idle connection). The keepalives probe an idle connection (the follower's LISTEN, a reader
+# between requests) after 10 s of silence, every 3 s, and give up after 3 unanswered probes;
+# tcp_user_timeout closes a connection whose data the peer has not acknowledged for 20 s (a
+# statement sent to a host that vanished). Neither limits a slow statement on a live server:
+# its statement_timeout does.
+CONNECTION_DEFAULTS = {
+    "connect_timeout": str(CONNECT_TIMEOUT_S),
+    "application_name": "embedrec",
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "3",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "20000",  # milliseconds
+}
+_ENVIRONMENT = {"connect_timeout": "PGCONNECT_TIMEOUT", "application_name": "PGAPPNAME"}
 
 _SCHEMA = [
     # the counters first: a writer locks the 'seq' row and then the listings table, so
@@ -101,6 +121,25 @@ def _psycopg():  # noqa: ANN202 - the module, imported when a PostgreSQL store i
     return psycopg
 
 
+def connection_parameters(location: str) -> dict[str, str]:
+    """The libpq parameters added to ``location``'s: CONNECTION_DEFAULTS that neither the URL
+    nor the environment sets, and the statement timeout added to the URL's (or PGOPTIONS')
+    ``options`` unless they set one. Keyword arguments override the URL's own values in
+    psycopg, so what the URL sets is left out here."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    given = conninfo_to_dict(location)
+    added = {
+        key: value
+        for key, value in CONNECTION_DEFAULTS.items()
+        if key not in given and not os.environ.get(_ENVIRONMENT.get(key, ""))
+    }
+    options = given.get("options") or os.environ.get("PGOPTIONS") or ""
+    if "statement_timeout" not in options:
+        added["options"] = f"{options} -c statement_timeout={STATEMENT_TIMEOUT_MS}".strip()
+    return added
+
+
 class PostgresStore(StoreBase):
     """Listings written through the API in PostgreSQL; safe to share between threads,
     processes and hosts. ``location`` is a libpq URL, ``postgresql://USER@HOST:PORT/DB``."""
@@ -144,16 +183,7 @@ class PostgresStore(StoreBase):
             raise StoreUnavailable(f"{self.describe()} is closed", "unavailable")
         try:
             return self._pg.connect(
-                self.location,
-                autocommit=True,
-                connect_timeout=CONNECT_TIMEOUT_S,
-                application_name="embedrec",
-                options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
-                # a peer that vanished without closing the connection is noticed in ~20 s
-                keepalives=1,
-                keepalives_idle=10,
-                keepalives_interval=3,
-                keepalives_count=3,
+                self.location, autocommit=True, **connection_parameters(self.location)
             )
         except self._pg.Error as exc:
             raise self._unavailable(exc) from None
