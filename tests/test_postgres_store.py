@@ -333,6 +333,56 @@ def test_connections_bound_a_silent_peer_unless_the_url_says_otherwise(pg_url, m
         store.close()
 
 
+def test_a_url_without_a_password_takes_it_from_pgpassfile_or_pgpassword(
+    postgres_cluster, tmp_path, monkeypatch
+):
+    """What docs/serving.md advises instead of a password in --store (visible in ps and in
+    the workers' environment): libpq reads it from PGPASSFILE (~/.pgpass) or PGPASSWORD."""
+    import uuid
+
+    import psycopg
+    from psycopg import sql
+
+    user, password = f"embedrec_pw_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    with psycopg.connect(postgres_cluster.url(), autocommit=True) as db:
+        db.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+            sql.Identifier(user), sql.Literal(password)))  # fmt: skip
+        db.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+            sql.Identifier(user), sql.Identifier(user)))  # fmt: skip
+        # this user alone must give a password (the cluster trusts the others)
+        hba = postgres_cluster.data / "pg_hba.conf"
+        hba.write_text(f"host all {user} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+        db.execute("SELECT pg_reload_conf()")
+    url = f"postgresql://{user}@127.0.0.1:{postgres_cluster.port}/{user}"
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("PGPASSFILE", str(tmp_path / "absent"))
+    deadline = time.monotonic() + DEADLINE_S
+    while True:  # the server reloads its configuration in the background
+        try:
+            open_store(url).close()
+        except StoreUnavailable as exc:
+            assert "password" in str(exc)
+            break
+        assert time.monotonic() < deadline, "the password is asked for"
+        time.sleep(0.05)
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(f"127.0.0.1:{postgres_cluster.port}:{user}:{user}:{password}\n")
+    passfile.chmod(0o600)  # libpq ignores a password file others may read
+    monkeypatch.setenv("PGPASSFILE", str(passfile))
+    store = open_store(url)
+    try:
+        assert store.put("a", CAR) == (1, True)
+    finally:
+        store.close()
+    monkeypatch.setenv("PGPASSFILE", str(tmp_path / "absent"))
+    monkeypatch.setenv("PGPASSWORD", password)
+    store = open_store(url)
+    try:
+        assert store.head().seq == 1
+    finally:
+        store.close()
+
+
 def test_closing_the_store_stops_a_statement_the_database_does_not_answer(pg_url, monkeypatch):
     import psycopg
 

@@ -415,15 +415,37 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-def app_from_env() -> FastAPI:
+_FROM_ENV: Any = object()  # app_from_env's token: read from the environment or token file
+
+
+class WorkerApp:
+    """The app factory ``embedrec serve --workers N`` hands uvicorn: the supervisor pickles
+    it to each worker it spawns (over the spawn pipe, not the environment or the command
+    line) with the API token it read once at start, so that every worker, a replacement
+    started after the token file changed included, checks the same token until the service
+    is restarted."""
+
+    def __init__(self, token: str | None) -> None:
+        self._token = token
+
+    def __call__(self) -> FastAPI:
+        return app_from_env(token=self._token)
+
+    def __repr__(self) -> str:  # never the token, wherever it is shown
+        return "WorkerApp(token=***)"
+
+
+def app_from_env(token: str | None = _FROM_ENV) -> FastAPI:
     """The app configured by EMBEDREC_* variables (uvicorn workers start it this way), in a
-    process set up for serving by :func:`limit_threads`."""
+    process set up for serving by :func:`limit_threads`. ``token``: the API token (None: read
+    only), else EMBEDREC_TOKEN_FILE's or EMBEDREC_API_TOKEN's."""
     from embedrec.serving.workers import STARTUP_FAILURE, first_start
 
     if not logging.getLogger().handlers:  # a fresh worker process: its messages to stderr
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        app = create_app(settings_from_env())  # with all cores while the catalogue is embedded
+        # with all cores while the catalogue is embedded
+        app = create_app(settings_from_env(token))
     except (BundleError, DataError, StoreUnavailable) as exc:
         # one line, no traceback; a model or catalogue that cannot be served fails every
         # start alike: the first workers stop the server (embedrec serve exits with status 2),
@@ -451,17 +473,21 @@ def limit_threads() -> None:
     torch.set_num_threads(1)
 
 
-def settings_from_env() -> Settings:
+def settings_from_env(token: str | None = _FROM_ENV) -> Settings:
     env = os.environ
-    token_file = env.get("EMBEDREC_TOKEN_FILE")
+    if token is _FROM_ENV:
+        # a token file is read here: the token itself stays out of the environment
+        token_file = env.get("EMBEDREC_TOKEN_FILE")
+        token = (
+            read_token_file(token_file)
+            if token_file
+            else check_token_text(env.get("EMBEDREC_API_TOKEN") or None, "EMBEDREC_API_TOKEN")
+        )
     return Settings(
         model_dir=env["EMBEDREC_MODEL_DIR"],
         listings=env.get("EMBEDREC_LISTINGS") or None,
         store=env.get("EMBEDREC_STORE", "embedrec-store.sqlite"),
-        # a token file is read by each worker: the token itself stays out of the environment
-        token=read_token_file(token_file)
-        if token_file
-        else check_token_text(env.get("EMBEDREC_API_TOKEN") or None, "EMBEDREC_API_TOKEN"),
+        token=token,
         model_root=env.get("EMBEDREC_MODEL_ROOT") or None,
         max_body_bytes=int(env.get("EMBEDREC_MAX_BODY_BYTES", 64 * 1024)),
         follow_store=env.get("EMBEDREC_FOLLOW_STORE") == "1",

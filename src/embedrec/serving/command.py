@@ -97,6 +97,7 @@ def serve_command(
     import uvicorn
 
     from embedrec.serving.app import (
+        WorkerApp,
         check_token_text,
         create_app,
         limit_threads,
@@ -111,7 +112,7 @@ def serve_command(
     )
     try:
         if token_file:
-            token_file = os.path.abspath(token_file)  # the workers may start elsewhere
+            token_file = os.path.abspath(token_file)
             _warn_if_others_can_read(token_file)
             token = read_token_file(token_file)
         else:
@@ -166,14 +167,14 @@ def serve_command(
             EMBEDREC_MODEL_ROOT=model_root,
             EMBEDREC_CACHE_DIR=settings.cache_dir,
         )
-        # each worker reads the token file itself: the token is not copied into the
-        # environment, where any process of the user could read it in /proc/PID/environ
-        if token_file:
-            os.environ[TOKEN_FILE_VARIABLE] = token_file
-        else:
-            os.environ.pop(TOKEN_FILE_VARIABLE, None)
+        # the token read above goes to each worker inside the app factory the supervisor
+        # pickles to it, not in the environment, where any process of the user could read
+        # it in /proc/PID/environ; a worker started later (a replacement) gets the same token
+        # as the first ones, even if the token file changed meanwhile: rotating the token
+        # means restarting the service
+        os.environ.pop(TOKEN_FILE_VARIABLE, None)
         config = uvicorn.Config(
-            "embedrec.serving.app:app_from_env",
+            WorkerApp(token),
             factory=True,
             host=host,
             port=port,
