@@ -413,7 +413,9 @@ def test_a_neighbours_map_counts_neighbours_without_coordinates(
     args = ["plot", str(model_dir), "--similar-to", "qashqai-dresden", "--out"]
     # the query has no location: nothing to centre the map on
     unplaced = tmp_path / "unplaced.parquet"
-    listings.assign(lat=listings["lat"].where(~query)).to_parquet(unplaced)
+    listings.assign(
+        lat=listings["lat"].where(~query), lon=listings["lon"].where(~query)
+    ).to_parquet(unplaced)
     result = CliRunner().invoke(
         main, [*args, str(tmp_path / f"a{suffix}"), "--listings", str(unplaced)]
     )

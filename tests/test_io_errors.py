@@ -528,6 +528,25 @@ def test_coordinates_at_the_limits_and_missing_are_valid():
     assert len(load_listings(frame)) == 3
 
 
+@pytest.mark.parametrize(
+    ("lat", "lon", "words", "column"),
+    [
+        ("lat", "lon", "lon is missing where lat is given", "lon"),
+        ("latitude", "longitude", "latitude is missing where longitude is given", "latitude"),
+    ],
+)
+def test_half_a_coordinate_pair_is_refused_naming_the_missing_half(
+    tmp_path, lat, lon, words, column
+):
+    path = tmp_path / "listings.csv"
+    half = "c,52.0," if column == lon else "c,,12.0"
+    path.write_text(f"listing_id,{lat},{lon}\na,51.0,13.0\nb,,\n{half}\n")
+    with pytest.raises(DataError) as caught:
+        load_listings(path)
+    assert words in str(caught.value)
+    assert (caught.value.file, caught.value.row, caught.value.column) == (str(path), 3, column)
+
+
 def test_listings_get_a_fresh_index_and_keep_their_columns():
     frame = pd.DataFrame({"listing_id": ["a", "b"], "price": [1, 2]}, index=[5, 7])
     loaded = load_listings(frame)

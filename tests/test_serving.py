@@ -329,6 +329,8 @@ def test_bad_writes(server, model_dir):
         ({"price": "cheap"}, "price"),
         ({"lat": 95.0, "lon": 0.0}, "lat"),
         ({"lat": 95, "lon": 13}, "lat"),
+        ({**NEW_CAR, "lon": None}, "lon"),  # half a pair: no location, past radius filters
+        ({"lon": 13.7}, "lat"),
         ({"listed_at": "yesterday"}, "listed_at"),
         ({"listing_id": "other"}, "listing_id"),
     ]:

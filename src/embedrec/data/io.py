@@ -508,6 +508,8 @@ def _listings(frame: pd.DataFrame, name: str, model_listings: pd.Index | None) -
         for column, limit in ((lat, 90.0), (lon, 180.0)):
             if column in frame.columns:
                 _check_coordinate(frame[column], limit, name, column)
+        if lat in frame.columns and lon in frame.columns:
+            _check_pair(frame[lat], frame[lon], name, (lat, lon))
     frame = frame.reset_index(drop=True)
     frame.attrs["source"] = name
     return frame
@@ -844,6 +846,18 @@ def _positive_numbers(values: pd.Series, name: str, column: str) -> np.ndarray:
             column,
         )
     return numbers
+
+
+def _check_pair(lat: pd.Series, lon: pd.Series, name: str, columns: tuple[str, str]) -> None:
+    """Half a coordinate pair is refused, naming the missing half: the listing would have
+    no location, and radius filters would pass it over in silence. Both missing is fine."""
+    given = np.stack([lat.notna().to_numpy(), lon.notna().to_numpy()])
+    half = given[0] != given[1]
+    if half.any():
+        row = int(np.flatnonzero(half)[0])
+        missing, present = columns if given[1, row] else columns[::-1]
+        message = f"{missing} is missing where {present} is given (give both or neither)"
+        _fail(message, name, row, missing)
 
 
 def _check_coordinate(values: pd.Series, limit: float, name: str, column: str) -> None:
