@@ -336,6 +336,28 @@ def test_schema_inference_and_config_overrides(tmp_path):
         infer_schema(listings, SchemaConfig(drop=["nope"]))
 
 
+def test_a_column_with_bars_is_text_when_its_items_are_one_offs_and_multi_when_they_repeat():
+    rng = np.random.default_rng(0)
+    roles = ["Senior Engineer", "Staff Nurse", "Lead Marketer", "Junior Accountant", "Driver"]
+    amenities = np.array(["balcony", "fitted kitchen", "lift", "washing machine", "garden"])
+    n = 40
+    listings = pd.DataFrame(
+        {
+            "listing_id": range(n),
+            # every title holds a part no other title has: hundreds of one-off categories
+            "title": [
+                f"{rng.choice(roles)} in team {i} | {rng.choice(['Remote', 'Berlin'])}"
+                for i in range(n)
+            ],  # fmt: skip
+            # combinations mostly unique and of several words, but from a small vocabulary
+            "amenities": ["|".join(rng.choice(amenities, 3, replace=False)) for _ in range(n)],
+            "skills": rng.choice(["python|sql", "sap", "driving|sap"], n),
+        }
+    )
+    kinds = {spec.name: spec.kind for spec in infer_schema(listings)}
+    assert kinds == {"title": "text", "amenities": "multi", "skills": "multi"}
+
+
 def test_a_decimal_column_is_a_numeric_feature(tmp_path):
     # Parquet DECIMAL (a price in a SQL export) arrives as Python Decimals
     prices = [decimal.Decimal("12500.00"), None, decimal.Decimal("9990.50")]

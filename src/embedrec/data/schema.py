@@ -1,10 +1,11 @@
 """Listing feature schema: which columns are features, of what kind.
 
 Types are inferred from the data (numbers, or text that writes only numbers: numeric; other
-strings: categorical, multi-valued when values hold ``|``, or free text when they are long
-and mostly unique; a lat/lon pair: geo; text that writes nearly only numbers is refused) and
-a TOML config can override a column's type or drop it. The schema is saved with the model as
-JSON so the same columns are encoded the same way.
+strings: categorical, multi-valued when values hold ``|`` (unless their items are mostly
+one-offs, as a title's parts are: text), or free text when they are long and mostly
+unique; a lat/lon pair: geo; text that writes nearly only numbers is refused) and a TOML
+config can override a column's type or drop it. The schema is saved with the model as JSON
+so the same columns are encoded the same way.
 """
 
 from __future__ import annotations
@@ -170,7 +171,8 @@ def _infer_kind(series: pd.Series) -> str | None:
         return "numeric"
     sample = series.dropna().astype(str).head(1000)
     if len(sample) and sample.str.contains(MULTI_SEPARATOR, regex=False).mean() > 0.2:
-        return "multi"
+        # "Senior Engineer | Remote" is a title, "balcony|garden" a list: decided by the items
+        return "text" if looks_like_text(sample) and _one_off_items(sample) else "multi"
     if looks_like_text(sample):
         return "text"
     return "categorical"
@@ -223,10 +225,26 @@ def looks_like_text(sample: pd.Series) -> bool:
     six of their characters on."""
     if len(sample) < 20:
         return False
-    words = sample.str.split().str.len()
+    words = sample.str.replace(MULTI_SEPARATOR, " ", regex=False).str.split().str.len()
     unspaced = sample.str.count(_UNSPACED_SCRIPTS)
     several = (words >= 3) | (unspaced >= 6)
     return bool(several.mean() >= 0.5 and sample.nunique() / len(sample) > 0.5)
+
+
+def _one_off_items(sample: pd.Series) -> bool:
+    """Whether the ``a|b|c`` items of a column are mostly one-offs, as the parts of titles
+    are: at least half its rows hold an item of several words (two, or six characters of a
+    script without spaces) that no other row holds. The items of a list (amenities,
+    equipment) come from a vocabulary and repeat across rows."""
+    items = sample.reset_index(drop=True).str.split(MULTI_SEPARATOR, regex=False).explode()
+    items = items.str.strip()
+    items = items[items.str.len() > 0].reset_index().drop_duplicates()
+    items.columns = ["row", "item"]
+    once = items["item"].map(items["item"].value_counts()) == 1
+    long = (items["item"].str.split().str.len() >= 2) | (
+        items["item"].str.count(_UNSPACED_SCRIPTS) >= 6
+    )
+    return bool(items.loc[once & long, "row"].nunique() >= 0.5 * len(sample))
 
 
 # characters of scripts written without spaces between words: Thai, Lao, Myanmar, Khmer,
