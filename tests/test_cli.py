@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from embedrec.cli import CutOffs, _cell, _read_config, main
+from embedrec.cli import CutOffs, _cells, _read_config, format_table, main
 from embedrec.data.schema import SchemaConfig
 
 COMMANDS = [
@@ -482,8 +482,6 @@ def test_a_range_on_a_date_time_column_says_why_it_is_refused(model_dir, express
 
 
 def test_result_tables_separate_thousands_except_ids_and_years():
-    from embedrec.cli import format_table
-
     text = format_table(
         [
             {"listing_id": 1001, "price": 8500, "year": 2018, "mileage_km": 123456},
@@ -524,10 +522,30 @@ def test_evaluate_cutoffs_must_be_whole_numbers(tmp_path, cutoffs):
 
 
 def test_the_results_table_rounds_no_price_to_whole_units():
-    assert _cell(149.99, "price") == "149.99" and _cell(100.4, "price") == "100.40"
-    assert _cell(23221.0, "price") == "23,221" and _cell(23221, "price") == "23,221"
-    assert _cell(0.87345, "score") == "0.873"
-    assert _cell(2018, "year") == "2018" and _cell(1001, "listing_id") == "1001"
+    assert _cells([149.99, 100.4], "price") == ["149.99", "100.40"]
+    assert _cells([23221.0, 23221, None], "price") == ["23,221", "23,221", ""]
+    assert _cells([0.87345, 0.8], "score") == ["0.873", "0.800"]
+    assert _cells([2018, 2019.0], "year") == ["2018", "2019"]
+    assert _cells([1001], "listing_id") == ["1001"]
+
+
+def test_result_tables_write_numbers_plainly_and_alike_down_a_column():
+    # whole numbers without decimals; others with the decimals the column needs
+    assert _cells([3.0, 2.0, float("nan")], "rooms") == ["3", "2", ""]
+    assert _cells([96.5, 120.7, 80.0], "area_m2") == ["96.5", "120.7", "80.0"]
+    assert _cells([580.9, 1604.27], "rent") == ["580.90", "1,604.27"]
+    assert _cells([0.0123456, 0.005], "score") == ["0.0123", "0.0050"]
+    assert _cells([50.8477222, 6.94], "lat") == ["50.8477", "6.9400"]  # about 10 m
+    float32 = pd.Series([96.5, 120.7], dtype="float32").astype(float).tolist()
+    assert _cells(float32, "area_m2") == ["96.5", "120.7"]
+
+
+def test_a_result_table_says_how_many_columns_it_leaves_out():
+    row = {"listing_id": "a", "score": 0.5, **{f"c{i}": i for i in range(10)}, "listed_at": "x"}
+    lines = format_table([row]).splitlines()
+    assert lines[0].split() == ["listing_id", "score", *(f"c{i}" for i in range(8))]
+    assert lines[-1] == "(3 more columns not shown; --json shows every field)"
+    assert "not shown" not in format_table([{"listing_id": "a", "score": 0.5}])
 
 
 def test_plot_refuses_an_empty_listing_id_and_projection_options_with_similar_to(

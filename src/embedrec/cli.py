@@ -23,6 +23,7 @@ from embedrec.data.io import check_event_weights
 from embedrec.data.jsonable import plain
 from embedrec.data.schema import SchemaConfig
 from embedrec.evaluation.metrics import cut_offs
+from embedrec.geo import LAT_LON_COLUMNS
 from embedrec.models.registry import MODELS
 from embedrec.recommender import Recommender
 from embedrec.retrieval.batch import CHUNK_SIZE, check_output, torchrun_rank
@@ -746,29 +747,75 @@ def _print_results(results: list[dict], as_json: bool, reference_key: str) -> No
         click.echo(format_table(result["results"]))
 
 
+# columns a result table shows; --json shows every field
+TABLE_COLUMNS = 10
+
+
 def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
-    """A plain-text table of result rows."""
+    """A plain-text table of result rows. Without ``columns``: the first ten fields, dates
+    aside, and a line under the table saying how many were left out."""
     if not rows:
         return "(no results)"
-    columns = columns or [c for c in rows[0] if not c.endswith("_at")][:10]
-    cells = [[_cell(row.get(c), c) for c in columns] for row in rows]
+    note = ""
+    if columns is None:
+        fields = list(rows[0])
+        columns = [c for c in fields if not c.endswith("_at")][:TABLE_COLUMNS]
+        left_out = len(fields) - len(columns)
+        if left_out:
+            plural = "s" if left_out > 1 else ""
+            note = f"\n({left_out} more column{plural} not shown; --json shows every field)"
+    by_column = [_cells([row.get(c) for row in rows], c) for c in columns]
+    cells = [list(row) for row in zip(*by_column, strict=True)]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
-    return "\n".join(lines)
+    return "\n".join(lines) + note
 
 
-def _cell(value: Any, column: str) -> str:
-    if _is_exact(column):  # an id pasted back must be the id: 1001, never 1,001
-        return "" if value is None else str(value)
-    if isinstance(value, float):
-        if abs(value) < 100:  # scores, distances
-            return f"{value:.3f}"
-        # prices: 23,221 as a whole number, 149.99 with its cents, never rounded to 150
-        return f"{value:,.2f}".removesuffix(".00")
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"  # 8,500 and 23,221 in one price column
-    return "" if value is None else str(value)
+# significant digits of a column's largest fraction; prices keep their cents all the same
+_SIGNIFICANT = 3
+# coordinates to about 10 m: a degree of latitude is 111 km
+_COORDINATES = {name for pair in LAT_LON_COLUMNS for name in pair}
+_COORDINATE_DECIMALS = 4
+
+
+def _cells(values: list[Any], column: str) -> list[str]:
+    """A column's values as text, numbers alike down the column: whole numbers without
+    decimals (3, 23,221), others with the fewest decimals that write every value of the
+    column exactly, at most those that give its largest value three significant digits
+    (0.873), or two (a price's cents: 149.99, 100.40 beside it, never rounded to 150);
+    coordinates with four (about 10 m)."""
+    numbers = [
+        v
+        for v in values
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    ]
+    exact = _is_exact(column)  # an id pasted back must be the id: 1001, never 1,001
+    fractions = [abs(v) for v in numbers if not float(v).is_integer()]
+    decimals = 0
+    if fractions and not exact:
+        largest = max(abs(v) for v in numbers)
+        most = max(2, _SIGNIFICANT - 1 - math.floor(math.log10(largest)))
+        if column in _COORDINATES:
+            most = _COORDINATE_DECIMALS
+        # within float32's precision: 96.5 read from a float32 column is 96.5, not 96.50000001
+        decimals = next(
+            (d for d in range(most) if all(abs(round(v, d) - v) <= 1e-6 * v for v in fractions)),
+            most,
+        )
+    return [_cell(v, decimals, exact) for v in values]
+
+
+def _cell(value: Any, decimals: int, exact: bool) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if not math.isfinite(value):
+        return str(value)
+    if exact:  # years and ids: 2018, not 2,018 (2018.0 where a missing value made floats)
+        return str(int(value)) if float(value).is_integer() else str(value)
+    return f"{value:,.{decimals}f}"  # 8,500 and 23,221 in one price column
 
 
 def _is_exact(column: str) -> bool:
