@@ -15,6 +15,7 @@ from embedrec.data.io import load_interactions, load_listings, read_table
 from embedrec.data.prepare import prepare
 from embedrec.data.schema import SchemaConfig, infer_schema
 from embedrec.features import FeaturePipeline
+from embedrec.index.filters import FilterError, allowed_mask, parse_filter
 
 
 def write(tmp_path, name: str, text: str):
@@ -356,6 +357,43 @@ def test_a_column_with_bars_is_text_when_its_items_are_one_offs_and_multi_when_t
     )
     kinds = {spec.name: spec.kind for spec in infer_schema(listings)}
     assert kinds == {"title": "text", "amenities": "multi", "skills": "multi"}
+
+
+def test_a_date_column_is_a_date_in_csv_as_in_parquet(tmp_path):
+    n = 30
+    csv = write(
+        tmp_path,
+        "listings.csv",
+        "listing_id,make,available_from,updated\n"
+        + "".join(
+            f"L{i},{'VW' if i % 2 else 'BMW'},2026-11-{1 + i % 28:02d},"
+            + ("" if i == 3 else f"2026-11-03T10:{i:02d}:00{'Z' if i % 2 else '+01:00'}")
+            + "\n"
+            for i in range(n)
+        ),
+    )
+    from_csv = load_listings(csv)
+    parquet = tmp_path / "listings.parquet"
+    table = pa.Table.from_pandas(from_csv.astype({"available_from": "datetime64[s]"}))
+    # Parquet's date type as well as its timestamps
+    table = table.set_column(2, "available_from", table["available_from"].cast(pa.date32()))
+    pq.write_table(table, parquet)
+    from_parquet = load_listings(parquet)
+    for listings in (from_csv, from_parquet):
+        assert pd.api.types.is_datetime64_any_dtype(listings["available_from"])
+        assert str(listings["updated"].dtype).endswith(", UTC]")
+        assert listings["updated"].iloc[0] == pd.Timestamp("2026-11-03T09:00:00Z")
+        assert pd.isna(listings["updated"].iloc[3])
+        assert [(s.name, s.kind) for s in infer_schema(listings)] == [("make", "categorical")]
+        with pytest.raises(FilterError, match="holds dates and times: not filterable"):
+            allowed_mask([parse_filter("available_from=2026-11-03")], listings)
+    bad = write(tmp_path, "bad.csv", "listing_id,available_from\nL1,2026-02-28\nL2,2026-02-30\n")
+    with pytest.raises(DataError, match="'2026-02-30' is no date") as error:
+        load_listings(bad)
+    assert (error.value.row, error.value.column) == (2, "available_from")
+    # dates in other shapes, or among other text, stay text
+    other = write(tmp_path, "other.csv", "listing_id,when\nL1,2026-02-28\nL2,soon\nL3,03.11.2026\n")
+    assert load_listings(other)["when"].tolist() == ["2026-02-28", "soon", "03.11.2026"]
 
 
 def test_a_decimal_column_is_a_numeric_feature(tmp_path):

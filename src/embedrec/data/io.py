@@ -479,6 +479,7 @@ def _listings(frame: pd.DataFrame, name: str, model_listings: pd.Index | None) -
         listing_ids = _as_model_ids(listing_ids, model_listings, name, "listing_id")
     if listing_ids is not given:
         frame = frame.assign(listing_id=listing_ids)
+    frame = _dates(frame, name)
     duplicated = frame["listing_id"].duplicated().to_numpy()
     if duplicated.any():
         row = int(np.flatnonzero(duplicated)[0])
@@ -873,3 +874,44 @@ def _check_coordinate(values: pd.Series, limit: float, name: str, column: str) -
             row,
             column,
         )
+
+
+# an ISO 8601 date, or date and time (seconds, fractions and a zone optional)
+_ISO_DATE = (
+    r"\s*[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"(?:[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?(?:Z|[+-][0-9]{2}:?[0-9]{2})?)?\s*"
+)
+
+
+def _dates(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    """Dates as Parquet's timestamp columns are read (no feature, not filtered as text):
+    columns of dates (Parquet's date type, Python dates) and, in a CSV file, columns that
+    hold ISO dates only, missing values aside (UTC where any gives a zone). A CSV value of
+    the same shape that is no date (2026-02-30) is refused naming its row."""
+    csv = name.lower().endswith(CSV_SUFFIXES)
+    for column in frame.columns.drop("listing_id"):
+        values = frame[column]
+        if not (pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values)):
+            continue
+        kind = pd.api.types.infer_dtype(values, skipna=True)
+        if kind == "date":
+            frame = frame.assign(**{column: pd.to_datetime(values)})
+            continue
+        text = values.dropna()
+        if not csv or kind != "string" or text.empty:
+            continue
+        if not (
+            text.head(1000).str.fullmatch(_ISO_DATE).all() and text.str.fullmatch(_ISO_DATE).all()
+        ):
+            continue
+        zoned = text.str.strip().str.contains(r"[T ][0-9:.]+(?:Z|[+-][0-9]{2}:?[0-9]{2})$")
+        dates = pd.to_datetime(
+            values.str.strip(), format="ISO8601", utc=bool(zoned.any()), errors="coerce"
+        )
+        bad = (dates.isna() & values.notna()).to_numpy()
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            message = f"{shown(values.iloc[row])} is no date, but the column's others are"
+            _fail(message, name, row, column)
+        frame = frame.assign(**{column: dates})
+    return frame
