@@ -115,6 +115,23 @@ def test_recommend_users_and_sessions(model_dir, cars):
     assert "qashqai-dresden" not in [r["listing_id"] for r in session["results"]]
 
 
+def test_a_repeated_session_option_takes_each_id_whole(model_dir):
+    def session(*args: str) -> tuple[dict, str]:
+        result = CliRunner().invoke(main, ["recommend", str(model_dir), *args, "--json", "-k", "2"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout), result.stderr
+
+    both, _ = session("--session", " qashqai-dresden , NOPE")  # one value: split and trimmed
+    assert both["query"] == ["qashqai-dresden", "NOPE"]
+    # repeated: each value whole, commas and spaces kept, as ids may hold them
+    answer, note = session("--session", "qashqai-dresden", "--session", " a, b ")
+    assert answer["query"] == ["qashqai-dresden", " a, b "]
+    assert answer["unknown"] == [" a, b "] and "' a, b '" in note
+    assert [r["listing_id"] for r in answer["results"]] == [
+        r["listing_id"] for r in both["results"]
+    ]
+
+
 @pytest.mark.slow
 def test_catalogue_with_new_listings_is_embedded_and_searchable(model_dir, cars, tmp_path):
     listings = pd.read_parquet(cars / "listings.parquet")

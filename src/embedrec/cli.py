@@ -508,7 +508,12 @@ def similar(
 @main.command()
 @click.argument("model_dir", type=click.Path())
 @click.argument("user_ids", nargs=-1)
-@click.option("--session", help="Comma-separated listing ids viewed by an anonymous visitor.")
+@click.option(
+    "--session",
+    multiple=True,
+    help="Listing ids viewed by an anonymous visitor: comma-separated (L1,L2), or the option "
+    "repeated, which takes each value whole (--session 'L,1' --session L2).",
+)
 @click.option("--all-users", is_flag=True, help="Every known user; needs --out.")
 @_batch_options
 @_query_options
@@ -516,7 +521,7 @@ def similar(
 def recommend(
     model_dir: str,
     user_ids: tuple[str, ...],
-    session: str | None,
+    session: tuple[str, ...],
     all_users: bool,
     out_file: str | None,
     chunk_size: int,
@@ -527,10 +532,14 @@ def recommend(
 ) -> None:
     """Listings to recommend to each known USER_ID (seen ones excluded), to a --session, or
     to every user (--all-users --out FILE.parquet: user_id, rank, listing_id, score)."""
-    if not user_ids and not session and not all_users:
+    if not user_ids and not any(session) and not all_users:
         raise click.UsageError("give USER_ID(s), --session L1,L2,... or --all-users --out FILE")
     part = _check_batch(
-        all_users, "--all-users", user_ids, out_file, **{"--session": session, "--json": as_json}
+        all_users,
+        "--all-users",
+        user_ids,
+        out_file,
+        **{"--session": any(session), "--json": as_json},
     )
     retriever = _retriever(_load(model_dir), listings)
     if all_users:
@@ -538,9 +547,12 @@ def recommend(
         _write_batch(retriever.recommend_all, out_file, part, **options)
         return
     answers = []
-    if session:
+    if any(session):
         id_dtype = retriever.catalogue.id_dtype
-        viewed = [parse_id(s.strip(), id_dtype) for s in session.split(",") if s.strip()]
+        # one value: ids between commas, trimmed; the option repeated: each value whole, so
+        # that an id with a comma or surrounding spaces can be named
+        given = session if len(session) > 1 else [s.strip() for s in session[0].split(",")]
+        viewed = [parse_id(s, id_dtype) for s in given if s.strip()]
         answer = _answer(lambda: retriever.recommend_session(viewed, k, list(filters)), viewed)
         if "unknown" in answer:
             click.echo(f"note: unknown session listing(s): {answer['unknown']}", err=True)
