@@ -11,7 +11,6 @@ import html.parser
 import json
 import os
 import shutil
-import signal
 import socket
 import threading
 import time
@@ -470,26 +469,6 @@ def test_a_token_no_client_can_send_is_refused_at_start(model, tmp_path, monkeyp
     assert read_token_file(str(token_file)) == "Ab-9._~+/=!"
 
 
-def worker_of(server, path: str, token: str | None = None) -> tuple[int, int]:
-    """On a new connection: a GET of ``path`` (a PUT of a car with ``token``), then /metrics
-    on the same connection: (the worker's pid that answered, the status)."""
-    import test_serving as serving
-
-    while True:
-        with serving.httpx.Client(base_url=server.url, timeout=30) as one:
-            try:
-                if token is None:
-                    status = one.get(path).status_code
-                else:
-                    auth = {"Authorization": f"Bearer {token}"}
-                    status = one.put(path, json=CAR, headers=auth).status_code
-                text = one.get("/metrics").text
-            except serving.httpx.TransportError:  # a connection to the worker killed
-                time.sleep(0.1)
-                continue
-        return int(text.split('worker="', 1)[1].split('"', 1)[0]), status
-
-
 def descendants(pid: int) -> list[int]:
     """The processes started by ``pid``, and theirs (Linux: from /proc)."""
     parents = {}
@@ -509,7 +488,7 @@ def descendants(pid: int) -> list[int]:
 
 @pytest.mark.server
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux's /proc")
-def test_workers_share_the_token_read_at_start_and_never_hold_it_in_their_environment(
+def test_workers_check_the_token_read_at_start_and_never_hold_it_in_their_environment(
     model, tmp_path
 ):
     import test_serving as serving
@@ -536,27 +515,6 @@ def test_workers_share_the_token_read_at_start_and_never_hold_it_in_their_enviro
                 auth = {"Authorization": f"Bearer {token}"}
                 assert one.put(f"/v1/listings/w{i}", json=CAR, headers=auth).status_code == 201
                 assert one.delete(f"/v1/listings/w{i}").status_code == 401
-        # the file changes (a rotation), then a worker dies: its replacement checks the token
-        # the others check (it read the file anew, and writes failed on its connections only)
-        serving_workers = set()
-        while len(serving_workers) < 2:  # the pids of the two workers that answer
-            assert time.monotonic() < deadline + 60, "both workers answering"
-            serving_workers.add(worker_of(server, "/metrics")[0])
-        token_file.write_text("rotated-" + os.urandom(8).hex() + "\n")
-        os.kill(min(serving_workers), signal.SIGKILL)
-        deadline = time.monotonic() + 60
-        replacement = None
-        while replacement is None:  # serving: some connection reaches it
-            assert time.monotonic() < deadline, "a replacement worker serving"
-            pid, _ = worker_of(server, "/metrics")
-            replacement = pid if pid not in serving_workers else None
-        assert token.encode() not in Path(f"/proc/{replacement}/environ").read_bytes()
-        answered = set()
-        for i in range(16):
-            pid, status = worker_of(server, f"/v1/listings/r{i}", token)
-            assert status == 201
-            answered.add(pid)
-        assert replacement in answered  # (16 connections: both workers, but for 2**-15)
     finally:
         server.stop()
 

@@ -151,15 +151,33 @@ def test_a_single_worker_restarts_from_the_shared_files(cars, model_dir, tmp_pat
 
 
 def test_killed_and_hung_workers_are_replaced_and_sigterm_stops_the_server(model_dir, tmp_path):
+    token = "token-from-a-file-" + os.urandom(8).hex()
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n")
     server = Server(
-        model_dir, tmp_path / "store.sqlite", "--workers", "2", "--worker-timeout", "10"
-    )
+        model_dir, tmp_path / "store.sqlite", "--workers", "2", "--worker-timeout", "10",
+        "--token-file", str(token_file), token=None,
+    )  # fmt: skip
     try:
         before = two_answering(server.url, within_s=90)
         victim = int(sorted(before)[0])
+        # the file changes (a rotation) before the worker dies: its replacement checks the
+        # token that the supervisor read at start, as the other worker does, not the new file
+        token_file.write_text("rotated-" + os.urandom(8).hex() + "\n")
         os.kill(victim, signal.SIGKILL)
         # a generous bound for a loaded CI machine; replacement takes seconds (docs/serving.md)
         after = two_answering(server.url, within_s=90, gone=victim)
+        replacement = (after - before).pop()
+        answered = set()
+        for i in range(16):  # new connections reach both workers (but for 2**-15)
+            with httpx.Client(base_url=server.url, timeout=30) as one:
+                auth = {"Authorization": f"Bearer {token}"}
+                assert (
+                    one.put(f"/v1/listings/r{i}", json=serving.NEW_CAR, headers=auth).status_code
+                    == 201
+                )
+                answered.add(worker_of(one))
+        assert replacement in answered
         # a hung worker (stopped: alive, answering nothing) is killed and replaced after the
         # supervisor's health-check timeout (--worker-timeout), not left holding its share
         # of connections
