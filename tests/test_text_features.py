@@ -182,7 +182,7 @@ def test_a_catalogue_transformed_in_pieces_equals_it_transformed_whole(
 @pytest.mark.parametrize("model", ["hybrid", "deep"])
 def test_car_titles_and_descriptions_are_read_and_embed_unseen_listings(cars, model, tmp_path):
     listings = cars["listings"]
-    rec = Recommender(model=model, epochs=2, seed=0, progress=False)
+    rec = Recommender(model=model, epochs=2, seed=0, refit=False, progress=False)
     rec.fit(cars["interactions"], listings)
     kinds = {spec.name: spec.kind for spec in rec.feature_specs_}
     assert kinds["title"] == kinds["description"] == "text"
