@@ -533,6 +533,37 @@ def test_a_column_of_lists_is_a_multi_valued_feature_and_one_of_mappings_is_refu
     assert "mapping" in str(error.value)
 
 
+def test_tables_of_pyarrow_dtypes_read_as_their_parquet_files_do(tmp_path):
+    # pd.read_parquet(..., dtype_backend="pyarrow"), as a notebook may read the tables
+    listings = pd.DataFrame(
+        {
+            "listing_id": ["a", "b"],
+            "tags": [["wood", "oak"], []],
+            "price": pd.array([1.5, None], dtype="Float64"),
+            "listed": pd.to_datetime(["2026-01-01", None], utc=True),
+        }
+    )
+    events = pd.DataFrame(
+        {
+            "user_id": [7, 8],
+            "listing_id": ["a", "b"],
+            "timestamp": pd.to_datetime([1767225600, 0], unit="s", utc=True),
+        }
+    )
+    listings.to_parquet(tmp_path / "listings.parquet")
+    events.to_parquet(tmp_path / "events.parquet")
+    arrow = pd.read_parquet(tmp_path / "listings.parquet", dtype_backend="pyarrow")
+    frame = load_listings(arrow)
+    assert frame["tags"].tolist()[0] == "wood|oak" and pd.isna(frame["tags"].iloc[1])
+    assert frame["price"].iloc[0] == 1.5 and pd.isna(frame["price"].iloc[1])
+    assert frame["listed"].dtype.kind == "M" and pd.isna(frame["listed"].iloc[1])
+    assert [s.kind for s in infer_schema(frame)] == ["multi", "numeric"]
+    loaded = load_interactions(
+        pd.read_parquet(tmp_path / "events.parquet", dtype_backend="pyarrow")
+    )
+    assert loaded["user_id"].tolist() == [7, 8] and loaded["timestamp"].tolist() == [1767225600, 0]
+
+
 def test_a_category_column_of_integer_ids_holds_those_integers():
     listings = pd.DataFrame({"listing_id": pd.Categorical([10, 11, 12]), "make": list("abc")})
     events = pd.DataFrame(

@@ -77,6 +77,20 @@ def test_a_column_named_score_never_replaces_the_computed_score(fitted_mf, block
     assert list(as_dict[0])[:2] == ["listing_id", "score"]
 
 
+def test_a_catalogue_read_with_pyarrow_dtypes_is_searched_and_shown(fitted_mf, blocks, tmp_path):
+    # pd.read_parquet(..., dtype_backend="pyarrow"): Arrow strings, numbers, times and lists
+    _, listings, _, _ = blocks
+    dated = listings.assign(listed_at=pd.Timestamp("2026-01-01", tz="UTC"), tags=[["a", "b"]] * 120)
+    dated.to_parquet(tmp_path / "today.parquet")
+    today = pd.read_parquet(tmp_path / "today.parquet", dtype_backend="pyarrow")
+    [result] = fitted_mf.similar(["Wagen 1 ä"], k=3, listings=today, filters=["price<=40000"])
+    assert [hit.listing_id for hit in result.hits] == fitted_mf.similar(
+        ["Wagen 1 ä"], k=3, listings=dated, filters=["price<=40000"]
+    )[0].ids
+    fields = result.hits[0].fields
+    assert fields["listed_at"] == "2026-01-01T00:00:00+00:00" and fields["tags"] == "a|b"
+
+
 def test_a_catalogue_with_integer_ids_meets_a_model_with_string_ids(blocks):
     # a model trained on digit strings (a slug in its CSV made them strings), queried with a
     # catalogue whose CSV holds numbers only: the same listings, vectors and seen ones

@@ -566,10 +566,21 @@ def _frame(source: Source, codes: bool = True) -> tuple[pd.DataFrame, str]:
             if len(set(names)) < len(names):
                 raise DataError(f"two columns have one name as text: {names}", file=name)
             source = source.set_axis(names, axis=1)
-        return source, name
+        return _without_arrow_dtypes(source), name
     frame = read_table(local_csv(source) or source, codes)
     frame.attrs["source"] = str(source)  # a file:// URI named as given
     return frame, str(source)
+
+
+def _without_arrow_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its columns of pandas' Arrow dtypes (``pd.read_parquet(...,
+    dtype_backend="pyarrow")``) converted as a Parquet file's are read: the validation and
+    everything after it know those types (an Arrow timestamp has no NaT, and its lists
+    would reach the feature encoders unjoined)."""
+    arrow = [c for c, dtype in frame.dtypes.items() if isinstance(dtype, pd.ArrowDtype)]
+    if not arrow:
+        return frame
+    return frame.assign(**{c: pa.array(frame[c]).to_pandas().set_axis(frame.index) for c in arrow})
 
 
 def _fail(message: str, name: str, row: int, column: str) -> None:
