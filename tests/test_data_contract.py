@@ -564,6 +564,37 @@ def test_tables_of_pyarrow_dtypes_read_as_their_parquet_files_do(tmp_path):
     assert loaded["user_id"].tolist() == [7, 8] and loaded["timestamp"].tolist() == [1767225600, 0]
 
 
+def test_a_pandas_index_written_to_parquet_is_read_as_the_column_it_is_in_the_file(tmp_path):
+    # df.set_index("listing_id").to_parquet(...): the file holds the column, pandas' metadata
+    # calls it the index; a feature written as the index is no feature to drop either
+    listings = pd.DataFrame({"listing_id": ["a", "b"], "make": ["VW", "BMW"], "price": [1.0, 2.0]})
+    (tmp_path / "folder").mkdir()
+    listings.set_index("listing_id").to_parquet(tmp_path / "folder" / "part.parquet")
+    listings.set_index("listing_id").to_parquet(tmp_path / "by_id.parquet")
+    listings.set_index("make").to_parquet(tmp_path / "by_make.parquet")
+    listings.set_index(pd.Index([7, 3])).to_parquet(tmp_path / "unnamed.parquet")
+    by_make = pa.Table.from_pandas(listings.set_index("make"))
+    for source in ("folder", "by_id.parquet", "by_make.parquet", "unnamed.parquet", by_make):
+        frame = load_listings(tmp_path / source if isinstance(source, str) else source)
+        assert sorted(frame.columns) == ["listing_id", "make", "price"], source
+        assert frame["listing_id"].tolist() == ["a", "b"] and frame["make"].tolist() == [
+            "VW",
+            "BMW",
+        ]
+    events = pd.DataFrame({"user_id": [5, 9, 6], "listing_id": list("aba"), "timestamp": [1, 2, 3]})
+    events.set_index("user_id").to_parquet(tmp_path / "events.parquet")
+    assert load_interactions(tmp_path / "events.parquet")["user_id"].tolist() == [5, 9, 6]
+    # ids 5, 6, 7: pandas makes the index a range, which the file keeps in its metadata only
+    by_range = events.assign(user_id=[5, 6, 7]).set_index("user_id")
+    assert load_interactions(pa.Table.from_pandas(by_range))["user_id"].tolist() == [5, 6, 7]
+    by_range.to_parquet(tmp_path / "range.parquet")
+    with pytest.raises(DataError, match=r"user_id is the pandas index .* frame.reset_index"):
+        load_interactions(tmp_path / "range.parquet")
+    # a DataFrame's index is not read, but the error says where the column went
+    with pytest.raises(DataError, match=r"listing_id is the DataFrame's index.*reset_index"):
+        load_listings(listings.set_index("listing_id"))
+
+
 def test_a_category_column_of_integer_ids_holds_those_integers():
     listings = pd.DataFrame({"listing_id": pd.Categorical([10, 11, 12]), "make": list("abc")})
     events = pd.DataFrame(

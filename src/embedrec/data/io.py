@@ -116,7 +116,7 @@ def read_table(path: str | Path, codes: bool = True) -> pd.DataFrame:
         raise DataError("is a directory, expected a CSV or Parquet file", file=str(path))
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
-            frame = pq.read_table(path).to_pandas()
+            frame = table_frame(pq.read_table(path))
         elif path.suffix.lower() == ".csv" or suffixes.endswith((".csv.gz", ".csv.zst")):
             frame = _read_csv(path, codes)
         else:
@@ -410,7 +410,7 @@ def _validated(
     """``validate`` on the pieces as one frame; an error names the file of its row and
     counts the row from the start of that file."""
     sizes = np.array([piece.batch.num_rows for piece in pieces], dtype=np.int64)
-    frame = pa.Table.from_batches([piece.batch for piece in pieces]).to_pandas()
+    frame = table_frame(pa.Table.from_batches([piece.batch for piece in pieces]))
     # a column these files lack is no column of theirs, not a column of missing values
     frame = frame.drop(columns=list(pieces[0].absent))
     try:
@@ -537,12 +537,31 @@ def _lists_joined(values: pd.Series, name: str, column: str) -> pd.Series | None
     return out
 
 
+def table_frame(table: pa.Table) -> pd.DataFrame:
+    """An Arrow table (a Parquet file's) as a DataFrame with every column of the table a
+    column. pandas writes a frame's named index as columns that its metadata marks as the
+    index (``listings.set_index("listing_id").to_parquet(...)``), which ``to_pandas`` would
+    take out of the columns: the listing_id missing, a feature silently dropped. An unnamed
+    index (``__index_level_0__``, or an unnamed range kept in the metadata) holds no data."""
+    frame = table.to_pandas()
+    named = [level for level in frame.index.names if level is not None]
+    if not named and isinstance(frame.index, pd.RangeIndex):
+        return frame
+    if named:
+        frame = frame.reset_index(level=named)
+    # in the table's order, as the file lists its columns (a range index, which is none of
+    # them, last)
+    order = [c for c in table.column_names if c in frame.columns]
+    order += [c for c in frame.columns if c not in order]
+    return frame[order].reset_index(drop=True)
+
+
 def _checked_source(source: object, argument: str) -> Source:
     """A path or a DataFrame; a pyarrow Table as its DataFrame. Anything else is refused
     here: as text it would be taken for a path (a dict's or a polars frame's text reads as a
     broken glob)."""
     if isinstance(source, pa.Table):
-        return source.to_pandas()
+        return table_frame(source)
     if isinstance(source, str | Path | pd.DataFrame):
         return source
     raise TypeError(
@@ -593,8 +612,11 @@ def _require_columns(frame: pd.DataFrame, required: tuple[str, ...], name: str) 
     missing = [c for c in required if c not in frame.columns]
     if missing:
         have = ", ".join(map(str, frame.columns))
+        # a DataFrame's index is not read (it is no column of a file, nor of sklearn's X)
+        indexed = [f"; {c} is the DataFrame's index" for c in missing if c in frame.index.names]
+        hint = f"{indexed[0]}: pass frame.reset_index()" if indexed else ""
         raise DataError(
-            f"missing required column(s) {', '.join(missing)} (the file has: {have})",
+            f"missing required column(s) {', '.join(missing)} (the file has: {have}){hint}",
             file=name,
             column=missing[0],
         )

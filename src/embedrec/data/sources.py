@@ -235,7 +235,8 @@ class Dataset:
             if missing:
                 raise DataError(
                     f"missing required column(s) {', '.join(missing)} "
-                    f"(the file has: {', '.join(physical.names)})",
+                    f"(the file has: {', '.join(physical.names)})"
+                    f"{_index_in_metadata(physical, missing[0])}",
                     file=name,
                     column=missing[0],
                 )
@@ -422,6 +423,24 @@ def _in_window(files: list[str], base: str, window: Window) -> list[str]:
                     raise DataError(message, file=path) from None
             return [path for path, day in zip(files, days, strict=True) if window.keeps_day(day)]
     return files
+
+
+def _index_in_metadata(schema: pa.Schema, column: str) -> str:
+    """A note when ``column`` is a pandas index the file keeps in its metadata only: pandas
+    writes a RangeIndex (``set_index`` makes one of ids 1, 2, 3, ...) as its start, stop and
+    step, no column that a Parquet reader sees."""
+    try:
+        indexes = (schema.pandas_metadata or {}).get("index_columns", [])
+    except ValueError:  # metadata that is no JSON: no pandas index to name
+        return ""
+    for index in indexes:
+        if isinstance(index, dict) and index.get("kind") == "range" and index.get("name") == column:
+            return (
+                f"; {column} is the pandas index the file was written with, kept in its "
+                "metadata as a range, not as a column: write it with "
+                "frame.reset_index().to_parquet(...)"
+            )
+    return ""
 
 
 def _partition_keys(fragment: ds.Fragment) -> set[str]:
