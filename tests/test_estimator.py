@@ -12,7 +12,7 @@ import pytest
 import torch
 from sklearn.base import clone
 
-from embedrec import Recommender, load
+from embedrec import NotFittedError, Recommender, load
 from embedrec.data.errors import DataError
 from embedrec.data.schema import SchemaConfig
 from embedrec.training.trainer import EarlyStopping
@@ -29,6 +29,29 @@ def test_params_come_from_the_signature_and_clone_works():
     assert (copy.dim, copy.epochs, rec.dim) == (16, 2, 8)
     with pytest.raises(ValueError, match="nope"):
         copy.set_params(nope=1)
+
+
+def test_an_unfitted_model_raises_not_fitted_error_as_scikit_learn_does(fitted_mf, tmp_path):
+    from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    rec = Recommender(model="mf")
+    calls = [
+        lambda: rec.recommend(["u"]),
+        lambda: rec.similar(["a"]),
+        lambda: rec.save(tmp_path / "m"),
+        lambda: Recommender(model="mf").fit("unread.csv", "unread.csv", init_from=rec),
+        lambda: check_is_fitted(rec),
+        lambda: check_is_fitted(clone(fitted_mf)),
+    ]
+    for call in calls:
+        with pytest.raises(SklearnNotFittedError):
+            call()
+    with pytest.raises(NotFittedError, match=r"call fit\(\) or load\(\)") as error:
+        rec.retriever()
+    assert isinstance(error.value, ValueError) and isinstance(error.value, AttributeError)
+    assert not (tmp_path / "m").exists()
+    check_is_fitted(fitted_mf)
 
 
 def test_a_fitted_model_copies_before_and_after_its_first_query(fitted_mf):

@@ -2,7 +2,7 @@
 
 from embedrec.bundle import BundleError
 from embedrec.data.errors import DataError
-from embedrec.recommender import Recommender, load
+from embedrec.recommender import NotFittedError, Recommender, load
 from embedrec.retrieval import Hit, Results, Retriever, UnknownIdError
 from embedrec.training.trainer import TrainingDiverged
 from embedrec.version import __version__
@@ -11,6 +11,7 @@ __all__ = [
     "BundleError",
     "DataError",
     "Hit",
+    "NotFittedError",
     "Recommender",
     "Results",
     "Retriever",
