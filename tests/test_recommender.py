@@ -426,6 +426,7 @@ def test_numpy_numbers_are_accepted_and_saved_as_json_numbers(blocks, tmp_path):
         "history": np.int32(3),
         "id_dropout": np.float32(0.25),
         "user_ids": np.bool_(True),
+        "seed": np.int64(3),  # torch's generators take Python integers only
     }
     rec = Recommender(progress=False, **params).fit(events, listings)
     assert rec.model_.listing_mlp[0].out_features == 24

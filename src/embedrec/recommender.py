@@ -607,7 +607,7 @@ class Recommender:
         ``own``: the users of this rank, the only ones whose rows the model holds (``data``
         then numbers its users among them); ``reuse``: another such model's
         ``listing_inputs()``, shared instead of derived again."""
-        generator = torch.Generator().manual_seed(self.seed)
+        generator = torch.Generator().manual_seed(int(self.seed))  # NumPy integers too
         shape = prepared.shape()
         if own is not None:
             shape = replace(shape, user_rows=own.rows)

@@ -389,7 +389,7 @@ def rank_seed(seed: int, group: Group | None) -> int:
     """The seed of a rank's shuffles and negatives: ``seed`` itself on rank 0 (as in a run
     of one process), a different stream on each other rank."""
     if group is None or group.rank == 0:
-        return seed
+        return int(seed)  # torch seeds from Python integers only, not NumPy ones
     return int(np.random.SeedSequence((seed, group.rank)).generate_state(1, np.uint64)[0] >> 1)
 
 
