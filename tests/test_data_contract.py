@@ -209,6 +209,21 @@ def test_a_column_of_string_and_integer_ids_is_refused_at_its_first_other_type()
     assert (caught.value.row, caught.value.column) == (2, "listing_id")
 
 
+@pytest.mark.parametrize("dtype", [bool, "boolean", object])
+def test_a_column_of_booleans_is_no_ids(dtype):
+    # a mask passed for the ids would make two "users", True and False
+    events = pd.DataFrame(
+        {
+            "user_id": pd.Series([True, False], dtype=dtype),
+            "listing_id": ["a", "b"],
+            "timestamp": [1, 2],
+        }
+    )
+    with pytest.raises(DataError, match="user_id True is a boolean") as caught:
+        load_interactions(events)
+    assert (caught.value.row, caught.value.column) == (1, "user_id")
+
+
 def test_a_warm_start_reads_the_new_ids_in_the_models_types(tmp_path):
     events = write(tmp_path, "day.csv", "user_id,listing_id,timestamp\n175,64,1\n7,65,2\n")
     read = load_interactions(events, model_ids={"user_id": pd.Index(["U1"], dtype=object)})

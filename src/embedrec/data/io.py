@@ -726,9 +726,16 @@ def _check_id_types(ids: pd.Series, name: str, column: str) -> None:
     are of one type (a string id and an integer one could not be saved together)."""
     if pd.api.types.is_unsigned_integer_dtype(ids.dtype):
         _refuse_out_of_range(ids.to_numpy() > _INT64_MAX, ids, name, column)
+    kind = pd.api.types.infer_dtype(ids, skipna=True)
+    if kind == "boolean":  # a mask given for the ids, most likely; True and False name no one
+        _fail(
+            f"{column} {ids.iloc[0]} is a boolean: ids are strings or integers",
+            name,
+            0,
+            column,
+        )
     if ids.dtype != object:
         return
-    kind = pd.api.types.infer_dtype(ids, skipna=True)
     if kind == "mixed-integer":
         is_integer = np.array([isinstance(v, int | np.integer) for v in ids])
         row = int(np.flatnonzero(is_integer != is_integer[0])[0])
