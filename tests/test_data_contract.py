@@ -610,6 +610,14 @@ def test_a_pandas_index_written_to_parquet_is_read_as_the_column_it_is_in_the_fi
         load_listings(listings.set_index("listing_id"))
 
 
+def test_a_sparse_column_is_read_as_its_values():
+    listings = pd.DataFrame({"listing_id": ["a", "b", "c"], "doors": [2, 0, 4]})
+    sparse = listings.astype({"doors": pd.SparseDtype(int, 0)})
+    frame = load_listings(sparse)
+    assert frame["doors"].tolist() == [2, 0, 4] and frame["doors"].dtype == np.int64
+    assert pa.Table.from_pandas(frame).column("doors").to_pylist() == [2, 0, 4]
+
+
 def test_a_category_column_of_integer_ids_holds_those_integers():
     listings = pd.DataFrame({"listing_id": pd.Categorical([10, 11, 12]), "make": list("abc")})
     events = pd.DataFrame(

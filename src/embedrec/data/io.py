@@ -585,6 +585,9 @@ def _frame(source: Source, codes: bool = True) -> tuple[pd.DataFrame, str]:
             if len(set(names)) < len(names):
                 raise DataError(f"two columns have one name as text: {names}", file=name)
             source = source.set_axis(names, axis=1)
+        sparse = [c for c, dtype in source.dtypes.items() if isinstance(dtype, pd.SparseDtype)]
+        if sparse:  # pyarrow, which packs the listings while a fit trains, refuses sparse data
+            source = source.assign(**{c: source[c].sparse.to_dense() for c in sparse})
         return _without_arrow_dtypes(source), name
     frame = read_table(local_csv(source) or source, codes)
     frame.attrs["source"] = str(source)  # a file:// URI named as given
