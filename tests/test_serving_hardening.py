@@ -1227,3 +1227,30 @@ def test_a_refused_reload_is_one_line_in_the_log(fresh, model, caplog):
     assert len(errors) == 1 and errors[0].exc_info is None
     assert f"reload of {damaged} refused, still serving {model}" in errors[0].getMessage()
     assert "listings.parquet is missing" in errors[0].getMessage()
+
+
+def test_a_column_of_booleans_with_missing_values_takes_json_true_and_false(model, tmp_path):
+    _, listings, _, _ = block_data()
+    today = tmp_path / "today.parquet"
+    checked = pd.array([True, False, None] * (len(listings) // 3), dtype="object")
+    listings.assign(checked=checked).to_parquet(today)
+    settings = Settings(
+        model_dir=str(model), listings=str(today), store=str(tmp_path / "s.sqlite"), token="t"
+    )
+    with TestClient(create_app(settings)) as client:
+        answer = client.put("/v1/listings/new", json={**CAR, "checked": True}, headers=AUTH)
+        assert answer.status_code == 201, answer.text
+        assert client.get("/v1/listings/new").json()["checked"] is True
+        # text is no boolean: it made the column one of strings, whose filters match nothing
+        answer = client.put("/v1/listings/other", json={**CAR, "checked": "yes"}, headers=AUTH)
+        assert answer.status_code == 422 and answer.json()["field"] == "checked", answer.text
+        for value, wanted in ((True, True), ([False], False), ("true", True)):
+            body = {"session": ["new"], "k": 20, "filters": {"checked": value}}
+            answer = client.post("/v1/recommendations", json=body)
+            assert answer.status_code == 200, (value, answer.text)
+            found = {hit["checked"] for hit in answer.json()["results"]}
+            assert found == {wanted}, value
+        # JSON's true is still no make
+        body = {"session": ["new"], "filters": {"make": True}}
+        answer = client.post("/v1/recommendations", json=body)
+        assert answer.status_code == 422 and answer.json()["field"] == "make"

@@ -12,7 +12,7 @@ import os
 import random
 import re
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -696,9 +696,33 @@ def _filters(st: ServingState, mapping: dict[str, Any]) -> list:
     """Parsed filters, checked against the catalogue's columns before any search."""
     if not isinstance(mapping, dict):
         raise ApiError(422, "filters must be an object", "filters")
+    if any(_holds_bool(value) for value in mapping.values()):
+        mapping = _json_booleans(mapping, st.boolean_columns)
     filters = filters_from_mapping(mapping)
     allowed_mask(filters, st.catalogue.schema)  # raises FilterError naming the field
     return filters
+
+
+def _holds_bool(value: Any) -> bool:
+    return isinstance(value, bool) or (
+        isinstance(value, list) and any(isinstance(v, bool) for v in value)
+    )
+
+
+def _json_booleans(mapping: dict[str, Any], booleans: Collection[str]) -> dict[str, Any]:
+    """JSON's true and false on a column of booleans as the values its filter matches
+    (``"true"``, as a query string gives them); elsewhere they stay, and are refused as no
+    value of the column (a make of true)."""
+
+    def text(value: Any) -> Any:
+        return str(value).lower() if isinstance(value, bool) else value
+
+    return {
+        key: ([text(v) for v in value] if isinstance(value, list) else text(value))
+        if key in booleans
+        else value
+        for key, value in mapping.items()
+    }
 
 
 def _near(filters: list) -> tuple[float, float] | None:

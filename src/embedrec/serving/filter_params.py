@@ -142,16 +142,25 @@ def describe_columns(
     return described
 
 
+def holds_booleans(values: pd.Series) -> bool:
+    """Whether a column holds true and false: of the bool dtype, or, with missing values, a
+    column of objects whose values (the first 1,000 present) are all booleans."""
+    if pd.api.types.is_bool_dtype(values.dtype):
+        return True
+    if values.dtype != object:
+        return False
+    present = values.dropna().head(1000)
+    return bool(len(present)) and all(isinstance(v, bool | np.bool_) for v in present)
+
+
 def _column_kind(values: pd.Series, dtype: Any, feature_kind: str | None) -> str:
-    if pd.api.types.is_bool_dtype(dtype):
+    if pd.api.types.is_bool_dtype(dtype) or holds_booleans(values):
         return "boolean"
     if pd.api.types.is_numeric_dtype(dtype):
         return "numeric"
     if pd.api.types.is_datetime64_any_dtype(dtype):
         return "datetime"
     present = values.dropna()
-    if len(present) and all(isinstance(v, bool | np.bool_) for v in present.head(1000)):
-        return "boolean"  # true and false with missing values: a column of objects
     if feature_kind in _TEXT_KINDS:
         return feature_kind
     sample = present.astype(str).head(1000)

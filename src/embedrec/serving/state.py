@@ -43,6 +43,7 @@ from embedrec.serving.filter_params import (
     DESCRIBED_SAMPLE,
     QUERY_PARAMETERS,
     describe_columns,
+    holds_booleans,
     location_columns,
 )
 from embedrec.serving.shared import model_tag, shared_recommender, shared_retriever
@@ -152,6 +153,19 @@ class ServingState:
     def columns(self) -> list[str]:
         return [c for c in self.catalogue.schema.columns if c != "listing_id"]
 
+    @functools.cached_property
+    def boolean_columns(self) -> frozenset[str]:
+        """The columns of true and false, those with missing values (objects) included: a
+        write takes JSON's true and false there, nothing else, and so does a JSON filter.
+        Read from a sample of live listings, as ``GET /v1/catalogue`` describes them."""
+        catalogue, schema = self.catalogue, self.catalogue.schema
+        booleans = {c for c in self.columns if pd.api.types.is_bool_dtype(schema[c].dtype)}
+        objects = [c for c in self.columns if schema[c].dtype == object]
+        if objects:
+            sample = catalogue.frame(np.flatnonzero(catalogue.live)[:DESCRIBED_SAMPLE])
+            booleans |= {c for c in objects if holds_booleans(sample[c])}
+        return frozenset(booleans)
+
     def listing_id(self, raw: str) -> Any:
         """The id as the catalogue stores it: an int when its ids are ints, else the string."""
         return parse_id(raw, self.catalogue.id_dtype)
@@ -183,7 +197,10 @@ class ServingState:
         id_dtype = schema["listing_id"].dtype
         integer_ids = pd.api.types.is_integer_dtype(id_dtype)
         names, errors = self.columns, []
-        dtypes = [schema[name].dtype for name in names]  # once: a column lookup costs ~50 us
+        # once: a column lookup costs ~50 us. A column of true and false with missing values
+        # is one of objects, which took any text ("yes") and refused JSON's true
+        booleans, boolean = self.boolean_columns, np.dtype(bool)
+        dtypes = [boolean if name in booleans else schema[name].dtype for name in names]
         values: dict[str, list] = {name: [] for name in names}
         ids, seen = [], {}
         for index, (listing_id, fields) in enumerate(items):
