@@ -808,6 +808,30 @@ def test_a_batch_names_every_listing_with_a_bad_coordinate(fresh):
     assert all(e["field"] == "lat" for e in errors)
 
 
+def test_a_batch_names_every_bad_listing_whatever_is_wrong_with_each(fresh):
+    batch = [
+        {"listing_id": None, **CAR},
+        {"listing_id": " ", **CAR},
+        {"listing_id": "ok", **CAR},
+        {"listing_id": "a/b", **CAR},
+        {"listing_id": "cheap", **CAR, "price": "cheap"},
+        {"listing_id": "ok", **CAR},
+    ]
+    answer = fresh.post("/v1/listings:batch", json={"listings": batch}, headers=AUTH)
+    assert answer.status_code == 422, answer.text
+    errors = answer.json()["errors"]
+    assert [(e["index"], e["field"]) for e in errors] == [
+        (0, "listing_id"), (1, "listing_id"), (3, "listing_id"), (4, "price"), (5, "listing_id")
+    ]  # fmt: skip
+    assert errors[1]["error"].startswith("listing_id ' ' is empty; ids have 1 to 256")
+    assert "contains '/'" in errors[2]["error"]
+    assert errors[4]["error"] == "listing_id 'ok' is also item 2"
+    assert "such rows" not in answer.text  # a file's words, not a request's
+    answer = fresh.put("/v1/listings/%20", json=CAR, headers=AUTH)
+    assert answer.status_code == 422 and answer.json()["field"] == "listing_id"
+    assert answer.json()["error"].startswith("listing_id ' ' is empty")
+
+
 def test_the_openapi_document_lists_what_a_put_answers(client):
     put = client.get("/openapi.json").json()["paths"]["/v1/listings/{listing_id}"]["put"]
     assert {"200", "201", "401", "422"} <= set(put["responses"])

@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 import anyio
 import numpy as np
+import pandas as pd
 from fastapi import Body, Depends, FastAPI, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
@@ -338,8 +339,8 @@ def create_app(settings: Settings) -> FastAPI:
         """Add or replace up to 1,000 listings in one transaction, all or none: the batch is
         validated and embedded as a whole first, and a 422 names every bad listing (``errors``:
         index and field)."""
-        typed, fields = _batch_items(st, request_body.listings)
-        embedded = st.embed(st.listing_table(list(zip(typed, fields, strict=True))), fields)
+        typed, fields, table = _batch_items(st, request_body.listings)
+        embedded = st.embed(table, fields)
         results = holder.write_many(st, typed, embedded)
         created = sum(new for _, new in results)  # as the store's transaction saw them
         return s.BatchResponse(count=len(results), created=created, seqs=[q for q, _ in results])
@@ -520,19 +521,30 @@ def check_token_text(token: str | None, source: str) -> str | None:
 
 
 # ---------------------------------------------------------------------- helpers
-def _batch_items(st: ServingState, items: list[dict[str, Any]]) -> tuple[list, list[dict]]:
-    """Each item's typed id and fields; BatchError naming every item without a usable id."""
-    typed, fields, errors = [], [], []
+def _batch_items(
+    st: ServingState, items: list[dict[str, Any]]
+) -> tuple[list, list[dict], pd.DataFrame | None]:
+    """Each item's typed id and fields, and their validated listings table; BatchError
+    naming every bad item at once: those without a usable id, and the others' bad ids and
+    fields as :meth:`ServingState.listing_table` finds them."""
+    typed, fields, places, errors = [], [], [], []
     for index, item in enumerate(items):
         raw = item.get("listing_id")
-        if isinstance(raw, bool) or not isinstance(raw, str | int) or not 0 < len(str(raw)) <= 256:
+        if isinstance(raw, bool) or not isinstance(raw, str | int) or raw == "":
             errors.append((index, "listing_id", "a string or integer id (1-256 characters)"))
             continue
         typed.append(st.listing_id(str(raw)))
         fields.append({k: v for k, v in item.items() if k != "listing_id"})
+        places.append(index)
+    table = None
+    try:
+        if typed:
+            table = st.listing_table(list(zip(typed, fields, strict=True)), places=places)
+    except BatchError as exc:
+        errors += exc.errors
     if errors:
-        raise BatchError(errors)
-    return typed, fields
+        raise BatchError(sorted(errors, key=lambda error: error[0]))
+    return typed, fields, table
 
 
 def _token_first_route(writer: Callable, check_token: Callable[[str], None]) -> type[APIRoute]:

@@ -33,7 +33,7 @@ from safetensors import SafetensorError
 
 from embedrec.bundle import BundleError
 from embedrec.data.errors import DataError, shown
-from embedrec.data.ids import as_id_like, as_ids_like, parse_id
+from embedrec.data.ids import MAX_ID_LENGTH, as_id_like, as_ids_like, id_problem, parse_id
 from embedrec.data.io import load_listings
 from embedrec.index.catalogue import Catalogue
 from embedrec.memory import release_free_memory
@@ -186,13 +186,18 @@ class ServingState:
             raise DataError(message, column=column) from None
 
     def listing_table(
-        self, items: list[tuple[Any, dict[str, Any]]], validated: bool = False
+        self,
+        items: list[tuple[Any, dict[str, Any]]],
+        validated: bool = False,
+        places: list[int] | None = None,
     ) -> pd.DataFrame:
         """A validated listings table of (id, fields) items, one row each, with the
         catalogue's columns and types. BatchError names every bad item (index and field);
         an id given twice is an error too. ``validated``: the items passed ``load_listings``
         in a worker of the same model (stored with its vectors), so only their types are
-        checked here (load_listings' fixed cost was most of a write's validation)."""
+        checked here (load_listings' fixed cost was most of a write's validation).
+        ``places``: each item's index in the request, as errors name it (default: its own)."""
+        places = places or list(range(len(items)))
         schema = self.catalogue.schema
         id_dtype = schema["listing_id"].dtype
         integer_ids = pd.api.types.is_integer_dtype(id_dtype)
@@ -231,6 +236,15 @@ class ServingState:
                         f"listing ids of this catalogue are integers, got {listing_id!r}",
                         column="listing_id",
                     )
+                problem = None if integer_ids or validated else id_problem(str(listing_id))
+                if problem is not None:
+                    text = str(listing_id)
+                    raise DataError(
+                        f"listing_id {text if len(text) <= 40 else text[:40] + '...'!r} "
+                        f"{problem}; ids have 1 to {MAX_ID_LENGTH} characters, no '/' and no "
+                        "control characters, and are not '.' or '..'",
+                        column="listing_id",
+                    )
                 if listing_id in seen:
                     raise DataError(
                         f"listing_id {listing_id!r} is also item {seen[listing_id]}",
@@ -243,9 +257,9 @@ class ServingState:
                         )
                 row = [_value(n, fields.get(n), t) for n, t in zip(names, dtypes, strict=True)]
             except DataError as exc:
-                errors.append((index, exc.column, exc.message))
+                errors.append((places[index], exc.column, exc.message))
                 continue
-            seen[listing_id] = index
+            seen[listing_id] = places[index]
             ids.append(listing_id)
             for name, value in zip(names, row, strict=True):
                 values[name].append(value)
@@ -264,7 +278,7 @@ class ServingState:
         except DataError as exc:  # coordinates and finiteness, checked column by column
             first = [((exc.row or 1) - 1, exc.column, exc.message)]
         # the table stops at its first bad row: each item alone names every bad one
-        raise BatchError(_row_errors(frame) or first)
+        raise BatchError([(places[i], c, m) for i, c, m in _row_errors(frame) or first])
 
     def embed(self, frame: pd.DataFrame, fields: dict[str, Any] | None = None) -> Embedded:
         """Vectors of new listings; DataError when the model cannot embed them (``mf``)."""
