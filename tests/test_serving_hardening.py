@@ -832,6 +832,22 @@ def test_a_batch_names_every_bad_listing_whatever_is_wrong_with_each(fresh):
     assert answer.json()["error"].startswith("listing_id ' ' is empty")
 
 
+def test_an_unknown_filter_is_named_with_the_filters_the_api_takes(client):
+    # the library's message offered "within (radius)", the CLI's filter, which the API refuses
+    listing = client.get("/v1/random-listing").json()["listing_id"]
+    filters = "make, price_min, price_max, lat_min, lat_max, lon_min, lon_max, near, within_km"
+    for key in ("within", "colour_min", "Make"):
+        answer = client.get(f"/v1/listings/{listing}/similar", params={key: "1"})
+        assert answer.status_code == 422, answer.text
+        assert answer.json() == {
+            "error": f"unknown filter {key!r}; the filters are: {filters}, exclude",
+            "field": key,
+        }
+        body = {"session": [listing], "filters": {key: "1"}}
+        answer = client.post("/v1/recommendations", json=body)
+        assert answer.status_code == 422 and answer.json()["field"] == key, answer.text
+
+
 def test_the_openapi_document_lists_what_a_put_answers(client):
     put = client.get("/openapi.json").json()["paths"]["/v1/listings/{listing_id}"]["put"]
     assert {"200", "201", "401", "422"} <= set(put["responses"])

@@ -40,7 +40,7 @@ from embedrec.index.catalogue import Catalogue
 from embedrec.index.filters import FilterError, allowed_mask, filters_from_mapping
 from embedrec.retrieval.results import Results, UnknownIdError
 from embedrec.serving import schemas as s
-from embedrec.serving.filter_params import RESULTS, filter_parameters
+from embedrec.serving.filter_params import EXCLUDE, RADIUS, RESULTS, filter_parameters
 from embedrec.serving.metrics import CONTENT_TYPE, Metrics, MetricsAndLimits
 from embedrec.serving.state import BatchError, ServingState, Settings, StateHolder
 from embedrec.serving.store import StoreUnavailable, open_store
@@ -77,6 +77,7 @@ OUTSIDE_MODEL_ROOT = (
 # query parameters that are not filters
 NOT_FILTERS = {RESULTS}
 SINGLE_VALUED = {"near", "within_km"}
+NAMED_FILTERS = {*RADIUS, EXCLUDE}  # filters that are no column's
 LOCATION_COLUMNS = {name for pair in LAT_LON_COLUMNS for name in pair}
 
 
@@ -708,6 +709,16 @@ def _filters(st: ServingState, mapping: dict[str, Any]) -> list:
     """Parsed filters, checked against the catalogue's columns before any search."""
     if not isinstance(mapping, dict):
         raise ApiError(422, "filters must be an object", "filters")
+    schema = st.catalogue.schema
+    for key in mapping:
+        if key not in schema.columns and key not in NAMED_FILTERS:
+            base, _, side = key.rpartition("_")
+            if side not in ("min", "max") or base not in schema.columns:
+                # in the API's words: the library's message names its own filters (within=)
+                names = [p["name"] for p in filter_parameters(schema, reserved=NOT_FILTERS)]
+                raise ApiError(
+                    422, f"unknown filter {key!r}; the filters are: {', '.join(names)}", key
+                )
     if any(_holds_bool(value) for value in mapping.values()):
         mapping = _json_booleans(mapping, st.boolean_columns)
     filters = filters_from_mapping(mapping)
