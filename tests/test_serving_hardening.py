@@ -853,6 +853,21 @@ def test_the_openapi_document_lists_what_a_put_answers(client):
     assert {"200", "201", "401", "422"} <= set(put["responses"])
 
 
+def test_the_openapi_document_lists_only_errors_an_operation_can_answer(client):
+    # reads are open: a client generated from the schema expected 401 and 403 from them
+    paths = client.get("/openapi.json").json()["paths"]
+    for path, operation in (
+        ("/v1/listings/{listing_id}/similar", "get"),
+        ("/v1/users/{user_id}/recommendations", "get"),
+        ("/v1/listings/{listing_id}", "get"),
+        ("/v1/projection", "get"),
+    ):
+        assert set(paths[path][operation]["responses"]) == {"200", "404", "422"}, path
+    assert set(paths["/v1/recommendations"]["post"]["responses"]) == {"200", "404", "413", "422"}
+    metrics = paths["/metrics"]["get"]["responses"]["200"]["content"]
+    assert list(metrics) == [client.get("/metrics").headers["content-type"]]
+
+
 def test_a_radius_of_the_near_form_is_named_by_its_parameter(client):
     answer = client.get(
         "/v1/listings/Wagen 0 ä/similar", params={"near": "51,13", "within_km": "-5"}

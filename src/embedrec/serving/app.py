@@ -48,9 +48,21 @@ from embedrec.version import __version__
 
 log = logging.getLogger("embedrec.serving")
 STATIC = Path(__file__).parent / "static"
-ERRORS = {code: {"model": s.ErrorBody} for code in (401, 403, 404, 413, 422)}
+# the error answers each operation documents: reads are open (no 401 or 403) and a GET has
+# no body to be too large, so a client generated from the schema expects what can come
+READ_ERRORS = {code: {"model": s.ErrorBody} for code in (404, 422)}
+BODY_ERRORS = {**READ_ERRORS, 413: {"model": s.ErrorBody}}
 # writes, reloads: 503 (with Retry-After) while the store cannot be reached
-WRITE_ERRORS = {**ERRORS, 503: {"model": s.ErrorBody}}
+WRITE_ERRORS = {
+    **BODY_ERRORS,
+    **{code: {"model": s.ErrorBody} for code in (401, 403, 503)},
+}
+PROMETHEUS_TEXT = {
+    200: {
+        "description": "Prometheus text format",
+        "content": {CONTENT_TYPE: {"schema": {"type": "string"}}},
+    }
+}
 RETRY_AFTER_S = 2
 # writes, reloads and rollbacks run in threads of their own, at most this many at once (the
 # others wait without a thread): they wait for the store, a slow or locked database up to its
@@ -180,7 +192,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get(
         "/v1/listings/{listing_id}/similar",
         response_model=s.SimilarResponse,
-        responses=ERRORS,
+        responses=READ_ERRORS,
         openapi_extra=documented_filters,
     )
     async def similar(listing_id: Id, request: Request, k: K = 10) -> Response:
@@ -202,7 +214,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get(
         "/v1/users/{user_id}/recommendations",
         response_model=s.RecommendationsResponse,
-        responses=ERRORS,
+        responses=READ_ERRORS,
         openapi_extra=documented_filters,
     )
     def recommendations(user_id: Id, request: Request, st: State, k: K = 10) -> Response:
@@ -212,7 +224,7 @@ def create_app(settings: Settings) -> FastAPI:
         (answer,) = st.retriever.recommend([query], k, filters)
         return _answer(query=query, results=_distances(answer, _near(filters)))
 
-    @app.post("/v1/recommendations", response_model=s.SessionResponse, responses=ERRORS)
+    @app.post("/v1/recommendations", response_model=s.SessionResponse, responses=BODY_ERRORS)
     def session_recommendations(request_body: s.SessionRequest, st: State) -> Response:
         """Listings for an anonymous visitor, from the listings viewed in their session."""
         filters = _filters(st, request_body.filters or {})
@@ -225,18 +237,18 @@ def create_app(settings: Settings) -> FastAPI:
             query=answer.query, results=_distances(answer, _near(filters)), unknown=answer.unknown
         )
 
-    @app.get("/v1/listings:random", responses=ERRORS)
-    @app.get("/v1/random-listing", responses=ERRORS)
+    @app.get("/v1/listings:random", responses=READ_ERRORS)
+    @app.get("/v1/random-listing", responses=READ_ERRORS)
     def random_listing(st: State) -> s.RandomListing:
         """A random live listing id."""
         return s.RandomListing(listing_id=_random_live(st))
 
-    @app.get("/v1/listings/{listing_id}", responses=ERRORS)
+    @app.get("/v1/listings/{listing_id}", responses=READ_ERRORS)
     def get_listing(listing_id: Id, st: State) -> s.ListingFields:
         """A live listing's fields."""
         return s.ListingFields(**_fields(st, st.listing_id(listing_id)))
 
-    @app.get("/v1/projection", responses=ERRORS)
+    @app.get("/v1/projection", responses=READ_ERRORS)
     def projection(
         st: State,
         method: Annotated[str, Query(pattern="^pca$")] = "pca",
@@ -300,7 +312,7 @@ def create_app(settings: Settings) -> FastAPI:
             writable=settings.token is not None,
         )
 
-    @app.get("/metrics", response_class=Response)
+    @app.get("/metrics", response_class=Response, responses=PROMETHEUS_TEXT)
     async def prometheus(st: State) -> Response:
         text = metrics.render(
             len(st.catalogue),
