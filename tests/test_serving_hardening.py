@@ -1005,6 +1005,13 @@ def test_a_request_never_waits_for_a_reload_this_worker_is_building(fresh):
     assert holder._background is None  # nothing started while the lock was held
 
 
+def test_a_projection_parameter_given_twice_or_misspelt_is_refused(client):
+    for query, field in (("sample=3&sample=4", "sample"), ("samples=3", "samples")):
+        answer = client.get(f"/v1/projection?{query}")
+        assert answer.status_code == 422 and answer.json()["field"] == field, answer.text
+    assert client.get("/v1/projection?method=pca&sample=3").status_code == 200
+
+
 def test_a_number_of_results_given_twice_is_refused(client):
     for path in ("/v1/listings/Wagen 0 ä/similar", "/v1/users/Nutzer 3 🚗/recommendations"):
         answer = client.get(path, params=[("k", "2"), ("k", "3")])

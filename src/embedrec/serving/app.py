@@ -251,10 +251,18 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/v1/projection", responses=READ_ERRORS)
     def projection(
         st: State,
+        request: Request,
         method: Annotated[str, Query(pattern="^pca$")] = "pca",
         sample: Annotated[int, Query(ge=3, le=100_000)] = 5000,
     ) -> s.ProjectionResponse:
         """2-D PCA coordinates of a sample of listing vectors (cached per model)."""
+        # FastAPI took the last of sample=100&sample=5000 and let a misspelt samples=100 pass
+        # for the default, where the search routes refuse either
+        for key in request.query_params:
+            if key not in ("method", "sample"):
+                raise ApiError(422, "unknown parameter; this one takes method and sample", key)
+            if len(request.query_params.getlist(key)) > 1:
+                raise ApiError(422, "given more than once", key)
         try:
             return s.ProjectionResponse(**st.projection(method, sample))
         except ValueError as exc:  # e.g. fewer than three live listings
