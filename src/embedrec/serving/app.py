@@ -280,16 +280,15 @@ def create_app(settings: Settings) -> FastAPI:
         """The served model: version, training date and its evaluation figures."""
         return _model_info(st)
 
-    # probes: HEAD too, as uptime monitors send it. The probes and /metrics are answered on
-    # the event loop: from memory, in no queue behind slow requests waiting for threads
-    @app.api_route("/healthz/live", methods=["GET", "HEAD"])
+    # probes (a HEAD, as uptime monitors send, is answered as the GET: _HeadAsGet). The
+    # probes and /metrics are answered on the event loop: from memory, in no queue behind
+    # slow requests waiting for threads
+    @app.get("/healthz/live")
     async def live() -> s.Liveness:
         """The process answers (for a load balancer's or an orchestrator's liveness probe)."""
         return s.Liveness(status="alive")
 
-    @app.api_route(
-        "/healthz/ready", methods=["GET", "HEAD"], responses={503: {"model": s.Readiness}}
-    )
+    @app.get("/healthz/ready", responses={503: {"model": s.Readiness}})
     async def ready(st: State, response: Response) -> s.Readiness:
         """Ready to serve: the model is loaded, its index built and the store's writes applied
         (the app is created only once its index is built; with PostgreSQL, 503 ``catching
@@ -310,7 +309,7 @@ def create_app(settings: Settings) -> FastAPI:
             store_error=holder.store_problem,
         )
 
-    @app.api_route("/healthz", methods=["GET", "HEAD"])
+    @app.get("/healthz")
     async def healthz(st: State) -> s.Health:
         return s.Health(
             status="ok",
@@ -600,8 +599,8 @@ class _HeadAsGet:
 
     The answer's status and headers are the GET's, ``Content-Length`` included, as
     Starlette's StaticFiles answers a HEAD. The routes name GET only, so the OpenAPI schema
-    lists no HEAD operation for them (the probes name HEAD themselves); a path without GET
-    answers a HEAD 405, as before.
+    lists no HEAD operation for them (a HEAD operation beside a GET would share its operation
+    id, which client generators refuse); a path without GET answers a HEAD 405, as before.
     """
 
     def __init__(self, app: Callable) -> None:
