@@ -132,6 +132,38 @@ def test_a_repeated_session_option_takes_each_id_whole(model_dir):
     ]
 
 
+def test_exclude_takes_each_id_whole_when_repeated_and_splits_one_value(model_dir, cars, tmp_path):
+    # a catalogue whose ids hold commas and spaces, as string ids may
+    listings = pd.read_parquet(cars / "listings.parquet")
+    odd = ["Flat 3, Köln", " a, b "]
+    listings.loc[listings.index[:2], "listing_id"] = odd
+    catalogue = tmp_path / "odd.parquet"
+    listings.to_parquet(catalogue)
+
+    def found(command: str, query: str, *args: str) -> list:
+        asked = ["--session", query] if command == "recommend" else [query]
+        options = ["--listings", str(catalogue), "--json", "-k", "1000"]
+        output = run(command, str(model_dir), *asked, *options, *args)
+        return [r["listing_id"] for r in json.loads(output)["results"]]
+
+    for command in ("similar", "recommend"):
+        everything = found(command, "qashqai-dresden")
+        assert set(odd) <= set(everything)
+        # repeated: each value whole; an id that is not in the catalogue excludes nothing
+        repeated = ["--exclude", odd[0], "--exclude", odd[1], "--exclude", "Flat 3"]
+        whole = found(command, "qashqai-dresden", *repeated)
+        assert whole == [i for i in everything if i not in odd]
+        # one value: the ids between its commas, trimmed (the form without commas in ids)
+        first, second = [i for i in everything if i not in odd][:2]
+        split = found(command, "qashqai-dresden", "--exclude", f" {first} ,{second}")
+        assert split == [i for i in everything if i not in (first, second)]
+        # --filter exclude=... still reads ids between commas
+        same = found(command, "qashqai-dresden", "--filter", f"exclude={first},{second}")
+        assert same == split
+    nothing = CliRunner().invoke(main, ["similar", str(model_dir), "x", "--exclude", " , "])
+    assert nothing.exit_code == 2 and "--exclude names no listing id" in nothing.output
+
+
 @pytest.mark.slow
 def test_catalogue_with_new_listings_is_embedded_and_searchable(model_dir, cars, tmp_path):
     listings = pd.read_parquet(cars / "listings.parquet")

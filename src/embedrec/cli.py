@@ -24,6 +24,7 @@ from embedrec.data.jsonable import plain
 from embedrec.data.schema import SchemaConfig
 from embedrec.evaluation.metrics import cut_offs
 from embedrec.geo import LAT_LON_COLUMNS
+from embedrec.index.filters import ExcludeFilter
 from embedrec.models.registry import MODELS
 from embedrec.recommender import Recommender
 from embedrec.retrieval.batch import CHUNK_SIZE, check_output, torchrun_rank
@@ -403,6 +404,12 @@ def _query_options(command: Callable) -> Callable:
         "within=51.05,13.74,100km, exclude=ID1,ID2.",
     )(command)
     command = click.option(
+        "--exclude",
+        multiple=True,
+        help="Listing ids never returned: comma-separated (L1,L2), or the option repeated, "
+        "which takes each value whole (--exclude 'L,1' --exclude L2).",
+    )(command)
+    command = click.option(
         "--json", "as_json", is_flag=True, help="One JSON object per query, one per line."
     )(command)
     command = click.option(
@@ -432,6 +439,25 @@ def _batch_options(command: Callable) -> Callable:
         "directory of part-RANK.parquet files.",
     )(command)
     return command
+
+
+def _id_list(values: tuple[str, ...]) -> list[str]:
+    """The ids of a repeatable id-list option (``--session``, ``--exclude``): one value holds
+    ids between commas, spaces around them trimmed; the option repeated takes each value
+    whole, so that an id with a comma or surrounding spaces can be named."""
+    given = values if len(values) > 1 else [v.strip() for v in "".join(values).split(",")]
+    return [v for v in given if v.strip()]
+
+
+def _with_exclusions(filters: tuple[str, ...], exclude: tuple[str, ...]) -> list:
+    """``--filter`` expressions, and an ExcludeFilter of the ``--exclude`` ids; a UsageError
+    where ``--exclude`` names none (``--exclude ''``), which would exclude nothing silently."""
+    if not exclude:
+        return list(filters)
+    ids = _id_list(exclude)
+    if not ids:
+        raise click.UsageError(f"--exclude names no listing id: {' '.join(map(repr, exclude))}")
+    return [*filters, ExcludeFilter(frozenset(ids))]
 
 
 def _check_batch(
@@ -484,6 +510,7 @@ def similar(
     listings: str | None,
     as_json: bool,
     filters: tuple[str, ...],
+    exclude: tuple[str, ...],
 ) -> None:
     """Listings most similar to each LISTING_ID (hybrid: those a visitor who viewed it views
     next, as the model predicts; mf, deep: cosine of listing embeddings), or to every listing
@@ -491,15 +518,15 @@ def similar(
     if not listing_ids and not all_listings:
         raise click.UsageError("give LISTING_ID(s) or --all --out FILE.parquet")
     part = _check_batch(all_listings, "--all", listing_ids, out_file, **{"--json": as_json})
+    searched = _with_exclusions(filters, exclude)
     retriever = _retriever(_load(model_dir), listings)
     if all_listings:
-        options = {"k": k, "filters": filters, "chunk_size": chunk_size}
+        options = {"k": k, "filters": searched, "chunk_size": chunk_size}
         _write_batch(retriever.similar_all, out_file, part, **options)
         return
     queries = [parse_id(v, retriever.catalogue.id_dtype) for v in listing_ids]
     answers = [
-        _answer(lambda q=query: retriever.similar([q], k, list(filters))[0], query)
-        for query in queries
+        _answer(lambda q=query: retriever.similar([q], k, searched)[0], query) for query in queries
     ]
     _print_results(answers, as_json, reference_key="similar to")
     _exit_if_unknown(answers)
@@ -529,6 +556,7 @@ def recommend(
     listings: str | None,
     as_json: bool,
     filters: tuple[str, ...],
+    exclude: tuple[str, ...],
 ) -> None:
     """Listings to recommend to each known USER_ID (seen ones excluded), to a --session, or
     to every user (--all-users --out FILE.parquet: user_id, rank, listing_id, score)."""
@@ -541,27 +569,23 @@ def recommend(
         out_file,
         **{"--session": any(session), "--json": as_json},
     )
+    searched = _with_exclusions(filters, exclude)
     retriever = _retriever(_load(model_dir), listings)
     if all_users:
-        options = {"k": k, "filters": filters, "chunk_size": chunk_size}
+        options = {"k": k, "filters": searched, "chunk_size": chunk_size}
         _write_batch(retriever.recommend_all, out_file, part, **options)
         return
     answers = []
     if any(session):
         id_dtype = retriever.catalogue.id_dtype
-        # one value: ids between commas, trimmed; the option repeated: each value whole, so
-        # that an id with a comma or surrounding spaces can be named
-        given = session if len(session) > 1 else [s.strip() for s in session[0].split(",")]
-        viewed = [parse_id(s, id_dtype) for s in given if s.strip()]
-        answer = _answer(lambda: retriever.recommend_session(viewed, k, list(filters)), viewed)
+        viewed = [parse_id(s, id_dtype) for s in _id_list(session)]
+        answer = _answer(lambda: retriever.recommend_session(viewed, k, searched), viewed)
         if "unknown" in answer:
             click.echo(f"note: unknown session listing(s): {answer['unknown']}", err=True)
         answers.append(answer)
     for user in user_ids:
         query = parse_id(user, retriever.users.ids.dtype)
-        answers.append(
-            _answer(lambda q=query: retriever.recommend([q], k, list(filters))[0], query)
-        )
+        answers.append(_answer(lambda q=query: retriever.recommend([q], k, searched)[0], query))
     _print_results(answers, as_json, reference_key="for")
     _exit_if_unknown(answers)
 
