@@ -1019,6 +1019,25 @@ def test_a_number_of_results_given_twice_is_refused(client):
     assert client.get("/v1/listings/Wagen 0 ä/similar", params={"k": 2}).status_code == 200
 
 
+def test_a_repeated_query_parameter_takes_each_value_whole(fresh):
+    for listing, make in (("Flat 3, Köln", "Tesla"), ("L2", "Tesla, Inc.")):
+        answer = fresh.put(f"/v1/listings/{listing}", json={**CAR, "make": make}, headers=AUTH)
+        assert answer.status_code == 201, answer.text
+
+    def found(*params: tuple[str, str]) -> list[str]:
+        query = [("k", "5"), *params]
+        answer = fresh.get("/v1/listings/Wagen 0 ä/similar", params=query)
+        assert answer.status_code == 200, answer.text
+        return sorted(r["listing_id"] for r in answer.json()["results"])
+
+    teslas = [("make", "Tesla"), ("make", "Tesla, Inc.")]  # given twice: each whole
+    assert found(*teslas) == ["Flat 3, Köln", "L2"]
+    assert found(("make", "Tesla, Inc.")) == ["Flat 3, Köln"]  # once: Tesla or Inc.
+    assert found(*teslas, ("exclude", "Flat 3, Köln"), ("exclude", "L2")) == []
+    assert found(*teslas, ("exclude", "Flat 3, Köln"), ("exclude", "Flat 3")) == ["L2"]
+    assert found(*teslas, ("exclude", " L2 , Flat 3")) == ["Flat 3, Köln"]  # once: split
+
+
 def test_a_list_is_a_multi_valued_value_as_a_list_column_of_a_file_is(fresh):
     # a Parquet list column is read as a|b|c: a JSON list in a write is the same value
     listing = {**CAR, "make": ["Opel", None, "Tesla"]}

@@ -197,7 +197,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     async def similar(listing_id: Id, request: Request, k: K = 10) -> Response:
         """Listings most similar to one listing. Any listing column filters, e.g. ``fuel=diesel``
-        (repeated or comma-separated for sets) or ``year_min=2018``."""
+        (comma-separated, or repeated: each value whole) or ``year_min=2018``."""
         # the state without ``State``: FastAPI's resolution of a dependency took about 2% of
         # the hottest endpoint's time in a worker under load
         st = holder.get()
@@ -707,20 +707,26 @@ def _under(path: str, root: str) -> bool:
 
 
 def _query_mapping(request: Request) -> dict[str, Any]:
-    """Filter mapping from query parameters: sets repeated or comma-separated."""
+    """Filter mapping from query parameters. A set (``make``, ``exclude``) given once holds
+    the values between its commas, trimmed; given more than once, each value whole, so that
+    a value or an id with a comma can be named (``exclude=Flat 3, Köln&exclude=L2``), as the
+    command line's repeated ``--exclude`` and ``--session`` take them."""
     mapping: dict[str, Any] = {}
-    for key, value in request.query_params.multi_items():
+    params = request.query_params
+    for key, value in params.multi_items():
         if key in NOT_FILTERS:
             # FastAPI would take the last of k=2&k=3: no number of results is meant twice
-            if len(request.query_params.getlist(key)) > 1:
+            if len(params.getlist(key)) > 1:
                 raise ApiError(422, "given more than once", key)
             continue
         if key in SINGLE_VALUED or key.endswith(("_min", "_max")):
             if key in mapping:
                 raise ApiError(422, "given more than once", key)
             mapping[key] = value
-        else:
-            mapping.setdefault(key, []).extend(v.strip() for v in value.split(",") if v.strip())
+        elif key not in mapping:
+            given = params.getlist(key)
+            values = given if len(given) > 1 else [v.strip() for v in value.split(",")]
+            mapping[key] = [v for v in values if v.strip()]
     return mapping
 
 

@@ -56,12 +56,12 @@ def filter_parameters(schema: pd.DataFrame, reserved: Collection[str] = ()) -> l
             documented[f"{name}_min"] = (number, f"lowest {name} (inclusive)")
             documented[f"{name}_max"] = (number, f"highest {name} (inclusive)")
         else:
-            documented[name] = (texts, f"{name} is one of these (repeat or a,b)")
+            documented[name] = (texts, f"{name} is one of these: a,b, or repeated, each whole")
     documented = {alias: doc for alias, doc in documented.items() if alias not in taken}
     if any(lat in schema.columns and lon in schema.columns for lat, lon in LAT_LON_COLUMNS):
         documented["near"] = (text, "lat,lon")
         documented["within_km"] = (number, "radius around near, in km")
-    documented[EXCLUDE] = (text, "id1,id2")
+    documented[EXCLUDE] = (texts, "listing ids never returned: id1,id2, or repeated, each whole")
     return [
         {
             "name": name,
