@@ -7,7 +7,9 @@ one database: writes, late starters, reloads and rollbacks, and the database goi
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -18,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 import test_serving as serving
+from test_serving_hardening import metric
 
 from embedrec.serving.store import (
     Change,
@@ -333,6 +336,48 @@ def test_connections_bound_a_silent_peer_unless_the_url_says_otherwise(pg_url, m
         store.close()
 
 
+def test_the_deadline_follows_the_statement_timeout_the_url_sets(monkeypatch):
+    from embedrec.serving.pgstore import operation_deadline_s
+
+    monkeypatch.delenv("PGOPTIONS", raising=False)
+    url = "postgresql://u@db:5432/d"
+    assert operation_deadline_s(url) == 33  # 30 s statement timeout, 3 s more
+    for options, seconds in [("1500", 4.5), ("5s", 8), ("2min", 123), ("0", 33)]:
+        given = f"{url}?options=-c%20statement_timeout%3D{options}"
+        assert operation_deadline_s(given) == seconds, options
+    monkeypatch.setenv("PGOPTIONS", "--statement-timeout=10s")
+    assert operation_deadline_s(url) == 13
+
+
+def test_a_statement_past_the_deadline_on_a_live_server_is_cancelled_and_its_connection_kept(
+    pg_url, monkeypatch
+):
+    """A server that runs but whose statement timeout is off (0 in the URL): the deadline's
+    cancel ends the statement, and the connection lives on."""
+    import psycopg
+
+    from embedrec.serving import pgstore
+
+    monkeypatch.setattr(pgstore, "STATEMENT_TIMEOUT_MS", 500)
+    monkeypatch.setattr(pgstore, "DEADLINE_GRACE_S", 0.5)
+    store = open_store(f"{pg_url}?options=-c%20statement_timeout%3D0")
+    stuck = psycopg.connect(pg_url)  # a writer holding the sequence's row lock
+    try:
+        assert store.deadline_s == 1.0
+        store.put("before", CAR)
+        backend = store._writer().info.backend_pid
+        stuck.execute("SELECT 1 FROM embedrec_counters WHERE name = 'seq' FOR UPDATE")
+        with pytest.raises(StoreUnavailable, match="did not answer within 1 s") as refused:
+            store.put("stuck", CAR)
+        assert refused.value.reason == "timeout"
+        stuck.rollback()
+        assert store.put("after", CAR) == (2, True)
+        assert store._writer().info.backend_pid == backend  # cancelled, not shut down
+    finally:
+        stuck.close()
+        store.close()
+
+
 def test_a_url_without_a_password_takes_it_from_pgpassfile_or_pgpassword(
     postgres_cluster, tmp_path, monkeypatch
 ):
@@ -640,6 +685,61 @@ def test_database_away_reads_answered_writes_503_then_both_converge(replicas, po
         eventually(
             lambda s=server: s.get("/healthz/ready").json()["store_error"] is None, "store back"
         )
+
+
+def store_backends(pg_url: str) -> list[int]:
+    """The process ids of the database's backends that serve a store (``embedrec``'s
+    connections: a server's writes, reads and LISTEN)."""
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as db:
+        rows = db.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = 'embedrec' AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return [pid for (pid,) in rows]
+
+
+@pytest.mark.server
+def test_a_write_to_a_database_that_does_not_run_answers_503_within_the_deadline(model_dir, pg_url):
+    """Backends stopped with SIGSTOP: their host's kernel still acknowledges every packet, so
+    neither tcp_user_timeout nor the keepalives notice, and the statement timeout is the
+    stopped server's own. The store's deadline (the statement timeout, here the URL's 0.5 s,
+    and DEADLINE_GRACE_S more) cancels the write, gets no answer and shuts the connection
+    down: a 503, where the write used to wait for the server (or the shutdown)."""
+    from embedrec.serving.pgstore import CANCEL_WAIT_S, DEADLINE_GRACE_S
+
+    deadline_s = 0.5 + DEADLINE_GRACE_S
+    server = Server(model_dir, f"{pg_url}?options=-c%20statement_timeout%3D500")
+    frozen: list[int] = []
+    try:
+        wait_ready(server)
+        assert server.client.put("/v1/listings/a", json=NEW_CAR, headers=AUTH).status_code == 201
+        frozen = store_backends(pg_url)
+        assert len(frozen) == 3  # the server's write, read and LISTEN connections
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        # a limit that fails the test instead of hanging it, well above the bound
+        limit = deadline_s + 2 * CANCEL_WAIT_S + 10
+        refused = server.client.put("/v1/listings/b", json=NEW_CAR, headers=AUTH, timeout=limit)
+        assert refused.status_code == 503 and refused.headers["Retry-After"], refused.text
+        assert f"did not answer within {deadline_s:g} s" in refused.json()["error"]
+        ready = server.get("/healthz/ready").json()
+        assert f"did not answer within {deadline_s:g} s" in ready["store_error"]
+        assert metric(server.client, "embedrec_store_error") == 1
+        assert metric(server.client, "embedrec_store_write_failures_total", reason="timeout") == 1
+        assert server.get("/v1/listings/a").status_code == 200  # reads from memory
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    try:
+        answer = server.client.put("/v1/listings/c", json=NEW_CAR, headers=AUTH)
+        assert answer.status_code == 201, answer.text
+        eventually(lambda: server.get("/healthz/ready").json()["store_error"] is None, "healthy")
+        assert metric(server.client, "embedrec_store_error") == 0
+        assert server.get("/v1/listings/b").status_code == 404  # nothing of it was stored
+    finally:
+        server.stop()
 
 
 @pytest.mark.server

@@ -18,15 +18,23 @@ the payload), and on every new connection too, so a reconnect misses nothing eit
 
 Connection failures raise :class:`~embedrec.serving.store.StoreUnavailable`. A connection
 found broken is replaced on the next call; a statement that failed on a stale connection
-before its transaction was committed is retried once on a fresh one.
+before its transaction was committed is retried once on a fresh one. Every operation (a
+read, a write's transaction, the LISTEN) has a deadline kept on the client, the statement
+timeout and DEADLINE_GRACE_S more: one the database has not answered by then is cancelled,
+and its connection shut down under it where the cancel does not end it, so that a database
+that does not run (stopped, swapping) fails an operation in bounded time as one that went
+away does.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from embedrec.serving.store import (
@@ -47,6 +55,15 @@ CONNECT_TIMEOUT_S = 5
 STATEMENT_TIMEOUT_MS = 30_000
 # closing the store (the server's shutdown) waits this long for a statement in flight
 CLOSE_WAIT_S = 2.0
+# a store operation still waiting this long after its statement timeout would have ended it
+# is stopped from here: a server whose host acknowledges the packets while its PostgreSQL
+# does not run (stopped with SIGSTOP, swapping, stuck on a disk) answers nothing, and neither
+# the statement timeout (the server's own) nor tcp_user_timeout and the keepalives (the
+# kernel acknowledges) end the wait
+DEADLINE_GRACE_S = 3.0
+# the cancel request sent at the deadline may take this long, and the statement as long again
+# to end once cancelled, before its connection is shut down under it
+CANCEL_WAIT_S = 1.0
 # libpq parameters given to every connection unless the store's URL sets them (or, for those
 # libpq also reads from the environment, PGCONNECT_TIMEOUT and PGAPPNAME): a database host
 # that stops answering (powered off, a network cut, a firewall dropping the connection) is
@@ -121,6 +138,32 @@ def _psycopg():  # noqa: ANN202 - the module, imported when a PostgreSQL store i
     return psycopg
 
 
+def _options(location: str) -> str:
+    """The ``options`` the server is sent: the URL's, else PGOPTIONS'."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    return conninfo_to_dict(location).get("options") or os.environ.get("PGOPTIONS") or ""
+
+
+# the setting as options may spell it (-c statement_timeout=5s, --statement-timeout=5000)
+_STATEMENT_TIMEOUT_NAME = re.compile(r"statement[_-]timeout", re.IGNORECASE)
+_STATEMENT_TIMEOUT = re.compile(
+    r"statement[_-]timeout\s*=\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h|d)?(?![\w.])", re.IGNORECASE
+)
+_SECONDS_PER_UNIT = {"ms": 0.001, "s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def operation_deadline_s(location: str) -> float:
+    """How long a store operation may wait for the database before it is stopped: the
+    connections' statement timeout (the one the URL's or PGOPTIONS' ``options`` set, else
+    STATEMENT_TIMEOUT_MS; with none, 0, that default all the same) plus DEADLINE_GRACE_S."""
+    options = connection_parameters(location).get("options") or _options(location)
+    seconds = 0.0
+    for value, unit in _STATEMENT_TIMEOUT.findall(options)[-1:]:  # the last one holds
+        seconds = float(value) * _SECONDS_PER_UNIT[(unit or "ms").lower()]  # bare: ms
+    return (seconds or STATEMENT_TIMEOUT_MS / 1000) + DEADLINE_GRACE_S
+
+
 def connection_parameters(location: str) -> dict[str, str]:
     """The libpq parameters added to ``location``'s: CONNECTION_DEFAULTS that neither the URL
     nor the environment sets, and the statement timeout added to the URL's (or PGOPTIONS')
@@ -134,10 +177,84 @@ def connection_parameters(location: str) -> dict[str, str]:
         for key, value in CONNECTION_DEFAULTS.items()
         if key not in given and not os.environ.get(_ENVIRONMENT.get(key, ""))
     }
-    options = given.get("options") or os.environ.get("PGOPTIONS") or ""
-    if "statement_timeout" not in options:
+    options = _options(location)
+    if not _STATEMENT_TIMEOUT_NAME.search(options):
         added["options"] = f"{options} -c statement_timeout={STATEMENT_TIMEOUT_MS}".strip()
     return added
+
+
+def _shut_down(connection: Any) -> None:
+    """Shut the socket of a connection in use by another thread down: its statement fails at
+    once. (Closing the connection would free what that thread is using.)"""
+    # (suppressed: closed meanwhile, no socket any more)
+    with (
+        contextlib.suppress(Exception),
+        socket.socket(fileno=os.dup(connection.pgconn.socket)) as sock,
+    ):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Watch:
+    """One operation on ``connection`` and its deadline (``time.monotonic()``)."""
+
+    def __init__(self, connection: Any, due: float) -> None:
+        self.connection, self.due = connection, due
+        # held while the operation ends and while the watchdog stops it, so that the
+        # watchdog never touches a connection its operation has finished with (and may close)
+        self.lock = threading.Lock()
+        self.ended = False
+        self.done = threading.Event()
+        self.expired = False  # the watchdog stopped it (or tried to)
+
+
+class _Watchdog:
+    """One thread that stops the operations still running at their deadline (``stop``, on a
+    thread of its own, so that one stuck cancel delays no other)."""
+
+    # how often the thread looks, at most: an operation's deadline is seconds away
+    TICK_S = 0.5
+
+    def __init__(self, stop: Callable[[_Watch], None]) -> None:
+        self._stop = stop
+        self._lock = threading.Lock()
+        self._watches: set[_Watch] = set()
+        self._thread: threading.Thread | None = None
+        self._closed = threading.Event()
+
+    @contextlib.contextmanager
+    def watch(self, connection: Any, seconds: float) -> Iterator[_Watch]:
+        watch = _Watch(connection, time.monotonic() + seconds)
+        with self._lock:
+            self._watches.add(watch)
+            if self._thread is None and not self._closed.is_set():
+                self._thread = threading.Thread(
+                    target=self._run, name="embedrec-store-deadlines", daemon=True
+                )
+                self._thread.start()
+        try:
+            yield watch
+        finally:
+            with self._lock:
+                self._watches.discard(watch)
+            with watch.lock:
+                watch.ended = True
+            watch.done.set()
+
+    def _run(self) -> None:
+        while not self._closed.is_set():
+            now = time.monotonic()
+            with self._lock:
+                due = [watch for watch in self._watches if watch.due <= now]
+                self._watches.difference_update(due)
+                nearest = min((watch.due for watch in self._watches), default=now + self.TICK_S)
+            for watch in due:
+                threading.Thread(
+                    target=self._stop, args=(watch,), name="embedrec-store-stop", daemon=True
+                ).start()
+            self._closed.wait(min(self.TICK_S, max(0.0, nearest - now)))
+
+    def close(self) -> None:
+        self._closed.set()
 
 
 class PostgresStore(StoreBase):
@@ -157,17 +274,22 @@ class PostgresStore(StoreBase):
         self._reader: Any = None
         self._listener: Any = None
         self._closed = False
+        self._watchdog = _Watchdog(self._stop_unanswered)
         with self._lock:
             db = self._writer()
+            # read once the URL has connected: a URL libpq cannot parse is refused by the
+            # connection, in a message without its password
+            self.deadline_s = operation_deadline_s(location)
             try:
-                if not self._schema_complete(db):
-                    with db.transaction():
-                        db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-                        for statement in _SCHEMA:
-                            db.execute(statement)
+                with self._watch(db) as watch:
+                    if not self._schema_complete(db):
+                        with db.transaction():
+                            db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                            for statement in _SCHEMA:
+                                db.execute(statement)
             except self._pg.Error as exc:  # unreachable, or no right to create the tables
                 self._drop("_db")
-                raise self._unavailable(exc) from None
+                raise self._failed(exc, watch) from None
 
     def _schema_complete(self, db: Any) -> bool:
         if db.execute("SELECT to_regclass('embedrec_counters')").fetchone()[0] is None:
@@ -211,6 +333,38 @@ class PostgresStore(StoreBase):
         if state == "25006":  # read_only_sql_transaction: a standby, a read-only database
             return "read_only"
         return "unavailable"
+
+    def _unanswered(self) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"{self.describe()} did not answer within {self.deadline_s:g} s (the statement "
+            f"timeout and {DEADLINE_GRACE_S:g} s more): the operation was stopped",
+            "timeout",
+        )
+
+    def _failed(self, exc: Exception, watch: _Watch) -> StoreUnavailable:
+        """What an operation that failed with ``exc`` on a connection that is gone raises."""
+        return self._unanswered() if watch.expired else self._unavailable(exc)
+
+    def _watch(self, connection: Any) -> contextlib.AbstractContextManager[_Watch]:
+        """The deadline of one operation on ``connection``."""
+        return self._watchdog.watch(connection, self.deadline_s)
+
+    def _stop_unanswered(self, watch: _Watch) -> None:
+        """At an operation's deadline (the watchdog's thread): cancel its statement (a live
+        server whose statement timeout is off ends it, the connection lives on), and where
+        that does not end it within CANCEL_WAIT_S (a server that does not run), shut its
+        connection down under it."""
+        with watch.lock:
+            if watch.ended:
+                return
+            watch.expired = True
+            with contextlib.suppress(Exception):  # no answer to the cancel either
+                watch.connection.cancel_safe(timeout=CANCEL_WAIT_S)
+        if watch.done.wait(CANCEL_WAIT_S):
+            return
+        with watch.lock:
+            if not watch.ended:
+                _shut_down(watch.connection)
 
     def _writer(self) -> Any:
         if self._db is None or self._db.closed:
@@ -260,17 +414,11 @@ class PostgresStore(StoreBase):
             finally:
                 lock.release()
         self._drop("_listener")
+        self._watchdog.close()
 
     def _interrupt(self, name: str) -> None:
-        """Shut the socket of a connection in use by another thread down: its statement
-        fails at once. (Closing the connection would free what that thread is using.)"""
-        connection = getattr(self, name)
-        # (suppressed: closed meanwhile, no socket any more)
-        with (
-            contextlib.suppress(Exception),
-            socket.socket(fileno=os.dup(connection.pgconn.socket)) as sock,
-        ):
-            sock.shutdown(socket.SHUT_RDWR)
+        """Shut down the socket of the connection ``name``, in use by another thread."""
+        _shut_down(getattr(self, name))
 
     # ------------------------------------------------------------------ reads
     def _read(self, query: str, params: tuple = ()) -> list[tuple]:
@@ -279,15 +427,19 @@ class PostgresStore(StoreBase):
             for attempt in range(2):
                 db = self._read_connection()
                 try:
-                    return db.execute(query, params).fetchall()
+                    with self._watch(db) as watch:
+                        cursor = db.execute(query, params)
+                    return cursor.fetchall()  # converting the rows received waits for no one
                 except self._pg.Error as exc:
                     if not self._lost(exc, db):
-                        raise self._refused(exc) from None
+                        raise (
+                            self._unanswered() if watch.expired else self._refused(exc)
+                        ) from None
                     self._drop("_reader")
                     # reads are safe to repeat: once, on a fresh connection, when the old
-                    # one had gone stale (a restarted server)
-                    if fresh or attempt:
-                        raise self._unavailable(exc) from None
+                    # one had gone stale (a restarted server), not when it did not answer
+                    if fresh or attempt or watch.expired:
+                        raise self._failed(exc, watch) from None
                     fresh = True
         raise AssertionError("unreachable")
 
@@ -329,7 +481,8 @@ class PostgresStore(StoreBase):
         On a lost connection before the commit nothing was written: a stale connection (the
         server restarted since its last use) is replaced and the transaction run once more.
         A connection lost during the commit leaves the outcome unknown: StoreUnavailable says
-        so, and the client's retry (PUT and DELETE are idempotent) settles it.
+        so, and the client's retry (PUT and DELETE are idempotent) settles it. A transaction
+        the database has not answered by its deadline is stopped and not run again.
         """
         with self._lock:
             fresh = self._db is None or self._db.closed
@@ -337,28 +490,34 @@ class PostgresStore(StoreBase):
                 db = self._writer()
                 committing = False
                 try:
-                    db.execute("BEGIN")
-                    result = body(db)
-                    committing = True
-                    db.execute("COMMIT")
+                    with self._watch(db) as watch:
+                        db.execute("BEGIN")
+                        result = body(db)
+                        committing = True
+                        db.execute("COMMIT")
                     return result
                 except self._pg.Error as exc:
                     if not self._lost(exc, db):
                         try:
-                            db.execute("ROLLBACK")
+                            with self._watch(db):
+                                db.execute("ROLLBACK")
                         except self._pg.Error:
                             self._drop("_db")
-                        raise self._refused(exc) from None
+                        raise (
+                            self._unanswered() if watch.expired else self._refused(exc)
+                        ) from None
                     self._drop("_db")
                     if committing:
+                        why = self._cause(exc)
+                        if watch.expired:
+                            why = f"no answer within {self.deadline_s:g} s"
                         raise StoreUnavailable(
                             f"{self.describe()}: the connection was lost while committing, so "
-                            f"the write may or may not be stored; repeat it "
-                            f"({self._cause(exc)})",
+                            f"the write may or may not be stored; repeat it ({why})",
                             "commit_unknown",
                         ) from None
-                    if fresh or attempt:
-                        raise self._unavailable(exc) from None
+                    if fresh or attempt or watch.expired:
+                        raise self._failed(exc, watch) from None
                     fresh = True
                 except BaseException:
                     self._drop("_db")  # interrupted mid-transaction: start afresh
@@ -425,10 +584,11 @@ class PostgresStore(StoreBase):
         if self._listener is None or self._listener.closed:
             listener = self._connect()
             try:
-                listener.execute(f"LISTEN {CHANNEL}")
+                with self._watch(listener) as watch:
+                    listener.execute(f"LISTEN {CHANNEL}")
             except self._pg.Error as exc:
                 listener.close()
-                raise self._unavailable(exc) from None
+                raise self._failed(exc, watch) from None
             self._listener = listener
             return True
         try:

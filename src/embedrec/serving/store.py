@@ -113,7 +113,7 @@ class StoreUnavailable(Exception):
 # why a store refused a write, as the ``reason`` label of embedrec_store_write_failures_total
 FAILURE_REASONS = (
     "unavailable",  # the database cannot be reached (connection lost, refused, closed)
-    "timeout",  # the statement timeout cancelled it (a lock held by a stuck session)
+    "timeout",  # the statement timeout cancelled it (a stuck lock), or the store's deadline did
     "locked",  # SQLite's busy timeout passed, a PostgreSQL deadlock or lock not available
     "disk_full",
     "read_only",  # a read-only file or file system, a PostgreSQL standby
