@@ -108,6 +108,39 @@ def test_reload_history_first_model_and_rollback_target(store):
     assert store.previous_model_dir() == "models/v2"  # ...and the next one undoes it
 
 
+def test_checking_writes_stores_nothing_and_fails_while_a_write_would(location, monkeypatch):
+    import sqlite3
+
+    import psycopg
+
+    from embedrec.serving import pgstore
+
+    monkeypatch.setattr(pgstore, "STATEMENT_TIMEOUT_MS", 300)
+    store = open_store(location)
+    try:
+        store.put("a", CAR)
+        store.check_writes()
+        assert store.head().seq == 1 and store.changes_since(0) == [Change(1, "a", CAR)]
+        # another session holds what a write locks first: the check waits for it as a write
+        # would (SQLite's busy timeout, PostgreSQL's statement timeout), and is refused
+        if store.listens:
+            other = psycopg.connect(location)
+            other.execute("SELECT 1 FROM embedrec_counters WHERE name = 'seq' FOR UPDATE")
+        else:
+            store._db.execute("PRAGMA busy_timeout=50")  # (30 s)
+            other = sqlite3.connect(location, isolation_level=None)
+            other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreUnavailable) as refused:
+            store.check_writes()
+        assert refused.value.reason == ("timeout" if store.listens else "locked")
+        other.rollback()
+        other.close()
+        store.check_writes()
+        assert store.put("b", CAR) == (2, True)
+    finally:
+        store.close()
+
+
 def test_reopening_keeps_everything(location):
     first = open_store(location)
     first.put(7, CAR)

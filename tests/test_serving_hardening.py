@@ -948,6 +948,37 @@ def test_a_write_the_sqlite_store_cannot_take_is_logged_and_in_readiness_and_met
         assert metric(client, "embedrec_store_error") == 0
 
 
+def test_a_store_that_takes_writes_again_is_reported_healthy_without_a_write(
+    model, tmp_path, monkeypatch
+):
+    import sqlite3
+
+    from embedrec.serving import state
+
+    monkeypatch.setattr(state, "STORE_RECHECK_S", 0.05)
+    store = tmp_path / "store.sqlite"
+    settings = Settings(model_dir=str(model), store=str(store), token="t")
+    with TestClient(create_app(settings)) as client:
+        client.app.state.holder.store._db.execute("PRAGMA busy_timeout=50")  # (30 s)
+        other = sqlite3.connect(store, isolation_level=None)  # holds the write lock
+        other.execute("BEGIN IMMEDIATE")
+        answer = client.put("/v1/listings/neu", json=CAR, headers=AUTH)
+        assert answer.status_code == 503 and "database is locked" in answer.text
+        time.sleep(0.5)  # checked several times meanwhile: still refused, still said
+        assert "database is locked" in client.get("/healthz/ready").json()["store_error"]
+        assert metric(client, "embedrec_store_error") == 1
+        seq = client.get("/healthz/ready").json()["seq"]
+        other.execute("ROLLBACK")
+        other.close()
+        deadline = time.monotonic() + 30  # fails the test instead of hanging it
+        while client.get("/healthz/ready").json()["store_error"] is not None:
+            assert time.monotonic() < deadline, "the error stays without a write"
+            time.sleep(0.02)
+        assert metric(client, "embedrec_store_error") == 0
+        assert client.get("/healthz/ready").json()["seq"] == seq  # the check stored nothing
+        assert metric(client, "embedrec_store_write_failures_total", reason="locked") == 1
+
+
 def test_a_stored_row_that_cannot_be_read_is_skipped_and_the_rest_served(model, tmp_path):
     store = tmp_path / "store.sqlite"
     settings = Settings(model_dir=str(model), store=str(store), token="t")

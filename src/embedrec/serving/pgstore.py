@@ -556,6 +556,13 @@ class PostgresStore(StoreBase):
 
         return self._transaction(body)
 
+    def check_writes(self) -> None:
+        """StoreUnavailable unless the store takes a write now: a transaction that takes the
+        row lock a write takes first and rewrites the sequence with its own value, committed."""
+        self._transaction(
+            lambda db: db.execute("UPDATE embedrec_counters SET value = value WHERE name = 'seq'")
+        )
+
     def _record(self, model_dir: str, only_first: bool) -> int | None:
         def body(db: Any) -> int | None:
             row = db.execute(

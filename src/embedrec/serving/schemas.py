@@ -204,8 +204,9 @@ class Readiness(BaseModel):
     store_error: str | None = Field(
         None,
         description="why the store cannot be reached now, or why the last write failed "
-        "(a full disk, a locked or read-only database) while no write has succeeded since: "
-        "reads are answered from memory, writes answer 503 until it is back",
+        "(a full disk, a locked or read-only database) while the store has taken no write "
+        "since (a client's, or the check every 5 s that stores nothing): reads are answered "
+        "from memory, writes answer 503 until it is back",
     )
 
 

@@ -59,6 +59,8 @@ FLOAT_MAX = sys.float_info.max
 FOLLOW_WAIT_S = 1.0
 FOLLOW_POLL_S = 5.0
 FOLLOW_RETRY_S = 1.0
+# after a write the store refused, how often a worker checks whether it takes writes again
+STORE_RECHECK_S = 5.0
 T = TypeVar("T")
 
 
@@ -558,9 +560,13 @@ class StateHolder:
         self._failed_generation = -1
         self.reload_error: str | None = None  # the last failed reload, for readiness
         self.store_error: str | None = None  # why the store cannot be reached now
-        # why the last write (or reload record) failed, while none has succeeded since: a
-        # store that answers reads but takes no write (full, locked, read-only)
+        # why the last write (or reload record) failed, while the store has taken none since
+        # (a write, or the check every STORE_RECHECK_S): a store that answers reads but takes
+        # no write (full, locked, read-only), or one that went away
         self.write_error: str | None = None
+        self._write_failures = 0  # counted: a check clears only the failures before it
+        self._recheck_lock = threading.Lock()
+        self._rechecking = False
         # called with the reason (StoreUnavailable.reason) of each write the store refused
         self.on_write_failure: Callable[[str], None] | None = None
         # caught up once the follower has listened and applied the store's changes (at once
@@ -671,17 +677,51 @@ class StateHolder:
             result = write()
         except StoreUnavailable as exc:
             log.warning("%s refused (%s): %s", what, exc.reason, exc)
-            self.write_error = f"the last write failed: {exc}"
+            with self._recheck_lock:
+                self.write_error = f"the last write failed: {exc}"
+                self._write_failures += 1
+                if not self._rechecking:
+                    self._rechecking = True
+                    threading.Thread(
+                        target=self._recheck_writes, name="embedrec-store-check", daemon=True
+                    ).start()
             if self.on_write_failure is not None:
                 self.on_write_failure(exc.reason)
             raise
         self.write_error = None
         return result
 
+    def _recheck_writes(self) -> None:
+        """After a refused write: check every STORE_RECHECK_S whether the store takes writes
+        again (``Store.check_writes``, which stores nothing), and clear ``write_error`` when
+        it does, so that a service that gets no writes does not report a store that is back
+        as failing for ever. Ends then, at the next stored write, or when the holder closes."""
+        while not self._stop.wait(STORE_RECHECK_S):
+            with self._recheck_lock:
+                if self.write_error is None:  # a write was stored meanwhile
+                    self._rechecking = False
+                    return
+                failures = self._write_failures
+            try:
+                self.store.check_writes()
+            except StoreUnavailable:
+                continue  # still refused: write_error says why
+            except Exception:  # noqa: BLE001 - the check must outlive any one failure
+                if self._stop.is_set():  # the store closed under it: the server stops
+                    return
+                log.exception("checking whether the store takes writes failed")
+                continue
+            with self._recheck_lock:
+                if self._write_failures == failures:  # no write failed during the check
+                    log.warning("store takes writes again: %s", self.store.describe())
+                    self.write_error = None
+                    self._rechecking = False
+                    return
+
     @property
     def store_problem(self) -> str | None:
-        """Why the store cannot be reached now, else why the last write failed (while none
-        has succeeded since), else None: readiness's ``store_error``."""
+        """Why the store cannot be reached now, else why the last write failed (while the
+        store has taken none since), else None: readiness's ``store_error``."""
         return self.store_error or self.write_error
 
     def reload(self, model_dir: str) -> ServingState:

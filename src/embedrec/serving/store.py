@@ -182,6 +182,8 @@ class Store(Protocol):
 
     def counts(self) -> dict[str, int]: ...
 
+    def check_writes(self) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -516,6 +518,18 @@ class ListingStore(StoreBase):
             except BaseException as exc:
                 self._rolled_back(exc)
         return [(q, new) for _, q, _, _, _, new in params]
+
+    def check_writes(self) -> None:
+        """StoreUnavailable unless the store takes a write now: a transaction that takes the
+        lock a write takes and rewrites the sequence with its own value, committed."""
+        self._check_file()
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("UPDATE meta SET value = value WHERE key = 'seq'")
+                self._db.execute("COMMIT")
+            except BaseException as exc:
+                self._rolled_back(exc)
 
     def changes_since(self, seq: int) -> list[Change]:
         """The latest state of every listing changed after ``seq``, in sequence order."""
