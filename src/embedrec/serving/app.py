@@ -227,12 +227,15 @@ def create_app(settings: Settings) -> FastAPI:
     @app.post("/v1/recommendations", response_model=s.SessionResponse, responses=BODY_ERRORS)
     def session_recommendations(request_body: s.SessionRequest, st: State) -> Response:
         """Listings for an anonymous visitor, from the listings viewed in their session."""
-        filters = _filters(st, request_body.filters or {})
+        mapping = request_body.filters or {}
+        filters = _filters(st, mapping, within="filters.")
         session = [st.listing_id(str(i)) for i in request_body.session]
         try:
             answer = st.retriever.recommend_session(session, request_body.k, filters)
         except UnknownIdError as exc:
             raise ApiError(404, str(exc), "session") from None
+        except FilterError as exc:  # one the search finds (a radius without coordinates)
+            raise _filter_error(exc, mapping, within="filters.") from None
         return _answer(
             query=answer.query, results=_distances(answer, _near(filters)), unknown=answer.unknown
         )
@@ -730,8 +733,10 @@ def _query_mapping(request: Request) -> dict[str, Any]:
     return mapping
 
 
-def _filters(st: ServingState, mapping: dict[str, Any]) -> list:
-    """Parsed filters, checked against the catalogue's columns before any search."""
+def _filters(st: ServingState, mapping: dict[str, Any], within: str = "") -> list:
+    """Parsed filters, checked against the catalogue's columns before any search. An error
+    names the key as the client gave it, after ``within`` (the body field holding the
+    filters: ``filters.``)."""
     if not isinstance(mapping, dict):
         raise ApiError(422, "filters must be an object", "filters")
     schema = st.catalogue.schema
@@ -742,13 +747,28 @@ def _filters(st: ServingState, mapping: dict[str, Any]) -> list:
                 # in the API's words: the library's message names its own filters (within=)
                 names = [p["name"] for p in filter_parameters(schema, reserved=NOT_FILTERS)]
                 raise ApiError(
-                    422, f"unknown filter {key!r}; the filters are: {', '.join(names)}", key
+                    422,
+                    f"unknown filter {key!r}; the filters are: {', '.join(names)}",
+                    within + key,
                 )
     if any(_holds_bool(value) for value in mapping.values()):
         mapping = _json_booleans(mapping, st.boolean_columns)
-    filters = filters_from_mapping(mapping)
-    allowed_mask(filters, st.catalogue.schema)  # raises FilterError naming the field
+    try:
+        filters = filters_from_mapping(mapping)
+        allowed_mask(filters, st.catalogue.schema)
+    except FilterError as exc:
+        raise _filter_error(exc, mapping, within) from None
     return filters
+
+
+def _filter_error(exc: FilterError, mapping: dict[str, Any], within: str = "") -> ApiError:
+    """``exc`` naming the key the client gave: the library names a range by its column
+    (``price`` for price_min above price_max, ``make`` for make_min on a text column), which
+    is no parameter of the request, or another filter (``price=...``)."""
+    given = exc.field
+    if given not in mapping:
+        given = next((k for k in mapping if k in (f"{given}_min", f"{given}_max")), given)
+    return ApiError(422, str(exc), within + given)
 
 
 def _holds_bool(value: Any) -> bool:
@@ -871,6 +891,22 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
+# where FastAPI found a value: the first part of a validation error's location, which no
+# client writes (a body field is named by its path in the JSON body, as ``BatchError`` does)
+_SOURCES = ("body", "query", "path", "header", "cookie")
+
+
+def _field_name(location: tuple) -> str | None:
+    """A validation error's field as a client sends it: ``session``, ``listings.0``, ``k``,
+    ``listing_id``; ``body`` for the body as a whole (not an object, or none)."""
+    parts = [str(part) for part in location]
+    if parts[:1] == ["body"] and len(parts) == 1:
+        return "body"
+    if parts[:1] and parts[0] in _SOURCES:
+        parts = parts[1:]
+    return ".".join(parts) or None
+
+
 def _error(status: int, message: str, field: str | None, headers: dict | None = None):
     return JSONResponse({"error": message, "field": field}, status_code=status, headers=headers)
 
@@ -889,10 +925,10 @@ def _add_error_handlers(app: FastAPI) -> None:
             where = first.get("loc", ("body", 0))[-1]
             why = first.get("ctx", {}).get("error", "cannot parse")
             return _error(422, f"body: invalid JSON at character {where}: {why}", "body")
-        location = [str(part) for part in first.get("loc", ()) if part not in ("query", "path")]
-        field = ".".join(location) or None
+        location = tuple(first.get("loc", ()))
+        field = _field_name(location)
         message = first.get("msg", "invalid request")
-        if location[:1] == ["body"] and isinstance(exc.body, bytes) and exc.body:
+        if location[:1] == ("body",) and isinstance(exc.body, bytes) and exc.body:
             # FastAPI leaves a body without a JSON Content-Type unparsed: its fields then look
             # missing
             content_type = request.headers.get("content-type")

@@ -35,7 +35,13 @@ class ErrorBody(BaseModel):
     batch write names every bad listing in ``errors``."""
 
     error: str
-    field: str | None = None
+    field: str | None = Field(
+        None,
+        description="what is at fault, as the client sends it: a body field by its path in "
+        "the JSON body (session, listings.0.price, filters.price_min; body: the body as a "
+        "whole), a query or path parameter by its name (k, price_min, listing_id), a header "
+        "by its name (Authorization)",
+    )
     errors: list[ItemError] | None = None
 
 
