@@ -495,33 +495,89 @@ def worker_of(client: httpx.Client) -> str:
     return line.split('worker="')[1].split('"')[0]
 
 
-def test_workers_see_each_others_writes(model_dir, tmp_path):
-    server = Server(model_dir, tmp_path / "store.sqlite", "--workers", "2")
+SHOP = "https://shop.example"  # the web origin the two-worker server lets call it
+
+
+@pytest.fixture(scope="module")
+def two_workers(model_dir, tmp_path_factory):
+    """A server of two workers and a client connected to each, by worker pid."""
+    store = tmp_path_factory.mktemp("workers") / "store.sqlite"
+    server = Server(model_dir, store, "--workers", "2", "--cors-origin", SHOP)
     clients: dict[str, httpx.Client] = {}
     try:
         # connections are spread over the workers by the kernel: open some until both answer
         for _ in range(64):
             client = httpx.Client(base_url=server.url, timeout=30)
-            clients.setdefault(worker_of(client), client)
+            if clients.setdefault(worker_of(client), client) is not client:
+                client.close()
             if len(clients) == 2:
                 break
         assert len(clients) == 2, "both workers answer"
-        one, other = clients.values()
-        for i, (writer, reader) in enumerate([(one, other), (other, one)] * 5):
-            assert writer.put(f"/v1/listings/w{i}", json=NEW_CAR, headers=AUTH).status_code == 201
-            assert reader.get(f"/v1/listings/w{i}").status_code == 200, "write not visible"
-            assert writer.delete(f"/v1/listings/w{i}", headers=AUTH).status_code == 200
-            assert reader.get(f"/v1/listings/w{i}").status_code == 404, "delete not visible"
-        generation = one.get("/v1/model").json()["generation"]
-        assert one.post("/v1/admin/reload", json={}, headers=AUTH).status_code == 200
-        deadline = time.monotonic() + 30  # the other worker reloads in the background
-        while other.get("/v1/model").json()["generation"] == generation:
-            assert time.monotonic() < deadline, "the other worker did not reload"
-            time.sleep(0.2)
+        yield clients
     finally:
         for client in clients.values():
             client.close()
         server.stop()
+
+
+def test_workers_see_each_others_writes(two_workers):
+    one, other = two_workers.values()
+    for i, (writer, reader) in enumerate([(one, other), (other, one)] * 5):
+        assert writer.put(f"/v1/listings/w{i}", json=NEW_CAR, headers=AUTH).status_code == 201
+        assert reader.get(f"/v1/listings/w{i}").status_code == 200, "write not visible"
+        assert writer.delete(f"/v1/listings/w{i}", headers=AUTH).status_code == 200
+        assert reader.get(f"/v1/listings/w{i}").status_code == 404, "delete not visible"
+    generation = one.get("/v1/model").json()["generation"]
+    assert one.post("/v1/admin/reload", json={}, headers=AUTH).status_code == 200
+    deadline = time.monotonic() + 30  # the other worker reloads in the background
+    while other.get("/v1/model").json()["generation"] == generation:
+        assert time.monotonic() < deadline, "the other worker did not reload"
+        time.sleep(0.2)
+
+
+def preflight(client: httpx.Client, origin: str, method: str, path: str) -> httpx.Response:
+    """A browser's preflight before a cross-origin request of ``method`` with the token."""
+    headers = {
+        "Origin": origin,
+        "Access-Control-Request-Method": method,
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
+    return client.options(path, headers=headers)
+
+
+def test_every_worker_lets_the_origin_named_by_cors_origin_call_it(two_workers):
+    for worker, client in two_workers.items():
+        listing = client.get("/v1/random-listing").json()["listing_id"]
+        # the methods of the path asked about, writes with the token included
+        allowed = preflight(client, SHOP, "PUT", f"/v1/listings/{listing}")
+        assert allowed.status_code == 200, (worker, allowed.text)
+        assert allowed.headers["access-control-allow-origin"] == SHOP
+        assert allowed.headers["access-control-allow-methods"] == "DELETE, GET, HEAD, PUT"
+        assert "authorization" in allowed.headers["access-control-allow-headers"].lower()
+        assert "access-control-allow-credentials" not in allowed.headers  # no cookies
+        similar = preflight(client, SHOP, "GET", f"/v1/listings/{listing}/similar")
+        assert similar.headers["access-control-allow-methods"] == "GET, HEAD"
+        read = client.get(f"/v1/listings/{listing}", headers={"Origin": SHOP})
+        assert read.status_code == 200 and read.headers["access-control-allow-origin"] == SHOP
+        assert "Origin" in read.headers["vary"]  # a cache keeps the answers apart
+        # another origin: no header lets its page read an answer
+        other = "https://elsewhere.example"
+        refused = preflight(client, other, "GET", f"/v1/listings/{listing}/similar")
+        assert refused.status_code == 400 and refused.json()["field"] == "Origin", worker
+        read = client.get(f"/v1/listings/{listing}", headers={"Origin": other})
+        for answer in (refused, read):
+            assert not any(name.startswith("access-control-") for name in answer.headers)
+
+
+def test_without_cors_origins_no_cors_header_is_sent(server):
+    # off by default: a preflight is an OPTIONS the path does not take, as before
+    listing = some_ids(server, 1)[0]
+    asked = preflight(server.client, SHOP, "GET", f"/v1/listings/{listing}/similar")
+    assert asked.status_code == 405 and asked.headers["allow"] == "GET, HEAD"
+    read = server.get(f"/v1/listings/{listing}", headers={"Origin": SHOP})
+    for answer in (asked, read):
+        assert not any(name.startswith("access-control-") for name in answer.headers)
+        assert "vary" not in answer.headers
 
 
 def test_mf_model_refuses_new_listings(cars, tmp_path):

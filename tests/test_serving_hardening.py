@@ -10,6 +10,7 @@ import hashlib
 import html.parser
 import json
 import os
+import re
 import shutil
 import socket
 import threading
@@ -903,6 +904,93 @@ def test_every_error_names_its_field_as_the_client_sends_it(client):
         assert answer.status_code == 422, (path, request, answer.text)
         assert answer.json()["field"] == field, (path, request, answer.text)
         assert not answer.json()["error"].startswith("body."), answer.text
+
+
+ADMIN = "https://admin.example"
+
+
+@pytest.fixture(scope="module")
+def cors_client(model, tmp_path_factory):
+    """The service letting pages of any origin read and those of ADMIN write too."""
+    store = tmp_path_factory.mktemp("cors") / "store.sqlite"
+    settings = Settings(model_dir=str(model), store=str(store), token="t",
+                        cors_origins=("*", ADMIN))  # fmt: skip
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def cors_preflight(client, origin: str, method: str, path: str, headers: str = ""):
+    asked = {"Origin": origin, "Access-Control-Request-Method": method}
+    if headers:
+        asked["Access-Control-Request-Headers"] = headers
+    return client.options(path, headers=asked)
+
+
+def test_any_origin_may_read_and_only_the_origins_named_may_write(cors_client, client):
+    anyone, listing = "https://anywhere.example", "Wagen 0 ä"
+    similar, one = f"/v1/listings/{listing}/similar", f"/v1/listings/{listing}"
+    # '*': the reads of each path, the anonymous session's POST among them, never reflected
+    for method, path, methods in (
+        ("GET", similar, "GET, HEAD"),
+        ("HEAD", one, "GET, HEAD"),  # PUT and DELETE need the token
+        ("POST", "/v1/recommendations", "POST"),
+    ):
+        answer = cors_preflight(cors_client, anyone, method, path, "content-type")
+        assert answer.status_code == 200, (path, answer.text)
+        assert answer.headers["access-control-allow-origin"] == "*"
+        assert answer.headers["access-control-allow-methods"] == methods, path
+    for method, path, headers, field in (
+        ("PUT", one, "content-type", "Access-Control-Request-Method"),
+        ("POST", "/v1/listings:batch", "", "Access-Control-Request-Method"),
+        ("GET", similar, "authorization", "Access-Control-Request-Headers"),  # the token
+    ):
+        answer = cors_preflight(cors_client, anyone, method, path, headers)
+        assert answer.status_code == 400 and answer.json()["field"] == field, answer.text
+        assert "--cors-origin" in answer.json()["error"]
+    # an origin named: every method of the path, with the token
+    answer = cors_preflight(cors_client, ADMIN, "DELETE", one, "Authorization")
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["access-control-allow-origin"] == ADMIN
+    assert answer.headers["access-control-allow-methods"] == "DELETE, GET, HEAD, PUT"
+    assert "access-control-allow-credentials" not in answer.headers
+    assert cors_preflight(cors_client, ADMIN, "PUT", similar).status_code == 400
+    # answers carry the header, HEAD's (the GET's headers) and the limits' 413 too
+    for origin, allowed in ((anyone, "*"), (ADMIN, ADMIN)):
+        read = cors_client.get(one, headers={"Origin": origin})
+        head = cors_client.head(one, headers={"Origin": origin})
+        big = cors_client.put(one, content=b"x" * 70_000,
+                              headers={"Origin": origin, "Authorization": "Bearer t"})  # fmt: skip
+        assert (read.status_code, head.status_code, big.status_code) == (200, 200, 413)
+        for answer in (read, head, big):
+            assert answer.headers["access-control-allow-origin"] == allowed
+            assert answer.headers["vary"] == "Origin"
+        assert head.headers["content-length"] == read.headers["content-length"]
+    # an OPTIONS that is no preflight answers 405 as without CORS
+    answer = cors_client.options(one, headers={"Origin": ADMIN})
+    assert answer.status_code == 405 and answer.headers["allow"] == "DELETE, GET, HEAD, PUT"
+    # preflights are counted under their route; the schema is the one without CORS
+    metrics = cors_client.get("/metrics").text
+    assert 'endpoint="/v1/listings/{listing_id}",method="OPTIONS",status="200"' in metrics
+    assert cors_client.get("/openapi.json").json() == client.get("/openapi.json").json()
+
+
+@pytest.mark.parametrize(
+    ("origin", "why"),
+    [
+        ("https://shop.example/", "without a path or a trailing slash"),
+        ("shop.example", "scheme://host[:port]"),
+        ("null", "sandboxed pages"),
+        ("https://shop.example:443", "name https://shop.example"),
+    ],
+)
+def test_an_origin_no_browser_sends_is_refused_at_start(model, tmp_path, origin, why):
+    # it would never match an Origin header: the page would fail with no word why
+    result = CliRunner().invoke(main, ["serve", str(model), "--cors-origin", origin])
+    assert result.exit_code == 2 and why in result.output, result.output
+    with pytest.raises(ValueError, match=re.escape(why)):
+        settings = Settings(model_dir=str(model), store=str(tmp_path / "s.sqlite"),
+                            cors_origins=(origin,))  # fmt: skip
+        create_app(settings)
 
 
 def test_a_radius_of_the_near_form_is_named_by_its_parameter(client):

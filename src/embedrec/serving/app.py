@@ -30,7 +30,6 @@ from fastapi.security.utils import get_authorization_scheme_param
 from fastapi.staticfiles import StaticFiles
 from pydantic_core import to_json
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 from embedrec.bundle import BundleError
 from embedrec.data.errors import DataError
@@ -40,6 +39,7 @@ from embedrec.index.catalogue import Catalogue
 from embedrec.index.filters import FilterError, allowed_mask, filters_from_mapping
 from embedrec.retrieval.results import Results, UnknownIdError
 from embedrec.serving import schemas as s
+from embedrec.serving.cors import RouteCors, check_origin, path_methods
 from embedrec.serving.filter_params import EXCLUDE, RADIUS, RESULTS, filter_parameters
 from embedrec.serving.metrics import CONTENT_TYPE, Metrics, MetricsAndLimits
 from embedrec.serving.state import BatchError, ServingState, Settings, StateHolder
@@ -104,6 +104,7 @@ class ApiError(Exception):
 def create_app(settings: Settings) -> FastAPI:
     """The service for ``settings``: loads the model, replays the store, defines the routes."""
     check_token_text(settings.token, "the settings")  # before anything is loaded
+    cors_origins = [check_origin(origin) for origin in settings.cors_origins]
     store = open_store(settings.store)
     try:
         holder = StateHolder(settings, store)
@@ -436,6 +437,17 @@ def create_app(settings: Settings) -> FastAPI:
         max_body=settings.max_body_bytes,
         larger={"/v1/listings:batch": max(settings.max_batch_bytes, settings.max_body_bytes)},
     )
+    if cors_origins:
+        # outside the limits: a body refused as too large is an answer the page may read
+        writes = [
+            route
+            for route in app.routes
+            if isinstance(route, APIRoute)
+            and any(d.call is writer for d in route.dependant.dependencies)
+        ]
+        app.add_middleware(
+            RouteCors, origins=cors_origins, routes=app.routes, writes=writes, metrics=metrics
+        )
     return app
 
 
@@ -516,6 +528,7 @@ def settings_from_env(token: str | None = _FROM_ENV) -> Settings:
         max_body_bytes=int(env.get("EMBEDREC_MAX_BODY_BYTES", 64 * 1024)),
         follow_store=env.get("EMBEDREC_FOLLOW_STORE") == "1",
         cache_dir=env.get("EMBEDREC_CACHE_DIR") or None,
+        cors_origins=tuple(env.get("EMBEDREC_CORS_ORIGINS", "").split()),
     )
 
 
@@ -882,13 +895,7 @@ def _model_info(st: ServingState) -> s.ModelInfo:
 def _allowed_methods(request: Request) -> list[str]:
     """Every method a route of the request's path answers (sorted; empty for no route): HEAD
     wherever GET is (:class:`_HeadAsGet`)."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        if getattr(route, "methods", None) and route.matches(request.scope)[0] is not Match.NONE:
-            methods |= route.methods
-    if "GET" in methods:
-        methods.add("HEAD")
-    return sorted(methods)
+    return path_methods(request.app.router.routes, request.scope)[1]
 
 
 # where FastAPI found a value: the first part of a validation error's location, which no

@@ -29,6 +29,17 @@ def _store_path(value: str) -> str:
     return value
 
 
+def _cors_origins(values: tuple[str, ...]) -> tuple[str, ...]:
+    if not values:
+        return ()
+    from embedrec.serving.cors import check_origin
+
+    try:
+        return tuple(dict.fromkeys(check_origin(value) for value in values))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @click.command("serve", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model_dir", type=click.Path(file_okay=False))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
@@ -79,6 +90,17 @@ def _store_path(value: str) -> str:
     help="Seconds SIGTERM waits for the requests in flight (a client still sending its body, "
     "a write waiting for the database) before they are cancelled and the server stops.",
 )
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    metavar="ORIGIN",
+    callback=lambda _ctx, _param, values: _cors_origins(values),
+    help="Let web pages of ORIGIN (scheme://host[:port], as the browser sends it) call the API "
+    "from a browser: CORS headers, and preflights answered with the methods each path takes, "
+    "writes with the bearer token included. Repeatable. '*': pages of any origin, for reads "
+    "only. Default: none (no CORS headers; a preflight OPTIONS answers 405).",
+)
 @click.option("--log-level", default="info", show_default=True)
 def serve_command(
     model_dir: str,
@@ -91,6 +113,7 @@ def serve_command(
     listings: str | None,
     worker_timeout: int,
     shutdown_timeout: int,
+    cors_origins: tuple[str, ...],
     log_level: str,
 ) -> None:
     """Serve MODEL_DIR over HTTP: similar listings, recommendations, listing writes."""
@@ -136,6 +159,7 @@ def serve_command(
         # the --listings catalogue, its vector index and the model's tensors in files that a
         # restart (and every worker) maps instead of computing again (serving/shared.py)
         cache_dir=str(_cache_dir()),
+        cors_origins=cors_origins,
     )
     try:
         if workers == 1:
@@ -166,6 +190,7 @@ def serve_command(
             EMBEDREC_FOLLOW_STORE="1",
             EMBEDREC_MODEL_ROOT=model_root,
             EMBEDREC_CACHE_DIR=settings.cache_dir,
+            EMBEDREC_CORS_ORIGINS=" ".join(cors_origins),  # no origin holds a space
         )
         # the token read above goes to each worker inside the app factory the supervisor
         # pickles to it, not in the environment, where any process of the user could read

@@ -99,6 +99,9 @@ class Settings:
     # where workers and restarts share the model's tensors and the served catalogue's table,
     # vectors and index (serving/shared.py); None: each process loads and embeds its own
     cache_dir: str | None = None
+    # the web origins whose pages may call the API from a browser (serving/cors.py); "*":
+    # any page, reads only. Empty: no CORS headers
+    cors_origins: tuple[str, ...] = ()
 
 
 @dataclass
