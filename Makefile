@@ -28,11 +28,12 @@ install-dev: $(VENV)/.installed-dev
 demo: install
 	$(BIN)/embedrec demo
 
-# two processes (pytest-xdist), a test file to each in turn: about 10 minutes on 2 cores
+# two processes (pytest-xdist), a test file to each in turn, the longest first
+# (tests/file_seconds.json): about 10 minutes on 2 cores
 # instead of 20; the files' module fixtures stay in one process
 test: install-dev
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 # the unit tests alone: no benchmark smoke runs, HTTP servers or browsers (markers in pyproject)
 test-fast: install-dev

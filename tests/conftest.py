@@ -77,3 +77,17 @@ def pytest_configure(config: pytest.Config) -> None:
         import torch
 
         torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The longest files first (tests/file_seconds.json), so that `make test`'s two workers,
+    # given whole files in this order (--dist loadfile --no-loadscope-reorder), do not end
+    # with one long file running while the other worker idles. A file not measured yet
+    # counts as a median one.
+    import statistics
+
+    from file_seconds import load
+
+    seconds = load()
+    typical = statistics.median(seconds.values()) if seconds else 0.0
+    items.sort(key=lambda item: -seconds.get(item.path.name, typical))
