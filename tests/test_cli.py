@@ -655,3 +655,24 @@ def test_an_unwritable_output_is_named_as_given_not_by_its_temporary_file(tmp_pa
 
     with pytest.raises(OSError, match=r"^Failed to open local file '.*/gone/x\.png'$"):
         write_atomic(out, arrow_like)
+
+
+@pytest.mark.parametrize("place", ["a folder of other files", "under a file"])
+def test_train_refuses_an_output_it_could_not_write_before_training(tmp_path, cars, place):
+    # the refusal at save came after the whole training run, hours in a nightly job
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a model")
+    out = tmp_path / "m" if place == "a folder of other files" else notes / "m"
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "notes.txt").write_text("not a model")
+    data = ["--interactions", str(cars / "interactions.parquet")]
+    data += ["--listings", str(cars / "listings.parquet")]
+    result = CliRunner().invoke(main, ["train", *data, "--out", str(out), "--epochs", "1"])
+    assert result.exit_code == 2
+    if place == "under a file":
+        assert result.output == f"error: {notes}: a file is where a folder is needed\n"
+    else:
+        assert f"{out} exists and is not a model directory" in result.output
+    # nothing was trained: no epoch left its checkpoint beside the output
+    assert not out.with_name("m.checkpoints").exists()
+    assert notes.read_text() == "not a model"

@@ -6,6 +6,7 @@ renamed into place, so a crash leaves either the old model or the new one, never
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -51,15 +52,34 @@ def write_bundle(
         manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta, "files": checksums}
         (staging / MANIFEST).write_text(json_text(manifest))
 
-    def check_existing(target: Path) -> None:
-        if not target.is_dir():
-            raise BundleError(f"{target} is a file, not a model directory; not replacing it")
-        if not (target / MANIFEST).exists() and any(target.iterdir()):
-            raise BundleError(f"{target} exists and is not a model directory; not replacing it")
-
     if Path(target).exists():  # refused before anything is written
-        check_existing(Path(target))
-    return replace_directory(target, write, check_existing)
+        _check_existing(Path(target))
+    return replace_directory(target, write, _check_existing)
+
+
+def check_destination(target: str | Path) -> None:
+    """Refuse now what ``write_bundle(target, ...)`` would refuse at the end: a file or a
+    folder of other files in the model's place, a file where a folder of its path should be.
+
+    A training run calls it first, so that a wrong ``--out`` stops in a second, not after
+    hours of training. Raises BundleError or NotADirectoryError (naming the file in the way).
+    """
+    target = Path(target)
+    if target.exists():
+        _check_existing(target)
+        return
+    for folder in target.parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
+            return
+
+
+def _check_existing(target: Path) -> None:
+    if not target.is_dir():
+        raise BundleError(f"{target} is a file, not a model directory; not replacing it")
+    if not (target / MANIFEST).exists() and any(target.iterdir()):
+        raise BundleError(f"{target} exists and is not a model directory; not replacing it")
 
 
 def read_manifest(directory: str | Path, files: Collection[str] | None = None) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any
 import click
 import numpy as np
 
+from embedrec.bundle import check_destination
 from embedrec.data.errors import DataError, os_error_message
 from embedrec.data.ids import parse_id
 from embedrec.data.io import check_event_weights
@@ -275,6 +276,7 @@ def train(
     if rank != 0:  # the first rank speaks for the run
         logging.getLogger("embedrec").setLevel(logging.WARNING)
         params["progress"] = False
+    check_destination(out_dir)  # a wrong --out stops now, not after the training
     checkpoints = Path(out_dir).with_name(Path(out_dir).name + ".checkpoints")
     # torchrun --max-restarts restarts every rank after one is lost: go on where it stopped
     restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
