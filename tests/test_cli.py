@@ -676,3 +676,18 @@ def test_train_refuses_an_output_it_could_not_write_before_training(tmp_path, ca
     # nothing was trained: no epoch left its checkpoint beside the output
     assert not out.with_name("m.checkpoints").exists()
     assert notes.read_text() == "not a model"
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(model_dir):
+    # `embedrec similar ... | head`: the pipe closes before the answers are written
+    listing = pd.read_parquet(model_dir / "listings.parquet")["listing_id"].iloc[0]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "embedrec", "similar", str(model_dir), str(listing), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert process.wait(timeout=120) == 1
+    assert "Traceback" not in stderr and "error" not in stderr.lower(), stderr

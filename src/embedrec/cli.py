@@ -79,10 +79,16 @@ def _user_errors(command: Callable) -> Callable:
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return command(*args, **kwargs)
+            result = command(*args, **kwargs)
+            # what is still buffered meets a closed pipe here, not in the exit's own flush
+            sys.stdout.flush()
+            return result
         except USER_ERRORS as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except BrokenPipeError:
+            # the reader stopped early (| head): click ends the command quietly, status 1
+            raise
         except OSError as exc:  # the file system refused: no permission, a file in the way
             click.echo(f"error: {os_error_message(exc)}", err=True)
             sys.exit(2)
