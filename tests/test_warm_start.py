@@ -419,3 +419,29 @@ def test_listings_too_rare_to_train_on_stay_seen_through_an_update(cars):
         assert seen(base, user) <= seen(updated, user)
         viewed = set(events.loc[events["user_id"] == user, "listing_id"])
         assert seen(updated, user) <= viewed
+
+
+def test_an_update_says_which_new_columns_it_does_not_learn_from(base, cars, caplog):
+    # a column added to tonight's export is kept as a field; without a word, a nightly job
+    # would never learn that the network ignores it
+    events, listings = cars
+    tonight = listings.assign(colour="red")
+    tonight.attrs["source"] = "tonight.parquet"
+    prepared = Recommender(**SETTINGS, **QUIET).prepare(
+        events, tonight, since=UPDATE_DAY, until=NEXT_DAY
+    )
+    with caplog.at_level("WARNING", logger="embedrec"):
+        warm = continue_from(base, prepared, None)
+    assert "colour" in warm.listings.frame().columns
+    notes = [r.getMessage() for r in caplog.records if "not learned from" in r.getMessage()]
+    assert len(notes) == 1 and notes[0].startswith("tonight.parquet: column(s) colour are new")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="embedrec"):
+        continue_from(
+            base,
+            Recommender(**SETTINGS, **QUIET).prepare(
+                events, listings, since=UPDATE_DAY, until=NEXT_DAY
+            ),
+            None,
+        )
+    assert not [r for r in caplog.records if "not learned from" in r.getMessage()]

@@ -126,6 +126,7 @@ def continue_from(previous: Fitted, prepared: TrainingData, source: str | None) 
     )
     fresh = prepared.listings.frame()
     _check_feature_columns(previous, fresh, prepared.listings.attrs.get("source"))
+    _note_new_columns(previous, fresh, prepared.listings.attrs.get("source"))
     fresh = _in_old_types(fresh, previous.listing_table_, prepared.listings.attrs.get("source"))
     # fields from the new table; a listing it lacks keeps the fields the old model had
     kept = previous.listing_table_
@@ -206,6 +207,21 @@ def _check_feature_columns(previous: Fitted, table: pd.DataFrame, source: str | 
     the new one (its values erased, its filters matching nothing)."""
     if previous.pipeline_ is not None:
         previous.pipeline_.check_columns(table, source, " of the model continued from")
+
+
+def _note_new_columns(previous: Fitted, table: pd.DataFrame, source: str | None) -> None:
+    """Log the columns ``table`` has that the old model's listings had not: a warm start keeps
+    the old feature encoders, so such a column is kept as a field (shown, filterable) but
+    the network never reads it, which a nightly run would otherwise not show."""
+    new = [c for c in table.columns if c not in previous.listing_table_.columns]
+    if new:
+        logger.warning(
+            "%s: column(s) %s are new since the model continued from; a warm start keeps its "
+            "features, so they are kept as fields (shown, filterable) but not learned from "
+            "(train without init_from to learn from them)",
+            source or "listings",
+            ", ".join(new),
+        )
 
 
 def carry_over(model: RecModel, prepared: WarmStart) -> None:
