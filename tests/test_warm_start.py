@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from embedrec.cli import main
 from embedrec.data.errors import DataError
-from embedrec.data.schema import FeatureSpec
+from embedrec.data.schema import FeatureSpec, SchemaConfig
 from embedrec.datasets.cars import generate_cars
 from embedrec.features.categorical import CategoricalEncoder
 from embedrec.features.multi_valued import MultiValuedEncoder
@@ -445,3 +445,18 @@ def test_an_update_says_which_new_columns_it_does_not_learn_from(base, cars, cap
             None,
         )
     assert not [r for r in caplog.records if "not learned from" in r.getMessage()]
+
+
+def test_an_update_whose_features_config_differs_is_refused(base, cars):
+    # the warm start keeps the old encoders: a new type or drop would be ignored unsaid
+    events, listings = cars
+    text_make = SchemaConfig(types={"make": "text"})
+    with pytest.raises(ValueError, match=r"\[features\] differ .*\(make: text here, inferred"):
+        Recommender(**QUICK, **QUIET, schema=text_make).fit(events, listings, init_from=base)
+    dropped = Recommender(**QUICK, schema=SchemaConfig(drop=["make"])).get_params()
+    with pytest.raises(ValueError, match=r"drop \['make'\] here, \[\] there"):
+        check_architecture(base.get_params(), dropped)
+    # no [features] and an empty one are the same; mf reads no features
+    check_architecture(base.get_params(), Recommender(**QUICK, schema=SchemaConfig()).get_params())
+    mf = Recommender(model="mf", dim=16).get_params()
+    check_architecture(mf, Recommender(model="mf", dim=16, schema=text_make).get_params())

@@ -23,7 +23,7 @@ from embedrec.data.errors import DataError, shown
 from embedrec.data.ids import IdMap
 from embedrec.data.packed import PackedTable
 from embedrec.data.prepare import Interactions
-from embedrec.data.schema import FeatureSpec
+from embedrec.data.schema import FeatureSpec, SchemaConfig
 from embedrec.features.pipeline import FeaturePipeline
 from embedrec.models.base import RecModel
 from embedrec.models.registry import model_class
@@ -98,6 +98,28 @@ def check_architecture(previous: dict[str, Any], params: dict[str, Any]) -> None
                 f"init_from: {name}={params[name]!r} differs from the model it continues "
                 f"({name}={value!r}); a warm start keeps the model's architecture"
             )
+    if model_class(previous["model"]).needs_features:
+        _check_features(previous.get("schema"), params.get("schema"))
+
+
+def _check_features(previous: SchemaConfig | None, given: SchemaConfig | None) -> None:
+    """Raise ValueError where ``given`` (this run's ``[features]``) types or drops a column
+    otherwise than ``previous``, the model's: a warm start keeps the old model's feature
+    encoders, so a changed type or drop would be ignored without a word."""
+    old, new = previous or SchemaConfig(), given or SchemaConfig()
+    differences = [
+        f"{column}: {new.types.get(column, 'inferred')} here, "
+        f"{old.types.get(column, 'inferred')} there"
+        for column in sorted(set(old.types) | set(new.types))
+        if old.types.get(column) != new.types.get(column)
+    ]
+    if set(old.drop) != set(new.drop):
+        differences.append(f"drop {sorted(new.drop)} here, {sorted(old.drop)} there")
+    if differences:
+        raise ValueError(
+            f"init_from: [features] differ from the model it continues ({'; '.join(differences)}); "
+            "a warm start keeps the model's features: give the [features] of its training"
+        )
 
 
 def continue_from(previous: Fitted, prepared: TrainingData, source: str | None) -> WarmStart:
