@@ -691,3 +691,26 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(model_dir):
     stderr = process.stderr.read()
     assert process.wait(timeout=120) == 1
     assert "Traceback" not in stderr and "error" not in stderr.lower(), stderr
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    def options(command, path):
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                yield from options(sub, [*path, name])
+        else:
+            for param in command.params:
+                if isinstance(param, click.Option):
+                    yield " ".join(path), param
+
+    silent = [f"{path} {opt.opts[0]}" for path, opt in options(main, []) if not opt.help]
+    assert silent == []
+
+
+def test_serve_refuses_an_unknown_log_level_in_one_line(model_dir):
+    # logging.basicConfig raised "ValueError: Unknown level: 'VERBOSE'" with a traceback
+    result = CliRunner().invoke(main, ["serve", str(model_dir), "--log-level", "verbose"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "'verbose' is not one of 'critical', 'error', 'warning', 'info', 'debug', 'trace'" in (
+        result.output
+    )

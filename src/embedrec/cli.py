@@ -203,7 +203,13 @@ SOURCES = "CSV or Parquet file, folder of Parquet files, glob, or s3://, gs://, 
     type=click.Path(),
     help="TOML: [train] parameters, [events] weights, [features] types and drops.",
 )
-@click.option("--seed", type=int, default=DEFAULTS["seed"], show_default=True)
+@click.option(
+    "--seed",
+    type=int,
+    default=DEFAULTS["seed"],
+    show_default=True,
+    help="Random seed of the initial weights, shuffles, negatives and dropout.",
+)
 @click.option(
     "--tune",
     type=click.FloatRange(0, min_open=True),
@@ -876,7 +882,13 @@ def _is_exact(column: str) -> bool:
     show_default="$EMBEDREC_CACHE or ~/.cache/embedrec",
     help="Where the generated data and the model are kept between runs.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Random seed of the generated data and of the training.",
+)
 @_user_errors
 def demo(cache: str, seed: int) -> None:
     """Generate the small car data (cached), train, and show the Qashqai's neighbours."""
@@ -1048,7 +1060,13 @@ def _found(found: int, k: int) -> str:
 @main.command("inspect")
 @click.argument("model_dir", type=click.Path())
 @click.option("--listings", type=click.Path(), help="Catalogue to inspect (default: training's).")
-@click.option("-k", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option(
+    "-k",
+    type=click.IntRange(1, 1000),
+    default=10,
+    show_default=True,
+    help="Nearest neighbours of each query listing.",
+)
 @click.option(
     "--sample",
     type=click.IntRange(1),

@@ -43,7 +43,13 @@ def _cors_origins(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.command("serve", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model_dir", type=click.Path(file_okay=False))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="TCP port to listen on.",
+)
 @click.option(
     "--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Processes."
 )
@@ -101,7 +107,16 @@ def _cors_origins(values: tuple[str, ...]) -> tuple[str, ...]:
     "writes with the bearer token included. Repeatable. '*': pages of any origin, for reads "
     "only. Default: none (no CORS headers; a preflight OPTIONS answers 405).",
 )
-@click.option("--log-level", default="info", show_default=True)
+@click.option(
+    "--log-level",
+    # uvicorn's levels (uvicorn.config.LOG_LEVELS), named here so that --help needs no import
+    type=click.Choice(
+        ["critical", "error", "warning", "info", "debug", "trace"], case_sensitive=False
+    ),
+    default="info",
+    show_default=True,
+    help="Least severe message logged, the server's and uvicorn's.",
+)
 def serve_command(
     model_dir: str,
     host: str,
@@ -118,6 +133,7 @@ def serve_command(
 ) -> None:
     """Serve MODEL_DIR over HTTP: similar listings, recommendations, listing writes."""
     import uvicorn
+    from uvicorn.config import LOG_LEVELS
 
     from embedrec.serving.app import (
         WorkerApp,
@@ -130,8 +146,9 @@ def serve_command(
     from embedrec.serving.store import StoreUnavailable, open_store
     from embedrec.serving.workers import run_workers
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s", force=True
+    log_level = log_level.lower()
+    logging.basicConfig(  # a number: Python's logging names no TRACE until uvicorn adds it
+        level=LOG_LEVELS[log_level], format="%(asctime)s %(levelname)s %(message)s", force=True
     )
     try:
         if token_file:
