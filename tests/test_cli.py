@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 
 import click
 import pandas as pd
@@ -714,3 +716,31 @@ def test_serve_refuses_an_unknown_log_level_in_one_line(model_dir):
     assert "'verbose' is not one of 'critical', 'error', 'warning', 'info', 'debug', 'trace'" in (
         result.output
     )
+
+
+def test_an_interrupted_training_says_how_to_resume_and_exits_130(cars, tmp_path):
+    # Ctrl-C printed click's bare "Aborted!" with status 1
+    config = tmp_path / "train.toml"
+    config.write_text("[train]\npatience = 1000\n")  # still training when interrupted
+    out = tmp_path / "m"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "embedrec", "train", "--config", str(config), "--epochs", "1000"]
+        + ["--interactions", str(cars / "interactions.parquet")]
+        + ["--listings", str(cars / "listings.parquet"), "--out", str(out)]
+        + ["--checkpoint-every", "1"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    latest = tmp_path / "m.checkpoints" / "latest.json"
+    deadline = time.monotonic() + 120
+    while not latest.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    stderr = process.communicate(timeout=60)[1]
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert stderr.rstrip().endswith(
+        f"interrupted; the last checkpoint is in {out}.checkpoints: run the same command "
+        "with --resume to continue from it"
+    )
+    assert latest.exists() and not out.exists()

@@ -31,6 +31,7 @@ from embedrec.recommender import Recommender
 from embedrec.retrieval.batch import CHUNK_SIZE, check_output, torchrun_rank
 from embedrec.retrieval.results import Results, UnknownIdError
 from embedrec.retrieval.retriever import Retriever
+from embedrec.training.checkpoint import POINTER
 from embedrec.training.distributed import finish_distributed
 
 # DataError and BundleError are ValueErrors; library calls raise ValueError for bad arguments
@@ -292,16 +293,21 @@ def train(
     checkpoints = Path(out_dir).with_name(Path(out_dir).name + ".checkpoints")
     # torchrun --max-restarts restarts every rank after one is lost: go on where it stopped
     restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
-    recommender = Recommender(**params).fit(
-        interactions,
-        listings,
-        since=since,
-        until=until,
-        init_from=init_from,
-        checkpoint_dir=checkpoints,
-        checkpoint_every=checkpoint_every,
-        resume=resume or (restarted and (checkpoints / "latest.json").is_file()),
-    )
+    try:
+        recommender = Recommender(**params).fit(
+            interactions,
+            listings,
+            since=since,
+            until=until,
+            init_from=init_from,
+            checkpoint_dir=checkpoints,
+            checkpoint_every=checkpoint_every,
+            resume=resume or (restarted and (checkpoints / POINTER).is_file()),
+        )
+    except KeyboardInterrupt:  # Ctrl-C, or SIGINT from a job scheduler
+        if rank == 0:
+            click.echo(_interrupted(checkpoints), err=True)
+        sys.exit(130)  # 128 + SIGINT, as a shell reports a command that Ctrl-C stopped
     if rank == 0:
         tuning = recommender.report_.get("tuning")
         if tuning is not None:
@@ -310,6 +316,16 @@ def train(
         shutil.rmtree(checkpoints, ignore_errors=True)  # the model holds what they did
         click.echo(f"saved {path}")
     finish_distributed()
+
+
+def _interrupted(checkpoints: Path) -> str:
+    """What an interrupted training run left, and how to go on."""
+    if (checkpoints / POINTER).is_file():
+        return (
+            f"interrupted; the last checkpoint is in {checkpoints}: "
+            "run the same command with --resume to continue from it"
+        )
+    return "interrupted before the first checkpoint; nothing was saved"
 
 
 def _tuning_summary(tuning: dict) -> str:
