@@ -161,8 +161,12 @@ def test_many_categories_become_other(tmp_path):
 
 def test_unknown_colour_column(data, tmp_path):
     vectors, table = data
-    with pytest.raises(ValueError, match=r"'colour_x'.*available columns: listing_id, make"):
+    with pytest.raises(ValueError, match=r"'colour_x'; columns to colour by: ") as error:
         plot_projection(vectors[:, :2], table, "colour_x", tmp_path / "x.html")
+    # the columns --color takes, not those it would refuse in turn (dates, sets)
+    offered = str(error.value).split("columns to colour by: ")[1].split(", ")
+    assert offered[:3] == ["listing_id", "make", "model"] and "price" in offered
+    assert "created_at" not in offered and "equipment" not in offered
     with pytest.raises(ValueError, match="rows"):
         plot_projection(vectors[:10, :2], table, "make", tmp_path / "x.html")
     with pytest.raises(ValueError, match=r"\.html or \.png"):

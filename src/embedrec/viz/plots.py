@@ -81,8 +81,11 @@ def plot_projection(
             f"table has {len(table)} rows but coords has {len(coords)}; pass table.iloc[rows]"
         )
     if color is not None and color not in table.columns:
+        # only the columns --color takes: a date, a set or a text column offered here
+        # would be refused in turn
+        usable = [str(c) for c in table if _colour_problem(table[c], str(c)) is None]
         raise ValueError(
-            f"unknown colour column {color!r}; available columns: {', '.join(map(str, table))}"
+            f"unknown colour column {color!r}; columns to colour by: {', '.join(usable)}"
         )
     if color is not None:
         _check_colour_column(table[color], color)
@@ -185,18 +188,24 @@ def _check_suffix(out: Path) -> None:
 
 
 def _check_colour_column(values: pd.Series, color: str) -> None:
+    problem = _colour_problem(values, color)
+    if problem is not None:
+        raise ValueError(problem)
+
+
+def _colour_problem(values: pd.Series, color: str) -> str | None:
+    """Why no colour says anything of ``values``, or None where it does."""
     if pd.api.types.is_datetime64_any_dtype(values) or isinstance(values.dtype, pd.PeriodDtype):
-        raise ValueError(f"cannot colour by {color!r}: it holds date-times, not categories")
+        return f"cannot colour by {color!r}: it holds date-times, not categories"
     if _is_numeric(values) or pd.api.types.is_bool_dtype(values):
-        return
+        return None
     text = values.dropna()
     text = text[text.map(lambda v: isinstance(v, str))]
     if len(text) and text.str.contains("|", regex=False).mean() >= 0.2:
-        raise ValueError(
-            f"cannot colour by {color!r}: it holds '|'-separated sets of values, not one each"
-        )
+        return f"cannot colour by {color!r}: it holds '|'-separated sets of values, not one each"
     if _is_free_text(text):
-        raise ValueError(f"cannot colour by {color!r}: it holds free text, not categories")
+        return f"cannot colour by {color!r}: it holds free text, not categories"
+    return None
 
 
 def _is_free_text(values: pd.Series) -> bool:
