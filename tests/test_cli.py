@@ -744,3 +744,20 @@ def test_an_interrupted_training_says_how_to_resume_and_exits_130(cars, tmp_path
         "with --resume to continue from it"
     )
     assert latest.exists() and not out.exists()
+
+
+@pytest.mark.parametrize(("module", "package"), [("umap", "umap-learn"), ("openTSNE", "openTSNE")])
+def test_a_projection_whose_package_is_missing_says_which_to_install(
+    model_dir, tmp_path, monkeypatch, module, package
+):
+    # an environment without it (a trimmed image): a ModuleNotFoundError traceback before
+    monkeypatch.setitem(sys.modules, module, None)  # import then fails as if not installed
+    method = "umap" if module == "umap" else "tsne"
+    out = tmp_path / "map.png"
+    result = CliRunner().invoke(
+        main, ["plot", str(model_dir), "--out", str(out), "--method", method]
+    )
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output.startswith(f"error: the {method} projection needs the package {package}")
+    assert result.output.rstrip().endswith(f"pip install {package}")
+    assert not out.exists()

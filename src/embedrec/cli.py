@@ -87,6 +87,9 @@ def _user_errors(command: Callable) -> Callable:
         except USER_ERRORS as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except ModuleNotFoundError as exc:  # an installation without a package a step needs
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
         except BrokenPipeError:
             # the reader stopped early (| head): click ends the command quietly, status 1
             raise

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import warnings
+from types import ModuleType
 
 import numpy as np
 
@@ -75,8 +77,21 @@ def project(
     return rows, np.ascontiguousarray(coords, dtype=np.float32)
 
 
+def _method_module(module: str, package: str, method: str) -> ModuleType:
+    """``module``, or a ModuleNotFoundError that names the method and the package to install
+    (embedrec depends on it, so only a broken or trimmed environment lacks it)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ModuleNotFoundError(
+            f"the {method} projection needs the package {package}, which is not installed "
+            f"here ({exc}): pip install {package}",
+            name=module,
+        ) from exc
+
+
 def _pca(x: np.ndarray, seed: int) -> np.ndarray:
-    from sklearn.decomposition import PCA
+    PCA = _method_module("sklearn.decomposition", "scikit-learn", "pca").PCA  # noqa: N806
 
     if x.shape[1] < 2:
         return np.column_stack([x[:, 0], np.zeros(len(x), np.float32)])
@@ -99,6 +114,7 @@ def exact_knn(x: np.ndarray, k: int, include_self: bool = False) -> tuple[np.nda
 
 
 def _tsne(x: np.ndarray, seed: int, n_jobs: int) -> np.ndarray:
+    _method_module("openTSNE", "openTSNE", "tsne")  # its absence said plainly, first
     from openTSNE import TSNEEmbedding, affinity, initialization
     from openTSNE.nearest_neighbors import PrecomputedNeighbors
 
@@ -136,8 +152,7 @@ def _tsne(x: np.ndarray, seed: int, n_jobs: int) -> np.ndarray:
 
 
 def _umap(x: np.ndarray, seed: int, n_jobs: int) -> np.ndarray:
-    import umap
-
+    umap = _method_module("umap", "umap-learn", "umap")
     n_neighbors = min(15, len(x) - 1)
     idx, sim = exact_knn(x, n_neighbors - 1, include_self=True)
     dist = np.sqrt(np.maximum(2.0 - 2.0 * sim, 0.0)).astype(np.float32)
