@@ -331,6 +331,26 @@ def test_inspect_reports_years_by_their_absolute_difference(data):
     assert "year" not in relative and "price" in relative
 
 
+def test_inspect_compares_columns_as_the_model_typed_them(data):
+    # a categorical feature of numbers (a storage size in GB) is a category, not a quantity;
+    # free text, whose values are mostly unique, is no id
+    vectors, table = data
+    table = table.assign(
+        storage_gb=np.resize([64, 128, 256], len(table)),
+        description=[f"gepflegt, Nr. {i}" for i in range(len(table))],
+    )
+    guessed = inspect_embeddings(vectors, table, k=10, sample=100)
+    assert "storage_gb" in guessed["numeric"] and guessed["skipped"]["description"].startswith(
+        "id-like"
+    )
+    kinds = {"storage_gb": "categorical", "description": "text", "equipment": "multi"}
+    typed = inspect_embeddings(vectors, table, k=10, sample=100, kinds=kinds)
+    assert typed["categorical"]["storage_gb"]["values"] == 3
+    assert "storage_gb" not in typed["numeric"]
+    assert typed["skipped"]["description"] == "free text"
+    assert set(typed["sets"]) == {"equipment"}
+
+
 def test_colouring_by_date_times_sets_or_free_text_is_refused_naming_the_column(data, tmp_path):
     # their legends listed 20 instants or 'a|b|c' strings and "other"
     vectors, table = data

@@ -22,7 +22,7 @@ from embedrec.data.errors import DataError, os_error_message
 from embedrec.data.ids import parse_id
 from embedrec.data.io import check_event_weights
 from embedrec.data.jsonable import plain
-from embedrec.data.schema import SchemaConfig
+from embedrec.data.schema import SchemaConfig, column_kinds
 from embedrec.evaluation.metrics import cut_offs
 from embedrec.geo import LAT_LON_COLUMNS
 from embedrec.index.filters import ExcludeFilter
@@ -1101,10 +1101,12 @@ def inspect_command(
     """What the embeddings encode: how often neighbours share each feature, vs random pairs."""
     from embedrec.viz import format_inspection, inspect_embeddings
 
-    catalogue = _retriever(_load(model_dir), listings).catalogue
+    recommender = _load(model_dir)
+    catalogue = _retriever(recommender, listings).catalogue
     live = np.flatnonzero(catalogue.live)
     table = catalogue.table.iloc[live].reset_index(drop=True)
-    result = inspect_embeddings(catalogue.vectors[live], table, k=k, sample=sample)
+    kinds = column_kinds(getattr(recommender, "feature_specs_", None))
+    result = inspect_embeddings(catalogue.vectors[live], table, k=k, sample=sample, kinds=kinds)
     click.echo(json_line(result) if as_json else format_inspection(result))
 
 

@@ -11,6 +11,7 @@ so the same columns are encoded the same way.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,11 @@ class FeatureSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureSpec:
         return cls(name=data["name"], kind=data["kind"], columns=tuple(data["columns"]))
+
+
+def column_kinds(specs: Iterable[FeatureSpec] | None) -> dict[str, str]:
+    """Each feature column's kind (both coordinate columns ``geo``); none for ``mf``'s."""
+    return {column: spec.kind for spec in specs or () for column in spec.columns}
 
 
 @dataclass

@@ -35,6 +35,7 @@ from embedrec.bundle import BundleError
 from embedrec.data.errors import DataError, shown
 from embedrec.data.ids import MAX_ID_LENGTH, as_id_like, as_ids_like, id_problem, parse_id
 from embedrec.data.io import load_listings
+from embedrec.data.schema import column_kinds
 from embedrec.index.catalogue import Catalogue
 from embedrec.memory import release_free_memory
 from embedrec.recommender import Recommender
@@ -443,11 +444,7 @@ class ServingState:
             rng = np.random.default_rng(0)
             live = np.sort(rng.choice(live, DESCRIBED_SAMPLE, replace=False))
         schema = catalogue.schema
-        kinds = {
-            column: spec.kind
-            for spec in getattr(self.recommender, "feature_specs_", None) or []
-            for column in spec.columns
-        }
+        kinds = column_kinds(getattr(self.recommender, "feature_specs_", None))
         answer = {
             "listings": len(catalogue),
             "id_column": "listing_id",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ def inspect_embeddings(
     k: int = 10,
     sample: int = 2000,
     seed: int = 0,
+    kinds: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Measure what the embeddings encode about the listings in `table` (same row order).
 
@@ -46,8 +48,12 @@ def inspect_embeddings(
       with haversine km over random pairs and over neighbour pairs, median km, and the share
       of pairs within 50, 100 and 200 km.
 
-    Id-like columns (listing_id, dealer_id, *_id, non-numeric columns with > 50% unique
-    values), timestamps and constant columns are skipped, with the reason under "skipped".
+    ``kinds``: the model's feature kind of each feature column (``feature_specs_``), which
+    decides how it is compared: a ``categorical`` column of numbers by equal values, a
+    ``multi`` one as a set, ``text`` skipped (free text has no equal values to count). Other
+    columns are compared as their values read. Id-like columns (listing_id, dealer_id, *_id,
+    non-numeric columns with > 50% unique values), timestamps and constant columns are
+    skipped, with the reason under "skipped".
     """
     x = normalise(vectors)
     n = len(x)
@@ -80,7 +86,7 @@ def inspect_embeddings(
         "skipped": {},
     }
     for col in table.columns:
-        kind, why = _column_kind(table, str(col))
+        kind, why = _column_kind(table, str(col), (kinds or {}).get(str(col)))
         if kind is None:
             result["skipped"][str(col)] = why
             continue
@@ -121,9 +127,19 @@ def inspect_embeddings(
     return result
 
 
-def _column_kind(table: pd.DataFrame, col: str) -> tuple[str | None, str]:
+# the model's feature kinds as this module compares them (numeric ones as their values read)
+_FEATURE_KINDS = {"categorical": "categorical", "multi": "set"}
+
+
+def _column_kind(
+    table: pd.DataFrame, col: str, feature_kind: str | None = None
+) -> tuple[str | None, str]:
     s = table[col]
     name = col.lower()
+    if feature_kind == "text":
+        return None, "free text"
+    if feature_kind in _FEATURE_KINDS and s.nunique(dropna=True) >= 2:
+        return _FEATURE_KINDS[feature_kind], ""
     if name in ID_COLUMNS or name.endswith("_id"):
         return None, "id"
     if name in GEO_COLUMNS:
