@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from embedrec import Recommender, __version__, load
+from embedrec.data.schema import column_kinds
 from embedrec.datasets.cars import generate_cars
 from embedrec.viz import (
     format_inspection,
@@ -89,7 +90,10 @@ def main() -> None:
             title="2018 Nissan Qashqai, Dresden, and its 10 most similar listings",
         ),
     )
-    figures = timed("inspect", lambda: inspect_embeddings(vectors, table, k=10, sample=2000))
+    kinds = column_kinds(recommender.feature_specs_)
+    figures = timed(
+        "inspect", lambda: inspect_embeddings(vectors, table, k=10, sample=2000, kinds=kinds)
+    )
     (args.out / "inspect.json").write_text(json.dumps(figures, indent=2, default=str))
     lines = [
         "# Maps of the learned embeddings (small car data)",

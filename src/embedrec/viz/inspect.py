@@ -136,14 +136,14 @@ def _column_kind(
 ) -> tuple[str | None, str]:
     s = table[col]
     name = col.lower()
-    if feature_kind == "text":
-        return None, "free text"
-    if feature_kind in _FEATURE_KINDS and s.nunique(dropna=True) >= 2:
-        return _FEATURE_KINDS[feature_kind], ""
     if name in ID_COLUMNS or name.endswith("_id"):
         return None, "id"
     if name in GEO_COLUMNS:
         return None, "geo (see geo section)"
+    if feature_kind == "text":
+        return None, "free text"
+    if feature_kind in _FEATURE_KINDS and s.nunique(dropna=True) >= 2:
+        return _FEATURE_KINDS[feature_kind], ""
     if (
         pd.api.types.is_datetime64_any_dtype(s)
         or isinstance(s.dtype, pd.PeriodDtype)
