@@ -154,9 +154,11 @@ def test_listings_without_a_numeric_colour_are_drawn_grey_and_counted(data, tmp_
 def test_many_categories_become_other(tmp_path):
     rng = np.random.default_rng(0)
     table = pd.DataFrame({"model": rng.integers(0, 60, 400).astype(str), "x": np.arange(400)})
+    table.loc[::8, "model"] = None  # counted in the legend, as a numeric colour's are
     out = plot_projection(rng.normal(size=(400, 2)), table, "model", tmp_path / "m.html")
     html = out.read_text(encoding="utf-8")
     assert '"name":"other (40 values)' in html.replace(" (", " (", 1)
+    assert '"name":"missing (50)"' in html
 
 
 def test_unknown_colour_column(data, tmp_path):
