@@ -257,6 +257,24 @@ def test_weights_that_are_no_safetensors_file_are_refused_as_no_model(
         shutil.rmtree(bad)
 
 
+def test_a_config_of_the_wrong_shape_is_refused_as_no_model_and_the_old_one_kept(fresh, model):
+    # valid JSON with the checksum rewritten: the load reads it, and must name it, not 500
+    for key, value in (("pipeline", [1]), ("report", [1]), ("feature_specs", [1])):
+
+        def edit(path: Path, key=key, value=value) -> None:
+            path.write_text(json.dumps({**json.loads(path.read_text()), key: value}))
+
+        bad = with_file(model, model.parent / "bad-config", "config.json", edit)
+        try:
+            answer = fresh.post("/v1/admin/reload", json={"model_dir": str(bad)}, headers=AUTH)
+            assert answer.status_code == 422, (key, answer.text)
+            assert answer.json()["field"] == "model_dir"
+            assert answer.json()["error"].startswith(f"{bad}: cannot load the model (")
+            assert fresh.get("/v1/model").json()["model_dir"] == str(model)
+        finally:
+            shutil.rmtree(bad)
+
+
 @pytest.mark.parametrize("name", [*computed_fields(), *QUERY_PARAMETERS])
 def test_a_catalogue_column_named_like_the_apis_own_names_is_refused(model, tmp_path, name):
     # a column "score" replaced every result's score, "x" the projection's coordinate, and

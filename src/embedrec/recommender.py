@@ -809,10 +809,17 @@ class Recommender:
             )
             recommender.model_ = model.eval()
             recommender.feature_specs_ = [FeatureSpec.from_dict(s) for s in config["feature_specs"]]
+            if not isinstance(config["report"], dict):
+                raise TypeError(f"config.json's report is no object: {config['report']!r:.60}")
             recommender.report_ = config["report"]
             recommender.manifest_ = manifest
             recommender._retriever = None
-        except (KeyError, TypeError, ValueError, RuntimeError, OSError) as exc:
+        # a config.json of the wrong shape (its checksum in the manifest rewritten with it)
+        # fails wherever it is first read: a reload answered 500 for a pipeline that was a list
+        except (
+            LookupError, TypeError, ValueError, AttributeError, ArithmeticError, RuntimeError,
+            OSError,
+        ) as exc:  # fmt: skip
             raise BundleError(f"{directory}: cannot load the model ({exc})") from None
         return recommender
 
