@@ -569,6 +569,23 @@ def test_every_worker_lets_the_origin_named_by_cors_origin_call_it(two_workers):
             assert not any(name.startswith("access-control-") for name in answer.headers)
 
 
+def test_a_request_head_over_the_limit_is_refused_by_every_server(server, two_workers):
+    # serving/protocol.py on the command's uvicorn, one worker or several (the kernel hands
+    # each connection to one of them)
+    from embedrec.serving.protocol import MAX_HEAD_BYTES
+
+    huge = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"y" * 4 * MAX_HEAD_BYTES
+    workers = next(iter(two_workers.values())).base_url
+    for url in [httpx.URL(server.url)] * 2 + [workers] * 4:
+        with socket.create_connection((url.host, url.port), timeout=30) as sock:
+            sock.sendall(huge)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert server.get("/healthz").status_code == 200
+
+
 def test_without_cors_origins_no_cors_header_is_sent(server):
     # off by default: a preflight is an OPTIONS the path does not take, as before
     listing = some_ids(server, 1)[0]

@@ -6,6 +6,7 @@ Content-Security-Policy, deleted listings, and the token kept out of workers' en
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import html.parser
 import json
@@ -30,6 +31,7 @@ from embedrec.cli import main
 from embedrec.data.errors import DataError
 from embedrec.serving.app import OUTSIDE_MODEL_ROOT, STATIC, create_app, read_token_file
 from embedrec.serving.filter_params import QUERY_PARAMETERS
+from embedrec.serving.protocol import BoundedHttpToolsProtocol
 from embedrec.serving.state import PROJECTIONS_KEPT, Settings, computed_fields
 from embedrec.serving.store import ListingStore, open_store
 
@@ -1470,7 +1472,68 @@ def test_serve_bounds_how_long_sigterm_waits_for_requests_in_flight(model, monke
     for flags, seconds in (([], 20), (["--shutdown-timeout", "5"], 5)):
         result = CliRunner().invoke(main, ["serve", str(model), *flags])
         assert result.exit_code == 0, result.output
-        assert ran.pop()["timeout_graceful_shutdown"] == seconds
+        options = ran.pop()
+        assert options["timeout_graceful_shutdown"] == seconds
+        assert options["http"] is BoundedHttpToolsProtocol  # a request's head bounded
+
+
+def test_a_request_head_too_large_or_too_slow_is_refused_and_the_connection_closed(
+    client, monkeypatch
+):
+    import uvicorn
+
+    import embedrec.serving.protocol as protocol
+
+    monkeypatch.setattr(protocol, "HEAD_TIMEOUT_S", 0.5)  # 10 s in service
+    config = uvicorn.Config(client.app, port=0, lifespan="off", log_level="error",
+                            http=BoundedHttpToolsProtocol)  # fmt: skip
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        address = server.servers[0].sockets[0].getsockname()[:2]
+
+        def connect() -> socket.socket:
+            return socket.create_connection(address, timeout=10)
+
+        def answer(sock: socket.socket) -> bytes:
+            received = b""
+            while chunk := sock.recv(65536):
+                received += chunk
+            return received
+
+        # uvicorn read a header of any size into memory
+        with connect() as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ")
+            with contextlib.suppress(ConnectionError):  # closed while the rest is sent
+                for _ in range(16):
+                    sock.sendall(b"y" * 65536)
+            head, _, body = answer(sock).partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 431 "), head
+            assert json.loads(body)["error"] == (
+                f"request line and headers larger than {protocol.MAX_HEAD_BYTES} bytes"
+            )
+        # and held a connection open without end that sent nothing, or a head byte by byte
+        with connect() as idle, connect() as slow, connect() as good:
+            slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            good.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert answer(good).startswith(b"HTTP/1.1 200 ")
+            assert answer(idle) == b""  # closed without an answer, as a keep-alive one is
+            head, _, body = answer(slow).partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 408 ") and b"connection: close" in head
+            assert json.loads(body)["field"] is None
+        # a request after a keep-alive pause has its own deadline
+        with connect() as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+            time.sleep(0.3)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert answer(sock).startswith(b"HTTP/1.1 200 ")
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def test_a_refused_reload_is_one_line_in_the_log(fresh, model, caplog):

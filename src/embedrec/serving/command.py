@@ -142,6 +142,7 @@ def serve_command(
         limit_threads,
         read_token_file,
     )
+    from embedrec.serving.protocol import BoundedHttpToolsProtocol
     from embedrec.serving.state import Settings
     from embedrec.serving.store import StoreUnavailable, open_store
     from embedrec.serving.workers import run_workers
@@ -189,6 +190,7 @@ def serve_command(
                 log_level=log_level,
                 access_log=False,
                 timeout_graceful_shutdown=shutdown_timeout,
+                http=BoundedHttpToolsProtocol,  # a request's head bounded in size and time
             )
             return
         read_manifest(model_dir, MODEL_FILES)  # fail here, not in every worker
@@ -223,6 +225,7 @@ def serve_command(
             workers=workers,
             log_level=log_level,
             access_log=False,
+            http=BoundedHttpToolsProtocol,
             # a dead worker is replaced at once; this bounds how long one that is alive but
             # hung (not answering the supervisor's ping, which a loading worker still
             # answers from its own thread) serves nobody before it is killed and replaced

@@ -1,0 +1,119 @@
+"""HTTP/1.1 connections with bounds on a request's head (request line and headers).
+
+uvicorn's httptools protocol bounds neither: one header of 300 MB was read into a worker's
+memory, and a connection that sends nothing, or a byte of its head every few seconds, was
+held open for good, so a few thousand such clients took every file descriptor a worker may
+open. Here a head larger than :data:`MAX_HEAD_BYTES` answers 431, and one that has not
+arrived :data:`HEAD_TIMEOUT_S` seconds after the connection was made, or after its first
+byte, answers 408 (a connection that sent nothing is closed without an answer, as an idle
+keep-alive one is); either closes the connection. Bodies are bounded elsewhere (the size
+limits in ``serving/metrics.py``, the shutdown timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+# the request line with every header: far above what browsers and load balancers send
+# (nginx's default buffers hold 32 KiB), and what a worker holds per connection at most
+MAX_HEAD_BYTES = 64 * 1024
+HEAD_TIMEOUT_S = 10.0
+# after a refusal, what the client still sends is read and dropped this long before the
+# connection closes: closed with unread data, it is reset, and the client may never read
+# the answer
+LINGER_S = 1.0
+log = logging.getLogger("uvicorn.error")
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a size limit and a deadline on each request's head
+    (``uvicorn.Config(http=...)``)."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_bytes = 0
+        self._head_started = False  # a byte of the head being read has arrived
+        self._heads_completed = 0
+        # the first request's head is due from the connection on: uvicorn's keep-alive
+        # timeout only starts after a response
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._refused = False
+        self._start_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:  # answered: the rest of the request is dropped
+            return
+        completed = self._heads_completed
+        super().data_received(data)
+        # httptools keeps a header in memory until its end: counted by what is fed while a
+        # head is unfinished (a chunk in which one ends and the next begins is not counted,
+        # so a head may pass the limit by one read, 256 KiB at most)
+        if self._head_timer is None or completed != self._heads_completed:
+            return
+        self._head_bytes += len(data)
+        if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+            log.warning("request head over %d bytes refused (431)", MAX_HEAD_BYTES)
+            self._refuse(431, f"request line and headers larger than {MAX_HEAD_BYTES} bytes")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_started = True
+        self._start_head_timer()  # a request after a keep-alive pause: its head is due now
+
+    def on_headers_complete(self) -> None:
+        self._stop_head_timer()
+        self._head_bytes, self._head_started = 0, False
+        self._heads_completed += 1
+        super().on_headers_complete()
+
+    def _start_head_timer(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_timed_out)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        if not self._head_started:  # nothing sent: closed as an idle keep-alive connection
+            self.transport.close()
+            return
+        log.warning("request head not received within %g s: connection closed (408)",
+                    HEAD_TIMEOUT_S)  # fmt: skip
+        self._refuse(408, f"request line and headers not received within {HEAD_TIMEOUT_S:g} s")
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer ``status`` with the API's error body and close the connection (no answer
+        while an earlier, pipelined, request's answer is still being written)."""
+        self._stop_head_timer()
+        if self.cycle is None or self.cycle.response_complete:
+            body = json.dumps({"error": message, "field": None}, separators=(",", ":")).encode()
+            head: list[Any] = [STATUS_LINE[status]]
+            for name, value in self.server_state.default_headers:
+                head += [name, b": ", value, b"\r\n"]
+            head += [
+                b"content-type: application/json\r\n",
+                b"content-length: %d\r\n" % len(body),
+                b"connection: close\r\n\r\n",
+                body,
+            ]
+            self.transport.write(b"".join(head))
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self._refused = True
+        self.transport.write_eof()
+        self.loop.call_later(LINGER_S, self.transport.close)
