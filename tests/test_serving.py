@@ -569,7 +569,7 @@ def test_every_worker_lets_the_origin_named_by_cors_origin_call_it(two_workers):
             assert not any(name.startswith("access-control-") for name in answer.headers)
 
 
-def test_a_request_head_over_the_limit_is_refused_by_every_server(server, two_workers):
+def test_every_server_refuses_a_head_over_the_limit_and_names_no_software(server, two_workers):
     # serving/protocol.py on the command's uvicorn, one worker or several (the kernel hands
     # each connection to one of them)
     from embedrec.serving.protocol import MAX_HEAD_BYTES
@@ -583,7 +583,10 @@ def test_a_request_head_over_the_limit_is_refused_by_every_server(server, two_wo
             while chunk := sock.recv(65536):
                 answer += chunk
         assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+        assert b"\r\nserver:" not in answer.lower()  # no name of the server software
     assert server.get("/healthz").status_code == 200
+    for client in (server.client, *two_workers.values()):
+        assert "server" not in client.get("/healthz").headers
 
 
 def test_without_cors_origins_no_cors_header_is_sent(server):

@@ -191,6 +191,7 @@ def serve_command(
                 access_log=False,
                 timeout_graceful_shutdown=shutdown_timeout,
                 http=BoundedHttpToolsProtocol,  # a request's head bounded in size and time
+                server_header=False,  # no "server: uvicorn" telling a scanner what to try
             )
             return
         read_manifest(model_dir, MODEL_FILES)  # fail here, not in every worker
@@ -226,6 +227,7 @@ def serve_command(
             log_level=log_level,
             access_log=False,
             http=BoundedHttpToolsProtocol,
+            server_header=False,
             # a dead worker is replaced at once; this bounds how long one that is alive but
             # hung (not answering the supervisor's ping, which a loading worker still
             # answers from its own thread) serves nobody before it is killed and replaced
