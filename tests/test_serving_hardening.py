@@ -490,6 +490,23 @@ def test_a_token_no_client_can_send_is_refused_at_start(model, tmp_path, monkeyp
     assert read_token_file(str(token_file)) == "Ab-9._~+/=!"
 
 
+@pytest.mark.parametrize("text", ["", "\n", "  \n", "\ns3cret\n"])
+def test_a_token_file_without_a_token_stops_the_server(tmp_path, monkeypatch, text):
+    # it served read-only, warning that no token was given: every write answered 403
+    monkeypatch.delenv("EMBEDREC_API_TOKEN", raising=False)
+    token_file = tmp_path / "token"
+    token_file.write_text(text)
+    token_file.chmod(0o600)
+    result = CliRunner().invoke(
+        main, ["serve", str(tmp_path / "absent"), "--token-file", str(token_file)]
+    )
+    assert result.exit_code == 2
+    assert result.output == (
+        f"error: token file {token_file} holds no API token on its first line; write one into "
+        "it (e.g. openssl rand -hex 24), or leave --token-file out to serve read-only\n"
+    )
+
+
 def descendants(pid: int) -> list[int]:
     """The processes started by ``pid``, and theirs (Linux: from /proc)."""
     parents = {}

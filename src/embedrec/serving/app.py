@@ -15,7 +15,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import anyio
 import numpy as np
@@ -532,11 +532,21 @@ def settings_from_env(token: str | None = _FROM_ENV) -> Settings:
     )
 
 
-def read_token_file(path: str) -> str | None:
-    """The API token: the first line of ``path``, stripped; None when it is empty.
-    ValueError for a token that no client could send (:func:`check_token_text`)."""
+def read_token_file(path: str) -> str:
+    """The API token: the first line of ``path``, stripped. ValueError for a file whose first
+    line holds none, and for a token that no client could send (:func:`check_token_text`).
+
+    A file named holds a token: one that is empty (a secret that was never written into it)
+    served read-only before, with a warning that no token was given, so every write answered
+    403 where the operator had asked for writes."""
     lines = Path(path).read_text().splitlines()
-    return check_token_text((lines[0].strip() if lines else "") or None, f"token file {path}")
+    token = lines[0].strip() if lines else ""
+    if not token:
+        raise ValueError(
+            f"token file {path} holds no API token on its first line; write one into it "
+            "(e.g. openssl rand -hex 24), or leave --token-file out to serve read-only"
+        )
+    return cast(str, check_token_text(token, f"token file {path}"))
 
 
 _TOKEN_TEXT = re.compile(r"[\x21-\x7e]+")
