@@ -1494,14 +1494,15 @@ def test_serve_bounds_how_long_sigterm_waits_for_requests_in_flight(model, monke
         assert options["http"] is BoundedHttpToolsProtocol  # a request's head bounded
 
 
-def test_a_request_head_too_large_or_too_slow_is_refused_and_the_connection_closed(
-    client, monkeypatch
+def test_a_request_head_too_large_or_too_slow_or_a_stalled_body_is_refused_and_closed(
+    client, monkeypatch, caplog
 ):
     import uvicorn
 
     import embedrec.serving.protocol as protocol
 
     monkeypatch.setattr(protocol, "HEAD_TIMEOUT_S", 0.5)  # 10 s in service
+    monkeypatch.setattr(protocol, "BODY_IDLE_TIMEOUT_S", 0.5)  # 30 s
     config = uvicorn.Config(client.app, port=0, lifespan="off", log_level="error",
                             http=BoundedHttpToolsProtocol)  # fmt: skip
     server = uvicorn.Server(config)
@@ -1541,6 +1542,14 @@ def test_a_request_head_too_large_or_too_slow_is_refused_and_the_connection_clos
             head, _, body = answer(slow).partition(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 408 ") and b"connection: close" in head
             assert json.loads(body)["field"] is None
+        # a body that stops coming was waited for until the shutdown
+        with connect() as sock:
+            head = b"PUT /v1/listings/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n"
+            sock.sendall(head + b"Content-Type: application/json\r\nContent-Length: 99\r\n\r\n{")
+            head, _, body = answer(sock).partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 408 "), head
+            assert json.loads(body)["error"] == "request body paused for over 0.5 s"
+        assert not [r for r in caplog.records if r.exc_info], "no traceback"
         # a request after a keep-alive pause has its own deadline
         with connect() as sock:
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")

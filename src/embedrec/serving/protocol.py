@@ -1,4 +1,5 @@
-"""HTTP/1.1 connections with bounds on a request's head (request line and headers).
+"""HTTP/1.1 connections with bounds on a request's head (request line and headers) and on
+the pauses in its body.
 
 uvicorn's httptools protocol bounds neither: one header of 300 MB was read into a worker's
 memory, and a connection that sends nothing, or a byte of its head every few seconds, was
@@ -6,8 +7,10 @@ held open for good, so a few thousand such clients took every file descriptor a 
 open. Here a head larger than :data:`MAX_HEAD_BYTES` answers 431, and one that has not
 arrived :data:`HEAD_TIMEOUT_S` seconds after the connection was made, or after its first
 byte, answers 408 (a connection that sent nothing is closed without an answer, as an idle
-keep-alive one is); either closes the connection. Bodies are bounded elsewhere (the size
-limits in ``serving/metrics.py``, the shutdown timeout).
+keep-alive one is); either closes the connection. A body that stops arriving for
+:data:`BODY_IDLE_TIMEOUT_S` seconds (a client that sends its head and a few bytes, then
+nothing, was waited for until the shutdown) answers 408 as well, and the app sees the
+client gone. A body's size is bounded in ``serving/metrics.py``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 # (nginx's default buffers hold 32 KiB), and what a worker holds per connection at most
 MAX_HEAD_BYTES = 64 * 1024
 HEAD_TIMEOUT_S = 10.0
+# the longest pause between a body's bytes, while the app waits for them
+BODY_IDLE_TIMEOUT_S = 30.0
 # after a refusal, what the client still sends is read and dropped this long before the
 # connection closes: closed with unread data, it is reset, and the client may never read
 # the answer
@@ -43,10 +48,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # timeout only starts after a response
         self._head_timer: asyncio.TimerHandle | None = None
         self._refused = False
+        self._body_timer: asyncio.TimerHandle | None = None
         self._start_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
+        self._stop_body_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -62,7 +69,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes += len(data)
         if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
             log.warning("request head over %d bytes refused (431)", MAX_HEAD_BYTES)
-            self._refuse(431, f"request line and headers larger than {MAX_HEAD_BYTES} bytes")
+            message = f"request line and headers larger than {MAX_HEAD_BYTES} bytes"
+            self._refuse(431, message, self._may_answer_head())
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -74,6 +82,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes, self._head_started = 0, False
         self._heads_completed += 1
         super().on_headers_complete()
+        self._restart_body_timer()  # stopped at once where the request has no body
+
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)
+        self._restart_body_timer()
+
+    def on_message_complete(self) -> None:
+        self._stop_body_timer()
+        super().on_message_complete()
 
     def _start_head_timer(self) -> None:
         if self._head_timer is None:
@@ -84,6 +101,30 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._head_timer.cancel()
             self._head_timer = None
 
+    def _restart_body_timer(self) -> None:
+        self._stop_body_timer()
+        self._body_timer = self.loop.call_later(BODY_IDLE_TIMEOUT_S, self._body_timed_out)
+
+    def _stop_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_timed_out(self) -> None:
+        self._body_timer = None
+        cycle = self.cycle
+        if self.transport.is_closing() or cycle is None or cycle.response_complete:
+            return
+        if self.flow.read_paused:  # the app has not read what came: not the client's pause
+            self._restart_body_timer()
+            return
+        log.warning("request body paused for %g s: connection closed (408)", BODY_IDLE_TIMEOUT_S)
+        answer = not cycle.response_started
+        # the app, waiting for the rest, reads the client as gone; what it answers is dropped
+        cycle.disconnected = True
+        cycle.message_event.set()
+        self._refuse(408, f"request body paused for over {BODY_IDLE_TIMEOUT_S:g} s", answer)
+
     def _head_timed_out(self) -> None:
         self._head_timer = None
         if self.transport.is_closing():
@@ -93,13 +134,20 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         log.warning("request head not received within %g s: connection closed (408)",
                     HEAD_TIMEOUT_S)  # fmt: skip
-        self._refuse(408, f"request line and headers not received within {HEAD_TIMEOUT_S:g} s")
+        message = f"request line and headers not received within {HEAD_TIMEOUT_S:g} s"
+        self._refuse(408, message, self._may_answer_head())
 
-    def _refuse(self, status: int, message: str) -> None:
-        """Answer ``status`` with the API's error body and close the connection (no answer
-        while an earlier, pipelined, request's answer is still being written)."""
+    def _may_answer_head(self) -> bool:
+        """Whether a head can be answered: not while an earlier (pipelined) request's answer
+        is still to be written."""
+        return self.cycle is None or self.cycle.response_complete
+
+    def _refuse(self, status: int, message: str, answer: bool) -> None:
+        """Answer ``status`` with the API's error body (where ``answer``) and close the
+        connection."""
         self._stop_head_timer()
-        if self.cycle is None or self.cycle.response_complete:
+        self._stop_body_timer()
+        if answer:
             body = json.dumps({"error": message, "field": None}, separators=(",", ":")).encode()
             head: list[Any] = [STATUS_LINE[status]]
             for name, value in self.server_state.default_headers:
