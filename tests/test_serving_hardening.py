@@ -1598,3 +1598,21 @@ def test_a_column_of_booleans_with_missing_values_takes_json_true_and_false(mode
         body = {"session": ["new"], "filters": {"make": True}}
         answer = client.post("/v1/recommendations", json=body)
         assert answer.status_code == 422 and answer.json()["field"] == "filters.make"
+
+
+def test_a_uvicorn_without_the_hooks_the_bounds_extend_serves_with_its_own_protocol(
+    monkeypatch,
+):
+    # the bounded protocol extends uvicorn's internals: another uvicorn must not stop serving
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from embedrec.serving import protocol
+
+    assert protocol.http_protocol() is protocol.BoundedHttpToolsProtocol
+    monkeypatch.delattr(HttpToolsProtocol, "on_body")
+    warnings = []
+    # (uvicorn's logging configuration, once a server ran here, stops its records short of
+    # the root logger and caplog)
+    monkeypatch.setattr(protocol.log, "warning", lambda *args: warnings.append(args[0] % args[1:]))
+    assert protocol.http_protocol() == "auto"
+    assert len(warnings) == 1 and "lacks on_body" in warnings[0]

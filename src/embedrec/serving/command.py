@@ -142,7 +142,7 @@ def serve_command(
         limit_threads,
         read_token_file,
     )
-    from embedrec.serving.protocol import BoundedHttpToolsProtocol
+    from embedrec.serving.protocol import http_protocol
     from embedrec.serving.state import Settings
     from embedrec.serving.store import StoreUnavailable, open_store
     from embedrec.serving.workers import run_workers
@@ -190,7 +190,7 @@ def serve_command(
                 log_level=log_level,
                 access_log=False,
                 timeout_graceful_shutdown=shutdown_timeout,
-                http=BoundedHttpToolsProtocol,  # a request's head bounded in size and time
+                http=http_protocol(),  # a request's head bounded in size and time
                 server_header=False,  # no "server: uvicorn" telling a scanner what to try
             )
             return
@@ -226,7 +226,7 @@ def serve_command(
             workers=workers,
             log_level=log_level,
             access_log=False,
-            http=BoundedHttpToolsProtocol,
+            http=http_protocol(),
             server_header=False,
             # a dead worker is replaced at once; this bounds how long one that is alive but
             # hung (not answering the supervisor's ping, which a loading worker still

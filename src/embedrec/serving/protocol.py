@@ -16,11 +16,12 @@ client gone. A body's size is bounded in ``serving/metrics.py``.
 from __future__ import annotations
 
 import asyncio
+import http
 import json
 import logging
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 # the request line with every header: far above what browsers and load balancers send
 # (nginx's default buffers hold 32 KiB), and what a worker holds per connection at most
@@ -33,6 +34,12 @@ BODY_IDLE_TIMEOUT_S = 30.0
 # the answer
 LINGER_S = 1.0
 log = logging.getLogger("uvicorn.error")
+# the parser callbacks and connection hooks this protocol extends: a uvicorn without one of
+# them is one it was not written for (see http_protocol)
+EXTENDED = (
+    "connection_made", "connection_lost", "data_received", "on_message_begin",
+    "on_headers_complete", "on_body", "on_message_complete",
+)  # fmt: skip
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -149,7 +156,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._stop_body_timer()
         if answer:
             body = json.dumps({"error": message, "field": None}, separators=(",", ":")).encode()
-            head: list[Any] = [STATUS_LINE[status]]
+            phrase = http.HTTPStatus(status).phrase
+            head: list[Any] = [f"HTTP/1.1 {status} {phrase}\r\n".encode()]
             for name, value in self.server_state.default_headers:
                 head += [name, b": ", value, b"\r\n"]
             head += [
@@ -165,3 +173,18 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._refused = True
         self.transport.write_eof()
         self.loop.call_later(LINGER_S, self.transport.close)
+
+
+def http_protocol() -> type[HttpToolsProtocol] | str:
+    """The protocol for ``uvicorn.Config(http=...)``: the bounded one, or uvicorn's own
+    (``"auto"``, with a warning that heads and bodies are unbounded) where the installed
+    uvicorn lacks what it extends, so that another uvicorn never stops the service."""
+    missing = [name for name in EXTENDED if not callable(getattr(HttpToolsProtocol, name, None))]
+    if missing:
+        log.warning(
+            "this uvicorn's httptools protocol lacks %s: request heads and bodies are served "
+            "without the size and time bounds of embedrec.serving.protocol",
+            ", ".join(missing),
+        )
+        return "auto"
+    return BoundedHttpToolsProtocol
