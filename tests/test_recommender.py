@@ -77,6 +77,22 @@ def test_a_column_named_score_never_replaces_the_computed_score(fitted_mf, block
     assert list(as_dict[0])[:2] == ["listing_id", "score"]
 
 
+def test_results_as_a_table_for_a_notebook(fitted_mf, blocks):
+    events, _, _, _ = blocks
+    [similar] = fitted_mf.similar(["Wagen 1 ä"], k=4)
+    table = similar.to_frame()
+    assert list(table.columns[:4]) == ["query", "rank", "listing_id", "score"]
+    assert "make" in table.columns and "price" in table.columns
+    assert table["listing_id"].tolist() == similar.ids and table["rank"].tolist() == [1, 2, 3, 4]
+    assert (table["query"] == "Wagen 1 ä").all()
+    session = events["listing_id"].iloc[:2].tolist()
+    answers = [*fitted_mf.similar(["Wagen 2 ä"], k=3), fitted_mf.recommend_session(session, k=3)]
+    both = pd.concat([r.to_frame() for r in answers], ignore_index=True)
+    assert len(both) == 6 and both["query"].iloc[-1] == session
+    [nothing] = fitted_mf.similar(["Wagen 1 ä"], k=3, filters=["price<=0"])
+    assert nothing.to_frame().empty
+
+
 def test_a_catalogue_read_with_pyarrow_dtypes_is_searched_and_shown(fitted_mf, blocks, tmp_path):
     # pd.read_parquet(..., dtype_backend="pyarrow"): Arrow strings, numbers, times and lists
     _, listings, _, _ = blocks

@@ -6,6 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 
 class UnknownIdError(LookupError):
     """Ids that neither the model nor the catalogue knows.
@@ -102,3 +105,14 @@ class Results:
         if self.unknown:
             out["unknown"] = self.unknown
         return out
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per hit, best first: ``query``, ``rank`` (from 1), ``listing_id``,
+        ``score`` and the listing's fields (as :meth:`Hit.to_dict`), for a notebook; several
+        answers as one table: ``pd.concat([r.to_frame() for r in answers])``."""
+        rows = [hit.to_dict() for hit in self.hits]
+        frame = pd.DataFrame(rows, columns=list(rows[0]) if rows else ["listing_id", "score"])
+        frame.insert(0, "rank", np.arange(1, len(rows) + 1))
+        # a session's query, a list, is the same cell in every row
+        frame.insert(0, "query", pd.Series([self.query] * len(rows), dtype=object))
+        return frame
