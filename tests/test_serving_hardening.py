@@ -32,7 +32,7 @@ from embedrec.data.errors import DataError
 from embedrec.serving.app import OUTSIDE_MODEL_ROOT, STATIC, create_app, read_token_file
 from embedrec.serving.filter_params import QUERY_PARAMETERS
 from embedrec.serving.protocol import BoundedHttpToolsProtocol
-from embedrec.serving.state import PROJECTIONS_KEPT, Settings, computed_fields
+from embedrec.serving.state import PROJECTIONS_KEPT, ServingState, Settings, computed_fields
 from embedrec.serving.store import ListingStore, open_store
 
 # trains models: seconds each
@@ -1616,3 +1616,22 @@ def test_a_uvicorn_without_the_hooks_the_bounds_extend_serves_with_its_own_proto
     monkeypatch.setattr(protocol.log, "warning", lambda *args: warnings.append(args[0] % args[1:]))
     assert protocol.http_protocol() == "auto"
     assert len(warnings) == 1 and "lacks on_body" in warnings[0]
+
+
+def test_an_unexpected_error_is_one_500_that_a_page_of_another_origin_can_read(
+    cors_client, monkeypatch, caplog
+):
+    # Starlette's outermost handler answered it without CORS headers (the page saw a CORS
+    # failure) and raised it on, for uvicorn to log its traceback again (TestClient raises it)
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("a fault no request causes")
+
+    monkeypatch.setattr(ServingState, "projection", broken)
+    answer = cors_client.get("/v1/projection", headers={"Origin": "https://anywhere.example"})
+    assert answer.status_code == 500
+    assert answer.json() == {"error": "internal error (RuntimeError)", "field": None}
+    assert answer.headers["access-control-allow-origin"] == "*"
+    logged = [r for r in caplog.records if r.exc_info]
+    assert len(logged) == 1 and "unexpected error in GET /v1/projection" in logged[0].getMessage()
+    metrics = cors_client.get("/metrics").text
+    assert 'endpoint="/v1/projection",method="GET",status="500"' in metrics

@@ -180,6 +180,14 @@ class MetricsAndLimits:
             log.warning("%s %s cancelled: the server is shutting down", scope["method"],
                         scope["path"])  # fmt: skip
             await _refuse(send_status, 503, SHUTTING_DOWN, None, {b"retry-after": b"2"})
+        except Exception as exc:
+            # answered here, inside the CORS middleware (a page reads the 500 as one) and not
+            # raised on: Starlette's outermost handler would answer it and raise it again, for
+            # uvicorn to log its traceback a second time
+            if answered:
+                raise
+            log.exception("unexpected error in %s %s", scope["method"], scope["path"])
+            await _refuse(send_status, 500, f"internal error ({type(exc).__name__})", None)
         finally:
             # the route template, not the path: one series per endpoint, not per listing
             endpoint = getattr(scope.get("route"), "path", None) or "unmatched"
