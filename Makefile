@@ -6,7 +6,17 @@ BIN := $(VENV)/bin
 # A pinned CPU wheel: an unpinned torch pulls a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: demo test test-fast lint install install-dev clean
+.PHONY: help demo test test-fast lint install install-dev clean
+
+# a bare `make` lists the targets instead of only creating .venv
+help:
+	@echo "make demo       create .venv, install, generate the small car data, train, show similar cars"
+	@echo "make test       install the dev extras, run ruff and every test (about 10 minutes on 2 cores)"
+	@echo "make test-fast  the same without the slow, server and browser tests"
+	@echo "make lint       ruff check and ruff format --check"
+	@echo "make install    create .venv and install embedrec (install-dev: with the dev extras)"
+	@echo "make clean      remove .venv and build outputs"
+	@echo "then: source .venv/bin/activate, and embedrec --help"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -4,9 +4,12 @@ options that exist, and the shell examples read only files an earlier step wrote
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import click
+import pytest
 
 from embedrec.cli import main
 
@@ -114,3 +117,20 @@ def test_readme_shell_examples_read_what_an_earlier_step_wrote():
             if option in ("--interactions", "--listings") and is_local and value not in written:
                 unread.append(f"{option} {value} in `{command}`")
     assert not unread, f"read before any step writes them: {unread}"
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_a_bare_make_lists_the_targets_the_readme_names():
+    named = set(re.findall(r"`make ([a-z-]+)`", README.read_text(encoding="utf-8")))
+    named |= set(re.findall(r"^make ([a-z-]+)", README.read_text(encoding="utf-8"), re.M))
+    # -n only prints what the default goal would run, so a wrong one creates no .venv here
+    dry_run = subprocess.run(
+        ["make", "-n", "-C", str(ROOT)], capture_output=True, text=True, check=True
+    ).stdout
+    listed = subprocess.run(
+        ["make", "-s", "-C", str(ROOT), "help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert {"demo", "test", "test-fast"} <= named
+    for target in named:
+        assert f"make {target} " in dry_run
+        assert f"make {target} " in listed
