@@ -250,7 +250,8 @@ def test_evaluate_on_training_events_counts_what_it_cannot_score_and_writes_stri
     # every test event is a training event: each user's listings were all seen, none scored
     args = ["evaluate", str(model_dir), "--interactions", str(cars / "interactions.parquet")]
     result = CliRunner().invoke(main, [*args, "-k", "5", "--json"], catch_exceptions=False)
-    assert result.exit_code == 0
+    # the report is printed, and the status says that nothing was scored
+    assert result.exit_code == 2, result.output
     json_line = next(line for line in result.output.splitlines() if line.startswith("{"))
 
     def bare(constant: str) -> None:
@@ -269,6 +270,10 @@ def test_evaluate_on_training_events_counts_what_it_cannot_score_and_writes_stri
     table = CliRunner().invoke(main, [*args, "-k", "5"], catch_exceptions=False).output
     assert note in table and "nan" not in table
     assert f"{counts['users']:,} of {counts['users']:,} users had none left" in table
+    assert (
+        f"error: nothing to evaluate: no user or session pair in {counts['events']:,} events "
+        f"(skipped: {counts['events']:,} seen in training"
+    ) in table
 
 
 @pytest.mark.slow
@@ -280,9 +285,10 @@ def test_evaluate_of_events_no_known_user_made_counts_them_and_scores_none(
     events.assign(user_id="new " + events["user_id"].astype(str)).to_parquet(new_users)
     args = ["evaluate", str(model_dir), "--interactions", str(new_users), "--json"]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
+    # no user is scored, but the sessions' pairs judge similar listings: no error
     assert result.exit_code == 0, result.output
     report = json.loads(next(x for x in result.output.splitlines() if x.startswith("{")))
-    assert report["overall"]["users"] == 0
+    assert report["overall"]["users"] == 0 and report["similar"]["overall"]["pairs"] > 0
     assert report["counts"]["events_skipped_unknown_user"] == report["counts"]["events"] == 200
 
 

@@ -18,6 +18,7 @@ import click
 import numpy as np
 
 from embedrec.bundle import check_destination
+from embedrec.cache import cache_root
 from embedrec.data.errors import DataError, os_error_message
 from embedrec.data.ids import parse_id
 from embedrec.data.io import check_event_weights
@@ -434,7 +435,8 @@ def _query_options(command: Callable) -> Callable:
         "filters",
         multiple=True,
         help="Repeatable: price<=25000, year>=2018, make=Nissan,Toyota, body!=van, "
-        "within=51.05,13.74,100km, exclude=ID1,ID2.",
+        "within=51.05,13.74,100km, exclude=ID1,ID2; a value in double quotes may hold "
+        'commas: make="Rolls, Royce",Toyota.',
     )(command)
     command = click.option(
         "--exclude",
@@ -730,6 +732,27 @@ def evaluate(
         if note:
             click.echo(note, err=True)
     click.echo(json_line(report) if as_json else format_report(report, ks))
+    nothing = _nothing_scored(report)
+    if nothing:
+        click.echo(f"error: {nothing}", err=True)
+        sys.exit(2)
+
+
+def _nothing_scored(report: dict) -> str | None:
+    """Why no metric has a value, when no user and no session pair was scored, so that a
+    script can tell an empty evaluation from a poor model."""
+    similar = report.get("similar", {})
+    pairs = sum(similar.get(part, {}).get("pairs", 0) for part in ("warm", "cold"))
+    if report["overall"]["users"] or pairs:
+        return None
+    counts = report["counts"]
+    skipped = [
+        f"{count:,} {name.removeprefix('events_skipped_').replace('_', ' ')}"
+        for name, count in counts.items()
+        if name.startswith("events_skipped_") and count
+    ]
+    why = f" (skipped: {'; '.join(skipped)})" if skipped else ""
+    return f"nothing to evaluate: no user or session pair in {counts['events']:,} events{why}"
 
 
 def format_report(report: dict, ks: tuple[int, ...]) -> str:
@@ -897,8 +920,8 @@ def _is_exact(column: str) -> bool:
 @click.option(
     "--cache",
     type=click.Path(file_okay=False),
-    default=lambda: os.environ.get("EMBEDREC_CACHE", str(Path.home() / ".cache" / "embedrec")),
-    show_default="$EMBEDREC_CACHE or ~/.cache/embedrec",
+    default=lambda: str(cache_root()),
+    show_default="$EMBEDREC_CACHE, else $XDG_CACHE_HOME/embedrec, else ~/.cache/embedrec",
     help="Where the generated data and the model are kept between runs.",
 )
 @click.option(
