@@ -236,6 +236,10 @@ def test_listing_random_projection_model_health_metrics(server):
         ("/v1/listings/{id}/similar", {"k": 0}, 422, "k"),
         ("/v1/listings/{id}/similar", {"k": 1001}, 422, "k"),
         ("/v1/listings/{id}/similar", {"k": "ten"}, 422, "k"),
+        # digits only, as a JSON body's integer (lax pydantic took 2.0 and 1e1)
+        ("/v1/listings/{id}/similar", {"k": "2.0"}, 422, "k"),
+        ("/v1/users/no-such/recommendations", {"k": "1e1"}, 422, "k"),
+        ("/v1/projection", {"sample": "5e3"}, 422, "sample"),
         ("/v1/listings/{id}/similar", {"colour": "red"}, 422, "colour"),
         ("/v1/listings/{id}/similar", {"price_min": "cheap"}, 422, "price_min"),
         ("/v1/listings/{id}/similar", {"price": "abc"}, 422, "price"),  # was 200 []

@@ -178,7 +178,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     # routes defined from here on check the token of a write before FastAPI reads its body
     app.router.route_class = _token_first_route(writer, check_token)
-    K = Annotated[int, Query(ge=1, le=s.MAX_K, description="number of results")]
+    K = Annotated[s.QueryCount, Query(ge=1, le=s.MAX_K, description="number of results")]
 
     # the filters are read from the whole query string (any listing column filters); these
     # entries only document the served catalogue's columns
@@ -257,7 +257,7 @@ def create_app(settings: Settings) -> FastAPI:
         st: State,
         request: Request,
         method: Annotated[str, Query(pattern="^pca$")] = "pca",
-        sample: Annotated[int, Query(ge=3, le=100_000)] = 5000,
+        sample: Annotated[s.QueryCount, Query(ge=3, le=100_000)] = 5000,
     ) -> s.ProjectionResponse:
         """2-D PCA coordinates of a sample of listing vectors (cached per model)."""
         # FastAPI took the last of sample=100&sample=5000 and let a misspelt samples=100 pass

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
+from pydantic_core import PydanticCustomError
 
 ListingId = str | int
 
@@ -18,6 +20,19 @@ def _listing_id(value: Any) -> Any:
 
 
 RequestListingId = Annotated[ListingId, BeforeValidator(_listing_id)]
+
+
+def _whole_number_text(value: Any) -> Any:
+    """A count in a query string is written in digits: lax pydantic would take ``2.0`` or
+    ``1e1``, which a JSON body's strict integer refuses."""
+    if isinstance(value, str) and not re.fullmatch(r"\s*[+-]?[0-9]+\s*", value):
+        raise PydanticCustomError(
+            "int_parsing", "Input should be a valid integer, unable to parse string as an integer"
+        )
+    return value
+
+
+QueryCount = Annotated[int, BeforeValidator(_whole_number_text)]
 MAX_K = 1000
 MAX_BATCH = 1000  # listings in one POST /v1/listings:batch
 
