@@ -58,6 +58,9 @@ def check_origin(value: str) -> str:
             "path or a trailing slash (e.g. https://shop.example)"
         )
     scheme, _, rest = origin.partition("://")
+    if not rest.isascii():
+        rest = _punycode(value, rest)
+        origin = f"{scheme}://{rest}"
     default = _DEFAULT_PORTS.get(scheme)
     if default and rest.endswith(default):
         raise ValueError(
@@ -65,6 +68,19 @@ def check_origin(value: str) -> str:
             f"{scheme}://{rest.removesuffix(default)}"
         )
     return origin
+
+
+def _punycode(value: str, host_port: str) -> str:
+    """A host with non-ASCII letters as browsers send it in ``Origin``: in punycode
+    (``bücher.example`` is ``xn--bcher-kva.example``)."""
+    host, colon, port = host_port.rpartition(":")
+    if not (colon and port.isdigit()):
+        host, port = host_port, ""
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise ValueError(f"{value!r}: its host is no domain name a browser would send") from None
+    return ascii_host + (f":{port}" if port else "")
 
 
 def path_methods(
