@@ -17,8 +17,10 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from embedrec.serving.protocol import REFUSALS, REFUSED
 from embedrec.serving.store import FAILURE_REASONS
 
 # latency buckets in seconds: most reads take about a millisecond, reloads seconds
@@ -95,6 +97,7 @@ class Metrics:
         self.worker = str(os.getpid())
         for reason in FAILURE_REASONS:  # every series from the start: rate() sees the first
             self.write_failures.labels(reason, self.worker)
+        self.registry.register(_RefusedRequests(self.worker))
 
     def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint, method, str(status), self.worker).inc()
@@ -123,6 +126,25 @@ class Metrics:
         self.store_error.labels(self.worker).set(int(store_error))
         self.reload_error.labels(self.worker).set(int(reload_error))
         return generate_latest(self.registry)
+
+
+class _RefusedRequests:
+    """Requests the HTTP protocol refused before the app saw them (``serving/protocol.py``),
+    read from its per-process counts at each scrape."""
+
+    def __init__(self, worker: str) -> None:
+        self.worker = worker
+
+    def collect(self) -> Any:
+        family = CounterMetricFamily(
+            "embedrec_requests_refused",
+            "Requests refused before the app by reason (head_too_large: 431; head_timeout, "
+            "body_paused: 408); not in embedrec_requests",
+            labels=("reason", "status", "worker"),
+        )
+        for reason, status in REFUSALS.items():
+            family.add_metric((reason, str(status), self.worker), REFUSED[reason])
+        yield family
 
 
 class MetricsAndLimits:

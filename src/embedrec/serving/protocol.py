@@ -16,6 +16,7 @@ client gone. A body's size is bounded in ``serving/metrics.py``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import http
 import json
 import logging
@@ -34,6 +35,10 @@ BODY_IDLE_TIMEOUT_S = 30.0
 # the answer
 LINGER_S = 1.0
 log = logging.getLogger("uvicorn.error")
+# why a request is refused before the app sees it, and its status; counted per process
+# (REFUSED) for /metrics, since the app never sees these requests
+REFUSALS = {"head_too_large": 431, "head_timeout": 408, "body_paused": 408}
+REFUSED: collections.Counter[str] = collections.Counter()
 # the parser callbacks and connection hooks this protocol extends: a uvicorn without one of
 # them is one it was not written for (see http_protocol)
 EXTENDED = (
@@ -77,7 +82,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
             log.warning("request head over %d bytes refused (431)", MAX_HEAD_BYTES)
             message = f"request line and headers larger than {MAX_HEAD_BYTES} bytes"
-            self._refuse(431, message, self._may_answer_head())
+            self._refuse("head_too_large", message, self._may_answer_head())
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -130,7 +135,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # the app, waiting for the rest, reads the client as gone; what it answers is dropped
         cycle.disconnected = True
         cycle.message_event.set()
-        self._refuse(408, f"request body paused for over {BODY_IDLE_TIMEOUT_S:g} s", answer)
+        message = f"request body paused for over {BODY_IDLE_TIMEOUT_S:g} s"
+        self._refuse("body_paused", message, answer)
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
@@ -142,18 +148,20 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         log.warning("request head not received within %g s: connection closed (408)",
                     HEAD_TIMEOUT_S)  # fmt: skip
         message = f"request line and headers not received within {HEAD_TIMEOUT_S:g} s"
-        self._refuse(408, message, self._may_answer_head())
+        self._refuse("head_timeout", message, self._may_answer_head())
 
     def _may_answer_head(self) -> bool:
         """Whether a head can be answered: not while an earlier (pipelined) request's answer
         is still to be written."""
         return self.cycle is None or self.cycle.response_complete
 
-    def _refuse(self, status: int, message: str, answer: bool) -> None:
-        """Answer ``status`` with the API's error body (where ``answer``) and close the
-        connection."""
+    def _refuse(self, reason: str, message: str, answer: bool) -> None:
+        """Answer the status of ``reason`` with the API's error body (where ``answer``),
+        count it and close the connection."""
         self._stop_head_timer()
         self._stop_body_timer()
+        REFUSED[reason] += 1
+        status = REFUSALS[reason]
         if answer:
             body = json.dumps({"error": message, "field": None}, separators=(",", ":")).encode()
             phrase = http.HTTPStatus(status).phrase
