@@ -29,6 +29,7 @@ from embedrec import Recommender
 from embedrec.bundle import MANIFEST
 from embedrec.cli import main
 from embedrec.data.errors import DataError
+from embedrec.recommender import CONFIG_MAX_BYTES
 from embedrec.serving.app import OUTSIDE_MODEL_ROOT, STATIC, create_app, read_token_file
 from embedrec.serving.filter_params import QUERY_PARAMETERS
 from embedrec.serving.protocol import BoundedHttpToolsProtocol
@@ -275,6 +276,24 @@ def test_a_config_of_the_wrong_shape_is_refused_as_no_model_and_the_old_one_kept
             assert fresh.get("/v1/model").json()["model_dir"] == str(model)
         finally:
             shutil.rmtree(bad)
+
+
+def test_a_huge_config_is_refused_before_it_is_parsed(fresh, model):
+    # parsed whole, a config.json of hundreds of megabytes grew the worker by gigabytes
+    def pad(path: Path) -> None:
+        path.write_text(path.read_text() + " " * CONFIG_MAX_BYTES)
+
+    bad = with_file(model, model.parent / "huge-config", "config.json", pad)
+    try:
+        answer = fresh.post("/v1/admin/reload", json={"model_dir": str(bad)}, headers=AUTH)
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["error"] == (
+            f"{bad}: cannot load the model (config.json is 64 MiB, more than a model's "
+            "metadata takes: at most 64)"
+        )
+        assert fresh.get("/v1/model").json()["model_dir"] == str(model)
+    finally:
+        shutil.rmtree(bad)
 
 
 @pytest.mark.parametrize("name", [*computed_fields(), *QUERY_PARAMETERS])
@@ -944,6 +963,7 @@ def test_every_error_names_its_field_as_the_client_sends_it(client):
 
 
 ADMIN = "https://admin.example"
+SHOP = "https://Bücher.example"  # named as a person writes it; browsers send its punycode
 
 
 @pytest.fixture(scope="module")
@@ -951,9 +971,17 @@ def cors_client(model, tmp_path_factory):
     """The service letting pages of any origin read and those of ADMIN write too."""
     store = tmp_path_factory.mktemp("cors") / "store.sqlite"
     settings = Settings(model_dir=str(model), store=str(store), token="t",
-                        cors_origins=("*", ADMIN))  # fmt: skip
+                        cors_origins=("*", ADMIN, SHOP))  # fmt: skip
     with TestClient(create_app(settings)) as test_client:
         yield test_client
+
+
+def test_an_origin_with_non_ascii_letters_matches_its_punycode(cors_client):
+    one = "/v1/listings/x"
+    answer = cors_preflight(cors_client, "https://xn--bcher-kva.example", "PUT", one)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["access-control-allow-origin"] == "https://xn--bcher-kva.example"
+    assert "PUT" in answer.headers["access-control-allow-methods"]
 
 
 def cors_preflight(client, origin: str, method: str, path: str, headers: str = ""):
@@ -1018,6 +1046,8 @@ def test_any_origin_may_read_and_only_the_origins_named_may_write(cors_client, c
         ("shop.example", "scheme://host[:port]"),
         ("null", "sandboxed pages"),
         ("https://shop.example:443", "name https://shop.example"),
+        ("https://bücher.example:443", "name https://xn--bcher-kva.example"),
+        ("https://a..ü", "no domain name"),
     ],
 )
 def test_an_origin_no_browser_sends_is_refused_at_start(model, tmp_path, origin, why):
@@ -1512,6 +1542,7 @@ def test_a_request_head_too_large_or_too_slow_or_a_stalled_body_is_refused_and_c
         while not server.started:
             time.sleep(0.05)
         address = server.servers[0].sockets[0].getsockname()[:2]
+        refused_before = dict(protocol.REFUSED)
 
         def connect() -> socket.socket:
             return socket.create_connection(address, timeout=10)
@@ -1550,6 +1581,13 @@ def test_a_request_head_too_large_or_too_slow_or_a_stalled_body_is_refused_and_c
             assert head.startswith(b"HTTP/1.1 408 "), head
             assert json.loads(body)["error"] == "request body paused for over 0.5 s"
         assert not [r for r in caplog.records if r.exc_info], "no traceback"
+        # each refusal is counted, though the app never saw the request
+        metrics = client.get("/metrics").text
+        for reason, status in (("head_too_large", 431), ("head_timeout", 408),
+                               ("body_paused", 408)):  # fmt: skip
+            line = f'embedrec_requests_refused_total{{reason="{reason}",status="{status}"'
+            count = next(x for x in metrics.splitlines() if x.startswith(line))
+            assert float(count.rsplit(" ", 1)[1]) == refused_before.get(reason, 0) + 1, count
         # a request after a keep-alive pause has its own deadline
         with connect() as sock:
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -64,6 +64,8 @@ logger = logging.getLogger(__name__)
 Source = str | Path | pd.DataFrame
 # a display preference, not part of what a model is: not saved with it
 NOT_SAVED = ("progress",)
+# config.json holds parameters, the encoders' vocabularies and the report: kilobytes to megabytes
+CONFIG_MAX_BYTES = 64 * 2**20
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -778,6 +780,12 @@ class Recommender:
         """
         directory = Path(directory)
         manifest = read_manifest(directory, MODEL_FILES)
+        config_size = (directory / "config.json").stat().st_size
+        if config_size > CONFIG_MAX_BYTES:  # parsed whole, a huge one would take gigabytes
+            raise BundleError(
+                f"{directory}: cannot load the model (config.json is {config_size / 2**20:,.0f} "
+                f"MiB, more than a model's metadata takes: at most {CONFIG_MAX_BYTES // 2**20})"
+            )
         try:
             config = json.loads((directory / "config.json").read_text())
             tensors = _load_weights(directory / "weights.safetensors")
