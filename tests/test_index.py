@@ -108,6 +108,10 @@ def test_parse_set_filters(table):
     assert rows_of([parse_filter("body!=van")], table) == [0, 2, 3, 5, 7, 9]
     combined = [parse_filter("make=VW"), parse_filter("price<=10000")]
     assert rows_of(combined, table) == [7, 8]
+    # a value in double quotes may hold commas, as in CSV
+    assert parse_filter('make="Rolls, Royce", Toyota').values == {"Rolls, Royce", "Toyota"}
+    assert parse_filter('exclude="Flat 3, Köln",L2').ids == {"Flat 3, Köln", "L2"}
+    assert parse_filter('make=12" rims').values == {'12" rims'}  # a quote inside is text
 
 
 @pytest.mark.parametrize("missing", [False, True])
@@ -165,6 +169,7 @@ def test_filters_from_mapping(table):
         (lambda: parse_filter("price<=cheap"), "price"),
         (lambda: parse_filter("price"), "price"),
         (lambda: parse_filter("make="), "make"),
+        (lambda: parse_filter('make="Rolls, Royce'), "make"),  # the quote never closed
         (lambda: parse_filter("within=91,13,10km"), "within"),
         (lambda: parse_filter("within=51,181,10km"), "within"),
         (lambda: parse_filter("within=51,x,10km"), "within"),

@@ -4,6 +4,7 @@ converted, each error naming its field.
 
 from __future__ import annotations
 
+import csv
 import math
 import re
 from typing import Any
@@ -15,7 +16,14 @@ from embedrec.index.filters.base import FilterError
 
 
 def split_values(field: str, raw: str) -> frozenset[str]:
-    values = frozenset(v.strip() for v in raw.split(",") if v.strip())
+    """The values of ``raw`` between commas, spaces around them trimmed; a value in double
+    quotes may hold commas, as in CSV (``"Rolls, Royce",Toyota``; ``""`` is a quote)."""
+    try:
+        parts = next(csv.reader([raw], skipinitialspace=True, strict=True))
+    except csv.Error as exc:
+        message = f"{exc} in {raw!r} (a value in double quotes may hold commas)"
+        raise FilterError(field, message) from None
+    values = frozenset(v.strip() for v in parts if v.strip())
     if not values:
         raise FilterError(field, f"no values in {raw!r}")
     return values
