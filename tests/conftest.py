@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from embedrec.recommender import Recommender
+
+# the tests choose each cache through XDG_CACHE_HOME; a user's own cache would take precedence
+os.environ.pop("EMBEDREC_CACHE", None)
 
 
 def block_data(n_users: int = 150, n_listings: int = 120, groups: int = 4, seed: int = 0):

@@ -3,12 +3,12 @@
 The data's licence forbids redistribution, so it is never part of this repository: the loader
 fetches ``recbole==1.2.1`` with ``pip download`` (PyPI is the one source reachable everywhere
 this project runs), unpacks the two atomic files into a cache outside the repository
-(``cache_dir``, else ``$EMBEDREC_CACHE``, else ``~/.cache/embedrec``) and reads them from there.
+(``cache_dir``, else embedrec's cache: :func:`embedrec.cache.cache_root`) and reads them
+from there.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from embedrec.cache import cache_root
 from embedrec.data.atomic import write_atomic
 from embedrec.data.split import per_user_split
 
@@ -32,8 +33,8 @@ COLD_SEED = 42
 
 
 def default_cache_dir() -> Path:
-    """``$EMBEDREC_CACHE`` when set, else ``~/.cache/embedrec``."""
-    return Path(os.environ.get("EMBEDREC_CACHE") or Path.home() / ".cache" / "embedrec")
+    """embedrec's cache (:func:`embedrec.cache.cache_root`)."""
+    return cache_root()
 
 
 def dataset_dir(cache_dir: str | Path | None = None) -> Path:

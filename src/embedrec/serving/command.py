@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from embedrec.bundle import MODEL_FILES, BundleError, read_manifest
+from embedrec.cache import cache_root
 from embedrec.data.errors import DataError, os_error_message
 
 TOKEN_VARIABLE = "EMBEDREC_API_TOKEN"
@@ -247,8 +248,7 @@ def serve_command(
 
 
 def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "embedrec" / "serving"
+    return cache_root() / "serving"
 
 
 def _warn_if_others_can_read(token_file: str) -> None:
