@@ -357,7 +357,7 @@ def child_peer(spec: dict[str, Any]) -> dict[str, Any]:
     data = prepared.data
     fit_part, held_out = time_holdout(data, 0.1)
     seen, held = fit_part.matrix(), held_out.matrix()
-    users = validation_sample(seen, held, spec["val_users"])
+    users = validation_sample(seen, held, spec["val_users"], fit_part.users)
     threads = spec["threads"]
     model_name = spec["model"]
     if model_name == "lightfm":

@@ -17,16 +17,23 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import scipy.sparse as sp
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from conftest import block_data
 from safetensors.torch import load_file, save_file
 
+from embedrec.data.ids import IdMap
 from embedrec.models.mf import MatrixFactorization
 from embedrec.recommender import Recommender, load
 from embedrec.training.distributed import Group, OwnUsers
-from embedrec.training.trainer import TrainingDiverged, check_finite, data_parallel
+from embedrec.training.trainer import (
+    TrainingDiverged,
+    check_finite,
+    data_parallel,
+    validation_sample,
+)
 
 BATCH = 48  # per rank; one process takes both ranks' batches
 
@@ -292,6 +299,39 @@ def test_a_rank_whose_training_diverges_stops_every_rank(tmp_path):
     )
     expected = "rank 1: training diverged at epoch 3: loss nan; lower lr or check the weights"
     assert [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)] == [expected] * 2
+
+
+def validation_matrices() -> tuple[np.ndarray, sp.csr_matrix, sp.csr_matrix]:
+    rng = np.random.default_rng(0)
+    ids = np.array([f"user {i}" for i in range(400)])
+    return (
+        ids,
+        sp.csr_matrix(rng.random((400, 30)) < 0.2),
+        sp.csr_matrix(rng.random((400, 30)) < 0.1),
+    )
+
+
+def rank_validation_sample(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    group = Group(rank, 2, torch.device("cpu"), dist.new_group())
+    ids, seen, held_out = validation_matrices()
+    own = np.flatnonzero(np.arange(len(ids)) % 2 == rank)  # this rank's users, renumbered
+    rows = validation_sample(seen[own], held_out[own], 40, IdMap(pd.Index(ids[own])), group)
+    Path(out, f"rank{rank}.json").write_text(json.dumps(ids[own][rows].tolist()))
+    dist.destroy_process_group()
+
+
+def test_two_ranks_validate_on_the_users_one_process_validates_on(tmp_path):
+    # so that a 2-rank run's validation score compares with a 1-rank run's
+    mp.start_processes(
+        rank_validation_sample, args=(free_port(), str(tmp_path)), nprocs=2, start_method="spawn"
+    )
+    ids, seen, held_out = validation_matrices()
+    alone = ids[validation_sample(seen, held_out, 40, IdMap(pd.Index(ids)))]
+    parts = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert len(alone) == 40 and all(parts)
+    assert sorted(parts[0] + parts[1]) == sorted(alone.tolist())
 
 
 # ------------------------------------------------------------------ torchrun, end to end

@@ -12,6 +12,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from embedrec.data.ids import IdMap
 from embedrec.data.io import load_interactions, load_listings
 from embedrec.data.prepare import prepare
 from embedrec.models.mf import MatrixFactorization
@@ -217,6 +218,19 @@ def test_the_validation_sample_is_users_with_pairs_on_both_sides():
     assert len(drawn) == 2 and set(drawn.tolist()) <= {0, 3, 4}
     assert drawn.tolist() == sorted(drawn.tolist())
     assert validation_sample(seen, held_out, 2).tolist() == drawn.tolist()  # fixed draw
+
+
+def test_the_validation_sample_is_drawn_by_id_so_rows_in_another_order_draw_the_same_users():
+    # as each rank of a distributed run numbers its own users: the same users must be drawn
+    rng = np.random.default_rng(0)
+    ids = np.array([f"user {i}" for i in range(500)])
+    seen = sp.csr_matrix(rng.random((500, 30)) < 0.2)
+    held_out = sp.csr_matrix(rng.random((500, 30)) < 0.1)
+    drawn = set(ids[validation_sample(seen, held_out, 50, IdMap(pd.Index(ids)))])
+    order = rng.permutation(500)
+    shuffled = IdMap(pd.Index(ids[order]))
+    again = validation_sample(seen[order], held_out[order], 50, shuffled)
+    assert len(drawn) == 50 and set(ids[order][again]) == drawn
 
 
 def test_validation_recall_is_recall_at_ten_among_the_listings_live_in_the_hold_out():

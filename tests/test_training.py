@@ -471,9 +471,9 @@ def test_recommender_validates_on_as_many_users_as_asked(
     events, listings, _, _ = blocks
     asked = []
 
-    def recording(seen, held_out, n):
+    def recording(seen, held_out, n, *by_id):
         asked.append(n)
-        return validation_sample(seen, held_out, n)
+        return validation_sample(seen, held_out, n, *by_id)
 
     monkeypatch.setattr(trainer_module, "validation_sample", recording)
     rec = Recommender(

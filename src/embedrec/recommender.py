@@ -150,7 +150,8 @@ class Recommender:
         The last share of interactions (by time) held out for early stopping, ranked among
         the listings with an event in it; 0: none.
     validation_users : int
-        Hold-out users scored for early stopping.
+        Hold-out users scored for early stopping, drawn by a hash of their ids: the same
+        users whatever the seed or the number of ranks.
     refit : bool
         After early stopping, train again on everything for the best number of epochs.
     time_budget : float or None

@@ -11,11 +11,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from embedrec.data.ids import IdMap
 from embedrec.data.prepare import Interactions, time_order
 from embedrec.evaluation.metrics import evaluate_scorer
 from embedrec.memory import release_free_memory
@@ -35,7 +37,8 @@ from embedrec.training.losses import (
 from embedrec.training.optim import RowWiseAdagrad
 from embedrec.training.parallel import fork_available, run_workers, share_weights, unshare_weights
 
-VALIDATION_SEED = 0  # draws the validation users; fixed, unlike the training seed
+# draws the validation users (the key of a hash of their ids); fixed, unlike the training seed
+VALIDATION_HASH_KEY = "embedrec-val-000"  # 16 characters, as pandas asks
 # (user, listing) scores a validation holds at once: 64 MB of float32, a quarter of what
 # evaluate_scorer holds by default, for validations about 20% longer (1% of an epoch)
 VALIDATION_SCORES = 2**24
@@ -771,14 +774,41 @@ def _rank_loss(
     )
 
 
-def validation_sample(seen: sp.csr_matrix, held_out: sp.csr_matrix, n: int) -> np.ndarray:
-    """Sorted rows of at most ``n`` users with pairs in both matrices, drawn with
-    ``VALIDATION_SEED``: the same users every epoch, whatever the training seed."""
+def validation_sample(
+    seen: sp.csr_matrix,
+    held_out: sp.csr_matrix,
+    n: int,
+    ids: IdMap | None = None,
+    group: Group | None = None,
+) -> np.ndarray:
+    """Sorted rows of the ``n`` users with pairs in both matrices whose ids (``ids``, else
+    their rows) hash lowest: the same users every epoch, whatever the training seed and the
+    number of ranks. In a distributed run the ``n`` are chosen among every rank's users, and
+    each rank gets the rows of its own, so that 1 and 2 ranks are validated on the same users
+    and their scores compare."""
     # users first seen in the hold-out have untrained vectors: they say nothing about epochs
     users = np.flatnonzero((np.diff(held_out.indptr) > 0) & (np.diff(seen.indptr) > 0))
-    if len(users) > n:
-        users = np.sort(np.random.default_rng(VALIDATION_SEED).choice(users, n, replace=False))
-    return users
+    keys = _validation_keys(users if ids is None else ids.subset(users).ids)
+    if group is None:
+        if len(users) <= n:
+            return users
+        return np.sort(users[np.argpartition(keys, n - 1)[:n]])
+    # the n lowest keys of every rank's users: each rank offers its own n lowest
+    lowest = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+    offered = np.sort(keys)[:n]
+    lowest[: len(offered)] = offered
+    every = group.gather(torch.from_numpy(lowest)).numpy()
+    threshold = np.partition(every, n - 1)[n - 1]
+    return users[keys <= threshold]
+
+
+def _validation_keys(ids: pd.Index | np.ndarray) -> np.ndarray:
+    """A hash of each id, the same in every process (pandas' SipHash with a fixed key),
+    as non-negative int64 (collectives carry no uint64)."""
+    hashes = pd.util.hash_pandas_object(
+        pd.Series(ids).reset_index(drop=True), index=False, hash_key=VALIDATION_HASH_KEY
+    )
+    return (hashes.to_numpy() >> np.uint64(1)).astype(np.int64)
 
 
 @torch.no_grad()
@@ -801,9 +831,7 @@ def validation_recall(
     seen = train_data.matrix()
     # an unfactorised model scores every (user, listing) pair through its MLP: fewer users
     sample = config.validation_users if model.factorized else max(1, config.validation_users // 6)
-    if group is not None:
-        sample = max(1, sample // group.world)
-    users = validation_sample(seen, held_out, sample)
+    users = validation_sample(seen, held_out, sample, train_data.users, group)
     # ranked among the listings live in the hold-out (those with an event in it), as a test
     # ranks the catalogue of its own days: among every listing the fit knows, sold ones
     # included, the hold-out favoured longer training and less id dropout, both of which
