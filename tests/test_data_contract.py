@@ -548,6 +548,41 @@ def test_a_column_of_lists_is_a_multi_valued_feature_and_one_of_mappings_is_refu
     assert "mapping" in str(error.value)
 
 
+def test_parquet_binary_columns_are_read_as_utf8_text_and_other_bytes_are_refused(tmp_path):
+    # Hive and Impala write strings as BINARY without the UTF-8 mark: ids and categories
+    # must come back as the text they are, not as b'...' that no query or filter names
+    text = pa.binary()
+    listings = pa.table(
+        {
+            "listing_id": pa.array([b"007", b"8"], text),
+            "city": pa.array(["Köln".encode(), None], text),
+        }
+    )
+    events = pa.table(
+        {
+            "user_id": pa.array([b"u1", b"0042"], text),
+            "listing_id": pa.array([b"007", b"8"], text),
+            "timestamp": [1, 2],
+            "event": pa.array([b"view", b"apply"], text),
+        }
+    )
+    pq.write_table(listings, tmp_path / "listings.parquet")
+    pq.write_table(events, tmp_path / "events.parquet")
+    frame = load_listings(tmp_path / "listings.parquet")
+    assert frame["listing_id"].tolist() == ["007", "8"]
+    assert frame["city"].iloc[0] == "Köln" and pd.isna(frame["city"].iloc[1])
+    loaded = load_interactions(tmp_path / "events.parquet", {"view": 1.0, "apply": 6.0})
+    assert loaded["user_id"].tolist() == ["u1", "0042"]
+    assert loaded["listing_id"].tolist() == ["007", "8"]
+    assert loaded["weight"].tolist() == [1.0, 6.0]
+    image = listings.append_column("logo", pa.array([b"png", b"\x89PNG"], text))
+    pq.write_table(image, tmp_path / "images.parquet")
+    with pytest.raises(DataError) as error:
+        load_listings(tmp_path / "images.parquet")
+    assert (error.value.row, error.value.column) == (2, "logo")
+    assert "not UTF-8" in str(error.value) and "images.parquet" in str(error.value)
+
+
 def test_tables_of_pyarrow_dtypes_read_as_their_parquet_files_do(tmp_path):
     # pd.read_parquet(..., dtype_backend="pyarrow"), as a notebook may read the tables
     listings = pd.DataFrame(

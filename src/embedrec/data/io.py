@@ -430,6 +430,7 @@ def _interactions(
     model_users: pd.Index | None = None,
 ) -> pd.DataFrame:
     _require_columns(frame, INTERACTION_COLUMNS, name)
+    frame = _text_from_bytes(frame, name)
     user_ids, listing_ids = (_checked_ids(frame[column], name, column) for column in ID_COLUMNS)
     # the listing ids meet the listings table in ``prepare``, which skips the unknown ones
     user_ids = _as_model_ids(user_ids, model_users, name, "user_id")
@@ -473,6 +474,7 @@ def load_listings(source: Source, model_ids: Mapping[str, pd.Index] | None = Non
 
 def _listings(frame: pd.DataFrame, name: str, model_listings: pd.Index | None) -> pd.DataFrame:
     _require_columns(frame, ("listing_id",), name)
+    frame = _text_from_bytes(frame, name)
     given = frame["listing_id"]
     listing_ids = _checked_ids(given, name, "listing_id")
     if model_listings is not None:
@@ -514,6 +516,40 @@ def _listings(frame: pd.DataFrame, name: str, model_listings: pd.Index | None) -
     frame = frame.reset_index(drop=True)
     frame.attrs["source"] = name
     return frame
+
+
+def _text_from_bytes(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    """``frame`` with its columns of bytes read as UTF-8 text, as Spark's ``binaryAsString``
+    reads them: Hive and Impala write strings as Parquet BINARY without the UTF-8 mark, which
+    would otherwise make ids and categories ``b'...'`` that no query or filter names. A value
+    that is no UTF-8 (an image, a UUID's 16 bytes) is refused naming its row."""
+    for column, dtype in frame.dtypes.items():
+        values = frame[column]
+        if not pd.api.types.is_object_dtype(dtype):
+            continue
+        if pd.api.types.infer_dtype(values, skipna=True) != "bytes":
+            continue
+        try:
+            text = pa.array(values, type=pa.binary()).cast(pa.string())
+        except pa.ArrowInvalid:
+            row = next(i for i, v in enumerate(values) if not _utf8(v))
+            message = (
+                f"{shown(values.iloc[row])} is not UTF-8 text (a column of bytes is read as "
+                "text; leave binary data, such as images, out of the table)"
+            )
+            _fail(message, name, row, str(column))
+        frame = frame.assign(**{column: text.to_pandas().set_axis(frame.index)})
+    return frame
+
+
+def _utf8(value: object) -> bool:
+    if not isinstance(value, bytes):
+        return True
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _lists_joined(values: pd.Series, name: str, column: str) -> pd.Series | None:
