@@ -133,6 +133,28 @@ def test_row_groups_outside_the_window_are_never_read(by_day):
     assert len(morning) == 8
 
 
+def test_files_that_write_timestamps_in_other_zones_or_none_read_as_one_table(by_day):
+    # a writer that began to write zones, or wrote a partition in local time: the same
+    # instants (a time without a zone is UTC), and the window prunes each file's row groups
+    for day, zone in (("2026-11-02", None), ("2026-11-03", "Europe/Berlin")):
+        for part in (0, 1):
+            frame = events_of(day, part)
+            stamps = frame["timestamp"]
+            frame["timestamp"] = stamps.dt.tz_convert(zone) if zone else stamps.dt.tz_localize(None)
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            pq.write_table(table, by_day / f"date={day}" / f"part-{part}.parquet", row_group_size=4)
+    loaded = load_interactions(by_day)
+    assert loaded["timestamp"].tolist() == seconds(every_event()["timestamp"]).tolist()
+    since, until = "2026-11-02T20:00:00Z", "2026-11-03T04:00:00Z"
+    window = load_interactions(by_day, since=since, until=until)
+    stamps = seconds(every_event()["timestamp"])
+    low, high = pd.Timestamp(since).timestamp(), pd.Timestamp(until).timestamp()
+    assert len(window) == int(((stamps >= low) & (stamps < high)).sum()) > 0
+    # one row group of four rows each of the naive 2nd and of the 3rd in Berlin time: the
+    # others lie outside the window
+    assert window.attrs["files_read"] == 2 and window.attrs["rows_read"] == 8
+
+
 def test_an_error_in_a_later_file_names_that_file_its_row_and_column(by_day):
     path = by_day / "date=2026-11-05" / "part-1.parquet"
     frame = events_of("2026-11-05", 1)

@@ -212,7 +212,13 @@ class Dataset:
             try:
                 has = {*fragment.physical_schema.names, *_partition_keys(fragment)}
                 absent = tuple(c for c in optional or () if c in schema.names and c not in has)
-                for offset, part in _row_group_runs(fragment, expression, schema):
+                kept, against = expression, schema
+                if window and _own_zone(fragment.physical_schema, schema, time_column):
+                    # statistics compare in the file's own zone (or its lack of one): the
+                    # window's bounds as the same instants in that type
+                    against = fragment.physical_schema
+                    kept = window.expression(against.field(time_column))
+                for offset, part in _row_group_runs(fragment, kept, against):
                     for batch in part.to_batches(schema=schema, columns=columns):
                         yield Piece(name, offset, batch, absent)
                         offset += batch.num_rows
@@ -240,6 +246,7 @@ class Dataset:
                     file=name,
                     column=missing[0],
                 )
+            schema, physical = _zones_agreed(schema, physical)
             try:
                 schema = pa.unify_schemas([schema, physical], promote_options="permissive")
             except (pa.ArrowException, TypeError) as exc:
@@ -247,6 +254,34 @@ class Dataset:
                     f"its column types do not match the other files': {exc}", file=name
                 ) from None
         return schema
+
+
+def _zones_agreed(schema: pa.Schema, physical: pa.Schema) -> tuple[pa.Schema, pa.Schema]:
+    """Both schemas with each timestamp column that they give in different zones, or one
+    with a zone and one without, in UTC: the same instants (a time without a zone is UTC, as
+    in text), where pyarrow would refuse to join them. A folder of events whose writer
+    began to write zones, or wrote each partition in another, is one table."""
+    for field in physical:
+        if not pa.types.is_timestamp(field.type) or field.name not in schema.names:
+            continue
+        at = schema.get_field_index(field.name)
+        other = schema.field(at)
+        if not pa.types.is_timestamp(other.type) or other.type.tz == field.type.tz:
+            continue
+        schema = schema.set(at, other.with_type(pa.timestamp(other.type.unit, "UTC")))
+        physical = physical.set(
+            physical.get_field_index(field.name),
+            field.with_type(pa.timestamp(field.type.unit, "UTC")),
+        )
+    return schema, physical
+
+
+def _own_zone(physical: pa.Schema, schema: pa.Schema, column: str) -> bool:
+    """Whether a file gives the timestamp ``column`` in another zone than the dataset."""
+    if column not in physical.names or column not in schema.names:
+        return False
+    own, joined = physical.field(column).type, schema.field(column).type
+    return pa.types.is_timestamp(own) and pa.types.is_timestamp(joined) and own.tz != joined.tz
 
 
 def _unreadable(exc: Exception, name: str) -> DataError:
