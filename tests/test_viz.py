@@ -367,6 +367,18 @@ def test_colouring_by_date_times_sets_or_free_text_is_refused_naming_the_column(
     assert not list(tmp_path.iterdir())
 
 
+def test_neighbours_within_a_city_are_framed_by_their_own_area_not_all_germany():
+    from embedrec.viz.plots import GERMANY, _map_extent
+
+    # flats in Köln a few km apart: on the map of Germany they were one dot
+    lats, lons = np.array([50.94, 50.96, 50.92]), np.array([6.96, 6.93, 6.99])
+    lo0, lo1, la0, la1 = _map_extent(lats, lons)
+    assert lo0 < 6.93 and lo1 > 6.99 and la0 < 50.92 and la1 > 50.96
+    assert lo1 - lo0 < 0.2 and la1 - la0 < 0.2
+    # cars within 100 km of Dresden keep the map of Germany
+    assert _map_extent(np.array([51.05, 50.6]), np.array([13.74, 12.5])) == GERMANY
+
+
 @pytest.mark.parametrize("suffix", [".html", ".png"])
 def test_neighbours_far_from_germany_are_framed_by_their_own_area(tmp_path, suffix):
     from embedrec.viz.plots import GERMANY, _map_extent

@@ -1017,7 +1017,8 @@ def demo(cache: str, seed: int) -> None:
     "--similar-to",
     "similar_to",
     help="Draw this listing and its neighbours on a map of Germany (of their own area where "
-    "they lie far from it) instead of a projection; "
+    "they lie far from it or within 50 km of each other, as a city's flats do) instead of a "
+    "projection; "
     "--method, --color, --sample and --seed, which only a projection reads, are then an error.",
 )
 @click.option(

@@ -44,6 +44,9 @@ WEBGL_FROM = 5_000
 GERMANY = (5.8, 15.1, 47.2, 55.1)
 # Points within this many degrees of that box are drawn on the map of Germany.
 GERMANY_MARGIN = 3.0
+# Points that lie closer together than this (a city's flats or jobs) get a map of their own
+# area: on a map of Germany they would be one dot.
+OWN_AREA_KM = 50.0
 # A string field whose values average more characters than this and hold spaces is free
 # text (titles, descriptions): it differs between any two listings and says nothing there.
 FREE_TEXT_CHARS = 24
@@ -473,8 +476,9 @@ def _differences(query: dict[str, Any], nb: pd.DataFrame, fields: list[str]) -> 
 
 def _map_extent(lats: np.ndarray, lons: np.ndarray) -> tuple[float, float, float, float]:
     """Germany, widened to the points, where the points lie in or near it (the base map's
-    cities); elsewhere (a marketplace in Vienna or New York) the points alone, with a margin,
-    so that they are not a dot in a corner of a map of Germany."""
+    cities) and spread over more than OWN_AREA_KM; elsewhere (a marketplace in Vienna or New
+    York, or a city's listings) the points alone, with a margin, so that they are not a dot
+    in a corner of a map of Germany, or one dot in the middle of it."""
     lo0, lo1, la0, la1 = GERMANY
     near_germany = (
         np.nanmin(lons) >= lo0 - GERMANY_MARGIN
@@ -482,7 +486,9 @@ def _map_extent(lats: np.ndarray, lons: np.ndarray) -> tuple[float, float, float
         and np.nanmin(lats) >= la0 - GERMANY_MARGIN
         and np.nanmax(lats) <= la1 + GERMANY_MARGIN
     )
-    if not near_germany:  # a tenth of the points' span around them, at least ~1 km
+    across = float(haversine_km(np.nanmin(lats), np.nanmin(lons), np.nanmax(lats), np.nanmax(lons)))
+    if not near_germany or across < OWN_AREA_KM:
+        # a tenth of the points' span around them, at least ~1 km
         pad = 0.1 * max(np.nanmax(lats) - np.nanmin(lats), np.nanmax(lons) - np.nanmin(lons))
         pad = max(pad, 0.01)
         return (
