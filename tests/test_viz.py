@@ -126,6 +126,42 @@ def test_projection_html_self_contained(data, tmp_path, color):
     assert [p.name for p in tmp_path.iterdir()] == ["p.html"], "no temp files left behind"
 
 
+def test_hover_shows_the_catalogues_own_fields_where_it_is_no_car_catalogue(data):
+    from embedrec.viz.plots import HOVER_FIELDS, _hover
+
+    flats = pd.DataFrame(
+        {
+            "listing_id": ["007", "008"],
+            "title": ["Helle 2-Zimmer-Wohnung in Köln-Ehrenfeld mit Balkon"] * 2,
+            "rooms": [2.0, 3.0],
+            "rent_eur": [850.5, 1200.0],
+            "amenities": ["balkon|aufzug", None],
+            "lat": [50.94, 50.95],
+            "lon": [6.96, 6.95],
+            "available_from": pd.to_datetime(["2026-12-01", "2027-01-01"]),
+            "city": ["Köln", "Köln"],
+        }
+    )
+    customdata, template = _hover(flats, None)
+    shown = [line.split(":")[0] for line in template.split("<br>")]
+    assert shown == ["listing_id", "city", "rooms", "rent_eur", "amenities"]
+    assert customdata[0].tolist() == ["007", "Köln", 2.0, 850.5, "balkon|aufzug"]
+    # the car catalogue's fields come first; with all of them, nothing else is added
+    _, cars = _hover(data[1], None)
+    assert [line.split(":")[0] for line in cars.split("<br>")][:6] == [
+        "listing_id",
+        "make",
+        "model",
+        "year",
+        "price",
+        "city",
+    ]
+    every = pd.DataFrame({c: ["x"] for c in [*HOVER_FIELDS, "dealer_id"]})
+    assert [line.split(":")[0] for line in _hover(every, None)[1].split("<br>")] == list(
+        HOVER_FIELDS
+    )
+
+
 @pytest.mark.parametrize("color", ["make", "price"])
 def test_projection_png(data, tmp_path, color):
     vectors, table = data

@@ -278,6 +278,17 @@ def _numeric_colours(
 def _hover(table: pd.DataFrame, extra: str | None) -> tuple[np.ndarray, str]:
     """customdata (n, m) object array and a hovertemplate showing the listing's fields."""
     cols = [c for c in HOVER_FIELDS if c in table.columns]
+    # a catalogue of other goods (flats, jobs) names its columns otherwise: its own columns
+    # fill the hover up to as many fields, coordinates, date-times and free text aside
+    for col in table.columns:
+        if len(cols) >= len(HOVER_FIELDS):
+            break
+        s = table[col]
+        if col in cols or col in _COORDINATES or pd.api.types.is_datetime64_any_dtype(s):
+            continue
+        if not _is_numeric(s) and _is_free_text(s.dropna()):
+            continue
+        cols.append(col)
     if extra is not None and extra not in cols:
         cols.append(extra)
     data = np.empty((len(table), len(cols)), dtype=object)
