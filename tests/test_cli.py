@@ -605,6 +605,22 @@ def test_a_result_table_says_how_many_columns_it_leaves_out():
     assert "not shown" not in format_table([{"listing_id": "a", "score": 0.5}])
 
 
+def test_a_result_table_leaves_out_dates_by_their_values_and_writes_any_year_plainly():
+    # a jobs board's posted_on and a flat's available_from are dates, as listed_at is
+    rows = [
+        {"listing_id": 7, "score": 0.5, "posted_on": "2026-09-20T00:00:00", "year_built": 1987},
+        {"listing_id": 8, "score": 0.4, "posted_on": None, "year_built": 2003.0},
+    ]
+    rows[0] |= {"updated": "2026-10-19T22:00:00+00:00", "founded_year": 1999, "yearly_fee": 1200}
+    rows[1] |= {"updated": "2026-10-20", "founded_year": 2001, "yearly_fee": 1500}
+    lines = format_table(rows).splitlines()
+    assert lines[0].split() == ["listing_id", "score", "year_built", "founded_year", "yearly_fee"]
+    assert lines[1].split()[2:] == ["1987", "1999", "1,200"]
+    assert lines[-1] == "(2 more columns not shown; --json shows every field)"
+    # a column of text that holds no date stays
+    assert "city" in format_table([{"listing_id": 1, "city": "2026 Köln"}])
+
+
 def test_plot_refuses_an_empty_listing_id_and_projection_options_with_similar_to(
     model_dir, tmp_path
 ):

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import sys
 import tomllib
@@ -851,7 +852,7 @@ def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
     note = ""
     if columns is None:
         fields = list(rows[0])
-        columns = [c for c in fields if not c.endswith("_at")][:TABLE_COLUMNS]
+        columns = [c for c in fields if not _holds_dates(rows, c)][:TABLE_COLUMNS]
         left_out = len(fields) - len(columns)
         if left_out:
             plural = "s" if left_out > 1 else ""
@@ -862,6 +863,19 @@ def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
     return "\n".join(lines) + note
+
+
+# a date or a time as the results write it (2026-12-01, 2026-12-01T00:00:00+00:00)
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ][0-9:.]+(?:Z|[+-][0-9]{2}:?[0-9]{2})?)?")
+
+
+def _holds_dates(rows: list[dict], column: str) -> bool:
+    """Whether a result column holds dates: named so (``listed_at``) or, whatever its name
+    (``posted_on``, ``available_from``), every value it has a date or a time."""
+    if column.endswith("_at"):
+        return True
+    values = [row.get(column) for row in rows if row.get(column) is not None]
+    return bool(values) and all(isinstance(v, str) and _DATE.fullmatch(v) for v in values)
 
 
 # significant digits of a column's largest fraction; prices keep their cents all the same
@@ -911,8 +925,11 @@ def _cell(value: Any, decimals: int, exact: bool) -> str:
 
 
 def _is_exact(column: str) -> bool:
-    """Columns shown exactly as stored: ids, and years (2018, not 2,018)."""
-    return column in ("year", "id") or column.endswith("_id")
+    """Columns shown exactly as stored: ids, and years (2018, not 2,018; ``year_built``
+    and ``founded_year`` too, as ``embedrec inspect`` reads years)."""
+    name = column.lower()
+    years = name.endswith("year") or name.startswith("year_")
+    return name == "id" or name.endswith("_id") or years
 
 
 # ---------------------------------------------------------------------------- demo
