@@ -272,6 +272,16 @@ def test_inspect_encoded_vs_noise(data):
     assert "make" in text and "Spearman" in text and "within 100 km" in text
 
 
+def test_inspect_counts_the_items_of_a_set_column_without_an_empty_one(data):
+    # flats without amenities hold no item; the count is the vocabulary's: navi, ahk,
+    # sitzheizung, led
+    vectors, table = data
+    table = table.assign(equipment=table["equipment"].where(table.index % 3 > 0, None))
+    table.loc[1, "equipment"] = "navi||led"
+    res = inspect_embeddings(vectors, table, k=5, sample=100, seed=0)
+    assert res["sets"]["equipment"]["items"] == 4
+
+
 def test_inspect_neighbours_exact(data):
     from embedrec.ranking import neighbours
 

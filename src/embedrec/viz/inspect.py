@@ -112,7 +112,9 @@ def inspect_embeddings(
                 "difference": "absolute" if absolute else "relative",
             }
         else:
-            m = s.astype("string").fillna("").str.get_dummies(sep="|").to_numpy(bool)
+            dummies = s.astype("string").fillna("").str.get_dummies(sep="|")
+            # a listing without items (or "a||b") is no item named "" that empty sets share
+            m = dummies.drop(columns="", errors="ignore").to_numpy(bool)
             result["sets"][str(col)] = {
                 "neighbours": _mean_jaccard(m, q_nb, nb),
                 "random": _mean_jaccard(m, q_rnd, rnd),
