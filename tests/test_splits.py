@@ -86,3 +86,21 @@ def test_cold_listing_split():
     warm, cold = cold_listing_split(train, test)
     assert warm.listing_id.tolist() == [11, 10]
     assert cold.listing_id.tolist() == [12]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_split_helpers_refuse_a_timestamp_that_is_no_number(bad):
+    # a NaN compared false with every cut: its row went to train (or last, to test) silently
+    df = interactions({"a": 6}).assign(timestamp=[0.0, bad, 2.0, 3.0, 4.0, 5.0])
+    for split in (
+        lambda: global_time_split(df, test_fraction=0.5),
+        lambda: global_time_split(df, test_start=3.0),
+        lambda: per_user_split(df, 0.5, 1),
+    ):
+        with pytest.raises(DataError, match="row 1, column 'timestamp'"):
+            split()
+    nullable = interactions({"a": 3}).assign(timestamp=pd.array([0, None, 2], dtype="Int64"))
+    with pytest.raises(DataError, match="row 1, column 'timestamp'"):
+        global_time_split(nullable, test_start=1)
+    with pytest.raises(ValueError, match="test_start"):
+        global_time_split(interactions({"a": 3}), test_start=float("nan"))

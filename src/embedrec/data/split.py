@@ -6,6 +6,7 @@ so each input row lands in exactly one output frame.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,7 @@ def global_time_split(
     (linear interpolation), so roughly ``test_fraction`` of the rows are test; ties at the cut
     all go to test. Timestamps and ``test_start`` are read as ``load_interactions`` reads
     them: numbers as they are, datetimes and ISO-8601 text as moments, a moment without a
-    zone in UTC.
+    zone in UTC; a missing or non-finite timestamp is a DataError naming its row.
     """
     _require(df, TIME)
     times = _instants(df[TIME])
@@ -85,6 +86,17 @@ def _instants(values: pd.Series) -> np.ndarray:
     """Timestamps as numbers that order them: numbers as they are; datetimes and ISO-8601
     text (zones respected, none read as UTC) as UTC microseconds."""
     if values.dtype.kind in "iuf":
+        bad = values.isna().to_numpy()
+        if values.dtype.kind == "f":
+            bad = bad | ~np.isfinite(values.to_numpy(dtype=np.float64, na_value=np.nan))
+        if bad.any():
+            # as load_interactions refuses it: a NaN compares false with any cut and would
+            # put its row in train whatever its moment
+            row = int(np.flatnonzero(bad)[0])
+            raise DataError(
+                f"row {row}, column {TIME!r}: a timestamp must be a finite number, got "
+                f"{values.iloc[row]!r}"
+            )
         return values.to_numpy(dtype=np.float64)
     if pd.api.types.is_datetime64_any_dtype(values.dtype):
         moments = pd.to_datetime(values, utc=True)
@@ -103,6 +115,8 @@ def _instants(values: pd.Series) -> np.ndarray:
 def _instant(value: Any, numbers: bool) -> float:
     """``test_start`` comparable with :func:`_instants` of a column of numbers or not."""
     if numbers and isinstance(value, (int, float, np.integer, np.floating)):
+        if math.isnan(value):
+            raise ValueError("test_start is NaN: give the moment the test begins")
         return float(value)
     if numbers:
         raise ValueError(f"test_start {value!r}: the timestamps are numbers, give a number")
