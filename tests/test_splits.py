@@ -104,3 +104,17 @@ def test_split_helpers_refuse_a_timestamp_that_is_no_number(bad):
         global_time_split(nullable, test_start=1)
     with pytest.raises(ValueError, match="test_start"):
         global_time_split(interactions({"a": 3}), test_start=float("nan"))
+
+
+def test_whole_number_timestamps_past_2_to_the_53_split_exactly():
+    # epoch nanoseconds: as float64 neighbouring moments rounded to one, and an event just
+    # before the cut went to test
+    start = 1_764_000_000_000_000_000
+    df = pd.DataFrame(
+        {"user_id": 1, "listing_id": [5, 4, 3, 2, 1], "timestamp": start + np.arange(5)}
+    )
+    train, test = global_time_split(df, test_start=start + 3)
+    assert train.timestamp.tolist() == [start, start + 1, start + 2]
+    assert global_time_split(df, test_fraction=0.2)[1].timestamp.tolist() == [start + 4]
+    # the latest by time, though listing 1 sorts first
+    assert per_user_split(df, 0.2, 1)[1].listing_id.tolist() == [1]

@@ -45,9 +45,16 @@ def global_time_split(
         _check_fraction(test_fraction)
         if len(df) == 0:
             return df.copy(), df.copy()
-        cut = np.quantile(times, 1.0 - test_fraction)
+        if times.dtype.kind == "i":
+            # from the earliest, so that whole numbers past 2**53 interpolate exactly
+            low = int(times.min())
+            cut = low + math.ceil(np.quantile(times - low, 1.0 - test_fraction))
+        else:
+            cut = np.quantile(times, 1.0 - test_fraction)
     else:
         cut = _instant(test_start, numbers=df[TIME].dtype.kind in "iuf")
+        if times.dtype.kind == "i" and isinstance(cut, float) and math.isfinite(cut):
+            cut = math.ceil(cut)  # for whole numbers t >= cut exactly when t >= ceil(cut)
     is_test = times >= cut
     return df[~is_test], df[is_test]
 
@@ -97,7 +104,9 @@ def _instants(values: pd.Series) -> np.ndarray:
                 f"row {row}, column {TIME!r}: a timestamp must be a finite number, got "
                 f"{values.iloc[row]!r}"
             )
-        return values.to_numpy(dtype=np.float64)
+        # whole numbers stay whole: as float64, epoch nanoseconds (past 2**53) round, and an
+        # event just before a cut ties with it
+        return values.to_numpy(dtype=np.float64 if values.dtype.kind == "f" else np.int64)
     if pd.api.types.is_datetime64_any_dtype(values.dtype):
         moments = pd.to_datetime(values, utc=True)
     else:
@@ -112,9 +121,11 @@ def _instants(values: pd.Series) -> np.ndarray:
     return moments.astype("datetime64[us, UTC]").astype(np.int64).to_numpy()
 
 
-def _instant(value: Any, numbers: bool) -> float:
+def _instant(value: Any, numbers: bool) -> int | float:
     """``test_start`` comparable with :func:`_instants` of a column of numbers or not."""
-    if numbers and isinstance(value, (int, float, np.integer, np.floating)):
+    if numbers and isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
+    if numbers and isinstance(value, (float, np.floating)):
         if math.isnan(value):
             raise ValueError("test_start is NaN: give the moment the test begins")
         return float(value)
