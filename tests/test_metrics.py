@@ -259,6 +259,25 @@ def test_evaluate_scorer_candidates_restrict_ranking_and_relevance():
     assert m["coverage@1"] == pytest.approx(1 / 2)
 
 
+@pytest.mark.parametrize(
+    ("candidates", "message"),
+    [
+        ([3, 6], r"in \[0, 6\), got 6"),
+        ([-1, 2], r"in \[0, 6\), got -1"),
+        (np.arange(6) < 3, r"np.flatnonzero\(mask\)"),
+        ([0.5, 2.0], "dtype float64"),
+    ],
+)
+def test_evaluate_scorer_refuses_candidates_that_are_no_item_indices(candidates, message):
+    # before: 6 was an IndexError from inside, -1 the last item, a mask items 0 and 1, and
+    # 0.5 item 0, each evaluated silently
+    test = csr([[0, 4], [5]])
+    with pytest.raises(ValueError, match=message):
+        evaluate_scorer(
+            lambda u: np.zeros((len(u), 6)), csr([[], []]), test, ks=(1,), candidates=candidates
+        )
+
+
 def test_evaluate_scorer_drops_test_items_already_in_train():
     train = csr([[0]])
     test = csr([[0, 1]])

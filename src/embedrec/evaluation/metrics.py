@@ -71,14 +71,28 @@ def topk_excluding(
     if exclude is not None and exclude.shape != shape:
         raise ValueError(f"exclude has shape {exclude.shape}, scores have {shape}")
     if candidates is not None:
-        candidates = np.unique(np.asarray(candidates, dtype=np.int64))
-        if len(candidates) and (candidates[0] < 0 or candidates[-1] >= shape[1]):
-            raise ValueError("candidates must be item indices in [0, n_items)")
+        candidates = _item_indices(candidates, shape[1])
         exclude = None if exclude is None else sp.csr_matrix(exclude)[:, candidates]
     local = top_k_of_scores(_private_copy(scores, candidates, workspace), k, exclude)[0]
     if candidates is None:
         return local
     return np.where(local >= 0, candidates[np.maximum(local, 0)], -1)
+
+
+def _item_indices(candidates: np.ndarray, n_items: int) -> np.ndarray:
+    """``candidates`` as sorted distinct int64 item indices; ValueError unless they are whole
+    numbers in ``[0, n_items)`` (a boolean mask read as numbers would be items 0 and 1)."""
+    given = np.asarray(candidates)
+    if given.dtype.kind not in "iu" and not (given.size == 0 and given.dtype.kind == "f"):
+        hint = " (for a mask, pass np.flatnonzero(mask))" if given.dtype.kind == "b" else ""
+        raise ValueError(f"candidates must be item indices, got dtype {given.dtype}{hint}")
+    indices = np.unique(given.astype(np.int64).ravel())
+    outside = indices[(indices < 0) | (indices >= n_items)]
+    if len(outside):
+        raise ValueError(
+            f"candidates must be item indices in [0, {n_items}), got {int(outside[0])}"
+        )
+    return indices
 
 
 def _working_type(scores: np.ndarray | torch.Tensor) -> tuple[torch.dtype, torch.device]:
@@ -212,13 +226,13 @@ def evaluate_scorer(
     """Rank items for every user with test items and return ``ranking_metrics`` plus ``users``.
 
     ``score_fn(user_indices)`` returns ``(len(user_indices), n_items)`` scores (an array, or a
-    torch tensor on any device, ranked where it lies). Each user's
-    training items are excluded from the ranking and dropped from their relevant set (they
-    could never be hit). With ``candidates``, only those items are ranked and relevant, and
-    coverage is relative to their number. Users are scored ``batch_size`` at a time; by default
-    as many as keep a batch's scores near ``scores_per_batch`` floats (default
-    ``SCORES_PER_BATCH``; 16 to 1,024 users), so memory stays bounded however large the
-    catalogue.
+    torch tensor on any device, ranked where it lies). Each user's training items are
+    excluded from the ranking and dropped from their relevant set (they could never be hit).
+    With ``candidates`` (item indices; ValueError for others), only those items are ranked
+    and relevant, and coverage is relative to their number. Users are scored ``batch_size``
+    at a time; by default as many as keep a batch's scores near ``scores_per_batch`` floats
+    (default ``SCORES_PER_BATCH``; 16 to 1,024 users), so memory stays bounded however large
+    the catalogue.
     ``standard_errors`` adds each mean's standard error (see ``ranking_metrics``).
     ``overwrite_scores``: the ranking may overwrite what ``score_fn`` returns (a block the
     next call overwrites anyway, as ``ranking.dot_scorer``'s), instead of a copy of it: one
@@ -232,7 +246,7 @@ def evaluate_scorer(
     relevant = relevant - relevant.multiply(_binary(train))
     n_items = relevant.shape[1]
     if candidates is not None:
-        candidates = np.unique(np.asarray(candidates, dtype=np.int64))
+        candidates = _item_indices(candidates, n_items)
         keep = np.zeros(n_items, dtype=np.float32)
         keep[candidates] = 1.0
         relevant = relevant @ sp.diags(keep)
