@@ -285,6 +285,18 @@ def test_evaluate_scorer_drops_test_items_already_in_train():
     assert m["recall@1"] == 1.0  # item 0 cannot be recommended, so only item 1 is relevant
 
 
+def test_evaluate_scorer_ranks_and_judges_the_same_training_items():
+    # a weighted training matrix: item 1 stored as 0 (no interaction), item 2 disliked (-1)
+    train = sp.csr_matrix(([0.0, -1.0], ([0, 0], [1, 2])), shape=(1, 6))
+    test = csr([[1, 2, 3]])
+    scores = np.array([[0.0, 5.0, 4.0, 3.0, 2.0, 1.0]])
+    m = evaluate_scorer(lambda u: scores[u], train, test, ks=(1, 2))
+    # item 2 is a training item: neither ranked nor relevant; item 1 is ranked and relevant.
+    # Before, both left the ranking but stayed relevant: recall@2 was 1/2
+    assert m["recall@1"] == 1.0 and m["recall@2"] == 1.0
+    assert m["ndcg@2"] == pytest.approx(1.0)
+
+
 def test_evaluate_scorer_takes_tensors():
     train = csr([[1], [0, 1], [2]])
     test = csr([[0, 2], [5], []])

@@ -226,13 +226,14 @@ def evaluate_scorer(
     """Rank items for every user with test items and return ``ranking_metrics`` plus ``users``.
 
     ``score_fn(user_indices)`` returns ``(len(user_indices), n_items)`` scores (an array, or a
-    torch tensor on any device, ranked where it lies). Each user's training items are
-    excluded from the ranking and dropped from their relevant set (they could never be hit).
-    With ``candidates`` (item indices; ValueError for others), only those items are ranked
-    and relevant, and coverage is relative to their number. Users are scored ``batch_size``
-    at a time; by default as many as keep a batch's scores near ``scores_per_batch`` floats
-    (default ``SCORES_PER_BATCH``; 16 to 1,024 users), so memory stays bounded however large
-    the catalogue.
+    torch tensor on any device, ranked where it lies). Each user's training items (the
+    non-zero entries of ``train``, negative weights too) are excluded from the ranking and
+    dropped from their relevant set (they could never be hit). With ``candidates`` (item
+    indices; ValueError for others), only those items are ranked and relevant, and coverage
+    is relative to their number. Users are scored ``batch_size`` at a time; by default as
+    many as keep a batch's scores near ``scores_per_batch`` floats (default
+    ``SCORES_PER_BATCH``; 16 to 1,024 users), so memory stays bounded however large the
+    catalogue.
     ``standard_errors`` adds each mean's standard error (see ``ranking_metrics``).
     ``overwrite_scores``: the ranking may overwrite what ``score_fn`` returns (a block the
     next call overwrites anyway, as ``ranking.dot_scorer``'s), instead of a copy of it: one
@@ -242,8 +243,14 @@ def evaluate_scorer(
     train = sp.csr_matrix(train)
     if train.shape != test.shape:
         raise ValueError(f"train has shape {train.shape}, test has {test.shape}")
+    # one set both leaves the ranking and the relevant items: a stored zero was left out of
+    # the ranking but stayed relevant, a relevant item no scorer could hit
+    if not train.has_canonical_format or not train.data.all():
+        train = train.copy()
+        train.sum_duplicates()
+        train.eliminate_zeros()
     relevant = _binary(test)
-    relevant = relevant - relevant.multiply(_binary(train))
+    relevant = relevant - relevant.multiply(train != 0)
     n_items = relevant.shape[1]
     if candidates is not None:
         candidates = _item_indices(candidates, n_items)
