@@ -147,3 +147,20 @@ def test_the_split_helpers_read_zones_and_text_as_moments():
     assert global_time_split(aware, test_fraction=0.2)[1]["listing_id"].tolist() == ["D"]
     with pytest.raises(ValueError, match="row 1, column 'timestamp'"):
         per_user_split(frame.assign(timestamp=["2026-10-01", "01.10.2026", "x", "y", "z"]))
+
+
+def test_each_skipped_test_event_is_counted_once(data):
+    train, listings, _ = data
+    test = pd.DataFrame(
+        {
+            "user_id": ["stranger", "stranger", "U000"],
+            "listing_id": ["sold long ago", "L000", "sold long ago"],
+            "timestamp": pd.Timestamp("2026-10-26", tz="UTC"),
+        }
+    )
+    counts = fitted("mf", train, listings).evaluation_task(test).counts
+    # the stranger's event on an unknown listing was counted under both reasons
+    assert counts["events_skipped_unknown_user"] == 2
+    assert counts["events_skipped_not_in_catalogue"] == 1
+    skipped = sum(v for k, v in counts.items() if k.startswith("events_skipped_"))
+    assert skipped == counts["events"] == 3

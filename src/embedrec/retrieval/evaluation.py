@@ -60,7 +60,8 @@ def evaluation_task(retriever: Retriever, events: pd.DataFrame) -> EvaluationTas
     (catalogue listings), so that any scorer, ours or a baseline's, is evaluated on exactly
     the same task. Events of weight 0 (an event type worth nothing), of unknown users or
     outside the catalogue are counted, not used; so are events on listings their user
-    already saw in training (a ranking excludes those), and the users left with none."""
+    already saw in training (a ranking excludes those), and the users left with none. Each
+    skipped event is counted once, under the first of those reasons."""
     positive, zero_weight = _positive(events)
     catalogue = retriever.catalogue
     unrankable = id_index(retriever.unknown)
@@ -90,7 +91,8 @@ def evaluation_task(retriever: Retriever, events: pd.DataFrame) -> EvaluationTas
         "events": len(events),
         "events_skipped_zero_weight": zero_weight,
         "events_skipped_unknown_user": int((user_rows < 0).sum()),
-        "events_skipped_not_in_catalogue": int((rows < 0).sum()),
+        # a known user's: each skipped event is counted once, under its first reason
+        "events_skipped_not_in_catalogue": int(((user_rows >= 0) & (rows < 0)).sum()),
         "events_skipped_seen_in_training": int(already_seen.sum()),
         "events_on_listings_the_model_cannot_rank": int((known & (rows >= catalogue.n_rows)).sum()),
         "users": len(users),
