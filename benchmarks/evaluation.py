@@ -445,13 +445,17 @@ def _row(result: dict) -> str:
 
 def _metrics_table(results: dict, task) -> list[str]:  # noqa: ANN001
     counts = task.counts
+    # every model ranks the same task, so the first's users are every model's
+    scored = next(iter(results.values()))["overall"]["users"]
     lines = [
         "Global time split: train before the last week, test in it. Catalogue: the "
         f"{counts['catalogue']:,} listings active in the test week, {counts['cold_listings']:,} "
         f"of them cold (first seen in it). {counts['users']:,} test users known from training "
-        f"({counts['events_skipped_unknown_user']:,} test events of new users skipped). "
-        "Each user's training listings are excluded from their ranking. `overall` ranks the "
-        "whole catalogue; `warm` and `cold` rank only warm or only cold listings. Recall@10 is "
+        f"({counts['events_skipped_unknown_user']:,} test events of new users skipped); the "
+        f"means are over the {scored:,} of them with a test listing they had not viewed in "
+        "training. Each user's training listings are excluded from their ranking. `overall` "
+        "ranks the whole catalogue; `warm` and `cold` rank only warm or only cold listings. "
+        "Recall@10 is "
         "a user's hits in the top 10 over min(10, their relevant listings); NDCG@10 uses "
         "binary gains and the same ideal; `mf`, which cannot embed cold listings, misses them.",
         "",
