@@ -24,7 +24,8 @@ import torch.multiprocessing as mp
 from conftest import block_data
 from safetensors.torch import load_file, save_file
 
-from embedrec.data.ids import IdMap
+from embedrec.data.errors import DataError
+from embedrec.data.ids import IdMap, shard_of
 from embedrec.models.mf import MatrixFactorization
 from embedrec.recommender import Recommender, load
 from embedrec.training.distributed import Group, OwnUsers
@@ -279,8 +280,10 @@ def test_a_batch_whose_weights_sum_to_zero_adds_nothing(tmp_path, zero_ranks):
         assert any(float(value.abs().sum()) > 0 for value in expected.values())
 
 
-def rank_check_finite(rank: int, port: int, out: str) -> None:
+def rank_stops(rank: int, port: int, out: str) -> None:
+    """Rank ``rank``'s outcome of each way a run stops on every rank, written to ``out``."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2")
     dist.init_process_group("gloo", rank=rank, world_size=2)
     group = Group(rank, 2, torch.device("cpu"), dist.new_group())
     model = MatrixFactorization(n_users=3, n_listings=4, dim=2)
@@ -289,16 +292,40 @@ def rank_check_finite(rank: int, port: int, out: str) -> None:
         outcome = "went on"
     except TrainingDiverged as exc:
         outcome = str(exc)
-    Path(out, f"rank{rank}.txt").write_text(outcome)
+    Path(out, f"diverged{rank}.txt").write_text(outcome)
+    events, listings, *_ = block_data(n_users=40, n_listings=20)
+    # rank 1's one user views after everyone else: all its pairs fall in the time hold-out
+    ranks = shard_of(events["user_id"], 2)
+    late = events["user_id"] == events["user_id"][ranks == 1].iloc[0]
+    events = events[(ranks == 0) | late].copy()
+    events.loc[late, "timestamp"] += 10_000_000
+    try:
+        Recommender(model="mf", dim=4, epochs=1, device="cpu", progress=False).fit(events, listings)
+        outcome = "trained"
+    except DataError as exc:
+        outcome = str(exc)
+    Path(out, f"holdout{rank}.txt").write_text(outcome)
     dist.destroy_process_group()
 
 
-def test_a_rank_whose_training_diverges_stops_every_rank(tmp_path):
-    mp.start_processes(
-        rank_check_finite, args=(free_port(), str(tmp_path)), nprocs=2, start_method="spawn"
-    )
+@pytest.fixture(scope="module")
+def stopped_ranks(tmp_path_factory) -> Path:
+    """What each of two ranks did in ``rank_stops``: one spawn for every test of them."""
+    out = tmp_path_factory.mktemp("stopped")
+    mp.start_processes(rank_stops, args=(free_port(), str(out)), nprocs=2, start_method="spawn")
+    return out
+
+
+def test_a_rank_whose_training_diverges_stops_every_rank(stopped_ranks):
     expected = "rank 1: training diverged at epoch 3: loss nan; lower lr or check the weights"
-    assert [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)] == [expected] * 2
+    assert [(stopped_ranks / f"diverged{r}.txt").read_text() for r in (0, 1)] == [expected] * 2
+
+
+def test_a_rank_with_no_pairs_before_the_holdout_stops_every_rank(stopped_ranks):
+    # its steps would have nothing to cycle through (a ZeroDivisionError, the others hung)
+    outcomes = [(stopped_ranks / f"holdout{r}.txt").read_text() for r in (0, 1)]
+    assert outcomes[0] == outcomes[1], outcomes
+    assert outcomes[0].startswith("rank 1: no training pairs on this rank before the time")
 
 
 def validation_matrices() -> tuple[np.ndarray, sp.csr_matrix, sp.csr_matrix]:

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from embedrec.data.errors import DataError
 from embedrec.data.prepare import Interactions, time_holdout
 from embedrec.models.base import RecModel
 from embedrec.training.checkpoint import CheckpointError, Checkpoints
@@ -74,6 +75,8 @@ def run_phases(
         return Outcome(model, result, 0, None)
     cut = None if group is None else group.quantile(data.timestamp, 1.0 - validation_fraction)
     fit_part, held_out = time_holdout(data, validation_fraction, cut)
+    if group is not None:
+        _check_pairs_before_holdout(fit_part, validation_fraction, group)
     validation_pairs = _total(len(held_out), group)
     logger.info(
         "training on %s pairs, validating on the last %s (time hold-out)",
@@ -128,6 +131,20 @@ def run_phases(
         resume=snapshot if phase == "refit" else None,
     )
     return Outcome(model, result, validation_pairs, len(refitted.history), tuning)
+
+
+def _check_pairs_before_holdout(fit_part: Interactions, fraction: float, group: Group) -> None:
+    """Raise DataError on every rank when a rank has no pair before the time hold-out's cut:
+    its steps would have nothing to cycle through while the others wait on it."""
+    message = group.first_error(
+        None
+        if len(fit_part)
+        else "no training pairs on this rank before the time hold-out: every pair of its "
+        f"users is among the last {fraction:.0%} by time, held out to validate; train with "
+        "fewer ranks or a smaller validation_fraction"
+    )
+    if message is not None:
+        raise DataError(message)
 
 
 def _total(count: int, group: Group | None) -> int:
