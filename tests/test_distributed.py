@@ -305,6 +305,14 @@ def rank_stops(rank: int, port: int, out: str) -> None:
     except DataError as exc:
         outcome = str(exc)
     Path(out, f"holdout{rank}.txt").write_text(outcome)
+    try:  # a window without events, whose rows every rank read
+        Recommender(model="mf", dim=4, device="cpu", progress=False).fit(
+            events, listings, since=1_600_000_000, until=1_600_000_001
+        )
+        outcome = "trained"
+    except DataError as exc:
+        outcome = f"{exc} of {len(events)}"
+    Path(out, f"window{rank}.txt").write_text(outcome)
     dist.destroy_process_group()
 
 
@@ -326,6 +334,14 @@ def test_a_rank_with_no_pairs_before_the_holdout_stops_every_rank(stopped_ranks)
     outcomes = [(stopped_ranks / f"holdout{r}.txt").read_text() for r in (0, 1)]
     assert outcomes[0] == outcomes[1], outcomes
     assert outcomes[0].startswith("rank 1: no training pairs on this rank before the time")
+
+
+def test_an_empty_window_counts_the_rows_each_rank_read_once(stopped_ranks):
+    outcomes = [(stopped_ranks / f"window{r}.txt").read_text() for r in (0, 1)]
+    assert outcomes[0] == outcomes[1], outcomes
+    message, rows = outcomes[0].rsplit(" of ", 1)
+    window = "since 2020-09-13T12:26:40+00:00 until 2020-09-13T12:26:41+00:00"
+    assert message.endswith(f"no events {window} ({rows} rows read)"), message
 
 
 def validation_matrices() -> tuple[np.ndarray, sp.csr_matrix, sp.csr_matrix]:
@@ -467,6 +483,10 @@ def test_a_warm_start_on_two_ranks_keeps_the_histories_of_users_without_new_even
     before = load_file(str(base / "weights.safetensors"))
     after = load_file(str(update / "weights.safetensors"))
     events = pd.read_parquet(dataset / "events", filters=[("date", "=", days[-1])])
+    # the window's events of every rank, each read once
+    files = len(list((dataset / "events" / f"date={days[-1]}").iterdir()))
+    read = f"read {len(events):,} events since {days[-1]}T00:00:00+00:00 until - ({len(events):,}"
+    assert f"{read} rows read from {files} file(s))" in run.stderr, run.stderr[-3000:]
     old = len(before["histories.lengths"])
     quiet = torch.as_tensor(~load(update).users_.ids[:old].isin(events["user_id"]))
     assert 0 < int(quiet.sum()) < old

@@ -321,7 +321,8 @@ def load_interactions(
     Parquet outside the window is not read where partitions or row-group statistics tell.
     ``attrs`` holds ``rows_read`` (rows read, in the window or not) and ``files_read``.
     ``shard`` = (k, n) keeps only the events of the users in shard k of n (``shard_of``), chunk
-    by chunk, so that a process of a distributed run holds only its own part.
+    by chunk, so that a process of a distributed run holds only its own part (and logs no
+    count of a window's events: ``read_message`` of every shard's is its caller's to log).
     ``model_ids``: the ids of the model a warm start continues, by column: ``user_id`` is
     read in the type of its ids (:func:`_as_model_ids`).
     """
@@ -349,14 +350,9 @@ def load_interactions(
         raise DataError(no_events(window, rows), file=name)
     out = out.reset_index(drop=True)
     out.attrs.update(source=name, rows_read=rows, files_read=files)
-    if window:
-        logger.info(
-            "read %s events %s (%s rows read from %s file(s))",
-            f"{len(out):,}",
-            window.describe(),
-            f"{rows:,}",
-            f"{files:,}",
-        )
+    # a shard's events are a part: its caller says how many every shard read together
+    if window and shard is None:
+        logger.info(read_message(window, len(out), rows, files))
     return out
 
 
@@ -393,6 +389,11 @@ def _read_interactions(
     empty["weight"] = pd.Series(dtype=np.float32)
     out = pd.concat(parts, ignore_index=True) if parts else empty
     return out, dataset.name, rows, len(files)
+
+
+def read_message(window: Window, events: int, rows: int, files: int) -> str:
+    """What a read in ``window`` kept of the rows it read."""
+    return f"read {events:,} events {window.describe()} ({rows:,} rows read from {files:,} file(s))"
 
 
 def no_events(window: Window, rows: int) -> str:

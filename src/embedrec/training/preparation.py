@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from embedrec.data.errors import DataError, located_in
 from embedrec.data.ids import IdMap
-from embedrec.data.io import load_interactions, load_listings, no_events
+from embedrec.data.io import load_interactions, load_listings, no_events, read_message
 from embedrec.data.packed import PackedTable
 from embedrec.data.prepare import Interactions, prepare
 from embedrec.data.schema import FeatureSpec, SchemaConfig, infer_schema
@@ -103,10 +103,14 @@ def prepare_training_data(
         message = group.first_error(None if failure is None else str(failure))
         if message is not None:
             raise DataError(message) from None
-        if group.total(len(events)) == 0:  # a rank alone may hold none; all of them, not
-            rows = group.total(int(events.attrs.get("rows_read", 0)))
-            where = events.attrs.get("source")
-            raise DataError(no_events(Window.parse(since, until), rows), file=where)
+        window = Window.parse(since, until)
+        kept = group.total(len(events))
+        # every rank reads every row and keeps its own users' events: the rows are one read's
+        rows, files = (int(events.attrs.get(k, 0)) for k in ("rows_read", "files_read"))
+        if kept == 0:  # a rank alone may hold none; all of them, not
+            raise DataError(no_events(window, rows), file=events.attrs.get("source"))
+        if window:
+            logger.info(read_message(window, kept, rows, files))
     data = prepare(events, listing_table, min_user_interactions, min_listing_interactions, group)
     # read no more: freed before the features are fitted and the table is packed (a rank's
     # 10M events of the large car data, about 400 MB)
