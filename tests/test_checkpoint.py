@@ -70,6 +70,18 @@ def stopped_after_one_epoch(data, checkpoints) -> None:
         )
 
 
+def test_what_a_crash_left_half_written_goes_with_the_next_checkpoint(data, tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    # a run killed while it wrote a checkpoint's folder, and the pointer to it
+    staged = checkpoints / ".fit-00002-000000010.k3j2h1"
+    staged.mkdir(parents=True)
+    (staged / "tensors.safetensors").write_bytes(b"\0" * 1000)
+    (checkpoints / ".latest.json.0a1b2c3d4e5f.tmp.json").write_text("{")
+    stopped_after_one_epoch(data, checkpoints)
+    pointer = json.loads((checkpoints / "latest.json").read_text())
+    assert {p.name for p in checkpoints.iterdir()} == {"latest.json", pointer["checkpoint"]}
+
+
 def test_another_runs_checkpoint_is_refused(data, tmp_path):
     events, listings = data
     checkpoints = tmp_path / "checkpoints"

@@ -10,7 +10,8 @@ the rest in JSON; nothing is pickled.
 
 Layout: ``DIR/step-000000123/{tensors.safetensors,state.json}`` written under a temporary
 name and renamed, then ``DIR/latest.json`` (atomic) names it, then older ones are removed.
-A crash at any point leaves the previous checkpoint readable. In a distributed run each rank
+A crash at any point leaves the previous checkpoint readable, and what it left half-written
+is removed with the older checkpoints once the next one is in place. In a distributed run each rank
 holds some rows of its own (``RecModel.held_rows``: its users', its listings' ids): those
 tensors, and their optimizer state, go in ``rank-N.safetensors`` beside the others, written
 by rank N (atomic) before ``latest.json`` moves.
@@ -168,9 +169,13 @@ class Checkpoints:
             write_atomic(
                 self.directory / POINTER, lambda p: p.write_text(json.dumps({"checkpoint": name}))
             )
+            # older checkpoints, and what a write that a crash stopped left: its hidden
+            # folder, a model's size each time (no rank writes here any more now)
             for old in self.directory.iterdir():
-                if old.is_dir() and old.name != name and not old.name.startswith("."):
+                if old.is_dir() and old.name != name:
                     shutil.rmtree(old, ignore_errors=True)
+                elif old.name.startswith("."):
+                    old.unlink(missing_ok=True)
         if self.group:
             self.group.barrier()
 
