@@ -11,7 +11,7 @@ import embedrec
 SOURCE = Path(embedrec.__file__).parent
 # lowest first; a module may import its own package and any lower layer, nothing else
 LAYERS = [
-    {"version", "geo", "ranking", "memory"},
+    {"version", "cache", "geo", "ranking", "memory"},
     {"data"},
     {"features", "index", "evaluation", "bundle", "datasets"},
     {"models"},

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from embedrec.data.ids import IdMap
 from embedrec.data.prepare import Interactions, recent_listings, time_order
 from embedrec.models.hybrid import HybridTwoTower
 from embedrec.models.mf import MatrixFactorization
@@ -436,8 +437,8 @@ def test_validation_users_do_not_depend_on_the_training_seed(fitted_mf):
 
     def pairs(n: int) -> Interactions:
         return Interactions(
-            users=range(n_users),
-            listings=range(n_listings),
+            users=IdMap.from_values(range(n_users)),
+            listings=IdMap.from_values(range(n_listings)),
             user_idx=rng.integers(0, n_users, n),
             listing_idx=rng.integers(0, n_listings, n),
             timestamp=np.zeros(n, dtype=np.int64),
