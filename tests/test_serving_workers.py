@@ -4,9 +4,12 @@ parent stops the whole server; and a reload does not stall the reads answered me
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -16,6 +19,8 @@ import httpx
 import pandas as pd
 import pytest
 import test_serving as serving
+
+from embedrec.serving.shared import shared_recommender
 
 Server, worker_of = serving.Server, serving.worker_of
 cars, model_dir = serving.cars, serving.model_dir  # the session fixtures, made once
@@ -201,6 +206,51 @@ def test_killed_and_hung_workers_are_replaced_and_sigterm_stops_the_server(model
                 os.kill(pid, 0)
     finally:
         server.stop()
+
+
+def _waiting_for_lock(path: Path) -> set[int]:
+    """The processes waiting for a flock on ``path`` (Linux's /proc/locks marks them ->)."""
+    inode = f":{path.stat().st_ino} "
+    lines = Path("/proc/locks").read_text().splitlines()
+    return {int(line.split()[5]) for line in lines if "->" in line and inode in line}
+
+
+def test_sigterm_stops_workers_still_loading_at_once(model_dir, tmp_path):
+    # the workers' shared files in a cache of this test's own, whose lock the test holds:
+    # each worker waits for it while loading, as one does behind another writing the files
+    cache = tmp_path / "cache"
+    shared_recommender(model_dir, cache / "embedrec" / "serving")
+    (lock,) = (cache / "embedrec" / "serving").glob("model-*.lock")
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache), "EMBEDREC_API_TOKEN": serving.TOKEN}
+    env.pop("EMBEDREC_CACHE", None)
+    command = [sys.executable, "-m", "embedrec.serving.command", str(model_dir)]
+    command += ["--workers", "2", "--port", str(serving.free_port())]
+    command += ["--store", str(tmp_path / "store.sqlite")]
+    with open(lock) as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        process = subprocess.Popen(
+            command, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
+        try:
+            deadline = time.monotonic() + serving.START_WITHIN_S
+            while len(_waiting_for_lock(lock)) < 2:  # both workers are loading
+                assert process.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+            workers = _waiting_for_lock(lock)
+            process.send_signal(signal.SIGTERM)
+            # before, the workers went on loading (here: waiting for the lock, for ever) and
+            # the server with them, whatever --shutdown-timeout said
+            assert process.wait(30) == 0
+            for pid in workers:
+                assert not _running(pid)
+            log = process.stderr.read()
+            assert log.count("stopped while loading (SIGTERM)") == 2
+            assert "Traceback" not in log
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+            process.stderr.close()
 
 
 def test_reads_are_answered_while_a_reload_builds_the_next_model(cars, model_dir, tmp_path):

@@ -465,7 +465,10 @@ class WorkerApp:
         self._token = token
 
     def __call__(self) -> FastAPI:
-        return app_from_env(token=self._token)
+        from embedrec.serving.workers import exit_on_termination
+
+        with exit_on_termination():  # a SIGTERM while loading stops the worker at once
+            return app_from_env(token=self._token)
 
     def __repr__(self) -> str:  # never the token, wherever it is shown
         return "WorkerApp(token=***)"

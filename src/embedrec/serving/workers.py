@@ -21,10 +21,13 @@ unpickled in the worker as a new socket of the worker's own.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -76,6 +79,29 @@ class _Supervisor(Multiprocess):
 def first_start() -> bool:
     """Whether this worker is one of those the supervisor started first."""
     return os.environ.get(FIRST_START_VARIABLE) == "1"
+
+
+@contextlib.contextmanager
+def exit_on_termination() -> Iterator[None]:
+    """While a worker loads its app, SIGTERM or SIGINT ends it at once (status 0).
+
+    uvicorn's handlers only mark the server to stop, which it does once the app has loaded
+    and started: a SIGTERM to ``embedrec serve`` while a worker loaded (a start, a
+    replacement) waited for the whole load, minutes at 1M listings, past
+    ``--shutdown-timeout``, and for ever for a worker waiting on a lock. Nothing is served
+    yet, so no request is cut short, and a shared file being written is dropped, never left
+    half written (atomic writes). uvicorn's handlers are back once the app is loaded."""
+
+    def stop(signum: int, _frame: Any) -> None:
+        log.info("worker %d stopped while loading (%s)", os.getpid(), signal.Signals(signum).name)
+        raise SystemExit(0)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def run_workers(config: Config) -> bool:
