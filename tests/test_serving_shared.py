@@ -96,6 +96,32 @@ def test_entries_unused_for_a_week_are_removed_when_another_is_written(
     assert len([n for n in names if n.startswith("model-")]) == 4, names  # json, lock, 2 files
 
 
+def test_temporaries_of_a_writer_killed_mid_write_are_removed(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    shared_recommender(model_dir, tmp_path)
+    (marker,) = tmp_path.glob("model-*.json")
+    stem = marker.name.removesuffix(".json")
+    # a writer killed mid-write (SIGKILL, the OOM killer) leaves its temporaries and no mark
+    marker.unlink()
+    orphans = [tmp_path / f".{stem}.safetensors.0123456789ab.tmp.safetensors"]
+    orphans.append(tmp_path / f".{stem}.index-cosine.k1ll3d")  # a vector index's folder
+    orphans[0].write_bytes(bytes(1000))
+    orphans[1].mkdir()
+    (orphans[1] / "index.faiss").write_bytes(bytes(1000))
+    # one of an entry never written again, a week old; one of a writer that may be alive
+    old = time.time() - STALE_AFTER_S - 60
+    abandoned = tmp_path / ".catalogue-0f-a-gone-model.arrow.0123456789ab.tmp.arrow"
+    abandoned.write_bytes(bytes(1000))
+    os.utime(abandoned, (old, old))
+    recent = tmp_path / ".catalogue-being-written.arrow.0123456789ab.tmp.arrow"
+    recent.write_bytes(bytes(1000))
+    shared_recommender(model_dir, tmp_path)  # the entry is written again
+    assert marker.exists()
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
+    assert left == [recent.name]
+
+
 @pytest.mark.parametrize("damage", ["garbled weights", "table gone"])
 def test_a_damaged_cache_entry_costs_memory_not_the_worker(
     model_dir: Path, tmp_path: Path, caplog, damage: str

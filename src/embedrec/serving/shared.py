@@ -68,6 +68,7 @@ def shared_recommender(model_dir: str | Path, cache_dir: str | Path) -> Recommen
     stem = _stem(cache_dir, "model", f"{model_tag(recommender)}\0{__version__}")
     with _locked(stem.with_suffix(".lock")):
         if not stem.with_suffix(".json").exists():
+            _remove_leftovers(stem)
             _write_model(recommender, stem)
     try:
         tensors = load_file(f"{stem}.safetensors")  # mapped, not read (safetensors' mmap)
@@ -115,6 +116,7 @@ def shared_retriever(
     stem = _stem(cache_dir, "catalogue", key)
     with _locked(stem.with_suffix(".lock")):
         if not stem.with_suffix(".json").exists():
+            _remove_leftovers(stem)
             _write(recommender, source, stem)
     meta = json.loads(stem.with_suffix(".json").read_text())
     catalogue = Catalogue(
@@ -172,6 +174,7 @@ def _shared_index(stem: Path) -> IndexSource:
                 except (OSError, ValueError, KeyError, RuntimeError) as exc:
                     log.warning("cannot load the shared index %s (%s): building it", folder, exc)
             index = build()
+            _remove_leftovers(stem)
             try:
                 index.save(folder)
             except OSError as exc:  # e.g. a full disk: this worker serves all the same
@@ -203,13 +206,35 @@ def _mapped_table(path: Path) -> pd.DataFrame:
 
 
 def _remove_stale(cache_dir: Path) -> None:
-    """Remove the entries (every file of one stem) last used more than STALE_AFTER_S ago. A
+    """Remove the entries (every file of one stem) last used more than STALE_AFTER_S ago, and
+    temporaries that old (of a writer killed mid-write, whose entry was never needed again). A
     worker still mapping one keeps its pages: a removed file lives on while it is mapped."""
     cutoff = time.time() - STALE_AFTER_S
     for marker in cache_dir.glob("*.json"):
         with contextlib.suppress(OSError):
             if marker.stat().st_mtime < cutoff:
                 _remove_entry(marker.with_suffix(""))
+    for temporary in cache_dir.glob(".*"):
+        with contextlib.suppress(OSError):
+            if temporary.stat().st_mtime < cutoff:
+                _remove_path(temporary)
+
+
+def _remove_leftovers(stem: Path) -> None:
+    """Remove what a writer of ``stem``'s files left when it was killed mid-write (SIGKILL, the
+    OOM killer): its atomic writes' temporaries (``.STEM.*``, files and index folders). Only
+    the holder of the stem's lock writes them, so none is in use; nothing removed them before,
+    and at 1M listings a model entry's weights alone are over a gigabyte."""
+    for temporary in stem.parent.glob(f".{stem.name}.*"):
+        with contextlib.suppress(OSError):
+            _remove_path(temporary)
+
+
+def _remove_path(path: Path) -> None:
+    if path.is_dir():  # a saved vector index
+        shutil.rmtree(path)
+    else:
+        path.unlink()
 
 
 def _remove_entry(stem: Path) -> None:
@@ -217,10 +242,7 @@ def _remove_entry(stem: Path) -> None:
         stem.with_suffix(".json").unlink()  # first: the entry is incomplete from now on
     for path in stem.parent.glob(f"{stem.name}.*"):
         with contextlib.suppress(OSError):
-            if path.is_dir():  # a saved vector index
-                shutil.rmtree(path)
-            else:
-                path.unlink()
+            _remove_path(path)
 
 
 @contextlib.contextmanager
