@@ -184,6 +184,29 @@ def test_reloads_outside_the_model_root_are_refused_alike_whether_or_not_the_pat
     (model.parent / "escape").unlink()
 
 
+def test_a_model_directory_named_by_a_link_is_served_as_the_directory_it_points_to(model, tmp_path):
+    # a deploy that repoints a link (current -> v2) and reloads it by name
+    v2 = shutil.copytree(model, model.parent / "v2")
+    current = model.parent / "current"
+    current.symlink_to(model)
+    settings = Settings(model_dir=str(current), store=str(tmp_path / "store.sqlite"), token="t")
+    try:
+        with TestClient(create_app(settings)) as app:
+            # recorded and reported as its target: a worker replaced after the link moved
+            # loads what the others serve, not the link's new target
+            assert app.get("/v1/model").json()["model_dir"] == str(model)
+            current.unlink()
+            current.symlink_to(v2)
+            answer = app.post("/v1/admin/reload", json={"model_dir": str(current)}, headers=AUTH)
+            assert answer.status_code == 200 and answer.json()["model_dir"] == str(v2)
+            # before, every reload was recorded as "current": nothing to roll back to (409)
+            back = app.post("/v1/admin/rollback", headers=AUTH)
+            assert back.status_code == 200 and back.json()["model_dir"] == str(model)
+    finally:
+        current.unlink()
+        shutil.rmtree(v2)
+
+
 def test_a_reload_of_a_model_whose_manifest_names_other_files_is_refused(fresh, model):
     # inside the model root: the manifest names a file outside the directory, with its checksum
     tampered = shutil.copytree(model, model.parent / "tampered")

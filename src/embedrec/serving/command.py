@@ -169,6 +169,8 @@ def serve_command(
             err=True,
         )
     model_root = os.path.realpath(model_root or Path(model_dir).parent)
+    # served, recorded and reported as the directory a link (models/current) points to now
+    model_dir = os.path.realpath(model_dir)
     settings = Settings(
         model_dir=model_dir,
         listings=listings,

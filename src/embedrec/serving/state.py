@@ -17,6 +17,7 @@ import copy
 import functools
 import logging
 import math
+import os
 import re
 import sys
 import threading
@@ -553,7 +554,9 @@ class StateHolder:
     """
 
     def __init__(self, settings: Settings, store: Store) -> None:
-        self.settings = settings
+        # a model directory named by a link (models/current) is served as the directory it
+        # points to now: a worker replaced after the link moved loads what its siblings serve
+        self.settings = replace(settings, model_dir=os.path.realpath(settings.model_dir))
         self.store = store
         self._reload_lock = threading.Lock()
         self._background: threading.Thread | None = None
@@ -725,7 +728,10 @@ class StateHolder:
         return self.store_error or self.write_error
 
     def reload(self, model_dir: str) -> ServingState:
-        """Build a state for ``model_dir`` off to the side, record it, swap it in."""
+        """Build a state for ``model_dir`` off to the side, record it, swap it in. A link is
+        recorded as the directory it points to: every worker and replica loads that one, and
+        a rollback after the link moved returns to the directory served before."""
+        model_dir = os.path.realpath(model_dir)
         with self._reload_lock:
             state = build_state(
                 model_dir, self.settings.listings, self.store, -1, self.settings.cache_dir
