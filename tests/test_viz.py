@@ -441,3 +441,16 @@ def test_neighbours_far_from_germany_are_framed_by_their_own_area(tmp_path, suff
     neighbours = [{"listing_id": "n", "lat": 40.72, "lon": -73.98, "score": 0.9}]
     out = plot_neighbours_map(query, neighbours, tmp_path / f"nyc{suffix}")
     assert out.exists()
+
+
+def test_dollar_signs_in_a_png_are_text_not_mathtext(data, tmp_path):
+    # price tiers '$', '$$' and an id '$\q$': matplotlib read a pair of '$' as maths and
+    # failed the whole figure with a ParseException
+    vectors, table = data[0][:40], data[1].head(40)
+    table = table.assign(tier=np.array(["$", "$$", "$$$", r"$\b$"])[np.arange(40) % 4])
+    out = plot_projection(vectors[:, :2], table, "tier", tmp_path / "tiers.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    query, neighbours = _neighbour_dicts(vectors, table.drop(columns="tier"), k=3)
+    query["listing_id"], neighbours[0]["listing_id"] = r"$\q$", "$$"
+    out = plot_neighbours_map(query, neighbours, tmp_path / "map.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -330,6 +330,13 @@ def _write_plotly(fig: Any, out: Path) -> None:
     )
 
 
+def _plain(text: object) -> str:
+    """``text`` as matplotlib draws it literally: a pair of '$' would start its mathtext
+    (a price tier '$$' failed the whole figure with a ParseException, '$5k to $10k' came out
+    as italic maths)."""
+    return str(text).replace("$", r"\$")
+
+
 def _new_figure(figsize: tuple[float, float]) -> tuple[Any, Any]:
     # Figure + Agg canvas directly, not pyplot: no global backend switch, no GUI, thread-safe.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -435,22 +442,22 @@ def _projection_png(
             **colours,
         )  # fmt: skip
         if color is not None:
-            fig.colorbar(sc, ax=ax, label=color)
+            fig.colorbar(sc, ax=ax, label=_plain(color))
     else:
         for (label, mask), colour in zip(groups, _palette(len(groups)), strict=True):
             if label.startswith(("other", "missing")):
                 colour = OTHER_COLOUR
             ax.scatter(
                 coords[mask, 0], coords[mask, 1], s=s, color=colour, alpha=0.7, linewidths=0,
-                label=label, rasterized=True,
+                label=_plain(label), rasterized=True,
             )  # fmt: skip
         ax.legend(
-            title=color, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
+            title=_plain(color), loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
             markerscale=max(1.0, 12.0 / s), frameon=False,
         )  # fmt: skip
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title(title or f"{n:,} listings" + (f" coloured by {color}" if color else ""))
+    ax.set_title(_plain(title or f"{n:,} listings" + (f" coloured by {color}" if color else "")))
     _write_png(fig, out)
 
 
@@ -627,7 +634,7 @@ def _map_png(
     size = 1 + 60 * cities["population"].to_numpy() / cities["population"].max()
     ax.scatter(cities["lon"], cities["lat"], s=size, color="#9aa5b1", alpha=0.35, lw=0)
     for row in cities.head(15).itertuples():
-        ax.annotate(row.name, (row.lon, row.lat), fontsize=7, color="#6b7785",
+        ax.annotate(_plain(row.name), (row.lon, row.lat), fontsize=7, color="#6b7785",
                     xytext=(0, 4), textcoords="offset points", ha="center")  # fmt: skip
     qlat, qlon = float(query["lat"]), float(query["lon"])
     if len(nb):
@@ -647,7 +654,7 @@ def _map_png(
             more = len(lines) - MAX_LISTED
             lines = [*lines[:MAX_LISTED], f"... and {more} more (the HTML map lists them all)"]
         # one line per neighbour, cut rather than wrapped: the panel keeps to the figure
-        fig.text(0.52, 0.5, "\n".join(lines), fontsize=7, family="monospace", va="center")
+        fig.text(0.52, 0.5, _plain("\n".join(lines)), fontsize=7, family="monospace", va="center")
         fig.subplots_adjust(right=0.5)
     ax.scatter([qlon], [qlat], s=250, marker="*", color="#1f77b4", edgecolors="k", zorder=4)
     ax.set_xlim(lo0, lo1)
@@ -656,5 +663,5 @@ def _map_png(
     ax.set_xlabel("longitude")
     ax.set_ylabel("latitude")
     head = _label(query, ["make", "model", "year"])
-    ax.set_title(title or f"Neighbours of {query['listing_id']} {head}".strip())
+    ax.set_title(_plain(title or f"Neighbours of {query['listing_id']} {head}".strip()))
     _write_png(fig, out)
