@@ -236,6 +236,14 @@ def test_neighbours_map(data, tmp_path, suffix):
         assert " km" in html and neighbours[0]["listing_id"] in html
 
 
+def test_neighbours_map_title_shows_the_id_as_it_is(data, tmp_path):
+    # Plotly reads a title as markup: an id '<i>q</i>' came out in italics, '&amp;' as '&'
+    query, neighbours = _neighbour_dicts(*data, k=2)
+    query["listing_id"] = "<i>q</i>&amp;"
+    html = plot_neighbours_map(query, neighbours, tmp_path / "m.html").read_text("utf-8")
+    assert "Neighbours of &lt;i&gt;q&lt;" in html and "i&gt;&amp;amp;" in html
+
+
 def test_neighbours_map_distances_and_differences(tmp_path):
     from embedrec.viz.plots import _differences, haversine_km
 

@@ -120,3 +120,17 @@ def test_hover_shows_field_values_as_they_are(browser, tmp_path):
     assert "year: 2021" in text and "price: 23,221 €" in text
     assert not errors, errors
     page.close()
+
+
+def test_legend_and_title_show_values_and_ids_as_they_are(browser, tmp_path):
+    # Plotly reads a legend entry or a title as markup: '<b>' came out bold, '<br>' split it
+    vectors, table = synthetic(n=20)
+    table = table.assign(make=np.array(["<b>Bold</b> &amp; Co", "A<br>B"])[np.arange(20) % 2])
+    coords = np.asarray(vectors[:, :2])
+    out = plot_projection(coords, table, "make", tmp_path / "p.html", title="<i>q</i>&amp;")
+    page, errors = _open(browser, out, "viz-projection-legend-markup")
+    legend = page.evaluate("[...document.querySelectorAll('.legendtext')].map(e => e.textContent)")
+    assert legend == ["<b>Bold</b> &amp; Co (10)", "A<br>B (10)"]
+    assert page.evaluate("document.querySelector('.gtitle').textContent") == "<i>q</i>&amp;"
+    assert not errors, errors
+    page.close()

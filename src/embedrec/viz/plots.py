@@ -314,6 +314,12 @@ def _hover(table: pd.DataFrame, extra: str | None) -> tuple[np.ndarray, str]:
     return data, "<br>".join(lines) + "<extra></extra>"
 
 
+def _markup_free(text: object) -> str:
+    """``text`` as Plotly shows it literally in a title or legend, which it reads as markup
+    too: a value '<b>x</b>' came out bold, 'A<br>B' on two lines, '&amp;' as '&'."""
+    return html.escape(str(text), quote=False)
+
+
 def _escaped(text: pd.Series) -> np.ndarray:
     """Strings as Plotly's hover text shows them literally: its markup (<b>, <a>, &...;)
     escaped."""
@@ -393,21 +399,21 @@ def _projection_html(
                 color=values[kept],
                 colorscale="Viridis",
                 showscale=True,
-                colorbar={"title": {"text": color}},
+                colorbar={"title": {"text": _markup_free(color)}},
             )
-        traces.append(points(kept, color or "listings", marker))
+        traces.append(points(kept, _markup_free(color or "listings"), marker))
     else:
         colours = _palette(len(groups))
         for (label, mask), colour in zip(groups, colours, strict=True):
             if label.startswith(("other", "missing")):
                 colour = OTHER_COLOUR
             marker = {"size": size, "opacity": 0.7, "color": colour}
-            traces.append(points(mask, f"{label} ({int(mask.sum()):,})", marker))
+            traces.append(points(mask, _markup_free(f"{label} ({int(mask.sum()):,})"), marker))
     fig = go.Figure(traces)
     fig.update_layout(
-        title=title or f"{n:,} listings" + (f" coloured by {color}" if color else ""),
+        title=_markup_free(title or f"{n:,} listings" + (f" coloured by {color}" if color else "")),
         template="plotly_white",
-        legend={"itemsizing": "constant", "title": {"text": color or ""}},
+        legend={"itemsizing": "constant", "title": {"text": _markup_free(color or "")}},
         xaxis={"showticklabels": False, "zeroline": False},
         yaxis={"showticklabels": False, "zeroline": False},
         height=800,
@@ -605,7 +611,7 @@ def _map_html(
     head = _label(query, ["make", "model", "year"])
     fig = go.Figure(traces)
     fig.update_layout(
-        title=title or f"Neighbours of {query['listing_id']} {head}".strip(),
+        title=_markup_free(title or f"Neighbours of {query['listing_id']} {head}".strip()),
         template="plotly_white",
         # Equal-area-ish view: a degree of latitude is 1/cos(lat) degrees of longitude long.
         xaxis={"range": [lo0, lo1], "title": {"text": "longitude"}, "showgrid": False},
