@@ -462,3 +462,29 @@ def test_dollar_signs_in_a_png_are_text_not_mathtext(data, tmp_path):
     query["listing_id"], neighbours[0]["listing_id"] = r"$\q$", "$$"
     out = plot_neighbours_map(query, neighbours, tmp_path / "map.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_listings_with_a_value_are_drawn_over_the_grey_of_those_without(tmp_path):
+    import matplotlib.image
+
+    # each listing with a value shares its spot with one that has none: drawn last, the grey
+    # buried the few coloured listings of a column that most listings lack
+    coords = np.repeat(np.column_stack([np.arange(20.0), np.arange(20.0)]), 2, axis=0)
+    table = pd.DataFrame({"warranty": np.tile(np.array(["yes", None], dtype=object), 20)})
+    png = plot_projection(coords, table, "warranty", tmp_path / "p.png")
+    pixels = matplotlib.image.imread(png)[..., :3] * 255
+    points = pixels[(pixels < 230).any(axis=-1) & (np.ptp(pixels, axis=-1) > 10)]
+    red, blue = np.median(points[:, 0]), np.median(points[:, 2])
+    assert blue - red > 60, (red, blue)  # D3's blue on top, not grey (176, 176, 176)
+    html = plot_projection(coords, table, "warranty", tmp_path / "p.html").read_text("utf-8")
+    assert html.index('"name":"missing (20)"') < html.index('"name":"yes (20)"')
+
+
+def test_a_value_named_other_or_missing_gets_a_colour_of_its_own(tmp_path):
+    from embedrec.viz.plots import OTHER_COLOUR
+
+    # grey was given by the label: a fuel named "other" passed for the values left out
+    table = pd.DataFrame({"fuel": ["petrol", "other", "missing"] * 5})
+    html = plot_projection(np.random.default_rng(0).normal(size=(15, 2)), table, "fuel",
+                           tmp_path / "f.html").read_text("utf-8")  # fmt: skip
+    assert OTHER_COLOUR not in html

@@ -226,8 +226,9 @@ def _is_numeric(series: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
 
 
-def _colour_groups(table: pd.DataFrame, color: str | None) -> list[tuple[str, np.ndarray]]:
-    """(label, row mask) per discrete colour: top values by count, then "other", "missing"."""
+def _colour_groups(table: pd.DataFrame, color: str | None) -> list[tuple[str, np.ndarray, str]]:
+    """(label, row mask, colour) per discrete colour: top values by count, then "other" and
+    "missing" in grey (by their place, not their label: a value may be named "other")."""
     n = len(table)
     if color is None or _is_numeric(table[color]):
         return []
@@ -235,14 +236,23 @@ def _colour_groups(table: pd.DataFrame, color: str | None) -> list[tuple[str, np
     missing = values.isna().to_numpy()
     counts = values.value_counts()
     top = counts.index[:MAX_CATEGORIES]
-    groups = [(str(v), (values == v).fillna(False).to_numpy(bool)) for v in top]
+    groups = [
+        (str(v), (values == v).fillna(False).to_numpy(bool), colour)
+        for v, colour in zip(top, _palette(len(top)), strict=True)
+    ]
     rest = ~missing & ~values.isin(top).fillna(False).to_numpy(bool)
     if rest.any():
-        groups.append((f"other ({len(counts) - len(top)} values)", rest))
+        groups.append((f"other ({len(counts) - len(top)} values)", rest, OTHER_COLOUR))
     if missing.any():
-        groups.append(("missing", missing))
-    assert sum(int(m.sum()) for _, m in groups) == n
+        groups.append(("missing", missing, OTHER_COLOUR))
+    assert sum(int(m.sum()) for _, m, _ in groups) == n
     return groups
+
+
+def _grey_first(groups: list[tuple[str, np.ndarray, str]]) -> list[int]:
+    """The order to draw ``groups`` in: the grey ones ("other", "missing") underneath, so that
+    where most listings lack a value, the few that have one are not buried under grey."""
+    return sorted(range(len(groups)), key=lambda i: groups[i][2] != OTHER_COLOUR)
 
 
 def _palette(k: int) -> list[str]:
@@ -364,7 +374,7 @@ def _projection_html(
     coords: np.ndarray,
     table: pd.DataFrame,
     color: str | None,
-    groups: list[tuple[str, np.ndarray]],
+    groups: list[tuple[str, np.ndarray, str]],
     out: Path,
     title: str,
 ) -> None:
@@ -403,12 +413,11 @@ def _projection_html(
             )
         traces.append(points(kept, _markup_free(color or "listings"), marker))
     else:
-        colours = _palette(len(groups))
-        for (label, mask), colour in zip(groups, colours, strict=True):
-            if label.startswith(("other", "missing")):
-                colour = OTHER_COLOUR
+        for i in _grey_first(groups):
+            label, mask, colour = groups[i]
             marker = {"size": size, "opacity": 0.7, "color": colour}
-            traces.append(points(mask, _markup_free(f"{label} ({int(mask.sum()):,})"), marker))
+            trace = points(mask, _markup_free(f"{label} ({int(mask.sum()):,})"), marker)
+            traces.append(trace.update(legendrank=i))  # the legend keeps the count order
     fig = go.Figure(traces)
     fig.update_layout(
         title=_markup_free(title or f"{n:,} listings" + (f" coloured by {color}" if color else "")),
@@ -426,7 +435,7 @@ def _projection_png(
     coords: np.ndarray,
     table: pd.DataFrame,
     color: str | None,
-    groups: list[tuple[str, np.ndarray]],
+    groups: list[tuple[str, np.ndarray, str]],
     out: Path,
     title: str,
 ) -> None:
@@ -450,12 +459,11 @@ def _projection_png(
         if color is not None:
             fig.colorbar(sc, ax=ax, label=_plain(color))
     else:
-        for (label, mask), colour in zip(groups, _palette(len(groups)), strict=True):
-            if label.startswith(("other", "missing")):
-                colour = OTHER_COLOUR
+        for label, mask, colour in groups:
             ax.scatter(
                 coords[mask, 0], coords[mask, 1], s=s, color=colour, alpha=0.7, linewidths=0,
                 label=_plain(label), rasterized=True,
+                zorder=1 if colour == OTHER_COLOUR else 2,  # grey underneath: see _grey_first
             )  # fmt: skip
         ax.legend(
             title=_plain(color), loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
