@@ -275,6 +275,45 @@ def test_listings_located_by_latitude_and_longitude_are_on_the_map(server, brows
     page.close()
 
 
+def in_the_corners(route) -> None:
+    """The server's answer with the query moved to the north-east corner of a box and its
+    results to the other three corners."""
+    answer = route.fetch()
+    body = answer.json()
+    if "results" in body:
+        corners = [(52.0, 8.0), (48.0, 14.0), (48.0, 8.0)]
+        for record, (lat, lon) in zip(body["results"], corners, strict=False):
+            record["lat"], record["lon"] = lat, lon
+    else:  # the query's fields
+        body["lat"], body["lon"] = 52.0, 14.0
+    route.fulfill(response=answer, json=body)
+
+
+def test_the_map_overview_hides_no_marker_the_query_above_all(server, browser):
+    # with a marker in every corner, the overview went to the first corner and hid the query
+    page = open_page(browser, f"{server}/#listing={QUERY}&k=3", "**/v1/listings/**", in_the_corners)
+    wait_for_query(page, QUERY)
+    wait_until(page, "() => document.querySelector('#map').dataset.markers === '4'")
+    colours = page.evaluate(
+        """() => {
+            const canvas = document.querySelector('#map');
+            const ratio = canvas.width / canvas.clientWidth;
+            const ctx = canvas.getContext('2d');
+            return JSON.parse(canvas.dataset.positions).map(([id, x, y]) => {
+                // beside the centre: a result's rank is written there
+                const [r, g, b] = ctx.getImageData((x + 4) * ratio, y * ratio, 1, 1).data;
+                return [id, r, g, b];
+            });
+        }"""
+    )
+    assert len(colours) == 4
+    for listing, *rgb in colours:
+        expected = (214, 39, 40) if listing == QUERY else (29, 78, 216)
+        assert rgb == list(expected), (listing, rgb)
+    assert not page.errors, page.errors
+    page.close()
+
+
 def test_an_invalid_k_from_a_link_is_replaced_once_not_kept_for_later_searches(server, browser):
     page = open_page(browser, f"{server}/#listing={QUERY}&k=1.5")
     wait_for_query(page, QUERY)

@@ -733,6 +733,8 @@ function drawMap() {
   }
   cityLabels(ctx, visible, occupied, width, height);
   scaleBar(ctx, height, scale);
+  // under the markers: where every corner holds one, the overview covered it (the query too)
+  if (inset) overview(ctx, inset, bounds);
 
   if (query) {
     const { lat, lon } = locationOf(query);
@@ -751,12 +753,17 @@ function drawMap() {
     if (m.rank === null) queryMarker(ctx, m.x, m.y, hovered);
     else numbered(ctx, m.x, m.y, m.rank, hovered);
   }
-  if (inset) overview(ctx, inset, bounds);
-  else message(ctx, width, height, state.route ? "nothing to show" : "search a listing or a user");
+  if (!inset) {
+    message(ctx, width, height, state.route ? "nothing to show" : "search a listing or a user");
+  }
 
   state.mapHits = markers.reverse(); // topmost first
   canvas.dataset.cities = String(visible.length);
   canvas.dataset.markers = String(markers.length);
+  // where each marker was drawn ([id, x, y] in CSS pixels, topmost first), for the tests
+  canvas.dataset.positions = JSON.stringify(
+    markers.map((m) => [String(m.id), Math.round(m.x), Math.round(m.y)]),
+  );
   const missing = state.results.length - located.length;
   const what = query ? "the query (red) and its results (blue, by rank)" : "the results by rank";
   const unlocated = missing ? ` ${missing} results have no location.` : "";
@@ -786,7 +793,8 @@ function cityLabels(ctx, visible, occupied, width, height) {
   }
 }
 
-// Where the overview goes: the corner with the fewest markers under it.
+// Where the overview goes: the corner with the fewest markers near it, the query's above all
+// (the markers are drawn over the overview, but a marker on it is hard to see).
 function insetBox(width, height, markers) {
   const [w, h] = [84, 104];
   const corners = [
@@ -796,7 +804,8 @@ function insetBox(width, height, markers) {
   ];
   const covered = ([left, top]) => {
     const box = { x0: left - 10, y0: top - 10, x1: left + w + 10, y1: top + h + 10 };
-    return markers.filter((m) => overlaps(box, { x0: m.x, y0: m.y, x1: m.x, y1: m.y })).length;
+    const near = markers.filter((m) => overlaps(box, { x0: m.x, y0: m.y, x1: m.x, y1: m.y }));
+    return near.reduce((sum, m) => sum + (m.rank === null ? markers.length : 1), 0);
   };
   const [left, top] = corners.reduce((best, c) => (covered(c) < covered(best) ? c : best));
   return { left, top, w, h };
