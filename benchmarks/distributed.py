@@ -3,6 +3,7 @@ nightly warm start against a full retrain, and bad input on every rank.
 
     python benchmarks/distributed.py [--days 70] [--epochs 2] [--parts scale,hogwild,warm,bad]
     python benchmarks/distributed.py --days 3 --epochs 1 --parts ceiling   # the host's own limit
+    python benchmarks/distributed.py --days 3 --parts converged --seeds 0,1,2  # quality
     python benchmarks/distributed.py --smoke      # the tiny car data; a minute
 
 Writes the `large` car data (20M events over 70 days; ``embedrec generate cars --size
@@ -341,6 +342,45 @@ def ceiling(events: Path, listings: Path, work: Path, epochs: int, rounds: int =
     return "\n".join(lines)
 
 
+def converged(events: Path, listings: Path, work: Path, seeds: list[int]) -> str:
+    """1 rank against 2, each trained as ``embedrec train`` trains by default (early
+    stopping on its validation users, who are the same whatever the number of ranks), once
+    per training seed: the best validation Recall@10 of each, and their difference."""
+    config = {"refit": False}  # the model scored is the one the validation chose
+    lines = [
+        "| seed | 1 rank: Recall@10 (se), best epoch | 2 ranks: Recall@10 (se), best epoch "
+        "| 2 ranks - 1 rank |",
+        "|---:|---|---|---:|",
+    ]
+    differences, errors = [], []
+    for seed in seeds:
+        runs = [
+            train(events, listings, work / f"converged-{r}-{seed}", r, config, "--seed", str(seed))
+            for r in (1, 2)
+        ]
+        best = [json.loads((work / f"converged-{r}-{seed}" / "config.json").read_text())
+                ["report"]["best_epoch"] for r in (1, 2)]  # fmt: skip
+        differences.append(runs[1]["recall"] - runs[0]["recall"])
+        errors.append(runs[0]["recall_se"])
+        lines.append(
+            f"| {seed} | "
+            + " | ".join(
+                f"{run['recall']:.4f} ({run['recall_se']:.4f}), {epoch}"
+                for run, epoch in zip(runs, best, strict=True)
+            )
+            + f" | {differences[-1]:+.4f} |"
+        )
+    mean = float(np.mean(differences))
+    spread = float(np.std(differences, ddof=1) / np.sqrt(len(seeds))) if len(seeds) > 1 else 0
+    lines += [
+        "",
+        f"- Mean difference over {len(seeds)} seeds: **{mean:+.4f}** (its standard error over "
+        f"seeds {spread:.4f}); one run's standard error of Recall@10 is about "
+        f"{float(np.mean(errors)):.4f}.",
+    ]
+    return "\n".join(lines)
+
+
 def projection(one: dict, comm: dict, batch: int, batch_per_rank: int) -> str:
     """Time per epoch of 1B events on 8 and 32 nodes, from the measured step time."""
     steps_one = -(-one["pairs"] // batch)
@@ -523,6 +563,7 @@ def main() -> None:
     parser.add_argument("--parts", default="scale,hogwild,warm,bad")
     parser.add_argument("--work", type=Path)
     parser.add_argument("--rounds", type=int, default=3, help="of the ceiling part")
+    parser.add_argument("--seeds", default="0,1,2", help="of the converged part")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     if args.smoke:
@@ -545,6 +586,10 @@ def main() -> None:
         print("## The host's ceiling: two copies of one process at once\n")
         rounds = 1 if args.smoke else args.rounds
         print(ceiling(events, listings, work, args.epochs, rounds) + "\n", flush=True)
+    if "converged" in parts:
+        seeds = [int(seed) for seed in args.seeds.split(",")]
+        print("## Trained until early stopping: 1 rank against 2\n")
+        print(converged(events, listings, work, seeds) + "\n", flush=True)
     if "hogwild" in parts:
         config = {**SCALE_CONFIG, "epochs": args.epochs}
         ddp = runs[2] if runs else train(events, listings, work / "scale-2", 2, config)
