@@ -10,6 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -299,3 +302,46 @@ def _error_of(function, *args) -> BaseException | None:
     except BaseException as exc:  # noqa: BLE001 - handed to the test thread to assert on
         return exc
     return None
+
+
+KILLED_WRITER = """
+import os, signal, sys
+from embedrec.data.atomic import replace_directory
+
+def write(staging):
+    (staging / "weights.bin").write_bytes(b"half")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+replace_directory(sys.argv[1], write)
+"""
+
+
+def test_a_killed_writers_staging_folder_goes_with_the_next_save_a_live_writers_stays(tmp_path):
+    directory = bundle(tmp_path)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_WRITER, str(directory)], capture_output=True, timeout=60
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    (left,) = [p for p in tmp_path.iterdir() if p.name != "model"]
+    assert (left / "weights.bin").read_bytes() == b"half"
+    # another save to the same place, still writing when the next one starts
+    started, finish = threading.Event(), threading.Event()
+
+    def slow(path: Path) -> None:
+        path.write_bytes(b"slow")
+        started.set()
+        finish.wait(30)
+
+    writer = threading.Thread(target=write_bundle, args=(directory, {"a": slow}, {}))
+    writer.start()
+    try:
+        assert started.wait(30)
+        (live,) = [p for p in tmp_path.iterdir() if p.name not in ("model", left.name)]
+        bundle(tmp_path, meta={"model": "hybrid"})
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model", live.name])
+        assert read_manifest(directory)["model"] == "hybrid"
+    finally:
+        finish.set()
+        writer.join()
+    assert read_manifest(directory)["files"] == {"a": checksum(b"slow")}
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]

@@ -20,6 +20,7 @@ import numpy as np
 
 from embedrec.bundle import check_destination
 from embedrec.cache import cache_root
+from embedrec.data.atomic import remove_abandoned
 from embedrec.data.errors import DataError, os_error_message
 from embedrec.data.ids import parse_id
 from embedrec.data.io import check_event_weights
@@ -295,6 +296,8 @@ def train(
         logging.getLogger("embedrec").setLevel(logging.WARNING)
         params["progress"] = False
     check_destination(out_dir)  # a wrong --out stops now, not after the training
+    if rank == 0:  # what a killed save left there may be a model's size: freed now
+        remove_abandoned(out_dir)
     checkpoints = Path(out_dir).with_name(Path(out_dir).name + ".checkpoints")
     # torchrun --max-restarts restarts every rank after one is lost: go on where it stopped
     restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0

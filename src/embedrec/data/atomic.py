@@ -3,9 +3,13 @@ and renamed into place, so a reader or a crash sees the old version or the new, 
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import logging
 import os
+import re
 import shutil
-import tempfile
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,6 +19,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+logger = logging.getLogger(__name__)
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -72,29 +78,124 @@ def replace_directory(
 
     An existing ``target`` is moved aside and deleted only after the new one is in place, so
     a crash leaves the old directory or the new one; ``check_existing(target)`` may raise to
-    refuse replacing it (nothing is changed then).
+    refuse replacing it (nothing is changed then). The temporary folders are named by
+    their writer, so that the next write beside them removes those of a writer that was
+    killed (``remove_abandoned``).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    remove_abandoned(target)
+    staging = _named_by_writer(target, "staging")
+    retired = _named_by_writer(target, "retired")
     try:
+        staging.mkdir()
         write(staging)
         for file in sorted(staging.rglob("*")):
             if file.is_file():
                 _fsync(file)
+        if target.exists() and check_existing is not None:
+            check_existing(target)
         if target.exists():
-            if check_existing is not None:
-                check_existing(target)
-            retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+            retired.mkdir()
             os.replace(target, retired / target.name)
-            os.replace(staging, target)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, target)
+        os.replace(staging, target)
     finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        for folder in (staging, retired):
+            if folder.exists():
+                shutil.rmtree(folder, ignore_errors=True)
     return target
+
+
+# a temporary folder's name says who writes it: the writer's host (hashed: a name may hold
+# any character), process id and the process's start time, which tells a later process of
+# the same id apart
+_WRITER_NAME = (
+    r"\.(?P<kind>staging|retired)\.(?P<host>[0-9a-f]{8})\.(?P<pid>\d+)\.(?P<start>\d+)"
+    r"\.[0-9a-f]+"
+)
+
+
+def _named_by_writer(target: Path, kind: str) -> Path:
+    start = _process_start(os.getpid()) or "0"
+    return target.with_name(
+        f".{target.name}.{kind}.{_host()}.{os.getpid()}.{start}.{uuid.uuid4().hex[:8]}"
+    )
+
+
+def remove_abandoned(target: str | Path) -> int:
+    """Remove the temporary folders beside ``target`` whose writer was killed mid-write
+    (kill -9, a lost host): those whose process, named in the folder's name, is gone from
+    this host or is another process now. A folder of a live writer, of another host or of
+    a name not ours is kept. Where a killed writer had moved the old ``target`` aside and
+    not yet put the new one in place, the old one is put back. Returns how many were
+    removed (and logs it)."""
+    target = Path(target)
+    pattern = re.compile(re.escape(f".{target.name}") + _WRITER_NAME)
+    try:
+        names = [entry.name for entry in os.scandir(target.parent)]
+    except OSError:  # no folder yet, or none to list: nothing was left there
+        return 0
+    removed = 0
+    for name in sorted(names):
+        match = pattern.fullmatch(name)
+        if match is None or not _writer_gone(match["host"], int(match["pid"]), match["start"]):
+            continue
+        folder = target.parent / name
+        kept = folder / target.name
+        if match["kind"] == "retired" and kept.is_dir() and not target.exists():
+            os.replace(kept, target)
+        shutil.rmtree(folder, ignore_errors=True)
+        removed += not folder.exists()
+    if removed:
+        logger.info(
+            "removed %d temporary folder(s) beside %s that a killed write left", removed, target
+        )
+    return removed
+
+
+def _writer_gone(host: str, pid: int, start: str) -> bool:
+    """Whether the writer ``pid`` (started at ``start``) of ``host`` is provably gone."""
+    if host != _host():
+        return False  # its processes cannot be seen from here
+    now = _process_start(pid)
+    if now is not None:
+        return now != start or _process_state(pid) in ("Z", "X")
+    if Path("/proc/self/stat").exists():
+        return True  # the process table is readable, and the pid is not in it
+    try:  # no /proc (macOS): a pid that can be signalled may be the writer still
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _process_start(pid: int) -> str | None:
+    """When process ``pid`` started (Linux: clock ticks since boot); None where unknown."""
+    fields = _process_fields(pid)
+    return fields[19] if fields else None
+
+
+def _process_state(pid: int) -> str | None:
+    fields = _process_fields(pid)
+    return fields[0] if fields else None
+
+
+def _process_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` from the third on (state, ...), or None."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the second field, the command's name in parentheses, may hold spaces and ')'
+    fields = text.rsplit(")", 1)[-1].split()
+    return fields if len(fields) > 19 else None
+
+
+@functools.cache
+def _host() -> str:
+    return hashlib.blake2b(socket.gethostname().encode(), digest_size=4).hexdigest()
 
 
 def _naming_targets(exc: OSError, targets: dict[str, str]) -> OSError:
