@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -766,6 +767,49 @@ def test_an_interrupted_training_says_how_to_resume_and_exits_130(cars, tmp_path
         "with --resume to continue from it"
     )
     assert latest.exists() and not out.exists()
+
+
+# Ctrl-C the moment the model's save creates its staging folder
+INTERRUPTED_SAVE = """
+import os, signal, sys
+def interrupt(event, args):
+    if event == "os.mkdir" and os.path.basename(str(args[0])).startswith(".m.staging."):
+        signal.raise_signal(signal.SIGINT)
+sys.addaudithook(interrupt)
+from embedrec.cli import main
+main(prog_name="embedrec")
+"""
+
+
+def test_an_interrupted_save_keeps_the_old_model_says_how_to_resume_and_exits_130(
+    cars, model_dir, tmp_path
+):
+    # it printed click's bare "Aborted!" with status 1
+    out = tmp_path / "m"
+    shutil.copytree(model_dir, out)
+    before = (out / "manifest.json").read_bytes()
+    config = tmp_path / "train.toml"
+    config.write_text("[train]\nvalidation_fraction = 0\n")  # one phase: quick
+    arguments = ["train", "--model", "mf", "--dim", "8", "--epochs", "1", "--config"]
+    arguments += [str(config), "--interactions", str(cars / "interactions.parquet")]
+    arguments += ["--listings", str(cars / "listings.parquet"), "--out", str(out)]
+    process = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_SAVE, *arguments],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert process.returncode == 130, process.stderr
+    assert "Traceback" not in process.stderr and "Aborted" not in process.stderr
+    assert process.stderr.rstrip().splitlines()[-1] == (
+        f"interrupted while saving the model; {out} holds the model it held before: run the "
+        f"same command with --resume to save it from the last checkpoint in {out}.checkpoints"
+    )
+    assert (out / "manifest.json").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "m.checkpoints", "train.toml"]
+    assert "saved" in run(*arguments, "--resume")  # as it says
+    assert json.loads((out / "manifest.json").read_text())["model"] == "mf"
+    assert not (tmp_path / "m.checkpoints").exists()
 
 
 @pytest.mark.parametrize(("module", "package"), [("umap", "umap-learn"), ("openTSNE", "openTSNE")])

@@ -18,7 +18,7 @@ from typing import Any
 import click
 import numpy as np
 
-from embedrec.bundle import check_destination
+from embedrec.bundle import MANIFEST, check_destination
 from embedrec.cache import cache_root
 from embedrec.data.atomic import remove_abandoned
 from embedrec.data.errors import DataError, os_error_message
@@ -320,10 +320,18 @@ def train(
         tuning = recommender.report_.get("tuning")
         if tuning is not None:
             click.echo(_tuning_summary(tuning))
-        path = recommender.save(out_dir)
-        shutil.rmtree(checkpoints, ignore_errors=True)  # the model holds what they did
+        before = _manifest_bytes(Path(out_dir))
+        try:
+            path = recommender.save(out_dir)
+            shutil.rmtree(checkpoints, ignore_errors=True)  # the model holds what they did
+        except KeyboardInterrupt:
+            click.echo(_interrupted_saving(Path(out_dir), before, checkpoints), err=True)
+            sys.exit(130)
         click.echo(f"saved {path}")
-    finish_distributed()
+    try:
+        finish_distributed()
+    except KeyboardInterrupt:  # the other ranks wait here while the first saves
+        sys.exit(130)
 
 
 def _interrupted(checkpoints: Path) -> str:
@@ -334,6 +342,27 @@ def _interrupted(checkpoints: Path) -> str:
             "run the same command with --resume to continue from it"
         )
     return "interrupted before the first checkpoint; nothing was saved"
+
+
+def _interrupted_saving(out_dir: Path, before: bytes | None, checkpoints: Path) -> str:
+    """What an interrupt during the model's save left: the save is whole or not at all, so
+    ``out_dir`` holds the model it held ``before`` (its manifest's bytes), or the new one."""
+    if _manifest_bytes(out_dir) not in (before, None):
+        return f"interrupted after the model was saved: {out_dir} holds the new model"
+    kept = "the model it held before" if before is not None else "nothing"
+    if (checkpoints / POINTER).is_file():
+        return (
+            f"interrupted while saving the model; {out_dir} holds {kept}: run the same "
+            f"command with --resume to save it from the last checkpoint in {checkpoints}"
+        )
+    return f"interrupted while saving the model; {out_dir} holds {kept}"
+
+
+def _manifest_bytes(out_dir: Path) -> bytes | None:
+    try:
+        return (out_dir / MANIFEST).read_bytes()
+    except OSError:
+        return None
 
 
 def _tuning_summary(tuning: dict) -> str:

@@ -9,7 +9,9 @@ import logging
 import os
 import re
 import shutil
+import signal
 import socket
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -78,9 +80,10 @@ def replace_directory(
 
     An existing ``target`` is moved aside and deleted only after the new one is in place, so
     a crash leaves the old directory or the new one; ``check_existing(target)`` may raise to
-    refuse replacing it (nothing is changed then). The temporary folders are named by
-    their writer, so that the next write beside them removes those of a writer that was
-    killed (``remove_abandoned``).
+    refuse replacing it (nothing is changed then). Ctrl-C waits for the two renames, and
+    any other error between them puts the old directory back. The temporary folders are
+    named by their writer, so that the next write beside them removes those of a writer
+    that was killed (``remove_abandoned``).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -95,10 +98,16 @@ def replace_directory(
                 _fsync(file)
         if target.exists() and check_existing is not None:
             check_existing(target)
-        if target.exists():
-            retired.mkdir()
-            os.replace(target, retired / target.name)
-        os.replace(staging, target)
+        with _interrupts_deferred():
+            if target.exists():
+                retired.mkdir()
+                os.replace(target, retired / target.name)
+            try:
+                os.replace(staging, target)
+            except BaseException:
+                if (retired / target.name).exists():
+                    os.replace(retired / target.name, target)
+                raise
     finally:
         for folder in (staging, retired):
             if folder.exists():
@@ -196,6 +205,28 @@ def _process_fields(pid: int) -> list[str] | None:
 @functools.cache
 def _host() -> str:
     return hashlib.blake2b(socket.gethostname().encode(), digest_size=4).hexdigest()
+
+
+@contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Ctrl-C (SIGINT) held back until the block ends, then raised: a directory swapped
+    halfway would leave neither the old nor the new in place. Only the main thread of a
+    process that lets Python raise KeyboardInterrupt can hold it back; elsewhere it is a
+    no-op."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: received.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 def _naming_targets(exc: OSError, targets: dict[str, str]) -> OSError:
