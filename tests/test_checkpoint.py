@@ -96,6 +96,28 @@ def test_another_runs_checkpoint_is_refused(data, tmp_path):
         )
 
 
+@pytest.mark.parametrize("change", ["listing", "timestamp", "renamed id"])
+def test_a_checkpoint_of_other_data_with_the_same_counts_is_refused(data, tmp_path, change):
+    # the fingerprint held the data's counts only: other data of equal counts was resumed
+    events, listings = data
+    checkpoints = tmp_path / "checkpoints"
+    stopped_after_one_epoch(data, checkpoints)
+    events, listings = events.copy(), listings.copy()
+    once = ~events.duplicated(["user_id", "listing_id"], keep=False)  # a pair of one event
+    row = events.index[once][0]
+    if change == "listing":  # to a listing its user has no other event on
+        seen = set(events.loc[events["user_id"] == events.at[row, "user_id"], "listing_id"])
+        events.at[row, "listing_id"] = next(i for i in listings["listing_id"] if i not in seen)
+    elif change == "timestamp":
+        events.at[row, "timestamp"] += 1
+    else:  # a listing renamed, in the same place among the sorted ids
+        renamed = {"Wagen 0 ä": "Wagen 0 äb"}
+        events["listing_id"] = events["listing_id"].replace(renamed)
+        listings["listing_id"] = listings["listing_id"].replace(renamed)
+    with pytest.raises(CheckpointError, match="the training data differ: other events or ids"):
+        Recommender(**settings()).fit(events, listings, checkpoint_dir=checkpoints, resume=True)
+
+
 def test_checkpoint_tensors_are_written_from_where_they_lie_unless_they_share_memory(tmp_path):
     from safetensors.torch import load_file, save_file
 

@@ -50,7 +50,7 @@ from embedrec.retrieval.evaluation import (
 )
 from embedrec.retrieval.results import Results
 from embedrec.retrieval.retriever import FilterSpec, Retriever
-from embedrec.training.checkpoint import Checkpoints
+from embedrec.training.checkpoint import Checkpoints, data_digest
 from embedrec.training.config import TrainConfig
 from embedrec.training.distributed import Group, OwnUsers, launched, seen_by_every_rank
 from embedrec.training.phases import run_phases
@@ -593,6 +593,7 @@ class Recommender:
             "listings": len(data.listings),
             "pairs": pairs,
             "ranks": 1 if group is None else group.world,
+            "data": data_digest(data, group),  # other data of the same counts is refused too
         }
 
     def build_model(

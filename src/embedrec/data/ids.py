@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from pathlib import Path
@@ -268,6 +269,34 @@ class IdMap:
         if len(new) == 0:
             return self
         return IdMap(self._index.append(new))
+
+    def digest(self) -> bytes:
+        """The ids in their order as a 16-byte blake2b digest, the same for equal maps in
+        any process, packed or not; read from the packed buffers, without unpacking them."""
+        digest = hashlib.blake2b(digest_size=16)
+        if self._lookup is not None and self._lookup.dtype != object:
+            digest.update(b"int64")
+            digest.update(np.ascontiguousarray(self._lookup.to_numpy(np.int64)).data)
+            return digest.digest()
+        packed = self._packed
+        if packed is None:  # ids not packed: all strings are packed for this, the rest hashed
+            try:
+                packed = pa.array(self._lookup.to_numpy(), type=pa.string())
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                digest.update(b"mixed")
+                digest.update(pd.util.hash_array(self._lookup.to_numpy()).data)
+                return digest.digest()
+        digest.update(b"string")
+        for chunk in packed.chunks if isinstance(packed, pa.ChunkedArray) else [packed]:
+            kind = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
+            _, offset_buffer, data = chunk.buffers()
+            offsets = np.frombuffer(
+                offset_buffer, kind, len(chunk) + 1, chunk.offset * kind(0).nbytes
+            )
+            digest.update(np.diff(offsets).astype(np.int64).data)  # each id's length
+            if len(chunk):
+                digest.update(memoryview(data)[offsets[0] : offsets[-1]])
+        return digest.digest()
 
     def save(self, path: Path) -> None:
         ids = self._packed if self._lookup is None else pa.array(self._lookup.tolist())

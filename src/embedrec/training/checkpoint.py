@@ -19,17 +19,20 @@ by rank N (atomic) before ``latest.json`` moves.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from embedrec.data.atomic import replace_directory, write_atomic
+from embedrec.data.prepare import Interactions
 from embedrec.models.base import RecModel
 from embedrec.training.distributed import Group
 
@@ -75,8 +78,9 @@ class Checkpoints:
     """Writes and finds the checkpoints of one run in ``directory``.
 
     ``every_steps``: also within epochs, every that many steps. ``fingerprint``: what must
-    match for a checkpoint to be resumed (the settings and the data's sizes); another run's
-    checkpoint is refused with a message saying what differs.
+    match for a checkpoint to be resumed (the settings, the data's sizes and its
+    ``data_digest`` under ``"data"``); another run's checkpoint is refused with a message
+    saying what differs.
     """
 
     def __init__(
@@ -221,7 +225,11 @@ class Checkpoints:
             shown = ", ".join(
                 f"{k}: {document['fingerprint'].get(k)!r} there, {self.fingerprint.get(k)!r} now"
                 for k in different
+                if k != "data"
             )
+            if "data" in different:  # two digests would say nothing more
+                other = "the training data differ: other events or ids"
+                shown = f"{shown}; {other}" if shown else other
             raise CheckpointError(f"{folder} is the checkpoint of another run ({shown})")
         tensors = load_file(str(folder / "tensors.safetensors"))
         if self.group:
@@ -254,6 +262,57 @@ class Checkpoints:
         """Remove the run's checkpoints (once its model is saved)."""
         if self.rank == 0:
             shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def data_digest(data: Interactions, group: Group | None = None) -> str:
+    """A digest of the training data, for a checkpoint's fingerprint: of the id maps (their
+    ids in order), and of every pair's user, listing, time and weight, as the sum of a hash
+    of each pair. A sum is the same in whatever order the pairs lie and however ranks share
+    them out (each rank sums its own; the sums are added); 0.2 s at 10M pairs."""
+    total = _pairs_hash_sum(data)
+    if group is not None:
+        every = group.gather(torch.from_numpy(np.array([total], dtype=np.uint64).view(np.int64)))
+        total = int(every.numpy().view(np.uint64).sum(dtype=np.uint64))
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(np.uint64(total).tobytes())
+    digest.update(data.users.digest())
+    digest.update(data.listings.digest())
+    return digest.hexdigest()
+
+
+# splitmix64's constants: a multiply-xorshift mix in which every input bit moves every
+# output bit, so that a pair's hash changes whole when one of its values does
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_HASHED_PAIRS = 1 << 18  # a piece's arrays stay in the cache while they are mixed
+
+
+def _pairs_hash_sum(data: Interactions) -> int:
+    total = 0
+    for start in range(0, len(data), _HASHED_PAIRS):
+        part = slice(start, start + _HASHED_PAIRS)
+        mixed = data.user_idx[part].astype(np.uint64)
+        for values in (
+            data.listing_idx[part].astype(np.uint64),
+            data.timestamp[part].astype(np.int64).view(np.uint64),
+            data.weight[part].astype(np.float64).view(np.uint64),
+        ):
+            _mix(mixed)
+            mixed += values
+        _mix(mixed)
+        total = (total + int(mixed.sum(dtype=np.uint64))) % 2**64
+    return total
+
+
+def _mix(values: np.ndarray) -> None:
+    """splitmix64's finaliser, in place (unsigned arithmetic wraps, as it should)."""
+    values += _GOLDEN
+    values ^= values >> np.uint64(30)
+    values *= _MIX1
+    values ^= values >> np.uint64(27)
+    values *= _MIX2
+    values ^= values >> np.uint64(31)
 
 
 def _epoch_totals(
