@@ -3,6 +3,7 @@ host and on two faked nodes, a rank killed mid-run, and bad input on every rank.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -561,6 +562,43 @@ def test_a_killed_rank_restarts_and_finishes_from_its_checkpoint(dataset, tmp_pa
     assert launcher.returncode == 0, output[-3000:]
     assert "resumed at epoch" in output
     answers_similar(out)
+
+
+def test_ranks_stop_with_one_line_each_when_their_launcher_is_killed(dataset, tmp_path):
+    # they trained on to the end, or waited at the next collective for a lost rank
+    out = tmp_path / "model"
+    config = tmp_path / "train.toml"
+    config.write_text("[train]\nbatch_size = 32\npatience = 1000\n")
+    arguments = train_arguments(dataset, out, "--config", str(config), "--checkpoint-every", "5")
+    arguments[arguments.index("--epochs") + 1] = "1000"  # still training when it is killed
+    launcher = subprocess.Popen(
+        torchrun("--standalone", "--nproc_per_node=2", *arguments),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment(),
+        start_new_session=True,
+    )
+    ranks = []
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "model.checkpoints" / "latest.json").exists():
+            assert launcher.poll() is None and time.monotonic() < deadline, "no checkpoint"
+            time.sleep(0.05)
+        ranks = children(launcher.pid)
+        assert len(ranks) == 2
+        os.kill(launcher.pid, signal.SIGKILL)
+        stderr = launcher.communicate(timeout=30)[1]  # the ranks hold it open until they end
+    finally:
+        for rank in ranks:  # where they did not stop
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(rank, signal.SIGKILL)
+    stopped = sorted(line for line in stderr.splitlines() if "launcher" in line)
+    assert stopped == [
+        f"error: rank {rank}: its torchrun launcher (pid {launcher.pid}) is gone; stopping"
+        for rank in (0, 1)
+    ], stderr[-3000:]
+    assert not out.exists()
 
 
 def children(pid: int) -> list[int]:

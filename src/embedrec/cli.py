@@ -35,7 +35,7 @@ from embedrec.retrieval.batch import CHUNK_SIZE, check_output, torchrun_rank
 from embedrec.retrieval.results import Results, UnknownIdError
 from embedrec.retrieval.retriever import Retriever
 from embedrec.training.checkpoint import POINTER
-from embedrec.training.distributed import finish_distributed
+from embedrec.training.distributed import finish_distributed, watch_launcher
 
 # DataError and BundleError are ValueErrors; library calls raise ValueError for bad arguments
 USER_ERRORS = (ValueError, FileNotFoundError, UnknownIdError)
@@ -108,6 +108,7 @@ def _user_errors(command: Callable) -> Callable:
 def main() -> None:
     """Embeddings of marketplace listings: similar listings, recommendations, cold start."""
     log_to_stderr()
+    watch_launcher()  # under torchrun: a rank stops when its launcher is killed
 
 
 def log_to_stderr(level: int = logging.INFO) -> None:

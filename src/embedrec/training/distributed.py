@@ -24,6 +24,8 @@ import faulthandler
 import math
 import os
 import sys
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -77,6 +79,44 @@ def keep_to_own_cores() -> list[int]:
     return cores
 
 
+def watch_launcher(interval_s: float = 1.0) -> bool:
+    """Under torchrun, stop this rank within ``interval_s`` of its launcher's death, with one
+    line on stderr; returns whether it is watched (once per process). A launcher killed
+    with -9 stops no rank: they trained on to the end, or waited on a lost rank at the next
+    collective until its timeout. The launcher is this process's parent when it starts
+    (torchrun's agent, which stays the parent of the ranks it restarts); a rank whose
+    parent changes was orphaned. Outside torchrun (no TORCHELASTIC_RUN_ID) nothing is
+    watched: a plain ``python -m embedrec train``'s parent is a shell, whose end is no
+    reason to stop; nor under a launcher of pid 1 (a container's first process), whose
+    end ends every process of its container."""
+    global _launcher_watched
+    launcher = os.getppid()
+    if _launcher_watched or "TORCHELASTIC_RUN_ID" not in os.environ or launcher <= 1:
+        return False
+    _launcher_watched = True
+    threading.Thread(
+        target=_stop_when_orphaned,
+        args=(launcher, interval_s),
+        name="embedrec-launcher-watch",
+        daemon=True,
+    ).start()
+    return True
+
+
+_launcher_watched = False
+
+
+def _stop_when_orphaned(launcher: int, interval_s: float) -> None:
+    while os.getppid() == launcher:
+        time.sleep(interval_s)
+    rank = os.environ.get("RANK", "?")
+    sys.stderr.write(
+        f"error: rank {rank}: its torchrun launcher (pid {launcher}) is gone; stopping\n"
+    )
+    sys.stderr.flush()
+    os._exit(1)  # the main thread may wait in a collective on a rank that is gone too
+
+
 def finish_distributed() -> None:
     """Wait for every rank (the first may still be writing the model), then leave the run."""
     if dist.is_initialized():
@@ -128,6 +168,7 @@ class Group:
         timeout = datetime.timedelta(
             seconds=float(os.environ.get("EMBEDREC_DISTRIBUTED_TIMEOUT", DEFAULT_TIMEOUT_S))
         )
+        watch_launcher()
         if not dist.is_initialized():
             # a rank that dies in native code (a segmentation fault) prints where it was:
             # torchrun reports only the signal
