@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import shutil
 import signal
@@ -827,3 +828,47 @@ def test_a_projection_whose_package_is_missing_says_which_to_install(
     assert result.output.startswith(f"error: the {method} projection needs the package {package}")
     assert result.output.rstrip().endswith(f"pip install {package}")
     assert not out.exists()
+
+
+def test_a_column_of_dates_comes_back_as_dates_from_the_cli_and_the_service(tmp_path):
+    # a flat's available_from is a date (Parquet date32), not a moment at midnight
+    from conftest import block_data
+
+    from embedrec.recommender import Recommender
+    from embedrec.serving.shared import model_tag, shared_recommender, shared_retriever
+
+    events, listings, _, _ = block_data(n_users=40, n_listings=24)
+    days = [datetime.date(2026, 11, 1 + i % 3) if i % 5 else None for i in range(len(listings))]
+    listings["available_from"] = days
+    expected = {i: d and d.isoformat() for i, d in zip(listings["listing_id"], days, strict=True)}
+    listings_file = tmp_path / "listings.parquet"
+    listings.to_parquet(listings_file)
+    Recommender(model="mf", epochs=1, seed=0, progress=False).fit(events, listings_file).save(
+        tmp_path / "model"
+    )
+    user = events["user_id"].iloc[0]
+    outputs = [
+        run("similar", str(tmp_path / "model"), "Wagen 1 ä", "-k", "20", "--json"),
+        run("recommend", str(tmp_path / "model"), user, "-k", "20", "--json"),
+        run(
+            "similar",
+            str(tmp_path / "model"),
+            "Wagen 1 ä",
+            "-k",
+            "20",
+            "--json",
+            "--listings",
+            str(listings_file),
+        ),
+    ]
+    served = shared_recommender(tmp_path / "model", tmp_path / "cache")
+    retriever = shared_retriever(served, None, tmp_path / "cache", model_tag(served))
+    outputs.append(json.dumps(retriever.similar(["Wagen 1 ä"], k=20)[0].to_dict()))
+    for output in outputs:
+        hits = json.loads(output)["results"]
+        assert any(hit["available_from"] for hit in hits) and any(
+            hit["available_from"] is None for hit in hits
+        )
+        assert {
+            hit["listing_id"]: hit["available_from"] for hit in hits
+        }.items() <= expected.items()

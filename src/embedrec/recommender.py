@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 import torch
@@ -30,6 +29,8 @@ from embedrec.data.ids import IdMap
 from embedrec.data.io import (
     DEFAULT_EVENT_WEIGHTS,
     check_event_weights,
+    listings_arrow,
+    listings_from_arrow,
     load_interactions,
     load_listings,
 )
@@ -761,9 +762,7 @@ class Recommender:
             "config.json": lambda p: p.write_text(json_text(config)),
             "users.parquet": self.users_.save,
             "listing_ids.parquet": self.listings_.save,
-            "listings.parquet": lambda p: pq.write_table(
-                pa.Table.from_pandas(self.listing_table_, preserve_index=False), p
-            ),
+            "listings.parquet": lambda p: pq.write_table(listings_arrow(self.listing_table_), p),
         }
         meta = {
             "embedrec_version": __version__,
@@ -807,7 +806,9 @@ class Recommender:
                 (np.ones(len(indices), dtype=np.float32), indices, indptr),
                 shape=(len(recommender.users_), len(recommender.listings_)),
             )
-            recommender.listing_table_ = pq.read_table(directory / "listings.parquet").to_pandas()
+            recommender.listing_table_ = listings_from_arrow(
+                pq.read_table(directory / "listings.parquet")
+            )
             recommender.n_trained_listings_ = config["n_trained_listings"]
             recommender.pipeline_ = (
                 FeaturePipeline.from_dict(config["pipeline"]) if config["pipeline"] else None

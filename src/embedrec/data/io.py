@@ -956,6 +956,10 @@ def _check_coordinate(values: pd.Series, limit: float, name: str, column: str) -
         )
 
 
+# the attrs key naming a listings frame's columns of dates (without a time of day)
+DATE_COLUMNS = "date_columns"
+# an ISO 8601 date alone
+_DAY = r"\s*[0-9]{4}-[0-9]{2}-[0-9]{2}\s*"
 # an ISO 8601 date, or date and time (seconds, fractions and a zone optional)
 _ISO_DATE = (
     r"\s*[0-9]{4}-[0-9]{2}-[0-9]{2}"
@@ -967,8 +971,11 @@ def _dates(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     """Dates as Parquet's timestamp columns are read (no feature, not filtered as text):
     columns of dates (Parquet's date type, Python dates) and, in a CSV file, columns that
     hold ISO dates only, missing values aside (UTC where any gives a zone). A CSV value of
-    the same shape that is no date (2026-02-30) is refused naming its row."""
+    the same shape that is no date (2026-02-30) is refused naming its row. The columns of
+    dates without a time of day are named in ``attrs[DATE_COLUMNS]``, so that answers write
+    their values as dates (2026-11-01), not as midnights."""
     csv = name.lower().endswith(CSV_SUFFIXES)
+    days = date_columns(frame)  # a frame validated before (the model's own listings)
     for column in frame.columns.drop("listing_id"):
         values = frame[column]
         if not (pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values)):
@@ -976,6 +983,7 @@ def _dates(frame: pd.DataFrame, name: str) -> pd.DataFrame:
         kind = pd.api.types.infer_dtype(values, skipna=True)
         if kind == "date":
             frame = frame.assign(**{column: pd.to_datetime(values)})
+            days.append(str(column))
             continue
         text = values.dropna()
         if not csv or kind != "string" or text.empty:
@@ -994,4 +1002,34 @@ def _dates(frame: pd.DataFrame, name: str) -> pd.DataFrame:
             message = f"{shown(values.iloc[row])} is no date, but the column's others are"
             _fail(message, name, row, column)
         frame = frame.assign(**{column: dates})
+        if text.str.fullmatch(_DAY).all():
+            days.append(str(column))
+    frame.attrs[DATE_COLUMNS] = days
+    return frame
+
+
+def date_columns(frame: pd.DataFrame) -> list[str]:
+    """The columns of ``frame`` that hold dates without a time of day (see :func:`_dates`)."""
+    return [c for c in frame.attrs.get(DATE_COLUMNS, ()) if c in frame.columns]
+
+
+def listings_arrow(frame: pd.DataFrame) -> pa.Table:
+    """A validated listings table as Arrow, for the files a model keeps of it: its columns of
+    dates as Arrow dates (``date32``), which :func:`listings_from_arrow` knows again."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    for column in date_columns(frame):
+        at = table.schema.get_field_index(column)
+        table = table.set_column(at, column, table[column].cast(pa.date32()))
+    return table
+
+
+def listings_from_arrow(table: pa.Table) -> pd.DataFrame:
+    """A listings table that :func:`listings_arrow` wrote, as the validated frame was: its
+    Arrow dates as timestamps (filtered as such) named in ``attrs[DATE_COLUMNS]``."""
+    days = [f.name for f in table.schema if pa.types.is_date(f.type)]
+    for column in days:
+        at = table.schema.get_field_index(column)
+        table = table.set_column(at, column, table[column].cast(pa.timestamp("s")))
+    frame = table.to_pandas()
+    frame.attrs[DATE_COLUMNS] = days
     return frame

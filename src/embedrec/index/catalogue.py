@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 
 from embedrec.data.ids import id_index, positions
+from embedrec.data.io import date_columns
 from embedrec.data.jsonable import plain
 from embedrec.index.bounded import (
     CircleBlocks,
@@ -697,8 +698,10 @@ class _Fields:
             if pd.api.types.is_integer_dtype(schema[c].dtype)
             and not pd.api.types.is_bool_dtype(schema[c].dtype)
         }
+        self.days = set(date_columns(base))
         self.columns = {
-            c: _json_column(self.base[c], c in self.integral) for c in self.base.columns
+            c: _json_column(self.base[c], c in self.integral, c in self.days)
+            for c in self.base.columns
         }
         self.cache = FilterCache()  # filters' converted columns, living as long as the table
         self.records: list[dict[str, Any]] = []
@@ -706,15 +709,19 @@ class _Fields:
         self._frames: list[pd.DataFrame] = []
         self._added: tuple[pd.DataFrame | None, FilterCache] = (None, FilterCache())
 
+    def _plain(self, column: str, value: Any) -> Any:
+        if column in self.integral:
+            return _integral(plain(value))
+        if column in self.days and isinstance(value, pd.Timestamp) and not pd.isna(value):
+            return value.date().isoformat()
+        return plain(value)
+
     @property
     def n_added(self) -> int:
         return len(self.records)
 
     def append(self, table: pd.DataFrame) -> None:
-        records = [
-            {c: _integral(plain(v)) if c in self.integral else plain(v) for c, v in r.items()}
-            for r in table.to_dict(orient="records")
-        ]
+        records = [{c: self._plain(c, v) for c, v in r.items()} for r in table.to_dict("records")]
         with self._lock:
             self._frames.append(table)
             self._added = (None, FilterCache())
@@ -775,10 +782,12 @@ def _integral(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-def _json_column(series: pd.Series, integral: bool = False) -> Callable[[np.ndarray], list]:
+def _json_column(
+    series: pd.Series, integral: bool = False, day: bool = False
+) -> Callable[[np.ndarray], list]:
     """The function giving a column's JSON-ready values at an array of rows; ``integral``:
     the column holds integers, whole floats among them (the values a float64 column holds
-    beside missing ones)."""
+    beside missing ones); ``day``: timestamps that stand for dates, written as dates."""
     if isinstance(series.dtype, pd.StringDtype) and series.dtype.storage == "pyarrow":
         # one Python string per row held ~1 GB per worker for the text columns of 1M listings:
         # a column of few values (make, fuel, city) keeps each value once and codes per row,
@@ -801,6 +810,9 @@ def _json_column(series: pd.Series, integral: bool = False) -> Callable[[np.ndar
         def iso(rows: np.ndarray) -> list:
             v = values[rows]
             # whole seconds as Timestamp.isoformat writes them, finer units where present
+            if day:
+                text = np.datetime_as_string(v, unit="D").tolist()
+                return [None if t == "NaT" else t for t in text]
             whole = (v.astype("datetime64[s]") == v) | np.isnat(v)
             text = np.datetime_as_string(v, unit="s" if whole.all() else "auto").tolist()
             return [None if t == "NaT" else t + suffix for t in text]

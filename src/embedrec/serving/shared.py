@@ -39,7 +39,7 @@ from safetensors.torch import load_file, save_file
 
 from embedrec.data.atomic import write_atomic
 from embedrec.data.errors import located_in
-from embedrec.data.io import load_listings
+from embedrec.data.io import listings_arrow, listings_from_arrow, load_listings
 from embedrec.index.catalogue import Catalogue, IndexSource
 from embedrec.index.vector_index import VectorIndex
 from embedrec.recommender import Recommender
@@ -89,7 +89,7 @@ def _write_model(recommender: Recommender, stem: Path) -> None:
     tensors = {f"state.{k}": v.contiguous() for k, v in model.state_dict().items()}
     tensors |= {f"inputs.{k}": v.contiguous() for k, v in model.input_tensors().items()}
     write_atomic(Path(f"{stem}.safetensors"), lambda path: save_file(tensors, str(path)))
-    _write_table(pa.Table.from_pandas(recommender.listing_table_, preserve_index=False), stem)
+    _write_table(listings_arrow(recommender.listing_table_), stem)
     meta = {"model": recommender.model, "listings": len(recommender.listing_table_)}
     write_atomic(stem.with_suffix(".json"), lambda path: path.write_text(json.dumps(meta)))
     log.info("wrote the model's tensors and listings to %s.*", stem)
@@ -147,7 +147,7 @@ def _write(recommender: Recommender, source: Path | None, stem: Path) -> None:
     with located_in(table.attrs.get("source")):  # its features are checked as they are embedded
         vectors, rows, known = embed_table(recommender.model_, recommender.listings_, table)
     unknown = table.loc[~known, "listing_id"].tolist()
-    kept = pa.Table.from_pandas(table[known] if not known.all() else table, preserve_index=False)
+    kept = listings_arrow(table[known] if not known.all() else table)
     _write_table(kept, stem)
     vectors, rows = vectors.astype(np.float32, copy=False), rows.astype(np.int64, copy=False)
     write_atomic(Path(f"{stem}.vectors.npy"), lambda path: np.save(path, vectors))
@@ -202,7 +202,7 @@ def _mapped_table(path: Path) -> pd.DataFrame:
     table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
     with contextlib.suppress(OSError):
         os.utime(path.with_suffix(".json"))
-    return table.to_pandas()
+    return listings_from_arrow(table)
 
 
 def _remove_stale(cache_dir: Path) -> None:
