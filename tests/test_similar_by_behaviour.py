@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from embedrec.retrieval.evaluation import next_view_pairs, similar_by_behaviour
 
@@ -42,6 +43,10 @@ def test_similar_listings_predict_the_next_view_far_better_than_chance(fitted_mf
     # ten of the 119 other listings by chance: 8%; the same group holds 29 of them
     assert report["warm"]["hit@10"] > 0.25
     assert 0 < report["warm"]["hit@10_se"] < 0.05
+    # as every metric's: the sample standard deviation over units (here pairs, ddof=1)
+    hits = np.arange(400) < round(report["warm"]["hit@10"] * 400)
+    expected = np.std(hits, ddof=1) / np.sqrt(400)
+    assert report["warm"]["hit@10_se"] == pytest.approx(expected, rel=1e-9)
 
 
 def test_evaluate_reports_it_for_warm_and_cold_listings(fitted_mf, blocks):

@@ -217,6 +217,8 @@ def similar_by_behaviour(
         for k in ks:
             hit = (found[part, :k] == next_rows[part, None]).any(axis=1)
             rate = float(hit.mean()) if n else float("nan")
-            error = float(np.sqrt(rate * (1 - rate) / n)) if n > 1 else float("nan")
+            # the sample standard deviation over pairs (ddof=1) / sqrt(n), as every other
+            # metric's standard error is over its units
+            error = float(np.sqrt(rate * (1 - rate) / (n - 1))) if n > 1 else float("nan")
             out[name] |= {f"hit@{k}": rate, f"hit@{k}_se": error}
     return out
