@@ -29,6 +29,7 @@ from embedrec.viz import (
     plot_projection,
     project,
 )
+from embedrec.viz.projection import METHOD_NAMES
 
 QUERY = "qashqai-dresden"
 
@@ -76,7 +77,7 @@ def main() -> None:
                 sample,
                 color,
                 path,
-                title=f"{method.upper()} of listing embeddings, by {color}",
+                title=f"{METHOD_NAMES[method]} of listing embeddings, by {color}",
             )
             timings.append((path.name, time.perf_counter() - started))
     [result] = recommender.similar([QUERY], k=10)

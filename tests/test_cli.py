@@ -450,6 +450,10 @@ def test_corrupt_model_directory_is_a_clear_error(tmp_path):
 def test_plot_and_inspect(model_dir, tmp_path):
     run("plot", str(model_dir), "--out", str(tmp_path / "map.png"), "--color", "segment")
     assert (tmp_path / "map.png").read_bytes()[:4] == b"\x89PNG"
+    # the method as its authors write it, not "TSNE"
+    tsne = tmp_path / "tsne.html"
+    run("plot", str(model_dir), "--out", str(tsne), "--method", "tsne", "--sample", "40")
+    assert "t-SNE of 40 listing embeddings" in tsne.read_text()
     run(
         "plot",
         str(model_dir),

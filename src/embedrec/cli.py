@@ -1095,6 +1095,7 @@ def plot(
 ) -> None:
     """Map the listing embeddings in 2D (PCA, t-SNE, UMAP), or a listing's neighbours."""
     from embedrec.viz import plot_neighbours_map, plot_projection, project
+    from embedrec.viz.projection import METHOD_NAMES
 
     if similar_to is not None:
         if not similar_to.strip():
@@ -1141,7 +1142,7 @@ def plot(
             table,
             color,
             out_file,
-            title=f"{method.upper()} of {len(rows):,} listing embeddings",
+            title=f"{METHOD_NAMES[method]} of {len(rows):,} listing embeddings",
         )
     click.echo(f"wrote {path}")
 

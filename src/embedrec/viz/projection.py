@@ -11,6 +11,8 @@ import numpy as np
 from embedrec.ranking import neighbours
 
 METHODS = ("pca", "tsne", "umap")
+# the methods as their authors write them, for titles
+METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
 MIN_LEARNING_RATE = 50.0  # t-SNE's, as scikit-learn's "auto" rate has it
 
 
