@@ -488,3 +488,25 @@ def test_a_value_named_other_or_missing_gets_a_colour_of_its_own(tmp_path):
     html = plot_projection(np.random.default_rng(0).normal(size=(15, 2)), table, "fuel",
                            tmp_path / "f.html").read_text("utf-8")  # fmt: skip
     assert OTHER_COLOUR not in html
+
+
+def test_infinite_numeric_colours_are_counted_as_missing_not_stretching_the_scale(tmp_path):
+    coords = np.random.default_rng(0).normal(size=(30, 2))
+    price = np.arange(30.0)
+    price[[3, 7, 9]] = [np.inf, -np.inf, np.nan]
+    table = pd.DataFrame({"price": price})
+    html = plot_projection(coords, table, "price", tmp_path / "p.html").read_text("utf-8")
+    assert '"name":"missing (3)"' in html and "Infinity" not in html
+
+
+def test_a_neighbours_map_shows_the_scale_of_its_scores_in_html_and_png(data, tmp_path):
+    import matplotlib.image
+
+    query, neighbours = _neighbour_dicts(*data, k=5)
+    html = plot_neighbours_map(query, neighbours, tmp_path / "m.html").read_text("utf-8")
+    assert '"colorbar":{"title":{"text":"score"}}' in html
+    png = plot_neighbours_map(query, neighbours, tmp_path / "m.png")
+    pixels = matplotlib.image.imread(png)[..., :3] * 255
+    # the bar's oranges beside the markers' own
+    orange = (pixels[..., 0] - pixels[..., 2] > 60) & (pixels[..., 1] > 80)
+    assert orange.sum() > 2_000, orange.sum()  # 1,100 without the bar

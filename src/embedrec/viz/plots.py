@@ -278,11 +278,13 @@ def _numeric_colours(
     table: pd.DataFrame, color: str | None
 ) -> tuple[np.ndarray | None, np.ndarray]:
     """A numeric colour column's values (None: no colour) and which rows lack one: drawn in
-    grey and counted, as a colour scale draws no colour for them (matplotlib: invisible)."""
+    grey and counted, as a colour scale draws no colour for them (matplotlib: invisible).
+    Infinities are counted among them: at an end of the scale they would stretch it to
+    infinity and leave every other listing one colour."""
     if color is None:
         return None, np.zeros(len(table), dtype=bool)
-    values = table[color].to_numpy(dtype=float)
-    return values, np.isnan(values)
+    values = table[color].to_numpy(dtype=float, na_value=np.nan)
+    return values, ~np.isfinite(values)
 
 
 def _hover(table: pd.DataFrame, extra: str | None) -> tuple[np.ndarray, str]:
@@ -601,6 +603,7 @@ def _map_html(
                 text=[f"#{r}" for r in rank], textposition="top right",
                 marker={"size": 11, "color": nb["score"], "colorscale": "Oranges",
                         "cmin": float(nb["score"].min()) - 1e-9,
+                        "showscale": True, "colorbar": {"title": {"text": "score"}},
                         "line": {"width": 1, "color": "#333"}},
                 hovertext=hover, hoverinfo="text",
             ),
@@ -654,8 +657,11 @@ def _map_png(
     if len(nb):
         for la, lo in zip(nb["lat"], nb["lon"], strict=True):
             ax.plot([qlon, lo], [qlat, la], color="#e4572e", alpha=0.4, lw=0.8)
-        ax.scatter(nb["lon"], nb["lat"], s=60, c=nb["score"], cmap="Oranges",
-                   edgecolors="#333", linewidths=0.8, zorder=3)  # fmt: skip
+        drawn = ax.scatter(nb["lon"], nb["lat"], s=60, c=nb["score"], cmap="Oranges",
+                           edgecolors="#333", linewidths=0.8, zorder=3)  # fmt: skip
+        # the scale the HTML map shows: a neighbour's shade alone does not say its score
+        # beside the map as drawn (its aspect narrows it), short of the list on the right
+        fig.colorbar(drawn, cax=ax.inset_axes((1.03, 0.2, 0.03, 0.6)), label="score")
         for r, (la, lo) in enumerate(zip(nb["lat"], nb["lon"], strict=True), start=1):
             ax.annotate(f"#{r}", (lo, la), fontsize=8, xytext=(4, 4), textcoords="offset points")
         lines = [
@@ -669,7 +675,7 @@ def _map_png(
             lines = [*lines[:MAX_LISTED], f"... and {more} more (the HTML map lists them all)"]
         # one line per neighbour, cut rather than wrapped: the panel keeps to the figure
         fig.text(0.52, 0.5, _plain("\n".join(lines)), fontsize=7, family="monospace", va="center")
-        fig.subplots_adjust(right=0.5)
+        fig.subplots_adjust(right=0.42)  # the colour bar between map and list
     ax.scatter([qlon], [qlat], s=250, marker="*", color="#1f77b4", edgecolors="k", zorder=4)
     ax.set_xlim(lo0, lo1)
     ax.set_ylim(la0, la1)
