@@ -876,3 +876,22 @@ def test_a_column_of_dates_comes_back_as_dates_from_the_cli_and_the_service(tmp_
         assert {
             hit["listing_id"]: hit["available_from"] for hit in hits
         }.items() <= expected.items()
+
+
+def test_a_saved_models_listings_are_named_by_the_model_file_not_a_machine_path(tmp_path):
+    from conftest import block_data
+
+    from embedrec.recommender import Recommender
+
+    events, listings, _, _ = block_data(n_users=40, n_listings=24)
+    listings_file = tmp_path / "training listings.parquet"
+    listings.to_parquet(listings_file)
+    Recommender(model="mf", epochs=1, seed=0, progress=False).fit(events, listings_file).save(
+        tmp_path / "model"
+    )
+    # the training file's path was kept in the table's metadata and named by later errors
+    assert str(tmp_path).encode() not in (tmp_path / "model" / "listings.parquet").read_bytes()
+    loaded = Recommender.load(tmp_path / "model")
+    # what errors about its rows and columns name (test_serving_hardening: a reload's)
+    assert loaded.listing_table_.attrs["source"] == "model listings.parquet"
+

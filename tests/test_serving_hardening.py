@@ -344,7 +344,7 @@ def test_a_reloaded_model_whose_listings_have_a_column_named_score_is_refused(
         answer = fresh.post("/v1/admin/reload", json={"model_dir": str(scored)}, headers=AUTH)
         assert answer.status_code == 422, answer.text
         assert answer.json() == {
-            "error": f"{scored}/listings.parquet, column 'score': the API computes a 'score' "
+            "error": "model listings.parquet, column 'score': the API computes a 'score' "
             "for its answers, which this column would replace; rename the column (the API's "
             "own names: score, distance_km, x, y, k, near, within_km, exclude)",
             "field": "model_dir",

@@ -28,6 +28,7 @@ from embedrec.data.errors import located_in
 from embedrec.data.ids import IdMap
 from embedrec.data.io import (
     DEFAULT_EVENT_WEIGHTS,
+    MODEL_LISTINGS,
     check_event_weights,
     listings_arrow,
     listings_from_arrow,
@@ -762,7 +763,9 @@ class Recommender:
             "config.json": lambda p: p.write_text(json_text(config)),
             "users.parquet": self.users_.save,
             "listing_ids.parquet": self.listings_.save,
-            "listings.parquet": lambda p: pq.write_table(listings_arrow(self.listing_table_), p),
+            "listings.parquet": lambda p: pq.write_table(
+                listings_arrow(self.listing_table_, MODEL_LISTINGS), p
+            ),
         }
         meta = {
             "embedrec_version": __version__,
@@ -807,7 +810,7 @@ class Recommender:
                 shape=(len(recommender.users_), len(recommender.listings_)),
             )
             recommender.listing_table_ = listings_from_arrow(
-                pq.read_table(directory / "listings.parquet")
+                pq.read_table(directory / "listings.parquet"), MODEL_LISTINGS
             )
             recommender.n_trained_listings_ = config["n_trained_listings"]
             recommender.pipeline_ = (

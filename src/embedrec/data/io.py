@@ -956,6 +956,9 @@ def _check_coordinate(values: pd.Series, limit: float, name: str, column: str) -
         )
 
 
+# a model's own listings as messages name them: by the model directory's file, not by a
+# path of the machine that trained or serves it
+MODEL_LISTINGS = "model listings.parquet"
 # the attrs key naming a listings frame's columns of dates (without a time of day)
 DATE_COLUMNS = "date_columns"
 # an ISO 8601 date alone
@@ -1013,9 +1016,14 @@ def date_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.attrs.get(DATE_COLUMNS, ()) if c in frame.columns]
 
 
-def listings_arrow(frame: pd.DataFrame) -> pa.Table:
+def listings_arrow(frame: pd.DataFrame, source: str | None = None) -> pa.Table:
     """A validated listings table as Arrow, for the files a model keeps of it: its columns of
-    dates as Arrow dates (``date32``), which :func:`listings_from_arrow` knows again."""
+    dates as Arrow dates (``date32``), which :func:`listings_from_arrow` knows again. Arrow
+    keeps the frame's ``attrs``; ``source`` replaces the file they name (the training
+    listings' path on the machine that trained the model)."""
+    if source is not None:
+        frame = frame.copy(deep=False)
+        frame.attrs = {**frame.attrs, "source": source}
     table = pa.Table.from_pandas(frame, preserve_index=False)
     for column in date_columns(frame):
         at = table.schema.get_field_index(column)
@@ -1023,13 +1031,16 @@ def listings_arrow(frame: pd.DataFrame) -> pa.Table:
     return table
 
 
-def listings_from_arrow(table: pa.Table) -> pd.DataFrame:
+def listings_from_arrow(table: pa.Table, source: str | None = None) -> pd.DataFrame:
     """A listings table that :func:`listings_arrow` wrote, as the validated frame was: its
-    Arrow dates as timestamps (filtered as such) named in ``attrs[DATE_COLUMNS]``."""
+    Arrow dates as timestamps (filtered as such) named in ``attrs[DATE_COLUMNS]``; errors
+    about its rows name ``source`` (else the file its attrs name)."""
     days = [f.name for f in table.schema if pa.types.is_date(f.type)]
     for column in days:
         at = table.schema.get_field_index(column)
         table = table.set_column(at, column, table[column].cast(pa.timestamp("s")))
     frame = table.to_pandas()
     frame.attrs[DATE_COLUMNS] = days
+    if source is not None:
+        frame.attrs["source"] = source
     return frame

@@ -39,7 +39,7 @@ from safetensors.torch import load_file, save_file
 
 from embedrec.data.atomic import write_atomic
 from embedrec.data.errors import located_in
-from embedrec.data.io import listings_arrow, listings_from_arrow, load_listings
+from embedrec.data.io import MODEL_LISTINGS, listings_arrow, listings_from_arrow, load_listings
 from embedrec.index.catalogue import Catalogue, IndexSource
 from embedrec.index.vector_index import VectorIndex
 from embedrec.recommender import Recommender
@@ -76,7 +76,7 @@ def shared_recommender(model_dir: str | Path, cache_dir: str | Path) -> Recommen
         # assign: the parameters become the mapped tensors instead of copies of them
         model.load_state_dict(_part(tensors, "state."), assign=True)
         model.load_input_tensors(_part(tensors, "inputs."))
-        recommender.listing_table_ = _mapped_table(stem.with_suffix(".arrow"))
+        recommender.listing_table_ = _mapped_table(stem.with_suffix(".arrow"), MODEL_LISTINGS)
     except (OSError, ValueError, RuntimeError, SafetensorError):
         _remove_entry(stem)  # damaged or incomplete: the next worker to load it writes it again
         raise
@@ -89,7 +89,7 @@ def _write_model(recommender: Recommender, stem: Path) -> None:
     tensors = {f"state.{k}": v.contiguous() for k, v in model.state_dict().items()}
     tensors |= {f"inputs.{k}": v.contiguous() for k, v in model.input_tensors().items()}
     write_atomic(Path(f"{stem}.safetensors"), lambda path: save_file(tensors, str(path)))
-    _write_table(listings_arrow(recommender.listing_table_), stem)
+    _write_table(listings_arrow(recommender.listing_table_, MODEL_LISTINGS), stem)
     meta = {"model": recommender.model, "listings": len(recommender.listing_table_)}
     write_atomic(stem.with_suffix(".json"), lambda path: path.write_text(json.dumps(meta)))
     log.info("wrote the model's tensors and listings to %s.*", stem)
@@ -196,13 +196,13 @@ def _write_table(table: pa.Table, stem: Path) -> None:
     write_atomic(stem.with_suffix(".arrow"), arrow)
 
 
-def _mapped_table(path: Path) -> pd.DataFrame:
-    """The Arrow file as a frame whose string columns keep the mapped buffers; marks the
-    entry as used."""
+def _mapped_table(path: Path, source: str | None = None) -> pd.DataFrame:
+    """The Arrow file as a frame whose string columns keep the mapped buffers (its rows'
+    errors naming ``source``, else the file it was written from); marks the entry as used."""
     table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
     with contextlib.suppress(OSError):
         os.utime(path.with_suffix(".json"))
-    return listings_from_arrow(table)
+    return listings_from_arrow(table, source)
 
 
 def _remove_stale(cache_dir: Path) -> None:

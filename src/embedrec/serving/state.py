@@ -35,7 +35,7 @@ from safetensors import SafetensorError
 from embedrec.bundle import BundleError
 from embedrec.data.errors import DataError, shown
 from embedrec.data.ids import MAX_ID_LENGTH, as_id_like, as_ids_like, id_problem, parse_id
-from embedrec.data.io import load_listings
+from embedrec.data.io import MODEL_LISTINGS, load_listings
 from embedrec.data.schema import column_kinds
 from embedrec.index.catalogue import Catalogue
 from embedrec.memory import release_free_memory
@@ -472,7 +472,7 @@ def build_state(
     started = time.perf_counter()
     recommender = _load(model_dir, cache_dir)
     if listings is None:  # the model's own: refused before its catalogue is embedded
-        check_column_names(recommender.listing_table_.columns, f"{model_dir}/listings.parquet")
+        check_column_names(recommender.listing_table_.columns, MODEL_LISTINGS)
     tag = model_tag(recommender)
     retriever: Retriever | None = None
     if cache_dir and tag:
