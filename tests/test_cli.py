@@ -895,3 +895,21 @@ def test_a_saved_models_listings_are_named_by_the_model_file_not_a_machine_path(
     # what errors about its rows and columns name (test_serving_hardening: a reload's)
     assert loaded.listing_table_.attrs["source"] == "model listings.parquet"
 
+
+@pytest.mark.parametrize(
+    ("out", "says"),
+    [
+        ("mpas/map.png", "the folder {tmp}/mpas does not exist"),
+        ("map.svg", "--out must end in .html or .png, got 'map.svg'"),
+        ("notes.txt/map.png", "{tmp}/notes.txt: a file is where a folder is needed"),
+    ],
+)
+def test_plot_refuses_an_output_it_cannot_write_before_loading_the_model(tmp_path, out, says):
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    # no model at all: the output is checked first, before the model, the projection
+    missing_model = tmp_path / "no model here"
+    args = ["plot", str(missing_model), "--out", str(tmp_path / out), "--method", "tsne"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert says.format(tmp=tmp_path) in " ".join(result.output.split()), result.output
+    assert "no model here" not in result.output.replace(str(tmp_path / out), "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
@@ -1041,7 +1042,7 @@ def demo(cache: str, seed: int) -> None:
     "out_file",
     required=True,
     type=click.Path(dir_okay=False),
-    help=".html (interactive, self-contained) or .png (static).",
+    help=".html (interactive, self-contained) or .png (static), in an existing folder.",
 )
 @click.option(
     "--method",
@@ -1097,6 +1098,7 @@ def plot(
     from embedrec.viz import plot_neighbours_map, plot_projection, project
     from embedrec.viz.projection import METHOD_NAMES
 
+    _check_figure_output(Path(out_file))  # a typo stops now, not after loading and a t-SNE
     if similar_to is not None:
         if not similar_to.strip():
             raise click.UsageError("--similar-to needs a listing id; it was empty")
@@ -1145,6 +1147,21 @@ def plot(
             title=f"{METHOD_NAMES[method]} of {len(rows):,} listing embeddings",
         )
     click.echo(f"wrote {path}")
+
+
+def _check_figure_output(out: Path) -> None:
+    """Refuse an ``--out`` that the figure could not be written to: another suffix than
+    .html or .png, a folder that is missing (a typo) or not writable, a file in its place."""
+    if out.suffix.lower() not in (".html", ".png"):
+        raise click.UsageError(f"--out must end in .html or .png, got {out.name!r}")
+    folder = out.parent
+    existing = next(above for above in (folder, *folder.parents) if above.exists())
+    if not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
+    if existing != folder:
+        raise click.UsageError(f"--out {out}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise click.UsageError(f"--out {out}: the folder {folder} is not writable")
 
 
 def _found(found: int, k: int) -> str:
