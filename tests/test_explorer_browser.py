@@ -464,3 +464,36 @@ def test_an_old_link_with_a_cars_price_and_make_still_fills_their_boxes(server, 
     assert not page.is_hidden("#map")
     assert not page.errors, page.errors
     page.close()
+
+
+def without_some_segments(route) -> None:
+    """The projection's answer with every third listing's segment missing."""
+    answer = route.fetch()
+    body = answer.json()
+    for point in body["points"][::3]:
+        point["segment"] = None
+    route.fulfill(response=answer, json=body)
+
+
+def test_listings_without_a_colour_are_a_grey_group_and_a_failed_query_leaves_no_card(
+    server, model_dir, browser
+):
+    page = open_page(browser, f"{server}/", "**/v1/projection?**", without_some_segments)
+    wait_until(page, "() => +document.querySelector('#projection').dataset.points > 0")
+    points = int(page.get_attribute("#projection", "data-points"))
+    assert page.input_value("#colour-by") == "segment"
+    legend = page.evaluate("JSON.parse(document.querySelector('#projection').dataset.legend)")
+    # counted in a grey of their own, not passed off as "other" values nor given a colour
+    assert legend[-1] == [f"no value ({len(range(0, points, 3))})", "#e2e5ea"]
+    assert not any(label.startswith("other") for label, _ in legend)
+    # an unknown user after a known one: the error, and no card left as if it answered
+    user = a_user(model_dir)
+    page.evaluate("id => { location.hash = `#user=${encodeURIComponent(id)}&k=3`; }", user)
+    wait_for_query(page, user)
+    assert user in page.inner_text("#query-card")
+    assert not page.errors, page.errors  # the 404 below is logged as one
+    page.evaluate("() => { location.hash = '#user=no-such-user&k=3'; }")
+    wait_until(page, "() => document.body.dataset.state === 'error'")
+    assert "no-such-user" in page.inner_text("#status")
+    assert page.inner_text("#query-card").strip() == "" and rows(page) == []
+    page.close()

@@ -24,6 +24,7 @@ const PALETTE = [
   "#76b7b2", "#ff9da7", "#9c755f", "#e15759", "#8cd17d",
 ];
 const OTHER_COLOUR = "#c0c4cc";
+const NO_VALUE_COLOUR = "#e2e5ea"; // lighter than "other": the listings without a value
 const QUERY_COLOUR = "#d62728";
 const RESULT_COLOUR = "#1d4ed8";
 const MAX_PROJECTION_SAMPLE = 20000;
@@ -86,6 +87,7 @@ const state = {
   projectionNote: null, // why there is no projection, when that is no error
   mapHits: [], // [{id, x, y, record}] in CSS pixels, from the last map drawing
   ticket: 0, // guards against answers arriving out of order
+  failed: false, // the last query was answered with an error
 };
 
 // ------------------------------------------------------------------ formatting
@@ -449,14 +451,15 @@ async function show(route) {
       answer = await getJSON(`/v1/users/${encode(route.id)}/recommendations`, params);
     }
     if (ticket !== state.ticket) return;
-    Object.assign(state, { route, query, results: answer.results ?? [], hovered: null });
+    const results = answer.results ?? [];
+    Object.assign(state, { route, query, results, hovered: null, failed: false });
     const what = route.mode === "listing" ? "similar listings" : "recommendations";
     const note = route.note ? `${route.note} ` : "";
     setStatus(`${note}${state.results.length} ${what} for ${route.mode} ${route.id}.`);
     document.body.dataset.state = "ready";
   } catch (error) {
     if (ticket !== state.ticket) return;
-    Object.assign(state, { route, query: null, results: [], hovered: null });
+    Object.assign(state, { route, query: null, results: [], hovered: null, failed: true });
     const hint = error.field ? ` (${error.field})` : "";
     setStatus(`${error.message}${hint}`, "error");
     document.body.dataset.state = "error";
@@ -497,7 +500,9 @@ function renderQueryCard() {
   const card = $("#query-card");
   card.replaceChildren();
   const route = state.route;
-  if (!route) return;
+  // a query that failed has no card: the status says why, and a card (the last answer's, or
+  // "Recommendations for user X") would pass for its answer
+  if (!route || state.failed) return;
   const title = document.createElement("h2");
   if (route.mode === "user") {
     title.textContent = `Recommendations for user ${route.id}`;
@@ -901,7 +906,8 @@ function extent(points) {
 }
 
 // The projection's points grouped by the chosen column's value: the most frequent values get
-// a colour of their own, the rest share grey.
+// a colour of their own, the rest share grey, and the listings without a value are a lighter
+// grey group of their own ("no value"), counted in the legend: not passed off as "other".
 function colourProjection() {
   const projection = state.projection;
   if (!projection) return;
@@ -917,12 +923,18 @@ function colourProjection() {
     .slice(0, PALETTE.length)
     .map(([value]) => value);
   const colourOf = new Map(categories.map((value, i) => [value, i]));
-  const groups = Array.from({ length: categories.length + 1 }, () => []);
+  const other = categories.length;
+  const groups = Array.from({ length: other + 2 }, () => []);
   points.forEach((p, i) => {
-    const group = colourOf.get(colourBy ? p[colourBy] : null) ?? categories.length;
+    const value = colourBy ? p[colourBy] : null;
+    const group = colourBy && !present(value) ? other + 1 : (colourOf.get(value) ?? other);
     groups[group].push(i);
   });
-  Object.assign(projection, { colourBy, categories, groups });
+  // no column: every listing in one colour, the palette's first
+  const colours = colourBy
+    ? [...PALETTE.slice(0, other), OTHER_COLOUR, NO_VALUE_COLOUR]
+    : [PALETTE[0], NO_VALUE_COLOUR];
+  Object.assign(projection, { colourBy, categories, groups, colours });
 }
 
 function fillColourChoices() {
@@ -987,10 +999,14 @@ function drawProjection() {
   ctx.fillStyle = "#fbfcfd";
   ctx.fillRect(0, 0, width, height);
   ctx.globalAlpha = state.results.length ? 0.45 : 0.7;
-  projection.groups.forEach((group, g) => {
-    ctx.fillStyle = PALETTE[g] ?? OTHER_COLOUR;
-    for (const i of group) ctx.fillRect(screen[2 * i] - 1.2, screen[2 * i + 1] - 1.2, 2.4, 2.4);
-  });
+  // the greys underneath, so that they bury no listing with a value
+  const order = projection.groups.map((_, g) => g).reverse();
+  for (const g of order) {
+    ctx.fillStyle = projection.colours[g];
+    for (const i of projection.groups[g]) {
+      ctx.fillRect(screen[2 * i] - 1.2, screen[2 * i + 1] - 1.2, 2.4, 2.4);
+    }
+  }
   ctx.globalAlpha = 1;
   legend(ctx, projection);
 
@@ -1030,9 +1046,16 @@ function drawProjection() {
 }
 
 function legend(ctx, projection) {
+  const canvas = ctx.canvas;
+  canvas.dataset.legend = "[]";
   if (!projection.colourBy) return;
-  const labels = [...projection.categories];
-  if (projection.groups.at(-1).length) labels.push("other");
+  const { categories, groups } = projection;
+  const entries = categories.map((label, i) => [String(label), projection.colours[i]]);
+  const [other, none] = [groups.at(-2).length, groups.at(-1).length];
+  if (other) entries.push([`other (${thousands(other)})`, OTHER_COLOUR]);
+  if (none) entries.push([`no value (${thousands(none)})`, NO_VALUE_COLOUR]);
+  canvas.dataset.legend = JSON.stringify(entries);
+  const labels = entries.map(([label]) => label);
   ctx.font = "10px system-ui, sans-serif";
   ctx.textAlign = "left";
   ctx.textBaseline = "middle";
@@ -1040,9 +1063,9 @@ function legend(ctx, projection) {
   const boxWidth = Math.max(...labels.map((l) => ctx.measureText(String(l)).width)) + 22;
   ctx.fillStyle = "rgba(255, 255, 255, 0.85)";
   ctx.fillRect(6, 6, boxWidth, labels.length * lineHeight + 6);
-  labels.forEach((label, i) => {
+  entries.forEach(([label, colour], i) => {
     const y = 12 + i * lineHeight;
-    ctx.fillStyle = PALETTE[i] ?? OTHER_COLOUR;
+    ctx.fillStyle = colour;
     ctx.fillRect(11, y - 4, 8, 8);
     ctx.fillStyle = "#374151";
     ctx.fillText(String(label), 24, y);
