@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import decimal
+import uuid
 
 import numpy as np
 import pandas as pd
@@ -207,6 +208,28 @@ def test_a_column_of_string_and_integer_ids_is_refused_at_its_first_other_type()
     with pytest.raises(DataError, match="all strings or all integers") as caught:
         load_listings(listings)
     assert (caught.value.row, caught.value.column) == (2, "listing_id")
+
+
+@pytest.mark.parametrize(
+    ("ids", "row", "named"),
+    [
+        ([uuid.UUID(int=1), uuid.UUID(int=2)], 1, r"UUID\('0{8}-.*'\) is of type UUID:"),
+        (pd.to_datetime(["2026-01-01", "2026-01-02"]), 1, r"Timestamp\(.*\) is of type Timestamp:"),
+        ([(1, "a"), (2, "b")], 1, r"\(1, 'a'\) is of type tuple:"),
+        (["u0", 1.5], 2, "1.5 is of type float, row 1's id of type str:"),
+        (["u0", 2.0], 2, "2.0 is of type float, row 1's id of type str:"),
+    ],
+)
+def test_ids_that_are_neither_text_nor_numbers_are_refused_at_their_row(ids, row, named):
+    # UUID objects trained a model their text (the CLI's, HTTP's) could not query; tuples
+    # failed the save after training; text beside fractions trained as ids of two types
+    events = pd.DataFrame({"user_id": ["a", "b"], "listing_id": ids, "timestamp": [1, 2]})
+    refused = f"listing_id {named} ids are strings or integers"
+    with pytest.raises(DataError, match=refused) as caught:
+        load_interactions(events)
+    assert (caught.value.row, caught.value.column) == (row, "listing_id")
+    with pytest.raises(DataError, match=named):
+        load_listings(pd.DataFrame({"listing_id": ids}))
 
 
 @pytest.mark.parametrize("dtype", [bool, "boolean", object])

@@ -58,6 +58,9 @@ _DECIMAL_ID = _INTEGER_ID + r"(?:\.[0-9]+)?"
 _DIGITS = r"[0-9]+"
 _LEADING_ZERO = r"0[0-9]"
 _INT64_MAX = np.iinfo(np.int64).max
+# what pandas infers of a column of ids that are strings or numbers ("mixed-integer", ints
+# beside strings, is refused apart); a float or decimal id is checked for a whole number later
+_ID_KINDS = frozenset({"string", "integer", "floating", "mixed-integer-float", "decimal", "empty"})
 # an event's weight (event weight times the weight column) is kept as float32
 MAX_WEIGHT = float(np.finfo(np.float32).max)
 
@@ -774,6 +777,8 @@ def _check_id_types(ids: pd.Series, name: str, column: str) -> None:
             0,
             column,
         )
+    if kind not in _ID_KINDS and kind != "mixed-integer":
+        _refuse_id_type(ids, name, column)
     if ids.dtype != object:
         return
     if kind == "mixed-integer":
@@ -790,6 +795,26 @@ def _check_id_types(ids: pd.Series, name: str, column: str) -> None:
     if kind == "integer":
         outside = np.array([not -_INT64_MAX - 1 <= v <= _INT64_MAX for v in ids])
         _refuse_out_of_range(outside, ids, name, column)
+
+
+def _refuse_id_type(ids: pd.Series, name: str, column: str) -> None:
+    """Ids neither text nor numbers (UUID objects, datetimes, tuples), or text mixed with
+    fractions: refused at the first such row, as an id the CLI and HTTP name as text could
+    not query them (a UUID object is no string) or the save after training would fail."""
+    values = ids.to_numpy(dtype=object)
+    row = 0
+    if isinstance(values[0], str):  # the first that is not
+        texts = np.fromiter((isinstance(v, str) for v in values), dtype=bool, count=len(values))
+        row = int(np.argmin(texts))
+    value = values[row]
+    mixed = f", row 1's id of type {type(values[0]).__name__}" if row else ""
+    _fail(
+        f"{column} {shown(value)} is of type {type(value).__name__}{mixed}: ids are strings "
+        "or integers (convert them, e.g. with .astype(str))",
+        name,
+        row,
+        column,
+    )
 
 
 def _refuse_out_of_range(outside: np.ndarray, ids: pd.Series, name: str, column: str) -> None:
