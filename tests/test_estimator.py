@@ -6,6 +6,8 @@ import copy
 import logging
 import pickle
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -291,3 +293,20 @@ def test_a_value_a_forced_feature_type_cannot_read_names_the_file(blocks, tmp_pa
     with pytest.raises(DataError, match="not a number") as error:
         Recommender(schema=schema, progress=False).fit(events, path)
     assert error.value.file == str(path) and error.value.column == "make"
+
+
+def test_concurrent_first_queries_build_one_retriever(fitted_mf):
+    # each thread that found none cached built its own: at 1M listings a catalogue embedded
+    # and indexed once per thread, the memory many times over
+    threads = 8
+    for _ in range(3):
+        rec = copy.deepcopy(fitted_mf)  # no retriever cached yet
+        start = threading.Barrier(threads)
+
+        def first_query(rec=rec, start=start):
+            start.wait()
+            return rec.retriever()
+
+        with ThreadPoolExecutor(threads) as pool:
+            retrievers = list(pool.map(lambda _: first_query(), range(threads)))
+        assert all(r is rec.retriever() for r in retrievers)

@@ -7,6 +7,7 @@ import inspect
 import json
 import logging
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -68,6 +69,8 @@ Source = str | Path | pd.DataFrame
 NOT_SAVED = ("progress",)
 # config.json holds parameters, the encoders' vocabularies and the report: kilobytes to megabytes
 CONFIG_MAX_BYTES = 64 * 2**20
+# held only while a Recommender's retriever lock is made, never while a retriever is built
+_LOCK_MAKING = threading.Lock()
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -304,6 +307,7 @@ class Recommender:
         # pickles, and is rebuilt on demand. A model is saved as files, never pickled (save)
         state = self.__dict__.copy()
         state.pop("_retriever", None)
+        state.pop("_retriever_lock", None)
         return state
 
     def __repr__(self) -> str:
@@ -638,9 +642,21 @@ class Recommender:
             table = load_listings(listings)
             with located_in(table.attrs.get("source")):  # its features checked, embedded
                 return self._build_retriever(table)
-        if getattr(self, "_retriever", None) is None:
-            self._retriever = self._build_retriever(None)
-        return self._retriever
+        retriever = getattr(self, "_retriever", None)
+        if retriever is None:
+            # threads whose first queries meet build it once: each build embeds and indexes
+            # the whole catalogue (minutes and gigabytes at 1M listings)
+            with self._lock_of_retriever():
+                retriever = getattr(self, "_retriever", None)
+                if retriever is None:
+                    retriever = self._retriever = self._build_retriever(None)
+        return retriever
+
+    def _lock_of_retriever(self) -> threading.Lock:
+        # made on first use, not in __init__ (scikit-learn's estimators set only their
+        # parameters there), and left out of copies, which make their own
+        with _LOCK_MAKING:
+            return self.__dict__.setdefault("_retriever_lock", threading.Lock())
 
     def _build_retriever(self, catalogue: pd.DataFrame | None) -> Retriever:
         return Retriever.build(
