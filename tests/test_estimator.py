@@ -310,3 +310,17 @@ def test_concurrent_first_queries_build_one_retriever(fitted_mf):
         with ThreadPoolExecutor(threads) as pool:
             retrievers = list(pool.map(lambda _: first_query(), range(threads)))
         assert all(r is rec.retriever() for r in retrievers)
+
+
+def test_a_loaded_model_fitted_again_forgets_the_directory_it_came_from(
+    fitted_mf, blocks, tmp_path
+):
+    from embedrec.serving.shared import model_tag
+
+    events, listings, _, _ = blocks
+    loaded = load(fitted_mf.save(tmp_path / "model"))
+    assert loaded.manifest_["files"] and model_tag(loaded)
+    loaded.set_params(epochs=1, validation_fraction=0).fit(events.iloc[::4], listings)
+    # its checksums and trained_at are the old model's: vectors the server stored under that
+    # tag would be read as this model's
+    assert not hasattr(loaded, "manifest_") and model_tag(loaded) is None

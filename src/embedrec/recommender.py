@@ -496,6 +496,9 @@ class Recommender:
             self.seen_ = prepared.seen(self.seen_)
             self.report_ |= prepared.report()
         self._retriever = None
+        # the loaded directory's checksums and version describe a model no longer held: the
+        # serving cache keys its stored vectors on them
+        self.__dict__.pop("manifest_", None)
         return self
 
     def _id_columns(self) -> dict[str, pd.Index]:
