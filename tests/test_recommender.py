@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import block_data
 
+import embedrec
 from embedrec import BundleError, Recommender, load
 from embedrec.index.filters import parse_filter
 from embedrec.models import hybrid
@@ -567,3 +568,24 @@ def test_deep_ranks_a_new_listing_from_its_features(tmp_path):
     [result] = retriever.recommend([user], k=len(listings) + 2)
     scores = dict(zip(result.ids, result.scores, strict=True))
     assert scores["später eingestellt"] == pytest.approx(scores[quiet], abs=1e-5)
+
+
+def test_a_model_this_embedrec_cannot_read_names_the_version_that_saved_it(fitted_mf, tmp_path):
+    path = fitted_mf.save(tmp_path / "model")
+    config = json.loads((path / "config.json").read_text())
+    config["params"]["knob_of_a_later_version"] = 1
+    (path / "config.json").write_text(json.dumps(config))
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["embedrec_version"] = "99.0"
+    manifest["files"]["config.json"] = hashlib.sha256(
+        (path / "config.json").read_bytes()
+    ).hexdigest()
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(
+        BundleError, match=r"knob_of_a_later_version.*saved by embedrec 99\.0, this is"
+    ):
+        load(path)
+    manifest["embedrec_version"] = embedrec.__version__  # the same version: nothing to add
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"knob_of_a_later_version'\)$"):
+        load(path)

@@ -853,7 +853,14 @@ class Recommender:
             LookupError, TypeError, ValueError, AttributeError, ArithmeticError, RuntimeError,
             OSError,
         ) as exc:  # fmt: skip
-            raise BundleError(f"{directory}: cannot load the model ({exc})") from None
+            saved_by = manifest.get("embedrec_version")
+            # a newer embedrec may save what this one cannot read (a parameter it added)
+            other = (
+                f"; saved by embedrec {saved_by}, this is {__version__}"
+                if saved_by != __version__
+                else ""
+            )
+            raise BundleError(f"{directory}: cannot load the model ({exc}){other}") from None
         return recommender
 
     def _check_fitted(self) -> None:
