@@ -474,6 +474,18 @@ def test_k_must_be_a_whole_number_from_1_up(fitted_mf, k):
             query()
 
 
+def test_a_k_beyond_the_catalogue_returns_it_all_without_holding_k_slots(fitted_mf, tmp_path):
+    # each query held k slots: k = 2**50 failed with a MemoryError, 10**9 took 7 GiB
+    huge = 2**50
+    [similar] = fitted_mf.similar(["Wagen 1 ä"], k=huge, filters=["make=BMW,VW"])
+    assert len(similar.hits) == 59  # 60 listings of those makes, the query left out
+    [mine] = fitted_mf.recommend(["Nutzer 3 🚗"], k=huge)
+    assert len(mine.hits) == 120 - fitted_mf.seen_[fitted_mf.users_.indices(["Nutzer 3 🚗"])].nnz
+    assert len(fitted_mf.recommend_session(["Wagen 1 ä"], k=huge).hits) == 119
+    written = fitted_mf.retriever().similar_all(tmp_path / "all.parquet", k=huge)
+    assert pd.read_parquet(written.path).groupby("query_id").size().eq(119).all()
+
+
 def test_a_single_id_outside_a_list_is_a_type_error(fitted_mf):
     # a str would be read as its characters; the error says how to pass it
     retriever = fitted_mf.retriever()

@@ -138,6 +138,11 @@ class Retriever:
         return cls(model, searchable, users, listing_ids, seen, listings, name, unknown)
 
     # ------------------------------------------------------------------ queries
+    def _bounded_k(self, k: int) -> int:
+        """``k`` checked, and at most the catalogue's rows, which no answer can exceed: the
+        search holds k slots per query, so k=10**9 asked for 7 GiB and killed a notebook."""
+        return min(positive_int("k", k), max(self.catalogue.n_rows, 1))
+
     def similar(
         self, listing_ids: Sequence, k: int = 10, filters: FilterSpec = None
     ) -> list[Results]:
@@ -153,7 +158,7 @@ class Retriever:
         characters) and for a filter that is neither an expression nor a Filter.
         """
         ids = id_list("listing_ids", listing_ids)
-        k = positive_int("k", k)
+        k = self._bounded_k(k)
         parsed = as_filters(filters)
         if not ids:
             return []
@@ -215,7 +220,7 @@ class Retriever:
         Raises UnknownUserError naming every unknown user, before any ranking; bad
         arguments as :meth:`similar`."""
         ids = id_list("user_ids", user_ids)
-        k = positive_int("k", k)
+        k = self._bounded_k(k)
         parsed = as_filters(filters)
         user_rows = self.users.indices(ids) if ids else np.zeros(0, dtype=np.int64)
         if (user_rows < 0).any():
@@ -237,7 +242,7 @@ class Retriever:
         ValueError for an empty ``session``; other bad arguments as :meth:`similar`.
         """
         session = id_list("session", session)
-        k = positive_int("k", k)
+        k = self._bounded_k(k)
         parsed = as_filters(filters)
         if not session:
             raise ValueError("session must name at least one listing, got none")
@@ -335,7 +340,7 @@ class Retriever:
         world_size)`` ranks this process's share into ``out/part-{rank:05d}.parquet``
         (``retrieval/batch.py``). ``progress``: a bar on stderr (None: on a terminal).
         Bad arguments as :meth:`similar`."""
-        k = positive_int("k", k)
+        k = self._bounded_k(k)
         parsed = as_filters(filters)
         users = self.users.ids.to_numpy()
         return self._write_all(
@@ -362,7 +367,7 @@ class Retriever:
         """The ``k`` most similar listings to every catalogue listing, as :meth:`similar`
         answers each (the listing itself excluded, ``filters`` applied), written as rows
         ``query_id, rank, listing_id, score``; otherwise as :meth:`recommend_all`."""
-        k = positive_int("k", k)
+        k = self._bounded_k(k)
         parsed = as_filters(filters)
         catalogue = self.catalogue
         live = np.flatnonzero(catalogue.live)
