@@ -84,6 +84,20 @@ def test_one_cut_off_may_be_given_alone(fitted_mf, blocks):
     assert not any(key.endswith(("@10", "@20")) for key in report["overall"])
 
 
+def test_a_cut_off_beyond_the_catalogue_scores_the_whole_ranking(fitted_mf, blocks):
+    # each user's ranking held max(ks) slots: 2**50 failed with a MemoryError
+    events, _, _, _ = blocks
+    later = events.iloc[::7].assign(listing_id=np.roll(events["listing_id"].to_numpy()[::7], 3))
+    whole, huge = 120, 2**50
+    by_size, beyond = (fitted_mf.evaluate(later, ks=[5, k]) for k in (whole, huge))
+    assert beyond["overall"]["users"] > 0 and beyond["similar"]["overall"]["pairs"] > 0
+    for part in ("overall", "warm"):
+        assert beyond[part][f"recall@{huge}"] == by_size[part][f"recall@{whole}"] == 1.0
+        assert beyond[part][f"ndcg@{huge}"] == by_size[part][f"ndcg@{whole}"]
+        assert beyond[part]["recall@5"] == by_size[part]["recall@5"]
+    assert beyond["similar"]["overall"][f"hit@{huge}"] == 1.0
+
+
 def test_one_source_of_defaults_for_the_cli_and_the_trainer():
     from embedrec.cli import train as train_command
 

@@ -163,9 +163,10 @@ def ranking_metrics(
     n_users, width = relevant.shape
     if topk.ndim != 2 or topk.shape[0] != n_users:
         raise ValueError(f"topk has shape {topk.shape}, expected ({n_users}, K)")
-    if max(ks) > topk.shape[1]:
-        raise ValueError(f"k={max(ks)} needs at least {max(ks)} recommendations per user")
     n_items = width if n_items is None else n_items
+    # a list of every item may be narrower than k: the slots beyond it hold no item anyway
+    if max(ks) > topk.shape[1] and topk.shape[1] < n_items:
+        raise ValueError(f"k={max(ks)} needs at least {max(ks)} recommendations per user")
     n_relevant = np.diff(relevant.indptr)
     users = np.flatnonzero(n_relevant > 0)
     if len(users) == 0:
@@ -182,7 +183,7 @@ def ranking_metrics(
     for k in ks:
         hit_k = hit[:, :k]
         hits = hit_k.sum(axis=1)
-        cap = np.minimum(k, n_relevant)
+        cap = np.minimum(min(k, topk.shape[1]), n_relevant)  # k may pass int32's range
         first = np.argmax(hit_k, axis=1)
         recommended = topk[:, :k]
         per_user = {
@@ -259,7 +260,9 @@ def evaluate_scorer(
         relevant = relevant @ sp.diags(keep)
     relevant = _binary(relevant)
     users = np.flatnonzero(np.diff(relevant.indptr) > 0)
-    depth = max(ks)
+    n_ranked = n_items if candidates is None else len(candidates)
+    # no ranking is longer than what it ranks: a cut-off of 10**9 held 10**9 slots a user
+    depth = min(max(ks), max(n_ranked, 1))
     if batch_size is None:
         budget = scores_per_batch or SCORES_PER_BATCH
         batch_size = max(16, min(1024, budget // max(n_items, 1)))
@@ -291,7 +294,6 @@ def evaluate_scorer(
         topk[start : start + len(batch)] = topk_excluding(
             scores, train[batch], depth, candidates, workspace=workspace
         )
-    n_ranked = n_items if candidates is None else len(candidates)
     result = ranking_metrics(
         topk, relevant[users], ks, n_items=n_ranked, standard_errors=standard_errors
     )

@@ -198,8 +198,9 @@ def similar_by_behaviour(
     answerable = rows >= 0
     queries, query_of_pair = np.unique(rows[answerable], return_inverse=True)
     itself = [queries[i : i + 1] for i in range(len(queries))]
-    searched, _ = retriever.search_similar(catalogue.unit_vectors[queries], max(ks), exclude=itself)
-    found = np.full((len(rows), max(ks)), -1, dtype=np.int64)
+    depth = min(max(ks), max(catalogue.n_rows, 1))  # a longer list finds nothing more
+    searched, _ = retriever.search_similar(catalogue.unit_vectors[queries], depth, exclude=itself)
+    found = np.full((len(rows), depth), -1, dtype=np.int64)
     found[answerable] = searched[query_of_pair]
     trained = retriever.model.n_trained_listings
     model_rows = catalogue.model_rows[np.maximum(rows, 0)]
