@@ -127,7 +127,7 @@ def test_checking_writes_stores_nothing_and_fails_while_a_write_would(location, 
             other = psycopg.connect(location)
             other.execute("SELECT 1 FROM embedrec_counters WHERE name = 'seq' FOR UPDATE")
         else:
-            store._db.execute("PRAGMA busy_timeout=50")  # (30 s)
+            store.busy_timeout_s = 0.05  # (30 s)
             other = sqlite3.connect(location, isolation_level=None)
             other.execute("BEGIN IMMEDIATE")
         with pytest.raises(StoreUnavailable) as refused:
@@ -137,6 +137,33 @@ def test_checking_writes_stores_nothing_and_fails_while_a_write_would(location, 
         other.close()
         store.check_writes()
         assert store.put("b", CAR) == (2, True)
+    finally:
+        store.close()
+
+
+def test_a_sqlite_operation_past_its_deadline_is_stopped_as_a_timeout(tmp_path):
+    """As the PostgreSQL store's: a statement still running at the deadline is interrupted,
+    and a lock another process holds is waited for until the deadline only."""
+    import sqlite3
+
+    store = ListingStore(tmp_path / "store.sqlite")
+    try:
+        store.deadline_s = 0.3  # (the busy timeout, 30 s, and 3 s more)
+        endless = (
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT max(x) FROM c"
+        )
+        with pytest.raises(StoreUnavailable, match="did not answer within 0.3 s") as refused:
+            store._read(endless)
+        assert refused.value.reason == "timeout"
+        assert store.head().seq == 0  # the connection serves on
+        other = sqlite3.connect(tmp_path / "store.sqlite", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        with pytest.raises(StoreUnavailable, match="did not answer within 0.3 s") as refused:
+            store.put("a", CAR)
+        assert refused.value.reason == "timeout"
+        other.execute("ROLLBACK")
+        other.close()
+        assert store.put("a", CAR) == (1, True)  # nothing half written
     finally:
         store.close()
 

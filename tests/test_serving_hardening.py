@@ -1128,8 +1128,9 @@ def test_a_write_the_sqlite_store_cannot_take_is_logged_and_in_readiness_and_met
         assert client.put("/v1/listings/neu", json=CAR, headers=AUTH).status_code == 201
         assert metric(client, "embedrec_store_error") == 0
         assert metric(client, "embedrec_store_write_failures_total", reason="locked") == 0
-        writer = client.app.state.holder.store._db  # the store's own connection, as opened
-        writer.execute("PRAGMA busy_timeout=50")  # (30 s as the server opens it)
+        opened = client.app.state.holder.store
+        writer = opened._db  # the store's own connection, as opened
+        opened.busy_timeout_s = 0.05  # (30 s as the server opens it)
 
         def refused(listing: str, body: dict, why: str) -> None:
             caplog.clear()
@@ -1148,6 +1149,12 @@ def test_a_write_the_sqlite_store_cannot_take_is_logged_and_in_readiness_and_met
         other = sqlite3.connect(store, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")
         refused("locked", CAR, "database is locked")
+        # a deadline shorter than the busy timeout stops the wait as PostgreSQL's does: 503,
+        # the same body, counted as a timeout (before, it waited for the busy timeout alone)
+        opened.busy_timeout_s, opened.deadline_s = 30.0, 0.3
+        refused("timeout", CAR, "did not answer within 0.3 s")
+        assert metric(client, "embedrec_store_write_failures_total", reason="timeout") == 1
+        opened.busy_timeout_s = 0.05
         other.execute("ROLLBACK")
         other.close()
         assert metric(client, "embedrec_store_write_failures_total", reason="locked") == 1
@@ -1174,7 +1181,7 @@ def test_a_store_that_takes_writes_again_is_reported_healthy_without_a_write(
     store = tmp_path / "store.sqlite"
     settings = Settings(model_dir=str(model), store=str(store), token="t")
     with TestClient(create_app(settings)) as client:
-        client.app.state.holder.store._db.execute("PRAGMA busy_timeout=50")  # (30 s)
+        client.app.state.holder.store.busy_timeout_s = 0.05  # (30 s)
         other = sqlite3.connect(store, isolation_level=None)  # holds the write lock
         other.execute("BEGIN IMMEDIATE")
         answer = client.put("/v1/listings/neu", json=CAR, headers=AUTH)

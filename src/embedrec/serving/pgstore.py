@@ -33,8 +33,6 @@ import os
 import re
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 from embedrec.serving.store import (
@@ -43,6 +41,8 @@ from embedrec.serving.store import (
     Row,
     StoreBase,
     StoreUnavailable,
+    Watch,
+    Watchdog,
     assign,
     changes_of,
     redact,
@@ -194,69 +194,6 @@ def _shut_down(connection: Any) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
-class _Watch:
-    """One operation on ``connection`` and its deadline (``time.monotonic()``)."""
-
-    def __init__(self, connection: Any, due: float) -> None:
-        self.connection, self.due = connection, due
-        # held while the operation ends and while the watchdog stops it, so that the
-        # watchdog never touches a connection its operation has finished with (and may close)
-        self.lock = threading.Lock()
-        self.ended = False
-        self.done = threading.Event()
-        self.expired = False  # the watchdog stopped it (or tried to)
-
-
-class _Watchdog:
-    """One thread that stops the operations still running at their deadline (``stop``, on a
-    thread of its own, so that one stuck cancel delays no other)."""
-
-    # how often the thread looks, at most: an operation's deadline is seconds away
-    TICK_S = 0.5
-
-    def __init__(self, stop: Callable[[_Watch], None]) -> None:
-        self._stop = stop
-        self._lock = threading.Lock()
-        self._watches: set[_Watch] = set()
-        self._thread: threading.Thread | None = None
-        self._closed = threading.Event()
-
-    @contextlib.contextmanager
-    def watch(self, connection: Any, seconds: float) -> Iterator[_Watch]:
-        watch = _Watch(connection, time.monotonic() + seconds)
-        with self._lock:
-            self._watches.add(watch)
-            if self._thread is None and not self._closed.is_set():
-                self._thread = threading.Thread(
-                    target=self._run, name="embedrec-store-deadlines", daemon=True
-                )
-                self._thread.start()
-        try:
-            yield watch
-        finally:
-            with self._lock:
-                self._watches.discard(watch)
-            with watch.lock:
-                watch.ended = True
-            watch.done.set()
-
-    def _run(self) -> None:
-        while not self._closed.is_set():
-            now = time.monotonic()
-            with self._lock:
-                due = [watch for watch in self._watches if watch.due <= now]
-                self._watches.difference_update(due)
-                nearest = min((watch.due for watch in self._watches), default=now + self.TICK_S)
-            for watch in due:
-                threading.Thread(
-                    target=self._stop, args=(watch,), name="embedrec-store-stop", daemon=True
-                ).start()
-            self._closed.wait(min(self.TICK_S, max(0.0, nearest - now)))
-
-    def close(self) -> None:
-        self._closed.set()
-
-
 class PostgresStore(StoreBase):
     """Listings written through the API in PostgreSQL; safe to share between threads,
     processes and hosts. ``location`` is a libpq URL, ``postgresql://USER@HOST:PORT/DB``."""
@@ -274,7 +211,7 @@ class PostgresStore(StoreBase):
         self._reader: Any = None
         self._listener: Any = None
         self._closed = False
-        self._watchdog = _Watchdog(self._stop_unanswered)
+        self._watchdog = Watchdog(self._stop_unanswered)
         with self._lock:
             db = self._writer()
             # read once the URL has connected: a URL libpq cannot parse is refused by the
@@ -341,15 +278,15 @@ class PostgresStore(StoreBase):
             "timeout",
         )
 
-    def _failed(self, exc: Exception, watch: _Watch) -> StoreUnavailable:
+    def _failed(self, exc: Exception, watch: Watch) -> StoreUnavailable:
         """What an operation that failed with ``exc`` on a connection that is gone raises."""
         return self._unanswered() if watch.expired else self._unavailable(exc)
 
-    def _watch(self, connection: Any) -> contextlib.AbstractContextManager[_Watch]:
+    def _watch(self, connection: Any) -> contextlib.AbstractContextManager[Watch]:
         """The deadline of one operation on ``connection``."""
         return self._watchdog.watch(connection, self.deadline_s)
 
-    def _stop_unanswered(self, watch: _Watch) -> None:
+    def _stop_unanswered(self, watch: Watch) -> None:
         """At an operation's deadline (the watchdog's thread): cancel its statement (a live
         server whose statement timeout is off ends it, the connection lives on), and where
         that does not end it within CANCEL_WAIT_S (a server that does not run), shut its

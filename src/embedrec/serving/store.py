@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
@@ -390,9 +391,90 @@ class _Pending:
         return self.results
 
 
+class Watch:
+    """One operation on ``connection`` and its deadline (``time.monotonic()``)."""
+
+    def __init__(self, connection: Any, due: float) -> None:
+        self.connection, self.due = connection, due
+        # held while the operation ends and while the watchdog stops it, so that the
+        # watchdog never touches a connection its operation has finished with (and may close)
+        self.lock = threading.Lock()
+        self.ended = False
+        self.done = threading.Event()
+        self.expired = False  # the watchdog stopped it (or tried to)
+
+
+class Watchdog:
+    """One thread that stops the operations still running at their deadline (``stop``, on a
+    thread of its own, so that one stuck cancel delays no other)."""
+
+    # how often the thread looks, at most: an operation's deadline is seconds away
+    TICK_S = 0.5
+
+    def __init__(self, stop: Callable[[Watch], None]) -> None:
+        self._stop = stop
+        self._lock = threading.Lock()
+        self._watches: set[Watch] = set()
+        self._thread: threading.Thread | None = None
+        self._closed = threading.Event()
+
+    @contextlib.contextmanager
+    def watch(self, connection: Any, seconds: float) -> Iterator[Watch]:
+        watch = Watch(connection, time.monotonic() + seconds)
+        with self._lock:
+            self._watches.add(watch)
+            if self._thread is None and not self._closed.is_set():
+                self._thread = threading.Thread(
+                    target=self._run, name="embedrec-store-deadlines", daemon=True
+                )
+                self._thread.start()
+        try:
+            yield watch
+        finally:
+            with self._lock:
+                self._watches.discard(watch)
+            with watch.lock:
+                watch.ended = True
+            watch.done.set()
+
+    def _run(self) -> None:
+        while not self._closed.is_set():
+            now = time.monotonic()
+            with self._lock:
+                due = [watch for watch in self._watches if watch.due <= now]
+                self._watches.difference_update(due)
+                nearest = min((watch.due for watch in self._watches), default=now + self.TICK_S)
+            for watch in due:
+                threading.Thread(
+                    target=self._stop, args=(watch,), name="embedrec-store-stop", daemon=True
+                ).start()
+            self._closed.wait(min(self.TICK_S, max(0.0, nearest - now)))
+
+    def close(self) -> None:
+        self._closed.set()
+
+
+# SQLite waits this long for a lock another connection holds (a write transaction of another
+# process) before it refuses the operation as locked
+BUSY_TIMEOUT_S = 30.0
+# an operation still running this long after the busy timeout would have ended it is stopped
+# from here, as the PostgreSQL store stops one its database does not answer: the time spent
+# waiting for this process's own connection (another thread's operation on it) counts, and
+# SQLite's busy timeout bounds only one lock wait, never a statement that runs on
+DEADLINE_GRACE_S = 3.0
+# how often the watchdog interrupts an operation past its deadline until it ends (an
+# interrupt between two statements of a transaction is lost)
+INTERRUPT_EVERY_S = 0.1
+
+
 class ListingStore(StoreBase):
     """Listings written through the API in a SQLite file; safe to share between threads and
-    the processes of one host."""
+    the processes of one host.
+
+    Every operation has a deadline, ``deadline_s`` (the busy timeout and DEADLINE_GRACE_S
+    more), counted from its call: waiting for the connection, for SQLite's lock (the busy
+    timeout, cut to what is left) and running. One still running then is interrupted and
+    raises StoreUnavailable("timeout"), as the PostgreSQL store's deadline does."""
 
     listens = False
 
@@ -405,34 +487,78 @@ class ListingStore(StoreBase):
         super().__init__()
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.busy_timeout_s = BUSY_TIMEOUT_S
+        self.deadline_s = BUSY_TIMEOUT_S + DEADLINE_GRACE_S
+        self._watchdog = Watchdog(_interrupt_until_done)
+        self._busy_ms: dict[int, int] = {}  # the busy timeout each connection has now
         # Two connections, each serialised by its own lock: reads (one before every request)
         # must not wait for a write's fsync, and in WAL mode they need not.
         try:
             self._db, self._lock = self._connect(), threading.Lock()
-            with self._lock:
+            with self._operation(self._db, self._lock):
                 self._db.execute("PRAGMA journal_mode=WAL")
                 # FULL: a commit is on disk before we answer, even if the machine loses power
                 self._db.execute("PRAGMA synchronous=FULL")
                 self._db.executescript(_SCHEMA)
-                self._add_vector_columns()
+            self._add_vector_columns()
             self._reader, self._read_lock = self._connect(), threading.Lock()
         except sqlite3.Error as exc:  # not a database, read-only, ...: one line at start
             raise StoreUnavailable(f"{self.describe()}: {exc}", sqlite_reason(exc)) from None
         stat = os.stat(self.path)
         self._file = (stat.st_dev, stat.st_ino)
 
-    def _rolled_back(self, exc: BaseException) -> NoReturn:
-        """Roll the open transaction back (SQLite may have done so itself: a full disk) and
-        raise: a store that cannot take the write now (full, locked, gone) as
-        StoreUnavailable, which a request answers with 503 and Retry-After."""
+    @contextlib.contextmanager
+    def _operation(self, db: sqlite3.Connection, lock: threading.Lock) -> Iterator[Watch]:
+        """One operation on ``db`` (guarded by ``lock``) within the deadline: StoreUnavailable
+        ("timeout") when the connection is not free in time, SQLite's busy timeout cut to
+        the time left, and the watchdog interrupting it at the deadline."""
+        due = time.monotonic() + self.deadline_s
+        if not lock.acquire(timeout=self.deadline_s):
+            raise self._unanswered()
+        try:
+            left = due - time.monotonic()
+            busy_ms = max(1, math.ceil(1000 * min(self.busy_timeout_s, left)))
+            if self._busy_ms.get(id(db)) != busy_ms:  # a statement only when it changes
+                db.execute(f"PRAGMA busy_timeout={busy_ms}")
+                self._busy_ms[id(db)] = busy_ms
+            with self._watchdog.watch(db, max(0.0, left)) as watch:
+                yield watch
+        finally:
+            lock.release()
+
+    def _unanswered(self) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"{self.describe()} did not answer within {self.deadline_s:g} s (the busy timeout "
+            f"and {DEADLINE_GRACE_S:g} s more): the operation was stopped",
+            "timeout",
+        )
+
+    def _rolled_back(self, exc: BaseException, watch: Watch) -> NoReturn:
+        """Roll the open transaction back (SQLite may have done so itself: a full disk, an
+        interrupt) and raise: a store that cannot take the write now (full, locked, gone, no
+        answer by the deadline) as StoreUnavailable, which a request answers with 503 and
+        Retry-After."""
         if self._db.in_transaction:
             with contextlib.suppress(sqlite3.Error):  # the error below says what happened
                 self._db.execute("ROLLBACK")
+        self._refused(exc, watch)
+
+    def _refused(self, exc: BaseException, watch: Watch) -> NoReturn:
+        if isinstance(exc, sqlite3.Error) and (watch.expired or time.monotonic() >= watch.due):
+            raise self._unanswered() from exc  # interrupted, or the busy wait cut to the deadline
         # OperationalError: locked, full, read-only, I/O; a bare DatabaseError: the file is
         # no database (any more); the others (IntegrityError, ...) are errors of the write
         if isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError:
             raise StoreUnavailable(f"{self.describe()}: {exc}", sqlite_reason(exc)) from exc
         raise exc
+
+    def _read(self, query: str, params: tuple = ()) -> list[tuple]:
+        """Rows of one query on the read connection, within the deadline."""
+        with self._operation(self._reader, self._read_lock) as watch:
+            try:
+                return self._reader.execute(query, params).fetchall()
+            except sqlite3.Error as exc:
+                self._refused(exc, watch)
 
     def _check_file(self) -> None:
         """StoreUnavailable when the store's file is no longer the one opened (removed, or
@@ -449,14 +575,14 @@ class ListingStore(StoreBase):
             )
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA busy_timeout=30000")
-        return db
+        # the busy timeout is set per operation (_operation)
+        return sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
 
     def close(self) -> None:
         with self._lock, self._read_lock:
             self._db.close()
             self._reader.close()
+        self._watchdog.close()
 
     def describe(self) -> str:
         return f"SQLite store {self.path}"
@@ -469,26 +595,26 @@ class ListingStore(StoreBase):
     def head(self) -> Head:
         """The current sequence and generation: one cheap query, run before each request."""
         self._check_file()
-        with self._read_lock:
-            rows = dict(self._reader.execute("SELECT key, value FROM meta").fetchall())
+        rows = dict(self._read("SELECT key, value FROM meta"))
         return Head(int(rows["seq"]), int(rows["generation"]), rows["model_dir"])
 
     def _add_vector_columns(self) -> None:
         """A store written before vectors were kept gets their columns; its rows stay."""
-        try:
-            self._db.execute("BEGIN IMMEDIATE")  # workers starting together: one adds them
-            have = {row[1] for row in self._db.execute("PRAGMA table_info(listings)")}
-            for name, kind in (("vector", "BLOB"), ("vector_model", "TEXT")):
-                if name not in have:
-                    self._db.execute(f"ALTER TABLE listings ADD COLUMN {name} {kind}")
-            self._db.execute("COMMIT")
-        except BaseException as exc:
-            self._rolled_back(exc)
+        with self._operation(self._db, self._lock) as watch:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")  # workers starting together: one adds them
+                have = {row[1] for row in self._db.execute("PRAGMA table_info(listings)")}
+                for name, kind in (("vector", "BLOB"), ("vector_model", "TEXT")):
+                    if name not in have:
+                        self._db.execute(f"ALTER TABLE listings ADD COLUMN {name} {kind}")
+                self._db.execute("COMMIT")
+            except BaseException as exc:
+                self._rolled_back(exc, watch)
 
     def _write_rows(self, rows: list[Row]) -> list[tuple[int, bool]]:
         keys = list({row[0]: None for row in rows})
         self._check_file()
-        with self._lock:
+        with self._operation(self._db, self._lock) as watch:
             try:
                 # IMMEDIATE takes the write lock first, so sequence numbers commit in order;
                 # a database locked past the busy timeout fails here
@@ -516,33 +642,32 @@ class ListingStore(StoreBase):
                 )
                 self._db.execute("COMMIT")
             except BaseException as exc:
-                self._rolled_back(exc)
+                self._rolled_back(exc, watch)
         return [(q, new) for _, q, _, _, _, new in params]
 
     def check_writes(self) -> None:
         """StoreUnavailable unless the store takes a write now: a transaction that takes the
         lock a write takes and rewrites the sequence with its own value, committed."""
         self._check_file()
-        with self._lock:
+        with self._operation(self._db, self._lock) as watch:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.execute("UPDATE meta SET value = value WHERE key = 'seq'")
                 self._db.execute("COMMIT")
             except BaseException as exc:
-                self._rolled_back(exc)
+                self._rolled_back(exc, watch)
 
     def changes_since(self, seq: int) -> list[Change]:
         """The latest state of every listing changed after ``seq``, in sequence order."""
-        with self._read_lock:
-            rows = self._reader.execute(
-                "SELECT seq, listing_id, fields, vector, vector_model FROM listings "
-                "WHERE seq > ? ORDER BY seq",
-                (seq,),
-            ).fetchall()
+        rows = self._read(
+            "SELECT seq, listing_id, fields, vector, vector_model FROM listings "
+            "WHERE seq > ? ORDER BY seq",
+            (seq,),
+        )
         return changes_of(rows)
 
     def _record(self, model_dir: str, only_first: bool) -> int | None:
-        with self._lock:
+        with self._operation(self._db, self._lock) as watch:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 generation = self._db.execute(
@@ -561,24 +686,34 @@ class ListingStore(StoreBase):
                     )
                 self._db.execute("COMMIT")
             except BaseException as exc:
-                self._rolled_back(exc)
+                self._rolled_back(exc, watch)
         return generation
 
     def previous_model_dir(self) -> str | None:
         """The newest recorded model directory other than the current one (what a rollback
         returns to), or None."""
-        with self._read_lock:
-            row = self._reader.execute(
-                "SELECT model_dir FROM reloads WHERE model_dir IS NOT "
-                "(SELECT value FROM meta WHERE key = 'model_dir') "
-                "ORDER BY generation DESC LIMIT 1"
-            ).fetchone()
-        return row[0] if row else None
+        rows = self._read(
+            "SELECT model_dir FROM reloads WHERE model_dir IS NOT "
+            "(SELECT value FROM meta WHERE key = 'model_dir') "
+            "ORDER BY generation DESC LIMIT 1"
+        )
+        return rows[0][0] if rows else None
 
     def counts(self) -> dict[str, int]:
         """How many stored listings are live and how many are tombstones."""
-        with self._read_lock:
-            live, dead = self._reader.execute(
-                "SELECT count(fields), count(*) - count(fields) FROM listings"
-            ).fetchone()
+        ((live, dead),) = self._read("SELECT count(fields), count(*) - count(fields) FROM listings")
         return {"live": int(live), "deleted": int(dead)}
+
+
+def _interrupt_until_done(watch: Watch) -> None:
+    """At an operation's deadline (a thread of the watchdog's): interrupt its SQLite
+    statement, again every INTERRUPT_EVERY_S until the operation ends (an interrupt while no
+    statement runs, between two of a transaction, does nothing)."""
+    while True:
+        with watch.lock:
+            if watch.ended:
+                return
+            watch.expired = True
+            watch.connection.interrupt()
+        if watch.done.wait(INTERRUPT_EVERY_S):
+            return
