@@ -1201,6 +1201,43 @@ def test_a_store_that_takes_writes_again_is_reported_healthy_without_a_write(
         assert metric(client, "embedrec_store_write_failures_total", reason="locked") == 1
 
 
+def test_an_outage_under_load_is_logged_in_a_few_lines_and_counted_exactly(
+    model, tmp_path, monkeypatch, caplog
+):
+    import sqlite3
+
+    from embedrec.serving import state
+
+    monkeypatch.setattr(state, "REFUSAL_LOG_S", 3600.0)  # no interval passes in the test
+    monkeypatch.setattr(state, "STORE_RECHECK_S", 0.05)
+    store = tmp_path / "store.sqlite"
+    settings = Settings(model_dir=str(model), store=str(store), token="t")
+    with TestClient(create_app(settings)) as client:
+        client.app.state.holder.store.busy_timeout_s = 0.001  # (30 s)
+        listing = client.get("/v1/listings:random").json()["listing_id"]
+        other = sqlite3.connect(store, isolation_level=None)  # holds the write lock
+        other.execute("BEGIN IMMEDIATE")
+        caplog.clear()
+        for _ in range(100):
+            assert client.delete(f"/v1/listings/{listing}", headers=AUTH).status_code == 503
+        assert metric(client, "embedrec_store_write_failures_total", reason="locked") == 100
+
+        def refused() -> list[str]:
+            return [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+
+        # the first at once (before: a line for each of the 100)
+        assert len(refused()) == 1 and "database is locked" in refused()[0]
+        other.execute("ROLLBACK")
+        other.close()
+        deadline = time.monotonic() + 30  # fails the test instead of hanging it
+        while client.get("/healthz/ready").json()["store_error"] is not None:
+            assert time.monotonic() < deadline, "the store stays refused"
+            time.sleep(0.02)
+        # the store is back: the others are counted in one line
+        assert len(refused()) == 2 and refused()[1].startswith("99 more writes refused (locked)")
+        assert metric(client, "embedrec_store_write_failures_total", reason="locked") == 100
+
+
 def test_a_stored_row_that_cannot_be_read_is_skipped_and_the_rest_served(model, tmp_path):
     store = tmp_path / "store.sqlite"
     settings = Settings(model_dir=str(model), store=str(store), token="t")

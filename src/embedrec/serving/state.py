@@ -63,6 +63,10 @@ FOLLOW_POLL_S = 5.0
 FOLLOW_RETRY_S = 1.0
 # after a write the store refused, how often a worker checks whether it takes writes again
 STORE_RECHECK_S = 5.0
+# writes the store refuses for one cause are logged at most once per this many seconds (the
+# first at once, later lines counting those refused since): an outage under load would
+# otherwise write a line per request
+REFUSAL_LOG_S = 10.0
 T = TypeVar("T")
 
 
@@ -544,6 +548,54 @@ def _load(model_dir: str | Path, cache_dir: str | None) -> Recommender:
     return Recommender.load(model_dir)
 
 
+class RefusalLog:
+    """The log lines of writes the store refused: for each cause (``StoreUnavailable.reason``)
+    the first at once, then at most one line per ``interval_s``, counting the refusals not
+    logged since. The metrics count every refusal; these lines only say what happens."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._lock = threading.Lock()
+        self._logged_at: dict[str, float] = {}  # cause: when its last line was written
+        self._unlogged: dict[str, tuple[int, str]] = {}  # cause: (refused since, the last)
+
+    @property
+    def pending(self) -> bool:
+        """Whether refusals wait to be counted in a line (read without the lock: a hint)."""
+        return bool(self._unlogged)
+
+    def refused(self, what: str, exc: StoreUnavailable) -> None:
+        now = time.monotonic()
+        with self._lock:
+            last = self._logged_at.get(exc.reason)
+            if last is not None and now - last < self.interval_s:
+                count, _ = self._unlogged.get(exc.reason, (0, ""))
+                self._unlogged[exc.reason] = (count + 1, f"{what} refused: {exc}")
+                return
+            self._logged_at[exc.reason] = now
+            count, _ = self._unlogged.pop(exc.reason, (0, ""))
+        more = f"; {count} more refused ({exc.reason}) since the last line" if count else ""
+        log.warning("%s refused (%s): %s%s", what, exc.reason, exc, more)
+
+    def flush(self, *, now_or_never: bool = False) -> None:
+        """One line per cause counting the refusals not logged yet, where its interval has
+        passed (every cause with ``now_or_never``: the store takes writes again)."""
+        now = time.monotonic()
+        with self._lock:
+            due = {
+                reason: unlogged
+                for reason, unlogged in self._unlogged.items()
+                if now_or_never or now - self._logged_at[reason] >= self.interval_s
+            }
+            for reason in due:
+                del self._unlogged[reason]
+                self._logged_at[reason] = now
+        for reason, (count, last) in sorted(due.items()):
+            plural = "s" if count > 1 else ""
+            log.warning("%d more write%s refused (%s) since the last line; the last: %s",
+                        count, plural, reason, last)  # fmt: skip
+
+
 class StateHolder:
     """The current state, swapped atomically; keeps it in step with the store.
 
@@ -570,6 +622,7 @@ class StateHolder:
         self._write_failures = 0  # counted: a check clears only the failures before it
         self._recheck_lock = threading.Lock()
         self._rechecking = False
+        self._refusals = RefusalLog(REFUSAL_LOG_S)
         # called with the reason (StoreUnavailable.reason) of each write the store refused
         self.on_write_failure: Callable[[str], None] | None = None
         # caught up once the follower has listened and applied the store's changes (at once
@@ -672,14 +725,14 @@ class StateHolder:
         return results
 
     def _store_write(self, what: str, write: Callable[[], T]) -> T:
-        """``write()``: a write the store refuses (StoreUnavailable: 503) is one log line
-        naming the store and why (no traceback: full, locked, read-only and unreachable
-        stores are expected), is counted by reason, and makes ``write_error`` say so until a
-        write succeeds."""
+        """``write()``: a write the store refuses (StoreUnavailable: 503) is logged naming
+        the store and why (no traceback: full, locked, read-only and unreachable stores are
+        expected; at most a line per cause and REFUSAL_LOG_S), is counted by reason, and
+        makes ``write_error`` say so until a write succeeds."""
         try:
             result = write()
         except StoreUnavailable as exc:
-            log.warning("%s refused (%s): %s", what, exc.reason, exc)
+            self._refusals.refused(what, exc)
             with self._recheck_lock:
                 self.write_error = f"the last write failed: {exc}"
                 self._write_failures += 1
@@ -692,6 +745,8 @@ class StateHolder:
                 self.on_write_failure(exc.reason)
             raise
         self.write_error = None
+        if self._refusals.pending:
+            self._refusals.flush()
         return result
 
     def _recheck_writes(self) -> None:
@@ -700,8 +755,11 @@ class StateHolder:
         it does, so that a service that gets no writes does not report a store that is back
         as failing for ever. Ends then, at the next stored write, or when the holder closes."""
         while not self._stop.wait(STORE_RECHECK_S):
+            self._refusals.flush()
             with self._recheck_lock:
                 if self.write_error is None:  # a write was stored meanwhile
+                    if self._refusals.pending:  # counted in a line once its interval passed
+                        continue
                     self._rechecking = False
                     return
                 failures = self._write_failures
@@ -716,6 +774,7 @@ class StateHolder:
                 continue
             with self._recheck_lock:
                 if self._write_failures == failures:  # no write failed during the check
+                    self._refusals.flush(now_or_never=True)
                     log.warning("store takes writes again: %s", self.store.describe())
                     self.write_error = None
                     self._rechecking = False
