@@ -250,7 +250,9 @@ def rollout(replicas: list[Server], first: str, second: str) -> dict[str, Any]:
                 failed[0] += client.get(f"/v1/listings/{listing}/similar").status_code != 200
 
     def served() -> list[str]:
-        return [httpx.get(f"{r.url}/v1/model", timeout=30).json()["model_dir"] for r in replicas]
+        # the path is shown to a caller with the API token only
+        answers = [httpx.get(f"{r.url}/v1/model", headers=AUTH, timeout=30) for r in replicas]
+        return [answer.json()["model_dir"] for answer in answers]
 
     def until(expected: str, started: float) -> float:
         deadline = started + 300

@@ -655,8 +655,9 @@ def test_a_replica_started_after_writes_has_them_once_ready(model_dir, pg_url):
 @pytest.mark.server
 def test_a_reload_reaches_every_replica_and_a_rollback_returns_both(replicas, tmp_path):
     one, other = replicas
-    before = one.get("/v1/model").json()
-    assert before == {**other.get("/v1/model").json(), "loaded_at": before["loaded_at"]}
+    before = one.get("/v1/model", headers=AUTH).json()
+    info = other.get("/v1/model", headers=AUTH).json()
+    assert before == {**info, "loaded_at": before["loaded_at"]}
     # a new model version, beside the first: under the model root (MODEL_DIR's parent)
     v2 = shutil.copytree(before["model_dir"], Path(before["model_dir"]).with_name(tmp_path.name))
     answer = one.client.post("/v1/admin/reload", json={"model_dir": str(v2)}, headers=AUTH)
@@ -665,7 +666,7 @@ def test_a_reload_reaches_every_replica_and_a_rollback_returns_both(replicas, tm
     assert generation == before["generation"] + 1
 
     def serves(server: Server, model: str, generation: int) -> bool:
-        info = server.get("/v1/model").json()
+        info = server.get("/v1/model", headers=AUTH).json()
         return info["model_dir"] == model and info["generation"] == generation
 
     eventually(lambda: serves(other, str(v2), generation), "the other replica reloads")

@@ -209,6 +209,15 @@ def test_listing_random_projection_model_health_metrics(server):
         info["model"] == "hybrid" and info["trained_at"] and "best_val_recall@10" in info["report"]
     )
     assert server.get("/healthz").json()["listings"] == info["listings"] > 0
+    # the model's path on the server only for a caller with the API token (before: anyone)
+    for path in ("/v1/model", "/healthz/ready"):
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+            shown = server.get(path, headers=headers).json()
+            assert shown["model_dir"] is None and shown["model_id"], (path, headers)
+        admin = server.get(path, headers=AUTH).json()
+        assert os.path.isabs(admin["model_dir"]) and os.path.isdir(admin["model_dir"])
+        assert Path(admin["model_dir"]).name == shown["model_name"]
+        assert admin["model_id"] == shown["model_id"]
     assert server.get(f"/v1/listings/{listing}/similar").status_code == 200
     metrics = server.get("/metrics").text
     assert 'embedrec_requests_total{endpoint="/v1/listings/{listing_id}/similar"' in metrics

@@ -137,7 +137,7 @@ def test_a_worker_falls_back_to_its_own_model_when_the_reloaded_one_is_gone(mode
     settings = Settings(model_dir=str(model), store=str(store_path), follow_store=True)
     with TestClient(create_app(settings)) as client:
         ready = client.get("/healthz/ready").json()
-        assert ready["model_dir"] == str(model)
+        assert ready["model_name"] == model.name and ready["model_dir"] is None  # no token
         assert "deleted-since" in ready["reload_error"]
         assert client.get("/v1/listings/Wagen 0 ä/similar").status_code == 200
 
@@ -180,7 +180,7 @@ def test_reloads_outside_the_model_root_are_refused_alike_whether_or_not_the_pat
     for answer in answers:
         assert answer.status_code == 403
         assert answer.json() == {"error": OUTSIDE_MODEL_ROOT, "field": "model_dir"}
-    assert fresh.get("/v1/model").json()["model_dir"] == str(model)
+    assert fresh.get("/v1/model", headers=AUTH).json()["model_dir"] == str(model)
     (model.parent / "escape").unlink()
 
 
@@ -194,7 +194,7 @@ def test_a_model_directory_named_by_a_link_is_served_as_the_directory_it_points_
         with TestClient(create_app(settings)) as app:
             # recorded and reported as its target: a worker replaced after the link moved
             # loads what the others serve, not the link's new target
-            assert app.get("/v1/model").json()["model_dir"] == str(model)
+            assert app.get("/v1/model", headers=AUTH).json()["model_dir"] == str(model)
             current.unlink()
             current.symlink_to(v2)
             answer = app.post("/v1/admin/reload", json={"model_dir": str(current)}, headers=AUTH)
@@ -261,14 +261,15 @@ def test_weights_that_are_no_safetensors_file_are_refused_as_no_model(
         assert answer.status_code == 422, answer.text
         assert answer.json()["field"] == "model_dir"
         assert "weights.safetensors is not a safetensors file" in answer.json()["error"]
-        assert fresh.get("/v1/model").json()["model_dir"] == str(model)  # still served
+        served = fresh.get("/v1/model", headers=AUTH).json()["model_dir"]
+        assert served == str(model)  # still served
         # a worker started on a store that recorded it serves its command line's model
         store = tmp_path / "recorded.sqlite"
         ListingStore(store).record_reload(str(bad))
         settings = Settings(model_dir=str(model), store=str(store), follow_store=True)
         with TestClient(create_app(settings)) as client:
             ready = client.get("/healthz/ready").json()
-            assert ready["model_dir"] == str(model)
+            assert ready["model_name"] == model.name  # (read-only: no path)
             assert "weights.safetensors is not a safetensors file" in ready["reload_error"]
         # embedrec serve on it: one error line, no traceback
         monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -296,7 +297,7 @@ def test_a_config_of_the_wrong_shape_is_refused_as_no_model_and_the_old_one_kept
             assert answer.status_code == 422, (key, answer.text)
             assert answer.json()["field"] == "model_dir"
             assert answer.json()["error"].startswith(f"{bad}: cannot load the model (")
-            assert fresh.get("/v1/model").json()["model_dir"] == str(model)
+            assert fresh.get("/v1/model", headers=AUTH).json()["model_dir"] == str(model)
         finally:
             shutil.rmtree(bad)
 
@@ -314,7 +315,7 @@ def test_a_huge_config_is_refused_before_it_is_parsed(fresh, model):
             f"{bad}: cannot load the model (config.json is 64 MiB, more than a model's "
             "metadata takes: at most 64)"
         )
-        assert fresh.get("/v1/model").json()["model_dir"] == str(model)
+        assert fresh.get("/v1/model", headers=AUTH).json()["model_dir"] == str(model)
     finally:
         shutil.rmtree(bad)
 
@@ -349,7 +350,8 @@ def test_a_reloaded_model_whose_listings_have_a_column_named_score_is_refused(
             "own names: score, distance_km, x, y, k, near, within_km, exclude)",
             "field": "model_dir",
         }
-        assert fresh.get("/v1/model").json()["model_dir"] == str(model)  # still served
+        served = fresh.get("/v1/model", headers=AUTH).json()["model_dir"]
+        assert served == str(model)  # still served
         # embedrec serve on it: the same, as one error line
         monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
         monkeypatch.setenv("EMBEDREC_API_TOKEN", "t")
@@ -1537,7 +1539,7 @@ def test_a_reload_another_worker_recorded_that_fails_here_is_one_line_and_report
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and errors[0].exc_info is None  # no traceback
     assert "weights.safetensors is corrupt" in errors[0].getMessage()
-    ready = fresh.get("/healthz/ready").json()
+    ready = fresh.get("/healthz/ready", headers=AUTH).json()
     assert ready["model_dir"] == str(model) and ready["generation"] < generation
     assert "weights.safetensors is corrupt" in ready["reload_error"]
     assert metric(fresh, "embedrec_reload_error") == 1  # an alert needs no JSON parsing

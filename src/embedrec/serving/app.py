@@ -159,6 +159,15 @@ def create_app(settings: Settings) -> FastAPI:
     ) -> None:
         check_token(credentials.credentials if credentials else "")
 
+    def shown_model_dir(request: Request, st: ServingState) -> str | None:
+        """The served directory's path for a caller that sends the API token, else None: a
+        path on the server is for its operators. A read never fails for a wrong token."""
+        scheme, given = get_authorization_scheme_param(request.headers.get("Authorization"))
+        if settings.token is None or scheme.lower() != "bearer":
+            return None
+        admin = hmac.compare_digest(given.encode(), settings.token.encode())
+        return st.model_dir if admin else None
+
     Writer = Depends(writer)
     write_threads = anyio.CapacityLimiter(WRITE_THREADS)
 
@@ -280,9 +289,10 @@ def create_app(settings: Settings) -> FastAPI:
         return s.CatalogueInfo(**st.describe(reserved=NOT_FILTERS))
 
     @app.get("/v1/model")
-    def model_info(st: State) -> s.ModelInfo:
-        """The served model: version, training date and its evaluation figures."""
-        return _model_info(st)
+    def model_info(st: State, request: Request) -> s.ModelInfo:
+        """The served model: version, training date and its evaluation figures; its
+        directory's path only for a caller that sends the API token."""
+        return _model_info(st, shown_model_dir(request, st))
 
     # probes (a HEAD, as uptime monitors send, is answered as the GET: _HeadAsGet). The
     # probes and /metrics are answered on the event loop: from memory, in no queue behind
@@ -293,7 +303,7 @@ def create_app(settings: Settings) -> FastAPI:
         return s.Liveness(status="alive")
 
     @app.get("/healthz/ready", responses={503: {"model": s.Readiness}})
-    async def ready(st: State, response: Response) -> s.Readiness:
+    async def ready(st: State, request: Request, response: Response) -> s.Readiness:
         """Ready to serve: the model is loaded, its index built and the store's writes applied
         (the app is created only once its index is built; with PostgreSQL, 503 ``catching
         up`` until the follower listens and has applied the store's changes). Says so when a
@@ -304,7 +314,9 @@ def create_app(settings: Settings) -> FastAPI:
             response.status_code = 503
         return s.Readiness(
             status="ready" if caught_up else "catching up",
-            model_dir=st.model_dir,
+            model_dir=shown_model_dir(request, st),
+            model_name=os.path.basename(st.model_dir),
+            model_id=st.model_tag,
             generation=st.generation,
             seq=st.seq,
             listings=len(st.catalogue),
@@ -397,7 +409,7 @@ def create_app(settings: Settings) -> FastAPI:
             log.error("reload of %s refused, still serving %s: %s", model_dir,
                       holder.current.model_dir, exc)  # fmt: skip
             raise ApiError(422, str(exc), "model_dir") from None
-        return _model_info(new)
+        return _model_info(new, new.model_dir)  # the token was checked
 
     @app.post(
         "/v1/admin/rollback",
@@ -416,7 +428,7 @@ def create_app(settings: Settings) -> FastAPI:
         except (BundleError, DataError) as exc:
             log.error("rollback refused, still serving %s: %s", holder.current.model_dir, exc)
             raise ApiError(422, str(exc), "model_dir") from None
-        return _model_info(new)
+        return _model_info(new, new.model_dir)  # the token was checked
 
     # ------------------------------------------------------------------ explorer page
     if STATIC.is_dir():
@@ -890,11 +902,14 @@ def _random_live(st: ServingState) -> Any:
     return catalogue.fields(np.array([row]))[0]["listing_id"]
 
 
-def _model_info(st: ServingState) -> s.ModelInfo:
+def _model_info(st: ServingState, model_dir: str | None) -> s.ModelInfo:
+    """The served model, its directory's path given as ``model_dir`` (None: not shown)."""
     rec = st.recommender
     manifest = getattr(rec, "manifest_", {}) or {}
     return s.ModelInfo(
-        model_dir=st.model_dir,
+        model_dir=model_dir,
+        model_name=os.path.basename(st.model_dir),
+        model_id=st.model_tag,
         model=rec.model,
         version=manifest.get("embedrec_version"),
         trained_at=manifest.get("trained_at") or rec.report_.get("trained_at"),

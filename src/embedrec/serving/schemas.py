@@ -186,8 +186,20 @@ class BatchResponse(BaseModel):
     seqs: list[int]
 
 
+MODEL_DIR_DESCRIPTION = (
+    "the served model directory's path on the server: only for a caller that sends the API "
+    "token (Authorization: Bearer), null for others"
+)
+
+
 class ModelInfo(BaseModel):
-    model_dir: str
+    model_dir: str | None = Field(None, description=MODEL_DIR_DESCRIPTION)
+    model_name: str = Field(description="the served model directory's name")
+    model_id: str | None = Field(
+        None,
+        description="a fingerprint of the model's files (a hash of its manifest): the same "
+        "on every worker and replica serving them",
+    )
     model: str
     version: str | None = Field(None, description="embedrec version that trained the model")
     trained_at: str | None = None
@@ -208,7 +220,9 @@ class Liveness(BaseModel):
 
 class Readiness(BaseModel):
     status: str = Field(description="'ready': the index is built and the store caught up")
-    model_dir: str
+    model_dir: str | None = Field(None, description=MODEL_DIR_DESCRIPTION)
+    model_name: str = Field(description="the served model directory's name")
+    model_id: str | None = Field(None, description="a fingerprint of the model's files")
     generation: int
     seq: int = Field(description="the last store change applied")
     listings: int
