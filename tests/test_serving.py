@@ -87,7 +87,9 @@ class Server:
     def get(self, path: str, **kwargs) -> httpx.Response:
         return self.client.get(path, **kwargs)
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Send ``sig``, wait for the server to end; its exit status (negative: the signal
+        that ended it)."""
         self.client.close()
         if self.process.poll() is None:
             # the process group: with --workers the workers must go too
@@ -97,6 +99,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        return self.process.returncode
 
 
 # test_serving_schema imports these fixtures too: made once per process all the same
@@ -514,10 +517,17 @@ SHOP = "https://shop.example"  # the web origin the two-worker server lets call 
 
 
 @pytest.fixture(scope="module")
-def two_workers(model_dir, tmp_path_factory):
-    """A server of two workers and a client connected to each, by worker pid."""
+def two_workers_server(model_dir, tmp_path_factory):
     store = tmp_path_factory.mktemp("workers") / "store.sqlite"
     server = Server(model_dir, store, "--workers", "2", "--cors-origin", SHOP)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def two_workers(two_workers_server):
+    """A server of two workers and a client connected to each, by worker pid."""
+    server = two_workers_server
     clients: dict[str, httpx.Client] = {}
     try:
         # connections are spread over the workers by the kernel: open some until both answer
@@ -532,7 +542,6 @@ def two_workers(model_dir, tmp_path_factory):
     finally:
         for client in clients.values():
             client.close()
-        server.stop()
 
 
 def test_workers_see_each_others_writes(two_workers):
@@ -613,6 +622,24 @@ def test_without_cors_origins_no_cors_header_is_sent(server):
     for answer in (asked, read):
         assert not any(name.startswith("access-control-") for name in answer.headers)
         assert "vary" not in answer.headers
+
+
+def test_sighup_is_ignored_and_sigterm_stops_one_worker_or_several_with_status_0(
+    server, two_workers, two_workers_server
+):
+    # the last test of this module's servers: it stops them
+    for running in (server, two_workers_server):
+        running.process.send_signal(signal.SIGHUP)
+    # before: SIGHUP ended one worker's server at once, and restarted every worker of two
+    for running in (server, two_workers_server):
+        assert running.get("/healthz").status_code == 200
+    for worker, client in two_workers.items():
+        assert worker_of(client) == worker  # the same processes
+    for running in (server, two_workers_server):
+        # a graceful stop that was asked for: 0 (before: one worker's ended by the signal)
+        assert running.stop() == 0
+        log = running.process.stderr.read().decode()
+        assert log.count("SIGHUP ignored") == 1, log[-2000:]
 
 
 def test_mf_model_refuses_new_listings(cars, tmp_path):

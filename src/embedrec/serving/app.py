@@ -477,8 +477,9 @@ class WorkerApp:
         self._token = token
 
     def __call__(self) -> FastAPI:
-        from embedrec.serving.workers import exit_on_termination
+        from embedrec.serving.workers import exit_on_termination, ignore_hangup_in_worker
 
+        ignore_hangup_in_worker()
         with exit_on_termination():  # a SIGTERM while loading stops the worker at once
             return app_from_env(token=self._token)
 

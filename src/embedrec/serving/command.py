@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -146,7 +147,7 @@ def serve_command(
     from embedrec.serving.protocol import http_protocol
     from embedrec.serving.state import Settings
     from embedrec.serving.store import StoreUnavailable, open_store
-    from embedrec.serving.workers import run_workers
+    from embedrec.serving.workers import STARTUP_FAILURE, StopServer, run_workers
 
     log_level = log_level.lower()
     logging.basicConfig(  # a number: Python's logging names no TRACE until uvicorn adds it
@@ -186,16 +187,22 @@ def serve_command(
         if workers == 1:
             app = create_app(settings)  # with all cores while the catalogue is embedded
             limit_threads()
-            uvicorn.run(
-                app,
-                host=host,
-                port=port,
-                log_level=log_level,
-                access_log=False,
-                timeout_graceful_shutdown=shutdown_timeout,
-                http=http_protocol(),  # a request's head bounded in size and time
-                server_header=False,  # no "server: uvicorn" telling a scanner what to try
+            server = StopServer(
+                uvicorn.Config(
+                    app,
+                    host=host,
+                    port=port,
+                    log_level=log_level,
+                    access_log=False,
+                    timeout_graceful_shutdown=shutdown_timeout,
+                    http=http_protocol(),  # a request's head bounded in size and time
+                    server_header=False,  # no "server: uvicorn" telling a scanner what to try
+                )
             )
+            with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C before it took signals
+                server.run()  # SIGTERM or SIGINT: a graceful stop, then status 0
+            if not server.started:  # the port in use, say: uvicorn logged why
+                sys.exit(STARTUP_FAILURE)
             return
         read_manifest(model_dir, MODEL_FILES)  # fail here, not in every worker
         opened = open_store(store)  # an unreachable database, too, fails here

@@ -27,11 +27,12 @@ import os
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
-from uvicorn import Config
+from uvicorn import Config, Server
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
@@ -64,9 +65,44 @@ def bind_worker_socket(family: int, host: str, port: int) -> socket.socket:
         sys.exit(STARTUP_FAILURE)
 
 
+SIGHUP_IGNORED = (
+    "SIGHUP ignored: embedrec serve neither reloads nor restarts on it (the token and settings "
+    "are read at start: restart the service; a new model: POST /v1/admin/reload)"
+)
+
+
+def _hangup_ignored(_signum: int, _frame: Any) -> None:
+    log.warning(SIGHUP_IGNORED)
+
+
+class StopServer(Server):
+    """uvicorn's server (one worker), stopping on SIGTERM or SIGINT as uvicorn's does (new
+    connections refused, the requests in flight waited for up to the shutdown timeout) and
+    then exiting with status 0, as the supervisor of ``--workers N`` and gunicorn do: a stop
+    that was asked for and done is no failure. uvicorn's own raises the signal again once
+    stopped, so the process ended by it (status 143 for SIGTERM) where N workers gave 0.
+    SIGHUP is ignored with a warning, as in the supervisor."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signals reach the main thread only
+            return
+        handlers = {sig: self.handle_exit for sig in (signal.SIGINT, signal.SIGTERM)}
+        handlers[signal.SIGHUP] = _hangup_ignored
+        previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
 class _Supervisor(Multiprocess):
     """uvicorn's supervisor, telling the workers it starts first that they are (a failed
-    start of one of them stops the server)."""
+    start of one of them stops the server), and ignoring SIGHUP, as one worker does: uvicorn
+    restarts every worker on it, which reads nothing new (the token and settings come from
+    the parent, read at start) while one worker's process ended at once."""
 
     def init_processes(self) -> None:
         os.environ[FIRST_START_VARIABLE] = "1"  # spawned processes inherit it
@@ -74,6 +110,15 @@ class _Supervisor(Multiprocess):
             super().init_processes()
         finally:
             os.environ.pop(FIRST_START_VARIABLE, None)
+
+    def handle_hup(self) -> None:
+        log.warning(SIGHUP_IGNORED)
+
+
+def ignore_hangup_in_worker() -> None:
+    """A worker ignores SIGHUP (sent to the whole process group when a terminal closes, say):
+    its supervisor says so once, and decides."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 def first_start() -> bool:
