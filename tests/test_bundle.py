@@ -30,6 +30,7 @@ from embedrec.bundle import (
     read_manifest,
     write_bundle,
 )
+from embedrec.data.atomic import replacing, write_atomic
 
 FILES = {"weights.bin": b"\x00\x01\x02 weights", "ids.txt": "Wagen 1 ä\n".encode()}
 
@@ -345,3 +346,38 @@ def test_a_killed_writers_staging_folder_goes_with_the_next_save_a_live_writers_
         writer.join()
     assert read_manifest(directory)["files"] == {"a": checksum(b"slow")}
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+KILLED_FILE_WRITER = """
+import os, signal, sys
+from embedrec.data.atomic import write_atomic
+
+def write(temporary):
+    temporary.write_bytes(b"half")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+write_atomic(sys.argv[1], write)
+"""
+
+
+def test_a_killed_writers_temporary_file_goes_with_the_next_write_a_live_writers_stays(
+    tmp_path,
+):
+    target = tmp_path / "table.parquet"
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_FILE_WRITER, str(target)], capture_output=True, timeout=60
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    (left,) = tmp_path.iterdir()
+    assert left.name.startswith(".table.parquet.") and left.name.endswith(".parquet")
+    assert left.read_bytes() == b"half"
+    other = tmp_path / "other.parquet"  # another target's write leaves it alone
+    write_atomic(other, lambda path: path.write_bytes(b"other"))
+    assert left.exists()
+    with replacing(target) as (live,):  # this process, still writing, is alive
+        live.write_bytes(b"live")
+        write_atomic(target, lambda path: path.write_bytes(b"new"))
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+            [live.name, "other.parquet", "table.parquet"]
+        )
+    assert target.read_bytes() == b"live"

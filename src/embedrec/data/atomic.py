@@ -14,7 +14,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
@@ -45,13 +45,12 @@ def replacing(*targets: str | Path) -> Iterator[list[Path]]:
     targets = [Path(t) for t in targets]
     for target in targets:
         target.parent.mkdir(parents=True, exist_ok=True)
-    # A random name the writer creates, so the file gets the usual permissions (mkstemp's
-    # are owner-only), and ending in the target's suffix, so that writers choosing a format
-    # by suffix (np.save, savefig) write the file as named.
-    temporaries = [
-        target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp{target.suffix}")
-        for target in targets
-    ]
+        remove_abandoned(target)
+    # A name the writer creates, so the file gets the usual permissions (mkstemp's are
+    # owner-only), named by its writer as a staging folder is (the next write removes it
+    # once that writer is gone) and ending in the target's suffix, so that writers choosing
+    # a format by suffix (np.save, savefig) write the file as named.
+    temporaries = [_named_by_writer(target, "tmp", target.suffix) for target in targets]
     try:
         yield list(temporaries)
         for temporary in temporaries:
@@ -115,31 +114,33 @@ def replace_directory(
     return target
 
 
-# a temporary folder's name says who writes it: the writer's host (hashed: a name may hold
-# any character), process id and the process's start time, which tells a later process of
-# the same id apart
+# a temporary's name says who writes it: the writer's host (hashed: a name may hold any
+# character), process id and the process's start time, which tells a later process of the
+# same id apart; a file's ends in its target's suffix
 _WRITER_NAME = (
-    r"\.(?P<kind>staging|retired)\.(?P<host>[0-9a-f]{8})\.(?P<pid>\d+)\.(?P<start>\d+)"
+    r"\.(?P<kind>staging|retired|tmp)\.(?P<host>[0-9a-f]{8})\.(?P<pid>\d+)\.(?P<start>\d+)"
     r"\.[0-9a-f]+"
 )
 
 
-def _named_by_writer(target: Path, kind: str) -> Path:
+def _named_by_writer(target: Path, kind: str, suffix: str = "") -> Path:
     start = _process_start(os.getpid()) or "0"
     return target.with_name(
-        f".{target.name}.{kind}.{_host()}.{os.getpid()}.{start}.{uuid.uuid4().hex[:8]}"
+        f".{target.name}.{kind}.{_host()}.{os.getpid()}.{start}.{uuid.uuid4().hex[:8]}{suffix}"
     )
 
 
 def remove_abandoned(target: str | Path) -> int:
-    """Remove the temporary folders beside ``target`` whose writer was killed mid-write
-    (kill -9, a lost host): those whose process, named in the folder's name, is gone from
-    this host or is another process now. A folder of a live writer, of another host or of
-    a name not ours is kept. Where a killed writer had moved the old ``target`` aside and
-    not yet put the new one in place, the old one is put back. Returns how many were
-    removed (and logs it)."""
+    """Remove the temporaries beside ``target`` (folders of ``replace_directory``, files of
+    ``replacing``) whose writer was killed mid-write (kill -9, a lost host): those whose
+    process, named in the temporary's name, is gone from this host or is another process
+    now. One of a live writer, of another host or of a name not ours is kept. Where a
+    killed writer had moved the old ``target`` aside and not yet put the new one in place,
+    the old one is put back. Returns how many were removed (and logs it)."""
     target = Path(target)
-    pattern = re.compile(re.escape(f".{target.name}") + _WRITER_NAME)
+    pattern = re.compile(
+        re.escape(f".{target.name}") + _WRITER_NAME + f"(?:{re.escape(target.suffix)})?"
+    )
     try:
         names = [entry.name for entry in os.scandir(target.parent)]
     except OSError:  # no folder yet, or none to list: nothing was left there
@@ -149,16 +150,18 @@ def remove_abandoned(target: str | Path) -> int:
         match = pattern.fullmatch(name)
         if match is None or not _writer_gone(match["host"], int(match["pid"]), match["start"]):
             continue
-        folder = target.parent / name
-        kept = folder / target.name
+        left = target.parent / name
+        kept = left / target.name
         if match["kind"] == "retired" and kept.is_dir() and not target.exists():
             os.replace(kept, target)
-        shutil.rmtree(folder, ignore_errors=True)
-        removed += not folder.exists()
+        if left.is_dir() and not left.is_symlink():
+            shutil.rmtree(left, ignore_errors=True)
+        else:
+            with suppress(OSError):
+                left.unlink()
+        removed += not os.path.lexists(left)
     if removed:
-        logger.info(
-            "removed %d temporary folder(s) beside %s that a killed write left", removed, target
-        )
+        logger.info("removed %d temporaries beside %s that a killed write left", removed, target)
     return removed
 
 
