@@ -643,6 +643,21 @@ def test_plot_refuses_an_empty_listing_id_and_projection_options_with_similar_to
     assert "--sample and --seed" in " ".join(run("plot", "--help").split())
 
 
+def test_plot_refuses_an_unknown_colour_column_before_projecting(model_dir, tmp_path, monkeypatch):
+    # without openTSNE a t-SNE fails: an error about --color shows that none was tried
+    monkeypatch.setitem(sys.modules, "openTSNE", None)
+    out = tmp_path / "map.png"
+    args = ["plot", str(model_dir), "--out", str(out), "--method", "tsne", "--color"]
+    result = CliRunner().invoke(main, [*args, "mkae"])
+    assert result.exit_code == 2 and "openTSNE" not in result.output, result.output
+    assert "--color mkae: unknown colour column 'mkae'; columns to colour by: " in result.output
+    assert "make" in result.output.split("columns to colour by: ")[1].replace(",", " ").split()
+    result = CliRunner().invoke(main, [*args, "title"])  # known, but free text
+    assert result.exit_code == 2 and "openTSNE" not in result.output, result.output
+    assert "--color title: cannot colour by 'title': it holds free text" in result.output
+    assert not out.exists()
+
+
 def test_a_neighbour_map_title_says_how_many_neighbours_were_found(model_dir, cars, tmp_path):
     listings = pd.read_parquet(cars / "listings.parquet")
     few = tmp_path / "few.parquet"

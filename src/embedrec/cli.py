@@ -1095,7 +1095,7 @@ def plot(
     seed: int,
 ) -> None:
     """Map the listing embeddings in 2D (PCA, t-SNE, UMAP), or a listing's neighbours."""
-    from embedrec.viz import plot_neighbours_map, plot_projection, project
+    from embedrec.viz import colour_problem, plot_neighbours_map, plot_projection, project
     from embedrec.viz.projection import METHOD_NAMES
 
     _check_figure_output(Path(out_file))  # a typo stops now, not after loading and a t-SNE
@@ -1137,6 +1137,10 @@ def plot(
         )
     else:
         live = np.flatnonzero(catalogue.live)
+        # a misspelt column stops now, not after a projection that may take minutes
+        problem = None if color is None else colour_problem(catalogue.table.iloc[live], color)
+        if problem is not None:
+            raise click.UsageError(f"--color {color}: {problem}")
         rows, coords = project(catalogue.vectors[live], method=method, sample=sample, seed=seed)
         table = catalogue.table.iloc[live[rows]].reset_index(drop=True)
         path = plot_projection(

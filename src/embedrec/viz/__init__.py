@@ -6,10 +6,16 @@ imported only when the figure or method that needs them is used.
 """
 
 from embedrec.viz.inspect import format_inspection, inspect_embeddings
-from embedrec.viz.plots import haversine_km, plot_neighbours_map, plot_projection
+from embedrec.viz.plots import (
+    colour_problem,
+    haversine_km,
+    plot_neighbours_map,
+    plot_projection,
+)
 from embedrec.viz.projection import project
 
 __all__ = [
+    "colour_problem",
     "format_inspection",
     "haversine_km",
     "inspect_embeddings",

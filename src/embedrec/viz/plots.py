@@ -83,15 +83,9 @@ def plot_projection(
         raise ValueError(
             f"table has {len(table)} rows but coords has {len(coords)}; pass table.iloc[rows]"
         )
-    if color is not None and color not in table.columns:
-        # only the columns --color takes: a date, a set or a text column offered here
-        # would be refused in turn
-        usable = [str(c) for c in table if _colour_problem(table[c], str(c)) is None]
-        raise ValueError(
-            f"unknown colour column {color!r}; columns to colour by: {', '.join(usable)}"
-        )
-    if color is not None:
-        _check_colour_column(table[color], color)
+    problem = colour_problem(table, color)
+    if problem is not None:
+        raise ValueError(problem)
     table = table.reset_index(drop=True)
     groups = _colour_groups(table, color)
     if out.suffix.lower() == ".html":
@@ -190,10 +184,18 @@ def _check_suffix(out: Path) -> None:
         raise ValueError(f"output must end in .html or .png, got {out.name!r}")
 
 
-def _check_colour_column(values: pd.Series, color: str) -> None:
-    problem = _colour_problem(values, color)
-    if problem is not None:
-        raise ValueError(problem)
+def colour_problem(table: pd.DataFrame, color: str | None) -> str | None:
+    """Why ``plot_projection`` would refuse to colour ``table``'s listings by ``color`` (a
+    column it lacks, or one no colour says anything of), naming the columns it takes; None
+    where it would not. Callers check it before a projection, which may take minutes."""
+    if color is None:
+        return None
+    if color not in table.columns:
+        # only the columns a colour takes: a date, a set or a text column offered here
+        # would be refused in turn
+        usable = [str(c) for c in table if _colour_problem(table[c], str(c)) is None]
+        return f"unknown colour column {color!r}; columns to colour by: {', '.join(usable)}"
+    return _colour_problem(table[color], color)
 
 
 def _colour_problem(values: pd.Series, color: str) -> str | None:
