@@ -859,6 +859,9 @@ def test_a_column_of_dates_comes_back_as_dates_from_the_cli_and_the_service(tmp_
     events, listings, _, _ = block_data(n_users=40, n_listings=24)
     days = [datetime.date(2026, 11, 1 + i % 3) if i % 5 else None for i in range(len(listings))]
     listings["available_from"] = days
+    listings["checked_at"] = pd.Timestamp("2026-10-01 12:30") + pd.to_timedelta(
+        range(len(listings)), unit="h"
+    )
     expected = {i: d and d.isoformat() for i, d in zip(listings["listing_id"], days, strict=True)}
     listings_file = tmp_path / "listings.parquet"
     listings.to_parquet(listings_file)
@@ -891,6 +894,8 @@ def test_a_column_of_dates_comes_back_as_dates_from_the_cli_and_the_service(tmp_
         assert {
             hit["listing_id"]: hit["available_from"] for hit in hits
         }.items() <= expected.items()
+    skipped = json.loads(run("inspect", str(tmp_path / "model"), "--json"))["skipped"]
+    assert skipped["available_from"] == "date" and skipped["checked_at"] == "timestamp"
 
 
 def test_a_saved_models_listings_are_named_by_the_model_file_not_a_machine_path(tmp_path):

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from embedrec.data.io import date_columns
 from embedrec.geo import LAT_LON_COLUMNS
 from embedrec.ranking import neighbours
 from embedrec.viz.plots import haversine_km
@@ -52,8 +53,9 @@ def inspect_embeddings(
     decides how it is compared: a ``categorical`` column of numbers by equal values, a
     ``multi`` one as a set, ``text`` skipped (free text has no equal values to count). Other
     columns are compared as their values read. Id-like columns (listing_id, dealer_id, *_id,
-    non-numeric columns with > 50% unique values), timestamps and constant columns are
-    skipped, with the reason under "skipped".
+    non-numeric columns with > 50% unique values), dates (the columns the reader marks as
+    dates without a time of day: ``data.io.date_columns``), timestamps and constant columns
+    are skipped, with the reason under "skipped".
     """
     x = normalise(vectors)
     n = len(x)
@@ -85,8 +87,9 @@ def inspect_embeddings(
         "geo": None,
         "skipped": {},
     }
+    days = set(date_columns(table))
     for col in table.columns:
-        kind, why = _column_kind(table, str(col), (kinds or {}).get(str(col)))
+        kind, why = _column_kind(table, str(col), (kinds or {}).get(str(col)), str(col) in days)
         if kind is None:
             result["skipped"][str(col)] = why
             continue
@@ -134,7 +137,7 @@ _FEATURE_KINDS = {"categorical": "categorical", "multi": "set"}
 
 
 def _column_kind(
-    table: pd.DataFrame, col: str, feature_kind: str | None = None
+    table: pd.DataFrame, col: str, feature_kind: str | None = None, is_date: bool = False
 ) -> tuple[str | None, str]:
     s = table[col]
     name = col.lower()
@@ -152,7 +155,7 @@ def _column_kind(
         or name in {"timestamp", "ts", "date", "time"}
         or name.endswith(("_at", "_ts", "_date", "_time", "timestamp"))
     ):
-        return None, "timestamp"
+        return None, "date" if is_date else "timestamp"
     nunique = s.nunique(dropna=True)
     if nunique < 2:
         return None, "constant"
