@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 
 import numpy as np
 import pandas as pd
@@ -601,3 +602,28 @@ def test_a_model_this_embedrec_cannot_read_names_the_version_that_saved_it(fitte
     (path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match=r"knob_of_a_later_version'\)$"):
         load(path)
+
+
+def test_a_model_of_a_newer_or_unnamed_embedrec_loads_with_a_warning_naming_both_versions(
+    fitted_mf, tmp_path, caplog
+):
+    path = fitted_mf.save(tmp_path / "model")
+    manifest = json.loads((path / "manifest.json").read_text())
+    ours = embedrec.__version__
+    for saved_by, warned in [("99.0", "99.0"), (None, "(no version named)"), ("0.0.1", None)]:
+        if saved_by is None:
+            manifest.pop("embedrec_version")
+        else:
+            manifest["embedrec_version"] = saved_by
+        (path / "manifest.json").write_text(json.dumps(manifest))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="embedrec"):
+            assert load(path).similar([fitted_mf.listings_.ids[0]], k=2)
+        lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        if warned is None:
+            assert lines == [], saved_by
+        else:
+            assert (
+                len(lines) == 1
+                and f"saved by embedrec {warned}, and this is embedrec {ours}" in (lines[0])
+            ), lines

@@ -6,6 +6,7 @@ import functools
 import inspect
 import json
 import logging
+import re
 import sys
 import threading
 import time
@@ -861,6 +862,16 @@ class Recommender:
                 else ""
             )
             raise BundleError(f"{directory}: cannot load the model ({exc}){other}") from None
+        saved_by = manifest.get("embedrec_version")
+        if not _saved_by_this_or_older(saved_by):
+            # it loaded, but may hold what this embedrec does not know of and ignores
+            logger.warning(
+                "%s: the model was saved by embedrec %s, and this is embedrec %s: loaded, but "
+                "what a newer version saved may be ignored",
+                directory,
+                "(no version named)" if saved_by is None else saved_by,
+                __version__,
+            )
         return recommender
 
     def _check_fitted(self) -> None:
@@ -878,6 +889,20 @@ class Recommender:
         from sklearn.utils import Tags, TargetTags
 
         return Tags(estimator_type=None, target_tags=TargetTags(required=False))
+
+
+def _saved_by_this_or_older(version: object) -> bool:
+    """Whether a manifest's ``embedrec_version`` is this embedrec's release or an older one
+    (compared by release numbers, 0.10.0 after 0.9.2); False where it is missing or unread."""
+    if not isinstance(version, str):
+        return False
+    release = re.match(r"\s*v?(\d+(?:\.\d+)*)", version)
+    if release is None:
+        return False
+    numbers = [int(n) for n in release[1].split(".")]
+    ours = [int(n) for n in re.match(r"\d+(?:\.\d+)*", __version__)[0].split(".")]
+    width = max(len(numbers), len(ours))
+    return numbers + [0] * (width - len(numbers)) <= ours + [0] * (width - len(ours))
 
 
 def _load_weights(path: Path) -> dict[str, torch.Tensor]:
