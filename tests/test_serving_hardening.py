@@ -134,11 +134,15 @@ def unused_port() -> int:
 def test_a_worker_falls_back_to_its_own_model_when_the_reloaded_one_is_gone(model, tmp_path):
     store_path = tmp_path / "store.sqlite"
     ListingStore(store_path).record_reload(str(tmp_path / "deleted-since"))
-    settings = Settings(model_dir=str(model), store=str(store_path), follow_store=True)
+    settings = Settings(model_dir=str(model), store=str(store_path), follow_store=True, token="t")
     with TestClient(create_app(settings)) as client:
         ready = client.get("/healthz/ready").json()
         assert ready["model_name"] == model.name and ready["model_dir"] is None  # no token
-        assert "deleted-since" in ready["reload_error"]
+        # the directory by its name alone, the path on the server with the token only
+        assert "(deleted-since): deleted-since" in ready["reload_error"]
+        assert str(tmp_path) not in ready["reload_error"]
+        full = client.get("/healthz/ready", headers=AUTH).json()["reload_error"]
+        assert str(tmp_path / "deleted-since") in full
         assert client.get("/v1/listings/Wagen 0 ä/similar").status_code == 200
 
 
@@ -1104,6 +1108,10 @@ def test_a_store_removed_under_the_server_turns_writes_away_and_reads_go_on(mode
         assert client.get("/v1/listings/neu").status_code == 200  # from memory
         ready = client.get("/healthz/ready").json()
         assert "was removed or replaced" in ready["store_error"]
+        # the file by its name alone, the path on the server with the token only
+        assert "store.sqlite" in ready["store_error"] and str(tmp_path) not in ready["store_error"]
+        full = client.get("/healthz/ready", headers=AUTH).json()["store_error"]
+        assert str(store) in full and "was removed or replaced" in full
         assert metric(client, "embedrec_store_error") == 1
         assert metric(client, "embedrec_store_write_failures_total", reason="removed") == 1
 
@@ -1742,3 +1750,18 @@ def test_an_unexpected_error_is_one_500_that_a_page_of_another_origin_can_read(
     assert len(logged) == 1 and "unexpected error in GET /v1/projection" in logged[0].getMessage()
     metrics = cors_client.get("/metrics").text
     assert 'endpoint="/v1/projection",method="GET",status="500"' in metrics
+
+
+def test_paths_in_an_error_shown_without_the_token_become_their_names():
+    from embedrec.serving.app import names_only
+
+    text = (
+        "generation 2 (/srv/my models/v 2): cannot load ([Errno 2] No such file or directory: "
+        "'/srv/my models/v 2/manifest.json'); SQLite store /var/lib/store.sqlite: locked; "
+        "PostgreSQL store postgresql://embedrec:***@db:5432/embedrec is unavailable"
+    )
+    assert names_only(text, ["/srv/my models/v 2"]) == (
+        "generation 2 (v 2): cannot load ([Errno 2] No such file or directory: "
+        "'manifest.json'); SQLite store store.sqlite: locked; "
+        "PostgreSQL store postgresql://embedrec:***@db:5432/embedrec is unavailable"
+    )

@@ -159,14 +159,35 @@ def create_app(settings: Settings) -> FastAPI:
     ) -> None:
         check_token(credentials.credentials if credentials else "")
 
-    def shown_model_dir(request: Request, st: ServingState) -> str | None:
-        """The served directory's path for a caller that sends the API token, else None: a
-        path on the server is for its operators. A read never fails for a wrong token."""
+    def sends_token(request: Request) -> bool:
+        """Whether the caller sends the API token (an operator). A read never fails for a
+        wrong one."""
         scheme, given = get_authorization_scheme_param(request.headers.get("Authorization"))
         if settings.token is None or scheme.lower() != "bearer":
-            return None
-        admin = hmac.compare_digest(given.encode(), settings.token.encode())
-        return st.model_dir if admin else None
+            return False
+        return hmac.compare_digest(given.encode(), settings.token.encode())
+
+    def shown_model_dir(request: Request, st: ServingState) -> str | None:
+        """The served directory's path for a caller that sends the API token, else None: a
+        path on the server is for its operators."""
+        return st.model_dir if sends_token(request) else None
+
+    def shown_error(request: Request, st: ServingState, text: str | None) -> str | None:
+        """An error of readiness whole for a caller that sends the API token; for others
+        each path on the server in it replaced by its file's or directory's name."""
+        if text is None or sends_token(request):
+            return text
+        known = (
+            settings.model_dir,
+            holder.settings.model_dir,
+            st.model_dir,
+            model_root,
+            settings.listings,
+            settings.cache_dir,
+            holder.reload_error_dir,
+            getattr(holder.store, "path", None),  # SQLite's file (PostgreSQL's: no path)
+        )
+        return names_only(text, known)
 
     Writer = Depends(writer)
     write_threads = anyio.CapacityLimiter(WRITE_THREADS)
@@ -321,8 +342,8 @@ def create_app(settings: Settings) -> FastAPI:
             seq=st.seq,
             listings=len(st.catalogue),
             skipped=len(st.skipped),
-            reload_error=holder.reload_error,
-            store_error=holder.store_problem,
+            reload_error=shown_error(request, st, holder.reload_error),
+            store_error=shown_error(request, st, holder.store_problem),
         )
 
     @app.get("/healthz")
@@ -901,6 +922,29 @@ def _random_live(st: ServingState) -> Any:
     else:
         row = int(np.random.default_rng().choice(np.flatnonzero(live)))
     return catalogue.fields(np.array([row]))[0]["listing_id"]
+
+
+# where a path in a message ends: spaces, quotes, brackets, separators (a ':' too, as in
+# "/srv/models/v2: cannot load"; a path holding one is cut there)
+_PATH_END = r"""\s'"`,;:()\[\]{}<>"""
+# an absolute path not inside a word, a URL or another path ("postgresql://host/db")
+_ABSOLUTE_PATH = re.compile(rf"(?<![\w.~:/-])/[^{_PATH_END}]+")
+
+
+def names_only(text: str, paths: Collection[str | os.PathLike | None] = ()) -> str:
+    """``text`` with each path on the server replaced by its last name: ``paths`` (known,
+    and with whatever follows them inside, even where they hold spaces) and then any other
+    absolute path."""
+    known = {str(p) for p in paths if p is not None and str(p)}
+    known |= {os.path.abspath(p) for p in known} | {os.path.realpath(p) for p in known}
+
+    def name(match: re.Match) -> str:
+        return os.path.basename(match[0].rstrip("/")) or match[0]
+
+    for path in sorted(known, key=len, reverse=True):
+        pattern = re.escape(path.rstrip("/") or "/") + rf"(?:/[^{_PATH_END}]*)?(?![^{_PATH_END}])"
+        text = re.sub(pattern, name, text)
+    return _ABSOLUTE_PATH.sub(name, text)
 
 
 def _model_info(st: ServingState, model_dir: str | None) -> s.ModelInfo:

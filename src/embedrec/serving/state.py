@@ -614,6 +614,9 @@ class StateHolder:
         self._background: threading.Thread | None = None
         self._failed_generation = -1
         self.reload_error: str | None = None  # the last failed reload, for readiness
+        # the directory that reload tried, which readiness names by its name alone to a
+        # caller without the token
+        self.reload_error_dir: str | None = None
         self.store_error: str | None = None  # why the store cannot be reached now
         # why the last write (or reload record) failed, while the store has taken none since
         # (a write, or the check every STORE_RECHECK_S): a store that answers reads but takes
@@ -654,6 +657,7 @@ class StateHolder:
                 log.error("cannot load %s, recorded by a reload: %s", head.model_dir, exc)
                 self._failed_generation = head.generation
                 self.reload_error = f"generation {head.generation} ({head.model_dir}): {exc}"
+                self.reload_error_dir = head.model_dir
         return build_state(
             settings.model_dir, settings.listings, store, head.generation, settings.cache_dir
         )
@@ -903,6 +907,7 @@ class StateHolder:
                         log.exception("reload of %s (generation %d) failed", model_dir, generation)
                     self._failed_generation = generation
                     self.reload_error = f"generation {generation} ({model_dir}): {exc}"
+                    self.reload_error_dir = model_dir
                     return
                 with self._reload_lock:
                     if state.generation > self._state.generation:
