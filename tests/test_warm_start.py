@@ -4,6 +4,7 @@ well as a full retrain."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -445,6 +446,19 @@ def test_an_update_says_which_new_columns_it_does_not_learn_from(base, cars, cap
             None,
         )
     assert not [r for r in caplog.records if "not learned from" in r.getMessage()]
+
+
+def test_an_update_says_which_columns_of_the_old_listings_it_lacks(base, update, caplog):
+    # a field dropped from tonight's export leaves tonight's listings without a value there,
+    # so a filter on it would drop them: a nightly job is told which column it was
+    prepared, _ = update
+    old = copy.copy(base)
+    old.listing_table_ = base.listing_table_.assign(colour="red")
+    with caplog.at_level("WARNING", logger="embedrec"):
+        warm = continue_from(old, prepared, None)
+    notes = [r.getMessage() for r in caplog.records if "are missing" in r.getMessage()]
+    assert len(notes) == 1 and ": column(s) colour of the model continued from" in notes[0]
+    assert warm.listings.frame()["colour"].isna().all()  # tonight's table holds every listing
 
 
 def test_an_update_whose_features_config_differs_is_refused(base, cars):

@@ -149,6 +149,7 @@ def continue_from(previous: Fitted, prepared: TrainingData, source: str | None) 
     fresh = prepared.listings.frame()
     _check_feature_columns(previous, fresh, prepared.listings.attrs.get("source"))
     _note_new_columns(previous, fresh, prepared.listings.attrs.get("source"))
+    _note_missing_columns(previous, fresh, prepared.listings.attrs.get("source"))
     fresh = _in_old_types(fresh, previous.listing_table_, prepared.listings.attrs.get("source"))
     # fields from the new table; a listing it lacks keeps the fields the old model had
     kept = previous.listing_table_
@@ -243,6 +244,21 @@ def _note_new_columns(previous: Fitted, table: pd.DataFrame, source: str | None)
             "(train without init_from to learn from them)",
             source or "listings",
             ", ".join(new),
+        )
+
+
+def _note_missing_columns(previous: Fitted, table: pd.DataFrame, source: str | None) -> None:
+    """Log the columns of the old model's listings that ``table`` lacks (its features' are
+    refused before): joined with the old table, every listing of ``table`` is left without a
+    value there, so a filter on such a column drops them, which a nightly run would not show."""
+    missing = [c for c in previous.listing_table_.columns if c not in table.columns]
+    if missing:
+        logger.warning(
+            "%s: column(s) %s of the model continued from are missing; the listings of this "
+            "table have no value there (a filter on them leaves these listings out), listings "
+            "absent from it keep their old values",
+            source or "listings",
+            ", ".join(missing),
         )
 
 
