@@ -488,6 +488,11 @@ def test_a_warm_start_on_two_ranks_keeps_the_histories_of_users_without_new_even
     files = len(list((dataset / "events" / f"date={days[-1]}").iterdir()))
     read = f"read {len(events):,} events since {days[-1]}T00:00:00+00:00 until - ({len(events):,}"
     assert f"{read} rows read from {files} file(s))" in run.stderr, run.stderr[-3000:]
+    # the window trained on spans every rank's events
+    report = json.loads((update / "config.json").read_text())["report"]
+    span = [pd.Timestamp(report[k]) for k in ("first_event", "last_event")]
+    ends = (events["timestamp"].min(), events["timestamp"].max())  # epoch seconds
+    assert span == [pd.Timestamp(t, unit="s", tz="UTC") for t in ends]
     old = len(before["histories.lengths"])
     quiet = torch.as_tensor(~load(update).users_.ids[:old].isin(events["user_id"]))
     assert 0 < int(quiet.sum()) < old

@@ -354,6 +354,8 @@ def test_cli_trains_on_the_last_day_from_a_model_directory(cars, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((model / "config.json").read_text())["report"]
     assert report["init_from"] == str(model) and report["new_users"] > 0
+    assert report["first_event"][:10] == report["last_event"][:10] == UPDATE_DAY
+    assert "trained on twice" not in result.stderr  # the next day: no overlap
     new_users = pd.read_parquet(model / "users.parquet")["id"].tolist()
     assert new_users[: len(old_users)] == old_users
     answer = runner.invoke(main, ["recommend", str(model), old_users[0], new_users[-1], "--json"])
@@ -459,6 +461,20 @@ def test_an_update_says_which_columns_of_the_old_listings_it_lacks(base, update,
     notes = [r.getMessage() for r in caplog.records if "are missing" in r.getMessage()]
     assert len(notes) == 1 and ": column(s) colour of the model continued from" in notes[0]
     assert warm.listings.frame()["colour"].isna().all()  # tonight's table holds every listing
+
+
+def test_an_update_on_events_the_old_model_trained_on_says_so(base, cars, caplog):
+    # the same day run twice weighs its events twice: a nightly job is told, not stopped
+    # (a window reaching back on purpose is allowed)
+    events, listings = cars
+    assert base.report_["last_event"].startswith("2026-10-29")  # the day before UPDATE_DAY
+    with caplog.at_level("WARNING", logger="embedrec"):
+        again = Recommender(**QUICK, **QUIET).fit(
+            events, listings, since="2026-10-29", until=UPDATE_DAY, init_from=base
+        )
+    notes = [r.getMessage() for r in caplog.records if "trained on twice" in r.getMessage()]
+    assert len(notes) == 1 and base.report_["last_event"] in notes[0], notes
+    assert again.report_["first_event"].startswith("2026-10-29")
 
 
 def test_an_update_whose_features_config_differs_is_refused(base, cars):

@@ -61,7 +61,13 @@ from embedrec.training.phases import run_phases
 from embedrec.training.preparation import TrainingData, prepare_training_data
 from embedrec.training.trainer import Callback, check_workers, resolve_device
 from embedrec.training.tuning import Candidate, search_settings
-from embedrec.training.warm_start import WarmStart, carry_over, check_architecture, continue_from
+from embedrec.training.warm_start import (
+    WarmStart,
+    carry_over,
+    check_architecture,
+    continue_from,
+    warn_of_overlap,
+)
 from embedrec.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -421,6 +427,7 @@ class Recommender:
         )
         source = None if isinstance(init_from, Recommender) else str(init_from)
         if previous is not None:
+            warn_of_overlap(previous.report_, prepared.data.report["first_event"], source)
             prepared = continue_from(previous, prepared, source)
         data = prepared.data
         # training looks no id up: the maps stay packed until a query or a save reads them
@@ -482,6 +489,8 @@ class Recommender:
         self.pipeline_ = prepared.pipeline
         self.report_ = {
             **data.report,
+            # the window trained on, which a warm start from this model checks
+            **{k: _iso(data.report[k]) for k in ("first_event", "last_event")},
             "best_epoch": result.best_epoch,
             "best_val_recall@10": result.best_score,
             "validation_pairs": validation_pairs,
@@ -918,3 +927,7 @@ def _load_weights(path: Path) -> dict[str, torch.Tensor]:
 def load(directory: str | Path) -> Recommender:
     """Load a saved model directory."""
     return Recommender.load(directory)
+
+
+def _iso(epoch_seconds: int) -> str:
+    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat()

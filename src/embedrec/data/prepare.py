@@ -179,6 +179,9 @@ def prepare(
     timestamp = np.maximum.reduceat(frame["timestamp"].to_numpy(np.int64)[order], first)
     weight = np.add.reduceat(frame["weight"].to_numpy(np.float64)[order], first)
     report["events_used"] = len(frame)
+    # the window trained on (epoch seconds), which a warm start from the model checks
+    report["first_event"] = int(frame["timestamp"].min()) if len(frame) else 0
+    report["last_event"] = int(frame["timestamp"].max()) if len(frame) else 0
     report["pairs"] = len(pairs)
     report["users"] = len(users)
     report["listings"] = len(listing_map)

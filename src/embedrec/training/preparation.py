@@ -7,6 +7,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -161,10 +162,15 @@ SUMMED = ("events_read", "events_used", "pairs")
 
 def summed_report(report: dict[str, int], group: Group) -> dict[str, int]:
     """A rank's report with its event and user counts summed over every rank."""
-    return {
+    summed = {
         key: group.total(value) if key in SUMMED or key.startswith("events_skipped") else value
         for key, value in report.items()
     }
+    # a rank without events of its own (an error below) offers none to the window
+    first = report["first_event"] if report["events_used"] else np.iinfo(np.int64).max
+    last = report["last_event"] if report["events_used"] else np.iinfo(np.int64).min
+    summed["first_event"], summed["last_event"] = -group.max(-first), group.max(last)
+    return summed
 
 
 def in_order(table: pd.DataFrame, ids: IdMap) -> pd.DataFrame:

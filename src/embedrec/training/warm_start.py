@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import numpy as np
@@ -120,6 +121,24 @@ def _check_features(previous: SchemaConfig | None, given: SchemaConfig | None) -
             f"init_from: [features] differ from the model it continues ({'; '.join(differences)}); "
             "a warm start keeps the model's features: give the [features] of its training"
         )
+
+
+def warn_of_overlap(previous_report: dict[str, Any], first_event: int, source: str | None) -> None:
+    """Log a warning where the new events (``first_event``: the earliest training pair's
+    time, epoch seconds) begin at or before the last event the model continued from trained
+    on: the same day run twice, or a window reaching back, trains on those events again and
+    so weighs them twice, which the run otherwise would not show."""
+    last = previous_report.get("last_event")  # absent from a model saved before it was kept
+    if last is None or first_event > pd.Timestamp(last).timestamp():
+        return
+    first = datetime.fromtimestamp(first_event, UTC).isoformat()
+    logger.warning(
+        "events from %s on are no newer than the last event %s trained on (%s): those it "
+        "saw again are trained on twice (the same day run twice?); give --since after it",
+        first,
+        source or "the model continued from",
+        last,
+    )
 
 
 def continue_from(previous: Fitted, prepared: TrainingData, source: str | None) -> WarmStart:
