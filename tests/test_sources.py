@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import shutil
 import sys
 
 import numpy as np
@@ -202,6 +203,15 @@ def test_missing_paths_and_empty_globs_are_named(tmp_path, by_day):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no Parquet files in the folder"):
         load_listings(tmp_path / "empty")
+    # a nightly run on a day whose partition is missing: no file is opened, and it says so
+    missing = "no events since 2026-11-03.*: none of its partitions .* lies in that window"
+    shutil.rmtree(by_day / "date=2026-11-03")
+    with pytest.raises(DataError, match=missing) as caught:
+        load_interactions(by_day, since="2026-11-03", until="2026-11-04")
+    assert caught.value.file == str(by_day)
+    # a row group read, but no event of the window in it: the rows read are counted
+    with pytest.raises(DataError, match=r"no events since 2026-11-02T09:30.* \(4 rows read\)"):
+        load_interactions(by_day, since="2026-11-02T09:30", until="2026-11-02T09:31")
     with pytest.raises(DataError, match="no events since 2027-01-01"):
         load_interactions(by_day, since="2027-01-01")
     with pytest.raises(ValueError, match="since: cannot read 'yesterday'"):

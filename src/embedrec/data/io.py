@@ -350,7 +350,7 @@ def load_interactions(
     else:
         out, name, rows, files = _read_interactions(source, weights, window, kept, users)
     if out.empty and shard is None:
-        raise DataError(no_events(window, rows), file=name)
+        raise DataError(no_events(window, rows, files), file=name)
     out = out.reset_index(drop=True)
     out.attrs.update(source=name, rows_read=rows, files_read=files)
     # a shard's events are a part: its caller says how many every shard read together
@@ -399,7 +399,15 @@ def read_message(window: Window, events: int, rows: int, files: int) -> str:
     return f"read {events:,} events {window.describe()} ({rows:,} rows read from {files:,} file(s))"
 
 
-def no_events(window: Window, rows: int) -> str:
+def no_events(window: Window, rows: int, files: int | None = None) -> str:
+    """What an empty window read; ``files``: how many files it read rows of, where none
+    tells a day whose partition is missing from one whose events all lie outside the
+    window (or whose file holds no rows)."""
+    if files == 0 and rows == 0 and window:
+        return (
+            f"no events {window.describe()}: none of its partitions (date=...) or row "
+            "groups lies in that window (0 rows read)"
+        )
     return f"no events {window.describe()} ({rows:,} rows read)"
 
 

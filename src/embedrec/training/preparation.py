@@ -109,7 +109,7 @@ def prepare_training_data(
         # every rank reads every row and keeps its own users' events: the rows are one read's
         rows, files = (int(events.attrs.get(k, 0)) for k in ("rows_read", "files_read"))
         if kept == 0:  # a rank alone may hold none; all of them, not
-            raise DataError(no_events(window, rows), file=events.attrs.get("source"))
+            raise DataError(no_events(window, rows, files), file=events.attrs.get("source"))
         if window:
             logger.info(read_message(window, kept, rows, files))
     data = prepare(events, listing_table, min_user_interactions, min_listing_interactions, group)
