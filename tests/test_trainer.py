@@ -265,6 +265,28 @@ def test_validation_recall_is_recall_at_ten_among_the_listings_live_in_the_hold_
     assert validation_recall(model, fit_part, held_out, one_user)[0] in (0.0, 1.0)
 
 
+def test_a_hold_out_of_users_without_training_pairs_scores_no_epoch():
+    # a warm start's day whose held-out users came the day before: no user to score, so a
+    # recall of 0 every epoch would have stopped early and kept the first epochs' weights
+    events = pd.DataFrame(
+        {
+            "user_id": ["a", "a", "b", "b", "new", "new"],
+            "listing_id": ["x", "y", "x", "z", "y", "z"],
+            "timestamp": [1, 2, 3, 4, 10, 11],
+        }
+    )
+    data = prepare(
+        load_interactions(events), load_listings(events[["listing_id"]].drop_duplicates())
+    )
+    later = data.timestamp >= 10
+    model = MatrixFactorization(len(data.users), len(data.listings), dim=4)
+    config = settings_of(epochs=4, batch_size=2, patience=0, device="cpu")
+    result = train(model, data.subset(~later), config, data.subset(later), progress=False)
+    assert [entry["epoch"] for entry in result.history] == [1, 2, 3, 4]
+    assert result.best_epoch == 4 and result.best_score is None
+    assert not any("val_recall@10" in entry for entry in result.history)
+
+
 def test_bpr_and_catalogue_negatives_train_too():
     data = small_data()
     for settings in ({"loss": "bpr"}, {"negatives_from": "catalogue", "negatives": 2}):

@@ -432,8 +432,9 @@ def combine_standard_errors(counts: np.ndarray, means: np.ndarray, errors: np.nd
     """The mean and its standard error over every user, from each rank's number of users,
     mean and standard error (sample standard deviation / sqrt(n))."""
     n = counts.sum()
-    if n == 0:
-        return 0.0, float("nan")
+    if n == 0:  # no user to score: no mean either
+        return float("nan"), float("nan")
+    means = np.where(counts > 0, means, 0.0)  # a rank without users has no mean (NaN)
     mean = float((counts * means).sum() / n)
     variance_terms = np.where(counts > 1, np.nan_to_num(errors) ** 2 * counts * (counts - 1), 0)
     squares = (variance_terms + counts * means**2).sum()

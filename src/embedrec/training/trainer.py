@@ -316,12 +316,18 @@ def train(
             if validated:
                 validation_started = time.perf_counter()
                 score, error = validation_recall(model, data, validation, config, group)
-                entry["val_recall@10"], entry["val_recall@10_se"] = score, error
                 entry["validation_seconds"] = time.perf_counter() - validation_started
-                message += f"  val recall@10 {score:.4f} (se {error:.4f})"
-                if stopping.update(score, last=epoch == last_epoch):
-                    result.best_score, result.best_epoch = score, epoch
-                    best_state = copy.deepcopy(model.state_dict())
+                if math.isnan(score):
+                    # no hold-out user has a training pair (a warm start's day, whose users
+                    # came the day before): a score of 0 would stop at the first epoch
+                    message += "  val recall@10 - (no validation user has a training pair)"
+                    result.best_epoch = epoch
+                else:
+                    entry["val_recall@10"], entry["val_recall@10_se"] = score, error
+                    message += f"  val recall@10 {score:.4f} (se {error:.4f})"
+                    if stopping.update(score, last=epoch == last_epoch):
+                        result.best_score, result.best_epoch = score, epoch
+                        best_state = copy.deepcopy(model.state_dict())
             else:
                 result.best_epoch = epoch
             result.history.append(entry)
@@ -864,7 +870,7 @@ def validation_recall(
         )
         local = (metrics["users"], metrics["recall@10"], metrics["recall@10_se"])
     else:
-        local = (0, 0.0, float("nan"))
+        local = (0, float("nan"), float("nan"))
     model.train()
     if group is None:
         return float(local[1]), float(local[2])
