@@ -1584,21 +1584,25 @@ def test_a_request_the_shutdown_cancels_is_answered_503_without_a_traceback(capl
 
 
 def test_serve_bounds_how_long_sigterm_waits_for_requests_in_flight(model, monkeypatch):
-    import uvicorn
-
     import embedrec.serving.app as app_module
+    from embedrec.serving.workers import StopServer
 
-    ran: list[dict] = []
+    ran: list = []
+
+    def run(server: StopServer, sockets: object = None) -> None:
+        ran.append(server.config)
+        server.started = True
+
     monkeypatch.setattr(app_module, "create_app", lambda settings: "app")
     monkeypatch.setattr(app_module, "limit_threads", lambda: None)
-    monkeypatch.setattr(uvicorn, "run", lambda app, **options: ran.append(options))
+    monkeypatch.setattr(StopServer, "run", run)
     monkeypatch.delenv("EMBEDREC_API_TOKEN", raising=False)
     for flags, seconds in (([], 20), (["--shutdown-timeout", "5"], 5)):
         result = CliRunner().invoke(main, ["serve", str(model), *flags])
         assert result.exit_code == 0, result.output
-        options = ran.pop()
-        assert options["timeout_graceful_shutdown"] == seconds
-        assert options["http"] is BoundedHttpToolsProtocol  # a request's head bounded
+        config = ran.pop()
+        assert config.timeout_graceful_shutdown == seconds
+        assert config.http is BoundedHttpToolsProtocol  # a request's head bounded
 
 
 def test_a_request_head_too_large_or_too_slow_or_a_stalled_body_is_refused_and_closed(

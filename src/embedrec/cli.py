@@ -36,7 +36,7 @@ from embedrec.retrieval.batch import CHUNK_SIZE, check_output, torchrun_rank
 from embedrec.retrieval.results import Results, UnknownIdError
 from embedrec.retrieval.retriever import Retriever
 from embedrec.training.checkpoint import POINTER
-from embedrec.training.distributed import finish_distributed, watch_launcher
+from embedrec.training.distributed import finish_distributed, stop_if_orphaned, watch_launcher
 
 # DataError and BundleError are ValueErrors; library calls raise ValueError for bad arguments
 USER_ERRORS = (ValueError, FileNotFoundError, UnknownIdError)
@@ -89,6 +89,7 @@ def _user_errors(command: Callable) -> Callable:
             sys.stdout.flush()
             return result
         except USER_ERRORS as exc:
+            stop_if_orphaned()
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
         except ModuleNotFoundError as exc:  # an installation without a package a step needs
@@ -98,8 +99,12 @@ def _user_errors(command: Callable) -> Callable:
             # the reader stopped early (| head): click ends the command quietly, status 1
             raise
         except OSError as exc:  # the file system refused: no permission, a file in the way
+            stop_if_orphaned()
             click.echo(f"error: {os_error_message(exc)}", err=True)
             sys.exit(2)
+        except Exception:
+            stop_if_orphaned()
+            raise
 
     return wrapper
 

@@ -89,11 +89,11 @@ def watch_launcher(interval_s: float = 1.0) -> bool:
     watched: a plain ``python -m embedrec train``'s parent is a shell, whose end is no
     reason to stop; nor under a launcher of pid 1 (a container's first process), whose
     end ends every process of its container."""
-    global _launcher_watched
+    global _launcher
     launcher = os.getppid()
-    if _launcher_watched or "TORCHELASTIC_RUN_ID" not in os.environ or launcher <= 1:
+    if _launcher is not None or "TORCHELASTIC_RUN_ID" not in os.environ or launcher <= 1:
         return False
-    _launcher_watched = True
+    _launcher = launcher
     threading.Thread(
         target=_stop_when_orphaned,
         args=(launcher, interval_s),
@@ -103,7 +103,15 @@ def watch_launcher(interval_s: float = 1.0) -> bool:
     return True
 
 
-_launcher_watched = False
+_launcher: int | None = None
+
+
+def stop_if_orphaned() -> None:
+    """Stop as the launcher's watch would, now, where the launcher is gone: an error a rank
+    meets then (a peer that stopped first closed its connection) is that death's echo, and
+    its traceback would bury the one line that says why."""
+    if _launcher is not None and os.getppid() != _launcher:
+        _stop_when_orphaned(_launcher, 0.0)
 
 
 def _stop_when_orphaned(launcher: int, interval_s: float) -> None:
