@@ -919,7 +919,6 @@ def test_a_saved_models_listings_are_named_by_the_model_file_not_a_machine_path(
 @pytest.mark.parametrize(
     ("out", "says"),
     [
-        ("mpas/map.png", "the folder {tmp}/mpas does not exist"),
         ("map.svg", "--out must end in .html or .png, got 'map.svg'"),
         ("notes.txt/map.png", "{tmp}/notes.txt: a file is where a folder is needed"),
     ],

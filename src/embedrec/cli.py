@@ -1047,7 +1047,7 @@ def demo(cache: str, seed: int) -> None:
     "out_file",
     required=True,
     type=click.Path(dir_okay=False),
-    help=".html (interactive, self-contained) or .png (static), in an existing folder.",
+    help=".html (interactive, self-contained) or .png (static).",
 )
 @click.option(
     "--method",
@@ -1160,17 +1160,15 @@ def plot(
 
 def _check_figure_output(out: Path) -> None:
     """Refuse an ``--out`` that the figure could not be written to: another suffix than
-    .html or .png, a folder that is missing (a typo) or not writable, a file in its place."""
+    .html or .png, a file where a folder is needed, a folder that is not writable. Missing
+    folders are made when the figure is written, as every other ``--out``'s are."""
     if out.suffix.lower() not in (".html", ".png"):
         raise click.UsageError(f"--out must end in .html or .png, got {out.name!r}")
-    folder = out.parent
-    existing = next(above for above in (folder, *folder.parents) if above.exists())
+    existing = next(above for above in out.parents if above.exists())
     if not existing.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
-    if existing != folder:
-        raise click.UsageError(f"--out {out}: the folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise click.UsageError(f"--out {out}: the folder {folder} is not writable")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise click.UsageError(f"--out {out}: the folder {existing} is not writable")
 
 
 def _found(found: int, k: int) -> str:
