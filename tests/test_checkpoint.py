@@ -96,7 +96,7 @@ def test_another_runs_checkpoint_is_refused(data, tmp_path):
         )
 
 
-@pytest.mark.parametrize("change", ["listing", "timestamp", "renamed id"])
+@pytest.mark.parametrize("change", ["listing", "timestamp", "renamed id", "a listing's price"])
 def test_a_checkpoint_of_other_data_with_the_same_counts_is_refused(data, tmp_path, change):
     # the fingerprint held the data's counts only: other data of equal counts was resumed
     events, listings = data
@@ -110,11 +110,13 @@ def test_a_checkpoint_of_other_data_with_the_same_counts_is_refused(data, tmp_pa
         events.at[row, "listing_id"] = next(i for i in listings["listing_id"] if i not in seen)
     elif change == "timestamp":
         events.at[row, "timestamp"] += 1
+    elif change == "a listing's price":  # the same events, one listing's features changed
+        listings.loc[listings.index[0], "price"] = listings["price"].iloc[0] + 1
     else:  # a listing renamed, in the same place among the sorted ids
         renamed = {"Wagen 0 ä": "Wagen 0 äb"}
         events["listing_id"] = events["listing_id"].replace(renamed)
         listings["listing_id"] = listings["listing_id"].replace(renamed)
-    with pytest.raises(CheckpointError, match="the training data differ: other events or ids"):
+    with pytest.raises(CheckpointError, match="the training data differ: other events, ids or"):
         Recommender(**settings()).fit(events, listings, checkpoint_dir=checkpoints, resume=True)
 
 

@@ -38,6 +38,7 @@ from embedrec.data.io import (
     load_listings,
 )
 from embedrec.data.jsonable import json_text
+from embedrec.data.packed import PackedTable
 from embedrec.data.prepare import Interactions
 from embedrec.data.schema import FeatureSpec, SchemaConfig
 from embedrec.evaluation.metrics import cut_offs
@@ -443,7 +444,10 @@ class Recommender:
         checkpoints = None
         if checkpoint_dir is not None:
             checkpoints = Checkpoints(
-                checkpoint_dir, self._fingerprint(data, group), checkpoint_every, group
+                checkpoint_dir,
+                self._fingerprint(data, prepared.listings, group),
+                checkpoint_every,
+                group,
             )
         if own is not None:
             # the events by the run's user rows are made again from ``pairs`` at the end:
@@ -602,7 +606,9 @@ class Recommender:
             )
         return candidates
 
-    def _fingerprint(self, data: Interactions, group: Group | None) -> dict[str, Any]:
+    def _fingerprint(
+        self, data: Interactions, listings: PackedTable, group: Group | None
+    ) -> dict[str, Any]:
         """What a checkpoint must share with this fit to be resumed by it."""
         changeable = ("epochs", "time_budget", "progress", "device")
         params = {k: v for k, v in self.get_params().items() if k not in changeable}
@@ -612,7 +618,8 @@ class Recommender:
             "listings": len(data.listings),
             "pairs": pairs,
             "ranks": 1 if group is None else group.world,
-            "data": data_digest(data, group),  # other data of the same counts is refused too
+            # other data of the same counts is refused too
+            "data": data_digest(data, listings, group),
         }
 
     def build_model(
