@@ -158,7 +158,7 @@ def test_absent_directories_and_files(tmp_path):
         read_manifest(tmp_path / "absent")
     a_file = tmp_path / "model.bin"
     a_file.write_bytes(b"")
-    with pytest.raises(BundleError, match="no such model directory"):
+    with pytest.raises(BundleError, match="model.bin: a file, not a model directory"):
         read_manifest(a_file)
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -91,6 +91,8 @@ def read_manifest(directory: str | Path, files: Collection[str] | None = None) -
     """
     directory = Path(directory)
     if not directory.is_dir():
+        if directory.exists():  # a model is a folder: one is named by its folder, not a file
+            raise BundleError(f"{directory}: a file, not a model directory")
         raise BundleError(f"{directory}: no such model directory")
     path = directory / MANIFEST
     try:
